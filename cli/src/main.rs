@@ -1,0 +1,105 @@
+//! `weir`: build, run and test proxy-wasm filters.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use weir_cli::{build, demo};
+
+/// The weir toolchain for Envoy proxy-wasm filters.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the sample filters and show them working through the harness, with
+    /// the same configuration as envoy/*.yaml.
+    Demo,
+    /// Build filters to wasm32-wasip1 (default: every sample filter).
+    Build {
+        /// Filter packages to build.
+        #[arg(short, long = "package")]
+        packages: Vec<String>,
+    },
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = build::workspace_root(std::env::current_dir()?)?;
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Demo => {
+            let report = demo::run(&root)?;
+            stdout.write_all(report.as_bytes())?;
+        }
+        Command::Build { packages } => {
+            let packages: Vec<&str> = if packages.is_empty() {
+                build::SAMPLE_FILTERS.to_vec()
+            } else {
+                packages.iter().map(String::as_str).collect()
+            };
+            for f in build::build_filters(&root, &packages)? {
+                writeln!(stdout, "{}", f.wasm.display())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "error: {e}");
+            for (i, cause) in e.chain().skip(1).enumerate() {
+                if i == 0 {
+                    let _ = writeln!(stderr, "\nCaused by:");
+                }
+                let _ = writeln!(stderr, "    {i}: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,219 @@
+//! `header-append`: adds, sets and removes request and response headers.
+//!
+//! Configuration (JSON):
+//!
+//! ```json
+//! {
+//!   "request":  { "remove": ["x-internal"], "set": [{"name": "x-env", "value": "prod"}],
+//!                 "add": [{"name": "x-trace", "value": "on"}] },
+//!   "response": { "set": [{"name": "cache-control", "value": "no-store"}] }
+//! }
+//! ```
+//!
+//! For each direction the operations run in the order `remove`, `set`, `add`. Header
+//! names must be valid HTTP token characters and are lower-cased; values must not
+//! contain CR, LF or NUL. Anything else is rejected when the plugin is configured,
+//! with the offending field named in Envoy's log.
+
+use std::fmt;
+use std::rc::Rc;
+
+use serde::{Deserialize, Deserializer};
+use weir::{Flow, Headers, HttpFilter, RequestHeaders, ResponseHeaders, Result};
+
+/// The plugin configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Changes applied to request headers before they go upstream.
+    pub request: Changes,
+    /// Changes applied to response headers before they go to the client.
+    pub response: Changes,
+}
+
+/// Header changes for one direction.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Changes {
+    /// Headers to remove (every value).
+    pub remove: Vec<HeaderName>,
+    /// Headers to set, replacing any existing values.
+    pub set: Vec<Header>,
+    /// Headers to append, keeping existing values.
+    pub add: Vec<Header>,
+}
+
+/// One header to set or add.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    /// The header name.
+    pub name: HeaderName,
+    /// The value.
+    pub value: HeaderValue,
+}
+
+/// A validated, lower-cased header name (pseudo-headers such as `:path` allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderName(String);
+
+/// A header value without CR, LF or NUL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderValue(String);
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl HeaderName {
+    /// Validates and lower-cases `name`.
+    ///
+    /// # Errors
+    /// A message naming the problem if `name` is not a valid header name.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let body = name.strip_prefix(':').unwrap_or(name);
+        if body.is_empty() {
+            return Err(format!("invalid header name {name:?}: empty"));
+        }
+        if let Some(c) = body.bytes().find(|&b| !is_token(b)) {
+            return Err(format!(
+                "invalid header name {name:?}: character {:?} is not allowed",
+                char::from(c)
+            ));
+        }
+        Ok(Self(name.to_ascii_lowercase()))
+    }
+
+    /// The lower-cased name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl HeaderValue {
+    /// Validates `value`.
+    ///
+    /// # Errors
+    /// A message naming the problem if `value` contains CR, LF or NUL.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(format!(
+                "invalid header value {value:?}: CR, LF and NUL are not allowed"
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Changes {
+    fn apply(&self, headers: &mut Headers, direction: &str) -> Result<()> {
+        for name in &self.remove {
+            headers.remove(name.as_str())?;
+        }
+        for h in &self.set {
+            headers.set(h.name.as_str(), &h.value.0)?;
+        }
+        for h in &self.add {
+            headers.add(h.name.as_str(), &h.value.0)?;
+        }
+        let changed = self.remove.len() + self.set.len() + self.add.len();
+        if changed > 0 {
+            log::debug!(
+                "{direction}: removed {}, set {}, added {} header(s)",
+                self.remove.len(),
+                self.set.len(),
+                self.add.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The filter: one value per HTTP stream.
+#[derive(Debug)]
+pub struct HeaderAppend {
+    config: Rc<Config>,
+}
+
+impl HttpFilter for HeaderAppend {
+    type Config = Config;
+
+    fn new(config: Rc<Config>) -> Self {
+        Self { config }
+    }
+
+    fn on_request_headers(&mut self, headers: &mut RequestHeaders) -> Result<Flow> {
+        self.config.request.apply(headers, "request")?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_headers(&mut self, headers: &mut ResponseHeaders) -> Result<Flow> {
+        self.config.response.apply(headers, "response")?;
+        Ok(Flow::Continue)
+    }
+}
+
+weir::export_http_filter!(HeaderAppend);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c: Config = weir::parse_config(
+            br#"{"request": {"remove": ["X-Drop"], "set": [{"name": "X-A", "value": "1"}]},
+                 "response": {"add": [{"name": "x-b", "value": "2"}]}}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.request.remove[0].as_str(), "x-drop");
+        assert_eq!(c.request.set[0].name.as_str(), "x-a");
+        assert_eq!(c.response.add[0].value.0, "2");
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let err = weir::parse_config::<Config>(
+            br#"{"response": {"set": [{"name": "ok", "value": "1"}, {"name": "bad name", "value": "2"}]}}"#,
+        )
+        .expect_err("space in name");
+        let msg = err.to_string();
+        assert!(msg.contains("response.set[1].name"), "{msg}");
+        assert!(msg.contains("' ' is not allowed"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_header_injection() {
+        let err = weir::parse_config::<Config>(
+            br#"{"request": {"add": [{"name": "x", "value": "a\r\nx-evil: 1"}]}}"#,
+        )
+        .expect_err("CRLF");
+        assert!(err.to_string().contains("request.add[0].value"), "{err}");
+    }
+
+    #[test]
+    fn empty_config_changes_nothing() {
+        let c: Config = weir::parse_config(b"").expect("empty is fine");
+        assert!(c.request.set.is_empty() && c.response.remove.is_empty());
+    }
+}

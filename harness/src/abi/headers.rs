@@ -1,0 +1,143 @@
+//! HTTP header maps: `proxy_{get,set}_header_map_pairs`, `proxy_get_header_map_size`,
+//! `proxy_{get,add,replace,remove}_header_map_value`.
+//!
+//! Envoy hands a filter its request (response) headers only while it holds them:
+//! in the headers callback and while that callback's pause lasts, and read-only in
+//! `on_log`. Outside that window value calls answer `BadArgument` (`NotFound` in
+//! `on_log`) and `get_header_map_pairs` answers an empty map.
+
+use wasmtime::{Caller, Linker};
+
+use super::memory::{self, Fault};
+use super::{Status, proxy_fn};
+use crate::fields::Fields;
+use crate::state::{HostState, Phase};
+
+/// `proxy_map_type_t` values above this are `BadArgument`.
+const MAX_MAP_TYPE: u32 = 7;
+const REQUEST_HEADERS: u32 = 0;
+const RESPONSE_HEADERS: u32 = 2;
+
+/// Resolves the map `kind` for the current context: `Ok(None)` if Envoy would not
+/// expose it now, `Err(BadArgument)` for an unknown map type.
+fn map(state: &mut HostState, kind: i32) -> Result<Option<&mut Fields>, Fault> {
+    let kind = kind as u32;
+    if kind > MAX_MAP_TYPE {
+        return Err(Fault::Status(Status::BadArgument));
+    }
+    if !state.in_stream() {
+        return Ok(None);
+    }
+    Ok(match kind {
+        REQUEST_HEADERS => state.maps.request_headers.as_mut(),
+        RESPONSE_HEADERS => state.maps.response_headers.as_mut(),
+        // Trailers, gRPC metadata and callout maps are not emulated yet: unavailable.
+        _ => None,
+    })
+}
+
+/// The map, if it is available and mutable now; else `BadArgument`.
+fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
+    let read_only = state.phase == Phase::Log;
+    match map(state, kind)? {
+        Some(fields) if !read_only => Ok(fields),
+        _ => Err(Fault::Status(Status::BadArgument)),
+    }
+}
+
+fn mutate(
+    caller: &mut Caller<'_, HostState>,
+    kind: i32,
+    key: (i32, i32),
+    value: Option<(i32, i32)>,
+    apply: impl FnOnce(&mut Fields, &[u8], &[u8]),
+) -> Result<(), Fault> {
+    let key = memory::read(caller, key.0, key.1)?;
+    let value = match value {
+        Some((ptr, len)) => memory::read(caller, ptr, len)?,
+        None => Vec::new(),
+    };
+    let fields = mutable_map(caller.data_mut(), kind)?;
+    apply(fields, &key, &value);
+    Ok(())
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    proxy_fn!(linker, "proxy_get_header_map_pairs", |caller, kind: i32, ret_ptr: i32, ret_len: i32| {
+        let bytes = map(caller.data_mut(), kind).map(|fields| match fields {
+            Some(f) if f.len() > 0 => f.serialize(),
+            _ => Vec::new(),
+        });
+        let result = bytes.and_then(|b| memory::copy_out(&mut caller, &b, ret_ptr, ret_len));
+        memory::status(result)?
+    });
+    proxy_fn!(linker, "proxy_set_header_map_pairs", |caller, kind: i32, ptr: i32, len: i32| {
+        let result = memory::read(&mut caller, ptr, len).and_then(|bytes| {
+            let fields = mutable_map(caller.data_mut(), kind)?;
+            // A malformed map parses as empty, so the call clears the map (as in Envoy).
+            *fields = Fields::deserialize(&bytes);
+            Ok(())
+        });
+        memory::status(result)?
+    });
+    proxy_fn!(linker, "proxy_get_header_map_size", |caller, kind: i32, ret: i32| {
+        let result = mutable_map(caller.data_mut(), kind)
+            .map(|f| f.byte_size() as u32)
+            .and_then(|size| memory::write_u32(&mut caller, ret, size));
+        memory::status(result)?
+    });
+    proxy_fn!(
+        linker,
+        "proxy_get_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_len: i32| {
+            let result = memory::read(&mut caller, key_ptr, key_len).and_then(|key| {
+                let in_log = caller.data().phase == Phase::Log;
+                let value = match map(caller.data_mut(), kind)? {
+                    None if in_log => return Err(Fault::Status(Status::NotFound)),
+                    None => return Err(Fault::Status(Status::BadArgument)),
+                    Some(fields) => fields.get(&key).map(<[u8]>::to_vec),
+                };
+                let value = value.ok_or(Fault::Status(Status::NotFound))?;
+                memory::copy_out(&mut caller, &value, ret_ptr, ret_len)
+            });
+            memory::status(result)?
+        }
+    );
+    proxy_fn!(
+        linker,
+        "proxy_add_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32| {
+            let result = mutate(
+                &mut caller,
+                kind,
+                (key_ptr, key_len),
+                Some((val_ptr, val_len)),
+                Fields::add,
+            );
+            memory::status(result)?
+        }
+    );
+    proxy_fn!(
+        linker,
+        "proxy_replace_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32| {
+            let result = mutate(
+                &mut caller,
+                kind,
+                (key_ptr, key_len),
+                Some((val_ptr, val_len)),
+                Fields::set,
+            );
+            memory::status(result)?
+        }
+    );
+    proxy_fn!(
+        linker,
+        "proxy_remove_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32| {
+            let result = mutate(&mut caller, kind, (key_ptr, key_len), None, |f, k, _| f.remove(k));
+            memory::status(result)?
+        }
+    );
+    Ok(())
+}

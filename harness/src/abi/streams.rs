@@ -1,0 +1,82 @@
+//! Stream control: `proxy_continue_stream`, `proxy_close_stream`,
+//! `proxy_send_local_response`, `proxy_get_status`. Like Envoy, every action is
+//! deferred until the current callback returns.
+
+use wasmtime::Linker;
+
+use super::memory::{self, Fault};
+use super::{Status, proxy_fn};
+use crate::fields::Fields;
+use crate::state::{HostState, LocalReplyRequest};
+
+const STREAM_REQUEST: u32 = 0;
+const STREAM_RESPONSE: u32 = 1;
+const STREAM_DOWNSTREAM: u32 = 2;
+const STREAM_UPSTREAM: u32 = 3;
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    proxy_fn!(linker, "proxy_continue_stream", |caller, kind: i32| {
+        let state = caller.data_mut();
+        match kind as u32 {
+            STREAM_REQUEST => {
+                state.deferred.continue_request = true;
+                Status::Ok
+            }
+            STREAM_RESPONSE => {
+                state.deferred.continue_response = true;
+                Status::Ok
+            }
+            // L4 filters are not emulated yet; Envoy defers continueReading.
+            STREAM_DOWNSTREAM => Status::Ok,
+            STREAM_UPSTREAM => Status::Unimplemented,
+            _ => Status::BadArgument,
+        }
+    });
+    proxy_fn!(linker, "proxy_close_stream", |caller, kind: i32| {
+        if kind as u32 > STREAM_UPSTREAM {
+            Status::BadArgument
+        } else {
+            caller.data_mut().deferred.close_stream = true;
+            Status::Ok
+        }
+    });
+    proxy_fn!(
+        linker,
+        "proxy_send_local_response",
+        |caller,
+         status_code: i32,
+         details_ptr: i32,
+         details_len: i32,
+         body_ptr: i32,
+         body_len: i32,
+         headers_ptr: i32,
+         headers_len: i32,
+         grpc_status: i32| {
+            let result = (|| -> Result<(), Fault> {
+                let details = memory::read_string(&mut caller, details_ptr, details_len)?;
+                let body = memory::read(&mut caller, body_ptr, body_len)?;
+                let headers = memory::read(&mut caller, headers_ptr, headers_len)?;
+                let state = caller.data_mut();
+                // Without a stream (a root context) Envoy has no decoder callbacks: a no-op.
+                if state.in_stream() {
+                    state.deferred.local_reply = Some(LocalReplyRequest {
+                        status: status_code as u32,
+                        details: details.replace(char::is_whitespace, "_"),
+                        body,
+                        headers: Fields::deserialize(&headers),
+                        grpc_status,
+                    });
+                }
+                Ok(())
+            })();
+            memory::status(result)?
+        }
+    );
+    // No callout has failed yet: Envoy's root context status is code 0, no message.
+    proxy_fn!(linker, "proxy_get_status", |caller, code_ptr: i32, msg_ptr: i32, msg_len: i32| {
+        let result = memory::write_u32(&mut caller, code_ptr, 0)
+            .and_then(|()| memory::copy_out(&mut caller, &[], msg_ptr, msg_len));
+        memory::status(result)?
+    });
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! A filter chain of proxy-wasm plugins in front of an upstream.
+//!
+//! # Order
+//! As in Envoy, the request goes through the filters in the order they were added
+//! (0 → n) and the response comes back in reverse (n → 0). A filter that pauses
+//! holds the rest of the chain; a local reply short-circuits it, and the response
+//! path then runs through the replying filter and those before it.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::fields::Fields;
+use crate::hcm::ConnectionManager;
+use crate::outcome::{LocalReply, LogLevel, Outcome};
+use crate::plugin::Plugin;
+use crate::state::{LocalReplyRequest, PluginMeta};
+use crate::upstream::Upstream;
+use crate::vm::Vm;
+use crate::{Engine, Error, Result};
+
+/// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
+/// failed (trapped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Answer 503 with details `wasm_fail_stream` (Envoy's default).
+    #[default]
+    FailClosed,
+    /// Skip the filter.
+    FailOpen,
+}
+
+/// One filter of a chain: a plugin plus its Envoy `PluginConfig`/`VmConfig`.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Filter {
+    plugin: Plugin,
+    meta: PluginMeta,
+    failure_policy: FailurePolicy,
+}
+
+impl Filter {
+    /// A filter running `plugin` with an empty configuration, named `plugin`.
+    pub fn new(plugin: Plugin) -> Self {
+        Self {
+            plugin,
+            meta: PluginMeta {
+                name: "plugin".to_owned(),
+                root_id: String::new(),
+                vm_id: String::new(),
+                vm_configuration: Vec::new(),
+                plugin_configuration: Vec::new(),
+                environment: Vec::new(),
+            },
+            failure_policy: FailurePolicy::default(),
+        }
+    }
+
+    /// `PluginConfig.name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.meta.name = name.into();
+        self
+    }
+
+    /// `PluginConfig.root_id`.
+    pub fn root_id(mut self, root_id: impl Into<String>) -> Self {
+        self.meta.root_id = root_id.into();
+        self
+    }
+
+    /// `VmConfig.vm_id`.
+    pub fn vm_id(mut self, vm_id: impl Into<String>) -> Self {
+        self.meta.vm_id = vm_id.into();
+        self
+    }
+
+    /// `PluginConfig.configuration`, as the bytes Envoy passes (a
+    /// `StringValue`'s text).
+    pub fn configuration(mut self, config: impl Into<Vec<u8>>) -> Self {
+        self.meta.plugin_configuration = config.into();
+        self
+    }
+
+    /// `VmConfig.configuration`.
+    pub fn vm_configuration(mut self, config: impl Into<Vec<u8>>) -> Self {
+        self.meta.vm_configuration = config.into();
+        self
+    }
+
+    /// `VmConfig.environment_variables.key_values`, visible through WASI `environ`.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.environment.push((key.into(), value.into()));
+        self
+    }
+
+    /// `PluginConfig.failure_policy`.
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure_policy = policy;
+        self
+    }
+}
+
+/// Builds a [`Chain`].
+#[derive(Debug)]
+#[must_use]
+pub struct ChainBuilder {
+    filters: Vec<Filter>,
+    hcm: ConnectionManager,
+    log_level: LogLevel,
+    start: SystemTime,
+    seed: u64,
+}
+
+impl ChainBuilder {
+    /// Appends a filter (see the type docs for ordering).
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// The emulated connection manager's settings.
+    pub fn connection_manager(mut self, hcm: ConnectionManager) -> Self {
+        self.hcm = hcm;
+        self
+    }
+
+    /// Envoy's `wasm` logger level (default `info`): what `proxy_get_log_level`
+    /// answers; lower lines are dropped.
+    pub fn log_level(mut self, level: LogLevel) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// The virtual wall clock's start (default 2026-01-01T00:00:00Z).
+    pub fn start_time(mut self, at: SystemTime) -> Self {
+        self.start = at;
+        self
+    }
+
+    /// Seed for WASI `random_get` and generated request ids (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Starts every plugin: Envoy's load checks, module initialization,
+    /// `on_vm_start` and `on_configure`.
+    ///
+    /// # Errors
+    /// The first plugin that fails to start, e.g. [`Error::ConfigureFailed`].
+    pub fn build(self) -> Result<Chain> {
+        let mut slots = Vec::with_capacity(self.filters.len());
+        for (i, filter) in self.filters.into_iter().enumerate() {
+            let seed = self.seed.wrapping_add(i as u64);
+            let vm = Vm::start(&filter.plugin, filter.meta, self.start, seed, self.log_level)?;
+            slots.push(Slot {
+                vm,
+                policy: filter.failure_policy,
+            });
+        }
+        let mut chain = Chain {
+            slots,
+            hcm: self.hcm,
+            now: self.start,
+            rng: self.seed ^ 0x5EED,
+            startup_logs: Vec::new(),
+        };
+        chain.startup_logs = chain.drain_logs();
+        Ok(chain)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    vm: Vm,
+    policy: FailurePolicy,
+}
+
+/// A running filter chain. Send requests through it with [`Chain::send`].
+#[derive(Debug)]
+pub struct Chain {
+    slots: Vec<Slot>,
+    hcm: ConnectionManager,
+    now: SystemTime,
+    rng: u64,
+    startup_logs: Vec<crate::LogRecord>,
+}
+
+/// Per-filter progress of one stream.
+#[derive(Clone, Copy, Default)]
+struct Progress {
+    /// The stream context id in this filter's VM, once created.
+    context: Option<u32>,
+    /// Whether the filter's request callbacks ran (its encoder runs on the way back).
+    decoded: bool,
+}
+
+/// Who answers the client instead of the upstream.
+struct Reply {
+    slot: usize,
+    request: LocalReplyRequest,
+}
+
+fn fail_stream() -> LocalReplyRequest {
+    LocalReplyRequest {
+        status: 503,
+        details: "wasm_fail_stream".to_owned(),
+        body: Vec::new(),
+        headers: Fields::new(),
+        grpc_status: 14,
+    }
+}
+
+/// Envoy's mapping of a headers callback's return value: 0 and 2 continue,
+/// anything else stops iteration.
+fn continues(action: Option<i32>) -> bool {
+    matches!(action, None | Some(0) | Some(2))
+}
+
+impl Chain {
+    /// A [`ChainBuilder`] on `engine`. The engine is only needed to make the
+    /// plugins, which already carry it; it is taken to make the dependency plain.
+    pub fn builder(_engine: &Engine) -> ChainBuilder {
+        ChainBuilder {
+            filters: Vec::new(),
+            hcm: ConnectionManager::default(),
+            log_level: LogLevel::Info,
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            seed: 0,
+        }
+    }
+
+    /// What the plugins logged while starting.
+    pub fn startup_logs(&self) -> &[crate::LogRecord] {
+        &self.startup_logs
+    }
+
+    /// Moves the virtual clock forward.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        for slot in &mut self.slots {
+            let state = slot.vm.state();
+            state.now += by;
+            state.monotonic += by;
+        }
+    }
+
+    fn drain_logs(&mut self) -> Vec<crate::LogRecord> {
+        self.slots
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.vm.state().logs))
+            .collect()
+    }
+
+    fn random16(&mut self) -> [u8; 16] {
+        let mut out = [0; 16];
+        for chunk in out.chunks_mut(8) {
+            self.rng = self
+                .rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            chunk.copy_from_slice(&self.rng.to_le_bytes());
+        }
+        out
+    }
+
+    /// Sends one request through the chain to `upstream` and returns what the
+    /// upstream and the client saw.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a request Envoy could not route,
+    /// [`Error::Stalled`] if a filter paused and never resumed, [`Error::Reset`]
+    /// if a filter reset the stream, [`Error::InvalidHeader`] if a filter produced
+    /// a header that cannot be sent.
+    pub fn send<B: Into<Bytes>>(
+        &mut self,
+        request: http::Request<B>,
+        mut upstream: impl Upstream,
+    ) -> Result<Outcome> {
+        let request = request.map(Into::into);
+        let mut random = self.random16();
+        let mut fields = self.hcm.request_fields(&request, || std::mem::take(&mut random))?;
+        let request_body = request.into_body();
+        let mut progress = vec![Progress::default(); self.slots.len()];
+
+        let reply = self.decode(&mut fields, request_body.is_empty(), &mut progress)?;
+        let (upstream_request, mut response, response_body, reply) = match reply {
+            None => {
+                let upstream_request = self.hcm.upstream_request(&fields, request_body)?;
+                let response = upstream.call(upstream_request.clone());
+                let response_fields = self.hcm.response_fields(&response);
+                (Some(upstream_request), response_fields, response.into_body(), None)
+            }
+            Some(reply) => {
+                let response = ConnectionManager::local_reply_fields(&reply.request);
+                let body = Bytes::from(reply.request.body.clone());
+                (None, response, body, Some(reply))
+            }
+        };
+        let last = reply.as_ref().map_or(self.slots.len(), |r| r.slot + 1);
+        let late_reply = self.encode(&mut response, response_body.is_empty(), &progress[..last])?;
+        let (reply, response, response_body) = match late_reply {
+            Some(r) => {
+                let fields = ConnectionManager::local_reply_fields(&r.request);
+                let body = Bytes::from(r.request.body.clone());
+                (Some(r), fields, body)
+            }
+            None => (reply, response, response_body),
+        };
+        let response = self.hcm.client_response(response, response_body, self.now)?;
+        let final_response = Fields::from_iter(
+            std::iter::once((&b":status"[..], response.status().as_str().as_bytes()))
+                .chain(response.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))),
+        );
+        self.log_stream(&progress, &fields, &final_response);
+
+        let fuel = self.slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
+        let local_reply = reply.map(|r| LocalReply {
+            plugin: self.slots[r.slot].vm.name().to_owned(),
+            status: r.request.status as u16,
+            details: r.request.details,
+        });
+        Ok(Outcome {
+            upstream_request,
+            response,
+            local_reply,
+            logs: self.drain_logs(),
+            fuel,
+        })
+    }
+
+    /// The request path: each filter's `on_request_headers` in order.
+    fn decode(
+        &mut self,
+        fields: &mut Fields,
+        end_of_stream: bool,
+        progress: &mut [Progress],
+    ) -> Result<Option<Reply>> {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.vm.failed.is_some() {
+                match slot.policy {
+                    FailurePolicy::FailOpen => continue,
+                    FailurePolicy::FailClosed => {
+                        return Ok(Some(Reply { slot: i, request: fail_stream() }));
+                    }
+                }
+            }
+            let stream = slot.vm.new_context_id();
+            progress[i].context = Some(stream);
+            progress[i].decoded = true;
+            let num_headers = fields.len();
+            slot.vm.state().maps.request_headers = Some(std::mem::take(fields));
+            let result = slot
+                .vm
+                .create_stream(stream)
+                .and_then(|()| slot.vm.on_request_headers(stream, num_headers, end_of_stream));
+            *fields = slot.vm.state().maps.request_headers.take().unwrap_or_default();
+            let deferred = slot.vm.take_deferred();
+            let action = match result {
+                Ok(action) => action,
+                Err(_trap) => match slot.policy {
+                    FailurePolicy::FailOpen => continue,
+                    FailurePolicy::FailClosed => {
+                        progress[i].decoded = false;
+                        return Ok(Some(Reply { slot: i, request: fail_stream() }));
+                    }
+                },
+            };
+            if let Some(request) = deferred.local_reply {
+                return Ok(Some(Reply { slot: i, request }));
+            }
+            if deferred.close_stream {
+                return Err(Error::Reset {
+                    plugin: slot.vm.name().to_owned(),
+                    phase: "on_request_headers",
+                });
+            }
+            if !continues(action) && !deferred.continue_request {
+                return Err(Error::Stalled {
+                    plugin: slot.vm.name().to_owned(),
+                    phase: "on_request_headers",
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// The response path: `on_response_headers` in reverse order, for the filters
+    /// whose request path ran. A local reply sent here replaces the response and
+    /// goes straight to the client.
+    fn encode(
+        &mut self,
+        fields: &mut Fields,
+        end_of_stream: bool,
+        progress: &[Progress],
+    ) -> Result<Option<Reply>> {
+        for (i, slot) in self.slots.iter_mut().enumerate().take(progress.len()).rev() {
+            let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
+                continue;
+            };
+            if slot.vm.failed.is_some() {
+                if slot.policy == FailurePolicy::FailOpen {
+                    continue;
+                }
+                return Ok(Some(Reply { slot: i, request: fail_stream() }));
+            }
+            let num_headers = fields.len();
+            slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
+            let result = slot.vm.on_response_headers(stream, num_headers, end_of_stream);
+            *fields = slot.vm.state().maps.response_headers.take().unwrap_or_default();
+            let deferred = slot.vm.take_deferred();
+            let action = match result {
+                Ok(action) => action,
+                Err(_trap) if slot.policy == FailurePolicy::FailOpen => continue,
+                Err(_trap) => return Ok(Some(Reply { slot: i, request: fail_stream() })),
+            };
+            if let Some(request) = deferred.local_reply {
+                return Ok(Some(Reply { slot: i, request }));
+            }
+            if deferred.close_stream {
+                return Err(Error::Reset {
+                    plugin: slot.vm.name().to_owned(),
+                    phase: "on_response_headers",
+                });
+            }
+            if !continues(action) && !deferred.continue_response {
+                return Err(Error::Stalled {
+                    plugin: slot.vm.name().to_owned(),
+                    phase: "on_response_headers",
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// Access logging, then teardown, for every filter, in chain order. A filter
+    /// whose request path never ran still gets its context created first, as
+    /// Envoy's `log()` does.
+    fn log_stream(&mut self, progress: &[Progress], request: &Fields, response: &Fields) {
+        for (slot, p) in self.slots.iter_mut().zip(progress) {
+            if slot.vm.failed.is_some() {
+                continue;
+            }
+            let stream = match p.context {
+                Some(id) => id,
+                None => {
+                    let id = slot.vm.new_context_id();
+                    if slot.vm.create_stream(id).is_err() {
+                        continue;
+                    }
+                    id
+                }
+            };
+            // A trap here fails the VM for later streams; this one is answered.
+            let _ = slot
+                .vm
+                .finish_stream(stream, Some(request.clone()), Some(response.clone()));
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Reading the filter chain from an Envoy bootstrap YAML, so a test runs the same
+//! plugins with the same configuration as the Envoy it mirrors.
+//!
+//! The subset read: the first listener's HTTP connection manager (its
+//! `generate_request_id` and `server_name`), its `envoy.filters.http.wasm`
+//! filters (plugin name, root id, configuration, failure policy, VM id, VM
+//! configuration, local code file, environment key/values), the router's
+//! `suppress_envoy_headers` and the first route's timeout. Configuration values
+//! must be `google.protobuf.StringValue` (passed raw, as Envoy does).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::chain::{FailurePolicy, Filter};
+use crate::hcm::ConnectionManager;
+use crate::{Engine, Error, Plugin, Result};
+
+const WASM_FILTER: &str = "envoy.filters.http.wasm";
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+const ROUTER: &str = "envoy.filters.http.router";
+const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
+
+/// One `envoy.filters.http.wasm` filter of an Envoy config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WasmFilterConfig {
+    /// `config.name`.
+    pub name: String,
+    /// `config.root_id`.
+    pub root_id: String,
+    /// `config.configuration` (a `StringValue`'s text).
+    pub configuration: String,
+    /// `config.failure_policy`.
+    pub failure_policy: FailurePolicy,
+    /// `vm_config.vm_id`.
+    pub vm_id: String,
+    /// `vm_config.configuration`.
+    pub vm_configuration: String,
+    /// `vm_config.code.local.filename`.
+    pub filename: PathBuf,
+    /// `vm_config.environment_variables.key_values`.
+    pub environment: Vec<(String, String)>,
+}
+
+/// The parts of an Envoy bootstrap the harness emulates.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EnvoyConfig {
+    /// The wasm filters, in chain order.
+    pub filters: Vec<WasmFilterConfig>,
+    /// The connection manager and router settings.
+    pub connection_manager: ConnectionManager,
+}
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::EnvoyConfig(message.into())
+}
+
+fn string_at(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for key in path {
+        cur = cur.get(*key)?;
+    }
+    match cur {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn string_value(v: Option<&Value>, field: &str) -> Result<String> {
+    let Some(v) = v else { return Ok(String::new()) };
+    match string_at(v, &["@type"]).as_deref() {
+        Some(STRING_VALUE) => Ok(string_at(v, &["value"]).unwrap_or_default()),
+        other => Err(bad(format!(
+            "{field}: only {STRING_VALUE} is supported, found {}",
+            other.unwrap_or("no @type")
+        ))),
+    }
+}
+
+/// Envoy's duration strings as used in routes, e.g. `15s` or `0.5s`.
+fn duration(s: &str) -> Result<Duration> {
+    s.strip_suffix('s')
+        .and_then(|n| n.parse::<f64>().ok())
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| bad(format!("unsupported duration {s:?}")))
+}
+
+fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
+    let config = filter
+        .get("typed_config")
+        .and_then(|t| t.get("config"))
+        .ok_or_else(|| bad("wasm filter without typed_config.config"))?;
+    let vm = config
+        .get("vm_config")
+        .ok_or_else(|| bad("wasm filter without config.vm_config"))?;
+    let filename = string_at(vm, &["code", "local", "filename"]).ok_or_else(|| {
+        bad("vm_config.code: only local.filename is supported by the harness")
+    })?;
+    let failure_policy = match string_at(config, &["failure_policy"]).as_deref() {
+        None | Some("UNSPECIFIED") | Some("FAIL_CLOSED") => {
+            if string_at(config, &["fail_open"]).as_deref() == Some("true") {
+                FailurePolicy::FailOpen
+            } else {
+                FailurePolicy::FailClosed
+            }
+        }
+        Some("FAIL_OPEN") => FailurePolicy::FailOpen,
+        Some(other) => {
+            return Err(bad(format!(
+                "failure_policy {other} is not emulated by the harness yet"
+            )));
+        }
+    };
+    let environment = vm
+        .get("environment_variables")
+        .and_then(|e| e.get("key_values"))
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(WasmFilterConfig {
+        name: string_at(config, &["name"]).unwrap_or_default(),
+        root_id: string_at(config, &["root_id"]).unwrap_or_default(),
+        configuration: string_value(config.get("configuration"), "config.configuration")?,
+        failure_policy,
+        vm_id: string_at(vm, &["vm_id"]).unwrap_or_default(),
+        vm_configuration: string_value(vm.get("configuration"), "vm_config.configuration")?,
+        filename: PathBuf::from(filename),
+        environment,
+    })
+}
+
+impl EnvoyConfig {
+    /// Parses the subset of an Envoy bootstrap described in the module docs.
+    ///
+    /// # Errors
+    /// [`Error::EnvoyConfig`] for invalid YAML or a field the harness cannot
+    /// emulate (it never silently ignores one it reads).
+    pub fn parse(yaml: &str) -> Result<Self> {
+        let root: Value = serde_yaml::from_str(yaml).map_err(|e| bad(e.to_string()))?;
+        let hcm = root
+            .get("static_resources")
+            .and_then(|s| s.get("listeners"))
+            .and_then(Value::as_sequence)
+            .and_then(|l| l.first())
+            .and_then(|l| l.get("filter_chains"))
+            .and_then(Value::as_sequence)
+            .and_then(|c| c.first())
+            .and_then(|c| c.get("filters"))
+            .and_then(Value::as_sequence)
+            .and_then(|f| f.iter().find(|f| string_at(f, &["name"]).as_deref() == Some(HCM)))
+            .and_then(|f| f.get("typed_config"))
+            .ok_or_else(|| bad("no http_connection_manager in the first listener's first filter chain"))?;
+        let mut manager = ConnectionManager::default();
+        if let Some(flag) = string_at(hcm, &["generate_request_id"]) {
+            manager = manager.generate_request_id(flag == "true");
+        }
+        if let Some(name) = string_at(hcm, &["server_name"]) {
+            manager = manager.server_name(name);
+        }
+        let first_route_timeout = || {
+            hcm.get("route_config")?
+                .get("virtual_hosts")?
+                .as_sequence()?
+                .first()?
+                .get("routes")?
+                .as_sequence()?
+                .first()?
+                .get("route")?
+                .get("timeout")?
+                .as_str()
+        };
+        if let Some(timeout) = first_route_timeout() {
+            let timeout = duration(timeout)?;
+            manager = manager.route_timeout((!timeout.is_zero()).then_some(timeout));
+        }
+        let http_filters = hcm
+            .get("http_filters")
+            .and_then(Value::as_sequence)
+            .ok_or_else(|| bad("http_connection_manager without http_filters"))?;
+        let mut filters = Vec::new();
+        for f in http_filters {
+            match string_at(f, &["name"]).as_deref() {
+                Some(WASM_FILTER) => filters.push(wasm_filter(f)?),
+                Some(ROUTER) => {
+                    let suppress = string_at(f, &["typed_config", "suppress_envoy_headers"]);
+                    manager = manager.suppress_envoy_headers(suppress.as_deref() == Some("true"));
+                }
+                Some(other) => {
+                    return Err(bad(format!("http filter {other} is not emulated by the harness")));
+                }
+                None => return Err(bad("http filter without a name")),
+            }
+        }
+        Ok(Self {
+            filters,
+            connection_manager: manager,
+        })
+    }
+
+    /// A chain builder with these filters and settings. `load` turns each filter's
+    /// `filename` into a plugin (tests map the in-container path to a build output).
+    ///
+    /// # Errors
+    /// Whatever `load` returns.
+    pub fn chain_builder(
+        &self,
+        engine: &Engine,
+        mut load: impl FnMut(&WasmFilterConfig) -> Result<Plugin>,
+    ) -> Result<crate::ChainBuilder> {
+        let mut builder =
+            crate::Chain::builder(engine).connection_manager(self.connection_manager.clone());
+        for f in &self.filters {
+            let mut filter = Filter::new(load(f)?)
+                .name(&f.name)
+                .root_id(&f.root_id)
+                .vm_id(&f.vm_id)
+                .configuration(f.configuration.as_bytes())
+                .vm_configuration(f.vm_configuration.as_bytes())
+                .failure_policy(f.failure_policy);
+            for (k, v) in &f.environment {
+                filter = filter.env(k, v);
+            }
+            builder = builder.filter(filter);
+        }
+        Ok(builder)
+    }
+}

@@ -1,0 +1,294 @@
+//! What Envoy's HTTP connection manager, router and HTTP/1 codec do around the
+//! filter chain: the headers a filter sees, what the upstream receives, and what
+//! the client receives.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::fields::Fields;
+use crate::state::LocalReplyRequest;
+use crate::{Error, Result};
+
+/// Settings of the emulated `HttpConnectionManager` and router. The defaults are
+/// Envoy's; set them to match the Envoy config a test mirrors.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConnectionManager {
+    generate_request_id: bool,
+    server_name: String,
+    suppress_envoy_headers: bool,
+    route_timeout: Option<Duration>,
+}
+
+impl Default for ConnectionManager {
+    fn default() -> Self {
+        Self {
+            generate_request_id: true,
+            server_name: "envoy".to_owned(),
+            suppress_envoy_headers: false,
+            route_timeout: Some(Duration::from_secs(15)),
+        }
+    }
+}
+
+impl ConnectionManager {
+    /// `generate_request_id` (default true): add `x-request-id` when absent. The
+    /// harness generates it from its seeded random source, so it is reproducible.
+    pub fn generate_request_id(mut self, on: bool) -> Self {
+        self.generate_request_id = on;
+        self
+    }
+
+    /// `server_name` (default `envoy`): the `server` header on every response.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = name.into();
+        self
+    }
+
+    /// The router's `suppress_envoy_headers` (default false): when false the router
+    /// adds `x-envoy-expected-rq-timeout-ms` upstream and
+    /// `x-envoy-upstream-service-time` to responses.
+    pub fn suppress_envoy_headers(mut self, on: bool) -> Self {
+        self.suppress_envoy_headers = on;
+        self
+    }
+
+    /// The route's `timeout` (default 15 s; `None` disables it).
+    pub fn route_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.route_timeout = timeout;
+        self
+    }
+
+    /// The request headers as Envoy hands them to the first filter: pseudo-headers
+    /// first, `host` turned into `:authority`, then the client's headers, then what
+    /// the connection manager adds.
+    pub(crate) fn request_fields(
+        &self,
+        request: &http::Request<Bytes>,
+        random: impl FnOnce() -> [u8; 16],
+    ) -> Result<Fields> {
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().as_bytes().to_vec())
+            .or_else(|| request.headers().get(http::header::HOST).map(|h| h.as_bytes().to_vec()))
+            .ok_or_else(|| {
+                Error::InvalidRequest(
+                    "no host: give the request a Host header or an absolute URI".to_owned(),
+                )
+            })?;
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let mut fields = Fields::new();
+        fields.add(b":authority", &authority);
+        fields.add(b":path", path.as_bytes());
+        fields.add(b":method", request.method().as_str().as_bytes());
+        fields.add(b":scheme", b"http");
+        for (name, value) in request.headers() {
+            if name != http::header::HOST {
+                fields.add(name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        if fields.get(b"x-forwarded-proto").is_none() {
+            fields.add(b"x-forwarded-proto", b"http");
+        }
+        if self.generate_request_id && fields.get(b"x-request-id").is_none() {
+            fields.add(b"x-request-id", uuid_v4(random()).as_bytes());
+        }
+        Ok(fields)
+    }
+
+    /// The request as an HTTP/1 upstream receives it after the router.
+    pub(crate) fn upstream_request(
+        &self,
+        fields: &Fields,
+        body: Bytes,
+    ) -> Result<http::Request<Bytes>> {
+        let pseudo = |name: &[u8]| {
+            fields.get(name).ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "the filters removed the {} pseudo-header",
+                    String::from_utf8_lossy(name)
+                ))
+            })
+        };
+        let method = http::Method::from_bytes(pseudo(b":method")?)
+            .map_err(|e| Error::InvalidRequest(format!(":method: {e}")))?;
+        let path = http::Uri::try_from(pseudo(b":path")?)
+            .map_err(|e| Error::InvalidRequest(format!(":path: {e}")))?;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(body)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let headers = request.headers_mut();
+        headers.append(
+            http::header::HOST,
+            header_value(pseudo(b":authority")?, b"host", "request")?,
+        );
+        for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+            headers.append(
+                header_name(name, "request")?,
+                header_value(value, name, "request")?,
+            );
+        }
+        if let (false, Some(timeout)) = (self.suppress_envoy_headers, self.route_timeout) {
+            headers.insert(
+                "x-envoy-expected-rq-timeout-ms",
+                HeaderValue::from(timeout.as_millis() as u64),
+            );
+        }
+        Ok(request)
+    }
+
+    /// The upstream's response as the filters see it: `:status` first, HTTP/1
+    /// framing made explicit, plus the router's additions.
+    pub(crate) fn response_fields(&self, response: &http::Response<Bytes>) -> Fields {
+        let mut fields = Fields::new();
+        fields.add(b":status", response.status().as_str().as_bytes());
+        for (name, value) in response.headers() {
+            fields.add(name.as_str().as_bytes(), value.as_bytes());
+        }
+        frame(&mut fields, response.status().as_u16(), response.body().len());
+        if !self.suppress_envoy_headers {
+            // The harness's upstream answers in zero virtual time.
+            fields.add(b"x-envoy-upstream-service-time", b"0");
+        }
+        fields
+    }
+
+    /// The response a `proxy_send_local_response` produces, before encoder filters.
+    pub(crate) fn local_reply_fields(reply: &LocalReplyRequest) -> Fields {
+        let mut fields = Fields::new();
+        fields.add(b":status", reply.status.to_string().as_bytes());
+        for (name, value) in reply.headers.iter() {
+            fields.add(name, value);
+        }
+        if !reply.body.is_empty() && fields.get(b"content-type").is_none() {
+            fields.add(b"content-type", b"text/plain");
+        }
+        frame(&mut fields, reply.status as u16, reply.body.len());
+        fields
+    }
+
+    /// The response as the client receives it: the connection manager sets
+    /// `server` and `date` after the encoder filters.
+    pub(crate) fn client_response(
+        &self,
+        mut fields: Fields,
+        body: Bytes,
+        now: SystemTime,
+    ) -> Result<http::Response<Bytes>> {
+        fields.set(b"server", self.server_name.as_bytes());
+        fields.set(b"date", httpdate::fmt_http_date(now).as_bytes());
+        let status = fields
+            .get(b":status")
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
+            .and_then(|s| http::StatusCode::from_u16(s).ok())
+            .ok_or_else(|| Error::InvalidHeader {
+                name: ":status".to_owned(),
+                direction: "response",
+                message: "missing or not a valid status code".to_owned(),
+            })?;
+        let mut response = http::Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+            headers.append(
+                header_name(name, "response")?,
+                header_value(value, name, "response")?,
+            );
+        }
+        Ok(response)
+    }
+}
+
+/// HTTP/1 framing: a response with a body-bearing status and no `content-length`
+/// or `transfer-encoding` gets `content-length`, as hyper and Envoy's codec send.
+fn frame(fields: &mut Fields, status: u16, body_len: usize) {
+    let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
+    if !bodiless
+        && fields.get(b"content-length").is_none()
+        && fields.get(b"transfer-encoding").is_none()
+    {
+        fields.add(b"content-length", body_len.to_string().as_bytes());
+    }
+}
+
+fn header_name(name: &[u8], direction: &'static str) -> Result<HeaderName> {
+    HeaderName::from_bytes(name).map_err(|e| Error::InvalidHeader {
+        name: String::from_utf8_lossy(name).into_owned(),
+        direction,
+        message: e.to_string(),
+    })
+}
+
+fn header_value(value: &[u8], name: &[u8], direction: &'static str) -> Result<HeaderValue> {
+    HeaderValue::from_bytes(value).map_err(|e| Error::InvalidHeader {
+        name: String::from_utf8_lossy(name).into_owned(),
+        direction,
+        message: e.to_string(),
+    })
+}
+
+fn uuid_v4(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_see_envoy_style_request_headers() {
+        let req = http::Request::get("/p?q=1")
+            .header("Host", "example.com")
+            .header("X-Custom", "A")
+            .body(Bytes::new())
+            .expect("request");
+        let hcm = ConnectionManager::default().generate_request_id(false);
+        let fields = hcm.request_fields(&req, || [0; 16]).expect("fields");
+        let names: Vec<_> = fields.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+        assert_eq!(
+            names,
+            [":authority", ":path", ":method", ":scheme", "x-custom", "x-forwarded-proto"]
+        );
+        assert_eq!(fields.get(b":path"), Some(&b"/p?q=1"[..]));
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = uuid_v4([0xff; 16]);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn upstream_gets_host_and_router_headers() {
+        let mut fields = Fields::new();
+        fields.add(b":authority", b"a.test");
+        fields.add(b":path", b"/x");
+        fields.add(b":method", b"GET");
+        fields.add(b"x-a", b"1");
+        let req = ConnectionManager::default()
+            .upstream_request(&fields, Bytes::new())
+            .expect("request");
+        assert_eq!(req.headers()["host"], "a.test");
+        assert_eq!(req.headers()["x-envoy-expected-rq-timeout-ms"], "15000");
+        assert_eq!(req.uri(), "/x");
+    }
+}

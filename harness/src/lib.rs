@@ -1,0 +1,64 @@
+//! A wasmtime host that runs proxy-wasm filters the way Envoy 1.40 does, so filters
+//! are tested with `cargo test`: fast, deterministic, no cluster.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use weir_harness::{Chain, Engine, Filter};
+//!
+//! # fn main() -> Result<(), weir_harness::Error> {
+//! let engine = Engine::new()?;
+//! let plugin = engine.load_file("target/wasm32-wasip1/filter/header_append.wasm")?;
+//! let mut chain = Chain::builder(&engine)
+//!     .filter(
+//!         Filter::new(plugin)
+//!             .name("header-append")
+//!             .configuration(r#"{"request": {"set": [{"name": "x-env", "value": "test"}]}}"#),
+//!     )
+//!     .build()?; // runs _initialize, on_vm_start and on_configure like Envoy
+//!
+//! let request = http::Request::get("/hello").header("host", "example.com").body(Bytes::new())?;
+//! let outcome = chain.send(request, |req: http::Request<Bytes>| {
+//!     assert_eq!(req.headers()["x-env"], "test"); // what the upstream received
+//!     http::Response::new(Bytes::from_static(b"hi"))
+//! })?;
+//!
+//! assert_eq!(outcome.response.status(), 200); // what the client received
+//! assert_eq!(outcome.response.headers()["server"], "envoy");
+//! assert!(outcome.local_reply.is_none());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What is emulated, as Envoy does it: ABI detection and load checks (marker,
+//! allocator, export signatures, imports), start-up order, context ids, header maps
+//! with their availability windows and status codes, deferred local replies and
+//! stream control, the connection manager's and router's header changes,
+//! `on_log` → `on_done` → `on_delete`, fail-closed/fail-open after a trap, WASI
+//! stdio/clock/random/environ. Host calls of areas not emulated yet (callouts,
+//! shared data and queues, metrics, properties, foreign functions) are linked and
+//! answer `Unimplemented`.
+
+#![forbid(unsafe_code)]
+
+mod abi;
+mod chain;
+mod engine;
+mod envoy_config;
+mod error;
+mod fields;
+mod hcm;
+mod outcome;
+mod plugin;
+mod state;
+mod upstream;
+mod vm;
+
+pub use abi::AbiVersion;
+pub use chain::{Chain, ChainBuilder, FailurePolicy, Filter};
+pub use engine::{Engine, EngineBuilder};
+pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
+pub use error::{Error, Result};
+pub use hcm::ConnectionManager;
+pub use outcome::{LocalReply, LogLevel, LogRecord, Outcome};
+pub use plugin::Plugin;
+pub use upstream::Upstream;

@@ -1,0 +1,103 @@
+//! What a stream through the chain produced.
+
+use bytes::Bytes;
+
+/// A proxy-wasm log level (`proxy_log_level_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u32)]
+pub enum LogLevel {
+    /// `trace`
+    Trace = 0,
+    /// `debug`
+    Debug = 1,
+    /// `info`
+    Info = 2,
+    /// `warn`
+    Warn = 3,
+    /// `error`
+    Error = 4,
+    /// `critical`
+    Critical = 5,
+}
+
+impl LogLevel {
+    pub(crate) fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            0 => LogLevel::Trace,
+            1 => LogLevel::Debug,
+            2 => LogLevel::Info,
+            3 => LogLevel::Warn,
+            4 => LogLevel::Error,
+            5 => LogLevel::Critical,
+            _ => return None,
+        })
+    }
+
+    /// The lower-case name Envoy prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line a plugin logged (`proxy_log`, or WASI stdout/stderr), or a line the
+/// host logged about the plugin (a trap).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The level.
+    pub level: LogLevel,
+    /// The message.
+    pub message: String,
+}
+
+/// A local reply that ended the stream, and who sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalReply {
+    /// The plugin that sent it.
+    pub plugin: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// Envoy's response-code details, e.g. `wasm_fail_stream`.
+    pub details: String,
+}
+
+/// What one request through the chain produced.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The request as the upstream received it (`host` header included), or `None`
+    /// if the chain answered locally.
+    pub upstream_request: Option<http::Request<Bytes>>,
+    /// The response as the client received it.
+    pub response: http::Response<Bytes>,
+    /// Set when a filter (or a failed VM) answered instead of the upstream.
+    pub local_reply: Option<LocalReply>,
+    /// Everything the plugins logged while handling the request.
+    pub logs: Vec<LogRecord>,
+    /// Wasm fuel consumed by all plugins for this request (deterministic).
+    pub fuel: u64,
+}
+
+impl Outcome {
+    /// The messages logged at `level`.
+    pub fn logs_at(&self, level: LogLevel) -> impl Iterator<Item = &str> {
+        self.logs
+            .iter()
+            .filter(move |r| r.level == level)
+            .map(|r| r.message.as_str())
+    }
+}

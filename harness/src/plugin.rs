@@ -1,0 +1,230 @@
+//! A compiled proxy-wasm module, checked the way Envoy checks it at load.
+
+use std::sync::Arc;
+
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ValType};
+
+use crate::abi::{self, AbiVersion};
+use crate::engine::Engine;
+use crate::state::HostState;
+use crate::{Error, Result};
+
+/// A compiled, linked proxy-wasm module. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    abi: AbiVersion,
+    pre: InstancePre<HostState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("abi", &self.inner.abi)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the ABI marker from the export section before compiling, as Envoy does:
+/// the first known `proxy_abi_version_*` export wins.
+pub(crate) fn detect_abi(bytes: &[u8]) -> Result<AbiVersion> {
+    let mut unknown = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| Error::Wasm(e.to_string()))?;
+        if let wasmparser::Payload::ExportSection(exports) = payload {
+            for export in exports {
+                let export = export.map_err(|e| Error::Wasm(e.to_string()))?;
+                match export.name {
+                    "proxy_abi_version_0_1_0" => return Err(Error::UnsupportedAbi("0.1.0")),
+                    "proxy_abi_version_0_2_0" => return Ok(AbiVersion::V0_2_0),
+                    "proxy_abi_version_0_2_1" => return Ok(AbiVersion::V0_2_1),
+                    name if name.starts_with("proxy_abi_version_") => {
+                        unknown.push(name.to_owned())
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Err(Error::UnknownAbi { found: unknown })
+}
+
+const I: ValType = ValType::I32;
+
+/// Callbacks Envoy looks up by name in a 0.2.x module, with their signatures.
+/// Envoy's V8 runtime refuses a module that exports one with another signature.
+pub(crate) const CALLBACKS: &[(&str, &[ValType], &[ValType])] = &[
+    ("_initialize", &[], &[]),
+    ("_start", &[], &[]),
+    ("main", &[I, I], &[I]),
+    ("__main_void", &[], &[I]),
+    ("malloc", &[I], &[I]),
+    ("proxy_on_memory_allocate", &[I], &[I]),
+    ("proxy_on_context_create", &[I, I], &[]),
+    ("proxy_on_vm_start", &[I, I], &[I]),
+    ("proxy_validate_configuration", &[I, I], &[I]),
+    ("proxy_on_configure", &[I, I], &[I]),
+    ("proxy_on_tick", &[I], &[]),
+    ("proxy_on_queue_ready", &[I, I], &[]),
+    ("proxy_on_foreign_function", &[I, I, I], &[]),
+    ("proxy_on_done", &[I], &[I]),
+    ("proxy_on_log", &[I], &[]),
+    ("proxy_on_delete", &[I], &[]),
+    ("proxy_on_request_headers", &[I, I, I], &[I]),
+    ("proxy_on_request_body", &[I, I, I], &[I]),
+    ("proxy_on_request_trailers", &[I, I], &[I]),
+    ("proxy_on_request_metadata", &[I, I], &[I]),
+    ("proxy_on_response_headers", &[I, I, I], &[I]),
+    ("proxy_on_response_body", &[I, I, I], &[I]),
+    ("proxy_on_response_trailers", &[I, I], &[I]),
+    ("proxy_on_response_metadata", &[I, I], &[I]),
+    ("proxy_on_new_connection", &[I], &[I]),
+    ("proxy_on_downstream_data", &[I, I, I], &[I]),
+    ("proxy_on_upstream_data", &[I, I, I], &[I]),
+    ("proxy_on_downstream_connection_close", &[I, I], &[]),
+    ("proxy_on_upstream_connection_close", &[I, I], &[]),
+    ("proxy_on_http_call_response", &[I, I, I, I, I], &[]),
+    ("proxy_on_grpc_receive_initial_metadata", &[I, I, I], &[]),
+    ("proxy_on_grpc_receive", &[I, I, I], &[]),
+    ("proxy_on_grpc_receive_trailing_metadata", &[I, I, I], &[]),
+    ("proxy_on_grpc_close", &[I, I, I], &[]),
+];
+
+fn signature(params: &[ValType], results: &[ValType]) -> String {
+    let list = |tys: &[ValType]| {
+        tys.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("({}) -> ({})", list(params), list(results))
+}
+
+fn check_exports(module: &Module) -> Result<()> {
+    for &(name, params, results) in CALLBACKS {
+        let Some(ExternType::Func(found)) = module.get_export(name) else {
+            continue;
+        };
+        let matches = found.params().map(|t| t.to_string()).eq(params.iter().map(ToString::to_string))
+            && found.results().map(|t| t.to_string()).eq(results.iter().map(ToString::to_string));
+        if !matches {
+            return Err(Error::BadExport {
+                name: name.to_owned(),
+                expected: signature(params, results),
+                found: describe(&found),
+            });
+        }
+    }
+    let has_allocator = ["malloc", "proxy_on_memory_allocate"]
+        .iter()
+        .any(|name| matches!(module.get_export(name), Some(ExternType::Func(_))));
+    if !has_allocator {
+        return Err(Error::MissingAllocator);
+    }
+    Ok(())
+}
+
+fn describe(ty: &FuncType) -> String {
+    signature(
+        &ty.params().collect::<Vec<_>>(),
+        &ty.results().collect::<Vec<_>>(),
+    )
+}
+
+impl Plugin {
+    pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Self> {
+        let abi = detect_abi(bytes)?;
+        let module =
+            Module::new(engine.wasmtime(), bytes).map_err(|e| Error::Wasm(format!("{e:#}")))?;
+        check_exports(&module)?;
+        let mut linker = Linker::new(engine.wasmtime());
+        abi::add_to_linker(&mut linker, abi).map_err(|e| Error::Wasm(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Link(format!("{e:#}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine: engine.clone(),
+                abi,
+                pre,
+            }),
+        })
+    }
+
+    /// The ABI version the module declares.
+    pub fn abi(&self) -> AbiVersion {
+        self.inner.abi
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {
+        &self.inner.pre
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes a module exporting empty functions with the given names.
+    fn module_exporting(names_src: &str) -> Vec<u8> {
+        let names: Vec<&str> = names_src.split_whitespace().collect();
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        // type section: one type () -> ()
+        m.extend([1, 4, 1, 0x60, 0, 0]);
+        // function section
+        let mut funcs = vec![names.len() as u8];
+        funcs.extend(std::iter::repeat_n(0u8, names.len()));
+        m.push(3);
+        m.push(funcs.len() as u8);
+        m.extend(funcs);
+        // export section
+        let mut exports = vec![names.len() as u8];
+        for (i, n) in names.iter().enumerate() {
+            exports.push(n.len() as u8);
+            exports.extend(n.as_bytes());
+            exports.extend([0, i as u8]);
+        }
+        m.push(7);
+        m.push(exports.len() as u8);
+        m.extend(exports);
+        // code section: empty bodies
+        let mut code = vec![names.len() as u8];
+        for _ in &names {
+            code.extend([2, 0, 0x0b]);
+        }
+        m.push(10);
+        m.push(code.len() as u8);
+        m.extend(code);
+        m
+    }
+
+    #[test]
+    fn detects_known_markers() {
+        assert_eq!(
+            detect_abi(&module_exporting("proxy_abi_version_0_2_1")).expect("0.2.1"),
+            AbiVersion::V0_2_1
+        );
+        assert_eq!(
+            detect_abi(&module_exporting("other proxy_abi_version_0_2_0")).expect("0.2.0"),
+            AbiVersion::V0_2_0
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_and_missing_markers() {
+        let err = detect_abi(&module_exporting("proxy_abi_version_0_3_0")).expect_err("unknown");
+        assert!(err.to_string().contains("found proxy_abi_version_0_3_0"), "{err}");
+        let err = detect_abi(&module_exporting("_start")).expect_err("missing");
+        assert!(matches!(err, Error::UnknownAbi { ref found } if found.is_empty()), "{err}");
+        let err = detect_abi(&module_exporting("proxy_abi_version_0_1_0")).expect_err("0.1.0");
+        assert!(err.to_string().contains("0.1.0"), "{err}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Per-VM host state: the data of each plugin's wasmtime `Store`.
+
+use std::time::{Duration, SystemTime};
+
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+
+use crate::fields::Fields;
+use crate::outcome::{LogLevel, LogRecord};
+
+/// Envoy caps guest linear memory at 1 GiB.
+pub(crate) const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// Which callback is running; decides which maps and buffers Envoy exposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// No callback is running.
+    Idle,
+    /// A root-context callback (`on_vm_start`, `on_configure`, …).
+    Root,
+    /// `on_configure`: the plugin configuration buffer is readable.
+    Configure,
+    /// A request-path stream callback.
+    Request,
+    /// A response-path stream callback.
+    Response,
+    /// `on_log`: headers readable, nothing mutable.
+    Log,
+}
+
+/// The header maps of the stream the VM is working on, with Envoy's
+/// availability rules: a map is `Some` while Envoy holds a pointer to it.
+#[derive(Debug, Default)]
+pub(crate) struct StreamMaps {
+    pub(crate) request_headers: Option<Fields>,
+    pub(crate) response_headers: Option<Fields>,
+}
+
+/// A local reply requested with `proxy_send_local_response`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LocalReplyRequest {
+    pub(crate) status: u32,
+    pub(crate) details: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) headers: Fields,
+    pub(crate) grpc_status: i32,
+}
+
+/// Actions Envoy defers until the current VM call returns.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub(crate) continue_request: bool,
+    pub(crate) continue_response: bool,
+    pub(crate) close_stream: bool,
+    pub(crate) local_reply: Option<LocalReplyRequest>,
+}
+
+/// Static facts about the plugin, as in Envoy's `PluginConfig`.
+#[derive(Clone, Debug)]
+pub(crate) struct PluginMeta {
+    pub(crate) name: String,
+    pub(crate) root_id: String,
+    pub(crate) vm_id: String,
+    pub(crate) vm_configuration: Vec<u8>,
+    pub(crate) plugin_configuration: Vec<u8>,
+    pub(crate) environment: Vec<(String, String)>,
+}
+
+/// The store data of one plugin VM.
+pub(crate) struct HostState {
+    pub(crate) meta: PluginMeta,
+    pub(crate) limits: StoreLimits,
+    /// True while `_initialize`/`main`/`_start` run.
+    pub(crate) in_init: bool,
+    pub(crate) phase: Phase,
+    pub(crate) root_context_id: u32,
+    /// The context the running callback was delivered to.
+    pub(crate) active_context: u32,
+    /// Set by `proxy_set_effective_context` for the rest of the callback.
+    pub(crate) effective_context: u32,
+    /// Live context ids (roots and streams).
+    pub(crate) contexts: Vec<u32>,
+    pub(crate) maps: StreamMaps,
+    pub(crate) deferred: Deferred,
+    pub(crate) tick_period_ms: u32,
+    /// The virtual wall clock, shared by every VM of a chain.
+    pub(crate) now: SystemTime,
+    /// The virtual monotonic clock.
+    pub(crate) monotonic: Duration,
+    pub(crate) rng: u64,
+    pub(crate) log_level: LogLevel,
+    pub(crate) logs: Vec<LogRecord>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("plugin", &self.meta.name)
+            .field("phase", &self.phase)
+            .field("active_context", &self.active_context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    pub(crate) fn new(meta: PluginMeta, now: SystemTime, seed: u64) -> Self {
+        Self {
+            meta,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MAX_MEMORY_BYTES)
+                .build(),
+            in_init: false,
+            phase: Phase::Idle,
+            root_context_id: 0,
+            active_context: 0,
+            effective_context: 0,
+            contexts: Vec::new(),
+            maps: StreamMaps::default(),
+            deferred: Deferred::default(),
+            tick_period_ms: 0,
+            now,
+            monotonic: Duration::ZERO,
+            rng: seed,
+            log_level: LogLevel::Trace,
+            logs: Vec::new(),
+        }
+    }
+
+    /// The context host calls act on: the effective one if set, else the active one.
+    pub(crate) fn current_context(&self) -> u32 {
+        if self.effective_context != 0 {
+            self.effective_context
+        } else {
+            self.active_context
+        }
+    }
+
+    /// Whether the current context is a stream (not a root) context.
+    pub(crate) fn in_stream(&self) -> bool {
+        let current = self.current_context();
+        current != 0 && current != self.root_context_id
+    }
+
+    /// A deterministic pseudo-random byte stream (splitmix64), seeded per chain.
+    pub(crate) fn fill_random(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    /// Records a guest log line (and re-emits it through `tracing`).
+    pub(crate) fn log(&mut self, level: LogLevel, message: String) {
+        tracing::event!(
+            target: "weir_harness::guest",
+            tracing::Level::DEBUG,
+            plugin = %self.meta.name,
+            ?level,
+            "{message}"
+        );
+        self.logs.push(LogRecord {
+            plugin: self.meta.name.clone(),
+            level,
+            message,
+        });
+    }
+}

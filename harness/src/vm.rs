@@ -1,0 +1,293 @@
+//! One plugin VM: a wasmtime instance of a [`Plugin`] with its root context, and
+//! the host side of calling its callbacks the way Envoy does.
+
+use std::time::SystemTime;
+
+use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
+
+use crate::outcome::LogLevel;
+use crate::plugin::Plugin;
+use crate::fields::Fields;
+use crate::state::{Deferred, HostState, Phase, PluginMeta, StreamMaps};
+use crate::{Error, Result};
+
+/// Fuel given to each callback; a guest that burns through it is stopped with a
+/// trap, as Envoy's watchdog would stop a runaway VM.
+pub(crate) const FUEL_PER_CALL: u64 = 10_000_000_000;
+
+/// A trap in a plugin callback, formatted with its wasm backtrace.
+#[derive(Debug, Clone)]
+pub(crate) struct Trap(pub(crate) String);
+
+type Cb<P, R> = Option<TypedFunc<P, R>>;
+
+/// The callbacks the harness calls, looked up once. All are optional.
+struct Callbacks {
+    on_context_create: Cb<(i32, i32), ()>,
+    on_vm_start: Cb<(i32, i32), i32>,
+    on_configure: Cb<(i32, i32), i32>,
+    on_request_headers: Cb<(i32, i32, i32), i32>,
+    on_response_headers: Cb<(i32, i32, i32), i32>,
+    on_log: Cb<i32, ()>,
+    on_done: Cb<i32, i32>,
+    on_delete: Cb<i32, ()>,
+}
+
+pub(crate) struct Vm {
+    store: Store<HostState>,
+    callbacks: Callbacks,
+    next_context_id: u32,
+    /// Set once a callback trapped: Envoy fails the whole VM.
+    pub(crate) failed: Option<Trap>,
+    /// Fuel consumed since the last [`Vm::take_fuel`].
+    fuel: u64,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("plugin", &self.store.data().meta.name)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn typed<P: WasmParams, R: WasmResults>(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+    name: &str,
+) -> Cb<P, R> {
+    // Signatures were checked at load, so a present export always types.
+    instance.get_typed_func::<P, R>(&mut *store, name).ok()
+}
+
+impl Vm {
+    /// Instantiates the plugin and runs Envoy's start-up sequence: `_initialize`
+    /// (+ `main`/`__main_void`) or `_start`, then the root context's
+    /// `on_context_create`, `on_vm_start` and `on_configure`.
+    pub(crate) fn start(
+        plugin: &Plugin,
+        meta: PluginMeta,
+        now: SystemTime,
+        seed: u64,
+        log_level: LogLevel,
+    ) -> Result<Self> {
+        let name = meta.name.clone();
+        let mut state = HostState::new(meta, now, seed);
+        state.log_level = log_level;
+        let mut store = Store::new(plugin.engine().wasmtime(), state);
+        store.limiter(|s| &mut s.limits);
+        store
+            .set_fuel(FUEL_PER_CALL)
+            .map_err(|e| Error::Wasm(format!("{e:#}")))?;
+        let instance = plugin
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| Error::Trap {
+                plugin: name.clone(),
+                function: "instantiation",
+                message: format!("{e:?}"),
+            })?;
+        let callbacks = Callbacks {
+            on_context_create: typed(&mut store, &instance, "proxy_on_context_create"),
+            on_vm_start: typed(&mut store, &instance, "proxy_on_vm_start"),
+            on_configure: typed(&mut store, &instance, "proxy_on_configure"),
+            on_request_headers: typed(&mut store, &instance, "proxy_on_request_headers"),
+            on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
+            on_log: typed(&mut store, &instance, "proxy_on_log"),
+            on_done: typed(&mut store, &instance, "proxy_on_done"),
+            on_delete: typed(&mut store, &instance, "proxy_on_delete"),
+        };
+        let mut vm = Vm {
+            store,
+            callbacks,
+            next_context_id: 1,
+            failed: None,
+            fuel: 0,
+        };
+        vm.initialize(&instance)?;
+        vm.start_root()?;
+        Ok(vm)
+    }
+
+    fn startup_trap(&self, function: &'static str, trap: Trap) -> Error {
+        Error::Trap {
+            plugin: self.name().to_owned(),
+            function,
+            message: trap.0,
+        }
+    }
+
+    fn initialize(&mut self, instance: &Instance) -> Result<()> {
+        let init = typed::<(), ()>(&mut self.store, instance, "_initialize");
+        let main = typed::<(i32, i32), i32>(&mut self.store, instance, "main");
+        let main_void = typed::<(), i32>(&mut self.store, instance, "__main_void");
+        let start = typed::<(), ()>(&mut self.store, instance, "_start");
+        self.store.data_mut().in_init = true;
+        let result = if let Some(init) = init {
+            self.call(Phase::Idle, 0, "_initialize", &Some(init), ())
+                .and_then(|_| match (main, main_void) {
+                    (Some(main), _) => self.call(Phase::Idle, 0, "main", &Some(main), (0, 0)).map(drop),
+                    (None, Some(mv)) => self.call(Phase::Idle, 0, "__main_void", &Some(mv), ()).map(drop),
+                    (None, None) => Ok(()),
+                })
+        } else {
+            self.call(Phase::Idle, 0, "_start", &start, ()).map(drop)
+        };
+        self.store.data_mut().in_init = false;
+        result.map_err(|t| self.startup_trap("module initialization", t))
+    }
+
+    fn start_root(&mut self) -> Result<()> {
+        let root = self.new_context_id();
+        self.store.data_mut().root_context_id = root;
+        self.store.data_mut().contexts.push(root);
+        let cb = self.callbacks.on_context_create.clone();
+        self.call(Phase::Root, root, "proxy_on_context_create", &cb, (root as i32, 0))
+            .map_err(|t| self.startup_trap("proxy_on_context_create", t))?;
+        let vm_config_len = self.store.data().meta.vm_configuration.len() as i32;
+        let cb = self.callbacks.on_vm_start.clone();
+        let ok = self
+            .call(Phase::Root, root, "proxy_on_vm_start", &cb, (root as i32, vm_config_len))
+            .map_err(|t| self.startup_trap("proxy_on_vm_start", t))?;
+        if ok == Some(0) {
+            return Err(Error::VmStartFailed {
+                plugin: self.name().to_owned(),
+                logs: self.warnings(),
+            });
+        }
+        let config_len = self.store.data().meta.plugin_configuration.len() as i32;
+        let cb = self.callbacks.on_configure.clone();
+        let ok = self
+            .call(Phase::Configure, root, "proxy_on_configure", &cb, (root as i32, config_len))
+            .map_err(|t| self.startup_trap("proxy_on_configure", t))?;
+        if ok == Some(0) {
+            return Err(Error::ConfigureFailed {
+                plugin: self.name().to_owned(),
+                logs: self.warnings(),
+            });
+        }
+        Ok(())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.store
+            .data()
+            .logs
+            .iter()
+            .filter(|r| r.level >= LogLevel::Warn)
+            .map(|r| r.message.clone())
+            .collect()
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.store.data().meta.name
+    }
+
+    pub(crate) fn state(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    /// Allocates a context id (one counter per VM, as in Envoy).
+    pub(crate) fn new_context_id(&mut self) -> u32 {
+        let id = self.next_context_id;
+        self.next_context_id += 1;
+        id
+    }
+
+    /// Calls one callback with Envoy's context bookkeeping. `Ok(None)` if the module
+    /// does not export it (every callback is optional). A trap fails the VM.
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        phase: Phase,
+        context: u32,
+        name: &'static str,
+        func: &Cb<P, R>,
+        params: P,
+    ) -> Result<Option<R>, Trap> {
+        if let Some(trap) = &self.failed {
+            return Err(trap.clone());
+        }
+        let Some(func) = func else {
+            return Ok(None);
+        };
+        let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
+        let _enter = span.enter();
+        {
+            let state = self.store.data_mut();
+            state.phase = phase;
+            state.active_context = context;
+            state.effective_context = 0;
+        }
+        // Fuel was set to the budget; what is left tells what this call cost.
+        let result = func.call(&mut self.store, params);
+        let left = self.store.get_fuel().unwrap_or(0);
+        self.fuel += FUEL_PER_CALL - left;
+        // Best effort: the engine always meters fuel, so this cannot fail.
+        let _ = self.store.set_fuel(FUEL_PER_CALL);
+        let state = self.store.data_mut();
+        state.phase = Phase::Idle;
+        state.effective_context = 0;
+        match result {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                let trap = Trap(format!("{e:?}"));
+                let message = format!("Function: {name} failed: {}", trap.0);
+                tracing::warn!(plugin = %state.meta.name, "{message}");
+                state.log(LogLevel::Critical, message);
+                self.failed = Some(trap.clone());
+                Err(trap)
+            }
+        }
+    }
+
+    /// Fuel used since the last call to this.
+    pub(crate) fn take_fuel(&mut self) -> u64 {
+        std::mem::take(&mut self.fuel)
+    }
+
+    pub(crate) fn take_deferred(&mut self) -> Deferred {
+        std::mem::take(&mut self.store.data_mut().deferred)
+    }
+
+    pub(crate) fn create_stream(&mut self, stream: u32) -> Result<(), Trap> {
+        let root = self.store.data().root_context_id;
+        self.store.data_mut().contexts.push(stream);
+        let cb = self.callbacks.on_context_create.clone();
+        self.call(Phase::Root, stream, "proxy_on_context_create", &cb, (stream as i32, root as i32))
+            .map(drop)
+    }
+
+    pub(crate) fn on_request_headers(&mut self, stream: u32, headers: usize, eos: bool) -> Result<Option<i32>, Trap> {
+        let cb = self.callbacks.on_request_headers.clone();
+        self.call(Phase::Request, stream, "proxy_on_request_headers", &cb, (stream as i32, headers as i32, eos as i32))
+    }
+
+    pub(crate) fn on_response_headers(&mut self, stream: u32, headers: usize, eos: bool) -> Result<Option<i32>, Trap> {
+        let cb = self.callbacks.on_response_headers.clone();
+        self.call(Phase::Response, stream, "proxy_on_response_headers", &cb, (stream as i32, headers as i32, eos as i32))
+    }
+
+    /// Envoy's end of a stream: `on_log` (with the final headers readable), then
+    /// `on_done` and `on_delete`.
+    pub(crate) fn finish_stream(
+        &mut self,
+        stream: u32,
+        request_headers: Option<Fields>,
+        response_headers: Option<Fields>,
+    ) -> Result<(), Trap> {
+        let maps = &mut self.store.data_mut().maps;
+        maps.request_headers = request_headers;
+        maps.response_headers = response_headers;
+        let cb = self.callbacks.on_log.clone();
+        let logged = self.call(Phase::Log, stream, "proxy_on_log", &cb, stream as i32);
+        self.store.data_mut().maps = StreamMaps::default();
+        logged?;
+        let cb = self.callbacks.on_done.clone();
+        self.call(Phase::Root, stream, "proxy_on_done", &cb, stream as i32)?;
+        let cb = self.callbacks.on_delete.clone();
+        self.call(Phase::Root, stream, "proxy_on_delete", &cb, stream as i32)?;
+        self.store.data_mut().contexts.retain(|&c| c != stream);
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Typed plugin configuration.
+
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Result};
+
+/// Parses a plugin configuration document into `T`.
+///
+/// An empty configuration is read as `{}`, so a config type whose fields all have
+/// defaults accepts it. Errors name the offending field as a path such as
+/// `request.add[1].value`.
+///
+/// # Examples
+/// ```
+/// #[derive(serde::Deserialize, Debug)]
+/// #[serde(deny_unknown_fields)]
+/// struct Config { limit: u32 }
+///
+/// let ok: Config = weir::parse_config(br#"{"limit": 3}"#).unwrap();
+/// assert_eq!(ok.limit, 3);
+///
+/// let err = weir::parse_config::<Config>(br#"{"limit": "three"}"#).unwrap_err();
+/// assert!(err.to_string().starts_with("invalid configuration at `limit`"));
+/// ```
+///
+/// # Errors
+/// [`Error::Config`] when the bytes are not JSON or do not match `T`.
+pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Config {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    de.end().map_err(|e| Error::Config {
+        path: ".".to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Nested {
+        items: Vec<Item>,
+    }
+
+    #[derive(serde::Deserialize, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        #[allow(dead_code, reason = "only parsed")]
+        name: String,
+    }
+
+    #[test]
+    fn empty_config_is_an_empty_object() {
+        let n: Nested = parse_config(b"").expect("defaults");
+        assert!(n.items.is_empty());
+        let n: Nested = parse_config(b"  \n").expect("defaults");
+        assert!(n.items.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = parse_config::<Nested>(br#"{"items": [{"name": "a"}, {"name": 7}]}"#)
+            .expect_err("bad type");
+        let Error::Config { path, message } = err else {
+            panic!("wrong error: {err}")
+        };
+        assert_eq!(path, "items[1].name");
+        assert!(message.contains("expected a string"), "{message}");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = parse_config::<Nested>(br#"{"itmes": []}"#).expect_err("typo");
+        assert!(err.to_string().contains("unknown field `itmes`"), "{err}");
+    }
+
+    #[test]
+    fn trailing_garbage_is_rejected() {
+        assert!(parse_config::<Nested>(br#"{} x"#).is_err());
+        assert!(parse_config::<Nested>(b"not json").is_err());
+    }
+}

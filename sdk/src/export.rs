@@ -1,0 +1,113 @@
+//! Glue between a [`HttpFilter`] and the `proxy-wasm` dispatcher. Context ids and
+//! boxed trait objects stay in here.
+
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+use crate::host::{self, BufferType};
+use crate::{Flow, HttpFilter, LocalReply, RequestHeaders, ResponseHeaders, Result};
+
+/// Registers `F` as the module's HTTP filter. Called from the module's
+/// `_initialize` by [`export_http_filter!`](crate::export_http_filter).
+#[doc(hidden)]
+pub fn register_http_filter<F: HttpFilter>() {
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root::<F> {
+            config: None,
+            _filter: PhantomData,
+        })
+    });
+}
+
+fn filter_name<F>() -> &'static str {
+    let full = std::any::type_name::<F>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+struct Root<F: HttpFilter> {
+    config: Option<Rc<F::Config>>,
+    _filter: PhantomData<F>,
+}
+
+impl<F: HttpFilter> Context for Root<F> {}
+
+impl<F: HttpFilter> RootContext for Root<F> {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match host::get_buffer(BufferType::PluginConfiguration, plugin_configuration_size)
+        {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log::error!(
+                    "{}: cannot read the plugin configuration: {status}",
+                    filter_name::<F>()
+                );
+                return false;
+            }
+        };
+        match crate::parse_config::<F::Config>(&bytes) {
+            Ok(config) => {
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(e) => {
+                log::error!("{}: {e}", filter_name::<F>());
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let filter = self.config.as_ref().map(|c| F::new(Rc::clone(c)));
+        Some(Box::new(Stream { filter }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Stream<F> {
+    /// `None` if the plugin was never configured successfully.
+    filter: Option<F>,
+}
+
+impl<F: HttpFilter> Stream<F> {
+    fn run(&mut self, callback: impl FnOnce(&mut F) -> Result<Flow>) -> Action {
+        let Some(filter) = self.filter.as_mut() else {
+            log::error!("{}: stream started without a valid configuration", filter_name::<F>());
+            return respond(&LocalReply::new(500).details("weir_filter_not_configured"));
+        };
+        match callback(filter) {
+            Ok(Flow::Continue) => Action::Continue,
+            Ok(Flow::Pause) => Action::Pause,
+            Ok(Flow::Respond(reply)) => respond(&reply),
+            Err(e) => {
+                log::error!("{}: {e}", filter_name::<F>());
+                respond(&LocalReply::new(500).details("weir_filter_error"))
+            }
+        }
+    }
+}
+
+fn respond(reply: &LocalReply) -> Action {
+    if let Err(e) = reply.send() {
+        log::error!("cannot send local reply: {e}");
+    }
+    Action::Pause
+}
+
+impl<F: HttpFilter> Context for Stream<F> {}
+
+impl<F: HttpFilter> HttpContext for Stream<F> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.run(|f| f.on_request_headers(&mut RequestHeaders::new(end_of_stream)))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.run(|f| f.on_response_headers(&mut ResponseHeaders::new(end_of_stream)))
+    }
+}

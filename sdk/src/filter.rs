@@ -1,0 +1,57 @@
+//! The HTTP filter trait and what its callbacks return.
+
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+
+use crate::{LocalReply, RequestHeaders, ResponseHeaders, Result};
+
+/// What the filter chain should do after a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Flow {
+    /// Pass the headers on to the next filter.
+    Continue,
+    /// Hold the stream here until the filter resumes it. In Envoy, pausing in a
+    /// headers callback also holds the body (`StopAllIterationAndWatermark`).
+    Pause,
+    /// Answer the client now; the request goes no further.
+    Respond(LocalReply),
+}
+
+/// An HTTP filter. One value is created per HTTP stream with [`HttpFilter::new`];
+/// per-stream state is simply fields of the implementing type.
+///
+/// Every callback has a default that continues, so a filter implements only what it
+/// needs. A callback that returns `Err` is answered with a local `500` reply
+/// (response-code details `weir_filter_error`) and the error is logged; nothing
+/// panics.
+pub trait HttpFilter: 'static {
+    /// The plugin configuration, parsed from JSON once in `on_configure`. Invalid
+    /// configuration makes `on_configure` fail (Envoy rejects the plugin) and logs
+    /// the path of the offending field.
+    type Config: DeserializeOwned + 'static;
+
+    /// Creates the filter for a new HTTP stream.
+    fn new(config: Rc<Self::Config>) -> Self
+    where
+        Self: Sized;
+
+    /// Called once with the request headers.
+    ///
+    /// # Errors
+    /// Any error becomes a local `500` reply.
+    fn on_request_headers(&mut self, headers: &mut RequestHeaders) -> Result<Flow> {
+        let _ = headers;
+        Ok(Flow::Continue)
+    }
+
+    /// Called once with the response headers (also for local replies).
+    ///
+    /// # Errors
+    /// Any error becomes a local `500` reply.
+    fn on_response_headers(&mut self, headers: &mut ResponseHeaders) -> Result<Flow> {
+        let _ = headers;
+        Ok(Flow::Continue)
+    }
+}

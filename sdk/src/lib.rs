@@ -1,0 +1,89 @@
+//! An ergonomic, panic-free SDK for Envoy proxy-wasm filters.
+//!
+//! A filter is a plain struct implementing [`HttpFilter`], with a typed
+//! configuration parsed once from the plugin's JSON config. Host calls return
+//! [`Result`]s instead of panicking, header values are bytes that are never
+//! unwrapped as UTF-8, and an error from a callback becomes a local reply.
+//!
+//! ```
+//! use std::rc::Rc;
+//! use weir::{Flow, HttpFilter, RequestHeaders, ResponseHeaders, Result};
+//!
+//! /// Plugin configuration, e.g. `{"greeting": "hello"}`.
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     greeting: String,
+//! }
+//!
+//! /// One value per HTTP stream.
+//! struct Greeter {
+//!     config: Rc<Config>,
+//!     path: Option<String>,
+//! }
+//!
+//! impl HttpFilter for Greeter {
+//!     type Config = Config;
+//!
+//!     fn new(config: Rc<Config>) -> Self {
+//!         Greeter { config, path: None }
+//!     }
+//!
+//!     fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+//!         if req.get("authorization")?.is_none() && req.path()?.as_deref() == Some("/admin") {
+//!             return Ok(Flow::Respond(weir::LocalReply::new(401).body("who are you?")));
+//!         }
+//!         // Request headers are gone by the response phase: keep what you need.
+//!         self.path = req.path()?;
+//!         req.set("x-greeting", &self.config.greeting)?;
+//!         Ok(Flow::Continue)
+//!     }
+//!
+//!     fn on_response_headers(&mut self, res: &mut ResponseHeaders) -> Result<Flow> {
+//!         log::info!("{:?} answered {:?}", self.path, res.status()?);
+//!         res.remove("server")?;
+//!         Ok(Flow::Continue)
+//!     }
+//! }
+//!
+//! weir::export_http_filter!(Greeter);
+//! # fn main() {}
+//! ```
+//!
+//! Build it as a `cdylib` for `wasm32-wasip1` and load it into Envoy, Istio or Gloo,
+//! or test it with `weir-harness`.
+
+mod config;
+mod error;
+#[doc(hidden)]
+pub mod export;
+mod filter;
+mod headers;
+mod host;
+mod reply;
+
+pub use config::parse_config;
+pub use error::{Error, HostStatus, Result};
+pub use filter::{Flow, HttpFilter};
+pub use headers::{Headers, RequestHeaders, ResponseHeaders};
+pub use reply::LocalReply;
+
+/// The `proxy-wasm` crate this SDK is built on, for what weir does not cover yet.
+/// Its host-call wrappers panic on unexpected statuses; prefer weir's API.
+pub use proxy_wasm as raw;
+
+/// Exports `$filter` (an [`HttpFilter`]) as the module's HTTP filter: generates the
+/// module's `_initialize` entry point, which registers the filter with the host.
+/// Use it once per module.
+#[macro_export]
+macro_rules! export_http_filter {
+    ($filter:ty) => {
+        type __WeirHttpFilter = $filter;
+        #[doc(hidden)]
+        pub mod __weir_export {
+            $crate::raw::main! {{
+                $crate::export::register_http_filter::<super::__WeirHttpFilter>();
+            }}
+        }
+    };
+}

@@ -1,0 +1,80 @@
+//! Local replies: answering the client from the filter.
+
+use crate::host;
+use crate::{Error, Result};
+
+/// A response sent by the filter instead of forwarding the request (or the
+/// upstream response). Envoy stops the filter chain and runs the response path
+/// on it, so the filter's own `on_response_headers` sees the reply.
+///
+/// # Examples
+/// ```
+/// use weir::LocalReply;
+/// let reply = LocalReply::new(403)
+///     .header("content-type", "text/plain")
+///     .body("denied")
+///     .details("auth_denied");
+/// assert_eq!(reply.status(), 403);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct LocalReply {
+    status: u32,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    details: String,
+}
+
+impl LocalReply {
+    /// A reply with this HTTP status, no extra headers and an empty body.
+    pub fn new(status: u16) -> Self {
+        Self {
+            status: u32::from(status),
+            headers: Vec::new(),
+            body: Vec::new(),
+            details: String::new(),
+        }
+    }
+
+    /// The HTTP status code.
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets the response body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets the response-code details Envoy records (`%RESPONSE_CODE_DETAILS%`);
+    /// Envoy replaces whitespace with `_`.
+    pub fn details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
+        self
+    }
+
+    /// Hands the reply to the host; it is sent once the current callback returns.
+    pub(crate) fn send(&self) -> Result<()> {
+        let pairs: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        let headers = host::serialize_pairs(&pairs);
+        host::send_local_response(self.status, &self.details, &self.body, &headers, -1).map_err(
+            |status| Error::Host {
+                call: "proxy_send_local_response",
+                target: "the stream",
+                status,
+            },
+        )
+    }
+}
