@@ -68,8 +68,14 @@ fn diff(before: &http::HeaderMap, after: &http::HeaderMap) -> Vec<String> {
             .collect()
     };
     let (before, after) = (lines(before), lines(after));
-    let removed = before.iter().filter(|l| !after.contains(l)).map(|l| format!("- {l}"));
-    let added = after.iter().filter(|l| !before.contains(l)).map(|l| format!("+ {l}"));
+    let removed = before
+        .iter()
+        .filter(|l| !after.contains(l))
+        .map(|l| format!("- {l}"));
+    let added = after
+        .iter()
+        .filter(|l| !before.contains(l))
+        .map(|l| format!("+ {l}"));
     removed.chain(added).collect()
 }
 
@@ -86,16 +92,30 @@ fn describe(title: &str, with: &Outcome, without: &Outcome) -> String {
         req.map_or("-".to_owned(), |r| r.method().to_string()),
         req.map_or("-".to_owned(), |r| r.uri().to_string())
     );
-    let _ = writeln!(out, "  request headers changed by the filter (as the upstream saw them):");
-    for line in diff(upstream_headers(without, &empty), upstream_headers(with, &empty)) {
+    let _ = writeln!(
+        out,
+        "  request headers changed by the filter (as the upstream saw them):"
+    );
+    for line in diff(
+        upstream_headers(without, &empty),
+        upstream_headers(with, &empty),
+    ) {
         let _ = writeln!(out, "      {line}");
     }
-    let _ = writeln!(out, "  response {} — headers changed by the filter (as the client saw them):", with.response.status());
+    let _ = writeln!(
+        out,
+        "  response {} — headers changed by the filter (as the client saw them):",
+        with.response.status()
+    );
     for line in diff(without.response.headers(), with.response.headers()) {
         let _ = writeln!(out, "      {line}");
     }
     if let Some(reply) = &with.local_reply {
-        let _ = writeln!(out, "  local reply from {}: {} {}", reply.plugin, reply.status, reply.details);
+        let _ = writeln!(
+            out,
+            "  local reply from {}: {} {}",
+            reply.plugin, reply.status, reply.details
+        );
     }
     for log in &with.logs {
         let _ = writeln!(out, "  log [{}] {}: {}", log.level, log.plugin, log.message);
@@ -125,12 +145,19 @@ fn demo_filter(root: &Path, engine: &Engine, filter: &BuiltFilter) -> Result<Str
     let yaml_path = root.join("envoy").join(format!("{}.yaml", filter.package));
     let yaml = std::fs::read_to_string(&yaml_path)
         .with_context(|| format!("cannot read {}", yaml_path.display()))?;
-    let config = EnvoyConfig::parse(&yaml).with_context(|| format!("in {}", yaml_path.display()))?;
+    let config =
+        EnvoyConfig::parse(&yaml).with_context(|| format!("in {}", yaml_path.display()))?;
     let mut chain = config
         .chain_builder(engine, |_| engine.load_file(&filter.wasm))?
         .log_level(LogLevel::Debug)
         .build()
-        .with_context(|| format!("starting {} as configured in {}", filter.package, yaml_path.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {} as configured in {}",
+                filter.package,
+                yaml_path.display()
+            )
+        })?;
     // The same Envoy, minus the wasm filters: what the filter changed is the difference.
     let mut bare = Chain::builder(engine)
         .connection_manager(config.connection_manager.clone())
@@ -140,7 +167,9 @@ fn demo_filter(root: &Path, engine: &Engine, filter: &BuiltFilter) -> Result<Str
         "━━ {} ({}, {} KiB) with the config from {}\n\n",
         filter.package,
         filter.wasm.display(),
-        std::fs::metadata(&filter.wasm).map(|m| m.len() / 1024).unwrap_or(0),
+        std::fs::metadata(&filter.wasm)
+            .map(|m| m.len() / 1024)
+            .unwrap_or(0),
         yaml_path.strip_prefix(root).unwrap_or(&yaml_path).display()
     );
     for sample in SAMPLES {
@@ -152,11 +181,18 @@ fn demo_filter(root: &Path, engine: &Engine, filter: &BuiltFilter) -> Result<Str
 
     let bad = r#"{"request": {"set": [{"name": "x env", "value": "1"}]}}"#;
     let rejected = Chain::builder(engine)
-        .filter(weir_harness::Filter::new(engine.load_file(&filter.wasm)?).name(&filter.package).configuration(bad))
+        .filter(
+            weir_harness::Filter::new(engine.load_file(&filter.wasm)?)
+                .name(&filter.package)
+                .configuration(bad),
+        )
         .build();
     match rejected {
         Err(e) => {
-            let _ = writeln!(report, "▶ an invalid configuration {bad}\n  rejected at on_configure: {e}\n");
+            let _ = writeln!(
+                report,
+                "▶ an invalid configuration {bad}\n  rejected at on_configure: {e}\n"
+            );
         }
         Ok(_) => anyhow::bail!("{} accepted an invalid configuration", filter.package),
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::fields::Fields;
+use crate::fields::{Fields, Kind};
 use crate::hcm::ConnectionManager;
 use crate::outcome::{LocalReply, LogLevel, Outcome};
 use crate::plugin::Plugin;
@@ -153,7 +153,13 @@ impl ChainBuilder {
         let mut slots = Vec::with_capacity(self.filters.len());
         for (i, filter) in self.filters.into_iter().enumerate() {
             let seed = self.seed.wrapping_add(i as u64);
-            let vm = Vm::start(&filter.plugin, filter.meta, self.start, seed, self.log_level)?;
+            let vm = Vm::start(
+                &filter.plugin,
+                filter.meta,
+                self.start,
+                seed,
+                self.log_level,
+            )?;
             slots.push(Slot {
                 vm,
                 policy: filter.failure_policy,
@@ -207,7 +213,7 @@ fn fail_stream() -> LocalReplyRequest {
         status: 503,
         details: "wasm_fail_stream".to_owned(),
         body: Vec::new(),
-        headers: Fields::new(),
+        headers: Fields::new(Kind::Plain),
         grpc_status: 14,
     }
 }
@@ -280,7 +286,9 @@ impl Chain {
     ) -> Result<Outcome> {
         let request = request.map(Into::into);
         let mut random = self.random16();
-        let mut fields = self.hcm.request_fields(&request, || std::mem::take(&mut random))?;
+        let mut fields = self
+            .hcm
+            .request_fields(&request, || std::mem::take(&mut random))?;
         let request_body = request.into_body();
         let mut progress = vec![Progress::default(); self.slots.len()];
 
@@ -290,7 +298,12 @@ impl Chain {
                 let upstream_request = self.hcm.upstream_request(&fields, request_body)?;
                 let response = upstream.call(upstream_request.clone());
                 let response_fields = self.hcm.response_fields(&response);
-                (Some(upstream_request), response_fields, response.into_body(), None)
+                (
+                    Some(upstream_request),
+                    response_fields,
+                    response.into_body(),
+                    None,
+                )
             }
             Some(reply) => {
                 let response = ConnectionManager::local_reply_fields(&reply.request);
@@ -308,11 +321,14 @@ impl Chain {
             }
             None => (reply, response, response_body),
         };
-        let response = self.hcm.client_response(response, response_body, self.now)?;
-        let final_response = Fields::from_iter(
-            std::iter::once((&b":status"[..], response.status().as_str().as_bytes()))
-                .chain(response.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))),
-        );
+        let response = self
+            .hcm
+            .client_response(response, response_body, self.now)?;
+        let mut final_response = Fields::new(Kind::Response);
+        final_response.add(b":status", response.status().as_str().as_bytes());
+        for (k, v) in response.headers() {
+            final_response.add(k.as_str().as_bytes(), v.as_bytes());
+        }
         self.log_stream(&progress, &fields, &final_response);
 
         let fuel = self.slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
@@ -342,7 +358,10 @@ impl Chain {
                 match slot.policy {
                     FailurePolicy::FailOpen => continue,
                     FailurePolicy::FailClosed => {
-                        return Ok(Some(Reply { slot: i, request: fail_stream() }));
+                        return Ok(Some(Reply {
+                            slot: i,
+                            request: fail_stream(),
+                        }));
                     }
                 }
             }
@@ -351,11 +370,17 @@ impl Chain {
             progress[i].decoded = true;
             let num_headers = fields.len();
             slot.vm.state().maps.request_headers = Some(std::mem::take(fields));
-            let result = slot
+            let result = slot.vm.create_stream(stream).and_then(|()| {
+                slot.vm
+                    .on_request_headers(stream, num_headers, end_of_stream)
+            });
+            *fields = slot
                 .vm
-                .create_stream(stream)
-                .and_then(|()| slot.vm.on_request_headers(stream, num_headers, end_of_stream));
-            *fields = slot.vm.state().maps.request_headers.take().unwrap_or_default();
+                .state()
+                .maps
+                .request_headers
+                .take()
+                .unwrap_or_default();
             let deferred = slot.vm.take_deferred();
             let action = match result {
                 Ok(action) => action,
@@ -363,7 +388,10 @@ impl Chain {
                     FailurePolicy::FailOpen => continue,
                     FailurePolicy::FailClosed => {
                         progress[i].decoded = false;
-                        return Ok(Some(Reply { slot: i, request: fail_stream() }));
+                        return Ok(Some(Reply {
+                            slot: i,
+                            request: fail_stream(),
+                        }));
                     }
                 },
             };
@@ -403,17 +431,33 @@ impl Chain {
                 if slot.policy == FailurePolicy::FailOpen {
                     continue;
                 }
-                return Ok(Some(Reply { slot: i, request: fail_stream() }));
+                return Ok(Some(Reply {
+                    slot: i,
+                    request: fail_stream(),
+                }));
             }
             let num_headers = fields.len();
             slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
-            let result = slot.vm.on_response_headers(stream, num_headers, end_of_stream);
-            *fields = slot.vm.state().maps.response_headers.take().unwrap_or_default();
+            let result = slot
+                .vm
+                .on_response_headers(stream, num_headers, end_of_stream);
+            *fields = slot
+                .vm
+                .state()
+                .maps
+                .response_headers
+                .take()
+                .unwrap_or_default();
             let deferred = slot.vm.take_deferred();
             let action = match result {
                 Ok(action) => action,
                 Err(_trap) if slot.policy == FailurePolicy::FailOpen => continue,
-                Err(_trap) => return Ok(Some(Reply { slot: i, request: fail_stream() })),
+                Err(_trap) => {
+                    return Ok(Some(Reply {
+                        slot: i,
+                        request: fail_stream(),
+                    }));
+                }
             };
             if let Some(request) = deferred.local_reply {
                 return Ok(Some(Reply { slot: i, request }));

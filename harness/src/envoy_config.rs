@@ -99,9 +99,8 @@ fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
     let vm = config
         .get("vm_config")
         .ok_or_else(|| bad("wasm filter without config.vm_config"))?;
-    let filename = string_at(vm, &["code", "local", "filename"]).ok_or_else(|| {
-        bad("vm_config.code: only local.filename is supported by the harness")
-    })?;
+    let filename = string_at(vm, &["code", "local", "filename"])
+        .ok_or_else(|| bad("vm_config.code: only local.filename is supported by the harness"))?;
     let failure_policy = match string_at(config, &["failure_policy"]).as_deref() {
         None | Some("UNSPECIFIED") | Some("FAIL_CLOSED") => {
             if string_at(config, &["fail_open"]).as_deref() == Some("true") {
@@ -157,9 +156,14 @@ impl EnvoyConfig {
             .and_then(|c| c.first())
             .and_then(|c| c.get("filters"))
             .and_then(Value::as_sequence)
-            .and_then(|f| f.iter().find(|f| string_at(f, &["name"]).as_deref() == Some(HCM)))
+            .and_then(|f| {
+                f.iter()
+                    .find(|f| string_at(f, &["name"]).as_deref() == Some(HCM))
+            })
             .and_then(|f| f.get("typed_config"))
-            .ok_or_else(|| bad("no http_connection_manager in the first listener's first filter chain"))?;
+            .ok_or_else(|| {
+                bad("no http_connection_manager in the first listener's first filter chain")
+            })?;
         let mut manager = ConnectionManager::default();
         if let Some(flag) = string_at(hcm, &["generate_request_id"]) {
             manager = manager.generate_request_id(flag == "true");
@@ -196,7 +200,9 @@ impl EnvoyConfig {
                     manager = manager.suppress_envoy_headers(suppress.as_deref() == Some("true"));
                 }
                 Some(other) => {
-                    return Err(bad(format!("http filter {other} is not emulated by the harness")));
+                    return Err(bad(format!(
+                        "http filter {other} is not emulated by the harness"
+                    )));
                 }
                 None => return Err(bad("http filter without a name")),
             }

@@ -3,7 +3,106 @@
 /// An ordered header map as Envoy keeps it: lower-case names, repeated names
 /// allowed, values as bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Fields(Vec<(Vec<u8>, Vec<u8>)>);
+pub(crate) struct Fields {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    kind: Kind,
+}
+
+/// Which of Envoy's header map types this is. Envoy keeps some headers "inline"
+/// (registered O(1) slots) per map type; adding a value to an inline header that is
+/// already present appends `,value` to it instead of adding an entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// No inline headers (e.g. callout or local-reply extra headers before merging).
+    #[default]
+    Plain,
+    /// A request header map.
+    Request,
+    /// A response header map.
+    Response,
+}
+
+/// Request headers Envoy 1.40 (official build) coalesces with `,`, as measured by
+/// sending each name twice through it (`tests/tests/differential.rs` keeps
+/// checking a sample of them).
+const INLINE_REQUEST: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "authorization",
+    "cache-control",
+    "cdn-loop",
+    "content-encoding",
+    "content-type",
+    "grpc-accept-encoding",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "origin",
+    "pragma",
+    "proxy-status",
+    "referer",
+    "user-agent",
+    "via",
+    "x-client-trace-id",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-external-address",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-original-path",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Response headers Envoy 1.40 (official build) coalesces with `,`, measured the
+/// same way.
+const INLINE_RESPONSE: &[&str] = &[
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+    "access-control-max-age",
+    "age",
+    "content-encoding",
+    "content-type",
+    "etag",
+    "expires",
+    "grpc-message",
+    "grpc-status",
+    "last-modified",
+    "location",
+    "proxy-status",
+    "vary",
+    "via",
+    "x-envoy-attempt-count",
+    "x-envoy-decorator-operation",
+    "x-envoy-degraded",
+    "x-envoy-immediate-health-check-fail",
+    "x-envoy-ratelimited",
+    "x-envoy-upstream-canary",
+    "x-envoy-upstream-healthchecked-cluster",
+    "x-envoy-upstream-service-time",
+    "x-request-id",
+];
+
+impl Kind {
+    fn is_inline(self, key: &[u8]) -> bool {
+        let list = match self {
+            Kind::Plain => return false,
+            Kind::Request => INLINE_REQUEST,
+            Kind::Response => INLINE_RESPONSE,
+        };
+        list.iter().any(|h| h.as_bytes() == key)
+    }
+}
 
 /// Envoy's host refuses serialized maps larger than this or with more pairs
 /// (`PROXY_WASM_HOST_PAIRS_MAX_BYTES` / `_MAX_COUNT`).
@@ -11,35 +110,55 @@ const MAX_PAIRS_BYTES: usize = 1 << 20;
 const MAX_PAIRS_COUNT: usize = 1024;
 
 impl Fields {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    pub(crate) fn new(kind: Kind) -> Self {
+        Self {
+            entries: Vec::new(),
+            kind,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// Envoy's `HeaderMap::byteSize()`: the sum of name and value lengths.
     pub(crate) fn byte_size(&self) -> usize {
-        self.0.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     /// The first value of `key` (Envoy returns only the first of repeated headers).
     pub(crate) fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let key = key.to_ascii_lowercase();
-        self.0
+        self.entries
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_slice())
     }
 
-    /// `addCopy`: appends, keeping existing values.
+    /// `addCopy`: appends, keeping existing values; an inline header that is
+    /// already present gets `,value` appended instead.
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
-        self.0.push((key.to_ascii_lowercase(), value.to_vec()));
+        let key = key.to_ascii_lowercase();
+        if self.kind.is_inline(&key) {
+            if let Some((_, existing)) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+                if !existing.is_empty() {
+                    existing.push(b',');
+                }
+                existing.extend_from_slice(value);
+                return;
+            }
+        }
+        self.entries.push((key, value.to_vec()));
     }
 
     /// `setCopy`: removes every value of `key`, then appends the new one.
@@ -51,18 +170,18 @@ impl Fields {
     /// Removes every value of `key`.
     pub(crate) fn remove(&mut self, key: &[u8]) {
         let key = key.to_ascii_lowercase();
-        self.0.retain(|(k, _)| *k != key);
+        self.entries.retain(|(k, _)| *k != key);
     }
 
     /// Serializes in the proxy-wasm pairs format.
     pub(crate) fn serialize(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.0.len() * 10 + self.byte_size());
-        out.extend_from_slice(&(self.0.len() as u32).to_le_bytes());
-        for (k, v) in &self.0 {
+        let mut out = Vec::with_capacity(4 + self.entries.len() * 10 + self.byte_size());
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for (k, v) in &self.entries {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         }
-        for (k, v) in &self.0 {
+        for (k, v) in &self.entries {
             out.extend_from_slice(k);
             out.push(0);
             out.extend_from_slice(v);
@@ -74,13 +193,13 @@ impl Fields {
     /// Parses the proxy-wasm pairs format the way Envoy's host does: strictly,
     /// and any format error (including NULs missing or trailing bytes) yields an
     /// empty map. Names are lower-cased.
-    pub(crate) fn deserialize(bytes: &[u8]) -> Self {
-        Self::try_deserialize(bytes).unwrap_or_default()
+    pub(crate) fn deserialize(bytes: &[u8], kind: Kind) -> Self {
+        Self::try_deserialize(bytes, kind).unwrap_or(Self::new(kind))
     }
 
-    fn try_deserialize(bytes: &[u8]) -> Option<Self> {
+    fn try_deserialize(bytes: &[u8], kind: Kind) -> Option<Self> {
         if bytes.is_empty() || bytes == [0] {
-            return Some(Self::new());
+            return Some(Self::new(kind));
         }
         if bytes.len() > MAX_PAIRS_BYTES {
             return None;
@@ -94,7 +213,7 @@ impl Fields {
             return None;
         }
         let mut at = 4 + count * 8;
-        let mut fields = Self::new();
+        let mut fields = Self::new(kind);
         for i in 0..count {
             let klen = u32_at(4 + i * 8)?;
             let vlen = u32_at(8 + i * 8)?;
@@ -114,7 +233,7 @@ impl Fields {
 
 impl<K: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(K, V)> for Fields {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut f = Self::new();
+        let mut f = Self::new(Kind::Plain);
         for (k, v) in iter {
             f.add(k.as_ref(), v.as_ref());
         }
@@ -128,8 +247,10 @@ mod tests {
 
     #[test]
     fn serialization_round_trips() {
-        let f: Fields = [(":path", "/x"), ("x-a", ""), ("x-a", "2")].into_iter().collect();
-        assert_eq!(Fields::deserialize(&f.serialize()), f);
+        let f: Fields = [(":path", "/x"), ("x-a", ""), ("x-a", "2")]
+            .into_iter()
+            .collect();
+        assert_eq!(Fields::deserialize(&f.serialize(), Kind::Plain), f);
     }
 
     #[test]
@@ -139,24 +260,51 @@ mod tests {
         // trailing byte
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(Fields::deserialize(&trailing).len(), 0);
+        assert_eq!(Fields::deserialize(&trailing, Kind::Plain).len(), 0);
         // missing NUL after the value
         let mut no_nul = bytes.clone();
         let last = no_nul.len() - 1;
         no_nul[last] = b'x';
-        assert_eq!(Fields::deserialize(&no_nul).len(), 0);
+        assert_eq!(Fields::deserialize(&no_nul, Kind::Plain).len(), 0);
         // truncated
-        assert_eq!(Fields::deserialize(&bytes[..bytes.len() - 2]).len(), 0);
+        assert_eq!(
+            Fields::deserialize(&bytes[..bytes.len() - 2], Kind::Plain).len(),
+            0
+        );
         // absurd count
-        assert_eq!(Fields::deserialize(&[0xff, 0xff, 0xff, 0xff]).len(), 0);
+        assert_eq!(
+            Fields::deserialize(&[0xff, 0xff, 0xff, 0xff], Kind::Plain).len(),
+            0
+        );
         // the two empty encodings
-        assert_eq!(Fields::deserialize(&[]).len(), 0);
-        assert_eq!(Fields::deserialize(&[0]).len(), 0);
+        assert_eq!(Fields::deserialize(&[], Kind::Plain).len(), 0);
+        assert_eq!(Fields::deserialize(&[0], Kind::Plain).len(), 0);
+    }
+
+    #[test]
+    fn inline_headers_coalesce() {
+        let mut f = Fields::new(Kind::Request);
+        f.add(b"Accept", b"a/b");
+        f.add(b"accept", b"c/d");
+        f.add(b"cookie", b"a=1");
+        f.add(b"cookie", b"b=2");
+        assert_eq!(
+            f.iter().collect::<Vec<_>>(),
+            vec![
+                (&b"accept"[..], &b"a/b,c/d"[..]),
+                (&b"cookie"[..], &b"a=1"[..]),
+                (&b"cookie"[..], &b"b=2"[..]),
+            ]
+        );
+        let mut r = Fields::new(Kind::Response);
+        r.add(b"accept", b"1");
+        r.add(b"accept", b"2");
+        assert_eq!(r.len(), 2, "accept is inline only in requests");
     }
 
     #[test]
     fn envoy_map_semantics() {
-        let mut f = Fields::new();
+        let mut f = Fields::new(Kind::Plain);
         f.add(b"X-A", b"1");
         f.add(b"x-b", b"2");
         f.add(b"x-a", b"3");

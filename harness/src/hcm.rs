@@ -7,9 +7,37 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use crate::fields::Fields;
+use crate::fields::{Fields, Kind};
 use crate::state::LocalReplyRequest;
 use crate::{Error, Result};
+
+/// Client request headers Envoy 1.40 does not pass on with this emulated
+/// configuration (measured): hop-by-hop headers, and `x-envoy-*` control
+/// headers and `x-forwarded-client-cert` from an untrusted client.
+const REMOVED_FROM_REQUESTS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "x-forwarded-client-cert",
+    "x-envoy-internal",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-upstream-stream-duration-ms",
+];
 
 /// Settings of the emulated `HttpConnectionManager` and router. The defaults are
 /// Envoy's; set them to match the Envoy config a test mirrors.
@@ -73,7 +101,12 @@ impl ConnectionManager {
             .uri()
             .authority()
             .map(|a| a.as_str().as_bytes().to_vec())
-            .or_else(|| request.headers().get(http::header::HOST).map(|h| h.as_bytes().to_vec()))
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .map(|h| h.as_bytes().to_vec())
+            })
             .ok_or_else(|| {
                 Error::InvalidRequest(
                     "no host: give the request a Host header or an absolute URI".to_owned(),
@@ -83,13 +116,13 @@ impl ConnectionManager {
             .uri()
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
-        let mut fields = Fields::new();
+        let mut fields = Fields::new(Kind::Request);
         fields.add(b":authority", &authority);
         fields.add(b":path", path.as_bytes());
         fields.add(b":method", request.method().as_str().as_bytes());
         fields.add(b":scheme", b"http");
         for (name, value) in request.headers() {
-            if name != http::header::HOST {
+            if name != http::header::HOST && !REMOVED_FROM_REQUESTS.contains(&name.as_str()) {
                 fields.add(name.as_str().as_bytes(), value.as_bytes());
             }
         }
@@ -148,12 +181,16 @@ impl ConnectionManager {
     /// The upstream's response as the filters see it: `:status` first, HTTP/1
     /// framing made explicit, plus the router's additions.
     pub(crate) fn response_fields(&self, response: &http::Response<Bytes>) -> Fields {
-        let mut fields = Fields::new();
+        let mut fields = Fields::new(Kind::Response);
         fields.add(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
             fields.add(name.as_str().as_bytes(), value.as_bytes());
         }
-        frame(&mut fields, response.status().as_u16(), response.body().len());
+        frame(
+            &mut fields,
+            response.status().as_u16(),
+            response.body().len(),
+        );
         if !self.suppress_envoy_headers {
             // The harness's upstream answers in zero virtual time.
             fields.add(b"x-envoy-upstream-service-time", b"0");
@@ -163,7 +200,7 @@ impl ConnectionManager {
 
     /// The response a `proxy_send_local_response` produces, before encoder filters.
     pub(crate) fn local_reply_fields(reply: &LocalReplyRequest) -> Fields {
-        let mut fields = Fields::new();
+        let mut fields = Fields::new(Kind::Response);
         fields.add(b":status", reply.status.to_string().as_bytes());
         for (name, value) in reply.headers.iter() {
             fields.add(name, value);
@@ -262,10 +299,20 @@ mod tests {
             .expect("request");
         let hcm = ConnectionManager::default().generate_request_id(false);
         let fields = hcm.request_fields(&req, || [0; 16]).expect("fields");
-        let names: Vec<_> = fields.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
+        let names: Vec<_> = fields
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
         assert_eq!(
             names,
-            [":authority", ":path", ":method", ":scheme", "x-custom", "x-forwarded-proto"]
+            [
+                ":authority",
+                ":path",
+                ":method",
+                ":scheme",
+                "x-custom",
+                "x-forwarded-proto"
+            ]
         );
         assert_eq!(fields.get(b":path"), Some(&b"/p?q=1"[..]));
     }
@@ -279,7 +326,7 @@ mod tests {
 
     #[test]
     fn upstream_gets_host_and_router_headers() {
-        let mut fields = Fields::new();
+        let mut fields = Fields::new(Kind::Request);
         fields.add(b":authority", b"a.test");
         fields.add(b":path", b"/x");
         fields.add(b":method", b"GET");

@@ -42,9 +42,7 @@ pub(crate) fn detect_abi(bytes: &[u8]) -> Result<AbiVersion> {
                     "proxy_abi_version_0_1_0" => return Err(Error::UnsupportedAbi("0.1.0")),
                     "proxy_abi_version_0_2_0" => return Ok(AbiVersion::V0_2_0),
                     "proxy_abi_version_0_2_1" => return Ok(AbiVersion::V0_2_1),
-                    name if name.starts_with("proxy_abi_version_") => {
-                        unknown.push(name.to_owned())
-                    }
+                    name if name.starts_with("proxy_abi_version_") => unknown.push(name.to_owned()),
                     _ => {}
                 }
             }
@@ -109,8 +107,14 @@ fn check_exports(module: &Module) -> Result<()> {
         let Some(ExternType::Func(found)) = module.get_export(name) else {
             continue;
         };
-        let matches = found.params().map(|t| t.to_string()).eq(params.iter().map(ToString::to_string))
-            && found.results().map(|t| t.to_string()).eq(results.iter().map(ToString::to_string));
+        let matches = found
+            .params()
+            .map(|t| t.to_string())
+            .eq(params.iter().map(ToString::to_string))
+            && found
+                .results()
+                .map(|t| t.to_string())
+                .eq(results.iter().map(ToString::to_string));
         if !matches {
             return Err(Error::BadExport {
                 name: name.to_owned(),
@@ -221,9 +225,15 @@ mod tests {
     #[test]
     fn refuses_unknown_and_missing_markers() {
         let err = detect_abi(&module_exporting("proxy_abi_version_0_3_0")).expect_err("unknown");
-        assert!(err.to_string().contains("found proxy_abi_version_0_3_0"), "{err}");
+        assert!(
+            err.to_string().contains("found proxy_abi_version_0_3_0"),
+            "{err}"
+        );
         let err = detect_abi(&module_exporting("_start")).expect_err("missing");
-        assert!(matches!(err, Error::UnknownAbi { ref found } if found.is_empty()), "{err}");
+        assert!(
+            matches!(err, Error::UnknownAbi { ref found } if found.is_empty()),
+            "{err}"
+        );
         let err = detect_abi(&module_exporting("proxy_abi_version_0_1_0")).expect_err("0.1.0");
         assert!(err.to_string().contains("0.1.0"), "{err}");
     }

@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
+use crate::fields::Fields;
 use crate::outcome::LogLevel;
 use crate::plugin::Plugin;
-use crate::fields::Fields;
 use crate::state::{Deferred, HostState, Phase, PluginMeta, StreamMaps};
 use crate::{Error, Result};
 
@@ -127,8 +127,12 @@ impl Vm {
         let result = if let Some(init) = init {
             self.call(Phase::Idle, 0, "_initialize", &Some(init), ())
                 .and_then(|_| match (main, main_void) {
-                    (Some(main), _) => self.call(Phase::Idle, 0, "main", &Some(main), (0, 0)).map(drop),
-                    (None, Some(mv)) => self.call(Phase::Idle, 0, "__main_void", &Some(mv), ()).map(drop),
+                    (Some(main), _) => self
+                        .call(Phase::Idle, 0, "main", &Some(main), (0, 0))
+                        .map(drop),
+                    (None, Some(mv)) => self
+                        .call(Phase::Idle, 0, "__main_void", &Some(mv), ())
+                        .map(drop),
                     (None, None) => Ok(()),
                 })
         } else {
@@ -143,12 +147,24 @@ impl Vm {
         self.store.data_mut().root_context_id = root;
         self.store.data_mut().contexts.push(root);
         let cb = self.callbacks.on_context_create.clone();
-        self.call(Phase::Root, root, "proxy_on_context_create", &cb, (root as i32, 0))
-            .map_err(|t| self.startup_trap("proxy_on_context_create", t))?;
+        self.call(
+            Phase::Root,
+            root,
+            "proxy_on_context_create",
+            &cb,
+            (root as i32, 0),
+        )
+        .map_err(|t| self.startup_trap("proxy_on_context_create", t))?;
         let vm_config_len = self.store.data().meta.vm_configuration.len() as i32;
         let cb = self.callbacks.on_vm_start.clone();
         let ok = self
-            .call(Phase::Root, root, "proxy_on_vm_start", &cb, (root as i32, vm_config_len))
+            .call(
+                Phase::Root,
+                root,
+                "proxy_on_vm_start",
+                &cb,
+                (root as i32, vm_config_len),
+            )
             .map_err(|t| self.startup_trap("proxy_on_vm_start", t))?;
         if ok == Some(0) {
             return Err(Error::VmStartFailed {
@@ -159,7 +175,13 @@ impl Vm {
         let config_len = self.store.data().meta.plugin_configuration.len() as i32;
         let cb = self.callbacks.on_configure.clone();
         let ok = self
-            .call(Phase::Configure, root, "proxy_on_configure", &cb, (root as i32, config_len))
+            .call(
+                Phase::Configure,
+                root,
+                "proxy_on_configure",
+                &cb,
+                (root as i32, config_len),
+            )
             .map_err(|t| self.startup_trap("proxy_on_configure", t))?;
         if ok == Some(0) {
             return Err(Error::ConfigureFailed {
@@ -254,18 +276,46 @@ impl Vm {
         let root = self.store.data().root_context_id;
         self.store.data_mut().contexts.push(stream);
         let cb = self.callbacks.on_context_create.clone();
-        self.call(Phase::Root, stream, "proxy_on_context_create", &cb, (stream as i32, root as i32))
-            .map(drop)
+        self.call(
+            Phase::Root,
+            stream,
+            "proxy_on_context_create",
+            &cb,
+            (stream as i32, root as i32),
+        )
+        .map(drop)
     }
 
-    pub(crate) fn on_request_headers(&mut self, stream: u32, headers: usize, eos: bool) -> Result<Option<i32>, Trap> {
+    pub(crate) fn on_request_headers(
+        &mut self,
+        stream: u32,
+        headers: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
         let cb = self.callbacks.on_request_headers.clone();
-        self.call(Phase::Request, stream, "proxy_on_request_headers", &cb, (stream as i32, headers as i32, eos as i32))
+        self.call(
+            Phase::Request,
+            stream,
+            "proxy_on_request_headers",
+            &cb,
+            (stream as i32, headers as i32, eos as i32),
+        )
     }
 
-    pub(crate) fn on_response_headers(&mut self, stream: u32, headers: usize, eos: bool) -> Result<Option<i32>, Trap> {
+    pub(crate) fn on_response_headers(
+        &mut self,
+        stream: u32,
+        headers: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
         let cb = self.callbacks.on_response_headers.clone();
-        self.call(Phase::Response, stream, "proxy_on_response_headers", &cb, (stream as i32, headers as i32, eos as i32))
+        self.call(
+            Phase::Response,
+            stream,
+            "proxy_on_response_headers",
+            &cb,
+            (stream as i32, headers as i32, eos as i32),
+        )
     }
 
     /// Envoy's end of a stream: `on_log` (with the final headers readable), then

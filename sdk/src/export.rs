@@ -37,17 +37,17 @@ impl<F: HttpFilter> Context for Root<F> {}
 
 impl<F: HttpFilter> RootContext for Root<F> {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match host::get_buffer(BufferType::PluginConfiguration, plugin_configuration_size)
-        {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(status) => {
-                log::error!(
-                    "{}: cannot read the plugin configuration: {status}",
-                    filter_name::<F>()
-                );
-                return false;
-            }
-        };
+        let bytes =
+            match host::get_buffer(BufferType::PluginConfiguration, plugin_configuration_size) {
+                Ok(bytes) => bytes.unwrap_or_default(),
+                Err(status) => {
+                    log::error!(
+                        "{}: cannot read the plugin configuration: {status}",
+                        filter_name::<F>()
+                    );
+                    return false;
+                }
+            };
         match crate::parse_config::<F::Config>(&bytes) {
             Ok(config) => {
                 self.config = Some(Rc::new(config));
@@ -78,7 +78,10 @@ struct Stream<F> {
 impl<F: HttpFilter> Stream<F> {
     fn run(&mut self, callback: impl FnOnce(&mut F) -> Result<Flow>) -> Action {
         let Some(filter) = self.filter.as_mut() else {
-            log::error!("{}: stream started without a valid configuration", filter_name::<F>());
+            log::error!(
+                "{}: stream started without a valid configuration",
+                filter_name::<F>()
+            );
             return respond(&LocalReply::new(500).details("weir_filter_not_configured"));
         };
         match callback(filter) {

@@ -133,7 +133,10 @@ pub(crate) fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>>
 }
 
 #[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code, reason = "the proxy-wasm ABI is a C ABI over raw guest pointers")]
+#[allow(
+    unsafe_code,
+    reason = "the proxy-wasm ABI is a C ABI over raw guest pointers"
+)]
 mod ffi {
     use super::{BufferType, MapType, Status};
     use std::ptr::null_mut;
@@ -166,8 +169,11 @@ mod ffi {
             value_data: *const u8,
             value_size: usize,
         ) -> u32;
-        fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize)
-        -> u32;
+        fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
         fn proxy_get_buffer_bytes(
             buffer_type: u32,
             start: usize,
@@ -354,7 +360,10 @@ mod tests {
         // count says one pair but there are no sizes
         assert_eq!(deserialize_pairs(&[1, 0, 0, 0]), None);
         // sizes run past the end
-        assert_eq!(deserialize_pairs(&[1, 0, 0, 0, 9, 0, 0, 0, 9, 0, 0, 0]), None);
+        assert_eq!(
+            deserialize_pairs(&[1, 0, 0, 0, 9, 0, 0, 0, 9, 0, 0, 0]),
+            None
+        );
         // absurd count must not allocate or panic
         assert_eq!(deserialize_pairs(&[0xff, 0xff, 0xff, 0xff]), None);
     }

@@ -1,1 +1,68 @@
-//! placeholder
+//! Support for weir's end-to-end tests: building the sample filters once,
+//! running real Envoy on loopback with the configs in `envoy/`, a hyper upstream
+//! and client, and comparing what Envoy and the harness did.
+
+#![forbid(unsafe_code)]
+
+pub mod envoy;
+pub mod net;
+pub mod observed;
+pub mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use weir_cli::build::{self, BuiltFilter};
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+}
+
+/// The sample filters, built for wasm32-wasip1 once per test process.
+///
+/// # Panics
+/// If they cannot be built: every test that needs them must fail, not skip.
+pub fn sample_filters() -> &'static [BuiltFilter] {
+    static BUILT: OnceLock<Vec<BuiltFilter>> = OnceLock::new();
+    BUILT.get_or_init(
+        || match build::build_filters(root(), build::SAMPLE_FILTERS) {
+            Ok(f) => f,
+            Err(e) => panic!("cannot build the sample filters: {e:#}"),
+        },
+    )
+}
+
+/// The built module of one sample filter.
+///
+/// # Panics
+/// If `package` is not a sample filter.
+pub fn filter_wasm(package: &str) -> PathBuf {
+    sample_filters()
+        .iter()
+        .find(|f| f.package == package)
+        .map(|f| f.wasm.clone())
+        .unwrap_or_else(|| panic!("{package} is not a sample filter"))
+}
+
+/// One harness engine per test process, with the on-disk compilation cache.
+pub fn engine() -> &'static weir_harness::Engine {
+    static ENGINE: OnceLock<weir_harness::Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        weir_harness::Engine::builder()
+            .cache_dir(build::target_dir(root()).join("weir-cache"))
+            .build()
+            .unwrap_or_else(|e| panic!("cannot create the wasmtime engine: {e}"))
+    })
+}
+
+/// The text of `envoy/<name>`.
+///
+/// # Panics
+/// If the file cannot be read.
+pub fn envoy_yaml(name: &str) -> String {
+    let path = root().join("envoy").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}

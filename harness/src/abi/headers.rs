@@ -63,29 +63,41 @@ fn mutate(
 }
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    proxy_fn!(linker, "proxy_get_header_map_pairs", |caller, kind: i32, ret_ptr: i32, ret_len: i32| {
-        let bytes = map(caller.data_mut(), kind).map(|fields| match fields {
-            Some(f) if f.len() > 0 => f.serialize(),
-            _ => Vec::new(),
-        });
-        let result = bytes.and_then(|b| memory::copy_out(&mut caller, &b, ret_ptr, ret_len));
-        memory::status(result)?
-    });
-    proxy_fn!(linker, "proxy_set_header_map_pairs", |caller, kind: i32, ptr: i32, len: i32| {
-        let result = memory::read(&mut caller, ptr, len).and_then(|bytes| {
-            let fields = mutable_map(caller.data_mut(), kind)?;
-            // A malformed map parses as empty, so the call clears the map (as in Envoy).
-            *fields = Fields::deserialize(&bytes);
-            Ok(())
-        });
-        memory::status(result)?
-    });
-    proxy_fn!(linker, "proxy_get_header_map_size", |caller, kind: i32, ret: i32| {
-        let result = mutable_map(caller.data_mut(), kind)
-            .map(|f| f.byte_size() as u32)
-            .and_then(|size| memory::write_u32(&mut caller, ret, size));
-        memory::status(result)?
-    });
+    proxy_fn!(
+        linker,
+        "proxy_get_header_map_pairs",
+        |caller, kind: i32, ret_ptr: i32, ret_len: i32| {
+            let bytes = map(caller.data_mut(), kind).map(|fields| match fields {
+                Some(f) if f.len() > 0 => f.serialize(),
+                _ => Vec::new(),
+            });
+            let result = bytes.and_then(|b| memory::copy_out(&mut caller, &b, ret_ptr, ret_len));
+            memory::status(result)?
+        }
+    );
+    proxy_fn!(
+        linker,
+        "proxy_set_header_map_pairs",
+        |caller, kind: i32, ptr: i32, len: i32| {
+            let result = memory::read(&mut caller, ptr, len).and_then(|bytes| {
+                let fields = mutable_map(caller.data_mut(), kind)?;
+                // A malformed map parses as empty, so the call clears the map (as in Envoy).
+                *fields = Fields::deserialize(&bytes, fields.kind());
+                Ok(())
+            });
+            memory::status(result)?
+        }
+    );
+    proxy_fn!(
+        linker,
+        "proxy_get_header_map_size",
+        |caller, kind: i32, ret: i32| {
+            let result = mutable_map(caller.data_mut(), kind)
+                .map(|f| f.byte_size() as u32)
+                .and_then(|size| memory::write_u32(&mut caller, ret, size));
+            memory::status(result)?
+        }
+    );
     proxy_fn!(
         linker,
         "proxy_get_header_map_value",
@@ -135,7 +147,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         linker,
         "proxy_remove_header_map_value",
         |caller, kind: i32, key_ptr: i32, key_len: i32| {
-            let result = mutate(&mut caller, kind, (key_ptr, key_len), None, |f, k, _| f.remove(k));
+            let result = mutate(&mut caller, kind, (key_ptr, key_len), None, |f, k, _| {
+                f.remove(k)
+            });
             memory::status(result)?
         }
     );

@@ -7,7 +7,10 @@ use super::{AbiVersion, Status, proxy_fn};
 use crate::outcome::LogLevel;
 use crate::state::HostState;
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<HostState>,
+    abi: AbiVersion,
+) -> wasmtime::Result<()> {
     // proxy_log is the one proxy_* call allowed during module initialization.
     linker.func_wrap(
         "env",

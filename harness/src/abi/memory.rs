@@ -39,7 +39,11 @@ fn memory(caller: &mut Caller<'_, HostState>) -> Result<Memory, Fault> {
 }
 
 /// Copies `len` bytes at `ptr` out of guest memory.
-pub(crate) fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Fault> {
+pub(crate) fn read(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> Result<Vec<u8>, Fault> {
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
     if len == 0 {
         return Ok(Vec::new());
@@ -62,7 +66,11 @@ pub(crate) fn read_string(
 }
 
 /// Writes `bytes` at `ptr`.
-pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Result<(), Fault> {
+pub(crate) fn write(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    bytes: &[u8],
+) -> Result<(), Fault> {
     let ptr = ptr as u32 as usize;
     let mem = memory(caller)?;
     mem.data_mut(&mut *caller)
@@ -73,12 +81,20 @@ pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) 
 }
 
 /// Writes a little-endian `u32`.
-pub(crate) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, value: u32) -> Result<(), Fault> {
+pub(crate) fn write_u32(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    value: u32,
+) -> Result<(), Fault> {
     write(caller, ptr, &value.to_le_bytes())
 }
 
 /// Writes a little-endian `u64`.
-pub(crate) fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, value: u64) -> Result<(), Fault> {
+pub(crate) fn write_u64(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    value: u64,
+) -> Result<(), Fault> {
     write(caller, ptr, &value.to_le_bytes())
 }
 

@@ -20,7 +20,10 @@ pub(crate) mod wasi;
 /// `proxy_status_t`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-#[allow(dead_code, reason = "the full status table; some are produced by later areas")]
+#[allow(
+    dead_code,
+    reason = "the full status table; some are produced by later areas"
+)]
 pub(crate) enum Status {
     Ok = 0,
     NotFound = 1,
@@ -66,7 +69,10 @@ impl std::fmt::Display for AbiVersion {
 
 /// Envoy traps any `proxy_*` call other than `proxy_log` while the module's
 /// `_initialize`/`main`/`_start` runs ("restricted_callback").
-pub(crate) fn check_not_in_init(caller: &Caller<'_, HostState>, name: &str) -> wasmtime::Result<()> {
+pub(crate) fn check_not_in_init(
+    caller: &Caller<'_, HostState>,
+    name: &str,
+) -> wasmtime::Result<()> {
     if caller.data().in_init {
         wasmtime::bail!("restricted_callback: {name} called during module initialization");
     }
@@ -94,7 +100,10 @@ macro_rules! proxy_fn {
 pub(crate) use proxy_fn;
 
 /// Adds every host function a module of version `abi` may import.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<HostState>,
+    abi: AbiVersion,
+) -> wasmtime::Result<()> {
     logging::add_to_linker(linker, abi)?;
     time::add_to_linker(linker)?;
     buffers::add_to_linker(linker)?;

@@ -6,7 +6,7 @@ use wasmtime::Linker;
 
 use super::memory::{self, Fault};
 use super::{Status, proxy_fn};
-use crate::fields::Fields;
+use crate::fields::{Fields, Kind};
 use crate::state::{HostState, LocalReplyRequest};
 
 const STREAM_REQUEST: u32 = 0;
@@ -63,7 +63,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                         status: status_code as u32,
                         details: details.replace(char::is_whitespace, "_"),
                         body,
-                        headers: Fields::deserialize(&headers),
+                        headers: Fields::deserialize(&headers, Kind::Plain),
                         grpc_status,
                     });
                 }
@@ -73,10 +73,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         }
     );
     // No callout has failed yet: Envoy's root context status is code 0, no message.
-    proxy_fn!(linker, "proxy_get_status", |caller, code_ptr: i32, msg_ptr: i32, msg_len: i32| {
-        let result = memory::write_u32(&mut caller, code_ptr, 0)
-            .and_then(|()| memory::copy_out(&mut caller, &[], msg_ptr, msg_len));
-        memory::status(result)?
-    });
+    proxy_fn!(
+        linker,
+        "proxy_get_status",
+        |caller, code_ptr: i32, msg_ptr: i32, msg_len: i32| {
+            let result = memory::write_u32(&mut caller, code_ptr, 0)
+                .and_then(|()| memory::copy_out(&mut caller, &[], msg_ptr, msg_len));
+            memory::status(result)?
+        }
+    );
     Ok(())
 }

@@ -9,18 +9,26 @@ use super::{Status, memory, proxy_fn};
 use crate::state::HostState;
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    proxy_fn!(linker, "proxy_get_current_time_nanoseconds", |caller, ret: i32| {
-        let nanos = caller
-            .data()
-            .now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        memory::status(memory::write_u64(&mut caller, ret, nanos))?
-    });
+    proxy_fn!(
+        linker,
+        "proxy_get_current_time_nanoseconds",
+        |caller, ret: i32| {
+            let nanos = caller
+                .data()
+                .now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            memory::status(memory::write_u64(&mut caller, ret, nanos))?
+        }
+    );
     // Envoy sets the period of the calling context's root and always answers OK.
-    proxy_fn!(linker, "proxy_set_tick_period_milliseconds", |caller, period: i32| {
-        caller.data_mut().tick_period_ms = period as u32;
-        Status::Ok
-    });
+    proxy_fn!(
+        linker,
+        "proxy_set_tick_period_milliseconds",
+        |caller, period: i32| {
+            caller.data_mut().tick_period_ms = period as u32;
+            Status::Ok
+        }
+    );
     Ok(())
 }

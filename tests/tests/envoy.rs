@@ -1,0 +1,103 @@
+//! The shipped Envoy configs, in real Envoy 1.40 (V8).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use weir_tests::envoy::{self, Envoy, Rebind};
+use weir_tests::net::{self, Upstream};
+use weir_tests::{envoy_yaml, root, sample_filters, scenarios};
+
+fn modules() -> HashMap<String, std::path::PathBuf> {
+    sample_filters()
+        .iter()
+        .map(|f| {
+            (
+                format!("{}.wasm", f.package.replace('-', "_")),
+                f.wasm.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Every config in envoy/ is valid for Envoy 1.40 as shipped (only the module path
+/// points at the local build, since validation loads the module).
+#[test]
+fn every_shipped_config_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("envoy")).expect("envoy/ exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let yaml = std::fs::read_to_string(&path).expect("readable");
+        let how = Rebind {
+            modules: modules(),
+            ..Rebind::default()
+        };
+        let config = envoy::write_config(&yaml, &how).expect("rebinds");
+        envoy::validate(&config).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        checked += 1;
+    }
+    assert!(checked > 0, "no configs found in envoy/");
+}
+
+fn start(yaml: &str, upstream: &Upstream) -> Envoy {
+    let how = Rebind {
+        clusters: HashMap::from([("upstream".to_owned(), upstream.addr())]),
+        modules: modules(),
+        loopback: true,
+    };
+    Envoy::start(yaml, &how).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+fn header_append_changes_headers_in_envoy() {
+    let upstream = Upstream::start(scenarios::header_append_upstream()).expect("upstream");
+    let envoy = start(&envoy_yaml("header-append.yaml"), &upstream);
+    let req = http::Request::get("/admin")
+        .header("host", "weir.test")
+        .header("x-internal-secret", "let-me-in")
+        .header("x-env", "prod")
+        .body(Bytes::new())
+        .expect("request");
+    let res = net::send(envoy.listener, req).expect("envoy answers");
+
+    let seen = upstream.take_seen();
+    assert_eq!(seen.len(), 1, "{}", envoy.log());
+    let up = &seen[0];
+    assert!(up.headers().get("x-internal-secret").is_none());
+    assert_eq!(
+        up.headers().get_all("x-env").iter().collect::<Vec<_>>(),
+        ["demo"]
+    );
+    assert_eq!(up.headers()["x-via-weir"], "header-append");
+
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-powered-by").is_none());
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["x-filtered-by"], "weir");
+    assert_eq!(res.headers()["server"], "envoy");
+}
+
+/// A config with a bad field is refused by Envoy itself (on_configure returns false
+/// in the canary VM), and Envoy's log names the field.
+#[test]
+fn envoy_rejects_an_invalid_filter_config() {
+    let yaml = envoy_yaml("header-append.yaml").replace(
+        r#""set": [{"name": "x-env", "value": "demo"}]"#,
+        r#""set": [{"name": "x env", "value": "demo"}]"#,
+    );
+    assert!(
+        yaml.contains("x env"),
+        "the shipped config changed; update this test"
+    );
+    let upstream = Upstream::start(scenarios::header_append_upstream()).expect("upstream");
+    let how = Rebind {
+        clusters: HashMap::from([("upstream".to_owned(), upstream.addr())]),
+        modules: modules(),
+        loopback: true,
+    };
+    let err = Envoy::start(&yaml, &how).expect_err("Envoy must refuse the plugin");
+    let log = format!("{err:#}");
+    assert!(log.contains("request.set[0].name"), "{log}");
+}
