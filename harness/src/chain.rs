@@ -110,6 +110,7 @@ pub struct ChainBuilder {
     log_level: LogLevel,
     start: SystemTime,
     seed: u64,
+    fuel_per_call: u64,
 }
 
 impl ChainBuilder {
@@ -138,6 +139,14 @@ impl ChainBuilder {
         self
     }
 
+    /// Wasm fuel each callback may burn before it is stopped with a trap
+    /// (default 1 000 000 000, about a second). Envoy has no such limit; this keeps
+    /// a runaway filter from hanging a test.
+    pub fn fuel_per_call(mut self, fuel: u64) -> Self {
+        self.fuel_per_call = fuel;
+        self
+    }
+
     /// Seed for WASI `random_get` and generated request ids (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -159,6 +168,7 @@ impl ChainBuilder {
                 self.start,
                 seed,
                 self.log_level,
+                self.fuel_per_call,
             )?;
             slots.push(Slot {
                 vm,
@@ -234,6 +244,7 @@ impl Chain {
             log_level: LogLevel::Info,
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             seed: 0,
+            fuel_per_call: crate::vm::DEFAULT_FUEL_PER_CALL,
         }
     }
 

@@ -149,14 +149,14 @@ impl Fields {
     /// already present gets `,value` appended instead.
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
         let key = key.to_ascii_lowercase();
-        if self.kind.is_inline(&key) {
-            if let Some((_, existing)) = self.entries.iter_mut().find(|(k, _)| *k == key) {
-                if !existing.is_empty() {
-                    existing.push(b',');
-                }
-                existing.extend_from_slice(value);
-                return;
+        if self.kind.is_inline(&key)
+            && let Some((_, existing)) = self.entries.iter_mut().find(|(k, _)| *k == key)
+        {
+            if !existing.is_empty() {
+                existing.push(b',');
             }
+            existing.extend_from_slice(value);
+            return;
         }
         self.entries.push((key, value.to_vec()));
     }

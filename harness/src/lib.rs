@@ -5,7 +5,7 @@
 //! use bytes::Bytes;
 //! use weir_harness::{Chain, Engine, Filter};
 //!
-//! # fn main() -> Result<(), weir_harness::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let engine = Engine::new()?;
 //! let plugin = engine.load_file("target/wasm32-wasip1/filter/header_append.wasm")?;
 //! let mut chain = Chain::builder(&engine)

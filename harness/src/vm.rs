@@ -11,9 +11,9 @@ use crate::plugin::Plugin;
 use crate::state::{Deferred, HostState, Phase, PluginMeta, StreamMaps};
 use crate::{Error, Result};
 
-/// Fuel given to each callback; a guest that burns through it is stopped with a
-/// trap, as Envoy's watchdog would stop a runaway VM.
-pub(crate) const FUEL_PER_CALL: u64 = 10_000_000_000;
+/// Fuel given to each callback by default (about a second of wasm); a guest that
+/// burns through it is stopped with a trap instead of hanging the test.
+pub(crate) const DEFAULT_FUEL_PER_CALL: u64 = 1_000_000_000;
 
 /// A trap in a plugin callback, formatted with its wasm backtrace.
 #[derive(Debug, Clone)]
@@ -41,6 +41,8 @@ pub(crate) struct Vm {
     pub(crate) failed: Option<Trap>,
     /// Fuel consumed since the last [`Vm::take_fuel`].
     fuel: u64,
+    /// The budget of each callback.
+    fuel_per_call: u64,
 }
 
 impl std::fmt::Debug for Vm {
@@ -71,6 +73,7 @@ impl Vm {
         now: SystemTime,
         seed: u64,
         log_level: LogLevel,
+        fuel_per_call: u64,
     ) -> Result<Self> {
         let name = meta.name.clone();
         let mut state = HostState::new(meta, now, seed);
@@ -78,7 +81,7 @@ impl Vm {
         let mut store = Store::new(plugin.engine().wasmtime(), state);
         store.limiter(|s| &mut s.limits);
         store
-            .set_fuel(FUEL_PER_CALL)
+            .set_fuel(fuel_per_call)
             .map_err(|e| Error::Wasm(format!("{e:#}")))?;
         let instance = plugin
             .instance_pre()
@@ -104,6 +107,7 @@ impl Vm {
             next_context_id: 1,
             failed: None,
             fuel: 0,
+            fuel_per_call,
         };
         vm.initialize(&instance)?;
         vm.start_root()?;
@@ -244,9 +248,9 @@ impl Vm {
         // Fuel was set to the budget; what is left tells what this call cost.
         let result = func.call(&mut self.store, params);
         let left = self.store.get_fuel().unwrap_or(0);
-        self.fuel += FUEL_PER_CALL - left;
-        // Best effort: the engine always meters fuel, so this cannot fail.
-        let _ = self.store.set_fuel(FUEL_PER_CALL);
+        self.fuel += self.fuel_per_call - left;
+        // The engine always meters fuel, so this cannot fail.
+        let _ = self.store.set_fuel(self.fuel_per_call);
         let state = self.store.data_mut();
         state.phase = Phase::Idle;
         state.effective_context = 0;

@@ -21,7 +21,9 @@ use std::fmt;
 pub struct Status(pub u32);
 
 impl Status {
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) const OK: Status = Status(0);
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) const NOT_FOUND: Status = Status(1);
     /// Returned by these stubs when not running inside a proxy-wasm host.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]

@@ -224,12 +224,12 @@ impl Envoy {
             if Instant::now() > deadline {
                 bail!("envoy was not ready within 60 s");
             }
-            if let Ok(text) = std::fs::read_to_string(admin_file) {
-                if let Ok(admin) = text.trim().parse() {
-                    self.admin = admin;
-                    if crate::net::admin_get(admin, "/ready").is_ok_and(|b| b.trim() == "LIVE") {
-                        break;
-                    }
+            if let Ok(text) = std::fs::read_to_string(admin_file)
+                && let Ok(admin) = text.trim().parse()
+            {
+                self.admin = admin;
+                if crate::net::admin_get(admin, "/ready").is_ok_and(|b| b.trim() == "LIVE") {
+                    break;
                 }
             }
             std::thread::sleep(Duration::from_millis(50));

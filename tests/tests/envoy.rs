@@ -101,3 +101,50 @@ fn envoy_rejects_an_invalid_filter_config() {
     let log = format!("{err:#}");
     assert!(log.contains("request.set[0].name"), "{log}");
 }
+
+/// docker-compose.yml runs Envoy 1.40 on the same envoy/*.yaml the tests use, with
+/// each module mounted where that config loads it from.
+#[test]
+fn docker_compose_uses_the_tested_configs() {
+    let text =
+        std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
+    let compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    let envoy = &compose["services"]["envoy"];
+    assert_eq!(envoy["image"].as_str(), Some("envoyproxy/envoy:v1.40.0"));
+    let mounts: Vec<(String, String)> = envoy["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| {
+            let mut parts = v.as_str()?.split(':');
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .collect();
+    let (config_src, _) = mounts
+        .iter()
+        .find(|(_, dst)| dst == "/etc/envoy/envoy.yaml")
+        .expect("a config mounted at /etc/envoy/envoy.yaml");
+    let config_path = root().join(config_src.trim_start_matches("./"));
+    assert!(
+        config_path.starts_with(root().join("envoy")),
+        "{config_src} is not in envoy/"
+    );
+    let config = weir_harness::EnvoyConfig::parse(
+        &std::fs::read_to_string(&config_path).expect("mounted config exists"),
+    )
+    .expect("parses");
+    for filter in &config.filters {
+        let target = filter.filename.to_string_lossy();
+        let (src, _) = mounts
+            .iter()
+            .find(|(_, dst)| *dst == target)
+            .unwrap_or_else(|| panic!("{target} is not mounted"));
+        let file = std::path::Path::new(src).file_name().expect("file name");
+        assert!(
+            sample_filters()
+                .iter()
+                .any(|f| f.wasm.file_name() == Some(file)),
+            "{src} is not a sample filter build output"
+        );
+    }
+}

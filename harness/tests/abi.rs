@@ -1,0 +1,316 @@
+//! Envoy's ABI semantics, checked with tiny hand-written WAT guests: each guest
+//! reports what the host answered by logging the status code.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use weir_harness::{Chain, Engine, Error, FailurePolicy, Filter, LogLevel, Outcome};
+
+fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| Engine::new().expect("engine"))
+}
+
+/// A 0.2.1 module with memory, a bump allocator, `proxy_log`, a `$status`
+/// helper that logs a status code as two digits, and `extra` (imports first,
+/// then functions and data).
+fn module(imports: &str, body: &str) -> Vec<u8> {
+    let src = format!(
+        r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  {imports}
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func $status (param $s i32)
+    (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.div_u (local.get $s) (i32.const 10))))
+    (i32.store8 (i32.const 101) (i32.add (i32.const 48) (i32.rem_u (local.get $s) (i32.const 10))))
+    (drop (call $log (i32.const 2) (i32.const 100) (i32.const 2))))
+  (func $say (param $ptr i32) (param $len i32)
+    (drop (call $log (i32.const 2) (local.get $ptr) (local.get $len))))
+  {body}
+)"#
+    );
+    wat::parse_str(&src).unwrap_or_else(|e| panic!("bad test module: {e}\n{src}"))
+}
+
+fn chain(wasm: &[u8], policy: FailurePolicy) -> Result<Chain, Error> {
+    let plugin = engine().load(wasm)?;
+    Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t").failure_policy(policy))
+        .log_level(LogLevel::Trace)
+        .fuel_per_call(10_000_000)
+        .build()
+}
+
+fn get(path: &str) -> http::Request<Bytes> {
+    http::Request::get(path)
+        .header("host", "t.test")
+        .header("x-key", "v")
+        .body(Bytes::new())
+        .expect("request")
+}
+
+fn ok_upstream(_: http::Request<Bytes>) -> http::Response<Bytes> {
+    http::Response::new(Bytes::from_static(b"up"))
+}
+
+fn infos(o: &Outcome) -> Vec<&str> {
+    o.logs_at(LogLevel::Info).collect()
+}
+
+#[test]
+fn refuses_a_module_without_abi_marker() {
+    let wasm = wat::parse_str(r#"(module (memory (export "memory") 1))"#).expect("wat");
+    let err = engine().load(&wasm).expect_err("no marker");
+    assert!(matches!(err, Error::UnknownAbi { .. }), "{err}");
+    assert!(err.to_string().contains("proxy_abi_version_0_2_1"), "{err}");
+}
+
+#[test]
+fn refuses_a_module_without_allocator() {
+    let wasm = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1")))"#,
+    )
+    .expect("wat");
+    let err = engine().load(&wasm).expect_err("no malloc");
+    assert!(matches!(err, Error::MissingAllocator), "{err}");
+}
+
+#[test]
+fn refuses_a_mistyped_callback_like_v8() {
+    let wasm = module(
+        "",
+        r#"(func (export "proxy_on_request_headers") (param i32 i32) (result i32) (i32.const 0))"#,
+    );
+    let err = engine()
+        .load(&wasm)
+        .expect_err("2-param headers callback in a 0.2.1 module");
+    assert!(
+        matches!(err, Error::BadExport { ref name, .. } if name == "proxy_on_request_headers"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refuses_an_import_the_host_does_not_provide() {
+    let wasm = module(
+        r#"(import "env" "proxy_no_such_call" (func (param i32) (result i32)))"#,
+        "",
+    );
+    let err = engine().load(&wasm).expect_err("unknown import");
+    assert!(
+        matches!(err, Error::Link(ref m) if m.contains("proxy_no_such_call")),
+        "{err}"
+    );
+}
+
+#[test]
+fn proxy_calls_other_than_log_trap_during_initialize() {
+    let wasm = module(
+        r#"(import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))"#,
+        r#"(func (export "_initialize") (drop (call $tick (i32.const 5))))"#,
+    );
+    let err = chain(&wasm, FailurePolicy::FailClosed).expect_err("restricted call");
+    assert!(err.to_string().contains("restricted_callback"), "{err}");
+}
+
+#[test]
+fn callbacks_run_in_envoys_order() {
+    let wasm = module(
+        "",
+        r#"
+  (data (i32.const 200) "create root")
+  (data (i32.const 220) "vm_start")
+  (data (i32.const 240) "configure")
+  (data (i32.const 260) "create stream")
+  (data (i32.const 280) "request")
+  (data (i32.const 300) "response")
+  (data (i32.const 320) "log")
+  (data (i32.const 340) "done")
+  (data (i32.const 360) "delete")
+  (func (export "proxy_on_context_create") (param $id i32) (param $parent i32)
+    (if (local.get $parent)
+      (then (call $say (i32.const 260) (i32.const 13)))
+      (else (call $say (i32.const 200) (i32.const 11)))))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (call $say (i32.const 220) (i32.const 8)) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (call $say (i32.const 240) (i32.const 9)) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $say (i32.const 280) (i32.const 7)) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (call $say (i32.const 300) (i32.const 8)) (i32.const 0))
+  (func (export "proxy_on_log") (param i32) (call $say (i32.const 320) (i32.const 3)))
+  (func (export "proxy_on_done") (param i32) (result i32) (call $say (i32.const 340) (i32.const 4)) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32) (call $say (i32.const 360) (i32.const 6)))
+"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let startup: Vec<_> = chain
+        .startup_logs()
+        .iter()
+        .map(|l| l.message.as_str())
+        .collect();
+    assert_eq!(startup, ["create root", "vm_start", "configure"]);
+    let o = chain.send(get("/"), ok_upstream).expect("send");
+    assert_eq!(
+        infos(&o),
+        [
+            "create stream",
+            "request",
+            "response",
+            "log",
+            "done",
+            "delete"
+        ]
+    );
+}
+
+/// Reads request headers in the request and response phases and logs the
+/// statuses: Envoy answers OK, then BadArgument (map gone) for values, and
+/// OK with an empty map for pairs.
+#[test]
+fn request_headers_are_only_available_in_their_window() {
+    let wasm = module(
+        r#"(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $pairs (param i32 i32 i32) (result i32)))"#,
+        r#"
+  (data (i32.const 200) "x-key")
+  (func $probe
+    (call $status (call $get (i32.const 0) (i32.const 200) (i32.const 5) (i32.const 300) (i32.const 304)))
+    (call $status (call $pairs (i32.const 0) (i32.const 300) (i32.const 304)))
+    (call $status (i32.load (i32.const 304))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $probe) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (call $probe) (i32.const 0))
+"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let o = chain.send(get("/"), ok_upstream).expect("send");
+    let logs = infos(&o);
+    assert_eq!(&logs[..2], ["00", "00"], "request phase: OK, OK");
+    assert_ne!(logs[2], "00", "request phase: pairs are not empty");
+    assert_eq!(
+        &logs[3..],
+        ["02", "00", "00"],
+        "response phase: BadArgument, OK with 0 bytes"
+    );
+}
+
+#[test]
+fn bad_guest_pointers_get_invalid_memory_access() {
+    let wasm = module(
+        r#"(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $status (call $get (i32.const 0) (i32.const 65530) (i32.const 100) (i32.const 300) (i32.const 304)))
+    (call $status (call $log (i32.const 2) (i32.const -8) (i32.const 16)))
+    (i32.const 0))
+"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let o = chain.send(get("/"), ok_upstream).expect("send");
+    assert_eq!(infos(&o), ["06", "06"]);
+}
+
+#[test]
+fn a_local_reply_stops_the_chain_and_runs_the_response_path() {
+    let wasm = module(
+        r#"(import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"
+  (data (i32.const 200) "access denied")
+  (data (i32.const 220) "denied")
+  (data (i32.const 240) "saw response")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $status (call $reply (i32.const 403) (i32.const 200) (i32.const 13) (i32.const 220) (i32.const 6) (i32.const 0) (i32.const 0) (i32.const -1)))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (call $say (i32.const 240) (i32.const 12)) (i32.const 0))
+"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let o = chain
+        .send(
+            get("/"),
+            |_: http::Request<Bytes>| -> http::Response<Bytes> {
+                panic!("the upstream must not be called")
+            },
+        )
+        .expect("send");
+    assert!(o.upstream_request.is_none());
+    assert_eq!(o.response.status(), 403);
+    assert_eq!(o.response.body().as_ref(), b"denied");
+    assert_eq!(o.response.headers()["content-type"], "text/plain");
+    let reply = o.local_reply.as_ref().expect("local reply");
+    assert_eq!(reply.details, "access_denied", "whitespace becomes _");
+    assert_eq!(infos(&o), ["00", "saw response"]);
+}
+
+fn trapping() -> Vec<u8> {
+    module(
+        "",
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)"#,
+    )
+}
+
+#[test]
+fn a_trap_fails_closed_with_503_for_this_and_later_requests() {
+    let mut chain = chain(&trapping(), FailurePolicy::FailClosed).expect("starts");
+    for _ in 0..2 {
+        let o = chain.send(get("/"), ok_upstream).expect("send");
+        assert_eq!(o.response.status(), 503);
+        assert_eq!(
+            o.local_reply.as_ref().map(|r| r.details.as_str()),
+            Some("wasm_fail_stream")
+        );
+        assert!(o.upstream_request.is_none());
+    }
+}
+
+#[test]
+fn a_trap_fails_open_when_configured() {
+    let mut chain = chain(&trapping(), FailurePolicy::FailOpen).expect("starts");
+    let o = chain.send(get("/"), ok_upstream).expect("send");
+    assert_eq!(o.response.status(), 200);
+    assert!(o.upstream_request.is_some());
+    let critical: Vec<_> = o.logs_at(LogLevel::Critical).collect();
+    assert!(
+        critical
+            .iter()
+            .any(|m| m.contains("proxy_on_request_headers failed") && m.contains("unreachable")),
+        "{critical:?}"
+    );
+}
+
+#[test]
+fn a_pause_nobody_resumes_is_reported() {
+    let wasm = module(
+        "",
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 1))"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let err = chain.send(get("/"), ok_upstream).expect_err("stalls");
+    assert!(matches!(err, Error::Stalled { .. }), "{err}");
+}
+
+#[test]
+fn a_runaway_guest_is_stopped() {
+    let wasm = module(
+        "",
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0))"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let o = chain.send(get("/"), ok_upstream).expect("answered");
+    assert_eq!(o.response.status(), 503);
+}
+
+#[test]
+fn configure_returning_false_rejects_the_plugin() {
+    let wasm = module(
+        "",
+        r#"(func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 0))"#,
+    );
+    let err = chain(&wasm, FailurePolicy::FailClosed).expect_err("rejected");
+    assert!(matches!(err, Error::ConfigureFailed { .. }), "{err}");
+}
