@@ -10,7 +10,10 @@ use weir_tests::observed::{ClientSaw, UpstreamSaw};
 use weir_tests::{engine, envoy_yaml, filter_wasm, scenarios};
 
 #[test]
-#[allow(clippy::print_stdout, reason = "the run reports how many scenarios were identical")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the run reports how many scenarios were identical"
+)]
 fn harness_matches_envoy_for_header_append() {
     let yaml = envoy_yaml("header-append.yaml");
     let handler = scenarios::header_append_upstream();
