@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use crate::chain::{FailurePolicy, Filter};
 use crate::hcm::ConnectionManager;
@@ -145,7 +145,7 @@ impl EnvoyConfig {
     /// [`Error::EnvoyConfig`] for invalid YAML or a field the harness cannot
     /// emulate (it never silently ignores one it reads).
     pub fn parse(yaml: &str) -> Result<Self> {
-        let root: Value = serde_yaml::from_str(yaml).map_err(|e| bad(e.to_string()))?;
+        let root: Value = serde_yaml_ng::from_str(yaml).map_err(|e| bad(e.to_string()))?;
         let hcm = root
             .get("static_resources")
             .and_then(|s| s.get("listeners"))

@@ -1,11 +1,12 @@
-//! Glue between a [`HttpFilter`] and the `proxy-wasm` dispatcher. Context ids and
-//! boxed trait objects stay in here.
+//! Glue between a [`HttpFilter`] and the `proxy-wasm` dispatcher: the adapters
+//! implement its context traits, so context ids and boxed trait objects stay in
+//! here. Every call into the host goes through the private `host` module.
 
 use std::marker::PhantomData;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 
 use crate::host::{self, BufferType};
 use crate::{Flow, HttpFilter, LocalReply, RequestHeaders, ResponseHeaders, Result};
@@ -14,8 +15,7 @@ use crate::{Flow, HttpFilter, LocalReply, RequestHeaders, ResponseHeaders, Resul
 /// `_initialize` by [`export_http_filter!`](crate::export_http_filter).
 #[doc(hidden)]
 pub fn register_http_filter<F: HttpFilter>() {
-    proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+    host::register_root_context(|_| -> Box<dyn RootContext> {
         Box::new(Root::<F> {
             config: None,
             _filter: PhantomData,

@@ -336,6 +336,14 @@ mod ffi {
     }
 }
 
+/// Installs the `log` backend and the root context factory with the `proxy-wasm`
+/// dispatcher. Called once from the module's `_initialize`.
+pub(crate) fn register_root_context(factory: fn(u32) -> Box<dyn proxy_wasm::traits::RootContext>) {
+    // Envoy filters the levels it prints itself (`proxy_get_log_level`).
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(factory);
+}
+
 pub(crate) use ffi::{
     add_map_value, get_buffer, get_map_pairs, get_map_value, remove_map_value, replace_map_value,
     send_local_response,

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 /// The Envoy binary: `$WEIR_ENVOY`, else the project venv's.
 ///
@@ -62,7 +62,7 @@ fn visit(value: &mut Value, f: &mut impl FnMut(&mut Value)) {
 /// # Errors
 /// If the YAML does not parse, or names a module with no build output.
 pub fn rebind(yaml: &str, rebind: &Rebind) -> Result<String> {
-    let mut root: Value = serde_yaml::from_str(yaml).context("parsing the Envoy config")?;
+    let mut root: Value = serde_yaml_ng::from_str(yaml).context("parsing the Envoy config")?;
     if rebind.loopback {
         if let Some(addr) = root.get_mut("admin").and_then(|a| a.get_mut("address")) {
             loopback(addr);
@@ -118,7 +118,7 @@ pub fn rebind(yaml: &str, rebind: &Rebind) -> Result<String> {
     if !missing.is_empty() {
         bail!("no built module for {}", missing.join(", "));
     }
-    Ok(serde_yaml::to_string(&root)?)
+    Ok(serde_yaml_ng::to_string(&root)?)
 }
 
 /// Runs `envoy --mode validate` on a config file.

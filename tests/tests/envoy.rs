@@ -108,7 +108,7 @@ fn envoy_rejects_an_invalid_filter_config() {
 fn docker_compose_uses_the_tested_configs() {
     let text =
         std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
-    let compose: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    let compose: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
     let envoy = &compose["services"]["envoy"];
     assert_eq!(envoy["image"].as_str(), Some("envoyproxy/envoy:v1.40.0"));
     let mounts: Vec<(String, String)> = envoy["volumes"]

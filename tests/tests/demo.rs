@@ -1,0 +1,27 @@
+//! README command 1 keeps working: `weir demo` builds the sample filters and
+//! shows them changing headers through the harness.
+
+use weir_tests::root;
+
+#[test]
+fn demo_shows_the_filter_at_work() {
+    let report = weir_cli::demo::run(root()).unwrap_or_else(|e| panic!("weir demo failed: {e:#}"));
+    for expected in [
+        "header-append",
+        "envoy/header-append.yaml",
+        "- x-internal-secret: let-me-in",
+        "+ x-env: demo",
+        "- x-env: prod",
+        "+ x-filtered-by: weir",
+        "+ cache-control: no-store",
+        "- x-powered-by: demo-upstream",
+        "request: removed 1, set 1, added 1 header(s)",
+        "rejected at on_configure",
+        "request.set[0].name",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+}
