@@ -16,7 +16,7 @@ use crate::outcome::{LocalReply, LogLevel, Outcome};
 use crate::plugin::Plugin;
 use crate::state::{LocalReplyRequest, PluginMeta};
 use crate::upstream::Upstream;
-use crate::vm::Vm;
+use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
 
 /// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
@@ -228,6 +228,69 @@ fn fail_stream() -> LocalReplyRequest {
     }
 }
 
+/// Which way a callback's headers travel.
+#[derive(Clone, Copy)]
+enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    fn callback(self) -> &'static str {
+        match self {
+            Direction::Request => "on_request_headers",
+            Direction::Response => "on_response_headers",
+        }
+    }
+}
+
+/// What the chain does after a filter's callback returned.
+enum Step {
+    /// Go on to the next filter.
+    Next,
+    /// The filter sent a local reply.
+    Reply(LocalReplyRequest),
+    /// The filter's VM trapped and its failure policy is fail-closed.
+    Failed,
+}
+
+/// Applies Envoy's rules after a headers callback returned `result`: run the
+/// actions the filter deferred (a local reply wins, then a reset, then a resume),
+/// map the return value, and apply the failure policy to a trap.
+fn settle(
+    slot: &mut Slot,
+    result: Result<Option<i32>, Trap>,
+    direction: Direction,
+) -> Result<Step> {
+    let callback = direction.callback();
+    let deferred = slot.vm.take_deferred();
+    let action = match result {
+        Ok(action) => action,
+        Err(_) if slot.policy == FailurePolicy::FailOpen => return Ok(Step::Next),
+        Err(_) => return Ok(Step::Failed),
+    };
+    if let Some(request) = deferred.local_reply {
+        return Ok(Step::Reply(request));
+    }
+    if deferred.close_stream {
+        return Err(Error::Reset {
+            plugin: slot.vm.name().to_owned(),
+            phase: callback,
+        });
+    }
+    let resumed = match direction {
+        Direction::Request => deferred.continue_request,
+        Direction::Response => deferred.continue_response,
+    };
+    if !continues(action) && !resumed {
+        return Err(Error::Stalled {
+            plugin: slot.vm.name().to_owned(),
+            phase: callback,
+        });
+    }
+    Ok(Step::Next)
+}
+
 /// Envoy's mapping of a headers callback's return value: 0 and 2 continue,
 /// anything else stops iteration.
 fn continues(action: Option<i32>) -> bool {
@@ -392,34 +455,17 @@ impl Chain {
                 .request_headers
                 .take()
                 .unwrap_or_default();
-            let deferred = slot.vm.take_deferred();
-            let action = match result {
-                Ok(action) => action,
-                Err(_trap) => match slot.policy {
-                    FailurePolicy::FailOpen => continue,
-                    FailurePolicy::FailClosed => {
-                        progress[i].decoded = false;
-                        return Ok(Some(Reply {
-                            slot: i,
-                            request: fail_stream(),
-                        }));
-                    }
-                },
-            };
-            if let Some(request) = deferred.local_reply {
-                return Ok(Some(Reply { slot: i, request }));
-            }
-            if deferred.close_stream {
-                return Err(Error::Reset {
-                    plugin: slot.vm.name().to_owned(),
-                    phase: "on_request_headers",
-                });
-            }
-            if !continues(action) && !deferred.continue_request {
-                return Err(Error::Stalled {
-                    plugin: slot.vm.name().to_owned(),
-                    phase: "on_request_headers",
-                });
+            match settle(slot, result, Direction::Request)? {
+                Step::Next => {}
+                Step::Reply(request) => return Ok(Some(Reply { slot: i, request })),
+                Step::Failed => {
+                    // Envoy skips a failed VM's encoder callbacks.
+                    progress[i].decoded = false;
+                    return Ok(Some(Reply {
+                        slot: i,
+                        request: fail_stream(),
+                    }));
+                }
             }
         }
         Ok(None)
@@ -459,31 +505,15 @@ impl Chain {
                 .response_headers
                 .take()
                 .unwrap_or_default();
-            let deferred = slot.vm.take_deferred();
-            let action = match result {
-                Ok(action) => action,
-                Err(_trap) if slot.policy == FailurePolicy::FailOpen => continue,
-                Err(_trap) => {
+            match settle(slot, result, Direction::Response)? {
+                Step::Next => {}
+                Step::Reply(request) => return Ok(Some(Reply { slot: i, request })),
+                Step::Failed => {
                     return Ok(Some(Reply {
                         slot: i,
                         request: fail_stream(),
                     }));
                 }
-            };
-            if let Some(request) = deferred.local_reply {
-                return Ok(Some(Reply { slot: i, request }));
-            }
-            if deferred.close_stream {
-                return Err(Error::Reset {
-                    plugin: slot.vm.name().to_owned(),
-                    phase: "on_response_headers",
-                });
-            }
-            if !continues(action) && !deferred.continue_response {
-                return Err(Error::Stalled {
-                    plugin: slot.vm.name().to_owned(),
-                    phase: "on_response_headers",
-                });
             }
         }
         Ok(None)
