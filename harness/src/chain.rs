@@ -214,9 +214,13 @@ struct Progress {
 
 /// Who answers the client instead of the upstream.
 struct Reply {
-    slot: usize,
+    /// The filter that sent it; `None` for the router (no route).
+    slot: Option<usize>,
     request: LocalReplyRequest,
 }
+
+/// What [`LocalReply::plugin`] says when the router answered.
+const ROUTER: &str = "envoy.filters.http.router";
 
 fn fail_stream() -> LocalReplyRequest {
     LocalReplyRequest {
@@ -229,7 +233,7 @@ fn fail_stream() -> LocalReplyRequest {
 }
 
 /// Which way a callback's headers travel.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
     Request,
     Response,
@@ -276,6 +280,15 @@ fn settle(
         return Err(Error::Reset {
             plugin: slot.vm.name().to_owned(),
             phase: callback,
+            upstream_request: None,
+            logs: Vec::new(),
+        });
+    }
+    if direction == Direction::Request && deferred.continue_response {
+        return Err(Error::WouldCrashEnvoy {
+            plugin: slot.vm.name().to_owned(),
+            reason: "proxy_continue_stream(HttpResponse) in on_request_headers, before the \
+                     response started, crashes Envoy 1.40 (segmentation fault)",
         });
     }
     let resumed = match direction {
@@ -366,7 +379,24 @@ impl Chain {
         let request_body = request.into_body();
         let mut progress = vec![Progress::default(); self.slots.len()];
 
-        let reply = self.decode(&mut fields, request_body.is_empty(), &mut progress)?;
+        let reply = match self.decode(&mut fields, request_body.is_empty(), &mut progress) {
+            Err(e @ Error::Reset { .. }) => return Err(self.reset(e, &progress, &fields, None)),
+            other => other?,
+        };
+        // Envoy's route table matches nothing when a filter removed
+        // x-forwarded-proto: the router answers 404 route_not_found.
+        let reply = reply.or_else(|| {
+            fields.get(b"x-forwarded-proto").is_none().then(|| Reply {
+                slot: None,
+                request: LocalReplyRequest {
+                    status: 404,
+                    details: "route_not_found".to_owned(),
+                    body: Vec::new(),
+                    headers: Fields::new(Kind::Plain),
+                    grpc_status: -1,
+                },
+            })
+        });
         let (upstream_request, mut response, response_body, reply) = match reply {
             None => {
                 let upstream_request = self.hcm.upstream_request(&fields, request_body)?;
@@ -385,8 +415,17 @@ impl Chain {
                 (None, response, body, Some(reply))
             }
         };
-        let last = reply.as_ref().map_or(self.slots.len(), |r| r.slot + 1);
-        let late_reply = self.encode(&mut response, response_body.is_empty(), &progress[..last])?;
+        let last = reply
+            .as_ref()
+            .and_then(|r| r.slot)
+            .map_or(self.slots.len(), |slot| slot + 1);
+        let late_reply =
+            match self.encode(&mut response, response_body.is_empty(), &progress[..last]) {
+                Err(e @ Error::Reset { .. }) => {
+                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                }
+                other => other?,
+            };
         let (reply, response, response_body) = match late_reply {
             Some(r) => {
                 let fields = ConnectionManager::local_reply_fields(&r.request);
@@ -403,11 +442,13 @@ impl Chain {
         for (k, v) in response.headers() {
             final_response.add(k.as_str().as_bytes(), v.as_bytes());
         }
-        self.log_stream(&progress, &fields, &final_response);
+        self.log_stream(&progress, &fields, Some(&final_response));
 
         let fuel = self.slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
         let local_reply = reply.map(|r| LocalReply {
-            plugin: self.slots[r.slot].vm.name().to_owned(),
+            plugin: r
+                .slot
+                .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned()),
             status: r.request.status as u16,
             details: r.request.details,
         });
@@ -418,6 +459,30 @@ impl Chain {
             logs: self.drain_logs(),
             fuel,
         })
+    }
+
+    /// Finishes a stream a filter reset: access logging still runs (with no
+    /// response), and the error carries what was observed.
+    fn reset(
+        &mut self,
+        error: Error,
+        progress: &[Progress],
+        request: &Fields,
+        upstream_request: Option<http::Request<Bytes>>,
+    ) -> Error {
+        self.log_stream(progress, request, None);
+        for slot in &mut self.slots {
+            slot.vm.take_fuel();
+        }
+        match error {
+            Error::Reset { plugin, phase, .. } => Error::Reset {
+                plugin,
+                phase,
+                upstream_request: upstream_request.map(Box::new),
+                logs: self.drain_logs(),
+            },
+            other => other,
+        }
     }
 
     /// The request path: each filter's `on_request_headers` in order.
@@ -433,7 +498,7 @@ impl Chain {
                     FailurePolicy::FailOpen => continue,
                     FailurePolicy::FailClosed => {
                         return Ok(Some(Reply {
-                            slot: i,
+                            slot: Some(i),
                             request: fail_stream(),
                         }));
                     }
@@ -457,12 +522,17 @@ impl Chain {
                 .unwrap_or_default();
             match settle(slot, result, Direction::Request)? {
                 Step::Next => {}
-                Step::Reply(request) => return Ok(Some(Reply { slot: i, request })),
+                Step::Reply(request) => {
+                    return Ok(Some(Reply {
+                        slot: Some(i),
+                        request,
+                    }));
+                }
                 Step::Failed => {
                     // Envoy skips a failed VM's encoder callbacks.
                     progress[i].decoded = false;
                     return Ok(Some(Reply {
-                        slot: i,
+                        slot: Some(i),
                         request: fail_stream(),
                     }));
                 }
@@ -489,7 +559,7 @@ impl Chain {
                     continue;
                 }
                 return Ok(Some(Reply {
-                    slot: i,
+                    slot: Some(i),
                     request: fail_stream(),
                 }));
             }
@@ -507,10 +577,15 @@ impl Chain {
                 .unwrap_or_default();
             match settle(slot, result, Direction::Response)? {
                 Step::Next => {}
-                Step::Reply(request) => return Ok(Some(Reply { slot: i, request })),
+                Step::Reply(request) => {
+                    return Ok(Some(Reply {
+                        slot: Some(i),
+                        request,
+                    }));
+                }
                 Step::Failed => {
                     return Ok(Some(Reply {
-                        slot: i,
+                        slot: Some(i),
                         request: fail_stream(),
                     }));
                 }
@@ -522,7 +597,7 @@ impl Chain {
     /// Access logging, then teardown, for every filter, in chain order. A filter
     /// whose request path never ran still gets its context created first, as
     /// Envoy's `log()` does.
-    fn log_stream(&mut self, progress: &[Progress], request: &Fields, response: &Fields) {
+    fn log_stream(&mut self, progress: &[Progress], request: &Fields, response: Option<&Fields>) {
         for (slot, p) in self.slots.iter_mut().zip(progress) {
             if slot.vm.failed.is_some() {
                 continue;
@@ -540,7 +615,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             let _ = slot
                 .vm
-                .finish_stream(stream, Some(request.clone()), Some(response.clone()));
+                .finish_stream(stream, Some(request.clone()), response.cloned());
         }
     }
 }

@@ -82,13 +82,26 @@ pub enum Error {
         /// Where it paused.
         phase: &'static str,
     },
-    /// A filter reset the stream with `proxy_close_stream`.
+    /// A filter reset the stream with `proxy_close_stream`: the client's
+    /// connection is closed without a response.
     #[error("plugin `{plugin}` reset the stream in {phase}")]
     Reset {
         /// The plugin's name.
         plugin: String,
         /// Where it reset.
         phase: &'static str,
+        /// What the upstream received before the reset, if it was reached.
+        upstream_request: Option<Box<http::Request<bytes::Bytes>>>,
+        /// What the plugins logged for the stream (access logging still runs).
+        logs: Vec<crate::LogRecord>,
+    },
+    /// The filter did something that crashes Envoy 1.40 itself.
+    #[error("plugin `{plugin}`: {reason}")]
+    WouldCrashEnvoy {
+        /// The plugin's name.
+        plugin: String,
+        /// What it did.
+        reason: &'static str,
     },
     /// An Envoy config could not be read, or uses something the harness cannot emulate.
     #[error("envoy config: {0}")]

@@ -205,10 +205,10 @@ impl ConnectionManager {
         for (name, value) in reply.headers.iter() {
             fields.add(name, value);
         }
+        frame(&mut fields, reply.status as u16, reply.body.len());
         if !reply.body.is_empty() && fields.get(b"content-type").is_none() {
             fields.add(b"content-type", b"text/plain");
         }
-        frame(&mut fields, reply.status as u16, reply.body.len());
         fields
     }
 

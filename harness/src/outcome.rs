@@ -67,7 +67,8 @@ pub struct LogRecord {
 /// A local reply that ended the stream, and who sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalReply {
-    /// The plugin that sent it.
+    /// The plugin that sent it, or `envoy.filters.http.router` when no route
+    /// matched.
     pub plugin: String,
     /// The HTTP status.
     pub status: u16,

@@ -314,3 +314,36 @@ fn configure_returning_false_rejects_the_plugin() {
     let err = chain(&wasm, FailurePolicy::FailClosed).expect_err("rejected");
     assert!(matches!(err, Error::ConfigureFailed { .. }), "{err}");
 }
+
+#[test]
+fn continuing_the_response_before_it_exists_is_reported_as_an_envoy_crash() {
+    let wasm = module(
+        r#"(import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))"#,
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (drop (call $continue (i32.const 1))) (i32.const 0))"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let err = chain
+        .send(get("/"), ok_upstream)
+        .expect_err("Envoy 1.40 segfaults here");
+    assert!(matches!(err, Error::WouldCrashEnvoy { .. }), "{err}");
+}
+
+#[test]
+fn removing_x_forwarded_proto_leaves_no_route() {
+    let wasm = module(
+        r#"(import "env" "proxy_remove_header_map_value" (func $del (param i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 200) "x-forwarded-proto")
+           (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (drop (call $del (i32.const 0) (i32.const 200) (i32.const 17))) (i32.const 0))"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let o = chain.send(get("/"), ok_upstream).expect("answered");
+    assert_eq!(o.response.status(), 404);
+    assert!(o.upstream_request.is_none());
+    let reply = o.local_reply.expect("the router answered");
+    assert_eq!(
+        (reply.plugin.as_str(), reply.details.as_str()),
+        ("envoy.filters.http.router", "route_not_found")
+    );
+}

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod envoy;
 pub mod net;
 pub mod observed;
@@ -21,30 +22,37 @@ pub fn root() -> &'static Path {
         .unwrap_or_else(|| Path::new("."))
 }
 
-/// The sample filters, built for wasm32-wasip1 once per test process.
+/// Test-only filters in `tests/filters/`.
+pub const TEST_FILTERS: &[&str] = &["probe"];
+
+/// The sample filters and the test filters, built for wasm32-wasip1 once per
+/// test process.
 ///
 /// # Panics
 /// If they cannot be built: every test that needs them must fail, not skip.
-pub fn sample_filters() -> &'static [BuiltFilter] {
+pub fn built_filters() -> &'static [BuiltFilter] {
     static BUILT: OnceLock<Vec<BuiltFilter>> = OnceLock::new();
-    BUILT.get_or_init(
-        || match build::build_filters(root(), build::SAMPLE_FILTERS) {
-            Ok(f) => f,
-            Err(e) => panic!("cannot build the sample filters: {e:#}"),
-        },
-    )
+    BUILT.get_or_init(|| {
+        let all: Vec<&str> = build::SAMPLE_FILTERS
+            .iter()
+            .chain(TEST_FILTERS)
+            .copied()
+            .collect();
+        build::build_filters(root(), &all)
+            .unwrap_or_else(|e| panic!("cannot build the filters: {e:#}"))
+    })
 }
 
-/// The built module of one sample filter.
+/// The built module of one sample or test filter.
 ///
 /// # Panics
-/// If `package` is not a sample filter.
+/// If `package` is not a sample or test filter.
 pub fn filter_wasm(package: &str) -> PathBuf {
-    sample_filters()
+    built_filters()
         .iter()
         .find(|f| f.package == package)
         .map(|f| f.wasm.clone())
-        .unwrap_or_else(|| panic!("{package} is not a sample filter"))
+        .unwrap_or_else(|| panic!("{package} is not a sample or test filter"))
 }
 
 /// One harness engine per test process, with the on-disk compilation cache.

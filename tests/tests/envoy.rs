@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use weir_tests::envoy::{self, Envoy, Rebind};
 use weir_tests::net::{self, Upstream};
-use weir_tests::{envoy_yaml, root, sample_filters, scenarios};
+use weir_tests::{built_filters, envoy_yaml, root, scenarios};
 
 fn modules() -> HashMap<String, std::path::PathBuf> {
-    sample_filters()
+    built_filters()
         .iter()
         .map(|f| {
             (
@@ -141,7 +141,7 @@ fn docker_compose_uses_the_tested_configs() {
             .unwrap_or_else(|| panic!("{target} is not mounted"));
         let file = std::path::Path::new(src).file_name().expect("file name");
         assert!(
-            sample_filters()
+            built_filters()
                 .iter()
                 .any(|f| f.wasm.file_name() == Some(file)),
             "{src} is not a sample filter build output"

@@ -108,7 +108,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             };
             let size = match lookup(caller.data(), buffer) {
                 Lookup::Bytes(b) => b.len() as u32,
-                Lookup::Empty | Lookup::NotFound => return Ok(Status::NotFound as i32),
+                Lookup::Empty => 0,
+                Lookup::NotFound => return Ok(Status::NotFound as i32),
             };
             // Envoy never reports flags.
             let written = memory::write_u32(&mut caller, ret_size, size)

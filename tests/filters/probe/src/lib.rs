@@ -1,0 +1,422 @@
+//! `probe`: a conformance test filter written directly on the proxy-wasm ABI (no
+//! SDK), so that every status the host returns is reported, never panicked on.
+//!
+//! A request carries scripts in headers, one per callback (and an `x-probe-id`,
+//! logged as `on_delete <id>` when the stream ends):
+//! `x-probe-request` (run in `on_request_headers`), `x-probe-response`
+//! (`on_response_headers`) and `x-probe-log` (`on_log`). A script is a list of
+//! commands separated by `;`; each command is logged at info level as
+//! `<callback> <command> -> <status> [<result>]`, so the harness and Envoy can be
+//! compared line by line.
+//!
+//! Commands (`M` is a map type number, `B` a buffer type number):
+//! - `get:M:key`, `pairs:M`, `size:M`, `add:M:key=value`, `set:M:key=value`,
+//!   `del:M:key`, `setpairs:M:k=v,k=v` — header maps;
+//! - `buf:B:start:max`, `bufstatus:B` — buffers;
+//! - `reply:status:details:body` — a local reply (header `x-probe: 1` added);
+//! - `continue:S`, `close:S` — stream control (`S` a stream type number);
+//! - `loglevel`, `time`, `effective:id` — misc host calls;
+//! - `return:N` — what the callback returns (default 0, Continue).
+#![allow(unsafe_code, reason = "a raw ABI filter: FFI to the host is the point")]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+#[allow(missing_docs, reason = "raw proxy-wasm ABI imports")]
+mod ffi {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        pub(crate) fn proxy_log(level: u32, ptr: *const u8, len: usize) -> u32;
+        pub(crate) fn proxy_get_log_level(ret: *mut u32) -> u32;
+        pub(crate) fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
+        pub(crate) fn proxy_get_header_map_value(
+            map: u32,
+            kp: *const u8,
+            kl: usize,
+            rp: *mut *mut u8,
+            rl: *mut usize,
+        ) -> u32;
+        pub(crate) fn proxy_get_header_map_pairs(map: u32, rp: *mut *mut u8, rl: *mut usize)
+        -> u32;
+        pub(crate) fn proxy_set_header_map_pairs(map: u32, p: *const u8, l: usize) -> u32;
+        pub(crate) fn proxy_get_header_map_size(map: u32, ret: *mut u32) -> u32;
+        pub(crate) fn proxy_add_header_map_value(
+            map: u32,
+            kp: *const u8,
+            kl: usize,
+            vp: *const u8,
+            vl: usize,
+        ) -> u32;
+        pub(crate) fn proxy_replace_header_map_value(
+            map: u32,
+            kp: *const u8,
+            kl: usize,
+            vp: *const u8,
+            vl: usize,
+        ) -> u32;
+        pub(crate) fn proxy_remove_header_map_value(map: u32, kp: *const u8, kl: usize) -> u32;
+        pub(crate) fn proxy_get_buffer_bytes(
+            kind: u32,
+            start: usize,
+            max: usize,
+            rp: *mut *mut u8,
+            rl: *mut usize,
+        ) -> u32;
+        pub(crate) fn proxy_get_buffer_status(kind: u32, size: *mut usize, flags: *mut u32) -> u32;
+        pub(crate) fn proxy_send_local_response(
+            status: u32,
+            dp: *const u8,
+            dl: usize,
+            bp: *const u8,
+            bl: usize,
+            hp: *const u8,
+            hl: usize,
+            grpc: i32,
+        ) -> u32;
+        pub(crate) fn proxy_continue_stream(kind: u32) -> u32;
+        pub(crate) fn proxy_close_stream(kind: u32) -> u32;
+        pub(crate) fn proxy_set_effective_context(id: u32) -> u32;
+    }
+}
+
+/// Declares the ABI version.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+/// The allocator the host uses to return data.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let mut v = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(size));
+    v.as_mut_ptr()
+}
+
+fn take(ptr: *mut u8, len: usize) -> Vec<u8> {
+    if ptr.is_null() || len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the host allocated `len` bytes with proxy_on_memory_allocate (a Vec
+    // with capacity `len`) and gave them to us.
+    unsafe { Vec::from_raw_parts(ptr, len, len) }
+}
+
+fn log(message: &str) {
+    // SAFETY: message is valid for reads.
+    unsafe { ffi::proxy_log(2, message.as_ptr(), message.len()) };
+}
+
+fn escape(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            s.push(char::from(b));
+        } else {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    s
+}
+
+fn pairs_text(bytes: &[u8]) -> String {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let Some(n) = u32_at(0) else {
+        return "(none)".to_owned();
+    };
+    let mut at = 4 + n * 8;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (Some(kl), Some(vl)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else {
+            return "(malformed)".to_owned();
+        };
+        let (Some(k), Some(v)) = (
+            bytes.get(at..at + kl),
+            bytes.get(at + kl + 1..at + kl + 1 + vl),
+        ) else {
+            return "(malformed)".to_owned();
+        };
+        out.push(format!("{}={}", escape(k), escape(v)));
+        at += kl + vl + 2;
+    }
+    out.join(",")
+}
+
+fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend((k.len() as u32).to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend(k.as_bytes());
+        out.push(0);
+        out.extend(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+fn num(s: &str) -> u32 {
+    s.parse().unwrap_or(u32::MAX)
+}
+
+/// Runs one command; returns the status and a printable result.
+fn run(command: &str, ret: &mut u32) -> (u32, String) {
+    let (op, args) = command.split_once(':').unwrap_or((command, ""));
+    // Header commands take the rest as the key (keys may start with ':').
+    let fields = match op {
+        "buf" | "reply" => 3,
+        _ => 2,
+    };
+    let mut parts = args.splitn(fields, ':');
+    let a = parts.next().unwrap_or_default();
+    let b = parts.next().unwrap_or_default();
+    let c = parts.next().unwrap_or_default();
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0usize;
+    // SAFETY: every pointer passed below is to a live local or slice.
+    unsafe {
+        match op {
+            "get" => {
+                let s = ffi::proxy_get_header_map_value(
+                    num(a),
+                    b.as_ptr(),
+                    b.len(),
+                    &mut ptr,
+                    &mut len,
+                );
+                (s, escape(&take(ptr, len)))
+            }
+            "pairs" => {
+                let s = ffi::proxy_get_header_map_pairs(num(a), &mut ptr, &mut len);
+                let bytes = take(ptr, len);
+                (s, format!("[{}] {}", len, pairs_text(&bytes)))
+            }
+            "size" => {
+                let mut size = 0;
+                let s = ffi::proxy_get_header_map_size(num(a), &mut size);
+                (s, size.to_string())
+            }
+            "add" | "set" => {
+                let (k, v) = b.split_once('=').unwrap_or((b, ""));
+                let f = if op == "add" {
+                    ffi::proxy_add_header_map_value
+                } else {
+                    ffi::proxy_replace_header_map_value
+                };
+                (
+                    f(num(a), k.as_ptr(), k.len(), v.as_ptr(), v.len()),
+                    String::new(),
+                )
+            }
+            "del" => (
+                ffi::proxy_remove_header_map_value(num(a), b.as_ptr(), b.len()),
+                String::new(),
+            ),
+            "setpairs" => {
+                let pairs: Vec<(&str, &str)> = b
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.split_once('=').unwrap_or((p, "")))
+                    .collect();
+                let bytes = serialize(&pairs);
+                (
+                    ffi::proxy_set_header_map_pairs(num(a), bytes.as_ptr(), bytes.len()),
+                    String::new(),
+                )
+            }
+            "buf" => {
+                let s = ffi::proxy_get_buffer_bytes(
+                    num(a),
+                    num(b) as usize,
+                    num(c) as usize,
+                    &mut ptr,
+                    &mut len,
+                );
+                (s, escape(&take(ptr, len)))
+            }
+            "bufstatus" => {
+                let mut flags = 0;
+                let s = ffi::proxy_get_buffer_status(num(a), &mut len, &mut flags);
+                (s, format!("{len} {flags}"))
+            }
+            "reply" => {
+                let headers = serialize(&[("x-probe", "1")]);
+                let s = ffi::proxy_send_local_response(
+                    num(a),
+                    b.as_ptr(),
+                    b.len(),
+                    c.as_ptr(),
+                    c.len(),
+                    headers.as_ptr(),
+                    headers.len(),
+                    -1,
+                );
+                (s, String::new())
+            }
+            "continue" => (ffi::proxy_continue_stream(num(a)), String::new()),
+            "close" => (ffi::proxy_close_stream(num(a)), String::new()),
+            "effective" => (ffi::proxy_set_effective_context(num(a)), String::new()),
+            "loglevel" => {
+                let mut level = 99;
+                let s = ffi::proxy_get_log_level(&mut level);
+                (s, level.to_string())
+            }
+            "time" => {
+                let mut t = 0u64;
+                let s = ffi::proxy_get_current_time_nanoseconds(&mut t);
+                (
+                    s,
+                    if t > 0 {
+                        "nonzero".to_owned()
+                    } else {
+                        "zero".to_owned()
+                    },
+                )
+            }
+            "return" => {
+                *ret = num(a);
+                (0, String::new())
+            }
+            _ => (u32::MAX, format!("unknown command {op:?}")),
+        }
+    }
+}
+
+/// Runs a script and returns what the callback should return.
+fn script(callback: &str, text: &str) -> u32 {
+    let mut ret = 0;
+    for command in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+        let (status, result) = run(command, &mut ret);
+        if op_is_return(command) {
+            continue;
+        }
+        let line = if result.is_empty() {
+            format!("{callback} {command} -> {status}")
+        } else {
+            format!("{callback} {command} -> {status} {result}")
+        };
+        log(&line);
+    }
+    ret
+}
+
+fn op_is_return(command: &str) -> bool {
+    command.starts_with("return:")
+}
+
+#[derive(Default)]
+struct Scripts {
+    id: String,
+    response: String,
+    log: String,
+}
+
+thread_local! {
+    static STREAMS: RefCell<HashMap<u32, Scripts>> = RefCell::new(HashMap::new());
+}
+
+fn request_header(name: &str) -> String {
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: name and the out-params are valid.
+    let status = unsafe {
+        ffi::proxy_get_header_map_value(0, name.as_ptr(), name.len(), &mut ptr, &mut len)
+    };
+    if status == 0 {
+        String::from_utf8_lossy(&take(ptr, len)).into_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// Root and stream creation.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_context_create(_id: u32, _parent: u32) {}
+
+/// Accepts any VM configuration.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
+    1
+}
+
+/// Runs the plugin configuration as a script (callback name `on_configure`);
+/// `return:0` in it rejects the configuration.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: the out-params are valid.
+    let status = unsafe { ffi::proxy_get_buffer_bytes(7, 0, size, &mut ptr, &mut len) };
+    let config = String::from_utf8_lossy(&take(ptr, len)).into_owned();
+    if status != 0 {
+        log(&format!("on_configure cannot read configuration: {status}"));
+        return 0;
+    }
+    let text = config.trim();
+    if text.is_empty() {
+        return 1;
+    }
+    let mut ret = 1;
+    for command in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+        let (status, result) = run(command, &mut ret);
+        if !op_is_return(command) {
+            log(format!("on_configure {command} -> {status} {result}").trim_end());
+        }
+    }
+    ret
+}
+
+/// Runs `x-probe-request`, remembers the other scripts.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, _eos: u32) -> u32 {
+    let scripts = Scripts {
+        id: request_header("x-probe-id"),
+        response: request_header("x-probe-response"),
+        log: request_header("x-probe-log"),
+    };
+    let request = request_header("x-probe-request");
+    STREAMS.with(|s| s.borrow_mut().insert(id, scripts));
+    script("on_request_headers", &request)
+}
+
+/// Runs `x-probe-response`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, _eos: u32) -> u32 {
+    let text = STREAMS.with(|s| {
+        s.borrow()
+            .get(&id)
+            .map(|s| s.response.clone())
+            .unwrap_or_default()
+    });
+    script("on_response_headers", &text)
+}
+
+/// Runs `x-probe-log`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_log(id: u32) {
+    let text = STREAMS.with(|s| {
+        s.borrow()
+            .get(&id)
+            .map(|s| s.log.clone())
+            .unwrap_or_default()
+    });
+    script("on_log", &text);
+}
+
+/// Streams are finished at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_done(_id: u32) -> u32 {
+    1
+}
+
+/// Forgets the stream's scripts; logs `on_delete <x-probe-id>` as the stream's
+/// last line.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_delete(id: u32) {
+    if let Some(scripts) = STREAMS.with(|s| s.borrow_mut().remove(&id)) {
+        log(&format!("on_delete {}", scripts.id));
+    }
+}

@@ -1,0 +1,343 @@
+//! The conformance suite: scenarios as data (`tests/conformance/*.yaml`), each run
+//! through weir-harness and through real Envoy with the `probe` test filter, and
+//! compared on everything observable: what the upstream received, what the client
+//! received, and the probe's log lines (which report every host call's status and
+//! result).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use serde::Deserialize;
+use weir_harness::{EnvoyConfig, LogLevel};
+
+use crate::envoy::{Envoy, Rebind};
+use crate::net::{self, Upstream};
+use crate::observed::{ClientSaw, UpstreamSaw};
+
+/// One file of scenarios sharing a plugin configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    /// The probe's plugin configuration (a script run in `on_configure`).
+    #[serde(default)]
+    pub config: String,
+    /// The scenarios.
+    pub scenarios: Vec<Scenario>,
+}
+
+/// One request and how the upstream answers it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// What it checks.
+    pub name: String,
+    /// The request.
+    #[serde(default)]
+    pub request: RequestSpec,
+    /// The upstream's answer.
+    #[serde(default)]
+    pub upstream: ResponseSpec,
+}
+
+/// A request as data.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestSpec {
+    /// Method (default GET).
+    pub method: String,
+    /// Origin-form path (default `/`).
+    pub path: String,
+    /// Headers in order; `host: conformance.test` is added first.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Default for RequestSpec {
+    fn default() -> Self {
+        Self {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+}
+
+/// A response as data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseSpec {
+    /// Status (default 200).
+    pub status: u16,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Default for ResponseSpec {
+    fn default() -> Self {
+        Self {
+            status: 200,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+}
+
+impl ResponseSpec {
+    /// The response. A fixed `date` is set unless the scenario gives one, so that
+    /// hyper (upstream of Envoy) and the harness's in-process upstream send the
+    /// same headers.
+    fn response(&self) -> http::Response<Bytes> {
+        let mut b = http::Response::builder().status(self.status);
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("date"))
+        {
+            b = b.header("date", "Thu, 01 Jan 2026 00:00:00 GMT");
+        }
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        b.body(Bytes::from(self.body.clone()))
+            .unwrap_or_else(|e| panic!("bad upstream response in scenario: {e}"))
+    }
+}
+
+impl Scenario {
+    fn request(&self, id: usize) -> Result<http::Request<Bytes>> {
+        let r = &self.request;
+        let mut b = http::Request::builder()
+            .method(r.method.as_str())
+            .uri(r.path.as_str())
+            .header("host", "conformance.test")
+            .header("x-probe-id", id);
+        for (k, v) in &r.headers {
+            b = b.header(k, v);
+        }
+        if !r.body.is_empty() {
+            b = b.header("content-length", r.body.len());
+        }
+        Ok(b.body(Bytes::from(r.body.clone()))?)
+    }
+}
+
+/// Everything observable about one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// What the upstream received, if anything.
+    pub upstream: Option<UpstreamSaw>,
+    /// What the client received, or `reset` if the stream was reset (the
+    /// connection closed before a response).
+    pub client: Result<ClientSaw, String>,
+    /// The plugin's log lines for this request, as `level: message`.
+    pub logs: Vec<String>,
+}
+
+/// The result of one suite.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Scenarios run.
+    pub total: usize,
+    /// Descriptions of the scenarios that differed.
+    pub differences: Vec<String>,
+}
+
+/// Loads a suite file.
+///
+/// # Errors
+/// If the file cannot be read or parsed.
+pub fn load(path: &Path) -> Result<Suite> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// `envoy/conformance.yaml` with the probe's configuration set to `config`.
+fn envoy_yaml(config: &str) -> Result<String> {
+    let mut root: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&crate::envoy_yaml("conformance.yaml"))?;
+    let filters =
+        root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["http_filters"]
+            .as_sequence_mut()
+            .context("conformance.yaml has no http_filters")?;
+    let probe = filters
+        .iter_mut()
+        .find(|f| f["name"].as_str() == Some("envoy.filters.http.wasm"))
+        .context("conformance.yaml has no wasm filter")?;
+    probe["typed_config"]["config"]["configuration"]["value"] = serde_yaml_ng::Value::from(config);
+    Ok(serde_yaml_ng::to_string(&root)?)
+}
+
+/// Extracts `level: message` from Envoy's `wasm log` lines.
+fn envoy_wasm_logs(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|line| {
+            let level = line.split("][").nth(2)?;
+            let rest = line.split_once("wasm log ")?.1;
+            let message = rest.split_once(": ")?.1;
+            Some(format!("{level}: {message}"))
+        })
+        .collect()
+}
+
+/// Runs every scenario of `suite` in the harness and in Envoy.
+///
+/// # Errors
+/// If Envoy or the harness cannot be set up, or a request cannot be sent.
+pub fn run(suite: &Suite) -> Result<Report> {
+    let probe = crate::filter_wasm("probe");
+    let yaml = envoy_yaml(&suite.config)?;
+
+    let responses: Arc<Vec<ResponseSpec>> =
+        Arc::new(suite.scenarios.iter().map(|s| s.upstream.clone()).collect());
+    let by_id = Arc::clone(&responses);
+    let handler: net::Handler = Arc::new(move |req: http::Request<Bytes>| {
+        let id = req
+            .headers()
+            .get("x-probe-id")
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        match id.and_then(|i| by_id.get(i)) {
+            Some(spec) => spec.response(),
+            None => http::Response::builder()
+                .status(404)
+                .body(Bytes::from_static(b"no such scenario"))
+                .unwrap_or_default(),
+        }
+    });
+
+    let config = EnvoyConfig::parse(&yaml)?;
+    let engine = crate::engine();
+    let mut chain = config
+        .chain_builder(engine, |_| engine.load_file(&probe))?
+        .build()?;
+
+    let upstream = Upstream::start(Arc::clone(&handler))?;
+    let how = Rebind {
+        clusters: HashMap::from([("upstream".to_owned(), upstream.addr())]),
+        modules: HashMap::from([("probe.wasm".to_owned(), probe.clone())]),
+        loopback: true,
+    };
+    let envoy = Envoy::start(&yaml, &how)?;
+    let mut seen_lines = envoy_wasm_logs(&envoy.log()).len();
+
+    let mut report = Report::default();
+    for (id, scenario) in suite.scenarios.iter().enumerate() {
+        report.total += 1;
+        let harness = match chain.send(scenario.request(id)?, handler.as_ref()) {
+            Ok(outcome) => Observed {
+                upstream: outcome.upstream_request.as_ref().map(UpstreamSaw::of),
+                client: Ok(ClientSaw::of(&outcome.response)),
+                logs: info_logs(&outcome.logs),
+            },
+            Err(weir_harness::Error::Reset {
+                logs,
+                upstream_request,
+                ..
+            }) => Observed {
+                upstream: upstream_request.as_deref().map(UpstreamSaw::of),
+                client: Err("reset".to_owned()),
+                logs: info_logs(&logs),
+            },
+            Err(e) => bail!("{}: harness: {e}", scenario.name),
+        };
+
+        let response = net::send(envoy.listener, scenario.request(id)?);
+        let last_line = format!("info: on_delete {id}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lines = loop {
+            let all = envoy_wasm_logs(&envoy.log());
+            if all[seen_lines.min(all.len())..].contains(&last_line) || Instant::now() > deadline {
+                break all;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let envoy_observed = Observed {
+            upstream: upstream.take_seen().first().map(UpstreamSaw::of),
+            client: match response {
+                Ok(r) => Ok(ClientSaw::of(&r)),
+                Err(e) if format!("{e:#}").contains("connection closed") => Err("reset".to_owned()),
+                Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
+            },
+            logs: lines[seen_lines.min(lines.len())..].to_vec(),
+        };
+        seen_lines = lines.len();
+
+        if harness != envoy_observed {
+            report
+                .differences
+                .push(describe(&scenario.name, &harness, &envoy_observed));
+        }
+    }
+    Ok(report)
+}
+
+fn info_logs(logs: &[weir_harness::LogRecord]) -> Vec<String> {
+    logs.iter()
+        .filter(|l| l.level >= LogLevel::Info)
+        .map(|l| format!("{}: {}", l.level, l.message))
+        .collect()
+}
+
+fn describe(name: &str, harness: &Observed, envoy: &Observed) -> String {
+    let mut out = format!("── {name}\n");
+    if harness.upstream != envoy.upstream {
+        out += &format!(
+            "  upstream saw\n    harness: {:?}\n    envoy:   {:?}\n",
+            harness.upstream, envoy.upstream
+        );
+    }
+    if harness.client != envoy.client {
+        out += &format!(
+            "  client saw\n    harness: {:?}\n    envoy:   {:?}\n",
+            harness.client, envoy.client
+        );
+    }
+    if harness.logs != envoy.logs {
+        out += "  logs\n";
+        let n = harness.logs.len().max(envoy.logs.len());
+        for i in 0..n {
+            let h = harness.logs.get(i).map_or("", String::as_str);
+            let e = envoy.logs.get(i).map_or("", String::as_str);
+            let mark = if h == e { " " } else { "≠" };
+            out += &format!("   {mark} harness: {h}\n     envoy:   {e}\n");
+        }
+    }
+    if !envoy.logs.iter().any(|l| l.contains("on_delete")) {
+        bail_note(&mut out);
+    }
+    out
+}
+
+fn bail_note(out: &mut String) {
+    out.push_str("  (Envoy logged no on_delete for this stream within 5 s)\n");
+}
+
+/// Fails with every difference, or returns the count of identical scenarios.
+///
+/// # Errors
+/// Lists the differing scenarios.
+pub fn check(reports: &[Report]) -> Result<(usize, usize)> {
+    let total: usize = reports.iter().map(|r| r.total).sum();
+    let differences: Vec<&String> = reports.iter().flat_map(|r| &r.differences).collect();
+    if !differences.is_empty() {
+        bail!(
+            "{}/{total} scenarios identical; harness and Envoy differ:\n{}",
+            total - differences.len(),
+            differences
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join("")
+        );
+    }
+    Ok((total, total))
+}
