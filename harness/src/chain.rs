@@ -239,42 +239,37 @@ enum Direction {
     Response,
 }
 
-impl Direction {
-    fn callback(self) -> &'static str {
-        match self {
-            Direction::Request => "on_request_headers",
-            Direction::Response => "on_response_headers",
-        }
-    }
-}
-
-/// What the chain does after a filter's callback returned.
-enum Step {
-    /// Go on to the next filter.
-    Next,
+/// What a filter's callback left the stream with, once the actions it deferred
+/// and its VM's failure policy are applied.
+enum After {
     /// The filter sent a local reply.
     Reply(LocalReplyRequest),
-    /// The filter's VM trapped and its failure policy is fail-closed.
+    /// The VM trapped and fails closed.
     Failed,
+    /// The VM trapped and fails open: skip the filter.
+    Skip,
+    /// The callback returned `action` (`None` if not exported); `resumed` if it
+    /// also called `proxy_continue_stream` for this direction.
+    Returned { action: Option<i32>, resumed: bool },
 }
 
-/// Applies Envoy's rules after a headers callback returned `result`: run the
-/// actions the filter deferred (a local reply wins, then a reset, then a resume),
-/// map the return value, and apply the failure policy to a trap.
-fn settle(
+/// Applies Envoy's rules after a callback returned `result`: the actions the
+/// filter deferred (a local reply wins, then a reset, then a resume) and the
+/// failure policy for a trap.
+fn after(
     slot: &mut Slot,
     result: Result<Option<i32>, Trap>,
     direction: Direction,
-) -> Result<Step> {
-    let callback = direction.callback();
+    callback: &'static str,
+) -> Result<After> {
     let deferred = slot.vm.take_deferred();
     let action = match result {
         Ok(action) => action,
-        Err(_) if slot.policy == FailurePolicy::FailOpen => return Ok(Step::Next),
-        Err(_) => return Ok(Step::Failed),
+        Err(_) if slot.policy == FailurePolicy::FailOpen => return Ok(After::Skip),
+        Err(_) => return Ok(After::Failed),
     };
     if let Some(request) = deferred.local_reply {
-        return Ok(Step::Reply(request));
+        return Ok(After::Reply(request));
     }
     if deferred.close_stream {
         return Err(Error::Reset {
@@ -287,7 +282,7 @@ fn settle(
     if direction == Direction::Request && deferred.continue_response {
         return Err(Error::WouldCrashEnvoy {
             plugin: slot.vm.name().to_owned(),
-            reason: "proxy_continue_stream(HttpResponse) in on_request_headers, before the \
+            reason: "proxy_continue_stream(HttpResponse) on the request path, before the \
                      response started, crashes Envoy 1.40 (segmentation fault)",
         });
     }
@@ -295,13 +290,82 @@ fn settle(
         Direction::Request => deferred.continue_request,
         Direction::Response => deferred.continue_response,
     };
-    if !continues(action) && !resumed {
-        return Err(Error::Stalled {
-            plugin: slot.vm.name().to_owned(),
-            phase: callback,
-        });
+    Ok(After::Returned { action, resumed })
+}
+
+/// What a data callback's return value does to the frame (Envoy's
+/// `FilterDataStatus`): 0 passes it on, 1 and 2 buffer it, anything else stops
+/// without buffering (the frame goes no further).
+enum Data {
+    Pass,
+    Buffer,
+    Drop,
+}
+
+fn data_status(action: Option<i32>) -> Data {
+    match action {
+        None | Some(0) => Data::Pass,
+        Some(1 | 2) => Data::Buffer,
+        Some(_) => Data::Drop,
     }
-    Ok(Step::Next)
+}
+
+fn stalled(slot: &Slot, phase: &'static str) -> Error {
+    Error::Stalled {
+        plugin: slot.vm.name().to_owned(),
+        phase,
+    }
+}
+
+/// What came out of passing a body through the filters.
+#[derive(Default)]
+struct BodyPass {
+    /// The bytes that came out of the last filter.
+    out: Vec<u8>,
+    /// A local reply that ended the stream.
+    reply: Option<Reply>,
+    /// Whether the final (end-of-stream) frame was dispatched.
+    complete: bool,
+}
+
+fn no_route() -> Reply {
+    Reply {
+        slot: None,
+        request: LocalReplyRequest {
+            status: 404,
+            details: "route_not_found".to_owned(),
+            body: Vec::new(),
+            headers: Fields::new(Kind::Plain),
+            grpc_status: -1,
+        },
+    }
+}
+
+/// How Envoy's HTTP/1 codec delivers a body: the data, then an empty frame that
+/// ends the stream. No body, no frames (the headers end the stream).
+fn frames(body: impl Into<Vec<u8>>) -> Vec<(Vec<u8>, bool)> {
+    let body = body.into();
+    if body.is_empty() {
+        Vec::new()
+    } else {
+        vec![(body, false), (Vec::new(), true)]
+    }
+}
+
+/// Envoy does not fix `content-length` when a filter changes a body's size; the
+/// peer then reads a truncated body or waits for bytes that never come.
+fn check_length(headers: &Fields, actual: usize, what: &str, warnings: &mut Vec<String>) {
+    let declared = headers
+        .get(b"content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+    if let Some(declared) = declared
+        && declared != actual
+    {
+        warnings.push(format!(
+            "the {what} body is {actual} bytes but content-length says {declared}: remove \
+             content-length in the headers callback when a filter changes the body"
+        ));
+    }
 }
 
 /// Envoy's mapping of a headers callback's return value: 0 and 2 continue,
@@ -379,40 +443,55 @@ impl Chain {
         let request_body = request.into_body();
         let mut progress = vec![Progress::default(); self.slots.len()];
 
+        let mut warnings = Vec::new();
         let reply = match self.decode(&mut fields, request_body.is_empty(), &mut progress) {
             Err(e @ Error::Reset { .. }) => return Err(self.reset(e, &progress, &fields, None)),
             other => other?,
         };
-        // Envoy's route table matches nothing when a filter removed
-        // x-forwarded-proto: the router answers 404 route_not_found.
-        let reply = reply.or_else(|| {
-            fields.get(b"x-forwarded-proto").is_none().then(|| Reply {
-                slot: None,
-                request: LocalReplyRequest {
-                    status: 404,
-                    details: "route_not_found".to_owned(),
-                    body: Vec::new(),
-                    headers: Fields::new(Kind::Plain),
-                    grpc_status: -1,
-                },
-            })
-        });
-        let (upstream_request, mut response, response_body, reply) = match reply {
+        // The router resolves the route when the request headers reach it. Envoy's
+        // route table matches nothing once a filter removed x-forwarded-proto:
+        // the router answers 404 route_not_found.
+        let reply = reply.or_else(|| fields.get(b"x-forwarded-proto").is_none().then(no_route));
+        let mut request_complete = request_body.is_empty();
+        let (reply, request_body) = match reply {
+            Some(reply) => (Some(reply), Vec::new()),
             None => {
-                let upstream_request = self.hcm.upstream_request(&fields, request_body)?;
+                let order: Vec<usize> = (0..self.slots.len()).collect();
+                match self.pass_body(Direction::Request, frames(request_body), &order, &progress) {
+                    Err(e @ Error::Reset { .. }) => {
+                        return Err(self.reset(e, &progress, &fields, None));
+                    }
+                    Err(e) => return Err(e),
+                    Ok(pass) => {
+                        request_complete |= pass.complete;
+                        (pass.reply, pass.out)
+                    }
+                }
+            }
+        };
+        let (upstream_request, mut response, response_frames, reply) = match reply {
+            None => {
+                check_length(&fields, request_body.len(), "request", &mut warnings);
+                let upstream_request = self
+                    .hcm
+                    .upstream_request(&fields, Bytes::from(request_body))?;
                 let response = upstream.call(upstream_request.clone());
                 let response_fields = self.hcm.response_fields(&response);
-                (
-                    Some(upstream_request),
-                    response_fields,
-                    response.into_body(),
-                    None,
-                )
+                let body = response.into_body().to_vec();
+                (Some(upstream_request), response_fields, frames(body), None)
             }
             Some(reply) => {
+                // A reply in the body phase resets the upstream request the router
+                // had started: the upstream never receives a complete request.
                 let response = ConnectionManager::local_reply_fields(&reply.request);
-                let body = Bytes::from(reply.request.body.clone());
-                (None, response, body, Some(reply))
+                // A local reply's body is one final frame.
+                let body = reply.request.body.clone();
+                let frames = if body.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(body, true)]
+                };
+                (None, response, frames, Some(reply))
             }
         };
         let last = reply
@@ -420,23 +499,51 @@ impl Chain {
             .and_then(|r| r.slot)
             .map_or(self.slots.len(), |slot| slot + 1);
         let late_reply =
-            match self.encode(&mut response, response_body.is_empty(), &progress[..last]) {
+            match self.encode(&mut response, response_frames.is_empty(), &progress[..last]) {
                 Err(e @ Error::Reset { .. }) => {
                     return Err(self.reset(e, &progress, &fields, upstream_request));
                 }
                 other => other?,
             };
+        let response_order: Vec<usize> = (0..last).rev().collect();
+        let late_reply = match late_reply {
+            Some(r) => Err(r),
+            None => match self.pass_body(
+                Direction::Response,
+                response_frames,
+                &response_order,
+                &progress,
+            ) {
+                Err(e @ Error::Reset { .. }) => {
+                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                }
+                Err(e) => return Err(e),
+                Ok(BodyPass { reply: Some(r), .. }) => Err(r),
+                Ok(pass) => Ok(pass.out),
+            },
+        };
         let (reply, response, response_body) = match late_reply {
-            Some(r) => {
+            Err(r) => {
                 let fields = ConnectionManager::local_reply_fields(&r.request);
                 let body = Bytes::from(r.request.body.clone());
                 (Some(r), fields, body)
             }
-            None => (reply, response, response_body),
+            Ok(body) => {
+                check_length(&response, body.len(), "response", &mut warnings);
+                (reply, response, Bytes::from(body))
+            }
         };
-        let response = self
+        let mut response = self
             .hcm
             .client_response(response, response_body, self.now)?;
+        // Envoy's HTTP/1 codec closes the connection after a response sent before
+        // the request was fully received.
+        if reply.is_some() && !request_complete {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         let mut final_response = Fields::new(Kind::Response);
         final_response.add(b":status", response.status().as_str().as_bytes());
         for (k, v) in response.headers() {
@@ -458,7 +565,103 @@ impl Chain {
             local_reply,
             logs: self.drain_logs(),
             fuel,
+            warnings,
         })
+    }
+
+    /// Passes body frames through the filters in `order`, as Envoy does: each
+    /// frame goes through every filter before the next frame; a filter that
+    /// buffers (Pause) gets the accumulated body with the next frame. Returns the
+    /// bytes that came out of the last filter, or the local reply that ended the
+    /// stream.
+    fn pass_body(
+        &mut self,
+        direction: Direction,
+        frames: Vec<(Vec<u8>, bool)>,
+        order: &[usize],
+        progress: &[Progress],
+    ) -> Result<BodyPass> {
+        let callback = match direction {
+            Direction::Request => "on_request_body",
+            Direction::Response => "on_response_body",
+        };
+        let mut buffered: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
+        let mut pass = BodyPass::default();
+        for (data, eos) in frames {
+            pass.complete |= eos;
+            let mut carry = Some(data);
+            for &i in order {
+                let Some(data) = carry.take() else { break };
+                let slot = &mut self.slots[i];
+                let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
+                    carry = Some(data);
+                    continue;
+                };
+                if slot.vm.failed.is_some() {
+                    if slot.policy == FailurePolicy::FailOpen {
+                        carry = Some(data);
+                        continue;
+                    }
+                    pass.reply = Some(Reply {
+                        slot: Some(i),
+                        request: fail_stream(),
+                    });
+                    return Ok(pass);
+                }
+                let body = match buffered[i].take() {
+                    Some(mut b) => {
+                        b.extend_from_slice(&data);
+                        b
+                    }
+                    None => data,
+                };
+                let size = body.len();
+                let result = match direction {
+                    Direction::Request => {
+                        slot.vm.state().maps.request_body = Some(body);
+                        let r = slot.vm.on_request_body(stream, size, eos);
+                        (r, slot.vm.state().maps.request_body.take())
+                    }
+                    Direction::Response => {
+                        slot.vm.state().maps.response_body = Some(body);
+                        let r = slot.vm.on_response_body(stream, size, eos);
+                        (r, slot.vm.state().maps.response_body.take())
+                    }
+                };
+                let (result, body) = (result.0, result.1.unwrap_or_default());
+                match after(slot, result, direction, callback)? {
+                    After::Skip => carry = Some(body),
+                    After::Failed => {
+                        pass.reply = Some(Reply {
+                            slot: Some(i),
+                            request: fail_stream(),
+                        });
+                        return Ok(pass);
+                    }
+                    After::Reply(request) => {
+                        pass.reply = Some(Reply {
+                            slot: Some(i),
+                            request,
+                        });
+                        return Ok(pass);
+                    }
+                    After::Returned { resumed: true, .. } => carry = Some(body),
+                    After::Returned {
+                        action,
+                        resumed: false,
+                    } => match data_status(action) {
+                        Data::Pass => carry = Some(body),
+                        Data::Buffer if eos => return Err(stalled(slot, callback)),
+                        Data::Buffer => buffered[i] = Some(body),
+                        Data::Drop => {}
+                    },
+                }
+            }
+            if let Some(data) = carry {
+                pass.out.extend_from_slice(&data);
+            }
+        }
+        Ok(pass)
     }
 
     /// Finishes a stream a filter reset: access logging still runs (with no
@@ -520,15 +723,20 @@ impl Chain {
                 .request_headers
                 .take()
                 .unwrap_or_default();
-            match settle(slot, result, Direction::Request)? {
-                Step::Next => {}
-                Step::Reply(request) => {
+            match after(slot, result, Direction::Request, "on_request_headers")? {
+                After::Skip => {}
+                After::Returned { action, resumed } => {
+                    if !continues(action) && !resumed {
+                        return Err(stalled(slot, "on_request_headers"));
+                    }
+                }
+                After::Reply(request) => {
                     return Ok(Some(Reply {
                         slot: Some(i),
                         request,
                     }));
                 }
-                Step::Failed => {
+                After::Failed => {
                     // Envoy skips a failed VM's encoder callbacks.
                     progress[i].decoded = false;
                     return Ok(Some(Reply {
@@ -575,15 +783,20 @@ impl Chain {
                 .response_headers
                 .take()
                 .unwrap_or_default();
-            match settle(slot, result, Direction::Response)? {
-                Step::Next => {}
-                Step::Reply(request) => {
+            match after(slot, result, Direction::Response, "on_response_headers")? {
+                After::Skip => {}
+                After::Returned { action, resumed } => {
+                    if !continues(action) && !resumed {
+                        return Err(stalled(slot, "on_response_headers"));
+                    }
+                }
+                After::Reply(request) => {
                     return Ok(Some(Reply {
                         slot: Some(i),
                         request,
                     }));
                 }
-                Step::Failed => {
+                After::Failed => {
                     return Ok(Some(Reply {
                         slot: Some(i),
                         request: fail_stream(),

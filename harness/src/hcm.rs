@@ -158,6 +158,7 @@ impl ConnectionManager {
             .uri(path)
             .body(body)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let has_body = !request.body().is_empty();
         let headers = request.headers_mut();
         headers.append(
             http::header::HOST,
@@ -167,6 +168,12 @@ impl ConnectionManager {
             headers.append(
                 header_name(name, "request")?,
                 header_value(value, name, "request")?,
+            );
+        }
+        if has_body && !headers.contains_key(http::header::CONTENT_LENGTH) {
+            headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
             );
         }
         if let (false, Some(timeout)) = (self.suppress_envoy_headers, self.route_timeout) {
@@ -231,6 +238,12 @@ impl ConnectionManager {
                 direction: "response",
                 message: "missing or not a valid status code".to_owned(),
             })?;
+        let chunked = !body.is_empty()
+            && fields.get(b"content-length").is_none()
+            && fields.get(b"transfer-encoding").is_none();
+        if chunked {
+            fields.add(b"transfer-encoding", b"chunked");
+        }
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();

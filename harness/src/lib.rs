@@ -31,12 +31,16 @@
 //!
 //! What is emulated, as Envoy does it: ABI detection and load checks (marker,
 //! allocator, export signatures, imports), start-up order, context ids, header maps
-//! with their availability windows and status codes, deferred local replies and
-//! stream control, the connection manager's and router's header changes,
-//! `on_log` → `on_done` → `on_delete`, fail-closed/fail-open after a trap, WASI
-//! stdio/clock/random/environ. Host calls of areas not emulated yet (callouts,
-//! shared data and queues, metrics, properties, foreign functions) are linked and
-//! answer `Unimplemented`.
+//! with their availability windows and status codes, request and response bodies
+//! (delivered as data then an empty end-of-stream frame, buffering on Pause,
+//! `proxy_set_buffer_bytes` edits), deferred local replies and stream control, the
+//! connection manager's, router's and HTTP/1 codec's header changes (including
+//! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
+//! `on_delete`, fail-closed/fail-open after a trap, WASI stdio/clock/random/environ.
+//! Every behaviour here is compared with Envoy 1.40 by the conformance suite in
+//! `tests/conformance/`. Host calls of areas not emulated yet (trailers, callouts,
+//! timers firing, shared data and queues, metrics, properties, foreign functions)
+//! are linked and answer `Unimplemented`; the buffer limit (413) is not emulated.
 
 #![forbid(unsafe_code)]
 

@@ -33,6 +33,11 @@ pub(crate) enum Phase {
 pub(crate) struct StreamMaps {
     pub(crate) request_headers: Option<Fields>,
     pub(crate) response_headers: Option<Fields>,
+    /// The request body Envoy hands the running `on_request_body` (accumulated
+    /// while the filter buffers).
+    pub(crate) request_body: Option<Vec<u8>>,
+    /// Likewise for `on_response_body`.
+    pub(crate) response_body: Option<Vec<u8>>,
 }
 
 /// A local reply requested with `proxy_send_local_response`.

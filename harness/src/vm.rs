@@ -28,6 +28,8 @@ struct Callbacks {
     on_configure: Cb<(i32, i32), i32>,
     on_request_headers: Cb<(i32, i32, i32), i32>,
     on_response_headers: Cb<(i32, i32, i32), i32>,
+    on_request_body: Cb<(i32, i32, i32), i32>,
+    on_response_body: Cb<(i32, i32, i32), i32>,
     on_log: Cb<i32, ()>,
     on_done: Cb<i32, i32>,
     on_delete: Cb<i32, ()>,
@@ -97,6 +99,8 @@ impl Vm {
             on_configure: typed(&mut store, &instance, "proxy_on_configure"),
             on_request_headers: typed(&mut store, &instance, "proxy_on_request_headers"),
             on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
+            on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
+            on_response_body: typed(&mut store, &instance, "proxy_on_response_body"),
             on_log: typed(&mut store, &instance, "proxy_on_log"),
             on_done: typed(&mut store, &instance, "proxy_on_done"),
             on_delete: typed(&mut store, &instance, "proxy_on_delete"),
@@ -319,6 +323,34 @@ impl Vm {
             "proxy_on_response_headers",
             &cb,
             (stream as i32, headers as i32, eos as i32),
+        )
+    }
+
+    pub(crate) fn on_request_body(
+        &mut self,
+        stream: u32,
+        size: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
+        let cb = self.callbacks.on_request_body.clone();
+        let params = (stream as i32, size as i32, eos as i32);
+        self.call(Phase::Request, stream, "proxy_on_request_body", &cb, params)
+    }
+
+    pub(crate) fn on_response_body(
+        &mut self,
+        stream: u32,
+        size: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
+        let cb = self.callbacks.on_response_body.clone();
+        let params = (stream as i32, size as i32, eos as i32);
+        self.call(
+            Phase::Response,
+            stream,
+            "proxy_on_response_body",
+            &cb,
+            params,
         )
     }
 

@@ -68,11 +68,11 @@ impl Upstream {
                         let recorded = Arc::clone(&recorded);
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
+                            // A request cut short (the proxy reset it) was never
+                            // received: it is not recorded.
+                            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                                return Ok(http::Response::new(Full::new(Bytes::new())));
+                            };
                             let req = http::Request::from_parts(parts, body);
                             let response = handler(req.clone());
                             recorded.lock().unwrap_or_else(|e| e.into_inner()).push(req);

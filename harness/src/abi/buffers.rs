@@ -1,12 +1,13 @@
 //! `proxy_get_buffer_bytes`, `proxy_set_buffer_bytes`, `proxy_get_buffer_status`.
 //!
-//! Bodies are not streamed through filters yet, so body and connection buffers are
-//! always "unavailable", which Envoy reports as an empty buffer on reads and
-//! `BadArgument` on writes.
+//! A body buffer is available inside its body callback (the accumulated body
+//! while the filter buffers). Elsewhere Envoy reports body, connection and gRPC
+//! buffers as empty on reads and refuses writes with `BadArgument`.
 
 use wasmtime::Linker;
 
-use super::{Status, memory, proxy_fn};
+use super::memory::{self, Fault};
+use super::{Status, proxy_fn};
 use crate::state::{HostState, Phase};
 
 /// `proxy_buffer_type_t`.
@@ -51,6 +52,12 @@ enum Lookup<'a> {
 
 fn lookup(state: &HostState, buffer: BufferType) -> Lookup<'_> {
     match buffer {
+        BufferType::HttpRequestBody if state.maps.request_body.is_some() => {
+            Lookup::Bytes(state.maps.request_body.as_deref().unwrap_or_default())
+        }
+        BufferType::HttpResponseBody if state.maps.response_body.is_some() => {
+            Lookup::Bytes(state.maps.response_body.as_deref().unwrap_or_default())
+        }
         BufferType::VmConfiguration => Lookup::Bytes(&state.meta.vm_configuration),
         BufferType::PluginConfiguration if state.phase == Phase::Configure => {
             Lookup::Bytes(&state.meta.plugin_configuration)
@@ -62,6 +69,21 @@ fn lookup(state: &HostState, buffer: BufferType) -> Lookup<'_> {
         | BufferType::UpstreamData
         | BufferType::GrpcReceiveBuffer
         | BufferType::CallData => Lookup::Empty,
+    }
+}
+
+/// Envoy's `Buffer::copyFrom` semantics: at 0, drain `size` bytes and prepend;
+/// at or past the end, append; anything in between is `BadArgument`.
+fn edit(body: &mut Vec<u8>, start: usize, size: usize, data: &[u8]) -> Result<(), Fault> {
+    if start == 0 {
+        body.drain(..size.min(body.len()));
+        body.splice(0..0, data.iter().copied());
+        Ok(())
+    } else if start >= body.len() {
+        body.extend_from_slice(data);
+        Ok(())
+    } else {
+        Err(Fault::Status(Status::BadArgument))
     }
 }
 
@@ -92,11 +114,26 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     proxy_fn!(
         linker,
         "proxy_set_buffer_bytes",
-        |_caller, kind: i32, _start: i32, _size: i32, _ptr: i32, _len: i32| {
-            // No buffer is mutable yet: bodies are unavailable and the others are
-            // immutable, both BadArgument in Envoy.
-            let _ = BufferType::from_raw(kind as u32);
-            Status::BadArgument
+        |caller, kind: i32, start: i32, size: i32, ptr: i32, len: i32| {
+            let result = memory::read(&mut caller, ptr, len).and_then(|data| {
+                let kind = BufferType::from_raw(kind as u32);
+                let state = caller.data_mut();
+                if let Some(kind) = kind
+                    && matches!(lookup(state, kind), Lookup::NotFound)
+                {
+                    return Err(Fault::Status(Status::NotFound));
+                }
+                let maps = &mut state.maps;
+                let body = match kind {
+                    Some(BufferType::HttpRequestBody) => maps.request_body.as_mut(),
+                    Some(BufferType::HttpResponseBody) => maps.response_body.as_mut(),
+                    // Unavailable bodies, immutable buffers, unknown types.
+                    _ => None,
+                };
+                let body = body.ok_or(Fault::Status(Status::BadArgument))?;
+                edit(body, start as u32 as usize, size as u32 as usize, &data)
+            });
+            memory::status(result)?
         }
     );
     proxy_fn!(

@@ -3,8 +3,10 @@
 //!
 //! A request carries scripts in headers, one per callback (and an `x-probe-id`,
 //! logged as `on_delete <id>` when the stream ends):
-//! `x-probe-request` (run in `on_request_headers`), `x-probe-response`
-//! (`on_response_headers`) and `x-probe-log` (`on_log`). A script is a list of
+//! `x-probe-request` (run in `on_request_headers`), `x-probe-request-body`
+//! (`on_request_body`, which first logs its size and end-of-stream arguments),
+//! `x-probe-response` (`on_response_headers`), `x-probe-response-body` and
+//! `x-probe-log` (`on_log`). A script is a list of
 //! commands separated by `;`; each command is logged at info level as
 //! `<callback> <command> -> <status> [<result>]`, so the harness and Envoy can be
 //! compared line by line.
@@ -12,11 +14,12 @@
 //! Commands (`M` is a map type number, `B` a buffer type number):
 //! - `get:M:key`, `pairs:M`, `size:M`, `add:M:key=value`, `set:M:key=value`,
 //!   `del:M:key`, `setpairs:M:k=v,k=v` — header maps;
-//! - `buf:B:start:max`, `bufstatus:B` — buffers;
+//! - `buf:B:start:max`, `bufstatus:B`, `setbuf:B:start:size:data` — buffers;
 //! - `reply:status:details:body` — a local reply (header `x-probe: 1` added);
 //! - `continue:S`, `close:S` — stream control (`S` a stream type number);
 //! - `loglevel`, `time`, `effective:id` — misc host calls;
-//! - `return:N` — what the callback returns (default 0, Continue).
+//! - `return:N` — what the callback returns (default 0, Continue); `hold` —
+//!   Pause unless the callback's end-of-stream flag is set.
 #![allow(unsafe_code, reason = "a raw ABI filter: FFI to the host is the point")]
 
 use std::cell::RefCell;
@@ -64,6 +67,13 @@ mod ffi {
             rl: *mut usize,
         ) -> u32;
         pub(crate) fn proxy_get_buffer_status(kind: u32, size: *mut usize, flags: *mut u32) -> u32;
+        pub(crate) fn proxy_set_buffer_bytes(
+            kind: u32,
+            start: usize,
+            size: usize,
+            p: *const u8,
+            l: usize,
+        ) -> u32;
         pub(crate) fn proxy_send_local_response(
             status: u32,
             dp: *const u8,
@@ -163,17 +173,19 @@ fn num(s: &str) -> u32 {
 }
 
 /// Runs one command; returns the status and a printable result.
-fn run(command: &str, ret: &mut u32) -> (u32, String) {
+fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
     let (op, args) = command.split_once(':').unwrap_or((command, ""));
     // Header commands take the rest as the key (keys may start with ':').
     let fields = match op {
         "buf" | "reply" => 3,
+        "setbuf" => 4,
         _ => 2,
     };
     let mut parts = args.splitn(fields, ':');
     let a = parts.next().unwrap_or_default();
     let b = parts.next().unwrap_or_default();
     let c = parts.next().unwrap_or_default();
+    let d = parts.next().unwrap_or_default();
     let mut ptr = std::ptr::null_mut();
     let mut len = 0usize;
     // SAFETY: every pointer passed below is to a live local or slice.
@@ -237,6 +249,16 @@ fn run(command: &str, ret: &mut u32) -> (u32, String) {
                 );
                 (s, escape(&take(ptr, len)))
             }
+            "setbuf" => {
+                let s = ffi::proxy_set_buffer_bytes(
+                    num(a),
+                    num(b) as usize,
+                    num(c) as usize,
+                    d.as_ptr(),
+                    d.len(),
+                );
+                (s, String::new())
+            }
             "bufstatus" => {
                 let mut flags = 0;
                 let s = ffi::proxy_get_buffer_status(num(a), &mut len, &mut flags);
@@ -280,16 +302,21 @@ fn run(command: &str, ret: &mut u32) -> (u32, String) {
                 *ret = num(a);
                 (0, String::new())
             }
+            // Pause (buffer) until the end of the stream, then continue.
+            "hold" => {
+                *ret = u32::from(!eos);
+                (0, String::new())
+            }
             _ => (u32::MAX, format!("unknown command {op:?}")),
         }
     }
 }
 
 /// Runs a script and returns what the callback should return.
-fn script(callback: &str, text: &str) -> u32 {
+fn script(callback: &str, text: &str, eos: bool) -> u32 {
     let mut ret = 0;
     for command in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-        let (status, result) = run(command, &mut ret);
+        let (status, result) = run(command, &mut ret, eos);
         if op_is_return(command) {
             continue;
         }
@@ -304,13 +331,15 @@ fn script(callback: &str, text: &str) -> u32 {
 }
 
 fn op_is_return(command: &str) -> bool {
-    command.starts_with("return:")
+    command.starts_with("return:") || command == "hold"
 }
 
 #[derive(Default)]
 struct Scripts {
     id: String,
+    request_body: String,
     response: String,
+    response_body: String,
     log: String,
 }
 
@@ -361,7 +390,7 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
     }
     let mut ret = 1;
     for command in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-        let (status, result) = run(command, &mut ret);
+        let (status, result) = run(command, &mut ret, true);
         if !op_is_return(command) {
             log(format!("on_configure {command} -> {status} {result}").trim_end());
         }
@@ -371,27 +400,55 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
 
 /// Runs `x-probe-request`, remembers the other scripts.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, _eos: u32) -> u32 {
+pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 {
     let scripts = Scripts {
         id: request_header("x-probe-id"),
+        request_body: request_header("x-probe-request-body"),
         response: request_header("x-probe-response"),
+        response_body: request_header("x-probe-response-body"),
         log: request_header("x-probe-log"),
     };
     let request = request_header("x-probe-request");
     STREAMS.with(|s| s.borrow_mut().insert(id, scripts));
-    script("on_request_headers", &request)
+    script("on_request_headers", &request, eos != 0)
 }
 
 /// Runs `x-probe-response`.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, _eos: u32) -> u32 {
+pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, eos: u32) -> u32 {
     let text = STREAMS.with(|s| {
         s.borrow()
             .get(&id)
             .map(|s| s.response.clone())
             .unwrap_or_default()
     });
-    script("on_response_headers", &text)
+    script("on_response_headers", &text, eos != 0)
+}
+
+/// Logs its arguments, then runs `x-probe-request-body`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
+    log(&format!("on_request_body {size} {eos}"));
+    let text = STREAMS.with(|s| {
+        s.borrow()
+            .get(&id)
+            .map(|s| s.request_body.clone())
+            .unwrap_or_default()
+    });
+    script("on_request_body", &text, eos != 0)
+}
+
+/// Logs its arguments, then runs `x-probe-response-body`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
+    log(&format!("on_response_body {size} {eos}"));
+    let text = STREAMS.with(|s| {
+        s.borrow()
+            .get(&id)
+            .map(|s| s.response_body.clone())
+            .unwrap_or_default()
+    });
+    script("on_response_body", &text, eos != 0)
 }
 
 /// Runs `x-probe-log`.
@@ -403,7 +460,7 @@ pub extern "C" fn proxy_on_log(id: u32) {
             .map(|s| s.log.clone())
             .unwrap_or_default()
     });
-    script("on_log", &text);
+    script("on_log", &text, true);
 }
 
 /// Streams are finished at once.
