@@ -238,11 +238,19 @@ impl ConnectionManager {
                 direction: "response",
                 message: "missing or not a valid status code".to_owned(),
             })?;
-        let chunked = !body.is_empty()
-            && fields.get(b"content-length").is_none()
-            && fields.get(b"transfer-encoding").is_none();
-        if chunked {
-            fields.add(b"transfer-encoding", b"chunked");
+        // Envoy's HTTP/1 codec frames a response that has neither header: chunked
+        // when there is a body, `content-length: 0` when the headers end it.
+        let unframed = fields.get(b"content-length").is_none()
+            && fields.get(b"transfer-encoding").is_none()
+            && !(100..200).contains(&status.as_u16())
+            && status != http::StatusCode::NO_CONTENT
+            && status != http::StatusCode::NOT_MODIFIED;
+        if unframed {
+            if body.is_empty() {
+                fields.add(b"content-length", b"0");
+            } else {
+                fields.add(b"transfer-encoding", b"chunked");
+            }
         }
         let mut response = http::Response::new(body);
         *response.status_mut() = status;

@@ -25,6 +25,23 @@ pub enum Error {
         /// The header name.
         name: String,
     },
+    /// A body was asked for as text but is not valid UTF-8.
+    #[error("{target} is not valid UTF-8")]
+    NonUtf8Body {
+        /// Which body.
+        target: &'static str,
+    },
+    /// A body is not the JSON the filter expects (or a value cannot be written
+    /// as JSON).
+    #[error("{target} is not valid JSON at `{path}`: {message}")]
+    Json {
+        /// Which body.
+        target: &'static str,
+        /// Where in the document (`.` for the root).
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
     /// The host returned a serialized header map that could not be parsed.
     #[error("the host returned a malformed header map for {target}")]
     MalformedMap {

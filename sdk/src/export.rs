@@ -9,7 +9,10 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 use crate::host::{self, BufferType};
-use crate::{Flow, HttpFilter, LocalReply, RequestHeaders, ResponseHeaders, Result};
+use crate::{
+    BufferBody, Flow, HttpFilter, LocalReply, RequestBody, RequestHeaders, ResponseBody,
+    ResponseHeaders, Result,
+};
 
 /// Registers `F` as the module's HTTP filter. Called from the module's
 /// `_initialize` by [`export_http_filter!`](crate::export_http_filter).
@@ -37,17 +40,20 @@ impl<F: HttpFilter> Context for Root<F> {}
 
 impl<F: HttpFilter> RootContext for Root<F> {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes =
-            match host::get_buffer(BufferType::PluginConfiguration, plugin_configuration_size) {
-                Ok(bytes) => bytes.unwrap_or_default(),
-                Err(status) => {
-                    log::error!(
-                        "{}: cannot read the plugin configuration: {status}",
-                        filter_name::<F>()
-                    );
-                    return false;
-                }
-            };
+        let bytes = match host::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log::error!(
+                    "{}: cannot read the plugin configuration: {status}",
+                    filter_name::<F>()
+                );
+                return false;
+            }
+        };
         match crate::parse_config::<F::Config>(&bytes) {
             Ok(config) => {
                 self.config = Some(Rc::new(config));
@@ -62,7 +68,11 @@ impl<F: HttpFilter> RootContext for Root<F> {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let filter = self.config.as_ref().map(|c| F::new(Rc::clone(c)));
-        Some(Box::new(Stream { filter }))
+        Some(Box::new(Stream {
+            filter,
+            request_buffer: None,
+            response_buffer: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -73,6 +83,21 @@ impl<F: HttpFilter> RootContext for Root<F> {
 struct Stream<F> {
     /// `None` if the plugin was never configured successfully.
     filter: Option<F>,
+    /// Set when the filter asked for the whole request body.
+    request_buffer: Option<BufferBody>,
+    /// Set when the filter asked for the whole response body.
+    response_buffer: Option<BufferBody>,
+}
+
+/// What to do with a body chunk when the filter asked for the whole body:
+/// `None` to hand it to the filter now.
+fn buffering(spec: Option<&BufferBody>, size: usize, end_of_stream: bool) -> Option<Action> {
+    let spec = spec?;
+    if size > spec.limit() {
+        return Some(respond(spec.too_large_reply()));
+    }
+    // Pausing makes Envoy accumulate the chunks; the next call gets them all.
+    (!end_of_stream).then_some(Action::Pause)
 }
 
 impl<F: HttpFilter> Stream<F> {
@@ -107,10 +132,30 @@ impl<F: HttpFilter> Context for Stream<F> {}
 
 impl<F: HttpFilter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.run(|f| f.on_request_headers(&mut RequestHeaders::new(end_of_stream)))
+        let mut headers = RequestHeaders::new(end_of_stream);
+        let action = self.run(|f| f.on_request_headers(&mut headers));
+        self.request_buffer = headers.take_buffer_request();
+        action
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(action) = buffering(self.request_buffer.as_ref(), body_size, end_of_stream) {
+            return action;
+        }
+        self.run(|f| f.on_request_body(&mut RequestBody::new(body_size, end_of_stream)))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.run(|f| f.on_response_headers(&mut ResponseHeaders::new(end_of_stream)))
+        let mut headers = ResponseHeaders::new(end_of_stream);
+        let action = self.run(|f| f.on_response_headers(&mut headers));
+        self.response_buffer = headers.take_buffer_request();
+        action
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(action) = buffering(self.response_buffer.as_ref(), body_size, end_of_stream) {
+            return action;
+        }
+        self.run(|f| f.on_response_body(&mut ResponseBody::new(body_size, end_of_stream)))
     }
 }

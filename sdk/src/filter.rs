@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 
-use crate::{LocalReply, RequestHeaders, ResponseHeaders, Result};
+use crate::{LocalReply, RequestBody, RequestHeaders, ResponseBody, ResponseHeaders, Result};
 
 /// What the filter chain should do after a callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +46,35 @@ pub trait HttpFilter: 'static {
         Ok(Flow::Continue)
     }
 
+    /// Called with the request body: once per chunk, or once with the whole body
+    /// if `on_request_headers` asked for it with
+    /// [`Headers::buffer_body`](crate::Headers::buffer_body). Request headers
+    /// cannot be changed any more here (Envoy has sent them on).
+    ///
+    /// # Errors
+    /// Any error becomes a local `500` reply.
+    fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
+        let _ = body;
+        Ok(Flow::Continue)
+    }
+
     /// Called once with the response headers (also for local replies).
     ///
     /// # Errors
     /// Any error becomes a local `500` reply.
     fn on_response_headers(&mut self, headers: &mut ResponseHeaders) -> Result<Flow> {
         let _ = headers;
+        Ok(Flow::Continue)
+    }
+
+    /// Called with the response body, per chunk or whole (see
+    /// [`HttpFilter::on_request_body`]). The response has started by now: a local
+    /// reply from here makes Envoy reset the stream.
+    ///
+    /// # Errors
+    /// Any error becomes a local `500` reply (in practice, a reset).
+    fn on_response_body(&mut self, body: &mut ResponseBody) -> Result<Flow> {
+        let _ = body;
         Ok(Flow::Continue)
     }
 }

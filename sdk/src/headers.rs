@@ -3,7 +3,7 @@
 use std::ops::{Deref, DerefMut};
 
 use crate::host::{self, MapType};
-use crate::{Error, Result};
+use crate::{BufferBody, Error, Result};
 
 /// A header map owned by the host: reads and writes go straight to Envoy.
 ///
@@ -18,6 +18,7 @@ pub struct Headers {
     map: MapType,
     target: &'static str,
     end_of_stream: bool,
+    buffer: Option<BufferBody>,
 }
 
 impl Headers {
@@ -26,7 +27,25 @@ impl Headers {
             map,
             target,
             end_of_stream,
+            buffer: None,
         }
+    }
+
+    /// Asks for the whole body in one body callback (see [`BufferBody`]). With
+    /// [`BufferBody::will_modify`], `content-length` is removed now.
+    ///
+    /// # Errors
+    /// [`Error::Host`] if `content-length` cannot be removed.
+    pub fn buffer_body(&mut self, spec: BufferBody) -> Result<()> {
+        if spec.modifies() {
+            self.remove("content-length")?;
+        }
+        self.buffer = Some(spec);
+        Ok(())
+    }
+
+    pub(crate) fn take_buffer_request(&mut self) -> Option<BufferBody> {
+        self.buffer.take()
     }
 
     fn err(&self, call: &'static str) -> impl FnOnce(host::Status) -> Error + '_ {

@@ -74,6 +74,8 @@ pub(crate) enum MapType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum BufferType {
+    RequestBody = 0,
+    ResponseBody = 1,
     PluginConfiguration = 7,
 }
 
@@ -183,6 +185,13 @@ mod ffi {
             return_buffer_data: *mut *mut u8,
             return_buffer_size: *mut usize,
         ) -> u32;
+        fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            data_size: usize,
+        ) -> u32;
         fn proxy_send_local_response(
             status_code: u32,
             status_code_details_data: *const u8,
@@ -266,16 +275,33 @@ mod ffi {
         check(unsafe { proxy_remove_header_map_value(map as u32, key.as_ptr(), key.len()) })
     }
 
-    pub(crate) fn get_buffer(buffer: BufferType, max: usize) -> Result<Option<Vec<u8>>, Status> {
+    pub(crate) fn get_buffer(
+        buffer: BufferType,
+        start: usize,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, Status> {
         let mut ptr = null_mut();
         let mut len = 0;
         // SAFETY: the out-params are valid for writes.
-        let status = unsafe { proxy_get_buffer_bytes(buffer as u32, 0, max, &mut ptr, &mut len) };
+        let status =
+            unsafe { proxy_get_buffer_bytes(buffer as u32, start, max, &mut ptr, &mut len) };
         match Status(status) {
             Status::OK => Ok(Some(take(ptr, len))),
             Status::NOT_FOUND => Ok(None),
             other => Err(other),
         }
+    }
+
+    pub(crate) fn set_buffer(
+        buffer: BufferType,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), Status> {
+        // SAFETY: data is valid for reads for its length.
+        check(unsafe {
+            proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len())
+        })
     }
 
     pub(crate) fn send_local_response(
@@ -322,7 +348,10 @@ mod ffi {
     pub(crate) fn remove_map_value(_: MapType, _: &str) -> Result<(), Status> {
         Err(Status::UNIMPLEMENTED)
     }
-    pub(crate) fn get_buffer(_: BufferType, _: usize) -> Result<Option<Vec<u8>>, Status> {
+    pub(crate) fn get_buffer(_: BufferType, _: usize, _: usize) -> Result<Option<Vec<u8>>, Status> {
+        Err(Status::UNIMPLEMENTED)
+    }
+    pub(crate) fn set_buffer(_: BufferType, _: usize, _: usize, _: &[u8]) -> Result<(), Status> {
         Err(Status::UNIMPLEMENTED)
     }
     pub(crate) fn send_local_response(
@@ -346,7 +375,7 @@ pub(crate) fn register_root_context(factory: fn(u32) -> Box<dyn proxy_wasm::trai
 
 pub(crate) use ffi::{
     add_map_value, get_buffer, get_map_pairs, get_map_value, remove_map_value, replace_map_value,
-    send_local_response,
+    send_local_response, set_buffer,
 };
 
 #[cfg(test)]

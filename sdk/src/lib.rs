@@ -53,6 +53,7 @@
 //! Build it as a `cdylib` for `wasm32-wasip1` and load it into Envoy, Istio or Gloo,
 //! or test it with `weir-harness`.
 
+mod body;
 mod config;
 mod error;
 #[doc(hidden)]
@@ -62,6 +63,7 @@ mod headers;
 mod host;
 mod reply;
 
+pub use body::{Body, BufferBody, RequestBody, ResponseBody};
 pub use config::parse_config;
 pub use error::{Error, HostStatus, Result};
 pub use filter::{Flow, HttpFilter};

@@ -1,0 +1,249 @@
+//! Request and response bodies.
+
+use std::ops::{Deref, DerefMut};
+
+use crate::host::{self, BufferType};
+use crate::{Error, LocalReply, Result};
+
+/// The body data of the current body callback, owned by the host.
+///
+/// In streaming mode (the default) this is one chunk; after
+/// [`Headers::buffer_body`](crate::Headers::buffer_body) it is the whole body,
+/// delivered once at the end of the stream.
+#[derive(Debug)]
+pub struct Body {
+    buffer: BufferType,
+    target: &'static str,
+    len: usize,
+    end_of_stream: bool,
+}
+
+impl Body {
+    fn new(buffer: BufferType, target: &'static str, len: usize, end_of_stream: bool) -> Self {
+        Self {
+            buffer,
+            target,
+            len,
+            end_of_stream,
+        }
+    }
+
+    fn err(&self, call: &'static str) -> impl FnOnce(host::Status) -> Error + '_ {
+        move |status| Error::Host {
+            call,
+            target: self.target,
+            status,
+        }
+    }
+
+    /// The size of the data in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no data (the final callback of a stream often has none).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether this is the last data of the stream.
+    pub fn end_of_stream(&self) -> bool {
+        self.end_of_stream
+    }
+
+    /// The data.
+    ///
+    /// # Errors
+    /// [`Error::Host`] if the host refuses the call.
+    pub fn bytes(&self) -> Result<Vec<u8>> {
+        if self.len == 0 {
+            return Ok(Vec::new());
+        }
+        host::get_buffer(self.buffer, 0, self.len)
+            .map(Option::unwrap_or_default)
+            .map_err(self.err("proxy_get_buffer_bytes"))
+    }
+
+    /// The data as text.
+    ///
+    /// # Errors
+    /// [`Error::NonUtf8Body`] if it is not UTF-8, or as for [`Body::bytes`].
+    pub fn text(&self) -> Result<String> {
+        String::from_utf8(self.bytes()?).map_err(|_| Error::NonUtf8Body {
+            target: self.target,
+        })
+    }
+
+    /// Replaces the data. Remove `content-length` in the headers callback if the
+    /// size changes (see [`BufferBody::will_modify`]).
+    ///
+    /// # Errors
+    /// [`Error::Host`] if the host refuses the call.
+    pub fn replace(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
+        let data = data.as_ref();
+        host::set_buffer(self.buffer, 0, self.len, data)
+            .map_err(self.err("proxy_set_buffer_bytes"))?;
+        self.len = data.len();
+        Ok(())
+    }
+
+    /// Inserts `data` before the current data.
+    ///
+    /// # Errors
+    /// [`Error::Host`] if the host refuses the call.
+    pub fn prepend(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
+        let data = data.as_ref();
+        host::set_buffer(self.buffer, 0, 0, data).map_err(self.err("proxy_set_buffer_bytes"))?;
+        self.len += data.len();
+        Ok(())
+    }
+
+    /// Adds `data` after the current data.
+    ///
+    /// # Errors
+    /// [`Error::Host`] if the host refuses the call.
+    pub fn append(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
+        let data = data.as_ref();
+        host::set_buffer(self.buffer, self.len, 0, data)
+            .map_err(self.err("proxy_set_buffer_bytes"))?;
+        self.len += data.len();
+        Ok(())
+    }
+
+    /// The data parsed as JSON.
+    ///
+    /// # Errors
+    /// [`Error::Json`] naming the path of the problem, or as for [`Body::bytes`].
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let bytes = self.bytes()?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Json {
+            target: self.target,
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
+    }
+
+    /// Replaces the data with `value` as JSON.
+    ///
+    /// # Errors
+    /// [`Error::Json`] if `value` cannot be serialized, or as for [`Body::replace`].
+    pub fn set_json<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::Json {
+            target: self.target,
+            path: ".".to_owned(),
+            message: e.to_string(),
+        })?;
+        self.replace(bytes)
+    }
+}
+
+/// The request body, in `on_request_body`. Dereferences to [`Body`].
+#[derive(Debug)]
+pub struct RequestBody(Body);
+
+impl RequestBody {
+    pub(crate) fn new(len: usize, end_of_stream: bool) -> Self {
+        Self(Body::new(
+            BufferType::RequestBody,
+            "the request body",
+            len,
+            end_of_stream,
+        ))
+    }
+}
+
+/// The response body, in `on_response_body`. Dereferences to [`Body`].
+#[derive(Debug)]
+pub struct ResponseBody(Body);
+
+impl ResponseBody {
+    pub(crate) fn new(len: usize, end_of_stream: bool) -> Self {
+        Self(Body::new(
+            BufferType::ResponseBody,
+            "the response body",
+            len,
+            end_of_stream,
+        ))
+    }
+}
+
+macro_rules! deref_to_body {
+    ($($view:ty),*) => {$(
+        impl Deref for $view {
+            type Target = Body;
+            fn deref(&self) -> &Body {
+                &self.0
+            }
+        }
+        impl DerefMut for $view {
+            fn deref_mut(&mut self) -> &mut Body {
+                &mut self.0
+            }
+        }
+    )*};
+}
+deref_to_body!(RequestBody, ResponseBody);
+
+/// Asks for a whole body in one callback, from
+/// [`Headers::buffer_body`](crate::Headers::buffer_body).
+///
+/// The SDK pauses each chunk (Envoy accumulates them) and calls the body callback
+/// once, at the end of the stream, with everything. A body larger than the limit
+/// is answered with the `too_large` reply (`413 Payload Too Large` by default)
+/// and the callback is not called.
+///
+/// # Examples
+/// ```
+/// use weir::{BufferBody, LocalReply};
+/// let spec = BufferBody::up_to(64 * 1024)
+///     .will_modify()
+///     .too_large(LocalReply::new(413).body("body too large"));
+/// assert_eq!(spec.limit(), 65536);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct BufferBody {
+    limit: usize,
+    modify: bool,
+    too_large: LocalReply,
+}
+
+impl BufferBody {
+    /// Buffers bodies of up to `limit` bytes.
+    pub fn up_to(limit: usize) -> Self {
+        Self {
+            limit,
+            modify: false,
+            too_large: LocalReply::new(413)
+                .body("Payload Too Large")
+                .details("weir_body_too_large"),
+        }
+    }
+
+    /// The filter will change the body's size: `content-length` is removed now,
+    /// while the headers can still change (Envoy does not fix it up later).
+    pub fn will_modify(mut self) -> Self {
+        self.modify = true;
+        self
+    }
+
+    /// The reply sent when the body exceeds the limit.
+    pub fn too_large(mut self, reply: LocalReply) -> Self {
+        self.too_large = reply;
+        self
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub(crate) fn modifies(&self) -> bool {
+        self.modify
+    }
+
+    pub(crate) fn too_large_reply(&self) -> &LocalReply {
+        &self.too_large
+    }
+}
