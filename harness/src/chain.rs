@@ -183,6 +183,10 @@ impl ChainBuilder {
             startup_logs: Vec::new(),
         };
         chain.startup_logs = chain.drain_logs();
+        for slot in &mut chain.slots {
+            slot.vm.take_fuel();
+            slot.vm.take_host_calls();
+        }
         Ok(chain)
     }
 }
@@ -552,6 +556,7 @@ impl Chain {
         self.log_stream(&progress, &fields, Some(&final_response));
 
         let fuel = self.slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
+        let host_calls = self.slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
         let local_reply = reply.map(|r| LocalReply {
             plugin: r
                 .slot
@@ -565,6 +570,7 @@ impl Chain {
             local_reply,
             logs: self.drain_logs(),
             fuel,
+            host_calls,
             warnings,
         })
     }
@@ -676,6 +682,7 @@ impl Chain {
         self.log_stream(progress, request, None);
         for slot in &mut self.slots {
             slot.vm.take_fuel();
+            slot.vm.take_host_calls();
         }
         match error {
             Error::Reset { plugin, phase, .. } => Error::Reset {

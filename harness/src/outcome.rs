@@ -91,6 +91,8 @@ pub struct Outcome {
     pub logs: Vec<LogRecord>,
     /// Wasm fuel consumed by all plugins for this request (deterministic).
     pub fuel: u64,
+    /// `proxy_*` host calls the plugins made for this request.
+    pub host_calls: u64,
     /// Things that work in the harness but break in Envoy, e.g. a body whose size
     /// no longer matches its `content-length`.
     pub warnings: Vec<String>,

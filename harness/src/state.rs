@@ -94,6 +94,8 @@ pub(crate) struct HostState {
     pub(crate) rng: u64,
     pub(crate) log_level: LogLevel,
     pub(crate) logs: Vec<LogRecord>,
+    /// `proxy_*` host calls the guest made (WASI calls are not counted).
+    pub(crate) host_calls: u64,
 }
 
 impl std::fmt::Debug for HostState {
@@ -127,6 +129,7 @@ impl HostState {
             rng: seed,
             log_level: LogLevel::Trace,
             logs: Vec::new(),
+            host_calls: 0,
         }
     }
 

@@ -276,6 +276,11 @@ impl Vm {
         std::mem::take(&mut self.fuel)
     }
 
+    /// `proxy_*` host calls made since the last call to this.
+    pub(crate) fn take_host_calls(&mut self) -> u64 {
+        std::mem::take(&mut self.store.data_mut().host_calls)
+    }
+
     pub(crate) fn take_deferred(&mut self) -> Deferred {
         std::mem::take(&mut self.store.data_mut().deferred)
     }

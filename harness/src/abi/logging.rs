@@ -16,6 +16,7 @@ pub(crate) fn add_to_linker(
         "env",
         "proxy_log",
         |mut caller: wasmtime::Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+            caller.data_mut().host_calls += 1;
             let Some(level) = LogLevel::from_raw(level as u32) else {
                 return Ok(Status::BadArgument as i32);
             };

@@ -90,6 +90,7 @@ macro_rules! proxy_fn {
             move |mut $caller: ::wasmtime::Caller<'_, $crate::state::HostState> $(, $arg: $ty)*|
                   -> ::wasmtime::Result<i32> {
                 $crate::abi::check_not_in_init(&$caller, $name)?;
+                $caller.data_mut().host_calls += 1;
                 let status: $crate::abi::Status = $body;
                 ::tracing::trace!(target: "weir_harness::hostcall", call = $name, ?status);
                 Ok(status as i32)

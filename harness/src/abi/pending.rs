@@ -39,8 +39,9 @@ const PENDING: &[(&str, &[ValType])] = &[
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     for &(name, params) in PENDING {
         let ty = FuncType::new(linker.engine(), params.iter().cloned(), [I]);
-        linker.func_new("env", name, ty, move |caller, _params, results| {
+        linker.func_new("env", name, ty, move |mut caller, _params, results| {
             check_not_in_init(&caller, name)?;
+            caller.data_mut().host_calls += 1;
             tracing::warn!(
                 target: "weir_harness::hostcall",
                 call = name,

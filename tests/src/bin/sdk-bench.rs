@@ -1,0 +1,122 @@
+//! `cargo run -p weir-tests --bin sdk-bench`: the header-append filter written
+//! with weir against the same behaviour written directly on `proxy-wasm`
+//! (tests/filters/header-append-raw), in the harness. Prints, side by side from
+//! one run, wasmtime fuel and host calls per request (request + response path;
+//! both deterministic) and `.wasm` sizes from the same `filter` profile.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use weir_harness::{Chain, EnvoyConfig};
+use weir_tests::{engine, envoy_yaml, filter_wasm};
+
+/// Requests measured after one warm-up request.
+const REQUESTS: u64 = 100;
+
+struct Measured {
+    fuel: u64,
+    host_calls: u64,
+    size: u64,
+}
+
+fn request() -> http::Request<Bytes> {
+    http::Request::get("/bench")
+        .header("host", "bench.test")
+        .header("x-internal-secret", "s")
+        .header("x-env", "prod")
+        .body(Bytes::new())
+        .unwrap_or_default()
+}
+
+fn upstream(_: http::Request<Bytes>) -> http::Response<Bytes> {
+    http::Response::builder()
+        .header("x-powered-by", "bench")
+        .header("cache-control", "max-age=60")
+        .body(Bytes::from_static(b"ok"))
+        .unwrap_or_default()
+}
+
+fn measure(package: &str, configuration: &str) -> Result<Measured> {
+    let wasm = filter_wasm(package);
+    let plugin = engine().load_file(&wasm)?;
+    let mut chain = Chain::builder(engine())
+        .filter(
+            weir_harness::Filter::new(plugin)
+                .name(package)
+                .configuration(configuration),
+        )
+        .build()
+        .with_context(|| format!("starting {package}"))?;
+    chain.send(request(), upstream)?; // first request: lazy initialization
+    let (mut fuel, mut host_calls) = (0, 0);
+    let mut per_request = None;
+    for _ in 0..REQUESTS {
+        let o = chain.send(request(), upstream)?;
+        anyhow::ensure!(
+            o.upstream_request.is_some(),
+            "{package}: request did not pass"
+        );
+        let this = (o.fuel, o.host_calls);
+        anyhow::ensure!(
+            per_request.is_none_or(|p| p == this),
+            "{package}: fuel is not deterministic"
+        );
+        per_request = Some(this);
+        fuel += o.fuel;
+        host_calls += o.host_calls;
+    }
+    Ok(Measured {
+        fuel: fuel / REQUESTS,
+        host_calls: host_calls / REQUESTS,
+        size: std::fs::metadata(&wasm)?.len(),
+    })
+}
+
+#[allow(clippy::print_stdout, reason = "a benchmark prints its table")]
+fn main() -> Result<ExitCode> {
+    let config = EnvoyConfig::parse(&envoy_yaml("header-append.yaml"))?;
+    let configuration = &config
+        .filters
+        .first()
+        .context("envoy/header-append.yaml has no wasm filter")?
+        .configuration;
+    let weir = measure("header-append", configuration)?;
+    let raw = measure("header-append-raw", configuration)?;
+    let fuel_ratio = weir.fuel as f64 / raw.fuel as f64;
+    let size_ratio = weir.size as f64 / raw.size as f64;
+    println!("header-append, config from envoy/header-append.yaml, {REQUESTS} requests each");
+    println!(
+        "{:<28} {:>14} {:>18} {:>12}",
+        "", "fuel/request", "host calls/request", ".wasm bytes"
+    );
+    println!(
+        "{:<28} {:>14} {:>18} {:>12}",
+        "weir (filters/header-append)", weir.fuel, weir.host_calls, weir.size
+    );
+    println!(
+        "{:<28} {:>14} {:>18} {:>12}",
+        "proxy-wasm (baseline)", raw.fuel, raw.host_calls, raw.size
+    );
+    println!(
+        "{:<28} {:>13.3}x {:>18} {:>11.3}x",
+        "weir / baseline",
+        fuel_ratio,
+        if weir.host_calls == raw.host_calls {
+            "same"
+        } else {
+            "DIFFERENT"
+        },
+        size_ratio
+    );
+    let ok = fuel_ratio <= 1.05 && weir.host_calls == raw.host_calls && size_ratio <= 1.15;
+    println!(
+        "targets: fuel <= 1.05x, same host calls, size <= 1.15x: {}",
+        if ok { "met" } else { "NOT met" }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
