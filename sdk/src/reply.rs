@@ -18,7 +18,12 @@ use crate::{Error, Result};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
-pub struct LocalReply {
+pub struct LocalReply(Box<Reply>);
+
+/// Boxed so that [`Flow`](crate::Flow) and `Result<Flow>` stay one word: they are
+/// moved on every callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reply {
     status: u32,
     headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
@@ -28,48 +33,50 @@ pub struct LocalReply {
 impl LocalReply {
     /// A reply with this HTTP status, no extra headers and an empty body.
     pub fn new(status: u16) -> Self {
-        Self {
+        Self(Box::new(Reply {
             status: u32::from(status),
             headers: Vec::new(),
             body: Vec::new(),
             details: String::new(),
-        }
+        }))
     }
 
     /// The HTTP status code.
     pub fn status(&self) -> u32 {
-        self.status
+        self.0.status
     }
 
     /// Adds a response header.
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.headers
+        self.0
+            .headers
             .push((name.to_owned(), value.as_ref().to_vec()));
         self
     }
 
     /// Sets the response body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
+        self.0.body = body.into();
         self
     }
 
     /// Sets the response-code details Envoy records (`%RESPONSE_CODE_DETAILS%`);
     /// Envoy replaces whitespace with `_`.
     pub fn details(mut self, details: impl Into<String>) -> Self {
-        self.details = details.into();
+        self.0.details = details.into();
         self
     }
 
     /// Hands the reply to the host; it is sent once the current callback returns.
     pub(crate) fn send(&self) -> Result<()> {
-        let pairs: Vec<(&str, &[u8])> = self
+        let reply = &self.0;
+        let pairs: Vec<(&str, &[u8])> = reply
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
         let headers = host::serialize_pairs(&pairs);
-        host::send_local_response(self.status, &self.details, &self.body, &headers, -1).map_err(
+        host::send_local_response(reply.status, &reply.details, &reply.body, &headers, -1).map_err(
             |status| Error::Host {
                 call: "proxy_send_local_response",
                 target: "the stream",

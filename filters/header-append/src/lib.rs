@@ -126,7 +126,8 @@ impl fmt::Display for HeaderName {
 }
 
 impl Changes {
-    fn apply(&self, headers: &mut Headers, direction: &str) -> Result<()> {
+    /// Applies the changes; returns whether there were any.
+    fn apply(&self, headers: &mut Headers) -> Result<bool> {
         for name in &self.remove {
             headers.remove(name.as_str())?;
         }
@@ -136,16 +137,7 @@ impl Changes {
         for h in &self.add {
             headers.add(h.name.as_str(), &h.value.0)?;
         }
-        let changed = self.remove.len() + self.set.len() + self.add.len();
-        if changed > 0 {
-            log::debug!(
-                "{direction}: removed {}, set {}, added {} header(s)",
-                self.remove.len(),
-                self.set.len(),
-                self.add.len()
-            );
-        }
-        Ok(())
+        Ok(self.remove.len() + self.set.len() + self.add.len() > 0)
     }
 }
 
@@ -163,12 +155,28 @@ impl HttpFilter for HeaderAppend {
     }
 
     fn on_request_headers(&mut self, headers: &mut RequestHeaders) -> Result<Flow> {
-        self.config.request.apply(headers, "request")?;
+        let c = &self.config.request;
+        if c.apply(headers)? {
+            log::debug!(
+                "request: removed {}, set {}, added {} header(s)",
+                c.remove.len(),
+                c.set.len(),
+                c.add.len()
+            );
+        }
         Ok(Flow::Continue)
     }
 
     fn on_response_headers(&mut self, headers: &mut ResponseHeaders) -> Result<Flow> {
-        self.config.response.apply(headers, "response")?;
+        let c = &self.config.response;
+        if c.apply(headers)? {
+            log::debug!(
+                "response: removed {}, set {}, added {} header(s)",
+                c.remove.len(),
+                c.set.len(),
+                c.add.len()
+            );
+        }
         Ok(Flow::Continue)
     }
 }
