@@ -6,6 +6,8 @@
 //! holds the rest of the chain; a local reply short-circuits it, and the response
 //! path then runs through the replying filter and those before it.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use crate::fields::{Fields, Kind};
 use crate::hcm::ConnectionManager;
 use crate::outcome::{LocalReply, LogLevel, Outcome};
 use crate::plugin::Plugin;
+use crate::shared::{MetricValue, Shared};
 use crate::state::{LocalReplyRequest, PluginMeta};
 use crate::upstream::Upstream;
 use crate::vm::{Trap, Vm};
@@ -159,6 +162,7 @@ impl ChainBuilder {
     /// # Errors
     /// The first plugin that fails to start, e.g. [`Error::ConfigureFailed`].
     pub fn build(self) -> Result<Chain> {
+        let shared = Arc::new(Shared::default());
         let mut slots = Vec::with_capacity(self.filters.len());
         for (i, filter) in self.filters.into_iter().enumerate() {
             let seed = self.seed.wrapping_add(i as u64);
@@ -169,6 +173,7 @@ impl ChainBuilder {
                 seed,
                 self.log_level,
                 self.fuel_per_call,
+                Arc::clone(&shared),
             )?;
             slots.push(Slot {
                 vm,
@@ -177,6 +182,7 @@ impl ChainBuilder {
         }
         let mut chain = Chain {
             slots,
+            shared,
             hcm: self.hcm,
             now: self.start,
             rng: self.seed ^ 0x5EED,
@@ -201,6 +207,7 @@ struct Slot {
 #[derive(Debug)]
 pub struct Chain {
     slots: Vec<Slot>,
+    shared: Arc<Shared>,
     hcm: ConnectionManager,
     now: SystemTime,
     rng: u64,
@@ -390,6 +397,16 @@ impl Chain {
             seed: 0,
             fuel_per_call: crate::vm::DEFAULT_FUEL_PER_CALL,
         }
+    }
+
+    /// Every metric the plugins defined, by name, with its value.
+    pub fn metrics(&self) -> BTreeMap<String, MetricValue> {
+        self.shared.stats().all()
+    }
+
+    /// A shared-data entry (`value`, `cas`) in `vm_id`'s namespace.
+    pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.data().get(vm_id, key.as_bytes())
     }
 
     /// What the plugins logged while starting.

@@ -36,10 +36,12 @@
 //! `proxy_set_buffer_bytes` edits), deferred local replies and stream control, the
 //! connection manager's, router's and HTTP/1 codec's header changes (including
 //! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
-//! `on_delete`, fail-closed/fail-open after a trap, WASI stdio/clock/random/environ.
+//! `on_delete`, shared data (per `vm_id`, Envoy's CAS rules), metrics (per-VM ids,
+//! process-wide values; see [`Chain::metrics`]), fail-closed/fail-open after a trap,
+//! WASI stdio/clock/random/environ.
 //! Every behaviour here is compared with Envoy 1.40 by the conformance suite in
 //! `tests/conformance/`. Host calls of areas not emulated yet (trailers, callouts,
-//! timers firing, shared data and queues, metrics, properties, foreign functions)
+//! timers firing, shared queues, properties, foreign functions)
 //! are linked and answer `Unimplemented`; the buffer limit (413) is not emulated.
 
 #![forbid(unsafe_code)]
@@ -53,6 +55,7 @@ mod fields;
 mod hcm;
 mod outcome;
 mod plugin;
+mod shared;
 mod state;
 mod upstream;
 mod vm;
@@ -65,4 +68,5 @@ pub use error::{Error, Result};
 pub use hcm::ConnectionManager;
 pub use outcome::{LocalReply, LogLevel, LogRecord, Outcome};
 pub use plugin::Plugin;
+pub use shared::MetricValue;
 pub use upstream::Upstream;

@@ -1,11 +1,14 @@
 //! Per-VM host state: the data of each plugin's wasmtime `Store`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use crate::fields::Fields;
 use crate::outcome::{LogLevel, LogRecord};
+use crate::shared::{MetricType, Shared};
 
 /// Envoy caps guest linear memory at 1 GiB.
 pub(crate) const MAX_MEMORY_BYTES: usize = 1 << 30;
@@ -96,6 +99,12 @@ pub(crate) struct HostState {
     pub(crate) logs: Vec<LogRecord>,
     /// `proxy_*` host calls the guest made (WASI calls are not counted).
     pub(crate) host_calls: u64,
+    /// Process-wide state shared with the chain's other VMs.
+    pub(crate) shared: Arc<Shared>,
+    /// This VM's metric ids: id → (type, stat name).
+    metrics: HashMap<u32, (MetricType, String)>,
+    /// The next id per metric type (Envoy starts each at type + 4).
+    next_metric_id: [u32; 3],
 }
 
 impl std::fmt::Debug for HostState {
@@ -109,7 +118,7 @@ impl std::fmt::Debug for HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(meta: PluginMeta, now: SystemTime, seed: u64) -> Self {
+    pub(crate) fn new(meta: PluginMeta, now: SystemTime, seed: u64, shared: Arc<Shared>) -> Self {
         Self {
             meta,
             limits: StoreLimitsBuilder::new()
@@ -130,7 +139,25 @@ impl HostState {
             log_level: LogLevel::Trace,
             logs: Vec::new(),
             host_calls: 0,
+            shared,
+            metrics: HashMap::new(),
+            next_metric_id: [4, 5, 6],
         }
+    }
+
+    /// Gives a new id to a metric, as Envoy does: per VM, the low two bits are the
+    /// type and each id adds 4; defining a name again gives a new id for it.
+    pub(crate) fn define_metric(&mut self, kind: MetricType, name: String) -> u32 {
+        let next = &mut self.next_metric_id[kind as usize];
+        let id = *next;
+        *next += 4;
+        self.metrics.insert(id, (kind, name));
+        id
+    }
+
+    /// The type and stat name behind a metric id.
+    pub(crate) fn metric(&self, id: u32) -> Option<(MetricType, &str)> {
+        self.metrics.get(&id).map(|(k, n)| (*k, n.as_str()))
     }
 
     /// The context host calls act on: the effective one if set, else the active one.

@@ -1,6 +1,7 @@
 //! One plugin VM: a wasmtime instance of a [`Plugin`] with its root context, and
 //! the host side of calling its callbacks the way Envoy does.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
@@ -8,6 +9,7 @@ use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 use crate::fields::Fields;
 use crate::outcome::LogLevel;
 use crate::plugin::Plugin;
+use crate::shared::Shared;
 use crate::state::{Deferred, HostState, Phase, PluginMeta, StreamMaps};
 use crate::{Error, Result};
 
@@ -76,9 +78,10 @@ impl Vm {
         seed: u64,
         log_level: LogLevel,
         fuel_per_call: u64,
+        shared: Arc<Shared>,
     ) -> Result<Self> {
         let name = meta.name.clone();
-        let mut state = HostState::new(meta, now, seed);
+        let mut state = HostState::new(meta, now, seed, shared);
         state.log_level = log_level;
         let mut store = Store::new(plugin.engine().wasmtime(), state);
         store.limiter(|s| &mut s.limits);

@@ -12,7 +12,9 @@ pub(crate) mod context;
 pub(crate) mod headers;
 pub(crate) mod logging;
 pub(crate) mod memory;
+pub(crate) mod metrics;
 pub(crate) mod pending;
+pub(crate) mod shared_data;
 pub(crate) mod streams;
 pub(crate) mod time;
 pub(crate) mod wasi;
@@ -111,6 +113,8 @@ pub(crate) fn add_to_linker(
     headers::add_to_linker(linker)?;
     streams::add_to_linker(linker)?;
     context::add_to_linker(linker)?;
+    shared_data::add_to_linker(linker)?;
+    metrics::add_to_linker(linker)?;
     pending::add_to_linker(linker)?;
     wasi::add_to_linker(linker)?;
     Ok(())

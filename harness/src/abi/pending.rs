@@ -1,5 +1,5 @@
 //! ABI areas the harness does not emulate yet: HTTP and gRPC callouts, shared
-//! data, shared queues, metrics, properties and foreign functions.
+//! queues, properties and foreign functions.
 //!
 //! They are linked with their exact signatures, so modules that import them load
 //! (as in Envoy), and every call answers `Unimplemented` with a warning. A filter
@@ -11,7 +11,6 @@ use super::{Status, check_not_in_init};
 use crate::state::HostState;
 
 const I: ValType = ValType::I32;
-const L: ValType = ValType::I64;
 
 /// `(name, parameter types)`; every one returns an `i32` status.
 const PENDING: &[(&str, &[ValType])] = &[
@@ -21,16 +20,10 @@ const PENDING: &[(&str, &[ValType])] = &[
     ("proxy_grpc_send", &[I, I, I, I]),
     ("proxy_grpc_cancel", &[I]),
     ("proxy_grpc_close", &[I]),
-    ("proxy_get_shared_data", &[I, I, I, I, I]),
-    ("proxy_set_shared_data", &[I, I, I, I, I]),
     ("proxy_register_shared_queue", &[I, I, I]),
     ("proxy_resolve_shared_queue", &[I, I, I, I, I]),
     ("proxy_enqueue_shared_queue", &[I, I, I]),
     ("proxy_dequeue_shared_queue", &[I, I, I]),
-    ("proxy_define_metric", &[I, I, I, I]),
-    ("proxy_increment_metric", &[I, L]),
-    ("proxy_record_metric", &[I, L]),
-    ("proxy_get_metric", &[I, I]),
     ("proxy_get_property", &[I, I, I, I]),
     ("proxy_set_property", &[I, I, I, I]),
     ("proxy_call_foreign_function", &[I, I, I, I, I, I]),

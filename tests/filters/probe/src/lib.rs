@@ -17,6 +17,8 @@
 //! - `buf:B:start:max`, `bufstatus:B`, `setbuf:B:start:size:data` — buffers;
 //! - `reply:status:details:body` — a local reply (header `x-probe: 1` added);
 //! - `continue:S`, `close:S` — stream control (`S` a stream type number);
+//! - `sget:key`, `sset:key:cas:value` — shared data;
+//! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
 //! - `loglevel`, `time`, `effective:id` — misc host calls;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
 //!   Pause unless the callback's end-of-stream flag is set.
@@ -87,6 +89,29 @@ mod ffi {
         pub(crate) fn proxy_continue_stream(kind: u32) -> u32;
         pub(crate) fn proxy_close_stream(kind: u32) -> u32;
         pub(crate) fn proxy_set_effective_context(id: u32) -> u32;
+        pub(crate) fn proxy_get_shared_data(
+            kp: *const u8,
+            kl: usize,
+            rp: *mut *mut u8,
+            rl: *mut usize,
+            cas: *mut u32,
+        ) -> u32;
+        pub(crate) fn proxy_set_shared_data(
+            kp: *const u8,
+            kl: usize,
+            vp: *const u8,
+            vl: usize,
+            cas: u32,
+        ) -> u32;
+        pub(crate) fn proxy_define_metric(
+            kind: u32,
+            np: *const u8,
+            nl: usize,
+            ret: *mut u32,
+        ) -> u32;
+        pub(crate) fn proxy_increment_metric(id: u32, delta: i64) -> u32;
+        pub(crate) fn proxy_record_metric(id: u32, value: u64) -> u32;
+        pub(crate) fn proxy_get_metric(id: u32, ret: *mut u64) -> u32;
     }
 }
 
@@ -177,7 +202,7 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
     let (op, args) = command.split_once(':').unwrap_or((command, ""));
     // Header commands take the rest as the key (keys may start with ':').
     let fields = match op {
-        "buf" | "reply" => 3,
+        "buf" | "reply" | "sset" => 3,
         "setbuf" => 4,
         _ => 2,
     };
@@ -248,6 +273,34 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     &mut len,
                 );
                 (s, escape(&take(ptr, len)))
+            }
+            "sget" => {
+                let mut cas = 0;
+                let s =
+                    ffi::proxy_get_shared_data(a.as_ptr(), a.len(), &mut ptr, &mut len, &mut cas);
+                (s, format!("{} cas={cas}", escape(&take(ptr, len))))
+            }
+            "sset" => (
+                ffi::proxy_set_shared_data(a.as_ptr(), a.len(), c.as_ptr(), c.len(), num(b)),
+                String::new(),
+            ),
+            "mdef" => {
+                let mut id = 0;
+                let s = ffi::proxy_define_metric(num(a), b.as_ptr(), b.len(), &mut id);
+                (s, id.to_string())
+            }
+            "minc" => (
+                ffi::proxy_increment_metric(num(a), b.parse().unwrap_or(i64::MIN)),
+                String::new(),
+            ),
+            "mrec" => (
+                ffi::proxy_record_metric(num(a), b.parse().unwrap_or(u64::MAX)),
+                String::new(),
+            ),
+            "mget" => {
+                let mut v = 0u64;
+                let s = ffi::proxy_get_metric(num(a), &mut v);
+                (s, v.to_string())
             }
             "setbuf" => {
                 let s = ffi::proxy_set_buffer_bytes(
