@@ -17,7 +17,7 @@ use crate::hcm::ConnectionManager;
 use crate::outcome::{LocalReply, LogLevel, Outcome};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
-use crate::state::{LocalReplyRequest, PluginMeta};
+use crate::state::{LocalReplyRequest, PluginMeta, StreamMaps};
 use crate::upstream::Upstream;
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
@@ -175,6 +175,8 @@ impl ChainBuilder {
                 self.fuel_per_call,
                 Arc::clone(&shared),
             )?;
+            let mut vm = vm;
+            vm.state().cluster_name = self.hcm.route_cluster_name().map(str::to_owned);
             slots.push(Slot {
                 vm,
                 policy: filter.failure_policy,
@@ -326,6 +328,16 @@ fn stalled(slot: &Slot, phase: &'static str) -> Error {
         plugin: slot.vm.name().to_owned(),
         phase,
     }
+}
+
+/// Records the response's status and details in a VM's stream info
+/// (`response.code`, `response.code_details`).
+fn set_response_info(slot: &mut Slot, response: &Fields, details: &str) {
+    let info = &mut slot.vm.state().maps.info;
+    info.response_code = response
+        .get(b":status")
+        .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+    info.response_details = Some(details.to_owned());
 }
 
 /// What came out of passing a body through the filters.
@@ -519,13 +531,20 @@ impl Chain {
             .as_ref()
             .and_then(|r| r.slot)
             .map_or(self.slots.len(), |slot| slot + 1);
-        let late_reply =
-            match self.encode(&mut response, response_frames.is_empty(), &progress[..last]) {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, upstream_request));
-                }
-                other => other?,
-            };
+        let details = reply
+            .as_ref()
+            .map_or("via_upstream".to_owned(), |r| r.request.details.clone());
+        let late_reply = match self.encode(
+            &mut response,
+            response_frames.is_empty(),
+            &details,
+            &progress[..last],
+        ) {
+            Err(e @ Error::Reset { .. }) => {
+                return Err(self.reset(e, &progress, &fields, upstream_request));
+            }
+            other => other?,
+        };
         let response_order: Vec<usize> = (0..last).rev().collect();
         let late_reply = match late_reply {
             Some(r) => Err(r),
@@ -569,6 +588,12 @@ impl Chain {
         final_response.add(b":status", response.status().as_str().as_bytes());
         for (k, v) in response.headers() {
             final_response.add(k.as_str().as_bytes(), v.as_bytes());
+        }
+        let details = reply
+            .as_ref()
+            .map_or("via_upstream".to_owned(), |r| r.request.details.clone());
+        for slot in &mut self.slots {
+            set_response_info(slot, &final_response, &details);
         }
         self.log_stream(&progress, &fields, Some(&final_response));
 
@@ -735,6 +760,7 @@ impl Chain {
             progress[i].context = Some(stream);
             progress[i].decoded = true;
             let num_headers = fields.len();
+            slot.vm.state().maps = StreamMaps::default();
             slot.vm.state().maps.request_headers = Some(std::mem::take(fields));
             let result = slot.vm.create_stream(stream).and_then(|()| {
                 slot.vm
@@ -780,6 +806,7 @@ impl Chain {
         &mut self,
         fields: &mut Fields,
         end_of_stream: bool,
+        details: &str,
         progress: &[Progress],
     ) -> Result<Option<Reply>> {
         for (i, slot) in self.slots.iter_mut().enumerate().take(progress.len()).rev() {
@@ -796,6 +823,7 @@ impl Chain {
                 }));
             }
             let num_headers = fields.len();
+            set_response_info(slot, fields, details);
             slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
             let result = slot
                 .vm

@@ -171,21 +171,24 @@ impl EnvoyConfig {
         if let Some(name) = string_at(hcm, &["server_name"]) {
             manager = manager.server_name(name);
         }
-        let first_route_timeout = || {
-            hcm.get("route_config")?
-                .get("virtual_hosts")?
-                .as_sequence()?
-                .first()?
-                .get("routes")?
-                .as_sequence()?
-                .first()?
-                .get("route")?
-                .get("timeout")?
-                .as_str()
-        };
-        if let Some(timeout) = first_route_timeout() {
+        let first_route = hcm
+            .get("route_config")
+            .and_then(|r| r.get("virtual_hosts"))
+            .and_then(Value::as_sequence)
+            .and_then(|v| v.first())
+            .and_then(|v| v.get("routes"))
+            .and_then(Value::as_sequence)
+            .and_then(|r| r.first())
+            .and_then(|r| r.get("route"));
+        if let Some(timeout) = first_route
+            .and_then(|r| r.get("timeout"))
+            .and_then(Value::as_str)
+        {
             let timeout = duration(timeout)?;
             manager = manager.route_timeout((!timeout.is_zero()).then_some(timeout));
+        }
+        if let Some(cluster) = first_route.and_then(|r| string_at(r, &["cluster"])) {
+            manager = manager.route_cluster(cluster);
         }
         let http_filters = hcm
             .get("http_filters")

@@ -48,6 +48,7 @@ pub struct ConnectionManager {
     server_name: String,
     suppress_envoy_headers: bool,
     route_timeout: Option<Duration>,
+    route_cluster: Option<String>,
 }
 
 impl Default for ConnectionManager {
@@ -57,6 +58,7 @@ impl Default for ConnectionManager {
             server_name: "envoy".to_owned(),
             suppress_envoy_headers: false,
             route_timeout: Some(Duration::from_secs(15)),
+            route_cluster: None,
         }
     }
 }
@@ -87,6 +89,16 @@ impl ConnectionManager {
     pub fn route_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.route_timeout = timeout;
         self
+    }
+
+    /// The route's cluster, seen by filters as `xds.cluster_name` (default none).
+    pub fn route_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.route_cluster = Some(cluster.into());
+        self
+    }
+
+    pub(crate) fn route_cluster_name(&self) -> Option<&str> {
+        self.route_cluster.as_deref()
     }
 
     /// The request headers as Envoy hands them to the first filter: pseudo-headers

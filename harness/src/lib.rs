@@ -37,11 +37,13 @@
 //! connection manager's, router's and HTTP/1 codec's header changes (including
 //! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
 //! `on_delete`, shared data (per `vm_id`, Envoy's CAS rules), metrics (per-VM ids,
-//! process-wide values; see [`Chain::metrics`]), fail-closed/fail-open after a trap,
+//! process-wide values; see [`Chain::metrics`]), properties (plugin, request,
+//! response, connection and xds attributes, filter state), fail-closed/fail-open
+//! after a trap,
 //! WASI stdio/clock/random/environ.
 //! Every behaviour here is compared with Envoy 1.40 by the conformance suite in
 //! `tests/conformance/`. Host calls of areas not emulated yet (trailers, callouts,
-//! timers firing, shared queues, properties, foreign functions)
+//! timers firing, shared queues, foreign functions)
 //! are linked and answer `Unimplemented`; the buffer limit (413) is not emulated.
 
 #![forbid(unsafe_code)]

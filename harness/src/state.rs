@@ -41,6 +41,19 @@ pub(crate) struct StreamMaps {
     pub(crate) request_body: Option<Vec<u8>>,
     /// Likewise for `on_response_body`.
     pub(crate) response_body: Option<Vec<u8>>,
+    /// What Envoy's stream info knows about the stream.
+    pub(crate) info: StreamInfo,
+}
+
+/// Stream attributes that are not headers.
+#[derive(Debug, Default)]
+pub(crate) struct StreamInfo {
+    /// The response status, once the response exists.
+    pub(crate) response_code: Option<u16>,
+    /// `via_upstream`, or a local reply's details.
+    pub(crate) response_details: Option<String>,
+    /// Filter state written with `proxy_set_property`, by raw path.
+    pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 /// A local reply requested with `proxy_send_local_response`.
@@ -101,6 +114,8 @@ pub(crate) struct HostState {
     pub(crate) host_calls: u64,
     /// Process-wide state shared with the chain's other VMs.
     pub(crate) shared: Arc<Shared>,
+    /// The route's cluster (`xds.cluster_name`), if known.
+    pub(crate) cluster_name: Option<String>,
     /// This VM's metric ids: id → (type, stat name).
     metrics: HashMap<u32, (MetricType, String)>,
     /// The next id per metric type (Envoy starts each at type + 4).
@@ -140,6 +155,7 @@ impl HostState {
             logs: Vec::new(),
             host_calls: 0,
             shared,
+            cluster_name: None,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],
         }

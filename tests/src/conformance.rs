@@ -250,9 +250,23 @@ pub fn run(suite: &Suite) -> Result<Report> {
         loopback: true,
     };
     let envoy = Envoy::start(&yaml, &how)?;
-    let mut seen_lines = envoy_wasm_logs(&envoy.log()).len();
+    let startup = envoy_wasm_logs(&envoy.log());
+    let mut seen_lines = startup.len();
 
     let mut report = Report::default();
+    // Start-up: with one worker, Envoy 1.40 configures the plugin three times
+    // (the canary VM that validates the config, the main thread's VM and the
+    // worker's VM); the harness once.
+    report.total += 1;
+    let harness_startup = info_logs(chain.startup_logs());
+    let expected: Vec<String> = (0..3)
+        .flat_map(|_| harness_startup.iter().cloned())
+        .collect();
+    if startup != expected {
+        report.differences.push(format!(
+            "── start-up (on_vm_start, on_configure)\n  harness (x3): {expected:?}\n  envoy:        {startup:?}\n"
+        ));
+    }
     for (id, scenario) in suite.scenarios.iter().enumerate() {
         report.total += 1;
         let harness = match chain.send(scenario.request(id)?, handler.as_ref()) {

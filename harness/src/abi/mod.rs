@@ -14,6 +14,7 @@ pub(crate) mod logging;
 pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod pending;
+pub(crate) mod properties;
 pub(crate) mod shared_data;
 pub(crate) mod streams;
 pub(crate) mod time;
@@ -115,6 +116,7 @@ pub(crate) fn add_to_linker(
     context::add_to_linker(linker)?;
     shared_data::add_to_linker(linker)?;
     metrics::add_to_linker(linker)?;
+    properties::add_to_linker(linker)?;
     pending::add_to_linker(linker)?;
     wasi::add_to_linker(linker)?;
     Ok(())

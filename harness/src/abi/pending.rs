@@ -1,5 +1,5 @@
 //! ABI areas the harness does not emulate yet: HTTP and gRPC callouts, shared
-//! queues, properties and foreign functions.
+//! queues and foreign functions.
 //!
 //! They are linked with their exact signatures, so modules that import them load
 //! (as in Envoy), and every call answers `Unimplemented` with a warning. A filter
@@ -24,8 +24,6 @@ const PENDING: &[(&str, &[ValType])] = &[
     ("proxy_resolve_shared_queue", &[I, I, I, I, I]),
     ("proxy_enqueue_shared_queue", &[I, I, I]),
     ("proxy_dequeue_shared_queue", &[I, I, I]),
-    ("proxy_get_property", &[I, I, I, I]),
-    ("proxy_set_property", &[I, I, I, I]),
     ("proxy_call_foreign_function", &[I, I, I, I, I, I]),
 ];
 

@@ -17,6 +17,8 @@
 //! - `buf:B:start:max`, `bufstatus:B`, `setbuf:B:start:size:data` — buffers;
 //! - `reply:status:details:body` — a local reply (header `x-probe: 1` added);
 //! - `continue:S`, `close:S` — stream control (`S` a stream type number);
+//! - `prop:a.b.c` (segments joined by NUL on the wire), `setprop:name:value` —
+//!   properties;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
 //! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
 //! - `loglevel`, `time`, `effective:id` — misc host calls;
@@ -112,6 +114,14 @@ mod ffi {
         pub(crate) fn proxy_increment_metric(id: u32, delta: i64) -> u32;
         pub(crate) fn proxy_record_metric(id: u32, value: u64) -> u32;
         pub(crate) fn proxy_get_metric(id: u32, ret: *mut u64) -> u32;
+        pub(crate) fn proxy_get_property(
+            pp: *const u8,
+            pl: usize,
+            rp: *mut *mut u8,
+            rl: *mut usize,
+        ) -> u32;
+        pub(crate) fn proxy_set_property(pp: *const u8, pl: usize, vp: *const u8, vl: usize)
+        -> u32;
     }
 }
 
@@ -273,6 +283,19 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     &mut len,
                 );
                 (s, escape(&take(ptr, len)))
+            }
+            // Path segments are separated by '.' here and by NUL on the wire.
+            "prop" => {
+                let path = a.replace('.', "\0");
+                let s = ffi::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len);
+                (s, escape(&take(ptr, len)))
+            }
+            "setprop" => {
+                let path = a.replace('.', "\0");
+                (
+                    ffi::proxy_set_property(path.as_ptr(), path.len(), b.as_ptr(), b.len()),
+                    String::new(),
+                )
             }
             "sget" => {
                 let mut cas = 0;
