@@ -14,10 +14,10 @@ use bytes::Bytes;
 
 use crate::fields::{Fields, Kind};
 use crate::hcm::ConnectionManager;
-use crate::outcome::{LocalReply, LogLevel, Outcome};
+use crate::outcome::{Callout, LocalReply, LogLevel, Outcome};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
-use crate::state::{LocalReplyRequest, PluginMeta, StreamMaps};
+use crate::state::{LocalReplyRequest, PendingCall, PluginMeta, StreamMaps};
 use crate::upstream::Upstream;
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
@@ -104,11 +104,24 @@ impl Filter {
     }
 }
 
+/// The clusters plugins can call, with the upstream that answers each.
+#[derive(Default)]
+struct Clusters(Vec<(String, Box<dyn Upstream>)>);
+
+impl std::fmt::Debug for Clusters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
 /// Builds a [`Chain`].
 #[derive(Debug)]
 #[must_use]
 pub struct ChainBuilder {
     filters: Vec<Filter>,
+    clusters: Clusters,
     hcm: ConnectionManager,
     log_level: LogLevel,
     start: SystemTime,
@@ -117,6 +130,13 @@ pub struct ChainBuilder {
 }
 
 impl ChainBuilder {
+    /// Adds a cluster that filters can call with `proxy_http_call`, answered by
+    /// `upstream`. Calls to other clusters are refused with `BadArgument`.
+    pub fn cluster(mut self, name: impl Into<String>, upstream: impl Upstream + 'static) -> Self {
+        self.clusters.0.push((name.into(), Box::new(upstream)));
+        self
+    }
+
     /// Appends a filter (see the type docs for ordering).
     pub fn filter(mut self, filter: Filter) -> Self {
         self.filters.push(filter);
@@ -177,6 +197,7 @@ impl ChainBuilder {
             )?;
             let mut vm = vm;
             vm.state().cluster_name = self.hcm.route_cluster_name().map(str::to_owned);
+            vm.state().clusters = self.clusters.0.iter().map(|(n, _)| n.clone()).collect();
             slots.push(Slot {
                 vm,
                 policy: filter.failure_policy,
@@ -184,6 +205,7 @@ impl ChainBuilder {
         }
         let mut chain = Chain {
             slots,
+            clusters: self.clusters,
             shared,
             hcm: self.hcm,
             now: self.start,
@@ -209,6 +231,7 @@ struct Slot {
 #[derive(Debug)]
 pub struct Chain {
     slots: Vec<Slot>,
+    clusters: Clusters,
     shared: Arc<Shared>,
     hcm: ConnectionManager,
     now: SystemTime,
@@ -330,6 +353,49 @@ fn stalled(slot: &Slot, phase: &'static str) -> Error {
     }
 }
 
+/// Answers a callout from its cluster's upstream and delivers the response to the
+/// root context, as Envoy's async client does.
+fn answer_call(
+    slot: &mut Slot,
+    clusters: &mut Clusters,
+    call: PendingCall,
+    callouts: &mut Vec<Callout>,
+) -> Result<Option<i32>, Trap> {
+    let upstream = clusters
+        .0
+        .iter_mut()
+        .find(|(name, _)| *name == call.cluster)
+        .map(|(_, u)| u);
+    let response = match upstream {
+        Some(u) => u.call(call.request.clone()),
+        // Validated at dispatch, so this cannot happen.
+        None => http::Response::builder()
+            .status(503)
+            .body(Bytes::from_static(b"no healthy upstream"))
+            .unwrap_or_default(),
+    };
+    let mut headers = Fields::new(Kind::Response);
+    headers.add(b":status", response.status().as_str().as_bytes());
+    for (name, value) in response.headers() {
+        headers.add(name.as_str().as_bytes(), value.as_bytes());
+    }
+    if headers.get(b"content-length").is_none() {
+        headers.add(
+            b"content-length",
+            response.body().len().to_string().as_bytes(),
+        );
+    }
+    // The async client's router adds its timing header.
+    headers.add(b"x-envoy-upstream-service-time", b"0");
+    let body = response.body().to_vec();
+    callouts.push(Callout {
+        cluster: call.cluster,
+        request: call.request,
+        response,
+    });
+    slot.vm.on_http_call_response(call.token, headers, body)
+}
+
 /// Records the response's status and details in a VM's stream info
 /// (`response.code`, `response.code_details`).
 fn set_response_info(slot: &mut Slot, response: &Fields, details: &str) {
@@ -403,6 +469,7 @@ impl Chain {
     pub fn builder(_engine: &Engine) -> ChainBuilder {
         ChainBuilder {
             filters: Vec::new(),
+            clusters: Clusters::default(),
             hcm: ConnectionManager::default(),
             log_level: LogLevel::Info,
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
@@ -477,7 +544,13 @@ impl Chain {
         let mut progress = vec![Progress::default(); self.slots.len()];
 
         let mut warnings = Vec::new();
-        let reply = match self.decode(&mut fields, request_body.is_empty(), &mut progress) {
+        let mut callouts = Vec::new();
+        let reply = match self.decode(
+            &mut fields,
+            request_body.is_empty(),
+            &mut progress,
+            &mut callouts,
+        ) {
             Err(e @ Error::Reset { .. }) => return Err(self.reset(e, &progress, &fields, None)),
             other => other?,
         };
@@ -613,6 +686,7 @@ impl Chain {
             logs: self.drain_logs(),
             fuel,
             host_calls,
+            callouts,
             warnings,
         })
     }
@@ -743,8 +817,12 @@ impl Chain {
         fields: &mut Fields,
         end_of_stream: bool,
         progress: &mut [Progress],
+        callouts: &mut Vec<Callout>,
     ) -> Result<Option<Reply>> {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        let Chain {
+            slots, clusters, ..
+        } = self;
+        for (i, slot) in slots.iter_mut().enumerate() {
             if slot.vm.failed.is_some() {
                 match slot.policy {
                     FailurePolicy::FailOpen => continue,
@@ -766,6 +844,25 @@ impl Chain {
                 slot.vm
                     .on_request_headers(stream, num_headers, end_of_stream)
             });
+            let mut step = after(slot, result, Direction::Request, "on_request_headers")?;
+            // Answer the callouts the filter made, one by one, while the request
+            // headers are still held (the response callback can still use them).
+            // A pause stands unless a response callback resumes the stream; calls
+            // still pending after a resume are answered too, before the stream
+            // goes on.
+            while let After::Returned { action, resumed } = step {
+                let Some(call) = slot.vm.state().pending_calls.pop_front() else {
+                    break;
+                };
+                let result = answer_call(slot, clusters, call, callouts);
+                step = match after(slot, result, Direction::Request, "on_http_call_response")? {
+                    After::Returned { resumed: now, .. } => After::Returned {
+                        action,
+                        resumed: resumed || now,
+                    },
+                    other => other,
+                };
+            }
             *fields = slot
                 .vm
                 .state()
@@ -773,7 +870,7 @@ impl Chain {
                 .request_headers
                 .take()
                 .unwrap_or_default();
-            match after(slot, result, Direction::Request, "on_request_headers")? {
+            match step {
                 After::Skip => {}
                 After::Returned { action, resumed } => {
                     if !continues(action) && !resumed {

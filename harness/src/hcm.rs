@@ -194,6 +194,7 @@ impl ConnectionManager {
                 HeaderValue::from(timeout.as_millis() as u64),
             );
         }
+        frame_request(&mut request);
         Ok(request)
     }
 
@@ -274,6 +275,25 @@ impl ConnectionManager {
             );
         }
         Ok(response)
+    }
+}
+
+/// Envoy's HTTP/1 codec sends `content-length: 0` on a bodiless request whose
+/// method normally carries a body.
+pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
+    let expects_body = matches!(
+        *request.method(),
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    );
+    let headers = request.headers();
+    if expects_body
+        && request.body().is_empty()
+        && !headers.contains_key(http::header::CONTENT_LENGTH)
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(0));
     }
 }
 

@@ -38,13 +38,17 @@
 //! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
 //! `on_delete`, shared data (per `vm_id`, Envoy's CAS rules), metrics (per-VM ids,
 //! process-wide values; see [`Chain::metrics`]), properties (plugin, request,
-//! response, connection and xds attributes, filter state), fail-closed/fail-open
-//! after a trap,
+//! response, connection and xds attributes, filter state), HTTP callouts to
+//! clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
+//! receives, the response delivered to the root context, resuming or answering
+//! the stream from it), fail-closed/fail-open after a trap,
 //! WASI stdio/clock/random/environ.
 //! Every behaviour here is compared with Envoy 1.40 by the conformance suite in
-//! `tests/conformance/`. Host calls of areas not emulated yet (trailers, callouts,
+//! `tests/conformance/`. Host calls of areas not emulated yet (trailers, gRPC,
 //! timers firing, shared queues, foreign functions)
-//! are linked and answer `Unimplemented`; the buffer limit (413) is not emulated.
+//! are linked and answer `Unimplemented`; the buffer limit (413) and callout
+//! timeouts are not emulated, and callouts are answered only while the request
+//! headers are being processed.
 
 #![forbid(unsafe_code)]
 
@@ -68,7 +72,7 @@ pub use engine::{Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
 pub use hcm::ConnectionManager;
-pub use outcome::{LocalReply, LogLevel, LogRecord, Outcome};
+pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
 pub use plugin::Plugin;
 pub use shared::MetricValue;
 pub use upstream::Upstream;

@@ -76,6 +76,18 @@ pub struct LocalReply {
     pub details: String,
 }
 
+/// An HTTP callout a plugin made (`proxy_http_call`) and its answer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Callout {
+    /// The cluster called.
+    pub cluster: String,
+    /// The request as the cluster's upstream received it.
+    pub request: http::Request<Bytes>,
+    /// The upstream's answer.
+    pub response: http::Response<Bytes>,
+}
+
 /// What one request through the chain produced.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -93,6 +105,8 @@ pub struct Outcome {
     pub fuel: u64,
     /// `proxy_*` host calls the plugins made for this request.
     pub host_calls: u64,
+    /// The callouts the plugins made, in order.
+    pub callouts: Vec<Callout>,
     /// Things that work in the harness but break in Envoy, e.g. a body whose size
     /// no longer matches its `content-length`.
     pub warnings: Vec<String>,

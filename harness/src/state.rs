@@ -56,6 +56,21 @@ pub(crate) struct StreamInfo {
     pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
 }
 
+/// A callout waiting for its answer.
+#[derive(Debug)]
+pub(crate) struct PendingCall {
+    pub(crate) token: u32,
+    pub(crate) cluster: String,
+    pub(crate) request: http::Request<bytes::Bytes>,
+}
+
+/// The answer to a callout, readable during `on_http_call_response`.
+#[derive(Debug)]
+pub(crate) struct CallResponse {
+    pub(crate) headers: Fields,
+    pub(crate) body: Vec<u8>,
+}
+
 /// A local reply requested with `proxy_send_local_response`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LocalReplyRequest {
@@ -116,6 +131,14 @@ pub(crate) struct HostState {
     pub(crate) shared: Arc<Shared>,
     /// The route's cluster (`xds.cluster_name`), if known.
     pub(crate) cluster_name: Option<String>,
+    /// Clusters `proxy_http_call` may call.
+    pub(crate) clusters: Vec<String>,
+    /// Callouts made and not answered yet, in order.
+    pub(crate) pending_calls: std::collections::VecDeque<PendingCall>,
+    /// The answer being delivered by `on_http_call_response`.
+    pub(crate) call_response: Option<CallResponse>,
+    /// The last HTTP callout token (Envoy's: 4, 8, 12, ...).
+    last_call_token: u32,
     /// This VM's metric ids: id → (type, stat name).
     metrics: HashMap<u32, (MetricType, String)>,
     /// The next id per metric type (Envoy starts each at type + 4).
@@ -156,9 +179,20 @@ impl HostState {
             host_calls: 0,
             shared,
             cluster_name: None,
+            clusters: Vec::new(),
+            pending_calls: std::collections::VecDeque::new(),
+            call_response: None,
+            last_call_token: 0,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],
         }
+    }
+
+    /// The next HTTP callout token: the low two bits are the call type (0 for
+    /// HTTP) and each call adds 4, as in Envoy's host.
+    pub(crate) fn next_call_token(&mut self) -> u32 {
+        self.last_call_token += 4;
+        self.last_call_token
     }
 
     /// Gives a new id to a metric, as Envoy does: per VM, the low two bits are the

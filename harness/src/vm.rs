@@ -10,7 +10,7 @@ use crate::fields::Fields;
 use crate::outcome::LogLevel;
 use crate::plugin::Plugin;
 use crate::shared::Shared;
-use crate::state::{Deferred, HostState, Phase, PluginMeta, StreamMaps};
+use crate::state::{CallResponse, Deferred, HostState, Phase, PluginMeta, StreamMaps};
 use crate::{Error, Result};
 
 /// Fuel given to each callback by default (about a second of wasm); a guest that
@@ -31,6 +31,7 @@ struct Callbacks {
     on_request_headers: Cb<(i32, i32, i32), i32>,
     on_response_headers: Cb<(i32, i32, i32), i32>,
     on_request_body: Cb<(i32, i32, i32), i32>,
+    on_http_call_response: Cb<(i32, i32, i32, i32, i32), ()>,
     on_response_body: Cb<(i32, i32, i32), i32>,
     on_log: Cb<i32, ()>,
     on_done: Cb<i32, i32>,
@@ -103,6 +104,7 @@ impl Vm {
             on_request_headers: typed(&mut store, &instance, "proxy_on_request_headers"),
             on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
             on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
+            on_http_call_response: typed(&mut store, &instance, "proxy_on_http_call_response"),
             on_response_body: typed(&mut store, &instance, "proxy_on_response_body"),
             on_log: typed(&mut store, &instance, "proxy_on_log"),
             on_done: typed(&mut store, &instance, "proxy_on_done"),
@@ -332,6 +334,35 @@ impl Vm {
             &cb,
             (stream as i32, headers as i32, eos as i32),
         )
+    }
+
+    /// Delivers a callout's answer to the root context; the response is readable
+    /// only during the callback.
+    pub(crate) fn on_http_call_response(
+        &mut self,
+        token: u32,
+        headers: Fields,
+        body: Vec<u8>,
+    ) -> Result<Option<i32>, Trap> {
+        let root = self.store.data().root_context_id;
+        let params = (
+            root as i32,
+            token as i32,
+            headers.len() as i32,
+            body.len() as i32,
+            0,
+        );
+        self.store.data_mut().call_response = Some(CallResponse { headers, body });
+        let cb = self.callbacks.on_http_call_response.clone();
+        let result = self.call(
+            Phase::Root,
+            root,
+            "proxy_on_http_call_response",
+            &cb,
+            params,
+        );
+        self.store.data_mut().call_response = None;
+        result.map(|_| None)
     }
 
     pub(crate) fn on_request_body(

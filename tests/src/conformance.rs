@@ -56,6 +56,9 @@ pub struct Scenario {
     /// The upstream's answer.
     #[serde(default)]
     pub upstream: ResponseSpec,
+    /// How the `callout` cluster answers the probe's callouts.
+    #[serde(default)]
+    pub callout: ResponseSpec,
 }
 
 /// A request as data.
@@ -154,6 +157,8 @@ pub struct Observed {
     pub client: Result<ClientSaw, String>,
     /// The plugin's log lines for this request, as `level: message`.
     pub logs: Vec<String>,
+    /// What the `callout` cluster received.
+    pub callouts: Vec<UpstreamSaw>,
 }
 
 /// The result of one suite.
@@ -220,36 +225,64 @@ pub fn run(suite: &Suite) -> Result<Report> {
     let probe = crate::filter_wasm(&suite.filter);
     let yaml = envoy_yaml(&suite.filter, &suite.config)?;
 
-    let responses: Arc<Vec<ResponseSpec>> =
-        Arc::new(suite.scenarios.iter().map(|s| s.upstream.clone()).collect());
-    let by_id = Arc::clone(&responses);
-    let handler: net::Handler = Arc::new(move |req: http::Request<Bytes>| {
+    let handler = by_probe_id(suite.scenarios.iter().map(|s| s.upstream.clone()).collect());
+    let callout_handler = by_probe_id(suite.scenarios.iter().map(|s| s.callout.clone()).collect());
+
+    let config = EnvoyConfig::parse(&yaml)?;
+    let engine = crate::engine();
+    let for_harness = Arc::clone(&callout_handler);
+    let mut chain = config
+        .chain_builder(engine, |_| engine.load_file(&probe))?
+        .cluster("callout", move |req| for_harness(req))
+        .build()?;
+
+    let upstream = Upstream::start(Arc::clone(&handler))?;
+    let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
+    let how = Rebind {
+        clusters: HashMap::from([
+            ("upstream".to_owned(), upstream.addr()),
+            ("callout".to_owned(), callout_upstream.addr()),
+        ]),
+        modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
+        loopback: true,
+    };
+    let envoy = Envoy::start(&yaml, &how)?;
+    run_scenarios(
+        suite,
+        &mut chain,
+        &handler,
+        &envoy,
+        &upstream,
+        &callout_upstream,
+    )
+}
+
+/// An upstream that answers each request with the response of the scenario its
+/// `x-probe-id` names.
+fn by_probe_id(responses: Vec<ResponseSpec>) -> net::Handler {
+    Arc::new(move |req: http::Request<Bytes>| {
         let id = req
             .headers()
             .get("x-probe-id")
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        match id.and_then(|i| by_id.get(i)) {
+        match id.and_then(|i| responses.get(i)) {
             Some(spec) => spec.response(),
             None => http::Response::builder()
                 .status(404)
                 .body(Bytes::from_static(b"no such scenario"))
                 .unwrap_or_default(),
         }
-    });
+    })
+}
 
-    let config = EnvoyConfig::parse(&yaml)?;
-    let engine = crate::engine();
-    let mut chain = config
-        .chain_builder(engine, |_| engine.load_file(&probe))?
-        .build()?;
-
-    let upstream = Upstream::start(Arc::clone(&handler))?;
-    let how = Rebind {
-        clusters: HashMap::from([("upstream".to_owned(), upstream.addr())]),
-        modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
-        loopback: true,
-    };
-    let envoy = Envoy::start(&yaml, &how)?;
+fn run_scenarios(
+    suite: &Suite,
+    chain: &mut weir_harness::Chain,
+    handler: &net::Handler,
+    envoy: &Envoy,
+    upstream: &Upstream,
+    callout_upstream: &Upstream,
+) -> Result<Report> {
     let startup = envoy_wasm_logs(&envoy.log());
     let mut seen_lines = startup.len();
 
@@ -274,6 +307,11 @@ pub fn run(suite: &Suite) -> Result<Report> {
                 upstream: outcome.upstream_request.as_ref().map(UpstreamSaw::of),
                 client: Ok(ClientSaw::of(&outcome.response)),
                 logs: info_logs(&outcome.logs),
+                callouts: outcome
+                    .callouts
+                    .iter()
+                    .map(|c| UpstreamSaw::of(&c.request))
+                    .collect(),
             },
             Err(weir_harness::Error::Reset {
                 logs,
@@ -283,6 +321,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
                 upstream: upstream_request.as_deref().map(UpstreamSaw::of),
                 client: Err("reset".to_owned()),
                 logs: info_logs(&logs),
+                callouts: Vec::new(),
             },
             Err(e) => bail!("{}: harness: {e}", scenario.name),
         };
@@ -305,6 +344,11 @@ pub fn run(suite: &Suite) -> Result<Report> {
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },
             logs: lines[seen_lines.min(lines.len())..].to_vec(),
+            callouts: callout_upstream
+                .take_seen()
+                .iter()
+                .map(UpstreamSaw::of)
+                .collect(),
         };
         seen_lines = lines.len();
 
@@ -336,6 +380,12 @@ fn describe(name: &str, harness: &Observed, envoy: &Observed) -> String {
         out += &format!(
             "  client saw\n    harness: {:?}\n    envoy:   {:?}\n",
             harness.client, envoy.client
+        );
+    }
+    if harness.callouts != envoy.callouts {
+        out += &format!(
+            "  callouts\n    harness: {:?}\n    envoy:   {:?}\n",
+            harness.callouts, envoy.callouts
         );
     }
     if harness.logs != envoy.logs {

@@ -58,6 +58,13 @@ fn lookup(state: &HostState, buffer: BufferType) -> Lookup<'_> {
         BufferType::HttpResponseBody if state.maps.response_body.is_some() => {
             Lookup::Bytes(state.maps.response_body.as_deref().unwrap_or_default())
         }
+        BufferType::HttpCallResponseBody if state.call_response.is_some() => Lookup::Bytes(
+            state
+                .call_response
+                .as_ref()
+                .map(|c| c.body.as_slice())
+                .unwrap_or_default(),
+        ),
         BufferType::VmConfiguration => Lookup::Bytes(&state.meta.vm_configuration),
         BufferType::PluginConfiguration if state.phase == Phase::Configure => {
             Lookup::Bytes(&state.meta.plugin_configuration)

@@ -17,6 +17,7 @@ use crate::state::{HostState, Phase};
 const MAX_MAP_TYPE: u32 = 7;
 const REQUEST_HEADERS: u32 = 0;
 const RESPONSE_HEADERS: u32 = 2;
+const CALL_RESPONSE_HEADERS: u32 = 6;
 
 /// Resolves the map `kind` for the current context: `Ok(None)` if Envoy would not
 /// expose it now, `Err(BadArgument)` for an unknown map type.
@@ -24,6 +25,10 @@ fn map(state: &mut HostState, kind: i32) -> Result<Option<&mut Fields>, Fault> {
     let kind = kind as u32;
     if kind > MAX_MAP_TYPE {
         return Err(Fault::Status(Status::BadArgument));
+    }
+    if kind == CALL_RESPONSE_HEADERS {
+        // Read through the root context: available after set_effective_context too.
+        return Ok(state.call_response.as_mut().map(|c| &mut c.headers));
     }
     if !state.in_stream() {
         return Ok(None);
@@ -38,7 +43,8 @@ fn map(state: &mut HostState, kind: i32) -> Result<Option<&mut Fields>, Fault> {
 
 /// The map, if it is available and mutable now; else `BadArgument`.
 fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
-    let read_only = state.phase == Phase::Log;
+    // Callout response maps are never mutable.
+    let read_only = state.phase == Phase::Log || kind as u32 == CALL_RESPONSE_HEADERS;
     match map(state, kind)? {
         Some(fields) if !read_only => Ok(fields),
         _ => Err(Fault::Status(Status::BadArgument)),

@@ -10,6 +10,7 @@ use crate::state::HostState;
 pub(crate) mod buffers;
 pub(crate) mod context;
 pub(crate) mod headers;
+pub(crate) mod http_call;
 pub(crate) mod logging;
 pub(crate) mod memory;
 pub(crate) mod metrics;
@@ -117,6 +118,7 @@ pub(crate) fn add_to_linker(
     shared_data::add_to_linker(linker)?;
     metrics::add_to_linker(linker)?;
     properties::add_to_linker(linker)?;
+    http_call::add_to_linker(linker)?;
     pending::add_to_linker(linker)?;
     wasi::add_to_linker(linker)?;
     Ok(())

@@ -1,5 +1,5 @@
-//! ABI areas the harness does not emulate yet: HTTP and gRPC callouts, shared
-//! queues and foreign functions.
+//! ABI areas the harness does not emulate yet: gRPC callouts, shared queues and
+//! foreign functions.
 //!
 //! They are linked with their exact signatures, so modules that import them load
 //! (as in Envoy), and every call answers `Unimplemented` with a warning. A filter
@@ -14,7 +14,6 @@ const I: ValType = ValType::I32;
 
 /// `(name, parameter types)`; every one returns an `i32` status.
 const PENDING: &[(&str, &[ValType])] = &[
-    ("proxy_http_call", &[I, I, I, I, I, I, I, I, I, I]),
     ("proxy_grpc_call", &[I, I, I, I, I, I, I, I, I, I, I, I]),
     ("proxy_grpc_stream", &[I, I, I, I, I, I, I, I, I]),
     ("proxy_grpc_send", &[I, I, I, I]),

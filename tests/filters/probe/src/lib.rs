@@ -17,6 +17,8 @@
 //! - `buf:B:start:max`, `bufstatus:B`, `setbuf:B:start:size:data` — buffers;
 //! - `reply:status:details:body` — a local reply (header `x-probe: 1` added);
 //! - `continue:S`, `close:S` — stream control (`S` a stream type number);
+//! - `call:cluster:method:path:authority` — an HTTP callout (5 s timeout); its
+//!   answer runs `x-probe-callout` with the calling stream as effective context;
 //! - `prop:a.b.c` (segments joined by NUL on the wire), `setprop:name:value` —
 //!   properties;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
@@ -114,6 +116,18 @@ mod ffi {
         pub(crate) fn proxy_increment_metric(id: u32, delta: i64) -> u32;
         pub(crate) fn proxy_record_metric(id: u32, value: u64) -> u32;
         pub(crate) fn proxy_get_metric(id: u32, ret: *mut u64) -> u32;
+        pub(crate) fn proxy_http_call(
+            up: *const u8,
+            ul: usize,
+            hp: *const u8,
+            hl: usize,
+            bp: *const u8,
+            bl: usize,
+            tp: *const u8,
+            tl: usize,
+            timeout: u32,
+            token: *mut u32,
+        ) -> u32;
         pub(crate) fn proxy_get_property(
             pp: *const u8,
             pl: usize,
@@ -213,6 +227,7 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
     // Header commands take the rest as the key (keys may start with ':').
     let fields = match op {
         "buf" | "reply" | "sset" => 3,
+        "call" => 4,
         "setbuf" => 4,
         _ => 2,
     };
@@ -283,6 +298,44 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     &mut len,
                 );
                 (s, escape(&take(ptr, len)))
+            }
+            // call:cluster:method:path:authority (an empty part is left out).
+            "call" => {
+                let id = CURRENT.with(std::cell::Cell::get);
+                let probe_id = STREAMS.with(|s| {
+                    s.borrow()
+                        .get(&id)
+                        .map(|s| s.id.clone())
+                        .unwrap_or_default()
+                });
+                let mut headers = Vec::new();
+                for (k, v) in [(":method", b), (":path", c), (":authority", d)] {
+                    if !v.is_empty() {
+                        headers.push((k, v));
+                    }
+                }
+                headers.push(("x-probe-id", probe_id.as_str()));
+                let headers = serialize(&headers);
+                let mut token = 0;
+                let s = ffi::proxy_http_call(
+                    a.as_ptr(),
+                    a.len(),
+                    headers.as_ptr(),
+                    headers.len(),
+                    std::ptr::null(),
+                    0,
+                    std::ptr::null(),
+                    0,
+                    5000,
+                    &mut token,
+                );
+                if s == 0 {
+                    CALLS.with(|c| {
+                        c.borrow_mut()
+                            .insert(token, CURRENT.with(std::cell::Cell::get))
+                    });
+                }
+                (s, format!("token={token}"))
             }
             // Path segments are separated by '.' here and by NUL on the wire.
             "prop" => {
@@ -413,6 +466,7 @@ fn op_is_return(command: &str) -> bool {
 #[derive(Default)]
 struct Scripts {
     id: String,
+    callout: String,
     request_body: String,
     response: String,
     response_body: String,
@@ -421,6 +475,10 @@ struct Scripts {
 
 thread_local! {
     static STREAMS: RefCell<HashMap<u32, Scripts>> = RefCell::new(HashMap::new());
+    /// Callout token → the stream that made the call.
+    static CALLS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// The stream whose callback is running.
+    static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 fn request_header(name: &str) -> String {
@@ -479,6 +537,7 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
 pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 {
     let scripts = Scripts {
         id: request_header("x-probe-id"),
+        callout: request_header("x-probe-callout"),
         request_body: request_header("x-probe-request-body"),
         response: request_header("x-probe-response"),
         response_body: request_header("x-probe-response-body"),
@@ -486,6 +545,7 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 
     };
     let request = request_header("x-probe-request");
     STREAMS.with(|s| s.borrow_mut().insert(id, scripts));
+    CURRENT.with(|c| c.set(id));
     script("on_request_headers", &request, eos != 0)
 }
 
@@ -525,6 +585,37 @@ pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 
             .unwrap_or_default()
     });
     script("on_response_body", &text, eos != 0)
+}
+
+/// A callout answered (on the root context): logs the arguments, makes the
+/// calling stream the effective context and runs its `x-probe-callout` script.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_http_call_response(
+    _root: u32,
+    token: u32,
+    headers: usize,
+    body: usize,
+    trailers: usize,
+) {
+    log(&format!(
+        "on_http_call_response token={token} headers={headers} body={body} trailers={trailers}"
+    ));
+    let Some(stream) = CALLS.with(|c| c.borrow_mut().remove(&token)) else {
+        log("on_http_call_response for an unknown token");
+        return;
+    };
+    // SAFETY: no pointers.
+    let status = unsafe { ffi::proxy_set_effective_context(stream) };
+    log(&format!(
+        "on_http_call_response effective:{stream} -> {status}"
+    ));
+    let text = STREAMS.with(|s| {
+        s.borrow()
+            .get(&stream)
+            .map(|s| s.callout.clone())
+            .unwrap_or_default()
+    });
+    script("on_http_call_response", &text, true);
 }
 
 /// Runs `x-probe-log`.
