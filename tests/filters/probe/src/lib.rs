@@ -301,13 +301,7 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             }
             // call:cluster:method:path:authority (an empty part is left out).
             "call" => {
-                let id = CURRENT.with(std::cell::Cell::get);
-                let probe_id = STREAMS.with(|s| {
-                    s.borrow()
-                        .get(&id)
-                        .map(|s| s.id.clone())
-                        .unwrap_or_default()
-                });
+                let probe_id = stream_script(CURRENT.with(std::cell::Cell::get), |s| &s.id);
                 let mut headers = Vec::new();
                 for (k, v) in [(":method", b), (":path", c), (":authority", d)] {
                     if !v.is_empty() {
@@ -481,6 +475,16 @@ thread_local! {
     static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+/// One of a stream's scripts (empty for an unknown stream).
+fn stream_script(id: u32, pick: fn(&Scripts) -> &String) -> String {
+    STREAMS.with(|s| {
+        s.borrow()
+            .get(&id)
+            .map(|s| pick(s).clone())
+            .unwrap_or_default()
+    })
+}
+
 fn request_header(name: &str) -> String {
     let mut ptr = std::ptr::null_mut();
     let mut len = 0;
@@ -552,12 +556,7 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 
 /// Runs `x-probe-response`.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, eos: u32) -> u32 {
-    let text = STREAMS.with(|s| {
-        s.borrow()
-            .get(&id)
-            .map(|s| s.response.clone())
-            .unwrap_or_default()
-    });
+    let text = stream_script(id, |s| &s.response);
     script("on_response_headers", &text, eos != 0)
 }
 
@@ -565,12 +564,7 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, eos: u32) -> u32
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
     log(&format!("on_request_body {size} {eos}"));
-    let text = STREAMS.with(|s| {
-        s.borrow()
-            .get(&id)
-            .map(|s| s.request_body.clone())
-            .unwrap_or_default()
-    });
+    let text = stream_script(id, |s| &s.request_body);
     script("on_request_body", &text, eos != 0)
 }
 
@@ -578,12 +572,7 @@ pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
     log(&format!("on_response_body {size} {eos}"));
-    let text = STREAMS.with(|s| {
-        s.borrow()
-            .get(&id)
-            .map(|s| s.response_body.clone())
-            .unwrap_or_default()
-    });
+    let text = stream_script(id, |s| &s.response_body);
     script("on_response_body", &text, eos != 0)
 }
 
@@ -609,24 +598,14 @@ pub extern "C" fn proxy_on_http_call_response(
     log(&format!(
         "on_http_call_response effective:{stream} -> {status}"
     ));
-    let text = STREAMS.with(|s| {
-        s.borrow()
-            .get(&stream)
-            .map(|s| s.callout.clone())
-            .unwrap_or_default()
-    });
+    let text = stream_script(stream, |s| &s.callout);
     script("on_http_call_response", &text, true);
 }
 
 /// Runs `x-probe-log`.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_log(id: u32) {
-    let text = STREAMS.with(|s| {
-        s.borrow()
-            .get(&id)
-            .map(|s| s.log.clone())
-            .unwrap_or_default()
-    });
+    let text = stream_script(id, |s| &s.log);
     script("on_log", &text, true);
 }
 
