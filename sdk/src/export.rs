@@ -91,6 +91,7 @@ struct Stream<F> {
 
 /// What to do with a body chunk when the filter asked for the whole body:
 /// `None` to hand it to the filter now.
+#[inline]
 fn buffering(spec: Option<&BufferBody>, size: usize, end_of_stream: bool) -> Option<Action> {
     let spec = spec?;
     if size > spec.limit() {
@@ -101,6 +102,7 @@ fn buffering(spec: Option<&BufferBody>, size: usize, end_of_stream: bool) -> Opt
 }
 
 impl<F: HttpFilter> Stream<F> {
+    #[inline]
     fn run(&mut self, callback: impl FnOnce(&mut F) -> Result<Flow>) -> Action {
         let Some(filter) = self.filter.as_mut() else {
             log::error!(

@@ -48,6 +48,7 @@ impl Headers {
         self.buffer.take()
     }
 
+    #[inline]
     fn err(&self, call: &'static str) -> impl FnOnce(host::Status) -> Error + '_ {
         move |status| Error::Host {
             call,
@@ -81,6 +82,7 @@ impl Headers {
     ///
     /// # Errors
     /// [`Error::Host`] if the host refuses the call.
+    #[inline]
     pub fn get_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
         host::get_map_value(self.map, name).map_err(self.err("proxy_get_header_map_value"))
     }
@@ -114,6 +116,7 @@ impl Headers {
     ///
     /// # Errors
     /// [`Error::Host`] if the headers are no longer mutable.
+    #[inline]
     pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
         host::replace_map_value(self.map, name, value.as_ref())
             .map_err(self.err("proxy_replace_header_map_value"))
@@ -123,6 +126,7 @@ impl Headers {
     ///
     /// # Errors
     /// [`Error::Host`] if the headers are no longer mutable.
+    #[inline]
     pub fn add(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
         host::add_map_value(self.map, name, value.as_ref())
             .map_err(self.err("proxy_add_header_map_value"))
@@ -132,6 +136,7 @@ impl Headers {
     ///
     /// # Errors
     /// [`Error::Host`] if the headers are no longer mutable.
+    #[inline]
     pub fn remove(&mut self, name: &str) -> Result<()> {
         host::remove_map_value(self.map, name).map_err(self.err("proxy_remove_header_map_value"))
     }

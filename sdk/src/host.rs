@@ -204,6 +204,7 @@ mod ffi {
         ) -> u32;
     }
 
+    #[inline]
     fn check(status: u32) -> Result<(), Status> {
         match Status(status) {
             Status::OK => Ok(()),
@@ -222,6 +223,7 @@ mod ffi {
         unsafe { Vec::from_raw_parts(ptr, len, len) }
     }
 
+    #[inline]
     pub(crate) fn get_map_value(map: MapType, key: &str) -> Result<Option<Vec<u8>>, Status> {
         let mut ptr = null_mut();
         let mut len = 0;
@@ -244,6 +246,7 @@ mod ffi {
         Ok(take(ptr, len))
     }
 
+    #[inline]
     pub(crate) fn add_map_value(map: MapType, key: &str, value: &[u8]) -> Result<(), Status> {
         // SAFETY: both slices are valid for reads for their lengths.
         check(unsafe {
@@ -257,6 +260,7 @@ mod ffi {
         })
     }
 
+    #[inline]
     pub(crate) fn replace_map_value(map: MapType, key: &str, value: &[u8]) -> Result<(), Status> {
         // SAFETY: both slices are valid for reads for their lengths.
         check(unsafe {
@@ -270,11 +274,13 @@ mod ffi {
         })
     }
 
+    #[inline]
     pub(crate) fn remove_map_value(map: MapType, key: &str) -> Result<(), Status> {
         // SAFETY: key is valid for reads for its length.
         check(unsafe { proxy_remove_header_map_value(map as u32, key.as_ptr(), key.len()) })
     }
 
+    #[inline]
     pub(crate) fn get_buffer(
         buffer: BufferType,
         start: usize,
@@ -292,6 +298,7 @@ mod ffi {
         }
     }
 
+    #[inline]
     pub(crate) fn set_buffer(
         buffer: BufferType,
         start: usize,
