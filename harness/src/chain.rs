@@ -504,10 +504,7 @@ impl Chain {
     }
 
     fn drain_logs(&mut self) -> Vec<crate::LogRecord> {
-        self.slots
-            .iter_mut()
-            .flat_map(|s| std::mem::take(&mut s.vm.state().logs))
-            .collect()
+        std::mem::take(&mut *self.shared.logs())
     }
 
     fn random16(&mut self) -> [u8; 16] {
@@ -960,6 +957,7 @@ impl Chain {
     /// whose request path never ran still gets its context created first, as
     /// Envoy's `log()` does.
     fn log_stream(&mut self, progress: &[Progress], request: &Fields, response: Option<&Fields>) {
+        let mut streams = Vec::with_capacity(self.slots.len());
         for (slot, p) in self.slots.iter_mut().zip(progress) {
             if slot.vm.failed.is_some() {
                 continue;
@@ -975,9 +973,17 @@ impl Chain {
                 }
             };
             // A trap here fails the VM for later streams; this one is answered.
-            let _ = slot
+            if slot
                 .vm
-                .finish_stream(stream, Some(request.clone()), response.cloned());
+                .log_stream(stream, Some(request.clone()), response.cloned())
+                .is_ok()
+            {
+                streams.push((slot, stream));
+            }
+        }
+        // Envoy runs every access log before it destroys the filters.
+        for (slot, stream) in streams {
+            let _ = slot.vm.end_stream(stream);
         }
     }
 }

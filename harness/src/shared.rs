@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::outcome::LogRecord;
+
 /// The value of a plugin-defined metric.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -107,6 +109,8 @@ impl Stats {
 pub(crate) struct Shared {
     data: Mutex<SharedData>,
     stats: Mutex<Stats>,
+    /// Every VM's log lines, in the order they were logged.
+    logs: Mutex<Vec<LogRecord>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +126,10 @@ impl Shared {
 
     pub(crate) fn stats(&self) -> MutexGuard<'_, Stats> {
         lock(&self.stats)
+    }
+
+    pub(crate) fn logs(&self) -> MutexGuard<'_, Vec<LogRecord>> {
+        lock(&self.logs)
     }
 }
 

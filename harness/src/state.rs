@@ -124,7 +124,6 @@ pub(crate) struct HostState {
     pub(crate) monotonic: Duration,
     pub(crate) rng: u64,
     pub(crate) log_level: LogLevel,
-    pub(crate) logs: Vec<LogRecord>,
     /// `proxy_*` host calls the guest made (WASI calls are not counted).
     pub(crate) host_calls: u64,
     /// Process-wide state shared with the chain's other VMs.
@@ -175,7 +174,6 @@ impl HostState {
             monotonic: Duration::ZERO,
             rng: seed,
             log_level: LogLevel::Trace,
-            logs: Vec::new(),
             host_calls: 0,
             shared,
             cluster_name: None,
@@ -246,7 +244,7 @@ impl HostState {
             ?level,
             "{message}"
         );
-        self.logs.push(LogRecord {
+        self.shared.logs().push(LogRecord {
             plugin: self.meta.name.clone(),
             level,
             message,

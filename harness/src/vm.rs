@@ -206,11 +206,12 @@ impl Vm {
     }
 
     fn warnings(&self) -> Vec<String> {
-        self.store
-            .data()
-            .logs
+        let state = self.store.data();
+        state
+            .shared
+            .logs()
             .iter()
-            .filter(|r| r.level >= LogLevel::Warn)
+            .filter(|r| r.plugin == state.meta.name && r.level >= LogLevel::Warn)
             .map(|r| r.message.clone())
             .collect()
     }
@@ -393,9 +394,9 @@ impl Vm {
         )
     }
 
-    /// Envoy's end of a stream: `on_log` (with the final headers readable), then
-    /// `on_done` and `on_delete`.
-    pub(crate) fn finish_stream(
+    /// Envoy's access-log hook for a stream: `on_log`, with the final request
+    /// and response headers readable (not writable).
+    pub(crate) fn log_stream(
         &mut self,
         stream: u32,
         request_headers: Option<Fields>,
@@ -407,7 +408,11 @@ impl Vm {
         let cb = self.callbacks.on_log.clone();
         let logged = self.call(Phase::Log, stream, "proxy_on_log", &cb, stream as i32);
         self.store.data_mut().maps = StreamMaps::default();
-        logged?;
+        logged.map(drop)
+    }
+
+    /// The filter is destroyed: `on_done`, then `on_delete`.
+    pub(crate) fn end_stream(&mut self, stream: u32) -> Result<(), Trap> {
         let cb = self.callbacks.on_done.clone();
         self.call(Phase::Root, stream, "proxy_on_done", &cb, stream as i32)?;
         let cb = self.callbacks.on_delete.clone();

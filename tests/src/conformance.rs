@@ -28,6 +28,10 @@ pub struct Suite {
     /// Its plugin configuration (for the probe, a script run in `on_configure`).
     #[serde(default)]
     pub config: String,
+    /// Plugin names for a chain of several instances of the filter, in order
+    /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
+    #[serde(default)]
+    pub chain: Vec<String>,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs.
     #[serde(default = "default_done_line")]
@@ -181,8 +185,8 @@ pub fn load(path: &Path) -> Result<Suite> {
 }
 
 /// `envoy/conformance.yaml` running `filter` (a module in /etc/envoy/filters/)
-/// with `config`.
-fn envoy_yaml(filter: &str, config: &str) -> Result<String> {
+/// with `config`, once per name in `chain` (or once as shipped).
+fn envoy_yaml(filter: &str, config: &str, chain: &[String]) -> Result<String> {
     let mut root: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&crate::envoy_yaml("conformance.yaml"))?;
     let filters =
@@ -198,6 +202,21 @@ fn envoy_yaml(filter: &str, config: &str) -> Result<String> {
     plugin["configuration"]["value"] = serde_yaml_ng::Value::from(config);
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
+    if !chain.is_empty() {
+        let template = probe.clone();
+        let at = filters
+            .iter()
+            .position(|f| f["name"].as_str() == Some("envoy.filters.http.wasm"))
+            .context("no wasm filter")?;
+        filters.remove(at);
+        for (i, name) in chain.iter().enumerate() {
+            let mut f = template.clone();
+            f["typed_config"]["config"]["name"] = serde_yaml_ng::Value::from(name.as_str());
+            f["typed_config"]["config"]["vm_config"]["vm_id"] =
+                serde_yaml_ng::Value::from(name.as_str());
+            filters.insert(at + i, f);
+        }
+    }
     Ok(serde_yaml_ng::to_string(&root)?)
 }
 
@@ -223,7 +242,7 @@ fn envoy_wasm_logs(log: &str) -> Vec<String> {
 /// If Envoy or the harness cannot be set up, or a request cannot be sent.
 pub fn run(suite: &Suite) -> Result<Report> {
     let probe = crate::filter_wasm(&suite.filter);
-    let yaml = envoy_yaml(&suite.filter, &suite.config)?;
+    let yaml = envoy_yaml(&suite.filter, &suite.config, &suite.chain)?;
 
     let handler = by_probe_id(suite.scenarios.iter().map(|s| s.upstream.clone()).collect());
     let callout_handler = by_probe_id(suite.scenarios.iter().map(|s| s.callout.clone()).collect());

@@ -2,7 +2,9 @@
 //! SDK), so that every status the host returns is reported, never panicked on.
 //!
 //! A request carries scripts in headers, one per callback (and an `x-probe-id`,
-//! logged as `on_delete <id>` when the stream ends):
+//! logged as `on_delete <id>` when the stream ends). A plugin named other than
+//! `probe` reads `x-<name>-request` etc. instead and prefixes its log lines with
+//! `[<name>]`, so several probes can share a chain:
 //! `x-probe-request` (run in `on_request_headers`), `x-probe-request-body`
 //! (`on_request_body`, which first logs its size and end-of-stream arguments),
 //! `x-probe-response` (`on_response_headers`), `x-probe-response-body` and
@@ -160,8 +162,29 @@ fn take(ptr: *mut u8, len: usize) -> Vec<u8> {
 }
 
 fn log(message: &str) {
+    let message = NAME.with(|n| {
+        let n = n.borrow();
+        if n.is_empty() || *n == "probe" {
+            message.to_owned()
+        } else {
+            format!("[{n}] {message}")
+        }
+    });
     // SAFETY: message is valid for reads.
     unsafe { ffi::proxy_log(2, message.as_ptr(), message.len()) };
+}
+
+/// The request header that carries this plugin's `what` script:
+/// `x-probe-<what>` for the plugin named `probe`, `x-<name>-<what>` otherwise.
+fn script_header(what: &str) -> String {
+    NAME.with(|n| {
+        let n = n.borrow();
+        if n.is_empty() || *n == "probe" {
+            format!("x-probe-{what}")
+        } else {
+            format!("x-{n}-{what}")
+        }
+    })
 }
 
 fn escape(bytes: &[u8]) -> String {
@@ -473,6 +496,8 @@ thread_local! {
     static CALLS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
     /// The stream whose callback is running.
     static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// This plugin's name (`plugin_name`), read in `on_configure`.
+    static NAME: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// One of a stream's scripts (empty for an unknown stream).
@@ -515,6 +540,12 @@ pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
 pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
     let mut ptr = std::ptr::null_mut();
     let mut len = 0;
+    let path = "plugin_name";
+    // SAFETY: path and the out-params are valid.
+    if unsafe { ffi::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len) } == 0 {
+        let name = String::from_utf8_lossy(&take(ptr, len)).into_owned();
+        NAME.with(|n| *n.borrow_mut() = name);
+    }
     // SAFETY: the out-params are valid.
     let status = unsafe { ffi::proxy_get_buffer_bytes(7, 0, size, &mut ptr, &mut len) };
     let config = String::from_utf8_lossy(&take(ptr, len)).into_owned();
@@ -541,13 +572,13 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
 pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 {
     let scripts = Scripts {
         id: request_header("x-probe-id"),
-        callout: request_header("x-probe-callout"),
-        request_body: request_header("x-probe-request-body"),
-        response: request_header("x-probe-response"),
-        response_body: request_header("x-probe-response-body"),
-        log: request_header("x-probe-log"),
+        callout: request_header(&script_header("callout")),
+        request_body: request_header(&script_header("request-body")),
+        response: request_header(&script_header("response")),
+        response_body: request_header(&script_header("response-body")),
+        log: request_header(&script_header("log")),
     };
-    let request = request_header("x-probe-request");
+    let request = request_header(&script_header("request"));
     STREAMS.with(|s| s.borrow_mut().insert(id, scripts));
     CURRENT.with(|c| c.set(id));
     script("on_request_headers", &request, eos != 0)
