@@ -107,6 +107,9 @@ pub struct Outcome {
     pub host_calls: u64,
     /// The callouts the plugins made, in order.
     pub callouts: Vec<Callout>,
+    /// Plugins that trapped during this request, as Envoy reports it:
+    /// `<plugin>: Function: <callback> failed: <trap and wasm backtrace>`.
+    pub traps: Vec<String>,
     /// Things that work in the harness but break in Envoy, e.g. a body whose size
     /// no longer matches its `content-length`.
     pub warnings: Vec<String>,

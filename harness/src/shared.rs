@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     stats: Mutex<Stats>,
     /// Every VM's log lines, in the order they were logged.
     logs: Mutex<Vec<LogRecord>>,
+    /// Traps, as Envoy reports them (`<plugin>: Function: <name> failed: ...`).
+    traps: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,6 +132,10 @@ impl Shared {
 
     pub(crate) fn logs(&self) -> MutexGuard<'_, Vec<LogRecord>> {
         lock(&self.logs)
+    }
+
+    pub(crate) fn traps(&self) -> MutexGuard<'_, Vec<String>> {
+        lock(&self.traps)
     }
 }
 

@@ -270,7 +270,8 @@ impl Vm {
                 let trap = Trap(format!("{e:?}"));
                 let message = format!("Function: {name} failed: {}", trap.0);
                 tracing::warn!(plugin = %state.meta.name, "{message}");
-                state.log(LogLevel::Critical, message);
+                let report = format!("{}: {message}", state.meta.name);
+                state.shared.traps().push(report);
                 self.failed = Some(trap.clone());
                 Err(trap)
             }

@@ -28,12 +28,15 @@ pub struct Suite {
     /// Its plugin configuration (for the probe, a script run in `on_configure`).
     #[serde(default)]
     pub config: String,
+    /// The plugins' `failure_policy` (default `FAIL_CLOSED`).
+    #[serde(default)]
+    pub failure_policy: Option<String>,
     /// Plugin names for a chain of several instances of the filter, in order
     /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
     #[serde(default)]
     pub chain: Vec<String>,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
-    /// the Envoy side waits for it before comparing logs.
+    /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
     pub done_line: String,
     /// The scenarios.
@@ -186,7 +189,8 @@ pub fn load(path: &Path) -> Result<Suite> {
 
 /// `envoy/conformance.yaml` running `filter` (a module in /etc/envoy/filters/)
 /// with `config`, once per name in `chain` (or once as shipped).
-fn envoy_yaml(filter: &str, config: &str, chain: &[String]) -> Result<String> {
+fn envoy_yaml(suite: &Suite) -> Result<String> {
+    let (filter, config, chain) = (&suite.filter, &suite.config, &suite.chain);
     let mut root: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&crate::envoy_yaml("conformance.yaml"))?;
     let filters =
@@ -199,7 +203,10 @@ fn envoy_yaml(filter: &str, config: &str, chain: &[String]) -> Result<String> {
         .find(|f| f["name"].as_str() == Some("envoy.filters.http.wasm"))
         .context("conformance.yaml has no wasm filter")?;
     let plugin = &mut probe["typed_config"]["config"];
-    plugin["configuration"]["value"] = serde_yaml_ng::Value::from(config);
+    plugin["configuration"]["value"] = serde_yaml_ng::Value::from(config.as_str());
+    if let Some(policy) = &suite.failure_policy {
+        plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
+    }
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
     if !chain.is_empty() {
@@ -242,7 +249,7 @@ fn envoy_wasm_logs(log: &str) -> Vec<String> {
 /// If Envoy or the harness cannot be set up, or a request cannot be sent.
 pub fn run(suite: &Suite) -> Result<Report> {
     let probe = crate::filter_wasm(&suite.filter);
-    let yaml = envoy_yaml(&suite.filter, &suite.config, &suite.chain)?;
+    let yaml = envoy_yaml(suite)?;
 
     let handler = by_probe_id(suite.scenarios.iter().map(|s| s.upstream.clone()).collect());
     let callout_handler = by_probe_id(suite.scenarios.iter().map(|s| s.callout.clone()).collect());
@@ -347,7 +354,9 @@ fn run_scenarios(
 
         let response = net::send(envoy.listener, scenario.request(id)?);
         let last_line = suite.done_line.replace("{id}", &id.to_string());
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Without a line to wait for, give Envoy's log a moment to settle.
+        let wait = if last_line.is_empty() { 300 } else { 5000 };
+        let deadline = Instant::now() + Duration::from_millis(wait);
         let lines = loop {
             let all = envoy_wasm_logs(&envoy.log());
             if all[seen_lines.min(all.len())..].contains(&last_line) || Instant::now() > deadline {

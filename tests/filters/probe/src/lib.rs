@@ -25,7 +25,7 @@
 //!   properties;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
 //! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
-//! - `loglevel`, `time`, `effective:id` — misc host calls;
+//! - `loglevel`, `time`, `effective:id` — misc host calls; `trap` — trap the VM;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
 //!   Pause unless the callback's end-of-stream flag is set.
 #![allow(unsafe_code, reason = "a raw ABI filter: FFI to the host is the point")]
@@ -448,6 +448,8 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 *ret = num(a);
                 (0, String::new())
             }
+            // A trap, as a Rust panic with panic=abort ends.
+            "trap" => std::process::abort(),
             // Pause (buffer) until the end of the stream, then continue.
             "hold" => {
                 *ret = u32::from(!eos);
