@@ -239,6 +239,18 @@ pub struct Chain {
     startup_logs: Vec<crate::LogRecord>,
 }
 
+/// What happened outside any request, while [`Chain::advance`] moved the clock.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Background {
+    /// What the plugins logged (in `on_tick` and callout responses).
+    pub logs: Vec<crate::LogRecord>,
+    /// Callouts made from `on_tick`, with their answers.
+    pub callouts: Vec<Callout>,
+    /// Plugins that trapped meanwhile.
+    pub traps: Vec<String>,
+}
+
 /// Per-filter progress of one stream.
 #[derive(Clone, Copy, Default)]
 struct Progress {
@@ -494,12 +506,66 @@ impl Chain {
     }
 
     /// Moves the virtual clock forward.
-    pub fn advance(&mut self, by: Duration) {
-        self.now += by;
+    /// Moves the virtual clock forward by `by`, firing every `on_tick` that falls
+    /// due on the way, in time order across plugins (a plugin's first tick comes
+    /// one period after it set the period). Callouts made from `on_tick` are
+    /// answered right after it. Returns what happened meanwhile.
+    pub fn advance(&mut self, by: Duration) -> Background {
+        let start = self.slots.first_mut().map(|s| s.vm.state().monotonic);
+        let end = start.unwrap_or_default() + by;
+        let mut callouts = Vec::new();
+        loop {
+            // The earliest due tick across plugins.
+            let due = self
+                .slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| s.vm.failed.is_none())
+                .filter_map(|(i, s)| Some((s.vm.state().next_tick?, i)))
+                .filter(|(t, _)| *t <= end)
+                .min();
+            let Some((at, i)) = due else { break };
+            self.set_monotonic(at);
+            let Chain {
+                slots, clusters, ..
+            } = self;
+            let slot = &mut slots[i];
+            let period = Duration::from_millis(u64::from(slot.vm.state().tick_period_ms));
+            slot.vm.state().next_tick = Some(at + period);
+            if slot.vm.on_tick().is_ok() {
+                while let Some(call) = slot.vm.state().pending_calls.pop_front() {
+                    let _ = answer_call(slot, clusters, call, &mut callouts);
+                    slot.vm.take_deferred();
+                }
+            }
+            slot.vm.take_deferred();
+        }
+        self.set_monotonic(end);
+        if self.slots.is_empty() {
+            self.now += by;
+        }
+        for slot in &mut self.slots {
+            slot.vm.take_fuel();
+            slot.vm.take_host_calls();
+        }
+        Background {
+            logs: self.drain_logs(),
+            callouts,
+            traps: std::mem::take(&mut *self.shared.traps()),
+        }
+    }
+
+    /// Sets every VM's virtual clocks to monotonic time `at` (wall time follows).
+    fn set_monotonic(&mut self, at: Duration) {
         for slot in &mut self.slots {
             let state = slot.vm.state();
-            state.now += by;
-            state.monotonic += by;
+            if let Some(delta) = at.checked_sub(state.monotonic) {
+                state.now += delta;
+                state.monotonic = at;
+            }
+        }
+        if let Some(first) = self.slots.first_mut() {
+            self.now = first.vm.state().now;
         }
     }
 

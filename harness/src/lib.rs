@@ -41,11 +41,13 @@
 //! response, connection and xds attributes, filter state), HTTP callouts to
 //! clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
 //! receives, the response delivered to the root context, resuming or answering
-//! the stream from it), fail-closed/fail-open after a trap,
+//! the stream from it), timers on a virtual clock ([`Chain::advance`] fires
+//! `on_tick`), fail-closed/fail-open after a trap,
 //! WASI stdio/clock/random/environ.
 //! Every behaviour here is compared with Envoy 1.40 by the conformance suite in
-//! `tests/conformance/`. Host calls of areas not emulated yet (trailers, gRPC,
-//! timers firing, shared queues, foreign functions)
+//! `tests/conformance/` (timers only by the harness's own tests: Envoy's are wall
+//! clock). Host calls of areas not emulated yet (trailers, gRPC, shared queues,
+//! foreign functions)
 //! are linked and answer `Unimplemented`; the buffer limit (413) and callout
 //! timeouts are not emulated, and callouts are answered only while the request
 //! headers are being processed.
@@ -67,7 +69,7 @@ mod upstream;
 mod vm;
 
 pub use abi::AbiVersion;
-pub use chain::{Chain, ChainBuilder, FailurePolicy, Filter};
+pub use chain::{Background, Chain, ChainBuilder, FailurePolicy, Filter};
 pub use engine::{Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};

@@ -118,6 +118,8 @@ pub(crate) struct HostState {
     pub(crate) maps: StreamMaps,
     pub(crate) deferred: Deferred,
     pub(crate) tick_period_ms: u32,
+    /// When the next `on_tick` is due (virtual monotonic time), if a period is set.
+    pub(crate) next_tick: Option<Duration>,
     /// The virtual wall clock, shared by every VM of a chain.
     pub(crate) now: SystemTime,
     /// The virtual monotonic clock.
@@ -170,6 +172,7 @@ impl HostState {
             maps: StreamMaps::default(),
             deferred: Deferred::default(),
             tick_period_ms: 0,
+            next_tick: None,
             now,
             monotonic: Duration::ZERO,
             rng: seed,

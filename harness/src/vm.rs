@@ -32,6 +32,7 @@ struct Callbacks {
     on_response_headers: Cb<(i32, i32, i32), i32>,
     on_request_body: Cb<(i32, i32, i32), i32>,
     on_http_call_response: Cb<(i32, i32, i32, i32, i32), ()>,
+    on_tick: Cb<i32, ()>,
     on_response_body: Cb<(i32, i32, i32), i32>,
     on_log: Cb<i32, ()>,
     on_done: Cb<i32, i32>,
@@ -105,6 +106,7 @@ impl Vm {
             on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
             on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
             on_http_call_response: typed(&mut store, &instance, "proxy_on_http_call_response"),
+            on_tick: typed(&mut store, &instance, "proxy_on_tick"),
             on_response_body: typed(&mut store, &instance, "proxy_on_response_body"),
             on_log: typed(&mut store, &instance, "proxy_on_log"),
             on_done: typed(&mut store, &instance, "proxy_on_done"),
@@ -336,6 +338,14 @@ impl Vm {
             &cb,
             (stream as i32, headers as i32, eos as i32),
         )
+    }
+
+    /// The timer fired: `on_tick` on the root context.
+    pub(crate) fn on_tick(&mut self) -> Result<(), Trap> {
+        let root = self.store.data().root_context_id;
+        let cb = self.callbacks.on_tick.clone();
+        self.call(Phase::Root, root, "proxy_on_tick", &cb, root as i32)
+            .map(drop)
     }
 
     /// Delivers a callout's answer to the root context; the response is readable

@@ -352,3 +352,27 @@ fn removing_x_forwarded_proto_leaves_no_route() {
         ("envoy.filters.http.router", "route_not_found")
     );
 }
+
+#[test]
+fn ticks_fire_on_the_virtual_clock() {
+    let wasm = module(
+        r#"(import "env" "proxy_set_tick_period_milliseconds" (func $period (param i32) (result i32)))
+  (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))"#,
+        r#"
+  (data (i32.const 200) "tick")
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (drop (call $period (i32.const 100))) (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (call $say (i32.const 200) (i32.const 4)))
+"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let quiet = chain.advance(std::time::Duration::from_millis(99));
+    assert!(
+        quiet.logs.is_empty(),
+        "the first tick comes one period after it was set"
+    );
+    let ticks = chain.advance(std::time::Duration::from_millis(250));
+    let lines: Vec<_> = ticks.logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(lines, ["tick", "tick", "tick"], "at 100, 200 and 300 ms");
+}

@@ -26,7 +26,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         linker,
         "proxy_set_tick_period_milliseconds",
         |caller, period: i32| {
-            caller.data_mut().tick_period_ms = period as u32;
+            let state = caller.data_mut();
+            state.tick_period_ms = period as u32;
+            // The first tick comes one period from now; 0 stops the timer.
+            state.next_tick = (period != 0).then(|| {
+                state.monotonic + std::time::Duration::from_millis(u64::from(period as u32))
+            });
             Status::Ok
         }
     );
