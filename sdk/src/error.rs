@@ -42,6 +42,14 @@ pub enum Error {
         /// What is wrong there.
         message: String,
     },
+    /// A callout was not sent: malformed, or refused by Envoy.
+    #[error("callout to `{cluster}` not sent: {reason}")]
+    InvalidCallout {
+        /// The cluster.
+        cluster: String,
+        /// Why.
+        reason: String,
+    },
     /// The host returned a serialized header map that could not be parsed.
     #[error("the host returned a malformed header map for {target}")]
     MalformedMap {

@@ -10,8 +10,8 @@ use proxy_wasm::types::{Action, ContextType};
 
 use crate::host::{self, BufferType};
 use crate::{
-    BufferBody, Flow, HttpFilter, LocalReply, RequestBody, RequestHeaders, ResponseBody,
-    ResponseHeaders, Result,
+    BufferBody, CalloutResponse, CalloutToken, Flow, HttpFilter, LocalReply, RequestBody,
+    RequestHeaders, ResponseBody, ResponseHeaders, Result,
 };
 
 /// Registers `F` as the module's HTTP filter. Called from the module's
@@ -130,7 +130,30 @@ fn respond(reply: &LocalReply) -> Action {
     Action::Pause
 }
 
-impl<F: HttpFilter> Context for Stream<F> {}
+impl<F: HttpFilter> Context for Stream<F> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        // proxy-wasm has made this stream the effective context.
+        let action = self.run(|f| {
+            let response = CalloutResponse::read(num_headers, body_size)?;
+            f.on_callout_response(
+                CalloutToken(token_id),
+                response,
+                &mut RequestHeaders::new(false),
+            )
+        });
+        if action == Action::Continue
+            && let Err(status) = host::continue_request()
+        {
+            log::error!("cannot resume the request after a callout: {status}");
+        }
+    }
+}
 
 impl<F: HttpFilter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -4,7 +4,10 @@ use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 
-use crate::{LocalReply, RequestBody, RequestHeaders, ResponseBody, ResponseHeaders, Result};
+use crate::{
+    CalloutResponse, CalloutToken, LocalReply, RequestBody, RequestHeaders, ResponseBody,
+    ResponseHeaders, Result,
+};
 
 /// What the filter chain should do after a callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,23 @@ pub trait HttpFilter: 'static {
     /// Any error becomes a local `500` reply.
     fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
         let _ = body;
+        Ok(Flow::Continue)
+    }
+
+    /// The answer to a callout this stream sent with
+    /// [`HttpCall::send`](crate::HttpCall::send). [`Flow::Continue`] resumes the
+    /// paused request, [`Flow::Respond`] answers it, [`Flow::Pause`] keeps it
+    /// waiting (for another callout). The request headers can still be changed.
+    ///
+    /// # Errors
+    /// Any error becomes a local `500` reply.
+    fn on_callout_response(
+        &mut self,
+        token: CalloutToken,
+        response: CalloutResponse,
+        headers: &mut RequestHeaders,
+    ) -> Result<Flow> {
+        let _ = (token, response, headers);
         Ok(Flow::Continue)
     }
 

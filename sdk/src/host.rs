@@ -62,12 +62,14 @@ impl fmt::Display for Status {
     }
 }
 
-/// Header and trailer maps (`proxy_map_type_t`).
+/// Header and trailer maps (`proxy_map_type_t`), named as in the spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
+#[allow(clippy::enum_variant_names, reason = "the spec's names")]
 pub(crate) enum MapType {
     RequestHeaders = 0,
     ResponseHeaders = 2,
+    CallResponseHeaders = 6,
 }
 
 /// Buffers (`proxy_buffer_type_t`).
@@ -76,6 +78,7 @@ pub(crate) enum MapType {
 pub(crate) enum BufferType {
     RequestBody = 0,
     ResponseBody = 1,
+    CallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -185,6 +188,7 @@ mod ffi {
             return_buffer_data: *mut *mut u8,
             return_buffer_size: *mut usize,
         ) -> u32;
+        fn proxy_continue_stream(stream_type: u32) -> u32;
         fn proxy_set_buffer_bytes(
             buffer_type: u32,
             start: usize,
@@ -311,6 +315,13 @@ mod ffi {
         })
     }
 
+    /// Resumes the request (stream type 0) of the effective context.
+    #[inline]
+    pub(crate) fn continue_request() -> Result<(), Status> {
+        // SAFETY: no pointers.
+        check(unsafe { proxy_continue_stream(0) })
+    }
+
     pub(crate) fn send_local_response(
         status: u32,
         details: &str,
@@ -361,6 +372,9 @@ mod ffi {
     pub(crate) fn set_buffer(_: BufferType, _: usize, _: usize, _: &[u8]) -> Result<(), Status> {
         Err(Status::UNIMPLEMENTED)
     }
+    pub(crate) fn continue_request() -> Result<(), Status> {
+        Err(Status::UNIMPLEMENTED)
+    }
     pub(crate) fn send_local_response(
         _: u32,
         _: &str,
@@ -381,9 +395,30 @@ pub(crate) fn register_root_context(factory: fn(u32) -> Box<dyn proxy_wasm::trai
 }
 
 pub(crate) use ffi::{
-    add_map_value, get_buffer, get_map_pairs, get_map_value, remove_map_value, replace_map_value,
-    send_local_response, set_buffer,
+    add_map_value, continue_request, get_buffer, get_map_pairs, get_map_value, remove_map_value,
+    replace_map_value, send_local_response, set_buffer,
 };
+
+/// Dispatches an HTTP callout through `proxy-wasm`, which records which context
+/// made it so that the answer reaches the same stream. It answers `Ok`,
+/// `BadArgument` or `InternalFailure` as statuses.
+pub(crate) fn dispatch_http_call(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    timeout: std::time::Duration,
+) -> Result<u32, Status> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, body, Vec::new(), timeout)
+            .map_err(|s| Status(s as u32))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = (cluster, headers, body, timeout);
+        Err(Status::UNIMPLEMENTED)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -54,6 +54,7 @@
 //! or test it with `weir-harness`.
 
 mod body;
+mod callout;
 mod config;
 mod error;
 #[doc(hidden)]
@@ -64,6 +65,7 @@ mod host;
 mod reply;
 
 pub use body::{Body, BufferBody, RequestBody, ResponseBody};
+pub use callout::{CalloutResponse, CalloutToken, HttpCall};
 pub use config::parse_config;
 pub use error::{Error, HostStatus, Result};
 pub use filter::{Flow, HttpFilter};
