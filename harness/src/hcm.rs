@@ -253,12 +253,7 @@ impl ConnectionManager {
             })?;
         // Envoy's HTTP/1 codec frames a response that has neither header: chunked
         // when there is a body, `content-length: 0` when the headers end it.
-        let unframed = fields.get(b"content-length").is_none()
-            && fields.get(b"transfer-encoding").is_none()
-            && !(100..200).contains(&status.as_u16())
-            && status != http::StatusCode::NO_CONTENT
-            && status != http::StatusCode::NOT_MODIFIED;
-        if unframed {
+        if needs_framing(&fields, status.as_u16()) {
             if body.is_empty() {
                 fields.add(b"content-length", b"0");
             } else {
@@ -300,13 +295,18 @@ pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
 /// HTTP/1 framing: a response with a body-bearing status and no `content-length`
 /// or `transfer-encoding` gets `content-length`, as hyper and Envoy's codec send.
 fn frame(fields: &mut Fields, status: u16, body_len: usize) {
-    let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
-    if !bodiless
-        && fields.get(b"content-length").is_none()
-        && fields.get(b"transfer-encoding").is_none()
-    {
+    if needs_framing(fields, status) {
         fields.add(b"content-length", body_len.to_string().as_bytes());
     }
+}
+
+/// A response whose status may carry a body and that has neither
+/// `content-length` nor `transfer-encoding`.
+fn needs_framing(fields: &Fields, status: u16) -> bool {
+    let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
+    !bodiless
+        && fields.get(b"content-length").is_none()
+        && fields.get(b"transfer-encoding").is_none()
 }
 
 fn header_name(name: &[u8], direction: &'static str) -> Result<HeaderName> {

@@ -159,7 +159,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut headers = RequestHeaders::new(end_of_stream);
         let action = self.run(|f| f.on_request_headers(&mut headers));
-        self.request_buffer = headers.take_buffer_request();
+        self.request_buffer = headers.take_buffer_body();
         action
     }
 
@@ -173,7 +173,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut headers = ResponseHeaders::new(end_of_stream);
         let action = self.run(|f| f.on_response_headers(&mut headers));
-        self.response_buffer = headers.take_buffer_request();
+        self.response_buffer = headers.take_buffer_body();
         action
     }
 

@@ -44,7 +44,7 @@ impl Headers {
         Ok(())
     }
 
-    pub(crate) fn take_buffer_request(&mut self) -> Option<BufferBody> {
+    pub(crate) fn take_buffer_body(&mut self) -> Option<BufferBody> {
         self.buffer.take()
     }
 
