@@ -44,9 +44,10 @@
 //! the stream from it), timers on a virtual clock ([`Chain::advance`] fires
 //! `on_tick`), fail-closed/fail-open after a trap,
 //! WASI stdio/clock/random/environ.
-//! Every behaviour here is compared with Envoy 1.40 by the conformance suite in
-//! `tests/conformance/` (timers only by the harness's own tests: Envoy's are wall
-//! clock). Host calls of areas not emulated yet (trailers, gRPC, shared queues,
+//! The conformance suite in `tests/conformance/` compares the stream, header,
+//! body, shared-data, metrics, property, callout, chain and failure behaviours
+//! with Envoy 1.40. The load checks and timers are tested in the harness only
+//! (Envoy's timers run on the wall clock). Host calls of areas not emulated yet (trailers, gRPC, shared queues,
 //! foreign functions)
 //! are linked and answer `Unimplemented`; the buffer limit (413) and callout
 //! timeouts are not emulated, and callouts are answered only while the request
