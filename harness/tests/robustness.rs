@@ -118,6 +118,23 @@ impl Rng {
     }
 }
 
+/// One call of import number `i` (parameter types `params`) with generated
+/// arguments, its result dropped.
+fn call(rng: &mut Rng, i: usize, params: &str) -> String {
+    let args: String = params
+        .chars()
+        .map(|c| {
+            let v = rng.arg();
+            if c == 'l' {
+                format!("(i64.const {v}) ")
+            } else {
+                format!("(i32.const {}) ", v as i32)
+            }
+        })
+        .collect();
+    format!("(drop (call $f{i} {args}))\n")
+}
+
 /// A module whose `on_request_headers` and `on_response_headers` make `calls`.
 fn module(imports: &[(&str, &str, &str)], calls: &str) -> Vec<u8> {
     let imports: String = imports
@@ -189,18 +206,7 @@ fn arbitrary_host_call_arguments_never_panic_the_host() {
         for _ in 0..6 {
             let mut calls = String::new();
             for _ in 0..8 {
-                let args: String = params
-                    .chars()
-                    .map(|c| {
-                        let v = rng.arg();
-                        if c == 'l' {
-                            format!("(i64.const {v}) ")
-                        } else {
-                            format!("(i32.const {}) ", v as i32)
-                        }
-                    })
-                    .collect();
-                calls += &format!("(drop (call $f{i} {args}))\n");
+                calls += &call(&mut rng, i, params);
             }
             run(&module(&all, &calls));
             modules += 1;
@@ -217,19 +223,7 @@ fn mixed_sequences_of_host_calls_never_panic_the_host() {
         let mut calls = String::new();
         for _ in 0..24 {
             let i = rng.next() as usize % all.len();
-            let args: String = all[i]
-                .2
-                .chars()
-                .map(|c| {
-                    let v = rng.arg();
-                    if c == 'l' {
-                        format!("(i64.const {v}) ")
-                    } else {
-                        format!("(i32.const {}) ", v as i32)
-                    }
-                })
-                .collect();
-            calls += &format!("(drop (call $f{i} {args}))\n");
+            calls += &call(&mut rng, i, all[i].2);
         }
         run(&module(&all, &calls));
     }
