@@ -3,7 +3,9 @@
 // conformance suite.
 //
 // Request path:  logs the path, adds `x-as-added: 1`, remembers `x-as-echo`;
-//                answers 403 locally when the request has `x-as-deny`.
+//                answers 403 locally when the request has `x-as-deny`;
+//                throws when it has `x-as-abort` (the SDK's abort handler logs
+//                the message at critical level and calls proc_exit).
 // Response path: logs the status, echoes the remembered value as
 //                `x-as-echo-back`, counts response body bytes.
 // Stream end:    logs one summary line (`as-headers: done id=...`).
@@ -55,6 +57,9 @@ class HeadersStream extends Context {
     this.id = request.get("x-probe-id");
     this.echo = request.get("x-as-echo");
     info("request path=" + request.get(":path") + " headers=" + count.toString());
+    if (request.get("x-as-abort") != "") {
+      throw new Error("as-headers: abort requested");
+    }
     if (request.get("x-as-deny") != "") {
       this.denied = true;
       info("denying");
