@@ -43,11 +43,26 @@ pub fn built_filters() -> &'static [BuiltFilter] {
     })
 }
 
-/// The built module of one sample or test filter.
+/// AssemblyScript test filters (`tests/as-filters/<name>`), built by
+/// `scripts/setup` (`scripts/build-as-filters`) into `target/as-filters/`.
+pub const AS_FILTERS: &[&str] = &["as-headers", "as-config", "as-config-direct"];
+
+/// The built module of one sample, test or AssemblyScript filter.
 ///
 /// # Panics
-/// If `package` is not a sample or test filter.
+/// If `package` is not one of them, or an AssemblyScript module was not built.
 pub fn filter_wasm(package: &str) -> PathBuf {
+    if AS_FILTERS.contains(&package) {
+        let wasm = build::target_dir(root())
+            .join("as-filters")
+            .join(format!("{package}.wasm"));
+        assert!(
+            wasm.is_file(),
+            "{} is missing: run scripts/setup (it builds the AssemblyScript filters)",
+            wasm.display()
+        );
+        return wasm;
+    }
     built_filters()
         .iter()
         .find(|f| f.package == package)

@@ -1,0 +1,204 @@
+//! The only place that talks to the proxy-wasm host.
+//!
+//! `proxy_wasm::hostcalls` panics on any status it does not expect (for example
+//! `BadArgument` when headers are touched outside their callback), which traps the
+//! VM in Envoy. The calls are therefore declared here (`wasm.rs`) and every status
+//! is returned to the caller as a [`Status`]. The registration and dispatch plumbing
+//! (`main!`, the context dispatcher, the allocator and the `log` backend) still come
+//! from the `proxy-wasm` crate, and so do the calls whose tokens its dispatcher must
+//! record (HTTP and gRPC callouts).
+//!
+//! Outside wasm (native unit tests) the same functions run against an in-process
+//! mock host (`mock.rs`, driven through [`crate::testing`]).
+
+use std::fmt;
+
+/// A proxy-wasm status code as returned by the host (`proxy_status_t`).
+///
+/// Kept as a raw `u32` so that any value a host returns (including ones the
+/// `proxy-wasm` crate has no variant for, such as 6 and 12) is representable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Status(pub u32);
+
+impl Status {
+    pub(crate) const OK: Status = Status(0);
+    pub(crate) const NOT_FOUND: Status = Status(1);
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) const BAD_ARGUMENT: Status = Status(2);
+    pub(crate) const EMPTY: Status = Status(7);
+    pub(crate) const CAS_MISMATCH: Status = Status(8);
+
+    /// The spec name of the status.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0 => "Ok",
+            1 => "NotFound",
+            2 => "BadArgument",
+            3 => "SerializationFailure",
+            4 => "ParseFailure",
+            5 => "BadExpression",
+            6 => "InvalidMemoryAccess",
+            7 => "Empty",
+            8 => "CasMismatch",
+            9 => "ResultMismatch",
+            10 => "InternalFailure",
+            11 => "BrokenConnection",
+            12 => "Unimplemented",
+            _ => "Unknown",
+        }
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.0)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.0)
+    }
+}
+
+/// Header and trailer maps (`proxy_map_type_t`), named as in the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub(crate) enum MapType {
+    RequestHeaders = 0,
+    RequestTrailers = 1,
+    ResponseHeaders = 2,
+    ResponseTrailers = 3,
+    CallResponseHeaders = 6,
+    CallResponseTrailers = 7,
+}
+
+/// Buffers (`proxy_buffer_type_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub(crate) enum BufferType {
+    RequestBody = 0,
+    ResponseBody = 1,
+    CallResponseBody = 4,
+    GrpcMessage = 5,
+    PluginConfiguration = 7,
+}
+
+/// Metric types (`proxy_metric_type_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub(crate) enum MetricKind {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+/// `proxy_stream_type_t` of the request, for `proxy_continue_stream`.
+pub(crate) const STREAM_REQUEST: u32 = 0;
+
+/// Serializes header pairs in the proxy-wasm map format:
+/// `u32 count`, then `count × (u32 key_len, u32 value_len)`, then each key and value
+/// followed by a NUL byte. All integers are little-endian.
+pub(crate) fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len() + 2)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// Parses the proxy-wasm map format. Malformed input yields `None` instead of a panic.
+pub(crate) fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let read_u32 = |at: usize| -> Option<usize> {
+        let raw = bytes.get(at..at + 4)?;
+        Some(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize)
+    };
+    let count = read_u32(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        let at = 4 + i * 8;
+        sizes.push((read_u32(at)?, read_u32(at + 4)?));
+    }
+    // Every size was read, so `4 + count * 8` is within `bytes`.
+    let mut at = 4 + count * 8;
+    let mut pairs = Vec::with_capacity(sizes.len());
+    let field = |at: &mut usize, len: usize| -> Option<Vec<u8>> {
+        let end = at.checked_add(len)?;
+        let value = bytes.get(*at..end)?.to_vec();
+        // each key and value is followed by a NUL byte
+        (bytes.get(end) == Some(&0)).then_some(())?;
+        *at = end + 1;
+        Some(value)
+    };
+    for (klen, vlen) in sizes {
+        let key = field(&mut at, klen)?;
+        let value = field(&mut at, vlen)?;
+        pairs.push((key, value));
+    }
+    Some(pairs)
+}
+
+mod ffi;
+pub(crate) use ffi::*;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod mock;
+
+/// Installs the `log` backend and the root context factory with the `proxy-wasm`
+/// dispatcher. Called once from the module's `_initialize`.
+pub(crate) fn register_root_context(factory: fn(u32) -> Box<dyn proxy_wasm::traits::RootContext>) {
+    // Envoy filters the levels it prints itself (`proxy_get_log_level`).
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(factory);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        let pairs: Vec<(&str, &[u8])> = vec![(":path", b"/a"), ("x-bin", &[0xff, 0x00, 0x41])];
+        let bytes = serialize_pairs(&pairs);
+        let back = deserialize_pairs(&bytes).expect("well-formed");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], (b":path".to_vec(), b"/a".to_vec()));
+        assert_eq!(back[1], (b"x-bin".to_vec(), vec![0xff, 0x00, 0x41]));
+    }
+
+    #[test]
+    fn empty_and_malformed_maps() {
+        assert_eq!(deserialize_pairs(&[]), Some(vec![]));
+        assert_eq!(deserialize_pairs(&[0, 0, 0, 0]), Some(vec![]));
+        // count says one pair but there are no sizes
+        assert_eq!(deserialize_pairs(&[1, 0, 0, 0]), None);
+        // sizes run past the end
+        assert_eq!(
+            deserialize_pairs(&[1, 0, 0, 0, 9, 0, 0, 0, 9, 0, 0, 0]),
+            None
+        );
+        // absurd count must not allocate or panic
+        assert_eq!(deserialize_pairs(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn status_names() {
+        assert_eq!(Status(2).to_string(), "BadArgument (2)");
+        assert_eq!(format!("{:?}", Status(99)), "Unknown(99)");
+    }
+}
