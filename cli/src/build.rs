@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 /// The wasm target filters are built for.
 pub const TARGET: &str = "wasm32-wasip1";
-/// The cargo profile filters are built with (size-tuned, see the root manifest).
+/// The cargo profile filters are built with (see the root manifest).
 pub const PROFILE: &str = "filter";
 /// The sample filters shipped in `filters/`.
 pub const SAMPLE_FILTERS: &[&str] = &["header-append"];

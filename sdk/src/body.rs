@@ -3,7 +3,7 @@
 use std::ops::{Deref, DerefMut};
 
 use crate::host::{self, BufferType};
-use crate::{Error, LocalReply, Result};
+use crate::{Error, ErrorKind, LocalReply, Result};
 
 /// The body data of the current body callback, owned by the host.
 ///
@@ -29,11 +29,7 @@ impl Body {
     }
 
     fn err(&self, call: &'static str) -> impl FnOnce(host::Status) -> Error + '_ {
-        move |status| Error::Host {
-            call,
-            target: self.target,
-            status,
-        }
+        move |status| Error::host(call, self.target, status)
     }
 
     /// The size of the data in bytes.
@@ -54,7 +50,7 @@ impl Body {
     /// The data.
     ///
     /// # Errors
-    /// [`Error::Host`] if the host refuses the call.
+    /// A host error if the host refuses the call.
     pub fn bytes(&self) -> Result<Vec<u8>> {
         if self.len == 0 {
             return Ok(Vec::new());
@@ -67,10 +63,12 @@ impl Body {
     /// The data as text.
     ///
     /// # Errors
-    /// [`Error::NonUtf8Body`] if it is not UTF-8, or as for [`Body::bytes`].
+    /// [`ErrorKind::NonUtf8Body`] if it is not UTF-8, or as for [`Body::bytes`].
     pub fn text(&self) -> Result<String> {
-        String::from_utf8(self.bytes()?).map_err(|_| Error::NonUtf8Body {
-            target: self.target,
+        String::from_utf8(self.bytes()?).map_err(|_| {
+            Error::from(ErrorKind::NonUtf8Body {
+                target: self.target,
+            })
         })
     }
 
@@ -78,7 +76,7 @@ impl Body {
     /// size changes (see [`BufferBody::will_modify`]).
     ///
     /// # Errors
-    /// [`Error::Host`] if the host refuses the call.
+    /// A host error if the host refuses the call.
     pub fn replace(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
         let data = data.as_ref();
         host::set_buffer(self.buffer, 0, self.len, data)
@@ -90,7 +88,7 @@ impl Body {
     /// Inserts `data` before the current data.
     ///
     /// # Errors
-    /// [`Error::Host`] if the host refuses the call.
+    /// A host error if the host refuses the call.
     pub fn prepend(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
         let data = data.as_ref();
         host::set_buffer(self.buffer, 0, 0, data).map_err(self.err("proxy_set_buffer_bytes"))?;
@@ -101,7 +99,7 @@ impl Body {
     /// Adds `data` after the current data.
     ///
     /// # Errors
-    /// [`Error::Host`] if the host refuses the call.
+    /// A host error if the host refuses the call.
     pub fn append(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
         let data = data.as_ref();
         host::set_buffer(self.buffer, self.len, 0, data)
@@ -113,26 +111,31 @@ impl Body {
     /// The data parsed as JSON.
     ///
     /// # Errors
-    /// [`Error::Json`] naming the path of the problem, or as for [`Body::bytes`].
+    /// [`ErrorKind::Json`] naming the path of the problem, or as for [`Body::bytes`].
+    #[cfg(feature = "json")]
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         let bytes = self.bytes()?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Json {
-            target: self.target,
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
+        crate::json_path::from_slice(&bytes).map_err(|(path, message)| {
+            Error::from(ErrorKind::Json {
+                target: self.target,
+                path,
+                message,
+            })
         })
     }
 
     /// Replaces the data with `value` as JSON.
     ///
     /// # Errors
-    /// [`Error::Json`] if `value` cannot be serialized, or as for [`Body::replace`].
+    /// [`ErrorKind::Json`] if `value` cannot be serialized, or as for [`Body::replace`].
+    #[cfg(feature = "json")]
     pub fn set_json<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| Error::Json {
-            target: self.target,
-            path: ".".to_owned(),
-            message: e.to_string(),
+        let bytes = serde_json::to_vec(value).map_err(|e| {
+            Error::from(ErrorKind::Json {
+                target: self.target,
+                path: ".".to_owned(),
+                message: e.to_string(),
+            })
         })?;
         self.replace(bytes)
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::host::{self, BufferType, MapType};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// An HTTP request to a cluster, checked before it is sent.
 ///
@@ -98,9 +98,11 @@ impl HttpCall {
     }
 
     fn check(&self) -> Result<()> {
-        let invalid = |reason: String| Error::InvalidCallout {
-            cluster: self.cluster.clone(),
-            reason,
+        let invalid = |reason: String| {
+            Error::from(ErrorKind::InvalidCallout {
+                cluster: self.cluster.clone(),
+                reason,
+            })
         };
         if self.cluster.is_empty() || self.cluster.contains("://") {
             return Err(invalid(
@@ -122,13 +124,14 @@ impl HttpCall {
         Ok(())
     }
 
-    /// Sends the call. Its answer is delivered to the stream that sent it, in
-    /// [`HttpFilter::on_callout_response`](crate::HttpFilter::on_callout_response);
-    /// return [`Flow::Pause`](crate::Flow) to hold the stream until then.
+    /// Sends the call. Its answer is delivered to the context that sent it: a
+    /// stream's [`HttpFilter::on_callout_response`](crate::HttpFilter::on_callout_response)
+    /// (return [`Flow::Pause`](crate::Flow) to hold the stream until then), or the
+    /// plugin's [`Plugin::on_callout_response`](crate::Plugin::on_callout_response).
     ///
     /// # Errors
-    /// [`Error::InvalidCallout`] before sending for a malformed call, or when Envoy
-    /// refuses it (an unknown cluster).
+    /// [`ErrorKind::InvalidCallout`] before sending for a malformed call, or when
+    /// Envoy refuses it (an unknown cluster).
     pub fn send(self) -> Result<CalloutToken> {
         self.check()?;
         let mut headers: Vec<(&str, &str)> = vec![
@@ -140,76 +143,120 @@ impl HttpCall {
         let body = (!self.body.is_empty()).then_some(self.body.as_slice());
         host::dispatch_http_call(&self.cluster, headers, body, self.timeout)
             .map(CalloutToken)
-            .map_err(|status| Error::InvalidCallout {
-                cluster: self.cluster.clone(),
-                reason: format!("Envoy refused it ({status}): is the cluster defined?"),
+            .map_err(|status| {
+                Error::from(ErrorKind::InvalidCallout {
+                    cluster: self.cluster.clone(),
+                    reason: format!("Envoy refused it ({status}): is the cluster defined?"),
+                })
             })
     }
 }
 
-/// The answer to a callout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The answer to a callout, read from the host on demand (only while the
+/// callback that received it runs).
+///
+/// A call that failed without a response (timeout, reset, connection failure)
+/// has no headers: [`CalloutResponse::is_failure`] is true and
+/// [`CalloutResponse::status`] is `None`.
+#[derive(Debug)]
 pub struct CalloutResponse {
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
+    num_headers: usize,
+    body_size: usize,
+    num_trailers: usize,
 }
 
+const TARGET: &str = "the callout response";
+
 impl CalloutResponse {
-    /// Reads the answer the host is delivering (inside `on_http_call_response`).
-    pub(crate) fn read(num_headers: usize, body_size: usize) -> Result<Self> {
-        let headers = if num_headers == 0 {
-            Vec::new()
-        } else {
-            let raw = host::get_map_pairs(MapType::CallResponseHeaders).map_err(|status| {
-                Error::Host {
-                    call: "proxy_get_header_map_pairs",
-                    target: "the callout response",
-                    status,
-                }
-            })?;
-            host::deserialize_pairs(&raw)
-                .ok_or(Error::MalformedMap {
-                    target: "the callout response",
-                })?
-                .into_iter()
-                .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
-                .collect()
-        };
-        let body = if body_size == 0 {
-            Vec::new()
-        } else {
-            host::get_buffer(BufferType::CallResponseBody, 0, body_size)
-                .map_err(|status| Error::Host {
-                    call: "proxy_get_buffer_bytes",
-                    target: "the callout response",
-                    status,
-                })?
-                .unwrap_or_default()
-        };
-        Ok(Self { headers, body })
+    pub(crate) fn new(num_headers: usize, body_size: usize, num_trailers: usize) -> Self {
+        Self {
+            num_headers,
+            body_size,
+            num_trailers,
+        }
     }
 
-    /// The HTTP status, or `None` if the call failed without a response (reset).
-    pub fn status(&self) -> Option<u16> {
-        self.header(":status")
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+    /// Whether the call failed without a response (timeout, reset, no upstream).
+    pub fn is_failure(&self) -> bool {
+        self.num_headers == 0
+    }
+
+    /// The HTTP status, or `None` if the call failed without a response.
+    ///
+    /// # Errors
+    /// A host error if the host refuses the call.
+    pub fn status(&self) -> Result<Option<u16>> {
+        Ok(self
+            .header(":status")?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
     }
 
     /// The first value of a header.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+    ///
+    /// # Errors
+    /// A host error if the host refuses the call.
+    pub fn header(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        if self.num_headers == 0 {
+            return Ok(None);
+        }
+        host::get_map_value(MapType::CallResponseHeaders, name)
+            .map_err(|status| Error::host("proxy_get_header_map_value", TARGET, status))
     }
 
     /// Every header, in order.
-    pub fn headers(&self) -> &[(String, Vec<u8>)] {
-        &self.headers
+    ///
+    /// # Errors
+    /// A host error, or [`ErrorKind::Malformed`] if the map cannot be decoded.
+    pub fn headers(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        if self.num_headers == 0 {
+            return Ok(Vec::new());
+        }
+        crate::headers::read_pairs(MapType::CallResponseHeaders, TARGET)
+    }
+
+    /// Every trailer, in order.
+    ///
+    /// # Errors
+    /// As for [`CalloutResponse::headers`].
+    pub fn trailers(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        if self.num_trailers == 0 {
+            return Ok(Vec::new());
+        }
+        crate::headers::read_pairs(MapType::CallResponseTrailers, TARGET)
+    }
+
+    /// The size of the body in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body_size
     }
 
     /// The body.
-    pub fn body(&self) -> &[u8] {
-        &self.body
+    ///
+    /// # Errors
+    /// A host error if the host refuses the call.
+    pub fn body(&self) -> Result<Vec<u8>> {
+        if self.body_size == 0 {
+            return Ok(Vec::new());
+        }
+        host::get_buffer(BufferType::CallResponseBody, 0, self.body_size)
+            .map(Option::unwrap_or_default)
+            .map_err(|status| Error::host("proxy_get_buffer_bytes", TARGET, status))
+    }
+
+    /// The body parsed as JSON.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Json`] naming the path of the problem, or as for
+    /// [`CalloutResponse::body`].
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let body = self.body()?;
+        crate::json_path::from_slice(&body).map_err(|(path, message)| {
+            Error::from(ErrorKind::Json {
+                target: TARGET,
+                path,
+                message,
+            })
+        })
     }
 }

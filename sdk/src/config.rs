@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Parses a plugin configuration document into `T`.
 ///
@@ -24,23 +24,15 @@ use crate::{Error, Result};
 /// ```
 ///
 /// # Errors
-/// [`Error::Config`] when the bytes are not JSON or do not match `T`.
+/// [`ErrorKind::Config`] when the bytes are not JSON or do not match `T`.
 pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Config {
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
-    })?;
-    de.end().map_err(|e| Error::Config {
-        path: ".".to_owned(),
-        message: e.to_string(),
-    })?;
-    Ok(value)
+    crate::json_path::from_slice(bytes)
+        .map_err(|(path, message)| Error::from(ErrorKind::Config { path, message }))
 }
 
 #[cfg(test)]
@@ -72,7 +64,7 @@ mod tests {
     fn errors_name_the_field() {
         let err = parse_config::<Nested>(br#"{"items": [{"name": "a"}, {"name": 7}]}"#)
             .expect_err("bad type");
-        let Error::Config { path, message } = err else {
+        let ErrorKind::Config { path, message } = err.kind() else {
             panic!("wrong error: {err}")
         };
         assert_eq!(path, "items[1].name");

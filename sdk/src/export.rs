@@ -1,6 +1,11 @@
-//! Glue between a [`HttpFilter`] and the `proxy-wasm` dispatcher: the adapters
-//! implement its context traits, so context ids and boxed trait objects stay in
-//! here. Every call into the host goes through the private `host` module.
+//! Glue between a [`HttpFilter`] (and its [`Plugin`]) and the `proxy-wasm`
+//! dispatcher: the adapters implement its context traits, so context ids and boxed
+//! trait objects stay in here. Every call into the host goes through the private
+//! `host` module.
+//!
+//! The success path of each callback does nothing but build the view and call the
+//! filter; error handling, local replies and logging are out of line (`#[cold]`),
+//! so a filter pays for them only when they happen.
 
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -9,67 +14,132 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 use crate::host::{self, BufferType};
+use crate::plugin::log_error;
 use crate::{
-    BufferBody, CalloutResponse, CalloutToken, Flow, HttpFilter, LocalReply, RequestBody,
-    RequestHeaders, ResponseBody, ResponseHeaders, Result,
+    BufferBody, CalloutResponse, CalloutToken, Error, Flow, GrpcResponse, GrpcToken, HttpFilter,
+    IntoLocalReply, LocalReply, Plugin, PluginContext, RequestBody, RequestHeaders,
+    RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers, Result, SharedQueue,
 };
 
-/// Registers `F` as the module's HTTP filter. Called from the module's
-/// `_initialize` by [`export_http_filter!`](crate::export_http_filter).
+/// Registers `F` (with plugin `P`) as the module's HTTP filter. Called from the
+/// module's `_initialize` by [`export_http_filter!`](crate::export_http_filter).
 #[doc(hidden)]
-pub fn register_http_filter<F: HttpFilter>() {
+pub fn register_http_filter<F, P>()
+where
+    F: HttpFilter,
+    P: Plugin<Config = F::Config>,
+{
+    // proxy-wasm's log backend also installs a panic hook that logs the message
+    // and location at critical level before the trap.
     host::register_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root::<F> {
+        Box::new(Root::<F, P> {
             config: None,
+            plugin: None,
+            ctx: PluginContext::default(),
             _filter: PhantomData,
         })
     });
 }
 
-fn filter_name<F>() -> &'static str {
-    let full = std::any::type_name::<F>();
-    full.rsplit("::").next().unwrap_or(full)
+/// The last path segment of a type's name, for log lines.
+pub(crate) fn type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    // Byte search keeps string searchers out of the module.
+    match full.bytes().rposition(|b| b == b':') {
+        Some(at) => &full[at + 1..],
+        None => full,
+    }
 }
 
-struct Root<F: HttpFilter> {
+struct Root<F: HttpFilter, P> {
     config: Option<Rc<F::Config>>,
+    plugin: Option<P>,
+    ctx: PluginContext,
     _filter: PhantomData<F>,
 }
 
-impl<F: HttpFilter> Context for Root<F> {}
+impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
+    fn configure(&mut self, size: usize) -> Result<()> {
+        let bytes = host::get_buffer(BufferType::PluginConfiguration, 0, size)
+            .map_err(|status| {
+                Error::host("proxy_get_buffer_bytes", "the plugin configuration", status)
+            })?
+            .unwrap_or_default();
+        let config = Rc::new(crate::parse_config::<F::Config>(&bytes)?);
+        self.plugin = Some(P::start(&config, &mut self.ctx)?);
+        self.config = Some(config);
+        Ok(())
+    }
+}
 
-impl<F: HttpFilter> RootContext for Root<F> {
+impl<F: HttpFilter, P: Plugin<Config = F::Config>> Context for Root<F, P> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        if !P::ACTIVE {
+            return;
+        }
+        if let Some(plugin) = self.plugin.as_mut() {
+            let response = CalloutResponse::new(num_headers, body_size, num_trailers);
+            let result =
+                plugin.on_callout_response(CalloutToken(token_id), &response, &mut self.ctx);
+            log_error::<P>("callout response", result);
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if !P::ACTIVE {
+            return;
+        }
+        if let Some(plugin) = self.plugin.as_mut() {
+            let response = GrpcResponse::new(status_code, response_size);
+            let result = plugin.on_grpc_response(GrpcToken(token_id), &response, &mut self.ctx);
+            log_error::<P>("gRPC response", result);
+        }
+    }
+}
+
+impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match host::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(status) => {
-                log::error!(
-                    "{}: cannot read the plugin configuration: {status}",
-                    filter_name::<F>()
-                );
-                return false;
-            }
-        };
-        match crate::parse_config::<F::Config>(&bytes) {
-            Ok(config) => {
-                self.config = Some(Rc::new(config));
-                true
-            }
+        match self.configure(plugin_configuration_size) {
+            Ok(()) => true,
             Err(e) => {
-                log::error!("{}: {e}", filter_name::<F>());
+                log::error!("{}: {e}", type_name::<F>());
                 false
             }
         }
     }
 
+    fn on_tick(&mut self) {
+        if !P::ACTIVE {
+            return;
+        }
+        let Some(plugin) = self.plugin.as_mut() else {
+            return;
+        };
+        for timer in self.ctx.due() {
+            let result = plugin.on_timer(timer, &mut self.ctx);
+            log_error::<P>("timer", result);
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if !P::ACTIVE {
+            return;
+        }
+        if let Some(plugin) = self.plugin.as_mut() {
+            let result = plugin.on_queue_ready(SharedQueue(queue_id), &mut self.ctx);
+            log_error::<P>("queue", result);
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let filter = self.config.as_ref().map(|c| F::new(Rc::clone(c)));
         Some(Box::new(Stream {
-            filter,
+            filter: self.config.as_ref().map(|c| F::new(Rc::clone(c))),
             request_buffer: None,
             response_buffer: None,
         }))
@@ -101,28 +171,38 @@ fn buffering(spec: Option<&BufferBody>, size: usize, end_of_stream: bool) -> Opt
     (!end_of_stream).then_some(Action::Pause)
 }
 
-impl<F: HttpFilter> Stream<F> {
-    #[inline]
-    fn run(&mut self, callback: impl FnOnce(&mut F) -> Result<Flow>) -> Action {
-        let Some(filter) = self.filter.as_mut() else {
-            log::error!(
-                "{}: stream started without a valid configuration",
-                filter_name::<F>()
-            );
-            return respond(&LocalReply::new(500).details("weir_filter_not_configured"));
-        };
-        match callback(filter) {
-            Ok(Flow::Continue) => Action::Continue,
-            Ok(Flow::Pause) => Action::Pause,
-            Ok(Flow::Respond(reply)) => respond(&reply),
-            Err(e) => {
-                log::error!("{}: {e}", filter_name::<F>());
-                respond(&LocalReply::new(500).details("weir_filter_error"))
-            }
-        }
+/// Turns a callback's result into the dispatcher's action.
+#[inline]
+fn finish<F>(result: Result<Flow>) -> Action {
+    match result {
+        Ok(Flow::Continue) => Action::Continue,
+        Ok(Flow::Pause) => Action::Pause,
+        Ok(Flow::Respond(reply)) => respond(&reply),
+        Err(e) => failed::<F>(e),
     }
 }
 
+#[cold]
+#[inline(never)]
+fn failed<F>(e: Error) -> Action {
+    if e.reply().is_none() {
+        log::error!("{}: {e}", type_name::<F>());
+    }
+    respond(&e.into_local_reply())
+}
+
+#[cold]
+#[inline(never)]
+fn unconfigured<F>() -> Action {
+    log::error!(
+        "{}: stream started without a valid configuration",
+        type_name::<F>()
+    );
+    respond(&LocalReply::new(500).details("weir_filter_not_configured"))
+}
+
+#[cold]
+#[inline(never)]
 fn respond(reply: &LocalReply) -> Action {
     if let Err(e) = reply.send() {
         log::error!("cannot send local reply: {e}");
@@ -136,51 +216,102 @@ impl<F: HttpFilter> Context for Stream<F> {
         token_id: u32,
         num_headers: usize,
         body_size: usize,
-        _num_trailers: usize,
+        num_trailers: usize,
     ) {
         // proxy-wasm has made this stream the effective context.
-        let action = self.run(|f| {
-            let response = CalloutResponse::read(num_headers, body_size)?;
-            f.on_callout_response(
-                CalloutToken(token_id),
-                response,
-                &mut RequestHeaders::new(false),
-            )
-        });
-        if action == Action::Continue
-            && let Err(status) = host::continue_request()
-        {
-            log::error!("cannot resume the request after a callout: {status}");
-        }
+        let Some(filter) = self.filter.as_mut() else {
+            return;
+        };
+        let response = CalloutResponse::new(num_headers, body_size, num_trailers);
+        let result = filter.on_callout_response(
+            CalloutToken(token_id),
+            &response,
+            &mut RequestHeaders::new(false),
+        );
+        resume_after::<F>(result);
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(filter) = self.filter.as_mut() else {
+            return;
+        };
+        let response = GrpcResponse::new(status_code, response_size);
+        let result = filter.on_grpc_response(
+            GrpcToken(token_id),
+            &response,
+            &mut RequestHeaders::new(false),
+        );
+        resume_after::<F>(result);
+    }
+}
+
+/// After a callout answer: resume the request if the filter continues.
+fn resume_after<F>(result: Result<Flow>) {
+    if finish::<F>(result) == Action::Continue
+        && let Err(status) = host::continue_stream(host::STREAM_REQUEST)
+    {
+        log::error!("cannot resume the request after a callout: {status}");
     }
 }
 
 impl<F: HttpFilter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(filter) = self.filter.as_mut() else {
+            return unconfigured::<F>();
+        };
         let mut headers = RequestHeaders::new(end_of_stream);
-        let action = self.run(|f| f.on_request_headers(&mut headers));
+        let result = filter.on_request_headers(&mut headers);
         self.request_buffer = headers.take_buffer_body();
-        action
+        finish::<F>(result)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(action) = buffering(self.request_buffer.as_ref(), body_size, end_of_stream) {
             return action;
         }
-        self.run(|f| f.on_request_body(&mut RequestBody::new(body_size, end_of_stream)))
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        finish::<F>(filter.on_request_body(&mut RequestBody::new(body_size, end_of_stream)))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        finish::<F>(filter.on_request_trailers(&mut RequestTrailers::new()))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
         let mut headers = ResponseHeaders::new(end_of_stream);
-        let action = self.run(|f| f.on_response_headers(&mut headers));
+        let result = filter.on_response_headers(&mut headers);
         self.response_buffer = headers.take_buffer_body();
-        action
+        finish::<F>(result)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(action) = buffering(self.response_buffer.as_ref(), body_size, end_of_stream) {
             return action;
         }
-        self.run(|f| f.on_response_body(&mut ResponseBody::new(body_size, end_of_stream)))
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        finish::<F>(filter.on_response_body(&mut ResponseBody::new(body_size, end_of_stream)))
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        finish::<F>(filter.on_response_trailers(&mut ResponseTrailers::new()))
+    }
+
+    fn on_log(&mut self) {
+        if let Some(filter) = self.filter.as_mut() {
+            filter.on_done();
+        }
     }
 }

@@ -5,8 +5,8 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    CalloutResponse, CalloutToken, LocalReply, RequestBody, RequestHeaders, ResponseBody,
-    ResponseHeaders, Result,
+    CalloutResponse, CalloutToken, GrpcResponse, GrpcToken, LocalReply, RequestBody,
+    RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers, Result,
 };
 
 /// What the filter chain should do after a callback.
@@ -26,9 +26,9 @@ pub enum Flow {
 /// per-stream state is simply fields of the implementing type.
 ///
 /// Every callback has a default that continues, so a filter implements only what it
-/// needs. A callback that returns `Err` is answered with a local `500` reply
-/// (response-code details `weir_filter_error`) and the error is logged; nothing
-/// panics.
+/// needs. A callback that returns `Err` is answered with a local reply: the one the
+/// error carries ([`Error::respond`](crate::Error::respond)), otherwise `500` with
+/// response-code details `weir_filter_error` and the error logged; nothing panics.
 pub trait HttpFilter: 'static {
     /// The plugin configuration, parsed from JSON once in `on_configure`. Invalid
     /// configuration makes `on_configure` fail (Envoy rejects the plugin) and logs
@@ -71,10 +71,36 @@ pub trait HttpFilter: 'static {
     fn on_callout_response(
         &mut self,
         token: CalloutToken,
-        response: CalloutResponse,
+        response: &CalloutResponse,
         headers: &mut RequestHeaders,
     ) -> Result<Flow> {
         let _ = (token, response, headers);
+        Ok(Flow::Continue)
+    }
+
+    /// The answer to a gRPC call this stream sent with
+    /// [`GrpcCall::send`](crate::GrpcCall::send); as for
+    /// [`HttpFilter::on_callout_response`].
+    ///
+    /// # Errors
+    /// Any error becomes a local reply.
+    fn on_grpc_response(
+        &mut self,
+        token: GrpcToken,
+        response: &GrpcResponse,
+        headers: &mut RequestHeaders,
+    ) -> Result<Flow> {
+        let _ = (token, response, headers);
+        Ok(Flow::Continue)
+    }
+
+    /// Called with the request trailers, if the request has any (after the last
+    /// body chunk, which then has `end_of_stream` false).
+    ///
+    /// # Errors
+    /// Any error becomes a local reply.
+    fn on_request_trailers(&mut self, trailers: &mut RequestTrailers) -> Result<Flow> {
+        let _ = trailers;
         Ok(Flow::Continue)
     }
 
@@ -97,4 +123,19 @@ pub trait HttpFilter: 'static {
         let _ = body;
         Ok(Flow::Continue)
     }
+
+    /// Called with the response trailers, if the response has any (gRPC
+    /// responses carry `grpc-status` here).
+    ///
+    /// # Errors
+    /// Any error becomes a local reply (in practice, a reset).
+    fn on_response_trailers(&mut self, trailers: &mut ResponseTrailers) -> Result<Flow> {
+        let _ = trailers;
+        Ok(Flow::Continue)
+    }
+
+    /// Called when the stream is complete, just before it is destroyed: the place
+    /// for access-log style work (Envoy's `on_log`). Request and response headers
+    /// can still be read.
+    fn on_done(&mut self) {}
 }

@@ -3,7 +3,7 @@
 use std::ops::{Deref, DerefMut};
 
 use crate::host::{self, MapType};
-use crate::{BufferBody, Error, Result};
+use crate::{BufferBody, Error, ErrorKind, Result};
 
 /// A header map owned by the host: reads and writes go straight to Envoy.
 ///
@@ -12,7 +12,8 @@ use crate::{BufferBody, Error, Result};
 /// than panicking, [`get_bytes`](Self::get_bytes) returns them untouched.
 ///
 /// A view is only handed to a filter inside the callback where Envoy allows access;
-/// a call the host still refuses comes back as [`Error::Host`].
+/// a call the host still refuses comes back as an error whose
+/// [`host_status`](Error::host_status) is set.
 #[derive(Debug)]
 pub struct Headers {
     map: MapType,
@@ -34,8 +35,10 @@ impl Headers {
     /// Asks for the whole body in one body callback (see [`BufferBody`]). With
     /// [`BufferBody::will_modify`], `content-length` is removed now.
     ///
+    /// Only the headers views of a stream honour it (not trailers).
+    ///
     /// # Errors
-    /// [`Error::Host`] if `content-length` cannot be removed.
+    /// A host error if `content-length` cannot be removed.
     pub fn buffer_body(&mut self, spec: BufferBody) -> Result<()> {
         if spec.modifies() {
             self.remove("content-length")?;
@@ -50,11 +53,7 @@ impl Headers {
 
     #[inline]
     fn err(&self, call: &'static str) -> impl FnOnce(host::Status) -> Error + '_ {
-        move |status| Error::Host {
-            call,
-            target: self.target,
-            status,
-        }
+        move |status| Error::host(call, self.target, status)
     }
 
     /// Whether this header block ends the stream (no body or trailers follow).
@@ -65,23 +64,19 @@ impl Headers {
     /// The first value of `name` as text, or `None` if absent.
     ///
     /// # Errors
-    /// [`Error::NonUtf8Header`] if the value is not UTF-8; [`Error::Host`] if the
+    /// [`ErrorKind::NonUtf8Header`] if the value is not UTF-8; a host error if the
     /// host refuses the call.
     pub fn get(&self, name: &str) -> Result<Option<String>> {
         match self.get_bytes(name)? {
             None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| Error::NonUtf8Header {
-                    name: name.to_owned(),
-                }),
+            Some(bytes) => utf8(name, bytes).map(Some),
         }
     }
 
     /// The first value of `name` as raw bytes, or `None` if absent.
     ///
     /// # Errors
-    /// [`Error::Host`] if the host refuses the call.
+    /// A host error if the host refuses the call.
     #[inline]
     pub fn get_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
         host::get_map_value(self.map, name).map_err(self.err("proxy_get_header_map_value"))
@@ -90,32 +85,62 @@ impl Headers {
     /// Whether `name` is present.
     ///
     /// # Errors
-    /// [`Error::Host`] if the host refuses the call.
+    /// A host error if the host refuses the call.
     pub fn contains(&self, name: &str) -> Result<bool> {
         Ok(self.get_bytes(name)?.is_some())
+    }
+
+    /// Every value of `name`, in order, as text.
+    ///
+    /// # Errors
+    /// As for [`Headers::all`], or [`ErrorKind::NonUtf8Header`].
+    pub fn get_all(&self, name: &str) -> Result<Vec<String>> {
+        self.get_all_bytes(name)?
+            .into_iter()
+            .map(|v| utf8(name, v))
+            .collect()
+    }
+
+    /// Every value of `name`, in order, as bytes.
+    ///
+    /// # Errors
+    /// As for [`Headers::all`].
+    pub fn get_all_bytes(&self, name: &str) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect())
     }
 
     /// Every entry in order, repeated names included. Names are text (Envoy only
     /// accepts valid header names); values are bytes.
     ///
     /// # Errors
-    /// [`Error::Host`] if the host refuses the call, [`Error::MalformedMap`] if its
+    /// A host error if the host refuses the call, [`ErrorKind::Malformed`] if its
     /// answer cannot be parsed.
     pub fn all(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let raw = host::get_map_pairs(self.map).map_err(self.err("proxy_get_header_map_pairs"))?;
-        let pairs = host::deserialize_pairs(&raw).ok_or(Error::MalformedMap {
-            target: self.target,
-        })?;
-        Ok(pairs
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
-            .collect())
+        read_pairs(self.map, self.target)
+    }
+
+    /// Replaces the whole map with `pairs`.
+    ///
+    /// # Errors
+    /// A host error if the headers are no longer mutable.
+    pub fn set_all<K: AsRef<str>, V: AsRef<[u8]>>(&mut self, pairs: &[(K, V)]) -> Result<()> {
+        let pairs: Vec<(&str, &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        host::set_map_pairs(self.map, &host::serialize_pairs(&pairs))
+            .map_err(self.err("proxy_set_header_map_pairs"))
     }
 
     /// Sets `name` to `value`, replacing every existing value.
     ///
     /// # Errors
-    /// [`Error::Host`] if the headers are no longer mutable.
+    /// A host error if the headers are no longer mutable.
     #[inline]
     pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
         host::replace_map_value(self.map, name, value.as_ref())
@@ -125,7 +150,7 @@ impl Headers {
     /// Appends a value for `name`, keeping existing ones.
     ///
     /// # Errors
-    /// [`Error::Host`] if the headers are no longer mutable.
+    /// A host error if the headers are no longer mutable.
     #[inline]
     pub fn add(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<()> {
         host::add_map_value(self.map, name, value.as_ref())
@@ -135,7 +160,7 @@ impl Headers {
     /// Removes every value of `name`. Removing an absent header is not an error.
     ///
     /// # Errors
-    /// [`Error::Host`] if the headers are no longer mutable.
+    /// A host error if the headers are no longer mutable.
     #[inline]
     pub fn remove(&mut self, name: &str) -> Result<()> {
         host::remove_map_value(self.map, name).map_err(self.err("proxy_remove_header_map_value"))
@@ -178,6 +203,103 @@ impl RequestHeaders {
     pub fn authority(&self) -> Result<Option<String>> {
         self.get(":authority")
     }
+
+    /// The `:scheme` pseudo-header (`http` or `https`).
+    ///
+    /// # Errors
+    /// As for [`Headers::get`].
+    pub fn scheme(&self) -> Result<Option<String>> {
+        self.get(":scheme")
+    }
+
+    /// The path without its query string.
+    ///
+    /// # Errors
+    /// As for [`Headers::get`].
+    pub fn path_only(&self) -> Result<Option<String>> {
+        Ok(self.path()?.map(|p| match p.split_once('?') {
+            Some((path, _)) => path.to_owned(),
+            None => p,
+        }))
+    }
+
+    /// The first value of query parameter `name`, percent-decoded (`+` is a space),
+    /// or `None` if absent.
+    ///
+    /// # Errors
+    /// As for [`Headers::get`].
+    pub fn query_param(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .query_params()?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v))
+    }
+
+    /// Every query parameter in order, percent-decoded. Invalid escapes are kept
+    /// as they are; invalid UTF-8 becomes U+FFFD.
+    ///
+    /// # Errors
+    /// As for [`Headers::get`].
+    pub fn query_params(&self) -> Result<Vec<(String, String)>> {
+        let Some(path) = self.path()? else {
+            return Ok(Vec::new());
+        };
+        Ok(path
+            .split_once('?')
+            .map(|(_, q)| q.split_once('#').map_or(q, |(q, _)| q))
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect())
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space) in a query component.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn utf8(name: &str, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| {
+        Error::from(ErrorKind::NonUtf8Header {
+            name: name.to_owned(),
+        })
+    })
+}
+
+/// Reads and decodes a whole map.
+pub(crate) fn read_pairs(map: MapType, target: &'static str) -> Result<Vec<(String, Vec<u8>)>> {
+    let raw = host::get_map_pairs(map)
+        .map_err(|status| Error::host("proxy_get_header_map_pairs", target, status))?;
+    let pairs = host::deserialize_pairs(&raw).ok_or_else(|| Error::malformed(target))?;
+    Ok(pairs
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+        .collect())
 }
 
 /// The response headers, in `on_response_headers`. Dereferences to [`Headers`].
@@ -204,6 +326,35 @@ impl ResponseHeaders {
     }
 }
 
+/// The request trailers, in `on_request_trailers`. Dereferences to [`Headers`].
+#[derive(Debug)]
+pub struct RequestTrailers(Headers);
+
+impl RequestTrailers {
+    pub(crate) fn new() -> Self {
+        Self(Headers::new(
+            MapType::RequestTrailers,
+            "request trailers",
+            true,
+        ))
+    }
+}
+
+/// The response trailers, in `on_response_trailers` (for example `grpc-status`).
+/// Dereferences to [`Headers`].
+#[derive(Debug)]
+pub struct ResponseTrailers(Headers);
+
+impl ResponseTrailers {
+    pub(crate) fn new() -> Self {
+        Self(Headers::new(
+            MapType::ResponseTrailers,
+            "response trailers",
+            true,
+        ))
+    }
+}
+
 macro_rules! deref_to_headers {
     ($($view:ty),*) => {$(
         impl Deref for $view {
@@ -219,4 +370,23 @@ macro_rules! deref_to_headers {
         }
     )*};
 }
-deref_to_headers!(RequestHeaders, ResponseHeaders);
+deref_to_headers!(
+    RequestHeaders,
+    ResponseHeaders,
+    RequestTrailers,
+    ResponseTrailers
+);
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_components_are_decoded() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+}

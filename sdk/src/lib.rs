@@ -56,21 +56,34 @@
 mod body;
 mod callout;
 mod config;
+mod env;
 mod error;
 #[doc(hidden)]
 pub mod export;
 mod filter;
+mod grpc;
 mod headers;
 mod host;
+mod json_path;
+pub mod metrics;
+mod plugin;
+pub mod properties;
 mod reply;
+mod shared;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use body::{Body, BufferBody, RequestBody, ResponseBody};
 pub use callout::{CalloutResponse, CalloutToken, HttpCall};
 pub use config::parse_config;
-pub use error::{Error, HostStatus, Result};
+pub use env::{call_foreign, log_level, now};
+pub use error::{Error, ErrorKind, HostStatus, IntoLocalReply, Result};
 pub use filter::{Flow, HttpFilter};
-pub use headers::{Headers, RequestHeaders, ResponseHeaders};
+pub use grpc::{GrpcCall, GrpcResponse, GrpcToken};
+pub use headers::{Headers, RequestHeaders, RequestTrailers, ResponseHeaders, ResponseTrailers};
+pub use plugin::{NoPlugin, Plugin, PluginContext, Timer};
 pub use reply::LocalReply;
+pub use shared::{Cas, SharedQueue, Versioned, shared_data};
 
 /// The `proxy-wasm` crate this SDK is built on, for what weir does not cover yet.
 /// Its host-call wrappers panic on unexpected statuses; prefer weir's API.
@@ -78,15 +91,23 @@ pub use proxy_wasm as raw;
 
 /// Exports `$filter` (an [`HttpFilter`]) as the module's HTTP filter: generates the
 /// module's `_initialize` entry point, which registers the filter with the host.
-/// Use it once per module.
+/// Use it once per module. `export_http_filter!(MyFilter, plugin = MyPlugin)` adds
+/// plugin-level behaviour (timers, plugin callouts, queues; see [`Plugin`]).
 #[macro_export]
 macro_rules! export_http_filter {
     ($filter:ty) => {
+        $crate::export_http_filter!(
+            $filter,
+            plugin = $crate::NoPlugin<<$filter as $crate::HttpFilter>::Config>
+        );
+    };
+    ($filter:ty, plugin = $plugin:ty) => {
         type __WeirHttpFilter = $filter;
+        type __WeirPlugin = $plugin;
         #[doc(hidden)]
         pub mod __weir_export {
             $crate::raw::main! {{
-                $crate::export::register_http_filter::<super::__WeirHttpFilter>();
+                $crate::export::register_http_filter::<super::__WeirHttpFilter, super::__WeirPlugin>();
             }}
         }
     };

@@ -28,6 +28,7 @@ struct Reply {
     headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
     details: String,
+    grpc_status: Option<u32>,
 }
 
 impl LocalReply {
@@ -38,7 +39,17 @@ impl LocalReply {
             headers: Vec::new(),
             body: Vec::new(),
             details: String::new(),
+            grpc_status: None,
         }))
+    }
+
+    /// A gRPC error reply: HTTP 200 with `grpc-status` (and `grpc-message`) set
+    /// by Envoy, as a gRPC client expects.
+    pub fn grpc(status: u32, message: &str) -> Self {
+        let mut reply = Self::new(200);
+        reply.0.grpc_status = Some(status);
+        reply.0.body = message.as_bytes().to_vec();
+        reply
     }
 
     /// The HTTP status code.
@@ -67,6 +78,28 @@ impl LocalReply {
         self
     }
 
+    /// Sets the gRPC status Envoy sends in the reply (`grpc-status`); the body
+    /// becomes the `grpc-message`.
+    pub fn grpc_status(mut self, status: u32) -> Self {
+        self.0.grpc_status = Some(status);
+        self
+    }
+
+    /// The body.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.0.body
+    }
+
+    /// The response-code details.
+    pub fn details_str(&self) -> &str {
+        &self.0.details
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.0.headers
+    }
+
     /// Hands the reply to the host; it is sent once the current callback returns.
     pub(crate) fn send(&self) -> Result<()> {
         let reply = &self.0;
@@ -76,12 +109,10 @@ impl LocalReply {
             .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
         let headers = host::serialize_pairs(&pairs);
-        host::send_local_response(reply.status, &reply.details, &reply.body, &headers, -1).map_err(
-            |status| Error::Host {
-                call: "proxy_send_local_response",
-                target: "the stream",
-                status,
-            },
-        )
+        let grpc = reply
+            .grpc_status
+            .map_or(-1, |s| i32::try_from(s).unwrap_or(i32::MAX));
+        host::send_local_response(reply.status, &reply.details, &reply.body, &headers, grpc)
+            .map_err(|status| Error::host("proxy_send_local_response", "the stream", status))
     }
 }

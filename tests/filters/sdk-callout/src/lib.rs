@@ -62,12 +62,13 @@ impl HttpFilter for SdkCallout {
     fn on_callout_response(
         &mut self,
         _token: CalloutToken,
-        response: CalloutResponse,
+        response: &CalloutResponse,
         headers: &mut RequestHeaders,
     ) -> Result<Flow> {
-        log::info!("callout answered {:?}", response.status());
-        if response.status() == Some(200) {
-            headers.set("x-auth", response.body())?;
+        let status = response.status()?;
+        log::info!("callout answered {status:?}");
+        if status == Some(200) {
+            headers.set("x-auth", response.body()?)?;
             Ok(Flow::Continue)
         } else {
             Ok(Flow::Respond(LocalReply::new(403).body("denied")))
