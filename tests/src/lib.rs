@@ -23,7 +23,13 @@ pub fn root() -> &'static Path {
 }
 
 /// Test-only filters in `tests/filters/`.
-pub const TEST_FILTERS: &[&str] = &["probe", "sdk-bodies", "header-append-raw", "sdk-callout"];
+pub const TEST_FILTERS: &[&str] = &[
+    "probe",
+    "sdk-bodies",
+    "header-append-raw",
+    "sdk-callout",
+    "sdk-families",
+];
 
 /// The sample filters and the test filters, built for wasm32-wasip1 once per
 /// test process.

@@ -1,0 +1,175 @@
+//! Test filter: the weir SDK's host-call families in Envoy and in the harness.
+//!
+//! The request's `x-op` header picks what the filter does; everything it observes
+//! is logged at info level, so the conformance suite compares it line by line:
+//! - `props`: typed properties (method, path, plugin name, route, cluster);
+//! - `shared`: a CAS read-modify-write of shared data, and a raw read back;
+//! - `metric`: a labelled counter incremented twice and read back;
+//! - `deny`: an error carrying a 401 reply with `www-authenticate`;
+//! - `fail`: a host refusal (reading the whole `request` map), which becomes a 500;
+//! - `query`: the decoded query parameters;
+//! - `reply`: a local reply with headers, details and a gRPC status.
+//!
+//! The plugin logs its start, defines a gauge and, with `{"tick_ms": N}`, runs two
+//! logical timers on the one host tick. Each stream ends with `stream done`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use weir::metrics::{Counter, Gauge};
+use weir::{
+    Error, Flow, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestHeaders,
+    ResponseHeaders, Result, Timer, properties, shared_data,
+};
+
+/// The configuration.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Two plugin timers, every `tick_ms` and every `3 * tick_ms`, counted in
+    /// `sdk_families_ticks.timer=fast|slow` (off when absent).
+    pub tick_ms: Option<u64>,
+}
+
+/// The plugin: logs its start, runs the configured timers.
+#[derive(Debug)]
+pub struct Families {
+    timers: Option<(Timer, Timer)>,
+}
+
+impl Plugin for Families {
+    type Config = Config;
+
+    fn start(config: &Rc<Config>, ctx: &mut PluginContext) -> Result<Self> {
+        let streams = Gauge::new("sdk_families_streams")?;
+        streams.set(0)?;
+        log::info!("plugin started, log level {:?}", weir::log_level()?);
+        let timers = config.tick_ms.map(|ms| {
+            (
+                ctx.every(Duration::from_millis(ms)),
+                ctx.every(Duration::from_millis(3 * ms)),
+            )
+        });
+        Ok(Self { timers })
+    }
+
+    fn on_timer(&mut self, timer: Timer, _: &mut PluginContext) -> Result<()> {
+        let Some((fast, _)) = self.timers else {
+            return Ok(());
+        };
+        let which = if timer == fast { "fast" } else { "slow" };
+        Counter::with_labels("sdk_families_ticks", &[("timer", which)])?.inc()?;
+        log::info!("tick {which} at {:?}", weir::now()?);
+        Ok(())
+    }
+}
+
+/// Errors this filter answers with.
+#[derive(Debug)]
+enum Denied {
+    MissingToken,
+}
+
+impl IntoLocalReply for Denied {
+    fn into_local_reply(self) -> LocalReply {
+        match self {
+            Denied::MissingToken => LocalReply::new(401)
+                .header("www-authenticate", "Bearer error=\"invalid_request\"")
+                .body("{\"error\":\"token required\"}")
+                .details("sdk_families_denied"),
+        }
+    }
+}
+
+/// The filter.
+#[derive(Debug)]
+pub struct Filter {
+    op: String,
+}
+
+impl Filter {
+    fn props(&self) -> Result<()> {
+        log::info!(
+            "props: method={:?} url_path={:?} plugin={:?} route={:?} cluster={:?} missing={:?}",
+            properties::request_method()?,
+            properties::request_url_path()?,
+            properties::plugin_name()?,
+            properties::route_name()?,
+            properties::cluster_name()?,
+            properties::get(&["no_such_attribute"])?,
+        );
+        Ok(())
+    }
+
+    fn shared(&self) -> Result<()> {
+        let n: u64 =
+            shared_data::update_json("sdk-families-hits", 4, |n: Option<u64>| n.unwrap_or(0) + 1)?;
+        let raw = shared_data::get("sdk-families-hits")?.map(|v| v.value);
+        // Compare-and-swap: a write with a version that is no longer current fails.
+        shared_data::set("sdk-families-cas", b"a", None)?;
+        let first = shared_data::get("sdk-families-cas")?.map(|v| v.cas);
+        let fresh = shared_data::set("sdk-families-cas", b"b", first)?;
+        let stale = shared_data::set("sdk-families-cas", b"c", first)?;
+        log::info!(
+            "shared: hits={n} raw={:?} fresh_cas_written={fresh} stale_cas_written={stale}",
+            raw.map(|r| String::from_utf8_lossy(&r).into_owned())
+        );
+        Ok(())
+    }
+
+    fn metric(&self) -> Result<()> {
+        let c = Counter::with_labels("sdk_families_ops", &[("op", "metric")])?;
+        c.inc()?;
+        c.add(2)?;
+        log::info!("metric: defined and incremented");
+        Ok(())
+    }
+}
+
+impl HttpFilter for Filter {
+    type Config = Config;
+
+    fn new(_: Rc<Config>) -> Self {
+        Self { op: String::new() }
+    }
+
+    fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+        self.op = req.get("x-op")?.unwrap_or_default();
+        match self.op.as_str() {
+            "props" => self.props()?,
+            "shared" => self.shared()?,
+            "metric" => self.metric()?,
+            "deny" => return Err(Error::respond(Denied::MissingToken)),
+            "fail" => {
+                // A whole map cannot be serialized: Envoy refuses the call.
+                properties::get(&["request"])?;
+            }
+            "query" => {
+                let params = req.query_params()?;
+                log::info!("query: {params:?} path_only={:?}", req.path_only()?);
+            }
+            "reply" => {
+                return Ok(Flow::Respond(
+                    LocalReply::new(429)
+                        .header("retry-after", "1")
+                        .body("slow down")
+                        .details("sdk_families_rate_limited"),
+                ));
+            }
+            _ => {}
+        }
+        req.set("x-op-seen", &self.op)?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_headers(&mut self, res: &mut ResponseHeaders) -> Result<Flow> {
+        log::info!("response: status={:?} op={}", res.status()?, self.op);
+        Ok(Flow::Continue)
+    }
+
+    fn on_done(&mut self) {
+        log::info!("stream done");
+    }
+}
+
+weir::export_http_filter!(Filter, plugin = Families);

@@ -1,0 +1,102 @@
+//! Filters built with the weir SDK, in the harness: every host-call family of
+//! tests/filters/sdk-families, including the plugin's timers on the virtual clock
+//! (which Envoy can only run in real time; the rest is also in the conformance
+//! suite, compared with Envoy).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_harness::{Chain, Filter, LogLevel, MetricValue};
+use weir_tests::{engine, filter_wasm};
+
+fn chain(config: &str) -> Chain {
+    let plugin = engine()
+        .load_file(filter_wasm("sdk-families"))
+        .expect("module loads");
+    Chain::builder(engine())
+        .filter(Filter::new(plugin).name("families").configuration(config))
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("plugin starts")
+}
+
+fn send(chain: &mut Chain, path: &str, op: &str) -> weir_harness::Outcome {
+    let req = http::Request::get(path)
+        .header("host", "sdk.test")
+        .header("x-op", op)
+        .body(Bytes::new())
+        .expect("request");
+    chain
+        .send(req, |_| http::Response::new(Bytes::from_static(b"ok")))
+        .expect("request runs")
+}
+
+fn info(outcome: &weir_harness::Outcome) -> Vec<&str> {
+    outcome.logs_at(LogLevel::Info).collect()
+}
+
+#[test]
+fn properties_shared_data_and_metrics() {
+    let mut chain = chain("{}");
+    let o = send(&mut chain, "/p?x=1", "props");
+    let props = info(&o)[0];
+    assert!(props.contains("method=Some(\"GET\")"), "{props}");
+    assert!(props.contains("url_path=Some(\"/p\")"), "{props}");
+    assert!(props.contains("plugin=Some(\"families\")"), "{props}");
+    assert!(props.contains("missing=None"), "{props}");
+
+    let o = send(&mut chain, "/", "shared");
+    assert_eq!(
+        info(&o)[0],
+        "shared: hits=1 raw=Some(\"1\") fresh_cas_written=true stale_cas_written=false"
+    );
+    let o = send(&mut chain, "/", "shared");
+    assert!(info(&o)[0].starts_with("shared: hits=2 "), "{:?}", info(&o));
+
+    send(&mut chain, "/", "metric");
+    assert_eq!(
+        chain.metrics().get("sdk_families_ops.op=metric"),
+        Some(&MetricValue::Counter(3))
+    );
+}
+
+#[test]
+fn errors_answer_with_their_reply() {
+    let mut chain = chain("{}");
+    let o = send(&mut chain, "/", "deny");
+    assert_eq!(o.response.status(), 401);
+    assert_eq!(
+        o.response.headers()["www-authenticate"],
+        "Bearer error=\"invalid_request\""
+    );
+    assert!(o.upstream_request.is_none());
+    assert!(
+        o.logs_at(LogLevel::Error).next().is_none(),
+        "not logged as an error"
+    );
+
+    let o = send(&mut chain, "/", "fail");
+    assert_eq!(o.response.status(), 500);
+    let details = o.local_reply.as_ref().map(|r| r.details.as_str());
+    assert_eq!(details, Some("weir_filter_error"));
+    let errors: Vec<_> = o.logs_at(LogLevel::Error).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("proxy_get_property")),
+        "the error names the host call: {errors:?}"
+    );
+}
+
+#[test]
+fn plugin_timers_share_the_host_tick() {
+    let mut chain = chain(r#"{"tick_ms": 100}"#);
+    chain.advance(Duration::from_millis(650));
+    let metrics = chain.metrics();
+    assert_eq!(
+        metrics.get("sdk_families_ticks.timer=fast"),
+        Some(&MetricValue::Counter(6))
+    );
+    assert_eq!(
+        metrics.get("sdk_families_ticks.timer=slow"),
+        Some(&MetricValue::Counter(2))
+    );
+}
