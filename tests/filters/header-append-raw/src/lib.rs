@@ -1,14 +1,16 @@
 //! Benchmark baseline: the same behaviour as `filters/header-append`, written the
 //! way the `proxy-wasm` crate's own examples are (its host calls panic on
-//! unexpected statuses; config errors are reported without field paths). It reads
-//! the same configuration and makes the same host calls per request, so that
-//! `weir-bench` can compare fuel, host calls and module size.
+//! unexpected statuses). Like the weir filter it rejects invalid configuration
+//! naming the offending field, here with `serde_path_to_error`, the usual crate
+//! for that. It reads the same configuration and makes the same host calls per
+//! request, so that `sdk-bench` can compare fuel, host calls and module size; the
+//! bench checks that both accept and reject the same configurations.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,7 +22,7 @@ struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Changes {
-    remove: Vec<String>,
+    remove: Vec<Name>,
     set: Vec<Header>,
     add: Vec<Header>,
 }
@@ -28,24 +30,42 @@ struct Changes {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Header {
-    name: String,
-    value: String,
+    name: Name,
+    value: Value,
 }
 
-fn valid(c: &Changes) -> bool {
-    let name_ok = |n: &str| {
-        let body = n.strip_prefix(':').unwrap_or(n);
-        !body.is_empty()
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    let value_ok = |v: &str| !v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-    c.remove.iter().all(|n| name_ok(n))
-        && c.set
-            .iter()
-            .chain(&c.add)
-            .all(|h| name_ok(&h.name) && value_ok(&h.value))
+/// A lower-cased header name made of token characters (pseudo-headers allowed).
+#[derive(Debug)]
+struct Name(String);
+
+/// A header value without CR, LF or NUL.
+#[derive(Debug)]
+struct Value(String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        let body = name.strip_prefix(':').unwrap_or(&name);
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if body.is_empty() || !body.bytes().all(token) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid header name {name:?}"
+            )));
+        }
+        Ok(Name(name.to_ascii_lowercase()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(d)?;
+        if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(serde::de::Error::custom(format!(
+                "invalid header value {value:?}: CR, LF and NUL are not allowed"
+            )));
+        }
+        Ok(Value(value))
+    }
 }
 
 struct Root {
@@ -57,30 +77,22 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let text = if bytes.is_empty() {
+        let text = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}".to_vec()
         } else {
             bytes
         };
-        match serde_json::from_slice::<Config>(&text) {
-            Ok(mut c) if valid(&c.request) && valid(&c.response) => {
-                for h in c
-                    .request
-                    .remove
-                    .iter_mut()
-                    .chain(c.response.remove.iter_mut())
-                {
-                    *h = h.to_ascii_lowercase();
-                }
+        let mut de = serde_json::Deserializer::from_slice(&text);
+        let parsed = serde_path_to_error::deserialize::<_, Config>(&mut de)
+            .map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))
+            .and_then(|c| de.end().map(|()| c).map_err(|e| format!("at `.`: {e}")));
+        match parsed {
+            Ok(c) => {
                 self.config = Rc::new(c);
                 true
             }
-            Ok(_) => {
-                log::error!("invalid header name or value in configuration");
-                false
-            }
             Err(e) => {
-                log::error!("invalid configuration: {e}");
+                log::error!("invalid configuration {e}");
                 false
             }
         }
@@ -107,13 +119,13 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let c = &self.config.request;
         for name in &c.remove {
-            self.set_http_request_header(name, None);
+            self.set_http_request_header(&name.0, None);
         }
         for h in &c.set {
-            self.set_http_request_header(&h.name, Some(&h.value));
+            self.set_http_request_header(&h.name.0, Some(&h.value.0));
         }
         for h in &c.add {
-            self.add_http_request_header(&h.name, &h.value);
+            self.add_http_request_header(&h.name.0, &h.value.0);
         }
         if c.remove.len() + c.set.len() + c.add.len() > 0 {
             log::debug!(
@@ -129,13 +141,13 @@ impl HttpContext for Stream {
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let c = &self.config.response;
         for name in &c.remove {
-            self.set_http_response_header(name, None);
+            self.set_http_response_header(&name.0, None);
         }
         for h in &c.set {
-            self.set_http_response_header(&h.name, Some(&h.value));
+            self.set_http_response_header(&h.name.0, Some(&h.value.0));
         }
         for h in &c.add {
-            self.add_http_response_header(&h.name, &h.value);
+            self.add_http_response_header(&h.name.0, &h.value.0);
         }
         if c.remove.len() + c.set.len() + c.add.len() > 0 {
             log::debug!(
