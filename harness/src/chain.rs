@@ -280,6 +280,21 @@ fn fail_stream() -> LocalReplyRequest {
     }
 }
 
+/// Envoy's local reply when a filter buffers a body past the buffer limit.
+fn too_large(direction: Direction) -> LocalReplyRequest {
+    let (status, text, details) = match direction {
+        Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
+        Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
+    };
+    LocalReplyRequest {
+        status,
+        details: details.to_owned(),
+        body: text.as_bytes().to_vec(),
+        headers: Fields::new(Kind::Plain),
+        grpc_status: -1,
+    }
+}
+
 /// Which way a callback's headers travel.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -837,6 +852,15 @@ impl Chain {
                     } => match data_status(action) {
                         Data::Pass => carry = Some(body),
                         Data::Buffer if eos => return Err(stalled(slot, callback)),
+                        // Envoy's filter manager refuses to buffer past the
+                        // connection's limit: 413 for requests, 500 for responses.
+                        Data::Buffer if body.len() > self.hcm.buffer_limit_bytes() => {
+                            pass.reply = Some(Reply {
+                                slot: Some(i),
+                                request: too_large(direction),
+                            });
+                            return Ok(pass);
+                        }
                         Data::Buffer => buffered[i] = Some(body),
                         Data::Drop => {}
                     },

@@ -165,6 +165,18 @@ impl EnvoyConfig {
                 bad("no http_connection_manager in the first listener's first filter chain")
             })?;
         let mut manager = ConnectionManager::default();
+        let listener_limit = root
+            .get("static_resources")
+            .and_then(|s| s.get("listeners"))
+            .and_then(Value::as_sequence)
+            .and_then(|l| l.first())
+            .and_then(|l| string_at(l, &["per_connection_buffer_limit_bytes"]));
+        if let Some(limit) = listener_limit {
+            let bytes = limit
+                .parse::<usize>()
+                .map_err(|_| bad("per_connection_buffer_limit_bytes is not a number of bytes"))?;
+            manager = manager.buffer_limit(bytes);
+        }
         if let Some(flag) = string_at(hcm, &["generate_request_id"]) {
             manager = manager.generate_request_id(flag == "true");
         }

@@ -49,7 +49,11 @@ pub struct ConnectionManager {
     suppress_envoy_headers: bool,
     route_timeout: Option<Duration>,
     route_cluster: Option<String>,
+    buffer_limit: usize,
 }
+
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub(crate) const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
 
 impl Default for ConnectionManager {
     fn default() -> Self {
@@ -59,6 +63,7 @@ impl Default for ConnectionManager {
             suppress_envoy_headers: false,
             route_timeout: Some(Duration::from_secs(15)),
             route_cluster: None,
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
         }
     }
 }
@@ -89,6 +94,19 @@ impl ConnectionManager {
     pub fn route_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.route_timeout = timeout;
         self
+    }
+
+    /// The listener's `per_connection_buffer_limit_bytes` (default 1 MiB): a
+    /// filter that buffers a body past it gets Envoy's `413` (request) or `500`
+    /// (response) local reply.
+    pub fn buffer_limit(mut self, bytes: usize) -> Self {
+        self.buffer_limit = bytes;
+        self
+    }
+
+    /// The body buffer limit in bytes.
+    pub(crate) fn buffer_limit_bytes(&self) -> usize {
+        self.buffer_limit
     }
 
     /// The route's cluster, seen by filters as `xds.cluster_name` (default none).

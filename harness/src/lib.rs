@@ -49,9 +49,11 @@
 //! with Envoy 1.40. The load checks and timers are tested in the harness only
 //! (Envoy's timers run on the wall clock). Host calls of areas not emulated yet (trailers, gRPC, shared queues,
 //! foreign functions)
-//! are linked and answer `Unimplemented`; the buffer limit (413) and callout
-//! timeouts are not emulated, and callouts are answered only while the request
-//! headers are being processed.
+//! are linked and answer `Unimplemented`. A body buffered past the listener's
+//! `per_connection_buffer_limit_bytes` (default 1 MiB) is answered `413` (request)
+//! or `500` (response), as Envoy's filter manager does. Callout timeouts are not
+//! emulated, and callouts are answered only while the request headers are being
+//! processed.
 
 #![forbid(unsafe_code)]
 

@@ -376,3 +376,46 @@ fn ticks_fire_on_the_virtual_clock() {
     let lines: Vec<_> = ticks.logs.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(lines, ["tick", "tick", "tick"], "at 100, 200 and 300 ms");
 }
+
+#[test]
+fn buffering_past_the_buffer_limit_is_answered_413() {
+    // Pauses (buffers) every request body chunk until the end of the stream.
+    let wasm = module(
+        "",
+        r#"
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+    (i32.eqz (local.get 2)))
+"#,
+    );
+    let plugin = engine().load(&wasm).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .connection_manager(weir_harness::ConnectionManager::default().buffer_limit(64))
+        .build()
+        .expect("starts");
+    let post = |len: usize| {
+        http::Request::post("/")
+            .header("host", "t.test")
+            .body(Bytes::from(vec![b'x'; len]))
+            .expect("request")
+    };
+    let o = chain.send(post(64), ok_upstream).expect("send");
+    assert_eq!(
+        o.upstream_request.map(|r| r.body().len()),
+        Some(64),
+        "at the limit"
+    );
+
+    let o = chain
+        .send(
+            post(65),
+            |_: http::Request<Bytes>| -> http::Response<Bytes> {
+                panic!("the upstream must not be called")
+            },
+        )
+        .expect("send");
+    assert_eq!(o.response.status(), 413);
+    assert_eq!(o.response.body().as_ref(), b"Payload Too Large");
+    let reply = o.local_reply.expect("local reply");
+    assert_eq!(reply.details, "request_payload_too_large");
+}

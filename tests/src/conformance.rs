@@ -35,6 +35,9 @@ pub struct Suite {
     /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
     #[serde(default)]
     pub chain: Vec<String>,
+    /// The listener's `per_connection_buffer_limit_bytes` (default Envoy's 1 MiB).
+    #[serde(default)]
+    pub buffer_limit: Option<u64>,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
@@ -193,16 +196,18 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     let (filter, config, chain) = (&suite.filter, &suite.config, &suite.chain);
     let mut root: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&crate::envoy_yaml("conformance.yaml"))?;
-    let filters =
-        root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-            ["http_filters"]
-            .as_sequence_mut()
-            .context("conformance.yaml has no http_filters")?;
-    let probe = filters
-        .iter_mut()
-        .find(|f| f["name"].as_str() == Some("envoy.filters.http.wasm"))
+    let listener = &mut root["static_resources"]["listeners"][0];
+    if let Some(limit) = suite.buffer_limit {
+        listener["per_connection_buffer_limit_bytes"] = serde_yaml_ng::Value::from(limit);
+    }
+    let filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence_mut()
+        .context("conformance.yaml has no http_filters")?;
+    let at = filters
+        .iter()
+        .position(|f| f["name"].as_str() == Some("envoy.filters.http.wasm"))
         .context("conformance.yaml has no wasm filter")?;
-    let plugin = &mut probe["typed_config"]["config"];
+    let plugin = &mut filters[at]["typed_config"]["config"];
     plugin["configuration"]["value"] = serde_yaml_ng::Value::from(config.as_str());
     if let Some(policy) = &suite.failure_policy {
         plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
@@ -210,12 +215,7 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
     if !chain.is_empty() {
-        let template = probe.clone();
-        let at = filters
-            .iter()
-            .position(|f| f["name"].as_str() == Some("envoy.filters.http.wasm"))
-            .context("no wasm filter")?;
-        filters.remove(at);
+        let template = filters.remove(at);
         for (i, name) in chain.iter().enumerate() {
             let mut f = template.clone();
             f["typed_config"]["config"]["name"] = serde_yaml_ng::Value::from(name.as_str());
