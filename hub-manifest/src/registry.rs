@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use serde::Serialize;
@@ -374,24 +374,69 @@ impl Client {
             operation: format!("{} of {reference}", op.name()),
             detail,
         };
-        let by_status = |code: u16, detail: String| match code {
-            401 => unauthorized(),
-            403 => Error::Denied {
-                registry: registry.clone(),
-                repository: reference.repository().to_owned(),
-                operation: op.name(),
-            },
-            404 => Error::UnknownReference {
-                reference: reference.to_string(),
-            },
-            400 | 405 | 415 if pushing.is_some_and(|f| f != Format::Compat) => {
-                Error::ArtifactsUnsupported {
+        let by_code = |code: &str, detail: String| -> Option<Error> {
+            Some(match code {
+                "UNAUTHORIZED" => unauthorized(),
+                "DENIED" => Error::Denied {
                     registry: registry.clone(),
-                    format: pushing.map(|f| f.to_string()).unwrap_or_default(),
-                    detail: format!("HTTP {code} {}", one_line(&detail)),
+                    repository: reference.repository().to_owned(),
+                    operation: op.name(),
+                },
+                "NAME_UNKNOWN" => Error::UnknownRepository {
+                    registry: registry.clone(),
+                    repository: reference.repository().to_owned(),
+                },
+                "MANIFEST_UNKNOWN" | "NOT_FOUND" => Error::UnknownReference {
+                    reference: reference.to_string(),
+                },
+                "DIGEST_INVALID" => Error::DigestMismatch {
+                    what: format!("an upload to {}", reference.name()),
+                    expected: "the digest weir computed".into(),
+                    actual: format!("other bytes, says the registry ({})", one_line(&detail)),
+                },
+                "MANIFEST_INVALID" | "UNSUPPORTED" | "MANIFEST_BLOB_UNKNOWN"
+                    if pushing.is_some_and(|f| f != Format::Compat) =>
+                {
+                    Error::ArtifactsUnsupported {
+                        registry: registry.clone(),
+                        format: pushing.map(|f| f.to_string()).unwrap_or_default(),
+                        detail: one_line(&detail),
+                    }
+                }
+                _ => return None,
+            })
+        };
+        let by_status = |code: u16, body: String| {
+            // Registries put an OCI error envelope in the body.
+            let envelope: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+            let first = envelope.as_ref().map(|e| &e["errors"][0]);
+            if let Some(first) = first
+                && let Some(c) = first["code"].as_str()
+            {
+                let detail = format!("{c}: {}", first["message"].as_str().unwrap_or_default());
+                if let Some(e) = by_code(c, detail) {
+                    return e;
                 }
             }
-            _ => generic(format!("HTTP {code} {}", one_line(&detail))),
+            match code {
+                401 => unauthorized(),
+                403 => Error::Denied {
+                    registry: registry.clone(),
+                    repository: reference.repository().to_owned(),
+                    operation: op.name(),
+                },
+                404 => Error::UnknownReference {
+                    reference: reference.to_string(),
+                },
+                400 | 405 | 415 if pushing.is_some_and(|f| f != Format::Compat) => {
+                    Error::ArtifactsUnsupported {
+                        registry: registry.clone(),
+                        format: pushing.map(|f| f.to_string()).unwrap_or_default(),
+                        detail: format!("HTTP {code} {}", one_line(&body)),
+                    }
+                }
+                _ => generic(format!("HTTP {code} {}", one_line(&body))),
+            }
         };
         match e {
             OciDistributionError::UnauthorizedError { .. }
@@ -409,43 +454,14 @@ impl Client {
             },
             OciDistributionError::RegistryError { envelope, .. } => {
                 let first = envelope.errors.first();
-                let detail = first
-                    .map(|e| format!("{:?}: {}", e.code, e.message))
+                let code = first
+                    .and_then(|e| serde_json::to_value(&e.code).ok())
+                    .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default();
-                match first.map(|e| &e.code) {
-                    Some(OciErrorCode::Unauthorized) => unauthorized(),
-                    Some(OciErrorCode::Denied) => Error::Denied {
-                        registry,
-                        repository: reference.repository().to_owned(),
-                        operation: op.name(),
-                    },
-                    Some(OciErrorCode::NameUnknown) => Error::UnknownRepository {
-                        registry,
-                        repository: reference.repository().to_owned(),
-                    },
-                    Some(OciErrorCode::ManifestUnknown | OciErrorCode::NotFound) => {
-                        Error::UnknownReference {
-                            reference: reference.to_string(),
-                        }
-                    }
-                    Some(OciErrorCode::DigestInvalid) => Error::DigestMismatch {
-                        what: format!("an upload to {}", reference.name()),
-                        expected: "the digest weir computed".into(),
-                        actual: format!("what the registry received ({detail})"),
-                    },
-                    Some(
-                        OciErrorCode::ManifestInvalid
-                        | OciErrorCode::Unsupported
-                        | OciErrorCode::ManifestBlobUnknown,
-                    ) if pushing.is_some_and(|f| f != Format::Compat) => {
-                        Error::ArtifactsUnsupported {
-                            registry,
-                            format: pushing.map(|f| f.to_string()).unwrap_or_default(),
-                            detail,
-                        }
-                    }
-                    _ => generic(detail),
-                }
+                let detail = first
+                    .map(|e| format!("{code}: {}", e.message))
+                    .unwrap_or_default();
+                by_code(&code, detail.clone()).unwrap_or_else(|| generic(one_line(&detail)))
             }
             OciDistributionError::ServerError { code, message, .. } => by_status(code, message),
             OciDistributionError::RequestError(re) => match re.status() {
@@ -610,11 +626,25 @@ impl Client {
     /// Registry errors, or [`Error::DigestMismatch`].
     pub async fn manifest(&self, reference: &ImageRef) -> Result<(Bytes, String)> {
         self.authorize(reference, Op::Pull).await?;
-        let (bytes, digest) = self
+        let answer = self
             .inner
             .pull_manifest_raw(reference.inner(), &self.auth(), ACCEPT)
             .await
-            .map_err(|e| self.error(e, reference, Op::Pull, None))?;
+            .map_err(|e| self.error(e, reference, Op::Pull, None));
+        let (bytes, digest) = match answer {
+            Err(Error::UnknownReference { reference: text }) => {
+                // Say whether the repository itself is unknown.
+                return Err(match self.tags(reference).await {
+                    Err(e @ Error::UnknownRepository { .. }) => e,
+                    Ok(tags) if tags.is_empty() => Error::UnknownRepository {
+                        registry: reference.registry().to_owned(),
+                        repository: reference.repository().to_owned(),
+                    },
+                    _ => Error::UnknownReference { reference: text },
+                });
+            }
+            other => other?,
+        };
         let actual = crate::module::oci_digest(&bytes);
         if actual != digest || reference.digest().is_some_and(|d| d != actual) {
             return Err(Error::DigestMismatch {
@@ -923,12 +953,18 @@ pub async fn check_login(registry: &str, credentials: &Credentials, insecure: bo
 }
 
 fn transport_reason(e: &reqwest::Error, insecure: bool) -> String {
-    let mut reason = e.to_string();
+    // reqwest's own message repeats the URL; the causes say what happened.
+    let mut causes = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        reason = format!("{reason}: {s}");
+        causes.push(s.to_string());
         source = s.source();
     }
+    let mut reason = if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    };
     if !insecure && (reason.contains("InvalidContentType") || reason.contains("corrupt message")) {
         reason.push_str(" (the registry speaks plain HTTP: pass --insecure)");
     }
