@@ -86,7 +86,7 @@ pub async fn collect(client: &Client, registry: &str, insecure: bool) -> Result<
                 wasm_plugin,
             });
         }
-        versions.sort_by_key(|v| std::cmp::Reverse(version_key(&v.tag)));
+        versions.sort_by(|a, b| version_order(&a.tag, &b.tag));
         entries.push(CatalogEntry {
             repository,
             versions,
@@ -95,12 +95,21 @@ pub async fn collect(client: &Client, registry: &str, insecure: bool) -> Result<
     Ok(entries)
 }
 
-/// Sorts `1.10.0` after `1.9.0`; non-numeric parts compare as text.
-fn version_key(tag: &str) -> Vec<(u64, String)> {
-    tag.trim_start_matches('v')
-        .split(['.', '-', '+'])
-        .map(|p| (p.parse().unwrap_or(0), p.to_owned()))
-        .collect()
+/// Orders tags newest first: versions (`1.10.0` above `1.9.0`, with or
+/// without a leading `v`) before other tags (`latest`, `stable`), which follow
+/// in name order.
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(tag: &str) -> Option<Vec<u64>> {
+        let core = tag.trim_start_matches('v');
+        let core = core.split(['-', '+']).next().unwrap_or_default();
+        core.split('.').map(|p| p.parse().ok()).collect()
+    }
+    match (parts(a), parts(b)) {
+        (Some(x), Some(y)) => y.cmp(&x).then_with(|| a.cmp(b)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -136,6 +145,7 @@ section.filter{border:1px solid #ddd;border-radius:6px;padding:1rem;margin:1rem 
 section.filter h2{margin:0 0 .3rem 0;font-size:1.3rem}
 .meta{color:#555;font-size:.9rem}
 table{border-collapse:collapse;width:100%;margin:.6rem 0;font-size:.9rem}
+td code.digest{font-size:.75rem;word-break:break-all}
 th,td{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #eee}
 code,pre{font-family:ui-monospace,monospace;font-size:.85rem}
 pre{background:#f6f8fa;padding:.6rem;overflow:auto;border-radius:4px}
@@ -147,7 +157,7 @@ var versions=document.querySelectorAll('tr.version').length;
 var count=document.getElementById('count');
 function show(){var q=document.getElementById('search').value.toLowerCase();var n=0;
 sections.forEach(function(s){var hit=s.getAttribute('data-search').indexOf(q)>=0;s.hidden=!hit;if(hit)n++;});
-count.textContent=n+' filters, '+versions+' versions';}
+count.textContent=n+(n==1?' filter, ':' filters, ')+versions+(versions==1?' version':' versions');}
 document.getElementById('search').addEventListener('input',show);
 [].slice.call(document.querySelectorAll('button.copy')).forEach(function(b){
 b.addEventListener('click',function(){var t=document.getElementById(b.getAttribute('data-target')).textContent;
@@ -206,10 +216,11 @@ pub fn render_html(registry: &str, entries: &[CatalogEntry]) -> String {
                 .unwrap_or_default();
             let _ = write!(
                 h,
-                "<tr class=\"version\"><td class=\"tag\">{tag}</td><td>{layout}</td><td>{abi}</td>\
+                "<tr class=\"version\"><td class=\"tag\">{tag}</td><td title=\"{title}\">{layout}</td><td>{abi}</td>\
                  <td class=\"size\">{size}</td><td><code class=\"digest\">{digest}</code></td></tr>",
                 tag = esc(&v.tag),
-                layout = esc(v.layout.describe()),
+                layout = esc(v.layout.short()),
+                title = esc(v.layout.describe()),
                 abi = esc(&abi),
                 size = human_size(v.size),
                 digest = esc(&v.digest),
@@ -242,4 +253,33 @@ pub fn render_html(registry: &str, entries: &[CatalogEntry]) -> String {
     }
     let _ = writeln!(h, "<script>{SCRIPT}</script></body></html>");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_order;
+
+    #[test]
+    fn versions_sort_newest_first_then_other_tags() {
+        let mut tags = vec![
+            "latest",
+            "0.9.0",
+            "v1.10.0",
+            "1.2.0",
+            "stable",
+            "1.10.0-rc1",
+        ];
+        tags.sort_by(|a, b| version_order(a, b));
+        assert_eq!(
+            tags,
+            [
+                "1.10.0-rc1",
+                "v1.10.0",
+                "1.2.0",
+                "0.9.0",
+                "latest",
+                "stable"
+            ]
+        );
+    }
 }

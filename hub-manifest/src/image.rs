@@ -245,7 +245,20 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// A short human name.
+    /// The short name: the `--format` name for the formats weir writes.
+    pub fn short(self) -> &'static str {
+        match self {
+            Layout::Compat => "compat",
+            Layout::CompatDocker => "compat (docker)",
+            Layout::Hub => "oci",
+            Layout::Cncf => "cncf",
+            Layout::WasmToOci => "wasm-to-oci",
+            Layout::Index => "index",
+            Layout::Unknown => "unknown",
+        }
+    }
+
+    /// A short human description.
     pub fn describe(self) -> &'static str {
         match self {
             Layout::Compat => "compat (Istio, tar+gzip layer with plugin.wasm)",

@@ -33,7 +33,7 @@ const ACCEPT: &[&str] = &[
 ];
 
 /// Bytes per chunk handed to the uploader (and per progress step).
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
 
 /// An image reference: `registry/repository[:tag][@sha256:digest]`. A leading
 /// `oci://` is accepted and ignored.
