@@ -481,6 +481,9 @@ pub fn push(args: PushArgs, out: &mut dyn Write) -> Result<()> {
     filter.validate()?;
 
     let format = Format::from(args.format);
+    if format == Format::Cncf && args.emit == Emit::Wasmplugin {
+        bail!("Istio does not load cncf images: push with --format compat or oci for a WasmPlugin");
+    }
     let image = Image::build(format, &filter, &wasm)?;
     let client = args.registry.client(reference.registry())?;
     let progress = args.registry.progress();
@@ -501,7 +504,7 @@ pub fn push(args: PushArgs, out: &mut dyn Write) -> Result<()> {
     let summary = format!(
         "pushed {reference} ({format}): {} uploaded, {} already there, {} in {} ms\n\
          digest: {}\n\
-         verified on a fresh pull: Istio {}; Gloo {}; CNCF artifact consumers {}\n\
+         verified on a fresh pull: Istio: {}; Gloo: {}; CNCF artifact consumers: {}\n\
          module: {} ABI {} sha256 {} ({})\n",
         report.uploaded_blobs,
         report.existing_blobs,
