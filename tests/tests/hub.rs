@@ -369,3 +369,352 @@ fn catalog_page_in_headless_chromium() {
     )));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A small in-memory OCI registry with token authentication, the flow GHCR
+/// and Docker Hub use (docker-registry has no token server of its own):
+/// `/v2/` answers 401 with a Bearer challenge naming `/token`, `/token` trades
+/// basic credentials for a bearer token, and every registry request needs
+/// that token. It can also break uploads off after a number of chunks.
+mod token_registry {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use weir_tests::net::{Handler, Upstream};
+
+    pub(crate) const TOKEN: &str = "weir-test-token";
+
+    #[derive(Default)]
+    pub(crate) struct State {
+        blobs: HashMap<String, Bytes>,
+        manifests: HashMap<String, (Bytes, String, String)>,
+        uploads: HashMap<String, Vec<u8>>,
+        next_upload: u32,
+        /// Token requests answered.
+        pub(crate) tokens_issued: u32,
+        /// Answer 500 to every upload chunk after this many.
+        pub(crate) fail_chunks_after: Option<u32>,
+        chunks: u32,
+    }
+
+    pub(crate) struct TokenRegistry {
+        pub(crate) upstream: Upstream,
+        pub(crate) state: Arc<Mutex<State>>,
+    }
+
+    fn reply(status: u16) -> http::response::Builder {
+        http::Response::builder().status(status)
+    }
+
+    fn error(status: u16, code: &str) -> http::Response<Bytes> {
+        reply(status)
+            .header("content-type", "application/json")
+            .body(Bytes::from(format!(
+                r#"{{"errors":[{{"code":"{code}","message":"{code}"}}]}}"#
+            )))
+            .expect("response")
+    }
+
+    impl TokenRegistry {
+        pub(crate) fn start(user: &str, password: &str) -> Self {
+            let state = Arc::new(Mutex::new(State::default()));
+            let basic = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            );
+            let shared = Arc::clone(&state);
+            let handler: Handler = Arc::new(move |req: http::Request<Bytes>| {
+                let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+                handle(&mut st, &basic, &req).expect("response")
+            });
+            let upstream = Upstream::start(handler).expect("token registry");
+            Self { upstream, state }
+        }
+
+        pub(crate) fn host(&self) -> String {
+            self.upstream.addr().to_string()
+        }
+
+        pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    fn handle(
+        st: &mut State,
+        basic: &str,
+        req: &http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, http::Error> {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let path = req.uri().path().to_owned();
+        if path == "/token" {
+            if auth != basic {
+                return Ok(error(401, "UNAUTHORIZED"));
+            }
+            st.tokens_issued += 1;
+            return reply(200)
+                .header("content-type", "application/json")
+                .body(Bytes::from(format!(
+                    r#"{{"token":"{TOKEN}","expires_in":300}}"#
+                )));
+        }
+        if auth != format!("Bearer {TOKEN}") {
+            let mut r = error(401, "UNAUTHORIZED");
+            r.headers_mut().insert(
+                "www-authenticate",
+                format!(r#"Bearer realm="http://{host}/token",service="weir-test""#)
+                    .parse()
+                    .expect("header"),
+            );
+            return Ok(r);
+        }
+        let method = req.method().as_str();
+        if path == "/v2/" {
+            return reply(200).body(Bytes::new());
+        }
+        let rest = path.strip_prefix("/v2/").unwrap_or_default();
+        let split = |marker: &str| {
+            rest.split_once(marker)
+                .map(|(n, r)| (n.to_owned(), r.to_owned()))
+        };
+        if let Some((name, id)) = split("/blobs/uploads/") {
+            match method {
+                "POST" => {
+                    st.next_upload += 1;
+                    let id = st.next_upload.to_string();
+                    st.uploads.insert(id.clone(), Vec::new());
+                    return reply(202)
+                        .header("location", format!("/v2/{name}/blobs/uploads/{id}"))
+                        .body(Bytes::new());
+                }
+                "PATCH" => {
+                    st.chunks += 1;
+                    if st.fail_chunks_after.is_some_and(|n| st.chunks > n) {
+                        return Ok(error(500, "UNKNOWN"));
+                    }
+                    let Some(buf) = st.uploads.get_mut(&id) else {
+                        return Ok(error(404, "BLOB_UPLOAD_UNKNOWN"));
+                    };
+                    buf.extend_from_slice(req.body());
+                    let end = buf.len().saturating_sub(1);
+                    return reply(202)
+                        .header("location", path.clone())
+                        .header("range", format!("0-{end}"))
+                        .body(Bytes::new());
+                }
+                "PUT" => {
+                    let digest = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("digest=")))
+                        .unwrap_or_default()
+                        .replace("%3A", ":");
+                    let mut data = st.uploads.remove(&id).unwrap_or_default();
+                    data.extend_from_slice(req.body());
+                    if weir_hub::module::oci_digest(&data) != digest {
+                        return Ok(error(400, "DIGEST_INVALID"));
+                    }
+                    st.blobs.insert(digest.clone(), Bytes::from(data));
+                    return reply(201)
+                        .header("location", format!("/v2/{name}/blobs/{digest}"))
+                        .body(Bytes::new());
+                }
+                _ => return Ok(error(405, "UNSUPPORTED")),
+            }
+        }
+        if let Some((_, digest)) = split("/blobs/") {
+            return Ok(match st.blobs.get(&digest) {
+                Some(data) if method == "HEAD" => reply(200)
+                    .header("content-length", data.len())
+                    .body(Bytes::new())?,
+                Some(data) => reply(200)
+                    .header("docker-content-digest", digest)
+                    .body(data.clone())?,
+                None => error(404, "BLOB_UNKNOWN"),
+            });
+        }
+        if let Some((name, reference)) = split("/manifests/") {
+            let key = format!("{name}:{reference}");
+            if method == "PUT" {
+                let digest = weir_hub::module::oci_digest(req.body());
+                let media = req
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let entry = (req.body().clone(), media, digest.clone());
+                st.manifests.insert(key, entry.clone());
+                st.manifests.insert(format!("{name}:{digest}"), entry);
+                return reply(201)
+                    .header("location", format!("/v2/{name}/manifests/{digest}"))
+                    .header("docker-content-digest", digest)
+                    .body(Bytes::new());
+            }
+            return Ok(match st.manifests.get(&key) {
+                Some((body, media, digest)) => reply(200)
+                    .header("content-type", media.as_str())
+                    .header("docker-content-digest", digest.as_str())
+                    .body(body.clone())?,
+                None => error(404, "MANIFEST_UNKNOWN"),
+            });
+        }
+        if let Some((name, _)) = split("/tags/list") {
+            let prefix = format!("{name}:");
+            let tags: Vec<String> = st
+                .manifests
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .filter(|t| !t.starts_with("sha256:"))
+                .map(str::to_owned)
+                .collect();
+            return reply(200)
+                .header("content-type", "application/json")
+                .body(Bytes::from(
+                    serde_json::json!({"name": name, "tags": tags}).to_string(),
+                ));
+        }
+        Ok(error(404, "NAME_UNKNOWN"))
+    }
+}
+
+/// Token authentication: basic credentials are traded for a bearer token at
+/// the realm the registry names; a bearer token can also be given directly;
+/// wrong ones are named.
+#[test]
+fn bearer_token_authentication() {
+    use token_registry::{TOKEN, TokenRegistry};
+    let password =
+        weir_hub::module::sha256_hex(format!("{:?}", std::time::Instant::now()).as_bytes());
+    let reg = TokenRegistry::start("carol", &password);
+    let rt = runtime();
+    let (wasm, filter) = header_append();
+    let image = Image::build(Format::Oci, &filter, &wasm).expect("image");
+    let reference: ImageRef = format!("{}/team/tokens:0.1.0", reg.host())
+        .parse()
+        .expect("ref");
+    let with = |credentials: Credentials| {
+        Client::new(ClientOptions {
+            insecure: true,
+            credentials,
+        })
+    };
+    let basic = with(Credentials::Basic {
+        username: "carol".into(),
+        password: password.clone(),
+    });
+    let report = rt
+        .block_on(basic.push(&reference, &image, Format::Oci, Arc::new(Quiet)))
+        .unwrap_or_else(|e| panic!("push through the token flow: {e}"));
+    assert!(report.verified.istio.loads() && report.verified.gloo.loads());
+    assert!(reg.state().tokens_issued >= 1);
+
+    let bearer = with(Credentials::Bearer(TOKEN.into()));
+    let pulled = rt
+        .block_on(bearer.pull(&reference, Arc::new(Quiet)))
+        .expect("pull with a bearer token");
+    assert_eq!(pulled.image.digest, image.digest);
+
+    let wrong = with(Credentials::Bearer("not-the-token".into()));
+    let err = rt
+        .block_on(wrong.pull(&reference, Arc::new(Quiet)))
+        .expect_err("wrong token");
+    assert!(matches!(err, Error::WrongCredentials { .. }), "{err}");
+    let wrong = with(Credentials::Basic {
+        username: "carol".into(),
+        password: "nope".into(),
+    });
+    let err = rt
+        .block_on(wrong.pull(&reference, Arc::new(Quiet)))
+        .expect_err("wrong password");
+    assert!(matches!(err, Error::WrongCredentials { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+    rt.block_on(weir_hub::registry::check_login(
+        &reg.host(),
+        &Credentials::Basic {
+            username: "carol".into(),
+            password: password.clone(),
+        },
+        true,
+    ))
+    .expect("login through the token realm");
+    let err = rt
+        .block_on(weir_hub::registry::check_login(
+            &reg.host(),
+            &Credentials::Basic {
+                username: "carol".into(),
+                password: "nope".into(),
+            },
+            true,
+        ))
+        .expect_err("refused");
+    assert!(matches!(err, Error::WrongCredentials { .. }), "{err}");
+}
+
+/// An upload broken off half way (the registry stops answering chunks) fails
+/// the push and leaves the tag on the previous image.
+#[test]
+fn an_interrupted_upload_leaves_the_tag_untouched() {
+    use token_registry::{TOKEN, TokenRegistry};
+    let reg = TokenRegistry::start("dave", "unused");
+    let rt = runtime();
+    let c = Client::new(ClientOptions {
+        insecure: true,
+        credentials: Credentials::Bearer(TOKEN.into()),
+    });
+    let (wasm, filter) = header_append();
+    let reference: ImageRef = format!("{}/team/interrupted:stable", reg.host())
+        .parse()
+        .expect("ref");
+    let v1 = Image::build(Format::Oci, &filter, &wasm).expect("image");
+    rt.block_on(c.push(&reference, &v1, Format::Oci, Arc::new(Quiet)))
+        .expect("push v1");
+
+    // v2: a 3 MiB module, uploaded in 1 MiB chunks; the second chunk fails.
+    let mut big = wasm.clone();
+    big.push(0);
+    let payload = vec![7u8; 3 << 20];
+    let name = b"pad";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut len = section.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        big.push(if len == 0 { byte } else { byte | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    big.extend_from_slice(&section);
+    let info = ModuleInfo::read(&big).expect("padded module");
+    let mut f2 = FilterManifest::new("header-append", "0.2.0", &info).expect("manifest");
+    f2.description = filter.description.clone();
+    let v2 = Image::build(Format::Oci, &f2, &big).expect("image");
+    {
+        let mut st = reg.state();
+        st.fail_chunks_after = Some(1);
+    }
+    let err = rt
+        .block_on(c.push(&reference, &v2, Format::Oci, Arc::new(Quiet)))
+        .expect_err("the upload breaks off");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    reg.state().fail_chunks_after = None;
+    let (_, digest) = rt
+        .block_on(c.manifest(&reference))
+        .expect("tag still there");
+    assert_eq!(digest, v1.digest, "the tag moved after a failed push");
+}
