@@ -164,7 +164,7 @@ impl From<FormatArg> for Format {
 /// `weir push`.
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Where to push: REGISTRY/REPOSITORY[:TAG]. With -p and no tag, the tag is
+    /// Where to push: REGISTRY/REPOSITORY:TAG. With -p and no tag, the tag is
     /// the package version.
     pub reference: String,
     /// Build this filter package and push its module (name, version,
@@ -207,9 +207,9 @@ pub struct PushArgs {
 /// `weir pull`.
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST].
+    /// The image: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST.
     pub reference: String,
-    /// Where to write the module (default: <name>.wasm in the current directory).
+    /// Where to write the module (default: NAME.wasm in the current directory, from the filter name).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Registry access and output options.
@@ -220,7 +220,7 @@ pub struct PullArgs {
 /// `weir inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST].
+    /// The image: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST.
     pub reference: String,
     /// Also print deployment configuration.
     #[arg(long, value_enum)]
@@ -233,7 +233,7 @@ pub struct InspectArgs {
 /// `weir tag`.
 #[derive(Debug, Args)]
 pub struct TagArgs {
-    /// The image to tag: REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST].
+    /// The image to tag: REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST.
     pub source: String,
     /// The new tag: REGISTRY/REPOSITORY:TAG (same registry).
     pub target: String,
