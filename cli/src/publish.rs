@@ -97,33 +97,46 @@ impl RegistryArgs {
     }
 }
 
-/// Progress bars on stderr.
-struct Bars(indicatif::ProgressBar);
+/// Progress bars on stderr, one per blob.
+struct Bars(std::sync::Mutex<Option<indicatif::ProgressBar>>);
 
 impl Bars {
     fn new() -> Self {
-        let bar = indicatif::ProgressBar::hidden();
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg:14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        Self(bar)
+        Self(std::sync::Mutex::new(None))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Option<indicatif::ProgressBar>)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
 impl Progress for Bars {
     fn start(&self, label: &str, total: u64) {
-        self.0.reset();
-        self.0.set_length(total);
-        self.0.set_message(label.to_owned());
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_owned());
+        self.with(|slot| *slot = Some(bar));
     }
     fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
+        self.with(|slot| {
+            if let Some(bar) = slot {
+                bar.inc(bytes);
+            }
+        });
     }
     fn finish(&self) {
-        self.0.finish_and_clear();
+        self.with(|slot| {
+            if let Some(bar) = slot.take() {
+                bar.finish_and_clear();
+            }
+        });
     }
 }
 

@@ -62,6 +62,15 @@ pub struct DockerConfig {
     path: PathBuf,
 }
 
+/// The key docker uses for `registry` in `config.json`: Docker Hub is stored
+/// under its legacy index URL, every other registry under its host.
+pub fn config_key(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/",
+        other => other,
+    }
+}
+
 fn cred_err(e: impl fmt::Display) -> Error {
     Error::Credentials(e.to_string())
 }
@@ -109,6 +118,7 @@ impl DockerConfig {
     /// # Errors
     /// If the file is unreadable or a credential helper fails.
     pub fn lookup(&self, registry: &str) -> Result<Credentials> {
+        let registry = config_key(registry);
         let Some(config) = self.read()? else {
             return Ok(Credentials::Anonymous);
         };
@@ -137,6 +147,7 @@ impl DockerConfig {
     /// # Errors
     /// If the file cannot be written or the helper fails.
     pub fn store(&self, registry: &str, username: &str, password: &str) -> Result<()> {
+        let registry = config_key(registry);
         let mut config = self.read()?.unwrap_or_else(|| serde_json::json!({}));
         if !config.is_object() {
             return Err(cred_err(format!(
@@ -167,6 +178,7 @@ impl DockerConfig {
     /// # Errors
     /// If the file cannot be written or the helper fails.
     pub fn erase(&self, registry: &str) -> Result<bool> {
+        let registry = config_key(registry);
         let Some(mut config) = self.read()? else {
             return Ok(false);
         };
@@ -274,6 +286,18 @@ mod tests {
             config.lookup("r.test:5000").expect("gone"),
             Credentials::Anonymous
         );
+    }
+
+    #[test]
+    fn docker_hub_uses_the_index_key() {
+        let config = DockerConfig::at(temp("hub"));
+        config.store("docker.io", "u", "p").expect("stores");
+        let text = std::fs::read_to_string(config.path()).expect("written");
+        assert!(text.contains("https://index.docker.io/v1/"), "{text}");
+        assert!(matches!(
+            config.lookup("index.docker.io"),
+            Ok(Credentials::Basic { .. })
+        ));
     }
 
     #[test]

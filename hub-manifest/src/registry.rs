@@ -493,6 +493,15 @@ impl Client {
         format: Format,
         progress: Arc<dyn Progress>,
     ) -> Result<PushReport> {
+        if let Some(want) = reference.digest()
+            && want != image.digest
+        {
+            return Err(Error::DigestMismatch {
+                what: "the image to push".into(),
+                expected: want.to_owned(),
+                actual: image.digest.clone(),
+            });
+        }
         let started = Instant::now();
         self.authorize(reference, Op::Push).await?;
         let target = reference.inner();
@@ -523,15 +532,6 @@ impl Client {
             self.upload(reference, blob, format, &progress).await?;
             report.uploaded_blobs += 1;
             report.uploaded_bytes += blob.data.len() as u64;
-        }
-        if let Some(want) = reference.digest()
-            && want != image.digest
-        {
-            return Err(Error::DigestMismatch {
-                what: "the image to push".into(),
-                expected: want.to_owned(),
-                actual: image.digest.clone(),
-            });
         }
         let by_digest = reference.at_digest(&image.digest);
         self.put_manifest(&by_digest, image, format).await?;
