@@ -428,3 +428,138 @@ fn push_and_pull_times_on_loopback() {
         }
     }
 }
+
+/// Images other tools write: a Docker-flavoured compat image (`docker build`
+/// and `docker push`) and a WebAssembly-Hub image as `wasme push` wrote it (no
+/// `mediaType` field in the manifest body, no weir annotations). Both round
+/// trip through the registry and load where Istio (and Gloo) would load them.
+#[test]
+fn images_written_by_other_tools_round_trip() {
+    use std::collections::BTreeMap;
+    use std::io::Write as _;
+    use weir_hub::image::{Blob, Descriptor, ImageManifest, media_type};
+
+    fn desc(b: &Blob, title: Option<&str>) -> Descriptor {
+        Descriptor {
+            media_type: b.media_type.clone(),
+            digest: b.digest.clone(),
+            size: b.data.len() as u64,
+            annotations: title
+                .map(|t| {
+                    BTreeMap::from([("org.opencontainers.image.title".to_owned(), t.to_owned())])
+                })
+                .unwrap_or_default(),
+            platform: None,
+        }
+    }
+
+    let reg = registry();
+    let rt = runtime();
+    let c = client(Credentials::Anonymous);
+    let wasm = module(4096, "others");
+
+    // docker build + docker push: Docker media types, plugin.wasm in a tar.gz.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(wasm.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "plugin.wasm", &wasm[..])
+        .expect("tar");
+    let tar = tar.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    let layer = Blob::new(media_type::DOCKER_LAYER, gz.finish().expect("gzip"));
+    let config = Blob::new(
+        media_type::DOCKER_CONFIG,
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            weir_hub::module::oci_digest(&tar)
+        ),
+    );
+    let docker = Image::from_manifest(
+        ImageManifest {
+            schema_version: 2,
+            media_type: Some(media_type::DOCKER_MANIFEST.into()),
+            config: Some(desc(&config, None)),
+            layers: vec![desc(&layer, None)],
+            manifests: Vec::new(),
+            annotations: BTreeMap::new(),
+        },
+        vec![config, layer],
+    );
+    let r = reference(&reg, "others/docker", "1.0");
+    rt.block_on(c.push(&r, &docker, Format::Compat, Arc::new(Quiet)))
+        .unwrap_or_else(|e| panic!("docker compat: {e}\n{}", reg.log()));
+    let pulled = rt.block_on(c.pull(&r, Arc::new(Quiet))).expect("pull");
+    assert_eq!(pulled.image.layout(), Layout::CompatDocker);
+    assert_eq!(
+        rules::istio(&pulled.image).expect("Istio loads it").module,
+        wasm
+    );
+    assert!(pulled.image.manifest.filter_manifest().is_none());
+
+    // wasme push: the runtime config twice, no mediaType in the body.
+    let runtime_config = Blob::new(
+        media_type::HUB_CONFIG,
+        r#"{"type":"envoy_proxy","abiVersions":["v0.2.1"],"config":{"rootIds":["add_header"]}}"#,
+    );
+    let content = Blob::new(media_type::HUB_CONTENT, wasm.clone());
+    let hub = Image::from_manifest(
+        ImageManifest {
+            schema_version: 2,
+            media_type: None,
+            config: Some(desc(&runtime_config, Some("runtime-config.json"))),
+            layers: vec![
+                desc(&runtime_config, Some("runtime-config.json")),
+                desc(&content, Some("filter.wasm")),
+            ],
+            manifests: Vec::new(),
+            annotations: BTreeMap::from([
+                ("module.wasm.runtime/abi_version".into(), "v0.2.1".into()),
+                ("module.wasm.runtime/type".into(), "envoy_proxy".into()),
+            ]),
+        },
+        vec![runtime_config, content],
+    );
+    let r = reference(&reg, "others/wasme", "v0.1");
+    rt.block_on(c.push(&r, &hub, Format::Oci, Arc::new(Quiet)))
+        .unwrap_or_else(|e| panic!("wasme layout: {e}\n{}", reg.log()));
+    let pulled = rt.block_on(c.pull(&r, Arc::new(Quiet))).expect("pull");
+    assert_eq!(pulled.image.layout(), Layout::Hub);
+    assert_eq!(rules::istio(&pulled.image).expect("Istio").module, wasm);
+    let (loaded, runtime) = rules::gloo(&pulled.image).expect("Gloo");
+    assert_eq!(loaded.module, wasm);
+    assert_eq!(runtime.config.root_ids, ["add_header"]);
+}
+
+/// Pushing to `repo@sha256:…` checks that digest before uploading anything.
+#[test]
+fn a_push_pinned_to_another_digest_uploads_nothing() {
+    let reg = registry();
+    let rt = runtime();
+    let c = client(Credentials::Anonymous);
+    let img = image(Format::Compat, &module(4096, "pinned"), "1.0.0");
+    let other = format!("sha256:{}", "ab".repeat(32));
+    let r: ImageRef = format!("{}/team/pinned@{other}", reg.host())
+        .parse()
+        .expect("ref");
+    let err = rt
+        .block_on(c.push(&r, &img, Format::Compat, Arc::new(Quiet)))
+        .expect_err("digest mismatch");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(one_line(&err).contains(&other), "{err}");
+    let err = rt
+        .block_on(c.pull(&reference(&reg, "team/pinned", "1.0.0"), Arc::new(Quiet)))
+        .expect_err("nothing was pushed");
+    assert!(matches!(err, Error::UnknownRepository { .. }), "{err}");
+    // Pinned to the right digest: pushed without a tag.
+    let r = r.at_digest(&img.digest);
+    let report = rt
+        .block_on(c.push(&r, &img, Format::Compat, Arc::new(Quiet)))
+        .expect("push");
+    assert_eq!(report.tag, None);
+    assert_eq!(
+        rt.block_on(c.manifest(&r)).expect("by digest").1,
+        img.digest
+    );
+}
