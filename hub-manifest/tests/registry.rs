@@ -563,3 +563,54 @@ fn a_push_pinned_to_another_digest_uploads_nothing() {
         img.digest
     );
 }
+
+/// An image index (as multi-platform builders write) is resolved to its
+/// linux/amd64 image, the one Istio's fetcher picks.
+#[test]
+fn an_index_resolves_to_its_linux_amd64_image() {
+    use std::collections::BTreeMap;
+    use weir_hub::image::{Descriptor, ImageManifest, Platform, media_type};
+
+    let reg = registry();
+    let rt = runtime();
+    let c = client(Credentials::Anonymous);
+    let wasm = module(4096, "index");
+    let amd64 = image(Format::Compat, &wasm, "1.0.0");
+    let other = image(Format::Compat, &module(4096, "index-arm"), "1.0.0");
+    for (img, tag) in [(&amd64, "amd64"), (&other, "arm64")] {
+        rt.block_on(c.push(
+            &reference(&reg, "team/index", tag),
+            img,
+            Format::Compat,
+            Arc::new(Quiet),
+        ))
+        .expect("push child");
+    }
+    let entry = |img: &Image, arch: &str| Descriptor {
+        media_type: media_type::OCI_MANIFEST.into(),
+        digest: img.digest.clone(),
+        size: img.manifest_bytes.len() as u64,
+        annotations: BTreeMap::new(),
+        platform: Some(Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+        }),
+    };
+    let index = Image::from_manifest(
+        ImageManifest {
+            schema_version: 2,
+            media_type: Some(media_type::OCI_INDEX.into()),
+            config: None,
+            layers: Vec::new(),
+            manifests: vec![entry(&other, "arm64"), entry(&amd64, "amd64")],
+            annotations: BTreeMap::new(),
+        },
+        Vec::new(),
+    );
+    let r = reference(&reg, "team/index", "1.0.0");
+    rt.block_on(c.push(&r, &index, Format::Compat, Arc::new(Quiet)))
+        .unwrap_or_else(|e| panic!("push index: {e}\n{}", reg.log()));
+    let pulled = rt.block_on(c.pull(&r, Arc::new(Quiet))).expect("pull");
+    assert_eq!(pulled.image.digest, amd64.digest);
+    assert_eq!(rules::istio(&pulled.image).expect("loads").module, wasm);
+}
