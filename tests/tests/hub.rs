@@ -718,3 +718,66 @@ fn an_interrupted_upload_leaves_the_tag_untouched() {
         .expect("tag still there");
     assert_eq!(digest, v1.digest, "the tag moved after a failed push");
 }
+
+/// `weir push -p header-append` (through the CLI's library): the manifest is
+/// filled from the package (description, license, source, SDK and its
+/// config.schema.json) and the module (ABI), and the tag is the version.
+#[test]
+fn push_from_the_package_fills_the_manifest() {
+    use weir_cli::publish::{Emit, FormatArg, PushArgs, RegistryArgs};
+    let reg = registry();
+    let dir = std::env::temp_dir().join(format!("weir-hub-package-{}", std::process::id()));
+    let args = PushArgs {
+        reference: format!("{}/filters/header-append", reg.host()),
+        package: Some("header-append".into()),
+        wasm: None,
+        format: FormatArg::Oci,
+        name: None,
+        filter_version: None,
+        description: None,
+        license: None,
+        source: None,
+        config_schema: None,
+        emit: Emit::All,
+        registry: RegistryArgs {
+            insecure: true,
+            username: None,
+            password_stdin: false,
+            docker_config: Some(dir.join("config.json")),
+            json: true,
+        },
+    };
+    let mut out = Vec::new();
+    weir_cli::publish::push(args, &mut out).unwrap_or_else(|e| panic!("{e:#}"));
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    let filter = &report["filter"];
+    assert_eq!(
+        report["reference"],
+        format!("{}/filters/header-append:0.1.0", reg.host())
+    );
+    assert_eq!(filter["name"], "header-append");
+    assert_eq!(filter["version"], "0.1.0");
+    assert_eq!(filter["license"], "Apache-2.0");
+    assert!(
+        filter["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("headers"))
+    );
+    assert!(filter["source"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(filter["sdk"]["name"], "weir");
+    assert_eq!(filter["abiVersions"][0], "v0.2.1");
+    assert_eq!(
+        filter["configSchema"]["title"],
+        "header-append configuration"
+    );
+    assert_eq!(report["verified"]["gloo"]["result"], "loads");
+    let gloo = report["snippets"]["glooGateway"].as_str().expect("gloo");
+    assert!(
+        gloo.contains(&format!(
+            "image: {}/filters/header-append:0.1.0",
+            reg.host()
+        )),
+        "{gloo}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
