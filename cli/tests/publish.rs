@@ -282,6 +282,12 @@ fn push_emits_an_apply_ready_wasmplugin() {
         doc["spec"]["sha256"].as_str(),
         Some(&digest["sha256:".len()..])
     );
+    // inspect prints the same WasmPlugin for an image already in the registry.
+    let again = s.ok(
+        &["inspect", &image, "--insecure", "--emit", "wasmplugin"],
+        None,
+    );
+    assert_eq!(again, yaml);
 
     // The default output: summary, then the three snippets.
     let all = s.ok(&["push", &image, "--wasm", &wasm, "--insecure"], None);
