@@ -395,6 +395,8 @@ mod token_registry {
         pub(crate) tokens_issued: u32,
         /// Answer 500 to every upload chunk after this many.
         pub(crate) fail_chunks_after: Option<u32>,
+        /// Refuse every write with 403 DENIED (a read-only token).
+        pub(crate) read_only: bool,
         chunks: u32,
     }
 
@@ -481,6 +483,9 @@ mod token_registry {
             return Ok(r);
         }
         let method = req.method().as_str();
+        if st.read_only && matches!(method, "POST" | "PATCH" | "PUT" | "DELETE") {
+            return Ok(error(403, "DENIED"));
+        }
         if path == "/v2/" {
             return reply(200).body(Bytes::new());
         }
@@ -780,4 +785,38 @@ fn push_from_the_package_fills_the_manifest() {
         "{gloo}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Credentials that may read but not write are named as such.
+#[test]
+fn a_read_only_token_is_denied_push() {
+    use token_registry::{TOKEN, TokenRegistry};
+    let reg = TokenRegistry::start("erin", "unused");
+    reg.state().read_only = true;
+    let c = Client::new(ClientOptions {
+        insecure: true,
+        credentials: Credentials::Bearer(TOKEN.into()),
+    });
+    let (wasm, filter) = header_append();
+    let image = Image::build(Format::Compat, &filter, &wasm).expect("image");
+    let reference: ImageRef = format!("{}/team/readonly:0.1.0", reg.host())
+        .parse()
+        .expect("ref");
+    let err = runtime()
+        .block_on(c.push(&reference, &image, Format::Compat, Arc::new(Quiet)))
+        .expect_err("read-only");
+    assert!(
+        matches!(
+            err,
+            Error::Denied {
+                operation: "push",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("denied push on team/readonly"),
+        "{err}"
+    );
 }
