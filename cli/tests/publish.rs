@@ -221,6 +221,19 @@ fn login_push_inspect_pull_tag_logout() {
         digest.as_str()
     );
 
+    // --json (and CI) keeps stderr quiet: no progress bars, no summary.
+    let out = s.weir(
+        &["push", &image, "--wasm", &wasm, "--insecure", "--json"],
+        None,
+        None,
+    );
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A re-push uploads nothing.
     let again = s.json(&["push", &image, "--wasm", &wasm, "--insecure"], None);
     assert_eq!(again["uploadedBlobs"], 0);
