@@ -1,5 +1,6 @@
 //! The `weir` command-line tool's building blocks, shared with the end-to-end
-//! tests: building filters to wasm and running the demo.
+//! tests: building filters to wasm, running the demo and publishing filters to
+//! OCI registries.
 //!
 //! ```no_run
 //! let root = weir_cli::build::workspace_root(std::env::current_dir()?)?;
@@ -13,3 +14,4 @@
 
 pub mod build;
 pub mod demo;
+pub mod publish;

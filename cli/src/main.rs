@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use weir_cli::{build, demo};
+use weir_cli::{build, demo, publish};
 
 /// The weir toolchain for Envoy proxy-wasm filters.
 #[derive(Debug, Parser)]
@@ -31,6 +31,24 @@ enum Command {
         #[arg(short, long = "package")]
         packages: Vec<String>,
     },
+    /// Push a filter to an OCI registry, verify it loads, print its digest and
+    /// deployment config.
+    Push(publish::PushArgs),
+    /// Pull a filter's module from a registry, verifying every digest.
+    Pull(publish::PullArgs),
+    /// Show an image's manifest, layers, annotations, ABI, size and digest.
+    Inspect(publish::InspectArgs),
+    /// Point a tag at an existing image.
+    Tag(publish::TagArgs),
+    /// Check and store registry credentials in the docker config.
+    Login(publish::LoginArgs),
+    /// Remove stored registry credentials.
+    Logout(publish::LoginArgs),
+    /// Registry-wide tools: the HTML catalog, the manifest schema.
+    Hub {
+        #[command(subcommand)]
+        command: publish::HubCommand,
+    },
 }
 
 fn init_tracing(verbose: u8) {
@@ -49,11 +67,11 @@ fn init_tracing(verbose: u8) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let root = build::workspace_root(std::env::current_dir()?)?;
     let mut stdout = std::io::stdout().lock();
+    let root = || build::workspace_root(std::env::current_dir()?);
     match cli.command {
         Command::Demo => {
-            let report = demo::run(&root)?;
+            let report = demo::run(&root()?)?;
             stdout.write_all(report.as_bytes())?;
         }
         Command::Build { packages } => {
@@ -62,10 +80,17 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 packages.iter().map(String::as_str).collect()
             };
-            for f in build::build_filters(&root, &packages)? {
+            for f in build::build_filters(&root()?, &packages)? {
                 writeln!(stdout, "{}", f.wasm.display())?;
             }
         }
+        Command::Push(args) => publish::push(args, &mut stdout)?,
+        Command::Pull(args) => publish::pull(args, &mut stdout)?,
+        Command::Inspect(args) => publish::inspect(args, &mut stdout)?,
+        Command::Tag(args) => publish::tag(args, &mut stdout)?,
+        Command::Login(args) => publish::login(args, &mut stdout)?,
+        Command::Logout(args) => publish::logout(args, &mut stdout)?,
+        Command::Hub { command } => publish::hub(command, &mut stdout)?,
     }
     Ok(())
 }
