@@ -20,18 +20,31 @@ const REQUESTS: u64 = 100;
 
 /// Invalid configurations and the field each must name.
 const BAD_CONFIGS: &[(&str, &str)] = &[
-    (r#"{"request": {"set": [{"name": "x env", "value": "1"}]}}"#, "request.set[0].name"),
-    (r#"{"response": {"add": [{"name": "x", "value": "a\r\nb"}]}}"#, "response.add[0].value"),
+    (
+        r#"{"request": {"set": [{"name": "x env", "value": "1"}]}}"#,
+        "request.set[0].name",
+    ),
+    (
+        r#"{"response": {"add": [{"name": "x", "value": "a\r\nb"}]}}"#,
+        "response.add[0].value",
+    ),
     (r#"{"request": {"remove": ["ok", 7]}}"#, "request.remove[1]"),
     (r#"{"request": {"sett": []}}"#, "request.sett"),
-    (r#"{"response": {"set": [{"name": "x"}]}}"#, "response.set[0]"),
+    (
+        r#"{"response": {"set": [{"name": "x"}]}}"#,
+        "response.set[0]",
+    ),
 ];
 
 /// Whether `package` accepts `configuration`; on rejection, its error log.
 fn configure(package: &str, configuration: &str) -> Result<Result<(), String>> {
     let plugin = engine().load_file(filter_wasm(package))?;
     let chain = Chain::builder(engine())
-        .filter(weir_harness::Filter::new(plugin).name(package).configuration(configuration))
+        .filter(
+            weir_harness::Filter::new(plugin)
+                .name(package)
+                .configuration(configuration),
+        )
         .build();
     Ok(match chain {
         Ok(_) => Ok(()),
