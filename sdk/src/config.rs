@@ -35,6 +35,33 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         .map_err(|(path, message)| Error::from(ErrorKind::Config { path, message }))
 }
 
+/// The JSON Schema (draft 2020-12) of a configuration type, as pretty JSON, for
+/// tooling: editors, `weir push` (which publishes a filter's
+/// `config.schema.json`), admission checks. Derive `schemars::JsonSchema` on the
+/// config type in native builds (the feature is not meant for the module).
+///
+/// # Examples
+/// ```
+/// /// Rate limits.
+/// #[derive(serde::Deserialize, weir::schemars::JsonSchema)]
+/// #[schemars(crate = "weir::schemars")]
+/// #[serde(deny_unknown_fields)]
+/// struct Config {
+///     /// Requests per second.
+///     limit: u32,
+/// }
+/// let schema = weir::config_schema::<Config>();
+/// assert!(schema.contains(r#""limit""#));
+/// assert!(schema.contains("Requests per second."));
+/// ```
+#[cfg(feature = "schema")]
+pub fn config_schema<T: schemars::JsonSchema>() -> String {
+    let schema = schemars::schema_for!(T);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,8 @@ pub mod testing;
 
 pub use body::{Body, BufferBody, RequestBody, ResponseBody};
 pub use callout::{CalloutResponse, CalloutToken, HttpCall};
+#[cfg(feature = "schema")]
+pub use config::config_schema;
 pub use config::parse_config;
 pub use env::{call_foreign, log_level, now};
 pub use error::{Error, ErrorKind, HostStatus, IntoLocalReply, Result};
@@ -83,6 +85,9 @@ pub use grpc::{GrpcCall, GrpcResponse, GrpcToken};
 pub use headers::{Headers, RequestHeaders, RequestTrailers, ResponseHeaders, ResponseTrailers};
 pub use plugin::{NoPlugin, Plugin, PluginContext, Timer};
 pub use reply::LocalReply;
+/// The `schemars` crate, for deriving `JsonSchema` on configuration types.
+#[cfg(feature = "schema")]
+pub use schemars;
 pub use shared::{Cas, SharedQueue, Versioned, shared_data};
 
 /// The `proxy-wasm` crate this SDK is built on, for what weir does not cover yet.

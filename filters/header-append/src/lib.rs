@@ -21,8 +21,14 @@ use std::rc::Rc;
 use serde::{Deserialize, Deserializer};
 use weir::{Flow, Headers, HttpFilter, RequestHeaders, ResponseHeaders, Result};
 
-/// The plugin configuration.
+/// Header changes per direction; for each direction the operations run in the
+/// order remove, set, add.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(weir::schemars::JsonSchema),
+    schemars(crate = "weir::schemars", title = "header-append configuration")
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Changes applied to request headers before they go upstream.
@@ -33,6 +39,11 @@ pub struct Config {
 
 /// Header changes for one direction.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(weir::schemars::JsonSchema),
+    schemars(crate = "weir::schemars")
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct Changes {
     /// Headers to remove (every value).
@@ -45,6 +56,11 @@ pub struct Changes {
 
 /// One header to set or add.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    derive(weir::schemars::JsonSchema),
+    schemars(crate = "weir::schemars")
+)]
 #[serde(deny_unknown_fields)]
 pub struct Header {
     /// The header name.
@@ -116,6 +132,41 @@ impl<'de> Deserialize<'de> for HeaderValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod schema {
+    use std::borrow::Cow;
+
+    use weir::schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+    impl JsonSchema for super::HeaderName {
+        fn schema_name() -> Cow<'static, str> {
+            "HeaderName".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "description": "An HTTP header name: token characters, or a pseudo-header such as `:path`. Lower-cased.",
+                "pattern": "^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+            })
+        }
+    }
+
+    impl JsonSchema for super::HeaderValue {
+        fn schema_name() -> Cow<'static, str> {
+            "HeaderValue".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "description": "A header value; CR, LF and NUL are not allowed.",
+                "pattern": "^[^\\r\\n\\u0000]*$"
+            })
+        }
     }
 }
 
@@ -217,6 +268,29 @@ mod tests {
         )
         .expect_err("CRLF");
         assert!(err.to_string().contains("request.add[0].value"), "{err}");
+    }
+
+    /// `config.schema.json` (published by `weir push`) is generated from `Config`;
+    /// `WEIR_UPDATE_SCHEMA=1 cargo test -p header-append` rewrites it.
+    #[test]
+    fn the_published_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.schema.json");
+        let generated = weir::config_schema::<Config>();
+        if std::env::var_os("WEIR_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).expect("write the schema");
+        }
+        let published = std::fs::read_to_string(&path).expect("config.schema.json");
+        assert_eq!(
+            published, generated,
+            "config.schema.json is stale: run WEIR_UPDATE_SCHEMA=1 cargo test -p header-append"
+        );
+        // The schema accepts what the filter accepts.
+        let schema: serde_json::Value = serde_json::from_str(&generated).expect("JSON");
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(
+            schema["$defs"]["HeaderName"]["pattern"],
+            "^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+        );
     }
 
     #[test]
