@@ -599,15 +599,7 @@ impl Client {
         image: &Image,
         format: Format,
     ) -> Result<()> {
-        let content_type = image
-            .manifest
-            .media_type
-            .as_deref()
-            .unwrap_or(media_type::OCI_MANIFEST)
-            .parse()
-            .map_err(|_| {
-                Error::InvalidManifest("manifest media type is not a header value".into())
-            })?;
+        let content_type = manifest_content_type(image)?;
         self.inner
             .push_manifest_raw(
                 reference.inner(),
@@ -810,16 +802,7 @@ impl Client {
             }
         }
         let tag = target.push_tag().unwrap_or("latest");
-        let content_type = pulled
-            .image
-            .manifest
-            .media_type
-            .as_deref()
-            .unwrap_or(media_type::OCI_MANIFEST)
-            .parse()
-            .map_err(|_| {
-                Error::InvalidManifest("manifest media type is not a header value".into())
-            })?;
+        let content_type = manifest_content_type(&pulled.image)?;
         self.inner
             .push_manifest_raw(
                 target.at_tag(tag).inner(),
@@ -993,4 +976,16 @@ fn short(digest: &str) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `Content-Type` a manifest is pushed with: its own media type (OCI image
+/// manifest when it names none).
+fn manifest_content_type<T: FromStr>(image: &Image) -> Result<T> {
+    image
+        .manifest
+        .media_type
+        .as_deref()
+        .unwrap_or(media_type::OCI_MANIFEST)
+        .parse()
+        .map_err(|_| Error::InvalidManifest("manifest media type is not a header value".into()))
 }

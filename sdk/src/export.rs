@@ -70,6 +70,22 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
         self.config = Some(config);
         Ok(())
     }
+
+    /// Runs a plugin callback, if the filter has a plugin and it started; errors
+    /// are logged (there is no request to answer). `P::ACTIVE` is a constant, so
+    /// filters without a plugin carry none of this code.
+    fn with_plugin(
+        &mut self,
+        what: &str,
+        callback: impl FnOnce(&mut P, &mut PluginContext) -> Result<()>,
+    ) {
+        if !P::ACTIVE {
+            return;
+        }
+        if let Some(plugin) = self.plugin.as_mut() {
+            log_error::<P>(what, callback(plugin, &mut self.ctx));
+        }
+    }
 }
 
 impl<F: HttpFilter, P: Plugin<Config = F::Config>> Context for Root<F, P> {
@@ -80,26 +96,17 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Context for Root<F, P> {
         body_size: usize,
         num_trailers: usize,
     ) {
-        if !P::ACTIVE {
-            return;
-        }
-        if let Some(plugin) = self.plugin.as_mut() {
-            let response = CalloutResponse::new(num_headers, body_size, num_trailers);
-            let result =
-                plugin.on_callout_response(CalloutToken(token_id), &response, &mut self.ctx);
-            log_error::<P>("callout response", result);
-        }
+        let response = CalloutResponse::new(num_headers, body_size, num_trailers);
+        self.with_plugin("callout response", |plugin, ctx| {
+            plugin.on_callout_response(CalloutToken(token_id), &response, ctx)
+        });
     }
 
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        if !P::ACTIVE {
-            return;
-        }
-        if let Some(plugin) = self.plugin.as_mut() {
-            let response = GrpcResponse::new(status_code, response_size);
-            let result = plugin.on_grpc_response(GrpcToken(token_id), &response, &mut self.ctx);
-            log_error::<P>("gRPC response", result);
-        }
+        let response = GrpcResponse::new(status_code, response_size);
+        self.with_plugin("gRPC response", |plugin, ctx| {
+            plugin.on_grpc_response(GrpcToken(token_id), &response, ctx)
+        });
     }
 }
 
@@ -115,26 +122,18 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
     }
 
     fn on_tick(&mut self) {
-        if !P::ACTIVE {
+        if !P::ACTIVE || self.plugin.is_none() {
             return;
         }
-        let Some(plugin) = self.plugin.as_mut() else {
-            return;
-        };
         for timer in self.ctx.due() {
-            let result = plugin.on_timer(timer, &mut self.ctx);
-            log_error::<P>("timer", result);
+            self.with_plugin("timer", |plugin, ctx| plugin.on_timer(timer, ctx));
         }
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
-        if !P::ACTIVE {
-            return;
-        }
-        if let Some(plugin) = self.plugin.as_mut() {
-            let result = plugin.on_queue_ready(SharedQueue(queue_id), &mut self.ctx);
-            log_error::<P>("queue", result);
-        }
+        self.with_plugin("queue", |plugin, ctx| {
+            plugin.on_queue_ready(SharedQueue(queue_id), ctx)
+        });
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -137,6 +137,11 @@ fn status(s: Status) -> u32 {
     s.0
 }
 
+/// The status code of a call that returns nothing else.
+fn code(result: Result<(), Status>) -> u32 {
+    result.map_or_else(status, |()| 0)
+}
+
 // ---- logging, time, ticks
 
 #[unsafe(no_mangle)]
@@ -219,10 +224,7 @@ pub extern "C" fn proxy_set_header_map_pairs(map: u32, data: *const u8, size: us
         .into_iter()
         .map(|(k, v)| (String::from_utf8_lossy(&k).to_ascii_lowercase(), v))
         .collect();
-    match with_map(map, |m| *m = pairs) {
-        Ok(()) => 0,
-        Err(e) => status(e),
-    }
+    code(with_map(map, |m| *m = pairs))
 }
 
 #[unsafe(no_mangle)]
@@ -235,10 +237,7 @@ pub extern "C" fn proxy_add_header_map_value(
 ) -> u32 {
     let key = text(key, key_size).to_ascii_lowercase();
     let value = read(value, value_size).to_vec();
-    match with_map(map, |m| m.push((key, value))) {
-        Ok(()) => 0,
-        Err(e) => status(e),
-    }
+    code(with_map(map, |m| m.push((key, value))))
 }
 
 #[unsafe(no_mangle)]
@@ -262,19 +261,13 @@ pub extern "C" fn proxy_replace_header_map_value(
         }
         None => m.push((key, value)),
     });
-    match result {
-        Ok(()) => 0,
-        Err(e) => status(e),
-    }
+    code(result)
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32 {
     let key = text(key, key_size).to_ascii_lowercase();
-    match with_map(map, |m| m.retain(|(k, _)| *k != key)) {
-        Ok(()) => 0,
-        Err(e) => status(e),
-    }
+    code(with_map(map, |m| m.retain(|(k, _)| *k != key)))
 }
 
 #[unsafe(no_mangle)]
