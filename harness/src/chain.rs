@@ -32,7 +32,14 @@ pub enum FailurePolicy {
     FailClosed,
     /// Skip the filter.
     FailOpen,
+    /// Start a fresh VM for new requests once the backoff since the VM was
+    /// loaded has passed (see [`Filter::reload_backoff`]); until then, and if the
+    /// reload fails, answer 503 like [`FailurePolicy::FailClosed`].
+    FailReload,
 }
+
+/// Envoy's default `reload_config.backoff.base_interval`.
+const DEFAULT_RELOAD_BACKOFF: Duration = Duration::from_secs(1);
 
 /// One filter of a chain: a plugin plus its Envoy `PluginConfig`/`VmConfig`.
 #[derive(Clone, Debug)]
@@ -41,6 +48,7 @@ pub struct Filter {
     plugin: Plugin,
     meta: PluginMeta,
     failure_policy: FailurePolicy,
+    reload_backoff: Duration,
 }
 
 impl Filter {
@@ -57,6 +65,7 @@ impl Filter {
                 environment: Vec::new(),
             },
             failure_policy: FailurePolicy::default(),
+            reload_backoff: DEFAULT_RELOAD_BACKOFF,
         }
     }
 
@@ -100,6 +109,15 @@ impl Filter {
     /// `PluginConfig.failure_policy`.
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.failure_policy = policy;
+        self
+    }
+
+    /// `PluginConfig.reload_config.backoff.base_interval` for
+    /// [`FailurePolicy::FailReload`] (default 1 s). As in Envoy, each reload
+    /// attempt waits a jittered interval in `[base, 1.5 × base)` since the VM was
+    /// last loaded; the jitter comes from the chain's seed.
+    pub fn reload_backoff(mut self, base_interval: Duration) -> Self {
+        self.reload_backoff = base_interval;
         self
     }
 }
@@ -188,30 +206,44 @@ impl ChainBuilder {
             let seed = self.seed.wrapping_add(i as u64);
             let vm = Vm::start(
                 &filter.plugin,
-                filter.meta,
+                filter.meta.clone(),
                 self.start,
                 seed,
                 self.log_level,
                 self.fuel_per_call,
                 Arc::clone(&shared),
             )?;
-            let mut vm = vm;
-            vm.state().cluster_name = self.hcm.route_cluster_name().map(str::to_owned);
-            vm.state().clusters = self.clusters.0.iter().map(|(n, _)| n.clone()).collect();
-            slots.push(Slot {
+            let mut slot = Slot {
                 vm,
                 policy: filter.failure_policy,
-            });
+                reload_backoff: filter.reload_backoff,
+                loaded_at: Duration::ZERO,
+                filter,
+                seed,
+            };
+            wire(&mut slot.vm, &self.hcm, &self.clusters);
+            if slot.policy == FailurePolicy::FailReload && slot.reload_backoff.as_millis() < 2 {
+                return Err(Error::WouldCrashEnvoy {
+                    plugin: slot.vm.name().to_owned(),
+                    reason: "reload backoff base_interval below 2 ms: Envoy's jittered backoff \
+                             draws from [base, 1.5 × base) and needs base/2 ≥ 1 ms",
+                });
+            }
+            slots.push(slot);
         }
         let mut chain = Chain {
             slots,
             clusters: self.clusters,
             shared,
+            log_level: self.log_level,
+            fuel_per_call: self.fuel_per_call,
             hcm: self.hcm,
             now: self.start,
             rng: self.seed ^ 0x5EED,
             startup_logs: Vec::new(),
         };
+        // Queues enqueued during start-up notify their registrants now.
+        chain.deliver_queue_ready(&mut Vec::new());
         chain.startup_logs = chain.drain_logs();
         for slot in &mut chain.slots {
             slot.vm.take_fuel();
@@ -221,10 +253,23 @@ impl ChainBuilder {
     }
 }
 
+/// Gives a new VM what the chain knows: the route's cluster and the clusters it
+/// may call.
+fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters) {
+    vm.state().cluster_name = hcm.route_cluster_name().map(str::to_owned);
+    vm.state().clusters = clusters.0.iter().map(|(n, _)| n.clone()).collect();
+}
+
 #[derive(Debug)]
 struct Slot {
     vm: Vm,
     policy: FailurePolicy,
+    reload_backoff: Duration,
+    /// When the VM was loaded (virtual monotonic time), for the reload backoff.
+    loaded_at: Duration,
+    /// What the VM was started from, to start a fresh one (FAIL_RELOAD).
+    filter: Filter,
+    seed: u64,
 }
 
 /// A running filter chain. Send requests through it with [`Chain::send`].
@@ -233,6 +278,8 @@ pub struct Chain {
     slots: Vec<Slot>,
     clusters: Clusters,
     shared: Arc<Shared>,
+    log_level: LogLevel,
+    fuel_per_call: u64,
     hcm: ConnectionManager,
     now: SystemTime,
     rng: u64,
@@ -382,6 +429,24 @@ fn stalled(slot: &Slot, phase: &'static str) -> Error {
 
 /// Answers a callout from its cluster's upstream and delivers the response to the
 /// root context, as Envoy's async client does.
+/// After a root-context callback (`on_tick`, `on_queue_ready`): answers the
+/// callouts it made, one by one, and drops the stream actions it deferred (a root
+/// context has no stream to act on).
+fn settle_root_callback(
+    slot: &mut Slot,
+    clusters: &mut Clusters,
+    result: Result<(), Trap>,
+    callouts: &mut Vec<Callout>,
+) {
+    if result.is_ok() {
+        while let Some(call) = slot.vm.state().pending_calls.pop_front() {
+            let _ = answer_call(slot, clusters, call, callouts);
+            slot.vm.take_deferred();
+        }
+    }
+    slot.vm.take_deferred();
+}
+
 fn answer_call(
     slot: &mut Slot,
     clusters: &mut Clusters,
@@ -547,13 +612,9 @@ impl Chain {
             let slot = &mut slots[i];
             let period = Duration::from_millis(u64::from(slot.vm.state().tick_period_ms));
             slot.vm.state().next_tick = Some(at + period);
-            if slot.vm.on_tick().is_ok() {
-                while let Some(call) = slot.vm.state().pending_calls.pop_front() {
-                    let _ = answer_call(slot, clusters, call, &mut callouts);
-                    slot.vm.take_deferred();
-                }
-            }
-            slot.vm.take_deferred();
+            let ticked = slot.vm.on_tick();
+            settle_root_callback(slot, clusters, ticked, &mut callouts);
+            self.deliver_queue_ready(&mut callouts);
         }
         self.set_monotonic(end);
         if self.slots.is_empty() {
@@ -570,6 +631,54 @@ impl Chain {
         }
     }
 
+    /// FAIL_RELOAD, applied as Envoy applies it when a stream starts: a VM that
+    /// trapped is replaced by a fresh one (start-up sequence included) once a
+    /// jittered backoff in `[base, 1.5 × base)` has passed since it was loaded. A
+    /// failed reload keeps the failed VM (the stream is answered 503) and the
+    /// backoff starts again.
+    fn reload_failed_vms(&mut self) {
+        let now = self.monotonic();
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if slot.policy != FailurePolicy::FailReload || slot.vm.failed.is_none() {
+                continue;
+            }
+            let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
+            let jitter = self.next_random() % (base / 2).max(1);
+            let slot = &mut self.slots[i];
+            if now.saturating_sub(slot.loaded_at) < Duration::from_millis(base + jitter) {
+                continue;
+            }
+            slot.loaded_at = now;
+            let started = Vm::start(
+                &slot.filter.plugin,
+                slot.filter.meta.clone(),
+                self.now,
+                slot.seed,
+                self.log_level,
+                self.fuel_per_call,
+                Arc::clone(&self.shared),
+            );
+            match started {
+                Ok(mut vm) => {
+                    wire(&mut vm, &self.hcm, &self.clusters);
+                    vm.state().monotonic = now;
+                    vm.take_fuel();
+                    vm.take_host_calls();
+                    slot.vm = vm;
+                }
+                Err(e) => tracing::warn!(plugin = %slot.filter.meta.name, "VM reload failed: {e}"),
+            }
+        }
+    }
+
+    /// The virtual monotonic clock.
+    fn monotonic(&mut self) -> Duration {
+        self.slots
+            .first_mut()
+            .map_or(Duration::ZERO, |s| s.vm.state().monotonic)
+    }
+
     /// Sets every VM's virtual clocks to monotonic time `at` (wall time follows).
     fn set_monotonic(&mut self, at: Duration) {
         for slot in &mut self.slots {
@@ -584,18 +693,50 @@ impl Chain {
         }
     }
 
+    /// Delivers the `on_queue_ready` notifications enqueues posted, in order, as
+    /// Envoy's dispatcher runs posted callbacks after the current event. Callouts
+    /// made meanwhile are answered at once and recorded in `callouts`.
+    fn deliver_queue_ready(&mut self, callouts: &mut Vec<Callout>) {
+        // A guest that enqueues from on_queue_ready feeds itself forever (Envoy
+        // would spin too); later notifications wait for the next event.
+        const MAX_PER_EVENT: usize = 10_000;
+        for _ in 0..MAX_PER_EVENT {
+            let Some(ready) = self.shared.queues().next_posted() else {
+                return;
+            };
+            let Chain {
+                slots, clusters, ..
+            } = self;
+            let Some(slot) = slots.iter_mut().find(|s| s.vm.key() == ready.target.vm) else {
+                continue;
+            };
+            let result = slot
+                .vm
+                .on_queue_ready(ready.target.root_context, ready.token);
+            settle_root_callback(slot, clusters, result, callouts);
+        }
+        tracing::warn!(
+            "more than {MAX_PER_EVENT} on_queue_ready notifications in one event; the rest wait"
+        );
+    }
+
     fn drain_logs(&mut self) -> Vec<crate::LogRecord> {
         std::mem::take(&mut *self.shared.logs())
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.rng = self
+            .rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.rng
     }
 
     fn random16(&mut self) -> [u8; 16] {
         let mut out = [0; 16];
         for chunk in out.chunks_mut(8) {
-            self.rng = self
-                .rng
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            chunk.copy_from_slice(&self.rng.to_le_bytes());
+            let r = self.next_random();
+            chunk.copy_from_slice(&r.to_le_bytes());
         }
         out
     }
@@ -613,6 +754,7 @@ impl Chain {
         request: http::Request<B>,
         mut upstream: impl Upstream,
     ) -> Result<Outcome> {
+        self.reload_failed_vms();
         let request = request.map(Into::into);
         let mut random = self.random16();
         let mut fields = self
@@ -653,6 +795,9 @@ impl Chain {
                 }
             }
         };
+        // Envoy's dispatcher runs what enqueues posted once the request event is
+        // handled, before the upstream answers.
+        self.deliver_queue_ready(&mut callouts);
         let (upstream_request, mut response, response_frames, reply) = match reply {
             None => {
                 check_length(&fields, request_body.len(), "request", &mut warnings);
@@ -747,6 +892,9 @@ impl Chain {
             set_response_info(slot, &final_response, &details);
         }
         self.log_stream(&progress, &fields, Some(&final_response));
+        // The response usually arrives in one event that also ends the stream, so
+        // what the response phase posted runs after on_delete (measured in Envoy).
+        self.deliver_queue_ready(&mut callouts);
 
         let fuel = self.slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
         let host_calls = self.slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
@@ -914,7 +1062,7 @@ impl Chain {
             if slot.vm.failed.is_some() {
                 match slot.policy {
                     FailurePolicy::FailOpen => continue,
-                    FailurePolicy::FailClosed => {
+                    FailurePolicy::FailClosed | FailurePolicy::FailReload => {
                         return Ok(Some(Reply {
                             slot: Some(i),
                             request: fail_stream(),

@@ -32,8 +32,11 @@ pub struct WasmFilterConfig {
     pub root_id: String,
     /// `config.configuration` (a `StringValue`'s text).
     pub configuration: String,
-    /// `config.failure_policy`.
+    /// `config.failure_policy` (or the deprecated `config.fail_open`).
     pub failure_policy: FailurePolicy,
+    /// `config.reload_config.backoff.base_interval` (default 1 s), for
+    /// `FAIL_RELOAD`.
+    pub reload_backoff: std::time::Duration,
     /// `vm_config.vm_id`.
     pub vm_id: String,
     /// `vm_config.configuration`.
@@ -71,6 +74,31 @@ fn string_at(v: &Value, path: &[&str]) -> Option<String> {
     }
 }
 
+/// A `google.protobuf.Duration` in its YAML/JSON form: seconds with an `s`
+/// suffix and up to nine fractional digits (`"2s"`, `"0.250s"`).
+fn proto_duration(text: &str) -> Option<std::time::Duration> {
+    let number = text.strip_suffix('s')?;
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.len() > 9 {
+        return None;
+    }
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    let secs = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse::<u32>().ok()? * 10u32.pow(9 - fraction.len() as u32)
+    };
+    Some(std::time::Duration::new(secs, nanos))
+}
+
 fn string_value(v: Option<&Value>, field: &str) -> Result<String> {
     let Some(v) = v else { return Ok(String::new()) };
     match string_at(v, &["@type"]).as_deref() {
@@ -101,20 +129,26 @@ fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
         .ok_or_else(|| bad("wasm filter without config.vm_config"))?;
     let filename = string_at(vm, &["code", "local", "filename"])
         .ok_or_else(|| bad("vm_config.code: only local.filename is supported by the harness"))?;
+    let fail_open = string_at(config, &["fail_open"]).as_deref() == Some("true");
     let failure_policy = match string_at(config, &["failure_policy"]).as_deref() {
-        None | Some("UNSPECIFIED") | Some("FAIL_CLOSED") => {
-            if string_at(config, &["fail_open"]).as_deref() == Some("true") {
-                FailurePolicy::FailOpen
-            } else {
-                FailurePolicy::FailClosed
-            }
+        None | Some("UNSPECIFIED") if fail_open => FailurePolicy::FailOpen,
+        None | Some("UNSPECIFIED") => FailurePolicy::FailClosed,
+        // Envoy refuses the plugin when both are set.
+        Some(_) if fail_open => {
+            return Err(bad("only one of fail_open or failure_policy can be set"));
         }
+        Some("FAIL_CLOSED") => FailurePolicy::FailClosed,
         Some("FAIL_OPEN") => FailurePolicy::FailOpen,
-        Some(other) => {
-            return Err(bad(format!(
-                "failure_policy {other} is not emulated by the harness yet"
-            )));
-        }
+        Some("FAIL_RELOAD") => FailurePolicy::FailReload,
+        Some(other) => return Err(bad(format!("unknown failure_policy {other}"))),
+    };
+    let reload_backoff = match string_at(config, &["reload_config", "backoff", "base_interval"]) {
+        None => std::time::Duration::from_secs(1),
+        Some(text) => proto_duration(&text).ok_or_else(|| {
+            bad(format!(
+                "reload_config.backoff.base_interval: {text:?} is not a duration such as \"1.5s\""
+            ))
+        })?,
     };
     let environment = vm
         .get("environment_variables")
@@ -131,6 +165,7 @@ fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
         root_id: string_at(config, &["root_id"]).unwrap_or_default(),
         configuration: string_value(config.get("configuration"), "config.configuration")?,
         failure_policy,
+        reload_backoff,
         vm_id: string_at(vm, &["vm_id"]).unwrap_or_default(),
         vm_configuration: string_value(vm.get("configuration"), "vm_config.configuration")?,
         filename: PathBuf::from(filename),
@@ -247,12 +282,30 @@ impl EnvoyConfig {
                 .vm_id(&f.vm_id)
                 .configuration(f.configuration.as_bytes())
                 .vm_configuration(f.vm_configuration.as_bytes())
-                .failure_policy(f.failure_policy);
+                .failure_policy(f.failure_policy)
+                .reload_backoff(f.reload_backoff);
             for (k, v) in &f.environment {
                 filter = filter.env(k, v);
             }
             builder = builder.filter(filter);
         }
         Ok(builder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proto_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_in_protobuf_json_form() {
+        assert_eq!(proto_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(proto_duration("0.002s"), Some(Duration::from_millis(2)));
+        assert_eq!(proto_duration(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(proto_duration("1.000000001s"), Some(Duration::new(1, 1)));
+        for bad in ["2", "s", "-1s", "1.5ms", "1.0000000001s", "1e3s", ""] {
+            assert_eq!(proto_duration(bad), None, "{bad:?}");
+        }
     }
 }

@@ -40,20 +40,21 @@
 //! process-wide values; see [`Chain::metrics`]), properties (plugin, request,
 //! response, connection and xds attributes, filter state), HTTP callouts to
 //! clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
-//! receives, the response delivered to the root context, resuming or answering
-//! the stream from it), timers on a virtual clock ([`Chain::advance`] fires
-//! `on_tick`), fail-closed/fail-open after a trap,
-//! WASI stdio/clock/random/environ.
-//! The conformance suite in `tests/conformance/` compares the stream, header,
-//! body, shared-data, metrics, property, callout, chain and failure behaviours
-//! with Envoy 1.40. The load checks and timers are tested in the harness only
-//! (Envoy's timers run on the wall clock). Host calls of areas not emulated yet (trailers, gRPC, shared queues,
-//! foreign functions)
-//! are linked and answer `Unimplemented`. A body buffered past the listener's
-//! `per_connection_buffer_limit_bytes` (default 1 MiB) is answered `413` (request)
-//! or `500` (response), as Envoy's filter manager does. Callout timeouts are not
-//! emulated, and callouts are answered only while the request headers are being
-//! processed.
+//! receives, the response delivered to the root context, resuming or answering the
+//! stream from it), timers on a virtual clock ([`Chain::advance`] fires `on_tick`),
+//! shared queues (per `vm_id`; `on_queue_ready` goes to the latest registrant after
+//! the current event, as Envoy posts it), the foreign functions `compress`,
+//! `uncompress` and `clear_route_cache`, fail-closed/fail-open/fail-reload after a
+//! trap, WASI stdio/clock/random/environ. The conformance suite in
+//! `tests/conformance/` compares the stream, header, body, shared-data,
+//! shared-queue, foreign-function, metrics, property, callout, chain and failure
+//! behaviours with Envoy 1.40. The load checks and timers are tested in the harness
+//! only (Envoy's timers run on the wall clock). gRPC host calls are linked and
+//! answer `Unimplemented`, as do Envoy's other foreign functions. A body buffered
+//! past the listener's `per_connection_buffer_limit_bytes` (default 1 MiB) is
+//! answered `413` (request) or `500` (response), as Envoy's filter manager does.
+//! Callout timeouts are not emulated, and callouts are answered only while the
+//! request headers are being processed.
 
 #![forbid(unsafe_code)]
 

@@ -130,6 +130,8 @@ pub(crate) struct HostState {
     pub(crate) host_calls: u64,
     /// Process-wide state shared with the chain's other VMs.
     pub(crate) shared: Arc<Shared>,
+    /// Names this VM in process-wide state (shared-queue targets).
+    pub(crate) vm_key: u64,
     /// The route's cluster (`xds.cluster_name`), if known.
     pub(crate) cluster_name: Option<String>,
     /// Clusters `proxy_http_call` may call.
@@ -178,6 +180,7 @@ impl HostState {
             rng: seed,
             log_level: LogLevel::Trace,
             host_calls: 0,
+            vm_key: shared.next_vm_key(),
             shared,
             cluster_name: None,
             clusters: Vec::new(),

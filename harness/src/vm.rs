@@ -33,6 +33,7 @@ struct Callbacks {
     on_request_body: Cb<(i32, i32, i32), i32>,
     on_http_call_response: Cb<(i32, i32, i32, i32, i32), ()>,
     on_tick: Cb<i32, ()>,
+    on_queue_ready: Cb<(i32, i32), ()>,
     on_response_body: Cb<(i32, i32, i32), i32>,
     on_log: Cb<i32, ()>,
     on_done: Cb<i32, i32>,
@@ -107,6 +108,7 @@ impl Vm {
             on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
             on_http_call_response: typed(&mut store, &instance, "proxy_on_http_call_response"),
             on_tick: typed(&mut store, &instance, "proxy_on_tick"),
+            on_queue_ready: typed(&mut store, &instance, "proxy_on_queue_ready"),
             on_response_body: typed(&mut store, &instance, "proxy_on_response_body"),
             on_log: typed(&mut store, &instance, "proxy_on_log"),
             on_done: typed(&mut store, &instance, "proxy_on_done"),
@@ -220,6 +222,11 @@ impl Vm {
 
     pub(crate) fn name(&self) -> &str {
         &self.store.data().meta.name
+    }
+
+    /// The key naming this VM in process-wide state.
+    pub(crate) fn key(&self) -> u64 {
+        self.store.data().vm_key
     }
 
     pub(crate) fn state(&mut self) -> &mut HostState {
@@ -346,6 +353,23 @@ impl Vm {
         let cb = self.callbacks.on_tick.clone();
         self.call(Phase::Root, root, "proxy_on_tick", &cb, root as i32)
             .map(drop)
+    }
+
+    /// A shared queue this VM registered has data: `on_queue_ready` on the root
+    /// context that registered it, if that context still exists.
+    pub(crate) fn on_queue_ready(&mut self, root: u32, token: u32) -> Result<(), Trap> {
+        if !self.store.data().contexts.contains(&root) {
+            return Ok(());
+        }
+        let cb = self.callbacks.on_queue_ready.clone();
+        self.call(
+            Phase::Root,
+            root,
+            "proxy_on_queue_ready",
+            &cb,
+            (root as i32, token as i32),
+        )
+        .map(drop)
     }
 
     /// Delivers a callout's answer to the root context; the response is readable

@@ -2,6 +2,7 @@
 //! reports what the host answered by logging the status code.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use weir_harness::{Chain, Engine, Error, FailurePolicy, Filter, LogLevel, Outcome};
@@ -286,6 +287,57 @@ fn a_trap_fails_open_for_later_requests() {
     assert_eq!(o.response.status(), 200);
     assert!(o.upstream_request.is_some());
     assert!(o.traps.is_empty());
+}
+
+#[test]
+fn fail_reload_starts_a_fresh_vm_after_the_backoff() {
+    // Traps on its second request only, so a fresh VM is visible.
+    let wasm = module(
+        "",
+        r#"(global $n (mut i32) (i32.const 0))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eq (global.get $n) (i32.const 1)) (then unreachable))
+    (global.set $n (i32.add (global.get $n) (i32.const 1)))
+    (i32.const 0))"#,
+    );
+    let plugin = engine().load(&wasm).expect("loads");
+    let filter = Filter::new(plugin)
+        .name("t")
+        .failure_policy(FailurePolicy::FailReload)
+        .reload_backoff(Duration::from_millis(100));
+    let mut chain = Chain::builder(engine())
+        .filter(filter)
+        .build()
+        .expect("starts");
+    let status = |chain: &mut Chain| {
+        chain
+            .send(get("/"), ok_upstream)
+            .expect("send")
+            .response
+            .status()
+    };
+    assert_eq!(status(&mut chain), 200);
+    assert_eq!(status(&mut chain), 503, "the trap");
+    // The backoff counts from the load, and is drawn from [100, 150) ms.
+    chain.advance(Duration::from_millis(99));
+    assert_eq!(status(&mut chain), 503, "still within the backoff");
+    chain.advance(Duration::from_millis(51));
+    assert_eq!(status(&mut chain), 200, "a fresh VM");
+    assert_eq!(status(&mut chain), 503, "which fails like the first");
+    assert_eq!(status(&mut chain), 503, "and waits again");
+}
+
+#[test]
+fn fail_reload_refuses_a_backoff_envoy_cannot_draw_from() {
+    let plugin = engine().load(&trapping()).expect("loads");
+    let filter = Filter::new(plugin)
+        .failure_policy(FailurePolicy::FailReload)
+        .reload_backoff(Duration::from_millis(1));
+    let err = Chain::builder(engine())
+        .filter(filter)
+        .build()
+        .expect_err("1 ms");
+    assert!(matches!(err, Error::WouldCrashEnvoy { .. }), "{err}");
 }
 
 #[test]

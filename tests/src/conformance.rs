@@ -31,6 +31,9 @@ pub struct Suite {
     /// The plugins' `failure_policy` (default `FAIL_CLOSED`).
     #[serde(default)]
     pub failure_policy: Option<String>,
+    /// `reload_config.backoff.base_interval` for `FAIL_RELOAD`, e.g. `"2s"`.
+    #[serde(default)]
+    pub reload_backoff: Option<String>,
     /// Plugin names for a chain of several instances of the filter, in order
     /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
     #[serde(default)]
@@ -69,6 +72,10 @@ pub struct Scenario {
     /// How the `callout` cluster answers the probe's callouts.
     #[serde(default)]
     pub callout: ResponseSpec,
+    /// Time to let pass before the request: Envoy's side sleeps, the harness's
+    /// virtual clock advances.
+    #[serde(default)]
+    pub wait_ms: u64,
 }
 
 /// A request as data.
@@ -212,6 +219,10 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if let Some(policy) = &suite.failure_policy {
         plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
     }
+    if let Some(base) = &suite.reload_backoff {
+        plugin["reload_config"]["backoff"]["base_interval"] =
+            serde_yaml_ng::Value::from(base.as_str());
+    }
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
     if !chain.is_empty() {
@@ -328,6 +339,11 @@ fn run_scenarios(
     }
     for (id, scenario) in suite.scenarios.iter().enumerate() {
         report.total += 1;
+        if scenario.wait_ms > 0 {
+            let wait = Duration::from_millis(scenario.wait_ms);
+            chain.advance(wait);
+            std::thread::sleep(wait);
+        }
         let harness = match chain.send(scenario.request(id)?, handler.as_ref()) {
             Ok(outcome) => Observed {
                 upstream: outcome.upstream_request.as_ref().map(UpstreamSaw::of),

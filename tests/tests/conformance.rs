@@ -3,6 +3,16 @@
 
 use weir_tests::{conformance, root};
 
+/// `WEIR_CONFORMANCE=a,b` runs only the files whose names contain `a` or `b`
+/// (while working on a few scenarios; CI runs them all).
+fn selected(path: &std::path::Path) -> bool {
+    let Ok(filter) = std::env::var("WEIR_CONFORMANCE") else {
+        return true;
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    filter.split(',').any(|part| name.contains(part.trim()))
+}
+
 #[test]
 #[allow(
     clippy::print_stdout,
@@ -14,6 +24,7 @@ fn harness_matches_envoy_on_every_scenario() {
         .expect("tests/conformance exists")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| selected(p))
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no scenarios in {}", dir.display());

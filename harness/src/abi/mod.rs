@@ -9,6 +9,7 @@ use crate::state::HostState;
 
 pub(crate) mod buffers;
 pub(crate) mod context;
+pub(crate) mod foreign;
 pub(crate) mod headers;
 pub(crate) mod http_call;
 pub(crate) mod logging;
@@ -17,6 +18,7 @@ pub(crate) mod metrics;
 pub(crate) mod pending;
 pub(crate) mod properties;
 pub(crate) mod shared_data;
+pub(crate) mod shared_queue;
 pub(crate) mod streams;
 pub(crate) mod time;
 pub(crate) mod wasi;
@@ -116,6 +118,8 @@ pub(crate) fn add_to_linker(
     streams::add_to_linker(linker)?;
     context::add_to_linker(linker)?;
     shared_data::add_to_linker(linker)?;
+    shared_queue::add_to_linker(linker)?;
+    foreign::add_to_linker(linker)?;
     metrics::add_to_linker(linker)?;
     properties::add_to_linker(linker)?;
     http_call::add_to_linker(linker)?;

@@ -1,5 +1,4 @@
-//! ABI areas the harness does not emulate yet: gRPC callouts, shared queues and
-//! foreign functions.
+//! The ABI area the harness does not emulate yet: gRPC callouts.
 //!
 //! They are linked with their exact signatures, so modules that import them load
 //! (as in Envoy), and every call answers `Unimplemented` with a warning. A filter
@@ -19,11 +18,6 @@ const PENDING: &[(&str, &[ValType])] = &[
     ("proxy_grpc_send", &[I, I, I, I]),
     ("proxy_grpc_cancel", &[I]),
     ("proxy_grpc_close", &[I]),
-    ("proxy_register_shared_queue", &[I, I, I]),
-    ("proxy_resolve_shared_queue", &[I, I, I, I, I]),
-    ("proxy_enqueue_shared_queue", &[I, I, I]),
-    ("proxy_dequeue_shared_queue", &[I, I, I]),
-    ("proxy_call_foreign_function", &[I, I, I, I, I, I]),
 ];
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

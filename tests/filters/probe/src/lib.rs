@@ -25,6 +25,10 @@
 //!   properties;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
 //! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
+//! - `qreg:name`, `qres:vm_id:name`, `qenq:id:data`, `qdeq:id` — shared queues
+//!   (`on_queue_ready` logs the token and dequeues until the queue is empty);
+//! - `ffi:name:args` — a foreign function; args `hex:...` are hex-decoded, and
+//!   `zip:text` passes the result of `compress(text)`;
 //! - `loglevel`, `time`, `effective:id` — misc host calls; `trap` — trap the VM;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
 //!   Pause unless the callback's end-of-stream flag is set.
@@ -138,6 +142,24 @@ mod ffi {
         ) -> u32;
         pub(crate) fn proxy_set_property(pp: *const u8, pl: usize, vp: *const u8, vl: usize)
         -> u32;
+        pub(crate) fn proxy_register_shared_queue(np: *const u8, nl: usize, ret: *mut u32) -> u32;
+        pub(crate) fn proxy_resolve_shared_queue(
+            vp: *const u8,
+            vl: usize,
+            np: *const u8,
+            nl: usize,
+            ret: *mut u32,
+        ) -> u32;
+        pub(crate) fn proxy_enqueue_shared_queue(id: u32, p: *const u8, l: usize) -> u32;
+        pub(crate) fn proxy_dequeue_shared_queue(id: u32, rp: *mut *mut u8, rl: *mut usize) -> u32;
+        pub(crate) fn proxy_call_foreign_function(
+            np: *const u8,
+            nl: usize,
+            ap: *const u8,
+            al: usize,
+            rp: *mut *mut u8,
+            rl: *mut usize,
+        ) -> u32;
     }
 }
 
@@ -395,6 +417,42 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 let s = ffi::proxy_get_metric(num(a), &mut v);
                 (s, v.to_string())
             }
+            "qreg" => {
+                let mut id = 0;
+                let s = ffi::proxy_register_shared_queue(a.as_ptr(), a.len(), &mut id);
+                (s, id.to_string())
+            }
+            "qres" => {
+                let mut id = 0;
+                let s = ffi::proxy_resolve_shared_queue(
+                    a.as_ptr(),
+                    a.len(),
+                    b.as_ptr(),
+                    b.len(),
+                    &mut id,
+                );
+                (s, id.to_string())
+            }
+            "qenq" => (
+                ffi::proxy_enqueue_shared_queue(num(a), b.as_ptr(), b.len()),
+                String::new(),
+            ),
+            "qdeq" => {
+                let s = ffi::proxy_dequeue_shared_queue(num(a), &mut ptr, &mut len);
+                (s, escape(&take(ptr, len)))
+            }
+            "ffi" => {
+                let args = foreign_args(b);
+                let s = ffi::proxy_call_foreign_function(
+                    a.as_ptr(),
+                    a.len(),
+                    args.as_ptr(),
+                    args.len(),
+                    &mut ptr,
+                    &mut len,
+                );
+                (s, escape(&take(ptr, len)))
+            }
             "setbuf" => {
                 let s = ffi::proxy_set_buffer_bytes(
                     num(a),
@@ -458,6 +516,38 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             _ => (u32::MAX, format!("unknown command {op:?}")),
         }
     }
+}
+
+/// The argument bytes of an `ffi` command: `hex:<hex>` decoded, `zip:<text>`
+/// the host's `compress` of the text, anything else as is.
+fn foreign_args(arg: &str) -> Vec<u8> {
+    if let Some(hex) = arg.strip_prefix("hex:") {
+        return (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+    }
+    if let Some(text) = arg.strip_prefix("zip:") {
+        let name = "compress";
+        let mut ptr = std::ptr::null_mut();
+        let mut len = 0;
+        // SAFETY: name, text and the out-params are valid.
+        let status = unsafe {
+            ffi::proxy_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                text.as_ptr(),
+                text.len(),
+                &mut ptr,
+                &mut len,
+            )
+        };
+        return if status == 0 {
+            take(ptr, len)
+        } else {
+            Vec::new()
+        };
+    }
+    arg.as_bytes().to_vec()
 }
 
 /// Runs a script and returns what the callback should return.
@@ -633,6 +723,27 @@ pub extern "C" fn proxy_on_http_call_response(
     ));
     let text = stream_script(stream, |s| &s.callout);
     script("on_http_call_response", &text, true);
+}
+
+/// A shared queue has data: logs the token, then dequeues until the queue is
+/// empty, logging each item.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
+    log(&format!("on_queue_ready {token}"));
+    loop {
+        let mut ptr = std::ptr::null_mut();
+        let mut len = 0;
+        // SAFETY: the out-params are valid.
+        let status = unsafe { ffi::proxy_dequeue_shared_queue(token, &mut ptr, &mut len) };
+        log(format!(
+            "on_queue_ready qdeq:{token} -> {status} {}",
+            escape(&take(ptr, len))
+        )
+        .trim_end());
+        if status != 0 {
+            break;
+        }
+    }
 }
 
 /// Runs `x-probe-log`.
