@@ -61,6 +61,32 @@ fn properties_shared_data_and_metrics() {
 }
 
 #[test]
+fn shared_queues_and_foreign_functions() {
+    let mut chain = chain("{}");
+    let o = send(&mut chain, "/jobs/1", "queue");
+    assert_eq!(
+        info(&o),
+        [
+            "queue: enqueued two jobs",
+            "queue: no-such-queue resolves to None",
+            // Delivered to the plugin once the request event is handled.
+            "queue ready (jobs): first job for /jobs/1",
+            "queue ready (jobs): second job",
+            "response: status=Some(200) op=queue",
+            "stream done",
+        ]
+    );
+    let o = send(&mut chain, "/", "zip");
+    let zip = info(&o)[0];
+    assert!(zip.starts_with("zip: 29 bytes packed into "), "{zip}");
+    assert!(zip.contains("round trip exact"), "{zip}");
+    assert!(
+        zip.contains("unknown function: Err(") && zip.contains("NotFound"),
+        "{zip}"
+    );
+}
+
+#[test]
 fn errors_answer_with_their_reply() {
     let mut chain = chain("{}");
     let o = send(&mut chain, "/", "deny");

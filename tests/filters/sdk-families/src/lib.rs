@@ -8,10 +8,15 @@
 //! - `deny`: an error carrying a 401 reply with `www-authenticate`;
 //! - `fail`: a host refusal (reading the whole `request` map), which becomes a 500;
 //! - `query`: the decoded query parameters;
-//! - `reply`: a local reply with headers, details and a gRPC status.
+//! - `reply`: a local reply with headers, details and a gRPC status;
+//! - `queue`: resolves the plugin's shared queue, enqueues two jobs (the plugin
+//!   logs them from `on_queue_ready`) and looks up a queue that does not exist;
+//! - `zip`: the host's `compress` and `uncompress` foreign functions, and an
+//!   unknown one.
 //!
-//! The plugin logs its start, defines a gauge and, with `{"tick_ms": N}`, runs two
-//! logical timers on the one host tick. Each stream ends with `stream done`.
+//! The plugin logs its start, defines a gauge, registers the shared queue
+//! `sdk-families-jobs` and, with `{"tick_ms": N}`, runs two logical timers on the
+//! one host tick. Each stream ends with `stream done`.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -19,8 +24,11 @@ use std::time::Duration;
 use weir::metrics::{Counter, Gauge};
 use weir::{
     Error, Flow, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestHeaders,
-    ResponseHeaders, Result, Timer, properties, shared_data,
+    ResponseHeaders, Result, SharedQueue, Timer, properties, shared_data,
 };
+
+/// The queue streams hand jobs to the plugin through.
+const JOBS: &str = "sdk-families-jobs";
 
 /// The configuration.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -35,6 +43,7 @@ pub struct Config {
 #[derive(Debug)]
 pub struct Families {
     timers: Option<(Timer, Timer)>,
+    jobs: SharedQueue,
 }
 
 impl Plugin for Families {
@@ -50,7 +59,20 @@ impl Plugin for Families {
                 ctx.every(Duration::from_millis(3 * ms)),
             )
         });
-        Ok(Self { timers })
+        let jobs = SharedQueue::register(JOBS)?;
+        Ok(Self { timers, jobs })
+    }
+
+    fn on_queue_ready(&mut self, queue: SharedQueue, _: &mut PluginContext) -> Result<()> {
+        let which = if queue == self.jobs {
+            "jobs"
+        } else {
+            "another queue"
+        };
+        while let Some(item) = queue.dequeue()? {
+            log::info!("queue ready ({which}): {}", String::from_utf8_lossy(&item));
+        }
+        Ok(())
     }
 
     fn on_timer(&mut self, timer: Timer, _: &mut PluginContext) -> Result<()> {
@@ -117,6 +139,41 @@ impl Filter {
         Ok(())
     }
 
+    fn queue(&self, req: &RequestHeaders) -> Result<()> {
+        let path = req.path()?.unwrap_or_default();
+        match SharedQueue::resolve("", JOBS)? {
+            Some(jobs) => {
+                jobs.enqueue(format!("first job for {path}").as_bytes())?;
+                jobs.enqueue(b"second job")?;
+                log::info!("queue: enqueued two jobs");
+            }
+            None => log::info!("queue: {JOBS} not found"),
+        }
+        let missing = SharedQueue::resolve("", "no-such-queue")?;
+        log::info!("queue: no-such-queue resolves to {missing:?}");
+        Ok(())
+    }
+
+    fn zip(&self) -> Result<()> {
+        let text = b"weir weir weir weir weir weir";
+        let packed = weir::call_foreign("compress", text)?;
+        let unpacked = weir::call_foreign("uncompress", &packed)?;
+        let unknown = weir::call_foreign("no_such_function", b"")
+            .map_err(|e| e.to_string())
+            .map(|_| ());
+        log::info!(
+            "zip: {} bytes packed into {}, round trip {}, unknown function: {unknown:?}",
+            text.len(),
+            packed.len(),
+            if unpacked == text {
+                "exact"
+            } else {
+                "different"
+            },
+        );
+        Ok(())
+    }
+
     fn metric(&self) -> Result<()> {
         let c = Counter::with_labels("sdk_families_ops", &[("op", "metric")])?;
         c.inc()?;
@@ -139,6 +196,8 @@ impl HttpFilter for Filter {
             "props" => self.props()?,
             "shared" => self.shared()?,
             "metric" => self.metric()?,
+            "queue" => self.queue(req)?,
+            "zip" => self.zip()?,
             "deny" => return Err(Error::respond(Denied::MissingToken)),
             "fail" => {
                 // A whole map cannot be serialized: Envoy refuses the call.
