@@ -34,6 +34,14 @@ pub struct Suite {
     /// `reload_config.backoff.base_interval` for `FAIL_RELOAD`, e.g. `"2s"`.
     #[serde(default)]
     pub reload_backoff: Option<String>,
+    /// The plugins' `root_id` (default empty).
+    #[serde(default)]
+    pub root_id: Option<String>,
+    /// The plugin must fail to start, trapping in this callback (e.g.
+    /// `proxy_on_configure`): the harness refuses to build the chain and Envoy
+    /// refuses the configuration. The suite then has no scenarios.
+    #[serde(default)]
+    pub expect_start_failure: Option<String>,
     /// Plugin names for a chain of several instances of the filter, in order
     /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
     #[serde(default)]
@@ -219,6 +227,9 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if let Some(policy) = &suite.failure_policy {
         plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
     }
+    if let Some(root_id) = &suite.root_id {
+        plugin["root_id"] = serde_yaml_ng::Value::from(root_id.as_str());
+    }
     if let Some(base) = &suite.reload_backoff {
         plugin["reload_config"]["backoff"]["base_interval"] =
             serde_yaml_ng::Value::from(base.as_str());
@@ -267,6 +278,23 @@ pub fn run(suite: &Suite) -> Result<Report> {
 
     let config = EnvoyConfig::parse(&yaml)?;
     let engine = crate::engine();
+    if let Some(callback) = &suite.expect_start_failure {
+        let harness = config
+            .chain_builder(engine, |_| engine.load_file(&probe))?
+            .build();
+        // No request is sent: the clusters only need an address.
+        let unused = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        let how = Rebind {
+            clusters: HashMap::from([
+                ("upstream".to_owned(), unused),
+                ("callout".to_owned(), unused),
+            ]),
+            modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
+            loopback: true,
+        };
+        let envoy = Envoy::start(&yaml, &how);
+        return Ok(start_failure(callback, harness.err(), envoy.err()));
+    }
     let for_harness = Arc::clone(&callout_handler);
     let mut chain = config
         .chain_builder(engine, |_| engine.load_file(&probe))?
@@ -403,6 +431,35 @@ fn run_scenarios(
         }
     }
     Ok(report)
+}
+
+/// Compares a start-up that must fail: both sides refuse the plugin, each
+/// reporting a trap in `callback`.
+fn start_failure(
+    callback: &str,
+    harness: Option<weir_harness::Error>,
+    envoy: Option<anyhow::Error>,
+) -> Report {
+    let harness = match harness {
+        Some(weir_harness::Error::Trap { function, .. }) if function == callback => Ok(()),
+        Some(other) => Err(format!("failed otherwise: {other}")),
+        None => Err("started".to_owned()),
+    };
+    let envoy = match envoy {
+        Some(e) if format!("{e:#}").contains(&format!("Function: {callback} failed")) => Ok(()),
+        Some(e) => Err(format!("failed otherwise: {e:#}")),
+        None => Err("started".to_owned()),
+    };
+    let mut report = Report {
+        total: 1,
+        ..Report::default()
+    };
+    if harness.is_err() || envoy.is_err() {
+        report.differences.push(format!(
+            "── start-up must fail in {callback}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
+        ));
+    }
+    report
 }
 
 fn info_logs(logs: &[weir_harness::LogRecord]) -> Vec<String> {
