@@ -197,6 +197,9 @@ impl ChainBuilder {
             )?;
             let mut vm = vm;
             vm.state().cluster_name = self.hcm.route_cluster_name().map(str::to_owned);
+            let addresses = self.hcm.addresses();
+            vm.state().source_address = Some(addresses.source);
+            vm.state().destination_address = Some(addresses.destination);
             vm.state().clusters = self.clusters.0.iter().map(|(n, _)| n.clone()).collect();
             slots.push(Slot {
                 vm,
@@ -660,6 +663,10 @@ impl Chain {
                     .hcm
                     .upstream_request(&fields, Bytes::from(request_body))?;
                 let response = upstream.call(upstream_request.clone());
+                let address = self.hcm.addresses().upstream;
+                for slot in &mut self.slots {
+                    slot.vm.state().maps.info.upstream_address = Some(address);
+                }
                 let response_fields = self.hcm.response_fields(&response);
                 let body = response.into_body().to_vec();
                 (Some(upstream_request), response_fields, frames(body), None)
