@@ -82,7 +82,7 @@ impl Default for Config {
 }
 
 /// Header changes for one direction: unconditional operations, then rules.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[cfg_attr(
     not(target_arch = "wasm32"),
     derive(weir::schemars::JsonSchema),
@@ -105,6 +105,10 @@ pub struct Changes {
     #[serde(skip)]
     #[cfg_attr(not(target_arch = "wasm32"), schemars(skip))]
     carry: Vec<Source>,
+    /// Only `remove`, `set` and `add` with literal values: the fast path.
+    #[serde(skip)]
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(skip))]
+    literal: bool,
 }
 
 /// Operations applied only when `when` matches.
@@ -322,12 +326,15 @@ fn in_phase<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
 }
 
 fn request_changes<'de, D: Deserializer<'de>>(d: D) -> Result<Changes, D::Error> {
-    in_phase(Phase::Request, || Changes::deserialize(d))
+    let mut changes = in_phase(Phase::Request, || Changes::deserialize(d))?;
+    changes.literal = changes.is_literal();
+    Ok(changes)
 }
 
 fn response_changes<'de, D: Deserializer<'de>>(d: D) -> Result<Changes, D::Error> {
     let mut changes = in_phase(Phase::Response, || Changes::deserialize(d))?;
     changes.carry = changes.request_sources();
+    changes.literal = changes.is_literal();
     Ok(changes)
 }
 
@@ -526,7 +533,49 @@ impl fmt::Display for HeaderName {
     }
 }
 
+impl Default for Changes {
+    fn default() -> Self {
+        Self {
+            remove: Vec::new(),
+            rename: Vec::new(),
+            set: Vec::new(),
+            add: Vec::new(),
+            rules: Vec::new(),
+            carry: Vec::new(),
+            literal: true,
+        }
+    }
+}
+
 impl Changes {
+    /// Whether there is nothing but `remove`, and `set` and `add` of literals.
+    fn is_literal(&self) -> bool {
+        self.rename.is_empty()
+            && self.rules.is_empty()
+            && self
+                .set
+                .iter()
+                .chain(&self.add)
+                .all(|h| h.value.0.as_literal().is_some())
+    }
+
+    /// The fast path for literal changes (see [`Changes::is_literal`]): the same
+    /// host calls, and nothing else, as a filter without templates would make.
+    /// Returns whether there were any changes.
+    #[inline]
+    fn apply_literal(&self, headers: &mut Headers) -> Result<bool> {
+        for name in &self.remove {
+            headers.remove(name.as_str())?;
+        }
+        for h in &self.set {
+            headers.set(h.name.as_str(), h.value.0.literal_text())?;
+        }
+        for h in &self.add {
+            headers.add(h.name.as_str(), h.value.0.literal_text())?;
+        }
+        Ok(self.remove.len() + self.set.len() + self.add.len() > 0)
+    }
+
     /// The request-phase sources read by these changes' templates, each once.
     fn request_sources(&self) -> Vec<Source> {
         let rule_headers = self.rules.iter().flat_map(|r| r.set.iter().chain(&r.add));
@@ -641,7 +690,7 @@ impl Values<'_> {
         template: &'t Template,
         what: fmt::Arguments<'_>,
     ) -> Result<Option<&'t [u8]>> {
-        if let Template::Literal(text) = template {
+        if let Some(text) = template.as_literal() {
             return Ok(Some(text.as_bytes()));
         }
         let mut out = std::mem::take(&mut self.scratch);
@@ -722,11 +771,19 @@ impl Ops<'_> {
 #[derive(Debug)]
 pub struct HeaderAppend {
     config: Rc<Config>,
-    /// The values of `config.response.carry`, captured in the request phase.
-    carried: Vec<Option<Vec<u8>>>,
-    /// Per response rule, whether its request-side conditions held (captured in
-    /// the request phase; empty if it never ran).
-    response_rules: Vec<bool>,
+    /// What the response side captured from the request; `None` if it needs
+    /// nothing or the request phase never ran here. Boxed so that streams of
+    /// literal configurations carry one null pointer.
+    captured: Option<Box<Captured>>,
+}
+
+/// Request-phase values kept for the response phase of one stream.
+#[derive(Debug, Default)]
+struct Captured {
+    /// The values of `config.response.carry`.
+    values: Vec<Option<Vec<u8>>>,
+    /// Per response rule, whether its request-side conditions held.
+    rules: Vec<bool>,
 }
 
 fn log_stats(phase: Phase, s: &Stats) {
@@ -762,7 +819,7 @@ impl HeaderAppend {
             phase,
             max: self.config.max_value_bytes,
             carry: &changes.carry,
-            carried: &self.carried,
+            carried: self.captured.as_ref().map_or(&[], |c| &c.values),
             scratch: Vec::new(),
         };
         let mut stats = Stats::default();
@@ -780,7 +837,11 @@ impl HeaderAppend {
                 Phase::Request => when.request_matches(headers)?,
                 Phase::Response => {
                     let request_ok = !when.reads_request()
-                        || self.response_rules.get(i).copied().unwrap_or(false);
+                        || self
+                            .captured
+                            .as_ref()
+                            .and_then(|c| c.rules.get(i).copied())
+                            .unwrap_or(false);
                     request_ok && headers_match(&when.response_headers, headers)?
                 }
             };
@@ -802,29 +863,44 @@ impl HeaderAppend {
         Ok(())
     }
 
+    /// The request phase when templates, renames or rules are involved.
+    #[inline(never)]
+    fn request_general(&mut self, headers: &mut Headers) -> Result<Flow> {
+        // Literal response changes read nothing from the request.
+        if !self.config.response.literal {
+            self.capture(headers)?;
+        }
+        self.apply(Phase::Request, headers)?;
+        Ok(Flow::Continue)
+    }
+
+    /// The response phase when templates, renames or rules are involved.
+    #[inline(never)]
+    fn response_general(&mut self, headers: &mut Headers) -> Result<Flow> {
+        self.apply(Phase::Response, headers)?;
+        Ok(Flow::Continue)
+    }
+
     /// Captures what the response side needs from the request.
     fn capture(&mut self, request: &Headers) -> Result<()> {
         let response = &self.config.response;
-        if !response.carry.is_empty() {
-            self.carried = response
-                .carry
-                .iter()
-                .map(|s| lookup(request, s))
-                .collect::<Result<_>>()?;
-        }
-        if !response.rules.is_empty() {
-            self.response_rules = response
-                .rules
-                .iter()
-                .map(|r| {
-                    if r.when.reads_request() {
-                        r.when.request_matches(request)
-                    } else {
-                        Ok(true)
-                    }
-                })
-                .collect::<Result<_>>()?;
-        }
+        let values = response
+            .carry
+            .iter()
+            .map(|s| lookup(request, s))
+            .collect::<Result<_>>()?;
+        let rules = response
+            .rules
+            .iter()
+            .map(|r| {
+                if r.when.reads_request() {
+                    r.when.request_matches(request)
+                } else {
+                    Ok(true)
+                }
+            })
+            .collect::<Result<_>>()?;
+        self.captured = Some(Box::new(Captured { values, rules }));
         Ok(())
     }
 }
@@ -835,19 +911,40 @@ impl HttpFilter for HeaderAppend {
     fn new(config: Rc<Config>) -> Self {
         Self {
             config,
-            carried: Vec::new(),
-            response_rules: Vec::new(),
+            captured: None,
         }
     }
 
     fn on_request_headers(&mut self, headers: &mut RequestHeaders) -> Result<Flow> {
-        self.capture(headers)?;
-        self.apply(Phase::Request, headers)?;
+        // One branch for the common case of literal changes both ways.
+        if !(self.config.request.literal & self.config.response.literal) {
+            return self.request_general(headers);
+        }
+        let c = &self.config.request;
+        if c.apply_literal(headers)? {
+            log::debug!(
+                "request: removed {}, set {}, added {} header(s)",
+                c.remove.len(),
+                c.set.len(),
+                c.add.len()
+            );
+        }
         Ok(Flow::Continue)
     }
 
     fn on_response_headers(&mut self, headers: &mut ResponseHeaders) -> Result<Flow> {
-        self.apply(Phase::Response, headers)?;
+        let c = &self.config.response;
+        if !c.literal {
+            return self.response_general(headers);
+        }
+        if c.apply_literal(headers)? {
+            log::debug!(
+                "response: removed {}, set {}, added {} header(s)",
+                c.remove.len(),
+                c.set.len(),
+                c.add.len()
+            );
+        }
         Ok(Flow::Continue)
     }
 }

@@ -87,13 +87,14 @@ pub enum Part {
     },
 }
 
-/// A parsed template.
+/// A parsed template: literal text, or parts with at least one expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Template {
-    /// No expressions: the value is this text.
-    Literal(String),
-    /// At least one expression.
-    Dynamic(Box<[Part]>),
+pub struct Template {
+    /// Without expressions, the value; otherwise empty. A field of its own so
+    /// that literal values are read without a branch.
+    literal: String,
+    /// The parts, if there is an expression; otherwise empty.
+    parts: Box<[Part]>,
 }
 
 /// Why a template was rejected.
@@ -243,29 +244,45 @@ impl Template {
             }
         }
         if parts.is_empty() {
-            return Ok(Template::Literal(literal));
+            return Ok(Template::literal(literal));
         }
         if !literal.is_empty() {
             parts.push(Part::Text(literal));
         }
-        Ok(Template::Dynamic(parts.into_boxed_slice()))
+        Ok(Template {
+            literal: String::new(),
+            parts: parts.into_boxed_slice(),
+        })
+    }
+
+    /// A template without expressions whose value is `text`.
+    pub fn literal(text: impl Into<String>) -> Self {
+        Self {
+            literal: text.into(),
+            parts: Box::default(),
+        }
     }
 
     /// The value if the template has no expressions.
     pub fn as_literal(&self) -> Option<&str> {
-        match self {
-            Template::Literal(text) => Some(text),
-            Template::Dynamic(_) => None,
-        }
+        self.parts.is_empty().then_some(self.literal.as_str())
+    }
+
+    /// The value of a template known to have no expressions (empty otherwise).
+    #[inline]
+    pub(crate) fn literal_text(&self) -> &str {
+        &self.literal
+    }
+
+    /// Its parts: empty for a literal template, otherwise text and
+    /// expressions (at least one) in order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
     }
 
     /// The sources of its expressions, in order.
     pub fn sources(&self) -> impl Iterator<Item = &Source> {
-        let parts: &[Part] = match self {
-            Template::Literal(_) => &[],
-            Template::Dynamic(parts) => parts,
-        };
-        parts.iter().filter_map(|p| match p {
+        self.parts.iter().filter_map(|p| match p {
             Part::Expr { source, .. } => Some(source),
             Part::Text(_) => None,
         })
@@ -283,14 +300,11 @@ impl Template {
         mut value: impl FnMut(&Source) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<bool, E> {
         out.clear();
-        let parts = match self {
-            Template::Literal(text) => {
-                out.extend_from_slice(text.as_bytes());
-                return Ok(true);
-            }
-            Template::Dynamic(parts) => parts,
-        };
-        for part in parts.iter() {
+        if self.parts.is_empty() {
+            out.extend_from_slice(self.literal.as_bytes());
+            return Ok(true);
+        }
+        for part in self.parts.iter() {
             match part {
                 Part::Text(text) => out.extend_from_slice(text.as_bytes()),
                 Part::Expr { source, default } => match value(source)? {
@@ -315,10 +329,10 @@ impl fmt::Display for Template {
     /// The template in its canonical spelling, which parses back to an equal
     /// template.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Template::Literal(text) => f.write_str(&escape(text)),
-            Template::Dynamic(parts) => {
-                for part in parts.iter() {
+        match self.as_literal() {
+            Some(text) => f.write_str(&escape(text)),
+            None => {
+                for part in self.parts.iter() {
                     match part {
                         Part::Text(text) => f.write_str(&escape(text))?,
                         Part::Expr { source, default } => {
@@ -365,14 +379,11 @@ mod tests {
 
     #[test]
     fn literals_stay_literal() {
-        assert_eq!(
-            req("prod").expect("valid"),
-            Template::Literal("prod".into())
-        );
-        assert_eq!(req("").expect("valid"), Template::Literal(String::new()));
+        assert_eq!(req("prod").expect("valid"), Template::literal("prod"));
+        assert_eq!(req("").expect("valid"), Template::literal(""));
         assert_eq!(
             req("a {{b}} c").expect("valid"),
-            Template::Literal("a {b} c".into())
+            Template::literal("a {b} c")
         );
         assert_eq!(req("{{}}").expect("valid").as_literal(), Some("{}"));
         assert_eq!(req("é ✓").expect("valid").as_literal(), Some("é ✓"));
@@ -381,11 +392,8 @@ mod tests {
     #[test]
     fn expressions_and_defaults() {
         let t = req("user={request.header.X-User|anonymous};").expect("valid");
-        let Template::Dynamic(parts) = &t else {
-            panic!("{t:?}")
-        };
         assert_eq!(
-            parts[..],
+            t.parts(),
             [
                 Part::Text("user=".into()),
                 Part::Expr {

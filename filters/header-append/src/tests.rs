@@ -31,6 +31,7 @@ fn parses_a_full_config() {
     assert_eq!(c.request.set[0].name.as_str(), "x-a");
     assert_eq!(c.response.add[0].value.0.as_literal(), Some("2"));
     assert_eq!(c.max_value_bytes, DEFAULT_MAX_VALUE_BYTES);
+    assert!(c.request.literal && c.response.literal, "the fast path");
 }
 
 #[test]
@@ -64,6 +65,8 @@ fn parses_templates_rules_and_renames() {
     let carried: Vec<String> = c.response.carry.iter().map(|s| s.to_string()).collect();
     assert_eq!(carried, ["request.header.:path", "request.header.x-m"]);
     assert!(c.request.carry.is_empty());
+    assert!(!c.request.literal && !c.response.literal);
+    assert!(parse("").expect("empty").request.literal);
     assert_eq!(c.max_value_bytes, 100);
 }
 
@@ -295,6 +298,44 @@ fn literal_changes_as_before() {
         host.response_header("cache-control").as_deref(),
         Some("no-store")
     );
+}
+
+/// The literal fast path and the general path change headers identically.
+#[test]
+fn the_fast_path_matches_the_general_path() {
+    let literal = r#"{"request": {"remove": ["x-a"], "set": [{"name": "x-b", "value": "{{b}}"}],
+                                  "add": [{"name": "x-c", "value": ""}, {"name": "x-a", "value": "3"}]},
+                      "response": {"remove": ["server"], "add": [{"name": "vary", "value": "x"}]}"#;
+    // A rename of a header that is never there forces the general path.
+    let general = literal.replace(
+        r#""remove": ["x-a"]"#,
+        r#""remove": ["x-a"], "rename": [{"from": "x-never", "to": "x-none"}]"#,
+    );
+    let general = general.replace(
+        r#""remove": ["server"]"#,
+        r#""remove": ["server"], "rules": [{"when": {"path_prefix": "/never"}}]"#,
+    );
+    // One plugin per mock host, and one mock host per thread.
+    let run = |config: String| {
+        std::thread::spawn(move || {
+            let host = MockHost::new();
+            let mut plugin = load(&host, &config);
+            let stream = plugin.stream();
+            host.set_request_headers(&[(":path", "/"), ("x-a", "1"), ("x-b", "2"), ("x-c", "c")]);
+            assert_eq!(stream.request_headers(true), Action::Continue);
+            host.set_response_headers(&[(":status", "200"), ("server", "s"), ("vary", "a")]);
+            assert_eq!(stream.response_headers(true), Action::Continue);
+            (host.request_headers(), host.response_headers())
+        })
+        .join()
+        .expect("no panic")
+    };
+    let seen = [run(format!("{literal}}}")), run(format!("{general}}}"))];
+    assert_eq!(seen[0], seen[1]);
+    let (request, response) = &seen[0];
+    let names: Vec<String> = request.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(names, [":path=/", "x-b={b}", "x-c=c", "x-c=", "x-a=3"]);
+    assert!(response.iter().all(|(k, _)| k != "server"));
 }
 
 #[test]
