@@ -1,5 +1,6 @@
 //! Every scenario in tests/conformance/*.yaml, through the harness and through
-//! real Envoy 1.40: the outcomes must be identical.
+//! real Envoy 1.40: the outcomes must be identical. `WEIR_CONFORMANCE=TEXT` runs
+//! only the files whose name contains TEXT.
 
 use weir_tests::{conformance, root};
 
@@ -14,6 +15,12 @@ fn harness_matches_envoy_on_every_scenario() {
         .expect("tests/conformance exists")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| {
+            std::env::var("WEIR_CONFORMANCE").map_or(true, |only| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(&only))
+            })
+        })
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no scenarios in {}", dir.display());
