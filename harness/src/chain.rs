@@ -257,6 +257,9 @@ impl ChainBuilder {
 /// may call.
 fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters) {
     vm.state().cluster_name = hcm.route_cluster_name().map(str::to_owned);
+    let addresses = hcm.addresses();
+    vm.state().source_address = Some(addresses.source);
+    vm.state().destination_address = Some(addresses.destination);
     vm.state().clusters = clusters.0.iter().map(|(n, _)| n.clone()).collect();
 }
 
@@ -805,6 +808,10 @@ impl Chain {
                     .hcm
                     .upstream_request(&fields, Bytes::from(request_body))?;
                 let response = upstream.call(upstream_request.clone());
+                let address = self.hcm.addresses().upstream;
+                for slot in &mut self.slots {
+                    slot.vm.state().maps.info.upstream_address = Some(address);
+                }
                 let response_fields = self.hcm.response_fields(&response);
                 let body = response.into_body().to_vec();
                 (Some(upstream_request), response_fields, frames(body), None)

@@ -2,6 +2,7 @@
 //! filter chain: the headers a filter sees, what the upstream receives, and what
 //! the client receives.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -50,6 +51,19 @@ pub struct ConnectionManager {
     route_timeout: Option<Duration>,
     route_cluster: Option<String>,
     buffer_limit: usize,
+    addresses: Addresses,
+}
+
+/// The addresses filters read as `source.*`, `destination.*` and `upstream.*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Addresses {
+    pub(crate) source: SocketAddr,
+    pub(crate) destination: SocketAddr,
+    pub(crate) upstream: SocketAddr,
+}
+
+const fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
 /// Envoy's default `per_connection_buffer_limit_bytes`.
@@ -64,6 +78,11 @@ impl Default for ConnectionManager {
             route_timeout: Some(Duration::from_secs(15)),
             route_cluster: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
+            addresses: Addresses {
+                source: loopback(50000),
+                destination: loopback(10000),
+                upstream: loopback(8080),
+            },
         }
     }
 }
@@ -117,6 +136,32 @@ impl ConnectionManager {
 
     pub(crate) fn route_cluster_name(&self) -> Option<&str> {
         self.route_cluster.as_deref()
+    }
+
+    /// The downstream client's address, seen by filters as `source.address` and
+    /// `source.port` (default `127.0.0.1:50000`).
+    pub fn source_address(mut self, address: SocketAddr) -> Self {
+        self.addresses.source = address;
+        self
+    }
+
+    /// The local address the client connected to, seen as `destination.address`
+    /// and `destination.port` (default `127.0.0.1:10000`).
+    pub fn destination_address(mut self, address: SocketAddr) -> Self {
+        self.addresses.destination = address;
+        self
+    }
+
+    /// The upstream host the router sends requests to, seen in the response
+    /// phase of requests that reached it as `upstream.address` and
+    /// `upstream.port` (default `127.0.0.1:8080`).
+    pub fn upstream_address(mut self, address: SocketAddr) -> Self {
+        self.addresses.upstream = address;
+        self
+    }
+
+    pub(crate) fn addresses(&self) -> Addresses {
+        self.addresses
     }
 
     /// The request headers as Envoy hands them to the first filter: pseudo-headers

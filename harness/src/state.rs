@@ -54,6 +54,8 @@ pub(crate) struct StreamInfo {
     pub(crate) response_details: Option<String>,
     /// Filter state written with `proxy_set_property`, by raw path.
     pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
+    /// The upstream host, once the router sent the request to it.
+    pub(crate) upstream_address: Option<std::net::SocketAddr>,
 }
 
 /// A callout waiting for its answer.
@@ -134,6 +136,9 @@ pub(crate) struct HostState {
     pub(crate) vm_key: u64,
     /// The route's cluster (`xds.cluster_name`), if known.
     pub(crate) cluster_name: Option<String>,
+    /// The downstream connection's addresses (`source.*`, `destination.*`).
+    pub(crate) source_address: Option<std::net::SocketAddr>,
+    pub(crate) destination_address: Option<std::net::SocketAddr>,
     /// Clusters `proxy_http_call` may call.
     pub(crate) clusters: Vec<String>,
     /// Callouts made and not answered yet, in order.
@@ -183,6 +188,8 @@ impl HostState {
             vm_key: shared.next_vm_key(),
             shared,
             cluster_name: None,
+            source_address: None,
+            destination_address: None,
             clusters: Vec::new(),
             pending_calls: std::collections::VecDeque::new(),
             call_response: None,

@@ -106,12 +106,9 @@ impl Headers {
     /// # Errors
     /// As for [`Headers::all`].
     pub fn get_all_bytes(&self, name: &str) -> Result<Vec<Vec<u8>>> {
-        Ok(self
-            .all()?
-            .into_iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-            .collect())
+        // Only the values of `name` are copied out of the host's answer.
+        let raw = host::get_map_pairs(self.map).map_err(self.err("proxy_get_header_map_pairs"))?;
+        host::map_values(&raw, name).ok_or_else(|| Error::malformed(self.target))
     }
 
     /// Every entry in order, repeated names included. Names are text (Envoy only

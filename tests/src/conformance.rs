@@ -53,6 +53,13 @@ pub struct Suite {
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
     pub done_line: String,
+    /// Headers that carry the client's ephemeral port (for example copied from
+    /// `source.address`): in these, in the upstream request and the client
+    /// response, every number after a `:` is compared as `<port>`. The harness
+    /// is given Envoy's listener and upstream addresses, so `destination.*` and
+    /// `upstream.*` need no mask.
+    #[serde(default)]
+    pub mask_ports: Vec<String>,
     /// The scenarios.
     pub scenarios: Vec<Scenario>,
 }
@@ -276,9 +283,9 @@ pub fn run(suite: &Suite) -> Result<Report> {
     let handler = by_probe_id(suite.scenarios.iter().map(|s| s.upstream.clone()).collect());
     let callout_handler = by_probe_id(suite.scenarios.iter().map(|s| s.callout.clone()).collect());
 
-    let config = EnvoyConfig::parse(&yaml)?;
-    let engine = crate::engine();
     if let Some(callback) = &suite.expect_start_failure {
+        let config = EnvoyConfig::parse(&yaml)?;
+        let engine = crate::engine();
         let harness = config
             .chain_builder(engine, |_| engine.load_file(&probe))?
             .build();
@@ -295,12 +302,6 @@ pub fn run(suite: &Suite) -> Result<Report> {
         let envoy = Envoy::start(&yaml, &how);
         return Ok(start_failure(callback, harness.err(), envoy.err()));
     }
-    let for_harness = Arc::clone(&callout_handler);
-    let mut chain = config
-        .chain_builder(engine, |_| engine.load_file(&probe))?
-        .cluster("callout", move |req| for_harness(req))
-        .build()?;
-
     let upstream = Upstream::start(Arc::clone(&handler))?;
     let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
     let how = Rebind {
@@ -312,6 +313,21 @@ pub fn run(suite: &Suite) -> Result<Report> {
         loopback: true,
     };
     let envoy = Envoy::start(&yaml, &how)?;
+
+    // The harness sees the addresses Envoy has: its listener and the upstream.
+    let config = EnvoyConfig::parse(&yaml)?;
+    let hcm = config
+        .connection_manager
+        .clone()
+        .destination_address(envoy.listener)
+        .upstream_address(upstream.addr());
+    let engine = crate::engine();
+    let for_harness = Arc::clone(&callout_handler);
+    let mut chain = config
+        .chain_builder(engine, |_| engine.load_file(&probe))?
+        .connection_manager(hcm)
+        .cluster("callout", move |req| for_harness(req))
+        .build()?;
     run_scenarios(
         suite,
         &mut chain,
@@ -424,6 +440,10 @@ fn run_scenarios(
         };
         seen_lines = lines.len();
 
+        let (harness, envoy_observed) = (
+            mask_ports(harness, &suite.mask_ports),
+            mask_ports(envoy_observed, &suite.mask_ports),
+        );
         if harness != envoy_observed {
             report
                 .differences
@@ -460,6 +480,46 @@ fn start_failure(
         ));
     }
     report
+}
+
+/// Replaces every number after a `:` in the values of `names` with `<port>`.
+fn mask_ports(mut observed: Observed, names: &[String]) -> Observed {
+    if names.is_empty() {
+        return observed;
+    }
+    let mask = |headers: &mut crate::observed::Headers| {
+        for (name, value) in headers.iter_mut() {
+            if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                *value = mask_port_numbers(value);
+            }
+        }
+    };
+    if let Some(up) = observed.upstream.as_mut() {
+        mask(&mut up.headers);
+    }
+    if let Ok(client) = observed.client.as_mut() {
+        mask(&mut client.headers);
+    }
+    observed
+}
+
+fn mask_port_numbers(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut after_colon = false;
+    let mut in_number = false;
+    for c in value.chars() {
+        if c.is_ascii_digit() && (after_colon || in_number) {
+            if !in_number {
+                out.push_str("<port>");
+                in_number = true;
+            }
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+        after_colon = c == ':';
+    }
+    out
 }
 
 fn info_logs(logs: &[weir_harness::LogRecord]) -> Vec<String> {
@@ -521,4 +581,17 @@ pub fn check(reports: &[Report]) -> Result<(usize, usize)> {
         );
     }
     Ok((total, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_port_numbers;
+
+    #[test]
+    fn ports_are_masked_after_colons_only() {
+        assert_eq!(mask_port_numbers("127.0.0.1:54321"), "127.0.0.1:<port>");
+        assert_eq!(mask_port_numbers("p:8 q:12x"), "p:<port> q:<port>x");
+        assert_eq!(mask_port_numbers("[::1]:443"), "[::<port>]:<port>");
+        assert_eq!(mask_port_numbers("no ports 123"), "no ports 123");
+    }
 }

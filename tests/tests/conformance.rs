@@ -1,5 +1,6 @@
 //! Every scenario in tests/conformance/*.yaml, through the harness and through
-//! real Envoy 1.40: the outcomes must be identical.
+//! real Envoy 1.40: the outcomes must be identical. `WEIR_CONFORMANCE=TEXT` runs
+//! only the files whose name contains TEXT.
 
 use weir_tests::{conformance, root};
 

@@ -102,6 +102,103 @@ fn envoy_rejects_an_invalid_filter_config() {
     assert!(log.contains("request.set[0].name"), "{log}");
 }
 
+/// envoy/header-append-templates.yaml in Envoy: templates from headers and
+/// attributes, a rename, a conditional rule, and the request id Envoy generated
+/// echoed in the response.
+#[test]
+fn header_append_templates_in_envoy() {
+    let upstream = Upstream::start(scenarios::header_append_upstream()).expect("upstream");
+    let envoy = start(&envoy_yaml("header-append-templates.yaml"), &upstream);
+    let req = http::Request::put("/api/items?page=2")
+        .header("host", "weir.test")
+        .header("x-user", "ann")
+        .header("x-tenant", "acme")
+        .header("x-internal-secret", "s")
+        .body(Bytes::new())
+        .expect("request");
+    let res = net::send(envoy.listener, req).expect("envoy answers");
+    let seen = upstream.take_seen();
+    assert_eq!(seen.len(), 1, "{}", envoy.log());
+    let up = seen[0].headers();
+    assert_eq!(up["x-forwarded-user"], "ann");
+    assert!(up.get("x-user").is_none() && up.get("x-internal-secret").is_none());
+    let client = up["x-client"].to_str().expect("ascii");
+    assert!(client.starts_with("127.0.0.1:"), "{client}");
+    assert_eq!(up["x-route"], "upstream/default");
+    assert_eq!(up["x-api-write"], "acme");
+    let id = up["x-request-id"].to_str().expect("ascii");
+    assert_eq!(id.len(), 36, "Envoy generated a UUID: {id}");
+    assert_eq!(res.headers()["x-request-id"], id);
+    assert_eq!(res.headers()["x-original-path"], "/api/items?page=2");
+    assert_eq!(
+        res.headers()["x-served-by"],
+        upstream.addr().to_string().as_str()
+    );
+    assert!(res.headers().get("x-powered-by").is_none());
+}
+
+/// Envoy refuses invalid template configurations, its log naming the field and
+/// the reason.
+#[test]
+fn envoy_rejects_invalid_template_configs() {
+    let upstream = Upstream::start(scenarios::header_append_upstream()).expect("upstream");
+    let shipped = envoy_yaml("header-append-templates.yaml");
+    let original = r#"{"name": "x-client", "value": "{attr:source.address}"}"#;
+    assert!(
+        shipped.contains(original),
+        "the shipped config changed; update this test"
+    );
+    let cases = [
+        (
+            r#"{"name": "x-client", "value": "{attr:source.address"}"#,
+            "request.set[0].value",
+            "unclosed `{`",
+        ),
+        (
+            r#"{"name": "x-client", "value": "{attr:source.ip}"}"#,
+            "request.set[0].value",
+            "unknown attribute `source.ip`",
+        ),
+        (
+            r#"{"name": "x client", "value": "{attr:source.address}"}"#,
+            "request.set[0].name",
+            "invalid header name",
+        ),
+        (
+            r#"{"name": "x-client", "value": "{response.header.server}"}"#,
+            "request.set[0].value",
+            "does not exist in the request phase",
+        ),
+    ];
+    for (replacement, field, reason) in cases {
+        let yaml = shipped.replace(original, replacement);
+        let how = Rebind {
+            clusters: HashMap::from([("upstream".to_owned(), upstream.addr())]),
+            modules: modules(),
+            loopback: true,
+        };
+        let err = Envoy::start(&yaml, &how).expect_err("Envoy must refuse the plugin");
+        let log = format!("{err:#}");
+        assert!(
+            log.contains(&format!("`{field}`")) && log.contains(reason),
+            "{replacement}: {log}"
+        );
+    }
+    // An invalid condition too.
+    let yaml = shipped.replace(r#""path_prefix": "/api/""#, r#""path_prefix": "api""#);
+    assert_ne!(yaml, shipped);
+    let how = Rebind {
+        clusters: HashMap::from([("upstream".to_owned(), upstream.addr())]),
+        modules: modules(),
+        loopback: true,
+    };
+    let log = format!("{:#}", Envoy::start(&yaml, &how).expect_err("refused"));
+    assert!(
+        log.contains("request.rules[0].when.path_prefix") && log.contains("must start with `/`"),
+        "{log}"
+    );
+}
+
 /// docker-compose.yml runs Envoy 1.40 on the same envoy/*.yaml the tests use, with
 /// each module mounted where that config loads it from.
 #[test]

@@ -6,7 +6,10 @@
 //! url_path, host, scheme, method, query, useragent, referer, id, headers.<name>}`
 //! (while Envoy holds the request headers, and in `on_log`), `request.protocol`;
 //! `response.{code, code_details, headers.<name>}` once the response exists;
-//! `connection.mtls`; `xds.{cluster_name, route_name, node.id}`; filter state
+//! `source.{address, port}` and `destination.{address, port}` (the emulated
+//! connection's addresses); `upstream.{address, port}` once the router sent the
+//! request upstream; `connection.mtls`; `xds.{cluster_name, route_name,
+//! node.id}`; filter state
 //! written with `proxy_set_property`. A whole wrapper (`request`) cannot be
 //! serialized; anything else is `NotFound`, as is every stream attribute in a
 //! root context.
@@ -88,6 +91,18 @@ fn header_value(headers: &Fields, rest: &[&[u8]]) -> Result<Value, Fault> {
     scalar(Value::Bytes(values.join(&b","[..])), tail)
 }
 
+/// `address` (`ip:port`) and `port` of a socket address, as Envoy's
+/// `source.*`, `destination.*` and `upstream.*`.
+fn socket(address: Option<std::net::SocketAddr>, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let address = address.ok_or(NOT_FOUND)?;
+    match rest {
+        [b"address", tail @ ..] => scalar(Value::text(address.to_string()), tail),
+        [b"port", tail @ ..] => scalar(Value::Int(i64::from(address.port())), tail),
+        [] => Err(Fault::Status(Status::SerializationFailure)),
+        _ => Err(NOT_FOUND),
+    }
+}
+
 /// A scalar has no fields: a longer path is `NotFound`.
 fn scalar(value: Value, rest: &[&[u8]]) -> Result<Value, Fault> {
     if rest.is_empty() {
@@ -151,6 +166,9 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
                 _ => Err(NOT_FOUND),
             }
         }
+        b"source" => socket(state.source_address, rest),
+        b"destination" => socket(state.destination_address, rest),
+        b"upstream" => socket(maps.info.upstream_address, rest),
         b"connection" => match rest {
             [b"mtls"] => Ok(Value::Bool(false)),
             _ => Err(NOT_FOUND),
@@ -194,4 +212,80 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::state::PluginMeta;
+
+    fn state() -> HostState {
+        let meta = PluginMeta {
+            name: "p".to_owned(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            vm_configuration: Vec::new(),
+            plugin_configuration: Vec::new(),
+            environment: Vec::new(),
+        };
+        let mut state = HostState::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
+        state.root_context_id = 1;
+        state.source_address = Some("10.0.0.1:51234".parse().expect("addr"));
+        state.destination_address = Some("[::1]:10000".parse().expect("addr"));
+        state
+    }
+
+    fn get(state: &HostState, path: &str) -> Result<Vec<u8>, Status> {
+        let segments: Vec<&[u8]> = path.split('.').map(str::as_bytes).collect();
+        lookup(state, &segments)
+            .map(Value::encode)
+            .map_err(|f| match f {
+                Fault::Status(s) => s,
+                Fault::Trap(_) => panic!("trap"),
+            })
+    }
+
+    #[test]
+    fn connection_addresses_are_stream_attributes() {
+        let mut state = state();
+        // A root context has no connection.
+        state.active_context = 1;
+        assert_eq!(get(&state, "source.address"), Err(Status::NotFound));
+        state.active_context = 2;
+        assert_eq!(
+            get(&state, "source.address").as_deref(),
+            Ok(&b"10.0.0.1:51234"[..])
+        );
+        assert_eq!(
+            get(&state, "source.port"),
+            Ok(51234i64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, "destination.address").as_deref(),
+            Ok(&b"[::1]:10000"[..])
+        );
+        assert_eq!(
+            get(&state, "destination.port"),
+            Ok(10000i64.to_le_bytes().to_vec())
+        );
+        assert_eq!(get(&state, "source"), Err(Status::SerializationFailure));
+        assert_eq!(get(&state, "source.port.x"), Err(Status::NotFound));
+        assert_eq!(get(&state, "source.nonexistent"), Err(Status::NotFound));
+        // No upstream until the router sent the request.
+        assert_eq!(get(&state, "upstream.address"), Err(Status::NotFound));
+        let upstream: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        state.maps.info.upstream_address = Some(upstream);
+        assert_eq!(
+            get(&state, "upstream.address").as_deref(),
+            Ok(&b"127.0.0.1:8080"[..])
+        );
+        assert_eq!(
+            get(&state, "upstream.port"),
+            Ok(8080i64.to_le_bytes().to_vec())
+        );
+    }
 }

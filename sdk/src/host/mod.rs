@@ -119,38 +119,59 @@ pub(crate) fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
-/// Parses the proxy-wasm map format. Malformed input yields `None` instead of a panic.
-pub(crate) fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+/// Walks the proxy-wasm map format, calling `f` with each key and value in
+/// order, without copying them. Malformed input yields `None` instead of a
+/// panic (`f` may have seen the pairs before the fault).
+fn for_each_pair<'a>(bytes: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])) -> Option<()> {
     if bytes.is_empty() {
-        return Some(Vec::new());
+        return Some(());
     }
     let read_u32 = |at: usize| -> Option<usize> {
-        let raw = bytes.get(at..at + 4)?;
+        let raw = bytes.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize)
     };
     let count = read_u32(0)?;
-    let mut sizes = Vec::with_capacity(count.min(1024));
-    for i in 0..count {
-        let at = 4 + i * 8;
-        sizes.push((read_u32(at)?, read_u32(at + 4)?));
+    // Every size must be there before anything is read.
+    let data = count.checked_mul(8)?.checked_add(4)?;
+    if data > bytes.len() {
+        return None;
     }
-    // Every size was read, so `4 + count * 8` is within `bytes`.
-    let mut at = 4 + count * 8;
-    let mut pairs = Vec::with_capacity(sizes.len());
-    let field = |at: &mut usize, len: usize| -> Option<Vec<u8>> {
+    let mut at = data;
+    let mut field = |len: usize| -> Option<&'a [u8]> {
         let end = at.checked_add(len)?;
-        let value = bytes.get(*at..end)?.to_vec();
+        let value = bytes.get(at..end)?;
         // each key and value is followed by a NUL byte
         (bytes.get(end) == Some(&0)).then_some(())?;
-        *at = end + 1;
+        at = end + 1;
         Some(value)
     };
-    for (klen, vlen) in sizes {
-        let key = field(&mut at, klen)?;
-        let value = field(&mut at, vlen)?;
-        pairs.push((key, value));
+    for i in 0..count {
+        let sizes = 4 + i * 8;
+        let (klen, vlen) = (read_u32(sizes)?, read_u32(sizes + 4)?);
+        let key = field(klen)?;
+        let value = field(vlen)?;
+        f(key, value);
     }
+    Some(())
+}
+
+/// Parses the proxy-wasm map format. Malformed input yields `None` instead of a panic.
+pub(crate) fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut pairs = Vec::new();
+    for_each_pair(bytes, |k, v| pairs.push((k.to_vec(), v.to_vec())))?;
     Some(pairs)
+}
+
+/// The values of `name` (ASCII case-insensitive) in a serialized map, in order,
+/// copying only those. Malformed input yields `None`.
+pub(crate) fn map_values(bytes: &[u8], name: &str) -> Option<Vec<Vec<u8>>> {
+    let mut values = Vec::new();
+    for_each_pair(bytes, |k, v| {
+        if k.eq_ignore_ascii_case(name.as_bytes()) {
+            values.push(v.to_vec());
+        }
+    })?;
+    Some(values)
 }
 
 mod ffi;
@@ -194,6 +215,31 @@ mod tests {
         );
         // absurd count must not allocate or panic
         assert_eq!(deserialize_pairs(&[0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(map_values(&[0xff, 0xff, 0xff, 0xff], "x"), None);
+        // a value without its NUL
+        let mut bad = serialize_pairs(&[("x", b"1")]);
+        bad.pop();
+        assert_eq!(deserialize_pairs(&bad), None);
+        assert_eq!(map_values(&bad, "x"), None);
+    }
+
+    #[test]
+    fn values_of_one_name() {
+        let pairs: Vec<(&str, &[u8])> = vec![
+            ("x-a", b"1"),
+            ("x-b", b"2"),
+            ("X-A", &[0xff]),
+            ("x-aa", b"3"),
+            ("x-a", b""),
+        ];
+        let bytes = serialize_pairs(&pairs);
+        assert_eq!(
+            map_values(&bytes, "x-a"),
+            Some(vec![b"1".to_vec(), vec![0xff], Vec::new()])
+        );
+        assert_eq!(map_values(&bytes, "X-B"), Some(vec![b"2".to_vec()]));
+        assert_eq!(map_values(&bytes, "x-none"), Some(vec![]));
+        assert_eq!(map_values(&[], "x-a"), Some(vec![]));
     }
 
     #[test]
