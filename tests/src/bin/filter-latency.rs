@@ -14,9 +14,8 @@
 //! On a shared, noisy machine the CPU time per request is the robust figure;
 //! latency differences of a few tens of microseconds are noise.
 //!
-//! To measure another filter, add a [`Bench`] to [`BENCHES`].
+//! To measure another sample filter, add a [`Bench`] to [`BENCHES`].
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -36,7 +35,7 @@ use weir_tests::{engine, envoy_yaml, root, scenarios};
 
 /// One sample filter to measure: a small table entry.
 struct Bench {
-    /// The package, as in `SAMPLE_FILTERS`.
+    /// The filter's cargo package (for a sample filter, as in `SAMPLE_FILTERS`).
     filter: &'static str,
     /// Its Envoy config in `envoy/`; the baseline is this config without the
     /// wasm filter.
@@ -51,20 +50,38 @@ struct Bench {
     filtered: fn(Option<&http::Request<Bytes>>, &http::Response<Bytes>) -> bool,
 }
 
-/// The filters measured, in order.
+/// The sample filters, measured by default, in order.
 const BENCHES: &[Bench] = &[Bench {
     filter: "header-append",
     config: "header-append.yaml",
     request: header_append_request,
     upstream: |_| scenarios::header_append_upstream(),
-    filtered: |upstream, response| {
-        upstream.is_some_and(|r| {
-            r.headers().get("x-via-weir").is_some()
-                && r.headers().get("x-internal-secret").is_none()
-        }) && response.headers().get("x-filtered-by").is_some()
-            && response.headers().get("x-powered-by").is_none()
-    },
+    filtered: header_append_filtered,
 }];
+
+/// Comparisons measured only when named with `--filter`.
+const COMPARISONS: &[Bench] = &[
+    // header-append written directly on `proxy-wasm` (see sdk-bench), with the same
+    // config: what the SDK itself costs in Envoy.
+    Bench {
+        filter: "header-append-raw",
+        config: "header-append.yaml",
+        request: header_append_request,
+        upstream: |_| scenarios::header_append_upstream(),
+        filtered: header_append_filtered,
+    },
+];
+
+/// header-append's config removes, sets and adds headers both ways.
+fn header_append_filtered(
+    upstream: Option<&http::Request<Bytes>>,
+    response: &http::Response<Bytes>,
+) -> bool {
+    upstream.is_some_and(|r| {
+        r.headers().get("x-via-weir").is_some() && r.headers().get("x-internal-secret").is_none()
+    }) && response.headers().get("x-filtered-by").is_some()
+        && response.headers().get("x-powered-by").is_none()
+}
 
 /// A request for every rule in envoy/header-append.yaml: a header to remove, one
 /// to replace and one added; the upstream's answer has its own to change.
@@ -83,10 +100,10 @@ fn header_append_request(_: u64) -> http::Request<Bytes> {
 #[command(name = "filter-latency")]
 struct Args {
     /// Requests in each measured run (per round, per variant, per phase).
-    #[arg(long, default_value_t = 6000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..))]
     requests: u64,
     /// Measured rounds per filter; the with/without order alternates (ABBA).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Keep-alive connections in the saturation phase.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
@@ -94,7 +111,8 @@ struct Args {
     /// Time cap of each run, in seconds; a capped run reports what it answered.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     max_seconds: u64,
-    /// Measure only this filter (repeatable).
+    /// Measure only this filter (repeatable); also `header-append-raw`, header-append
+    /// written directly on `proxy-wasm`, for comparison.
     #[arg(long = "filter", value_name = "NAME")]
     filters: Vec<String>,
     /// Print JSON instead of the table.
@@ -142,6 +160,8 @@ struct Figures {
     /// Envoy's CPU time per request with one connection (low load).
     cpu_us_per_request_one_connection: f64,
     requests_per_second: f64,
+    /// Envoy's CPU time per request at saturation, each round.
+    cpu_us_per_request_rounds: Vec<f64>,
     latency_requests: u64,
     saturation_requests: u64,
 }
@@ -220,6 +240,7 @@ impl Samples {
             ),
             requests_per_second: self.saturation_requests as f64
                 / self.saturation_elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+            cpu_us_per_request_rounds: self.rounds_cpu.clone(),
             latency_requests: self.latency_requests,
             saturation_requests: self.saturation_requests,
         })
@@ -303,10 +324,13 @@ impl Pair {
                 .iter()
                 .map(|(n, u)| (n.clone(), u.addr()))
                 .collect(),
-            modules: HashMap::from([(
-                format!("{}.wasm", built.package.replace('-', "_")),
-                built.wasm.clone(),
-            )]),
+            // Every wasm module the config names is the filter's build.
+            modules: EnvoyConfig::parse(yaml)?
+                .filters
+                .iter()
+                .filter_map(|f| f.filename.file_name())
+                .map(|name| (name.to_string_lossy().into_owned(), built.wasm.clone()))
+                .collect(),
             loopback: true,
         };
         let baseline = envoy::without_wasm_filters(yaml)?;
@@ -497,8 +521,8 @@ fn first_line_value(path: &str, key: &str) -> Option<String> {
     })
 }
 
-fn machine() -> Machine {
-    let envoy_version = Command::new(envoy::binary())
+fn machine(envoy: &Path) -> Machine {
+    let envoy_version = Command::new(envoy)
         .arg("--version")
         .output()
         .ok()
@@ -609,11 +633,12 @@ fn selected(args: &Args) -> Result<Vec<&'static Bench>> {
     if args.filters.is_empty() {
         return Ok(BENCHES.iter().collect());
     }
+    let all = || BENCHES.iter().chain(COMPARISONS);
     args.filters
         .iter()
         .map(|name| {
-            BENCHES.iter().find(|b| b.filter == name).with_context(|| {
-                let known: Vec<&str> = BENCHES.iter().map(|b| b.filter).collect();
+            all().find(|b| b.filter == name).with_context(|| {
+                let known: Vec<&str> = all().map(|b| b.filter).collect();
                 format!(
                     "no filter named {name:?}; the filters are: {}",
                     known.join(", ")
@@ -627,8 +652,8 @@ fn selected(args: &Args) -> Result<Vec<&'static Bench>> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let benches = selected(&args)?;
-    // Envoy is required: this fails loudly, with how to install it, if it is missing.
-    let machine = machine();
+    // Envoy is required: without it the command fails, saying how to install it.
+    let machine = machine(&envoy::find_binary()?);
     let packages: Vec<&str> = benches.iter().map(|b| b.filter).collect();
     let built = build::build_filters(root(), &packages)?;
     let mut filters = Vec::new();
@@ -669,7 +694,7 @@ mod tests {
                 "{filter} is a sample filter without an entry in BENCHES"
             );
         }
-        for bench in BENCHES {
+        for bench in BENCHES.iter().chain(COMPARISONS) {
             assert!(
                 root().join("envoy").join(bench.config).is_file(),
                 "envoy/{} is missing",
