@@ -623,9 +623,10 @@ fn print_table(report: &Report) {
     println!();
     println!(
         "Added CPU is Envoy's user+system time per request at saturation with the filter minus without \
-         (in brackets: the smallest and largest difference in one round); on a noisy machine it is the \
-         figure to trust. Latency differences within a few tens of µs are noise here. Fuel (wasm \
-         instructions) and host calls per request come from the harness and are deterministic."
+         (in brackets: the smallest and largest difference in one round); on a noisy machine it holds \
+         best, though a load average well above the core count inflates it. Latency differences within \
+         a few tens of µs are noise. Fuel (wasm instructions) and host calls per request come from the \
+         harness and are deterministic."
     );
 }
 
