@@ -709,7 +709,20 @@ impl Chain {
                     return Err(self.reset(e, &progress, &fields, upstream_request));
                 }
                 Err(e) => return Err(e),
-                Ok(BodyPass { reply: Some(r), .. }) => Err(r),
+                // The response headers have gone to the client: Envoy cannot
+                // answer with a local reply any more and resets the stream.
+                Ok(BodyPass { reply: Some(r), .. }) => {
+                    let plugin = r
+                        .slot
+                        .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned());
+                    let reset = Error::Reset {
+                        plugin,
+                        phase: "on_response_body",
+                        upstream_request: None,
+                        logs: Vec::new(),
+                    };
+                    return Err(self.reset(reset, &progress, &fields, upstream_request));
+                }
                 Ok(pass) => Ok(pass.out),
             },
         };
@@ -728,8 +741,12 @@ impl Chain {
             .hcm
             .client_response(response, response_body, self.now)?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
-        // the request was fully received.
-        if reply.is_some() && !request_complete {
+        // the request was fully received, and after a local reply 400 (Envoy
+        // takes it for a messaging error: `onLocalReply`).
+        if reply
+            .as_ref()
+            .is_some_and(|r| !request_complete || r.request.status == 400)
+        {
             response.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),

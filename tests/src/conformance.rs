@@ -368,7 +368,13 @@ fn run_scenarios(
             upstream: upstream.take_seen().first().map(UpstreamSaw::of),
             client: match response {
                 Ok(r) => Ok(ClientSaw::of(&r)),
-                Err(e) if format!("{e:#}").contains("connection closed") => Err("reset".to_owned()),
+                // Closed before the response, or in the middle of its body.
+                Err(e)
+                    if format!("{e:#}").contains("connection closed")
+                        || format!("{e:#}").contains("error reading a body") =>
+                {
+                    Err("reset".to_owned())
+                }
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },
             logs: lines[seen_lines.min(lines.len())..].to_vec(),
