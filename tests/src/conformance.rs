@@ -38,6 +38,9 @@ pub struct Suite {
     /// The listener's `per_connection_buffer_limit_bytes` (default Envoy's 1 MiB).
     #[serde(default)]
     pub buffer_limit: Option<u64>,
+    /// The plugins' `allow_on_headers_stop_iteration` (default false).
+    #[serde(default)]
+    pub allow_on_headers_stop_iteration: bool,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
@@ -83,6 +86,9 @@ pub struct RequestSpec {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: String,
+    /// Send the body chunked, in pieces of these sizes (the rest is one more
+    /// piece), each read separately by the proxy.
+    pub chunks: Vec<usize>,
 }
 
 impl Default for RequestSpec {
@@ -92,6 +98,7 @@ impl Default for RequestSpec {
             path: "/".to_owned(),
             headers: Vec::new(),
             body: String::new(),
+            chunks: Vec::new(),
         }
     }
 }
@@ -106,6 +113,8 @@ pub struct ResponseSpec {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: String,
+    /// Send the body chunked, in pieces of these sizes (as for requests).
+    pub chunks: Vec<usize>,
 }
 
 impl Default for ResponseSpec {
@@ -114,6 +123,7 @@ impl Default for ResponseSpec {
             status: 200,
             headers: Vec::new(),
             body: String::new(),
+            chunks: Vec::new(),
         }
     }
 }
@@ -134,6 +144,11 @@ impl ResponseSpec {
         for (k, v) in &self.headers {
             b = b.header(k, v);
         }
+        if !self.chunks.is_empty() {
+            b = b
+                .header("transfer-encoding", "chunked")
+                .extension(weir_harness::BodyChunks(self.chunks.clone()));
+        }
         b.body(Bytes::from(self.body.clone()))
             .unwrap_or_else(|e| panic!("bad upstream response in scenario: {e}"))
     }
@@ -150,7 +165,11 @@ impl Scenario {
         for (k, v) in &r.headers {
             b = b.header(k, v);
         }
-        if !r.body.is_empty() {
+        if !r.chunks.is_empty() {
+            b = b
+                .header("transfer-encoding", "chunked")
+                .extension(weir_harness::BodyChunks(r.chunks.clone()));
+        } else if !r.body.is_empty() {
             b = b.header("content-length", r.body.len());
         }
         Ok(b.body(Bytes::from(r.body.clone()))?)
@@ -211,6 +230,9 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     plugin["configuration"]["value"] = serde_yaml_ng::Value::from(config.as_str());
     if let Some(policy) = &suite.failure_policy {
         plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
+    }
+    if suite.allow_on_headers_stop_iteration {
+        plugin["allow_on_headers_stop_iteration"] = serde_yaml_ng::Value::from(true);
     }
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
