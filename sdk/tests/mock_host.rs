@@ -471,3 +471,21 @@ fn held_headers_are_the_streams_headers_in_the_body_callback() {
     assert_eq!(host.request_header("content-length").as_deref(), Some("6"));
     assert_eq!(host.request_header("x-first-byte").as_deref(), Some("A"));
 }
+
+/// Several plugins in one test (one thread): each gets its own contexts.
+#[test]
+fn several_plugins_load_in_one_test() {
+    let host = MockHost::new();
+    let mut first = host.load::<HoldHeaders>("{}").expect("loads");
+    let stream = first.stream();
+    host.set_request_headers(&[(":method", "POST")]);
+    assert_eq!(stream.request_headers(false), Action::Pause);
+    drop(stream);
+    let host = MockHost::new();
+    let mut second = host.load::<HoldHeaders>("{}").expect("loads again");
+    let mut stream = second.stream();
+    host.set_request_headers(&[(":method", "POST")]);
+    assert_eq!(stream.request_headers(false), Action::Pause);
+    assert_eq!(stream.request_body(b"x", true), Action::Continue);
+    assert_eq!(host.request_body(), b"X!");
+}
