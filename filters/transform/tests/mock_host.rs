@@ -104,7 +104,6 @@ fn invalid_json_passes_untouched_by_default() {
 
 #[test]
 fn invalid_json_is_rejected_when_configured() {
-    // One plugin per test: the mock host gives every plugin root context 1.
     let host = MockHost::new();
     let config = json!({"request": {"ops": [{"op": "wrap", "path": "/d"}]}});
     let mut reject = config;
