@@ -501,7 +501,23 @@ fn envoy_refuses_an_invalid_config() {
         let log = format!("{err:#}");
         assert!(log.contains(field), "{log}");
     }
-    let yaml = shipped.replace(r#"{"from": 503, "to": 502}"#, r#"{"from": 503, "to": 700}"#);
-    let err = start(&yaml, &upstream).expect_err("Envoy must refuse the plugin");
-    assert!(format!("{err:#}").contains("status[1].to"), "{err:#}");
+    for (good, bad, field) in [
+        (
+            r#"{"from": 503, "to": 502}"#,
+            r#"{"from": 503, "to": 700}"#,
+            "status[1].to",
+        ),
+        (
+            r#""header": "x-tenant""#,
+            r#""header": "x tenant""#,
+            "request.ops[4].header",
+        ),
+    ] {
+        assert!(
+            shipped.contains(good),
+            "the shipped config changed; update this test"
+        );
+        let err = start(&shipped.replace(good, bad), &upstream).expect_err("Envoy must refuse");
+        assert!(format!("{err:#}").contains(field), "{err:#}");
+    }
 }
