@@ -17,13 +17,43 @@ struct Sample {
 }
 
 fn upstream(request: http::Request<Bytes>) -> http::Response<Bytes> {
-    let body = format!("upstream saw {} {}\n", request.method(), request.uri());
-    http::Response::builder()
+    let builder = http::Response::builder()
         .status(200)
-        .header("content-type", "text/plain")
         .header("x-powered-by", "demo-upstream")
-        .header("cache-control", "max-age=60")
+        .header("cache-control", "max-age=60");
+    let json = request
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        // A JSON API: answers in its own envelope, echoing what it received.
+        let received = String::from_utf8_lossy(request.body());
+        let body =
+            format!(r#"{{"payload":{{"version":1,"received":{received}}},"debug":"internal"}}"#);
+        return builder
+            .header("content-type", "application/json")
+            .body(Bytes::from(body))
+            .unwrap_or_default();
+    }
+    let body = format!("upstream saw {} {}\n", request.method(), request.uri());
+    builder
+        .header("content-type", "text/plain")
         .body(Bytes::from(body))
+        .unwrap_or_default()
+}
+
+fn json_request(path: &str, headers: &[(&str, &str)], body: &'static str) -> http::Request<Bytes> {
+    let mut builder = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "demo.local")
+        .header("content-type", "application/json")
+        .header("content-length", body.len());
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder
+        .body(Bytes::from_static(body.as_bytes()))
         .unwrap_or_default()
 }
 
@@ -60,6 +90,38 @@ const SAMPLES: &[Sample] = &[
     },
 ];
 
+/// Requests for the transform filter (JSON bodies).
+const TRANSFORM_SAMPLES: &[Sample] = &[
+    Sample {
+        title: "a JSON request reshaped for the upstream, the response put in an envelope",
+        request: || {
+            json_request(
+                "/users",
+                &[("x-tenant", "acme")],
+                r#"{"id":"u-7","userName":"ann","password":"hunter2","tags":["admin","ops"]}"#,
+            )
+        },
+    },
+    Sample {
+        title: "a request body that is not valid JSON",
+        request: || json_request("/users", &[], r#"{"id": "#),
+    },
+];
+
+/// The sample requests and an invalid configuration for one sample filter.
+fn samples(package: &str) -> (&'static [Sample], &'static str) {
+    match package {
+        "transform" => (
+            TRANSFORM_SAMPLES,
+            r#"{"request": {"ops": [{"op": "remove", "path": "password"}]}}"#,
+        ),
+        _ => (
+            SAMPLES,
+            r#"{"request": {"set": [{"name": "x env", "value": "1"}]}}"#,
+        ),
+    }
+}
+
 /// Header lines in `after` but not in `before` (`+`) and the reverse (`-`).
 fn diff(before: &http::HeaderMap, after: &http::HeaderMap) -> Vec<String> {
     let lines = |m: &http::HeaderMap| -> Vec<String> {
@@ -92,15 +154,28 @@ fn describe(title: &str, with: &Outcome, without: &Outcome) -> String {
         req.map_or("-".to_owned(), |r| r.method().to_string()),
         req.map_or("-".to_owned(), |r| r.uri().to_string())
     );
-    let _ = writeln!(
-        out,
-        "  request headers changed by the filter (as the upstream saw them):"
-    );
-    for line in diff(
-        upstream_headers(without, &empty),
-        upstream_headers(with, &empty),
-    ) {
-        let _ = writeln!(out, "      {line}");
+    if with.upstream_request.is_none() {
+        let _ = writeln!(out, "  the request did not reach the upstream");
+    } else {
+        let _ = writeln!(
+            out,
+            "  request headers changed by the filter (as the upstream saw them):"
+        );
+        for line in diff(
+            upstream_headers(without, &empty),
+            upstream_headers(with, &empty),
+        ) {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    let body = |o: &Outcome| o.upstream_request.as_ref().map(|r| r.body().clone());
+    if let Some(sent) = body(with).filter(|b| !b.is_empty() && Some(b) != body(without).as_ref()) {
+        let _ = writeln!(
+            out,
+            "  request body, as the client sent it and as the upstream saw it:\n      {}\n      {}",
+            String::from_utf8_lossy(body(without).unwrap_or_default().as_ref()),
+            String::from_utf8_lossy(&sent)
+        );
     }
     let _ = writeln!(
         out,
@@ -109,6 +184,14 @@ fn describe(title: &str, with: &Outcome, without: &Outcome) -> String {
     );
     for line in diff(without.response.headers(), with.response.headers()) {
         let _ = writeln!(out, "      {line}");
+    }
+    if with.response.body() != without.response.body() {
+        let _ = writeln!(
+            out,
+            "  response body, as the upstream sent it and as the client saw it:\n      {}\n      {}",
+            String::from_utf8_lossy(without.response.body()).trim_end(),
+            String::from_utf8_lossy(with.response.body()).trim_end()
+        );
     }
     if let Some(reply) = &with.local_reply {
         let _ = writeln!(
@@ -172,14 +255,14 @@ fn demo_filter(root: &Path, engine: &Engine, filter: &BuiltFilter) -> Result<Str
             .unwrap_or(0),
         yaml_path.strip_prefix(root).unwrap_or(&yaml_path).display()
     );
-    for sample in SAMPLES {
+    let (samples, bad) = samples(&filter.package);
+    for sample in samples {
         let with = chain.send((sample.request)(), upstream)?;
         let without = bare.send((sample.request)(), upstream)?;
         report.push_str(&describe(sample.title, &with, &without));
         report.push('\n');
     }
 
-    let bad = r#"{"request": {"set": [{"name": "x env", "value": "1"}]}}"#;
     let rejected = Chain::builder(engine)
         .filter(
             weir_harness::Filter::new(engine.load_file(&filter.wasm)?)

@@ -6,7 +6,7 @@
 //! holds the rest of the chain; a local reply short-circuits it, and the response
 //! path then runs through the replying filter and those before it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +49,7 @@ pub struct Filter {
     meta: PluginMeta,
     failure_policy: FailurePolicy,
     reload_backoff: Duration,
+    allow_stop: bool,
 }
 
 impl Filter {
@@ -66,6 +67,7 @@ impl Filter {
             },
             failure_policy: FailurePolicy::default(),
             reload_backoff: DEFAULT_RELOAD_BACKOFF,
+            allow_stop: false,
         }
     }
 
@@ -118,6 +120,16 @@ impl Filter {
     /// last loaded; the jitter comes from the chain's seed.
     pub fn reload_backoff(mut self, base_interval: Duration) -> Self {
         self.reload_backoff = base_interval;
+        self
+    }
+
+    /// `PluginConfig.allow_on_headers_stop_iteration` (Envoy 1.35+): a headers
+    /// callback that returns Pause (1) holds the headers as Envoy's
+    /// `StopIteration`, and the body is still delivered to the filter, which can
+    /// change the held headers until a body callback continues. Off (Envoy's
+    /// default), Pause holds headers and body until the filter resumes.
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> Self {
+        self.allow_stop = allow;
         self
     }
 }
@@ -217,6 +229,7 @@ impl ChainBuilder {
                 vm,
                 policy: filter.failure_policy,
                 reload_backoff: filter.reload_backoff,
+                allow_stop: filter.allow_stop,
                 loaded_at: Duration::ZERO,
                 filter,
                 seed,
@@ -273,6 +286,8 @@ struct Slot {
     /// What the VM was started from, to start a fresh one (FAIL_RELOAD).
     filter: Filter,
     seed: u64,
+    /// `allow_on_headers_stop_iteration`.
+    allow_stop: bool,
 }
 
 /// A running filter chain. Send requests through it with [`Chain::send`].
@@ -510,6 +525,9 @@ struct BodyPass {
     reply: Option<Reply>,
     /// Whether the final (end-of-stream) frame was dispatched.
     complete: bool,
+    /// What the holding filter let go when it continued, and whether that
+    /// ended the stream.
+    released: Option<(Vec<u8>, bool)>,
 }
 
 fn no_route() -> Reply {
@@ -525,16 +543,52 @@ fn no_route() -> Reply {
     }
 }
 
-/// How Envoy's HTTP/1 codec delivers a body: the data, then an empty frame that
-/// ends the stream. No body, no frames (the headers end the stream).
-fn frames(body: impl Into<Vec<u8>>) -> Vec<(Vec<u8>, bool)> {
+/// How Envoy's HTTP/1 codec delivers a body: the data (in the pieces `chunks`
+/// gives, if any), then an empty frame that ends the stream. No body, no frames
+/// (the headers end the stream).
+fn frames(body: impl Into<Vec<u8>>, chunks: Option<&BodyChunks>) -> Vec<(Vec<u8>, bool)> {
     let body = body.into();
     if body.is_empty() {
-        Vec::new()
-    } else {
-        vec![(body, false), (Vec::new(), true)]
+        return Vec::new();
     }
+    let mut out = Vec::new();
+    let mut rest = body.as_slice();
+    for &size in chunks.map(|c| c.0.as_slice()).unwrap_or_default() {
+        if size == 0 || rest.is_empty() {
+            continue;
+        }
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        out.push((chunk.to_vec(), false));
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        out.push((rest.to_vec(), false));
+    }
+    out.push((Vec::new(), true));
+    out
 }
+
+/// Frames to pass, each from the first filter on.
+fn queued(frames: Vec<(Vec<u8>, bool)>) -> VecDeque<(usize, Vec<u8>, bool)> {
+    frames.into_iter().map(|(d, eos)| (0, d, eos)).collect()
+}
+
+/// Splits a body into several data frames, as Envoy delivers a body that
+/// arrives in pieces (HTTP/1 chunks read at different times). Put it in the
+/// extensions of a request given to [`Chain::send`], or of a response an
+/// [`Upstream`] returns: each size is one frame, the rest of the body is one more,
+/// and an empty frame ends the stream.
+///
+/// ```
+/// let request = http::Request::post("/")
+///     .header("host", "example.com")
+///     .extension(weir_harness::BodyChunks(vec![3, 3]))
+///     .body(bytes::Bytes::from_static(b"abcdefgh"))
+///     .unwrap(); // frames "abc", "def", "gh", then the end of the stream
+/// # let _ = request;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BodyChunks(pub Vec<usize>);
 
 /// Envoy does not fix `content-length` when a filter changes a body's size; the
 /// peer then reads a truncated body or waits for bytes that never come.
@@ -550,6 +604,13 @@ fn check_length(headers: &Fields, actual: usize, what: &str, warnings: &mut Vec<
              content-length in the headers callback when a filter changes the body"
         ));
     }
+}
+
+/// Whether a headers callback that returned `action` holds the headers while
+/// the body still reaches it: Pause (1) becomes Envoy's StopIteration only with
+/// `allow_on_headers_stop_iteration`, and only a body can follow.
+fn holds(slot: &Slot, action: Option<i32>, end_of_stream: bool) -> bool {
+    slot.allow_stop && action == Some(1) && !end_of_stream
 }
 
 /// Envoy's mapping of a headers callback's return value: 0 and 2 continue,
@@ -758,6 +819,7 @@ impl Chain {
         mut upstream: impl Upstream,
     ) -> Result<Outcome> {
         self.reload_failed_vms();
+        let request_chunks = request.extensions().get::<BodyChunks>().cloned();
         let request = request.map(Into::into);
         let mut random = self.random16();
         let mut fields = self
@@ -768,25 +830,80 @@ impl Chain {
 
         let mut warnings = Vec::new();
         let mut callouts = Vec::new();
-        let reply = match self.decode(
+        let mut held = None;
+        let mut reply = match self.decode(
             &mut fields,
             request_body.is_empty(),
             &mut progress,
             &mut callouts,
+            0,
+            &mut held,
         ) {
             Err(e @ Error::Reset { .. }) => return Err(self.reset(e, &progress, &fields, None)),
             other => other?,
         };
+        let mut request_complete = request_body.is_empty();
+        let mut queue = queued(frames(request_body, request_chunks.as_ref()));
+        let mut buffered = vec![None; self.slots.len()];
+        // A filter that holds the headers (StopIteration with
+        // allow_on_headers_stop_iteration) gets the body first; the filters after
+        // it get the headers once a body callback lets them go.
+        while reply.is_none()
+            && let Some(h) = held.take()
+        {
+            let order: Vec<usize> = (0..=h).collect();
+            let pass = match self.pass_body(
+                Direction::Request,
+                &mut queue,
+                &order,
+                &progress,
+                &mut buffered,
+                Some((h, &mut fields)),
+            ) {
+                Err(e @ Error::Reset { .. }) => {
+                    return Err(self.reset(e, &progress, &fields, None));
+                }
+                other => other?,
+            };
+            request_complete |= pass.complete;
+            if pass.reply.is_some() {
+                reply = pass.reply;
+                break;
+            }
+            let Some((data, eos)) = pass.released else {
+                return Err(stalled(&self.slots[h], "on_request_body"));
+            };
+            reply = match self.decode(
+                &mut fields,
+                false,
+                &mut progress,
+                &mut callouts,
+                h + 1,
+                &mut held,
+            ) {
+                Err(e @ Error::Reset { .. }) => {
+                    return Err(self.reset(e, &progress, &fields, None));
+                }
+                other => other?,
+            };
+            queue.push_front((h + 1, data, eos));
+        }
         // The router resolves the route when the request headers reach it. Envoy's
         // route table matches nothing once a filter removed x-forwarded-proto:
         // the router answers 404 route_not_found.
         let reply = reply.or_else(|| fields.get(b"x-forwarded-proto").is_none().then(no_route));
-        let mut request_complete = request_body.is_empty();
         let (reply, request_body) = match reply {
             Some(reply) => (Some(reply), Vec::new()),
             None => {
                 let order: Vec<usize> = (0..self.slots.len()).collect();
-                match self.pass_body(Direction::Request, frames(request_body), &order, &progress) {
+                match self.pass_body(
+                    Direction::Request,
+                    &mut queue,
+                    &order,
+                    &progress,
+                    &mut buffered,
+                    None,
+                ) {
                     Err(e @ Error::Reset { .. }) => {
                         return Err(self.reset(e, &progress, &fields, None));
                     }
@@ -812,9 +929,15 @@ impl Chain {
                 for slot in &mut self.slots {
                     slot.vm.state().maps.info.upstream_address = Some(address);
                 }
+                let chunks = response.extensions().get::<BodyChunks>().cloned();
                 let response_fields = self.hcm.response_fields(&response);
                 let body = response.into_body().to_vec();
-                (Some(upstream_request), response_fields, frames(body), None)
+                (
+                    Some(upstream_request),
+                    response_fields,
+                    frames(body, chunks.as_ref()),
+                    None,
+                )
             }
             Some(reply) => {
                 // A reply in the body phase resets the upstream request the router
@@ -837,31 +960,91 @@ impl Chain {
         let details = reply
             .as_ref()
             .map_or("via_upstream".to_owned(), |r| r.request.details.clone());
-        let late_reply = match self.encode(
+        let mut held = None;
+        let mut late_reply = match self.encode(
             &mut response,
             response_frames.is_empty(),
             &details,
             &progress[..last],
+            last,
+            &mut held,
         ) {
             Err(e @ Error::Reset { .. }) => {
                 return Err(self.reset(e, &progress, &fields, upstream_request));
             }
             other => other?,
         };
+        let mut queue = queued(response_frames);
+        let mut buffered = vec![None; self.slots.len()];
+        // As for requests, in reverse: positions count from the last filter.
+        while late_reply.is_none()
+            && let Some(h) = held.take()
+        {
+            let order: Vec<usize> = (h..last).rev().collect();
+            let pass = match self.pass_body(
+                Direction::Response,
+                &mut queue,
+                &order,
+                &progress,
+                &mut buffered,
+                Some((h, &mut response)),
+            ) {
+                Err(e @ Error::Reset { .. }) => {
+                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                }
+                other => other?,
+            };
+            if pass.reply.is_some() {
+                late_reply = pass.reply;
+                break;
+            }
+            let Some((data, eos)) = pass.released else {
+                return Err(stalled(&self.slots[h], "on_response_body"));
+            };
+            late_reply = match self.encode(
+                &mut response,
+                false,
+                &details,
+                &progress[..last],
+                h,
+                &mut held,
+            ) {
+                Err(e @ Error::Reset { .. }) => {
+                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                }
+                other => other?,
+            };
+            queue.push_front((last - h, data, eos));
+        }
         let response_order: Vec<usize> = (0..last).rev().collect();
         let late_reply = match late_reply {
             Some(r) => Err(r),
             None => match self.pass_body(
                 Direction::Response,
-                response_frames,
+                &mut queue,
                 &response_order,
                 &progress,
+                &mut buffered,
+                None,
             ) {
                 Err(e @ Error::Reset { .. }) => {
                     return Err(self.reset(e, &progress, &fields, upstream_request));
                 }
                 Err(e) => return Err(e),
-                Ok(BodyPass { reply: Some(r), .. }) => Err(r),
+                // The response headers have gone to the client: Envoy cannot
+                // answer with a local reply any more and resets the stream.
+                Ok(BodyPass { reply: Some(r), .. }) => {
+                    let plugin = r
+                        .slot
+                        .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned());
+                    let reset = Error::Reset {
+                        plugin,
+                        phase: "on_response_body",
+                        upstream_request: None,
+                        logs: Vec::new(),
+                    };
+                    return Err(self.reset(reset, &progress, &fields, upstream_request));
+                }
                 Ok(pass) => Ok(pass.out),
             },
         };
@@ -880,8 +1063,12 @@ impl Chain {
             .hcm
             .client_response(response, response_body, self.now)?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
-        // the request was fully received.
-        if reply.is_some() && !request_complete {
+        // the request was fully received, and after a local reply 400 (Envoy
+        // takes it for a messaging error: `onLocalReply`).
+        if reply
+            .as_ref()
+            .is_some_and(|r| !request_complete || r.request.status == 400)
+        {
             response.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
@@ -926,27 +1113,32 @@ impl Chain {
     }
 
     /// Passes body frames through the filters in `order`, as Envoy does: each
-    /// frame goes through every filter before the next frame; a filter that
-    /// buffers (Pause) gets the accumulated body with the next frame. Returns the
-    /// bytes that came out of the last filter, or the local reply that ended the
-    /// stream.
+    /// frame goes through every filter before the next frame (from the position
+    /// in `order` it names); a filter that buffers (Pause) gets the accumulated
+    /// body with the next frame. Returns the bytes that came out of the last
+    /// filter, or the local reply that ended the stream.
+    ///
+    /// `hold` is a filter that holds its headers (and the headers): its body
+    /// callbacks can change them, and the pass stops as soon as it continues,
+    /// with the data it lets go in [`BodyPass::released`].
     fn pass_body(
         &mut self,
         direction: Direction,
-        frames: Vec<(Vec<u8>, bool)>,
+        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
         order: &[usize],
         progress: &[Progress],
+        buffered: &mut [Option<Vec<u8>>],
+        mut hold: Option<(usize, &mut Fields)>,
     ) -> Result<BodyPass> {
         let callback = match direction {
             Direction::Request => "on_request_body",
             Direction::Response => "on_response_body",
         };
-        let mut buffered: Vec<Option<Vec<u8>>> = vec![None; self.slots.len()];
         let mut pass = BodyPass::default();
-        for (data, eos) in frames {
+        while let Some((start, data, eos)) = frames.pop_front() {
             pass.complete |= eos;
             let mut carry = Some(data);
-            for &i in order {
+            for &i in order.iter().skip(start) {
                 let Some(data) = carry.take() else { break };
                 let slot = &mut self.slots[i];
                 let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
@@ -972,19 +1164,45 @@ impl Chain {
                     None => data,
                 };
                 let size = body.len();
-                let result = match direction {
-                    Direction::Request => {
-                        slot.vm.state().maps.request_body = Some(body);
-                        let r = slot.vm.on_request_body(stream, size, eos);
-                        (r, slot.vm.state().maps.request_body.take())
-                    }
-                    Direction::Response => {
-                        slot.vm.state().maps.response_body = Some(body);
-                        let r = slot.vm.on_response_body(stream, size, eos);
-                        (r, slot.vm.state().maps.response_body.take())
-                    }
+                let mut holding: Option<&mut Fields> = match &mut hold {
+                    Some((h, headers)) if *h == i => Some(&mut **headers),
+                    _ => None,
                 };
-                let (result, body) = (result.0, result.1.unwrap_or_default());
+                let (result, body) = {
+                    let state = slot.vm.state();
+                    match direction {
+                        Direction::Request => {
+                            state.maps.request_body = Some(body);
+                            if let Some(headers) = holding.as_deref_mut() {
+                                state.maps.request_headers = Some(std::mem::take(headers));
+                            }
+                        }
+                        Direction::Response => {
+                            state.maps.response_body = Some(body);
+                            if let Some(headers) = holding.as_deref_mut() {
+                                state.maps.response_headers = Some(std::mem::take(headers));
+                            }
+                        }
+                    }
+                    let r = match direction {
+                        Direction::Request => slot.vm.on_request_body(stream, size, eos),
+                        Direction::Response => slot.vm.on_response_body(stream, size, eos),
+                    };
+                    let maps = &mut slot.vm.state().maps;
+                    let (body, headers) = match direction {
+                        Direction::Request => {
+                            (maps.request_body.take(), maps.request_headers.take())
+                        }
+                        Direction::Response => {
+                            (maps.response_body.take(), maps.response_headers.take())
+                        }
+                    };
+                    if let Some(held) = holding {
+                        *held = headers.unwrap_or_default();
+                    }
+                    (r, body.unwrap_or_default())
+                };
+                let holding = matches!(hold, Some((h, _)) if h == i);
                 match after(slot, result, direction, callback)? {
                     After::Failed => {
                         pass.reply = Some(Reply {
@@ -1000,11 +1218,19 @@ impl Chain {
                         });
                         return Ok(pass);
                     }
+                    After::Returned { resumed: true, .. } if holding => {
+                        pass.released = Some((body, eos));
+                        return Ok(pass);
+                    }
                     After::Returned { resumed: true, .. } => carry = Some(body),
                     After::Returned {
                         action,
                         resumed: false,
                     } => match data_status(action) {
+                        Data::Pass if holding => {
+                            pass.released = Some((body, eos));
+                            return Ok(pass);
+                        }
                         Data::Pass => carry = Some(body),
                         Data::Buffer if eos => return Err(stalled(slot, callback)),
                         // Envoy's filter manager refuses to buffer past the
@@ -1054,18 +1280,22 @@ impl Chain {
         }
     }
 
-    /// The request path: each filter's `on_request_headers` in order.
+    /// The request path: each filter's `on_request_headers` in order, from filter
+    /// `from`. A filter that holds the headers (StopIteration with
+    /// `allow_on_headers_stop_iteration`) ends it, with its index in `held`.
     fn decode(
         &mut self,
         fields: &mut Fields,
         end_of_stream: bool,
         progress: &mut [Progress],
         callouts: &mut Vec<Callout>,
+        from: usize,
+        held: &mut Option<usize>,
     ) -> Result<Option<Reply>> {
         let Chain {
             slots, clusters, ..
         } = self;
-        for (i, slot) in slots.iter_mut().enumerate() {
+        for (i, slot) in slots.iter_mut().enumerate().skip(from) {
             if slot.vm.failed.is_some() {
                 match slot.policy {
                     FailurePolicy::FailOpen => continue,
@@ -1115,6 +1345,10 @@ impl Chain {
                 .unwrap_or_default();
             match step {
                 After::Returned { action, resumed } => {
+                    if holds(slot, action, end_of_stream) && !resumed {
+                        *held = Some(i);
+                        return Ok(None);
+                    }
                     if !continues(action) && !resumed {
                         return Err(stalled(slot, "on_request_headers"));
                     }
@@ -1147,8 +1381,11 @@ impl Chain {
         end_of_stream: bool,
         details: &str,
         progress: &[Progress],
+        below: usize,
+        held: &mut Option<usize>,
     ) -> Result<Option<Reply>> {
-        for (i, slot) in self.slots.iter_mut().enumerate().take(progress.len()).rev() {
+        let until = below.min(progress.len());
+        for (i, slot) in self.slots.iter_mut().enumerate().take(until).rev() {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                 continue;
             };
@@ -1176,6 +1413,10 @@ impl Chain {
                 .unwrap_or_default();
             match after(slot, result, Direction::Response, "on_response_headers")? {
                 After::Returned { action, resumed } => {
+                    if holds(slot, action, end_of_stream) && !resumed {
+                        *held = Some(i);
+                        return Ok(None);
+                    }
                     if !continues(action) && !resumed {
                         return Err(stalled(slot, "on_response_headers"));
                     }

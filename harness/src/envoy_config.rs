@@ -45,6 +45,8 @@ pub struct WasmFilterConfig {
     pub filename: PathBuf,
     /// `vm_config.environment_variables.key_values`.
     pub environment: Vec<(String, String)>,
+    /// `config.allow_on_headers_stop_iteration` (a `BoolValue`).
+    pub allow_on_headers_stop_iteration: bool,
 }
 
 /// The parts of an Envoy bootstrap the harness emulates.
@@ -170,6 +172,10 @@ fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
         vm_configuration: string_value(vm.get("configuration"), "vm_config.configuration")?,
         filename: PathBuf::from(filename),
         environment,
+        allow_on_headers_stop_iteration: config
+            .get("allow_on_headers_stop_iteration")
+            .and_then(|v| v.as_bool().or_else(|| v.get("value")?.as_bool()))
+            .unwrap_or(false),
     })
 }
 
@@ -283,7 +289,8 @@ impl EnvoyConfig {
                 .configuration(f.configuration.as_bytes())
                 .vm_configuration(f.vm_configuration.as_bytes())
                 .failure_policy(f.failure_policy)
-                .reload_backoff(f.reload_backoff);
+                .reload_backoff(f.reload_backoff)
+                .allow_on_headers_stop_iteration(f.allow_on_headers_stop_iteration);
             for (k, v) in &f.environment {
                 filter = filter.env(k, v);
             }

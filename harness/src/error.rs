@@ -82,8 +82,10 @@ pub enum Error {
         /// Where it paused.
         phase: &'static str,
     },
-    /// A filter reset the stream with `proxy_close_stream`: the client's
-    /// connection is closed without a response.
+    /// The stream was reset: a filter called `proxy_close_stream`, or sent a
+    /// local reply after the response headers had gone to the client (Envoy
+    /// can no longer answer and resets). The client's connection is closed
+    /// without a (complete) response.
     #[error("plugin `{plugin}` reset the stream in {phase}")]
     Reset {
         /// The plugin's name.

@@ -32,8 +32,10 @@
 //! What is emulated, as Envoy does it: ABI detection and load checks (marker,
 //! allocator, export signatures, imports), start-up order, context ids, header maps
 //! with their availability windows and status codes, request and response bodies
-//! (delivered as data then an empty end-of-stream frame, buffering on Pause,
-//! `proxy_set_buffer_bytes` edits), deferred local replies and stream control, the
+//! (delivered as data then an empty end-of-stream frame, or in the pieces a
+//! [`BodyChunks`] extension gives; buffering on Pause, `proxy_set_buffer_bytes`
+//! edits; headers held by `allow_on_headers_stop_iteration` while the body is
+//! delivered), deferred local replies and stream control, the
 //! connection manager's, router's and HTTP/1 codec's header changes (including
 //! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
 //! `on_delete`, shared data (per `vm_id`, Envoy's CAS rules), metrics (per-VM ids,
@@ -73,7 +75,7 @@ mod upstream;
 mod vm;
 
 pub use abi::AbiVersion;
-pub use chain::{Background, Chain, ChainBuilder, FailurePolicy, Filter};
+pub use chain::{Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filter};
 pub use engine::{Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};

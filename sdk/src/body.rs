@@ -3,7 +3,7 @@
 use std::ops::{Deref, DerefMut};
 
 use crate::host::{self, BufferType};
-use crate::{Error, ErrorKind, LocalReply, Result};
+use crate::{Error, ErrorKind, LocalReply, RequestHeaders, ResponseHeaders, Result};
 
 /// The body data of the current body callback, owned by the host.
 ///
@@ -153,6 +153,35 @@ impl RequestBody {
             len,
             end_of_stream,
         ))
+    }
+}
+
+impl RequestBody {
+    /// The request headers, for a filter that holds them while it reads the body.
+    ///
+    /// A filter holds the headers by returning [`Flow::Pause`](crate::Flow) from
+    /// `on_request_headers` (usually with
+    /// [`Headers::buffer_body`](crate::Headers::buffer_body)). Envoy then delivers
+    /// the body while the headers wait, if the plugin's `PluginConfig` sets
+    /// `allow_on_headers_stop_iteration: true` (Envoy 1.35 or later; without it
+    /// Envoy delivers no body until the stream is resumed). The headers are
+    /// mutable here, and [`Flow::Continue`](crate::Flow) from the body callback
+    /// sends them on with the body: the way to set a header from the body, or
+    /// `content-length` to the size of a rewritten body.
+    ///
+    /// If the headers were not held, they have been sent on already and every
+    /// call on the view fails with a host error (`BadArgument`).
+    pub fn held_headers(&self) -> RequestHeaders {
+        RequestHeaders::new(false)
+    }
+}
+
+impl ResponseBody {
+    /// The response headers, for a filter that holds them while it reads the
+    /// body: as for [`RequestBody::held_headers`], with `on_response_headers`.
+    /// A status set here (`:status`) is the one the client gets.
+    pub fn held_headers(&self) -> ResponseHeaders {
+        ResponseHeaders::new(false)
     }
 }
 

@@ -34,6 +34,7 @@
 //! assert_eq!(host.request_header("x-tagged").as_deref(), Some("1"));
 //! ```
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::time::{Duration, SystemTime};
 
@@ -125,7 +126,7 @@ impl MockHost {
                 eprintln!("{info}");
             }
         }));
-        let root = 1;
+        let root = next_context_id();
         drive::context_create(root, 0);
         with(|s| {
             s.buffers.insert(
@@ -142,7 +143,7 @@ impl MockHost {
                 .collect::<Vec<_>>()
                 .join("\n"));
         }
-        Ok(MockPlugin { root, next: root })
+        Ok(MockPlugin { root })
     }
 
     fn set_map(&self, map: MapType, items: &[(&str, &str)]) {
@@ -325,20 +326,33 @@ impl MockHost {
     }
 }
 
+/// A fresh context id. The `proxy-wasm` dispatcher keeps every context of the
+/// thread, across mock host resets, so ids are never reused: a test can load
+/// several plugins.
+fn next_context_id() -> u32 {
+    thread_local! {
+        static NEXT: Cell<u32> = const { Cell::new(0) };
+    }
+    NEXT.with(|n| {
+        let id = n.get() + 1;
+        n.set(id);
+        id
+    })
+}
+
 /// A loaded plugin (Envoy's root context).
 #[derive(Debug)]
 pub struct MockPlugin {
     root: u32,
-    next: u32,
 }
 
 impl MockPlugin {
     /// Starts a new HTTP stream.
     pub fn stream(&mut self) -> MockStream {
-        self.next += 1;
-        drive::context_create(self.next, self.root);
+        let id = next_context_id();
+        drive::context_create(id, self.root);
         MockStream {
-            id: self.next,
+            id,
             buffered: [0, 0],
         }
     }

@@ -432,3 +432,60 @@ fn grpc_calls_are_dispatched() {
     );
     assert_eq!(call.body, vec![1, 2]);
 }
+
+/// Holds the request headers while it buffers the body, then sets headers from it.
+struct HoldHeaders;
+
+impl HttpFilter for HoldHeaders {
+    type Config = Config;
+
+    fn new(_: Rc<Config>) -> Self {
+        Self
+    }
+
+    fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+        req.buffer_body(BufferBody::up_to(64))?;
+        Ok(Flow::Pause)
+    }
+
+    fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
+        let upper = body.text()?.to_uppercase() + "!";
+        body.replace(&upper)?;
+        let mut headers = body.held_headers();
+        headers.set("content-length", upper.len().to_string())?;
+        headers.set("x-first-byte", &upper[..1])?;
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn held_headers_are_the_streams_headers_in_the_body_callback() {
+    let host = MockHost::new();
+    let mut plugin = host.load::<HoldHeaders>("{}").expect("loads");
+    let mut stream = plugin.stream();
+    host.set_request_headers(&[(":method", "POST"), ("content-length", "5")]);
+    assert_eq!(stream.request_headers(false), Action::Pause);
+    assert_eq!(stream.request_body(b"ab", false), Action::Pause);
+    assert_eq!(stream.request_body(b"cde", true), Action::Continue);
+    assert_eq!(host.request_body(), b"ABCDE!");
+    assert_eq!(host.request_header("content-length").as_deref(), Some("6"));
+    assert_eq!(host.request_header("x-first-byte").as_deref(), Some("A"));
+}
+
+/// Several plugins in one test (one thread): each gets its own contexts.
+#[test]
+fn several_plugins_load_in_one_test() {
+    let host = MockHost::new();
+    let mut first = host.load::<HoldHeaders>("{}").expect("loads");
+    let stream = first.stream();
+    host.set_request_headers(&[(":method", "POST")]);
+    assert_eq!(stream.request_headers(false), Action::Pause);
+    drop(stream);
+    let host = MockHost::new();
+    let mut second = host.load::<HoldHeaders>("{}").expect("loads again");
+    let mut stream = second.stream();
+    host.set_request_headers(&[(":method", "POST")]);
+    assert_eq!(stream.request_headers(false), Action::Pause);
+    assert_eq!(stream.request_body(b"x", true), Action::Continue);
+    assert_eq!(host.request_body(), b"X!");
+}

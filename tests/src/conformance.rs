@@ -49,6 +49,9 @@ pub struct Suite {
     /// The listener's `per_connection_buffer_limit_bytes` (default Envoy's 1 MiB).
     #[serde(default)]
     pub buffer_limit: Option<u64>,
+    /// The plugins' `allow_on_headers_stop_iteration` (default false).
+    #[serde(default)]
+    pub allow_on_headers_stop_iteration: bool,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
@@ -105,6 +108,9 @@ pub struct RequestSpec {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: String,
+    /// Send the body chunked, in pieces of these sizes (the rest is one more
+    /// piece), each read separately by the proxy.
+    pub chunks: Vec<usize>,
 }
 
 impl Default for RequestSpec {
@@ -114,6 +120,7 @@ impl Default for RequestSpec {
             path: "/".to_owned(),
             headers: Vec::new(),
             body: String::new(),
+            chunks: Vec::new(),
         }
     }
 }
@@ -128,6 +135,8 @@ pub struct ResponseSpec {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: String,
+    /// Send the body chunked, in pieces of these sizes (as for requests).
+    pub chunks: Vec<usize>,
 }
 
 impl Default for ResponseSpec {
@@ -136,6 +145,7 @@ impl Default for ResponseSpec {
             status: 200,
             headers: Vec::new(),
             body: String::new(),
+            chunks: Vec::new(),
         }
     }
 }
@@ -156,6 +166,11 @@ impl ResponseSpec {
         for (k, v) in &self.headers {
             b = b.header(k, v);
         }
+        if !self.chunks.is_empty() {
+            b = b
+                .header("transfer-encoding", "chunked")
+                .extension(weir_harness::BodyChunks(self.chunks.clone()));
+        }
         b.body(Bytes::from(self.body.clone()))
             .unwrap_or_else(|e| panic!("bad upstream response in scenario: {e}"))
     }
@@ -172,7 +187,11 @@ impl Scenario {
         for (k, v) in &r.headers {
             b = b.header(k, v);
         }
-        if !r.body.is_empty() {
+        if !r.chunks.is_empty() {
+            b = b
+                .header("transfer-encoding", "chunked")
+                .extension(weir_harness::BodyChunks(r.chunks.clone()));
+        } else if !r.body.is_empty() {
             b = b.header("content-length", r.body.len());
         }
         Ok(b.body(Bytes::from(r.body.clone()))?)
@@ -240,6 +259,9 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if let Some(base) = &suite.reload_backoff {
         plugin["reload_config"]["backoff"]["base_interval"] =
             serde_yaml_ng::Value::from(base.as_str());
+    }
+    if suite.allow_on_headers_stop_iteration {
+        plugin["allow_on_headers_stop_iteration"] = serde_yaml_ng::Value::from(true);
     }
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
@@ -428,7 +450,13 @@ fn run_scenarios(
             upstream: upstream.take_seen().first().map(UpstreamSaw::of),
             client: match response {
                 Ok(r) => Ok(ClientSaw::of(&r)),
-                Err(e) if format!("{e:#}").contains("connection closed") => Err("reset".to_owned()),
+                // Closed before the response, or in the middle of its body.
+                Err(e)
+                    if format!("{e:#}").contains("connection closed")
+                        || format!("{e:#}").contains("error reading a body") =>
+                {
+                    Err("reset".to_owned())
+                }
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },
             logs: lines[seen_lines.min(lines.len())..].to_vec(),

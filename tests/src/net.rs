@@ -7,11 +7,45 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Channel, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
+
+/// The pause between the pieces of a body sent in pieces, so that the peer reads
+/// each one separately.
+const CHUNK_GAP: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// A body to send: whole, or in the pieces a [`weir_harness::BodyChunks`]
+/// extension gives (then without `content-length`, so HTTP/1 chunked), one
+/// piece at a time with a pause between them, as a slow peer sends it.
+fn outgoing(body: Bytes, chunks: Option<&weir_harness::BodyChunks>) -> BoxBody<Bytes, Infallible> {
+    let Some(chunks) = chunks else {
+        return Full::new(body).boxed();
+    };
+    let mut pieces = Vec::new();
+    let mut rest = body;
+    for &size in &chunks.0 {
+        if size > 0 && !rest.is_empty() {
+            pieces.push(rest.split_to(size.min(rest.len())));
+        }
+    }
+    if !rest.is_empty() {
+        pieces.push(rest);
+    }
+    let (mut tx, channel) = Channel::<Bytes, Infallible>::new(1);
+    tokio::spawn(async move {
+        for piece in pieces {
+            if tx.send_data(piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(CHUNK_GAP).await;
+        }
+    });
+    channel.boxed()
+}
 
 /// Answers upstream requests; the same function can serve the harness and Envoy.
 pub type Handler = Arc<dyn Fn(http::Request<Bytes>) -> http::Response<Bytes> + Send + Sync>;
@@ -71,12 +105,18 @@ impl Upstream {
                             // A request cut short (the proxy reset it) was never
                             // received: it is not recorded.
                             let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
-                                return Ok(http::Response::new(Full::new(Bytes::new())));
+                                return Ok(http::Response::new(Full::new(Bytes::new()).boxed()));
                             };
                             let req = http::Request::from_parts(parts, body);
                             let response = handler(req.clone());
                             recorded.lock().unwrap_or_else(|e| e.into_inner()).push(req);
-                            Ok::<_, Infallible>(response.map(Full::new))
+                            let (mut parts, body) = response.into_parts();
+                            let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
+                            if chunks.is_some() {
+                                parts.headers.remove(http::header::CONTENT_LENGTH);
+                            }
+                            let body = outgoing(body, chunks.as_ref());
+                            Ok::<_, Infallible>(http::Response::from_parts(parts, body))
                         }
                     });
                     tokio::spawn(async move {
@@ -129,7 +169,8 @@ fn client_runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Sends one request over a fresh HTTP/1 connection to `addr` and reads the
-/// whole response. The request's URI is sent as given (use origin form).
+/// whole response. The request's URI is sent as given (use origin form). With a
+/// [`weir_harness::BodyChunks`] extension the body goes chunked, in those pieces.
 ///
 /// # Errors
 /// On connection or protocol errors.
@@ -141,7 +182,15 @@ pub fn send(addr: SocketAddr, request: http::Request<Bytes>) -> Result<http::Res
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let response = sender.send_request(request.map(Full::new)).await?;
+        let (mut parts, body) = request.into_parts();
+        let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
+        if chunks.is_some() {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        let body = outgoing(body, chunks.as_ref());
+        let response = sender
+            .send_request(http::Request::from_parts(parts, body))
+            .await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok(http::Response::from_parts(parts, body))

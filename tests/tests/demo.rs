@@ -1,5 +1,5 @@
 //! README command 1 keeps working: `weir demo` builds the sample filters and
-//! shows them changing headers through the harness.
+//! shows them changing headers and JSON bodies through the harness.
 
 use weir_tests::root;
 
@@ -18,6 +18,13 @@ fn demo_shows_the_filter_at_work() {
         "request: removed 1, set 1, added 1 header(s)",
         "rejected at on_configure",
         "request.set[0].name",
+        "envoy/transform.yaml",
+        r#""user_name":"ann""#,
+        "+ x-item-id: u-7",
+        r#"{"data":{"received":"#,
+        "+ x-api-version: 1",
+        "local reply from transform: 400 transform_invalid_json",
+        "request.ops[0].path",
     ] {
         assert!(
             report.contains(expected),
