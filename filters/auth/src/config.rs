@@ -49,6 +49,7 @@ pub struct Config {
 pub(crate) struct Runtime {
     pub(crate) metrics: OnceCell<Metrics>,
     pub(crate) remote: RefCell<Option<Cached>>,
+    pub(crate) verified: RefCell<crate::jwt::VerifiedCache>,
 }
 
 impl fmt::Debug for Runtime {

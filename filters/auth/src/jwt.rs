@@ -294,6 +294,18 @@ impl Claims {
     }
 }
 
+/// Verifies `text` against `sets`: structure, key, signature; returns the
+/// claims, not checked yet.
+///
+/// # Errors
+/// Why the token is refused.
+pub(crate) fn verify(text: &[u8], config: &Jwt, sets: &[&[Key]]) -> Result<Claims, Reason> {
+    let token = parse(text, &config.algorithms)?;
+    let key = select_key(&token, sets)?;
+    verify_signature(&token, key)?;
+    claims(&token)
+}
+
 /// Validates `text` completely against `sets` at `now`: the pure part of the
 /// filter's JWT check.
 ///
@@ -305,10 +317,54 @@ pub(crate) fn validate(
     sets: &[&[Key]],
     now: f64,
 ) -> Result<Claims, Reason> {
-    let token = parse(text, &config.algorithms)?;
-    let key = select_key(&token, sets)?;
-    verify_signature(&token, key)?;
-    let claims = claims(&token)?;
+    let claims = verify(text, config, sets)?;
     check_claims(&claims, config, now)?;
     Ok(claims)
+}
+
+/// Tokens whose signature this VM verified, by SHA-256 of the token, with the
+/// remote key-set version they were verified against: a token seen again skips
+/// the signature (the costly part) but not the claims checks, which depend on
+/// the time. Bounded; the oldest entry goes first. A new key-set version
+/// empties it, so a key removed from the set stops verifying at once.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedCache {
+    version: u64,
+    entries: std::collections::BTreeMap<[u8; 32], Rc<Claims>>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+use std::rc::Rc;
+
+/// How many verified tokens a VM remembers.
+pub(crate) const VERIFIED_CACHE_SIZE: usize = 256;
+
+impl VerifiedCache {
+    /// The claims of a token verified against key-set `version`.
+    pub(crate) fn get(&mut self, digest: &[u8; 32], version: u64) -> Option<Rc<Claims>> {
+        if version != self.version {
+            self.entries.clear();
+            self.order.clear();
+            self.version = version;
+            return None;
+        }
+        self.entries.get(digest).cloned()
+    }
+
+    /// Remembers a verified token.
+    pub(crate) fn insert(&mut self, digest: [u8; 32], version: u64, claims: Rc<Claims>) {
+        if version != self.version {
+            self.entries.clear();
+            self.order.clear();
+            self.version = version;
+        }
+        if self.entries.insert(digest, claims).is_none() {
+            self.order.push_back(digest);
+        }
+        while self.order.len() > VERIFIED_CACHE_SIZE {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
 }

@@ -76,12 +76,13 @@ impl RemoteJwks {
         }
     }
 
-    /// The fetched key set, from this VM's cache or (when another VM fetched a
-    /// newer one) from shared data; `None` before the first successful fetch.
+    /// The fetched key set and its version, from this VM's cache or (when another
+    /// VM fetched a newer one) from shared data; `None` before the first
+    /// successful fetch.
     ///
     /// # Errors
     /// A host error.
-    pub(crate) fn keys(&self, runtime: &Runtime) -> weir::Result<Option<Rc<Vec<Key>>>> {
+    pub(crate) fn keys(&self, runtime: &Runtime) -> weir::Result<Option<(u64, Rc<Vec<Key>>)>> {
         let (state, _) = self.state()?;
         if state.version == 0 {
             return Ok(None);
@@ -89,7 +90,7 @@ impl RemoteJwks {
         if let Some(cached) = runtime.remote.borrow().as_ref()
             && cached.version == state.version
         {
-            return Ok(Some(Rc::clone(&cached.keys)));
+            return Ok(Some((cached.version, Rc::clone(&cached.keys))));
         }
         let Some(doc) = shared_data::get(&self.shared_key("keys"))? else {
             return Ok(None);
@@ -104,7 +105,7 @@ impl RemoteJwks {
                     version: state.version,
                     keys: Rc::clone(&keys),
                 });
-                Ok(Some(keys))
+                Ok(Some((state.version, keys)))
             }
             Err(e) => {
                 log::warn!("the shared key set is unusable: {e}");

@@ -435,7 +435,15 @@ fn the_remote_key_set_is_fetched_at_start_refreshed_and_retried() {
     let out = send(&mut chain, "/", &[("authorization", &bearer(&rotated))]);
     assert_eq!(out.response.body(), "hello bob");
     assert!(out.callouts.is_empty());
+    // The key that left the set no longer verifies, though its token was verified
+    // (and remembered) before.
+    let out = send(&mut chain, "/", &[("authorization", &bearer(&token))]);
+    assert_eq!(out.response.status(), 401);
     assert_eq!(counter(&chain, "auth_jwks_fetches.result=ok"), 2);
+    assert_eq!(
+        counter(&chain, "auth_requests.result=denied.reason=unknown_key"),
+        1
+    );
     assert_eq!(counter(&chain, "auth_jwks_fetches.result=failed"), 3);
 }
 
@@ -481,4 +489,29 @@ fn a_dead_idp_means_503_not_a_hang() {
     let out = send(&mut chain, "/", &[("authorization", &bearer(&token))]);
     assert_eq!(out.response.status(), 503);
     assert_eq!(idp.hits(), 1, "rate-limited");
+}
+
+/// A token seen before skips the signature check, not the time checks.
+#[test]
+fn a_remembered_token_still_expires() {
+    let mut chain = chain_with(&inline_config(), None);
+    let token = keys().token(
+        "RS256",
+        "rsa-1",
+        &claims_with(json!({"exp": HARNESS_START + 100})),
+    );
+    let first = send(&mut chain, "/", &[("authorization", &bearer(&token))]);
+    assert_eq!(first.response.status(), 200);
+    let again = send(&mut chain, "/", &[("authorization", &bearer(&token))]);
+    assert_eq!(again.response.status(), 200);
+    assert!(again.fuel < first.fuel, "the second check is cheaper");
+    chain.advance(Duration::from_secs(100 + 61));
+    let late = send(&mut chain, "/", &[("authorization", &bearer(&token))]);
+    assert_eq!(late.response.status(), 401);
+    assert!(
+        late.response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("expired")
+    );
 }
