@@ -60,6 +60,46 @@ const SAMPLES: &[Sample] = &[
     },
 ];
 
+/// Requests for the auth filter with `envoy/auth.yaml` (its demo API key).
+const AUTH_SAMPLES: &[Sample] = &[
+    Sample {
+        title: "a request without credentials",
+        request: || request("GET", "/items", &[]),
+    },
+    Sample {
+        title: "the demo API key, and a client claiming to be someone",
+        request: || {
+            request(
+                "GET",
+                "/items",
+                &[("x-api-key", "weir-demo-key"), ("x-user", "admin")],
+            )
+        },
+    },
+    Sample {
+        title: "a public health check",
+        request: || request("GET", "/healthz", &[]),
+    },
+    Sample {
+        title: "a denied prefix, even with a valid key",
+        request: || request("GET", "/internal/debug", &[("x-api-key", "weir-demo-key")]),
+    },
+];
+
+/// The sample requests for a filter, and a configuration it must reject.
+fn samples(package: &str) -> (&'static [Sample], &'static str) {
+    match package {
+        "auth" => (
+            AUTH_SAMPLES,
+            r#"{"api_keys": {"keys": [{"name": "k", "sha256": "abc"}]}}"#,
+        ),
+        _ => (
+            SAMPLES,
+            r#"{"request": {"set": [{"name": "x env", "value": "1"}]}}"#,
+        ),
+    }
+}
+
 /// Header lines in `after` but not in `before` (`+`) and the reverse (`-`).
 fn diff(before: &http::HeaderMap, after: &http::HeaderMap) -> Vec<String> {
     let lines = |m: &http::HeaderMap| -> Vec<String> {
@@ -172,14 +212,14 @@ fn demo_filter(root: &Path, engine: &Engine, filter: &BuiltFilter) -> Result<Str
             .unwrap_or(0),
         yaml_path.strip_prefix(root).unwrap_or(&yaml_path).display()
     );
-    for sample in SAMPLES {
+    let (samples, bad) = samples(&filter.package);
+    for sample in samples {
         let with = chain.send((sample.request)(), upstream)?;
         let without = bare.send((sample.request)(), upstream)?;
         report.push_str(&describe(sample.title, &with, &without));
         report.push('\n');
     }
 
-    let bad = r#"{"request": {"set": [{"name": "x env", "value": "1"}]}}"#;
     let rejected = Chain::builder(engine)
         .filter(
             weir_harness::Filter::new(engine.load_file(&filter.wasm)?)

@@ -18,6 +18,13 @@ fn demo_shows_the_filter_at_work() {
         "request: removed 1, set 1, added 1 header(s)",
         "rejected at on_configure",
         "request.set[0].name",
+        "envoy/auth.yaml",
+        "local reply from auth: 401 auth_missing",
+        "+ x-api-key-name: demo",
+        "- x-api-key: weir-demo-key",
+        "- x-user: admin",
+        "local reply from auth: 403 auth_denied_by_rule",
+        "api_keys.keys[0].sha256",
     ] {
         assert!(
             report.contains(expected),
