@@ -9,8 +9,8 @@
 //! RFC 6750), 403 or 503, with a JSON body.
 //!
 //! A token whose `kid` is not in the key set makes the request wait for one
-//! refresh of the remote key set, if the rate limit allows one; see
-//! [`remote`](crate::remote).
+//! refresh of the remote key set, if the rate limit allows one (the README's
+//! "Unknown `kid`" explains the rules).
 
 // A module built without some signature families leaves code paths unused.
 #![cfg_attr(
