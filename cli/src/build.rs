@@ -10,7 +10,7 @@ pub const TARGET: &str = "wasm32-wasip1";
 /// The cargo profile filters are built with (see the root manifest).
 pub const PROFILE: &str = "filter";
 /// The sample filters shipped in `filters/`.
-pub const SAMPLE_FILTERS: &[&str] = &["header-append", "transform"];
+pub const SAMPLE_FILTERS: &[&str] = &["header-append", "auth", "transform"];
 
 /// A filter module on disk.
 #[derive(Debug, Clone)]

@@ -108,12 +108,42 @@ const TRANSFORM_SAMPLES: &[Sample] = &[
     },
 ];
 
+/// Requests for the auth filter with `envoy/auth.yaml` (its demo API key).
+const AUTH_SAMPLES: &[Sample] = &[
+    Sample {
+        title: "a request without credentials",
+        request: || request("GET", "/items", &[]),
+    },
+    Sample {
+        title: "the demo API key, and a client claiming to be someone",
+        request: || {
+            request(
+                "GET",
+                "/items",
+                &[("x-api-key", "weir-demo-key"), ("x-user", "admin")],
+            )
+        },
+    },
+    Sample {
+        title: "a public health check",
+        request: || request("GET", "/healthz", &[]),
+    },
+    Sample {
+        title: "a denied prefix, even with a valid key",
+        request: || request("GET", "/internal/debug", &[("x-api-key", "weir-demo-key")]),
+    },
+];
+
 /// The sample requests and an invalid configuration for one sample filter.
 fn samples(package: &str) -> (&'static [Sample], &'static str) {
     match package {
         "transform" => (
             TRANSFORM_SAMPLES,
             r#"{"request": {"ops": [{"op": "remove", "path": "password"}]}}"#,
+        ),
+        "auth" => (
+            AUTH_SAMPLES,
+            r#"{"api_keys": {"keys": [{"name": "k", "sha256": "abc"}]}}"#,
         ),
         _ => (
             SAMPLES,

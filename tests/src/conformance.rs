@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -87,13 +88,52 @@ pub struct Scenario {
     /// The upstream's answer.
     #[serde(default)]
     pub upstream: ResponseSpec,
-    /// How the `callout` cluster answers the probe's callouts.
+    /// How the `callout` cluster answers the probe's callouts, and any callout
+    /// without `x-probe-id` made while this scenario runs (a filter fetching a
+    /// resource of its own, such as a key set).
     #[serde(default)]
     pub callout: ResponseSpec,
     /// Time to let pass before the request: Envoy's side sleeps, the harness's
     /// virtual clock advances.
     #[serde(default)]
     pub wait_ms: u64,
+    /// What the client must receive (checked in the harness; Envoy must match it).
+    #[serde(default)]
+    pub expect: Option<Expect>,
+}
+
+/// The expected outcome of a scenario.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The status the client receives.
+    pub status: u16,
+    /// Headers the upstream must receive with exactly these values.
+    #[serde(default)]
+    pub upstream_headers: Vec<(String, String)>,
+}
+
+impl Expect {
+    /// What differs from `observed`, if anything.
+    fn check(&self, observed: &Observed) -> Option<String> {
+        let status = observed.client.as_ref().map(|c| c.status).ok();
+        if status != Some(self.status) {
+            return Some(format!("expected status {}, got {status:?}", self.status));
+        }
+        for (name, value) in &self.upstream_headers {
+            let got: Vec<&str> = observed
+                .upstream
+                .iter()
+                .flat_map(|u| &u.headers)
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            if got != [value.as_str()] {
+                return Some(format!("expected upstream {name}: {value}, got {got:?}"));
+            }
+        }
+        None
+    }
 }
 
 /// A request as data.
@@ -286,7 +326,11 @@ fn module_name(package: &str) -> String {
 fn envoy_wasm_logs(log: &str) -> Vec<String> {
     log.lines()
         .filter_map(|line| {
-            let level = line.split("][").nth(2)?;
+            // Envoy (spdlog) prints `warning` for proxy-wasm's `warn`.
+            let level = match line.split("][").nth(2)? {
+                "warning" => "warn",
+                level => level,
+            };
             let rest = line.split_once("wasm log ")?.1;
             let message = rest.split_once(": ")?.1;
             Some(format!("{level}: {message}"))
@@ -302,8 +346,15 @@ pub fn run(suite: &Suite) -> Result<Report> {
     let probe = crate::filter_wasm(&suite.filter);
     let yaml = envoy_yaml(suite)?;
 
-    let handler = by_probe_id(suite.scenarios.iter().map(|s| s.upstream.clone()).collect());
-    let callout_handler = by_probe_id(suite.scenarios.iter().map(|s| s.callout.clone()).collect());
+    let current = Arc::new(AtomicUsize::new(0));
+    let handler = by_probe_id(
+        suite.scenarios.iter().map(|s| s.upstream.clone()).collect(),
+        Arc::clone(&current),
+    );
+    let callout_handler = by_probe_id(
+        suite.scenarios.iter().map(|s| s.callout.clone()).collect(),
+        Arc::clone(&current),
+    );
 
     if let Some(callback) = &suite.expect_start_failure {
         let config = EnvoyConfig::parse(&yaml)?;
@@ -357,17 +408,18 @@ pub fn run(suite: &Suite) -> Result<Report> {
         &envoy,
         &upstream,
         &callout_upstream,
+        &current,
     )
 }
 
 /// An upstream that answers each request with the response of the scenario its
-/// `x-probe-id` names.
-fn by_probe_id(responses: Vec<ResponseSpec>) -> net::Handler {
+/// `x-probe-id` names, or without one, of the scenario running (`current`).
+fn by_probe_id(responses: Vec<ResponseSpec>, current: Arc<AtomicUsize>) -> net::Handler {
     Arc::new(move |req: http::Request<Bytes>| {
-        let id = req
-            .headers()
-            .get("x-probe-id")
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let id = match req.headers().get("x-probe-id") {
+            Some(v) => v.to_str().ok().and_then(|v| v.parse::<usize>().ok()),
+            None => Some(current.load(Ordering::SeqCst)),
+        };
         match id.and_then(|i| responses.get(i)) {
             Some(spec) => spec.response(),
             None => http::Response::builder()
@@ -385,6 +437,7 @@ fn run_scenarios(
     envoy: &Envoy,
     upstream: &Upstream,
     callout_upstream: &Upstream,
+    current: &AtomicUsize,
 ) -> Result<Report> {
     let startup = envoy_wasm_logs(&envoy.log());
     let mut seen_lines = startup.len();
@@ -410,6 +463,7 @@ fn run_scenarios(
             chain.advance(wait);
             std::thread::sleep(wait);
         }
+        current.store(id, Ordering::SeqCst);
         let harness = match chain.send(scenario.request(id)?, handler.as_ref()) {
             Ok(outcome) => Observed {
                 upstream: outcome.upstream_request.as_ref().map(UpstreamSaw::of),
@@ -476,6 +530,10 @@ fn run_scenarios(
             report
                 .differences
                 .push(describe(&scenario.name, &harness, &envoy_observed));
+        } else if let Some(problem) = scenario.expect.as_ref().and_then(|e| e.check(&harness)) {
+            report
+                .differences
+                .push(format!("── {}\n  {problem}\n", scenario.name));
         }
     }
     Ok(report)

@@ -25,6 +25,13 @@ fn demo_shows_the_filter_at_work() {
         "+ x-api-version: 1",
         "local reply from transform: 400 transform_invalid_json",
         "request.ops[0].path",
+        "envoy/auth.yaml",
+        "local reply from auth: 401 auth_missing",
+        "+ x-api-key-name: demo",
+        "- x-api-key: weir-demo-key",
+        "- x-user: admin",
+        "local reply from auth: 403 auth_denied_by_rule",
+        "api_keys.keys[0].sha256",
     ] {
         assert!(
             report.contains(expected),

@@ -51,13 +51,132 @@ struct Bench {
 }
 
 /// The sample filters, measured by default, in order.
-const BENCHES: &[Bench] = &[Bench {
-    filter: "header-append",
-    config: "header-append.yaml",
-    request: header_append_request,
-    upstream: |_| scenarios::header_append_upstream(),
-    filtered: header_append_filtered,
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        filter: "header-append",
+        config: "header-append.yaml",
+        request: header_append_request,
+        upstream: |_| scenarios::header_append_upstream(),
+        filtered: header_append_filtered,
+    },
+    Bench {
+        filter: "auth",
+        config: "auth.yaml",
+        request: auth_request,
+        upstream: auth_upstream,
+        // claims_to_headers copies the token's `sub` into x-user.
+        filtered: |upstream, _| {
+            upstream.is_some_and(|r| r.headers().get("x-user").is_some_and(|v| v == AUTH_SUBJECT))
+        },
+    },
+    Bench {
+        filter: "transform",
+        config: "transform.yaml",
+        request: transform_request,
+        upstream: |_| transform_upstream(),
+        filtered: |upstream, response| {
+            upstream.is_some_and(|r| {
+                let body = String::from_utf8_lossy(r.body());
+                body.contains("\"user_name\"") && !body.contains("password")
+            }) && response.headers().get("x-api-version").is_some()
+        },
+    },
+];
+
+/// The subject of the auth bench's token.
+const AUTH_SUBJECT: &str = "bench-user";
+
+/// TEST-ONLY Ed25519 signing key seed for the auth bench's token: it protects
+/// nothing, the key set the bench's identity provider serves is its public half.
+const AUTH_TEST_ONLY_SEED: [u8; 32] = *b"weir filter-latency test-only k!";
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A JWT the shipped envoy/auth.yaml accepts: EdDSA, its issuer and audience,
+/// expiring in 2100. Clients reuse tokens, so every request carries the same one
+/// (the filter caches a verified token's claims by its digest).
+fn auth_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(&AUTH_TEST_ONLY_SEED);
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "bench"});
+        let claims = serde_json::json!({
+            "iss": "https://idp.example.com", "aud": "api", "sub": AUTH_SUBJECT,
+            "scope": "read", "iat": 1_767_225_600u64, "exp": 4_102_444_800u64,
+        });
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&signature.to_bytes()))
+    })
+}
+
+fn auth_request(_: u64) -> http::Request<Bytes> {
+    http::Request::get("/orders/42")
+        .header("host", "api.test")
+        .header("authorization", format!("Bearer {}", auth_token()))
+        .body(Bytes::new())
+        .unwrap_or_default()
+}
+
+/// The `idp` cluster serves the token's key set; the upstream answers 200.
+fn auth_upstream(cluster: &str) -> Handler {
+    if cluster == "idp" {
+        let key = ed25519_dalek::SigningKey::from_bytes(&AUTH_TEST_ONLY_SEED);
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "kid": "bench", "use": "sig",
+            "x": b64(key.verifying_key().as_bytes()),
+        }]})
+        .to_string();
+        return Arc::new(move |_| {
+            http::Response::builder()
+                .header("content-type", "application/json")
+                .body(Bytes::from(jwks.clone()))
+                .unwrap_or_default()
+        });
+    }
+    Arc::new(|_| {
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(Bytes::from_static(br#"{"order":42}"#))
+            .unwrap_or_default()
+    })
+}
+
+/// A JSON body for every request operation of envoy/transform.yaml (rename,
+/// remove, set, move, header_to_body, body_to_header).
+fn transform_request(_: u64) -> http::Request<Bytes> {
+    let body: &[u8] =
+        br#"{"id":"u-7","userName":"ann","password":"hunter2","tags":["admin","ops"],"meta":{}}"#;
+    http::Request::post("/users")
+        .header("host", "bench.test")
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .header("x-tenant", "acme")
+        .body(Bytes::from_static(body))
+        .unwrap_or_default()
+}
+
+/// Answers with the request's JSON wrapped as `{"payload": {"version", "received"}}`,
+/// which the response operations unwrap, wrap and copy into a header.
+fn transform_upstream() -> Handler {
+    Arc::new(|request: http::Request<Bytes>| {
+        let received =
+            serde_json::from_slice::<serde_json::Value>(request.body()).unwrap_or_default();
+        let body = serde_json::json!({"payload": {"version": 3, "received": received}});
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(Bytes::from(body.to_string()))
+            .unwrap_or_default()
+    })
+}
 
 /// Comparisons measured only when named with `--filter`.
 const COMPARISONS: &[Bench] = &[
