@@ -55,7 +55,7 @@
 
 mod body;
 mod callout;
-mod config;
+pub mod config;
 mod env;
 mod error;
 #[doc(hidden)]

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+use weir::config::is_token;
+
 use crate::jwk::{self, Key};
 use crate::metrics::Metrics;
 use crate::remote::Cached;
@@ -396,10 +398,6 @@ impl TryFrom<SourceSpec> for Source {
         }
         Ok(Source::Query(query))
     }
-}
-
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A lower-cased HTTP header name (no pseudo-headers).

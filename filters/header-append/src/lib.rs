@@ -34,6 +34,8 @@ use std::fmt;
 use std::rc::Rc;
 
 use serde::{Deserialize, Deserializer};
+use weir::config::is_token;
+pub use weir::config::{HeaderName, HeaderValue};
 use weir::{Flow, Headers, HttpFilter, RequestHeaders, ResponseHeaders, Result};
 
 use crate::attributes::Attribute;
@@ -207,14 +209,6 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueTemplate(pub Template);
 
-/// A validated, lower-cased header name (pseudo-headers such as `:path` allowed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderName(String);
-
-/// A header value without CR, LF or NUL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderValue(String);
-
 /// A path prefix: starts with `/`, visible ASCII only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPrefix(String);
@@ -222,59 +216,6 @@ pub struct PathPrefix(String);
 /// An HTTP method: a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Method(String);
-
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-impl HeaderName {
-    /// Validates and lower-cases `name`.
-    ///
-    /// # Errors
-    /// A message naming the problem if `name` is not a valid header name.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let body = name.strip_prefix(':').unwrap_or(name);
-        if body.is_empty() {
-            return Err(format!("invalid header name {name:?}: empty"));
-        }
-        if let Some(c) = body.bytes().find(|&b| !is_token(b)) {
-            return Err(format!(
-                "invalid header name {name:?}: character {:?} is not allowed",
-                char::from(c)
-            ));
-        }
-        Ok(Self(name.to_ascii_lowercase()))
-    }
-
-    /// A name known to be valid and lower-case.
-    pub(crate) fn from_static_lowercase(name: &'static str) -> Self {
-        Self(name.to_owned())
-    }
-
-    /// The lower-cased name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn is_pseudo(&self) -> bool {
-        self.0.starts_with(':')
-    }
-}
-
-impl HeaderValue {
-    /// Validates `value`.
-    ///
-    /// # Errors
-    /// A message naming the problem if `value` contains CR, LF or NUL.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(format!(
-                "invalid header value {value:?}: CR, LF and NUL are not allowed"
-            ));
-        }
-        Ok(Self(value.to_owned()))
-    }
-}
 
 impl PathPrefix {
     /// Validates `prefix`.
@@ -356,20 +297,6 @@ fn response_header_matches<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Header
         ));
     }
     Ok(matches)
-}
-
-impl<'de> Deserialize<'de> for HeaderName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-impl<'de> Deserialize<'de> for HeaderValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
 }
 
 impl<'de> Deserialize<'de> for PathPrefix {
@@ -456,34 +383,6 @@ mod schema {
 
     use weir::schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
-    impl JsonSchema for super::HeaderName {
-        fn schema_name() -> Cow<'static, str> {
-            "HeaderName".into()
-        }
-
-        fn json_schema(_: &mut SchemaGenerator) -> Schema {
-            json_schema!({
-                "type": "string",
-                "description": "An HTTP header name: token characters, or a pseudo-header such as `:path`. Lower-cased.",
-                "pattern": "^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-            })
-        }
-    }
-
-    impl JsonSchema for super::HeaderValue {
-        fn schema_name() -> Cow<'static, str> {
-            "HeaderValue".into()
-        }
-
-        fn json_schema(_: &mut SchemaGenerator) -> Schema {
-            json_schema!({
-                "type": "string",
-                "description": "A header value; CR, LF and NUL are not allowed.",
-                "pattern": "^[^\\r\\n\\u0000]*$"
-            })
-        }
-    }
-
     impl JsonSchema for super::ValueTemplate {
         fn schema_name() -> Cow<'static, str> {
             "ValueTemplate".into()
@@ -524,12 +423,6 @@ mod schema {
                 "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
             })
         }
-    }
-}
-
-impl fmt::Display for HeaderName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -620,7 +513,7 @@ fn headers_match(matches: &[HeaderMatch], headers: &Headers) -> Result<bool> {
         let value = headers.get_bytes(m.name.as_str())?;
         let ok = match (&value, &m.equals) {
             (None, _) => !m.present,
-            (Some(v), Some(expected)) => v.as_slice() == expected.0.as_bytes(),
+            (Some(v), Some(expected)) => v.as_slice() == expected.as_str().as_bytes(),
             (Some(_), None) => m.present,
         };
         if !ok {

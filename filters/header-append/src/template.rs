@@ -153,7 +153,8 @@ fn parse_source(text: &str, column: usize, phase: Phase) -> Result<Source, Templ
                 ));
             }
         };
-        Source::RequestHeader(HeaderName::from_static_lowercase(pseudo))
+        // The shorthands name pseudo-headers, which always parse.
+        Source::RequestHeader(HeaderName::parse(pseudo).map_err(|e| error(column, e))?)
     };
     if phase == Phase::Request {
         let response_only = match &source {

@@ -8,6 +8,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use weir::config::is_token;
+pub use weir::config::{HeaderName, HeaderValue};
+
 use crate::pointer::Pointer;
 
 /// The most operations one direction may have.
@@ -188,7 +191,7 @@ pub struct Reply {
 }
 
 fn json_type() -> HeaderValue {
-    HeaderValue("application/json".to_owned())
+    HeaderValue::parse("application/json").unwrap_or_default()
 }
 
 impl Reply {
@@ -265,10 +268,6 @@ pub enum MediaType {
     Suffix(String),
 }
 
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 impl MediaType {
     /// Parses `application/json` or `+json`.
     ///
@@ -316,62 +315,6 @@ impl<'de> Deserialize<'de> for MediaType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A validated, lower-cased header name (pseudo-headers such as `:path` allowed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderName(pub String);
-
-impl HeaderName {
-    /// Validates and lower-cases `name`.
-    ///
-    /// # Errors
-    /// A message naming the problem.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let body = name.strip_prefix(':').unwrap_or(name);
-        if body.is_empty() {
-            return Err(format!("invalid header name {name:?}: empty"));
-        }
-        if let Some(c) = body.bytes().find(|&b| !is_token(b)) {
-            return Err(format!(
-                "invalid header name {name:?}: character {:?} is not allowed",
-                char::from(c)
-            ));
-        }
-        Ok(Self(name.to_ascii_lowercase()))
-    }
-
-    /// The lower-cased name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn is_pseudo(&self) -> bool {
-        self.0.starts_with(':')
-    }
-}
-
-impl<'de> Deserialize<'de> for HeaderName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A header value without CR, LF or NUL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderValue(pub String);
-
-impl<'de> Deserialize<'de> for HeaderValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(serde::de::Error::custom(format!(
-                "invalid header value {s:?}: CR, LF and NUL are not allowed"
-            )));
-        }
-        Ok(Self(s))
     }
 }
 
@@ -762,8 +705,8 @@ impl TryFrom<RawConfig> for Config {
 #[cfg(not(target_arch = "wasm32"))]
 mod schema {
     //! Hand-written schemas where the Rust type is checked by code: the
-    //! operations (one shape per `op`), media types, header names and values,
-    //! statuses.
+    //! operations (one shape per `op`), media types and statuses. Header names
+    //! and values have theirs from `weir::config`.
 
     use std::borrow::Cow;
 
@@ -910,34 +853,6 @@ mod schema {
                 "type": "string",
                 "description": "A media type (`application/json`) or a structured-syntax suffix (`+json`); case-insensitive.",
                 "pattern": "^([!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+|\\+[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
-            })
-        }
-    }
-
-    impl JsonSchema for super::HeaderName {
-        fn schema_name() -> Cow<'static, str> {
-            "HeaderName".into()
-        }
-
-        fn json_schema(_: &mut SchemaGenerator) -> Schema {
-            json_schema!({
-                "type": "string",
-                "description": "An HTTP header name: token characters, or a pseudo-header such as `:path`. Lower-cased.",
-                "pattern": "^:?[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-            })
-        }
-    }
-
-    impl JsonSchema for super::HeaderValue {
-        fn schema_name() -> Cow<'static, str> {
-            "HeaderValue".into()
-        }
-
-        fn json_schema(_: &mut SchemaGenerator) -> Schema {
-            json_schema!({
-                "type": "string",
-                "description": "A header value; CR, LF and NUL are not allowed.",
-                "pattern": "^[^\\r\\n\\u0000]*$"
             })
         }
     }

@@ -88,7 +88,7 @@ pub struct Transform {
 
 fn local_reply(reply: &Reply, details: &str) -> LocalReply {
     LocalReply::new(reply.status.0)
-        .header("content-type", &reply.content_type.0)
+        .header("content-type", reply.content_type.as_str())
         .body(reply.body.clone())
         .details(details)
 }

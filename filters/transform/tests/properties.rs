@@ -78,13 +78,13 @@ fn op() -> impl Strategy<Value = Op> {
         pointer().prop_map(|path| OpKind::Wrap { path }),
         pointer().prop_map(|path| OpKind::Unwrap { path }),
         (pointer(), any::<bool>()).prop_map(|(path, create)| OpKind::HeaderToBody {
-            header: HeaderName("x-h".to_owned()),
+            header: HeaderName::parse("x-h").expect("a valid name"),
             path,
             create
         }),
         pointer().prop_map(|path| OpKind::BodyToHeader {
             path,
-            header: HeaderName("x-h".to_owned()),
+            header: HeaderName::parse("x-h").expect("a valid name"),
         }),
     ];
     (kind, any::<bool>()).prop_map(|(kind, required)| Op { kind, required })
