@@ -655,8 +655,7 @@ impl Chain {
     /// one period after it set the period). Callouts made from `on_tick` are
     /// answered right after it. Returns what happened meanwhile.
     pub fn advance(&mut self, by: Duration) -> Background {
-        let start = self.slots.first_mut().map(|s| s.vm.state().monotonic);
-        let end = start.unwrap_or_default() + by;
+        let end = self.monotonic() + by;
         let mut callouts = Vec::new();
         loop {
             // The earliest due tick across plugins.
