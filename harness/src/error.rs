@@ -21,16 +21,13 @@ pub enum Error {
     /// The module exports no `proxy_abi_version_*` marker Envoy knows.
     #[error(
         "missing or unknown proxy-wasm ABI version: the module must export \
-         proxy_abi_version_0_2_0 or proxy_abi_version_0_2_1{}",
+         proxy_abi_version_0_1_0, proxy_abi_version_0_2_0 or proxy_abi_version_0_2_1{}",
         found_markers(.found)
     )]
     UnknownAbi {
         /// `proxy_abi_version_*` exports that were found but are not known.
         found: Vec<String>,
     },
-    /// The module declares an ABI version the harness does not run yet.
-    #[error("proxy-wasm ABI {0} is not supported by weir-harness yet")]
-    UnsupportedAbi(&'static str),
     /// The module exports neither `malloc` nor `proxy_on_memory_allocate`.
     #[error("wasm module is missing malloc function (or proxy_on_memory_allocate)")]
     MissingAllocator,

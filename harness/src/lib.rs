@@ -30,7 +30,8 @@
 //! ```
 //!
 //! What is emulated, as Envoy does it: ABI detection and load checks (marker,
-//! allocator, export signatures, imports), start-up order, context ids, header maps
+//! allocator, export signatures, imports; ABI 0.1.0, 0.2.0 and 0.2.1 each get
+//! exactly the host functions and callback signatures Envoy gives them), start-up order, context ids, header maps
 //! with their availability windows and status codes, request and response bodies
 //! (delivered as data then an empty end-of-stream frame, or in the pieces a
 //! [`BodyChunks`] extension gives; buffering on Pause, `proxy_set_buffer_bytes`
@@ -50,7 +51,8 @@
 //! trap, WASI stdio/clock/random/environ. The conformance suite in
 //! `tests/conformance/` compares the stream, header, body, shared-data,
 //! shared-queue, foreign-function, metrics, property, callout, chain and failure
-//! behaviours with Envoy 1.40. The load checks and timers are tested in the harness
+//! behaviours with Envoy 1.40, and the ABI 0.1.0 differences and load refusals.
+//! The load checks and timers are tested in the harness
 //! only (Envoy's timers run on the wall clock). gRPC host calls are linked and
 //! answer `Unimplemented`, as do Envoy's other foreign functions. A body buffered
 //! past the listener's `per_connection_buffer_limit_bytes` (default 1 MiB) is

@@ -39,7 +39,7 @@ pub(crate) fn detect_abi(bytes: &[u8]) -> Result<AbiVersion> {
             for export in exports {
                 let export = export.map_err(|e| Error::Wasm(e.to_string()))?;
                 match export.name {
-                    "proxy_abi_version_0_1_0" => return Err(Error::UnsupportedAbi("0.1.0")),
+                    "proxy_abi_version_0_1_0" => return Ok(AbiVersion::V0_1_0),
                     "proxy_abi_version_0_2_0" => return Ok(AbiVersion::V0_2_0),
                     "proxy_abi_version_0_2_1" => return Ok(AbiVersion::V0_2_1),
                     name if name.starts_with("proxy_abi_version_") => unknown.push(name.to_owned()),
@@ -53,7 +53,8 @@ pub(crate) fn detect_abi(bytes: &[u8]) -> Result<AbiVersion> {
 
 const I: ValType = ValType::I32;
 
-/// Callbacks Envoy looks up by name in a 0.2.x module, with their signatures.
+/// Callbacks Envoy looks up by name in a 0.2.x module, with their signatures
+/// (0.1.0 differs: see [`expected_signature`]).
 /// Envoy's V8 runtime refuses a module that exports one with another signature.
 pub(crate) const CALLBACKS: &[(&str, &[ValType], &[ValType])] = &[
     ("_initialize", &[], &[]),
@@ -102,8 +103,28 @@ fn signature(params: &[ValType], results: &[ValType]) -> String {
     format!("({}) -> ({})", list(params), list(results))
 }
 
-fn check_exports(module: &Module) -> Result<()> {
-    for &(name, params, results) in CALLBACKS {
+/// The signature Envoy expects for the export `name` in a module of version
+/// `abi`, or `None` if Envoy does not look it up.
+fn expected_signature(
+    name: &str,
+    abi: AbiVersion,
+) -> Option<(&'static [ValType], &'static [ValType])> {
+    let v0_1_0 = abi == AbiVersion::V0_1_0;
+    match name {
+        "proxy_on_request_headers" | "proxy_on_response_headers" if v0_1_0 => Some((&[I, I], &[I])),
+        "proxy_on_foreign_function" if v0_1_0 => None,
+        _ => CALLBACKS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|&(_, params, results)| (params, results)),
+    }
+}
+
+fn check_exports(module: &Module, abi: AbiVersion) -> Result<()> {
+    for &(name, _, _) in CALLBACKS {
+        let Some((params, results)) = expected_signature(name, abi) else {
+            continue;
+        };
         let Some(ExternType::Func(found)) = module.get_export(name) else {
             continue;
         };
@@ -144,7 +165,7 @@ impl Plugin {
         let abi = detect_abi(bytes)?;
         let module =
             Module::new(engine.wasmtime(), bytes).map_err(|e| Error::Wasm(format!("{e:#}")))?;
-        check_exports(&module)?;
+        check_exports(&module, abi)?;
         let mut linker = Linker::new(engine.wasmtime());
         abi::add_to_linker(&mut linker, abi).map_err(|e| Error::Wasm(format!("{e:#}")))?;
         let pre = linker
@@ -234,7 +255,32 @@ mod tests {
             matches!(err, Error::UnknownAbi { ref found } if found.is_empty()),
             "{err}"
         );
-        let err = detect_abi(&module_exporting("proxy_abi_version_0_1_0")).expect_err("0.1.0");
-        assert!(err.to_string().contains("0.1.0"), "{err}");
+    }
+
+    #[test]
+    fn accepts_the_first_abi_like_envoy() {
+        // Envoy 1.40 still loads 0.1.0 modules.
+        assert_eq!(
+            detect_abi(&module_exporting("proxy_abi_version_0_1_0")).expect("0.1.0"),
+            AbiVersion::V0_1_0
+        );
+    }
+
+    #[test]
+    fn headers_callbacks_take_their_abis_signature() {
+        let expected = |name, abi| expected_signature(name, abi).map(|(p, r)| signature(p, r));
+        assert_eq!(
+            expected("proxy_on_request_headers", AbiVersion::V0_1_0).as_deref(),
+            Some("(i32, i32) -> (i32)")
+        );
+        assert_eq!(
+            expected("proxy_on_response_headers", AbiVersion::V0_2_1).as_deref(),
+            Some("(i32, i32, i32) -> (i32)")
+        );
+        assert_eq!(
+            expected("proxy_on_foreign_function", AbiVersion::V0_1_0),
+            None,
+            "not looked up for 0.1.0"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
+use crate::abi::AbiVersion;
 use crate::fields::Fields;
 use crate::outcome::LogLevel;
 use crate::plugin::Plugin;
@@ -30,6 +31,9 @@ struct Callbacks {
     on_configure: Cb<(i32, i32), i32>,
     on_request_headers: Cb<(i32, i32, i32), i32>,
     on_response_headers: Cb<(i32, i32, i32), i32>,
+    /// ABI 0.1.0's headers callbacks, without `end_of_stream`.
+    on_request_headers_0_1: Cb<(i32, i32), i32>,
+    on_response_headers_0_1: Cb<(i32, i32), i32>,
     on_request_body: Cb<(i32, i32, i32), i32>,
     on_http_call_response: Cb<(i32, i32, i32, i32, i32), ()>,
     on_tick: Cb<i32, ()>,
@@ -99,7 +103,17 @@ impl Vm {
                 function: "instantiation",
                 message: format!("{e:?}"),
             })?;
+        let v0_1_0 = plugin.abi() == AbiVersion::V0_1_0;
+        let headers_0_1 = |store: &mut Store<HostState>, name| {
+            if v0_1_0 {
+                typed(store, &instance, name)
+            } else {
+                None
+            }
+        };
         let callbacks = Callbacks {
+            on_request_headers_0_1: headers_0_1(&mut store, "proxy_on_request_headers"),
+            on_response_headers_0_1: headers_0_1(&mut store, "proxy_on_response_headers"),
             on_context_create: typed(&mut store, &instance, "proxy_on_context_create"),
             on_vm_start: typed(&mut store, &instance, "proxy_on_vm_start"),
             on_configure: typed(&mut store, &instance, "proxy_on_configure"),
@@ -321,6 +335,17 @@ impl Vm {
         headers: usize,
         eos: bool,
     ) -> Result<Option<i32>, Trap> {
+        if self.callbacks.on_request_headers_0_1.is_some() {
+            let cb = self.callbacks.on_request_headers_0_1.clone();
+            let params = (stream as i32, headers as i32);
+            return self.call(
+                Phase::Request,
+                stream,
+                "proxy_on_request_headers",
+                &cb,
+                params,
+            );
+        }
         let cb = self.callbacks.on_request_headers.clone();
         self.call(
             Phase::Request,
@@ -337,6 +362,17 @@ impl Vm {
         headers: usize,
         eos: bool,
     ) -> Result<Option<i32>, Trap> {
+        if self.callbacks.on_response_headers_0_1.is_some() {
+            let cb = self.callbacks.on_response_headers_0_1.clone();
+            let params = (stream as i32, headers as i32);
+            return self.call(
+                Phase::Response,
+                stream,
+                "proxy_on_response_headers",
+                &cb,
+                params,
+            );
+        }
         let cb = self.callbacks.on_response_headers.clone();
         self.call(
             Phase::Response,

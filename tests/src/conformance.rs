@@ -43,6 +43,11 @@ pub struct Suite {
     /// refuses the configuration. The suite then has no scenarios.
     #[serde(default)]
     pub expect_start_failure: Option<String>,
+    /// The module must fail to load (a missing import or an export with the
+    /// wrong signature): the harness's error and Envoy's log must both name this
+    /// function. The suite then has no scenarios.
+    #[serde(default)]
+    pub expect_load_failure: Option<String>,
     /// Plugin names for a chain of several instances of the filter, in order
     /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
     #[serde(default)]
@@ -356,12 +361,12 @@ pub fn run(suite: &Suite) -> Result<Report> {
         Arc::clone(&current),
     );
 
-    if let Some(callback) = &suite.expect_start_failure {
+    if suite.expect_start_failure.is_some() || suite.expect_load_failure.is_some() {
         let config = EnvoyConfig::parse(&yaml)?;
         let engine = crate::engine();
         let harness = config
-            .chain_builder(engine, |_| engine.load_file(&probe))?
-            .build();
+            .chain_builder(engine, |_| engine.load_file(&probe))
+            .and_then(|builder| builder.build());
         // No request is sent: the clusters only need an address.
         let unused = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
         let how = Rebind {
@@ -373,7 +378,14 @@ pub fn run(suite: &Suite) -> Result<Report> {
             loopback: true,
         };
         let envoy = Envoy::start(&yaml, &how);
-        return Ok(start_failure(callback, harness.err(), envoy.err()));
+        return Ok(match &suite.expect_start_failure {
+            Some(callback) => start_failure(callback, harness.err(), envoy.err()),
+            None => load_failure(
+                suite.expect_load_failure.as_deref().unwrap_or_default(),
+                harness.err(),
+                envoy.err(),
+            ),
+        });
     }
     let upstream = Upstream::start(Arc::clone(&handler))?;
     let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
@@ -563,6 +575,43 @@ fn start_failure(
     if harness.is_err() || envoy.is_err() {
         report.differences.push(format!(
             "── start-up must fail in {callback}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
+        ));
+    }
+    report
+}
+
+/// Both must refuse to load the module, naming `function` (the missing import
+/// or the mistyped export): the harness at compile or link time, Envoy with
+/// "Failed to initialize Wasm code".
+fn load_failure(
+    function: &str,
+    harness: Option<weir_harness::Error>,
+    envoy: Option<anyhow::Error>,
+) -> Report {
+    use weir_harness::Error as E;
+    let harness = match harness {
+        Some(e @ (E::Link(_) | E::BadExport { .. })) if e.to_string().contains(function) => Ok(()),
+        Some(other) => Err(format!("failed otherwise: {other}")),
+        None => Err("loaded".to_owned()),
+    };
+    let envoy = match envoy {
+        Some(e) => {
+            let text = format!("{e:#}");
+            if text.contains("Failed to initialize Wasm code") && text.contains(function) {
+                Ok(())
+            } else {
+                Err(format!("failed otherwise: {text}"))
+            }
+        }
+        None => Err("loaded".to_owned()),
+    };
+    let mut report = Report {
+        total: 1,
+        ..Report::default()
+    };
+    if harness.is_err() || envoy.is_err() {
+        report.differences.push(format!(
+            "── loading must fail on {function}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
         ));
     }
     report

@@ -54,11 +54,44 @@ pub fn built_filters() -> &'static [BuiltFilter] {
 /// `scripts/setup` (`scripts/build-as-filters`) into `target/as-filters/`.
 pub const AS_FILTERS: &[&str] = &["as-headers", "as-config", "as-config-direct"];
 
-/// The built module of one sample, test or AssemblyScript filter.
+/// Hand-written test modules in `tests/wat-filters/<name>.wat`, for ABI details
+/// no SDK produces (such as ABI 0.1.0), compiled on first use into
+/// `target/wat-filters/`.
+pub const WAT_FILTERS: &[&str] = &[
+    "abi-0-1-0",
+    "abi-0-1-0-continue-stream",
+    "abi-0-1-0-headers-eos",
+    "abi-0-2-0-log-level",
+];
+
+/// Compiles `tests/wat-filters/<name>.wat` (once per process and name).
+fn wat_filter(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let source = root().join("tests/wat-filters").join(format!("{name}.wat"));
+    let out_dir = build::target_dir(root()).join("wat-filters");
+    let wasm = out_dir.join(format!("{name}.wasm"));
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
+        let bytes = wat::parse_file(&source)
+            .unwrap_or_else(|e| panic!("cannot compile {}: {e}", source.display()));
+        std::fs::create_dir_all(&out_dir)
+            .and_then(|()| std::fs::write(&wasm, bytes))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", wasm.display()));
+        built.push(name.to_owned());
+    }
+    wasm
+}
+
+/// The built module of one sample, test, AssemblyScript or WAT filter.
 ///
 /// # Panics
 /// If `package` is not one of them, or an AssemblyScript module was not built.
 pub fn filter_wasm(package: &str) -> PathBuf {
+    if WAT_FILTERS.contains(&package) {
+        return wat_filter(package);
+    }
     if AS_FILTERS.contains(&package) {
         let wasm = build::target_dir(root())
             .join("as-filters")

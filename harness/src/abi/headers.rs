@@ -9,7 +9,7 @@
 use wasmtime::{Caller, Linker};
 
 use super::memory::{self, Fault};
-use super::{Status, proxy_fn};
+use super::{AbiVersion, Status, proxy_fn};
 use crate::fields::Fields;
 use crate::state::{HostState, Phase};
 
@@ -68,7 +68,17 @@ fn mutate(
     Ok(())
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<HostState>,
+    abi: AbiVersion,
+) -> wasmtime::Result<()> {
+    // ABI 0.1.0 has no NotFound here: Envoy answers a missing key (or, in
+    // `on_log`, a missing map) with an empty value.
+    let missing = if abi == AbiVersion::V0_1_0 {
+        Status::Ok
+    } else {
+        Status::NotFound
+    };
     proxy_fn!(
         linker,
         "proxy_get_header_map_pairs",
@@ -111,12 +121,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let result = memory::read(&mut caller, key_ptr, key_len).and_then(|key| {
                 let in_log = caller.data().phase == Phase::Log;
                 let value = match map(caller.data_mut(), kind)? {
-                    None if in_log => return Err(Fault::Status(Status::NotFound)),
+                    None if in_log => None,
                     None => return Err(Fault::Status(Status::BadArgument)),
                     Some(fields) => fields.get(&key).map(<[u8]>::to_vec),
                 };
-                let value = value.ok_or(Fault::Status(Status::NotFound))?;
-                memory::copy_out(&mut caller, &value, ret_ptr, ret_len)
+                match value {
+                    Some(value) => memory::copy_out(&mut caller, &value, ret_ptr, ret_len),
+                    None if missing == Status::Ok => {
+                        memory::copy_out(&mut caller, &[], ret_ptr, ret_len)
+                    }
+                    None => Err(Fault::Status(missing)),
+                }
             });
             memory::status(result)?
         }

@@ -21,6 +21,7 @@ pub(crate) mod shared_data;
 pub(crate) mod shared_queue;
 pub(crate) mod streams;
 pub(crate) mod time;
+pub(crate) mod v0_1_0;
 pub(crate) mod wasi;
 
 /// `proxy_status_t`.
@@ -48,6 +49,10 @@ pub(crate) enum Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AbiVersion {
+    /// `proxy_abi_version_0_1_0`: two-parameter headers callbacks,
+    /// `proxy_get_configuration`, `proxy_continue_request`/`_response` and
+    /// `proxy_clear_route_cache`; a missing header reads as an empty value.
+    V0_1_0,
     /// `proxy_abi_version_0_2_0`.
     V0_2_0,
     /// `proxy_abi_version_0_2_1`.
@@ -58,6 +63,7 @@ impl AbiVersion {
     /// The export name that declares this version.
     pub fn marker(self) -> &'static str {
         match self {
+            AbiVersion::V0_1_0 => "proxy_abi_version_0_1_0",
             AbiVersion::V0_2_0 => "proxy_abi_version_0_2_0",
             AbiVersion::V0_2_1 => "proxy_abi_version_0_2_1",
         }
@@ -67,6 +73,7 @@ impl AbiVersion {
 impl std::fmt::Display for AbiVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            AbiVersion::V0_1_0 => "0.1.0",
             AbiVersion::V0_2_0 => "0.2.0",
             AbiVersion::V0_2_1 => "0.2.1",
         })
@@ -114,8 +121,11 @@ pub(crate) fn add_to_linker(
     logging::add_to_linker(linker, abi)?;
     time::add_to_linker(linker)?;
     buffers::add_to_linker(linker)?;
-    headers::add_to_linker(linker)?;
-    streams::add_to_linker(linker)?;
+    headers::add_to_linker(linker, abi)?;
+    streams::add_to_linker(linker, abi)?;
+    if abi == AbiVersion::V0_1_0 {
+        v0_1_0::add_to_linker(linker)?;
+    }
     context::add_to_linker(linker)?;
     shared_data::add_to_linker(linker)?;
     shared_queue::add_to_linker(linker)?;

@@ -1,11 +1,12 @@
-//! Stream control: `proxy_continue_stream`, `proxy_close_stream`,
-//! `proxy_send_local_response`, `proxy_get_status`. Like Envoy, every action is
-//! deferred until the current callback returns.
+//! Stream control: `proxy_continue_stream`, `proxy_close_stream` (ABI 0.2.x;
+//! 0.1.0 modules get `proxy_continue_request`/`_response` from
+//! [`super::v0_1_0`]), `proxy_send_local_response`, `proxy_get_status`. Like
+//! Envoy, every action is deferred until the current callback returns.
 
 use wasmtime::Linker;
 
 use super::memory::{self, Fault};
-use super::{Status, proxy_fn};
+use super::{AbiVersion, Status, proxy_fn};
 use crate::fields::{Fields, Kind};
 use crate::state::{HostState, LocalReplyRequest};
 
@@ -14,7 +15,9 @@ const STREAM_RESPONSE: u32 = 1;
 const STREAM_DOWNSTREAM: u32 = 2;
 const STREAM_UPSTREAM: u32 = 3;
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// `proxy_continue_stream` and `proxy_close_stream`, which Envoy links for ABI
+/// 0.2.x only.
+fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     proxy_fn!(linker, "proxy_continue_stream", |caller, kind: i32| {
         let state = caller.data_mut();
         match kind as u32 {
@@ -44,6 +47,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             _ => Status::BadArgument,
         }
     });
+    Ok(())
+}
+
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<HostState>,
+    abi: AbiVersion,
+) -> wasmtime::Result<()> {
+    if abi != AbiVersion::V0_1_0 {
+        add_stream_control(linker)?;
+    }
     proxy_fn!(
         linker,
         "proxy_send_local_response",
