@@ -18,7 +18,7 @@ use crate::outcome::{Callout, LocalReply, LogLevel, Outcome};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
 use crate::state::{LocalReplyRequest, PendingCall, PluginMeta, StreamMaps};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
 
@@ -254,6 +254,7 @@ impl ChainBuilder {
             now: self.start,
             rng: self.seed ^ 0x5EED,
             startup_logs: Vec::new(),
+            stream_waits: true,
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new());
@@ -302,6 +303,10 @@ pub struct Chain {
     now: SystemTime,
     rng: u64,
     startup_logs: Vec<crate::LogRecord>,
+    /// Whether callout responses may still reach the stream being sent: once one
+    /// resumed or answered it, the stream goes as far as it can first, and the
+    /// rest arrive afterwards ([`Chain::answer_leftovers`]).
+    stream_waits: bool,
 }
 
 /// What happened outside any request, while [`Chain::advance`] moved the clock.
@@ -323,6 +328,11 @@ struct Progress {
     context: Option<u32>,
     /// Whether the filter's request callbacks ran (its encoder runs on the way back).
     decoded: bool,
+    /// Whether its request (response) headers callback paused and a callout
+    /// response resumed it: Envoy buffered the body meanwhile and hands it over
+    /// in one piece.
+    resumed_request: bool,
+    resumed_response: bool,
 }
 
 /// Who answers the client instead of the upstream.
@@ -421,6 +431,41 @@ fn after(
     Ok(After::Returned { action, resumed })
 }
 
+/// [`after`] for a headers callback, then, while it holds the stream paused,
+/// the callouts it made, answered one by one with the headers still in place
+/// (Envoy holds them, and the filter can use them from `on_http_call_response`).
+/// A resume, a reply or a trap ends it; callouts still in flight are answered
+/// once the stream has gone as far as what has arrived lets it
+/// ([`Chain::answer_in_flight`]).
+fn settle(
+    slot: &mut Slot,
+    clusters: &mut Clusters,
+    result: Result<Option<i32>, Trap>,
+    direction: Direction,
+    callback: &'static str,
+    callouts: &mut Vec<Callout>,
+) -> Result<After> {
+    let mut step = after(slot, result, direction, callback)?;
+    while let After::Returned {
+        action,
+        resumed: false,
+    } = step
+    {
+        if continues(action) {
+            break;
+        }
+        let Some(call) = slot.vm.state().pending_calls.pop_front() else {
+            break;
+        };
+        let result = answer_call(slot, clusters, call, callouts);
+        step = match after(slot, result, direction, "on_http_call_response")? {
+            After::Returned { resumed, .. } => After::Returned { action, resumed },
+            other => other,
+        };
+    }
+    Ok(step)
+}
+
 /// What a data callback's return value does to the frame (Envoy's
 /// `FilterDataStatus`): 0 passes it on, 1 and 2 buffer it, anything else stops
 /// without buffering (the frame goes no further).
@@ -484,26 +529,52 @@ fn answer_call(
             .body(Bytes::from_static(b"no healthy upstream"))
             .unwrap_or_default(),
     };
-    let mut headers = Fields::new(Kind::Response);
-    headers.add(b":status", response.status().as_str().as_bytes());
-    for (name, value) in response.headers() {
-        headers.add(name.as_str().as_bytes(), value.as_bytes());
-    }
-    if headers.get(b"content-length").is_none() {
-        headers.add(
-            b"content-length",
-            response.body().len().to_string().as_bytes(),
-        );
-    }
-    // The async client's router adds its timing header.
-    headers.add(b"x-envoy-upstream-service-time", b"0");
-    let body = response.body().to_vec();
+    let fault = response.extensions().get::<UpstreamFault>().copied();
+    let token = call.token;
     callouts.push(Callout {
         cluster: call.cluster,
         request: call.request,
-        response,
+        response: response.clone(),
     });
-    slot.vm.on_http_call_response(call.token, headers, body)
+    // What Envoy's async client makes of a slow or broken upstream (measured in
+    // Envoy 1.40): its own 504 or 503 response, or a failed call.
+    let (headers, body) = match fault {
+        Some(UpstreamFault::Delay(delay)) if call.timeout.is_some_and(|t| delay >= t) => {
+            made_up_response(504, "upstream request timeout")
+        }
+        Some(UpstreamFault::CloseBeforeHeaders) => made_up_response(
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: \
+             connection termination",
+        ),
+        Some(UpstreamFault::CloseAfterHeaders) => return slot.vm.on_http_call_failure(token),
+        _ => {
+            let mut headers = Fields::new(Kind::Response);
+            headers.add(b":status", response.status().as_str().as_bytes());
+            for (name, value) in response.headers() {
+                headers.add(name.as_str().as_bytes(), value.as_bytes());
+            }
+            if headers.get(b"content-length").is_none() {
+                headers.add(
+                    b"content-length",
+                    response.body().len().to_string().as_bytes(),
+                );
+            }
+            // The async client's router adds its timing header.
+            headers.add(b"x-envoy-upstream-service-time", b"0");
+            (headers, response.body().to_vec())
+        }
+    };
+    slot.vm.on_http_call_response(token, headers, body)
+}
+
+/// A response Envoy's router makes up for a callout: plain text, no timing header.
+fn made_up_response(status: u16, body: &str) -> (Fields, Vec<u8>) {
+    let mut headers = Fields::new(Kind::Response);
+    headers.add(b":status", status.to_string().as_bytes());
+    headers.add(b"content-length", body.len().to_string().as_bytes());
+    headers.add(b"content-type", b"text/plain");
+    (headers, body.as_bytes().to_vec())
 }
 
 /// Records the response's status and details in a VM's stream info
@@ -566,6 +637,21 @@ fn frames(body: impl Into<Vec<u8>>, chunks: Option<&BodyChunks>) -> Vec<(Vec<u8>
     }
     out.push((Vec::new(), true));
     out
+}
+
+/// A body that arrived in one piece while a filter's headers callback waited for
+/// a callout: Envoy buffered it and, once the filter resumed, hands it over as
+/// one frame that ends the stream. (A body sent in pieces arrives piece by
+/// piece, after the callout response.)
+fn arrived_while_paused(frames: &mut Vec<(Vec<u8>, bool)>, in_pieces: bool) {
+    if in_pieces {
+        return;
+    }
+    if let [(data, false), (empty, true)] = frames.as_slice()
+        && empty.is_empty()
+    {
+        *frames = vec![(data.clone(), true)];
+    }
 }
 
 /// Frames to pass, each from the first filter on.
@@ -818,6 +904,7 @@ impl Chain {
         mut upstream: impl Upstream,
     ) -> Result<Outcome> {
         self.reload_failed_vms();
+        self.stream_waits = true;
         let request_chunks = request.extensions().get::<BodyChunks>().cloned();
         let request = request.map(Into::into);
         let mut random = self.random16();
@@ -842,7 +929,11 @@ impl Chain {
             other => other?,
         };
         let mut request_complete = request_body.is_empty();
-        let mut queue = queued(frames(request_body, request_chunks.as_ref()));
+        let mut request_frames = frames(request_body, request_chunks.as_ref());
+        if progress.iter().any(|p| p.resumed_request) {
+            arrived_while_paused(&mut request_frames, request_chunks.is_some());
+        }
+        let mut queue = queued(request_frames);
         let mut buffered = vec![None; self.slots.len()];
         // A filter that holds the headers (StopIteration with
         // allow_on_headers_stop_iteration) gets the body first; the filters after
@@ -858,6 +949,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 Some((h, &mut fields)),
+                &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
                     return Err(self.reset(e, &progress, &fields, None));
@@ -902,6 +994,7 @@ impl Chain {
                     &progress,
                     &mut buffered,
                     None,
+                    &mut callouts,
                 ) {
                     Err(e @ Error::Reset { .. }) => {
                         return Err(self.reset(e, &progress, &fields, None));
@@ -917,7 +1010,12 @@ impl Chain {
         // Envoy's dispatcher runs what enqueues posted once the request event is
         // handled, before the upstream answers.
         self.deliver_queue_ready(&mut callouts);
-        let (upstream_request, mut response, response_frames, reply) = match reply {
+        // Callout responses still in flight arrive before the upstream's response.
+        if reply.is_none() {
+            self.answer_leftovers(&mut callouts);
+        }
+        let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
+        {
             None => {
                 check_length(&fields, request_body.len(), "request", &mut warnings);
                 let upstream_request = self
@@ -935,6 +1033,7 @@ impl Chain {
                     Some(upstream_request),
                     response_fields,
                     frames(body, chunks.as_ref()),
+                    chunks.is_some(),
                     None,
                 )
             }
@@ -949,7 +1048,7 @@ impl Chain {
                 } else {
                     vec![(body, true)]
                 };
-                (None, response, frames, Some(reply))
+                (None, response, frames, false, Some(reply))
             }
         };
         let last = reply
@@ -964,15 +1063,20 @@ impl Chain {
             &mut response,
             response_frames.is_empty(),
             &details,
-            &progress[..last],
+            &mut progress[..last],
             last,
             &mut held,
+            &mut callouts,
         ) {
             Err(e @ Error::Reset { .. }) => {
                 return Err(self.reset(e, &progress, &fields, upstream_request));
             }
             other => other?,
         };
+        let mut response_frames = response_frames;
+        if progress.iter().any(|p| p.resumed_response) {
+            arrived_while_paused(&mut response_frames, response_chunked);
+        }
         let mut queue = queued(response_frames);
         let mut buffered = vec![None; self.slots.len()];
         // As for requests, in reverse: positions count from the last filter.
@@ -987,6 +1091,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 Some((h, &mut response)),
+                &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
                     return Err(self.reset(e, &progress, &fields, upstream_request));
@@ -1004,9 +1109,10 @@ impl Chain {
                 &mut response,
                 false,
                 &details,
-                &progress[..last],
+                &mut progress[..last],
                 h,
                 &mut held,
+                &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
                     return Err(self.reset(e, &progress, &fields, upstream_request));
@@ -1025,6 +1131,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 None,
+                &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
                     return Err(self.reset(e, &progress, &fields, upstream_request));
@@ -1085,6 +1192,8 @@ impl Chain {
             set_response_info(slot, &final_response, &details);
         }
         self.log_stream(&progress, &fields, Some(&final_response));
+        // Responses that arrive after the stream ended find no stream to act on.
+        self.answer_leftovers(&mut callouts);
         // The response usually arrives in one event that also ends the stream, so
         // what the response phase posted runs after on_delete (measured in Envoy).
         self.deliver_queue_ready(&mut callouts);
@@ -1120,6 +1229,10 @@ impl Chain {
     /// `hold` is a filter that holds its headers (and the headers): its body
     /// callbacks can change them, and the pass stops as soon as it continues,
     /// with the data it lets go in [`BodyPass::released`].
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
     fn pass_body(
         &mut self,
         direction: Direction,
@@ -1128,12 +1241,15 @@ impl Chain {
         progress: &[Progress],
         buffered: &mut [Option<Vec<u8>>],
         mut hold: Option<(usize, &mut Fields)>,
+        callouts: &mut Vec<Callout>,
     ) -> Result<BodyPass> {
         let callback = match direction {
             Direction::Request => "on_request_body",
             Direction::Response => "on_response_body",
         };
         let mut pass = BodyPass::default();
+        // Filters that buffered the end of the stream while a callout is in flight.
+        let mut waiting_at_end = vec![false; self.slots.len()];
         while let Some((start, data, eos)) = frames.pop_front() {
             pass.complete |= eos;
             let mut carry = Some(data);
@@ -1167,7 +1283,7 @@ impl Chain {
                     Some((h, headers)) if *h == i => Some(&mut **headers),
                     _ => None,
                 };
-                let (result, body) = {
+                let (step, body) = {
                     let state = slot.vm.state();
                     match direction {
                         Direction::Request => {
@@ -1187,6 +1303,7 @@ impl Chain {
                         Direction::Request => slot.vm.on_request_body(stream, size, eos),
                         Direction::Response => slot.vm.on_response_body(stream, size, eos),
                     };
+                    let step = after(slot, r, direction, callback);
                     let maps = &mut slot.vm.state().maps;
                     let (body, headers) = match direction {
                         Direction::Request => {
@@ -1199,10 +1316,10 @@ impl Chain {
                     if let Some(held) = holding {
                         *held = headers.unwrap_or_default();
                     }
-                    (r, body.unwrap_or_default())
+                    (step, body.unwrap_or_default())
                 };
                 let holding = matches!(hold, Some((h, _)) if h == i);
-                match after(slot, result, direction, callback)? {
+                match step? {
                     After::Failed => {
                         pass.reply = Some(Reply {
                             slot: Some(i),
@@ -1231,6 +1348,11 @@ impl Chain {
                             return Ok(pass);
                         }
                         Data::Pass => carry = Some(body),
+                        // Waiting for a callout: its response may resume it.
+                        Data::Buffer if eos && !slot.vm.state().pending_calls.is_empty() => {
+                            buffered[i] = Some(body);
+                            waiting_at_end[i] = true;
+                        }
                         Data::Buffer if eos => return Err(stalled(slot, callback)),
                         // Envoy's filter manager refuses to buffer past the
                         // connection's limit: 413 for requests, 500 for responses.
@@ -1249,8 +1371,118 @@ impl Chain {
             if let Some(data) = carry {
                 pass.out.extend_from_slice(&data);
             }
+            // A frame and the empty end-of-stream frame after it arrive together
+            // (Envoy's codec ends the message in the same read); callout responses
+            // come in after what arrived together.
+            let event_ends = !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
+            if event_ends
+                && let Some(reply) = self.answer_in_flight(
+                    direction,
+                    order,
+                    buffered,
+                    &mut waiting_at_end,
+                    frames,
+                    callouts,
+                )?
+            {
+                pass.reply = Some(reply);
+                return Ok(pass);
+            }
         }
         Ok(pass)
+    }
+
+    /// Delivers the responses of callouts in flight, one by one, as network
+    /// events after the body frames that arrived before them. A response that
+    /// resumes a filter holding a buffered body sends that body on (queued in
+    /// `frames`) and ends this round: the stream goes as far as it can before the
+    /// next response arrives. A filter that buffered the end of the stream and is
+    /// not resumed once nothing is in flight has stalled.
+    fn answer_in_flight(
+        &mut self,
+        direction: Direction,
+        order: &[usize],
+        buffered: &mut [Option<Vec<u8>>],
+        waiting_at_end: &mut [bool],
+        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
+        callouts: &mut Vec<Callout>,
+    ) -> Result<Option<Reply>> {
+        if !self.stream_waits {
+            return Ok(None);
+        }
+        for (position, &i) in order.iter().enumerate() {
+            let Chain {
+                slots,
+                clusters,
+                stream_waits,
+                ..
+            } = &mut *self;
+            let slot = &mut slots[i];
+            while let Some(call) = slot.vm.state().pending_calls.pop_front() {
+                // Envoy still holds the buffered body while the filter waits.
+                let body = buffered[i].take();
+                let maps = &mut slot.vm.state().maps;
+                match direction {
+                    Direction::Request => maps.request_body = body,
+                    Direction::Response => maps.response_body = body,
+                }
+                let result = answer_call(slot, clusters, call, callouts);
+                let maps = &mut slot.vm.state().maps;
+                buffered[i] = match direction {
+                    Direction::Request => maps.request_body.take(),
+                    Direction::Response => maps.response_body.take(),
+                };
+                let step = after(slot, result, direction, "on_http_call_response")?;
+                if !matches!(step, After::Returned { resumed: false, .. }) {
+                    *stream_waits = false;
+                }
+                match step {
+                    After::Reply(request) => {
+                        return Ok(Some(Reply {
+                            slot: Some(i),
+                            request,
+                        }));
+                    }
+                    After::Failed => {
+                        return Ok(Some(Reply {
+                            slot: Some(i),
+                            request: fail_stream(),
+                        }));
+                    }
+                    After::Returned { resumed: true, .. } => {
+                        let end = std::mem::take(&mut waiting_at_end[i]);
+                        if let Some(body) = buffered[i].take() {
+                            frames.push_front((position + 1, body, end));
+                        }
+                        return Ok(None);
+                    }
+                    After::Returned { .. } => {}
+                }
+            }
+            if waiting_at_end[i] {
+                return Err(stalled(
+                    slot,
+                    match direction {
+                        Direction::Request => "on_request_body",
+                        Direction::Response => "on_response_body",
+                    },
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answers every callout still in flight once the stream no longer waits for
+    /// them (the request went upstream, or the stream ended). Their stream
+    /// actions have nothing left to act on and are dropped, as the root context's
+    /// are.
+    fn answer_leftovers(&mut self, callouts: &mut Vec<Callout>) {
+        let Chain {
+            slots, clusters, ..
+        } = self;
+        for slot in slots.iter_mut() {
+            settle_root_callback(slot, clusters, Ok(()), callouts);
+        }
     }
 
     /// Finishes a stream a filter reset: access logging still runs (with no
@@ -1263,6 +1495,7 @@ impl Chain {
         upstream_request: Option<http::Request<Bytes>>,
     ) -> Error {
         self.log_stream(progress, request, None);
+        self.answer_leftovers(&mut Vec::new());
         for slot in &mut self.slots {
             slot.vm.take_fuel();
             slot.vm.take_host_calls();
@@ -1316,25 +1549,15 @@ impl Chain {
                 slot.vm
                     .on_request_headers(stream, num_headers, end_of_stream)
             });
-            let mut step = after(slot, result, Direction::Request, "on_request_headers")?;
-            // Answer the callouts the filter made, one by one, while the request
-            // headers are still held (the response callback can still use them).
-            // A pause stands unless a response callback resumes the stream; calls
-            // still pending after a resume are answered too, before the stream
-            // goes on.
-            while let After::Returned { action, resumed } = step {
-                let Some(call) = slot.vm.state().pending_calls.pop_front() else {
-                    break;
-                };
-                let result = answer_call(slot, clusters, call, callouts);
-                step = match after(slot, result, Direction::Request, "on_http_call_response")? {
-                    After::Returned { resumed: now, .. } => After::Returned {
-                        action,
-                        resumed: resumed || now,
-                    },
-                    other => other,
-                };
-            }
+            // A pause stands unless a callout response resumes the stream.
+            let step = settle(
+                slot,
+                clusters,
+                result,
+                Direction::Request,
+                "on_request_headers",
+                callouts,
+            )?;
             *fields = slot
                 .vm
                 .state()
@@ -1351,6 +1574,7 @@ impl Chain {
                     if !continues(action) && !resumed {
                         return Err(stalled(slot, "on_request_headers"));
                     }
+                    progress[i].resumed_request = !continues(action);
                 }
                 After::Reply(request) => {
                     return Ok(Some(Reply {
@@ -1374,17 +1598,25 @@ impl Chain {
     /// The response path: `on_response_headers` in reverse order, for the filters
     /// whose request path ran. A local reply sent here replaces the response and
     /// goes straight to the client.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
     fn encode(
         &mut self,
         fields: &mut Fields,
         end_of_stream: bool,
         details: &str,
-        progress: &[Progress],
+        progress: &mut [Progress],
         below: usize,
         held: &mut Option<usize>,
+        callouts: &mut Vec<Callout>,
     ) -> Result<Option<Reply>> {
         let until = below.min(progress.len());
-        for (i, slot) in self.slots.iter_mut().enumerate().take(until).rev() {
+        let Chain {
+            slots, clusters, ..
+        } = self;
+        for (i, slot) in slots.iter_mut().enumerate().take(until).rev() {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                 continue;
             };
@@ -1403,6 +1635,14 @@ impl Chain {
             let result = slot
                 .vm
                 .on_response_headers(stream, num_headers, end_of_stream);
+            let step = settle(
+                slot,
+                clusters,
+                result,
+                Direction::Response,
+                "on_response_headers",
+                callouts,
+            );
             *fields = slot
                 .vm
                 .state()
@@ -1410,7 +1650,7 @@ impl Chain {
                 .response_headers
                 .take()
                 .unwrap_or_default();
-            match after(slot, result, Direction::Response, "on_response_headers")? {
+            match step? {
                 After::Returned { action, resumed } => {
                     if holds(slot, action, end_of_stream) && !resumed {
                         *held = Some(i);
@@ -1419,6 +1659,7 @@ impl Chain {
                     if !continues(action) && !resumed {
                         return Err(stalled(slot, "on_response_headers"));
                     }
+                    progress[i].resumed_response = !continues(action);
                 }
                 After::Reply(request) => {
                     return Ok(Some(Reply {

@@ -57,8 +57,15 @@
 //! answer `Unimplemented`, as do Envoy's other foreign functions. A body buffered
 //! past the listener's `per_connection_buffer_limit_bytes` (default 1 MiB) is
 //! answered `413` (request) or `500` (response), as Envoy's filter manager does.
-//! Callout timeouts are not emulated, and callouts are answered only while the
-//! request headers are being processed.
+//! Callouts can be made from any stream callback or from the root context. Their
+//! responses arrive as Envoy's do: after the body frames that arrived with the
+//! request (a body that arrived while the headers waited for a callout is handed
+//! over in one piece), one by one while the stream waits, and the rest before the
+//! upstream's response or after the stream ended. An [`UpstreamFault`] on a
+//! cluster's response makes it slow (past the call's timeout: Envoy's `504`) or
+//! close the connection (before the headers: Envoy's `503`; mid-body: a failed
+//! call, `proxy_get_status` = `BrokenConnection`/`reset`). Virtual time does not
+//! move while a callout is answered; a delay only decides whether it timed out.
 
 #![forbid(unsafe_code)]
 
@@ -85,4 +92,4 @@ pub use hcm::ConnectionManager;
 pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
 pub use plugin::Plugin;
 pub use shared::MetricValue;
-pub use upstream::Upstream;
+pub use upstream::{Upstream, UpstreamFault};

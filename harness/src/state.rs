@@ -64,6 +64,8 @@ pub(crate) struct PendingCall {
     pub(crate) token: u32,
     pub(crate) cluster: String,
     pub(crate) request: http::Request<bytes::Bytes>,
+    /// `None`: no timeout (`timeout_ms` 0).
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 /// The answer to a callout, readable during `on_http_call_response`.
@@ -145,6 +147,10 @@ pub(crate) struct HostState {
     pub(crate) pending_calls: std::collections::VecDeque<PendingCall>,
     /// The answer being delivered by `on_http_call_response`.
     pub(crate) call_response: Option<CallResponse>,
+    /// What `proxy_get_status` answers: Envoy's root-context status code
+    /// (`BrokenConnection` once a callout failed; it stays) and message (`reset`
+    /// only while the failed callout's callback runs).
+    pub(crate) call_status: (u32, &'static str),
     /// The last HTTP callout token (Envoy's: 4, 8, 12, ...).
     last_call_token: u32,
     /// This VM's metric ids: id → (type, stat name).
@@ -193,6 +199,7 @@ impl HostState {
             clusters: Vec::new(),
             pending_calls: std::collections::VecDeque::new(),
             call_response: None,
+            call_status: (0, ""),
             last_call_token: 0,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],

@@ -17,3 +17,35 @@ where
         self(request)
     }
 }
+
+/// Makes an upstream slow or broken the way a real one can be: set it as an
+/// extension of the response an [`Upstream`] returns.
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_harness::UpstreamFault;
+///
+/// let slow = http::Response::builder()
+///     .extension(UpstreamFault::Delay(Duration::from_secs(2)))
+///     .body(bytes::Bytes::from_static(b"late"))?;
+/// # Ok::<(), http::Error>(())
+/// ```
+///
+/// The harness applies these to HTTP callouts as Envoy's async client does;
+/// `weir-tests`' loopback upstream applies them on the wire, so the same
+/// response drives the harness and real Envoy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamFault {
+    /// The response takes this long. A callout whose timeout expires first is
+    /// answered `504` `upstream request timeout` by Envoy when it does.
+    Delay(std::time::Duration),
+    /// The connection closes before any response: Envoy answers the callout
+    /// `503` with its "upstream connect error or disconnect/reset before headers"
+    /// body.
+    CloseBeforeHeaders,
+    /// The response headers arrive, then the connection closes before the body
+    /// is complete: the callout fails (`on_http_call_response` with no headers,
+    /// no body and no trailers).
+    CloseAfterHeaders,
+}

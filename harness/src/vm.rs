@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
-use crate::abi::AbiVersion;
+use crate::abi::{AbiVersion, Status};
 use crate::fields::Fields;
 use crate::outcome::LogLevel;
 use crate::plugin::Plugin;
@@ -434,6 +434,25 @@ impl Vm {
             params,
         );
         self.store.data_mut().call_response = None;
+        result.map(|_| None)
+    }
+
+    /// A callout that failed after its response started (Envoy's `onFailure`):
+    /// `on_http_call_response` with no headers, body or trailers, and
+    /// `proxy_get_status` answering `BrokenConnection` / `reset` meanwhile. The
+    /// code stays afterwards; the message does not (as in Envoy).
+    pub(crate) fn on_http_call_failure(&mut self, token: u32) -> Result<Option<i32>, Trap> {
+        let root = self.store.data().root_context_id;
+        self.store.data_mut().call_status = (Status::BrokenConnection as u32, "reset");
+        let cb = self.callbacks.on_http_call_response.clone();
+        let result = self.call(
+            Phase::Root,
+            root,
+            "proxy_on_http_call_response",
+            &cb,
+            (root as i32, token as i32, 0, 0, 0),
+        );
+        self.store.data_mut().call_status.1 = "";
         result.map(|_| None)
     }
 

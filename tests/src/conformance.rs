@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::Deserialize;
-use weir_harness::{EnvoyConfig, LogLevel};
+use weir_harness::{EnvoyConfig, LogLevel, UpstreamFault};
 
 use crate::envoy::{Envoy, Rebind};
 use crate::net::{self, Upstream};
@@ -182,6 +182,21 @@ pub struct ResponseSpec {
     pub body: String,
     /// Send the body chunked, in pieces of these sizes (as for requests).
     pub chunks: Vec<usize>,
+    /// Answer after this long (for callouts: past their timeout, Envoy answers
+    /// 504 itself).
+    pub delay_ms: u64,
+    /// Close the connection instead of answering in full.
+    pub close: Option<Close>,
+}
+
+/// When a [`ResponseSpec`] closes the connection.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Close {
+    /// Before any response.
+    BeforeHeaders,
+    /// After the headers, before the body is complete.
+    AfterHeaders,
 }
 
 impl Default for ResponseSpec {
@@ -191,6 +206,8 @@ impl Default for ResponseSpec {
             headers: Vec::new(),
             body: String::new(),
             chunks: Vec::new(),
+            delay_ms: 0,
+            close: None,
         }
     }
 }
@@ -215,6 +232,17 @@ impl ResponseSpec {
             b = b
                 .header("transfer-encoding", "chunked")
                 .extension(weir_harness::BodyChunks(self.chunks.clone()));
+        }
+        let fault = match self.close {
+            Some(Close::BeforeHeaders) => Some(UpstreamFault::CloseBeforeHeaders),
+            Some(Close::AfterHeaders) => Some(UpstreamFault::CloseAfterHeaders),
+            None if self.delay_ms > 0 => {
+                Some(UpstreamFault::Delay(Duration::from_millis(self.delay_ms)))
+            }
+            None => None,
+        };
+        if let Some(fault) = fault {
+            b = b.extension(fault);
         }
         b.body(Bytes::from(self.body.clone()))
             .unwrap_or_else(|e| panic!("bad upstream response in scenario: {e}"))

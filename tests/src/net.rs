@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
+use weir_harness::UpstreamFault;
 
 /// The pause between the pieces of a body sent in pieces, so that the peer reads
 /// each one separately.
@@ -47,7 +48,20 @@ fn outgoing(body: Bytes, chunks: Option<&weir_harness::BodyChunks>) -> BoxBody<B
     channel.boxed()
 }
 
+/// A connection the upstream closes on purpose ([`UpstreamFault`]).
+#[derive(Debug)]
+struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream closes the connection")
+    }
+}
+
+impl std::error::Error for Closed {}
+
 /// Answers upstream requests; the same function can serve the harness and Envoy.
+/// A response can carry an [`UpstreamFault`] to be slow or close the connection.
 pub type Handler = Arc<dyn Fn(http::Request<Bytes>) -> http::Response<Bytes> + Send + Sync>;
 
 /// An HTTP/1 upstream on `127.0.0.1` that records every request it receives.
@@ -115,8 +129,31 @@ impl Upstream {
                             if chunks.is_some() {
                                 parts.headers.remove(http::header::CONTENT_LENGTH);
                             }
-                            let body = outgoing(body, chunks.as_ref());
-                            Ok::<_, Infallible>(http::Response::from_parts(parts, body))
+                            let body = match parts.extensions.remove::<UpstreamFault>() {
+                                Some(UpstreamFault::Delay(d)) => {
+                                    tokio::time::sleep(d).await;
+                                    outgoing(body, chunks.as_ref())
+                                }
+                                // hyper closes the connection when the service fails.
+                                Some(UpstreamFault::CloseBeforeHeaders) => {
+                                    return Err(Closed);
+                                }
+                                // Announce more than is sent: hyper closes the
+                                // connection once the body ends short.
+                                Some(UpstreamFault::CloseAfterHeaders) => {
+                                    parts.headers.insert(
+                                        http::header::CONTENT_LENGTH,
+                                        http::HeaderValue::from(body.len() + 1),
+                                    );
+                                    let (mut tx, channel) = Channel::<Bytes, Infallible>::new(1);
+                                    tokio::spawn(async move {
+                                        let _ = tx.send_data(body).await;
+                                    });
+                                    channel.boxed()
+                                }
+                                _ => outgoing(body, chunks.as_ref()),
+                            };
+                            Ok(http::Response::from_parts(parts, body))
                         }
                     });
                     tokio::spawn(async move {

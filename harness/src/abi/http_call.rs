@@ -91,6 +91,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     token,
                     cluster,
                     request,
+                    timeout: (timeout_ms > 0)
+                        .then(|| std::time::Duration::from_millis(u64::from(timeout_ms as u32))),
                 });
                 memory::write_u32(&mut caller, ret_token, token)
             })();

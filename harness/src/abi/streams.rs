@@ -89,13 +89,14 @@ pub(crate) fn add_to_linker(
             memory::status(result)?
         }
     );
-    // No callout has failed yet: Envoy's root context status is code 0, no message.
+    // The root context's status: set when a callout fails (see `Vm::on_http_call_failure`).
     proxy_fn!(
         linker,
         "proxy_get_status",
         |caller, code_ptr: i32, msg_ptr: i32, msg_len: i32| {
-            let result = memory::write_u32(&mut caller, code_ptr, 0)
-                .and_then(|()| memory::copy_out(&mut caller, &[], msg_ptr, msg_len));
+            let (code, message) = caller.data().call_status;
+            let result = memory::write_u32(&mut caller, code_ptr, code)
+                .and_then(|()| memory::copy_out(&mut caller, message.as_bytes(), msg_ptr, msg_len));
             memory::status(result)?
         }
     );

@@ -21,6 +21,8 @@
 //! - `continue:S`, `close:S` — stream control (`S` a stream type number);
 //! - `call:cluster:method:path:authority` — an HTTP callout (5 s timeout); its
 //!   answer runs `x-probe-callout` with the calling stream as effective context;
+//!   `callt:timeout_ms:cluster:method:path:authority` gives the timeout;
+//!   `status` reads `proxy_get_status` (code and message);
 //! - `prop:a.b.c` (segments joined by NUL on the wire), `setprop:name:value` —
 //!   properties;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
@@ -31,7 +33,8 @@
 //!   `zip:text` passes the result of `compress(text)`;
 //! - `loglevel`, `time`, `effective:id` — misc host calls; `trap` — trap the VM;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
-//!   Pause unless the callback's end-of-stream flag is set.
+//!   Pause unless the callback's end-of-stream flag is set; `atend` — until the
+//!   end of the stream, Pause without running (or logging) the rest.
 #![allow(unsafe_code, reason = "a raw ABI filter: FFI to the host is the point")]
 
 use std::cell::RefCell;
@@ -122,6 +125,7 @@ mod ffi {
         pub(crate) fn proxy_increment_metric(id: u32, delta: i64) -> u32;
         pub(crate) fn proxy_record_metric(id: u32, value: u64) -> u32;
         pub(crate) fn proxy_get_metric(id: u32, ret: *mut u64) -> u32;
+        pub(crate) fn proxy_get_status(code: *mut u32, p: *mut *mut u8, l: *mut usize) -> u32;
         pub(crate) fn proxy_http_call(
             up: *const u8,
             ul: usize,
@@ -273,6 +277,7 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
     let fields = match op {
         "buf" | "reply" | "sset" => 3,
         "call" => 4,
+        "callt" => 5,
         "setbuf" => 4,
         _ => 2,
     };
@@ -344,8 +349,14 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 );
                 (s, escape(&take(ptr, len)))
             }
-            // call:cluster:method:path:authority (an empty part is left out).
-            "call" => {
+            // call:cluster:method:path:authority (an empty part is left out);
+            // callt:timeout_ms:cluster:method:path:authority.
+            "call" | "callt" => {
+                let (timeout, a, b, c, d) = if op == "callt" {
+                    (num(a), b, c, d, parts.next().unwrap_or_default())
+                } else {
+                    (5000, a, b, c, d)
+                };
                 let probe_id = stream_script(CURRENT.with(std::cell::Cell::get), |s| &s.id);
                 let mut headers = Vec::new();
                 for (k, v) in [(":method", b), (":path", c), (":authority", d)] {
@@ -365,7 +376,7 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     0,
                     std::ptr::null(),
                     0,
-                    5000,
+                    timeout,
                     &mut token,
                 );
                 if s == 0 {
@@ -490,6 +501,11 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 let s = ffi::proxy_get_log_level(&mut level);
                 (s, level.to_string())
             }
+            "status" => {
+                let mut code = 0u32;
+                let s = ffi::proxy_get_status(&mut code, &mut ptr, &mut len);
+                (s, format!("{code} {}", escape(&take(ptr, len))))
+            }
             "time" => {
                 let mut t = 0u64;
                 let s = ffi::proxy_get_current_time_nanoseconds(&mut t);
@@ -554,6 +570,13 @@ fn foreign_args(arg: &str) -> Vec<u8> {
 fn script(callback: &str, text: &str, eos: bool) -> u32 {
     let mut ret = 0;
     for command in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+        // Buffer quietly until the end of the stream; run the rest there.
+        if command == "atend" {
+            if eos {
+                continue;
+            }
+            return 1;
+        }
         let (status, result) = run(command, &mut ret, eos);
         if op_is_return(command) {
             continue;
