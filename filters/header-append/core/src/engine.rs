@@ -230,8 +230,9 @@ impl Stream {
 impl Changes {
     /// The fast path for literal changes (see [`Changes::is_literal`]): the same
     /// host calls, and nothing else, as code without templates would make.
-    /// Returns whether there were any changes.
-    #[inline]
+    /// Returns whether there were any changes. Inlined into both directions:
+    /// it is the whole of the common case.
+    #[inline(always)]
     fn apply_literal<H: HeaderMap>(&self, headers: &mut H) -> Result<bool, H::Error> {
         for name in &self.remove {
             headers.remove(name.as_str())?;
