@@ -139,8 +139,7 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             filter: self.config.as_ref().map(|c| F::new(Rc::clone(c))),
-            request_buffer: None,
-            response_buffer: None,
+            buffers: None,
         }))
     }
 
@@ -152,10 +151,41 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
 struct Stream<F> {
     /// `None` if the plugin was never configured successfully.
     filter: Option<F>,
-    /// Set when the filter asked for the whole request body.
-    request_buffer: Option<BufferBody>,
-    /// Set when the filter asked for the whole response body.
-    response_buffer: Option<BufferBody>,
+    /// Set when the filter asked for a whole body. Boxed: most filters never
+    /// do, and their streams stay one word larger than the filter.
+    buffers: Option<Box<Buffers>>,
+}
+
+/// The whole-body buffering a stream's filter asked for.
+#[derive(Default)]
+struct Buffers {
+    request: Option<BufferBody>,
+    response: Option<BufferBody>,
+}
+
+impl<F> Stream<F> {
+    /// The buffering asked for in `direction`'s headers callback, if any.
+    #[inline]
+    fn buffer(&self, response: bool) -> Option<&BufferBody> {
+        let buffers = self.buffers.as_deref()?;
+        if response {
+            buffers.response.as_ref()
+        } else {
+            buffers.request.as_ref()
+        }
+    }
+
+    /// Records that the filter asked for the whole body of one direction.
+    #[cold]
+    #[inline(never)]
+    fn set_buffer(&mut self, response: bool, spec: BufferBody) {
+        let buffers = self.buffers.get_or_insert_with(Box::default);
+        if response {
+            buffers.response = Some(spec);
+        } else {
+            buffers.request = Some(spec);
+        }
+    }
 }
 
 /// What to do with a body chunk when the filter asked for the whole body:
@@ -260,12 +290,14 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         };
         let mut headers = RequestHeaders::new(end_of_stream);
         let result = filter.on_request_headers(&mut headers);
-        self.request_buffer = headers.take_buffer_body();
+        if let Some(spec) = headers.take_buffer_body() {
+            self.set_buffer(false, spec);
+        }
         finish::<F>(result)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let Some(action) = buffering(self.request_buffer.as_ref(), body_size, end_of_stream) {
+        if let Some(action) = buffering(self.buffer(false), body_size, end_of_stream) {
             return action;
         }
         let Some(filter) = self.filter.as_mut() else {
@@ -287,12 +319,14 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         };
         let mut headers = ResponseHeaders::new(end_of_stream);
         let result = filter.on_response_headers(&mut headers);
-        self.response_buffer = headers.take_buffer_body();
+        if let Some(spec) = headers.take_buffer_body() {
+            self.set_buffer(true, spec);
+        }
         finish::<F>(result)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let Some(action) = buffering(self.response_buffer.as_ref(), body_size, end_of_stream) {
+        if let Some(action) = buffering(self.buffer(true), body_size, end_of_stream) {
             return action;
         }
         let Some(filter) = self.filter.as_mut() else {

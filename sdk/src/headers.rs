@@ -17,16 +17,15 @@ use crate::{BufferBody, Error, ErrorKind, Result};
 #[derive(Debug)]
 pub struct Headers {
     map: MapType,
-    target: &'static str,
     end_of_stream: bool,
     buffer: Option<BufferBody>,
 }
 
 impl Headers {
-    fn new(map: MapType, target: &'static str, end_of_stream: bool) -> Self {
+    #[inline]
+    fn new(map: MapType, end_of_stream: bool) -> Self {
         Self {
             map,
-            target,
             end_of_stream,
             buffer: None,
         }
@@ -47,13 +46,19 @@ impl Headers {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn take_buffer_body(&mut self) -> Option<BufferBody> {
         self.buffer.take()
     }
 
+    /// What the view is, for error messages (`request headers`, ...).
+    fn target(&self) -> &'static str {
+        self.map.target()
+    }
+
     #[inline]
     fn err(&self, call: &'static str) -> impl FnOnce(host::Status) -> Error + '_ {
-        move |status| Error::host(call, self.target, status)
+        move |status| Error::host(call, self.target(), status)
     }
 
     /// Whether this header block ends the stream (no body or trailers follow).
@@ -108,7 +113,7 @@ impl Headers {
     pub fn get_all_bytes(&self, name: &str) -> Result<Vec<Vec<u8>>> {
         // Only the values of `name` are copied out of the host's answer.
         let raw = host::get_map_pairs(self.map).map_err(self.err("proxy_get_header_map_pairs"))?;
-        host::map_values(&raw, name).ok_or_else(|| Error::malformed(self.target))
+        host::map_values(&raw, name).ok_or_else(|| Error::malformed(self.target()))
     }
 
     /// Every entry in order, repeated names included. Names are text (Envoy only
@@ -118,7 +123,7 @@ impl Headers {
     /// A host error if the host refuses the call, [`ErrorKind::Malformed`] if its
     /// answer cannot be parsed.
     pub fn all(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        read_pairs(self.map, self.target)
+        read_pairs(self.map, self.target())
     }
 
     /// Replaces the whole map with `pairs`.
@@ -169,12 +174,9 @@ impl Headers {
 pub struct RequestHeaders(Headers);
 
 impl RequestHeaders {
+    #[inline]
     pub(crate) fn new(end_of_stream: bool) -> Self {
-        Self(Headers::new(
-            MapType::RequestHeaders,
-            "request headers",
-            end_of_stream,
-        ))
+        Self(Headers::new(MapType::RequestHeaders, end_of_stream))
     }
 
     /// The `:method` pseudo-header.
@@ -304,12 +306,9 @@ pub(crate) fn read_pairs(map: MapType, target: &'static str) -> Result<Vec<(Stri
 pub struct ResponseHeaders(Headers);
 
 impl ResponseHeaders {
+    #[inline]
     pub(crate) fn new(end_of_stream: bool) -> Self {
-        Self(Headers::new(
-            MapType::ResponseHeaders,
-            "response headers",
-            end_of_stream,
-        ))
+        Self(Headers::new(MapType::ResponseHeaders, end_of_stream))
     }
 
     /// The `:status` pseudo-header as a number, or `None` if absent or not numeric.
@@ -329,11 +328,7 @@ pub struct RequestTrailers(Headers);
 
 impl RequestTrailers {
     pub(crate) fn new() -> Self {
-        Self(Headers::new(
-            MapType::RequestTrailers,
-            "request trailers",
-            true,
-        ))
+        Self(Headers::new(MapType::RequestTrailers, true))
     }
 }
 
@@ -344,11 +339,7 @@ pub struct ResponseTrailers(Headers);
 
 impl ResponseTrailers {
     pub(crate) fn new() -> Self {
-        Self(Headers::new(
-            MapType::ResponseTrailers,
-            "response trailers",
-            true,
-        ))
+        Self(Headers::new(MapType::ResponseTrailers, true))
     }
 }
 

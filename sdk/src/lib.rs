@@ -51,7 +51,10 @@
 //! ```
 //!
 //! Build it as a `cdylib` for `wasm32-wasip1` and load it into Envoy, Istio or Gloo,
-//! or test it with `weir-harness`.
+//! or test it with `weir-harness`. Make `cdylib` the crate's only type: with an
+//! `rlib` as well, cargo builds the module without link-time optimization, which
+//! makes it larger and slower; keep code that tests need as a library in a
+//! separate crate.
 
 mod body;
 mod callout;

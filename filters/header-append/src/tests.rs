@@ -31,7 +31,10 @@ fn parses_a_full_config() {
     assert_eq!(c.request.set[0].name.as_str(), "x-a");
     assert_eq!(c.response.add[0].value.0.as_literal(), Some("2"));
     assert_eq!(c.max_value_bytes, DEFAULT_MAX_VALUE_BYTES);
-    assert!(c.request.literal && c.response.literal, "the fast path");
+    assert!(
+        c.request.literal_only() && c.response.literal_only(),
+        "the fast path"
+    );
 }
 
 #[test]
@@ -62,11 +65,11 @@ fn parses_templates_rules_and_renames() {
         Some("{literal}")
     );
     // The response reads `:path` and `x-m` from the request: both are carried.
-    let carried: Vec<String> = c.response.carry.iter().map(|s| s.to_string()).collect();
+    let carried: Vec<String> = c.response.carried().iter().map(|s| s.to_string()).collect();
     assert_eq!(carried, ["request.header.:path", "request.header.x-m"]);
-    assert!(c.request.carry.is_empty());
-    assert!(!c.request.literal && !c.response.literal);
-    assert!(parse("").expect("empty").request.literal);
+    assert!(c.request.carried().is_empty());
+    assert!(!c.request.literal_only() && !c.response.literal_only());
+    assert!(parse("").expect("empty").request.literal_only());
     assert_eq!(c.max_value_bytes, 100);
 }
 

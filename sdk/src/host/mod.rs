@@ -73,6 +73,20 @@ pub(crate) enum MapType {
     CallResponseTrailers = 7,
 }
 
+impl MapType {
+    /// What the map is, for error messages.
+    pub(crate) fn target(self) -> &'static str {
+        match self {
+            MapType::RequestHeaders => "request headers",
+            MapType::RequestTrailers => "request trailers",
+            MapType::ResponseHeaders => "response headers",
+            MapType::ResponseTrailers => "response trailers",
+            MapType::CallResponseHeaders => "callout response headers",
+            MapType::CallResponseTrailers => "callout response trailers",
+        }
+    }
+}
+
 /// Buffers (`proxy_buffer_type_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]

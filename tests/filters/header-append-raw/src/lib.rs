@@ -1,72 +1,21 @@
-//! Benchmark baseline: the same behaviour as `filters/header-append`, written the
-//! way the `proxy-wasm` crate's own examples are (its host calls panic on
-//! unexpected statuses). Like the weir filter it rejects invalid configuration
-//! naming the offending field, here with `serde_path_to_error`, the usual crate
-//! for that. It reads the same configuration and makes the same host calls per
-//! request, so that `sdk-bench` can compare fuel, host calls and module size; the
-//! bench checks that both accept and reject the same configurations.
+//! Benchmark baseline: `filters/header-append` written directly on the
+//! `proxy-wasm` crate, the way that crate's own examples are (its host calls
+//! panic on unexpected statuses).
+//!
+//! Everything that does not touch the SDK is shared with the weir filter through
+//! `header-append-core`: the configuration types and their validation, templates,
+//! rules and the order in which changes are applied. This crate only wires them
+//! to `proxy-wasm`'s contexts and host calls, as the weir filter wires them to
+//! weir's, so that `sdk-bench` measures the SDK layer alone. Invalid
+//! configuration is rejected naming the offending field, here with
+//! `serde_path_to_error`, the usual crate for that.
 
+use std::convert::Infallible;
 use std::rc::Rc;
 
+use header_append_core::{Config, HeaderMap};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use serde::{Deserialize, Deserializer};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Config {
-    request: Changes,
-    response: Changes,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Changes {
-    remove: Vec<Name>,
-    set: Vec<Header>,
-    add: Vec<Header>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Header {
-    name: Name,
-    value: Value,
-}
-
-/// A lower-cased header name made of token characters (pseudo-headers allowed).
-#[derive(Debug)]
-struct Name(String);
-
-/// A header value without CR, LF or NUL.
-#[derive(Debug)]
-struct Value(String);
-
-impl<'de> Deserialize<'de> for Name {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        let body = name.strip_prefix(':').unwrap_or(&name);
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if body.is_empty() || !body.bytes().all(token) {
-            return Err(serde::de::Error::custom(format!(
-                "invalid header name {name:?}"
-            )));
-        }
-        Ok(Name(name.to_ascii_lowercase()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = String::deserialize(d)?;
-        if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(serde::de::Error::custom(format!(
-                "invalid header value {value:?}: CR, LF and NUL are not allowed"
-            )));
-        }
-        Ok(Value(value))
-    }
-}
 
 struct Root {
     config: Rc<Config>,
@@ -101,6 +50,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             config: Rc::clone(&self.config),
+            state: header_append_core::Stream::default(),
         }))
     }
 
@@ -111,53 +61,104 @@ impl RootContext for Root {
 
 struct Stream {
     config: Rc<Config>,
+    state: header_append_core::Stream,
 }
 
 impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let c = &self.config.request;
-        for name in &c.remove {
-            self.set_http_request_header(&name.0, None);
+        match self.state.request(&self.config, &mut Request) {
+            Ok(()) => Action::Continue,
         }
-        for h in &c.set {
-            self.set_http_request_header(&h.name.0, Some(&h.value.0));
-        }
-        for h in &c.add {
-            self.add_http_request_header(&h.name.0, &h.value.0);
-        }
-        if c.remove.len() + c.set.len() + c.add.len() > 0 {
-            log::debug!(
-                "request: removed {}, set {}, added {} header(s)",
-                c.remove.len(),
-                c.set.len(),
-                c.add.len()
-            );
-        }
-        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let c = &self.config.response;
-        for name in &c.remove {
-            self.set_http_response_header(&name.0, None);
+        match self.state.response(&self.config, &mut Response) {
+            Ok(()) => Action::Continue,
         }
-        for h in &c.set {
-            self.set_http_response_header(&h.name.0, Some(&h.value.0));
-        }
-        for h in &c.add {
-            self.add_http_response_header(&h.name.0, &h.value.0);
-        }
-        if c.remove.len() + c.set.len() + c.add.len() > 0 {
-            log::debug!(
-                "response: removed {}, set {}, added {} header(s)",
-                c.remove.len(),
-                c.set.len(),
-                c.add.len()
-            );
-        }
-        Action::Continue
+    }
+}
+
+/// The request headers, through `proxy-wasm`'s `HttpContext` methods (which
+/// need no state of their own).
+struct Request;
+/// The response headers, likewise.
+struct Response;
+
+impl Context for Request {}
+impl HttpContext for Request {}
+impl Context for Response {}
+impl HttpContext for Response {}
+
+/// The values of `name` among `pairs`, in order.
+fn values_of(pairs: Vec<(String, Vec<u8>)>, name: &str) -> Vec<Vec<u8>> {
+    pairs
+        .into_iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+impl HeaderMap for Request {
+    type Error = Infallible;
+
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, Infallible> {
+        Ok(self.get_http_request_header_bytes(name))
+    }
+
+    fn get_all(&self, name: &str) -> Result<Vec<Vec<u8>>, Infallible> {
+        Ok(values_of(self.get_http_request_headers_bytes(), name))
+    }
+
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), Infallible> {
+        self.set_http_request_header_bytes(name, Some(value));
+        Ok(())
+    }
+
+    fn add(&mut self, name: &str, value: &[u8]) -> Result<(), Infallible> {
+        self.add_http_request_header_bytes(name, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), Infallible> {
+        self.set_http_request_header_bytes(name, None);
+        Ok(())
+    }
+
+    fn attribute(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.get_property(path.to_vec())
+    }
+}
+
+impl HeaderMap for Response {
+    type Error = Infallible;
+
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, Infallible> {
+        Ok(self.get_http_response_header_bytes(name))
+    }
+
+    fn get_all(&self, name: &str) -> Result<Vec<Vec<u8>>, Infallible> {
+        Ok(values_of(self.get_http_response_headers_bytes(), name))
+    }
+
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), Infallible> {
+        self.set_http_response_header_bytes(name, Some(value));
+        Ok(())
+    }
+
+    fn add(&mut self, name: &str, value: &[u8]) -> Result<(), Infallible> {
+        self.add_http_response_header_bytes(name, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), Infallible> {
+        self.set_http_response_header_bytes(name, None);
+        Ok(())
+    }
+
+    fn attribute(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.get_property(path.to_vec())
     }
 }
 

@@ -2,8 +2,8 @@
 //! escape → parse → render unchanged, and what it prints parses back to the same
 //! template. Bounded to a few thousand cases so it runs in a second or two.
 
-use header_append::attributes::ATTRIBUTES;
-use header_append::template::{Part, Phase, Source, Template, escape};
+use header_append_core::attributes::ATTRIBUTES;
+use header_append_core::template::{Part, Phase, Source, Template, escape};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -56,11 +56,11 @@ fn source() -> impl Strategy<Value = (String, Source)> {
     let header = "[a-z0-9!#$%&'*+.^_`~-]{1,12}";
     prop_oneof![
         header.prop_map(|h| {
-            let name = header_append::HeaderName::parse(&h).expect("token");
+            let name = header_append_core::HeaderName::parse(&h).expect("token");
             (format!("request.header.{h}"), Source::RequestHeader(name))
         }),
         header.prop_map(|h| {
-            let name = header_append::HeaderName::parse(&h).expect("token");
+            let name = header_append_core::HeaderName::parse(&h).expect("token");
             (format!("response.header.{h}"), Source::ResponseHeader(name))
         }),
         prop::sample::select(ATTRIBUTES.iter().collect::<Vec<_>>())
