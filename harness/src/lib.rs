@@ -66,6 +66,7 @@ mod engine;
 mod envoy_config;
 mod error;
 mod fields;
+mod grpc;
 mod hcm;
 mod outcome;
 mod plugin;
@@ -79,6 +80,7 @@ pub use chain::{Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filt
 pub use engine::{Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
+pub use grpc::{GrpcCallout, GrpcReply, GrpcRequest, GrpcService};
 pub use hcm::ConnectionManager;
 pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
 pub use plugin::Plugin;

@@ -76,13 +76,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             memory::status(result)?
         }
     );
-    // No callout has failed yet: Envoy's root context status is code 0, no message.
+    // The root context's status: set by on_grpc_close (the code stays, the
+    // message lasts for the callback). HTTP callout failures are not emulated.
     proxy_fn!(
         linker,
         "proxy_get_status",
         |caller, code_ptr: i32, msg_ptr: i32, msg_len: i32| {
-            let result = memory::write_u32(&mut caller, code_ptr, 0)
-                .and_then(|()| memory::copy_out(&mut caller, &[], msg_ptr, msg_len));
+            let grpc = &caller.data().grpc;
+            let (code, message) = (grpc.status_code, grpc.status_message.clone().into_bytes());
+            let result = memory::write_u32(&mut caller, code_ptr, code)
+                .and_then(|()| memory::copy_out(&mut caller, &message, msg_ptr, msg_len));
             memory::status(result)?
         }
     );
