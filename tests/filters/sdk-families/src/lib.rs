@@ -12,7 +12,12 @@
 //! - `queue`: resolves the plugin's shared queue, enqueues two jobs (the plugin
 //!   logs them from `on_queue_ready`) and looks up a queue that does not exist;
 //! - `zip`: the host's `compress` and `uncompress` foreign functions, and an
-//!   unknown one.
+//!   unknown one;
+//! - `grpc`: a unary gRPC call to cluster `grpc` (`pkg.Echo/Say`, the request
+//!   path as the message, `x-op` as metadata, `x-timeout-ms` as the timeout,
+//!   default 5 s) that holds the request: an OK answer logs the message and
+//!   resumes, an error status answers 503 with the status message;
+//! - `grpc-nowhere`: a gRPC call to a cluster that does not exist.
 //!
 //! The plugin logs its start, defines a gauge, registers the shared queue
 //! `sdk-families-jobs` and, with `{"tick_ms": N}`, runs two logical timers on the
@@ -23,8 +28,9 @@ use std::time::Duration;
 
 use weir::metrics::{Counter, Gauge};
 use weir::{
-    Error, Flow, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestHeaders,
-    ResponseHeaders, Result, SharedQueue, Timer, properties, shared_data,
+    Error, Flow, GrpcCall, GrpcResponse, GrpcToken, HttpFilter, IntoLocalReply, LocalReply, Plugin,
+    PluginContext, RequestHeaders, ResponseHeaders, Result, SharedQueue, Timer, properties,
+    shared_data,
 };
 
 /// The queue streams hand jobs to the plugin through.
@@ -207,6 +213,24 @@ impl HttpFilter for Filter {
                 let params = req.query_params()?;
                 log::info!("query: {params:?} path_only={:?}", req.path_only()?);
             }
+            "grpc" => {
+                let timeout = req
+                    .get("x-timeout-ms")?
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(5000);
+                let path = req.path()?.unwrap_or_default();
+                let token = GrpcCall::new("grpc", "pkg.Echo", "Say")
+                    .metadata("x-op", "grpc")
+                    .message(path.trim_start_matches('/').as_bytes())
+                    .timeout(Duration::from_millis(timeout))
+                    .send()?;
+                log::info!("grpc: sent, token {token:?}");
+                return Ok(Flow::Pause);
+            }
+            "grpc-nowhere" => {
+                let refused = GrpcCall::new("nowhere", "pkg.Echo", "Say").send();
+                log::info!("grpc: {:?}", refused.map_err(|e| e.to_string()));
+            }
             "reply" => {
                 return Ok(Flow::Respond(
                     LocalReply::new(429)
@@ -218,6 +242,31 @@ impl HttpFilter for Filter {
             _ => {}
         }
         req.set("x-op-seen", &self.op)?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_grpc_response(
+        &mut self,
+        token: GrpcToken,
+        response: &GrpcResponse,
+        headers: &mut RequestHeaders,
+    ) -> Result<Flow> {
+        let message = response.message()?;
+        log::info!(
+            "grpc: {token:?} status={} ok={} message={:?} status_message={:?}",
+            response.status(),
+            response.is_ok(),
+            String::from_utf8_lossy(&message),
+            response.status_message()?,
+        );
+        if !response.is_ok() {
+            return Ok(Flow::Respond(
+                LocalReply::new(503)
+                    .body(response.status_message()?)
+                    .details("sdk_families_grpc_failed"),
+            ));
+        }
+        headers.set("x-grpc-answer", String::from_utf8_lossy(&message).as_ref())?;
         Ok(Flow::Continue)
     }
 
