@@ -198,3 +198,25 @@ fn calls_to_a_cluster_without_a_grpc_service_close_unavailable() {
         outcome.logs
     );
 }
+
+#[test]
+fn calls_from_a_root_callback_are_answered_after_it() {
+    let mut chain = chain(|req: &GrpcRequest| GrpcReply::ok(req.message().to_vec()));
+    let outcome = chain
+        .send(
+            request(&[(
+                "x-probe-request",
+                "qreg:jobs;qenq:1:run:gcall:grpc:pkg.Root:Call:0:from-root",
+            )]),
+            ok,
+        )
+        .expect("completes");
+    let got = lines(&outcome.logs);
+    let at = |line: &str| got.iter().position(|l| *l == line);
+    let call = at("on_queue_ready gcall:grpc:pkg.Root:Call:0:from-root -> 0 token=5")
+        .expect("the root callback made the call");
+    let answer = at("on_grpc_receive token=5 size=9 buf:5 -> 0 from-root")
+        .expect("the answer reached the root context");
+    assert!(call < answer, "{got:?}");
+    assert_eq!(outcome.grpc[0].request.service(), "pkg.Root");
+}

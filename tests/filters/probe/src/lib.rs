@@ -26,7 +26,8 @@
 //! - `sget:key`, `sset:key:cas:value` — shared data;
 //! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
 //! - `qreg:name`, `qres:vm_id:name`, `qenq:id:data`, `qdeq:id` — shared queues
-//!   (`on_queue_ready` logs the token and dequeues until the queue is empty);
+//!   (`on_queue_ready` logs the token and dequeues until the queue is empty; an
+//!   item `run:<command>` is run there, in the root context);
 //! - `ffi:name:args` — a foreign function; args `hex:...` are hex-decoded, and
 //!   `zip:text` passes the result of `compress(text)`;
 //! - `gcall:svc:service:method:timeout:message:k=v,k=v` — a unary gRPC call;
@@ -991,13 +992,16 @@ pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
         let mut len = 0;
         // SAFETY: the out-params are valid.
         let status = unsafe { ffi::proxy_dequeue_shared_queue(token, &mut ptr, &mut len) };
-        log(format!(
-            "on_queue_ready qdeq:{token} -> {status} {}",
-            escape(&take(ptr, len))
-        )
-        .trim_end());
+        let item = take(ptr, len);
+        log(format!("on_queue_ready qdeq:{token} -> {status} {}", escape(&item)).trim_end());
         if status != 0 {
             break;
+        }
+        // An item `run:<command>` is run here, in the root context.
+        if let Some(command) = item.strip_prefix(b"run:") {
+            let command = String::from_utf8_lossy(command);
+            let (status, result) = run(&command, &mut 0, true);
+            log(format!("on_queue_ready {command} -> {status} {result}").trim_end());
         }
     }
 }
