@@ -605,12 +605,7 @@ fn run_scenarios(
                 .iter()
                 .map(UpstreamSaw::of)
                 .collect(),
-            grpc: upstreams
-                .grpc
-                .take_seen()
-                .iter()
-                .map(|r| UpstreamSaw::of(&r.http))
-                .collect(),
+            grpc: grpc_seen(upstreams.grpc, harness.grpc.len()),
         };
         seen_lines = lines.len();
 
@@ -629,6 +624,19 @@ fn run_scenarios(
         }
     }
     Ok(report)
+}
+
+/// What the gRPC server received for a scenario. A request can reach it after
+/// the stream is done (a call nobody answers travels alongside the request),
+/// so this waits up to a second for as many as the harness recorded.
+fn grpc_seen(server: &GrpcUpstream, expected: usize) -> Vec<UpstreamSaw> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut seen = server.take_seen();
+    while seen.len() < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        seen.extend(server.take_seen());
+    }
+    seen.iter().map(|r| UpstreamSaw::of(&r.http)).collect()
 }
 
 /// Compares a start-up that must fail: both sides refuse the plugin, each
