@@ -203,3 +203,34 @@ fn grpc_failures_reach_the_filter_with_their_status() {
         info(&o)
     );
 }
+
+#[test]
+fn grpc_streams_deliver_metadata_messages_and_the_close() {
+    let mut chain = grpc_chain(|req: &weir_harness::GrpcRequest| {
+        let mut reply = weir_harness::GrpcReply::status(0, "").initial_metadata("x-h", "v");
+        for m in &req.messages {
+            reply = reply.message(m.clone());
+        }
+        reply.trailing_metadata("x-t", "w")
+    });
+    let o = send(&mut chain, "/", "grpc-stream");
+    assert_eq!(o.response.status(), 200);
+    let up = o.upstream_request.as_ref().expect("the request went on");
+    assert_eq!(up.headers()["x-grpc-stream"], "one,two");
+    assert_eq!(
+        info(&o)[..6],
+        [
+            "grpc-stream: opened GrpcStream(6)",
+            "grpc-stream: GrpcStream(6) metadata (4) [\":status=200\", \"content-type=application/grpc\", \"x-h=v\"]",
+            "grpc-stream: message \"one\"",
+            "grpc-stream: message \"two\"",
+            "grpc-stream: GrpcStream(6) metadata (2) [\"x-t=w\", \"grpc-status=0\"]",
+            "grpc-stream: closed 0 \"via_upstream\"",
+        ]
+    );
+    let [stream] = o.grpc.as_slice() else {
+        panic!("one stream: {:?}", o.grpc);
+    };
+    assert_eq!(stream.request.http.headers()["x-op"], "grpc-stream");
+    assert!(stream.request.http.headers().get("grpc-timeout").is_none());
+}
