@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::fields::{Fields, Kind};
+use crate::grpc::{self, GrpcCallout, GrpcReply, GrpcService};
 use crate::hcm::ConnectionManager;
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome};
 use crate::plugin::Plugin;
@@ -146,12 +147,25 @@ impl std::fmt::Debug for Clusters {
     }
 }
 
+/// The gRPC services plugins can call, by cluster.
+#[derive(Default)]
+struct GrpcServices(Vec<(String, Box<dyn GrpcService>)>);
+
+impl std::fmt::Debug for GrpcServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
 /// Builds a [`Chain`].
 #[derive(Debug)]
 #[must_use]
 pub struct ChainBuilder {
     filters: Vec<Filter>,
     clusters: Clusters,
+    grpc: GrpcServices,
     hcm: ConnectionManager,
     log_level: LogLevel,
     start: SystemTime,
@@ -164,6 +178,19 @@ impl ChainBuilder {
     /// `upstream`. Calls to other clusters are refused with `BadArgument`.
     pub fn cluster(mut self, name: impl Into<String>, upstream: impl Upstream + 'static) -> Self {
         self.clusters.0.push((name.into(), Box::new(upstream)));
+        self
+    }
+
+    /// Adds a cluster with a gRPC service that filters can call with
+    /// `proxy_grpc_call` and `proxy_grpc_stream` (by cluster name or a
+    /// serialized `GrpcService` naming it), answered by `service` (see
+    /// [`GrpcService`]).
+    pub fn grpc_service(
+        mut self,
+        cluster: impl Into<String>,
+        service: impl GrpcService + 'static,
+    ) -> Self {
+        self.grpc.0.push((cluster.into(), Box::new(service)));
         self
     }
 
@@ -234,7 +261,7 @@ impl ChainBuilder {
                 filter,
                 seed,
             };
-            wire(&mut slot.vm, &self.hcm, &self.clusters);
+            wire(&mut slot.vm, &self.hcm, &self.clusters, &self.grpc);
             if slot.policy == FailurePolicy::FailReload && slot.reload_backoff.as_millis() < 2 {
                 return Err(Error::WouldCrashEnvoy {
                     plugin: slot.vm.name().to_owned(),
@@ -247,6 +274,7 @@ impl ChainBuilder {
         let mut chain = Chain {
             slots,
             clusters: self.clusters,
+            grpc: self.grpc,
             shared,
             log_level: self.log_level,
             fuel_per_call: self.fuel_per_call,
@@ -269,12 +297,13 @@ impl ChainBuilder {
 
 /// Gives a new VM what the chain knows: the route's cluster and the clusters it
 /// may call.
-fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters) {
+fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters, grpc: &GrpcServices) {
     vm.state().cluster_name = hcm.route_cluster_name().map(str::to_owned);
     let addresses = hcm.addresses();
     vm.state().source_address = Some(addresses.source);
     vm.state().destination_address = Some(addresses.destination);
     vm.state().clusters = clusters.0.iter().map(|(n, _)| n.clone()).collect();
+    vm.state().grpc_clusters = grpc.0.iter().map(|(n, _)| n.clone()).collect();
 }
 
 #[derive(Debug)]
@@ -296,6 +325,7 @@ struct Slot {
 pub struct Chain {
     slots: Vec<Slot>,
     clusters: Clusters,
+    grpc: GrpcServices,
     shared: Arc<Shared>,
     log_level: LogLevel,
     fuel_per_call: u64,
@@ -317,6 +347,9 @@ pub struct Background {
     pub logs: Vec<crate::LogRecord>,
     /// Callouts made from `on_tick`, with their answers.
     pub callouts: Vec<Callout>,
+    /// gRPC calls and streams answered meanwhile (made from `on_tick`, or
+    /// earlier and timed out now).
+    pub grpc: Vec<GrpcCallout>,
     /// Plugins that trapped meanwhile.
     pub traps: Vec<String>,
 }
@@ -399,6 +432,12 @@ fn after(
     callback: &'static str,
 ) -> Result<After> {
     let deferred = slot.vm.take_deferred();
+    if let Some(reason) = deferred.would_crash {
+        return Err(Error::WouldCrashEnvoy {
+            plugin: slot.vm.name().to_owned(),
+            reason,
+        });
+    }
     let action = match result {
         Ok(action) => action,
         // Measured in Envoy 1.40: the stream whose callback trapped is answered
@@ -440,6 +479,7 @@ fn after(
 fn settle(
     slot: &mut Slot,
     clusters: &mut Clusters,
+    grpc: &mut GrpcServices,
     result: Result<Option<i32>, Trap>,
     direction: Direction,
     callback: &'static str,
@@ -454,11 +494,27 @@ fn settle(
         if continues(action) {
             break;
         }
-        let Some(call) = slot.vm.state().pending_calls.pop_front() else {
-            break;
+        // HTTP callout responses first, then gRPC events; while the stream is
+        // held and nothing else can happen, the virtual clock moves to the next
+        // gRPC deadline.
+        let (result, callback) = match slot.vm.state().pending_calls.pop_front() {
+            Some(call) => (
+                answer_call(slot, clusters, call, callouts),
+                "on_http_call_response",
+            ),
+            None => match grpc_step(slot, grpc) {
+                Some(r) => (r.map(|()| None), "on_grpc_callback"),
+                None => match slot.vm.state().grpc.next_deadline() {
+                    Some(at) => {
+                        set_vm_clock(slot, at);
+                        expire_grpc(slot, at);
+                        continue;
+                    }
+                    None => break,
+                },
+            },
         };
-        let result = answer_call(slot, clusters, call, callouts);
-        step = match after(slot, result, direction, "on_http_call_response")? {
+        step = match after(slot, result, direction, callback)? {
             After::Returned { resumed, .. } => After::Returned { action, resumed },
             other => other,
         };
@@ -498,16 +554,106 @@ fn stalled(slot: &Slot, phase: &'static str) -> Error {
 fn settle_root_callback(
     slot: &mut Slot,
     clusters: &mut Clusters,
+    grpc: &mut GrpcServices,
     result: Result<(), Trap>,
     callouts: &mut Vec<Callout>,
 ) {
-    if result.is_ok() {
-        while let Some(call) = slot.vm.state().pending_calls.pop_front() {
-            let _ = answer_call(slot, clusters, call, callouts);
-            slot.vm.take_deferred();
+    slot.vm.take_deferred();
+    if result.is_err() {
+        return;
+    }
+    loop {
+        let step = match slot.vm.state().pending_calls.pop_front() {
+            Some(call) => answer_call(slot, clusters, call, callouts).map(drop),
+            None => match grpc_step(slot, grpc) {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        slot.vm.take_deferred();
+        if step.is_err() {
+            break;
         }
     }
-    slot.vm.take_deferred();
+}
+
+/// One unit of gRPC work for a VM, in Envoy's order: the next event to
+/// deliver, else the next call (or half-closed stream) whose service has not
+/// been asked yet. `None` when there is nothing to do without the clock moving.
+fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
+    if slot.vm.failed.is_some() {
+        return None;
+    }
+    let state = slot.vm.state();
+    if let Some(event) = state.grpc.events.pop_front() {
+        return Some(slot.vm.deliver_grpc(event));
+    }
+    let grpc = &mut state.grpc;
+    let call = grpc.calls.iter_mut().find(|(_, c)| !c.asked);
+    let (token, request) = if let Some((&token, call)) = call {
+        call.asked = true;
+        (token, call.request.clone())
+    } else {
+        let (&token, stream) = grpc
+            .streams
+            .iter_mut()
+            .find(|(_, s)| s.half_closed && !s.asked)?;
+        stream.asked = true;
+        *stream.request.http.body_mut() = grpc::frame(&stream.request.messages);
+        (token, stream.request.clone())
+    };
+    let reply = match services.0.iter_mut().find(|(n, _)| *n == request.cluster) {
+        Some((_, service)) => service.call(&request),
+        None => {
+            tracing::warn!(
+                cluster = %request.cluster,
+                "gRPC to a cluster without a gRPC service (ChainBuilder::grpc_service): \
+                 not emulated, closed as UNAVAILABLE"
+            );
+            GrpcReply::status(grpc::code::UNAVAILABLE, "")
+        }
+    };
+    if reply.answers() {
+        grpc.events.extend(grpc::events_for(token, &reply));
+        if let Some(call) = grpc.calls.get_mut(&token) {
+            call.deadline = None;
+        }
+    }
+    grpc.log.push((
+        token,
+        GrpcCallout {
+            request,
+            reply,
+            status: None,
+        },
+    ));
+    Some(Ok(()))
+}
+
+/// Times out the VM's calls whose deadline is `at` or earlier, as Envoy's
+/// router does: the call closes UNAVAILABLE with "upstream request timeout"
+/// (a local reply 504, turned into gRPC status by the async client).
+fn expire_grpc(slot: &mut Slot, at: Duration) {
+    let grpc = &mut slot.vm.state().grpc;
+    for (&token, call) in grpc.calls.iter_mut() {
+        if call.deadline.is_some_and(|d| d <= at) {
+            call.deadline = None;
+            grpc.events.push_back(grpc::Event::Close(
+                token,
+                grpc::TIMEOUT_STATUS,
+                grpc::TIMEOUT_MESSAGE.to_owned(),
+            ));
+        }
+    }
+}
+
+/// Moves one VM's virtual clocks forward to monotonic time `at`.
+fn set_vm_clock(slot: &mut Slot, at: Duration) {
+    let state = slot.vm.state();
+    if let Some(delta) = at.checked_sub(state.monotonic) {
+        state.now += delta;
+        state.monotonic = at;
+    }
 }
 
 fn answer_call(
@@ -712,6 +858,7 @@ impl Chain {
         ChainBuilder {
             filters: Vec::new(),
             clusters: Clusters::default(),
+            grpc: GrpcServices::default(),
             hcm: ConnectionManager::default(),
             log_level: LogLevel::Info,
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
@@ -744,25 +891,40 @@ impl Chain {
         let end = self.monotonic() + by;
         let mut callouts = Vec::new();
         loop {
-            // The earliest due tick across plugins.
+            // The earliest due tick or gRPC deadline across plugins (a tick
+            // first when both fall at the same time).
             let due = self
                 .slots
                 .iter_mut()
                 .enumerate()
                 .filter(|(_, s)| s.vm.failed.is_none())
-                .filter_map(|(i, s)| Some((s.vm.state().next_tick?, i)))
-                .filter(|(t, _)| *t <= end)
+                .flat_map(|(i, s)| {
+                    let state = s.vm.state();
+                    let tick = state.next_tick.map(|t| (t, 0, i));
+                    let deadline = state.grpc.next_deadline().map(|t| (t, 1, i));
+                    [tick, deadline]
+                })
+                .flatten()
+                .filter(|(t, _, _)| *t <= end)
                 .min();
-            let Some((at, i)) = due else { break };
+            let Some((at, kind, i)) = due else { break };
             self.set_monotonic(at);
             let Chain {
-                slots, clusters, ..
+                slots,
+                clusters,
+                grpc,
+                ..
             } = self;
             let slot = &mut slots[i];
-            let period = Duration::from_millis(u64::from(slot.vm.state().tick_period_ms));
-            slot.vm.state().next_tick = Some(at + period);
-            let ticked = slot.vm.on_tick();
-            settle_root_callback(slot, clusters, ticked, &mut callouts);
+            let result = if kind == 0 {
+                let period = Duration::from_millis(u64::from(slot.vm.state().tick_period_ms));
+                slot.vm.state().next_tick = Some(at + period);
+                slot.vm.on_tick()
+            } else {
+                expire_grpc(slot, at);
+                Ok(())
+            };
+            settle_root_callback(slot, clusters, grpc, result, &mut callouts);
             self.deliver_queue_ready(&mut callouts);
         }
         self.set_monotonic(end);
@@ -776,8 +938,30 @@ impl Chain {
         Background {
             logs: self.drain_logs(),
             callouts,
+            grpc: self.drain_grpc(),
             traps: std::mem::take(&mut *self.shared.traps()),
         }
+    }
+
+    /// The gRPC calls the services answered since the last drain, from every VM.
+    fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
+        self.slots
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.vm.state().grpc.log))
+            .map(|(_, c)| c)
+            .collect()
+    }
+
+    /// Brings every VM's clocks to the latest one (a VM waited for a gRPC
+    /// deadline while it held a stream).
+    fn sync_clocks(&mut self) {
+        let latest = self
+            .slots
+            .iter_mut()
+            .map(|s| s.vm.state().monotonic)
+            .max()
+            .unwrap_or_default();
+        self.set_monotonic(latest);
     }
 
     /// FAIL_RELOAD, applied as Envoy applies it when a stream starts: a VM that
@@ -810,7 +994,7 @@ impl Chain {
             );
             match started {
                 Ok(mut vm) => {
-                    wire(&mut vm, &self.hcm, &self.clusters);
+                    wire(&mut vm, &self.hcm, &self.clusters, &self.grpc);
                     vm.state().monotonic = now;
                     vm.take_fuel();
                     vm.take_host_calls();
@@ -854,7 +1038,10 @@ impl Chain {
                 return;
             };
             let Chain {
-                slots, clusters, ..
+                slots,
+                clusters,
+                grpc,
+                ..
             } = self;
             let Some(slot) = slots.iter_mut().find(|s| s.vm.key() == ready.target.vm) else {
                 continue;
@@ -862,7 +1049,7 @@ impl Chain {
             let result = slot
                 .vm
                 .on_queue_ready(ready.target.root_context, ready.token);
-            settle_root_callback(slot, clusters, result, callouts);
+            settle_root_callback(slot, clusters, grpc, result, callouts);
         }
         tracing::warn!(
             "more than {MAX_PER_EVENT} on_queue_ready notifications in one event; the rest wait"
@@ -1007,6 +1194,7 @@ impl Chain {
                 }
             }
         };
+        self.sync_clocks();
         // Envoy's dispatcher runs what enqueues posted once the request event is
         // handled, before the upstream answers.
         self.deliver_queue_ready(&mut callouts);
@@ -1192,7 +1380,8 @@ impl Chain {
             set_response_info(slot, &final_response, &details);
         }
         self.log_stream(&progress, &fields, Some(&final_response));
-        // Responses that arrive after the stream ended find no stream to act on.
+        // Responses that arrive after the stream ended find no stream to act on;
+        // gRPC calls made on the response path are answered now too.
         self.answer_leftovers(&mut callouts);
         // The response usually arrives in one event that also ends the stream, so
         // what the response phase posted runs after on_delete (measured in Envoy).
@@ -1215,6 +1404,7 @@ impl Chain {
             fuel,
             host_calls,
             callouts,
+            grpc: self.drain_grpc(),
             traps: std::mem::take(&mut *self.shared.traps()),
             warnings,
         })
@@ -1478,10 +1668,13 @@ impl Chain {
     /// are.
     fn answer_leftovers(&mut self, callouts: &mut Vec<Callout>) {
         let Chain {
-            slots, clusters, ..
+            slots,
+            clusters,
+            grpc,
+            ..
         } = self;
         for slot in slots.iter_mut() {
-            settle_root_callback(slot, clusters, Ok(()), callouts);
+            settle_root_callback(slot, clusters, grpc, Ok(()), callouts);
         }
     }
 
@@ -1525,7 +1718,10 @@ impl Chain {
         held: &mut Option<usize>,
     ) -> Result<Option<Reply>> {
         let Chain {
-            slots, clusters, ..
+            slots,
+            clusters,
+            grpc,
+            ..
         } = self;
         for (i, slot) in slots.iter_mut().enumerate().skip(from) {
             if slot.vm.failed.is_some() {
@@ -1553,6 +1749,7 @@ impl Chain {
             let step = settle(
                 slot,
                 clusters,
+                grpc,
                 result,
                 Direction::Request,
                 "on_request_headers",
@@ -1614,7 +1811,10 @@ impl Chain {
     ) -> Result<Option<Reply>> {
         let until = below.min(progress.len());
         let Chain {
-            slots, clusters, ..
+            slots,
+            clusters,
+            grpc,
+            ..
         } = self;
         for (i, slot) in slots.iter_mut().enumerate().take(until).rev() {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
@@ -1638,6 +1838,7 @@ impl Chain {
             let step = settle(
                 slot,
                 clusters,
+                grpc,
                 result,
                 Direction::Response,
                 "on_response_headers",

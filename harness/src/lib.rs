@@ -44,17 +44,21 @@
 //! response, connection and xds attributes, filter state), HTTP callouts to
 //! clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
 //! receives, the response delivered to the root context, resuming or answering the
-//! stream from it), timers on a virtual clock ([`Chain::advance`] fires `on_tick`),
+//! stream from it), gRPC calls and streams to services given with
+//! [`ChainBuilder::grpc_service`] (Envoy's parsing of the service argument,
+//! token numbering, status codes, callbacks with metadata and messages, cancel
+//! and close, timeouts on the virtual clock; see [`GrpcService`]),
+//! timers on a virtual clock ([`Chain::advance`] fires `on_tick` and gRPC timeouts),
 //! shared queues (per `vm_id`; `on_queue_ready` goes to the latest registrant after
 //! the current event, as Envoy posts it), the foreign functions `compress`,
 //! `uncompress` and `clear_route_cache`, fail-closed/fail-open/fail-reload after a
 //! trap, WASI stdio/clock/random/environ. The conformance suite in
 //! `tests/conformance/` compares the stream, header, body, shared-data,
 //! shared-queue, foreign-function, metrics, property, callout, chain and failure
-//! behaviours with Envoy 1.40, and the ABI 0.1.0 differences and load refusals.
-//! The load checks and timers are tested in the harness
-//! only (Envoy's timers run on the wall clock). gRPC host calls are linked and
-//! answer `Unimplemented`, as do Envoy's other foreign functions. A body buffered
+//! behaviours with Envoy 1.40, gRPC, and the ABI 0.1.0 differences and load
+//! refusals. The load checks and timers are tested in
+//! the harness only (Envoy's timers run on the wall clock). Envoy's other foreign
+//! functions answer `Unimplemented`, as do `google_grpc` services. A body buffered
 //! past the listener's `per_connection_buffer_limit_bytes` (default 1 MiB) is
 //! answered `413` (request) or `500` (response), as Envoy's filter manager does.
 //! Callouts can be made from any stream callback or from the root context. Their
@@ -66,6 +70,9 @@
 //! close the connection (before the headers: Envoy's `503`; mid-body: a failed
 //! call, `proxy_get_status` = `BrokenConnection`/`reset`). Virtual time does not
 //! move while a callout is answered; a delay only decides whether it timed out.
+//! gRPC answers are delivered after request headers, after root-context
+//! callbacks and once the stream ends; a gRPC stream is answered once the plugin
+//! half-closes it.
 
 #![forbid(unsafe_code)]
 
@@ -75,6 +82,7 @@ mod engine;
 mod envoy_config;
 mod error;
 mod fields;
+mod grpc;
 mod hcm;
 mod outcome;
 mod plugin;
@@ -88,6 +96,7 @@ pub use chain::{Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filt
 pub use engine::{Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
+pub use grpc::{GrpcCallout, GrpcReply, GrpcRequest, GrpcService};
 pub use hcm::ConnectionManager;
 pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
 pub use plugin::Plugin;

@@ -107,6 +107,8 @@ pub struct Outcome {
     pub host_calls: u64,
     /// The callouts the plugins made, in order.
     pub callouts: Vec<Callout>,
+    /// The gRPC calls and streams that reached their service, in order.
+    pub grpc: Vec<crate::GrpcCallout>,
     /// Plugins that trapped during this request, as Envoy reports it:
     /// `<plugin>: Function: <callback> failed: <trap and wasm backtrace>`.
     pub traps: Vec<String>,

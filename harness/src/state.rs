@@ -92,6 +92,8 @@ pub(crate) struct Deferred {
     pub(crate) continue_response: bool,
     pub(crate) close_stream: bool,
     pub(crate) local_reply: Option<LocalReplyRequest>,
+    /// The callback made a host call Envoy would not survive (it trapped here).
+    pub(crate) would_crash: Option<&'static str>,
 }
 
 /// Static facts about the plugin, as in Envoy's `PluginConfig`.
@@ -143,14 +145,14 @@ pub(crate) struct HostState {
     pub(crate) destination_address: Option<std::net::SocketAddr>,
     /// Clusters `proxy_http_call` may call.
     pub(crate) clusters: Vec<String>,
+    /// Clusters with a gRPC service (`proxy_grpc_call`, `proxy_grpc_stream`).
+    pub(crate) grpc_clusters: Vec<String>,
+    /// The root context's gRPC calls and streams.
+    pub(crate) grpc: crate::grpc::GrpcState,
     /// Callouts made and not answered yet, in order.
     pub(crate) pending_calls: std::collections::VecDeque<PendingCall>,
     /// The answer being delivered by `on_http_call_response`.
     pub(crate) call_response: Option<CallResponse>,
-    /// What `proxy_get_status` answers: Envoy's root-context status code
-    /// (`BrokenConnection` once a callout failed; it stays) and message (`reset`
-    /// only while the failed callout's callback runs).
-    pub(crate) call_status: (u32, &'static str),
     /// The last HTTP callout token (Envoy's: 4, 8, 12, ...).
     last_call_token: u32,
     /// This VM's metric ids: id → (type, stat name).
@@ -197,9 +199,10 @@ impl HostState {
             source_address: None,
             destination_address: None,
             clusters: Vec::new(),
+            grpc_clusters: Vec::new(),
+            grpc: crate::grpc::GrpcState::default(),
             pending_calls: std::collections::VecDeque::new(),
             call_response: None,
-            call_status: (0, ""),
             last_call_token: 0,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],

@@ -8,6 +8,7 @@ use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::{AbiVersion, Status};
 use crate::fields::Fields;
+use crate::grpc::{self, Event};
 use crate::outcome::LogLevel;
 use crate::plugin::Plugin;
 use crate::shared::Shared;
@@ -36,6 +37,10 @@ struct Callbacks {
     on_response_headers_0_1: Cb<(i32, i32), i32>,
     on_request_body: Cb<(i32, i32, i32), i32>,
     on_http_call_response: Cb<(i32, i32, i32, i32, i32), ()>,
+    on_grpc_receive_initial_metadata: Cb<(i32, i32, i32), ()>,
+    on_grpc_receive: Cb<(i32, i32, i32), ()>,
+    on_grpc_receive_trailing_metadata: Cb<(i32, i32, i32), ()>,
+    on_grpc_close: Cb<(i32, i32, i32), ()>,
     on_tick: Cb<i32, ()>,
     on_queue_ready: Cb<(i32, i32), ()>,
     on_response_body: Cb<(i32, i32, i32), i32>,
@@ -121,6 +126,18 @@ impl Vm {
             on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
             on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
             on_http_call_response: typed(&mut store, &instance, "proxy_on_http_call_response"),
+            on_grpc_receive_initial_metadata: typed(
+                &mut store,
+                &instance,
+                "proxy_on_grpc_receive_initial_metadata",
+            ),
+            on_grpc_receive: typed(&mut store, &instance, "proxy_on_grpc_receive"),
+            on_grpc_receive_trailing_metadata: typed(
+                &mut store,
+                &instance,
+                "proxy_on_grpc_receive_trailing_metadata",
+            ),
+            on_grpc_close: typed(&mut store, &instance, "proxy_on_grpc_close"),
             on_tick: typed(&mut store, &instance, "proxy_on_tick"),
             on_queue_ready: typed(&mut store, &instance, "proxy_on_queue_ready"),
             on_response_body: typed(&mut store, &instance, "proxy_on_response_body"),
@@ -443,7 +460,9 @@ impl Vm {
     /// code stays afterwards; the message does not (as in Envoy).
     pub(crate) fn on_http_call_failure(&mut self, token: u32) -> Result<Option<i32>, Trap> {
         let root = self.store.data().root_context_id;
-        self.store.data_mut().call_status = (Status::BrokenConnection as u32, "reset");
+        let grpc = &mut self.store.data_mut().grpc;
+        grpc.status_code = Status::BrokenConnection as u32;
+        grpc.status_message = "reset".to_owned();
         let cb = self.callbacks.on_http_call_response.clone();
         let result = self.call(
             Phase::Root,
@@ -452,8 +471,107 @@ impl Vm {
             &cb,
             (root as i32, token as i32, 0, 0, 0),
         );
-        self.store.data_mut().call_status.1 = "";
+        self.store.data_mut().grpc.status_message.clear();
         result.map(|_| None)
+    }
+
+    /// Delivers one gRPC event to the root context, as Envoy's
+    /// `onGrpc*Wrapper`s do: the metadata or message is readable during the
+    /// callback only; a unary call is forgotten once its message or close was
+    /// delivered, a stream once it is closed at both ends. An event whose
+    /// callback the module does not export is skipped (the cleanup still runs).
+    pub(crate) fn deliver_grpc(&mut self, event: Event) -> Result<(), Trap> {
+        let root = self.store.data().root_context_id;
+        let token = event.token();
+        let result = match event {
+            Event::InitialMetadata(_, fields) => {
+                let n = fields.len() as i32;
+                self.store.data_mut().grpc.initial_metadata = Some(fields);
+                let cb = self.callbacks.on_grpc_receive_initial_metadata.clone();
+                let r = self.call(
+                    Phase::Root,
+                    root,
+                    "proxy_on_grpc_receive_initial_metadata",
+                    &cb,
+                    (root as i32, token as i32, n),
+                );
+                self.store.data_mut().grpc.initial_metadata = None;
+                r
+            }
+            Event::TrailingMetadata(_, fields) => {
+                let n = fields.len() as i32;
+                self.store.data_mut().grpc.trailing_metadata = Some(fields);
+                let cb = self.callbacks.on_grpc_receive_trailing_metadata.clone();
+                let r = self.call(
+                    Phase::Root,
+                    root,
+                    "proxy_on_grpc_receive_trailing_metadata",
+                    &cb,
+                    (root as i32, token as i32, n),
+                );
+                self.store.data_mut().grpc.trailing_metadata = None;
+                r
+            }
+            Event::Message(_, message) => {
+                let cb = self.callbacks.on_grpc_receive.clone();
+                let grpc = &mut self.store.data_mut().grpc;
+                if grpc::is_call(token) {
+                    grpc.record_status(token, 0);
+                }
+                let r = if cb.is_some() {
+                    let size = message.len() as i32;
+                    grpc.receive_buffer = Some(message.to_vec());
+                    let r = self.call(
+                        Phase::Root,
+                        root,
+                        "proxy_on_grpc_receive",
+                        &cb,
+                        (root as i32, token as i32, size),
+                    );
+                    self.store.data_mut().grpc.receive_buffer = None;
+                    r
+                } else {
+                    Ok(None)
+                };
+                if grpc::is_call(token) {
+                    self.store.data_mut().grpc.forget(token);
+                }
+                r
+            }
+            Event::Close(_, status, message) => {
+                let cb = self.callbacks.on_grpc_close.clone();
+                let grpc = &mut self.store.data_mut().grpc;
+                grpc.record_status(token, status);
+                let local_closed = match grpc.streams.get_mut(&token) {
+                    Some(stream) => {
+                        stream.remote_closed = true;
+                        stream.local_closed
+                    }
+                    None => false,
+                };
+                let r = if cb.is_some() {
+                    grpc.status_code = status;
+                    grpc.status_message = message;
+                    let r = self.call(
+                        Phase::Root,
+                        root,
+                        "proxy_on_grpc_close",
+                        &cb,
+                        (root as i32, token as i32, status as i32),
+                    );
+                    self.store.data_mut().grpc.status_message.clear();
+                    r
+                } else {
+                    Ok(None)
+                };
+                let grpc = &mut self.store.data_mut().grpc;
+                if grpc::is_call(token) || local_closed {
+                    grpc.forget(token);
+                }
+                r
+            }
+        };
+        result.map(drop)
     }
 
     pub(crate) fn on_request_body(

@@ -471,3 +471,45 @@ fn buffering_past_the_buffer_limit_is_answered_413() {
     let reply = o.local_reply.expect("local reply");
     assert_eq!(reply.details, "request_payload_too_large");
 }
+
+#[test]
+fn grpc_calls_check_guest_pointers_and_write_the_token_last() {
+    // 1: the service name runs out of memory; 2: a valid call whose token
+    // pointer does not: the call is still sent (Envoy writes the token after
+    // sending); 3: a stream with a bad method pointer.
+    let wasm = module(
+        r#"(import "env" "proxy_grpc_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_stream" (func $stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"
+  (data (i32.const 200) "grpc")
+  (data (i32.const 220) "pkg.S")
+  (data (i32.const 240) "M")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $status (call $call (i32.const 65530) (i32.const 100) (i32.const 220) (i32.const 5)
+      (i32.const 240) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+      (i32.const 0) (i32.const 300)))
+    (call $status (call $call (i32.const 200) (i32.const 4) (i32.const 220) (i32.const 5)
+      (i32.const 240) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+      (i32.const 0) (i32.const 65535)))
+    (call $status (call $stream (i32.const 200) (i32.const 4) (i32.const 220) (i32.const 5)
+      (i32.const -1) (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 300)))
+    (i32.const 0))
+"#,
+    );
+    let plugin = engine().load(&wasm).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .grpc_service("grpc", |_: &weir_harness::GrpcRequest| {
+            weir_harness::GrpcReply::ok("m")
+        })
+        .build()
+        .expect("starts");
+    let o = chain.send(get("/"), ok_upstream).expect("send");
+    assert_eq!(infos(&o), ["06", "06", "06"]);
+    assert_eq!(
+        o.grpc.len(),
+        1,
+        "the call with the bad token pointer was sent"
+    );
+    assert_eq!(o.grpc[0].request.service(), "pkg.S");
+}

@@ -16,9 +16,10 @@ use proxy_wasm::types::{Action, ContextType};
 use crate::host::{self, BufferType};
 use crate::plugin::log_error;
 use crate::{
-    BufferBody, CalloutResponse, CalloutToken, Error, Flow, GrpcResponse, GrpcToken, HttpFilter,
-    IntoLocalReply, LocalReply, Plugin, PluginContext, RequestBody, RequestHeaders,
-    RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers, Result, SharedQueue,
+    BufferBody, CalloutResponse, CalloutToken, Error, Flow, GrpcResponse, GrpcStream,
+    GrpcStreamEvent, GrpcToken, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext,
+    RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers,
+    Result, SharedQueue,
 };
 
 /// Registers `F` (with plugin `P`) as the module's HTTP filter. Called from the
@@ -106,6 +107,36 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Context for Root<F, P> {
         let response = GrpcResponse::new(status_code, response_size);
         self.with_plugin("gRPC response", |plugin, ctx| {
             plugin.on_grpc_response(GrpcToken(token_id), &response, ctx)
+        });
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token_id: u32, num_elements: u32) {
+        self.grpc_stream(
+            token_id,
+            GrpcStreamEvent::InitialMetadata(num_elements as usize),
+        );
+    }
+
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        self.grpc_stream(token_id, GrpcStreamEvent::Message(message_size));
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token_id: u32, num_elements: u32) {
+        self.grpc_stream(
+            token_id,
+            GrpcStreamEvent::TrailingMetadata(num_elements as usize),
+        );
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        self.grpc_stream(token_id, GrpcStreamEvent::Closed(status_code));
+    }
+}
+
+impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
+    fn grpc_stream(&mut self, token: u32, event: GrpcStreamEvent) {
+        self.with_plugin("gRPC stream", |plugin, ctx| {
+            plugin.on_grpc_stream(GrpcStream(token), &event, ctx)
         });
     }
 }
@@ -272,9 +303,44 @@ impl<F: HttpFilter> Context for Stream<F> {
         );
         resume_after::<F>(result);
     }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token_id: u32, num_elements: u32) {
+        self.grpc_stream(
+            token_id,
+            GrpcStreamEvent::InitialMetadata(num_elements as usize),
+        );
+    }
+
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        self.grpc_stream(token_id, GrpcStreamEvent::Message(message_size));
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token_id: u32, num_elements: u32) {
+        self.grpc_stream(
+            token_id,
+            GrpcStreamEvent::TrailingMetadata(num_elements as usize),
+        );
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        self.grpc_stream(token_id, GrpcStreamEvent::Closed(status_code));
+    }
 }
 
-/// After a callout answer: resume the request if the filter continues.
+impl<F: HttpFilter> Stream<F> {
+    /// A gRPC stream event, delivered with this stream as the effective context.
+    fn grpc_stream(&mut self, token: u32, event: GrpcStreamEvent) {
+        let Some(filter) = self.filter.as_mut() else {
+            return;
+        };
+        let result =
+            filter.on_grpc_stream(GrpcStream(token), &event, &mut RequestHeaders::new(false));
+        resume_after::<F>(result);
+    }
+}
+
+/// After a callout answer or gRPC event: resume the request if the filter
+/// continues.
 fn resume_after<F>(result: Result<Flow>) {
     if finish::<F>(result) == Action::Continue
         && let Err(status) = host::continue_stream(host::STREAM_REQUEST)

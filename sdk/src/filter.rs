@@ -5,8 +5,9 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    CalloutResponse, CalloutToken, GrpcResponse, GrpcToken, LocalReply, RequestBody,
-    RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers, Result,
+    CalloutResponse, CalloutToken, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcToken,
+    LocalReply, RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders,
+    ResponseTrailers, Result,
 };
 
 /// What the filter chain should do after a callback.
@@ -92,6 +93,25 @@ pub trait HttpFilter: 'static {
     ) -> Result<Flow> {
         let _ = (token, response, headers);
         Ok(Flow::Continue)
+    }
+
+    /// Something arrived on a gRPC stream this stream opened with
+    /// [`GrpcStreamRequest::open`](crate::GrpcStreamRequest::open): the
+    /// server's initial metadata, a message, its trailing metadata, or the
+    /// close (always last). [`Flow::Continue`] resumes the paused request,
+    /// [`Flow::Respond`] answers it, [`Flow::Pause`] (the default) leaves the
+    /// request as it is. The request headers can still be changed.
+    ///
+    /// # Errors
+    /// Any error becomes a local reply.
+    fn on_grpc_stream(
+        &mut self,
+        stream: GrpcStream,
+        event: &GrpcStreamEvent,
+        headers: &mut RequestHeaders,
+    ) -> Result<Flow> {
+        let _ = (stream, event, headers);
+        Ok(Flow::Pause)
     }
 
     /// Called with the request trailers, if the request has any (after the last

@@ -84,7 +84,7 @@ pub use config::parse_config;
 pub use env::{call_foreign, log_level, now};
 pub use error::{Error, ErrorKind, HostStatus, IntoLocalReply, Result};
 pub use filter::{Flow, HttpFilter};
-pub use grpc::{GrpcCall, GrpcResponse, GrpcToken};
+pub use grpc::{GrpcCall, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcStreamRequest, GrpcToken};
 pub use headers::{Headers, RequestHeaders, RequestTrailers, ResponseHeaders, ResponseTrailers};
 pub use plugin::{NoPlugin, Plugin, PluginContext, Timer};
 pub use reply::LocalReply;

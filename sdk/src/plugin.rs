@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::host;
-use crate::{CalloutResponse, CalloutToken, Error, GrpcResponse, GrpcToken, Result};
+use crate::{
+    CalloutResponse, CalloutToken, Error, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcToken,
+    Result,
+};
 
 /// What a plugin does outside requests: one value per plugin in each worker's VM,
 /// created once the configuration is parsed.
@@ -93,6 +96,21 @@ pub trait Plugin: Sized + 'static {
         ctx: &mut PluginContext,
     ) -> Result<()> {
         let _ = (token, response, ctx);
+        Ok(())
+    }
+
+    /// Something arrived on a gRPC stream the plugin opened (see
+    /// [`HttpFilter::on_grpc_stream`](crate::HttpFilter::on_grpc_stream)).
+    ///
+    /// # Errors
+    /// Errors are logged.
+    fn on_grpc_stream(
+        &mut self,
+        stream: GrpcStream,
+        event: &GrpcStreamEvent,
+        ctx: &mut PluginContext,
+    ) -> Result<()> {
+        let _ = (stream, event, ctx);
         Ok(())
     }
 

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::Deserialize;
-use weir_harness::{EnvoyConfig, LogLevel, UpstreamFault};
+use weir_harness::{EnvoyConfig, GrpcReply, GrpcRequest, LogLevel, UpstreamFault};
 
 use crate::envoy::{Envoy, Rebind};
+use crate::grpc::{GrpcHandler, GrpcUpstream};
 use crate::net::{self, Upstream};
 use crate::observed::{ClientSaw, UpstreamSaw};
 
@@ -98,6 +99,9 @@ pub struct Scenario {
     /// resource of its own, such as a key set).
     #[serde(default)]
     pub callout: ResponseSpec,
+    /// How the `grpc` cluster answers the probe's gRPC calls and streams.
+    #[serde(default)]
+    pub grpc: GrpcSpec,
     /// Time to let pass before the request: Envoy's side sleeps, the harness's
     /// virtual clock advances.
     #[serde(default)]
@@ -249,6 +253,53 @@ impl ResponseSpec {
     }
 }
 
+/// A gRPC answer as data: every call and stream of the scenario gets it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSpec {
+    /// `grpc-status` (default 0, OK).
+    pub status: u32,
+    /// `grpc-message`.
+    pub message: String,
+    /// Response messages, in order.
+    pub messages: Vec<String>,
+    /// Then each request message again, prefixed with `echo:`.
+    pub echo: bool,
+    /// Response headers (initial metadata).
+    pub headers: Vec<(String, String)>,
+    /// Trailers (trailing metadata) before `grpc-status`.
+    pub trailers: Vec<(String, String)>,
+    /// Never answer (the call times out or is cancelled).
+    pub no_answer: bool,
+}
+
+impl GrpcSpec {
+    /// The reply to `request`.
+    pub fn reply(&self, request: &GrpcRequest) -> GrpcReply {
+        if self.no_answer {
+            return GrpcReply::no_answer();
+        }
+        let mut reply = GrpcReply::status(self.status, self.message.clone());
+        for (k, v) in &self.headers {
+            reply = reply.initial_metadata(k, v);
+        }
+        for m in &self.messages {
+            reply = reply.message(Bytes::from(m.clone()));
+        }
+        if self.echo {
+            for m in &request.messages {
+                let mut echoed = b"echo:".to_vec();
+                echoed.extend_from_slice(m);
+                reply = reply.message(echoed);
+            }
+        }
+        for (k, v) in &self.trailers {
+            reply = reply.trailing_metadata(k, v);
+        }
+        reply
+    }
+}
+
 impl Scenario {
     fn request(&self, id: usize) -> Result<http::Request<Bytes>> {
         let r = &self.request;
@@ -283,6 +334,8 @@ pub struct Observed {
     pub logs: Vec<String>,
     /// What the `callout` cluster received.
     pub callouts: Vec<UpstreamSaw>,
+    /// The complete gRPC requests the `grpc` cluster received.
+    pub grpc: Vec<UpstreamSaw>,
 }
 
 /// The result of one suite.
@@ -388,6 +441,10 @@ pub fn run(suite: &Suite) -> Result<Report> {
         suite.scenarios.iter().map(|s| s.callout.clone()).collect(),
         Arc::clone(&current),
     );
+    let grpc_handler = grpc_by_probe_id(
+        suite.scenarios.iter().map(|s| s.grpc.clone()).collect(),
+        Arc::clone(&current),
+    );
 
     if suite.expect_start_failure.is_some() || suite.expect_load_failure.is_some() {
         let config = EnvoyConfig::parse(&yaml)?;
@@ -401,6 +458,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
             clusters: HashMap::from([
                 ("upstream".to_owned(), unused),
                 ("callout".to_owned(), unused),
+                ("grpc".to_owned(), unused),
             ]),
             modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
             loopback: true,
@@ -417,10 +475,12 @@ pub fn run(suite: &Suite) -> Result<Report> {
     }
     let upstream = Upstream::start(Arc::clone(&handler))?;
     let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
+    let grpc_upstream = GrpcUpstream::start("grpc", Arc::clone(&grpc_handler))?;
     let how = Rebind {
         clusters: HashMap::from([
             ("upstream".to_owned(), upstream.addr()),
             ("callout".to_owned(), callout_upstream.addr()),
+            ("grpc".to_owned(), grpc_upstream.addr()),
         ]),
         modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
         loopback: true,
@@ -440,16 +500,36 @@ pub fn run(suite: &Suite) -> Result<Report> {
         .chain_builder(engine, |_| engine.load_file(&probe))?
         .connection_manager(hcm)
         .cluster("callout", move |req| for_harness(req))
+        .grpc_service("grpc", move |req: &GrpcRequest| grpc_handler(req))
         .build()?;
-    run_scenarios(
-        suite,
-        &mut chain,
-        &handler,
-        &envoy,
-        &upstream,
-        &callout_upstream,
-        &current,
-    )
+    let upstreams = Upstreams {
+        upstream: &upstream,
+        callout: &callout_upstream,
+        grpc: &grpc_upstream,
+    };
+    run_scenarios(suite, &mut chain, &handler, &envoy, &upstreams, &current)
+}
+
+/// The servers behind Envoy's clusters.
+struct Upstreams<'a> {
+    upstream: &'a Upstream,
+    callout: &'a Upstream,
+    grpc: &'a GrpcUpstream,
+}
+
+/// A gRPC server that answers each request as the scenario its `x-probe-id`
+/// metadata names, or without one, the scenario running (`current`).
+fn grpc_by_probe_id(specs: Vec<GrpcSpec>, current: Arc<AtomicUsize>) -> GrpcHandler {
+    Arc::new(move |req: &GrpcRequest| {
+        let id = match req.http.headers().get("x-probe-id") {
+            Some(v) => v.to_str().ok().and_then(|v| v.parse::<usize>().ok()),
+            None => Some(current.load(Ordering::SeqCst)),
+        };
+        match id.and_then(|i| specs.get(i)) {
+            Some(spec) => spec.reply(req),
+            None => GrpcReply::status(5, "no such scenario"),
+        }
+    })
 }
 
 /// An upstream that answers each request with the response of the scenario its
@@ -475,8 +555,7 @@ fn run_scenarios(
     chain: &mut weir_harness::Chain,
     handler: &net::Handler,
     envoy: &Envoy,
-    upstream: &Upstream,
-    callout_upstream: &Upstream,
+    upstreams: &Upstreams<'_>,
     current: &AtomicUsize,
 ) -> Result<Report> {
     let startup = envoy_wasm_logs(&envoy.log());
@@ -514,6 +593,11 @@ fn run_scenarios(
                     .iter()
                     .map(|c| UpstreamSaw::of(&c.request))
                     .collect(),
+                grpc: outcome
+                    .grpc
+                    .iter()
+                    .map(|c| UpstreamSaw::of(&c.request.http))
+                    .collect(),
             },
             Err(weir_harness::Error::Reset {
                 logs,
@@ -524,6 +608,7 @@ fn run_scenarios(
                 client: Err("reset".to_owned()),
                 logs: info_logs(&logs),
                 callouts: Vec::new(),
+                grpc: Vec::new(),
             },
             Err(e) => bail!("{}: harness: {e}", scenario.name),
         };
@@ -541,7 +626,7 @@ fn run_scenarios(
             std::thread::sleep(Duration::from_millis(10));
         };
         let envoy_observed = Observed {
-            upstream: upstream.take_seen().first().map(UpstreamSaw::of),
+            upstream: upstreams.upstream.take_seen().first().map(UpstreamSaw::of),
             client: match response {
                 Ok(r) => Ok(ClientSaw::of(&r)),
                 // Closed before the response, or in the middle of its body.
@@ -554,11 +639,13 @@ fn run_scenarios(
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },
             logs: lines[seen_lines.min(lines.len())..].to_vec(),
-            callouts: callout_upstream
+            callouts: upstreams
+                .callout
                 .take_seen()
                 .iter()
                 .map(UpstreamSaw::of)
                 .collect(),
+            grpc: grpc_seen(upstreams.grpc, harness.grpc.len()),
         };
         seen_lines = lines.len();
 
@@ -577,6 +664,19 @@ fn run_scenarios(
         }
     }
     Ok(report)
+}
+
+/// What the gRPC server received for a scenario. A request can reach it after
+/// the stream is done (a call nobody answers travels alongside the request),
+/// so this waits up to a second for as many as the harness recorded.
+fn grpc_seen(server: &GrpcUpstream, expected: usize) -> Vec<UpstreamSaw> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut seen = server.take_seen();
+    while seen.len() < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        seen.extend(server.take_seen());
+    }
+    seen.iter().map(|r| UpstreamSaw::of(&r.http)).collect()
 }
 
 /// Compares a start-up that must fail: both sides refuse the plugin, each
@@ -704,6 +804,12 @@ fn describe(name: &str, harness: &Observed, envoy: &Observed) -> String {
         out += &format!(
             "  client saw\n    harness: {:?}\n    envoy:   {:?}\n",
             harness.client, envoy.client
+        );
+    }
+    if harness.grpc != envoy.grpc {
+        out += &format!(
+            "  grpc\n    harness: {:?}\n    envoy:   {:?}\n",
+            harness.grpc, envoy.grpc
         );
     }
     if harness.callouts != envoy.callouts {

@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod envoy;
+pub mod grpc;
 pub mod load;
 pub mod net;
 pub mod observed;

@@ -126,3 +126,111 @@ fn plugin_timers_share_the_host_tick() {
         Some(&MetricValue::Counter(2))
     );
 }
+
+fn grpc_chain(service: impl weir_harness::GrpcService + 'static) -> Chain {
+    let plugin = engine()
+        .load_file(filter_wasm("sdk-families"))
+        .expect("module loads");
+    Chain::builder(engine())
+        .filter(Filter::new(plugin).name("families").configuration("{}"))
+        .grpc_service("grpc", service)
+        .build()
+        .expect("plugin starts")
+}
+
+#[test]
+fn unary_grpc_calls_hold_the_request_until_their_answer() {
+    let mut chain = grpc_chain(|req: &weir_harness::GrpcRequest| {
+        let mut answer = b"hello ".to_vec();
+        answer.extend_from_slice(req.message());
+        weir_harness::GrpcReply::ok(answer)
+    });
+    let o = send(&mut chain, "/ada", "grpc");
+    assert_eq!(o.response.status(), 200);
+    let up = o.upstream_request.as_ref().expect("the request went on");
+    assert_eq!(up.headers()["x-grpc-answer"], "hello ada");
+    let [call] = o.grpc.as_slice() else {
+        panic!("one call: {:?}", o.grpc);
+    };
+    assert_eq!(
+        (call.request.service(), call.request.method()),
+        ("pkg.Echo", "Say")
+    );
+    assert_eq!(call.request.http.headers()["x-op"], "grpc");
+    assert_eq!(call.request.http.headers()["grpc-timeout"], "5000m");
+    assert_eq!(call.status, Some(0));
+    assert!(
+        info(&o).contains(
+            &"grpc: GrpcToken(5) status=0 ok=true message=\"hello ada\" status_message=\"\""
+        ),
+        "{:?}",
+        info(&o)
+    );
+}
+
+#[test]
+fn grpc_failures_reach_the_filter_with_their_status() {
+    let mut chain = grpc_chain(|req: &weir_harness::GrpcRequest| {
+        if req.message() == b"slow" {
+            weir_harness::GrpcReply::no_answer()
+        } else {
+            weir_harness::GrpcReply::status(7, "not allowed")
+        }
+    });
+    let o = send(&mut chain, "/bob", "grpc");
+    assert_eq!(o.response.status(), 503);
+    assert_eq!(o.response.body().as_ref(), b"not allowed{via_upstream}");
+
+    let req = http::Request::get("/slow")
+        .header("host", "sdk.test")
+        .header("x-op", "grpc")
+        .header("x-timeout-ms", "200")
+        .body(Bytes::new())
+        .expect("request");
+    let o = chain
+        .send(req, |_| http::Response::new(Bytes::from_static(b"ok")))
+        .expect("runs");
+    assert_eq!(o.response.status(), 503);
+    assert_eq!(
+        o.response.body().as_ref(),
+        b"upstream request timeout{response_timeout}"
+    );
+
+    let o = send(&mut chain, "/", "grpc-nowhere");
+    assert!(
+        info(&o)[0].starts_with("grpc: Err(") && info(&o)[0].contains("nowhere"),
+        "{:?}",
+        info(&o)
+    );
+}
+
+#[test]
+fn grpc_streams_deliver_metadata_messages_and_the_close() {
+    let mut chain = grpc_chain(|req: &weir_harness::GrpcRequest| {
+        let mut reply = weir_harness::GrpcReply::status(0, "").initial_metadata("x-h", "v");
+        for m in &req.messages {
+            reply = reply.message(m.clone());
+        }
+        reply.trailing_metadata("x-t", "w")
+    });
+    let o = send(&mut chain, "/", "grpc-stream");
+    assert_eq!(o.response.status(), 200);
+    let up = o.upstream_request.as_ref().expect("the request went on");
+    assert_eq!(up.headers()["x-grpc-stream"], "one,two");
+    assert_eq!(
+        info(&o)[..6],
+        [
+            "grpc-stream: opened GrpcStream(6)",
+            "grpc-stream: GrpcStream(6) metadata (4) [\":status=200\", \"content-type=application/grpc\", \"x-h=v\"]",
+            "grpc-stream: message \"one\"",
+            "grpc-stream: message \"two\"",
+            "grpc-stream: GrpcStream(6) metadata (2) [\"x-t=w\", \"grpc-status=0\"]",
+            "grpc-stream: closed 0 \"via_upstream\"",
+        ]
+    );
+    let [stream] = o.grpc.as_slice() else {
+        panic!("one stream: {:?}", o.grpc);
+    };
+    assert_eq!(stream.request.http.headers()["x-op"], "grpc-stream");
+    assert!(stream.request.http.headers().get("grpc-timeout").is_none());
+}

@@ -1,8 +1,10 @@
 //! `proxy_get_buffer_bytes`, `proxy_set_buffer_bytes`, `proxy_get_buffer_status`.
 //!
 //! A body buffer is available inside its body callback (the accumulated body
-//! while the filter buffers). Elsewhere Envoy reports body, connection and gRPC
-//! buffers as empty on reads and refuses writes with `BadArgument`.
+//! while the filter buffers), the gRPC receive buffer inside
+//! `proxy_on_grpc_receive` (and, as in Envoy, it can be edited there).
+//! Elsewhere Envoy reports body, connection and gRPC buffers as empty on reads
+//! and refuses writes with `BadArgument`.
 
 use wasmtime::Linker;
 
@@ -65,6 +67,10 @@ fn lookup(state: &HostState, buffer: BufferType) -> Lookup<'_> {
                 .map(|c| c.body.as_slice())
                 .unwrap_or_default(),
         ),
+        // Read through the root context: set only during on_grpc_receive.
+        BufferType::GrpcReceiveBuffer if state.grpc.receive_buffer.is_some() => {
+            Lookup::Bytes(state.grpc.receive_buffer.as_deref().unwrap_or_default())
+        }
         BufferType::VmConfiguration => Lookup::Bytes(&state.meta.vm_configuration),
         BufferType::PluginConfiguration if state.phase == Phase::Configure => {
             Lookup::Bytes(&state.meta.plugin_configuration)
@@ -134,6 +140,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 let body = match kind {
                     Some(BufferType::HttpRequestBody) => maps.request_body.as_mut(),
                     Some(BufferType::HttpResponseBody) => maps.response_body.as_mut(),
+                    // Envoy hands the received message over as a mutable buffer.
+                    Some(BufferType::GrpcReceiveBuffer) => state.grpc.receive_buffer.as_mut(),
                     // Unavailable bodies, immutable buffers, unknown types.
                     _ => None,
                 };

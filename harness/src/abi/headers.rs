@@ -17,6 +17,8 @@ use crate::state::{HostState, Phase};
 const MAX_MAP_TYPE: u32 = 7;
 const REQUEST_HEADERS: u32 = 0;
 const RESPONSE_HEADERS: u32 = 2;
+const GRPC_INITIAL_METADATA: u32 = 4;
+const GRPC_TRAILING_METADATA: u32 = 5;
 const CALL_RESPONSE_HEADERS: u32 = 6;
 
 /// Resolves the map `kind` for the current context: `Ok(None)` if Envoy would not
@@ -30,21 +32,32 @@ fn map(state: &mut HostState, kind: i32) -> Result<Option<&mut Fields>, Fault> {
         // Read through the root context: available after set_effective_context too.
         return Ok(state.call_response.as_mut().map(|c| &mut c.headers));
     }
+    // Read through the root context, during the matching gRPC callback.
+    if kind == GRPC_INITIAL_METADATA {
+        return Ok(state.grpc.initial_metadata.as_mut());
+    }
+    if kind == GRPC_TRAILING_METADATA {
+        return Ok(state.grpc.trailing_metadata.as_mut());
+    }
     if !state.in_stream() {
         return Ok(None);
     }
     Ok(match kind {
         REQUEST_HEADERS => state.maps.request_headers.as_mut(),
         RESPONSE_HEADERS => state.maps.response_headers.as_mut(),
-        // Trailers, gRPC metadata and callout maps are not emulated yet: unavailable.
+        // Trailers and callout trailers are not emulated yet: unavailable.
         _ => None,
     })
 }
 
 /// The map, if it is available and mutable now; else `BadArgument`.
 fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
-    // Callout response maps are never mutable.
-    let read_only = state.phase == Phase::Log || kind as u32 == CALL_RESPONSE_HEADERS;
+    // Callout response maps and gRPC metadata are never mutable.
+    let read_only = state.phase == Phase::Log
+        || matches!(
+            kind as u32,
+            CALL_RESPONSE_HEADERS | GRPC_INITIAL_METADATA | GRPC_TRAILING_METADATA
+        );
     match map(state, kind)? {
         Some(fields) if !read_only => Ok(fields),
         _ => Err(Fault::Status(Status::BadArgument)),

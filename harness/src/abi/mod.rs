@@ -10,12 +10,12 @@ use crate::state::HostState;
 pub(crate) mod buffers;
 pub(crate) mod context;
 pub(crate) mod foreign;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod http_call;
 pub(crate) mod logging;
 pub(crate) mod memory;
 pub(crate) mod metrics;
-pub(crate) mod pending;
 pub(crate) mod properties;
 pub(crate) mod shared_data;
 pub(crate) mod shared_queue;
@@ -133,7 +133,7 @@ pub(crate) fn add_to_linker(
     metrics::add_to_linker(linker)?;
     properties::add_to_linker(linker)?;
     http_call::add_to_linker(linker)?;
-    pending::add_to_linker(linker)?;
+    grpc::add_to_linker(linker)?;
     wasi::add_to_linker(linker)?;
     Ok(())
 }

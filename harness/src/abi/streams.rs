@@ -89,14 +89,16 @@ pub(crate) fn add_to_linker(
             memory::status(result)?
         }
     );
-    // The root context's status: set when a callout fails (see `Vm::on_http_call_failure`).
+    // The root context's status: set by on_grpc_close and by a failed HTTP
+    // callout (the code stays, the message lasts for the callback).
     proxy_fn!(
         linker,
         "proxy_get_status",
         |caller, code_ptr: i32, msg_ptr: i32, msg_len: i32| {
-            let (code, message) = caller.data().call_status;
+            let grpc = &caller.data().grpc;
+            let (code, message) = (grpc.status_code, grpc.status_message.clone().into_bytes());
             let result = memory::write_u32(&mut caller, code_ptr, code)
-                .and_then(|()| memory::copy_out(&mut caller, message.as_bytes(), msg_ptr, msg_len));
+                .and_then(|()| memory::copy_out(&mut caller, &message, msg_ptr, msg_len));
             memory::status(result)?
         }
     );

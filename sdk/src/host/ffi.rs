@@ -112,6 +112,9 @@ unsafe extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_grpc_send(token: u32, message_data: *const u8, message_size: usize, end: u32) -> u32;
+    fn proxy_grpc_close(token: u32) -> u32;
+    fn proxy_grpc_cancel(token: u32) -> u32;
     fn proxy_get_status(
         return_code: *mut u32,
         return_message_data: *mut *mut u8,
@@ -434,4 +437,34 @@ pub(crate) fn grpc_call(
 ) -> Result<u32, Status> {
     proxy_wasm::hostcalls::dispatch_grpc_call(cluster, service, method, metadata, message, timeout)
         .map_err(|s| Status(s as u32))
+}
+
+/// Opens a gRPC stream through `proxy-wasm` (which records the token). Envoy
+/// answers `ParseFailure` for an unknown cluster.
+pub(crate) fn grpc_stream(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    metadata: Vec<(&str, &[u8])>,
+) -> Result<u32, Status> {
+    proxy_wasm::hostcalls::open_grpc_stream(cluster, service, method, metadata)
+        .map_err(|s| Status(s as u32))
+}
+
+/// Sends a message on a gRPC stream (`end` half-closes it).
+pub(crate) fn grpc_send(token: u32, message: &[u8], end: bool) -> Result<(), Status> {
+    // SAFETY: the slice is valid for reads for its length.
+    check(unsafe { proxy_grpc_send(token, message.as_ptr(), message.len(), u32::from(end)) })
+}
+
+/// Half-closes a gRPC stream (or cancels a call).
+pub(crate) fn grpc_close(token: u32) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_grpc_close(token) })
+}
+
+/// Resets a gRPC stream or cancels a call.
+pub(crate) fn grpc_cancel(token: u32) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_grpc_cancel(token) })
 }

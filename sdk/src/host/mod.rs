@@ -69,6 +69,8 @@ pub(crate) enum MapType {
     RequestTrailers = 1,
     ResponseHeaders = 2,
     ResponseTrailers = 3,
+    GrpcInitialMetadata = 4,
+    GrpcTrailingMetadata = 5,
     CallResponseHeaders = 6,
     CallResponseTrailers = 7,
 }
@@ -81,6 +83,8 @@ impl MapType {
             MapType::RequestTrailers => "request trailers",
             MapType::ResponseHeaders => "response headers",
             MapType::ResponseTrailers => "response trailers",
+            MapType::GrpcInitialMetadata => "gRPC initial metadata",
+            MapType::GrpcTrailingMetadata => "gRPC trailing metadata",
             MapType::CallResponseHeaders => "callout response headers",
             MapType::CallResponseTrailers => "callout response trailers",
         }

@@ -22,15 +22,24 @@
 //! - `call:cluster:method:path:authority` — an HTTP callout (5 s timeout); its
 //!   answer runs `x-probe-callout` with the calling stream as effective context;
 //!   `callt:timeout_ms:cluster:method:path:authority` gives the timeout;
-//!   `status` reads `proxy_get_status` (code and message);
 //! - `prop:a.b.c` (segments joined by NUL on the wire), `setprop:name:value` —
 //!   properties;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
 //! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
 //! - `qreg:name`, `qres:vm_id:name`, `qenq:id:data`, `qdeq:id` — shared queues
-//!   (`on_queue_ready` logs the token and dequeues until the queue is empty);
+//!   (`on_queue_ready` logs the token and dequeues until the queue is empty; an
+//!   item `run:<command>` is run there, in the root context);
 //! - `ffi:name:args` — a foreign function; args `hex:...` are hex-decoded, and
 //!   `zip:text` passes the result of `compress(text)`;
+//! - `gcall:svc:service:method:timeout:message:k=v,k=v` — a unary gRPC call;
+//!   `gstream:svc:service:method:k=v,k=v` — a gRPC stream; `svc` is a cluster
+//!   name, `proto=<cluster>` (a serialized `GrpcService` with `envoy_grpc`) or
+//!   `hex=<bytes>`; `gsend:token:message:eos`, `gcancel:token`, `gclose:token`
+//!   (`token` `$` is the last one this VM opened); `status` — `proxy_get_status`.
+//!   The gRPC callbacks log their arguments and what they can read, make the
+//!   stream that opened the call the effective context and run its
+//!   `x-probe-grpc-metadata`, `x-probe-grpc-message`, `x-probe-grpc-trailers` or
+//!   `x-probe-grpc-close` script;
 //! - `loglevel`, `time`, `effective:id` — misc host calls; `trap` — trap the VM;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
 //!   Pause unless the callback's end-of-stream flag is set; `atend` — until the
@@ -125,7 +134,6 @@ mod ffi {
         pub(crate) fn proxy_increment_metric(id: u32, delta: i64) -> u32;
         pub(crate) fn proxy_record_metric(id: u32, value: u64) -> u32;
         pub(crate) fn proxy_get_metric(id: u32, ret: *mut u64) -> u32;
-        pub(crate) fn proxy_get_status(code: *mut u32, p: *mut *mut u8, l: *mut usize) -> u32;
         pub(crate) fn proxy_http_call(
             up: *const u8,
             ul: usize,
@@ -156,6 +164,35 @@ mod ffi {
         ) -> u32;
         pub(crate) fn proxy_enqueue_shared_queue(id: u32, p: *const u8, l: usize) -> u32;
         pub(crate) fn proxy_dequeue_shared_queue(id: u32, rp: *mut *mut u8, rl: *mut usize) -> u32;
+        pub(crate) fn proxy_grpc_call(
+            sp: *const u8,
+            sl: usize,
+            np: *const u8,
+            nl: usize,
+            mp: *const u8,
+            ml: usize,
+            hp: *const u8,
+            hl: usize,
+            bp: *const u8,
+            bl: usize,
+            timeout: u32,
+            token: *mut u32,
+        ) -> u32;
+        pub(crate) fn proxy_grpc_stream(
+            sp: *const u8,
+            sl: usize,
+            np: *const u8,
+            nl: usize,
+            mp: *const u8,
+            ml: usize,
+            hp: *const u8,
+            hl: usize,
+            token: *mut u32,
+        ) -> u32;
+        pub(crate) fn proxy_grpc_send(token: u32, p: *const u8, l: usize, eos: u32) -> u32;
+        pub(crate) fn proxy_grpc_cancel(token: u32) -> u32;
+        pub(crate) fn proxy_grpc_close(token: u32) -> u32;
+        pub(crate) fn proxy_get_status(code: *mut u32, rp: *mut *mut u8, rl: *mut usize) -> u32;
         pub(crate) fn proxy_call_foreign_function(
             np: *const u8,
             nl: usize,
@@ -245,7 +282,13 @@ fn pairs_text(bytes: &[u8]) -> String {
         ) else {
             return "(malformed)".to_owned();
         };
-        out.push(format!("{}={}", escape(k), escape(v)));
+        // Envoy's router times the upstream in real milliseconds.
+        let v = if k == b"x-envoy-upstream-service-time" && v.iter().all(u8::is_ascii_digit) {
+            "<ms>".to_owned()
+        } else {
+            escape(v)
+        };
+        out.push(format!("{}={v}", escape(k)));
         at += kl + vl + 2;
     }
     out.join(",")
@@ -279,6 +322,8 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
         "call" => 4,
         "callt" => 5,
         "setbuf" => 4,
+        "gcall" => 6,
+        "gstream" | "gsend" => 4,
         _ => 2,
     };
     let mut parts = args.splitn(fields, ':');
@@ -286,6 +331,8 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
     let b = parts.next().unwrap_or_default();
     let c = parts.next().unwrap_or_default();
     let d = parts.next().unwrap_or_default();
+    let e = parts.next().unwrap_or_default();
+    let f = parts.next().unwrap_or_default();
     let mut ptr = std::ptr::null_mut();
     let mut len = 0usize;
     // SAFETY: every pointer passed below is to a live local or slice.
@@ -386,6 +433,54 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     });
                 }
                 (s, format!("token={token}"))
+            }
+            "gcall" => {
+                let svc = grpc_service_arg(a);
+                let metadata = metadata_arg(f);
+                let mut token = 0;
+                let s = ffi::proxy_grpc_call(
+                    svc.as_ptr(),
+                    svc.len(),
+                    b.as_ptr(),
+                    b.len(),
+                    c.as_ptr(),
+                    c.len(),
+                    metadata.as_ptr(),
+                    metadata.len(),
+                    e.as_ptr(),
+                    e.len(),
+                    num(d),
+                    &mut token,
+                );
+                opened(s, token)
+            }
+            "gstream" => {
+                let svc = grpc_service_arg(a);
+                let metadata = metadata_arg(d);
+                let mut token = 0;
+                let s = ffi::proxy_grpc_stream(
+                    svc.as_ptr(),
+                    svc.len(),
+                    b.as_ptr(),
+                    b.len(),
+                    c.as_ptr(),
+                    c.len(),
+                    metadata.as_ptr(),
+                    metadata.len(),
+                    &mut token,
+                );
+                opened(s, token)
+            }
+            "gsend" => (
+                ffi::proxy_grpc_send(grpc_token(a), b.as_ptr(), b.len(), num(c)),
+                String::new(),
+            ),
+            "gcancel" => (ffi::proxy_grpc_cancel(grpc_token(a)), String::new()),
+            "gclose" => (ffi::proxy_grpc_close(grpc_token(a)), String::new()),
+            "status" => {
+                let mut code = 99;
+                let s = ffi::proxy_get_status(&mut code, &mut ptr, &mut len);
+                (s, format!("{code} {}", escape(&take(ptr, len))))
             }
             // Path segments are separated by '.' here and by NUL on the wire.
             "prop" => {
@@ -501,11 +596,6 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 let s = ffi::proxy_get_log_level(&mut level);
                 (s, level.to_string())
             }
-            "status" => {
-                let mut code = 0u32;
-                let s = ffi::proxy_get_status(&mut code, &mut ptr, &mut len);
-                (s, format!("{code} {}", escape(&take(ptr, len))))
-            }
             "time" => {
                 let mut t = 0u64;
                 let s = ffi::proxy_get_current_time_nanoseconds(&mut t);
@@ -532,6 +622,60 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             _ => (u32::MAX, format!("unknown command {op:?}")),
         }
     }
+}
+
+/// The service argument of `gcall`/`gstream`: `proto=<cluster>` serializes an
+/// `envoy.config.core.v3.GrpcService` with `envoy_grpc.cluster_name`,
+/// `hex=<hex>` is raw bytes, anything else a cluster name.
+fn grpc_service_arg(arg: &str) -> Vec<u8> {
+    if let Some(cluster) = arg.strip_prefix("proto=") {
+        let mut inner = vec![0x0a, cluster.len() as u8];
+        inner.extend_from_slice(cluster.as_bytes());
+        let mut out = vec![0x0a, inner.len() as u8];
+        out.extend(inner);
+        return out;
+    }
+    if let Some(hex) = arg.strip_prefix("hex=") {
+        return foreign_args(&format!("hex:{hex}"));
+    }
+    arg.as_bytes().to_vec()
+}
+
+/// `k=v,k=v` as a serialized header map, after the stream's `x-probe-id` (so
+/// the test's gRPC server knows the scenario).
+fn metadata_arg(arg: &str) -> Vec<u8> {
+    let probe_id = stream_script(CURRENT.with(std::cell::Cell::get), |s| &s.id);
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    if !probe_id.is_empty() {
+        pairs.push(("x-probe-id", probe_id.as_str()));
+    }
+    pairs.extend(
+        arg.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, ""))),
+    );
+    serialize(&pairs)
+}
+
+/// A gRPC token argument: a number, or `$` for the last one opened.
+fn grpc_token(arg: &str) -> u32 {
+    if arg == "$" {
+        LAST_GRPC.with(std::cell::Cell::get)
+    } else {
+        num(arg)
+    }
+}
+
+/// Remembers a gRPC call or stream the running stream opened.
+fn opened(status: u32, token: u32) -> (u32, String) {
+    if status == 0 {
+        LAST_GRPC.with(|t| t.set(token));
+        GRPC.with(|g| {
+            g.borrow_mut()
+                .insert(token, CURRENT.with(std::cell::Cell::get))
+        });
+    }
+    (status, format!("token={token}"))
 }
 
 /// The argument bytes of an `ffi` command: `hex:<hex>` decoded, `zip:<text>`
@@ -603,12 +747,20 @@ struct Scripts {
     response: String,
     response_body: String,
     log: String,
+    grpc_metadata: String,
+    grpc_message: String,
+    grpc_trailers: String,
+    grpc_close: String,
 }
 
 thread_local! {
     static STREAMS: RefCell<HashMap<u32, Scripts>> = RefCell::new(HashMap::new());
     /// Callout token → the stream that made the call.
     static CALLS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// gRPC token → the stream that opened the call or stream.
+    static GRPC: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// The last gRPC token this VM got.
+    static LAST_GRPC: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// The stream whose callback is running.
     static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// This plugin's name (`plugin_name`), read in `on_configure`.
@@ -692,6 +844,10 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 
         response: request_header(&script_header("response")),
         response_body: request_header(&script_header("response-body")),
         log: request_header(&script_header("log")),
+        grpc_metadata: request_header(&script_header("grpc-metadata")),
+        grpc_message: request_header(&script_header("grpc-message")),
+        grpc_trailers: request_header(&script_header("grpc-trailers")),
+        grpc_close: request_header(&script_header("grpc-close")),
     };
     let request = request_header(&script_header("request"));
     STREAMS.with(|s| s.borrow_mut().insert(id, scripts));
@@ -748,6 +904,100 @@ pub extern "C" fn proxy_on_http_call_response(
     script("on_http_call_response", &text, true);
 }
 
+/// Runs a gRPC callback's script: with the stream that opened the call as the
+/// effective context, if it still exists.
+fn grpc_script(callback: &str, token: u32, pick: fn(&Scripts) -> &String, done: bool) {
+    let stream = GRPC.with(|g| {
+        let mut g = g.borrow_mut();
+        if done {
+            g.remove(&token)
+        } else {
+            g.get(&token).copied()
+        }
+    });
+    let Some(stream) = stream else {
+        return;
+    };
+    let text = stream_script(stream, pick);
+    if text.is_empty() {
+        return;
+    }
+    // SAFETY: no pointers.
+    let status = unsafe { ffi::proxy_set_effective_context(stream) };
+    log(&format!("{callback} effective:{stream} -> {status}"));
+    script(callback, &text, true);
+}
+
+fn read_map(map: u32) -> String {
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: the out-params are valid.
+    let status = unsafe { ffi::proxy_get_header_map_pairs(map, &mut ptr, &mut len) };
+    format!("{status} {}", pairs_text(&take(ptr, len)))
+}
+
+/// gRPC initial metadata arrived: logs it, runs `x-probe-grpc-metadata`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_grpc_receive_initial_metadata(_root: u32, token: u32, n: usize) {
+    log(&format!(
+        "on_grpc_receive_initial_metadata token={token} n={n} pairs:4 -> {}",
+        read_map(4)
+    ));
+    grpc_script(
+        "on_grpc_receive_initial_metadata",
+        token,
+        |s| &s.grpc_metadata,
+        false,
+    );
+}
+
+/// A gRPC message arrived: logs it, runs `x-probe-grpc-message`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_grpc_receive(_root: u32, token: u32, size: usize) {
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: the out-params are valid.
+    let status = unsafe { ffi::proxy_get_buffer_bytes(5, 0, size, &mut ptr, &mut len) };
+    log(&format!(
+        "on_grpc_receive token={token} size={size} buf:5 -> {status} {}",
+        escape(&take(ptr, len))
+    ));
+    // A unary call ends with its message.
+    let done = token & 3 == 1;
+    grpc_script("on_grpc_receive", token, |s| &s.grpc_message, done);
+}
+
+/// gRPC trailing metadata arrived: logs it, runs `x-probe-grpc-trailers`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(_root: u32, token: u32, n: usize) {
+    log(&format!(
+        "on_grpc_receive_trailing_metadata token={token} n={n} pairs:5 -> {}",
+        read_map(5)
+    ));
+    grpc_script(
+        "on_grpc_receive_trailing_metadata",
+        token,
+        |s| &s.grpc_trailers,
+        false,
+    );
+}
+
+/// A gRPC call or stream closed: logs the status and `proxy_get_status`, runs
+/// `x-probe-grpc-close`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_grpc_close(_root: u32, token: u32, status: u32) {
+    let mut code = 99;
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: the out-params are valid.
+    let s = unsafe { ffi::proxy_get_status(&mut code, &mut ptr, &mut len) };
+    log(&format!(
+        "on_grpc_close token={token} status={status} status -> {s} {code} {}",
+        escape(&take(ptr, len))
+    ));
+    grpc_script("on_grpc_close", token, |s| &s.grpc_close, true);
+}
+
 /// A shared queue has data: logs the token, then dequeues until the queue is
 /// empty, logging each item.
 #[unsafe(no_mangle)]
@@ -758,13 +1008,16 @@ pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
         let mut len = 0;
         // SAFETY: the out-params are valid.
         let status = unsafe { ffi::proxy_dequeue_shared_queue(token, &mut ptr, &mut len) };
-        log(format!(
-            "on_queue_ready qdeq:{token} -> {status} {}",
-            escape(&take(ptr, len))
-        )
-        .trim_end());
+        let item = take(ptr, len);
+        log(format!("on_queue_ready qdeq:{token} -> {status} {}", escape(&item)).trim_end());
         if status != 0 {
             break;
+        }
+        // An item `run:<command>` is run here, in the root context.
+        if let Some(command) = item.strip_prefix(b"run:") {
+            let command = String::from_utf8_lossy(command);
+            let (status, result) = run(&command, &mut 0, true);
+            log(format!("on_queue_ready {command} -> {status} {result}").trim_end());
         }
     }
 }

@@ -12,7 +12,16 @@
 //! - `queue`: resolves the plugin's shared queue, enqueues two jobs (the plugin
 //!   logs them from `on_queue_ready`) and looks up a queue that does not exist;
 //! - `zip`: the host's `compress` and `uncompress` foreign functions, and an
-//!   unknown one.
+//!   unknown one;
+//! - `grpc`: a unary gRPC call to cluster `grpc` (`pkg.Echo/Say`, the request
+//!   path as the message, `x-op` as metadata, `x-timeout-ms` as the timeout,
+//!   default 5 s) that holds the request: an OK answer logs the message and
+//!   resumes, an error status answers 503 with the status message;
+//! - `grpc-nowhere`: a gRPC call to a cluster that does not exist;
+//! - `grpc-stream`: a gRPC stream to `pkg.Chat/Talk` that sends `one` and
+//!   `two` (half-closing) and holds the request: every event is logged, the
+//!   close resumes the request with the messages in `x-grpc-stream`, or answers
+//!   503 on an error status.
 //!
 //! The plugin logs its start, defines a gauge, registers the shared queue
 //! `sdk-families-jobs` and, with `{"tick_ms": N}`, runs two logical timers on the
@@ -23,8 +32,9 @@ use std::time::Duration;
 
 use weir::metrics::{Counter, Gauge};
 use weir::{
-    Error, Flow, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestHeaders,
-    ResponseHeaders, Result, SharedQueue, Timer, properties, shared_data,
+    Error, Flow, GrpcCall, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcStreamRequest, GrpcToken,
+    HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestHeaders, ResponseHeaders,
+    Result, SharedQueue, Timer, properties, shared_data,
 };
 
 /// The queue streams hand jobs to the plugin through.
@@ -107,6 +117,8 @@ impl IntoLocalReply for Denied {
 #[derive(Debug)]
 pub struct Filter {
     op: String,
+    /// The messages received on the `grpc-stream` stream.
+    received: Vec<String>,
 }
 
 impl Filter {
@@ -187,7 +199,10 @@ impl HttpFilter for Filter {
     type Config = Config;
 
     fn new(_: Rc<Config>) -> Self {
-        Self { op: String::new() }
+        Self {
+            op: String::new(),
+            received: Vec::new(),
+        }
     }
 
     fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
@@ -207,6 +222,33 @@ impl HttpFilter for Filter {
                 let params = req.query_params()?;
                 log::info!("query: {params:?} path_only={:?}", req.path_only()?);
             }
+            "grpc" => {
+                let timeout = req
+                    .get("x-timeout-ms")?
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(5000);
+                let path = req.path()?.unwrap_or_default();
+                let token = GrpcCall::new("grpc", "pkg.Echo", "Say")
+                    .metadata("x-op", "grpc")
+                    .message(path.trim_start_matches('/').as_bytes())
+                    .timeout(Duration::from_millis(timeout))
+                    .send()?;
+                log::info!("grpc: sent, token {token:?}");
+                return Ok(Flow::Pause);
+            }
+            "grpc-stream" => {
+                let stream = GrpcStreamRequest::new("grpc", "pkg.Chat", "Talk")
+                    .metadata("x-op", "grpc-stream")
+                    .open()?;
+                stream.send(b"one")?;
+                stream.send_last(b"two")?;
+                log::info!("grpc-stream: opened {stream:?}");
+                return Ok(Flow::Pause);
+            }
+            "grpc-nowhere" => {
+                let refused = GrpcCall::new("nowhere", "pkg.Echo", "Say").send();
+                log::info!("grpc: {:?}", refused.map_err(|e| e.to_string()));
+            }
             "reply" => {
                 return Ok(Flow::Respond(
                     LocalReply::new(429)
@@ -219,6 +261,71 @@ impl HttpFilter for Filter {
         }
         req.set("x-op-seen", &self.op)?;
         Ok(Flow::Continue)
+    }
+
+    fn on_grpc_response(
+        &mut self,
+        token: GrpcToken,
+        response: &GrpcResponse,
+        headers: &mut RequestHeaders,
+    ) -> Result<Flow> {
+        let message = response.message()?;
+        log::info!(
+            "grpc: {token:?} status={} ok={} message={:?} status_message={:?}",
+            response.status(),
+            response.is_ok(),
+            String::from_utf8_lossy(&message),
+            response.status_message()?,
+        );
+        if !response.is_ok() {
+            return Ok(Flow::Respond(
+                LocalReply::new(503)
+                    .body(response.status_message()?)
+                    .details("sdk_families_grpc_failed"),
+            ));
+        }
+        headers.set("x-grpc-answer", String::from_utf8_lossy(&message).as_ref())?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_grpc_stream(
+        &mut self,
+        stream: GrpcStream,
+        event: &GrpcStreamEvent,
+        headers: &mut RequestHeaders,
+    ) -> Result<Flow> {
+        match event {
+            GrpcStreamEvent::InitialMetadata(n) | GrpcStreamEvent::TrailingMetadata(n) => {
+                let names: Vec<String> = event
+                    .metadata()?
+                    .into_iter()
+                    .filter(|(k, _)| k != "x-envoy-upstream-service-time")
+                    .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&v)))
+                    .collect();
+                log::info!("grpc-stream: {stream:?} metadata ({n}) {names:?}");
+            }
+            GrpcStreamEvent::Message(_) => {
+                let message = String::from_utf8_lossy(&event.message()?).into_owned();
+                log::info!("grpc-stream: message {message:?}");
+                self.received.push(message);
+            }
+            GrpcStreamEvent::Closed(status) => {
+                let message = event.status_message()?;
+                log::info!("grpc-stream: closed {status} {message:?}");
+                stream.close()?;
+                if *status != 0 {
+                    return Ok(Flow::Respond(
+                        LocalReply::new(503)
+                            .body(message)
+                            .details("sdk_families_grpc_failed"),
+                    ));
+                }
+                headers.set("x-grpc-stream", self.received.join(","))?;
+                return Ok(Flow::Continue);
+            }
+            _ => {}
+        }
+        Ok(Flow::Pause)
     }
 
     fn on_response_headers(&mut self, res: &mut ResponseHeaders) -> Result<Flow> {

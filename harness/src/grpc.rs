@@ -1,0 +1,452 @@
+//! gRPC services: what answers the calls and streams plugins open with
+//! `proxy_grpc_call` and `proxy_grpc_stream`, and the per-VM bookkeeping of those
+//! calls, as Envoy's gRPC async client keeps it.
+//!
+//! A service is an in-process closure, so tests stay deterministic: it gets the
+//! whole request (the metadata as the upstream receives it and every message
+//! the plugin sent) and returns the whole answer ([`GrpcReply`]). A unary call
+//! is answered when it is dispatched; a stream once the plugin half-closes it
+//! (`proxy_grpc_send` with end of stream, or `proxy_grpc_close`). A reply made
+//! with [`GrpcReply::no_answer`] never comes: the call's timeout (virtual
+//! clock) or a cancel ends it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::fields::Fields;
+
+/// gRPC status codes (`grpc-status`) the harness itself produces.
+pub(crate) mod code {
+    /// `INTERNAL`
+    pub(crate) const INTERNAL: u32 = 13;
+    /// `UNAVAILABLE`
+    pub(crate) const UNAVAILABLE: u32 = 14;
+}
+
+/// How Envoy ends a unary call whose timeout passes: the router's local reply
+/// 504 "upstream request timeout", which the gRPC client reads as UNAVAILABLE.
+pub(crate) const TIMEOUT_STATUS: u32 = code::UNAVAILABLE;
+pub(crate) const TIMEOUT_MESSAGE: &str = "upstream request timeout{response_timeout}";
+
+/// Envoy's gRPC client appends the HTTP stream's response code details to the
+/// status message it reports: `message{details}`, or just the details.
+fn enhanced(message: &str, details: &str) -> String {
+    if message.is_empty() {
+        details.to_owned()
+    } else {
+        format!("{message}{{{details}}}")
+    }
+}
+
+/// A gRPC request as the service receives it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GrpcRequest {
+    /// The cluster it was sent to.
+    pub cluster: String,
+    /// The request as the upstream receives it: `POST /<service>/<method>`, the
+    /// headers Envoy's gRPC client and router add (`content-type`, `te`,
+    /// `grpc-timeout`, `x-envoy-*`) and the plugin's initial metadata; the body
+    /// is the length-prefixed messages.
+    pub http: http::Request<Bytes>,
+    /// The messages the plugin sent, unframed.
+    pub messages: Vec<Bytes>,
+}
+
+impl GrpcRequest {
+    /// A request to `cluster` as received over HTTP (`http`'s body is the
+    /// framed messages) with its `messages`.
+    pub fn new(
+        cluster: impl Into<String>,
+        http: http::Request<Bytes>,
+        messages: Vec<Bytes>,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            http,
+            messages,
+        }
+    }
+
+    /// The gRPC service, e.g. `pkg.Service`.
+    pub fn service(&self) -> &str {
+        self.path_part(1)
+    }
+
+    /// The method, e.g. `Check`.
+    pub fn method(&self) -> &str {
+        self.path_part(2)
+    }
+
+    fn path_part(&self, i: usize) -> &str {
+        self.http.uri().path().split('/').nth(i).unwrap_or_default()
+    }
+
+    /// The first message (a unary call's request), or empty.
+    pub fn message(&self) -> &[u8] {
+        self.messages.first().map_or(&[], |m| m.as_ref())
+    }
+}
+
+/// A service's answer: response headers (initial metadata), messages, then
+/// trailers (trailing metadata) with `grpc-status` and `grpc-message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct GrpcReply {
+    pub(crate) answer: bool,
+    pub(crate) initial_metadata: Vec<(String, String)>,
+    pub(crate) messages: Vec<Bytes>,
+    pub(crate) trailing_metadata: Vec<(String, String)>,
+    pub(crate) status: u32,
+    pub(crate) message: String,
+}
+
+impl GrpcReply {
+    /// Status OK with one message (a unary call's response).
+    pub fn ok(message: impl Into<Bytes>) -> Self {
+        Self::status(0, "").message(message)
+    }
+
+    /// Status `code` with `grpc-message` = `message` (omitted when empty), and
+    /// no messages yet.
+    pub fn status(code: u32, message: impl Into<String>) -> Self {
+        Self {
+            answer: true,
+            initial_metadata: Vec::new(),
+            messages: Vec::new(),
+            trailing_metadata: Vec::new(),
+            status: code,
+            message: message.into(),
+        }
+    }
+
+    /// The server never answers: the call ends by its timeout, or when the
+    /// plugin cancels it.
+    pub fn no_answer() -> Self {
+        Self {
+            answer: false,
+            ..Self::status(0, "")
+        }
+    }
+
+    /// Adds a response message (in order).
+    pub fn message(mut self, message: impl Into<Bytes>) -> Self {
+        self.messages.push(message.into());
+        self
+    }
+
+    /// Adds a response header (initial metadata).
+    pub fn initial_metadata(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.initial_metadata.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a trailer (trailing metadata), sent before `grpc-status`.
+    pub fn trailing_metadata(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.trailing_metadata.push((name.into(), value.into()));
+        self
+    }
+
+    /// Whether the server answers at all.
+    pub fn answers(&self) -> bool {
+        self.answer
+    }
+
+    /// The messages.
+    pub fn messages(&self) -> &[Bytes] {
+        &self.messages
+    }
+
+    /// The gRPC status code.
+    pub fn code(&self) -> u32 {
+        self.status
+    }
+
+    /// The status message.
+    pub fn status_message(&self) -> &str {
+        &self.message
+    }
+
+    /// The response headers as the server sends them (after `:status: 200`
+    /// and `content-type: application/grpc`).
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.initial_metadata
+    }
+
+    /// The trailers as the server sends them: the trailing metadata, then
+    /// `grpc-status` and (if not empty) `grpc-message`.
+    pub fn trailers(&self) -> Vec<(String, String)> {
+        let mut out = self.trailing_metadata.clone();
+        out.push(("grpc-status".to_owned(), self.status.to_string()));
+        if !self.message.is_empty() {
+            out.push(("grpc-message".to_owned(), self.message.clone()));
+        }
+        out
+    }
+}
+
+/// A gRPC service: answers each call or stream in full. Any
+/// `FnMut(&GrpcRequest) -> GrpcReply` is one.
+pub trait GrpcService {
+    /// Answers one call (or one stream, with all the messages the plugin sent).
+    fn call(&mut self, request: &GrpcRequest) -> GrpcReply;
+}
+
+impl<F> GrpcService for F
+where
+    F: FnMut(&GrpcRequest) -> GrpcReply,
+{
+    fn call(&mut self, request: &GrpcRequest) -> GrpcReply {
+        self(request)
+    }
+}
+
+/// A gRPC call or stream a plugin opened that reached its service, and how it
+/// ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GrpcCallout {
+    /// The request as the service received it.
+    pub request: GrpcRequest,
+    /// The service's answer.
+    pub reply: GrpcReply,
+    /// The status delivered to the plugin (`proxy_on_grpc_close`, or 0 for a
+    /// unary success), if any was.
+    pub status: Option<u32>,
+}
+
+/// What kind of gRPC token a number is (the low two bits, as Envoy's host
+/// numbers callouts: 1 for calls, 2 for streams).
+pub(crate) fn is_call(token: u32) -> bool {
+    token & 3 == 1
+}
+
+pub(crate) fn is_stream(token: u32) -> bool {
+    token & 3 == 2
+}
+
+/// A unary call in flight.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) request: GrpcRequest,
+    /// When it times out (virtual monotonic time); `None`: no timeout.
+    pub(crate) deadline: Option<Duration>,
+    /// Whether the service was asked (it is, once, right after dispatch).
+    pub(crate) asked: bool,
+}
+
+/// A stream in flight.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) request: GrpcRequest,
+    /// The plugin half-closed it (its messages are complete).
+    pub(crate) half_closed: bool,
+    /// `proxy_grpc_close` was called.
+    pub(crate) local_closed: bool,
+    /// The service's answer was delivered up to the close.
+    pub(crate) remote_closed: bool,
+    pub(crate) asked: bool,
+}
+
+/// One event Envoy delivers to the root context for a call or stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    InitialMetadata(u32, Fields),
+    Message(u32, Bytes),
+    TrailingMetadata(u32, Fields),
+    Close(u32, u32, String),
+}
+
+impl Event {
+    pub(crate) fn token(&self) -> u32 {
+        match self {
+            Event::InitialMetadata(t, _)
+            | Event::Message(t, _)
+            | Event::TrailingMetadata(t, _)
+            | Event::Close(t, _, _) => *t,
+        }
+    }
+}
+
+/// A VM's gRPC calls and streams (Envoy keeps them on the root context).
+#[derive(Debug)]
+pub(crate) struct GrpcState {
+    last_call: u32,
+    last_stream: u32,
+    pub(crate) calls: BTreeMap<u32, Call>,
+    pub(crate) streams: BTreeMap<u32, Stream>,
+    /// Events to deliver, in order.
+    pub(crate) events: VecDeque<Event>,
+    /// The message being delivered by `proxy_on_grpc_receive`.
+    pub(crate) receive_buffer: Option<Vec<u8>>,
+    /// The metadata being delivered by the metadata callbacks.
+    pub(crate) initial_metadata: Option<Fields>,
+    pub(crate) trailing_metadata: Option<Fields>,
+    /// The root context's status (`proxy_get_status`): the code stays after
+    /// `on_grpc_close` or a failed HTTP callout, the message is cleared when
+    /// the callback returns (as in Envoy).
+    pub(crate) status_code: u32,
+    pub(crate) status_message: String,
+    /// Every call and stream the services were asked, by token, for the outcome.
+    pub(crate) log: Vec<(u32, GrpcCallout)>,
+}
+
+impl Default for GrpcState {
+    fn default() -> Self {
+        Self {
+            last_call: 1,
+            last_stream: 2,
+            calls: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            events: VecDeque::new(),
+            receive_buffer: None,
+            initial_metadata: None,
+            trailing_metadata: None,
+            status_code: 0,
+            status_message: String::new(),
+            log: Vec::new(),
+        }
+    }
+}
+
+impl GrpcState {
+    /// The next call token: 5, 9, 13, ...
+    pub(crate) fn next_call_token(&mut self) -> u32 {
+        self.last_call = self.last_call.wrapping_add(4);
+        self.last_call
+    }
+
+    /// The next stream token: 6, 10, 14, ...
+    pub(crate) fn next_stream_token(&mut self) -> u32 {
+        self.last_stream = self.last_stream.wrapping_add(4);
+        self.last_stream
+    }
+
+    /// The earliest deadline of a call still waiting for its answer.
+    pub(crate) fn next_deadline(&self) -> Option<Duration> {
+        self.calls.values().filter_map(|c| c.deadline).min()
+    }
+
+    /// Records how a call or stream ended (for the outcome).
+    pub(crate) fn record_status(&mut self, token: u32, status: u32) {
+        if let Some((_, entry)) = self.log.iter_mut().rev().find(|(t, _)| *t == token) {
+            entry.status.get_or_insert(status);
+        }
+    }
+
+    /// Forgets a call or stream: nothing more is delivered for it.
+    pub(crate) fn forget(&mut self, token: u32) {
+        self.calls.remove(&token);
+        self.streams.remove(&token);
+        self.events.retain(|e| e.token() != token);
+    }
+}
+
+/// Frames gRPC messages as on the wire: a zero flag byte, a big-endian u32
+/// length, the message.
+pub(crate) fn frame(messages: &[Bytes]) -> Bytes {
+    let mut out = Vec::new();
+    for m in messages {
+        out.push(0);
+        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        out.extend_from_slice(m);
+    }
+    Bytes::from(out)
+}
+
+/// Turns a service's reply into the events Envoy's gRPC client delivers: for a
+/// stream, initial metadata, each message, trailing metadata, close; for a
+/// unary call only the last message (on success) or the close (on failure).
+pub(crate) fn events_for(token: u32, reply: &GrpcReply) -> Vec<Event> {
+    let status = reply.status;
+    if is_call(token) {
+        return match reply.messages.last() {
+            _ if status != 0 => vec![Event::Close(
+                token,
+                status,
+                enhanced(&reply.message, "via_upstream"),
+            )],
+            Some(m) => vec![Event::Message(token, m.clone())],
+            // A unary call closed OK without a message fails as Internal.
+            None => vec![Event::Close(token, code::INTERNAL, String::new())],
+        };
+    }
+    let mut initial = Fields::new(crate::fields::Kind::Response);
+    initial.add(b":status", b"200");
+    initial.add(b"content-type", b"application/grpc");
+    for (k, v) in &reply.initial_metadata {
+        initial.add(k.to_ascii_lowercase().as_bytes(), v.as_bytes());
+    }
+    // The async client's router adds its timing header.
+    initial.add(b"x-envoy-upstream-service-time", b"0");
+    let mut trailing = Fields::new(crate::fields::Kind::Plain);
+    for (k, v) in reply.trailers() {
+        trailing.add(k.to_ascii_lowercase().as_bytes(), v.as_bytes());
+    }
+    let mut events = vec![Event::InitialMetadata(token, initial)];
+    events.extend(
+        reply
+            .messages
+            .iter()
+            .map(|m| Event::Message(token, m.clone())),
+    );
+    events.push(Event::TrailingMetadata(token, trailing));
+    events.push(Event::Close(
+        token,
+        status,
+        enhanced(&reply.message, "via_upstream"),
+    ));
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_follow_envoys_numbering() {
+        let mut s = GrpcState::default();
+        assert_eq!((s.next_call_token(), s.next_call_token()), (5, 9));
+        assert_eq!((s.next_stream_token(), s.next_stream_token()), (6, 10));
+        assert!(is_call(5) && !is_stream(5) && is_stream(6) && !is_call(4));
+    }
+
+    #[test]
+    fn messages_are_length_prefixed() {
+        let framed = frame(&[Bytes::from_static(b"ab"), Bytes::new()]);
+        assert_eq!(&framed[..], &[0, 0, 0, 0, 2, b'a', b'b', 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_unary_call_sees_only_the_last_message_or_the_close() {
+        let ok = GrpcReply::ok("a").message("b");
+        assert_eq!(events_for(5, &ok), [Event::Message(5, Bytes::from("b"))]);
+        let empty = GrpcReply::status(0, "");
+        assert_eq!(
+            events_for(5, &empty),
+            [Event::Close(5, code::INTERNAL, String::new())]
+        );
+        let failed = GrpcReply::status(7, "no").message("ignored");
+        assert_eq!(
+            events_for(5, &failed),
+            [Event::Close(5, 7, "no{via_upstream}".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_stream_sees_metadata_messages_and_the_close() {
+        let reply = GrpcReply::status(0, "")
+            .initial_metadata("X-A", "1")
+            .message("m")
+            .trailing_metadata("x-t", "2");
+        let events = events_for(6, &reply);
+        assert_eq!(events.len(), 4);
+        assert!(matches!(&events[0], Event::InitialMetadata(6, f) if f.get(b"x-a") == Some(b"1")));
+        assert!(
+            matches!(&events[2], Event::TrailingMetadata(6, f) if f.get(b"grpc-status") == Some(b"0"))
+        );
+        assert_eq!(events[3], Event::Close(6, 0, "via_upstream".to_owned()));
+    }
+}
