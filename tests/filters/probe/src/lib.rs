@@ -400,7 +400,7 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             // callt:timeout_ms:cluster:method:path:authority.
             "call" | "callt" => {
                 let (timeout, a, b, c, d) = if op == "callt" {
-                    (num(a), b, c, d, parts.next().unwrap_or_default())
+                    (num(a), b, c, d, e)
                 } else {
                     (5000, a, b, c, d)
                 };
