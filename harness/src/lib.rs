@@ -57,6 +57,12 @@
 //! answered `413` (request) or `500` (response), as Envoy's filter manager does.
 //! Callout timeouts are not emulated, and callouts are answered only while the
 //! request headers are being processed.
+//!
+//! Network (L4) filters (`envoy.filters.network.wasm` in front of `tcp_proxy`)
+//! run in a [`NetworkChain`]: a test opens a [`Connection`] to an in-process
+//! [`TcpUpstream`], sends client bytes in chosen chunks, half-closes, and reads
+//! what the client and the upstream received ([`ConnectionOutcome`]); see
+//! the `l4` module documentation on [`NetworkChain`] for Envoy's rules it copies.
 
 #![forbid(unsafe_code)]
 
@@ -67,6 +73,8 @@ mod envoy_config;
 mod error;
 mod fields;
 mod hcm;
+mod l4;
+mod l4_config;
 mod outcome;
 mod plugin;
 mod shared;
@@ -80,6 +88,11 @@ pub use engine::{Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
 pub use hcm::ConnectionManager;
+pub use l4::{
+    CloseType, Connection, ConnectionOutcome, Echo, NetworkChain, NetworkChainBuilder, TcpReply,
+    TcpUpstream,
+};
+pub use l4_config::NetworkConfig;
 pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
 pub use plugin::Plugin;
 pub use shared::MetricValue;
