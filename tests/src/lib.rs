@@ -30,6 +30,7 @@ pub const TEST_FILTERS: &[&str] = &[
     "header-append-raw",
     "sdk-callout",
     "sdk-families",
+    "sdk-stream",
 ];
 
 /// The sample filters and the test filters, built for wasm32-wasip1 once per
