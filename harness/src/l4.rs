@@ -505,7 +505,8 @@ pub struct ConnectionOutcome {
     pub client_saw_end: bool,
     /// The bytes the upstream received, or `None` if `tcp_proxy` never connected.
     pub upstream_received: Option<Vec<u8>>,
-    /// The upstream saw the client's half-close (or the connection closed).
+    /// The upstream, while still reading, saw the client's half-close or
+    /// `tcp_proxy` closing the connection.
     pub upstream_saw_end: bool,
     /// How the client connection closed, or `None` if it is still open.
     pub closed: Option<CloseType>,
@@ -597,7 +598,7 @@ impl Connection<'_> {
             client_received: self.client_received,
             client_saw_end: self.client_end,
             upstream_received: self.upstream_received,
-            upstream_saw_end: self.upstream_saw_end || self.upstream_closed,
+            upstream_saw_end: self.upstream_saw_end,
             closed: self.closed,
             logs: std::mem::take(&mut *self.chain.shared.logs()),
             traps: std::mem::take(&mut *self.chain.shared.traps()),
@@ -706,15 +707,19 @@ impl Connection<'_> {
         if let Some(received) = self.upstream_received.as_mut() {
             received.extend_from_slice(&data);
         }
+        // What the upstream sends in reaction to one delivery reaches Envoy in
+        // one read (its data and its FIN together).
+        let mut reply = TcpReply::none();
         if !data.is_empty() {
-            let reply = self.upstream.on_data(&data);
-            self.upstream_events.push_back(reply);
+            reply = self.upstream.on_data(&data);
         }
-        if end && !self.upstream_saw_end {
+        if end && !self.upstream_saw_end && !reply.close {
             self.upstream_saw_end = true;
-            let reply = self.upstream.on_end();
-            self.upstream_events.push_back(reply);
+            let after = self.upstream.on_end();
+            reply.data.extend_from_slice(&after.data);
+            reply.close |= after.close;
         }
+        self.upstream_events.push_back(reply);
     }
 
     /// A read event on the upstream connection: `tcp_proxy` writes its buffer to
@@ -769,7 +774,10 @@ impl Connection<'_> {
         }
         if self.tcp_proxy && !self.upstream_closed {
             self.upstream_closed = true;
-            self.upstream_saw_end = true;
+            // An upstream still reading sees the connection end.
+            if !self.upstream_done {
+                self.upstream_saw_end = true;
+            }
         }
         self.upstream_events.clear();
     }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod conformance_l4;
 pub mod envoy;
 pub mod load;
 pub mod net;
