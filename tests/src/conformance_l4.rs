@@ -214,12 +214,7 @@ impl Drop for TcpServer {
     }
 }
 
-fn serve(
-    mut stream: TcpStream,
-    mut script: Script,
-    seen: &Seen,
-    kept: &Mutex<Vec<TcpStream>>,
-) {
+fn serve(mut stream: TcpStream, mut script: Script, seen: &Seen, kept: &Mutex<Vec<TcpStream>>) {
     let record = |data: &[u8], end: bool| {
         if let Ok(mut s) = seen.lock() {
             let entry = s.get_or_insert_with(|| (Vec::new(), false));
