@@ -108,6 +108,11 @@ impl TcpReply {
 /// An in-process TCP upstream: deterministic reactions to what Envoy sends. Any
 /// `FnMut(&[u8]) -> TcpReply` is one (it replies to data and closes when the
 /// client's end of stream arrives).
+///
+/// Each reply is one read for Envoy, and a reply's end of stream is a read of
+/// its own after its data: what Envoy does when the upstream pauses between
+/// them. (An upstream that writes and closes back to back is often, not always,
+/// read by Envoy in one go, with the data and `end_of_stream` in one callback.)
 pub trait TcpUpstream {
     /// `tcp_proxy` connected: a server-first protocol sends its greeting here.
     fn on_connect(&mut self) -> TcpReply {
@@ -707,25 +712,31 @@ impl Connection<'_> {
         if let Some(received) = self.upstream_received.as_mut() {
             received.extend_from_slice(&data);
         }
-        // What the upstream sends in reaction to one delivery reaches Envoy in
-        // one read (its data and its FIN together).
-        let mut reply = TcpReply::none();
+        let mut closed = false;
         if !data.is_empty() {
-            reply = self.upstream.on_data(&data);
+            let reply = self.upstream.on_data(&data);
+            closed = reply.close;
+            self.upstream_events.push_back(reply);
         }
-        if end && !self.upstream_saw_end && !reply.close {
+        // An upstream that closed reads no more.
+        if end && !self.upstream_saw_end && !closed {
             self.upstream_saw_end = true;
-            let after = self.upstream.on_end();
-            reply.data.extend_from_slice(&after.data);
-            reply.close |= after.close;
+            let reply = self.upstream.on_end();
+            self.upstream_events.push_back(reply);
         }
-        self.upstream_events.push_back(reply);
     }
 
     /// A read event on the upstream connection: `tcp_proxy` writes its buffer to
     /// the client through the write filters.
     fn on_upstream_read(&mut self, reply: TcpReply) {
         if !self.open() || self.upstream_closed || self.upstream_done {
+            return;
+        }
+        // Data and the end of the stream are read separately (see
+        // `TcpUpstream`).
+        if reply.close && !reply.data.is_empty() {
+            self.on_upstream_read(TcpReply::data(reply.data));
+            self.on_upstream_read(TcpReply::none().and_close());
             return;
         }
         self.upstream_buffer.extend_from_slice(&reply.data);

@@ -25,6 +25,9 @@ use crate::envoy::{Envoy, Rebind};
 
 /// How long Envoy gets to handle one client step.
 const STEP_PAUSE: Duration = Duration::from_millis(150);
+/// How long the upstream waits between its last data and closing, so that
+/// Envoy reads them separately.
+const CLOSE_PAUSE: Duration = Duration::from_millis(100);
 
 /// One connection: what the client does, and how the upstream answers.
 #[derive(Debug, Deserialize)]
@@ -223,11 +226,21 @@ fn serve(mut stream: TcpStream, mut script: Script, seen: &Seen, kept: &Mutex<Ve
         }
     };
     record(&[], false);
-    let act = |stream: &mut TcpStream, reply: TcpReply| -> bool {
-        if !reply.data.is_empty() && stream.write_all(&reply.data).is_err() {
-            return false;
+    // When the upstream last wrote: it closes no sooner than CLOSE_PAUSE after,
+    // so that Envoy reads the data and the end of the stream separately, as the
+    // harness delivers them.
+    let mut wrote_at: Option<Instant> = None;
+    let mut act = |stream: &mut TcpStream, reply: TcpReply| -> bool {
+        if !reply.data.is_empty() {
+            if stream.write_all(&reply.data).is_err() {
+                return false;
+            }
+            wrote_at = Some(Instant::now());
         }
         if reply.close {
+            if let Some(at) = wrote_at {
+                std::thread::sleep(CLOSE_PAUSE.saturating_sub(at.elapsed()));
+            }
             let _ = stream.shutdown(Shutdown::Both);
             return false;
         }

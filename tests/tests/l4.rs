@@ -85,7 +85,8 @@ fn an_upstream_that_closes_first_makes_the_client_close_remote() {
     assert_eq!(
         infos(&outcome.logs)[2..],
         [
-            "s: upstream 4 eos=true: ping",
+            "s: upstream 4 eos=false: ping",
+            "s: upstream 0 eos=true: ",
             "s: upstream closed: Unknown",
             "s: downstream 0 eos=true: ",
             "s: downstream closed: Remote",
