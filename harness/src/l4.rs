@@ -702,8 +702,7 @@ impl Connection<'_> {
         if self.upstream_done {
             if !data.is_empty() {
                 self.warnings.push(format!(
-                    "{} bytes forwarded to an upstream that had closed: a real upstream \
-                     resets the connection",
+                    "{} bytes forwarded to an upstream that had closed are lost",
                     data.len()
                 ));
             }
