@@ -7,6 +7,11 @@
 //! metrics, logs. It checks the SDK's logic and the filter's; for Envoy's own
 //! behaviour (header windows, buffering, the filter chain) use `weir-harness`.
 //!
+//! Network filters ([`StreamFilter`]) load with
+//! [`MockHost::load_stream_filter`] and run on a [`MockConnection`]: client and
+//! upstream data (accumulated after a pause, as in Envoy), the close callbacks,
+//! and `on_done` when it is dropped.
+//!
 //! ```
 //! use std::rc::Rc;
 //! use weir::testing::{Action, MockHost};
@@ -402,6 +407,38 @@ impl MockPlugin {
     /// Opens a connection through a network filter loaded with
     /// [`MockHost::load_stream_filter`]. Nothing is delivered yet: start with
     /// [`MockConnection::new_connection`].
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use weir::testing::{Action, MockHost};
+    /// use weir::{DownstreamData, Result, StreamFilter, StreamFlow};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct NoConfig {}
+    ///
+    /// /// Waits for a whole line.
+    /// struct Lines;
+    ///
+    /// impl StreamFilter for Lines {
+    ///     type Config = NoConfig;
+    ///     fn new(_: Rc<NoConfig>) -> Self { Lines }
+    ///     fn on_downstream_data(&mut self, data: &mut DownstreamData) -> Result<StreamFlow> {
+    ///         if data.bytes()?.ends_with(b"\n") {
+    ///             Ok(StreamFlow::Continue)
+    ///         } else {
+    ///             Ok(StreamFlow::Pause)
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let host = MockHost::new();
+    /// let mut plugin = host.load_stream_filter::<Lines>("").unwrap();
+    /// let mut conn = plugin.connection();
+    /// assert_eq!(conn.new_connection(), Action::Continue);
+    /// assert_eq!(conn.downstream_data(b"hel", false), Action::Pause);
+    /// assert_eq!(conn.downstream_data(b"lo\n", false), Action::Continue);
+    /// assert_eq!(host.downstream_data(), b"hello\n");
+    /// ```
     pub fn connection(&mut self) -> MockConnection {
         let id = next_context_id();
         drive::context_create(id, self.root);
