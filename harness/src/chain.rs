@@ -135,6 +135,13 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// What a network chain needs to start this filter's VM.
+    pub(crate) fn parts(&self) -> (&Plugin, &PluginMeta, FailurePolicy) {
+        (&self.plugin, &self.meta, self.failure_policy)
+    }
+}
+
 /// The clusters plugins can call, with the upstream that answers each.
 #[derive(Default)]
 struct Clusters(Vec<(String, Box<dyn Upstream>)>);

@@ -63,7 +63,7 @@ fn bad(message: impl Into<String>) -> Error {
     Error::EnvoyConfig(message.into())
 }
 
-fn string_at(v: &Value, path: &[&str]) -> Option<String> {
+pub(crate) fn string_at(v: &Value, path: &[&str]) -> Option<String> {
     let mut cur = v;
     for key in path {
         cur = cur.get(*key)?;
@@ -121,7 +121,7 @@ fn duration(s: &str) -> Result<Duration> {
         .ok_or_else(|| bad(format!("unsupported duration {s:?}")))
 }
 
-fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
+pub(crate) fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
     let config = filter
         .get("typed_config")
         .and_then(|t| t.get("config"))

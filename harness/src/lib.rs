@@ -73,6 +73,12 @@
 //! gRPC answers are delivered after request headers, after root-context
 //! callbacks and once the stream ends; a gRPC stream is answered once the plugin
 //! half-closes it.
+//!
+//! Network (L4) filters (`envoy.filters.network.wasm` in front of `tcp_proxy`)
+//! run in a [`NetworkChain`]: a test opens a [`Connection`] to an in-process
+//! [`TcpUpstream`], sends client bytes in chosen chunks, half-closes, and reads
+//! what the client and the upstream received ([`ConnectionOutcome`]); see
+//! the `l4` module documentation on [`NetworkChain`] for Envoy's rules it copies.
 
 #![forbid(unsafe_code)]
 
@@ -84,6 +90,8 @@ mod error;
 mod fields;
 mod grpc;
 mod hcm;
+mod l4;
+mod l4_config;
 mod outcome;
 mod plugin;
 mod shared;
@@ -98,6 +106,11 @@ pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
 pub use grpc::{GrpcCallout, GrpcReply, GrpcRequest, GrpcService};
 pub use hcm::ConnectionManager;
+pub use l4::{
+    CloseType, Connection, ConnectionOutcome, Echo, NetworkChain, NetworkChainBuilder, TcpReply,
+    TcpUpstream,
+};
+pub use l4_config::NetworkConfig;
 pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
 pub use plugin::Plugin;
 pub use shared::MetricValue;

@@ -41,6 +41,11 @@ pub(crate) struct StreamMaps {
     pub(crate) request_body: Option<Vec<u8>>,
     /// Likewise for `on_response_body`.
     pub(crate) response_body: Option<Vec<u8>>,
+    /// A network filter's downstream connection buffer, while Envoy points the
+    /// context at it (from `on_downstream_data` until it returns Continue).
+    pub(crate) downstream_data: Option<Vec<u8>>,
+    /// Likewise for the upstream data of `on_upstream_data`.
+    pub(crate) upstream_data: Option<Vec<u8>>,
     /// What Envoy's stream info knows about the stream.
     pub(crate) info: StreamInfo,
 }
@@ -94,6 +99,11 @@ pub(crate) struct Deferred {
     pub(crate) local_reply: Option<LocalReplyRequest>,
     /// The callback made a host call Envoy would not survive (it trapped here).
     pub(crate) would_crash: Option<&'static str>,
+    /// `proxy_continue_stream(Downstream)`: Envoy's `continueReading`.
+    pub(crate) continue_downstream: bool,
+    /// `proxy_close_stream(Downstream | Upstream)`: both close the downstream
+    /// connection (`FlushWrite`) in Envoy.
+    pub(crate) close_connection: bool,
 }
 
 /// Static facts about the plugin, as in Envoy's `PluginConfig`.

@@ -23,7 +23,7 @@ pub(crate) const DEFAULT_FUEL_PER_CALL: u64 = 1_000_000_000;
 #[derive(Debug, Clone)]
 pub(crate) struct Trap(pub(crate) String);
 
-type Cb<P, R> = Option<TypedFunc<P, R>>;
+pub(crate) type Cb<P, R> = Option<TypedFunc<P, R>>;
 
 /// The callbacks the harness calls, looked up once. All are optional.
 struct Callbacks {
@@ -47,6 +47,8 @@ struct Callbacks {
     on_log: Cb<i32, ()>,
     on_done: Cb<i32, i32>,
     on_delete: Cb<i32, ()>,
+    /// Network (L4) filter callbacks.
+    network: crate::l4::NetworkCallbacks,
 }
 
 pub(crate) struct Vm {
@@ -144,6 +146,21 @@ impl Vm {
             on_log: typed(&mut store, &instance, "proxy_on_log"),
             on_done: typed(&mut store, &instance, "proxy_on_done"),
             on_delete: typed(&mut store, &instance, "proxy_on_delete"),
+            network: crate::l4::NetworkCallbacks {
+                on_new_connection: typed(&mut store, &instance, "proxy_on_new_connection"),
+                on_downstream_data: typed(&mut store, &instance, "proxy_on_downstream_data"),
+                on_upstream_data: typed(&mut store, &instance, "proxy_on_upstream_data"),
+                on_downstream_close: typed(
+                    &mut store,
+                    &instance,
+                    "proxy_on_downstream_connection_close",
+                ),
+                on_upstream_close: typed(
+                    &mut store,
+                    &instance,
+                    "proxy_on_upstream_connection_close",
+                ),
+            },
         };
         let mut vm = Vm {
             store,
@@ -269,6 +286,24 @@ impl Vm {
         let id = self.next_context_id;
         self.next_context_id += 1;
         id
+    }
+
+    /// The network filter callbacks, with what [`Vm::call_network`] needs.
+    pub(crate) fn network_callbacks(&self) -> crate::l4::NetworkCallbacks {
+        self.callbacks.network.clone()
+    }
+
+    /// Calls a network filter callback (see `l4.rs`) with Envoy's context
+    /// bookkeeping.
+    pub(crate) fn call_network<P: WasmParams, R: WasmResults>(
+        &mut self,
+        phase: Phase,
+        context: u32,
+        name: &'static str,
+        func: &Cb<P, R>,
+        params: P,
+    ) -> Result<Option<R>, Trap> {
+        self.call(phase, context, name, func, params)
     }
 
     /// Calls one callback with Envoy's context bookkeeping. `Ok(None)` if the module
@@ -617,6 +652,21 @@ impl Vm {
         let logged = self.call(Phase::Log, stream, "proxy_on_log", &cb, stream as i32);
         self.store.data_mut().maps = StreamMaps::default();
         logged.map(drop)
+    }
+
+    /// A network filter's connection is over (Envoy's `onCloseTCP`): `on_done`,
+    /// `on_log`, `on_delete`, each skipped once the VM has failed.
+    pub(crate) fn end_connection(&mut self, connection: u32) -> Result<(), Trap> {
+        let cb = self.callbacks.on_done.clone();
+        let id = connection as i32;
+        self.call(Phase::Root, connection, "proxy_on_done", &cb, id)?;
+        let cb = self.callbacks.on_log.clone();
+        self.call(Phase::Log, connection, "proxy_on_log", &cb, id)?;
+        let cb = self.callbacks.on_delete.clone();
+        self.call(Phase::Root, connection, "proxy_on_delete", &cb, id)?;
+        self.store.data_mut().contexts.retain(|&c| c != connection);
+        self.store.data_mut().maps = StreamMaps::default();
+        Ok(())
     }
 
     /// The filter is destroyed: `on_done`, then `on_delete`.

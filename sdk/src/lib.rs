@@ -55,6 +55,10 @@
 //! `rlib` as well, cargo builds the module without link-time optimization, which
 //! makes it larger and slower; keep code that tests need as a library in a
 //! separate crate.
+//!
+//! Network (L4) filters for `envoy.filters.network.wasm` implement
+//! [`StreamFilter`] instead and are exported with [`export_stream_filter!`]; see
+//! [`stream`].
 
 mod body;
 mod callout;
@@ -73,6 +77,9 @@ mod plugin;
 pub mod properties;
 mod reply;
 mod shared;
+pub mod stream;
+#[doc(hidden)]
+pub mod stream_export;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
@@ -92,6 +99,9 @@ pub use reply::LocalReply;
 #[cfg(feature = "schema")]
 pub use schemars;
 pub use shared::{Cas, SharedQueue, Versioned, shared_data};
+pub use stream::{
+    Connection, DownstreamData, PeerType, StreamData, StreamFilter, StreamFlow, UpstreamData,
+};
 
 /// The `proxy-wasm` crate this SDK is built on, for what weir does not cover yet.
 /// Its host-call wrappers panic on unexpected statuses; prefer weir's API.
@@ -116,6 +126,35 @@ macro_rules! export_http_filter {
         pub mod __weir_export {
             $crate::raw::main! {{
                 $crate::export::register_http_filter::<super::__WeirHttpFilter, super::__WeirPlugin>();
+            }}
+        }
+    };
+}
+
+/// Exports `$filter` (a [`StreamFilter`]) as the module's network (L4) filter, for
+/// Envoy's `envoy.filters.network.wasm`: generates the module's `_initialize`
+/// entry point, which registers the filter with the host. Use it once per module,
+/// instead of [`export_http_filter!`]. `export_stream_filter!(MyFilter, plugin =
+/// MyPlugin)` adds plugin-level behaviour (timers, plugin callouts, queues; see
+/// [`Plugin`]).
+#[macro_export]
+macro_rules! export_stream_filter {
+    ($filter:ty) => {
+        $crate::export_stream_filter!(
+            $filter,
+            plugin = $crate::NoPlugin<<$filter as $crate::StreamFilter>::Config>
+        );
+    };
+    ($filter:ty, plugin = $plugin:ty) => {
+        type __WeirStreamFilter = $filter;
+        type __WeirPlugin = $plugin;
+        #[doc(hidden)]
+        pub mod __weir_export {
+            $crate::raw::main! {{
+                $crate::stream_export::register_stream_filter::<
+                    super::__WeirStreamFilter,
+                    super::__WeirPlugin,
+                >();
             }}
         }
     };

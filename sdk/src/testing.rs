@@ -7,6 +7,11 @@
 //! metrics, logs. It checks the SDK's logic and the filter's; for Envoy's own
 //! behaviour (header windows, buffering, the filter chain) use `weir-harness`.
 //!
+//! Network filters ([`StreamFilter`]) load with
+//! [`MockHost::load_stream_filter`] and run on a [`MockConnection`]: client and
+//! upstream data (accumulated after a pause, as in Envoy), the close callbacks,
+//! and `on_done` when it is dropped.
+//!
 //! ```
 //! use std::rc::Rc;
 //! use weir::testing::{Action, MockHost};
@@ -40,7 +45,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::host::mock::{self, drive, with};
 use crate::host::{BufferType, MapType};
-use crate::{HttpFilter, NoPlugin, Plugin};
+use crate::{HttpFilter, NoPlugin, PeerType, Plugin, StreamFilter};
 
 pub use crate::host::mock::{ForeignFn, MockCall, MockReply, MockResponse};
 
@@ -114,11 +119,37 @@ impl MockHost {
         F: HttpFilter,
         P: Plugin<Config = F::Config>,
     {
+        self.start(crate::export::register_http_filter::<F, P>, config)
+    }
+
+    /// Loads network filter `F` (without plugin-level behaviour) with this JSON
+    /// plugin configuration; drive it with [`MockPlugin::connection`].
+    ///
+    /// # Errors
+    /// The log lines the filter wrote if it rejected the configuration.
+    pub fn load_stream_filter<F: StreamFilter>(&self, config: &str) -> Result<MockPlugin, String> {
+        self.load_stream_filter_with_plugin::<F, NoPlugin<F::Config>>(config)
+    }
+
+    /// Loads network filter `F` with plugin `P` (see [`MockHost::load_stream_filter`]).
+    ///
+    /// # Errors
+    /// The log lines the filter wrote if it rejected the configuration.
+    pub fn load_stream_filter_with_plugin<F, P>(&self, config: &str) -> Result<MockPlugin, String>
+    where
+        F: StreamFilter,
+        P: Plugin<Config = F::Config>,
+    {
+        self.start(crate::stream_export::register_stream_filter::<F, P>, config)
+    }
+
+    /// Registers a filter with `register` and starts its root context.
+    fn start(&self, register: fn(), config: &str) -> Result<MockPlugin, String> {
         // The `log` backend is process-wide: install it once, before any thread
         // registers a filter.
         static LOGGER: std::sync::Once = std::sync::Once::new();
         LOGGER.call_once(|| proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace));
-        crate::export::register_http_filter::<F, P>();
+        register();
         // proxy-wasm's panic hook logs to the host only; keep test failures visible.
         std::panic::set_hook(Box::new(|info| {
             #[allow(clippy::print_stderr, reason = "test diagnostics")]
@@ -144,6 +175,22 @@ impl MockHost {
                 .join("\n"));
         }
         Ok(MockPlugin { root })
+    }
+
+    /// The downstream data buffer now (after the filter's edits).
+    pub fn downstream_data(&self) -> Vec<u8> {
+        with(|s| s.buffers.get(&(BufferType::DownstreamData as u32)).cloned()).unwrap_or_default()
+    }
+
+    /// The upstream data buffer now (after the filter's edits).
+    pub fn upstream_data(&self) -> Vec<u8> {
+        with(|s| s.buffers.get(&(BufferType::UpstreamData as u32)).cloned()).unwrap_or_default()
+    }
+
+    /// How many times a network filter asked to close the connection
+    /// (`proxy_close_stream` on the downstream or upstream side).
+    pub fn closed_connections(&self) -> usize {
+        with(|s| s.closed.iter().filter(|&&t| t == 2 || t == 3).count())
     }
 
     fn set_map(&self, map: MapType, items: &[(&str, &str)]) {
@@ -357,6 +404,47 @@ impl MockPlugin {
         }
     }
 
+    /// Opens a connection through a network filter loaded with
+    /// [`MockHost::load_stream_filter`]. Nothing is delivered yet: start with
+    /// [`MockConnection::new_connection`].
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use weir::testing::{Action, MockHost};
+    /// use weir::{DownstreamData, Result, StreamFilter, StreamFlow};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct NoConfig {}
+    ///
+    /// /// Waits for a whole line.
+    /// struct Lines;
+    ///
+    /// impl StreamFilter for Lines {
+    ///     type Config = NoConfig;
+    ///     fn new(_: Rc<NoConfig>) -> Self { Lines }
+    ///     fn on_downstream_data(&mut self, data: &mut DownstreamData) -> Result<StreamFlow> {
+    ///         if data.bytes()?.ends_with(b"\n") {
+    ///             Ok(StreamFlow::Continue)
+    ///         } else {
+    ///             Ok(StreamFlow::Pause)
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let host = MockHost::new();
+    /// let mut plugin = host.load_stream_filter::<Lines>("").unwrap();
+    /// let mut conn = plugin.connection();
+    /// assert_eq!(conn.new_connection(), Action::Continue);
+    /// assert_eq!(conn.downstream_data(b"hel", false), Action::Pause);
+    /// assert_eq!(conn.downstream_data(b"lo\n", false), Action::Continue);
+    /// assert_eq!(host.downstream_data(), b"hello\n");
+    /// ```
+    pub fn connection(&mut self) -> MockConnection {
+        let id = next_context_id();
+        drive::context_create(id, self.root);
+        MockConnection { id, held: [0, 0] }
+    }
+
     /// Delivers one host tick (timers that are due fire).
     pub fn tick(&self) {
         drive::tick(self.root);
@@ -484,5 +572,78 @@ impl Drop for MockStream {
     /// Ends the stream: `on_log`, `on_done`, `on_delete`.
     fn drop(&mut self) {
         drive::finish(self.id);
+    }
+}
+
+/// One connection through a network filter (see [`MockPlugin::connection`]).
+/// Dropping it ends the connection as Envoy does: `on_done`, `on_log`,
+/// `on_delete`.
+#[derive(Debug)]
+pub struct MockConnection {
+    id: u32,
+    /// Bytes Envoy holds for paused data (downstream, upstream).
+    held: [usize; 2],
+}
+
+fn raw_peer(peer: PeerType) -> proxy_wasm::types::PeerType {
+    match peer {
+        PeerType::Local => proxy_wasm::types::PeerType::Local,
+        PeerType::Remote => proxy_wasm::types::PeerType::Remote,
+        PeerType::Unknown => proxy_wasm::types::PeerType::Unknown,
+    }
+}
+
+impl MockConnection {
+    /// Delivers `on_new_connection`.
+    pub fn new_connection(&self) -> Action {
+        action(drive::new_connection(self.id))
+    }
+
+    /// Delivers bytes from the client. After a paused call, Envoy delivers the
+    /// held bytes followed by these, and so does this.
+    pub fn downstream_data(&mut self, chunk: &[u8], end_of_stream: bool) -> Action {
+        self.data(0, BufferType::DownstreamData, chunk, end_of_stream)
+    }
+
+    /// Delivers bytes from the upstream (accumulated after a pause, as in Envoy).
+    pub fn upstream_data(&mut self, chunk: &[u8], end_of_stream: bool) -> Action {
+        self.data(1, BufferType::UpstreamData, chunk, end_of_stream)
+    }
+
+    /// Delivers `on_downstream_connection_close`.
+    pub fn downstream_close(&self, peer: PeerType) {
+        drive::downstream_close(self.id, raw_peer(peer));
+    }
+
+    /// Delivers `on_upstream_connection_close` (Envoy reports
+    /// [`PeerType::Unknown`]).
+    pub fn upstream_close(&self, peer: PeerType) {
+        drive::upstream_close(self.id, raw_peer(peer));
+    }
+
+    fn data(&mut self, slot: usize, buffer: BufferType, chunk: &[u8], eos: bool) -> Action {
+        let held = self.held[slot];
+        let size = with(|s| {
+            let b = s.buffers.entry(buffer as u32).or_default();
+            if held == 0 {
+                b.clear();
+            }
+            b.extend_from_slice(chunk);
+            b.len()
+        });
+        let raw = match slot {
+            0 => drive::downstream_data(self.id, size, eos),
+            _ => drive::upstream_data(self.id, size, eos),
+        };
+        let result = action(raw);
+        self.held[slot] = if result == Action::Pause { size } else { 0 };
+        result
+    }
+}
+
+impl Drop for MockConnection {
+    /// Ends the connection: `on_done`, `on_log`, `on_delete`.
+    fn drop(&mut self) {
+        drive::finish_connection(self.id);
     }
 }

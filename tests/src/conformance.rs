@@ -70,8 +70,14 @@ pub struct Suite {
     /// `upstream.*` need no mask.
     #[serde(default)]
     pub mask_ports: Vec<String>,
-    /// The scenarios.
+    /// The scenarios (HTTP requests).
+    #[serde(default)]
     pub scenarios: Vec<Scenario>,
+    /// Network (L4) connections instead of HTTP scenarios: the suite then runs
+    /// its filter as `envoy.filters.network.wasm` in front of `tcp_proxy` (see
+    /// [`crate::conformance_l4`]).
+    #[serde(default)]
+    pub connections: Vec<crate::conformance_l4::ConnectionScenario>,
 }
 
 fn default_filter() -> String {
@@ -429,6 +435,9 @@ fn envoy_wasm_logs(log: &str) -> Vec<String> {
 /// # Errors
 /// If Envoy or the harness cannot be set up, or a request cannot be sent.
 pub fn run(suite: &Suite) -> Result<Report> {
+    if !suite.connections.is_empty() {
+        return crate::conformance_l4::run(suite);
+    }
     let probe = crate::filter_wasm(&suite.filter);
     let yaml = envoy_yaml(suite)?;
 

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod conformance_l4;
 pub mod envoy;
 pub mod grpc;
 pub mod load;
@@ -31,6 +32,7 @@ pub const TEST_FILTERS: &[&str] = &[
     "header-append-raw",
     "sdk-callout",
     "sdk-families",
+    "sdk-stream",
 ];
 
 /// The sample filters and the test filters, built for wasm32-wasip1 once per

@@ -2,9 +2,10 @@
 //!
 //! A body buffer is available inside its body callback (the accumulated body
 //! while the filter buffers), the gRPC receive buffer inside
-//! `proxy_on_grpc_receive` (and, as in Envoy, it can be edited there).
-//! Elsewhere Envoy reports body, connection and gRPC buffers as empty on reads
-//! and refuses writes with `BadArgument`.
+//! `proxy_on_grpc_receive` (and, as in Envoy, it can be edited there), and a
+//! network filter's connection buffer from its data callback until the filter
+//! lets the data go. Elsewhere Envoy reports body, connection and gRPC buffers as
+//! empty on reads and refuses writes with `BadArgument`.
 
 use wasmtime::Linker;
 
@@ -59,6 +60,12 @@ fn lookup(state: &HostState, buffer: BufferType) -> Lookup<'_> {
         }
         BufferType::HttpResponseBody if state.maps.response_body.is_some() => {
             Lookup::Bytes(state.maps.response_body.as_deref().unwrap_or_default())
+        }
+        BufferType::DownstreamData if state.maps.downstream_data.is_some() => {
+            Lookup::Bytes(state.maps.downstream_data.as_deref().unwrap_or_default())
+        }
+        BufferType::UpstreamData if state.maps.upstream_data.is_some() => {
+            Lookup::Bytes(state.maps.upstream_data.as_deref().unwrap_or_default())
         }
         BufferType::HttpCallResponseBody if state.call_response.is_some() => Lookup::Bytes(
             state
@@ -142,6 +149,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     Some(BufferType::HttpResponseBody) => maps.response_body.as_mut(),
                     // Envoy hands the received message over as a mutable buffer.
                     Some(BufferType::GrpcReceiveBuffer) => state.grpc.receive_buffer.as_mut(),
+                    Some(BufferType::DownstreamData) => maps.downstream_data.as_mut(),
+                    Some(BufferType::UpstreamData) => maps.upstream_data.as_mut(),
                     // Unavailable bodies, immutable buffers, unknown types.
                     _ => None,
                 };

@@ -29,21 +29,29 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 state.deferred.continue_response = true;
                 Status::Ok
             }
-            // L4 filters are not emulated yet; Envoy defers continueReading.
-            STREAM_DOWNSTREAM => Status::Ok,
+            // Envoy defers continueReading (a no-op outside network filters).
+            STREAM_DOWNSTREAM => {
+                state.deferred.continue_downstream = true;
+                Status::Ok
+            }
             STREAM_UPSTREAM => Status::Unimplemented,
             _ => Status::BadArgument,
         }
     });
     // Request/Response reset the HTTP stream. Downstream/Upstream answer OK and,
-    // measured in Envoy 1.40, leave an HTTP stream's response untouched.
+    // measured in Envoy 1.40, leave an HTTP stream's response untouched; in a
+    // network filter both close the downstream connection (the write filter
+    // callbacks' connection is the downstream one too).
     proxy_fn!(linker, "proxy_close_stream", |caller, kind: i32| {
         match kind as u32 {
             STREAM_REQUEST | STREAM_RESPONSE => {
                 caller.data_mut().deferred.close_stream = true;
                 Status::Ok
             }
-            STREAM_DOWNSTREAM | STREAM_UPSTREAM => Status::Ok,
+            STREAM_DOWNSTREAM | STREAM_UPSTREAM => {
+                caller.data_mut().deferred.close_connection = true;
+                Status::Ok
+            }
             _ => Status::BadArgument,
         }
     });

@@ -810,6 +810,16 @@ unsafe extern "C" {
         body: usize,
         trailers: usize,
     );
+    #[link_name = "proxy_on_new_connection"]
+    fn on_new_connection_raw(context: u32) -> u32;
+    #[link_name = "proxy_on_downstream_data"]
+    fn on_downstream_data_raw(context: u32, size: usize, end_of_stream: bool) -> u32;
+    #[link_name = "proxy_on_upstream_data"]
+    fn on_upstream_data_raw(context: u32, size: usize, end_of_stream: bool) -> u32;
+    #[link_name = "proxy_on_downstream_connection_close"]
+    fn on_downstream_close_raw(context: u32, peer: proxy_wasm::types::PeerType);
+    #[link_name = "proxy_on_upstream_connection_close"]
+    fn on_upstream_close_raw(context: u32, peer: proxy_wasm::types::PeerType);
     #[link_name = "proxy_on_done"]
     fn on_done_raw(context: u32) -> bool;
     #[link_name = "proxy_on_log"]
@@ -870,6 +880,36 @@ pub(crate) mod drive {
     pub(crate) fn http_call_response(context: u32, token: u32, n: usize, body: usize, t: usize) {
         // SAFETY: as above.
         unsafe { on_http_call_response_raw(context, token, n, body, t) }
+    }
+    pub(crate) fn new_connection(context: u32) -> u32 {
+        // SAFETY: as above.
+        unsafe { on_new_connection_raw(context) }
+    }
+    pub(crate) fn downstream_data(context: u32, size: usize, eos: bool) -> u32 {
+        // SAFETY: as above.
+        unsafe { on_downstream_data_raw(context, size, eos) }
+    }
+    pub(crate) fn upstream_data(context: u32, size: usize, eos: bool) -> u32 {
+        // SAFETY: as above.
+        unsafe { on_upstream_data_raw(context, size, eos) }
+    }
+    pub(crate) fn downstream_close(context: u32, peer: proxy_wasm::types::PeerType) {
+        // SAFETY: as above; the peer type is a valid enum value.
+        unsafe { on_downstream_close_raw(context, peer) }
+    }
+    pub(crate) fn upstream_close(context: u32, peer: proxy_wasm::types::PeerType) {
+        // SAFETY: as above.
+        unsafe { on_upstream_close_raw(context, peer) }
+    }
+    /// Ends a connection as Envoy does (`onCloseTCP`): `on_done`, `on_log`,
+    /// `on_delete`.
+    pub(crate) fn finish_connection(context: u32) {
+        // SAFETY: as above.
+        unsafe {
+            on_done_raw(context);
+            on_log_raw(context);
+            on_delete_raw(context);
+        }
     }
     pub(crate) fn finish(context: u32) {
         // SAFETY: as above.

@@ -97,6 +97,8 @@ impl MapType {
 pub(crate) enum BufferType {
     RequestBody = 0,
     ResponseBody = 1,
+    DownstreamData = 2,
+    UpstreamData = 3,
     CallResponseBody = 4,
     GrpcMessage = 5,
     PluginConfiguration = 7,
@@ -113,6 +115,8 @@ pub(crate) enum MetricKind {
 
 /// `proxy_stream_type_t` of the request, for `proxy_continue_stream`.
 pub(crate) const STREAM_REQUEST: u32 = 0;
+/// `proxy_stream_type_t` of a network filter's downstream connection.
+pub(crate) const STREAM_DOWNSTREAM: u32 = 2;
 
 /// Serializes header pairs in the proxy-wasm map format:
 /// `u32 count`, then `count × (u32 key_len, u32 value_len)`, then each key and value

@@ -44,6 +44,14 @@
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
 //!   Pause unless the callback's end-of-stream flag is set; `atend` — until the
 //!   end of the stream, Pause without running (or logging) the rest.
+//!
+//! As a network (L4) filter, the probe logs every callback with its arguments
+//! (`on_new_connection`, `on_downstream_data <size> <eos>`, `on_upstream_data
+//! <size> <eos>`, `on_downstream_connection_close <peer>`,
+//! `on_upstream_connection_close <peer>`, `on_delete tcp`), and a data callback
+//! runs the script it finds in the data itself: the text after `probe:` up to the
+//! end of that line (an echoing upstream sends it back, so the upstream
+//! callback runs it too).
 #![allow(unsafe_code, reason = "a raw ABI filter: FFI to the host is the point")]
 
 use std::cell::RefCell;
@@ -1020,6 +1028,65 @@ pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
             log(format!("on_queue_ready {command} -> {status} {result}").trim_end());
         }
     }
+}
+
+/// A network connection: remembered (so that `on_delete tcp` ends it in the log).
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_new_connection(id: u32) -> u32 {
+    STREAMS.with(|s| {
+        s.borrow_mut().insert(
+            id,
+            Scripts {
+                id: "tcp".to_owned(),
+                ..Scripts::default()
+            },
+        )
+    });
+    CURRENT.with(|c| c.set(id));
+    log("on_new_connection");
+    0
+}
+
+/// The script a network data callback runs: after `probe:` up to the end of
+/// that line of the data in `buffer`.
+fn data_script(buffer: u32, size: usize) -> String {
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: the out-params are valid.
+    let status = unsafe { ffi::proxy_get_buffer_bytes(buffer, 0, size, &mut ptr, &mut len) };
+    let data = String::from_utf8_lossy(&take(ptr, len)).into_owned();
+    if status != 0 {
+        return String::new();
+    }
+    data.split_once("probe:")
+        .map(|(_, rest)| rest.split('\n').next().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+/// Logs its arguments, then runs the script in the client's data.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_downstream_data(_id: u32, size: usize, eos: u32) -> u32 {
+    log(&format!("on_downstream_data {size} {eos}"));
+    script("on_downstream_data", &data_script(2, size), eos != 0)
+}
+
+/// Logs its arguments, then runs the script in the upstream's data.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_upstream_data(_id: u32, size: usize, eos: u32) -> u32 {
+    log(&format!("on_upstream_data {size} {eos}"));
+    script("on_upstream_data", &data_script(3, size), eos != 0)
+}
+
+/// Logs the peer type.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_downstream_connection_close(_id: u32, peer: u32) {
+    log(&format!("on_downstream_connection_close {peer}"));
+}
+
+/// Logs the peer type.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_upstream_connection_close(_id: u32, peer: u32) {
+    log(&format!("on_upstream_connection_close {peer}"));
 }
 
 /// Runs `x-probe-log`.

@@ -1,0 +1,1011 @@
+//! Network (L4) filters: Envoy's `envoy.filters.network.wasm` in front of
+//! `tcp_proxy`, with an in-process TCP upstream.
+//!
+//! A [`NetworkChain`] holds the plugins; [`NetworkChain::connect`] opens one
+//! client connection through them to a [`TcpUpstream`], and the [`Connection`]
+//! sends client bytes in the chunks the test chooses, half-closes, and shows what
+//! the client and the upstream received.
+//!
+//! # What is copied from Envoy
+//!
+//! * Filters are read filters in the order added and write filters in reverse
+//!   (Envoy's `FilterManagerImpl::addFilter`). `tcp_proxy` is the last read
+//!   filter.
+//! * When a connection is accepted, each filter in turn gets
+//!   `proxy_on_context_create` and `proxy_on_new_connection`; a filter that
+//!   returns non-zero (`StopIteration`) stops the rest, `tcp_proxy` included, so
+//!   the upstream is never connected. `tcp_proxy` disables reading until its
+//!   upstream is connected, so client bytes wait in the socket meanwhile.
+//! * Every read event runs the read filters from the first one with the whole
+//!   connection read buffer (`onContinueReading`): bytes a filter held
+//!   (`StopIteration`) stay in the buffer and are delivered again, with the new
+//!   ones, to every filter from the first. `tcp_proxy` drains the buffer.
+//!   `end_of_stream` is raised once, when the client half-closes.
+//! * Upstream bytes accumulate in the upstream connection's buffer and are
+//!   written through the write filters (`on_upstream_data`); a filter that stops
+//!   keeps them there until the upstream sends more. After
+//!   `on_upstream_data` with `end_of_stream`, each filter gets
+//!   `proxy_on_upstream_connection_close` with `Unknown` (Envoy does not watch the
+//!   upstream connection).
+//! * The connection buffer a callback sees stays readable and writable
+//!   (`proxy_get_buffer_bytes`/`proxy_set_buffer_bytes` with `DownstreamData` or
+//!   `UpstreamData`) until the filter lets it go (returns Continue), as Envoy
+//!   keeps its pointer.
+//! * `proxy_continue_stream(Downstream)` resumes reading from the next filter
+//!   once the callback returns; `proxy_continue_stream(Upstream)` is
+//!   `Unimplemented`; `proxy_close_stream(Downstream | Upstream)` closes the
+//!   client connection (`FlushWrite`) once the callback returns.
+//! * The client connection closes `Local` when Envoy writes its end of stream
+//!   after the client's, or when a filter (or a failed VM) closes it; `Remote`
+//!   when the client half-closes after Envoy did. Each filter then gets
+//!   `proxy_on_downstream_connection_close(peer)` followed by `proxy_on_done`,
+//!   `proxy_on_log`, `proxy_on_delete` (Envoy's `onCloseTCP`), filter by filter
+//!   in chain order; then `tcp_proxy` closes the upstream connection.
+//! * A trap fails the VM: with `FAIL_CLOSED` the connection is closed, with
+//!   `FAIL_OPEN` the filter passes everything. A VM that failed before the
+//!   connection was accepted closes it at once (`FAIL_CLOSED`) or is left out of
+//!   the chain (`FAIL_OPEN`).
+//!
+//! Not emulated: timers (`on_tick`) and callouts from network filters,
+//! `FAIL_RELOAD` (refused when the chain is built), TLS and connection-level
+//! properties beyond `source.*`, `destination.*`, `upstream.*` and
+//! `xds.cluster_name`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::chain::{FailurePolicy, Filter};
+use crate::outcome::{LogLevel, LogRecord};
+use crate::shared::{MetricValue, Shared};
+use crate::state::Phase;
+use crate::vm::{Cb, Trap, Vm};
+use crate::{Engine, Error, Result};
+
+/// The network filter callbacks of a module, looked up once.
+#[derive(Clone, Default)]
+pub(crate) struct NetworkCallbacks {
+    pub(crate) on_new_connection: Cb<i32, i32>,
+    pub(crate) on_downstream_data: Cb<(i32, i32, i32), i32>,
+    pub(crate) on_upstream_data: Cb<(i32, i32, i32), i32>,
+    pub(crate) on_downstream_close: Cb<(i32, i32), ()>,
+    pub(crate) on_upstream_close: Cb<(i32, i32), ()>,
+}
+
+/// What a [`TcpUpstream`] does after an event: bytes to send back, and whether to
+/// end its side of the connection afterwards (send FIN and close).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct TcpReply {
+    /// Bytes to send to Envoy.
+    pub data: Vec<u8>,
+    /// Close the connection after sending them.
+    pub close: bool,
+}
+
+impl TcpReply {
+    /// Nothing to send.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Sends `data`.
+    pub fn data(data: impl Into<Vec<u8>>) -> Self {
+        Self {
+            data: data.into(),
+            close: false,
+        }
+    }
+
+    /// Closes the connection after sending this reply's data.
+    pub fn and_close(mut self) -> Self {
+        self.close = true;
+        self
+    }
+}
+
+/// An in-process TCP upstream: deterministic reactions to what Envoy sends. Any
+/// `FnMut(&[u8]) -> TcpReply` is one (it replies to data and closes when the
+/// client's end of stream arrives).
+///
+/// Each reply is one read for Envoy, and a reply's end of stream is a read of
+/// its own after its data: what Envoy does when the upstream pauses between
+/// them. (An upstream that writes and closes back to back is often, not always,
+/// read by Envoy in one go, with the data and `end_of_stream` in one callback.)
+pub trait TcpUpstream {
+    /// `tcp_proxy` connected: a server-first protocol sends its greeting here.
+    fn on_connect(&mut self) -> TcpReply {
+        TcpReply::none()
+    }
+
+    /// Bytes arrived, in the pieces Envoy forwards them.
+    fn on_data(&mut self, data: &[u8]) -> TcpReply;
+
+    /// Envoy forwarded the client's half-close. By default the upstream closes
+    /// too.
+    fn on_end(&mut self) -> TcpReply {
+        TcpReply::none().and_close()
+    }
+}
+
+impl<F> TcpUpstream for F
+where
+    F: FnMut(&[u8]) -> TcpReply,
+{
+    fn on_data(&mut self, data: &[u8]) -> TcpReply {
+        self(data)
+    }
+}
+
+/// An upstream that sends back what it receives and closes after the client's
+/// half-close.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl TcpUpstream for Echo {
+    fn on_data(&mut self, data: &[u8]) -> TcpReply {
+        TcpReply::data(data)
+    }
+}
+
+/// Which side closed the client connection, as Envoy reports it to
+/// `proxy_on_downstream_connection_close`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseType {
+    /// Envoy closed it: it wrote its end of stream after the client's, or a
+    /// filter or a failed VM closed the connection.
+    Local,
+    /// The client's half-close came after Envoy's.
+    Remote,
+}
+
+impl CloseType {
+    fn peer_type(self) -> i32 {
+        match self {
+            CloseType::Local => 1,
+            CloseType::Remote => 2,
+        }
+    }
+}
+
+/// Builds a [`NetworkChain`].
+#[derive(Debug)]
+#[must_use]
+pub struct NetworkChainBuilder {
+    filters: Vec<Filter>,
+    log_level: LogLevel,
+    start: SystemTime,
+    seed: u64,
+    fuel_per_call: u64,
+    source: SocketAddr,
+    destination: SocketAddr,
+    upstream: SocketAddr,
+    cluster: String,
+}
+
+impl NetworkChainBuilder {
+    /// Adds a network filter after the ones added so far (before `tcp_proxy`).
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// The `wasm` logger's level (default info): lower guest log lines are dropped.
+    pub fn log_level(mut self, level: LogLevel) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// The virtual wall clock's start.
+    pub fn start_time(mut self, at: SystemTime) -> Self {
+        self.start = at;
+        self
+    }
+
+    /// Seed for WASI `random_get` (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The fuel each callback may burn before it is stopped with a trap.
+    pub fn fuel_per_call(mut self, fuel: u64) -> Self {
+        self.fuel_per_call = fuel;
+        self
+    }
+
+    /// The client's address (`source.*`), default `127.0.0.1:50000`.
+    pub fn source_address(mut self, address: SocketAddr) -> Self {
+        self.source = address;
+        self
+    }
+
+    /// The listener's address (`destination.*`), default `127.0.0.1:10000`.
+    pub fn destination_address(mut self, address: SocketAddr) -> Self {
+        self.destination = address;
+        self
+    }
+
+    /// The upstream host's address (`upstream.*` once connected), default
+    /// `127.0.0.1:8080`.
+    pub fn upstream_address(mut self, address: SocketAddr) -> Self {
+        self.upstream = address;
+        self
+    }
+
+    /// `tcp_proxy`'s cluster (`xds.cluster_name` once connecting), default
+    /// `upstream`.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = name.into();
+        self
+    }
+
+    /// Starts every plugin: Envoy's load checks, module initialization,
+    /// `on_vm_start` and `on_configure`.
+    ///
+    /// # Errors
+    /// The first plugin that fails to start, e.g. [`Error::ConfigureFailed`], or
+    /// [`Error::EnvoyConfig`] for `FAIL_RELOAD`, which is not emulated for
+    /// network filters.
+    pub fn build(self) -> Result<NetworkChain> {
+        let shared = Arc::new(Shared::default());
+        let mut slots = Vec::with_capacity(self.filters.len());
+        for (i, filter) in self.filters.iter().enumerate() {
+            let (plugin, meta, policy) = filter.parts();
+            if policy == FailurePolicy::FailReload {
+                return Err(Error::EnvoyConfig(format!(
+                    "plugin `{}`: FAIL_RELOAD is not emulated for network filters",
+                    meta.name
+                )));
+            }
+            let mut vm = Vm::start(
+                plugin,
+                meta.clone(),
+                self.start,
+                self.seed.wrapping_add(i as u64),
+                self.log_level,
+                self.fuel_per_call,
+                Arc::clone(&shared),
+            )?;
+            vm.state().source_address = Some(self.source);
+            vm.state().destination_address = Some(self.destination);
+            vm.take_fuel();
+            vm.take_host_calls();
+            let callbacks = vm.network_callbacks();
+            slots.push(Slot {
+                vm,
+                policy,
+                callbacks,
+            });
+        }
+        let startup_logs = std::mem::take(&mut *shared.logs());
+        Ok(NetworkChain {
+            slots,
+            shared,
+            startup_logs,
+            upstream: self.upstream,
+            cluster: self.cluster,
+        })
+    }
+}
+
+struct Slot {
+    vm: Vm,
+    policy: FailurePolicy,
+    callbacks: NetworkCallbacks,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("vm", &self.vm)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Network filters in front of `tcp_proxy`. Open connections through it with
+/// [`NetworkChain::connect`].
+///
+/// ```no_run
+/// use weir_harness::{Echo, Engine, Filter, NetworkChain};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::new()?;
+/// let plugin = engine.load_file("target/wasm32-wasip1/filter/sdk_stream.wasm")?;
+/// let mut chain = NetworkChain::builder(&engine)
+///     .filter(Filter::new(plugin).configuration(r#"{"upstream_prefix": "< "}"#))
+///     .build()?;
+/// let mut connection = chain.connect(Echo)?;
+/// connection.send(b"hello\n")?;
+/// assert_eq!(connection.client_received(), b"< hello\n");
+/// connection.close_write()?; // the echo upstream closes too
+/// let outcome = connection.finish();
+/// assert_eq!(outcome.upstream_received.as_deref(), Some(&b"hello\n"[..]));
+/// assert!(outcome.closed.is_some());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct NetworkChain {
+    slots: Vec<Slot>,
+    shared: Arc<Shared>,
+    startup_logs: Vec<LogRecord>,
+    upstream: SocketAddr,
+    cluster: String,
+}
+
+impl NetworkChain {
+    /// A [`NetworkChainBuilder`] on `engine` (the plugins carry it; it is taken
+    /// to make the dependency plain).
+    pub fn builder(_engine: &Engine) -> NetworkChainBuilder {
+        NetworkChainBuilder {
+            filters: Vec::new(),
+            log_level: LogLevel::Info,
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            seed: 0,
+            fuel_per_call: crate::vm::DEFAULT_FUEL_PER_CALL,
+            source: SocketAddr::from(([127, 0, 0, 1], 50000)),
+            destination: SocketAddr::from(([127, 0, 0, 1], 10000)),
+            upstream: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cluster: "upstream".to_owned(),
+        }
+    }
+
+    /// What the plugins logged while starting.
+    pub fn startup_logs(&self) -> &[LogRecord] {
+        &self.startup_logs
+    }
+
+    /// Every metric the plugins defined, by name, with its value.
+    pub fn metrics(&self) -> BTreeMap<String, MetricValue> {
+        self.shared.stats().all()
+    }
+
+    /// A shared-data entry (`value`, `cas`) in `vm_id`'s namespace.
+    pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.data().get(vm_id, key.as_bytes())
+    }
+
+    /// Accepts a client connection, as Envoy does: every filter gets
+    /// `on_new_connection` in order, then `tcp_proxy` connects to `upstream`
+    /// (unless a filter stopped the chain), which may greet.
+    ///
+    /// # Errors
+    /// None yet; the connection's fate is in the returned value (a filter that
+    /// closes it, a failed VM).
+    pub fn connect<'a>(&'a mut self, upstream: impl TcpUpstream + 'a) -> Result<Connection<'a>> {
+        let filters = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| !(s.vm.failed.is_some() && s.policy == FailurePolicy::FailOpen))
+            .map(|(slot, s)| FilterConn {
+                slot,
+                context: s.vm.new_context_id(),
+                initialized: false,
+                created: false,
+                closed_tcp: false,
+                downstream_closed: false,
+            })
+            .collect();
+        let mut connection = Connection {
+            chain: self,
+            upstream: Box::new(upstream),
+            filters,
+            stream_failed: false,
+            tcp_proxy: false,
+            read_enabled: false,
+            socket: Vec::new(),
+            socket_end: false,
+            read_buffer: Vec::new(),
+            read_end_stream: false,
+            read_end_raised: false,
+            upstream_buffer: Vec::new(),
+            upstream_end: false,
+            upstream_events: VecDeque::new(),
+            closed: None,
+            client_received: Vec::new(),
+            client_end: false,
+            upstream_received: None,
+            upstream_saw_end: false,
+            upstream_closed: false,
+            upstream_done: false,
+            warnings: Vec::new(),
+        };
+        connection.continue_reading(None);
+        connection.pump();
+        Ok(connection)
+    }
+}
+
+/// One filter's part of a connection.
+#[derive(Debug)]
+struct FilterConn {
+    /// Index into the chain's slots.
+    slot: usize,
+    /// The connection's context id in that VM.
+    context: u32,
+    /// The filter manager called its `onNewConnection`.
+    initialized: bool,
+    /// Envoy's `in_vm_context_created_`.
+    created: bool,
+    /// `onCloseTCP` ran.
+    closed_tcp: bool,
+    downstream_closed: bool,
+}
+
+/// Where a callback left the filter chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Continue,
+    Stop,
+}
+
+fn status(action: Option<i32>) -> Status {
+    // Envoy: 0 is Continue, anything else StopIteration; a missing callback continues.
+    match action {
+        None | Some(0) => Status::Continue,
+        Some(_) => Status::Stop,
+    }
+}
+
+/// One client connection through a [`NetworkChain`]. Each method is one event
+/// on the connection, handled to completion (the upstream's reactions included)
+/// before it returns.
+pub struct Connection<'a> {
+    chain: &'a mut NetworkChain,
+    upstream: Box<dyn TcpUpstream + 'a>,
+    filters: Vec<FilterConn>,
+    /// Envoy's `stream_failed_`: a failed VM closed the connection already.
+    stream_failed: bool,
+    /// `tcp_proxy`'s `onNewConnection` ran (it connected upstream).
+    tcp_proxy: bool,
+    /// Reads are enabled (`tcp_proxy` re-enables them once connected).
+    read_enabled: bool,
+    /// Bytes the client sent that Envoy has not read yet.
+    socket: Vec<u8>,
+    /// The client half-closed and Envoy has not read it yet.
+    socket_end: bool,
+    /// The connection's read buffer.
+    read_buffer: Vec<u8>,
+    read_end_stream: bool,
+    read_end_raised: bool,
+    /// The upstream connection's read buffer.
+    upstream_buffer: Vec<u8>,
+    upstream_end: bool,
+    /// Upstream replies not delivered yet (they arrive after the current event).
+    upstream_events: VecDeque<TcpReply>,
+    closed: Option<CloseType>,
+    client_received: Vec<u8>,
+    client_end: bool,
+    /// `None` until `tcp_proxy` connects.
+    upstream_received: Option<Vec<u8>>,
+    upstream_saw_end: bool,
+    /// `tcp_proxy` closed the upstream connection.
+    upstream_closed: bool,
+    /// The upstream ended its side.
+    upstream_done: bool,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Connection<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("closed", &self.closed)
+            .field("client_received", &self.client_received.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything observable about a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionOutcome {
+    /// The bytes the client received.
+    pub client_received: Vec<u8>,
+    /// Envoy ended the client's read side (FIN or close).
+    pub client_saw_end: bool,
+    /// The bytes the upstream received, or `None` if `tcp_proxy` never connected.
+    pub upstream_received: Option<Vec<u8>>,
+    /// The upstream, while still reading, saw the client's half-close or
+    /// `tcp_proxy` closing the connection.
+    pub upstream_saw_end: bool,
+    /// How the client connection closed, or `None` if it is still open.
+    pub closed: Option<CloseType>,
+    /// Everything the plugins logged since the connection was accepted.
+    pub logs: Vec<LogRecord>,
+    /// Plugins that trapped, as Envoy reports it.
+    pub traps: Vec<String>,
+    /// Wasm fuel the plugins burned for this connection.
+    pub fuel: u64,
+    /// `proxy_*` host calls the plugins made for this connection.
+    pub host_calls: u64,
+    /// Things that work in the harness but depend on timing in Envoy.
+    pub warnings: Vec<String>,
+}
+
+impl ConnectionOutcome {
+    /// The messages logged at `level`.
+    pub fn logs_at(&self, level: LogLevel) -> impl Iterator<Item = &str> {
+        self.logs
+            .iter()
+            .filter(move |r| r.level == level)
+            .map(|r| r.message.as_str())
+    }
+}
+
+impl Connection<'_> {
+    /// The client sends `bytes`, read by Envoy in one read event.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] once the client has half-closed.
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) -> Result<()> {
+        if self.socket_end || self.read_end_stream {
+            return Err(Error::InvalidRequest(
+                "the client cannot send after half-closing".to_owned(),
+            ));
+        }
+        if self.closed.is_some() {
+            // Envoy no longer reads; the bytes are lost.
+            return Ok(());
+        }
+        self.socket.extend_from_slice(bytes.as_ref());
+        self.on_read();
+        self.pump();
+        Ok(())
+    }
+
+    /// The client half-closes (sends FIN) and keeps reading.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] if it already did.
+    pub fn close_write(&mut self) -> Result<()> {
+        if self.socket_end || self.read_end_stream {
+            return Err(Error::InvalidRequest(
+                "the client already half-closed".to_owned(),
+            ));
+        }
+        self.socket_end = true;
+        if self.closed.is_none() {
+            self.on_read();
+            self.pump();
+        }
+        Ok(())
+    }
+
+    /// The bytes the client has received so far.
+    pub fn client_received(&self) -> &[u8] {
+        &self.client_received
+    }
+
+    /// The bytes the upstream has received so far (`None` before `tcp_proxy`
+    /// connected).
+    pub fn upstream_received(&self) -> Option<&[u8]> {
+        self.upstream_received.as_deref()
+    }
+
+    /// How the client connection closed, if it did.
+    pub fn closed(&self) -> Option<CloseType> {
+        self.closed
+    }
+
+    /// Everything observable, ending the test's view of the connection. A
+    /// connection still open stays open (as in an Envoy that keeps running): no
+    /// close callbacks are made for it.
+    pub fn finish(self) -> ConnectionOutcome {
+        let slots = &mut self.chain.slots;
+        let fuel = slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
+        let host_calls = slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
+        ConnectionOutcome {
+            client_received: self.client_received,
+            client_saw_end: self.client_end,
+            upstream_received: self.upstream_received,
+            upstream_saw_end: self.upstream_saw_end,
+            closed: self.closed,
+            logs: std::mem::take(&mut *self.chain.shared.logs()),
+            traps: std::mem::take(&mut *self.chain.shared.traps()),
+            fuel,
+            host_calls,
+            warnings: self.warnings,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.closed.is_none()
+    }
+
+    /// Delivers the upstream's reactions, each a later event.
+    fn pump(&mut self) {
+        while let Some(reply) = self.upstream_events.pop_front() {
+            self.on_upstream_read(reply);
+        }
+    }
+
+    /// A read event on the client connection (`ConnectionImpl::onRead`).
+    fn on_read(&mut self) {
+        if !self.open() || !self.read_enabled {
+            return;
+        }
+        self.read_buffer.append(&mut self.socket);
+        if self.socket_end {
+            self.read_end_stream = true;
+        }
+        if self.read_buffer.is_empty() && !self.read_end_stream {
+            return;
+        }
+        if self.read_end_stream {
+            if self.read_end_raised {
+                return;
+            }
+            self.read_end_raised = true;
+        }
+        self.continue_reading(None);
+        // Both directions ended and the client's half-close came last: Envoy
+        // closes the socket as a remote close.
+        if self.open() && self.read_end_stream && self.client_end {
+            self.close(CloseType::Remote);
+        }
+    }
+
+    /// `FilterManagerImpl::onContinueReading` from after filter `after` (from the
+    /// first with `None`); `tcp_proxy` is last.
+    fn continue_reading(&mut self, after: Option<usize>) {
+        let start = after.map_or(0, |i| i + 1);
+        for i in start..=self.filters.len() {
+            if !self.open() {
+                return;
+            }
+            if i == self.filters.len() {
+                self.tcp_proxy();
+                return;
+            }
+            if !self.filters[i].initialized {
+                self.filters[i].initialized = true;
+                if self.new_connection(i) == Status::Stop || !self.open() {
+                    return;
+                }
+            }
+            if (!self.read_buffer.is_empty() || self.read_end_stream)
+                && (self.downstream_data(i) == Status::Stop || !self.open())
+            {
+                return;
+            }
+        }
+    }
+
+    /// `tcp_proxy`: connects upstream on its first call (and re-enables reading,
+    /// which reads what the client sent meanwhile); forwards the read buffer.
+    fn tcp_proxy(&mut self) {
+        if !self.tcp_proxy {
+            self.tcp_proxy = true;
+            let upstream = self.chain.upstream;
+            let cluster = self.chain.cluster.clone();
+            for f in &self.filters {
+                let state = self.chain.slots[f.slot].vm.state();
+                state.cluster_name = Some(cluster.clone());
+                state.maps.info.upstream_address = Some(upstream);
+            }
+            self.upstream_received = Some(Vec::new());
+            let greeting = self.upstream.on_connect();
+            self.upstream_events.push_back(greeting);
+            self.read_enabled = true;
+            if !self.socket.is_empty() || self.socket_end {
+                self.on_read();
+            }
+            return;
+        }
+        let data = std::mem::take(&mut self.read_buffer);
+        let end = self.read_end_stream;
+        if self.upstream_done {
+            if !data.is_empty() {
+                self.warnings.push(format!(
+                    "{} bytes forwarded to an upstream that had closed are lost",
+                    data.len()
+                ));
+            }
+            return;
+        }
+        if let Some(received) = self.upstream_received.as_mut() {
+            received.extend_from_slice(&data);
+        }
+        let mut closed = false;
+        if !data.is_empty() {
+            let reply = self.upstream.on_data(&data);
+            closed = reply.close;
+            self.upstream_events.push_back(reply);
+        }
+        // An upstream that closed reads no more.
+        if end && !self.upstream_saw_end && !closed {
+            self.upstream_saw_end = true;
+            let reply = self.upstream.on_end();
+            self.upstream_events.push_back(reply);
+        }
+    }
+
+    /// A read event on the upstream connection: `tcp_proxy` writes its buffer to
+    /// the client through the write filters.
+    fn on_upstream_read(&mut self, reply: TcpReply) {
+        if !self.open() || self.upstream_closed || self.upstream_done {
+            return;
+        }
+        // Data and the end of the stream are read separately (see
+        // `TcpUpstream`).
+        if reply.close && !reply.data.is_empty() {
+            self.on_upstream_read(TcpReply::data(reply.data));
+            self.on_upstream_read(TcpReply::none().and_close());
+            return;
+        }
+        self.upstream_buffer.extend_from_slice(&reply.data);
+        let newly_ended = reply.close && !self.upstream_end;
+        if reply.close {
+            self.upstream_end = true;
+            self.upstream_done = true;
+        }
+        if reply.data.is_empty() && !newly_ended {
+            return;
+        }
+        self.write(self.upstream_end);
+    }
+
+    /// `ConnectionImpl::write` through the write filters (last added first).
+    fn write(&mut self, end_stream: bool) {
+        for i in (0..self.filters.len()).rev() {
+            if !self.open() {
+                return;
+            }
+            if self.upstream_data(i, end_stream) == Status::Stop || !self.open() {
+                return;
+            }
+        }
+        self.client_received.append(&mut self.upstream_buffer);
+        if end_stream {
+            self.client_end = true;
+            // Both directions ended and Envoy's end came last.
+            if self.read_end_stream {
+                self.close(CloseType::Local);
+            }
+        }
+    }
+
+    /// The client connection closes: every filter hears it (in order), then
+    /// `tcp_proxy` closes the upstream connection.
+    fn close(&mut self, how: CloseType) {
+        if self.closed.is_some() {
+            return;
+        }
+        tracing::debug!(target: "weir_harness::l4", ?how, "client connection closed");
+        self.closed = Some(how);
+        self.client_end = true;
+        for i in 0..self.filters.len() {
+            self.downstream_closed(i, how);
+        }
+        if self.tcp_proxy && !self.upstream_closed {
+            self.upstream_closed = true;
+            // An upstream still reading sees the connection end.
+            if !self.upstream_done {
+                self.upstream_saw_end = true;
+            }
+        }
+        self.upstream_events.clear();
+    }
+
+    /// `Context::onNewConnection`.
+    fn new_connection(&mut self, i: usize) -> Status {
+        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
+        self.filters[i].created = true;
+        let s = &mut self.chain.slots[slot];
+        if s.vm.failed.is_some() {
+            return self.failed(i);
+        }
+        if s.vm.create_stream(context).is_err() {
+            return self.failed(i);
+        }
+        let cb = s.callbacks.on_new_connection.clone();
+        let result = s.vm.call_network(
+            Phase::Request,
+            context,
+            "proxy_on_new_connection",
+            &cb,
+            context as i32,
+        );
+        self.settle(i, result)
+    }
+
+    /// `Context::onData`.
+    fn downstream_data(&mut self, i: usize) -> Status {
+        if !self.filters[i].created {
+            return Status::Continue;
+        }
+        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
+        let s = &mut self.chain.slots[slot];
+        if s.vm.failed.is_some() {
+            return self.failed(i);
+        }
+        let cb = s.callbacks.on_downstream_data.clone();
+        let params = (
+            context as i32,
+            self.read_buffer.len() as i32,
+            i32::from(self.read_end_stream),
+        );
+        s.vm.state().maps.downstream_data = Some(Vec::new());
+        self.sync_in(slot);
+        let result = self.chain.slots[slot].vm.call_network(
+            Phase::Request,
+            context,
+            "proxy_on_downstream_data",
+            &cb,
+            params,
+        );
+        self.sync_out(slot);
+        let status = self.settle(i, result);
+        if status == Status::Continue {
+            self.chain.slots[slot].vm.state().maps.downstream_data = None;
+        }
+        status
+    }
+
+    /// `Context::onWrite`.
+    fn upstream_data(&mut self, i: usize, end_stream: bool) -> Status {
+        if !self.filters[i].created {
+            return Status::Continue;
+        }
+        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
+        let s = &mut self.chain.slots[slot];
+        let status = if s.vm.failed.is_some() {
+            self.failed(i)
+        } else {
+            let cb = s.callbacks.on_upstream_data.clone();
+            let params = (
+                context as i32,
+                self.upstream_buffer.len() as i32,
+                i32::from(end_stream),
+            );
+            s.vm.state().maps.upstream_data = Some(Vec::new());
+            self.sync_in(slot);
+            let result = self.chain.slots[slot].vm.call_network(
+                Phase::Response,
+                context,
+                "proxy_on_upstream_data",
+                &cb,
+                params,
+            );
+            self.sync_out(slot);
+            let status = self.settle(i, result);
+            if status == Status::Continue {
+                self.chain.slots[slot].vm.state().maps.upstream_data = None;
+            }
+            status
+        };
+        if end_stream {
+            self.upstream_closed_event(i);
+        }
+        status
+    }
+
+    /// `Context::onUpstreamConnectionClose(Unknown)`, after the upstream's end of
+    /// stream.
+    fn upstream_closed_event(&mut self, i: usize) {
+        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
+        let s = &mut self.chain.slots[slot];
+        if s.vm.failed.is_none() {
+            let cb = s.callbacks.on_upstream_close.clone();
+            self.sync_in(slot);
+            let result = self.chain.slots[slot].vm.call_network(
+                Phase::Response,
+                context,
+                "proxy_on_upstream_connection_close",
+                &cb,
+                (context as i32, 0),
+            );
+            self.sync_out(slot);
+            self.after_call(i, result.is_ok());
+        }
+        if self.filters[i].downstream_closed {
+            self.close_tcp(i);
+        }
+    }
+
+    /// `Context::onEvent(LocalClose | RemoteClose)`.
+    fn downstream_closed(&mut self, i: usize, how: CloseType) {
+        if !self.filters[i].created {
+            return;
+        }
+        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
+        let s = &mut self.chain.slots[slot];
+        if s.vm.failed.is_none() {
+            let cb = s.callbacks.on_downstream_close.clone();
+            self.sync_in(slot);
+            let result = self.chain.slots[slot].vm.call_network(
+                Phase::Request,
+                context,
+                "proxy_on_downstream_connection_close",
+                &cb,
+                (context as i32, how.peer_type()),
+            );
+            self.sync_out(slot);
+            self.after_call(i, result.is_ok());
+        }
+        self.filters[i].downstream_closed = true;
+        self.close_tcp(i);
+    }
+
+    /// `Context::onCloseTCP`: `on_done`, `on_log`, `on_delete` once.
+    fn close_tcp(&mut self, i: usize) {
+        let f = &mut self.filters[i];
+        if f.closed_tcp || !f.created {
+            return;
+        }
+        f.closed_tcp = true;
+        let (slot, context) = (f.slot, f.context);
+        self.sync_in(slot);
+        // A trap fails the VM; there is nothing left to close.
+        let _ = self.chain.slots[slot].vm.end_connection(context);
+    }
+
+    /// The result of a data or connection callback: a trap fails the stream,
+    /// deferred actions run, and the return value becomes Continue or Stop.
+    fn settle(&mut self, i: usize, result: Result<Option<i32>, Trap>) -> Status {
+        match result {
+            Ok(action) => {
+                self.after_call(i, true);
+                status(action)
+            }
+            Err(_) => self.failed(i),
+        }
+    }
+
+    /// Runs what the callback deferred (Envoy's `DeferAfterCallActions`).
+    fn after_call(&mut self, i: usize, ok: bool) {
+        let slot = self.filters[i].slot;
+        let deferred = self.chain.slots[slot].vm.take_deferred();
+        if !ok {
+            return;
+        }
+        if deferred.close_connection {
+            self.close(CloseType::Local);
+        } else if deferred.continue_downstream && self.open() {
+            self.continue_reading(Some(i));
+        }
+    }
+
+    /// `CHECK_FAIL_NET`: fail-open continues; fail-closed closes the connection
+    /// once and stops.
+    fn failed(&mut self, i: usize) -> Status {
+        let slot = self.filters[i].slot;
+        if self.chain.slots[slot].policy == FailurePolicy::FailOpen {
+            return Status::Continue;
+        }
+        if !self.stream_failed {
+            self.stream_failed = true;
+            self.close(CloseType::Local);
+        }
+        Status::Stop
+    }
+
+    /// Before a callback into `slot`'s VM: a connection buffer the VM still
+    /// points at (its filter held the data) shows the connection's bytes now.
+    fn sync_in(&mut self, slot: usize) {
+        let maps = &mut self.chain.slots[slot].vm.state().maps;
+        if let Some(held) = maps.downstream_data.as_mut() {
+            held.clone_from(&self.read_buffer);
+        }
+        if let Some(held) = maps.upstream_data.as_mut() {
+            held.clone_from(&self.upstream_buffer);
+        }
+    }
+
+    /// After a callback: the VM's view of the connection buffers (with its
+    /// edits) is the connection's.
+    fn sync_out(&mut self, slot: usize) {
+        let maps = &self.chain.slots[slot].vm.state().maps;
+        if let Some(held) = maps.downstream_data.as_ref() {
+            self.read_buffer.clone_from(held);
+        }
+        if let Some(held) = maps.upstream_data.as_ref() {
+            self.upstream_buffer.clone_from(held);
+        }
+    }
+}

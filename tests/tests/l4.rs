@@ -1,0 +1,291 @@
+//! The sdk-stream network filter (weir's `StreamFilter` API) in the harness's
+//! network chain: what the client and the upstream receive, pausing and
+//! re-delivery, closing, failures, the order of callbacks and metrics.
+
+use weir_harness::{
+    CloseType, Echo, Error, FailurePolicy, Filter, LogLevel, MetricValue, NetworkChain,
+    NetworkConfig, TcpReply,
+};
+use weir_tests::{engine, envoy_yaml, filter_wasm};
+
+fn filter(name: &str, config: &str) -> Filter {
+    let plugin = engine()
+        .load_file(filter_wasm("sdk-stream"))
+        .expect("sdk-stream loads");
+    Filter::new(plugin)
+        .name(name)
+        .vm_id(name)
+        .configuration(config)
+}
+
+fn chain(filters: Vec<Filter>) -> NetworkChain {
+    let mut builder = NetworkChain::builder(engine()).log_level(LogLevel::Info);
+    for f in filters {
+        builder = builder.filter(f);
+    }
+    builder.build().expect("plugins start")
+}
+
+fn infos(logs: &[weir_harness::LogRecord]) -> Vec<String> {
+    logs.iter()
+        .filter(|l| l.level >= LogLevel::Info)
+        .map(|l| format!("{}: {}", l.plugin, l.message))
+        .collect()
+}
+
+#[test]
+fn echo_round_trip_in_envoys_callback_order() {
+    let mut chain = chain(vec![filter(
+        "s",
+        r#"{"downstream_prefix": "D:", "upstream_prefix": "U:"}"#,
+    )]);
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"hello\n").expect("sent");
+    assert_eq!(conn.upstream_received(), Some(&b"D:hello\n"[..]));
+    assert_eq!(conn.client_received(), b"U:D:hello\n");
+    conn.close_write().expect("half-closed");
+    assert_eq!(conn.closed(), Some(CloseType::Local));
+    let outcome = conn.finish();
+    assert!(outcome.client_saw_end && outcome.upstream_saw_end);
+    assert_eq!(
+        infos(&outcome.logs),
+        [
+            "s: new connection",
+            "s: downstream 6 eos=false: hello\\n",
+            "s: upstream 8 eos=false: D:hello\\n",
+            "s: downstream 0 eos=true: ",
+            "s: upstream 0 eos=true: ",
+            "s: upstream closed: Unknown",
+            "s: downstream closed: Local",
+            "s: done: 8 bytes to upstream, 10 bytes to client",
+        ]
+    );
+    let metrics = chain.metrics();
+    assert_eq!(
+        metrics.get("stream_bytes.direction=downstream"),
+        Some(&MetricValue::Counter(8))
+    );
+    assert_eq!(
+        metrics.get("stream_bytes.direction=upstream"),
+        Some(&MetricValue::Counter(10))
+    );
+}
+
+#[test]
+fn an_upstream_that_closes_first_makes_the_client_close_remote() {
+    let mut chain = chain(vec![filter("s", "")]);
+    let upstream = |data: &[u8]| TcpReply::data(data).and_close();
+    let mut conn = chain.connect(upstream).expect("connects");
+    conn.send(b"ping").expect("sent");
+    assert_eq!(conn.client_received(), b"ping");
+    assert_eq!(conn.closed(), None, "the client has not half-closed yet");
+    conn.close_write().expect("half-closed");
+    let outcome = conn.finish();
+    assert_eq!(outcome.closed, Some(CloseType::Remote));
+    assert_eq!(
+        infos(&outcome.logs)[2..],
+        [
+            "s: upstream 4 eos=false: ping",
+            "s: upstream 0 eos=true: ",
+            "s: upstream closed: Unknown",
+            "s: downstream 0 eos=true: ",
+            "s: downstream closed: Remote",
+            "s: done: 4 bytes to upstream, 4 bytes to client",
+        ]
+    );
+}
+
+#[test]
+fn paused_bytes_are_held_and_delivered_again_with_the_next_ones() {
+    let mut chain = chain(vec![filter("s", r#"{"frame_delimiter": "\n"}"#)]);
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"he").expect("sent");
+    conn.send(b"llo").expect("sent");
+    assert_eq!(conn.upstream_received(), Some(&b""[..]));
+    conn.send(b"\n").expect("sent");
+    assert_eq!(conn.upstream_received(), Some(&b"hello\n"[..]));
+    conn.send(b"next").expect("sent");
+    assert_eq!(conn.upstream_received(), Some(&b"hello\n"[..]));
+    // The half-close lets the incomplete frame through.
+    conn.close_write().expect("half-closed");
+    let outcome = conn.finish();
+    assert_eq!(
+        outcome.upstream_received.as_deref(),
+        Some(&b"hello\nnext"[..])
+    );
+    assert_eq!(outcome.client_received, b"hello\nnext");
+    let logs = infos(&outcome.logs);
+    assert_eq!(
+        logs[1..7],
+        [
+            "s: downstream 2 eos=false: he",
+            "s: holding 2 bytes",
+            "s: downstream 5 eos=false: hello",
+            "s: holding 5 bytes",
+            "s: downstream 6 eos=false: hello\\n",
+            "s: upstream 6 eos=false: hello\\n",
+        ]
+    );
+}
+
+#[test]
+fn in_a_chain_a_later_pause_makes_earlier_filters_see_bytes_again() {
+    // Read filters run in order, write filters in reverse; a pause in `b` keeps
+    // the bytes in the connection buffer, so `a` sees them again (as in Envoy).
+    let mut chain = chain(vec![
+        filter("a", ""),
+        filter("b", r#"{"frame_delimiter": ";", "upstream_prefix": "b>"}"#),
+    ]);
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"x").expect("sent");
+    conn.send(b"y;").expect("sent");
+    conn.close_write().expect("half-closed");
+    let outcome = conn.finish();
+    assert_eq!(outcome.client_received, b"b>xy;");
+    assert_eq!(
+        infos(&outcome.logs)[..9],
+        [
+            "a: new connection",
+            "b: new connection",
+            "a: downstream 1 eos=false: x",
+            "b: downstream 1 eos=false: x",
+            "b: holding 1 bytes",
+            "a: downstream 3 eos=false: xy;",
+            "b: downstream 3 eos=false: xy;",
+            "b: upstream 3 eos=false: xy;",
+            "a: upstream 5 eos=false: b>xy;",
+        ]
+    );
+}
+
+#[test]
+fn closing_from_a_filter_ends_the_connection_locally() {
+    let mut chain = chain(vec![filter("s", r#"{"close_on": "QUIT"}"#)]);
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"a").expect("sent");
+    conn.send(b"QUIT").expect("sent");
+    assert_eq!(conn.closed(), Some(CloseType::Local));
+    // Envoy reads nothing more from a closed connection.
+    conn.send(b"more").expect("ignored");
+    let outcome = conn.finish();
+    assert_eq!(outcome.upstream_received.as_deref(), Some(&b"a"[..]));
+    assert!(outcome.upstream_saw_end, "tcp_proxy closes the upstream");
+    assert_eq!(
+        infos(&outcome.logs)[3..],
+        [
+            "s: downstream 4 eos=false: QUIT",
+            "s: closing",
+            "s: downstream closed: Local",
+            "s: done: 1 bytes to upstream, 1 bytes to client",
+        ]
+    );
+}
+
+#[test]
+fn an_error_closes_the_connection_and_is_logged() {
+    let mut chain = chain(vec![filter("s", r#"{"fail_on": "FAIL"}"#)]);
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"FAIL").expect("sent");
+    let outcome = conn.finish();
+    assert_eq!(outcome.closed, Some(CloseType::Local));
+    assert_eq!(outcome.upstream_received.as_deref(), Some(&b""[..]));
+    assert!(
+        outcome
+            .logs_at(LogLevel::Error)
+            .any(|l| l.contains("the client sent the failure command")),
+        "{:?}",
+        outcome.logs
+    );
+}
+
+#[test]
+fn pausing_a_new_connection_keeps_the_upstream_unconnected() {
+    let mut chain = chain(vec![filter("s", r#"{"pause_new_connection": true}"#)]);
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"hello").expect("sent");
+    conn.close_write().expect("half-closed");
+    let outcome = conn.finish();
+    assert_eq!(outcome.upstream_received, None);
+    assert_eq!(outcome.closed, None, "the connection waits");
+    assert_eq!(infos(&outcome.logs), ["s: new connection"]);
+}
+
+#[test]
+fn a_greeting_upstream_speaks_first() {
+    struct Greeter;
+    impl weir_harness::TcpUpstream for Greeter {
+        fn on_connect(&mut self) -> TcpReply {
+            TcpReply::data(&b"220 ready\n"[..])
+        }
+        fn on_data(&mut self, data: &[u8]) -> TcpReply {
+            TcpReply::data([b"ok ", data].concat())
+        }
+    }
+    let mut chain = chain(vec![filter("s", r#"{"upstream_prefix": "> "}"#)]);
+    let mut conn = chain.connect(Greeter).expect("connects");
+    assert_eq!(conn.client_received(), b"> 220 ready\n");
+    conn.send(b"x").expect("sent");
+    assert_eq!(conn.client_received(), b"> 220 ready\n> ok x");
+}
+
+#[test]
+fn invalid_configuration_fails_the_plugin_with_the_field_named() {
+    let err = NetworkChain::builder(engine())
+        .filter(filter("s", r#"{"frame_delimiter": 7}"#))
+        .build()
+        .expect_err("rejected");
+    match err {
+        Error::ConfigureFailed { logs, .. } => assert!(
+            logs.iter()
+                .any(|l| l.contains("invalid configuration at `frame_delimiter`")),
+            "{logs:?}"
+        ),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn fail_reload_is_refused_for_network_filters() {
+    let err = NetworkChain::builder(engine())
+        .filter(filter("s", "").failure_policy(FailurePolicy::FailReload))
+        .build()
+        .expect_err("not emulated");
+    assert!(err.to_string().contains("FAIL_RELOAD"), "{err}");
+}
+
+#[test]
+fn the_shipped_l4_config_loads() {
+    let config = NetworkConfig::parse(&envoy_yaml("conformance-l4.yaml")).expect("parses");
+    assert_eq!(config.cluster, "upstream");
+    let mut chain = config
+        .chain_builder(engine(), |_| engine().load_file(filter_wasm("sdk-stream")))
+        .expect("module loads")
+        .build()
+        .expect("plugin starts");
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"hi").expect("sent");
+    assert_eq!(conn.client_received(), b"hi");
+}
+
+#[test]
+fn an_http_filter_in_a_network_chain_traps_and_closes_the_connection() {
+    // proxy-wasm's dispatcher has no stream context for an HTTP filter: the
+    // callback traps, and the fail-closed connection is closed.
+    let plugin = engine()
+        .load_file(filter_wasm("header-append"))
+        .expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("h")
+                .configuration(r#"{"request": {"set": [{"name": "x", "value": "1"}]}}"#),
+        )
+        .build()
+        .expect("starts");
+    let conn = chain.connect(Echo).expect("connects");
+    let outcome = conn.finish();
+    assert_eq!(outcome.closed, Some(CloseType::Local));
+    assert_eq!(outcome.upstream_received, None);
+    assert_eq!(outcome.traps.len(), 1, "{:?}", outcome.traps);
+    assert!(outcome.traps[0].contains("proxy_on_new_connection"));
+}
