@@ -1,10 +1,10 @@
 //! A gRPC upstream on loopback for real Envoy: HTTP/2 (hyper), gRPC
 //! length-prefixed messages, `grpc-status` trailers. It answers with the same
-//! [`GrpcService`] function the harness uses, so both sides get the same
+//! [`weir_harness::GrpcService`] function the harness uses, so both sides get the same
 //! answers.
 //!
 //! Like the harness, it answers once the request is complete (the client
-//! half-closed it); a reply made with [`GrpcReply::no_answer`] is never sent
+//! half-closed it); a reply made with [`weir_harness::GrpcReply::no_answer`] is never sent
 //! (the stream stays open until the client resets it).
 
 use std::convert::Infallible;
