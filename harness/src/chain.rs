@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::fields::{Fields, Kind};
 use crate::hcm::ConnectionManager;
-use crate::outcome::{Callout, LocalReply, LogLevel, Outcome};
+use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
 use crate::state::{LocalReplyRequest, PendingCall, PluginMeta, StreamMaps};
@@ -644,6 +644,13 @@ impl Chain {
         self.shared.data().get(vm_id, key.as_bytes())
     }
 
+    /// How long each filter's plugin VM took to start, in chain order: pure
+    /// instantiation and the guest's start-up callbacks, separately. A VM
+    /// restarted by [`FailurePolicy::FailReload`] reports its latest start.
+    pub fn start_times(&self) -> Vec<StartTime> {
+        self.slots.iter().map(|s| s.vm.start_time).collect()
+    }
+
     /// What the plugins logged while starting.
     pub fn startup_logs(&self) -> &[crate::LogRecord] {
         &self.startup_logs
@@ -838,7 +845,9 @@ impl Chain {
             0,
             &mut held,
         ) {
-            Err(e @ Error::Reset { .. }) => return Err(self.reset(e, &progress, &fields, None)),
+            Err(e @ Error::Reset { .. }) => {
+                return Err(self.reset(e, &progress, &mut fields, None));
+            }
             other => other?,
         };
         let mut request_complete = request_body.is_empty();
@@ -860,7 +869,7 @@ impl Chain {
                 Some((h, &mut fields)),
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, None));
+                    return Err(self.reset(e, &progress, &mut fields, None));
                 }
                 other => other?,
             };
@@ -881,7 +890,7 @@ impl Chain {
                 &mut held,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, None));
+                    return Err(self.reset(e, &progress, &mut fields, None));
                 }
                 other => other?,
             };
@@ -904,7 +913,7 @@ impl Chain {
                     None,
                 ) {
                     Err(e @ Error::Reset { .. }) => {
-                        return Err(self.reset(e, &progress, &fields, None));
+                        return Err(self.reset(e, &progress, &mut fields, None));
                     }
                     Err(e) => return Err(e),
                     Ok(pass) => {
@@ -969,7 +978,7 @@ impl Chain {
             &mut held,
         ) {
             Err(e @ Error::Reset { .. }) => {
-                return Err(self.reset(e, &progress, &fields, upstream_request));
+                return Err(self.reset(e, &progress, &mut fields, upstream_request));
             }
             other => other?,
         };
@@ -989,7 +998,7 @@ impl Chain {
                 Some((h, &mut response)),
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
                 }
                 other => other?,
             };
@@ -1009,7 +1018,7 @@ impl Chain {
                 &mut held,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
                 }
                 other => other?,
             };
@@ -1027,7 +1036,7 @@ impl Chain {
                 None,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
                 }
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
@@ -1042,7 +1051,7 @@ impl Chain {
                         upstream_request: None,
                         logs: Vec::new(),
                     };
-                    return Err(self.reset(reset, &progress, &fields, upstream_request));
+                    return Err(self.reset(reset, &progress, &mut fields, upstream_request));
                 }
                 Ok(pass) => Ok(pass.out),
             },
@@ -1084,7 +1093,7 @@ impl Chain {
         for slot in &mut self.slots {
             set_response_info(slot, &final_response, &details);
         }
-        self.log_stream(&progress, &fields, Some(&final_response));
+        self.log_stream(&progress, &mut fields, Some(&mut final_response));
         // The response usually arrives in one event that also ends the stream, so
         // what the response phase posted runs after on_delete (measured in Envoy).
         self.deliver_queue_ready(&mut callouts);
@@ -1259,7 +1268,7 @@ impl Chain {
         &mut self,
         error: Error,
         progress: &[Progress],
-        request: &Fields,
+        request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
     ) -> Error {
         self.log_stream(progress, request, None);
@@ -1440,7 +1449,12 @@ impl Chain {
     /// Access logging, then teardown, for every filter, in chain order. A filter
     /// whose request path never ran still gets its context created first, as
     /// Envoy's `log()` does.
-    fn log_stream(&mut self, progress: &[Progress], request: &Fields, response: Option<&Fields>) {
+    fn log_stream(
+        &mut self,
+        progress: &[Progress],
+        request: &mut Fields,
+        mut response: Option<&mut Fields>,
+    ) {
         let mut streams = Vec::with_capacity(self.slots.len());
         for (slot, p) in self.slots.iter_mut().zip(progress) {
             if slot.vm.failed.is_some() {
@@ -1459,7 +1473,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             if slot
                 .vm
-                .log_stream(stream, Some(request.clone()), response.cloned())
+                .log_stream(stream, request, response.as_deref_mut())
                 .is_ok()
             {
                 streams.push((slot, stream));

@@ -94,13 +94,14 @@ const INLINE_RESPONSE: &[&str] = &[
 ];
 
 impl Kind {
+    /// Whether `key` (in any case) is one of this map type's inline headers.
     fn is_inline(self, key: &[u8]) -> bool {
         let list = match self {
             Kind::Plain => return false,
             Kind::Request => INLINE_REQUEST,
             Kind::Response => INLINE_RESPONSE,
         };
-        list.iter().any(|h| h.as_bytes() == key)
+        list.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(key))
     }
 }
 
@@ -138,19 +139,22 @@ impl Fields {
 
     /// The first value of `key` (Envoy returns only the first of repeated headers).
     pub(crate) fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let key = key.to_ascii_lowercase();
+        // Stored names are lower-case, so a case-insensitive match is a match
+        // with the lower-cased key.
         self.entries
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v.as_slice())
     }
 
     /// `addCopy`: appends, keeping existing values; an inline header that is
     /// already present gets `,value` appended instead.
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
-        let key = key.to_ascii_lowercase();
-        if self.kind.is_inline(&key)
-            && let Some((_, existing)) = self.entries.iter_mut().find(|(k, _)| *k == key)
+        if self.kind.is_inline(key)
+            && let Some((_, existing)) = self
+                .entries
+                .iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
         {
             if !existing.is_empty() {
                 existing.push(b',');
@@ -158,7 +162,8 @@ impl Fields {
             existing.extend_from_slice(value);
             return;
         }
-        self.entries.push((key, value.to_vec()));
+        self.entries
+            .push((key.to_ascii_lowercase(), value.to_vec()));
     }
 
     /// `setCopy`: removes every value of `key`, then appends the new one.
@@ -169,8 +174,7 @@ impl Fields {
 
     /// Removes every value of `key`.
     pub(crate) fn remove(&mut self, key: &[u8]) {
-        let key = key.to_ascii_lowercase();
-        self.entries.retain(|(k, _)| *k != key);
+        self.entries.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
     }
 
     /// Serializes in the proxy-wasm pairs format.

@@ -389,17 +389,18 @@ fn header_value(value: &[u8], name: &[u8], direction: &'static str) -> Result<He
 }
 
 fn uuid_v4(mut b: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -438,6 +439,9 @@ mod tests {
         let id = uuid_v4([0xff; 16]);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        let bytes: Vec<u8> = (0..16).collect();
+        let id = uuid_v4(bytes.try_into().expect("16 bytes"));
+        assert_eq!(id, "00010203-0405-4607-8809-0a0b0c0d0e0f");
     }
 
     #[test]

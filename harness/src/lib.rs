@@ -76,11 +76,11 @@ mod vm;
 
 pub use abi::AbiVersion;
 pub use chain::{Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filter};
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
 pub use hcm::ConnectionManager;
-pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
+pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome, StartTime};
 pub use plugin::Plugin;
 pub use shared::MetricValue;
 pub use upstream::Upstream;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 use crate::fields::Fields;
 use crate::outcome::{LogLevel, LogRecord};
@@ -103,9 +103,21 @@ pub(crate) struct PluginMeta {
     pub(crate) environment: Vec<(String, String)>,
 }
 
+/// The guest exports host calls use, looked up once after instantiation
+/// (until then host calls look them up by name).
+#[derive(Default)]
+pub(crate) struct GuestExports {
+    /// The `memory` export.
+    pub(crate) memory: Option<Memory>,
+    /// `malloc`, else `proxy_on_memory_allocate` (shared, as cloning a typed
+    /// function handle costs more than the call).
+    pub(crate) allocator: Option<Arc<TypedFunc<i32, i32>>>,
+}
+
 /// The store data of one plugin VM.
 pub(crate) struct HostState {
     pub(crate) meta: PluginMeta,
+    pub(crate) exports: GuestExports,
     pub(crate) limits: StoreLimits,
     /// True while `_initialize`/`main`/`_start` run.
     pub(crate) in_init: bool,
@@ -167,6 +179,7 @@ impl HostState {
     pub(crate) fn new(meta: PluginMeta, now: SystemTime, seed: u64, shared: Arc<Shared>) -> Self {
         Self {
             meta,
+            exports: GuestExports::default(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(MAX_MEMORY_BYTES)
                 .build(),

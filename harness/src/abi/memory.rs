@@ -1,6 +1,8 @@
 //! Bounds-checked access to guest memory and returning data through the guest's
 //! allocator, as Envoy's host does it.
 
+use std::sync::Arc;
+
 use wasmtime::{Caller, Extern, Memory};
 
 use super::Status;
@@ -30,6 +32,9 @@ pub(crate) fn status(result: Result<(), Fault>) -> wasmtime::Result<Status> {
 }
 
 fn memory(caller: &mut Caller<'_, HostState>) -> Result<Memory, Fault> {
+    if let Some(memory) = caller.data().exports.memory {
+        return Ok(memory);
+    }
     match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Ok(m),
         _ => Err(Fault::Trap(wasmtime::format_err!(
@@ -101,11 +106,16 @@ pub(crate) fn write_u64(
 /// Allocates `size` bytes in the guest through its allocator (`malloc` first,
 /// then `proxy_on_memory_allocate`, as Envoy's host looks them up).
 pub(crate) fn allocate(caller: &mut Caller<'_, HostState>, size: usize) -> Result<i32, Fault> {
-    let func = ["malloc", "proxy_on_memory_allocate"]
-        .iter()
-        .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
-        .ok_or_else(|| Fault::Trap(wasmtime::format_err!("module exports no allocator")))?;
-    let alloc = func.typed::<i32, i32>(&*caller)?;
+    let alloc = match &caller.data().exports.allocator {
+        Some(alloc) => Arc::clone(alloc),
+        None => Arc::new(
+            ["malloc", "proxy_on_memory_allocate"]
+                .iter()
+                .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
+                .ok_or_else(|| Fault::Trap(wasmtime::format_err!("module exports no allocator")))?
+                .typed::<i32, i32>(&*caller)?,
+        ),
+    };
     let size = i32::try_from(size).map_err(|_| Fault::Status(Status::InvalidMemoryAccess))?;
     let ptr = alloc.call(&mut *caller, size)?;
     if ptr == 0 {
