@@ -61,6 +61,48 @@ pub(crate) fn read(
         .ok_or(Fault::Status(Status::InvalidMemoryAccess))
 }
 
+/// The checked range of `len` bytes at `ptr` in a memory of `size` bytes
+/// (the checks [`read`] makes).
+fn range(size: usize, ptr: i32, len: i32) -> Result<std::ops::Range<usize>, Fault> {
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    if len == 0 {
+        return Ok(0..0);
+    }
+    match ptr.checked_add(len) {
+        Some(end) if end <= size => Ok(ptr..end),
+        _ => Err(Fault::Status(Status::InvalidMemoryAccess)),
+    }
+}
+
+/// Runs `f` on two regions of guest memory (`(ptr, len)` each, checked in
+/// order as [`read`] checks them) and the host state, without copying them.
+pub(crate) fn with_two<R>(
+    caller: &mut Caller<'_, HostState>,
+    first: (i32, i32),
+    second: (i32, i32),
+    f: impl FnOnce(&[u8], &[u8], &mut HostState) -> R,
+) -> Result<R, Fault> {
+    if first.1 == 0 && second.1 == 0 {
+        return Ok(f(&[], &[], caller.data_mut()));
+    }
+    let mem = memory(caller)?;
+    let (data, state) = mem.data_and_store_mut(&mut *caller);
+    let a = range(data.len(), first.0, first.1)?;
+    let b = range(data.len(), second.0, second.1)?;
+    let (a, b) = (&data[a], &data[b]);
+    Ok(f(a, b, state))
+}
+
+/// Runs `f` on a region of guest memory and the host state, without copying.
+pub(crate) fn with_one<R>(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+    f: impl FnOnce(&[u8], &mut HostState) -> R,
+) -> Result<R, Fault> {
+    with_two(caller, (ptr, len), (0, 0), |a, _, state| f(a, state))
+}
+
 /// Reads a guest string; invalid UTF-8 is replaced, as Envoy takes keys as bytes.
 pub(crate) fn read_string(
     caller: &mut Caller<'_, HostState>,
