@@ -6,6 +6,7 @@
 //! holds the rest of the chain; a local reply short-circuits it, and the response
 //! path then runs through the replying filter and those before it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -508,12 +509,16 @@ fn answer_call(
 
 /// Records the response's status and details in a VM's stream info
 /// (`response.code`, `response.code_details`).
-fn set_response_info(slot: &mut Slot, response: &Fields, details: &str) {
+#[allow(
+    clippy::ptr_arg,
+    reason = "a clone of the Cow keeps the usual static details borrowed"
+)]
+fn set_response_info(slot: &mut Slot, response: &Fields, details: &Cow<'static, str>) {
     let info = &mut slot.vm.state().maps.info;
     info.response_code = response
         .get(b":status")
         .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
-    info.response_details = Some(details.to_owned());
+    info.response_details = Some(details.clone());
 }
 
 /// What came out of passing a body through the filters.
@@ -965,9 +970,9 @@ impl Chain {
             .as_ref()
             .and_then(|r| r.slot)
             .map_or(self.slots.len(), |slot| slot + 1);
-        let details = reply
-            .as_ref()
-            .map_or("via_upstream".to_owned(), |r| r.request.details.clone());
+        let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
+            Cow::Owned(r.request.details.clone())
+        });
         let mut held = None;
         let mut late_reply = match self.encode(
             &mut response,
@@ -1082,14 +1087,15 @@ impl Chain {
                 http::HeaderValue::from_static("close"),
             );
         }
-        let mut final_response = Fields::new(Kind::Response);
+        let mut final_response =
+            Fields::with_capacity(Kind::Response, response.headers().len() + 1);
         final_response.add(b":status", response.status().as_str().as_bytes());
         for (k, v) in response.headers() {
             final_response.add(k.as_str().as_bytes(), v.as_bytes());
         }
-        let details = reply
-            .as_ref()
-            .map_or("via_upstream".to_owned(), |r| r.request.details.clone());
+        let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
+            Cow::Owned(r.request.details.clone())
+        });
         for slot in &mut self.slots {
             set_response_info(slot, &final_response, &details);
         }
@@ -1383,11 +1389,15 @@ impl Chain {
     /// The response path: `on_response_headers` in reverse order, for the filters
     /// whose request path ran. A local reply sent here replaces the response and
     /// goes straight to the client.
+    #[allow(
+        clippy::ptr_arg,
+        reason = "a clone of the Cow keeps the usual static details borrowed"
+    )]
     fn encode(
         &mut self,
         fields: &mut Fields,
         end_of_stream: bool,
-        details: &str,
+        details: &Cow<'static, str>,
         progress: &[Progress],
         below: usize,
         held: &mut Option<usize>,

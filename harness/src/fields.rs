@@ -101,7 +101,12 @@ impl Kind {
             Kind::Request => INLINE_REQUEST,
             Kind::Response => INLINE_RESPONSE,
         };
-        list.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(key))
+        // Comparing first bytes first tells most keys apart cheaply.
+        let Some(first) = key.first().map(u8::to_ascii_lowercase) else {
+            return false;
+        };
+        list.iter()
+            .any(|h| h.as_bytes().first() == Some(&first) && h.as_bytes().eq_ignore_ascii_case(key))
     }
 }
 
@@ -114,6 +119,14 @@ impl Fields {
     pub(crate) fn new(kind: Kind) -> Self {
         Self {
             entries: Vec::new(),
+            kind,
+        }
+    }
+
+    /// An empty map with room for `capacity` entries.
+    pub(crate) fn with_capacity(kind: Kind, capacity: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(capacity),
             kind,
         }
     }

@@ -191,7 +191,8 @@ impl ConnectionManager {
             .uri()
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
-        let mut fields = Fields::new(Kind::Request);
+        // The pseudo-headers, the client's and up to two more.
+        let mut fields = Fields::with_capacity(Kind::Request, request.headers().len() + 6);
         fields.add(b":authority", &authority);
         fields.add(b":path", path.as_bytes());
         fields.add(b":method", request.method().as_str().as_bytes());
@@ -235,6 +236,7 @@ impl ConnectionManager {
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let has_body = !request.body().is_empty();
         let headers = request.headers_mut();
+        headers.reserve(fields.len() + 2);
         headers.append(
             http::header::HOST,
             header_value(pseudo(b":authority")?, b"host", "request")?,
@@ -264,7 +266,8 @@ impl ConnectionManager {
     /// The upstream's response as the filters see it: `:status` first, HTTP/1
     /// framing made explicit, plus the router's additions.
     pub(crate) fn response_fields(&self, response: &http::Response<Bytes>) -> Fields {
-        let mut fields = Fields::new(Kind::Response);
+        // `:status`, the upstream's headers and up to two more.
+        let mut fields = Fields::with_capacity(Kind::Response, response.headers().len() + 3);
         fields.add(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
             fields.add(name.as_str().as_bytes(), value.as_bytes());
@@ -326,6 +329,7 @@ impl ConnectionManager {
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
+        headers.reserve(fields.len());
         for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
             headers.append(
                 header_name(name, "response")?,

@@ -51,7 +51,7 @@ pub(crate) struct StreamInfo {
     /// The response status, once the response exists.
     pub(crate) response_code: Option<u16>,
     /// `via_upstream`, or a local reply's details.
-    pub(crate) response_details: Option<String>,
+    pub(crate) response_details: Option<std::borrow::Cow<'static, str>>,
     /// Filter state written with `proxy_set_property`, by raw path.
     pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
     /// The upstream host, once the router sent the request to it.

@@ -276,7 +276,13 @@ impl Vm {
         let Some(func) = func else {
             return Ok(None);
         };
-        let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
+        // Built only for a subscriber that wants it: a disabled span still
+        // costs a good part of a short callback.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!("callback", plugin = %self.name(), name, context)
+        } else {
+            tracing::Span::none()
+        };
         let _enter = span.enter();
         {
             let state = self.store.data_mut();
