@@ -255,6 +255,7 @@ impl ChainBuilder {
             now: self.start,
             rng: self.seed ^ 0x5EED,
             startup_logs: Vec::new(),
+            date: None,
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new());
@@ -303,6 +304,8 @@ pub struct Chain {
     now: SystemTime,
     rng: u64,
     startup_logs: Vec<crate::LogRecord>,
+    /// The last `date` header formatted, with the time it gives.
+    date: Option<(SystemTime, String)>,
 }
 
 /// What happened outside any request, while [`Chain::advance`] moved the clock.
@@ -795,6 +798,14 @@ impl Chain {
         );
     }
 
+    /// The `date` header for the virtual wall clock's current time, formatted
+    /// again only when the clock moved.
+    fn refresh_date(&mut self) {
+        if self.date.as_ref().is_none_or(|(at, _)| *at != self.now) {
+            self.date = Some((self.now, httpdate::fmt_http_date(self.now)));
+        }
+    }
+
     fn drain_logs(&mut self) -> Vec<crate::LogRecord> {
         std::mem::take(&mut *self.shared.logs())
     }
@@ -1072,9 +1083,9 @@ impl Chain {
                 (reply, response, Bytes::from(body))
             }
         };
-        let mut response = self
-            .hcm
-            .client_response(response, response_body, self.now)?;
+        self.refresh_date();
+        let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
+        let mut response = self.hcm.client_response(response, response_body, date)?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
         // takes it for a messaging error: `onLocalReply`).

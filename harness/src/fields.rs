@@ -144,6 +144,9 @@ const INLINE_RESPONSE: &[&str] = &[
     "x-request-id",
 ];
 
+/// The longest inline header name (`x-envoy-upstream-healthchecked-cluster`).
+const MAX_INLINE_NAME: usize = 38;
+
 impl Kind {
     /// Whether `key` (in any case) is one of this map type's inline headers.
     fn is_inline(self, key: &[u8]) -> bool {
@@ -152,12 +155,17 @@ impl Kind {
             Kind::Request => INLINE_REQUEST,
             Kind::Response => INLINE_RESPONSE,
         };
-        // Comparing first bytes first tells most keys apart cheaply.
-        let Some(first) = key.first().map(u8::to_ascii_lowercase) else {
+        if key.len() > MAX_INLINE_NAME {
+            return false;
+        }
+        let mut lower = [0u8; MAX_INLINE_NAME];
+        let Some(lower) = lower.get_mut(..key.len()) else {
             return false;
         };
-        list.iter()
-            .any(|h| h.as_bytes().first() == Some(&first) && h.as_bytes().eq_ignore_ascii_case(key))
+        lower.copy_from_slice(key);
+        lower.make_ascii_lowercase();
+        // The lists are sorted (a test checks it).
+        list.binary_search_by(|h| h.as_bytes().cmp(lower)).is_ok()
     }
 }
 
@@ -243,7 +251,10 @@ impl Fields {
             return;
         }
         let start = self.bytes.len();
-        self.bytes.extend(key.iter().map(u8::to_ascii_lowercase));
+        self.bytes.extend_from_slice(key);
+        if let Some(name) = self.bytes.get_mut(start..) {
+            name.make_ascii_lowercase();
+        }
         self.bytes.extend_from_slice(value);
         self.entries.push(Entry {
             start,
@@ -371,6 +382,24 @@ mod tests {
         // the two empty encodings
         assert_eq!(Fields::deserialize(&[], Kind::Plain).len(), 0);
         assert_eq!(Fields::deserialize(&[0], Kind::Plain).len(), 0);
+    }
+
+    #[test]
+    fn inline_lists_are_sorted_lower_case_and_short() {
+        for list in [INLINE_REQUEST, INLINE_RESPONSE] {
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "{list:?}");
+            for name in list {
+                assert_eq!(name.to_ascii_lowercase(), *name);
+                assert!(name.len() <= MAX_INLINE_NAME, "{name}");
+            }
+        }
+        assert!(
+            INLINE_REQUEST.contains(&"x-envoy-upstream-healthchecked-cluster")
+                || INLINE_RESPONSE.contains(&"x-envoy-upstream-healthchecked-cluster")
+        );
+        assert!(Kind::Request.is_inline(b"User-Agent"));
+        assert!(!Kind::Request.is_inline(b"x-envoy-upstream-healthchecked-cluster-and-more"));
+        assert!(!Kind::Plain.is_inline(b"accept"));
     }
 
     #[test]

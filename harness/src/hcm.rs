@@ -3,7 +3,7 @@
 //! the client receives.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -304,10 +304,10 @@ impl ConnectionManager {
         &self,
         mut fields: Fields,
         body: Bytes,
-        now: SystemTime,
+        date: &str,
     ) -> Result<http::Response<Bytes>> {
         fields.set(b"server", self.server_name.as_bytes());
-        fields.set(b"date", httpdate::fmt_http_date(now).as_bytes());
+        fields.set(b"date", date.as_bytes());
         let status = fields
             .get(b":status")
             .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())

@@ -471,3 +471,19 @@ fn buffering_past_the_buffer_limit_is_answered_413() {
     let reply = o.local_reply.expect("local reply");
     assert_eq!(reply.details, "request_payload_too_large");
 }
+
+#[test]
+fn the_date_header_follows_the_virtual_clock() {
+    let mut chain = chain(&module("", ""), FailurePolicy::FailClosed).expect("chain");
+    let date = |chain: &mut Chain| {
+        let outcome = chain.send(get("/"), ok_upstream).expect("send");
+        outcome.response.headers()["date"]
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    };
+    assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:00 GMT");
+    assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:00 GMT");
+    chain.advance(Duration::from_secs(2));
+    assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:02 GMT");
+}
