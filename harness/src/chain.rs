@@ -6,6 +6,7 @@
 //! holds the rest of the chain; a local reply short-circuits it, and the response
 //! path then runs through the replying filter and those before it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use crate::fields::{Fields, Kind};
 use crate::grpc::{self, GrpcCallout, GrpcReply, GrpcService};
 use crate::hcm::ConnectionManager;
-use crate::outcome::{Callout, LocalReply, LogLevel, Outcome};
+use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
 use crate::state::{LocalReplyRequest, PendingCall, PluginMeta, StreamMaps};
@@ -290,6 +291,7 @@ impl ChainBuilder {
             rng: self.seed ^ 0x5EED,
             startup_logs: Vec::new(),
             stream_waits: true,
+            date: None,
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new());
@@ -344,6 +346,8 @@ pub struct Chain {
     /// resumed or answered it, the stream goes as far as it can first, and the
     /// rest arrive afterwards ([`Chain::answer_leftovers`]).
     stream_waits: bool,
+    /// The last `date` header formatted, with the time it gives.
+    date: Option<(SystemTime, String)>,
 }
 
 /// What happened outside any request, while [`Chain::advance`] moved the clock.
@@ -732,12 +736,16 @@ fn made_up_response(status: u16, body: &str) -> (Fields, Vec<u8>) {
 
 /// Records the response's status and details in a VM's stream info
 /// (`response.code`, `response.code_details`).
-fn set_response_info(slot: &mut Slot, response: &Fields, details: &str) {
+#[allow(
+    clippy::ptr_arg,
+    reason = "a clone of the Cow keeps the usual static details borrowed"
+)]
+fn set_response_info(slot: &mut Slot, response: &Fields, details: &Cow<'static, str>) {
     let info = &mut slot.vm.state().maps.info;
     info.response_code = response
         .get(b":status")
         .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
-    info.response_details = Some(details.to_owned());
+    info.response_details = Some(details.clone());
 }
 
 /// What came out of passing a body through the filters.
@@ -882,6 +890,13 @@ impl Chain {
     /// A shared-data entry (`value`, `cas`) in `vm_id`'s namespace.
     pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
         self.shared.data().get(vm_id, key.as_bytes())
+    }
+
+    /// How long each filter's plugin VM took to start, in chain order: pure
+    /// instantiation and the guest's start-up callbacks, separately. A VM
+    /// restarted by [`FailurePolicy::FailReload`] reports its latest start.
+    pub fn start_times(&self) -> Vec<StartTime> {
+        self.slots.iter().map(|s| s.vm.start_time).collect()
     }
 
     /// What the plugins logged while starting.
@@ -1063,6 +1078,14 @@ impl Chain {
         );
     }
 
+    /// The `date` header for the virtual wall clock's current time, formatted
+    /// again only when the clock moved.
+    fn refresh_date(&mut self) {
+        if self.date.as_ref().is_none_or(|(at, _)| *at != self.now) {
+            self.date = Some((self.now, httpdate::fmt_http_date(self.now)));
+        }
+    }
+
     fn drain_logs(&mut self) -> Vec<crate::LogRecord> {
         std::mem::take(&mut *self.shared.logs())
     }
@@ -1119,7 +1142,9 @@ impl Chain {
             0,
             &mut held,
         ) {
-            Err(e @ Error::Reset { .. }) => return Err(self.reset(e, &progress, &fields, None)),
+            Err(e @ Error::Reset { .. }) => {
+                return Err(self.reset(e, &progress, &mut fields, None));
+            }
             other => other?,
         };
         let mut request_complete = request_body.is_empty();
@@ -1146,7 +1171,7 @@ impl Chain {
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, None));
+                    return Err(self.reset(e, &progress, &mut fields, None));
                 }
                 other => other?,
             };
@@ -1167,7 +1192,7 @@ impl Chain {
                 &mut held,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, None));
+                    return Err(self.reset(e, &progress, &mut fields, None));
                 }
                 other => other?,
             };
@@ -1191,7 +1216,7 @@ impl Chain {
                     &mut callouts,
                 ) {
                     Err(e @ Error::Reset { .. }) => {
-                        return Err(self.reset(e, &progress, &fields, None));
+                        return Err(self.reset(e, &progress, &mut fields, None));
                     }
                     Err(e) => return Err(e),
                     Ok(pass) => {
@@ -1250,9 +1275,9 @@ impl Chain {
             .as_ref()
             .and_then(|r| r.slot)
             .map_or(self.slots.len(), |slot| slot + 1);
-        let details = reply
-            .as_ref()
-            .map_or("via_upstream".to_owned(), |r| r.request.details.clone());
+        let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
+            Cow::Owned(r.request.details.clone())
+        });
         let mut held = None;
         let mut late_reply = match self.encode(
             &mut response,
@@ -1264,7 +1289,7 @@ impl Chain {
             &mut callouts,
         ) {
             Err(e @ Error::Reset { .. }) => {
-                return Err(self.reset(e, &progress, &fields, upstream_request));
+                return Err(self.reset(e, &progress, &mut fields, upstream_request));
             }
             other => other?,
         };
@@ -1289,7 +1314,7 @@ impl Chain {
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
                 }
                 other => other?,
             };
@@ -1310,7 +1335,7 @@ impl Chain {
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
                 }
                 other => other?,
             };
@@ -1329,7 +1354,7 @@ impl Chain {
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &fields, upstream_request));
+                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
                 }
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
@@ -1344,7 +1369,7 @@ impl Chain {
                         upstream_request: None,
                         logs: Vec::new(),
                     };
-                    return Err(self.reset(reset, &progress, &fields, upstream_request));
+                    return Err(self.reset(reset, &progress, &mut fields, upstream_request));
                 }
                 Ok(pass) => Ok(pass.out),
             },
@@ -1360,9 +1385,9 @@ impl Chain {
                 (reply, response, Bytes::from(body))
             }
         };
-        let mut response = self
-            .hcm
-            .client_response(response, response_body, self.now)?;
+        self.refresh_date();
+        let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
+        let mut response = self.hcm.client_response(response, response_body, date)?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
         // takes it for a messaging error: `onLocalReply`).
@@ -1375,18 +1400,19 @@ impl Chain {
                 http::HeaderValue::from_static("close"),
             );
         }
-        let mut final_response = Fields::new(Kind::Response);
+        let mut final_response =
+            Fields::with_capacity(Kind::Response, response.headers().len() + 1);
         final_response.add(b":status", response.status().as_str().as_bytes());
         for (k, v) in response.headers() {
             final_response.add(k.as_str().as_bytes(), v.as_bytes());
         }
-        let details = reply
-            .as_ref()
-            .map_or("via_upstream".to_owned(), |r| r.request.details.clone());
+        let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
+            Cow::Owned(r.request.details.clone())
+        });
         for slot in &mut self.slots {
             set_response_info(slot, &final_response, &details);
         }
-        self.log_stream(&progress, &fields, Some(&final_response));
+        self.log_stream(&progress, &mut fields, Some(&mut final_response));
         // Responses that arrive after the stream ended find no stream to act on;
         // gRPC calls made on the response path are answered now too.
         self.answer_leftovers(&mut callouts);
@@ -1691,7 +1717,7 @@ impl Chain {
         &mut self,
         error: Error,
         progress: &[Progress],
-        request: &Fields,
+        request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
     ) -> Error {
         self.log_stream(progress, request, None);
@@ -1804,13 +1830,15 @@ impl Chain {
     /// goes straight to the client.
     #[allow(
         clippy::too_many_arguments,
-        reason = "the state of one stream's pass, owned by `send`"
+        clippy::ptr_arg,
+        reason = "the state of one stream's pass, owned by `send`; a clone of the Cow \
+                  keeps the usual static details borrowed"
     )]
     fn encode(
         &mut self,
         fields: &mut Fields,
         end_of_stream: bool,
-        details: &str,
+        details: &Cow<'static, str>,
         progress: &mut [Progress],
         below: usize,
         held: &mut Option<usize>,
@@ -1889,7 +1917,12 @@ impl Chain {
     /// Access logging, then teardown, for every filter, in chain order. A filter
     /// whose request path never ran still gets its context created first, as
     /// Envoy's `log()` does.
-    fn log_stream(&mut self, progress: &[Progress], request: &Fields, response: Option<&Fields>) {
+    fn log_stream(
+        &mut self,
+        progress: &[Progress],
+        request: &mut Fields,
+        mut response: Option<&mut Fields>,
+    ) {
         let mut streams = Vec::with_capacity(self.slots.len());
         for (slot, p) in self.slots.iter_mut().zip(progress) {
             if slot.vm.failed.is_some() {
@@ -1908,7 +1941,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             if slot
                 .vm
-                .log_stream(stream, Some(request.clone()), response.cloned())
+                .log_stream(stream, request, response.as_deref_mut())
                 .is_ok()
             {
                 streams.push((slot, stream));

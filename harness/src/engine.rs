@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use wasmtime::{Cache, CacheConfig, Config, WasmBacktraceDetails};
+use wasmtime::{
+    Cache, CacheConfig, Config, InstanceAllocationStrategy, PoolingAllocationConfig,
+    WasmBacktraceDetails,
+};
 
 use crate::plugin::Plugin;
 use crate::{Error, Result};
@@ -14,10 +17,34 @@ use crate::{Error, Result};
 /// Fuel metering is always on: every call into a plugin is budgeted (so a runaway
 /// guest traps instead of hanging a test) and [`Outcome::fuel`](crate::Outcome)
 /// reports what a request cost, deterministically.
+///
+/// Plugin VMs are allocated from a pool reserved when the engine is built
+/// (wasmtime's pooling allocator), which makes starting a VM a matter of
+/// microseconds: linear memories are mapped copy-on-write from the module's
+/// image and recycled when a VM is dropped. The pool holds
+/// [`EngineBuilder::max_instances`] VMs at once (default
+/// [`DEFAULT_MAX_INSTANCES`]); each VM's memory is still capped at Envoy's
+/// 1 GiB. The pool only reserves address space (about 6 GiB per slot, none of it
+/// committed until used); [`EngineBuilder::on_demand`] allocates each VM
+/// separately instead.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
 }
+
+/// How many plugin VMs an engine's pool holds by default.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+
+/// Table elements a pooled instance may have (wasmtime's default is 20 000; a
+/// large module's function table can exceed it).
+const POOL_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Tables a pooled instance may define.
+const POOL_TABLES_PER_MODULE: u32 = 8;
+
+/// The largest `VMContext` of a pooled instance (wasmtime's default is 1 MiB,
+/// which a module with very many functions or globals can exceed).
+const POOL_MAX_INSTANCE_SIZE: usize = 16 << 20;
 
 struct Inner {
     engine: wasmtime::Engine,
@@ -31,16 +58,45 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Builds an [`Engine`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use]
 pub struct EngineBuilder {
     cache_dir: Option<PathBuf>,
+    /// `None`: on-demand allocation; `Some(n)`: a pool of `n` instances.
+    pool: Option<u32>,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            pool: Some(DEFAULT_MAX_INSTANCES),
+        }
+    }
 }
 
 impl EngineBuilder {
     /// Also caches compiled code on disk in `dir`, across processes.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// How many plugin VMs may be alive at once (default
+    /// [`DEFAULT_MAX_INSTANCES`]); each [`Filter`](crate::Filter) of each live
+    /// [`Chain`](crate::Chain) is one. Starting one more fails with
+    /// [`Error::Trap`] (function `instantiation`) until another is dropped.
+    /// Each slot reserves about 6 GiB of address space (not memory).
+    pub fn max_instances(mut self, count: u32) -> Self {
+        self.pool = Some(count);
+        self
+    }
+
+    /// Allocates each plugin VM on its own when it starts instead of from a
+    /// pool: no limit on live VMs and no reservation up front, but starting a
+    /// VM takes longer (its memory is mapped and unmapped each time).
+    pub fn on_demand(mut self) -> Self {
+        self.pool = None;
         self
     }
 
@@ -53,6 +109,16 @@ impl EngineBuilder {
         config
             .consume_fuel(true)
             .wasm_backtrace_details(WasmBacktraceDetails::Enable);
+        if let Some(count) = self.pool {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_core_instances(count)
+                .total_memories(count)
+                .total_tables(count.saturating_mul(POOL_TABLES_PER_MODULE))
+                .max_tables_per_module(POOL_TABLES_PER_MODULE)
+                .table_elements(POOL_TABLE_ELEMENTS)
+                .max_core_instance_size(POOL_MAX_INSTANCE_SIZE);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         if let Some(dir) = self.cache_dir {
             let mut cache = CacheConfig::new();
             cache.with_directory(dir);

@@ -2,10 +2,61 @@
 
 /// An ordered header map as Envoy keeps it: lower-case names, repeated names
 /// allowed, values as bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Names and values live in one byte buffer, so that building, cloning and
+/// dropping a map costs two allocations whatever its size. Removing or
+/// growing an entry leaves its old bytes unused in the buffer until the map
+/// is dropped (a map lives for one stream).
+#[derive(Clone, Default)]
 pub(crate) struct Fields {
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
     kind: Kind,
+}
+
+/// Where an entry's name and value are in [`Fields::bytes`]: the name at
+/// `start`, the value right after it.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    start: usize,
+    name_len: usize,
+    value_len: usize,
+}
+
+impl Entry {
+    fn name<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        bytes
+            .get(self.start..self.start + self.name_len)
+            .unwrap_or_default()
+    }
+
+    fn value<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        let from = self.start + self.name_len;
+        bytes.get(from..from + self.value_len).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Fields {}
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fields")
+            .field(
+                "entries",
+                &self
+                    .iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
+                    .collect::<Vec<_>>(),
+            )
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 /// Which of Envoy's header map types this is. Envoy keeps some headers "inline"
@@ -93,14 +144,28 @@ const INLINE_RESPONSE: &[&str] = &[
     "x-request-id",
 ];
 
+/// The longest inline header name (`x-envoy-upstream-healthchecked-cluster`).
+const MAX_INLINE_NAME: usize = 38;
+
 impl Kind {
+    /// Whether `key` (in any case) is one of this map type's inline headers.
     fn is_inline(self, key: &[u8]) -> bool {
         let list = match self {
             Kind::Plain => return false,
             Kind::Request => INLINE_REQUEST,
             Kind::Response => INLINE_RESPONSE,
         };
-        list.iter().any(|h| h.as_bytes() == key)
+        if key.len() > MAX_INLINE_NAME {
+            return false;
+        }
+        let mut lower = [0u8; MAX_INLINE_NAME];
+        let Some(lower) = lower.get_mut(..key.len()) else {
+            return false;
+        };
+        lower.copy_from_slice(key);
+        lower.make_ascii_lowercase();
+        // The lists are sorted (a test checks it).
+        list.binary_search_by(|h| h.as_bytes().cmp(lower)).is_ok()
     }
 }
 
@@ -112,7 +177,18 @@ const MAX_PAIRS_COUNT: usize = 1024;
 impl Fields {
     pub(crate) fn new(kind: Kind) -> Self {
         Self {
+            bytes: Vec::new(),
             entries: Vec::new(),
+            kind,
+        }
+    }
+
+    /// An empty map with room for `capacity` entries.
+    pub(crate) fn with_capacity(kind: Kind, capacity: usize) -> Self {
+        Self {
+            // Names and values average a few dozen bytes.
+            bytes: Vec::with_capacity(capacity * 32),
+            entries: Vec::with_capacity(capacity),
             kind,
         }
     }
@@ -124,7 +200,7 @@ impl Fields {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.entries
             .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .map(|e| (e.name(&self.bytes), e.value(&self.bytes)))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -133,32 +209,58 @@ impl Fields {
 
     /// Envoy's `HeaderMap::byteSize()`: the sum of name and value lengths.
     pub(crate) fn byte_size(&self) -> usize {
-        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.entries.iter().map(|e| e.name_len + e.value_len).sum()
+    }
+
+    /// The index of the first entry named `key`. Stored names are lower-case,
+    /// so a case-insensitive match is a match with the lower-cased key.
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.name(&self.bytes).eq_ignore_ascii_case(key))
     }
 
     /// The first value of `key` (Envoy returns only the first of repeated headers).
     pub(crate) fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let key = key.to_ascii_lowercase();
-        self.entries
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_slice())
+        let entry = self.entries.get(self.position(key)?)?;
+        Some(entry.value(&self.bytes))
     }
 
     /// `addCopy`: appends, keeping existing values; an inline header that is
     /// already present gets `,value` appended instead.
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
-        let key = key.to_ascii_lowercase();
-        if self.kind.is_inline(&key)
-            && let Some((_, existing)) = self.entries.iter_mut().find(|(k, _)| *k == key)
+        if self.kind.is_inline(key)
+            && let Some(i) = self.position(key)
         {
-            if !existing.is_empty() {
-                existing.push(b',');
+            // Move the entry to the end of the buffer with the value appended.
+            let old = self.entries[i];
+            let start = self.bytes.len();
+            self.bytes
+                .extend_from_within(old.start..old.start + old.name_len + old.value_len);
+            let mut value_len = old.value_len;
+            if value_len > 0 {
+                self.bytes.push(b',');
+                value_len += 1;
             }
-            existing.extend_from_slice(value);
+            self.bytes.extend_from_slice(value);
+            self.entries[i] = Entry {
+                start,
+                name_len: old.name_len,
+                value_len: value_len + value.len(),
+            };
             return;
         }
-        self.entries.push((key, value.to_vec()));
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        if let Some(name) = self.bytes.get_mut(start..) {
+            name.make_ascii_lowercase();
+        }
+        self.bytes.extend_from_slice(value);
+        self.entries.push(Entry {
+            start,
+            name_len: key.len(),
+            value_len: value.len(),
+        });
     }
 
     /// `setCopy`: removes every value of `key`, then appends the new one.
@@ -169,19 +271,20 @@ impl Fields {
 
     /// Removes every value of `key`.
     pub(crate) fn remove(&mut self, key: &[u8]) {
-        let key = key.to_ascii_lowercase();
-        self.entries.retain(|(k, _)| *k != key);
+        let bytes = &self.bytes;
+        self.entries
+            .retain(|e| !e.name(bytes).eq_ignore_ascii_case(key));
     }
 
     /// Serializes in the proxy-wasm pairs format.
     pub(crate) fn serialize(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + self.entries.len() * 10 + self.byte_size());
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for (k, v) in &self.entries {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            out.extend_from_slice(&(e.name_len as u32).to_le_bytes());
+            out.extend_from_slice(&(e.value_len as u32).to_le_bytes());
         }
-        for (k, v) in &self.entries {
+        for (k, v) in self.iter() {
             out.extend_from_slice(k);
             out.push(0);
             out.extend_from_slice(v);
@@ -282,6 +385,24 @@ mod tests {
     }
 
     #[test]
+    fn inline_lists_are_sorted_lower_case_and_short() {
+        for list in [INLINE_REQUEST, INLINE_RESPONSE] {
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "{list:?}");
+            for name in list {
+                assert_eq!(name.to_ascii_lowercase(), *name);
+                assert!(name.len() <= MAX_INLINE_NAME, "{name}");
+            }
+        }
+        assert!(
+            INLINE_REQUEST.contains(&"x-envoy-upstream-healthchecked-cluster")
+                || INLINE_RESPONSE.contains(&"x-envoy-upstream-healthchecked-cluster")
+        );
+        assert!(Kind::Request.is_inline(b"User-Agent"));
+        assert!(!Kind::Request.is_inline(b"x-envoy-upstream-healthchecked-cluster-and-more"));
+        assert!(!Kind::Plain.is_inline(b"accept"));
+    }
+
+    #[test]
     fn inline_headers_coalesce() {
         let mut f = Fields::new(Kind::Request);
         f.add(b"Accept", b"a/b");
@@ -300,6 +421,26 @@ mod tests {
         r.add(b"accept", b"1");
         r.add(b"accept", b"2");
         assert_eq!(r.len(), 2, "accept is inline only in requests");
+    }
+
+    #[test]
+    fn coalesced_and_removed_entries_serialize_as_they_read() {
+        let mut f = Fields::new(Kind::Request);
+        f.add(b"Accept", b"a");
+        f.add(b"x-a", b"1");
+        f.add(b"ACCEPT", b"b");
+        f.add(b"accept", b"");
+        f.remove(b"X-A");
+        f.add(b"x-b", b"2");
+        assert_eq!(f.get(b"accept"), Some(&b"a,b,"[..]));
+        assert_eq!(f.byte_size(), "accept".len() + 4 + 3 + 1);
+        let copy = Fields::deserialize(&f.serialize(), Kind::Request);
+        assert_eq!(copy, f);
+        assert_eq!(
+            copy.iter().collect::<Vec<_>>(),
+            vec![(&b"accept"[..], &b"a,b,"[..]), (&b"x-b"[..], &b"2"[..])]
+        );
+        assert_ne!(copy, Fields::new(Kind::Request));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the client receives.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -191,7 +191,8 @@ impl ConnectionManager {
             .uri()
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
-        let mut fields = Fields::new(Kind::Request);
+        // The pseudo-headers, the client's and up to two more.
+        let mut fields = Fields::with_capacity(Kind::Request, request.headers().len() + 6);
         fields.add(b":authority", &authority);
         fields.add(b":path", path.as_bytes());
         fields.add(b":method", request.method().as_str().as_bytes());
@@ -235,6 +236,7 @@ impl ConnectionManager {
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let has_body = !request.body().is_empty();
         let headers = request.headers_mut();
+        headers.reserve(fields.len() + 2);
         headers.append(
             http::header::HOST,
             header_value(pseudo(b":authority")?, b"host", "request")?,
@@ -264,7 +266,8 @@ impl ConnectionManager {
     /// The upstream's response as the filters see it: `:status` first, HTTP/1
     /// framing made explicit, plus the router's additions.
     pub(crate) fn response_fields(&self, response: &http::Response<Bytes>) -> Fields {
-        let mut fields = Fields::new(Kind::Response);
+        // `:status`, the upstream's headers and up to two more.
+        let mut fields = Fields::with_capacity(Kind::Response, response.headers().len() + 3);
         fields.add(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
             fields.add(name.as_str().as_bytes(), value.as_bytes());
@@ -301,10 +304,10 @@ impl ConnectionManager {
         &self,
         mut fields: Fields,
         body: Bytes,
-        now: SystemTime,
+        date: &str,
     ) -> Result<http::Response<Bytes>> {
         fields.set(b"server", self.server_name.as_bytes());
-        fields.set(b"date", httpdate::fmt_http_date(now).as_bytes());
+        fields.set(b"date", date.as_bytes());
         let status = fields
             .get(b":status")
             .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
@@ -326,6 +329,7 @@ impl ConnectionManager {
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
+        headers.reserve(fields.len());
         for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
             headers.append(
                 header_name(name, "response")?,
@@ -389,17 +393,18 @@ fn header_value(value: &[u8], name: &[u8], direction: &'static str) -> Result<He
 }
 
 fn uuid_v4(mut b: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -438,6 +443,9 @@ mod tests {
         let id = uuid_v4([0xff; 16]);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        let bytes: Vec<u8> = (0..16).collect();
+        let id = uuid_v4(bytes.try_into().expect("16 bytes"));
+        assert_eq!(id, "00010203-0405-4607-8809-0a0b0c0d0e0f");
     }
 
     #[test]

@@ -101,7 +101,7 @@ mod vm;
 
 pub use abi::AbiVersion;
 pub use chain::{Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filter};
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
 pub use grpc::{GrpcCallout, GrpcReply, GrpcRequest, GrpcService};
@@ -111,7 +111,7 @@ pub use l4::{
     TcpUpstream,
 };
 pub use l4_config::NetworkConfig;
-pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome};
+pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome, StartTime};
 pub use plugin::Plugin;
 pub use shared::MetricValue;
 pub use upstream::{Upstream, UpstreamFault};

@@ -1,5 +1,7 @@
 //! What a stream through the chain produced.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 /// A proxy-wasm log level (`proxy_log_level_t`).
@@ -125,4 +127,20 @@ impl Outcome {
             .filter(move |r| r.level == level)
             .map(|r| r.message.as_str())
     }
+}
+
+/// How long a plugin VM took to start, in wall-clock time (see
+/// [`Chain::start_times`](crate::Chain::start_times)). Unlike fuel, these
+/// figures depend on the machine and its load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StartTime {
+    /// Instantiation: a wasmtime store, an instance of the compiled module
+    /// (memory, tables, globals, data segments) and its callbacks looked up. No
+    /// guest code runs.
+    pub instantiate: Duration,
+    /// Envoy's start-up sequence in the guest: `_initialize` (+ `main`) or
+    /// `_start`, then the root context's `on_context_create`, `on_vm_start` and
+    /// `on_configure`.
+    pub startup: Duration,
 }

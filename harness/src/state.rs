@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
 use crate::fields::Fields;
 use crate::outcome::{LogLevel, LogRecord};
@@ -56,7 +56,7 @@ pub(crate) struct StreamInfo {
     /// The response status, once the response exists.
     pub(crate) response_code: Option<u16>,
     /// `via_upstream`, or a local reply's details.
-    pub(crate) response_details: Option<String>,
+    pub(crate) response_details: Option<std::borrow::Cow<'static, str>>,
     /// Filter state written with `proxy_set_property`, by raw path.
     pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
     /// The upstream host, once the router sent the request to it.
@@ -117,9 +117,21 @@ pub(crate) struct PluginMeta {
     pub(crate) environment: Vec<(String, String)>,
 }
 
+/// The guest exports host calls use, looked up once after instantiation
+/// (until then host calls look them up by name).
+#[derive(Default)]
+pub(crate) struct GuestExports {
+    /// The `memory` export.
+    pub(crate) memory: Option<Memory>,
+    /// `malloc`, else `proxy_on_memory_allocate` (shared, as cloning a typed
+    /// function handle costs more than the call).
+    pub(crate) allocator: Option<Arc<TypedFunc<i32, i32>>>,
+}
+
 /// The store data of one plugin VM.
 pub(crate) struct HostState {
     pub(crate) meta: PluginMeta,
+    pub(crate) exports: GuestExports,
     pub(crate) limits: StoreLimits,
     /// True while `_initialize`/`main`/`_start` run.
     pub(crate) in_init: bool,
@@ -185,6 +197,7 @@ impl HostState {
     pub(crate) fn new(meta: PluginMeta, now: SystemTime, seed: u64, shared: Arc<Shared>) -> Self {
         Self {
             meta,
+            exports: GuestExports::default(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(MAX_MEMORY_BYTES)
                 .build(),

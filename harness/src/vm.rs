@@ -2,17 +2,19 @@
 //! the host side of calling its callbacks the way Envoy does.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::{AbiVersion, Status};
 use crate::fields::Fields;
 use crate::grpc::{self, Event};
-use crate::outcome::LogLevel;
+use crate::outcome::{LogLevel, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::Shared;
-use crate::state::{CallResponse, Deferred, HostState, Phase, PluginMeta, StreamMaps};
+use crate::state::{
+    CallResponse, Deferred, GuestExports, HostState, Phase, PluginMeta, StreamMaps,
+};
 use crate::{Error, Result};
 
 /// Fuel given to each callback by default (about a second of wasm); a guest that
@@ -53,7 +55,9 @@ struct Callbacks {
 
 pub(crate) struct Vm {
     store: Store<HostState>,
-    callbacks: Callbacks,
+    /// Shared so that a call can hold one while the store is borrowed (cloning
+    /// a typed function handle costs more than the call).
+    callbacks: Arc<Callbacks>,
     next_context_id: u32,
     /// Set once a callback trapped: Envoy fails the whole VM.
     pub(crate) failed: Option<Trap>,
@@ -61,6 +65,8 @@ pub(crate) struct Vm {
     fuel: u64,
     /// The budget of each callback.
     fuel_per_call: u64,
+    /// How long this VM took to start.
+    pub(crate) start_time: StartTime,
 }
 
 impl std::fmt::Debug for Vm {
@@ -94,6 +100,7 @@ impl Vm {
         fuel_per_call: u64,
         shared: Arc<Shared>,
     ) -> Result<Self> {
+        let began = Instant::now();
         let name = meta.name.clone();
         let mut state = HostState::new(meta, now, seed, shared);
         state.log_level = log_level;
@@ -118,7 +125,16 @@ impl Vm {
                 None
             }
         };
-        let callbacks = Callbacks {
+        let exports = GuestExports {
+            memory: instance.get_memory(&mut store, "memory"),
+            allocator: ["malloc", "proxy_on_memory_allocate"]
+                .iter()
+                .find_map(|name| instance.get_func(&mut store, name))
+                .and_then(|f| f.typed::<i32, i32>(&store).ok())
+                .map(Arc::new),
+        };
+        store.data_mut().exports = exports;
+        let callbacks = Arc::new(Callbacks {
             on_request_headers_0_1: headers_0_1(&mut store, "proxy_on_request_headers"),
             on_response_headers_0_1: headers_0_1(&mut store, "proxy_on_response_headers"),
             on_context_create: typed(&mut store, &instance, "proxy_on_context_create"),
@@ -161,7 +177,7 @@ impl Vm {
                     "proxy_on_upstream_connection_close",
                 ),
             },
-        };
+        });
         let mut vm = Vm {
             store,
             callbacks,
@@ -169,9 +185,15 @@ impl Vm {
             failed: None,
             fuel: 0,
             fuel_per_call,
+            start_time: StartTime::default(),
         };
+        let instantiated = Instant::now();
         vm.initialize(&instance)?;
         vm.start_root()?;
+        vm.start_time = StartTime {
+            instantiate: instantiated - began,
+            startup: instantiated.elapsed(),
+        };
         Ok(vm)
     }
 
@@ -211,23 +233,23 @@ impl Vm {
         let root = self.new_context_id();
         self.store.data_mut().root_context_id = root;
         self.store.data_mut().contexts.push(root);
-        let cb = self.callbacks.on_context_create.clone();
+        let cbs = Arc::clone(&self.callbacks);
         self.call(
             Phase::Root,
             root,
             "proxy_on_context_create",
-            &cb,
+            &cbs.on_context_create,
             (root as i32, 0),
         )
         .map_err(|t| self.startup_trap("proxy_on_context_create", t))?;
         let vm_config_len = self.store.data().meta.vm_configuration.len() as i32;
-        let cb = self.callbacks.on_vm_start.clone();
+        let cbs = Arc::clone(&self.callbacks);
         let ok = self
             .call(
                 Phase::Root,
                 root,
                 "proxy_on_vm_start",
-                &cb,
+                &cbs.on_vm_start,
                 (root as i32, vm_config_len),
             )
             .map_err(|t| self.startup_trap("proxy_on_vm_start", t))?;
@@ -238,13 +260,13 @@ impl Vm {
             });
         }
         let config_len = self.store.data().meta.plugin_configuration.len() as i32;
-        let cb = self.callbacks.on_configure.clone();
+        let cbs = Arc::clone(&self.callbacks);
         let ok = self
             .call(
                 Phase::Configure,
                 root,
                 "proxy_on_configure",
-                &cb,
+                &cbs.on_configure,
                 (root as i32, config_len),
             )
             .map_err(|t| self.startup_trap("proxy_on_configure", t))?;
@@ -322,7 +344,13 @@ impl Vm {
         let Some(func) = func else {
             return Ok(None);
         };
-        let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
+        // Built only for a subscriber that wants it: a disabled span still
+        // costs a good part of a short callback.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!("callback", plugin = %self.name(), name, context)
+        } else {
+            tracing::Span::none()
+        };
         let _enter = span.enter();
         {
             let state = self.store.data_mut();
@@ -370,12 +398,12 @@ impl Vm {
     pub(crate) fn create_stream(&mut self, stream: u32) -> Result<(), Trap> {
         let root = self.store.data().root_context_id;
         self.store.data_mut().contexts.push(stream);
-        let cb = self.callbacks.on_context_create.clone();
+        let cbs = Arc::clone(&self.callbacks);
         self.call(
             Phase::Root,
             stream,
             "proxy_on_context_create",
-            &cb,
+            &cbs.on_context_create,
             (stream as i32, root as i32),
         )
         .map(drop)
@@ -387,23 +415,22 @@ impl Vm {
         headers: usize,
         eos: bool,
     ) -> Result<Option<i32>, Trap> {
-        if self.callbacks.on_request_headers_0_1.is_some() {
-            let cb = self.callbacks.on_request_headers_0_1.clone();
+        let cbs = Arc::clone(&self.callbacks);
+        if cbs.on_request_headers_0_1.is_some() {
             let params = (stream as i32, headers as i32);
             return self.call(
                 Phase::Request,
                 stream,
                 "proxy_on_request_headers",
-                &cb,
+                &cbs.on_request_headers_0_1,
                 params,
             );
         }
-        let cb = self.callbacks.on_request_headers.clone();
         self.call(
             Phase::Request,
             stream,
             "proxy_on_request_headers",
-            &cb,
+            &cbs.on_request_headers,
             (stream as i32, headers as i32, eos as i32),
         )
     }
@@ -414,23 +441,22 @@ impl Vm {
         headers: usize,
         eos: bool,
     ) -> Result<Option<i32>, Trap> {
-        if self.callbacks.on_response_headers_0_1.is_some() {
-            let cb = self.callbacks.on_response_headers_0_1.clone();
+        let cbs = Arc::clone(&self.callbacks);
+        if cbs.on_response_headers_0_1.is_some() {
             let params = (stream as i32, headers as i32);
             return self.call(
                 Phase::Response,
                 stream,
                 "proxy_on_response_headers",
-                &cb,
+                &cbs.on_response_headers_0_1,
                 params,
             );
         }
-        let cb = self.callbacks.on_response_headers.clone();
         self.call(
             Phase::Response,
             stream,
             "proxy_on_response_headers",
-            &cb,
+            &cbs.on_response_headers,
             (stream as i32, headers as i32, eos as i32),
         )
     }
@@ -438,9 +464,15 @@ impl Vm {
     /// The timer fired: `on_tick` on the root context.
     pub(crate) fn on_tick(&mut self) -> Result<(), Trap> {
         let root = self.store.data().root_context_id;
-        let cb = self.callbacks.on_tick.clone();
-        self.call(Phase::Root, root, "proxy_on_tick", &cb, root as i32)
-            .map(drop)
+        let cbs = Arc::clone(&self.callbacks);
+        self.call(
+            Phase::Root,
+            root,
+            "proxy_on_tick",
+            &cbs.on_tick,
+            root as i32,
+        )
+        .map(drop)
     }
 
     /// A shared queue this VM registered has data: `on_queue_ready` on the root
@@ -449,12 +481,12 @@ impl Vm {
         if !self.store.data().contexts.contains(&root) {
             return Ok(());
         }
-        let cb = self.callbacks.on_queue_ready.clone();
+        let cbs = Arc::clone(&self.callbacks);
         self.call(
             Phase::Root,
             root,
             "proxy_on_queue_ready",
-            &cb,
+            &cbs.on_queue_ready,
             (root as i32, token as i32),
         )
         .map(drop)
@@ -477,12 +509,12 @@ impl Vm {
             0,
         );
         self.store.data_mut().call_response = Some(CallResponse { headers, body });
-        let cb = self.callbacks.on_http_call_response.clone();
+        let cbs = Arc::clone(&self.callbacks);
         let result = self.call(
             Phase::Root,
             root,
             "proxy_on_http_call_response",
-            &cb,
+            &cbs.on_http_call_response,
             params,
         );
         self.store.data_mut().call_response = None;
@@ -615,9 +647,15 @@ impl Vm {
         size: usize,
         eos: bool,
     ) -> Result<Option<i32>, Trap> {
-        let cb = self.callbacks.on_request_body.clone();
+        let cbs = Arc::clone(&self.callbacks);
         let params = (stream as i32, size as i32, eos as i32);
-        self.call(Phase::Request, stream, "proxy_on_request_body", &cb, params)
+        self.call(
+            Phase::Request,
+            stream,
+            "proxy_on_request_body",
+            &cbs.on_request_body,
+            params,
+        )
     }
 
     pub(crate) fn on_response_body(
@@ -626,31 +664,44 @@ impl Vm {
         size: usize,
         eos: bool,
     ) -> Result<Option<i32>, Trap> {
-        let cb = self.callbacks.on_response_body.clone();
+        let cbs = Arc::clone(&self.callbacks);
         let params = (stream as i32, size as i32, eos as i32);
         self.call(
             Phase::Response,
             stream,
             "proxy_on_response_body",
-            &cb,
+            &cbs.on_response_body,
             params,
         )
     }
 
     /// Envoy's access-log hook for a stream: `on_log`, with the final request
-    /// and response headers readable (not writable).
+    /// and response headers readable (not writable). The maps are lent to the
+    /// VM for the call and given back (read-only, so unchanged).
     pub(crate) fn log_stream(
         &mut self,
         stream: u32,
-        request_headers: Option<Fields>,
-        response_headers: Option<Fields>,
+        request_headers: &mut Fields,
+        mut response_headers: Option<&mut Fields>,
     ) -> Result<(), Trap> {
         let maps = &mut self.store.data_mut().maps;
-        maps.request_headers = request_headers;
-        maps.response_headers = response_headers;
-        let cb = self.callbacks.on_log.clone();
-        let logged = self.call(Phase::Log, stream, "proxy_on_log", &cb, stream as i32);
-        self.store.data_mut().maps = StreamMaps::default();
+        maps.request_headers = Some(std::mem::take(request_headers));
+        maps.response_headers = response_headers.as_deref_mut().map(std::mem::take);
+        let cbs = Arc::clone(&self.callbacks);
+        let logged = self.call(
+            Phase::Log,
+            stream,
+            "proxy_on_log",
+            &cbs.on_log,
+            stream as i32,
+        );
+        let maps = std::mem::take(&mut self.store.data_mut().maps);
+        if let Some(request) = maps.request_headers {
+            *request_headers = request;
+        }
+        if let (Some(response), Some(out)) = (maps.response_headers, response_headers) {
+            *out = response;
+        }
         logged.map(drop)
     }
 
@@ -671,10 +722,21 @@ impl Vm {
 
     /// The filter is destroyed: `on_done`, then `on_delete`.
     pub(crate) fn end_stream(&mut self, stream: u32) -> Result<(), Trap> {
-        let cb = self.callbacks.on_done.clone();
-        self.call(Phase::Root, stream, "proxy_on_done", &cb, stream as i32)?;
-        let cb = self.callbacks.on_delete.clone();
-        self.call(Phase::Root, stream, "proxy_on_delete", &cb, stream as i32)?;
+        let cbs = Arc::clone(&self.callbacks);
+        self.call(
+            Phase::Root,
+            stream,
+            "proxy_on_done",
+            &cbs.on_done,
+            stream as i32,
+        )?;
+        self.call(
+            Phase::Root,
+            stream,
+            "proxy_on_delete",
+            &cbs.on_delete,
+            stream as i32,
+        )?;
         self.store.data_mut().contexts.retain(|&c| c != stream);
         Ok(())
     }

@@ -513,3 +513,19 @@ fn grpc_calls_check_guest_pointers_and_write_the_token_last() {
     );
     assert_eq!(o.grpc[0].request.service(), "pkg.S");
 }
+
+#[test]
+fn the_date_header_follows_the_virtual_clock() {
+    let mut chain = chain(&module("", ""), FailurePolicy::FailClosed).expect("chain");
+    let date = |chain: &mut Chain| {
+        let outcome = chain.send(get("/"), ok_upstream).expect("send");
+        outcome.response.headers()["date"]
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    };
+    assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:00 GMT");
+    assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:00 GMT");
+    chain.advance(Duration::from_secs(2));
+    assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:02 GMT");
+}

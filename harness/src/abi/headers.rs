@@ -71,14 +71,11 @@ fn mutate(
     value: Option<(i32, i32)>,
     apply: impl FnOnce(&mut Fields, &[u8], &[u8]),
 ) -> Result<(), Fault> {
-    let key = memory::read(caller, key.0, key.1)?;
-    let value = match value {
-        Some((ptr, len)) => memory::read(caller, ptr, len)?,
-        None => Vec::new(),
-    };
-    let fields = mutable_map(caller.data_mut(), kind)?;
-    apply(fields, &key, &value);
-    Ok(())
+    memory::with_two(caller, key, value.unwrap_or((0, 0)), |key, value, state| {
+        let fields = mutable_map(state, kind)?;
+        apply(fields, key, value);
+        Ok(())
+    })?
 }
 
 pub(crate) fn add_to_linker(
@@ -108,12 +105,13 @@ pub(crate) fn add_to_linker(
         linker,
         "proxy_set_header_map_pairs",
         |caller, kind: i32, ptr: i32, len: i32| {
-            let result = memory::read(&mut caller, ptr, len).and_then(|bytes| {
-                let fields = mutable_map(caller.data_mut(), kind)?;
+            let result = memory::with_one(&mut caller, ptr, len, |bytes, state| {
+                let fields = mutable_map(state, kind)?;
                 // A malformed map parses as empty, so the call clears the map (as in Envoy).
-                *fields = Fields::deserialize(&bytes, fields.kind());
+                *fields = Fields::deserialize(bytes, fields.kind());
                 Ok(())
-            });
+            })
+            .and_then(|r| r);
             memory::status(result)?
         }
     );
@@ -131,21 +129,22 @@ pub(crate) fn add_to_linker(
         linker,
         "proxy_get_header_map_value",
         |caller, kind: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_len: i32| {
-            let result = memory::read(&mut caller, key_ptr, key_len).and_then(|key| {
-                let in_log = caller.data().phase == Phase::Log;
-                let value = match map(caller.data_mut(), kind)? {
+            let value = memory::with_one(&mut caller, key_ptr, key_len, |key, state| {
+                let in_log = state.phase == Phase::Log;
+                let value = match map(state, kind)? {
                     None if in_log => None,
                     None => return Err(Fault::Status(Status::BadArgument)),
-                    Some(fields) => fields.get(&key).map(<[u8]>::to_vec),
+                    Some(fields) => fields.get(key).map(<[u8]>::to_vec),
                 };
                 match value {
-                    Some(value) => memory::copy_out(&mut caller, &value, ret_ptr, ret_len),
-                    None if missing == Status::Ok => {
-                        memory::copy_out(&mut caller, &[], ret_ptr, ret_len)
-                    }
+                    Some(value) => Ok(value),
+                    None if missing == Status::Ok => Ok(Vec::new()),
                     None => Err(Fault::Status(missing)),
                 }
             });
+            let result = value
+                .and_then(|r| r)
+                .and_then(|value| memory::copy_out(&mut caller, &value, ret_ptr, ret_len));
             memory::status(result)?
         }
     );

@@ -20,16 +20,16 @@ pub(crate) fn add_to_linker(
             let Some(level) = LogLevel::from_raw(level as u32) else {
                 return Ok(Status::BadArgument as i32);
             };
-            let message = match memory::read(&mut caller, ptr, len) {
-                Ok(m) => String::from_utf8_lossy(&m).into_owned(),
-                Err(Fault::Status(s)) => return Ok(s as i32),
-                Err(Fault::Trap(e)) => return Err(e),
-            };
-            let state = caller.data_mut();
-            if level >= state.log_level {
-                state.log(level, message);
+            let logged = memory::with_one(&mut caller, ptr, len, |message, state| {
+                if level >= state.log_level {
+                    state.log(level, String::from_utf8_lossy(message).into_owned());
+                }
+            });
+            match logged {
+                Ok(()) => Ok(Status::Ok as i32),
+                Err(Fault::Status(s)) => Ok(s as i32),
+                Err(Fault::Trap(e)) => Err(e),
             }
-            Ok(Status::Ok as i32)
         },
     )?;
     if abi == AbiVersion::V0_2_1 {

@@ -1,6 +1,8 @@
 //! Bounds-checked access to guest memory and returning data through the guest's
 //! allocator, as Envoy's host does it.
 
+use std::sync::Arc;
+
 use wasmtime::{Caller, Extern, Memory};
 
 use super::Status;
@@ -30,6 +32,9 @@ pub(crate) fn status(result: Result<(), Fault>) -> wasmtime::Result<Status> {
 }
 
 fn memory(caller: &mut Caller<'_, HostState>) -> Result<Memory, Fault> {
+    if let Some(memory) = caller.data().exports.memory {
+        return Ok(memory);
+    }
     match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Ok(m),
         _ => Err(Fault::Trap(wasmtime::format_err!(
@@ -54,6 +59,48 @@ pub(crate) fn read(
         .and_then(|tail| tail.get(..len))
         .map(<[u8]>::to_vec)
         .ok_or(Fault::Status(Status::InvalidMemoryAccess))
+}
+
+/// The checked range of `len` bytes at `ptr` in a memory of `size` bytes
+/// (the checks [`read`] makes).
+fn range(size: usize, ptr: i32, len: i32) -> Result<std::ops::Range<usize>, Fault> {
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    if len == 0 {
+        return Ok(0..0);
+    }
+    match ptr.checked_add(len) {
+        Some(end) if end <= size => Ok(ptr..end),
+        _ => Err(Fault::Status(Status::InvalidMemoryAccess)),
+    }
+}
+
+/// Runs `f` on two regions of guest memory (`(ptr, len)` each, checked in
+/// order as [`read`] checks them) and the host state, without copying them.
+pub(crate) fn with_two<R>(
+    caller: &mut Caller<'_, HostState>,
+    first: (i32, i32),
+    second: (i32, i32),
+    f: impl FnOnce(&[u8], &[u8], &mut HostState) -> R,
+) -> Result<R, Fault> {
+    if first.1 == 0 && second.1 == 0 {
+        return Ok(f(&[], &[], caller.data_mut()));
+    }
+    let mem = memory(caller)?;
+    let (data, state) = mem.data_and_store_mut(&mut *caller);
+    let a = range(data.len(), first.0, first.1)?;
+    let b = range(data.len(), second.0, second.1)?;
+    let (a, b) = (&data[a], &data[b]);
+    Ok(f(a, b, state))
+}
+
+/// Runs `f` on a region of guest memory and the host state, without copying.
+pub(crate) fn with_one<R>(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+    f: impl FnOnce(&[u8], &mut HostState) -> R,
+) -> Result<R, Fault> {
+    with_two(caller, (ptr, len), (0, 0), |a, _, state| f(a, state))
 }
 
 /// Reads a guest string; invalid UTF-8 is replaced, as Envoy takes keys as bytes.
@@ -101,11 +148,16 @@ pub(crate) fn write_u64(
 /// Allocates `size` bytes in the guest through its allocator (`malloc` first,
 /// then `proxy_on_memory_allocate`, as Envoy's host looks them up).
 pub(crate) fn allocate(caller: &mut Caller<'_, HostState>, size: usize) -> Result<i32, Fault> {
-    let func = ["malloc", "proxy_on_memory_allocate"]
-        .iter()
-        .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
-        .ok_or_else(|| Fault::Trap(wasmtime::format_err!("module exports no allocator")))?;
-    let alloc = func.typed::<i32, i32>(&*caller)?;
+    let alloc = match &caller.data().exports.allocator {
+        Some(alloc) => Arc::clone(alloc),
+        None => Arc::new(
+            ["malloc", "proxy_on_memory_allocate"]
+                .iter()
+                .find_map(|name| caller.get_export(name).and_then(Extern::into_func))
+                .ok_or_else(|| Fault::Trap(wasmtime::format_err!("module exports no allocator")))?
+                .typed::<i32, i32>(&*caller)?,
+        ),
+    };
     let size = i32::try_from(size).map_err(|_| Fault::Status(Status::InvalidMemoryAccess))?;
     let ptr = alloc.call(&mut *caller, size)?;
     if ptr == 0 {

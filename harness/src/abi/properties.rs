@@ -156,7 +156,7 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
                     tail,
                 ),
                 [b"code_details", tail @ ..] => {
-                    let details = info.response_details.clone().ok_or(NOT_FOUND)?;
+                    let details = info.response_details.clone().ok_or(NOT_FOUND)?.into_owned();
                     scalar(Value::text(details), tail)
                 }
                 [b"headers", tail @ ..] => {
