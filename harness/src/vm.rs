@@ -542,6 +542,24 @@ impl Vm {
         result.map(|_| None)
     }
 
+    /// A gRPC metadata callback: the map is readable (in `map`) during the
+    /// callback only.
+    fn deliver_grpc_metadata(
+        &mut self,
+        name: &'static str,
+        cb: &Cb<(i32, i32, i32), ()>,
+        token: u32,
+        fields: Fields,
+        map: fn(&mut crate::grpc::GrpcState) -> &mut Option<Fields>,
+    ) -> Result<Option<()>, Trap> {
+        let root = self.store.data().root_context_id;
+        let n = fields.len() as i32;
+        *map(&mut self.store.data_mut().grpc) = Some(fields);
+        let r = self.call(Phase::Root, root, name, cb, (root as i32, token as i32, n));
+        *map(&mut self.store.data_mut().grpc) = None;
+        r
+    }
+
     /// Delivers one gRPC event to the root context, as Envoy's
     /// `onGrpc*Wrapper`s do: the metadata or message is readable during the
     /// callback only; a unary call is forgotten once its message or close was
@@ -552,32 +570,24 @@ impl Vm {
         let token = event.token();
         let result = match event {
             Event::InitialMetadata(_, fields) => {
-                let n = fields.len() as i32;
-                self.store.data_mut().grpc.initial_metadata = Some(fields);
                 let cb = self.callbacks.on_grpc_receive_initial_metadata.clone();
-                let r = self.call(
-                    Phase::Root,
-                    root,
+                self.deliver_grpc_metadata(
                     "proxy_on_grpc_receive_initial_metadata",
                     &cb,
-                    (root as i32, token as i32, n),
-                );
-                self.store.data_mut().grpc.initial_metadata = None;
-                r
+                    token,
+                    fields,
+                    |grpc| &mut grpc.initial_metadata,
+                )
             }
             Event::TrailingMetadata(_, fields) => {
-                let n = fields.len() as i32;
-                self.store.data_mut().grpc.trailing_metadata = Some(fields);
                 let cb = self.callbacks.on_grpc_receive_trailing_metadata.clone();
-                let r = self.call(
-                    Phase::Root,
-                    root,
+                self.deliver_grpc_metadata(
                     "proxy_on_grpc_receive_trailing_metadata",
                     &cb,
-                    (root as i32, token as i32, n),
-                );
-                self.store.data_mut().grpc.trailing_metadata = None;
-                r
+                    token,
+                    fields,
+                    |grpc| &mut grpc.trailing_metadata,
+                )
             }
             Event::Message(_, message) => {
                 let cb = self.callbacks.on_grpc_receive.clone();

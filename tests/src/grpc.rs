@@ -10,7 +10,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use anyhow::Result;
 use bytes::{Buf, Bytes};
@@ -19,8 +18,9 @@ use http_body_util::{BodyExt, Channel, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::oneshot;
 use weir_harness::{GrpcReply, GrpcRequest};
+
+use crate::net::LoopbackServer;
 
 /// Answers gRPC requests; the same function can serve the harness and Envoy.
 pub type GrpcHandler = Arc<dyn Fn(&GrpcRequest) -> GrpcReply + Send + Sync>;
@@ -53,16 +53,14 @@ fn frame(message: &[u8]) -> Bytes {
 /// An HTTP/2 gRPC server on `127.0.0.1` that records every complete request.
 /// Stopped and joined on drop.
 pub struct GrpcUpstream {
-    addr: SocketAddr,
+    server: LoopbackServer,
     seen: Arc<Mutex<Vec<GrpcRequest>>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for GrpcUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcUpstream")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish()
     }
 }
@@ -125,76 +123,37 @@ impl GrpcUpstream {
     /// # Errors
     /// If the socket or the runtime cannot be created.
     pub fn start(cluster: &str, handler: GrpcHandler) -> Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut rx) = oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let recorded = Arc::clone(&seen);
         let cluster: Arc<str> = Arc::from(cluster);
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                loop {
-                    let stream = tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(_) => continue,
-                        },
-                    };
-                    let handler = Arc::clone(&handler);
-                    let recorded = Arc::clone(&recorded);
-                    let cluster = Arc::clone(&cluster);
-                    let service = service_fn(move |req: http::Request<Incoming>| {
-                        let handler = Arc::clone(&handler);
-                        let recorded = Arc::clone(&recorded);
-                        let cluster = Arc::clone(&cluster);
-                        async move {
-                            Ok::<_, Infallible>(answer(req, &cluster, &handler, &recorded).await)
-                        }
-                    });
-                    tokio::spawn(async move {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .auto_date_header(false)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
+        let server = LoopbackServer::start(move |stream| {
+            let handler = Arc::clone(&handler);
+            let recorded = Arc::clone(&recorded);
+            let cluster = Arc::clone(&cluster);
+            let service = service_fn(move |req: http::Request<Incoming>| {
+                let handler = Arc::clone(&handler);
+                let recorded = Arc::clone(&recorded);
+                let cluster = Arc::clone(&cluster);
+                async move { Ok::<_, Infallible>(answer(req, &cluster, &handler, &recorded).await) }
             });
-        });
-        Ok(Self {
-            addr,
-            seen,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+            async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .auto_date_header(false)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        })?;
+        Ok(Self { server, seen })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The complete requests received so far (and forgets them).
     pub fn take_seen(&self) -> Vec<GrpcRequest> {
         std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-impl Drop for GrpcUpstream {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -64,38 +64,32 @@ impl std::error::Error for Closed {}
 /// A response can carry an [`UpstreamFault`] to be slow or close the connection.
 pub type Handler = Arc<dyn Fn(http::Request<Bytes>) -> http::Response<Bytes> + Send + Sync>;
 
-/// An HTTP/1 upstream on `127.0.0.1` that records every request it receives.
-/// Stopped and joined on drop.
-pub struct Upstream {
+/// A server on `127.0.0.1` (ephemeral port) with its own runtime thread: every
+/// accepted connection is handed to `serve` as a task. Stopped and joined on
+/// drop.
+pub(crate) struct LoopbackServer {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<http::Request<Bytes>>>>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
-
-impl Upstream {
-    /// Binds `127.0.0.1:0` and serves `handler` on a background thread.
+impl LoopbackServer {
+    /// Binds `127.0.0.1:0` and accepts until dropped.
     ///
     /// # Errors
     /// If the socket or the runtime cannot be created.
-    pub fn start(handler: Handler) -> Result<Self> {
+    pub(crate) fn start<F, Fut>(serve: F) -> Result<Self>
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, mut rx) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let recorded = Arc::clone(&seen);
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
@@ -109,81 +103,24 @@ impl Upstream {
                             Err(_) => continue,
                         },
                     };
-                    let handler = Arc::clone(&handler);
-                    let recorded = Arc::clone(&recorded);
-                    let service = service_fn(move |req: http::Request<Incoming>| {
-                        let handler = Arc::clone(&handler);
-                        let recorded = Arc::clone(&recorded);
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            // A request cut short (the proxy reset it) was never
-                            // received: it is not recorded.
-                            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
-                                return Ok(http::Response::new(Full::new(Bytes::new()).boxed()));
-                            };
-                            let req = http::Request::from_parts(parts, body);
-                            let response = handler(req.clone());
-                            recorded.lock().unwrap_or_else(|e| e.into_inner()).push(req);
-                            let (mut parts, body) = response.into_parts();
-                            let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
-                            if chunks.is_some() {
-                                parts.headers.remove(http::header::CONTENT_LENGTH);
-                            }
-                            let body = match parts.extensions.remove::<UpstreamFault>() {
-                                Some(UpstreamFault::Delay(d)) => {
-                                    tokio::time::sleep(d).await;
-                                    outgoing(body, chunks.as_ref())
-                                }
-                                // hyper closes the connection when the service fails.
-                                Some(UpstreamFault::CloseBeforeHeaders) => {
-                                    return Err(Closed);
-                                }
-                                // Announce more than is sent: hyper closes the
-                                // connection once the body ends short.
-                                Some(UpstreamFault::CloseAfterHeaders) => {
-                                    parts.headers.insert(
-                                        http::header::CONTENT_LENGTH,
-                                        http::HeaderValue::from(body.len() + 1),
-                                    );
-                                    let (mut tx, channel) = Channel::<Bytes, Infallible>::new(1);
-                                    tokio::spawn(async move {
-                                        let _ = tx.send_data(body).await;
-                                    });
-                                    channel.boxed()
-                                }
-                                _ => outgoing(body, chunks.as_ref()),
-                            };
-                            Ok(http::Response::from_parts(parts, body))
-                        }
-                    });
-                    tokio::spawn(async move {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+                    tokio::spawn(serve(stream));
                 }
             });
         });
         Ok(Self {
             addr,
-            seen,
             shutdown: Some(tx),
             thread: Some(thread),
         })
     }
 
     /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The requests received so far (and forgets them).
-    pub fn take_seen(&self) -> Vec<http::Request<Bytes>> {
-        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-impl Drop for Upstream {
+impl Drop for LoopbackServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -191,6 +128,97 @@ impl Drop for Upstream {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// An HTTP/1 upstream on `127.0.0.1` that records every request it receives.
+/// Stopped and joined on drop.
+pub struct Upstream {
+    server: LoopbackServer,
+    seen: Arc<Mutex<Vec<http::Request<Bytes>>>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("addr", &self.server.addr())
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Binds `127.0.0.1:0` and serves `handler` on a background thread.
+    ///
+    /// # Errors
+    /// If the socket or the runtime cannot be created.
+    pub fn start(handler: Handler) -> Result<Self> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        let server = LoopbackServer::start(move |stream| {
+            let handler = Arc::clone(&handler);
+            let recorded = Arc::clone(&recorded);
+            let service = service_fn(move |req: http::Request<Incoming>| {
+                let handler = Arc::clone(&handler);
+                let recorded = Arc::clone(&recorded);
+                async move {
+                    let (parts, body) = req.into_parts();
+                    // A request cut short (the proxy reset it) was never
+                    // received: it is not recorded.
+                    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                        return Ok(http::Response::new(Full::new(Bytes::new()).boxed()));
+                    };
+                    let req = http::Request::from_parts(parts, body);
+                    let response = handler(req.clone());
+                    recorded.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+                    let (mut parts, body) = response.into_parts();
+                    let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
+                    if chunks.is_some() {
+                        parts.headers.remove(http::header::CONTENT_LENGTH);
+                    }
+                    let body = match parts.extensions.remove::<UpstreamFault>() {
+                        Some(UpstreamFault::Delay(d)) => {
+                            tokio::time::sleep(d).await;
+                            outgoing(body, chunks.as_ref())
+                        }
+                        // hyper closes the connection when the service fails.
+                        Some(UpstreamFault::CloseBeforeHeaders) => {
+                            return Err(Closed);
+                        }
+                        // Announce more than is sent: hyper closes the
+                        // connection once the body ends short.
+                        Some(UpstreamFault::CloseAfterHeaders) => {
+                            parts.headers.insert(
+                                http::header::CONTENT_LENGTH,
+                                http::HeaderValue::from(body.len() + 1),
+                            );
+                            let (mut tx, channel) = Channel::<Bytes, Infallible>::new(1);
+                            tokio::spawn(async move {
+                                let _ = tx.send_data(body).await;
+                            });
+                            channel.boxed()
+                        }
+                        _ => outgoing(body, chunks.as_ref()),
+                    };
+                    Ok(http::Response::from_parts(parts, body))
+                }
+            });
+            async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        })?;
+        Ok(Self { server, seen })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The requests received so far (and forgets them).
+    pub fn take_seen(&self) -> Vec<http::Request<Bytes>> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
