@@ -1,0 +1,81 @@
+//! `cargo build --release -p weir-tests --bin harness-profile`: the request loop
+//! of `harness-bench` alone, for instruction-level profilers, e.g.
+//!
+//! ```text
+//! valgrind --tool=callgrind --toggle-collect='*Chain::send*' \
+//!     target/release/harness-profile 2000
+//! ```
+//!
+//! Sends the given number of requests (default 2000) through a chain of
+//! header-append (`envoy/header-append.yaml`'s configuration) followed by the
+//! given number of trivial filters (second argument, default 0), after a warm-up,
+//! and prints the fuel and host calls of the last request.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use weir_harness::{Chain, Engine, EnvoyConfig, Filter};
+use weir_tests::{envoy_yaml, filter_wasm, root};
+
+/// A filter that does nothing but return Continue from both header callbacks.
+const TRIVIAL: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0)))"#;
+
+fn request() -> http::Request<Bytes> {
+    http::Request::get("/bench")
+        .header("host", "bench.test")
+        .header("x-internal-secret", "s")
+        .body(Bytes::new())
+        .unwrap_or_default()
+}
+
+fn upstream(_: http::Request<Bytes>) -> http::Response<Bytes> {
+    http::Response::new(Bytes::from_static(b"ok"))
+}
+
+#[allow(clippy::print_stdout, reason = "a profiling loop prints what it ran")]
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: u32 = args.next().map_or(Ok(2000), |a| a.parse())?;
+    let extra: usize = args.next().map_or(Ok(0), |a| a.parse())?;
+    let wasm = std::fs::read(filter_wasm("header-append"))?;
+    let config = EnvoyConfig::parse(&envoy_yaml("header-append.yaml"))?
+        .filters
+        .first()
+        .map(|f| f.configuration.clone())
+        .context("envoy/header-append.yaml has no wasm filter")?;
+    // A small pool: valgrind cannot reserve the default pool's address space.
+    let engine = &Engine::builder()
+        .max_instances(u32::try_from(extra + 1)?)
+        .cache_dir(weir_cli::build::target_dir(root()).join("weir-cache"))
+        .build()?;
+    let mut builder = Chain::builder(engine).filter(
+        Filter::new(engine.load(&wasm)?)
+            .name("header-append")
+            .configuration(config),
+    );
+    let trivial = engine.load(&wat::parse_str(TRIVIAL)?)?;
+    for _ in 0..extra {
+        builder = builder.filter(Filter::new(trivial.clone()).name("trivial"));
+    }
+    let mut chain = builder.build()?;
+    for _ in 0..100 {
+        chain.send(request(), upstream)?;
+    }
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(chain.send(request(), upstream)?);
+    }
+    if let Some(outcome) = last {
+        println!(
+            "{n} requests, {extra} extra filters; last: status {}, fuel {}, host calls {}",
+            outcome.response.status(),
+            outcome.fuel,
+            outcome.host_calls
+        );
+    }
+    Ok(())
+}
