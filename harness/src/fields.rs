@@ -147,25 +147,61 @@ const INLINE_RESPONSE: &[&str] = &[
 /// The longest inline header name (`x-envoy-upstream-healthchecked-cluster`).
 const MAX_INLINE_NAME: usize = 38;
 
+/// The most inline names of one length in a list.
+const MAX_SAME_LENGTH: usize = 4;
+
+/// A list of inline names grouped by length, so that a lookup compares a name
+/// with the few of its length only.
+struct ByLength {
+    names: [[&'static [u8]; MAX_SAME_LENGTH]; MAX_INLINE_NAME + 1],
+    counts: [usize; MAX_INLINE_NAME + 1],
+}
+
+impl ByLength {
+    /// Groups `list` (lower-case names of at most [`MAX_INLINE_NAME`] bytes, at
+    /// most [`MAX_SAME_LENGTH`] of a length; checked at compile time).
+    const fn new(list: &[&'static str]) -> Self {
+        let mut table = Self {
+            names: [[b""; MAX_SAME_LENGTH]; MAX_INLINE_NAME + 1],
+            counts: [0; MAX_INLINE_NAME + 1],
+        };
+        let mut i = 0;
+        while i < list.len() {
+            let name = list[i].as_bytes();
+            assert!(name.len() <= MAX_INLINE_NAME, "inline name too long");
+            let n = table.counts[name.len()];
+            assert!(n < MAX_SAME_LENGTH, "too many inline names of one length");
+            table.names[name.len()][n] = name;
+            table.counts[name.len()] = n + 1;
+            i += 1;
+        }
+        table
+    }
+
+    /// Whether `key` (in any case) is in the list.
+    fn contains(&self, key: &[u8]) -> bool {
+        let (Some(names), Some(&count)) = (self.names.get(key.len()), self.counts.get(key.len()))
+        else {
+            return false;
+        };
+        names
+            .iter()
+            .take(count)
+            .any(|name| name.eq_ignore_ascii_case(key))
+    }
+}
+
+static INLINE_REQUEST_BY_LENGTH: ByLength = ByLength::new(INLINE_REQUEST);
+static INLINE_RESPONSE_BY_LENGTH: ByLength = ByLength::new(INLINE_RESPONSE);
+
 impl Kind {
     /// Whether `key` (in any case) is one of this map type's inline headers.
     fn is_inline(self, key: &[u8]) -> bool {
-        let list = match self {
-            Kind::Plain => return false,
-            Kind::Request => INLINE_REQUEST,
-            Kind::Response => INLINE_RESPONSE,
-        };
-        if key.len() > MAX_INLINE_NAME {
-            return false;
+        match self {
+            Kind::Plain => false,
+            Kind::Request => INLINE_REQUEST_BY_LENGTH.contains(key),
+            Kind::Response => INLINE_RESPONSE_BY_LENGTH.contains(key),
         }
-        let mut lower = [0u8; MAX_INLINE_NAME];
-        let Some(lower) = lower.get_mut(..key.len()) else {
-            return false;
-        };
-        lower.copy_from_slice(key);
-        lower.make_ascii_lowercase();
-        // The lists are sorted (a test checks it).
-        list.binary_search_by(|h| h.as_bytes().cmp(lower)).is_ok()
     }
 }
 
@@ -397,6 +433,23 @@ mod tests {
             INLINE_REQUEST.contains(&"x-envoy-upstream-healthchecked-cluster")
                 || INLINE_RESPONSE.contains(&"x-envoy-upstream-healthchecked-cluster")
         );
+        for (kind, list) in [
+            (Kind::Request, INLINE_REQUEST),
+            (Kind::Response, INLINE_RESPONSE),
+        ] {
+            for name in list {
+                assert!(kind.is_inline(name.as_bytes()), "{name}");
+                assert!(
+                    kind.is_inline(name.to_ascii_uppercase().as_bytes()),
+                    "{name}"
+                );
+                let mut other = name.as_bytes().to_vec();
+                other[0] = b'_';
+                assert!(!kind.is_inline(&other), "{name}");
+            }
+        }
+        assert!(!Kind::Request.is_inline(b""));
+        assert!(!Kind::Response.is_inline(b"cookie"));
         assert!(Kind::Request.is_inline(b"User-Agent"));
         assert!(!Kind::Request.is_inline(b"x-envoy-upstream-healthchecked-cluster-and-more"));
         assert!(!Kind::Plain.is_inline(b"accept"));
