@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::fields::{Fields, Kind};
 use crate::grpc::{self, GrpcCallout, GrpcReply, GrpcService};
-use crate::hcm::ConnectionManager;
+use crate::hcm::{ConnectionManager, HeaderNames};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
@@ -292,6 +292,7 @@ impl ChainBuilder {
             startup_logs: Vec::new(),
             stream_waits: true,
             date: None,
+            names: HeaderNames::default(),
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new());
@@ -348,6 +349,8 @@ pub struct Chain {
     stream_waits: bool,
     /// The last `date` header formatted, with the time it gives.
     date: Option<(SystemTime, String)>,
+    /// Header names seen in requests and responses, parsed once.
+    names: HeaderNames,
 }
 
 /// What happened outside any request, while [`Chain::advance`] moved the clock.
@@ -1238,9 +1241,11 @@ impl Chain {
         {
             None => {
                 check_length(&fields, request_body.len(), "request", &mut warnings);
-                let upstream_request = self
-                    .hcm
-                    .upstream_request(&fields, Bytes::from(request_body))?;
+                let upstream_request = self.hcm.upstream_request(
+                    &fields,
+                    Bytes::from(request_body),
+                    &mut self.names,
+                )?;
                 let response = upstream.call(upstream_request.clone());
                 let address = self.hcm.addresses().upstream;
                 for slot in &mut self.slots {
@@ -1387,7 +1392,9 @@ impl Chain {
         };
         self.refresh_date();
         let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
-        let mut response = self.hcm.client_response(response, response_body, date)?;
+        let mut response =
+            self.hcm
+                .client_response(response, response_body, date, &mut self.names)?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
         // takes it for a messaging error: `onLocalReply`).

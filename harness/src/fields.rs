@@ -1,5 +1,7 @@
 //! Header maps with Envoy's semantics, and the proxy-wasm pairs codec.
 
+use bytes::Bytes;
+
 /// An ordered header map as Envoy keeps it: lower-case names, repeated names
 /// allowed, values as bytes.
 ///
@@ -312,6 +314,16 @@ impl Fields {
             .retain(|e| !e.name(bytes).eq_ignore_ascii_case(key));
     }
 
+    /// The entries with their values shared from one copy of the map's bytes:
+    /// turning the map into `http` header values then costs one allocation
+    /// instead of one per value.
+    pub(crate) fn shared(&self) -> SharedFields<'_> {
+        SharedFields {
+            fields: self,
+            buffer: Bytes::copy_from_slice(&self.bytes),
+        }
+    }
+
     /// Serializes in the proxy-wasm pairs format.
     pub(crate) fn serialize(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + self.entries.len() * 10 + self.byte_size());
@@ -367,6 +379,39 @@ impl Fields {
             fields.add(key, value);
         }
         (at == bytes.len()).then_some(fields)
+    }
+}
+
+/// A map's entries over one shared copy of its bytes (see [`Fields::shared`]).
+pub(crate) struct SharedFields<'a> {
+    fields: &'a Fields,
+    buffer: Bytes,
+}
+
+impl SharedFields<'_> {
+    /// The value of `entry`, sharing the buffer.
+    fn value(&self, entry: &Entry) -> Bytes {
+        let from = entry.start + entry.name_len;
+        let to = from + entry.value_len;
+        if to <= self.buffer.len() {
+            self.buffer.slice(from..to)
+        } else {
+            Bytes::new()
+        }
+    }
+
+    /// The first value of `key`, as [`Fields::get`] finds it.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Bytes> {
+        let entry = self.fields.entries.get(self.fields.position(key)?)?;
+        Some(self.value(entry))
+    }
+
+    /// Every entry's name and value, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
+        self.fields
+            .entries
+            .iter()
+            .map(|e| (e.name(&self.buffer), self.value(e)))
     }
 }
 

@@ -15,30 +15,71 @@ use crate::{Error, Result};
 /// Client request headers Envoy 1.40 does not pass on with this emulated
 /// configuration (measured): hop-by-hop headers, and `x-envoy-*` control
 /// headers and `x-forwarded-client-cert` from an untrusted client.
-const REMOVED_FROM_REQUESTS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "upgrade",
-    "x-forwarded-client-cert",
-    "x-envoy-internal",
-    "x-envoy-force-trace",
-    "x-envoy-ip-tags",
-    "x-envoy-original-url",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-retriable-header-names",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-hedge-on-per-try-timeout",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-max-retries",
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-upstream-stream-duration-ms",
-];
+fn removed_from_requests(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "upgrade"
+            | "x-forwarded-client-cert"
+            | "x-envoy-internal"
+            | "x-envoy-force-trace"
+            | "x-envoy-ip-tags"
+            | "x-envoy-original-url"
+            | "x-envoy-retry-on"
+            | "x-envoy-retry-grpc-on"
+            | "x-envoy-retriable-header-names"
+            | "x-envoy-retriable-status-codes"
+            | "x-envoy-hedge-on-per-try-timeout"
+            | "x-envoy-upstream-alt-stat-name"
+            | "x-envoy-upstream-rq-timeout-alt-response"
+            | "x-envoy-max-retries"
+            | "x-envoy-upstream-rq-timeout-ms"
+            | "x-envoy-upstream-rq-per-try-timeout-ms"
+            | "x-envoy-expected-rq-timeout-ms"
+            | "x-envoy-upstream-stream-duration-ms"
+    )
+}
+
+/// The router's `x-envoy-expected-rq-timeout-ms`.
+const EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+
+/// How many header names a [`HeaderNames`] keeps.
+const MAX_CACHED_NAMES: usize = 128;
+
+/// Header names already turned into [`HeaderName`]s, so that a name seen before
+/// costs neither a parse nor an allocation when a map becomes an `http` one (a
+/// clone of a cached name shares its bytes). Keeps the first
+/// [`MAX_CACHED_NAMES`] names seen; later ones are parsed each time.
+#[derive(Default)]
+pub(crate) struct HeaderNames {
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl std::fmt::Debug for HeaderNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderNames")
+            .field("cached", &self.names.len())
+            .finish()
+    }
+}
+
+impl HeaderNames {
+    /// `name` as a [`HeaderName`], or the error [`header_name`] gives.
+    fn get(&mut self, name: &[u8], direction: &'static str) -> Result<HeaderName> {
+        if let Some((_, cached)) = self.names.iter().find(|(n, _)| **n == *name) {
+            return Ok(cached.clone());
+        }
+        let parsed = header_name(name, direction)?;
+        if self.names.len() < MAX_CACHED_NAMES {
+            self.names.push((name.into(), parsed.clone()));
+        }
+        Ok(parsed)
+    }
+}
 
 /// Settings of the emulated `HttpConnectionManager` and router. The defaults are
 /// Envoy's; set them to match the Envoy config a test mirrors.
@@ -175,12 +216,12 @@ impl ConnectionManager {
         let authority = request
             .uri()
             .authority()
-            .map(|a| a.as_str().as_bytes().to_vec())
+            .map(|a| a.as_str().as_bytes())
             .or_else(|| {
                 request
                     .headers()
                     .get(http::header::HOST)
-                    .map(|h| h.as_bytes().to_vec())
+                    .map(HeaderValue::as_bytes)
             })
             .ok_or_else(|| {
                 Error::InvalidRequest(
@@ -193,12 +234,12 @@ impl ConnectionManager {
             .map_or("/", http::uri::PathAndQuery::as_str);
         // The pseudo-headers, the client's and up to two more.
         let mut fields = Fields::with_capacity(Kind::Request, request.headers().len() + 6);
-        fields.add(b":authority", &authority);
+        fields.add(b":authority", authority);
         fields.add(b":path", path.as_bytes());
         fields.add(b":method", request.method().as_str().as_bytes());
         fields.add(b":scheme", b"http");
         for (name, value) in request.headers() {
-            if name != http::header::HOST && !REMOVED_FROM_REQUESTS.contains(&name.as_str()) {
+            if name != http::header::HOST && !removed_from_requests(name.as_str()) {
                 fields.add(name.as_str().as_bytes(), value.as_bytes());
             }
         }
@@ -206,7 +247,7 @@ impl ConnectionManager {
             fields.add(b"x-forwarded-proto", b"http");
         }
         if self.generate_request_id && fields.get(b"x-request-id").is_none() {
-            fields.add(b"x-request-id", uuid_v4(random()).as_bytes());
+            fields.add(b"x-request-id", &uuid_v4(random()));
         }
         Ok(fields)
     }
@@ -216,18 +257,20 @@ impl ConnectionManager {
         &self,
         fields: &Fields,
         body: Bytes,
+        names: &mut HeaderNames,
     ) -> Result<http::Request<Bytes>> {
+        let shared = fields.shared();
         let pseudo = |name: &[u8]| {
-            fields.get(name).ok_or_else(|| {
+            shared.get(name).ok_or_else(|| {
                 Error::InvalidRequest(format!(
                     "the filters removed the {} pseudo-header",
                     String::from_utf8_lossy(name)
                 ))
             })
         };
-        let method = http::Method::from_bytes(pseudo(b":method")?)
+        let method = http::Method::from_bytes(&pseudo(b":method")?)
             .map_err(|e| Error::InvalidRequest(format!(":method: {e}")))?;
-        let path = http::Uri::try_from(pseudo(b":path")?)
+        let path = http::Uri::from_maybe_shared(pseudo(b":path")?)
             .map_err(|e| Error::InvalidRequest(format!(":path: {e}")))?;
         let mut request = http::Request::builder()
             .method(method)
@@ -239,12 +282,12 @@ impl ConnectionManager {
         headers.reserve(fields.len() + 2);
         headers.append(
             http::header::HOST,
-            header_value(pseudo(b":authority")?, b"host", "request")?,
+            shared_value(pseudo(b":authority")?, b"host", "request")?,
         );
-        for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+        for (name, value) in shared.iter().filter(|(n, _)| !n.starts_with(b":")) {
             headers.append(
-                header_name(name, "request")?,
-                header_value(value, name, "request")?,
+                names.get(name, "request")?,
+                shared_value(value, name, "request")?,
             );
         }
         if has_body && !headers.contains_key(http::header::CONTENT_LENGTH) {
@@ -255,7 +298,7 @@ impl ConnectionManager {
         }
         if let (false, Some(timeout)) = (self.suppress_envoy_headers, self.route_timeout) {
             headers.insert(
-                "x-envoy-expected-rq-timeout-ms",
+                EXPECTED_RQ_TIMEOUT_MS,
                 HeaderValue::from(timeout.as_millis() as u64),
             );
         }
@@ -305,6 +348,7 @@ impl ConnectionManager {
         mut fields: Fields,
         body: Bytes,
         date: &str,
+        names: &mut HeaderNames,
     ) -> Result<http::Response<Bytes>> {
         fields.set(b"server", self.server_name.as_bytes());
         fields.set(b"date", date.as_bytes());
@@ -330,10 +374,11 @@ impl ConnectionManager {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.reserve(fields.len());
-        for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+        let shared = fields.shared();
+        for (name, value) in shared.iter().filter(|(n, _)| !n.starts_with(b":")) {
             headers.append(
-                header_name(name, "response")?,
-                header_value(value, name, "response")?,
+                names.get(name, "response")?,
+                shared_value(value, name, "response")?,
             );
         }
         Ok(response)
@@ -384,25 +429,27 @@ fn header_name(name: &[u8], direction: &'static str) -> Result<HeaderName> {
     })
 }
 
-fn header_value(value: &[u8], name: &[u8], direction: &'static str) -> Result<HeaderValue> {
-    HeaderValue::from_bytes(value).map_err(|e| Error::InvalidHeader {
+fn shared_value(value: Bytes, name: &[u8], direction: &'static str) -> Result<HeaderValue> {
+    HeaderValue::from_maybe_shared(value).map_err(|e| Error::InvalidHeader {
         name: String::from_utf8_lossy(name).into_owned(),
         direction,
         message: e.to_string(),
     })
 }
 
-fn uuid_v4(mut b: [u8; 16]) -> String {
+fn uuid_v4(mut b: [u8; 16]) -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut out = String::with_capacity(36);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            at += 1;
         }
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
     }
     out
 }
@@ -441,11 +488,10 @@ mod tests {
     #[test]
     fn request_ids_are_uuid_v4() {
         let id = uuid_v4([0xff; 16]);
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
+        assert_eq!(&id[14..15], b"4");
         let bytes: Vec<u8> = (0..16).collect();
         let id = uuid_v4(bytes.try_into().expect("16 bytes"));
-        assert_eq!(id, "00010203-0405-4607-8809-0a0b0c0d0e0f");
+        assert_eq!(&id, b"00010203-0405-4607-8809-0a0b0c0d0e0f");
     }
 
     #[test]
@@ -456,7 +502,7 @@ mod tests {
         fields.add(b":method", b"GET");
         fields.add(b"x-a", b"1");
         let req = ConnectionManager::default()
-            .upstream_request(&fields, Bytes::new())
+            .upstream_request(&fields, Bytes::new(), &mut HeaderNames::default())
             .expect("request");
         assert_eq!(req.headers()["host"], "a.test");
         assert_eq!(req.headers()["x-envoy-expected-rq-timeout-ms"], "15000");
