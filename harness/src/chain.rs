@@ -1379,7 +1379,7 @@ impl Chain {
                 Ok(pass) => Ok(pass.out),
             },
         };
-        let (reply, response, response_body) = match late_reply {
+        let (reply, mut response_fields, response_body) = match late_reply {
             Err(r) => {
                 let fields = ConnectionManager::local_reply_fields(&r.request);
                 let body = Bytes::from(r.request.body.clone());
@@ -1394,25 +1394,36 @@ impl Chain {
         let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
         let mut response =
             self.hcm
-                .client_response(response, response_body, date, &mut self.names)?;
+                .client_response(&mut response_fields, response_body, date, &mut self.names)?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
         // takes it for a messaging error: `onLocalReply`).
-        if reply
+        let close = reply
             .as_ref()
-            .is_some_and(|r| !request_complete || r.request.status == 400)
-        {
+            .is_some_and(|r| !request_complete || r.request.status == 400);
+        if close {
             response.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
         }
-        let mut final_response =
-            Fields::with_capacity(Kind::Response, response.headers().len() + 1);
-        final_response.add(b":status", response.status().as_str().as_bytes());
-        for (k, v) in response.headers() {
-            final_response.add(k.as_str().as_bytes(), v.as_bytes());
-        }
+        // What the access log reads: `:status`, then the client response's
+        // headers in `http::HeaderMap` order (repeated names grouped). Without
+        // repeated names or an inserted `connection`, those are the map's
+        // entries as they are.
+        let mut final_response = if !close
+            && response_fields.kind() == Kind::Response
+            && response_fields.names_are_distinct()
+        {
+            response_fields.with_status_first(response.status().as_str().as_bytes())
+        } else {
+            let mut fields = Fields::with_capacity(Kind::Response, response.headers().len() + 1);
+            fields.add(b":status", response.status().as_str().as_bytes());
+            for (k, v) in response.headers() {
+                fields.add(k.as_str().as_bytes(), v.as_bytes());
+            }
+            fields
+        };
         let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
             Cow::Owned(r.request.details.clone())
         });

@@ -231,6 +231,37 @@ impl Fields {
         }
     }
 
+    /// Whether no name appears twice.
+    pub(crate) fn names_are_distinct(&self) -> bool {
+        let bytes = &self.bytes;
+        self.entries.iter().enumerate().all(|(i, e)| {
+            let name = e.name(bytes);
+            self.entries
+                .get(..i)
+                .unwrap_or_default()
+                .iter()
+                .all(|earlier| earlier.name(bytes) != name)
+        })
+    }
+
+    /// Drops the pseudo-headers and puts `:status` first with `status`.
+    pub(crate) fn with_status_first(mut self, status: &[u8]) -> Self {
+        let bytes = &self.bytes;
+        self.entries.retain(|e| !e.name(bytes).starts_with(b":"));
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b":status");
+        self.bytes.extend_from_slice(status);
+        self.entries.insert(
+            0,
+            Entry {
+                start,
+                name_len: b":status".len(),
+                value_len: status.len(),
+            },
+        );
+        self
+    }
+
     pub(crate) fn kind(&self) -> Kind {
         self.kind
     }
@@ -289,10 +320,8 @@ impl Fields {
             return;
         }
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(key);
-        if let Some(name) = self.bytes.get_mut(start..) {
-            name.make_ascii_lowercase();
-        }
+        self.bytes.reserve(key.len() + value.len());
+        self.bytes.extend(key.iter().map(u8::to_ascii_lowercase));
         self.bytes.extend_from_slice(value);
         self.entries.push(Entry {
             start,

@@ -47,6 +47,10 @@ fn removed_from_requests(name: &str) -> bool {
 const EXPECTED_RQ_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 
+/// Entries reserved in a stream's header maps for what filters add, so that a
+/// few additions do not grow the map.
+const ROOM_FOR_FILTERS: usize = 4;
+
 /// How many header names a [`HeaderNames`] keeps.
 const MAX_CACHED_NAMES: usize = 128;
 
@@ -232,8 +236,12 @@ impl ConnectionManager {
             .uri()
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
-        // The pseudo-headers, the client's and up to two more.
-        let mut fields = Fields::with_capacity(Kind::Request, request.headers().len() + 6);
+        // The pseudo-headers, the client's, up to two more and room for what
+        // filters usually add.
+        let mut fields = Fields::with_capacity(
+            Kind::Request,
+            request.headers().len() + 6 + ROOM_FOR_FILTERS,
+        );
         fields.add(b":authority", authority);
         fields.add(b":path", path.as_bytes());
         fields.add(b":method", request.method().as_str().as_bytes());
@@ -309,8 +317,12 @@ impl ConnectionManager {
     /// The upstream's response as the filters see it: `:status` first, HTTP/1
     /// framing made explicit, plus the router's additions.
     pub(crate) fn response_fields(&self, response: &http::Response<Bytes>) -> Fields {
-        // `:status`, the upstream's headers and up to two more.
-        let mut fields = Fields::with_capacity(Kind::Response, response.headers().len() + 3);
+        // `:status`, the upstream's headers, up to two more, room for what
+        // filters usually add and `server` and `date`.
+        let mut fields = Fields::with_capacity(
+            Kind::Response,
+            response.headers().len() + 3 + ROOM_FOR_FILTERS + 2,
+        );
         fields.add(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
             fields.add(name.as_str().as_bytes(), value.as_bytes());
@@ -345,7 +357,7 @@ impl ConnectionManager {
     /// `server` and `date` after the encoder filters.
     pub(crate) fn client_response(
         &self,
-        mut fields: Fields,
+        fields: &mut Fields,
         body: Bytes,
         date: &str,
         names: &mut HeaderNames,
@@ -363,7 +375,7 @@ impl ConnectionManager {
             })?;
         // Envoy's HTTP/1 codec frames a response that has neither header: chunked
         // when there is a body, `content-length: 0` when the headers end it.
-        if needs_framing(&fields, status.as_u16()) {
+        if needs_framing(fields, status.as_u16()) {
             if body.is_empty() {
                 fields.add(b"content-length", b"0");
             } else {
