@@ -293,6 +293,7 @@ impl ChainBuilder {
             stream_waits: true,
             date: None,
             names: HeaderNames::default(),
+            scratch: Scratch::default(),
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new());
@@ -351,6 +352,28 @@ pub struct Chain {
     date: Option<(SystemTime, String)>,
     /// Header names seen in requests and responses, parsed once.
     names: HeaderNames,
+    /// Per-stream working vectors, kept for the next stream.
+    scratch: Scratch,
+}
+
+/// The per-filter vectors a stream works with, kept between streams so that
+/// each request does not allocate them again.
+#[derive(Debug, Default)]
+struct Scratch {
+    progress: Vec<Progress>,
+    /// Body bytes each filter buffered.
+    buffered: Vec<Option<Vec<u8>>>,
+    /// Filters that buffered the end of the stream while a callout is in flight.
+    waiting_at_end: Vec<bool>,
+    /// Filters whose access log ran, with their stream context.
+    logged: Vec<(usize, u32)>,
+}
+
+/// `v`, emptied and refilled with `len` copies of `value`.
+fn refill<T: Clone>(mut v: Vec<T>, len: usize, value: T) -> Vec<T> {
+    v.clear();
+    v.resize(len, value);
+    v
 }
 
 /// What happened outside any request, while [`Chain::advance`] moved the clock.
@@ -369,7 +392,7 @@ pub struct Background {
 }
 
 /// Per-filter progress of one stream.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Progress {
     /// The stream context id in this filter's VM, once created.
     context: Option<u32>,
@@ -380,6 +403,46 @@ struct Progress {
     /// in one piece.
     resumed_request: bool,
     resumed_response: bool,
+}
+
+/// The filters a body pass goes through, in the order it reaches them:
+/// `first..end` forwards (requests) or backwards (responses).
+#[derive(Clone, Copy)]
+struct Order {
+    first: usize,
+    end: usize,
+    reverse: bool,
+}
+
+impl Order {
+    fn forward(filters: std::ops::Range<usize>) -> Self {
+        Self {
+            first: filters.start,
+            end: filters.end,
+            reverse: false,
+        }
+    }
+
+    fn backward(filters: std::ops::Range<usize>) -> Self {
+        Self {
+            first: filters.start,
+            end: filters.end,
+            reverse: true,
+        }
+    }
+
+    /// The filters by position, from position `from` on.
+    fn from(self, from: usize) -> impl Iterator<Item = (usize, usize)> {
+        let len = self.end.saturating_sub(self.first);
+        (from..len).map(move |position| {
+            let i = if self.reverse {
+                self.end - 1 - position
+            } else {
+                self.first + position
+            };
+            (position, i)
+        })
+    }
 }
 
 /// Who answers the client instead of the upstream.
@@ -778,28 +841,34 @@ fn no_route() -> Reply {
     }
 }
 
+/// Body frames still to pass: each with the position (in the pass's [`Order`])
+/// of the first filter it goes to, its data and whether it ends the stream.
+type Frames = VecDeque<(usize, Vec<u8>, bool)>;
+
 /// How Envoy's HTTP/1 codec delivers a body: the data (in the pieces `chunks`
-/// gives, if any), then an empty frame that ends the stream. No body, no frames
-/// (the headers end the stream).
-fn frames(body: impl Into<Vec<u8>>, chunks: Option<&BodyChunks>) -> Vec<(Vec<u8>, bool)> {
-    let body = body.into();
+/// gives, if any), then an empty frame that ends the stream, each from the
+/// first filter on. No body, no frames (the headers end the stream).
+fn frames(body: Vec<u8>, chunks: Option<&BodyChunks>) -> Frames {
     if body.is_empty() {
-        return Vec::new();
+        return VecDeque::new();
     }
-    let mut out = Vec::new();
-    let mut rest = body.as_slice();
+    let mut out = VecDeque::with_capacity(2);
+    let mut taken = 0;
     for &size in chunks.map(|c| c.0.as_slice()).unwrap_or_default() {
+        let rest = body.get(taken..).unwrap_or_default();
         if size == 0 || rest.is_empty() {
             continue;
         }
-        let (chunk, tail) = rest.split_at(size.min(rest.len()));
-        out.push((chunk.to_vec(), false));
-        rest = tail;
+        let chunk = rest.get(..size.min(rest.len())).unwrap_or_default();
+        out.push_back((0, chunk.to_vec(), false));
+        taken += chunk.len();
     }
-    if !rest.is_empty() {
-        out.push((rest.to_vec(), false));
+    if taken == 0 {
+        out.push_back((0, body, false));
+    } else if taken < body.len() {
+        out.push_back((0, body.get(taken..).unwrap_or_default().to_vec(), false));
     }
-    out.push((Vec::new(), true));
+    out.push_back((0, Vec::new(), true));
     out
 }
 
@@ -807,20 +876,18 @@ fn frames(body: impl Into<Vec<u8>>, chunks: Option<&BodyChunks>) -> Vec<(Vec<u8>
 /// a callout: Envoy buffered it and, once the filter resumed, hands it over as
 /// one frame that ends the stream. (A body sent in pieces arrives piece by
 /// piece, after the callout response.)
-fn arrived_while_paused(frames: &mut Vec<(Vec<u8>, bool)>, in_pieces: bool) {
-    if in_pieces {
+fn arrived_while_paused(frames: &mut Frames, in_pieces: bool) {
+    if in_pieces || frames.len() != 2 {
         return;
     }
-    if let [(data, false), (empty, true)] = frames.as_slice()
+    if let (Some((_, _, false)), Some((_, empty, true))) = (frames.front(), frames.back())
         && empty.is_empty()
     {
-        *frames = vec![(data.clone(), true)];
+        frames.pop_back();
+        if let Some(first) = frames.front_mut() {
+            *first = (0, std::mem::take(&mut first.1), true);
+        }
     }
-}
-
-/// Frames to pass, each from the first filter on.
-fn queued(frames: Vec<(Vec<u8>, bool)>) -> VecDeque<(usize, Vec<u8>, bool)> {
-    frames.into_iter().map(|(d, eos)| (0, d, eos)).collect()
 }
 
 /// Splits a body into several data frames, as Envoy delivers a body that
@@ -1132,7 +1199,11 @@ impl Chain {
             .hcm
             .request_fields(&request, || std::mem::take(&mut random))?;
         let request_body = request.into_body();
-        let mut progress = vec![Progress::default(); self.slots.len()];
+        let mut progress = refill(
+            std::mem::take(&mut self.scratch.progress),
+            self.slots.len(),
+            Progress::default(),
+        );
 
         let mut warnings = Vec::new();
         let mut callouts = Vec::new();
@@ -1151,23 +1222,25 @@ impl Chain {
             other => other?,
         };
         let mut request_complete = request_body.is_empty();
-        let mut request_frames = frames(request_body, request_chunks.as_ref());
+        let mut queue = frames(request_body.into(), request_chunks.as_ref());
         if progress.iter().any(|p| p.resumed_request) {
-            arrived_while_paused(&mut request_frames, request_chunks.is_some());
+            arrived_while_paused(&mut queue, request_chunks.is_some());
         }
-        let mut queue = queued(request_frames);
-        let mut buffered = vec![None; self.slots.len()];
+        let mut buffered = refill(
+            std::mem::take(&mut self.scratch.buffered),
+            self.slots.len(),
+            None,
+        );
         // A filter that holds the headers (StopIteration with
         // allow_on_headers_stop_iteration) gets the body first; the filters after
         // it get the headers once a body callback lets them go.
         while reply.is_none()
             && let Some(h) = held.take()
         {
-            let order: Vec<usize> = (0..=h).collect();
             let pass = match self.pass_body(
                 Direction::Request,
                 &mut queue,
-                &order,
+                Order::forward(0..h + 1),
                 &progress,
                 &mut buffered,
                 Some((h, &mut fields)),
@@ -1208,11 +1281,10 @@ impl Chain {
         let (reply, request_body) = match reply {
             Some(reply) => (Some(reply), Vec::new()),
             None => {
-                let order: Vec<usize> = (0..self.slots.len()).collect();
                 match self.pass_body(
                     Direction::Request,
                     &mut queue,
-                    &order,
+                    Order::forward(0..self.slots.len()),
                     &progress,
                     &mut buffered,
                     None,
@@ -1253,7 +1325,7 @@ impl Chain {
                 }
                 let chunks = response.extensions().get::<BodyChunks>().cloned();
                 let response_fields = self.hcm.response_fields(&response);
-                let body = response.into_body().to_vec();
+                let body = Vec::from(response.into_body());
                 (
                     Some(upstream_request),
                     response_fields,
@@ -1269,9 +1341,9 @@ impl Chain {
                 // A local reply's body is one final frame.
                 let body = reply.request.body.clone();
                 let frames = if body.is_empty() {
-                    Vec::new()
+                    VecDeque::new()
                 } else {
-                    vec![(body, true)]
+                    VecDeque::from([(0, body, true)])
                 };
                 (None, response, frames, false, Some(reply))
             }
@@ -1298,21 +1370,19 @@ impl Chain {
             }
             other => other?,
         };
-        let mut response_frames = response_frames;
+        let mut queue = response_frames;
         if progress.iter().any(|p| p.resumed_response) {
-            arrived_while_paused(&mut response_frames, response_chunked);
+            arrived_while_paused(&mut queue, response_chunked);
         }
-        let mut queue = queued(response_frames);
-        let mut buffered = vec![None; self.slots.len()];
+        let mut buffered = refill(buffered, self.slots.len(), None);
         // As for requests, in reverse: positions count from the last filter.
         while late_reply.is_none()
             && let Some(h) = held.take()
         {
-            let order: Vec<usize> = (h..last).rev().collect();
             let pass = match self.pass_body(
                 Direction::Response,
                 &mut queue,
-                &order,
+                Order::backward(h..last),
                 &progress,
                 &mut buffered,
                 Some((h, &mut response)),
@@ -1346,13 +1416,12 @@ impl Chain {
             };
             queue.push_front((last - h, data, eos));
         }
-        let response_order: Vec<usize> = (0..last).rev().collect();
         let late_reply = match late_reply {
             Some(r) => Err(r),
             None => match self.pass_body(
                 Direction::Response,
                 &mut queue,
-                &response_order,
+                Order::backward(0..last),
                 &progress,
                 &mut buffered,
                 None,
@@ -1440,6 +1509,8 @@ impl Chain {
 
         let fuel = self.slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
         let host_calls = self.slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
+        self.scratch.progress = progress;
+        self.scratch.buffered = buffered;
         let local_reply = reply.map(|r| LocalReply {
             plugin: r
                 .slot
@@ -1477,24 +1548,58 @@ impl Chain {
     fn pass_body(
         &mut self,
         direction: Direction,
-        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
-        order: &[usize],
+        frames: &mut Frames,
+        order: Order,
+        progress: &[Progress],
+        buffered: &mut [Option<Vec<u8>>],
+        hold: Option<(usize, &mut Fields)>,
+        callouts: &mut Vec<Callout>,
+    ) -> Result<BodyPass> {
+        // Filters that buffered the end of the stream while a callout is in flight.
+        let mut waiting_at_end = refill(
+            std::mem::take(&mut self.scratch.waiting_at_end),
+            self.slots.len(),
+            false,
+        );
+        let pass = self.pass_frames(
+            direction,
+            frames,
+            order,
+            progress,
+            buffered,
+            hold,
+            callouts,
+            &mut waiting_at_end,
+        );
+        self.scratch.waiting_at_end = waiting_at_end;
+        pass
+    }
+
+    /// [`Chain::pass_body`] with its working vector.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
+    fn pass_frames(
+        &mut self,
+        direction: Direction,
+        frames: &mut Frames,
+        order: Order,
         progress: &[Progress],
         buffered: &mut [Option<Vec<u8>>],
         mut hold: Option<(usize, &mut Fields)>,
         callouts: &mut Vec<Callout>,
+        waiting_at_end: &mut [bool],
     ) -> Result<BodyPass> {
         let callback = match direction {
             Direction::Request => "on_request_body",
             Direction::Response => "on_response_body",
         };
         let mut pass = BodyPass::default();
-        // Filters that buffered the end of the stream while a callout is in flight.
-        let mut waiting_at_end = vec![false; self.slots.len()];
         while let Some((start, data, eos)) = frames.pop_front() {
             pass.complete |= eos;
             let mut carry = Some(data);
-            for &i in order.iter().skip(start) {
+            for (_, i) in order.from(start) {
                 let Some(data) = carry.take() else { break };
                 let slot = &mut self.slots[i];
                 let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
@@ -1610,7 +1715,11 @@ impl Chain {
                 }
             }
             if let Some(data) = carry {
-                pass.out.extend_from_slice(&data);
+                if pass.out.is_empty() {
+                    pass.out = data;
+                } else {
+                    pass.out.extend_from_slice(&data);
+                }
             }
             // A frame and the empty end-of-stream frame after it arrive together
             // (Envoy's codec ends the message in the same read); callout responses
@@ -1621,7 +1730,7 @@ impl Chain {
                     direction,
                     order,
                     buffered,
-                    &mut waiting_at_end,
+                    waiting_at_end,
                     frames,
                     callouts,
                 )?
@@ -1642,16 +1751,16 @@ impl Chain {
     fn answer_in_flight(
         &mut self,
         direction: Direction,
-        order: &[usize],
+        order: Order,
         buffered: &mut [Option<Vec<u8>>],
         waiting_at_end: &mut [bool],
-        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
+        frames: &mut Frames,
         callouts: &mut Vec<Callout>,
     ) -> Result<Option<Reply>> {
         if !self.stream_waits {
             return Ok(None);
         }
-        for (position, &i) in order.iter().enumerate() {
+        for (position, i) in order.from(0) {
             let Chain {
                 slots,
                 clusters,
@@ -1941,8 +2050,9 @@ impl Chain {
         request: &mut Fields,
         mut response: Option<&mut Fields>,
     ) {
-        let mut streams = Vec::with_capacity(self.slots.len());
-        for (slot, p) in self.slots.iter_mut().zip(progress) {
+        let mut logged = std::mem::take(&mut self.scratch.logged);
+        logged.clear();
+        for (i, (slot, p)) in self.slots.iter_mut().zip(progress).enumerate() {
             if slot.vm.failed.is_some() {
                 continue;
             }
@@ -1962,12 +2072,15 @@ impl Chain {
                 .log_stream(stream, request, response.as_deref_mut())
                 .is_ok()
             {
-                streams.push((slot, stream));
+                logged.push((i, stream));
             }
         }
         // Envoy runs every access log before it destroys the filters.
-        for (slot, stream) in streams {
-            let _ = slot.vm.end_stream(stream);
+        for &(i, stream) in &logged {
+            if let Some(slot) = self.slots.get_mut(i) {
+                let _ = slot.vm.end_stream(stream);
+            }
         }
+        self.scratch.logged = logged;
     }
 }

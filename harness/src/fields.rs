@@ -571,6 +571,29 @@ mod tests {
     }
 
     #[test]
+    fn distinct_names_and_status_first() {
+        let mut f = Fields::new(Kind::Response);
+        f.add(b"x-a", b"1");
+        f.add(b":status", b"0200");
+        f.add(b"x-b", b"2");
+        f.add(b":other", b"o");
+        assert!(f.names_are_distinct());
+        let logged = f.clone().with_status_first(b"200");
+        assert_eq!(
+            logged.iter().collect::<Vec<_>>(),
+            vec![
+                (&b":status"[..], &b"200"[..]),
+                (&b"x-a"[..], &b"1"[..]),
+                (&b"x-b"[..], &b"2"[..]),
+            ]
+        );
+        assert_eq!(logged.kind(), Kind::Response);
+        f.add(b"X-A", b"3");
+        assert!(!f.names_are_distinct());
+        assert!(Fields::new(Kind::Plain).names_are_distinct());
+    }
+
+    #[test]
     fn envoy_map_semantics() {
         let mut f = Fields::new(Kind::Plain);
         f.add(b"X-A", b"1");

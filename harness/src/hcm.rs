@@ -420,8 +420,23 @@ pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
 /// or `transfer-encoding` gets `content-length`, as hyper and Envoy's codec send.
 fn frame(fields: &mut Fields, status: u16, body_len: usize) {
     if needs_framing(fields, status) {
-        fields.add(b"content-length", body_len.to_string().as_bytes());
+        let mut digits = [0; 20];
+        fields.add(b"content-length", decimal(body_len as u64, &mut digits));
     }
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
 /// A response whose status may carry a body and that has neither
@@ -495,6 +510,13 @@ mod tests {
             ]
         );
         assert_eq!(fields.get(b":path"), Some(&b"/p?q=1"[..]));
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 1234, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]
