@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::fields::{Fields, Kind};
 use crate::grpc::{self, GrpcCallout, GrpcReply, GrpcService};
-use crate::hcm::{ConnectionManager, HeaderNames};
+use crate::hcm::{ConnectionManager, HttpCache};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
@@ -292,7 +292,7 @@ impl ChainBuilder {
             startup_logs: Vec::new(),
             stream_waits: true,
             date: None,
-            names: HeaderNames::default(),
+            http_cache: HttpCache::default(),
             scratch: Scratch::default(),
         };
         // Queues enqueued during start-up notify their registrants now.
@@ -350,8 +350,8 @@ pub struct Chain {
     stream_waits: bool,
     /// The last `date` header formatted, with the time it gives.
     date: Option<(SystemTime, String)>,
-    /// Header names seen in requests and responses, parsed once.
-    names: HeaderNames,
+    /// What turning header maps into `http` ones keeps between streams.
+    http_cache: HttpCache,
     /// Per-stream working vectors, kept for the next stream.
     scratch: Scratch,
 }
@@ -1316,7 +1316,7 @@ impl Chain {
                 let upstream_request = self.hcm.upstream_request(
                     &fields,
                     Bytes::from(request_body),
-                    &mut self.names,
+                    &mut self.http_cache,
                 )?;
                 let response = upstream.call(upstream_request.clone());
                 let address = self.hcm.addresses().upstream;
@@ -1461,9 +1461,12 @@ impl Chain {
         };
         self.refresh_date();
         let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
-        let mut response =
-            self.hcm
-                .client_response(&mut response_fields, response_body, date, &mut self.names)?;
+        let mut response = self.hcm.client_response(
+            &mut response_fields,
+            response_body,
+            date,
+            &mut self.http_cache,
+        )?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
         // takes it for a messaging error: `onLocalReply`).
@@ -1487,9 +1490,9 @@ impl Chain {
             response_fields.with_status_first(response.status().as_str().as_bytes())
         } else {
             let mut fields = Fields::with_capacity(Kind::Response, response.headers().len() + 1);
-            fields.add(b":status", response.status().as_str().as_bytes());
+            fields.add_lowercase(b":status", response.status().as_str().as_bytes());
             for (k, v) in response.headers() {
-                fields.add(k.as_str().as_bytes(), v.as_bytes());
+                fields.add_lowercase(k.as_str().as_bytes(), v.as_bytes());
             }
             fields
         };

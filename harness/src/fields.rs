@@ -234,14 +234,18 @@ impl Fields {
     /// Whether no name appears twice.
     pub(crate) fn names_are_distinct(&self) -> bool {
         let bytes = &self.bytes;
-        self.entries.iter().enumerate().all(|(i, e)| {
+        let mut seen = self.entries.as_slice();
+        while let Some((e, earlier)) = seen.split_last() {
             let name = e.name(bytes);
-            self.entries
-                .get(..i)
-                .unwrap_or_default()
+            if earlier
                 .iter()
-                .all(|earlier| earlier.name(bytes) != name)
-        })
+                .any(|o| o.name_len == e.name_len && o.name(bytes) == name)
+            {
+                return false;
+            }
+            seen = earlier;
+        }
+        true
     }
 
     /// Drops the pseudo-headers and puts `:status` first with `status`.
@@ -298,6 +302,17 @@ impl Fields {
     /// `addCopy`: appends, keeping existing values; an inline header that is
     /// already present gets `,value` appended instead.
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.append(key, value, true);
+    }
+
+    /// [`Fields::add`] for a name known to be lower-case already (a constant
+    /// or an `http::HeaderName`): the copy skips lower-casing it.
+    pub(crate) fn add_lowercase(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert!(!key.iter().any(u8::is_ascii_uppercase), "{key:?}");
+        self.append(key, value, false);
+    }
+
+    fn append(&mut self, key: &[u8], value: &[u8], lowercase: bool) {
         if self.kind.is_inline(key)
             && let Some(i) = self.position(key)
         {
@@ -321,7 +336,11 @@ impl Fields {
         }
         let start = self.bytes.len();
         self.bytes.reserve(key.len() + value.len());
-        self.bytes.extend(key.iter().map(u8::to_ascii_lowercase));
+        if lowercase {
+            self.bytes.extend(key.iter().map(u8::to_ascii_lowercase));
+        } else {
+            self.bytes.extend_from_slice(key);
+        }
         self.bytes.extend_from_slice(value);
         self.entries.push(Entry {
             start,
@@ -334,6 +353,12 @@ impl Fields {
     pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
         self.remove(key);
         self.add(key, value);
+    }
+
+    /// [`Fields::set`] for a name known to be lower-case already.
+    pub(crate) fn set_lowercase(&mut self, key: &[u8], value: &[u8]) {
+        self.remove(key);
+        self.add_lowercase(key, value);
     }
 
     /// Removes every value of `key`.

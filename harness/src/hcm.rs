@@ -51,29 +51,32 @@ const EXPECTED_RQ_TIMEOUT_MS: HeaderName =
 /// few additions do not grow the map.
 const ROOM_FOR_FILTERS: usize = 4;
 
-/// How many header names a [`HeaderNames`] keeps.
+/// How many header names an [`HttpCache`] keeps.
 const MAX_CACHED_NAMES: usize = 128;
 
-/// Header names already turned into [`HeaderName`]s, so that a name seen before
-/// costs neither a parse nor an allocation when a map becomes an `http` one (a
-/// clone of a cached name shares its bytes). Keeps the first
+/// What turning header maps into `http` ones keeps between streams: the
+/// header names seen, as [`HeaderName`]s, so that a name seen before costs
+/// neither a parse nor an allocation (a clone of a cached name shares its
+/// bytes), and the router's last timeout header value. Keeps the first
 /// [`MAX_CACHED_NAMES`] names seen; later ones are parsed each time.
 #[derive(Default)]
-pub(crate) struct HeaderNames {
+pub(crate) struct HttpCache {
     names: Vec<(Box<[u8]>, HeaderName)>,
+    /// `x-envoy-expected-rq-timeout-ms`'s value, with the milliseconds it says.
+    expected_timeout: Option<(u64, HeaderValue)>,
 }
 
-impl std::fmt::Debug for HeaderNames {
+impl std::fmt::Debug for HttpCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeaderNames")
-            .field("cached", &self.names.len())
-            .finish()
+        f.debug_struct("HttpCache")
+            .field("names", &self.names.len())
+            .finish_non_exhaustive()
     }
 }
 
-impl HeaderNames {
+impl HttpCache {
     /// `name` as a [`HeaderName`], or the error [`header_name`] gives.
-    fn get(&mut self, name: &[u8], direction: &'static str) -> Result<HeaderName> {
+    fn name(&mut self, name: &[u8], direction: &'static str) -> Result<HeaderName> {
         if let Some((_, cached)) = self.names.iter().find(|(n, _)| **n == *name) {
             return Ok(cached.clone());
         }
@@ -82,6 +85,18 @@ impl HeaderNames {
             self.names.push((name.into(), parsed.clone()));
         }
         Ok(parsed)
+    }
+
+    /// `ms` as a header value.
+    fn expected_timeout(&mut self, ms: u64) -> HeaderValue {
+        match &self.expected_timeout {
+            Some((cached, value)) if *cached == ms => value.clone(),
+            _ => {
+                let value = HeaderValue::from(ms);
+                self.expected_timeout = Some((ms, value.clone()));
+                value
+            }
+        }
     }
 }
 
@@ -242,20 +257,24 @@ impl ConnectionManager {
             Kind::Request,
             request.headers().len() + 6 + ROOM_FOR_FILTERS,
         );
-        fields.add(b":authority", authority);
-        fields.add(b":path", path.as_bytes());
-        fields.add(b":method", request.method().as_str().as_bytes());
-        fields.add(b":scheme", b"http");
+        fields.add_lowercase(b":authority", authority);
+        fields.add_lowercase(b":path", path.as_bytes());
+        fields.add_lowercase(b":method", request.method().as_str().as_bytes());
+        fields.add_lowercase(b":scheme", b"http");
+        let (mut has_proto, mut has_id) = (false, false);
         for (name, value) in request.headers() {
-            if name != http::header::HOST && !removed_from_requests(name.as_str()) {
-                fields.add(name.as_str().as_bytes(), value.as_bytes());
+            let name = name.as_str();
+            if name != "host" && !removed_from_requests(name) {
+                has_proto |= name == "x-forwarded-proto";
+                has_id |= name == "x-request-id";
+                fields.add_lowercase(name.as_bytes(), value.as_bytes());
             }
         }
-        if fields.get(b"x-forwarded-proto").is_none() {
-            fields.add(b"x-forwarded-proto", b"http");
+        if !has_proto {
+            fields.add_lowercase(b"x-forwarded-proto", b"http");
         }
-        if self.generate_request_id && fields.get(b"x-request-id").is_none() {
-            fields.add(b"x-request-id", &uuid_v4(random()));
+        if self.generate_request_id && !has_id {
+            fields.add_lowercase(b"x-request-id", &uuid_v4(random()));
         }
         Ok(fields)
     }
@@ -265,7 +284,7 @@ impl ConnectionManager {
         &self,
         fields: &Fields,
         body: Bytes,
-        names: &mut HeaderNames,
+        cache: &mut HttpCache,
     ) -> Result<http::Request<Bytes>> {
         let shared = fields.shared();
         let pseudo = |name: &[u8]| {
@@ -294,7 +313,7 @@ impl ConnectionManager {
         );
         for (name, value) in shared.iter().filter(|(n, _)| !n.starts_with(b":")) {
             headers.append(
-                names.get(name, "request")?,
+                cache.name(name, "request")?,
                 shared_value(value, name, "request")?,
             );
         }
@@ -307,7 +326,7 @@ impl ConnectionManager {
         if let (false, Some(timeout)) = (self.suppress_envoy_headers, self.route_timeout) {
             headers.insert(
                 EXPECTED_RQ_TIMEOUT_MS,
-                HeaderValue::from(timeout.as_millis() as u64),
+                cache.expected_timeout(timeout.as_millis() as u64),
             );
         }
         frame_request(&mut request);
@@ -323,9 +342,9 @@ impl ConnectionManager {
             Kind::Response,
             response.headers().len() + 3 + ROOM_FOR_FILTERS + 2,
         );
-        fields.add(b":status", response.status().as_str().as_bytes());
+        fields.add_lowercase(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
-            fields.add(name.as_str().as_bytes(), value.as_bytes());
+            fields.add_lowercase(name.as_str().as_bytes(), value.as_bytes());
         }
         frame(
             &mut fields,
@@ -334,7 +353,7 @@ impl ConnectionManager {
         );
         if !self.suppress_envoy_headers {
             // The harness's upstream answers in zero virtual time.
-            fields.add(b"x-envoy-upstream-service-time", b"0");
+            fields.add_lowercase(b"x-envoy-upstream-service-time", b"0");
         }
         fields
     }
@@ -360,10 +379,10 @@ impl ConnectionManager {
         fields: &mut Fields,
         body: Bytes,
         date: &str,
-        names: &mut HeaderNames,
+        cache: &mut HttpCache,
     ) -> Result<http::Response<Bytes>> {
-        fields.set(b"server", self.server_name.as_bytes());
-        fields.set(b"date", date.as_bytes());
+        fields.set_lowercase(b"server", self.server_name.as_bytes());
+        fields.set_lowercase(b"date", date.as_bytes());
         let status = fields
             .get(b":status")
             .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
@@ -377,9 +396,9 @@ impl ConnectionManager {
         // when there is a body, `content-length: 0` when the headers end it.
         if needs_framing(fields, status.as_u16()) {
             if body.is_empty() {
-                fields.add(b"content-length", b"0");
+                fields.add_lowercase(b"content-length", b"0");
             } else {
-                fields.add(b"transfer-encoding", b"chunked");
+                fields.add_lowercase(b"transfer-encoding", b"chunked");
             }
         }
         let mut response = http::Response::new(body);
@@ -389,7 +408,7 @@ impl ConnectionManager {
         let shared = fields.shared();
         for (name, value) in shared.iter().filter(|(n, _)| !n.starts_with(b":")) {
             headers.append(
-                names.get(name, "response")?,
+                cache.name(name, "response")?,
                 shared_value(value, name, "response")?,
             );
         }
@@ -421,7 +440,7 @@ pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
 fn frame(fields: &mut Fields, status: u16, body_len: usize) {
     if needs_framing(fields, status) {
         let mut digits = [0; 20];
-        fields.add(b"content-length", decimal(body_len as u64, &mut digits));
+        fields.add_lowercase(b"content-length", decimal(body_len as u64, &mut digits));
     }
 }
 
@@ -536,7 +555,7 @@ mod tests {
         fields.add(b":method", b"GET");
         fields.add(b"x-a", b"1");
         let req = ConnectionManager::default()
-            .upstream_request(&fields, Bytes::new(), &mut HeaderNames::default())
+            .upstream_request(&fields, Bytes::new(), &mut HttpCache::default())
             .expect("request");
         assert_eq!(req.headers()["host"], "a.test");
         assert_eq!(req.headers()["x-envoy-expected-rq-timeout-ms"], "15000");
