@@ -19,7 +19,7 @@ use crate::hcm::{ConnectionManager, HttpCache};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
-use crate::state::{LocalReplyRequest, PendingCall, PluginMeta, StreamMaps};
+use crate::state::{LocalReplyRequest, PendingCall, PluginMeta};
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
@@ -508,6 +508,16 @@ fn after(
     direction: Direction,
     callback: &'static str,
 ) -> Result<After> {
+    if slot.vm.state().deferred.is_empty() {
+        // Nothing deferred: the result alone decides.
+        return Ok(match result {
+            Ok(action) => After::Returned {
+                action,
+                resumed: false,
+            },
+            Err(_) => After::Failed,
+        });
+    }
     let deferred = slot.vm.take_deferred();
     if let Some(reason) = deferred.would_crash {
         return Err(Error::WouldCrashEnvoy {
@@ -637,6 +647,15 @@ fn settle_root_callback(
 ) {
     slot.vm.take_deferred();
     if result.is_err() {
+        return;
+    }
+    let state = slot.vm.state();
+    if state.pending_calls.is_empty()
+        && state.grpc.events.is_empty()
+        && state.grpc.calls.is_empty()
+        && state.grpc.streams.is_empty()
+    {
+        // Nothing in flight.
         return;
     }
     loop {
@@ -807,10 +826,22 @@ fn made_up_response(status: u16, body: &str) -> (Fields, Vec<u8>) {
     reason = "a clone of the Cow keeps the usual static details borrowed"
 )]
 fn set_response_info(slot: &mut Slot, response: &Fields, details: &Cow<'static, str>) {
+    set_response_code(slot, response_code(response), details);
+}
+
+/// The `:status` of `response` as a number, if it is one.
+fn response_code(response: &Fields) -> Option<u16> {
+    response.get(b":status").and_then(crate::hcm::parse_u16)
+}
+
+/// [`set_response_info`] with the status already read.
+#[allow(
+    clippy::ptr_arg,
+    reason = "a clone of the Cow keeps the usual static details borrowed"
+)]
+fn set_response_code(slot: &mut Slot, code: Option<u16>, details: &Cow<'static, str>) {
     let info = &mut slot.vm.state().maps.info;
-    info.response_code = response
-        .get(b":status")
-        .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+    info.response_code = code;
     info.response_details = Some(details.clone());
 }
 
@@ -1499,8 +1530,9 @@ impl Chain {
         let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
             Cow::Owned(r.request.details.clone())
         });
+        let code = response_code(&final_response);
         for slot in &mut self.slots {
-            set_response_info(slot, &final_response, &details);
+            set_response_code(slot, code, &details);
         }
         self.log_stream(&progress, &mut fields, Some(&mut final_response));
         // Responses that arrive after the stream ended find no stream to act on;
@@ -1619,6 +1651,15 @@ impl Chain {
                         request: fail_stream(),
                     });
                     return Ok(pass);
+                }
+                // A filter without the body callback passes the frame on as if
+                // it returned Continue (unless it holds the headers).
+                if buffered[i].is_none()
+                    && !matches!(hold, Some((h, _)) if h == i)
+                    && !slot.vm.has_body_callback(direction == Direction::Response)
+                {
+                    carry = Some(data);
+                    continue;
                 }
                 let body = match buffered[i].take() {
                     Some(mut b) => {
@@ -1902,7 +1943,7 @@ impl Chain {
             progress[i].context = Some(stream);
             progress[i].decoded = true;
             let num_headers = fields.len();
-            slot.vm.state().maps = StreamMaps::default();
+            slot.vm.state().maps.reset();
             slot.vm.state().maps.request_headers = Some(std::mem::take(fields));
             let result = slot.vm.create_stream(stream).and_then(|()| {
                 slot.vm

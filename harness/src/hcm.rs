@@ -385,7 +385,7 @@ impl ConnectionManager {
         fields.set_lowercase(b"date", date.as_bytes());
         let status = fields
             .get(b":status")
-            .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
+            .and_then(parse_u16)
             .and_then(|s| http::StatusCode::from_u16(s).ok())
             .ok_or_else(|| Error::InvalidHeader {
                 name: ":status".to_owned(),
@@ -442,6 +442,21 @@ fn frame(fields: &mut Fields, status: u16, body_len: usize) {
         let mut digits = [0; 20];
         fields.add_lowercase(b"content-length", decimal(body_len as u64, &mut digits));
     }
+}
+
+/// `s` as a `u16`, as `str::parse::<u16>` reads it: an optional `+`, then
+/// decimal digits only, no overflow.
+pub(crate) fn parse_u16(s: &[u8]) -> Option<u16> {
+    let digits = s.strip_prefix(b"+").unwrap_or(s);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u16, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u16::from(b - b'0'))
+    })
 }
 
 /// `n` in decimal, written at the end of `buf`.
@@ -529,6 +544,17 @@ mod tests {
             ]
         );
         assert_eq!(fields.get(b":path"), Some(&b"/p?q=1"[..]));
+    }
+
+    #[test]
+    fn status_codes_parse_as_str_parse_does() {
+        for s in [
+            "200", "+200", "0200", "", "+", "-1", "65535", "65536", " 200", "200 ", "2x0", "++2",
+            "\u{e9}",
+        ] {
+            assert_eq!(parse_u16(s.as_bytes()), s.parse::<u16>().ok(), "{s:?}");
+        }
+        assert_eq!(parse_u16(b"\xff"), None);
     }
 
     #[test]

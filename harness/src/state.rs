@@ -50,6 +50,37 @@ pub(crate) struct StreamMaps {
     pub(crate) info: StreamInfo,
 }
 
+impl StreamMaps {
+    /// Back to a new stream's maps, as [`StreamMaps::default`] makes them.
+    pub(crate) fn reset(&mut self) {
+        let Self {
+            request_headers,
+            response_headers,
+            request_body,
+            response_body,
+            downstream_data,
+            upstream_data,
+            info:
+                StreamInfo {
+                    response_code,
+                    response_details,
+                    filter_state,
+                    upstream_address,
+                },
+        } = self;
+        *request_headers = None;
+        *response_headers = None;
+        *request_body = None;
+        *response_body = None;
+        *downstream_data = None;
+        *upstream_data = None;
+        *response_code = None;
+        *response_details = None;
+        filter_state.clear();
+        *upstream_address = None;
+    }
+}
+
 /// Stream attributes that are not headers.
 #[derive(Debug, Default)]
 pub(crate) struct StreamInfo {
@@ -104,6 +135,19 @@ pub(crate) struct Deferred {
     /// `proxy_close_stream(Downstream | Upstream)`: both close the downstream
     /// connection (`FlushWrite`) in Envoy.
     pub(crate) close_connection: bool,
+}
+
+impl Deferred {
+    /// Whether no action was deferred.
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.continue_request
+            && !self.continue_response
+            && !self.close_stream
+            && self.local_reply.is_none()
+            && self.would_crash.is_none()
+            && !self.continue_downstream
+            && !self.close_connection
+    }
 }
 
 /// Static facts about the plugin, as in Envoy's `PluginConfig`.

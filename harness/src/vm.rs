@@ -344,14 +344,25 @@ impl Vm {
         let Some(func) = func else {
             return Ok(None);
         };
-        // Built only for a subscriber that wants it: a disabled span still
+        // Built only for a subscriber that wants it: even a disabled span
         // costs a good part of a short callback.
-        let span = if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!("callback", plugin = %self.name(), name, context)
-        } else {
-            tracing::Span::none()
-        };
-        let _enter = span.enter();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
+            let _enter = span.enter();
+            return self.call_traced(phase, context, name, func, params);
+        }
+        self.call_traced(phase, context, name, func, params)
+    }
+
+    /// [`Vm::call`] inside its span, if any.
+    fn call_traced<P: WasmParams, R: WasmResults>(
+        &mut self,
+        phase: Phase,
+        context: u32,
+        name: &'static str,
+        func: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<Option<R>, Trap> {
         {
             let state = self.store.data_mut();
             state.phase = phase;
@@ -392,7 +403,22 @@ impl Vm {
     }
 
     pub(crate) fn take_deferred(&mut self) -> Deferred {
-        std::mem::take(&mut self.store.data_mut().deferred)
+        let deferred = &mut self.store.data_mut().deferred;
+        if deferred.is_empty() {
+            Deferred::default()
+        } else {
+            std::mem::take(deferred)
+        }
+    }
+
+    /// Whether the module exports the body callback of `response` (or request)
+    /// bodies.
+    pub(crate) fn has_body_callback(&self, response: bool) -> bool {
+        if response {
+            self.callbacks.on_response_body.is_some()
+        } else {
+            self.callbacks.on_request_body.is_some()
+        }
     }
 
     pub(crate) fn create_stream(&mut self, stream: u32) -> Result<(), Trap> {
@@ -705,13 +731,14 @@ impl Vm {
             &cbs.on_log,
             stream as i32,
         );
-        let maps = std::mem::take(&mut self.store.data_mut().maps);
-        if let Some(request) = maps.request_headers {
+        let maps = &mut self.store.data_mut().maps;
+        if let Some(request) = maps.request_headers.take() {
             *request_headers = request;
         }
-        if let (Some(response), Some(out)) = (maps.response_headers, response_headers) {
+        if let (Some(response), Some(out)) = (maps.response_headers.take(), response_headers) {
             *out = response;
         }
+        maps.reset();
         logged.map(drop)
     }
 
