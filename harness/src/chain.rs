@@ -1521,7 +1521,7 @@ impl Chain {
             response_fields.with_status_first(response.status().as_str().as_bytes())
         } else {
             let mut fields = Fields::with_capacity(Kind::Response, response.headers().len() + 1);
-            fields.add_lowercase(b":status", response.status().as_str().as_bytes());
+            fields.add_new(b":status", response.status().as_str().as_bytes());
             for (k, v) in response.headers() {
                 fields.add_lowercase(k.as_str().as_bytes(), v.as_bytes());
             }

@@ -288,9 +288,10 @@ impl Fields {
     /// The index of the first entry named `key`. Stored names are lower-case,
     /// so a case-insensitive match is a match with the lower-cased key.
     fn position(&self, key: &[u8]) -> Option<usize> {
+        // Lengths first: most entries differ in length.
         self.entries
             .iter()
-            .position(|e| e.name(&self.bytes).eq_ignore_ascii_case(key))
+            .position(|e| e.name_len == key.len() && e.name(&self.bytes).eq_ignore_ascii_case(key))
     }
 
     /// The first value of `key` (Envoy returns only the first of repeated headers).
@@ -310,6 +311,22 @@ impl Fields {
     pub(crate) fn add_lowercase(&mut self, key: &[u8], value: &[u8]) {
         debug_assert!(!key.iter().any(u8::is_ascii_uppercase), "{key:?}");
         self.append(key, value, false);
+    }
+
+    /// [`Fields::add`] for a lower-case name known to be absent from the map
+    /// (so no inline coalescing can apply): a plain append.
+    #[inline]
+    pub(crate) fn add_new(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert!(!key.iter().any(u8::is_ascii_uppercase), "{key:?}");
+        debug_assert!(self.position(key).is_none(), "{key:?}");
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.entries.push(Entry {
+            start,
+            name_len: key.len(),
+            value_len: value.len(),
+        });
     }
 
     fn append(&mut self, key: &[u8], value: &[u8], lowercase: bool) {
@@ -365,7 +382,7 @@ impl Fields {
     pub(crate) fn remove(&mut self, key: &[u8]) {
         let bytes = &self.bytes;
         self.entries
-            .retain(|e| !e.name(bytes).eq_ignore_ascii_case(key));
+            .retain(|e| e.name_len != key.len() || !e.name(bytes).eq_ignore_ascii_case(key));
     }
 
     /// The entries with their values shared from one copy of the map's bytes:

@@ -257,10 +257,10 @@ impl ConnectionManager {
             Kind::Request,
             request.headers().len() + 6 + ROOM_FOR_FILTERS,
         );
-        fields.add_lowercase(b":authority", authority);
-        fields.add_lowercase(b":path", path.as_bytes());
-        fields.add_lowercase(b":method", request.method().as_str().as_bytes());
-        fields.add_lowercase(b":scheme", b"http");
+        fields.add_new(b":authority", authority);
+        fields.add_new(b":path", path.as_bytes());
+        fields.add_new(b":method", request.method().as_str().as_bytes());
+        fields.add_new(b":scheme", b"http");
         let (mut has_proto, mut has_id) = (false, false);
         for (name, value) in request.headers() {
             let name = name.as_str();
@@ -271,10 +271,10 @@ impl ConnectionManager {
             }
         }
         if !has_proto {
-            fields.add_lowercase(b"x-forwarded-proto", b"http");
+            fields.add_new(b"x-forwarded-proto", b"http");
         }
         if self.generate_request_id && !has_id {
-            fields.add_lowercase(b"x-request-id", &uuid_v4(random()));
+            fields.add_new(b"x-request-id", &uuid_v4(random()));
         }
         Ok(fields)
     }
@@ -342,7 +342,7 @@ impl ConnectionManager {
             Kind::Response,
             response.headers().len() + 3 + ROOM_FOR_FILTERS + 2,
         );
-        fields.add_lowercase(b":status", response.status().as_str().as_bytes());
+        fields.add_new(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
             fields.add_lowercase(name.as_str().as_bytes(), value.as_bytes());
         }
@@ -396,9 +396,9 @@ impl ConnectionManager {
         // when there is a body, `content-length: 0` when the headers end it.
         if needs_framing(fields, status.as_u16()) {
             if body.is_empty() {
-                fields.add_lowercase(b"content-length", b"0");
+                fields.add_new(b"content-length", b"0");
             } else {
-                fields.add_lowercase(b"transfer-encoding", b"chunked");
+                fields.add_new(b"transfer-encoding", b"chunked");
             }
         }
         let mut response = http::Response::new(body);
@@ -440,7 +440,7 @@ pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
 fn frame(fields: &mut Fields, status: u16, body_len: usize) {
     if needs_framing(fields, status) {
         let mut digits = [0; 20];
-        fields.add_lowercase(b"content-length", decimal(body_len as u64, &mut digits));
+        fields.add_new(b"content-length", decimal(body_len as u64, &mut digits));
     }
 }
 
