@@ -186,10 +186,7 @@ impl ByLength {
         else {
             return false;
         };
-        names
-            .iter()
-            .take(count)
-            .any(|name| name.eq_ignore_ascii_case(key))
+        names.iter().take(count).any(|name| same_name(name, key))
     }
 }
 
@@ -205,6 +202,17 @@ impl Kind {
             Kind::Response => INLINE_RESPONSE_BY_LENGTH.contains(key),
         }
     }
+}
+
+/// Whether `key` (in any case) is the lower-case `name`: usually the bytes
+/// are equal, which is checked first.
+fn same_name(name: &[u8], key: &[u8]) -> bool {
+    name == key
+        || (name.len() == key.len()
+            && name
+                .iter()
+                .zip(key)
+                .all(|(n, k)| *n == k.to_ascii_lowercase()))
 }
 
 /// Envoy's host refuses serialized maps larger than this or with more pairs
@@ -291,7 +299,7 @@ impl Fields {
         // Lengths first: most entries differ in length.
         self.entries
             .iter()
-            .position(|e| e.name_len == key.len() && e.name(&self.bytes).eq_ignore_ascii_case(key))
+            .position(|e| e.name_len == key.len() && same_name(e.name(&self.bytes), key))
     }
 
     /// The first value of `key` (Envoy returns only the first of repeated headers).
@@ -382,7 +390,7 @@ impl Fields {
     pub(crate) fn remove(&mut self, key: &[u8]) {
         let bytes = &self.bytes;
         self.entries
-            .retain(|e| e.name_len != key.len() || !e.name(bytes).eq_ignore_ascii_case(key));
+            .retain(|e| e.name_len != key.len() || !same_name(e.name(bytes), key));
     }
 
     /// The entries with their values shared from one copy of the map's bytes:
