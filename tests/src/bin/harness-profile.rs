@@ -2,7 +2,7 @@
 //! of `harness-bench` alone, for instruction-level profilers, e.g.
 //!
 //! ```text
-//! valgrind --tool=callgrind --toggle-collect='*Chain::send*' \
+//! valgrind --tool=callgrind --toggle-collect='harness_profile::run' \
 //!     target/release/harness-profile 2000
 //! ```
 //!
@@ -36,6 +36,16 @@ fn upstream(_: http::Request<Bytes>) -> http::Response<Bytes> {
     http::Response::new(Bytes::from_static(b"ok"))
 }
 
+/// The measured loop: `n` requests; the outcome of the last.
+#[inline(never)]
+fn run(chain: &mut Chain, n: u32) -> Result<Option<weir_harness::Outcome>> {
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(chain.send(request(), upstream)?);
+    }
+    Ok(last)
+}
+
 #[allow(clippy::print_stdout, reason = "a profiling loop prints what it ran")]
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -65,11 +75,7 @@ fn main() -> Result<()> {
     for _ in 0..100 {
         chain.send(request(), upstream)?;
     }
-    let mut last = None;
-    for _ in 0..n {
-        last = Some(chain.send(request(), upstream)?);
-    }
-    if let Some(outcome) = last {
+    if let Some(outcome) = run(&mut chain, n)? {
         println!(
             "{n} requests, {extra} extra filters; last: status {}, fuel {}, host calls {}",
             outcome.response.status(),
