@@ -367,6 +367,26 @@ struct Scratch {
     waiting_at_end: Vec<bool>,
     /// Filters whose access log ran, with their stream context.
     logged: Vec<(usize, u32)>,
+    /// The last stream's header maps and frame queue, for their room.
+    request_headers: Fields,
+    response_headers: Fields,
+    frames: Frames,
+}
+
+/// The largest header map buffer kept for the next stream; a larger one is
+/// dropped with its stream.
+const MAX_KEPT_FIELDS_BYTES: usize = 64 * 1024;
+
+impl Scratch {
+    /// Keeps the stream's header maps for their room, unless they grew large.
+    fn keep(&mut self, request: Fields, response: Fields) {
+        if request.capacity_bytes() <= MAX_KEPT_FIELDS_BYTES {
+            self.request_headers = request;
+        }
+        if response.capacity_bytes() <= MAX_KEPT_FIELDS_BYTES {
+            self.response_headers = response;
+        }
+    }
 }
 
 /// `v`, emptied and refilled with `len` copies of `value`.
@@ -879,11 +899,12 @@ type Frames = VecDeque<(usize, Vec<u8>, bool)>;
 /// How Envoy's HTTP/1 codec delivers a body: the data (in the pieces `chunks`
 /// gives, if any), then an empty frame that ends the stream, each from the
 /// first filter on. No body, no frames (the headers end the stream).
-fn frames(body: Vec<u8>, chunks: Option<&BodyChunks>) -> Frames {
+/// `out` is an empty queue whose room is reused.
+fn frames(body: Vec<u8>, chunks: Option<&BodyChunks>, mut out: Frames) -> Frames {
+    out.clear();
     if body.is_empty() {
-        return VecDeque::new();
+        return out;
     }
-    let mut out = VecDeque::with_capacity(2);
     let mut taken = 0;
     for &size in chunks.map(|c| c.0.as_slice()).unwrap_or_default() {
         let rest = body.get(taken..).unwrap_or_default();
@@ -1226,9 +1247,11 @@ impl Chain {
         let request_chunks = request.extensions().get::<BodyChunks>().cloned();
         let request = request.map(Into::into);
         let mut random = self.random16();
-        let mut fields = self
-            .hcm
-            .request_fields(&request, || std::mem::take(&mut random))?;
+        let mut fields = self.hcm.request_fields(
+            &request,
+            || std::mem::take(&mut random),
+            std::mem::take(&mut self.scratch.request_headers),
+        )?;
         let request_body = request.into_body();
         let mut progress = refill(
             std::mem::take(&mut self.scratch.progress),
@@ -1253,7 +1276,11 @@ impl Chain {
             other => other?,
         };
         let mut request_complete = request_body.is_empty();
-        let mut queue = frames(request_body.into(), request_chunks.as_ref());
+        let mut queue = frames(
+            request_body.into(),
+            request_chunks.as_ref(),
+            std::mem::take(&mut self.scratch.frames),
+        );
         if progress.iter().any(|p| p.resumed_request) {
             arrived_while_paused(&mut queue, request_chunks.is_some());
         }
@@ -1340,6 +1367,7 @@ impl Chain {
         if reply.is_none() {
             self.answer_leftovers(&mut callouts);
         }
+        let recycled_frames = queue;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
         {
             None => {
@@ -1355,12 +1383,15 @@ impl Chain {
                     slot.vm.state().maps.info.upstream_address = Some(address);
                 }
                 let chunks = response.extensions().get::<BodyChunks>().cloned();
-                let response_fields = self.hcm.response_fields(&response);
+                let response_fields = self.hcm.response_fields(
+                    &response,
+                    std::mem::take(&mut self.scratch.response_headers),
+                );
                 let body = Vec::from(response.into_body());
                 (
                     Some(upstream_request),
                     response_fields,
-                    frames(body, chunks.as_ref()),
+                    frames(body, chunks.as_ref(), recycled_frames),
                     chunks.is_some(),
                     None,
                 )
@@ -1371,11 +1402,11 @@ impl Chain {
                 let response = ConnectionManager::local_reply_fields(&reply.request);
                 // A local reply's body is one final frame.
                 let body = reply.request.body.clone();
-                let frames = if body.is_empty() {
-                    VecDeque::new()
-                } else {
-                    VecDeque::from([(0, body, true)])
-                };
+                let mut frames = recycled_frames;
+                frames.clear();
+                if !body.is_empty() {
+                    frames.push_back((0, body, true));
+                }
                 (None, response, frames, false, Some(reply))
             }
         };
@@ -1546,6 +1577,8 @@ impl Chain {
         let host_calls = self.slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
         self.scratch.progress = progress;
         self.scratch.buffered = buffered;
+        self.scratch.frames = queue;
+        self.scratch.keep(fields, final_response);
         let local_reply = reply.map(|r| LocalReply {
             plugin: r
                 .slot

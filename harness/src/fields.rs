@@ -239,6 +239,22 @@ impl Fields {
         }
     }
 
+    /// This map emptied, as a map of `kind` with room for `capacity` entries:
+    /// its buffers are reused.
+    pub(crate) fn emptied(mut self, kind: Kind, capacity: usize) -> Self {
+        self.bytes.clear();
+        self.entries.clear();
+        self.bytes.reserve(capacity * 32);
+        self.entries.reserve(capacity);
+        self.kind = kind;
+        self
+    }
+
+    /// The bytes the map's buffer holds room for.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.bytes.capacity() + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+
     /// Whether no name appears twice.
     pub(crate) fn names_are_distinct(&self) -> bool {
         let bytes = &self.bytes;

@@ -231,6 +231,7 @@ impl ConnectionManager {
         &self,
         request: &http::Request<Bytes>,
         random: impl FnOnce() -> [u8; 16],
+        recycled: Fields,
     ) -> Result<Fields> {
         let authority = request
             .uri()
@@ -253,7 +254,7 @@ impl ConnectionManager {
             .map_or("/", http::uri::PathAndQuery::as_str);
         // The pseudo-headers, the client's, up to two more and room for what
         // filters usually add.
-        let mut fields = Fields::with_capacity(
+        let mut fields = recycled.emptied(
             Kind::Request,
             request.headers().len() + 6 + ROOM_FOR_FILTERS,
         );
@@ -299,11 +300,9 @@ impl ConnectionManager {
             .map_err(|e| Error::InvalidRequest(format!(":method: {e}")))?;
         let path = http::Uri::from_maybe_shared(pseudo(b":path")?)
             .map_err(|e| Error::InvalidRequest(format!(":path: {e}")))?;
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .body(body)
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = path;
         let has_body = !request.body().is_empty();
         let headers = request.headers_mut();
         headers.reserve(fields.len() + 2);
@@ -335,10 +334,15 @@ impl ConnectionManager {
 
     /// The upstream's response as the filters see it: `:status` first, HTTP/1
     /// framing made explicit, plus the router's additions.
-    pub(crate) fn response_fields(&self, response: &http::Response<Bytes>) -> Fields {
+    /// `recycled` is a map whose room is reused.
+    pub(crate) fn response_fields(
+        &self,
+        response: &http::Response<Bytes>,
+        recycled: Fields,
+    ) -> Fields {
         // `:status`, the upstream's headers, up to two more, room for what
         // filters usually add and `server` and `date`.
-        let mut fields = Fields::with_capacity(
+        let mut fields = recycled.emptied(
             Kind::Response,
             response.headers().len() + 3 + ROOM_FOR_FILTERS + 2,
         );
@@ -524,7 +528,9 @@ mod tests {
             .body(Bytes::new())
             .expect("request");
         let hcm = ConnectionManager::default().generate_request_id(false);
-        let fields = hcm.request_fields(&req, || [0; 16]).expect("fields");
+        let fields = hcm
+            .request_fields(&req, || [0; 16], Fields::default())
+            .expect("fields");
         let names: Vec<_> = fields
             .iter()
             .map(|(k, _)| String::from_utf8_lossy(k).into_owned())

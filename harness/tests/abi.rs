@@ -529,3 +529,66 @@ fn the_date_header_follows_the_virtual_clock() {
     chain.advance(Duration::from_secs(2));
     assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:02 GMT");
 }
+
+/// The chain keeps a stream's buffers for the next one: what filters, the
+/// upstream and the client see of a stream must not depend on the streams
+/// before it (here a larger one, with a body and more headers).
+#[test]
+fn a_stream_sees_nothing_of_the_streams_before_it() {
+    let wasm = module(
+        r#"(import "env" "proxy_get_header_map_pairs" (func $pairs (param i32 i32 i32) (result i32)))"#,
+        r#"
+  (func $show (param $map i32)
+    (drop (call $pairs (local.get $map) (i32.const 300) (i32.const 304)))
+    (call $say (i32.load (i32.const 300)) (i32.load (i32.const 304))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $show (i32.const 0)) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (call $show (i32.const 2)) (i32.const 0))
+  (func (export "proxy_on_log") (param i32) (call $show (i32.const 0)) (call $show (i32.const 2)))
+"#,
+    );
+    let plugin = engine().load(&wasm).expect("loads");
+    let build = || {
+        Chain::builder(engine())
+            .filter(Filter::new(plugin.clone()).name("t"))
+            .connection_manager(
+                weir_harness::ConnectionManager::default().generate_request_id(false),
+            )
+            .log_level(LogLevel::Trace)
+            .build()
+            .expect("starts")
+    };
+    let mut big = http::Request::post("/a/longer/path?with=query").header("host", "t.test");
+    for i in 0..40 {
+        big = big.header(format!("x-h{i}"), "v".repeat(50));
+    }
+    let big = big.body(Bytes::from(vec![b'b'; 5000])).expect("request");
+    let big_upstream = |_: http::Request<Bytes>| {
+        let mut response = http::Response::new(Bytes::from(vec![b'u'; 3000]));
+        for i in 0..30 {
+            response.headers_mut().insert(
+                http::HeaderName::try_from(format!("x-r{i}")).expect("name"),
+                http::HeaderValue::from_static("long-response-header-value"),
+            );
+        }
+        response
+    };
+    let show = |o: &Outcome| {
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}",
+            o.upstream_request,
+            o.response,
+            o.logs,
+            (o.fuel, o.host_calls)
+        )
+    };
+    let mut reused = build();
+    reused.send(big, big_upstream).expect("big");
+    let after_big = reused.send(get("/"), ok_upstream).expect("after");
+    let fresh = build().send(get("/"), ok_upstream).expect("fresh");
+    assert_eq!(show(&after_big), show(&fresh));
+    assert!(
+        infos(&fresh).iter().any(|l| l.contains("x-key")),
+        "{:?}",
+        infos(&fresh)
+    );
+}
