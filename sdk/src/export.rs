@@ -25,15 +25,17 @@ use crate::{
 /// Registers `F` (with plugin `P`) as the module's HTTP filter. Called from the
 /// module's `_initialize` by [`export_http_filter!`](crate::export_http_filter).
 #[doc(hidden)]
-pub fn register_http_filter<F, P>()
+pub fn register_http_filter<F, P, V>()
 where
     F: HttpFilter,
     P: Plugin<Config = F::Config>,
+    V: crate::vm_config::VmStart,
 {
     // proxy-wasm's log backend also installs a panic hook that logs the message
     // and location at critical level before the trap.
     host::register_root_context(|_| -> Box<dyn RootContext> {
         Box::new(Root::<F, P> {
+            vm_start: V::vm_start,
             config: None,
             plugin: None,
             ctx: PluginContext::default(),
@@ -53,6 +55,8 @@ pub(crate) fn type_name<T>() -> &'static str {
 }
 
 struct Root<F: HttpFilter, P> {
+    /// Parses the VM configuration, if the filter declared a type for it.
+    vm_start: fn(usize) -> Result<()>,
     config: Option<Rc<F::Config>>,
     plugin: Option<P>,
     ctx: PluginContext,
@@ -142,6 +146,16 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
 }
 
 impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
+    fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
+        match (self.vm_start)(vm_configuration_size) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("{}: VM configuration: {e}", type_name::<F>());
+                false
+            }
+        }
+    }
+
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         match self.configure(plugin_configuration_size) {
             Ok(()) => true,

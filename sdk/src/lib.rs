@@ -82,6 +82,7 @@ pub mod stream;
 pub mod stream_export;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod vm_config;
 
 pub use body::{Body, BufferBody, RequestBody, ResponseBody};
 pub use callout::{CalloutResponse, CalloutToken, HttpCall};
@@ -102,6 +103,7 @@ pub use shared::{Cas, SharedQueue, Versioned, shared_data};
 pub use stream::{
     Connection, DownstreamData, PeerType, StreamData, StreamFilter, StreamFlow, UpstreamData,
 };
+pub use vm_config::vm_config;
 
 /// The `proxy-wasm` crate this SDK is built on, for what weir does not cover yet.
 /// Its host-call wrappers panic on unexpected statuses; prefer weir's API.
@@ -109,53 +111,90 @@ pub use proxy_wasm as raw;
 
 /// Exports `$filter` (an [`HttpFilter`]) as the module's HTTP filter: generates the
 /// module's `_initialize` entry point, which registers the filter with the host.
-/// Use it once per module. `export_http_filter!(MyFilter, plugin = MyPlugin)` adds
-/// plugin-level behaviour (timers, plugin callouts, queues; see [`Plugin`]).
+/// Use it once per module.
+///
+/// - `export_http_filter!(MyFilter, plugin = MyPlugin)` adds plugin-level
+///   behaviour (timers, plugin callouts, queues; see [`Plugin`]);
+/// - `export_http_filter!(MyFilter, vm_config = MyVmConfig)` parses the VM
+///   configuration into `MyVmConfig` when the VM starts (see [`vm_config()`]);
+/// - both may be given, `plugin` first.
 #[macro_export]
 macro_rules! export_http_filter {
-    ($filter:ty) => {
-        $crate::export_http_filter!(
-            $filter,
-            plugin = $crate::NoPlugin<<$filter as $crate::HttpFilter>::Config>
-        );
-    };
-    ($filter:ty, plugin = $plugin:ty) => {
+    (@export $filter:ty, $plugin:ty, $vm:ty) => {
         type __WeirHttpFilter = $filter;
         type __WeirPlugin = $plugin;
+        type __WeirVmStart = $vm;
         #[doc(hidden)]
         pub mod __weir_export {
             $crate::raw::main! {{
-                $crate::export::register_http_filter::<super::__WeirHttpFilter, super::__WeirPlugin>();
+                $crate::export::register_http_filter::<
+                    super::__WeirHttpFilter,
+                    super::__WeirPlugin,
+                    super::__WeirVmStart,
+                >();
             }}
         }
+    };
+    ($filter:ty) => {
+        $crate::export_http_filter!(@export $filter,
+            $crate::NoPlugin<<$filter as $crate::HttpFilter>::Config>,
+            $crate::vm_config::NoVmConfig);
+    };
+    ($filter:ty, plugin = $plugin:ty) => {
+        $crate::export_http_filter!(@export $filter, $plugin,
+            $crate::vm_config::NoVmConfig);
+    };
+    ($filter:ty, vm_config = $vm:ty) => {
+        $crate::export_http_filter!(@export $filter,
+            $crate::NoPlugin<<$filter as $crate::HttpFilter>::Config>,
+            $crate::vm_config::Typed<$vm>);
+    };
+    ($filter:ty, plugin = $plugin:ty, vm_config = $vm:ty) => {
+        $crate::export_http_filter!(@export $filter, $plugin,
+            $crate::vm_config::Typed<$vm>);
     };
 }
 
 /// Exports `$filter` (a [`StreamFilter`]) as the module's network (L4) filter, for
 /// Envoy's `envoy.filters.network.wasm`: generates the module's `_initialize`
 /// entry point, which registers the filter with the host. Use it once per module,
-/// instead of [`export_http_filter!`]. `export_stream_filter!(MyFilter, plugin =
-/// MyPlugin)` adds plugin-level behaviour (timers, plugin callouts, queues; see
-/// [`Plugin`]).
+/// instead of [`export_http_filter!`]. `plugin = MyPlugin` adds plugin-level
+/// behaviour (timers, plugin callouts, queues; see [`Plugin`]) and
+/// `vm_config = MyVmConfig` a typed VM configuration, as for
+/// [`export_http_filter!`].
 #[macro_export]
 macro_rules! export_stream_filter {
-    ($filter:ty) => {
-        $crate::export_stream_filter!(
-            $filter,
-            plugin = $crate::NoPlugin<<$filter as $crate::StreamFilter>::Config>
-        );
-    };
-    ($filter:ty, plugin = $plugin:ty) => {
+    (@export $filter:ty, $plugin:ty, $vm:ty) => {
         type __WeirStreamFilter = $filter;
         type __WeirPlugin = $plugin;
+        type __WeirVmStart = $vm;
         #[doc(hidden)]
         pub mod __weir_export {
             $crate::raw::main! {{
                 $crate::stream_export::register_stream_filter::<
                     super::__WeirStreamFilter,
                     super::__WeirPlugin,
+                    super::__WeirVmStart,
                 >();
             }}
         }
+    };
+    ($filter:ty) => {
+        $crate::export_stream_filter!(@export $filter,
+            $crate::NoPlugin<<$filter as $crate::StreamFilter>::Config>,
+            $crate::vm_config::NoVmConfig);
+    };
+    ($filter:ty, plugin = $plugin:ty) => {
+        $crate::export_stream_filter!(@export $filter, $plugin,
+            $crate::vm_config::NoVmConfig);
+    };
+    ($filter:ty, vm_config = $vm:ty) => {
+        $crate::export_stream_filter!(@export $filter,
+            $crate::NoPlugin<<$filter as $crate::StreamFilter>::Config>,
+            $crate::vm_config::Typed<$vm>);
+    };
+    ($filter:ty, plugin = $plugin:ty, vm_config = $vm:ty) => {
+        $crate::export_stream_filter!(@export $filter, $plugin,
+            $crate::vm_config::Typed<$vm>);
     };
 }

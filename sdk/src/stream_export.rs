@@ -20,13 +20,15 @@ use crate::{
 /// Registers `F` (with plugin `P`) as the module's network filter. Called from
 /// the module's `_initialize` by [`export_stream_filter!`](crate::export_stream_filter).
 #[doc(hidden)]
-pub fn register_stream_filter<F, P>()
+pub fn register_stream_filter<F, P, V>()
 where
     F: StreamFilter,
     P: Plugin<Config = F::Config>,
+    V: crate::vm_config::VmStart,
 {
     host::register_root_context(|_| -> Box<dyn RootContext> {
         Box::new(StreamRoot::<F, P> {
+            vm_start: V::vm_start,
             config: None,
             plugin: None,
             ctx: PluginContext::default(),
@@ -36,6 +38,8 @@ where
 }
 
 struct StreamRoot<F: StreamFilter, P> {
+    /// Parses the VM configuration, if the filter declared a type for it.
+    vm_start: fn(usize) -> Result<()>,
     config: Option<Rc<F::Config>>,
     plugin: Option<P>,
     ctx: PluginContext,
@@ -92,6 +96,16 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> Context for StreamRoot<F, P
 }
 
 impl<F: StreamFilter, P: Plugin<Config = F::Config>> RootContext for StreamRoot<F, P> {
+    fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
+        match (self.vm_start)(vm_configuration_size) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("{}: VM configuration: {e}", type_name::<F>());
+                false
+            }
+        }
+    }
+
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         match self.configure(plugin_configuration_size) {
             Ok(()) => true,

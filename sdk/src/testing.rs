@@ -90,6 +90,7 @@ impl MockHost {
     /// Resets this thread's mock host: empty maps, clock at the Unix epoch plus
     /// one day, log level trace, clusters named `unknown*` refused.
     pub fn new() -> Self {
+        crate::vm_config::reset();
         with(|s| {
             *s = mock::MockState {
                 now_nanos: 86_400_000_000_000,
@@ -119,7 +120,11 @@ impl MockHost {
         F: HttpFilter,
         P: Plugin<Config = F::Config>,
     {
-        self.start(crate::export::register_http_filter::<F, P>, config)
+        self.start(
+            crate::export::register_http_filter::<F, P, crate::vm_config::NoVmConfig>,
+            "",
+            config,
+        )
     }
 
     /// Loads network filter `F` (without plugin-level behaviour) with this JSON
@@ -140,11 +145,39 @@ impl MockHost {
         F: StreamFilter,
         P: Plugin<Config = F::Config>,
     {
-        self.start(crate::stream_export::register_stream_filter::<F, P>, config)
+        self.start(
+            crate::stream_export::register_stream_filter::<F, P, crate::vm_config::NoVmConfig>,
+            "",
+            config,
+        )
+    }
+
+    /// Loads filter `F` with plugin `P` and a typed VM configuration `V`, as
+    /// `export_http_filter!(F, plugin = P, vm_config = V)` exports it: the VM
+    /// starts with `vm_config` (JSON), then the plugin is configured with
+    /// `config`. Use [`NoPlugin`] for a filter without plugin.
+    ///
+    /// # Errors
+    /// The log lines the filter wrote if it rejected either configuration.
+    pub fn load_with_vm_config<F, P, V>(
+        &self,
+        vm_config: &str,
+        config: &str,
+    ) -> Result<MockPlugin, String>
+    where
+        F: HttpFilter,
+        P: Plugin<Config = F::Config>,
+        V: serde::de::DeserializeOwned + 'static,
+    {
+        self.start(
+            crate::export::register_http_filter::<F, P, crate::vm_config::Typed<V>>,
+            vm_config,
+            config,
+        )
     }
 
     /// Registers a filter with `register` and starts its root context.
-    fn start(&self, register: fn(), config: &str) -> Result<MockPlugin, String> {
+    fn start(&self, register: fn(), vm_config: &str, config: &str) -> Result<MockPlugin, String> {
         // The `log` backend is process-wide: install it once, before any thread
         // registers a filter.
         static LOGGER: std::sync::Once = std::sync::Once::new();
@@ -161,11 +194,16 @@ impl MockHost {
         drive::context_create(root, 0);
         with(|s| {
             s.buffers.insert(
+                BufferType::VmConfiguration as u32,
+                vm_config.as_bytes().to_vec(),
+            );
+            s.buffers.insert(
                 BufferType::PluginConfiguration as u32,
                 config.as_bytes().to_vec(),
-            )
+            );
         });
-        let started = drive::vm_start(root, 0) && drive::configure(root, config.len());
+        let started =
+            drive::vm_start(root, vm_config.len()) && drive::configure(root, config.len());
         if !started {
             return Err(self
                 .logs()

@@ -375,6 +375,9 @@ fn metrics_clock_log_level_and_foreign_functions() {
     let counter = Counter::new("requests").expect("define");
     counter.add(2).expect("add");
     assert_eq!(counter.value().expect("get"), 2);
+    // Envoy refuses a counter increment of 0; the SDK makes it a no-op.
+    counter.add(0).expect("adding nothing is fine");
+    assert_eq!(counter.value().expect("get"), 2);
     assert!(counter.add(u64::MAX).is_ok(), "saturates");
     assert!(Counter::with_labels("x", &[("bad key", "v")]).is_err());
     let before = weir::now().expect("clock");
@@ -488,4 +491,89 @@ fn several_plugins_load_in_one_test() {
     assert_eq!(stream.request_headers(false), Action::Pause);
     assert_eq!(stream.request_body(b"x", true), Action::Continue);
     assert_eq!(host.request_body(), b"X!");
+}
+
+/// `vm_config.configuration`, typed.
+#[derive(serde::Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct VmSettings {
+    region: String,
+    #[serde(default)]
+    zones: Vec<String>,
+}
+
+/// Reads the VM configuration per request; takes no plugin configuration.
+struct Regional;
+
+impl HttpFilter for Regional {
+    type Config = ();
+    fn new(_: Rc<()>) -> Self {
+        Self
+    }
+    fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+        let vm =
+            weir::vm_config::<VmSettings>().ok_or_else(|| Error::respond(LocalReply::new(500)))?;
+        req.set("x-region", &vm.region)?;
+        req.set("x-zones", vm.zones.join(","))?;
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn a_typed_vm_config_is_parsed_at_vm_start() {
+    let host = MockHost::new();
+    let mut plugin = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu", "zones": ["a", "b"]}"#,
+            "",
+        )
+        .expect("starts");
+    assert!(
+        weir::vm_config::<String>().is_none(),
+        "not the declared type"
+    );
+    let stream = plugin.stream();
+    host.set_request_headers(&[(":path", "/")]);
+    assert_eq!(stream.request_headers(true), Action::Continue);
+    assert_eq!(host.request_header("x-region").as_deref(), Some("eu"));
+    assert_eq!(host.request_header("x-zones").as_deref(), Some("a,b"));
+
+    // A bad VM configuration fails the VM start, the log naming the field.
+    let host = MockHost::new();
+    let err = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu", "zones": [1]}"#,
+            "{}",
+        )
+        .expect_err("bad zones");
+    assert!(err.contains("VM configuration"), "{err}");
+    assert!(err.contains("zones[0]"), "{err}");
+    assert!(weir::vm_config::<VmSettings>().is_none());
+
+    // An empty VM configuration is `{}`: here a missing field.
+    let host = MockHost::new();
+    let err = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>("", "")
+        .expect_err("region is required");
+    assert!(err.contains("missing field `region`"), "{err}");
+}
+
+/// `type Config = ()` takes an empty configuration, `{}`, and refuses others.
+#[test]
+fn a_filter_without_configuration() {
+    let host = MockHost::new();
+    for config in ["", "{}"] {
+        host.load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu"}"#,
+            config,
+        )
+        .expect("no configuration");
+    }
+    let err = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu"}"#,
+            r#"{"limit": 3}"#,
+        )
+        .expect_err("takes none");
+    assert!(err.contains("invalid configuration"), "{err}");
 }

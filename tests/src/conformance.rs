@@ -36,6 +36,10 @@ pub struct Suite {
     /// `reload_config.backoff.base_interval` for `FAIL_RELOAD`, e.g. `"2s"`.
     #[serde(default)]
     pub reload_backoff: Option<String>,
+    /// The plugins' `vm_config.configuration` (default: the template's,
+    /// `vm-config-bytes`, which the probe logs).
+    #[serde(default)]
+    pub vm_config: Option<String>,
     /// The plugins' `root_id` (default empty).
     #[serde(default)]
     pub root_id: Option<String>,
@@ -44,6 +48,12 @@ pub struct Suite {
     /// refuses the configuration. The suite then has no scenarios.
     #[serde(default)]
     pub expect_start_failure: Option<String>,
+    /// The plugin must refuse its configuration: `on_vm_start` or `on_configure`
+    /// returns false, the harness refuses to build the chain and Envoy refuses
+    /// the configuration, both logging this text (e.g. the field's name). The
+    /// suite then has no scenarios.
+    #[serde(default)]
+    pub expect_rejection: Option<Rejection>,
     /// The module must fail to load (a missing import or an export with the
     /// wrong signature): the harness's error and Envoy's log must both name this
     /// function. The suite then has no scenarios.
@@ -78,6 +88,16 @@ pub struct Suite {
     /// [`crate::conformance_l4`]).
     #[serde(default)]
     pub connections: Vec<crate::conformance_l4::ConnectionScenario>,
+}
+
+/// A configuration the plugin must refuse (see [`Suite::expect_rejection`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    /// `proxy_on_vm_start` or `proxy_on_configure`.
+    pub callback: String,
+    /// Text both logs must contain.
+    pub log: String,
 }
 
 fn default_filter() -> String {
@@ -385,6 +405,15 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if let Some(policy) = &suite.failure_policy {
         plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
     }
+    if let Some(vm_config) = &suite.vm_config {
+        let mut value = serde_yaml_ng::Mapping::new();
+        value.insert(
+            "@type".into(),
+            "type.googleapis.com/google.protobuf.StringValue".into(),
+        );
+        value.insert("value".into(), vm_config.as_str().into());
+        plugin["vm_config"]["configuration"] = serde_yaml_ng::Value::Mapping(value);
+    }
     if let Some(root_id) = &suite.root_id {
         plugin["root_id"] = serde_yaml_ng::Value::from(root_id.as_str());
     }
@@ -455,7 +484,10 @@ pub fn run(suite: &Suite) -> Result<Report> {
         Arc::clone(&current),
     );
 
-    if suite.expect_start_failure.is_some() || suite.expect_load_failure.is_some() {
+    if suite.expect_start_failure.is_some()
+        || suite.expect_load_failure.is_some()
+        || suite.expect_rejection.is_some()
+    {
         let config = EnvoyConfig::parse(&yaml)?;
         let engine = crate::engine();
         let harness = config
@@ -473,14 +505,17 @@ pub fn run(suite: &Suite) -> Result<Report> {
             loopback: true,
         };
         let envoy = Envoy::start(&yaml, &how);
-        return Ok(match &suite.expect_start_failure {
-            Some(callback) => start_failure(callback, harness.err(), envoy.err()),
-            None => load_failure(
-                suite.expect_load_failure.as_deref().unwrap_or_default(),
-                harness.err(),
-                envoy.err(),
-            ),
-        });
+        return Ok(
+            match (&suite.expect_start_failure, &suite.expect_rejection) {
+                (Some(callback), _) => start_failure(callback, harness.err(), envoy.err()),
+                (None, Some(rejection)) => rejected(rejection, harness.err(), envoy.err()),
+                (None, None) => load_failure(
+                    suite.expect_load_failure.as_deref().unwrap_or_default(),
+                    harness.err(),
+                    envoy.err(),
+                ),
+            },
+        );
     }
     let upstream = Upstream::start(Arc::clone(&handler))?;
     let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
@@ -712,6 +747,42 @@ fn start_failure(
     if harness.is_err() || envoy.is_err() {
         report.differences.push(format!(
             "── start-up must fail in {callback}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
+        ));
+    }
+    report
+}
+
+/// Both must refuse the configuration in `rejection.callback` (returning
+/// false, not trapping), logging `rejection.log`.
+fn rejected(
+    rejection: &Rejection,
+    harness: Option<weir_harness::Error>,
+    envoy: Option<anyhow::Error>,
+) -> Report {
+    use weir_harness::Error as E;
+    let harness = match (rejection.callback.as_str(), harness) {
+        ("proxy_on_vm_start", Some(E::VmStartFailed { logs, .. }))
+        | ("proxy_on_configure", Some(E::ConfigureFailed { logs, .. }))
+            if logs.iter().any(|l| l.contains(&rejection.log)) =>
+        {
+            Ok(())
+        }
+        (_, Some(other)) => Err(format!("failed otherwise: {other}")),
+        (_, None) => Err("started".to_owned()),
+    };
+    let envoy = match envoy {
+        Some(e) if format!("{e:#}").contains(&rejection.log) => Ok(()),
+        Some(e) => Err(format!("failed otherwise: {e:#}")),
+        None => Err("started".to_owned()),
+    };
+    let mut report = Report {
+        total: 1,
+        ..Report::default()
+    };
+    if harness.is_err() || envoy.is_err() {
+        report.differences.push(format!(
+            "── {} must refuse the configuration, logging {:?}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n",
+            rejection.callback, rejection.log
         ));
     }
     report

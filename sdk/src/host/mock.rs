@@ -744,8 +744,8 @@ pub extern "C" fn proxy_define_metric(
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
     with(|s| match s.metrics.get_mut(id as usize) {
-        // Counters only go up.
-        Some((0, _, _)) if offset < 0 => status(Status::BAD_ARGUMENT),
+        // Counters only go up, as in Envoy, which refuses 0 too.
+        Some((0, _, _)) if offset <= 0 => status(Status::BAD_ARGUMENT),
         Some((2, _, _)) => status(Status::BAD_ARGUMENT),
         Some((_, _, value)) => {
             *value = value.saturating_add(offset);

@@ -101,6 +101,7 @@ pub(crate) enum BufferType {
     UpstreamData = 3,
     CallResponseBody = 4,
     GrpcMessage = 5,
+    VmConfiguration = 6,
     PluginConfiguration = 7,
 }
 

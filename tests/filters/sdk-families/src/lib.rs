@@ -11,6 +11,8 @@
 //! - `reply`: a local reply with headers, details and a gRPC status;
 //! - `queue`: resolves the plugin's shared queue, enqueues two jobs (the plugin
 //!   logs them from `on_queue_ready`) and looks up a queue that does not exist;
+//! - `vm`: the typed VM configuration (`vm_config.configuration`, parsed into
+//!   [`VmSettings`] when the VM started);
 //! - `zip`: the host's `compress` and `uncompress` foreign functions, and an
 //!   unknown one;
 //! - `grpc`: a unary gRPC call to cluster `grpc` (`pkg.Echo/Say`, the request
@@ -47,6 +49,16 @@ pub struct Config {
     /// Two plugin timers, every `tick_ms` and every `3 * tick_ms`, counted in
     /// `sdk_families_ticks.timer=fast|slow` (off when absent).
     pub tick_ms: Option<u64>,
+}
+
+/// The VM configuration: every field optional, so an empty one is valid.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmSettings {
+    /// A label the `vm` op logs.
+    pub label: Option<String>,
+    /// A number the `vm` op logs.
+    pub shards: Option<u32>,
 }
 
 /// The plugin: logs its start, runs the configured timers.
@@ -190,6 +202,8 @@ impl Filter {
         let c = Counter::with_labels("sdk_families_ops", &[("op", "metric")])?;
         c.inc()?;
         c.add(2)?;
+        // Envoy refuses an increment of 0; weir makes it a no-op.
+        c.add(0)?;
         log::info!("metric: defined and incremented");
         Ok(())
     }
@@ -213,6 +227,7 @@ impl HttpFilter for Filter {
             "metric" => self.metric()?,
             "queue" => self.queue(req)?,
             "zip" => self.zip()?,
+            "vm" => log::info!("vm: {:?}", weir::vm_config::<VmSettings>()),
             "deny" => return Err(Error::respond(Denied::MissingToken)),
             "fail" => {
                 // A whole map cannot be serialized: Envoy refuses the call.
@@ -338,4 +353,4 @@ impl HttpFilter for Filter {
     }
 }
 
-weir::export_http_filter!(Filter, plugin = Families);
+weir::export_http_filter!(Filter, plugin = Families, vm_config = VmSettings);
