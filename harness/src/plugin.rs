@@ -185,6 +185,12 @@ impl Plugin {
         self.inner.abi
     }
 
+    /// Whether `other` is this same module: [`Engine::load`] gives the same
+    /// `Plugin` for the same bytes, so equal code means one `Plugin`.
+    pub(crate) fn same_code(&self, other: &Plugin) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
     }
