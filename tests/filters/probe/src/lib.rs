@@ -41,6 +41,8 @@
 //!   `x-probe-grpc-metadata`, `x-probe-grpc-message`, `x-probe-grpc-trailers` or
 //!   `x-probe-grpc-close` script;
 //! - `loglevel`, `time`, `effective:id` — misc host calls; `trap` — trap the VM;
+//! - `count` — bump a module-global counter (shared by the plugins of one VM)
+//!   and report it; `ids` — the callback's context id and its plugin's root id;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
 //!   Pause unless the callback's end-of-stream flag is set; `atend` — until the
 //!   end of the stream, Pause without running (or logging) the rest.
