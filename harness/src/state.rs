@@ -201,6 +201,8 @@ pub(crate) struct HostState {
     pub(crate) clusters: Vec<String>,
     /// Clusters with a gRPC service (`proxy_grpc_call`, `proxy_grpc_stream`).
     pub(crate) grpc_clusters: Vec<String>,
+    /// The VM's gRPC call and stream tokens.
+    pub(crate) grpc_tokens: crate::grpc::GrpcTokens,
     /// The answer being delivered by `on_http_call_response`.
     pub(crate) call_response: Option<CallResponse>,
     /// The last HTTP callout token (Envoy's: 4, 8, 12, ..., one sequence per VM).
@@ -249,6 +251,7 @@ impl HostState {
             destination_address: None,
             clusters: Vec::new(),
             grpc_clusters: Vec::new(),
+            grpc_tokens: crate::grpc::GrpcTokens::default(),
             call_response: None,
             last_call_token: 0,
             metrics: HashMap::new(),

@@ -18,7 +18,7 @@ use wasmtime::Linker;
 use super::memory::{self, Fault};
 use super::{Status, proxy_fn};
 use crate::fields::{Fields, Kind};
-use crate::grpc::{self as g, Call, Event, GrpcRequest, GrpcState, Stream};
+use crate::grpc::{self as g, Call, Event, GrpcRequest, GrpcTokens, Stream};
 use crate::state::HostState;
 
 /// What the service argument names.
@@ -293,12 +293,12 @@ fn open(
     method: &str,
     metadata: &[u8],
     timeout_ms: Option<u64>,
-    next_token: fn(&mut GrpcState) -> u32,
+    next_token: fn(&mut GrpcTokens) -> u32,
 ) -> Result<(u32, Option<Open>), Fault> {
     let target = resolve(state, service_arg)?;
     // Envoy takes the token once the service resolved, before it creates the
     // client: a refused client still uses one up.
-    let token = next_token(&mut state.root_mut().grpc);
+    let token = next_token(&mut state.grpc_tokens);
     let Target::Envoy {
         cluster,
         authority,
@@ -368,7 +368,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     &method,
                     &metadata,
                     Some(timeout),
-                    GrpcState::next_call_token,
+                    GrpcTokens::next_call_token,
                 )?;
                 let opened = opened.ok_or(Fault::Status(Status::InternalFailure))?;
                 let mut http = opened.request;
@@ -420,7 +420,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     &method,
                     &metadata,
                     None,
-                    GrpcState::next_stream_token,
+                    GrpcTokens::next_stream_token,
                 )?;
                 let opened = opened.ok_or(Fault::Status(Status::InternalFailure))?;
                 state.root_mut().grpc.streams.insert(
