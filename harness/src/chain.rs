@@ -86,6 +86,20 @@ impl Filter {
     }
 
     /// `VmConfig.vm_id`.
+    ///
+    /// As in Envoy, filters of a chain with equal vm_id, VM configuration
+    /// ([`Filter::vm_configuration`]) and module (the same bytes loaded through
+    /// one [`Engine`]) share one VM: the module is instantiated and initialized
+    /// once, and each filter gets its own root context in it, started in chain
+    /// order (`proxy_on_context_create(root, 0)`, `proxy_on_vm_start`,
+    /// `proxy_on_configure`). Module globals are shared between those filters,
+    /// context ids (root and stream contexts of all of them) come from one
+    /// counter, and a trap in any of them fails the VM for all (each then
+    /// applies its own [`FailurePolicy`]). Timers, callouts, queues and the
+    /// `plugin_name` / `plugin_root_id` / `plugin_vm_id` properties stay each
+    /// filter's own. Filters that differ in any of the three get separate VMs;
+    /// the default vm_id is empty, so two filters of the same module and VM
+    /// configuration share a VM unless given different vm_ids.
     pub fn vm_id(mut self, vm_id: impl Into<String>) -> Self {
         self.meta.vm_id = vm_id.into();
         self
@@ -137,6 +151,14 @@ impl Filter {
 }
 
 impl Filter {
+    /// Whether Envoy runs this filter and `other` in one VM: equal vm_id, VM
+    /// configuration and code (Envoy's VM key).
+    pub(crate) fn same_vm_key(&self, other: &Filter) -> bool {
+        self.meta.vm_id == other.meta.vm_id
+            && self.meta.vm_configuration == other.meta.vm_configuration
+            && self.plugin.same_code(&other.plugin)
+    }
+
     /// What a network chain needs to start this filter's VM.
     pub(crate) fn parts(&self) -> (&Plugin, &PluginMeta, FailurePolicy) {
         (&self.plugin, &self.meta, self.failure_policy)
@@ -251,15 +273,21 @@ impl ChainBuilder {
         let mut slots = Vec::with_capacity(self.filters.len());
         for (i, filter) in self.filters.into_iter().enumerate() {
             let seed = self.seed.wrapping_add(i as u64);
-            let vm = Vm::start(
-                &filter.plugin,
-                filter.meta.clone(),
-                self.start,
-                seed,
-                self.log_level,
-                self.fuel_per_call,
-                Arc::clone(&shared),
-            )?;
+            let sibling = slots
+                .iter()
+                .find(|s: &&Slot| s.filter.same_vm_key(&filter) && !s.vm.failed());
+            let vm = match sibling {
+                Some(sibling) => sibling.vm.join(filter.meta.clone())?,
+                None => Vm::start(
+                    &filter.plugin,
+                    filter.meta.clone(),
+                    self.start,
+                    seed,
+                    self.log_level,
+                    self.fuel_per_call,
+                    Arc::clone(&shared),
+                )?,
+            };
             let mut slot = Slot {
                 vm,
                 policy: filter.failure_policy,
@@ -508,14 +536,15 @@ fn settle(
         // HTTP callout responses first, then gRPC events; while the stream is
         // held and nothing else can happen, the virtual clock moves to the next
         // gRPC deadline.
-        let (result, callback) = match slot.vm.state().pending_calls.pop_front() {
+        let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
+        let (result, callback) = match next_call {
             Some(call) => (
                 answer_call(slot, clusters, call, callouts),
                 "on_http_call_response",
             ),
             None => match grpc_step(slot, grpc) {
                 Some(r) => (r.map(|()| None), "on_grpc_callback"),
-                None => match slot.vm.state().grpc.next_deadline() {
+                None => match next_grpc_deadline(slot) {
                     Some(at) => {
                         set_vm_clock(slot, at);
                         expire_grpc(slot, at);
@@ -574,7 +603,8 @@ fn settle_root_callback(
         return;
     }
     loop {
-        let step = match slot.vm.state().pending_calls.pop_front() {
+        let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
+        let step = match next_call {
             Some(call) => answer_call(slot, clusters, call, callouts).map(drop),
             None => match grpc_step(slot, grpc) {
                 Some(r) => r,
@@ -592,14 +622,15 @@ fn settle_root_callback(
 /// deliver, else the next call (or half-closed stream) whose service has not
 /// been asked yet. `None` when there is nothing to do without the clock moving.
 fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
-    if slot.vm.failed.is_some() {
+    if slot.vm.failed() {
         return None;
     }
-    let state = slot.vm.state();
-    if let Some(event) = state.grpc.events.pop_front() {
+    let event = slot.vm.state().root_mut().grpc.events.pop_front();
+    if let Some(event) = event {
         return Some(slot.vm.deliver_grpc(event));
     }
-    let grpc = &mut state.grpc;
+    let mut state = slot.vm.state();
+    let grpc = &mut state.root_mut().grpc;
     let call = grpc.calls.iter_mut().find(|(_, c)| !c.asked);
     let (token, request) = if let Some((&token, call)) = call {
         call.asked = true;
@@ -645,7 +676,8 @@ fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), 
 /// router does: the call closes UNAVAILABLE with "upstream request timeout"
 /// (a local reply 504, turned into gRPC status by the async client).
 fn expire_grpc(slot: &mut Slot, at: Duration) {
-    let grpc = &mut slot.vm.state().grpc;
+    let mut state = slot.vm.state();
+    let grpc = &mut state.root_mut().grpc;
     for (&token, call) in grpc.calls.iter_mut() {
         if call.deadline.is_some_and(|d| d <= at) {
             call.deadline = None;
@@ -658,9 +690,14 @@ fn expire_grpc(slot: &mut Slot, at: Duration) {
     }
 }
 
+/// The earliest deadline of the plugin's gRPC calls.
+fn next_grpc_deadline(slot: &mut Slot) -> Option<Duration> {
+    slot.vm.state().root().grpc.next_deadline()
+}
+
 /// Moves one VM's virtual clocks forward to monotonic time `at`.
 fn set_vm_clock(slot: &mut Slot, at: Duration) {
-    let state = slot.vm.state();
+    let mut state = slot.vm.state();
     if let Some(delta) = at.checked_sub(state.monotonic) {
         state.now += delta;
         state.monotonic = at;
@@ -919,11 +956,12 @@ impl Chain {
                 .slots
                 .iter_mut()
                 .enumerate()
-                .filter(|(_, s)| s.vm.failed.is_none())
+                .filter(|(_, s)| !s.vm.failed())
                 .flat_map(|(i, s)| {
                     let state = s.vm.state();
-                    let tick = state.next_tick.map(|t| (t, 0, i));
-                    let deadline = state.grpc.next_deadline().map(|t| (t, 1, i));
+                    let root = state.root();
+                    let tick = root.next_tick.map(|t| (t, 0, i));
+                    let deadline = root.grpc.next_deadline().map(|t| (t, 1, i));
                     [tick, deadline]
                 })
                 .flatten()
@@ -939,8 +977,9 @@ impl Chain {
             } = self;
             let slot = &mut slots[i];
             let result = if kind == 0 {
-                let period = Duration::from_millis(u64::from(slot.vm.state().tick_period_ms));
-                slot.vm.state().next_tick = Some(at + period);
+                let period =
+                    Duration::from_millis(u64::from(slot.vm.state().root().tick_period_ms));
+                slot.vm.state().root_mut().next_tick = Some(at + period);
                 slot.vm.on_tick()
             } else {
                 expire_grpc(slot, at);
@@ -969,7 +1008,7 @@ impl Chain {
     fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
         self.slots
             .iter_mut()
-            .flat_map(|s| std::mem::take(&mut s.vm.state().grpc.log))
+            .flat_map(|s| std::mem::take(&mut s.vm.state().root_mut().grpc.log))
             .map(|(_, c)| c)
             .collect()
     }
@@ -995,7 +1034,7 @@ impl Chain {
         let now = self.monotonic();
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
-            if slot.policy != FailurePolicy::FailReload || slot.vm.failed.is_none() {
+            if slot.policy != FailurePolicy::FailReload || !slot.vm.failed() {
                 continue;
             }
             let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
@@ -1005,15 +1044,29 @@ impl Chain {
                 continue;
             }
             slot.loaded_at = now;
-            let started = Vm::start(
-                &slot.filter.plugin,
-                slot.filter.meta.clone(),
-                self.now,
-                slot.seed,
-                self.log_level,
-                self.fuel_per_call,
-                Arc::clone(&self.shared),
-            );
+            // As Envoy's thread-local VM lookup: a healthy VM with the same key
+            // (one a sibling plugin reloaded already) takes the plugin; a
+            // failed one is never reused.
+            let healthy = self
+                .slots
+                .iter()
+                .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
+            let started = match healthy {
+                Some(sibling) => sibling.vm.join(self.slots[i].filter.meta.clone()),
+                None => {
+                    let slot = &self.slots[i];
+                    Vm::start(
+                        &slot.filter.plugin,
+                        slot.filter.meta.clone(),
+                        self.now,
+                        slot.seed,
+                        self.log_level,
+                        self.fuel_per_call,
+                        Arc::clone(&self.shared),
+                    )
+                }
+            };
+            let slot = &mut self.slots[i];
             match started {
                 Ok(mut vm) => {
                     wire(&mut vm, &self.hcm, &self.clusters, &self.grpc);
@@ -1037,7 +1090,7 @@ impl Chain {
     /// Sets every VM's virtual clocks to monotonic time `at` (wall time follows).
     fn set_monotonic(&mut self, at: Duration) {
         for slot in &mut self.slots {
-            let state = slot.vm.state();
+            let mut state = slot.vm.state();
             if let Some(delta) = at.checked_sub(state.monotonic) {
                 state.now += delta;
                 state.monotonic = at;
@@ -1065,7 +1118,13 @@ impl Chain {
                 grpc,
                 ..
             } = self;
-            let Some(slot) = slots.iter_mut().find(|s| s.vm.key() == ready.target.vm) else {
+            // The plugin whose root context registered the queue (several
+            // plugins may share the VM).
+            let target = ready.target;
+            let Some(slot) = slots
+                .iter_mut()
+                .find(|s| s.vm.key() == target.vm && s.vm.root_context() == target.root_context)
+            else {
                 continue;
             };
             let result = slot
@@ -1483,7 +1542,7 @@ impl Chain {
                     carry = Some(data);
                     continue;
                 };
-                if slot.vm.failed.is_some() {
+                if slot.vm.failed() {
                     if slot.policy == FailurePolicy::FailOpen {
                         carry = Some(data);
                         continue;
@@ -1507,7 +1566,7 @@ impl Chain {
                     _ => None,
                 };
                 let (step, body) = {
-                    let state = slot.vm.state();
+                    let mut state = slot.vm.state();
                     match direction {
                         Direction::Request => {
                             state.maps.request_body = Some(body);
@@ -1522,12 +1581,14 @@ impl Chain {
                             }
                         }
                     }
+                    drop(state);
                     let r = match direction {
                         Direction::Request => slot.vm.on_request_body(stream, size, eos),
                         Direction::Response => slot.vm.on_response_body(stream, size, eos),
                     };
                     let step = after(slot, r, direction, callback);
-                    let maps = &mut slot.vm.state().maps;
+                    let mut state = slot.vm.state();
+                    let maps = &mut state.maps;
                     let (body, headers) = match direction {
                         Direction::Request => {
                             (maps.request_body.take(), maps.request_headers.take())
@@ -1572,7 +1633,9 @@ impl Chain {
                         }
                         Data::Pass => carry = Some(body),
                         // Waiting for a callout: its response may resume it.
-                        Data::Buffer if eos && !slot.vm.state().pending_calls.is_empty() => {
+                        Data::Buffer
+                            if eos && !slot.vm.state().root_mut().pending_calls.is_empty() =>
+                        {
                             buffered[i] = Some(body);
                             waiting_at_end[i] = true;
                         }
@@ -1641,20 +1704,28 @@ impl Chain {
                 ..
             } = &mut *self;
             let slot = &mut slots[i];
-            while let Some(call) = slot.vm.state().pending_calls.pop_front() {
+            loop {
+                let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
+                let Some(call) = next_call else { break };
                 // Envoy still holds the buffered body while the filter waits.
                 let body = buffered[i].take();
-                let maps = &mut slot.vm.state().maps;
-                match direction {
-                    Direction::Request => maps.request_body = body,
-                    Direction::Response => maps.response_body = body,
+                {
+                    let mut state = slot.vm.state();
+                    let maps = &mut state.maps;
+                    match direction {
+                        Direction::Request => maps.request_body = body,
+                        Direction::Response => maps.response_body = body,
+                    }
                 }
                 let result = answer_call(slot, clusters, call, callouts);
-                let maps = &mut slot.vm.state().maps;
-                buffered[i] = match direction {
-                    Direction::Request => maps.request_body.take(),
-                    Direction::Response => maps.response_body.take(),
-                };
+                {
+                    let mut state = slot.vm.state();
+                    let maps = &mut state.maps;
+                    buffered[i] = match direction {
+                        Direction::Request => maps.request_body.take(),
+                        Direction::Response => maps.response_body.take(),
+                    };
+                }
                 let step = after(slot, result, direction, "on_http_call_response")?;
                 if !matches!(step, After::Returned { resumed: false, .. }) {
                     *stream_waits = false;
@@ -1757,7 +1828,7 @@ impl Chain {
             ..
         } = self;
         for (i, slot) in slots.iter_mut().enumerate().skip(from) {
-            if slot.vm.failed.is_some() {
+            if slot.vm.failed() {
                 match slot.policy {
                     FailurePolicy::FailOpen => continue,
                     FailurePolicy::FailClosed | FailurePolicy::FailReload => {
@@ -1855,7 +1926,7 @@ impl Chain {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                 continue;
             };
-            if slot.vm.failed.is_some() {
+            if slot.vm.failed() {
                 if slot.policy == FailurePolicy::FailOpen {
                     continue;
                 }
@@ -1925,7 +1996,7 @@ impl Chain {
     ) {
         let mut streams = Vec::with_capacity(self.slots.len());
         for (slot, p) in self.slots.iter_mut().zip(progress) {
-            if slot.vm.failed.is_some() {
+            if slot.vm.failed() {
                 continue;
             }
             let stream = match p.context {

@@ -60,9 +60,15 @@ pub struct Suite {
     #[serde(default)]
     pub expect_load_failure: Option<String>,
     /// Plugin names for a chain of several instances of the filter, in order
-    /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
+    /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name)
+    /// unless `vm_ids` says otherwise.
     #[serde(default)]
     pub chain: Vec<String>,
+    /// The `vm_id` of each plugin of `chain`, in order (default: its name).
+    /// Plugins with the same vm_id (and, as always here, the same module and
+    /// VM configuration) share one VM in Envoy and in the harness.
+    #[serde(default)]
+    pub vm_ids: Vec<String>,
     /// The listener's `per_connection_buffer_limit_bytes` (default Envoy's 1 MiB).
     #[serde(default)]
     pub buffer_limit: Option<u64>,
@@ -426,13 +432,21 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     }
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
+    if !suite.vm_ids.is_empty() && suite.vm_ids.len() != chain.len() {
+        bail!(
+            "vm_ids has {} entries for a chain of {}",
+            suite.vm_ids.len(),
+            chain.len()
+        );
+    }
     if !chain.is_empty() {
         let template = filters.remove(at);
         for (i, name) in chain.iter().enumerate() {
             let mut f = template.clone();
+            let vm_id = suite.vm_ids.get(i).unwrap_or(name);
             f["typed_config"]["config"]["name"] = serde_yaml_ng::Value::from(name.as_str());
             f["typed_config"]["config"]["vm_config"]["vm_id"] =
-                serde_yaml_ng::Value::from(name.as_str());
+                serde_yaml_ng::Value::from(vm_id.as_str());
             filters.insert(at + i, f);
         }
     }

@@ -174,3 +174,206 @@ fn every_scenario_runs_without_error() {
         );
     }
 }
+
+/// vm_id sharing, driven by the `probe` test filter (`count` bumps a
+/// module-global counter, `ids` reports the context and root ids).
+/// tests/conformance/vm-sharing.yaml compares the same with Envoy 1.40.
+mod vm_sharing {
+    use bytes::Bytes;
+    use weir_harness::{Chain, FailurePolicy, Filter, LogLevel, LogRecord};
+    use weir_tests::{engine, filter_wasm};
+
+    fn probe(name: &str, vm_id: &str) -> Filter {
+        let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+        Filter::new(plugin).name(name).vm_id(vm_id)
+    }
+
+    fn chain(filters: Vec<Filter>) -> Chain {
+        filters
+            .into_iter()
+            .fold(Chain::builder(engine()), |b, f| b.filter(f))
+            .log_level(LogLevel::Info)
+            .build()
+            .expect("starts")
+    }
+
+    fn request(scripts: &[(&str, &str)]) -> http::Request<Bytes> {
+        let mut b = http::Request::get("/").header("host", "vm.test");
+        for (k, v) in scripts {
+            b = b.header(*k, *v);
+        }
+        b.body(Bytes::new()).expect("request")
+    }
+
+    fn ok(_: http::Request<Bytes>) -> http::Response<Bytes> {
+        http::Response::new(Bytes::from_static(b"up"))
+    }
+
+    /// `plugin: message` for every log line.
+    fn lines(logs: &[LogRecord]) -> Vec<String> {
+        logs.iter()
+            .map(|l| format!("{}: {}", l.plugin, l.message))
+            .collect()
+    }
+
+    fn send(chain: &mut Chain, scripts: &[(&str, &str)]) -> Vec<String> {
+        lines(&chain.send(request(scripts), ok).expect("completes").logs)
+    }
+
+    #[test]
+    fn plugins_with_one_vm_id_share_module_globals() {
+        let mut chain = chain(vec![
+            probe("a", "shared"),
+            probe("b", "shared"),
+            probe("c", "other"),
+        ]);
+        let logs = send(
+            &mut chain,
+            &[
+                ("x-a-request", "count"),
+                ("x-b-request", "count"),
+                ("x-c-request", "count"),
+                ("x-a-response", "count"),
+            ],
+        );
+        for line in [
+            "a: [a] on_request_headers count -> 0 1",
+            "b: [b] on_request_headers count -> 0 2",
+            "c: [c] on_request_headers count -> 0 1",
+            "a: [a] on_response_headers count -> 0 3",
+        ] {
+            assert!(logs.iter().any(|l| l == line), "{line} not in {logs:#?}");
+        }
+    }
+
+    #[test]
+    fn a_different_vm_configuration_or_vm_id_gets_its_own_vm() {
+        let mut chain = chain(vec![
+            probe("a", "shared"),
+            probe("b", "shared").vm_configuration("other bytes"),
+            probe("c", "shared2"),
+            probe("d", "shared"),
+        ]);
+        let logs = send(
+            &mut chain,
+            &[
+                ("x-a-request", "count"),
+                ("x-b-request", "count"),
+                ("x-c-request", "count"),
+                ("x-d-request", "count"),
+            ],
+        );
+        for line in [
+            "a: [a] on_request_headers count -> 0 1",
+            "b: [b] on_request_headers count -> 0 1",
+            "c: [c] on_request_headers count -> 0 1",
+            "d: [d] on_request_headers count -> 0 2",
+        ] {
+            assert!(logs.iter().any(|l| l == line), "{line} not in {logs:#?}");
+        }
+    }
+
+    #[test]
+    fn context_ids_come_from_one_counter_per_vm() {
+        let mut chain = chain(vec![
+            probe("a", "shared"),
+            probe("b", "shared"),
+            probe("c", "other"),
+        ]);
+        let scripts = [
+            ("x-a-request", "ids"),
+            ("x-b-request", "ids"),
+            ("x-c-request", "ids"),
+            ("x-b-log", "ids"),
+        ];
+        let first = send(&mut chain, &scripts);
+        for line in [
+            "a: [a] on_request_headers ids -> 0 context=3 root=1",
+            "b: [b] on_request_headers ids -> 0 context=4 root=2",
+            "c: [c] on_request_headers ids -> 0 context=2 root=1",
+            "b: [b] on_log ids -> 0 context=4 root=2",
+        ] {
+            assert!(first.iter().any(|l| l == line), "{line} not in {first:#?}");
+        }
+        let second = send(&mut chain, &scripts);
+        for line in [
+            "a: [a] on_request_headers ids -> 0 context=5 root=1",
+            "b: [b] on_request_headers ids -> 0 context=6 root=2",
+            "c: [c] on_request_headers ids -> 0 context=3 root=1",
+        ] {
+            assert!(
+                second.iter().any(|l| l == line),
+                "{line} not in {second:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plugin_properties_and_log_prefixes_are_each_plugins_own() {
+        let mut chain = chain(vec![
+            probe("a", "shared").root_id("ra"),
+            probe("b", "shared").root_id("rb"),
+        ]);
+        let script = "prop:plugin_name;prop:plugin_root_id;prop:plugin_vm_id";
+        let logs = send(
+            &mut chain,
+            &[("x-a-request", script), ("x-b-request", script)],
+        );
+        for line in [
+            "a: [a] on_request_headers prop:plugin_name -> 0 a",
+            "a: [a] on_request_headers prop:plugin_root_id -> 0 ra",
+            "a: [a] on_request_headers prop:plugin_vm_id -> 0 shared",
+            "b: [b] on_request_headers prop:plugin_name -> 0 b",
+            "b: [b] on_request_headers prop:plugin_root_id -> 0 rb",
+            "b: [b] on_request_headers prop:plugin_vm_id -> 0 shared",
+        ] {
+            assert!(logs.iter().any(|l| l == line), "{line} not in {logs:#?}");
+        }
+    }
+
+    #[test]
+    fn callouts_and_queues_reach_the_root_of_the_plugin_that_made_them() {
+        let mut chain = chain(vec![probe("a", "shared"), probe("b", "shared")]);
+        let logs = send(
+            &mut chain,
+            &[
+                ("x-a-request", "qreg:jobs"),
+                ("x-b-request", "qres:shared:jobs;qenq:1:run:ids"),
+            ],
+        );
+        assert!(
+            logs.iter()
+                .any(|l| l == "a: [a] on_queue_ready ids -> 0 context=1 root=1"),
+            "{logs:#?}"
+        );
+    }
+
+    #[test]
+    fn a_trap_fails_every_plugin_of_the_vm() {
+        let mut chain = chain(vec![
+            probe("a", "shared").failure_policy(FailurePolicy::FailOpen),
+            probe("b", "shared").failure_policy(FailurePolicy::FailOpen),
+            probe("c", "other").failure_policy(FailurePolicy::FailOpen),
+        ]);
+        let trapped = chain
+            .send(request(&[("x-b-request", "trap")]), ok)
+            .expect("completes");
+        assert_eq!(trapped.traps.len(), 1, "{:?}", trapped.traps);
+        // a never trapped, but its VM failed: it is bypassed (FAIL_OPEN) like
+        // b, while c, in a VM of its own, still runs.
+        let after = chain
+            .send(
+                request(&[("x-a-request", "count"), ("x-c-request", "count")]),
+                ok,
+            )
+            .expect("completes");
+        assert_eq!(after.response.status(), 200);
+        let logs = lines(&after.logs);
+        assert!(after.logs.iter().all(|l| l.plugin == "c"), "{logs:#?}");
+        assert!(
+            logs.iter()
+                .any(|l| l == "c: [c] on_request_headers count -> 0 1"),
+            "{logs:#?}"
+        );
+    }
+}

@@ -34,10 +34,10 @@ fn map(state: &mut HostState, kind: i32) -> Result<Option<&mut Fields>, Fault> {
     }
     // Read through the root context, during the matching gRPC callback.
     if kind == GRPC_INITIAL_METADATA {
-        return Ok(state.grpc.initial_metadata.as_mut());
+        return Ok(state.root_mut().grpc.initial_metadata.as_mut());
     }
     if kind == GRPC_TRAILING_METADATA {
-        return Ok(state.grpc.trailing_metadata.as_mut());
+        return Ok(state.root_mut().grpc.trailing_metadata.as_mut());
     }
     if !state.in_stream() {
         return Ok(None);

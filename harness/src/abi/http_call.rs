@@ -87,7 +87,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 memory::write_u32(&mut caller, ret_token, 0)?;
                 let state = caller.data_mut();
                 let token = state.next_call_token();
-                state.pending_calls.push_back(PendingCall {
+                state.root_mut().pending_calls.push_back(PendingCall {
                     token,
                     cluster,
                     request,

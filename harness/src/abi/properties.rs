@@ -116,7 +116,7 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
     let Some((&top, rest)) = path.split_first() else {
         return Err(NOT_FOUND);
     };
-    let meta = &state.meta;
+    let meta = &state.root().meta;
     match top {
         b"plugin_name" => return scalar(Value::text(meta.name.clone()), rest),
         b"plugin_root_id" => return scalar(Value::text(meta.root_id.clone()), rest),
@@ -233,7 +233,7 @@ mod tests {
             environment: Vec::new(),
         };
         let mut state = HostState::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
-        state.root_context_id = 1;
+        state.roots[0].root_context_id = 1;
         state.source_address = Some("10.0.0.1:51234".parse().expect("addr"));
         state.destination_address = Some("[::1]:10000".parse().expect("addr"));
         state
