@@ -62,6 +62,7 @@
 
 mod body;
 mod callout;
+mod clock;
 pub mod config;
 mod env;
 mod error;
@@ -76,22 +77,27 @@ pub mod metrics;
 mod plugin;
 pub mod properties;
 mod reply;
+mod runtime;
 mod shared;
 pub mod stream;
 #[doc(hidden)]
 pub mod stream_export;
+pub mod task;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
 pub use body::{Body, BufferBody, RequestBody, ResponseBody};
-pub use callout::{CalloutResponse, CalloutToken, HttpCall};
+pub use callout::{CalloutResponse, CalloutToken, HttpCall, HttpResponse, PendingCall};
 #[cfg(feature = "schema")]
 pub use config::config_schema;
 pub use config::parse_config;
 pub use env::{call_foreign, log_level, now};
 pub use error::{Error, ErrorKind, HostStatus, IntoLocalReply, Result};
 pub use filter::{Flow, HttpFilter};
-pub use grpc::{GrpcCall, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcStreamRequest, GrpcToken};
+pub use grpc::{
+    GrpcCall, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcStreamRequest, GrpcToken,
+    PendingGrpcCall,
+};
 pub use headers::{Headers, RequestHeaders, RequestTrailers, ResponseHeaders, ResponseTrailers};
 pub use plugin::{NoPlugin, Plugin, PluginContext, Timer};
 pub use reply::LocalReply;
