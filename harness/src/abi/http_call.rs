@@ -93,6 +93,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     request,
                     timeout: (timeout_ms > 0)
                         .then(|| std::time::Duration::from_millis(u64::from(timeout_ms as u32))),
+                    sent_at: state.monotonic,
+                    answer: None,
                 });
                 memory::write_u32(&mut caller, ret_token, token)
             })();
