@@ -537,4 +537,6 @@ pub(crate) fn reset() {
     let calls = CALLS.with(|c| std::mem::take(&mut *c.borrow_mut()));
     drop(calls);
     READY.with(|r| r.borrow_mut().clear());
+    RUNNING.with(|r| r.set(false));
+    CURRENT_ROOT.with(|c| c.set(None));
 }

@@ -7,6 +7,13 @@
 //! metrics, logs. It checks the SDK's logic and the filter's; for Envoy's own
 //! behaviour (header windows, buffering, the filter chain) use `weir-harness`.
 //!
+//! Tasks ([`Flow::wait`](crate::Flow::wait), [`PluginContext::spawn`](crate::PluginContext::spawn))
+//! run as in Envoy: [`MockStream::callout_response`], [`MockStream::grpc_response`]
+//! (or the plugin's) wake the task awaiting the token, [`MockPlugin::tick`] after
+//! [`MockHost::advance`] wakes sleeps and timeouts, dropping the [`MockStream`]
+//! drops its tasks, and [`MockStream::resumed_requests`] tells whether a task
+//! resumed its own stream.
+//!
 //! Network filters ([`StreamFilter`]) load with
 //! [`MockHost::load_stream_filter`] and run on a [`MockConnection`]: client and
 //! upstream data (accumulated after a pause, as in Envoy), the close callbacks,
