@@ -124,7 +124,8 @@ impl HttpCall {
         Ok(())
     }
 
-    /// Sends the call. Its answer is delivered to the context that sent it: a
+    /// Sends the call. In a task, `.await` the call instead (see
+    /// [`weir::task`](crate::task)). Its answer is delivered to the context that sent it: a
     /// stream's [`HttpFilter::on_callout_response`](crate::HttpFilter::on_callout_response)
     /// (return [`Flow::Pause`](crate::Flow) to hold the stream until then), or the
     /// plugin's [`Plugin::on_callout_response`](crate::Plugin::on_callout_response).

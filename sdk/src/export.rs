@@ -71,7 +71,7 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
         let config = Rc::new(crate::parse_config::<F::Config>(&bytes)?);
         self.plugin = Some(P::start(&config, &mut self.ctx)?);
         self.config = Some(config);
-        run_tasks(self.ctx.root());
+        run_tasks::<P>(self.ctx.root());
         Ok(())
     }
 
@@ -89,16 +89,19 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
         if let Some(plugin) = self.plugin.as_mut() {
             log_error::<P>(what, callback(plugin, &mut self.ctx));
             // Tasks the callback spawned start now.
-            run_tasks(self.ctx.root());
+            run_tasks::<P>(self.ctx.root());
         }
     }
 }
 
-/// Polls the tasks woken or spawned meanwhile, if the module has tasks at all.
+/// After a callback of plugin `P` in root context `root`: polls the tasks it
+/// spawned or woke, if the module has tasks at all.
 #[inline]
-pub(crate) fn run_tasks(context: u32) {
+pub(crate) fn run_tasks<P>(root: u32) {
     if let Some(hooks) = runtime::hooks() {
-        (hooks.run)(context);
+        // For the log lines of its tasks.
+        (hooks.name)(root, type_name::<P>());
+        (hooks.run)(root);
     }
 }
 

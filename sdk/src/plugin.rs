@@ -184,7 +184,8 @@ impl PluginContext {
     /// Runs `task` in the plugin, outside any request: a periodic refresh, a
     /// fetch at start-up. It starts once the current callback returns and runs
     /// whenever what it awaits is ready (callout answers, sleeps on the
-    /// plugin's tick); an error it returns is logged. It ends with the plugin,
+    /// plugin's tick); an error it returns is logged (as `<Plugin>: task:
+    /// <error>`). It ends with the plugin,
     /// or earlier with [`TaskHandle::abort`](crate::task::TaskHandle::abort).
     ///
     /// ```

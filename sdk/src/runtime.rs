@@ -54,6 +54,8 @@ pub(crate) struct Hooks {
     pub(crate) end: fn(context: u32),
     /// Whether a task of stream `context` holds `direction` paused.
     pub(crate) holds: fn(context: u32, direction: u32) -> bool,
+    /// The plugin in root context `root` is named `name` (for log lines).
+    pub(crate) name: fn(root: u32, name: &'static str),
 }
 
 static HOOKS: Hooks = Hooks {
@@ -63,6 +65,7 @@ static HOOKS: Hooks = Hooks {
     run,
     end,
     holds,
+    name,
 };
 
 thread_local! {
@@ -72,6 +75,11 @@ thread_local! {
     static CALLS: RefCell<Calls> = RefCell::new(Calls::default());
     /// The root context of the task being polled (for sleeps).
     static CURRENT_ROOT: Cell<Option<u32>> = const { Cell::new(None) };
+    /// The context whose callback is polling tasks: the `proxy-wasm`
+    /// dispatcher delivers the answers of the callouts they send to it.
+    static CALLBACK: Cell<u32> = const { Cell::new(0) };
+    /// The plugins' names, per root context.
+    static NAMES: RefCell<Vec<(u32, &'static str)>> = const { RefCell::new(Vec::new()) };
     static RUNNING: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -101,7 +109,7 @@ type BoxedTask = Pin<Box<dyn Future<Output = Result<Flow>>>>;
 enum Kind {
     /// A stream's task: resume `direction` or answer the stream.
     Stream { direction: u32, name: &'static str },
-    /// The plugin's task: errors are logged.
+    /// The plugin's task: errors are logged with the plugin's name.
     Root,
 }
 
@@ -253,7 +261,8 @@ fn start(task: Task, stream: StreamRef) -> Action {
         name: stream.name,
     };
     let (key, mut slot) = new_slot(stream.id, stream.root, kind, task.into_future());
-    match poll(key, &mut slot) {
+    CALLBACK.with(|c| c.set(stream.id));
+    let action = match poll(key, &mut slot) {
         // Done at once: the callback's own result, without pausing.
         Poll::Ready(result) => {
             drop(slot);
@@ -261,10 +270,12 @@ fn start(task: Task, stream: StreamRef) -> Action {
         }
         Poll::Pending => {
             insert(key, slot);
-            run(stream.id);
             Action::Pause
         }
-    }
+    };
+    // Tasks it woke run now.
+    run(stream.id);
+    action
 }
 
 /// What a task's result does when it is the callback's result.
@@ -300,6 +311,7 @@ fn run(current: u32) {
         // Already running further up this callback: it will get to them.
         return;
     }
+    CALLBACK.with(|c| c.set(current));
     let mut effective = current;
     while let Some(key) = READY.with(|r| r.borrow_mut().pop_front()) {
         let Some(mut slot) = TASKS.with(|t| t.borrow_mut().slots.remove(&key)) else {
@@ -346,7 +358,13 @@ fn finished(key: Key, slot: Slot, result: Result<Flow>) {
     let (direction, name) = match kind {
         Kind::Root => {
             if let Err(e) = result {
-                log::error!("plugin task: {e}");
+                let name = NAMES.with(|n| {
+                    n.borrow()
+                        .iter()
+                        .find(|(r, _)| *r == root)
+                        .map_or("plugin", |(_, name)| *name)
+                });
+                log::error!("{name}: task: {e}");
             }
             return;
         }
@@ -393,6 +411,66 @@ fn end(context: u32) {
             .collect()
     });
     drop(gone);
+    // Answers to callouts sent from this context's callbacks will not come
+    // back (the dispatcher delivers them to this context, which is gone).
+    let orphans = CALLS.with(|c| {
+        let mut borrowed = c.borrow_mut();
+        let calls = &mut *borrowed;
+        let mut wakers = Vec::new();
+        for (kind, map) in [
+            (CallKind::Http, &mut calls.http),
+            (CallKind::Grpc, &mut calls.grpc),
+        ] {
+            map.retain(|_, entry| {
+                if entry.context != context {
+                    return true;
+                }
+                match std::mem::replace(&mut entry.call, Call::Abandoned) {
+                    Call::Abandoned => false,
+                    // A task of another context awaits it: it fails instead
+                    // of waiting forever.
+                    Call::Waiting(waker) => {
+                        entry.call = Call::Answered(lost(kind));
+                        wakers.push(waker);
+                        true
+                    }
+                    answered @ Call::Answered(_) => {
+                        entry.call = answered;
+                        true
+                    }
+                }
+            });
+        }
+        wakers
+    });
+    for waker in orphans {
+        waker.wake();
+    }
+    NAMES.with(|n| n.borrow_mut().retain(|(root, _)| *root != context));
+    run(context);
+}
+
+/// The answer to a callout whose answer cannot arrive any more.
+fn lost(kind: CallKind) -> Answer {
+    match kind {
+        CallKind::Http => Answer::Http(Ok(None)),
+        CallKind::Grpc => Answer::Grpc(Ok((
+            UNAVAILABLE,
+            b"the context that sent the call ended".to_vec(),
+        ))),
+    }
+}
+
+/// gRPC's UNAVAILABLE status.
+const UNAVAILABLE: u32 = 14;
+
+fn name(root: u32, name: &'static str) {
+    NAMES.with(|n| {
+        let mut names = n.borrow_mut();
+        if !names.iter().any(|(r, _)| *r == root) {
+            names.push((root, name));
+        }
+    });
 }
 
 fn holds(context: u32, direction: u32) -> bool {
@@ -419,10 +497,16 @@ pub(crate) enum Answer {
     Grpc(Result<(u32, Vec<u8>)>),
 }
 
+/// A callout and the context whose callback sent it.
+struct Entry {
+    context: u32,
+    call: Call,
+}
+
 #[derive(Default)]
 struct Calls {
-    http: HashMap<u32, Call>,
-    grpc: HashMap<u32, Call>,
+    http: HashMap<u32, Entry>,
+    grpc: HashMap<u32, Entry>,
 }
 
 /// Which callouts a token names.
@@ -432,7 +516,7 @@ pub(crate) enum CallKind {
     Grpc,
 }
 
-fn with_calls<R>(kind: CallKind, f: impl FnOnce(&mut HashMap<u32, Call>) -> R) -> R {
+fn with_calls<R>(kind: CallKind, f: impl FnOnce(&mut HashMap<u32, Entry>) -> R) -> R {
     CALLS.with(|c| {
         let mut calls = c.borrow_mut();
         match kind {
@@ -444,28 +528,38 @@ fn with_calls<R>(kind: CallKind, f: impl FnOnce(&mut HashMap<u32, Call>) -> R) -
 
 /// A task sent callout `token` and awaits it.
 pub(crate) fn await_call(kind: CallKind, token: u32, waker: &Waker) {
+    let context = CALLBACK.with(Cell::get);
     with_calls(kind, |calls| {
-        calls.insert(token, Call::Waiting(waker.clone()));
+        calls.insert(
+            token,
+            Entry {
+                context,
+                call: Call::Waiting(waker.clone()),
+            },
+        );
     });
 }
 
 /// The answer to `token` if it arrived (forgetting the call); else `waker` is
 /// the one to wake.
 pub(crate) fn take_answer(kind: CallKind, token: u32, waker: &Waker) -> Option<Answer> {
-    with_calls(kind, |calls| match calls.remove(&token) {
-        Some(Call::Answered(answer)) => Some(answer),
-        Some(Call::Waiting(old)) => {
-            let waker = if old.will_wake(waker) {
-                old
-            } else {
-                waker.clone()
-            };
-            calls.insert(token, Call::Waiting(waker));
-            None
-        }
-        Some(Call::Abandoned) | None => {
-            calls.insert(token, Call::Waiting(waker.clone()));
-            None
+    with_calls(kind, |calls| {
+        let entry = calls.get_mut(&token)?;
+        match &mut entry.call {
+            Call::Answered(_) => match calls.remove(&token).map(|e| e.call) {
+                Some(Call::Answered(answer)) => Some(answer),
+                _ => None,
+            },
+            Call::Waiting(old) => {
+                if !old.will_wake(waker) {
+                    *old = waker.clone();
+                }
+                None
+            }
+            call @ Call::Abandoned => {
+                *call = Call::Waiting(waker.clone());
+                None
+            }
         }
     })
 }
@@ -475,9 +569,11 @@ pub(crate) fn take_answer(kind: CallKind, token: u32, waker: &Waker) -> Option<A
 pub(crate) fn abandon(kind: CallKind, token: u32, forget: bool) {
     let old = with_calls(kind, |calls| {
         if forget {
-            calls.remove(&token)
+            calls.remove(&token).map(|e| e.call)
         } else {
-            calls.insert(token, Call::Abandoned)
+            calls
+                .get_mut(&token)
+                .map(|e| std::mem::replace(&mut e.call, Call::Abandoned))
         }
     });
     drop(old);
@@ -487,21 +583,24 @@ pub(crate) fn abandon(kind: CallKind, token: u32, forget: bool) {
 /// it. `read` runs only for awaited tokens (the host's buffers are readable
 /// now).
 fn deliver(kind: CallKind, token: u32, read: impl FnOnce() -> Answer) -> bool {
-    let waiting = with_calls(kind, |calls| match calls.remove(&token) {
-        Some(Call::Waiting(waker)) => Some(Some(waker)),
-        Some(Call::Abandoned) => Some(None),
-        Some(answered @ Call::Answered(_)) => {
-            calls.insert(token, answered);
-            None
+    let waiting = with_calls(kind, |calls| match calls.get(&token).map(|e| &e.call) {
+        Some(Call::Waiting(waker)) => Some(Some(waker.clone())),
+        Some(Call::Abandoned) => {
+            calls.remove(&token);
+            Some(None)
         }
-        None => None,
+        Some(Call::Answered(_)) | None => None,
     });
     match waiting {
         None => false,
         Some(None) => true,
         Some(Some(waker)) => {
             let answer = read();
-            with_calls(kind, |calls| calls.insert(token, Call::Answered(answer)));
+            with_calls(kind, |calls| {
+                if let Some(entry) = calls.get_mut(&token) {
+                    entry.call = Call::Answered(answer);
+                }
+            });
             waker.wake();
             true
         }
@@ -539,4 +638,116 @@ pub(crate) fn reset() {
     READY.with(|r| r.borrow_mut().clear());
     RUNNING.with(|r| r.set(false));
     CURRENT_ROOT.with(|c| c.set(None));
+    CALLBACK.with(|c| c.set(0));
+    NAMES.with(|n| n.borrow_mut().clear());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::testing::{Action as MockAction, MockHost};
+    use crate::{HttpCall, HttpFilter, NoPlugin, Plugin, PluginContext, RequestHeaders};
+
+    fn http_calls() -> usize {
+        CALLS.with(|c| c.borrow().http.len())
+    }
+
+    thread_local! {
+        /// The plugin task's waker, and whether a stream let it go on.
+        static GATE: RefCell<(bool, Option<Waker>)> = const { RefCell::new((false, None)) };
+        static OUTCOME: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    #[derive(serde::Deserialize)]
+    struct NoConfig {}
+
+    /// `/wait`: awaits a callout. `/open`: lets the plugin task go on.
+    struct Filter;
+
+    impl HttpFilter for Filter {
+        type Config = NoConfig;
+        fn new(_: Rc<NoConfig>) -> Self {
+            Filter
+        }
+        fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+            let open = req.path()?.as_deref() == Some("/open");
+            Ok(Flow::wait(async move {
+                if open {
+                    let waker = GATE.with(|g| {
+                        let mut g = g.borrow_mut();
+                        g.0 = true;
+                        g.1.take()
+                    });
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                    return Ok(Flow::Pause);
+                }
+                HttpCall::get("c", "/").await?;
+                Ok(Flow::Continue)
+            }))
+        }
+    }
+
+    /// A plugin task that waits for a stream to let it go on, then awaits a
+    /// callout (sent from that stream's callback).
+    struct Gated;
+
+    impl Plugin for Gated {
+        type Config = NoConfig;
+        fn start(_: &Rc<NoConfig>, ctx: &mut PluginContext) -> Result<Self> {
+            ctx.spawn(async {
+                std::future::poll_fn(|cx| {
+                    GATE.with(|g| {
+                        let mut g = g.borrow_mut();
+                        if g.0 {
+                            Poll::Ready(())
+                        } else {
+                            g.1 = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    })
+                })
+                .await;
+                let result = HttpCall::get("c", "/").await.map(|_| ());
+                OUTCOME.with(|o| *o.borrow_mut() = Some(format!("{result:?}")));
+                Ok(())
+            });
+            Ok(Gated)
+        }
+    }
+
+    #[test]
+    fn abandoned_callouts_of_an_ended_stream_are_forgotten() {
+        let host = MockHost::new();
+        let mut plugin = host
+            .load_with_plugin::<Filter, NoPlugin<NoConfig>>("{}")
+            .expect("loads");
+        let stream = plugin.stream();
+        host.set_request_headers(&[(":path", "/wait")]);
+        assert_eq!(stream.request_headers(true), MockAction::Pause);
+        assert_eq!(http_calls(), 1);
+        // Its answer would go to the stream, which is gone: nothing is kept.
+        drop(stream);
+        assert_eq!(http_calls(), 0);
+    }
+
+    #[test]
+    fn a_call_sent_from_an_ended_stream_fails_for_the_task_that_awaits_it() {
+        let host = MockHost::new();
+        GATE.with(|g| *g.borrow_mut() = (false, None));
+        let mut plugin = host.load_with_plugin::<Filter, Gated>("{}").expect("loads");
+        let stream = plugin.stream();
+        host.set_request_headers(&[(":path", "/open")]);
+        // The plugin task ran in this stream's callback and sent its call.
+        assert_eq!(stream.request_headers(true), MockAction::Pause);
+        assert_eq!(host.calls().len(), 1);
+        assert_eq!(OUTCOME.with(|o| o.borrow().clone()), None);
+        drop(stream);
+        let outcome = OUTCOME.with(|o| o.borrow().clone()).expect("finished");
+        assert!(outcome.contains("CalloutFailed"), "{outcome}");
+        assert_eq!(http_calls(), 0);
+    }
 }

@@ -54,7 +54,7 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> StreamRoot<F, P> {
         let config = Rc::new(crate::parse_config::<F::Config>(&bytes)?);
         self.plugin = Some(P::start(&config, &mut self.ctx)?);
         self.config = Some(config);
-        run_tasks(self.ctx.root());
+        run_tasks::<P>(self.ctx.root());
         Ok(())
     }
 
@@ -68,7 +68,7 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> StreamRoot<F, P> {
         }
         if let Some(plugin) = self.plugin.as_mut() {
             log_error::<P>(what, callback(plugin, &mut self.ctx));
-            run_tasks(self.ctx.root());
+            run_tasks::<P>(self.ctx.root());
         }
     }
 }

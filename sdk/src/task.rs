@@ -11,6 +11,8 @@
 //! are awaited directly, [`sleep`] and [`timeout`] run on the plugin's tick, and
 //! [`join`], [`try_join`] and [`select`] (from `futures-util`) keep several in
 //! flight. Futures are lazy: a call is sent when its future is first polled.
+//! `select` takes futures that are `Unpin`: the futures of calls, [`sleep`] and
+//! [`timeout`] are; pin an `async` block first (`std::pin::pin!`).
 //!
 //! ```
 //! use std::rc::Rc;
@@ -67,6 +69,13 @@
 //! timers). Each task runs with its own stream as Envoy's effective context,
 //! whichever callback woke it, so header changes, local replies and the resume
 //! apply to its stream.
+//!
+//! A task runs in the VM of one worker thread, like the rest of the filter:
+//! what it shares with other contexts lives in `Rc`s, shared data or queues. A
+//! task should not wake a task of another stream (through a channel of its
+//! own): the callouts the woken task sends then belong to the waking stream's
+//! callback, and fail with [`ErrorKind::CalloutFailed`] if that stream ends
+//! first.
 //!
 //! A stream that ends drops its tasks: callouts they were waiting for are
 //! forgotten (their answers are ignored; gRPC calls are cancelled). A task
@@ -134,6 +143,10 @@ impl TaskHandle {
 
 /// Waits until `duration` has passed on the host clock, at the resolution of the
 /// plugin's tick. A zero duration is ready at once.
+///
+/// The sleep ends on the plugin's first tick at its deadline; host ticks are
+/// not exact, so as for plugin timers, a tick up to half a tick period early
+/// counts.
 ///
 /// Only tasks run by weir can sleep: polled elsewhere, it logs an error and is
 /// ready at once.

@@ -621,3 +621,32 @@ fn plugin_tasks_can_be_aborted() {
     assert_eq!(host.tick_period(), None);
     handle.abort();
 }
+
+/// A plugin whose task fails at once.
+struct Failing;
+
+impl Plugin for Failing {
+    type Config = Config;
+
+    fn start(_: &Rc<Config>, ctx: &mut PluginContext) -> Result<Self> {
+        ctx.spawn(async {
+            HttpCall::get("unknown-keys", "/").await?;
+            Ok(())
+        });
+        Ok(Failing)
+    }
+}
+
+#[test]
+fn plugin_task_errors_are_logged_with_the_plugin_name() {
+    let host = MockHost::new();
+    let _plugin = host
+        .load_with_plugin::<Tasks, Failing>("{}")
+        .expect("the plugin starts: its task fails later");
+    let logs = host.logs();
+    assert!(
+        logs.iter().any(|(level, l)| *level == log::Level::Error
+            && l.starts_with("Failing: task: callout to `unknown-keys` not sent")),
+        "{logs:?}"
+    );
+}
