@@ -83,7 +83,7 @@ pub enum ErrorKind {
         message: String,
     },
     /// A [`timeout`](crate::task::timeout) ran out.
-    #[error("timed out after {after:?}")]
+    #[error("timed out after {}ms", whole_ms(after))]
     TimedOut {
         /// The timeout.
         after: std::time::Duration,
@@ -113,6 +113,12 @@ pub enum ErrorKind {
     /// The filter answers the client with this reply (see [`Error::respond`]).
     #[error("answered with a local {} reply", .0.status())]
     Reply(LocalReply),
+}
+
+/// Whole milliseconds, for messages (`Duration`'s `Debug` would add its
+/// formatting code to every module that displays an error).
+pub(crate) fn whole_ms(d: &std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A status code returned by the proxy-wasm host, e.g. `BadArgument (2)`.

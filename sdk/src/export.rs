@@ -116,27 +116,33 @@ pub(crate) fn root_grpc_response(root: u32, token: u32, status: u32, size: usize
 }
 
 /// The plugin's tick: wakes the sleeps that are due and runs their tasks, then
-/// returns the plugin timers that are due (none unless `active`).
+/// returns the plugin timers that are due (none unless `active`). Inlined so
+/// that `active` is a constant: a module without plugin timers or tasks
+/// carries no timer code.
+#[inline(always)]
 pub(crate) fn root_tick(ctx: &mut PluginContext, active: bool) -> Vec<Timer> {
-    let hooks = runtime::hooks();
-    if !active && hooks.is_none() {
-        return Vec::new();
+    if active {
+        let timers = ctx.due();
+        if let Some(hooks) = runtime::hooks() {
+            (hooks.run)(ctx.root());
+        }
+        timers
+    } else {
+        if let Some(hooks) = runtime::hooks() {
+            (hooks.tick)(ctx.root());
+        }
+        Vec::new()
     }
-    let timers = ctx.due();
-    if let Some(hooks) = hooks {
-        (hooks.run)(ctx.root());
-    }
-    timers
 }
 
 /// The plugin is going away: its tasks and timers with it.
+#[inline(always)]
 pub(crate) fn root_done(ctx: &PluginContext, active: bool) {
-    let hooks = runtime::hooks();
-    if let Some(hooks) = hooks {
-        (hooks.end)(ctx.root());
-    }
-    if active || hooks.is_some() {
+    if active {
         crate::clock::remove(ctx.root());
+    }
+    if let Some(hooks) = runtime::hooks() {
+        (hooks.end)(ctx.root());
     }
 }
 

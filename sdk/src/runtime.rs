@@ -18,8 +18,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 use proxy_wasm::types::Action;
@@ -48,8 +48,11 @@ pub(crate) struct Hooks {
     pub(crate) http_response: fn(context: u32, token: u32, usize, usize, usize) -> bool,
     /// A gRPC call answer arrived in `context`; `false` if no task awaits it.
     pub(crate) grpc_response: fn(context: u32, token: u32, status: u32, size: usize) -> bool,
-    /// Polls the tasks woken meanwhile (after a root callback, a tick).
+    /// Polls the tasks woken meanwhile (after a root callback).
     pub(crate) run: fn(context: u32),
+    /// The plugin's tick in root context `root`: wakes the sleeps that are due
+    /// and polls their tasks (for plugins without timers of their own).
+    pub(crate) tick: fn(root: u32),
     /// Context `context` ended: its tasks are dropped.
     pub(crate) end: fn(context: u32),
     /// Whether a task of stream `context` holds `direction` paused.
@@ -63,13 +66,19 @@ static HOOKS: Hooks = Hooks {
     http_response,
     grpc_response,
     run,
+    tick,
     end,
     holds,
     name,
 };
 
+/// Set once a module creates its first task. Only `install` sets it and
+/// only the hook table reaches the executor, so a module that never creates a
+/// task links none of the executor. Native tests share it across threads; the
+/// executor's state is per thread.
+static INSTALLED: OnceLock<&'static Hooks> = OnceLock::new();
+
 thread_local! {
-    static INSTALLED: Cell<Option<&'static Hooks>> = const { Cell::new(None) };
     static TASKS: RefCell<Tasks> = RefCell::new(Tasks::default());
     static READY: RefCell<VecDeque<Key>> = const { RefCell::new(VecDeque::new()) };
     static CALLS: RefCell<Calls> = RefCell::new(Calls::default());
@@ -86,12 +95,12 @@ thread_local! {
 /// The executor, if any task was ever created in this module.
 #[inline]
 pub(crate) fn hooks() -> Option<&'static Hooks> {
-    INSTALLED.with(Cell::get)
+    INSTALLED.get().copied()
 }
 
 /// Makes the glue route callbacks through the executor.
 pub(crate) fn install() {
-    INSTALLED.with(|h| h.set(Some(&HOOKS)));
+    let _ = INSTALLED.set(&HOOKS);
 }
 
 /// The root context of the task being polled, if a task is being polled.
@@ -395,8 +404,14 @@ fn finished(key: Key, slot: Slot, result: Result<Flow>) {
     }
 }
 
-/// Drops every task of `context`; the answers their callouts still get are
-/// ignored.
+fn tick(root: u32) {
+    // A plugin without timers of its own: only sleeps are due.
+    drop(crate::clock::due(root));
+    run(root);
+}
+
+/// Drops every task of `context` (and its clock, for a root context); the
+/// answers their callouts still get are ignored.
 fn end(context: u32) {
     let gone: Vec<Slot> = TASKS.with(|t| {
         let mut tasks = t.borrow_mut();
@@ -447,6 +462,7 @@ fn end(context: u32) {
         waker.wake();
     }
     NAMES.with(|n| n.borrow_mut().retain(|(root, _)| *root != context));
+    crate::clock::remove(context);
     run(context);
 }
 

@@ -260,7 +260,7 @@ impl Elapsed {
 
 impl fmt::Display for Elapsed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "timed out after {:?}", self.0)
+        write!(f, "timed out after {}ms", crate::error::whole_ms(&self.0))
     }
 }
 
