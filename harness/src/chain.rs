@@ -525,6 +525,8 @@ fn settle(
     callouts: &mut Vec<Callout>,
 ) -> Result<After> {
     let mut step = after(slot, result, direction, callback)?;
+    // Envoy's stream idle timeout (5 min by default) would end a longer wait.
+    let give_up = slot.vm.state().monotonic + MAX_HELD;
     while let After::Returned {
         action,
         resumed: false,
@@ -535,24 +537,40 @@ fn settle(
         }
         // HTTP callout responses first, then gRPC events; while the stream is
         // held and nothing else can happen, the virtual clock moves to the next
-        // gRPC deadline.
-        let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
-        let (result, callback) = match next_call {
-            Some(call) => (
+        // tick or gRPC deadline. A tick due before a slow callout's response
+        // comes first (a filter's timer can give up on the call).
+        let tick = next_tick(slot, give_up);
+        let call_first =
+            front_call_due(slot, clusters).is_some_and(|due| tick.is_none_or(|t| due <= t));
+        // The state guard must be gone before the callback runs.
+        let call = if call_first {
+            slot.vm.state().root_mut().pending_calls.pop_front()
+        } else {
+            None
+        };
+        let (result, callback) = if let Some(call) = call {
+            (
                 answer_call(slot, clusters, call, callouts),
                 "on_http_call_response",
-            ),
-            None => match grpc_step(slot, grpc) {
-                Some(r) => (r.map(|()| None), "on_grpc_callback"),
-                None => match next_grpc_deadline(slot) {
-                    Some(at) => {
-                        set_vm_clock(slot, at);
-                        expire_grpc(slot, at);
-                        continue;
-                    }
-                    None => break,
-                },
-            },
+            )
+        } else if let Some(r) = grpc_step(slot, grpc) {
+            (r.map(|()| None), "on_grpc_callback")
+        } else {
+            // A tick first when both fall at the same time.
+            match (tick, next_grpc_deadline(slot)) {
+                (Some(t), Some(at)) if at < t => {
+                    set_vm_clock(slot, at);
+                    expire_grpc(slot, at);
+                    continue;
+                }
+                (Some(t), _) => (fire_tick(slot, t).map(|()| None), "on_tick"),
+                (None, Some(at)) => {
+                    set_vm_clock(slot, at);
+                    expire_grpc(slot, at);
+                    continue;
+                }
+                (None, None) => break,
+            }
         };
         step = match after(slot, result, direction, callback)? {
             After::Returned { resumed, .. } => After::Returned { action, resumed },
@@ -560,6 +578,65 @@ fn settle(
         };
     }
     Ok(step)
+}
+
+/// How long the harness lets a headers callback hold a stream on ticks alone
+/// (Envoy's default `stream_idle_timeout`); past it the stream has stalled.
+const MAX_HELD: Duration = Duration::from_secs(300);
+
+/// When the VM's next tick is due, if it has a tick period and the tick comes
+/// by `until`.
+fn next_tick(slot: &mut Slot, until: Duration) -> Option<Duration> {
+    let state = slot.vm.state();
+    let root = state.root();
+    if root.tick_period_ms == 0 {
+        return None;
+    }
+    root.next_tick.filter(|t| *t <= until)
+}
+
+/// Delivers the tick due at `at` (the VM's clock moves there), as
+/// [`Chain::advance`] does.
+fn fire_tick(slot: &mut Slot, at: Duration) -> Result<(), Trap> {
+    set_vm_clock(slot, at);
+    {
+        let mut state = slot.vm.state();
+        let root = state.root_mut();
+        root.next_tick = Some(at + Duration::from_millis(u64::from(root.tick_period_ms)));
+    }
+    slot.vm.on_tick()
+}
+
+/// When the first callout in flight gets its answer: its cluster's delay
+/// (capped by the call's timeout) after it was sent. Asks the cluster now if
+/// it was not asked yet.
+fn front_call_due(slot: &mut Slot, clusters: &mut Clusters) -> Option<Duration> {
+    let mut state = slot.vm.state();
+    let call = state.root_mut().pending_calls.front_mut()?;
+    let answer = call
+        .answer
+        .get_or_insert_with(|| ask_cluster(clusters, &call.cluster, &call.request));
+    let delay = match answer.extensions().get::<UpstreamFault>() {
+        Some(UpstreamFault::Delay(delay)) => *delay,
+        _ => Duration::ZERO,
+    };
+    Some(call.sent_at + call.timeout.map_or(delay, |t| delay.min(t)))
+}
+
+/// The response of the cluster's upstream to a callout.
+fn ask_cluster(
+    clusters: &mut Clusters,
+    cluster: &str,
+    request: &http::Request<Bytes>,
+) -> http::Response<Bytes> {
+    match clusters.0.iter_mut().find(|(name, _)| *name == cluster) {
+        Some((_, u)) => u.call(request.clone()),
+        // Validated at dispatch, so this cannot happen.
+        None => http::Response::builder()
+            .status(503)
+            .body(Bytes::from_static(b"no healthy upstream"))
+            .unwrap_or_default(),
+    }
 }
 
 /// What a data callback's return value does to the frame (Envoy's
@@ -710,18 +787,9 @@ fn answer_call(
     call: PendingCall,
     callouts: &mut Vec<Callout>,
 ) -> Result<Option<i32>, Trap> {
-    let upstream = clusters
-        .0
-        .iter_mut()
-        .find(|(name, _)| *name == call.cluster)
-        .map(|(_, u)| u);
-    let response = match upstream {
-        Some(u) => u.call(call.request.clone()),
-        // Validated at dispatch, so this cannot happen.
-        None => http::Response::builder()
-            .status(503)
-            .body(Bytes::from_static(b"no healthy upstream"))
-            .unwrap_or_default(),
+    let response = match call.answer {
+        Some(response) => response,
+        None => ask_cluster(clusters, &call.cluster, &call.request),
     };
     let fault = response.extensions().get::<UpstreamFault>().copied();
     let token = call.token;

@@ -69,7 +69,11 @@
 //! cluster's response makes it slow (past the call's timeout: Envoy's `504`) or
 //! close the connection (before the headers: Envoy's `503`; mid-body: a failed
 //! call, `proxy_get_status` = `BrokenConnection`/`reset`). Virtual time does not
-//! move while a callout is answered; a delay only decides whether it timed out.
+//! move while a callout is answered; a delay decides whether it timed out, and
+//! while a headers callback holds the stream, the plugin's ticks due before a
+//! delayed answer (or while nothing else is pending, up to Envoy's 5 min
+//! stream idle timeout) are delivered first, on the virtual clock: a filter can
+//! resume or answer the stream from `on_tick`.
 //! gRPC answers are delivered after request headers, after root-context
 //! callbacks and once the stream ends; a gRPC stream is answered once the plugin
 //! half-closes it.

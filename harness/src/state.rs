@@ -71,6 +71,10 @@ pub(crate) struct PendingCall {
     pub(crate) request: http::Request<bytes::Bytes>,
     /// `None`: no timeout (`timeout_ms` 0).
     pub(crate) timeout: Option<std::time::Duration>,
+    /// When it was sent (virtual monotonic time).
+    pub(crate) sent_at: Duration,
+    /// The cluster's response, once asked (to know when it arrives).
+    pub(crate) answer: Option<http::Response<bytes::Bytes>>,
 }
 
 /// The answer to a callout, readable during `on_http_call_response`.

@@ -1,9 +1,11 @@
 //! The HTTP filter trait and what its callbacks return.
 
+use std::future::Future;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 
+use crate::task::Task;
 use crate::{
     CalloutResponse, CalloutToken, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcToken,
     LocalReply, RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders,
@@ -11,7 +13,7 @@ use crate::{
 };
 
 /// What the filter chain should do after a callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[must_use]
 pub enum Flow {
     /// Pass the headers on to the next filter.
@@ -21,6 +23,48 @@ pub enum Flow {
     Pause,
     /// Answer the client now; the request goes no further.
     Respond(LocalReply),
+    /// Hold the stream while a task runs; made by [`Flow::wait`].
+    Wait(Task),
+}
+
+impl Flow {
+    /// Holds the stream while `task` runs, then does what it returns: see
+    /// [`weir::task`](crate::task).
+    ///
+    /// The task's first poll runs now: one that finishes without waiting
+    /// answers this callback directly. Otherwise the stream is held
+    /// ([`Flow::Pause`]) until the task finishes; [`Flow::Continue`] then resumes
+    /// it, [`Flow::Respond`] answers it, [`Flow::Pause`] leaves it held, and an
+    /// error becomes a local reply as from a callback. The task is dropped if
+    /// the stream ends first.
+    ///
+    /// ```
+    /// # use weir::{Flow, HttpCall, LocalReply};
+    /// # fn f() -> Flow {
+    /// Flow::wait(async {
+    ///     let answer = HttpCall::get("auth", "/check").await?;
+    ///     Ok(if answer.status() == 200 {
+    ///         Flow::Continue
+    ///     } else {
+    ///         Flow::Respond(LocalReply::new(403))
+    ///     })
+    /// })
+    /// # }
+    /// ```
+    pub fn wait(task: impl Future<Output = Result<Flow>> + 'static) -> Flow {
+        Flow::Wait(Task::new(task))
+    }
+}
+
+/// Tasks cannot be compared: a [`Flow::Wait`] equals nothing, itself included.
+impl PartialEq for Flow {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Flow::Continue, Flow::Continue) | (Flow::Pause, Flow::Pause) => true,
+            (Flow::Respond(a), Flow::Respond(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// An HTTP filter. One value is created per HTTP stream with [`HttpFilter::new`];

@@ -86,6 +86,11 @@ pub struct Suite {
     /// `upstream.*` need no mask.
     #[serde(default)]
     pub mask_ports: Vec<String>,
+    /// Compare the callouts each scenario made as a set, not in order: a
+    /// filter with several callouts in flight at once (Envoy's network decides
+    /// which one reaches the cluster first).
+    #[serde(default)]
+    pub callouts_unordered: bool,
     /// The scenarios (HTTP requests).
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
@@ -707,10 +712,15 @@ fn run_scenarios(
         };
         seen_lines = lines.len();
 
-        let (harness, envoy_observed) = (
+        let (mut harness, mut envoy_observed) = (
             mask_ports(harness, &suite.mask_ports),
             mask_ports(envoy_observed, &suite.mask_ports),
         );
+        if suite.callouts_unordered {
+            for callouts in [&mut harness.callouts, &mut envoy_observed.callouts] {
+                callouts.sort_by(|a, b| (&a.uri, &a.headers).cmp(&(&b.uri, &b.headers)));
+            }
+        }
         if harness != envoy_observed {
             report
                 .differences
