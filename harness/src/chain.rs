@@ -24,6 +24,9 @@ use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
 
+mod trailers;
+use trailers::PendingTrailers;
+
 /// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
 /// failed (trapped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1128,15 +1131,16 @@ impl Chain {
         let mut fields = self
             .hcm
             .request_fields(&request, || std::mem::take(&mut random))?;
+        let mut warnings = Vec::new();
+        let mut request_trailers = trailers::from_client(&request, &self.hcm, &mut warnings)?;
         let request_body = request.into_body();
         let mut progress = vec![Progress::default(); self.slots.len()];
 
-        let mut warnings = Vec::new();
         let mut callouts = Vec::new();
         let mut held = None;
         let mut reply = match self.decode(
             &mut fields,
-            request_body.is_empty(),
+            request_body.is_empty() && request_trailers.is_none(),
             &mut progress,
             &mut callouts,
             0,
@@ -1147,8 +1151,9 @@ impl Chain {
             }
             other => other?,
         };
-        let mut request_complete = request_body.is_empty();
+        let mut request_complete = request_body.is_empty() && request_trailers.is_none();
         let mut request_frames = frames(request_body, request_chunks.as_ref());
+        trailers::end_with_trailers(&mut request_frames, request_trailers.is_some());
         if progress.iter().any(|p| p.resumed_request) {
             arrived_while_paused(&mut request_frames, request_chunks.is_some());
         }
@@ -1168,6 +1173,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 Some((h, &mut fields)),
+                &mut request_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1196,7 +1202,10 @@ impl Chain {
                 }
                 other => other?,
             };
-            queue.push_front((h + 1, data, eos));
+            // Trailers can release the headers with no data buffered.
+            if !data.is_empty() || eos {
+                queue.push_front((h + 1, data, eos));
+            }
         }
         // The router resolves the route when the request headers reach it. Envoy's
         // route table matches nothing once a filter removed x-forwarded-proto:
@@ -1213,6 +1222,7 @@ impl Chain {
                     &progress,
                     &mut buffered,
                     None,
+                    &mut request_trailers,
                     &mut callouts,
                 ) {
                     Err(e @ Error::Reset { .. }) => {
@@ -1234,13 +1244,17 @@ impl Chain {
         if reply.is_none() {
             self.answer_leftovers(&mut callouts);
         }
+        let request_trailers = request_trailers.map(|t| t.fields);
+        let mut response_trailers = None;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
         {
             None => {
                 check_length(&fields, request_body.len(), "request", &mut warnings);
-                let upstream_request = self
-                    .hcm
-                    .upstream_request(&fields, Bytes::from(request_body))?;
+                let upstream_request = self.hcm.upstream_request(
+                    &fields,
+                    Bytes::from(request_body),
+                    request_trailers.as_ref(),
+                )?;
                 let response = upstream.call(upstream_request.clone());
                 let address = self.hcm.addresses().upstream;
                 for slot in &mut self.slots {
@@ -1248,11 +1262,14 @@ impl Chain {
                 }
                 let chunks = response.extensions().get::<BodyChunks>().cloned();
                 let response_fields = self.hcm.response_fields(&response);
+                response_trailers = trailers::from_upstream(&response, &self.hcm, &mut warnings);
                 let body = response.into_body().to_vec();
+                let mut frames = frames(body, chunks.as_ref());
+                trailers::end_with_trailers(&mut frames, response_trailers.is_some());
                 (
                     Some(upstream_request),
                     response_fields,
-                    frames(body, chunks.as_ref()),
+                    frames,
                     chunks.is_some(),
                     None,
                 )
@@ -1281,7 +1298,7 @@ impl Chain {
         let mut held = None;
         let mut late_reply = match self.encode(
             &mut response,
-            response_frames.is_empty(),
+            response_frames.is_empty() && response_trailers.is_none(),
             &details,
             &mut progress[..last],
             last,
@@ -1311,6 +1328,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 Some((h, &mut response)),
+                &mut response_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1339,7 +1357,9 @@ impl Chain {
                 }
                 other => other?,
             };
-            queue.push_front((last - h, data, eos));
+            if !data.is_empty() || eos {
+                queue.push_front((last - h, data, eos));
+            }
         }
         let response_order: Vec<usize> = (0..last).rev().collect();
         let late_reply = match late_reply {
@@ -1351,6 +1371,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 None,
+                &mut response_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1376,6 +1397,7 @@ impl Chain {
         };
         let (reply, response, response_body) = match late_reply {
             Err(r) => {
+                response_trailers = None;
                 let fields = ConnectionManager::local_reply_fields(&r.request);
                 let body = Bytes::from(r.request.body.clone());
                 (Some(r), fields, body)
@@ -1387,7 +1409,10 @@ impl Chain {
         };
         self.refresh_date();
         let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
-        let mut response = self.hcm.client_response(response, response_body, date)?;
+        let response_trailers = response_trailers.map(|t| t.fields);
+        let mut response =
+            self.hcm
+                .client_response(response, response_body, date, response_trailers.as_ref())?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
         // takes it for a messaging error: `onLocalReply`).
@@ -1412,7 +1437,12 @@ impl Chain {
         for slot in &mut self.slots {
             set_response_info(slot, &final_response, &details);
         }
-        self.log_stream(&progress, &mut fields, Some(&mut final_response));
+        self.log_stream(
+            &progress,
+            &mut fields,
+            Some(&mut final_response),
+            response_trailers.as_ref(),
+        );
         // Responses that arrive after the stream ended find no stream to act on;
         // gRPC calls made on the response path are answered now too.
         self.answer_leftovers(&mut callouts);
@@ -1464,6 +1494,7 @@ impl Chain {
         progress: &[Progress],
         buffered: &mut [Option<Vec<u8>>],
         mut hold: Option<(usize, &mut Fields)>,
+        trailers: &mut Option<PendingTrailers>,
         callouts: &mut Vec<Callout>,
     ) -> Result<BodyPass> {
         let callback = match direction {
@@ -1473,10 +1504,21 @@ impl Chain {
         let mut pass = BodyPass::default();
         // Filters that buffered the end of the stream while a callout is in flight.
         let mut waiting_at_end = vec![false; self.slots.len()];
-        while let Some((start, data, eos)) = frames.pop_front() {
+        loop {
+            let Some((start, data, mut eos)) = frames.pop_front() else {
+                // The data has gone as far as it can: the trailers follow it.
+                match self.trailers_step(
+                    direction, trailers, order, progress, buffered, &mut hold, frames, callouts,
+                    &mut pass,
+                )? {
+                    trailers::Step::Data => continue,
+                    trailers::Step::Stop => return Ok(pass),
+                    trailers::Step::Done => break,
+                }
+            };
             pass.complete |= eos;
             let mut carry = Some(data);
-            for &i in order.iter().skip(start) {
+            for (position, &i) in order.iter().enumerate().skip(start) {
                 let Some(data) = carry.take() else { break };
                 let slot = &mut self.slots[i];
                 let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
@@ -1506,8 +1548,9 @@ impl Chain {
                     Some((h, headers)) if *h == i => Some(&mut **headers),
                     _ => None,
                 };
-                let (step, body) = {
+                let (step, body, added) = {
                     let state = slot.vm.state();
+                    state.maps.trailers_addable = eos;
                     match direction {
                         Direction::Request => {
                             state.maps.request_body = Some(body);
@@ -1528,20 +1571,35 @@ impl Chain {
                     };
                     let step = after(slot, r, direction, callback);
                     let maps = &mut slot.vm.state().maps;
-                    let (body, headers) = match direction {
-                        Direction::Request => {
-                            (maps.request_body.take(), maps.request_headers.take())
-                        }
-                        Direction::Response => {
-                            (maps.response_body.take(), maps.response_headers.take())
-                        }
+                    maps.trailers_addable = false;
+                    let (body, headers, added) = match direction {
+                        Direction::Request => (
+                            maps.request_body.take(),
+                            maps.request_headers.take(),
+                            maps.request_trailers.take(),
+                        ),
+                        Direction::Response => (
+                            maps.response_body.take(),
+                            maps.response_headers.take(),
+                            maps.response_trailers.take(),
+                        ),
                     };
                     if let Some(held) = holding {
                         *held = headers.unwrap_or_default();
                     }
-                    (step, body.unwrap_or_default())
+                    (step, body.unwrap_or_default(), added)
                 };
                 let holding = matches!(hold, Some((h, _)) if h == i);
+                // Trailers the filter added at the end of the stream: the
+                // filters after it get this data without the end of the
+                // stream, then the trailers.
+                let next_eos = eos && added.is_none();
+                if let Some(fields) = added {
+                    *trailers = Some(PendingTrailers {
+                        at: position + 1,
+                        fields,
+                    });
+                }
                 match step? {
                     After::Failed => {
                         pass.reply = Some(Reply {
@@ -1558,7 +1616,7 @@ impl Chain {
                         return Ok(pass);
                     }
                     After::Returned { resumed: true, .. } if holding => {
-                        pass.released = Some((body, eos));
+                        pass.released = Some((body, next_eos));
                         return Ok(pass);
                     }
                     After::Returned { resumed: true, .. } => carry = Some(body),
@@ -1567,7 +1625,7 @@ impl Chain {
                         resumed: false,
                     } => match data_status(action) {
                         Data::Pass if holding => {
-                            pass.released = Some((body, eos));
+                            pass.released = Some((body, next_eos));
                             return Ok(pass);
                         }
                         Data::Pass => carry = Some(body),
@@ -1590,6 +1648,7 @@ impl Chain {
                         Data::Drop => {}
                     },
                 }
+                eos = next_eos;
             }
             if let Some(data) = carry {
                 pass.out.extend_from_slice(&data);
@@ -1597,7 +1656,11 @@ impl Chain {
             // A frame and the empty end-of-stream frame after it arrive together
             // (Envoy's codec ends the message in the same read); callout responses
             // come in after what arrived together.
-            let event_ends = !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
+            // Trailers arrive with the last data frame, too.
+            let trailers_follow =
+                frames.is_empty() && trailers.as_ref().is_some_and(|t| t.at < order.len());
+            let event_ends =
+                !trailers_follow && !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
             if event_ends
                 && let Some(reply) = self.answer_in_flight(
                     direction,
@@ -1720,7 +1783,7 @@ impl Chain {
         request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
     ) -> Error {
-        self.log_stream(progress, request, None);
+        self.log_stream(progress, request, None, None);
         self.answer_leftovers(&mut Vec::new());
         for slot in &mut self.slots {
             slot.vm.take_fuel();
@@ -1922,6 +1985,7 @@ impl Chain {
         progress: &[Progress],
         request: &mut Fields,
         mut response: Option<&mut Fields>,
+        trailers: Option<&Fields>,
     ) {
         let mut streams = Vec::with_capacity(self.slots.len());
         for (slot, p) in self.slots.iter_mut().zip(progress) {
@@ -1941,7 +2005,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             if slot
                 .vm
-                .log_stream(stream, request, response.as_deref_mut())
+                .log_stream(stream, request, response.as_deref_mut(), trailers)
                 .is_ok()
             {
                 streams.push((slot, stream));

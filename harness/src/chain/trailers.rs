@@ -1,0 +1,264 @@
+//! Trailers on their way through the filter chain, as Envoy's filter manager
+//! moves them: after the data, through each filter's `on_request_trailers`
+//! (`on_response_trailers`) in the pass's order. A filter that buffered data
+//! sees it with the trailers (Envoy points the body buffer at what it
+//! buffered) and, once its trailers callback continues, lets it go as one data
+//! frame that does not end the stream, before the trailers reach the next
+//! filter. A trailers callback that returns anything but Continue (0) stops
+//! the trailers there until a callout response resumes the stream; meanwhile
+//! the trailers stay readable and writable.
+
+use std::collections::VecDeque;
+
+use super::{
+    After, BodyPass, Chain, Direction, FailurePolicy, Progress, Reply, continues, fail_stream,
+    settle, stalled,
+};
+use crate::fields::{Fields, Kind};
+use crate::hcm::ConnectionManager;
+use crate::outcome::Callout;
+use crate::{Error, Result, Trailers};
+
+/// Trailers not yet through every filter.
+pub(super) struct PendingTrailers {
+    /// The position, in the pass's order, of the next filter to see them.
+    pub(super) at: usize,
+    pub(super) fields: Fields,
+}
+
+impl PendingTrailers {
+    /// Trailers that arrive from a peer: every filter sees them.
+    pub(super) fn arriving(fields: Fields) -> Self {
+        Self { at: 0, fields }
+    }
+}
+
+/// What a step of the trailers leaves the pass to do.
+pub(super) enum Step {
+    /// A filter let go of the data it buffered: the frame is queued and goes
+    /// on before the trailers.
+    Data,
+    /// The pass ends: its reply or its released headers are set.
+    Stop,
+    /// Nothing is left: no trailers, or they went through the pass's filters.
+    Done,
+}
+
+/// The client's trailers, as Envoy's HTTP/1 codec delivers them: only with
+/// `enable_trailers` on the connection manager (else dropped, with a warning).
+///
+/// # Errors
+/// [`Error::InvalidRequest`] for a request with trailers and `content-length`
+/// (an HTTP/1 client cannot send that).
+pub(super) fn from_client(
+    request: &http::Request<bytes::Bytes>,
+    hcm: &ConnectionManager,
+    warnings: &mut Vec<String>,
+) -> Result<Option<PendingTrailers>> {
+    let Some(trailers) = request.extensions().get::<Trailers>() else {
+        return Ok(None);
+    };
+    if request.headers().contains_key(http::header::CONTENT_LENGTH) {
+        return Err(Error::InvalidRequest(
+            "a request with trailers has a chunked body in HTTP/1: remove content-length \
+             (and send transfer-encoding: chunked as a client does)"
+                .to_owned(),
+        ));
+    }
+    if !hcm.downstream_trailers() {
+        warnings.push(
+            "the request's trailers were dropped: Envoy's HTTP/1 codec reads them only with \
+             the connection manager's http_protocol_options.enable_trailers \
+             (ConnectionManager::enable_trailers)"
+                .to_owned(),
+        );
+        return Ok(None);
+    }
+    Ok(Some(PendingTrailers::arriving(
+        trailers.to_fields(Kind::Plain),
+    )))
+}
+
+/// The upstream's trailers, as the router's HTTP/1 connection delivers them:
+/// only with the cluster's `enable_trailers` and after a chunked body (else
+/// dropped, with a warning).
+pub(super) fn from_upstream(
+    response: &http::Response<bytes::Bytes>,
+    hcm: &ConnectionManager,
+    warnings: &mut Vec<String>,
+) -> Option<PendingTrailers> {
+    let trailers = response.extensions().get::<Trailers>()?;
+    if response
+        .headers()
+        .contains_key(http::header::CONTENT_LENGTH)
+    {
+        warnings.push(
+            "the upstream response's trailers were dropped: a response framed by \
+             content-length cannot carry trailers in HTTP/1"
+                .to_owned(),
+        );
+        return None;
+    }
+    if !hcm.upstream_trailers() {
+        warnings.push(
+            "the upstream response's trailers were dropped: Envoy's HTTP/1 codec reads them \
+             only with the cluster's http_protocol_options.enable_trailers \
+             (ConnectionManager::upstream_enable_trailers)"
+                .to_owned(),
+        );
+        return None;
+    }
+    Some(PendingTrailers::arriving(
+        trailers.to_fields(Kind::ResponseTrailers),
+    ))
+}
+
+/// A stream with trailers has no empty frame that ends it: the trailers do.
+pub(super) fn end_with_trailers(frames: &mut Vec<(Vec<u8>, bool)>, trailers: bool) {
+    if trailers && matches!(frames.last(), Some((data, true)) if data.is_empty()) {
+        frames.pop();
+    }
+}
+
+impl Chain {
+    /// Moves pending trailers on through the filters of `order`, from where
+    /// they are, until they are through, a filter lets go of buffered data
+    /// (queued in `frames`, to pass first), or the pass ends (a reply, or the
+    /// holding filter continuing: its buffered data is released).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
+    pub(super) fn trailers_step(
+        &mut self,
+        direction: Direction,
+        trailers: &mut Option<PendingTrailers>,
+        order: &[usize],
+        progress: &[Progress],
+        buffered: &mut [Option<Vec<u8>>],
+        hold: &mut Option<(usize, &mut Fields)>,
+        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
+        callouts: &mut Vec<Callout>,
+        pass: &mut BodyPass,
+    ) -> Result<Step> {
+        let Some(pending) = trailers.as_mut() else {
+            return Ok(Step::Done);
+        };
+        let callback = match direction {
+            Direction::Request => "on_request_trailers",
+            Direction::Response => "on_response_trailers",
+        };
+        // The trailers end the stream: it is complete once they arrive.
+        pass.complete = true;
+        while let Some(&i) = order.get(pending.at) {
+            let position = pending.at;
+            let Chain {
+                slots,
+                clusters,
+                grpc,
+                ..
+            } = &mut *self;
+            let slot = &mut slots[i];
+            let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
+                pending.at += 1;
+                continue;
+            };
+            if slot.vm.failed.is_some() {
+                if slot.policy == FailurePolicy::FailOpen {
+                    pending.at += 1;
+                    continue;
+                }
+                pass.reply = Some(Reply {
+                    slot: Some(i),
+                    request: fail_stream(),
+                });
+                return Ok(Step::Stop);
+            }
+            let mut holding: Option<&mut Fields> = match hold {
+                Some((h, headers)) if *h == i => Some(&mut **headers),
+                _ => None,
+            };
+            let count = pending.fields.len();
+            let body = buffered[i].take();
+            let maps = &mut slot.vm.state().maps;
+            let lent = Some(std::mem::take(&mut pending.fields));
+            match direction {
+                Direction::Request => {
+                    maps.request_trailers = lent;
+                    maps.request_body = body;
+                    if let Some(headers) = holding.as_deref_mut() {
+                        maps.request_headers = Some(std::mem::take(headers));
+                    }
+                }
+                Direction::Response => {
+                    maps.response_trailers = lent;
+                    maps.response_body = body;
+                    if let Some(headers) = holding.as_deref_mut() {
+                        maps.response_headers = Some(std::mem::take(headers));
+                    }
+                }
+            }
+            let result = match direction {
+                Direction::Request => slot.vm.on_request_trailers(stream, count),
+                Direction::Response => slot.vm.on_response_trailers(stream, count),
+            };
+            // Envoy's FilterTrailersStatus: 0 continues, anything else stops
+            // iteration (1 is what `settle` takes for a stop).
+            let result = result.map(|action| action.map(|a| i32::from(a != 0)));
+            let step = settle(slot, clusters, grpc, result, direction, callback, callouts);
+            let maps = &mut slot.vm.state().maps;
+            let (fields, body, headers) = match direction {
+                Direction::Request => (
+                    maps.request_trailers.take(),
+                    maps.request_body.take(),
+                    maps.request_headers.take(),
+                ),
+                Direction::Response => (
+                    maps.response_trailers.take(),
+                    maps.response_body.take(),
+                    maps.response_headers.take(),
+                ),
+            };
+            if let Some(fields) = fields {
+                pending.fields = fields;
+            }
+            let holding = holding.is_some();
+            if let Some((_, held)) = hold.as_mut().filter(|_| holding) {
+                **held = headers.unwrap_or_default();
+            }
+            match step? {
+                After::Failed => {
+                    pass.reply = Some(Reply {
+                        slot: Some(i),
+                        request: fail_stream(),
+                    });
+                    return Ok(Step::Stop);
+                }
+                After::Reply(request) => {
+                    pass.reply = Some(Reply {
+                        slot: Some(i),
+                        request,
+                    });
+                    return Ok(Step::Stop);
+                }
+                After::Returned { action, resumed } => {
+                    if !continues(action) && !resumed {
+                        return Err(stalled(slot, callback));
+                    }
+                    pending.at = position + 1;
+                    if holding {
+                        // The held headers go on to the next filters, with
+                        // what the filter buffered, then the trailers.
+                        pass.released = Some((body.unwrap_or_default(), false));
+                        return Ok(Step::Stop);
+                    }
+                    if let Some(body) = body {
+                        frames.push_back((position + 1, body, false));
+                        return Ok(Step::Data);
+                    }
+                }
+            }
+        }
+        Ok(Step::Done)
+    }
+}
