@@ -1134,13 +1134,16 @@ impl Chain {
         let mut warnings = Vec::new();
         let mut request_trailers = trailers::from_client(&request, &self.hcm, &mut warnings)?;
         let request_body = request.into_body();
+        let mut request_frames = frames(request_body, request_chunks.as_ref());
+        trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
+        let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
         let mut progress = vec![Progress::default(); self.slots.len()];
 
         let mut callouts = Vec::new();
         let mut held = None;
         let mut reply = match self.decode(
             &mut fields,
-            request_body.is_empty() && request_trailers.is_none(),
+            end_of_stream,
             &mut progress,
             &mut callouts,
             0,
@@ -1151,9 +1154,7 @@ impl Chain {
             }
             other => other?,
         };
-        let mut request_complete = request_body.is_empty() && request_trailers.is_none();
-        let mut request_frames = frames(request_body, request_chunks.as_ref());
-        trailers::end_with_trailers(&mut request_frames, request_trailers.is_some());
+        let mut request_complete = end_of_stream;
         if progress.iter().any(|p| p.resumed_request) {
             arrived_while_paused(&mut request_frames, request_chunks.is_some());
         }
@@ -1244,7 +1245,7 @@ impl Chain {
         if reply.is_none() {
             self.answer_leftovers(&mut callouts);
         }
-        let request_trailers = request_trailers.map(|t| t.fields);
+        let request_trailers = request_trailers.map(PendingTrailers::into_sent);
         let mut response_trailers = None;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
         {
@@ -1265,7 +1266,7 @@ impl Chain {
                 response_trailers = trailers::from_upstream(&response, &self.hcm, &mut warnings);
                 let body = response.into_body().to_vec();
                 let mut frames = frames(body, chunks.as_ref());
-                trailers::end_with_trailers(&mut frames, response_trailers.is_some());
+                trailers::last_frames(&mut frames, response_trailers.is_some(), &response_fields);
                 (
                     Some(upstream_request),
                     response_fields,
@@ -1409,7 +1410,7 @@ impl Chain {
         };
         self.refresh_date();
         let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
-        let response_trailers = response_trailers.map(|t| t.fields);
+        let response_trailers = response_trailers.map(PendingTrailers::into_sent);
         let mut response =
             self.hcm
                 .client_response(response, response_body, date, response_trailers.as_ref())?;
@@ -1536,6 +1537,9 @@ impl Chain {
                     });
                     return Ok(pass);
                 }
+                // Envoy's iteration state: the filter stopped on earlier data
+                // or holds the headers.
+                let was_stopped = buffered[i].is_some() || matches!(hold, Some((h, _)) if h == i);
                 let body = match buffered[i].take() {
                     Some(mut b) => {
                         b.extend_from_slice(&data);
@@ -1595,10 +1599,12 @@ impl Chain {
                 // stream, then the trailers.
                 let next_eos = eos && added.is_none();
                 if let Some(fields) = added {
-                    *trailers = Some(PendingTrailers {
-                        at: position + 1,
+                    *trailers = Some(PendingTrailers::added(
+                        direction,
+                        position + 1,
                         fields,
-                    });
+                        was_stopped,
+                    ));
                 }
                 match step? {
                     After::Failed => {

@@ -24,12 +24,50 @@ pub(super) struct PendingTrailers {
     /// The position, in the pass's order, of the next filter to see them.
     pub(super) at: usize,
     pub(super) fields: Fields,
+    /// Where they start over once through the whole chain (see
+    /// [`PendingTrailers::added`]).
+    again: Option<usize>,
+    /// What went to the peer when they went through the chain the first time.
+    sent: Option<Fields>,
 }
 
 impl PendingTrailers {
     /// Trailers that arrive from a peer: every filter sees them.
     pub(super) fn arriving(fields: Fields) -> Self {
-        Self { at: 0, fields }
+        Self {
+            at: 0,
+            fields,
+            again: None,
+            sent: None,
+        }
+    }
+
+    /// The trailers the peer receives: as they left the chain the first time
+    /// (the router sends them then; later changes do not reach the peer).
+    pub(super) fn into_sent(self) -> Fields {
+        self.sent.unwrap_or(self.fields)
+    }
+
+    /// Trailers a filter added at the end of the body: the filters from
+    /// position `at` on see them. Measured in Envoy 1.40: when the adding
+    /// filter of a request had stopped earlier (it buffered data, or holds the
+    /// headers) and now continues, the filter manager's `commonContinue`
+    /// passes the trailers on, and then its `decodeData` passes them again,
+    /// so the filters after it get `on_request_trailers` twice (the upstream
+    /// receives them as they were after the first time).
+    pub(super) fn added(
+        direction: Direction,
+        at: usize,
+        fields: Fields,
+        was_stopped: bool,
+    ) -> Self {
+        let twice = direction == Direction::Request && was_stopped;
+        Self {
+            at,
+            fields,
+            again: twice.then_some(at),
+            sent: None,
+        }
     }
 }
 
@@ -113,11 +151,26 @@ pub(super) fn from_upstream(
     ))
 }
 
-/// A stream with trailers has no empty frame that ends it: the trailers do.
-pub(super) fn end_with_trailers(frames: &mut Vec<(Vec<u8>, bool)>, trailers: bool) {
-    if trailers && matches!(frames.last(), Some((data, true)) if data.is_empty()) {
-        frames.pop();
+/// How a message's body frames end, as Envoy's HTTP/1 codec delivers them:
+/// with trailers, no empty frame ends the stream (the trailers do); a chunked
+/// message (per `headers`) without body or trailers still has its empty
+/// frame that ends the stream (the headers do not).
+pub(super) fn last_frames(frames: &mut Vec<(Vec<u8>, bool)>, trailers: bool, headers: &Fields) {
+    if trailers {
+        if matches!(frames.last(), Some((data, true)) if data.is_empty()) {
+            frames.pop();
+        }
+    } else if frames.is_empty() && is_chunked(headers) {
+        frames.push((Vec::new(), true));
     }
+}
+
+/// Whether `transfer-encoding` says chunked.
+fn is_chunked(headers: &Fields) -> bool {
+    headers.get(b"transfer-encoding").is_some_and(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    })
 }
 
 impl Chain {
@@ -150,7 +203,18 @@ impl Chain {
         };
         // The trailers end the stream: it is complete once they arrive.
         pass.complete = true;
-        while let Some(&i) = order.get(pending.at) {
+        loop {
+            let Some(&i) = order.get(pending.at) else {
+                // Through the whole chain: once more if Envoy passes them twice.
+                if order.len() == self.slots.len()
+                    && let Some(at) = pending.again.take()
+                {
+                    pending.sent = Some(pending.fields.clone());
+                    pending.at = at;
+                    continue;
+                }
+                break;
+            };
             let position = pending.at;
             let Chain {
                 slots,
