@@ -763,6 +763,8 @@ struct BodyPass {
     /// What the holding filter let go when it continued, and whether that
     /// ended the stream.
     released: Option<(Vec<u8>, bool)>,
+    /// The callback that sent [`BodyPass::reply`] was a trailers callback.
+    reply_in_trailers: bool,
 }
 
 fn no_route() -> Reply {
@@ -1114,7 +1116,9 @@ impl Chain {
     /// upstream and the client saw.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a request Envoy could not route,
+    /// [`Error::InvalidRequest`] for a request Envoy could not route (or one
+    /// HTTP/1 cannot carry: [`Trailers`](crate::Trailers) with
+    /// `content-length`),
     /// [`Error::Stalled`] if a filter paused and never resumed, [`Error::Reset`]
     /// if a filter reset the stream, [`Error::InvalidHeader`] if a filter produced
     /// a header that cannot be sent.
@@ -1381,13 +1385,21 @@ impl Chain {
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
                 // answer with a local reply any more and resets the stream.
-                Ok(BodyPass { reply: Some(r), .. }) => {
+                Ok(BodyPass {
+                    reply: Some(r),
+                    reply_in_trailers,
+                    ..
+                }) => {
                     let plugin = r
                         .slot
                         .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned());
                     let reset = Error::Reset {
                         plugin,
-                        phase: "on_response_body",
+                        phase: if reply_in_trailers {
+                            "on_response_trailers"
+                        } else {
+                            "on_response_body"
+                        },
                         upstream_request: None,
                         logs: Vec::new(),
                     };

@@ -582,7 +582,16 @@ fn replies_from_trailers_answer_the_request_or_reset_the_response() {
     let err = chain
         .send(req, answer("back", trailers(&[("x-rt", "1")])))
         .expect_err("reset");
-    assert!(matches!(err, Error::Reset { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Reset {
+                phase: "on_response_trailers",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -236,6 +236,7 @@ impl Chain {
                     slot: Some(i),
                     request: fail_stream(),
                 });
+                pass.reply_in_trailers = true;
                 return Ok(Step::Stop);
             }
             let mut holding: Option<&mut Fields> = match hold {
@@ -296,6 +297,7 @@ impl Chain {
                         slot: Some(i),
                         request: fail_stream(),
                     });
+                    pass.reply_in_trailers = true;
                     return Ok(Step::Stop);
                 }
                 After::Reply(request) => {
@@ -303,6 +305,7 @@ impl Chain {
                         slot: Some(i),
                         request,
                     });
+                    pass.reply_in_trailers = true;
                     return Ok(Step::Stop);
                 }
                 After::Returned { action, resumed } => {
