@@ -1249,6 +1249,9 @@ impl Chain {
         if reply.is_none() {
             self.answer_leftovers(&mut callouts);
         }
+        if let Some(trailers) = &request_trailers {
+            trailers.keep_with_adder(&mut self.slots);
+        }
         let request_trailers = request_trailers.map(PendingTrailers::into_sent);
         let mut response_trailers = None;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
@@ -1613,7 +1616,7 @@ impl Chain {
                 if let Some(fields) = added {
                     *trailers = Some(PendingTrailers::added(
                         direction,
-                        position + 1,
+                        (i, position + 1),
                         fields,
                         was_stopped,
                     ));

@@ -29,6 +29,8 @@ pub(super) struct PendingTrailers {
     again: Option<usize>,
     /// What went to the peer when they went through the chain the first time.
     sent: Option<Fields>,
+    /// The filter that added them, if one did.
+    adder: Option<usize>,
 }
 
 impl PendingTrailers {
@@ -39,6 +41,17 @@ impl PendingTrailers {
             fields,
             again: None,
             sent: None,
+            adder: None,
+        }
+    }
+
+    /// Envoy keeps the trailers a filter added within its reach for the rest
+    /// of the stream (its context still points at them; nothing it changes
+    /// reaches the upstream any more): the adder's VM keeps a copy of the
+    /// request trailers as they left the chain, for its response callbacks.
+    pub(super) fn keep_with_adder(&self, slots: &mut [super::Slot]) {
+        if let Some(slot) = self.adder.and_then(|i| slots.get_mut(i)) {
+            slot.vm.state().maps.request_trailers = Some(self.fields.clone());
         }
     }
 
@@ -48,7 +61,7 @@ impl PendingTrailers {
         self.sent.unwrap_or(self.fields)
     }
 
-    /// Trailers a filter added at the end of the body: the filters from
+    /// Trailers filter `adder` added at the end of the body: the filters from
     /// position `at` on see them. Measured in Envoy 1.40: when the adding
     /// filter of a request had stopped earlier (it buffered data, or holds the
     /// headers) and now continues, the filter manager's `commonContinue`
@@ -57,7 +70,7 @@ impl PendingTrailers {
     /// receives them as they were after the first time).
     pub(super) fn added(
         direction: Direction,
-        at: usize,
+        (adder, at): (usize, usize),
         fields: Fields,
         was_stopped: bool,
     ) -> Self {
@@ -67,6 +80,7 @@ impl PendingTrailers {
             fields,
             again: twice.then_some(at),
             sent: None,
+            adder: Some(adder),
         }
     }
 }
