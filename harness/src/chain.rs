@@ -24,6 +24,9 @@ use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
 
+mod trailers;
+use trailers::PendingTrailers;
+
 /// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
 /// failed (trapped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -865,6 +868,8 @@ struct BodyPass {
     /// What the holding filter let go when it continued, and whether that
     /// ended the stream.
     released: Option<(Vec<u8>, bool)>,
+    /// The callback that sent [`BodyPass::reply`] was a trailers callback.
+    reply_in_trailers: bool,
 }
 
 fn no_route() -> Reply {
@@ -1238,7 +1243,9 @@ impl Chain {
     /// upstream and the client saw.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a request Envoy could not route,
+    /// [`Error::InvalidRequest`] for a request Envoy could not route (or one
+    /// HTTP/1 cannot carry: [`Trailers`](crate::Trailers) with
+    /// `content-length`),
     /// [`Error::Stalled`] if a filter paused and never resumed, [`Error::Reset`]
     /// if a filter reset the stream, [`Error::InvalidHeader`] if a filter produced
     /// a header that cannot be sent.
@@ -1255,15 +1262,19 @@ impl Chain {
         let mut fields = self
             .hcm
             .request_fields(&request, || std::mem::take(&mut random))?;
+        let mut warnings = Vec::new();
+        let mut request_trailers = trailers::from_client(&request, &self.hcm, &mut warnings)?;
         let request_body = request.into_body();
+        let mut request_frames = frames(request_body, request_chunks.as_ref());
+        trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
+        let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
         let mut progress = vec![Progress::default(); self.slots.len()];
 
-        let mut warnings = Vec::new();
         let mut callouts = Vec::new();
         let mut held = None;
         let mut reply = match self.decode(
             &mut fields,
-            request_body.is_empty(),
+            end_of_stream,
             &mut progress,
             &mut callouts,
             0,
@@ -1274,8 +1285,7 @@ impl Chain {
             }
             other => other?,
         };
-        let mut request_complete = request_body.is_empty();
-        let mut request_frames = frames(request_body, request_chunks.as_ref());
+        let mut request_complete = end_of_stream;
         if progress.iter().any(|p| p.resumed_request) {
             arrived_while_paused(&mut request_frames, request_chunks.is_some());
         }
@@ -1295,6 +1305,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 Some((h, &mut fields)),
+                &mut request_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1323,7 +1334,10 @@ impl Chain {
                 }
                 other => other?,
             };
-            queue.push_front((h + 1, data, eos));
+            // Trailers can release the headers with no data buffered.
+            if !data.is_empty() || eos {
+                queue.push_front((h + 1, data, eos));
+            }
         }
         // The router resolves the route when the request headers reach it. Envoy's
         // route table matches nothing once a filter removed x-forwarded-proto:
@@ -1340,6 +1354,7 @@ impl Chain {
                     &progress,
                     &mut buffered,
                     None,
+                    &mut request_trailers,
                     &mut callouts,
                 ) {
                     Err(e @ Error::Reset { .. }) => {
@@ -1361,13 +1376,20 @@ impl Chain {
         if reply.is_none() {
             self.answer_leftovers(&mut callouts);
         }
+        if let Some(trailers) = &request_trailers {
+            trailers.keep_with_adder(&mut self.slots);
+        }
+        let request_trailers = request_trailers.map(PendingTrailers::into_sent);
+        let mut response_trailers = None;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
         {
             None => {
                 check_length(&fields, request_body.len(), "request", &mut warnings);
-                let upstream_request = self
-                    .hcm
-                    .upstream_request(&fields, Bytes::from(request_body))?;
+                let upstream_request = self.hcm.upstream_request(
+                    &fields,
+                    Bytes::from(request_body),
+                    request_trailers.as_ref(),
+                )?;
                 let response = upstream.call(upstream_request.clone());
                 let address = self.hcm.addresses().upstream;
                 for slot in &mut self.slots {
@@ -1375,11 +1397,14 @@ impl Chain {
                 }
                 let chunks = response.extensions().get::<BodyChunks>().cloned();
                 let response_fields = self.hcm.response_fields(&response);
+                response_trailers = trailers::from_upstream(&response, &self.hcm, &mut warnings);
                 let body = response.into_body().to_vec();
+                let mut frames = frames(body, chunks.as_ref());
+                trailers::last_frames(&mut frames, response_trailers.is_some(), &response_fields);
                 (
                     Some(upstream_request),
                     response_fields,
-                    frames(body, chunks.as_ref()),
+                    frames,
                     chunks.is_some(),
                     None,
                 )
@@ -1408,7 +1433,7 @@ impl Chain {
         let mut held = None;
         let mut late_reply = match self.encode(
             &mut response,
-            response_frames.is_empty(),
+            response_frames.is_empty() && response_trailers.is_none(),
             &details,
             &mut progress[..last],
             last,
@@ -1438,6 +1463,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 Some((h, &mut response)),
+                &mut response_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1466,7 +1492,9 @@ impl Chain {
                 }
                 other => other?,
             };
-            queue.push_front((last - h, data, eos));
+            if !data.is_empty() || eos {
+                queue.push_front((last - h, data, eos));
+            }
         }
         let response_order: Vec<usize> = (0..last).rev().collect();
         let late_reply = match late_reply {
@@ -1478,6 +1506,7 @@ impl Chain {
                 &progress,
                 &mut buffered,
                 None,
+                &mut response_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1486,13 +1515,21 @@ impl Chain {
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
                 // answer with a local reply any more and resets the stream.
-                Ok(BodyPass { reply: Some(r), .. }) => {
+                Ok(BodyPass {
+                    reply: Some(r),
+                    reply_in_trailers,
+                    ..
+                }) => {
                     let plugin = r
                         .slot
                         .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned());
                     let reset = Error::Reset {
                         plugin,
-                        phase: "on_response_body",
+                        phase: if reply_in_trailers {
+                            "on_response_trailers"
+                        } else {
+                            "on_response_body"
+                        },
                         upstream_request: None,
                         logs: Vec::new(),
                     };
@@ -1503,6 +1540,7 @@ impl Chain {
         };
         let (reply, response, response_body) = match late_reply {
             Err(r) => {
+                response_trailers = None;
                 let fields = ConnectionManager::local_reply_fields(&r.request);
                 let body = Bytes::from(r.request.body.clone());
                 (Some(r), fields, body)
@@ -1514,7 +1552,10 @@ impl Chain {
         };
         self.refresh_date();
         let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
-        let mut response = self.hcm.client_response(response, response_body, date)?;
+        let response_trailers = response_trailers.map(PendingTrailers::into_sent);
+        let mut response =
+            self.hcm
+                .client_response(response, response_body, date, response_trailers.as_ref())?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
         // takes it for a messaging error: `onLocalReply`).
@@ -1539,7 +1580,12 @@ impl Chain {
         for slot in &mut self.slots {
             set_response_info(slot, &final_response, &details);
         }
-        self.log_stream(&progress, &mut fields, Some(&mut final_response));
+        self.log_stream(
+            &progress,
+            &mut fields,
+            Some(&mut final_response),
+            response_trailers.as_ref(),
+        );
         // Responses that arrive after the stream ended find no stream to act on;
         // gRPC calls made on the response path are answered now too.
         self.answer_leftovers(&mut callouts);
@@ -1591,6 +1637,7 @@ impl Chain {
         progress: &[Progress],
         buffered: &mut [Option<Vec<u8>>],
         mut hold: Option<(usize, &mut Fields)>,
+        trailers: &mut Option<PendingTrailers>,
         callouts: &mut Vec<Callout>,
     ) -> Result<BodyPass> {
         let callback = match direction {
@@ -1600,10 +1647,21 @@ impl Chain {
         let mut pass = BodyPass::default();
         // Filters that buffered the end of the stream while a callout is in flight.
         let mut waiting_at_end = vec![false; self.slots.len()];
-        while let Some((start, data, eos)) = frames.pop_front() {
+        loop {
+            let Some((start, data, mut eos)) = frames.pop_front() else {
+                // The data has gone as far as it can: the trailers follow it.
+                match self.trailers_step(
+                    direction, trailers, order, progress, buffered, &mut hold, frames, callouts,
+                    &mut pass,
+                )? {
+                    trailers::Step::Data => continue,
+                    trailers::Step::Stop => return Ok(pass),
+                    trailers::Step::Done => break,
+                }
+            };
             pass.complete |= eos;
             let mut carry = Some(data);
-            for &i in order.iter().skip(start) {
+            for (position, &i) in order.iter().enumerate().skip(start) {
                 let Some(data) = carry.take() else { break };
                 let slot = &mut self.slots[i];
                 let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
@@ -1621,6 +1679,9 @@ impl Chain {
                     });
                     return Ok(pass);
                 }
+                // Envoy's iteration state: the filter stopped on earlier data
+                // or holds the headers.
+                let was_stopped = buffered[i].is_some() || matches!(hold, Some((h, _)) if h == i);
                 let body = match buffered[i].take() {
                     Some(mut b) => {
                         b.extend_from_slice(&data);
@@ -1633,8 +1694,9 @@ impl Chain {
                     Some((h, headers)) if *h == i => Some(&mut **headers),
                     _ => None,
                 };
-                let (step, body) = {
+                let (step, body, added) = {
                     let mut state = slot.vm.state();
+                    state.maps.trailers_addable = eos;
                     match direction {
                         Direction::Request => {
                             state.maps.request_body = Some(body);
@@ -1657,20 +1719,37 @@ impl Chain {
                     let step = after(slot, r, direction, callback);
                     let mut state = slot.vm.state();
                     let maps = &mut state.maps;
-                    let (body, headers) = match direction {
-                        Direction::Request => {
-                            (maps.request_body.take(), maps.request_headers.take())
-                        }
-                        Direction::Response => {
-                            (maps.response_body.take(), maps.response_headers.take())
-                        }
+                    maps.trailers_addable = false;
+                    let (body, headers, added) = match direction {
+                        Direction::Request => (
+                            maps.request_body.take(),
+                            maps.request_headers.take(),
+                            maps.request_trailers.take(),
+                        ),
+                        Direction::Response => (
+                            maps.response_body.take(),
+                            maps.response_headers.take(),
+                            maps.response_trailers.take(),
+                        ),
                     };
                     if let Some(held) = holding {
                         *held = headers.unwrap_or_default();
                     }
-                    (step, body.unwrap_or_default())
+                    (step, body.unwrap_or_default(), added)
                 };
                 let holding = matches!(hold, Some((h, _)) if h == i);
+                // Trailers the filter added at the end of the stream: the
+                // filters after it get this data without the end of the
+                // stream, then the trailers.
+                let next_eos = eos && added.is_none();
+                if let Some(fields) = added {
+                    *trailers = Some(PendingTrailers::added(
+                        direction,
+                        (i, position + 1),
+                        fields,
+                        was_stopped,
+                    ));
+                }
                 match step? {
                     After::Failed => {
                         pass.reply = Some(Reply {
@@ -1687,7 +1766,7 @@ impl Chain {
                         return Ok(pass);
                     }
                     After::Returned { resumed: true, .. } if holding => {
-                        pass.released = Some((body, eos));
+                        pass.released = Some((body, next_eos));
                         return Ok(pass);
                     }
                     After::Returned { resumed: true, .. } => carry = Some(body),
@@ -1696,7 +1775,7 @@ impl Chain {
                         resumed: false,
                     } => match data_status(action) {
                         Data::Pass if holding => {
-                            pass.released = Some((body, eos));
+                            pass.released = Some((body, next_eos));
                             return Ok(pass);
                         }
                         Data::Pass => carry = Some(body),
@@ -1721,6 +1800,7 @@ impl Chain {
                         Data::Drop => {}
                     },
                 }
+                eos = next_eos;
             }
             if let Some(data) = carry {
                 pass.out.extend_from_slice(&data);
@@ -1728,7 +1808,11 @@ impl Chain {
             // A frame and the empty end-of-stream frame after it arrive together
             // (Envoy's codec ends the message in the same read); callout responses
             // come in after what arrived together.
-            let event_ends = !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
+            // Trailers arrive with the last data frame, too.
+            let trailers_follow =
+                frames.is_empty() && trailers.as_ref().is_some_and(|t| t.at < order.len());
+            let event_ends =
+                !trailers_follow && !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
             if event_ends
                 && let Some(reply) = self.answer_in_flight(
                     direction,
@@ -1859,7 +1943,7 @@ impl Chain {
         request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
     ) -> Error {
-        self.log_stream(progress, request, None);
+        self.log_stream(progress, request, None, None);
         self.answer_leftovers(&mut Vec::new());
         for slot in &mut self.slots {
             slot.vm.take_fuel();
@@ -2061,6 +2145,7 @@ impl Chain {
         progress: &[Progress],
         request: &mut Fields,
         mut response: Option<&mut Fields>,
+        trailers: Option<&Fields>,
     ) {
         let mut streams = Vec::with_capacity(self.slots.len());
         for (slot, p) in self.slots.iter_mut().zip(progress) {
@@ -2080,7 +2165,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             if slot
                 .vm
-                .log_stream(stream, request, response.as_deref_mut())
+                .log_stream(stream, request, response.as_deref_mut(), trailers)
                 .is_ok()
             {
                 streams.push((slot, stream));

@@ -71,6 +71,8 @@ pub(crate) enum Kind {
     Request,
     /// A response header map.
     Response,
+    /// A response trailer map (`grpc-status` and `grpc-message` are inline).
+    ResponseTrailers,
 }
 
 /// Request headers Envoy 1.40 (official build) coalesces with `,`, as measured by
@@ -144,6 +146,10 @@ const INLINE_RESPONSE: &[&str] = &[
     "x-request-id",
 ];
 
+/// Response trailers Envoy keeps inline (`INLINE_RESP_HEADERS_TRAILERS`); request
+/// trailers have none.
+const INLINE_RESPONSE_TRAILERS: &[&str] = &["grpc-message", "grpc-status"];
+
 /// The longest inline header name (`x-envoy-upstream-healthchecked-cluster`).
 const MAX_INLINE_NAME: usize = 38;
 
@@ -154,6 +160,7 @@ impl Kind {
             Kind::Plain => return false,
             Kind::Request => INLINE_REQUEST,
             Kind::Response => INLINE_RESPONSE,
+            Kind::ResponseTrailers => INLINE_RESPONSE_TRAILERS,
         };
         if key.len() > MAX_INLINE_NAME {
             return false;
@@ -386,7 +393,7 @@ mod tests {
 
     #[test]
     fn inline_lists_are_sorted_lower_case_and_short() {
-        for list in [INLINE_REQUEST, INLINE_RESPONSE] {
+        for list in [INLINE_REQUEST, INLINE_RESPONSE, INLINE_RESPONSE_TRAILERS] {
             assert!(list.windows(2).all(|w| w[0] < w[1]), "{list:?}");
             for name in list {
                 assert_eq!(name.to_ascii_lowercase(), *name);

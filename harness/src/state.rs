@@ -36,6 +36,15 @@ pub(crate) enum Phase {
 pub(crate) struct StreamMaps {
     pub(crate) request_headers: Option<Fields>,
     pub(crate) response_headers: Option<Fields>,
+    /// The request trailers, while Envoy holds them (`on_request_trailers` and
+    /// its pause).
+    pub(crate) request_trailers: Option<Fields>,
+    /// Likewise for the response trailers (also readable in `on_log`).
+    pub(crate) response_trailers: Option<Fields>,
+    /// Set while a body callback that ends its direction's stream runs: a
+    /// change to that direction's trailers creates them, as Envoy's
+    /// `addDecodedTrailers`/`addEncodedTrailers`.
+    pub(crate) trailers_addable: bool,
     /// The request body Envoy hands the running `on_request_body` (accumulated
     /// while the filter buffers).
     pub(crate) request_body: Option<Vec<u8>>,

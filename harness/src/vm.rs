@@ -45,6 +45,8 @@ struct Callbacks {
     on_request_headers_0_1: Cb<(i32, i32), i32>,
     on_response_headers_0_1: Cb<(i32, i32), i32>,
     on_request_body: Cb<(i32, i32, i32), i32>,
+    on_request_trailers: Cb<(i32, i32), i32>,
+    on_response_trailers: Cb<(i32, i32), i32>,
     on_http_call_response: Cb<(i32, i32, i32, i32, i32), ()>,
     on_grpc_receive_initial_metadata: Cb<(i32, i32, i32), ()>,
     on_grpc_receive: Cb<(i32, i32, i32), ()>,
@@ -176,6 +178,8 @@ impl Vm {
             on_request_headers: typed(&mut store, &instance, "proxy_on_request_headers"),
             on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
             on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
+            on_request_trailers: typed(&mut store, &instance, "proxy_on_request_trailers"),
+            on_response_trailers: typed(&mut store, &instance, "proxy_on_response_trailers"),
             on_http_call_response: typed(&mut store, &instance, "proxy_on_http_call_response"),
             on_grpc_receive_initial_metadata: typed(
                 &mut store,
@@ -413,15 +417,34 @@ impl Vm {
         self.lock().on_response_body(stream, size, eos)
     }
 
+    /// `on_request_trailers` with the number of trailers.
+    pub(crate) fn on_request_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_request_trailers(stream, trailers)
+    }
+
+    /// `on_response_trailers` with the number of trailers.
+    pub(crate) fn on_response_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_response_trailers(stream, trailers)
+    }
+
     /// Envoy's access-log hook for a stream (see [`VmCore::log_stream`]).
     pub(crate) fn log_stream(
         &mut self,
         stream: u32,
         request_headers: &mut Fields,
         response_headers: Option<&mut Fields>,
+        response_trailers: Option<&Fields>,
     ) -> Result<(), Trap> {
         self.lock()
-            .log_stream(stream, request_headers, response_headers)
+            .log_stream(stream, request_headers, response_headers, response_trailers)
     }
 
     /// A network filter's connection is over (see [`VmCore::end_connection`]).
@@ -891,18 +914,57 @@ impl VmCore {
         )
     }
 
+    /// `on_request_trailers` with the number of trailers.
+    pub(crate) fn on_request_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        let cbs = Arc::clone(&self.callbacks);
+        let params = (stream as i32, trailers as i32);
+        self.call(
+            Phase::Request,
+            stream,
+            "proxy_on_request_trailers",
+            &cbs.on_request_trailers,
+            params,
+        )
+    }
+
+    /// `on_response_trailers` with the number of trailers.
+    pub(crate) fn on_response_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        let cbs = Arc::clone(&self.callbacks);
+        let params = (stream as i32, trailers as i32);
+        self.call(
+            Phase::Response,
+            stream,
+            "proxy_on_response_trailers",
+            &cbs.on_response_trailers,
+            params,
+        )
+    }
+
     /// Envoy's access-log hook for a stream: `on_log`, with the final request
-    /// and response headers readable (not writable). The maps are lent to the
-    /// VM for the call and given back (read-only, so unchanged).
+    /// and response headers and the response trailers readable (not
+    /// writable). The maps are lent to the VM for the call and given back
+    /// (read-only, so unchanged).
     pub(crate) fn log_stream(
         &mut self,
         stream: u32,
         request_headers: &mut Fields,
         mut response_headers: Option<&mut Fields>,
+        response_trailers: Option<&Fields>,
     ) -> Result<(), Trap> {
         let maps = &mut self.store.data_mut().maps;
         maps.request_headers = Some(std::mem::take(request_headers));
         maps.response_headers = response_headers.as_deref_mut().map(std::mem::take);
+        maps.request_trailers = None;
+        maps.response_trailers = response_trailers.cloned();
+        maps.trailers_addable = false;
         let cbs = Arc::clone(&self.callbacks);
         let logged = self.call(
             Phase::Log,

@@ -614,3 +614,49 @@ fn the_date_header_follows_the_virtual_clock() {
     chain.advance(Duration::from_secs(2));
     assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:02 GMT");
 }
+
+/// Request trailers: the last body callback does not end the stream, the
+/// trailers callback gets their count, and map 1 is readable and writable only
+/// there; the upstream receives the result after the chunked body.
+#[test]
+fn request_trailers_follow_the_body_and_are_theirs_to_change() {
+    let wasm = module(
+        r#"(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"
+  (data (i32.const 200) "x-t")
+  (data (i32.const 210) "x-a")
+  (func (export "proxy_on_request_body") (param i32) (param i32) (param $eos i32) (result i32)
+    (call $status (local.get $eos))
+    (call $status (call $get (i32.const 1) (i32.const 200) (i32.const 3) (i32.const 300) (i32.const 304)))
+    (i32.const 0))
+  (func (export "proxy_on_request_trailers") (param i32) (param $n i32) (result i32)
+    (call $status (local.get $n))
+    (call $status (call $get (i32.const 1) (i32.const 200) (i32.const 3) (i32.const 300) (i32.const 304)))
+    (call $status (call $add (i32.const 1) (i32.const 210) (i32.const 3) (i32.const 200) (i32.const 1)))
+    (i32.const 0))
+"#,
+    );
+    let plugin = engine().load(&wasm).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .connection_manager(
+            weir_harness::ConnectionManager::default()
+                .enable_trailers(true)
+                .upstream_enable_trailers(true),
+        )
+        .build()
+        .expect("starts");
+    let request = http::Request::post("/")
+        .header("host", "t.test")
+        .header("transfer-encoding", "chunked")
+        .extension(weir_harness::Trailers::from_pairs([("x-t", "1")]).expect("valid"))
+        .body(Bytes::from_static(b"abc"))
+        .expect("request");
+    let o = chain.send(request, ok_upstream).expect("send");
+    assert_eq!(infos(&o), ["00", "02", "01", "00", "00"]);
+    let trailers = o.upstream_trailers().expect("the upstream got trailers");
+    assert_eq!(trailers["x-t"], "1");
+    assert_eq!(trailers["x-a"], "x");
+    assert_eq!(o.upstream_request.as_ref().map(|r| r.body().len()), Some(3));
+}

@@ -282,6 +282,11 @@ struct Stream<F> {
 struct Buffers {
     request: Option<BufferBody>,
     response: Option<BufferBody>,
+    /// The size of the request body Envoy holds for the filter (paused, not
+    /// handed over yet).
+    request_held: Option<usize>,
+    /// Likewise for the response body.
+    response_held: Option<usize>,
 }
 
 impl<F> Stream<F> {
@@ -304,6 +309,30 @@ impl<F> Stream<F> {
             buffers.response.as_ref()
         } else {
             buffers.request.as_ref()
+        }
+    }
+
+    /// Records how much of `direction`'s body Envoy holds for the filter
+    /// (`None`: it was handed over).
+    #[inline]
+    fn set_held(&mut self, response: bool, size: Option<usize>) {
+        if let Some(buffers) = self.buffers.as_deref_mut() {
+            if response {
+                buffers.response_held = size;
+            } else {
+                buffers.request_held = size;
+            }
+        }
+    }
+
+    /// Takes the size of the body Envoy holds for the filter, if any.
+    #[inline]
+    fn take_held(&mut self, response: bool) -> Option<usize> {
+        let buffers = self.buffers.as_deref_mut()?;
+        if response {
+            buffers.response_held.take()
+        } else {
+            buffers.request_held.take()
         }
     }
 
@@ -517,8 +546,10 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(action) = buffering(self.buffer(false), body_size, end_of_stream) {
+            self.set_held(false, Some(body_size));
             return action;
         }
+        self.set_held(false, None);
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
@@ -530,12 +561,26 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let whole = self.take_held(false);
+        let (body_at, trailers_at) = (self.at(host::STREAM_REQUEST), self.at(host::STREAM_REQUEST));
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
+        // The trailers end the stream: a body held for the filter is whole now
+        // (Envoy still points the body buffer at it).
+        if let Some(size) = whole {
+            let action = finish::<F>(
+                filter.on_request_body(&mut RequestBody::new(size, true)),
+                body_at,
+            );
+            let action = held(action, self.id, host::STREAM_REQUEST);
+            if action != Action::Continue {
+                return action;
+            }
+        }
         let action = finish::<F>(
             filter.on_request_trailers(&mut RequestTrailers::new()),
-            self.at(host::STREAM_REQUEST),
+            trailers_at,
         );
         held(action, self.id, host::STREAM_REQUEST)
     }
@@ -554,8 +599,10 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(action) = buffering(self.buffer(true), body_size, end_of_stream) {
+            self.set_held(true, Some(body_size));
             return action;
         }
+        self.set_held(true, None);
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
@@ -567,12 +614,29 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let whole = self.take_held(true);
+        let (body_at, trailers_at) = (
+            self.at(host::STREAM_RESPONSE),
+            self.at(host::STREAM_RESPONSE),
+        );
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
+        // The trailers end the stream: a body held for the filter is whole now
+        // (Envoy still points the body buffer at it).
+        if let Some(size) = whole {
+            let action = finish::<F>(
+                filter.on_response_body(&mut ResponseBody::new(size, true)),
+                body_at,
+            );
+            let action = held(action, self.id, host::STREAM_RESPONSE);
+            if action != Action::Continue {
+                return action;
+            }
+        }
         let action = finish::<F>(
             filter.on_response_trailers(&mut ResponseTrailers::new()),
-            self.at(host::STREAM_RESPONSE),
+            trailers_at,
         );
         held(action, self.id, host::STREAM_RESPONSE)
     }

@@ -99,6 +99,12 @@ pub trait HttpFilter: 'static {
     /// [`Headers::buffer_body`](crate::Headers::buffer_body). Request headers
     /// cannot be changed any more here (Envoy has sent them on).
     ///
+    /// A request with trailers ends with them rather than with its body: the
+    /// last chunk has `end_of_stream` false, and a whole body is handed over
+    /// (with `end_of_stream` true) just before
+    /// [`on_request_trailers`](HttpFilter::on_request_trailers), which is not
+    /// called if this pauses or answers.
+    ///
     /// # Errors
     /// Any error becomes a local `500` reply.
     fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
@@ -159,7 +165,9 @@ pub trait HttpFilter: 'static {
     }
 
     /// Called with the request trailers, if the request has any (after the last
-    /// body chunk, which then has `end_of_stream` false).
+    /// body chunk, which then has `end_of_stream` false). They end the stream.
+    /// Envoy delivers them only if the connection manager's
+    /// `http_protocol_options.enable_trailers` is on (HTTP/1).
     ///
     /// # Errors
     /// Any error becomes a local reply.
@@ -189,7 +197,9 @@ pub trait HttpFilter: 'static {
     }
 
     /// Called with the response trailers, if the response has any (gRPC
-    /// responses carry `grpc-status` here).
+    /// responses carry `grpc-status` here), after the body (a whole body is
+    /// handed over just before, as for requests). With an HTTP/1 upstream
+    /// Envoy reads them only if the cluster's `enable_trailers` is on.
     ///
     /// # Errors
     /// Any error becomes a local reply (in practice, a reset).

@@ -8,8 +8,8 @@ use weir::testing::{Action, MockHost};
 use weir::{
     BufferBody, CalloutResponse, CalloutToken, Error, Flow, GrpcCall, GrpcResponse, GrpcToken,
     HttpCall, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestBody,
-    RequestHeaders, ResponseHeaders, ResponseTrailers, Result, SharedQueue, Timer,
-    metrics::Counter, properties, shared_data,
+    RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers, Result,
+    SharedQueue, Timer, metrics::Counter, properties, shared_data,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -473,6 +473,93 @@ fn held_headers_are_the_streams_headers_in_the_body_callback() {
     assert_eq!(host.request_body(), b"ABCDE!");
     assert_eq!(host.request_header("content-length").as_deref(), Some("6"));
     assert_eq!(host.request_header("x-first-byte").as_deref(), Some("A"));
+}
+
+/// Asks for whole bodies and logs what it gets, in order.
+struct WholeBodies;
+
+impl HttpFilter for WholeBodies {
+    type Config = Config;
+
+    fn new(_: Rc<Config>) -> Self {
+        Self
+    }
+
+    fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+        req.buffer_body(BufferBody::up_to(64).will_modify())?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
+        let text = body.text()?;
+        log::info!("request body {text:?} end={}", body.end_of_stream());
+        body.replace(text.to_uppercase())?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_request_trailers(&mut self, trailers: &mut RequestTrailers) -> Result<Flow> {
+        log::info!("request trailers {:?}", trailers.get("x-t")?);
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_headers(&mut self, res: &mut ResponseHeaders) -> Result<Flow> {
+        res.buffer_body(BufferBody::up_to(64))?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_body(&mut self, body: &mut ResponseBody) -> Result<Flow> {
+        log::info!("response body {:?}", body.text()?);
+        Ok(Flow::Pause)
+    }
+
+    fn on_response_trailers(&mut self, _: &mut ResponseTrailers) -> Result<Flow> {
+        log::info!("response trailers");
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn a_whole_body_is_handed_over_before_the_trailers() {
+    let host = MockHost::new();
+    let mut plugin = host.load::<WholeBodies>("{}").expect("loads");
+    let mut stream = plugin.stream();
+    host.set_request_headers(&[(":method", "POST"), (":path", "/")]);
+    assert_eq!(stream.request_headers(false), Action::Continue);
+    // With trailers, no chunk ends the stream: each one is held.
+    assert_eq!(stream.request_body(b"ab", false), Action::Pause);
+    assert_eq!(stream.request_body(b"cd", false), Action::Pause);
+    host.set_request_trailers(&[("x-t", "1")]);
+    assert_eq!(stream.request_trailers(), Action::Continue);
+    assert_eq!(host.request_body(), b"ABCD");
+    // A body callback that pauses keeps the trailers callback from running.
+    host.set_response_headers(&[(":status", "200")]);
+    assert_eq!(stream.response_headers(false), Action::Continue);
+    assert_eq!(stream.response_body(b"xyz", false), Action::Pause);
+    host.set_response_trailers(&[("grpc-status", "0")]);
+    assert_eq!(stream.response_trailers(), Action::Pause);
+    let logs: Vec<String> = host.logs().into_iter().map(|(_, line)| line).collect();
+    assert_eq!(
+        logs,
+        [
+            "request body \"abcd\" end=true",
+            "request trailers Some(\"1\")",
+            "response body \"xyz\"",
+        ]
+    );
+}
+
+#[test]
+fn without_trailers_a_whole_body_comes_once_at_the_end() {
+    let host = MockHost::new();
+    let mut plugin = host.load::<WholeBodies>("{}").expect("loads");
+    let mut stream = plugin.stream();
+    host.set_request_headers(&[(":method", "POST"), (":path", "/")]);
+    assert_eq!(stream.request_headers(false), Action::Continue);
+    assert_eq!(stream.request_body(b"ab", false), Action::Pause);
+    assert_eq!(stream.request_body(b"", true), Action::Continue);
+    // Trailers that never come: nothing more is handed over.
+    let logs: Vec<String> = host.logs().into_iter().map(|(_, line)| line).collect();
+    assert_eq!(logs, ["request body \"ab\" end=true"]);
 }
 
 /// Several plugins in one test (one thread): each gets its own contexts.

@@ -75,6 +75,16 @@ pub struct Suite {
     /// The plugins' `allow_on_headers_stop_iteration` (default false).
     #[serde(default)]
     pub allow_on_headers_stop_iteration: bool,
+    /// The connection manager's `http_protocol_options.enable_trailers`
+    /// (default false, as in Envoy): the client's request trailers reach the
+    /// filters and response trailers reach the client.
+    #[serde(default)]
+    pub enable_trailers: bool,
+    /// The `upstream` cluster's HTTP/1 `enable_trailers` (default false):
+    /// request trailers reach the upstream and its response trailers reach
+    /// the filters.
+    #[serde(default)]
+    pub upstream_enable_trailers: bool,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
@@ -197,6 +207,9 @@ pub struct RequestSpec {
     /// Send the body chunked, in pieces of these sizes (the rest is one more
     /// piece), each read separately by the proxy.
     pub chunks: Vec<usize>,
+    /// Trailers after the (then chunked) body, in order; the request names
+    /// them in a `trailer` header.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Default for RequestSpec {
@@ -207,6 +220,7 @@ impl Default for RequestSpec {
             headers: Vec::new(),
             body: String::new(),
             chunks: Vec::new(),
+            trailers: Vec::new(),
         }
     }
 }
@@ -228,6 +242,10 @@ pub struct ResponseSpec {
     pub delay_ms: u64,
     /// Close the connection instead of answering in full.
     pub close: Option<Close>,
+    /// Trailers after the (then chunked) body, in order; the response names
+    /// them in a `trailer` header, and the request asks for them with
+    /// `te: trailers` (an HTTP/1 server sends trailers only then).
+    pub trailers: Vec<(String, String)>,
 }
 
 /// When a [`ResponseSpec`] closes the connection.
@@ -249,8 +267,37 @@ impl Default for ResponseSpec {
             chunks: Vec::new(),
             delay_ms: 0,
             close: None,
+            trailers: Vec::new(),
         }
     }
+}
+
+/// The `trailer` header that announces `trailers` (a peer that is not told
+/// does not send them), unless `headers` has one.
+fn announce(headers: &[(String, String)], trailers: &[(String, String)]) -> Option<String> {
+    let announced = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("trailer"));
+    if trailers.is_empty() || announced {
+        return None;
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in trailers {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name);
+        }
+    }
+    Some(names.join(", "))
+}
+
+/// The [`weir_harness::Trailers`] extension for `pairs`, if any.
+fn trailers_of(pairs: &[(String, String)]) -> Result<Option<weir_harness::Trailers>> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(weir_harness::Trailers::from_pairs(
+        pairs.iter().map(|(k, v)| (k, v)),
+    )?))
 }
 
 impl ResponseSpec {
@@ -268,6 +315,14 @@ impl ResponseSpec {
         }
         for (k, v) in &self.headers {
             b = b.header(k, v);
+        }
+        if let Some(names) = announce(&self.headers, &self.trailers) {
+            b = b.header("trailer", names);
+        }
+        match trailers_of(&self.trailers) {
+            Ok(Some(trailers)) => b = b.extension(trailers),
+            Ok(None) => {}
+            Err(e) => panic!("bad upstream trailers in scenario: {e}"),
         }
         if !self.chunks.is_empty() {
             b = b
@@ -348,10 +403,21 @@ impl Scenario {
         for (k, v) in &r.headers {
             b = b.header(k, v);
         }
-        if !r.chunks.is_empty() {
-            b = b
-                .header("transfer-encoding", "chunked")
-                .extension(weir_harness::BodyChunks(r.chunks.clone()));
+        let asks_for_trailers = r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("te"));
+        if !self.upstream.trailers.is_empty() && !asks_for_trailers {
+            b = b.header("te", "trailers");
+        }
+        if let Some(names) = announce(&r.headers, &r.trailers) {
+            b = b.header("trailer", names);
+        }
+        if let Some(trailers) = trailers_of(&r.trailers)? {
+            b = b.extension(trailers);
+        }
+        if !r.chunks.is_empty() || !r.trailers.is_empty() {
+            b = b.header("transfer-encoding", "chunked");
+            if !r.chunks.is_empty() {
+                b = b.extension(weir_harness::BodyChunks(r.chunks.clone()));
+            }
         } else if !r.body.is_empty() {
             b = b.header("content-length", r.body.len());
         }
@@ -435,6 +501,7 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if suite.allow_on_headers_stop_iteration {
         plugin["allow_on_headers_stop_iteration"] = serde_yaml_ng::Value::from(true);
     }
+
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
     if !suite.vm_ids.is_empty() && suite.vm_ids.len() != chain.len() {
@@ -455,7 +522,36 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
             filters.insert(at + i, f);
         }
     }
+    if suite.enable_trailers {
+        let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+        hcm["typed_config"]["http_protocol_options"]["enable_trailers"] =
+            serde_yaml_ng::Value::from(true);
+    }
+    if suite.upstream_enable_trailers {
+        enable_cluster_trailers(&mut root, "upstream")?;
+    }
     Ok(serde_yaml_ng::to_string(&root)?)
+}
+
+/// Gives cluster `name` of `root` HTTP/1 `enable_trailers`.
+fn enable_cluster_trailers(root: &mut serde_yaml_ng::Value, name: &str) -> Result<()> {
+    const OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let cluster = root["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .and_then(|c| c.iter_mut().find(|c| c["name"].as_str() == Some(name)))
+        .with_context(|| format!("conformance.yaml has no cluster {name}"))?;
+    let mut options = serde_yaml_ng::Mapping::new();
+    options.insert(
+        "@type".into(),
+        format!("type.googleapis.com/{OPTIONS}").into(),
+    );
+    let yaml = "explicit_http_config: {http_protocol_options: {enable_trailers: true}}";
+    let explicit: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml)?;
+    if let serde_yaml_ng::Value::Mapping(m) = explicit {
+        options.extend(m);
+    }
+    cluster["typed_extension_protocol_options"][OPTIONS] = options.into();
+    Ok(())
 }
 
 fn module_name(package: &str) -> String {
@@ -711,6 +807,7 @@ fn run_scenarios(
             grpc: grpc_seen(upstreams.grpc, harness.grpc.len()),
         };
         seen_lines = lines.len();
+        show(&scenario.name, &harness, &envoy_observed);
 
         let (mut harness, mut envoy_observed) = (
             mask_ports(harness, &suite.mask_ports),
@@ -894,6 +991,38 @@ fn info_logs(logs: &[weir_harness::LogRecord]) -> Vec<String> {
         .filter(|l| l.level >= LogLevel::Info)
         .map(|l| format!("{}: {}", l.level, l.message))
         .collect()
+}
+
+/// With `WEIR_CONFORMANCE_SHOW` set, prints what a scenario observed (in the
+/// harness, and in Envoy where that differs), to read while writing scenarios.
+#[allow(
+    clippy::print_stderr,
+    reason = "an opt-in report for whoever writes scenarios"
+)]
+fn show(name: &str, harness: &Observed, envoy: &Observed) {
+    if std::env::var_os("WEIR_CONFORMANCE_SHOW").is_none() {
+        return;
+    }
+    eprintln!("── {name}");
+    if let Some(up) = &harness.upstream {
+        eprintln!("  upstream: {} {} {:?}", up.method, up.uri, up.body);
+        eprintln!("    headers {:?}", up.headers);
+        eprintln!("    trailers {:?}", up.trailers);
+    }
+    match &harness.client {
+        Ok(c) => {
+            eprintln!("  client: {} {:?}", c.status, c.body);
+            eprintln!("    headers {:?}", c.headers);
+            eprintln!("    trailers {:?}", c.trailers);
+        }
+        Err(e) => eprintln!("  client: {e}"),
+    }
+    for line in &harness.logs {
+        eprintln!("  {line}");
+    }
+    if harness != envoy {
+        eprintln!("{}", describe("(envoy differs)", harness, envoy));
+    }
 }
 
 fn describe(name: &str, harness: &Observed, envoy: &Observed) -> String {

@@ -6,15 +6,20 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_harness::{Chain, Filter, LogLevel, MetricValue};
+use weir_harness::{Chain, ConnectionManager, Filter, LogLevel, MetricValue, Trailers};
 use weir_tests::{engine, filter_wasm};
 
 fn chain(config: &str) -> Chain {
+    chain_with(config, ConnectionManager::default())
+}
+
+fn chain_with(config: &str, hcm: ConnectionManager) -> Chain {
     let plugin = engine()
         .load_file(filter_wasm("sdk-families"))
         .expect("module loads");
     Chain::builder(engine())
         .filter(Filter::new(plugin).name("families").configuration(config))
+        .connection_manager(hcm)
         .log_level(LogLevel::Info)
         .build()
         .expect("plugin starts")
@@ -490,4 +495,139 @@ fn async_plugin_tasks_refresh_on_the_virtual_clock() {
     assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 3);
     let o = async_send(&mut chain, "/value", &[]);
     assert_eq!(upstream_header(&o, "x-value").as_deref(), Some("v3"));
+}
+
+/// sdk-families with trailers carried on both sides.
+fn trailers_chain() -> Chain {
+    chain_with(
+        "{}",
+        ConnectionManager::default()
+            .enable_trailers(true)
+            .upstream_enable_trailers(true),
+    )
+}
+
+fn trailers(pairs: &[(&str, &str)]) -> Trailers {
+    Trailers::from_pairs(pairs.iter().copied()).expect("valid trailers")
+}
+
+/// A chunked POST with `op`, `body` and request `trailers`; the upstream
+/// answers `answer` with `answer_trailers`.
+fn send_with_trailers(
+    chain: &mut Chain,
+    op: &str,
+    body: &'static str,
+    request_trailers: Option<Trailers>,
+    answer: &'static str,
+    answer_trailers: Trailers,
+) -> weir_harness::Outcome {
+    let mut req = http::Request::post("/t")
+        .header("host", "sdk.test")
+        .header("x-op", op)
+        .header("transfer-encoding", "chunked");
+    if let Some(t) = request_trailers {
+        req = req.extension(t);
+    }
+    let req = req
+        .body(Bytes::from_static(body.as_bytes()))
+        .expect("request");
+    chain
+        .send(req, move |_| {
+            http::Response::builder()
+                .extension(answer_trailers.clone())
+                .body(Bytes::from_static(answer.as_bytes()))
+                .expect("response")
+        })
+        .expect("request runs")
+}
+
+fn pairs(map: Option<&http::HeaderMap>) -> Vec<(String, String)> {
+    map.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().expect("ascii").to_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[test]
+fn trailer_views_read_and_change_trailers() {
+    let mut chain = trailers_chain();
+    let o = send_with_trailers(
+        &mut chain,
+        "trailers",
+        "hello",
+        Some(trailers(&[
+            ("x-t", "1"),
+            ("x-u", "2"),
+            ("x-multi", "a"),
+            ("x-multi", "b"),
+        ])),
+        "hi",
+        trailers(&[("grpc-status", "0"), ("x-t", "one")]),
+    );
+    assert_eq!(
+        info(&o),
+        [
+            "request trailers: x-t=1,x-u=2,x-multi=a,x-multi=b x-t=Some(\"1\") missing=None \
+             x-multi=[\"a\", \"b\"] has x-u=true",
+            "request trailers now: x-multi=a,x-multi=b,x-t=replaced,x-added=1,x-added=2",
+            "response: status=Some(200) op=trailers",
+            "response trailers: grpc-status=0,x-t=one x-t=Some(\"one\") missing=None x-multi=[] \
+             has x-u=false",
+            "response trailers now: grpc-status=0,x-t=replaced,x-added=1,x-added=2",
+            "response trailers replaced: grpc-status=0,x-final=yes",
+            "stream done",
+        ]
+    );
+    let mut upstream = pairs(o.upstream_trailers());
+    upstream.sort();
+    let expected: Vec<(String, String)> = [
+        ("x-added", "1"),
+        ("x-added", "2"),
+        ("x-multi", "a"),
+        ("x-multi", "b"),
+        ("x-t", "replaced"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    assert_eq!(upstream, expected);
+    let client = pairs(o.response_trailers());
+    assert_eq!(
+        client,
+        [
+            ("grpc-status".to_owned(), "0".to_owned()),
+            ("x-final".to_owned(), "yes".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn whole_bodies_come_just_before_the_trailers() {
+    let mut chain = trailers_chain();
+    let o = send_with_trailers(
+        &mut chain,
+        "trailers-body",
+        "hello world",
+        Some(trailers(&[("x-t", "1")])),
+        "from upstream",
+        trailers(&[("x-rt", "2")]),
+    );
+    assert_eq!(
+        info(&o),
+        [
+            "request body: \"hello world\" end_of_stream=true",
+            "request trailers: x-t=1",
+            "response: status=Some(200) op=trailers-body",
+            "response body: \"from upstream\" end_of_stream=true",
+            "response trailers: x-rt=2",
+            "stream done",
+        ]
+    );
+    let up = o.upstream_request.as_ref().expect("reached the upstream");
+    assert_eq!(up.body(), "HELLO WORLD");
+    assert_eq!(o.response.body(), "from upstream (seen)");
+    assert_eq!(pairs(o.upstream_trailers()).len(), 1);
+    assert_eq!(pairs(o.response_trailers()).len(), 1);
 }

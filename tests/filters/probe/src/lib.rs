@@ -7,7 +7,9 @@
 //! `[<name>]`, so several probes can share a chain:
 //! `x-probe-request` (run in `on_request_headers`), `x-probe-request-body`
 //! (`on_request_body`, which first logs its size and end-of-stream arguments),
-//! `x-probe-response` (`on_response_headers`), `x-probe-response-body` and
+//! `x-probe-request-trailers` (`on_request_trailers`, which first logs the
+//! number of trailers), `x-probe-response` (`on_response_headers`),
+//! `x-probe-response-body`, `x-probe-response-trailers` and
 //! `x-probe-log` (`on_log`). A script is a list of
 //! commands separated by `;`; each command is logged at info level as
 //! `<callback> <command> -> <status> [<result>]`, so the harness and Envoy can be
@@ -779,8 +781,10 @@ struct Scripts {
     id: String,
     callout: String,
     request_body: String,
+    request_trailers: String,
     response: String,
     response_body: String,
+    response_trailers: String,
     log: String,
     grpc_metadata: String,
     grpc_message: String,
@@ -889,8 +893,10 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 
         id: request_header("x-probe-id"),
         callout: request_header(&script_header("callout")),
         request_body: request_header(&script_header("request-body")),
+        request_trailers: request_header(&script_header("request-trailers")),
         response: request_header(&script_header("response")),
         response_body: request_header(&script_header("response-body")),
+        response_trailers: request_header(&script_header("response-trailers")),
         log: request_header(&script_header("log")),
         grpc_metadata: request_header(&script_header("grpc-metadata")),
         grpc_message: request_header(&script_header("grpc-message")),
@@ -927,6 +933,23 @@ pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 
     log(&format!("on_response_body {size} {eos}"));
     let text = stream_script(id, |s| &s.response_body);
     script("on_response_body", &text, eos != 0)
+}
+
+/// Logs the number of trailers, then runs `x-probe-request-trailers` (the
+/// trailers end the stream: `hold` continues).
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_request_trailers(id: u32, n: usize) -> u32 {
+    log(&format!("on_request_trailers {n}"));
+    let text = stream_script(id, |s| &s.request_trailers);
+    script("on_request_trailers", &text, true)
+}
+
+/// Logs the number of trailers, then runs `x-probe-response-trailers`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_response_trailers(id: u32, n: usize) -> u32 {
+    log(&format!("on_response_trailers {n}"));
+    let text = stream_script(id, |s| &s.response_trailers);
+    script("on_response_trailers", &text, true)
 }
 
 /// A callout answered (on the root context): logs the arguments, makes the
