@@ -24,6 +24,9 @@ use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
 
+mod trailers;
+use trailers::PendingTrailers;
+
 /// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
 /// failed (trapped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,6 +89,20 @@ impl Filter {
     }
 
     /// `VmConfig.vm_id`.
+    ///
+    /// As in Envoy, filters of a chain with equal vm_id, VM configuration
+    /// ([`Filter::vm_configuration`]) and module (the same bytes loaded through
+    /// one [`Engine`]) share one VM: the module is instantiated and initialized
+    /// once, and each filter gets its own root context in it, started in chain
+    /// order (`proxy_on_context_create(root, 0)`, `proxy_on_vm_start`,
+    /// `proxy_on_configure`). Module globals are shared between those filters,
+    /// context ids (root and stream contexts of all of them) come from one
+    /// counter, and a trap in any of them fails the VM for all (each then
+    /// applies its own [`FailurePolicy`]). Timers, callouts, queues and the
+    /// `plugin_name` / `plugin_root_id` / `plugin_vm_id` properties stay each
+    /// filter's own. Filters that differ in any of the three get separate VMs;
+    /// the default vm_id is empty, so two filters of the same module and VM
+    /// configuration share a VM unless given different vm_ids.
     pub fn vm_id(mut self, vm_id: impl Into<String>) -> Self {
         self.meta.vm_id = vm_id.into();
         self
@@ -137,6 +154,14 @@ impl Filter {
 }
 
 impl Filter {
+    /// Whether Envoy runs this filter and `other` in one VM: equal vm_id, VM
+    /// configuration and code (Envoy's VM key).
+    pub(crate) fn same_vm_key(&self, other: &Filter) -> bool {
+        self.meta.vm_id == other.meta.vm_id
+            && self.meta.vm_configuration == other.meta.vm_configuration
+            && self.plugin.same_code(&other.plugin)
+    }
+
     /// What a network chain needs to start this filter's VM.
     pub(crate) fn parts(&self) -> (&Plugin, &PluginMeta, FailurePolicy) {
         (&self.plugin, &self.meta, self.failure_policy)
@@ -251,15 +276,21 @@ impl ChainBuilder {
         let mut slots = Vec::with_capacity(self.filters.len());
         for (i, filter) in self.filters.into_iter().enumerate() {
             let seed = self.seed.wrapping_add(i as u64);
-            let vm = Vm::start(
-                &filter.plugin,
-                filter.meta.clone(),
-                self.start,
-                seed,
-                self.log_level,
-                self.fuel_per_call,
-                Arc::clone(&shared),
-            )?;
+            let sibling = slots
+                .iter()
+                .find(|s: &&Slot| s.filter.same_vm_key(&filter) && !s.vm.failed());
+            let vm = match sibling {
+                Some(sibling) => sibling.vm.join(filter.meta.clone())?,
+                None => Vm::start(
+                    &filter.plugin,
+                    filter.meta.clone(),
+                    self.start,
+                    seed,
+                    self.log_level,
+                    self.fuel_per_call,
+                    Arc::clone(&shared),
+                )?,
+            };
             let mut slot = Slot {
                 vm,
                 policy: filter.failure_policy,
@@ -365,12 +396,13 @@ struct Scratch {
     buffered: Vec<Option<Vec<u8>>>,
     /// Filters that buffered the end of the stream while a callout is in flight.
     waiting_at_end: Vec<bool>,
+    /// The filters a body pass goes through, in order.
+    order: Vec<usize>,
     /// Filters whose access log ran, with their stream context.
     logged: Vec<(usize, u32)>,
-    /// The last stream's header maps and frame queue, for their room.
+    /// The last stream's header maps, for their room.
     request_headers: Fields,
     response_headers: Fields,
-    frames: Frames,
 }
 
 /// The largest header map buffer kept for the next stream; a larger one is
@@ -394,6 +426,13 @@ fn refill<T: Clone>(mut v: Vec<T>, len: usize, value: T) -> Vec<T> {
     v.clear();
     v.resize(len, value);
     v
+}
+
+/// `order`, emptied and filled with `filters`.
+fn fill(mut order: Vec<usize>, filters: impl Iterator<Item = usize>) -> Vec<usize> {
+    order.clear();
+    order.extend(filters);
+    order
 }
 
 /// What happened outside any request, while [`Chain::advance`] moved the clock.
@@ -423,46 +462,6 @@ struct Progress {
     /// in one piece.
     resumed_request: bool,
     resumed_response: bool,
-}
-
-/// The filters a body pass goes through, in the order it reaches them:
-/// `first..end` forwards (requests) or backwards (responses).
-#[derive(Clone, Copy)]
-struct Order {
-    first: usize,
-    end: usize,
-    reverse: bool,
-}
-
-impl Order {
-    fn forward(filters: std::ops::Range<usize>) -> Self {
-        Self {
-            first: filters.start,
-            end: filters.end,
-            reverse: false,
-        }
-    }
-
-    fn backward(filters: std::ops::Range<usize>) -> Self {
-        Self {
-            first: filters.start,
-            end: filters.end,
-            reverse: true,
-        }
-    }
-
-    /// The filters by position, from position `from` on.
-    fn from(self, from: usize) -> impl Iterator<Item = (usize, usize)> {
-        let len = self.end.saturating_sub(self.first);
-        (from..len).map(move |position| {
-            let i = if self.reverse {
-                self.end - 1 - position
-            } else {
-                self.first + position
-            };
-            (position, i)
-        })
-    }
 }
 
 /// Who answers the client instead of the upstream.
@@ -593,6 +592,8 @@ fn settle(
     callouts: &mut Vec<Callout>,
 ) -> Result<After> {
     let mut step = after(slot, result, direction, callback)?;
+    // Envoy's stream idle timeout (5 min by default) would end a longer wait.
+    let give_up = slot.vm.state().monotonic + MAX_HELD;
     while let After::Returned {
         action,
         resumed: false,
@@ -603,23 +604,40 @@ fn settle(
         }
         // HTTP callout responses first, then gRPC events; while the stream is
         // held and nothing else can happen, the virtual clock moves to the next
-        // gRPC deadline.
-        let (result, callback) = match slot.vm.state().pending_calls.pop_front() {
-            Some(call) => (
+        // tick or gRPC deadline. A tick due before a slow callout's response
+        // comes first (a filter's timer can give up on the call).
+        let tick = next_tick(slot, give_up);
+        let call_first =
+            front_call_due(slot, clusters).is_some_and(|due| tick.is_none_or(|t| due <= t));
+        // The state guard must be gone before the callback runs.
+        let call = if call_first {
+            slot.vm.state().root_mut().pending_calls.pop_front()
+        } else {
+            None
+        };
+        let (result, callback) = if let Some(call) = call {
+            (
                 answer_call(slot, clusters, call, callouts),
                 "on_http_call_response",
-            ),
-            None => match grpc_step(slot, grpc) {
-                Some(r) => (r.map(|()| None), "on_grpc_callback"),
-                None => match slot.vm.state().grpc.next_deadline() {
-                    Some(at) => {
-                        set_vm_clock(slot, at);
-                        expire_grpc(slot, at);
-                        continue;
-                    }
-                    None => break,
-                },
-            },
+            )
+        } else if let Some(r) = grpc_step(slot, grpc) {
+            (r.map(|()| None), "on_grpc_callback")
+        } else {
+            // A tick first when both fall at the same time.
+            match (tick, next_grpc_deadline(slot)) {
+                (Some(t), Some(at)) if at < t => {
+                    set_vm_clock(slot, at);
+                    expire_grpc(slot, at);
+                    continue;
+                }
+                (Some(t), _) => (fire_tick(slot, t).map(|()| None), "on_tick"),
+                (None, Some(at)) => {
+                    set_vm_clock(slot, at);
+                    expire_grpc(slot, at);
+                    continue;
+                }
+                (None, None) => break,
+            }
         };
         step = match after(slot, result, direction, callback)? {
             After::Returned { resumed, .. } => After::Returned { action, resumed },
@@ -627,6 +645,65 @@ fn settle(
         };
     }
     Ok(step)
+}
+
+/// How long the harness lets a headers callback hold a stream on ticks alone
+/// (Envoy's default `stream_idle_timeout`); past it the stream has stalled.
+const MAX_HELD: Duration = Duration::from_secs(300);
+
+/// When the VM's next tick is due, if it has a tick period and the tick comes
+/// by `until`.
+fn next_tick(slot: &mut Slot, until: Duration) -> Option<Duration> {
+    let state = slot.vm.state();
+    let root = state.root();
+    if root.tick_period_ms == 0 {
+        return None;
+    }
+    root.next_tick.filter(|t| *t <= until)
+}
+
+/// Delivers the tick due at `at` (the VM's clock moves there), as
+/// [`Chain::advance`] does.
+fn fire_tick(slot: &mut Slot, at: Duration) -> Result<(), Trap> {
+    set_vm_clock(slot, at);
+    {
+        let mut state = slot.vm.state();
+        let root = state.root_mut();
+        root.next_tick = Some(at + Duration::from_millis(u64::from(root.tick_period_ms)));
+    }
+    slot.vm.on_tick()
+}
+
+/// When the first callout in flight gets its answer: its cluster's delay
+/// (capped by the call's timeout) after it was sent. Asks the cluster now if
+/// it was not asked yet.
+fn front_call_due(slot: &mut Slot, clusters: &mut Clusters) -> Option<Duration> {
+    let mut state = slot.vm.state();
+    let call = state.root_mut().pending_calls.front_mut()?;
+    let answer = call
+        .answer
+        .get_or_insert_with(|| ask_cluster(clusters, &call.cluster, &call.request));
+    let delay = match answer.extensions().get::<UpstreamFault>() {
+        Some(UpstreamFault::Delay(delay)) => *delay,
+        _ => Duration::ZERO,
+    };
+    Some(call.sent_at + call.timeout.map_or(delay, |t| delay.min(t)))
+}
+
+/// The response of the cluster's upstream to a callout.
+fn ask_cluster(
+    clusters: &mut Clusters,
+    cluster: &str,
+    request: &http::Request<Bytes>,
+) -> http::Response<Bytes> {
+    match clusters.0.iter_mut().find(|(name, _)| *name == cluster) {
+        Some((_, u)) => u.call(request.clone()),
+        // Validated at dispatch, so this cannot happen.
+        None => http::Response::builder()
+            .status(503)
+            .body(Bytes::from_static(b"no healthy upstream"))
+            .unwrap_or_default(),
+    }
 }
 
 /// What a data callback's return value does to the frame (Envoy's
@@ -669,17 +746,21 @@ fn settle_root_callback(
     if result.is_err() {
         return;
     }
-    let state = slot.vm.state();
-    if state.pending_calls.is_empty()
-        && state.grpc.events.is_empty()
-        && state.grpc.calls.is_empty()
-        && state.grpc.streams.is_empty()
     {
-        // Nothing in flight.
-        return;
+        let state = slot.vm.state();
+        let root = state.root();
+        if root.pending_calls.is_empty()
+            && root.grpc.events.is_empty()
+            && root.grpc.calls.is_empty()
+            && root.grpc.streams.is_empty()
+        {
+            // Nothing in flight.
+            return;
+        }
     }
     loop {
-        let step = match slot.vm.state().pending_calls.pop_front() {
+        let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
+        let step = match next_call {
             Some(call) => answer_call(slot, clusters, call, callouts).map(drop),
             None => match grpc_step(slot, grpc) {
                 Some(r) => r,
@@ -697,14 +778,15 @@ fn settle_root_callback(
 /// deliver, else the next call (or half-closed stream) whose service has not
 /// been asked yet. `None` when there is nothing to do without the clock moving.
 fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
-    if slot.vm.failed.is_some() {
+    if slot.vm.failed() {
         return None;
     }
-    let state = slot.vm.state();
-    if let Some(event) = state.grpc.events.pop_front() {
+    let event = slot.vm.state().root_mut().grpc.events.pop_front();
+    if let Some(event) = event {
         return Some(slot.vm.deliver_grpc(event));
     }
-    let grpc = &mut state.grpc;
+    let mut state = slot.vm.state();
+    let grpc = &mut state.root_mut().grpc;
     let call = grpc.calls.iter_mut().find(|(_, c)| !c.asked);
     let (token, request) = if let Some((&token, call)) = call {
         call.asked = true;
@@ -750,7 +832,8 @@ fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), 
 /// router does: the call closes UNAVAILABLE with "upstream request timeout"
 /// (a local reply 504, turned into gRPC status by the async client).
 fn expire_grpc(slot: &mut Slot, at: Duration) {
-    let grpc = &mut slot.vm.state().grpc;
+    let mut state = slot.vm.state();
+    let grpc = &mut state.root_mut().grpc;
     for (&token, call) in grpc.calls.iter_mut() {
         if call.deadline.is_some_and(|d| d <= at) {
             call.deadline = None;
@@ -763,9 +846,14 @@ fn expire_grpc(slot: &mut Slot, at: Duration) {
     }
 }
 
+/// The earliest deadline of the plugin's gRPC calls.
+fn next_grpc_deadline(slot: &mut Slot) -> Option<Duration> {
+    slot.vm.state().root().grpc.next_deadline()
+}
+
 /// Moves one VM's virtual clocks forward to monotonic time `at`.
 fn set_vm_clock(slot: &mut Slot, at: Duration) {
-    let state = slot.vm.state();
+    let mut state = slot.vm.state();
     if let Some(delta) = at.checked_sub(state.monotonic) {
         state.now += delta;
         state.monotonic = at;
@@ -778,18 +866,9 @@ fn answer_call(
     call: PendingCall,
     callouts: &mut Vec<Callout>,
 ) -> Result<Option<i32>, Trap> {
-    let upstream = clusters
-        .0
-        .iter_mut()
-        .find(|(name, _)| *name == call.cluster)
-        .map(|(_, u)| u);
-    let response = match upstream {
-        Some(u) => u.call(call.request.clone()),
-        // Validated at dispatch, so this cannot happen.
-        None => http::Response::builder()
-            .status(503)
-            .body(Bytes::from_static(b"no healthy upstream"))
-            .unwrap_or_default(),
+    let response = match call.answer {
+        Some(response) => response,
+        None => ask_cluster(clusters, &call.cluster, &call.request),
     };
     let fault = response.extensions().get::<UpstreamFault>().copied();
     let token = call.token;
@@ -860,7 +939,8 @@ fn response_code(response: &Fields) -> Option<u16> {
     reason = "a clone of the Cow keeps the usual static details borrowed"
 )]
 fn set_response_code(slot: &mut Slot, code: Option<u16>, details: &Cow<'static, str>) {
-    let info = &mut slot.vm.state().maps.info;
+    let mut state = slot.vm.state();
+    let info = &mut state.maps.info;
     info.response_code = code;
     info.response_details = Some(details.clone());
 }
@@ -877,6 +957,8 @@ struct BodyPass {
     /// What the holding filter let go when it continued, and whether that
     /// ended the stream.
     released: Option<(Vec<u8>, bool)>,
+    /// The callback that sent [`BodyPass::reply`] was a trailers callback.
+    reply_in_trailers: bool,
 }
 
 fn no_route() -> Reply {
@@ -892,19 +974,15 @@ fn no_route() -> Reply {
     }
 }
 
-/// Body frames still to pass: each with the position (in the pass's [`Order`])
-/// of the first filter it goes to, its data and whether it ends the stream.
-type Frames = VecDeque<(usize, Vec<u8>, bool)>;
-
 /// How Envoy's HTTP/1 codec delivers a body: the data (in the pieces `chunks`
-/// gives, if any), then an empty frame that ends the stream, each from the
-/// first filter on. No body, no frames (the headers end the stream).
-/// `out` is an empty queue whose room is reused.
-fn frames(body: Vec<u8>, chunks: Option<&BodyChunks>, mut out: Frames) -> Frames {
-    out.clear();
+/// gives, if any), then an empty frame that ends the stream. No body, no frames
+/// (the headers end the stream).
+fn frames(body: impl Into<Vec<u8>>, chunks: Option<&BodyChunks>) -> Vec<(Vec<u8>, bool)> {
+    let body = body.into();
     if body.is_empty() {
-        return out;
+        return Vec::new();
     }
+    let mut out = Vec::with_capacity(2);
     let mut taken = 0;
     for &size in chunks.map(|c| c.0.as_slice()).unwrap_or_default() {
         let rest = body.get(taken..).unwrap_or_default();
@@ -912,15 +990,16 @@ fn frames(body: Vec<u8>, chunks: Option<&BodyChunks>, mut out: Frames) -> Frames
             continue;
         }
         let chunk = rest.get(..size.min(rest.len())).unwrap_or_default();
-        out.push_back((0, chunk.to_vec(), false));
+        out.push((chunk.to_vec(), false));
         taken += chunk.len();
     }
+    // A body that arrives in one piece is moved, not copied.
     if taken == 0 {
-        out.push_back((0, body, false));
+        out.push((body, false));
     } else if taken < body.len() {
-        out.push_back((0, body.get(taken..).unwrap_or_default().to_vec(), false));
+        out.push((body.get(taken..).unwrap_or_default().to_vec(), false));
     }
-    out.push_back((0, Vec::new(), true));
+    out.push((Vec::new(), true));
     out
 }
 
@@ -928,18 +1007,20 @@ fn frames(body: Vec<u8>, chunks: Option<&BodyChunks>, mut out: Frames) -> Frames
 /// a callout: Envoy buffered it and, once the filter resumed, hands it over as
 /// one frame that ends the stream. (A body sent in pieces arrives piece by
 /// piece, after the callout response.)
-fn arrived_while_paused(frames: &mut Frames, in_pieces: bool) {
-    if in_pieces || frames.len() != 2 {
+fn arrived_while_paused(frames: &mut Vec<(Vec<u8>, bool)>, in_pieces: bool) {
+    if in_pieces {
         return;
     }
-    if let (Some((_, _, false)), Some((_, empty, true))) = (frames.front(), frames.back())
+    if let [(data, false), (empty, true)] = frames.as_slice()
         && empty.is_empty()
     {
-        frames.pop_back();
-        if let Some(first) = frames.front_mut() {
-            *first = (0, std::mem::take(&mut first.1), true);
-        }
+        *frames = vec![(data.clone(), true)];
     }
+}
+
+/// Frames to pass, each from the first filter on.
+fn queued(frames: Vec<(Vec<u8>, bool)>) -> VecDeque<(usize, Vec<u8>, bool)> {
+    frames.into_iter().map(|(d, eos)| (0, d, eos)).collect()
 }
 
 /// Splits a body into several data frames, as Envoy delivers a body that
@@ -1041,11 +1122,12 @@ impl Chain {
                 .slots
                 .iter_mut()
                 .enumerate()
-                .filter(|(_, s)| s.vm.failed.is_none())
+                .filter(|(_, s)| !s.vm.failed())
                 .flat_map(|(i, s)| {
                     let state = s.vm.state();
-                    let tick = state.next_tick.map(|t| (t, 0, i));
-                    let deadline = state.grpc.next_deadline().map(|t| (t, 1, i));
+                    let root = state.root();
+                    let tick = root.next_tick.map(|t| (t, 0, i));
+                    let deadline = root.grpc.next_deadline().map(|t| (t, 1, i));
                     [tick, deadline]
                 })
                 .flatten()
@@ -1061,8 +1143,9 @@ impl Chain {
             } = self;
             let slot = &mut slots[i];
             let result = if kind == 0 {
-                let period = Duration::from_millis(u64::from(slot.vm.state().tick_period_ms));
-                slot.vm.state().next_tick = Some(at + period);
+                let period =
+                    Duration::from_millis(u64::from(slot.vm.state().root().tick_period_ms));
+                slot.vm.state().root_mut().next_tick = Some(at + period);
                 slot.vm.on_tick()
             } else {
                 expire_grpc(slot, at);
@@ -1091,7 +1174,7 @@ impl Chain {
     fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
         self.slots
             .iter_mut()
-            .flat_map(|s| std::mem::take(&mut s.vm.state().grpc.log))
+            .flat_map(|s| std::mem::take(&mut s.vm.state().root_mut().grpc.log))
             .map(|(_, c)| c)
             .collect()
     }
@@ -1117,7 +1200,7 @@ impl Chain {
         let now = self.monotonic();
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
-            if slot.policy != FailurePolicy::FailReload || slot.vm.failed.is_none() {
+            if slot.policy != FailurePolicy::FailReload || !slot.vm.failed() {
                 continue;
             }
             let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
@@ -1127,15 +1210,29 @@ impl Chain {
                 continue;
             }
             slot.loaded_at = now;
-            let started = Vm::start(
-                &slot.filter.plugin,
-                slot.filter.meta.clone(),
-                self.now,
-                slot.seed,
-                self.log_level,
-                self.fuel_per_call,
-                Arc::clone(&self.shared),
-            );
+            // As Envoy's thread-local VM lookup: a healthy VM with the same key
+            // (one a sibling plugin reloaded already) takes the plugin; a
+            // failed one is never reused.
+            let healthy = self
+                .slots
+                .iter()
+                .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
+            let started = match healthy {
+                Some(sibling) => sibling.vm.join(self.slots[i].filter.meta.clone()),
+                None => {
+                    let slot = &self.slots[i];
+                    Vm::start(
+                        &slot.filter.plugin,
+                        slot.filter.meta.clone(),
+                        self.now,
+                        slot.seed,
+                        self.log_level,
+                        self.fuel_per_call,
+                        Arc::clone(&self.shared),
+                    )
+                }
+            };
+            let slot = &mut self.slots[i];
             match started {
                 Ok(mut vm) => {
                     wire(&mut vm, &self.hcm, &self.clusters, &self.grpc);
@@ -1159,7 +1256,7 @@ impl Chain {
     /// Sets every VM's virtual clocks to monotonic time `at` (wall time follows).
     fn set_monotonic(&mut self, at: Duration) {
         for slot in &mut self.slots {
-            let state = slot.vm.state();
+            let mut state = slot.vm.state();
             if let Some(delta) = at.checked_sub(state.monotonic) {
                 state.now += delta;
                 state.monotonic = at;
@@ -1187,7 +1284,13 @@ impl Chain {
                 grpc,
                 ..
             } = self;
-            let Some(slot) = slots.iter_mut().find(|s| s.vm.key() == ready.target.vm) else {
+            // The plugin whose root context registered the queue (several
+            // plugins may share the VM).
+            let target = ready.target;
+            let Some(slot) = slots
+                .iter_mut()
+                .find(|s| s.vm.key() == target.vm && s.vm.root_context() == target.root_context)
+            else {
                 continue;
             };
             let result = slot
@@ -1233,7 +1336,9 @@ impl Chain {
     /// upstream and the client saw.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`] for a request Envoy could not route,
+    /// [`Error::InvalidRequest`] for a request Envoy could not route (or one
+    /// HTTP/1 cannot carry: [`Trailers`](crate::Trailers) with
+    /// `content-length`),
     /// [`Error::Stalled`] if a filter paused and never resumed, [`Error::Reset`]
     /// if a filter reset the stream, [`Error::InvalidHeader`] if a filter produced
     /// a header that cannot be sent.
@@ -1252,19 +1357,24 @@ impl Chain {
             || std::mem::take(&mut random),
             std::mem::take(&mut self.scratch.request_headers),
         )?;
+        let mut warnings = Vec::new();
+        let mut request_trailers = trailers::from_client(&request, &self.hcm, &mut warnings)?;
         let request_body = request.into_body();
+        let mut request_frames = frames(request_body, request_chunks.as_ref());
+        trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
+        let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
         let mut progress = refill(
             std::mem::take(&mut self.scratch.progress),
             self.slots.len(),
             Progress::default(),
         );
+        let mut order = std::mem::take(&mut self.scratch.order);
 
-        let mut warnings = Vec::new();
         let mut callouts = Vec::new();
         let mut held = None;
         let mut reply = match self.decode(
             &mut fields,
-            request_body.is_empty(),
+            end_of_stream,
             &mut progress,
             &mut callouts,
             0,
@@ -1275,15 +1385,11 @@ impl Chain {
             }
             other => other?,
         };
-        let mut request_complete = request_body.is_empty();
-        let mut queue = frames(
-            request_body.into(),
-            request_chunks.as_ref(),
-            std::mem::take(&mut self.scratch.frames),
-        );
+        let mut request_complete = end_of_stream;
         if progress.iter().any(|p| p.resumed_request) {
-            arrived_while_paused(&mut queue, request_chunks.is_some());
+            arrived_while_paused(&mut request_frames, request_chunks.is_some());
         }
+        let mut queue = queued(request_frames);
         let mut buffered = refill(
             std::mem::take(&mut self.scratch.buffered),
             self.slots.len(),
@@ -1295,13 +1401,15 @@ impl Chain {
         while reply.is_none()
             && let Some(h) = held.take()
         {
+            order = fill(order, 0..=h);
             let pass = match self.pass_body(
                 Direction::Request,
                 &mut queue,
-                Order::forward(0..h + 1),
+                &order,
                 &progress,
                 &mut buffered,
                 Some((h, &mut fields)),
+                &mut request_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1330,7 +1438,10 @@ impl Chain {
                 }
                 other => other?,
             };
-            queue.push_front((h + 1, data, eos));
+            // Trailers can release the headers with no data buffered.
+            if !data.is_empty() || eos {
+                queue.push_front((h + 1, data, eos));
+            }
         }
         // The router resolves the route when the request headers reach it. Envoy's
         // route table matches nothing once a filter removed x-forwarded-proto:
@@ -1339,13 +1450,15 @@ impl Chain {
         let (reply, request_body) = match reply {
             Some(reply) => (Some(reply), Vec::new()),
             None => {
+                order = fill(order, 0..self.slots.len());
                 match self.pass_body(
                     Direction::Request,
                     &mut queue,
-                    Order::forward(0..self.slots.len()),
+                    &order,
                     &progress,
                     &mut buffered,
                     None,
+                    &mut request_trailers,
                     &mut callouts,
                 ) {
                     Err(e @ Error::Reset { .. }) => {
@@ -1367,7 +1480,11 @@ impl Chain {
         if reply.is_none() {
             self.answer_leftovers(&mut callouts);
         }
-        let recycled_frames = queue;
+        if let Some(trailers) = &request_trailers {
+            trailers.keep_with_adder(&mut self.slots);
+        }
+        let request_trailers = request_trailers.map(PendingTrailers::into_sent);
+        let mut response_trailers = None;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
         {
             None => {
@@ -1375,6 +1492,7 @@ impl Chain {
                 let upstream_request = self.hcm.upstream_request(
                     &fields,
                     Bytes::from(request_body),
+                    request_trailers.as_ref(),
                     &mut self.http_cache,
                 )?;
                 let response = upstream.call(upstream_request.clone());
@@ -1387,11 +1505,14 @@ impl Chain {
                     &response,
                     std::mem::take(&mut self.scratch.response_headers),
                 );
+                response_trailers = trailers::from_upstream(&response, &self.hcm, &mut warnings);
                 let body = Vec::from(response.into_body());
+                let mut frames = frames(body, chunks.as_ref());
+                trailers::last_frames(&mut frames, response_trailers.is_some(), &response_fields);
                 (
                     Some(upstream_request),
                     response_fields,
-                    frames(body, chunks.as_ref(), recycled_frames),
+                    frames,
                     chunks.is_some(),
                     None,
                 )
@@ -1402,11 +1523,11 @@ impl Chain {
                 let response = ConnectionManager::local_reply_fields(&reply.request);
                 // A local reply's body is one final frame.
                 let body = reply.request.body.clone();
-                let mut frames = recycled_frames;
-                frames.clear();
-                if !body.is_empty() {
-                    frames.push_back((0, body, true));
-                }
+                let frames = if body.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(body, true)]
+                };
                 (None, response, frames, false, Some(reply))
             }
         };
@@ -1420,7 +1541,7 @@ impl Chain {
         let mut held = None;
         let mut late_reply = match self.encode(
             &mut response,
-            response_frames.is_empty(),
+            response_frames.is_empty() && response_trailers.is_none(),
             &details,
             &mut progress[..last],
             last,
@@ -1432,22 +1553,25 @@ impl Chain {
             }
             other => other?,
         };
-        let mut queue = response_frames;
+        let mut response_frames = response_frames;
         if progress.iter().any(|p| p.resumed_response) {
-            arrived_while_paused(&mut queue, response_chunked);
+            arrived_while_paused(&mut response_frames, response_chunked);
         }
+        let mut queue = queued(response_frames);
         let mut buffered = refill(buffered, self.slots.len(), None);
         // As for requests, in reverse: positions count from the last filter.
         while late_reply.is_none()
             && let Some(h) = held.take()
         {
+            order = fill(order, (h..last).rev());
             let pass = match self.pass_body(
                 Direction::Response,
                 &mut queue,
-                Order::backward(h..last),
+                &order,
                 &progress,
                 &mut buffered,
                 Some((h, &mut response)),
+                &mut response_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1476,17 +1600,21 @@ impl Chain {
                 }
                 other => other?,
             };
-            queue.push_front((last - h, data, eos));
+            if !data.is_empty() || eos {
+                queue.push_front((last - h, data, eos));
+            }
         }
+        order = fill(order, (0..last).rev());
         let late_reply = match late_reply {
             Some(r) => Err(r),
             None => match self.pass_body(
                 Direction::Response,
                 &mut queue,
-                Order::backward(0..last),
+                &order,
                 &progress,
                 &mut buffered,
                 None,
+                &mut response_trailers,
                 &mut callouts,
             ) {
                 Err(e @ Error::Reset { .. }) => {
@@ -1495,13 +1623,21 @@ impl Chain {
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
                 // answer with a local reply any more and resets the stream.
-                Ok(BodyPass { reply: Some(r), .. }) => {
+                Ok(BodyPass {
+                    reply: Some(r),
+                    reply_in_trailers,
+                    ..
+                }) => {
                     let plugin = r
                         .slot
                         .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned());
                     let reset = Error::Reset {
                         plugin,
-                        phase: "on_response_body",
+                        phase: if reply_in_trailers {
+                            "on_response_trailers"
+                        } else {
+                            "on_response_body"
+                        },
                         upstream_request: None,
                         logs: Vec::new(),
                     };
@@ -1512,6 +1648,7 @@ impl Chain {
         };
         let (reply, mut response_fields, response_body) = match late_reply {
             Err(r) => {
+                response_trailers = None;
                 let fields = ConnectionManager::local_reply_fields(&r.request);
                 let body = Bytes::from(r.request.body.clone());
                 (Some(r), fields, body)
@@ -1523,10 +1660,12 @@ impl Chain {
         };
         self.refresh_date();
         let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
+        let response_trailers = response_trailers.map(PendingTrailers::into_sent);
         let mut response = self.hcm.client_response(
             &mut response_fields,
             response_body,
             date,
+            response_trailers.as_ref(),
             &mut self.http_cache,
         )?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
@@ -1565,7 +1704,12 @@ impl Chain {
         for slot in &mut self.slots {
             set_response_code(slot, code, &details);
         }
-        self.log_stream(&progress, &mut fields, Some(&mut final_response));
+        self.log_stream(
+            &progress,
+            &mut fields,
+            Some(&mut final_response),
+            response_trailers.as_ref(),
+        );
         // Responses that arrive after the stream ended find no stream to act on;
         // gRPC calls made on the response path are answered now too.
         self.answer_leftovers(&mut callouts);
@@ -1577,7 +1721,7 @@ impl Chain {
         let host_calls = self.slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
         self.scratch.progress = progress;
         self.scratch.buffered = buffered;
-        self.scratch.frames = queue;
+        self.scratch.order = order;
         self.scratch.keep(fields, final_response);
         let local_reply = reply.map(|r| LocalReply {
             plugin: r
@@ -1616,11 +1760,12 @@ impl Chain {
     fn pass_body(
         &mut self,
         direction: Direction,
-        frames: &mut Frames,
-        order: Order,
+        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
+        order: &[usize],
         progress: &[Progress],
         buffered: &mut [Option<Vec<u8>>],
         hold: Option<(usize, &mut Fields)>,
+        trailers: &mut Option<PendingTrailers>,
         callouts: &mut Vec<Callout>,
     ) -> Result<BodyPass> {
         // Filters that buffered the end of the stream while a callout is in flight.
@@ -1636,6 +1781,7 @@ impl Chain {
             progress,
             buffered,
             hold,
+            trailers,
             callouts,
             &mut waiting_at_end,
         );
@@ -1651,11 +1797,12 @@ impl Chain {
     fn pass_frames(
         &mut self,
         direction: Direction,
-        frames: &mut Frames,
-        order: Order,
+        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
+        order: &[usize],
         progress: &[Progress],
         buffered: &mut [Option<Vec<u8>>],
         mut hold: Option<(usize, &mut Fields)>,
+        trailers: &mut Option<PendingTrailers>,
         callouts: &mut Vec<Callout>,
         waiting_at_end: &mut [bool],
     ) -> Result<BodyPass> {
@@ -1664,17 +1811,28 @@ impl Chain {
             Direction::Response => "on_response_body",
         };
         let mut pass = BodyPass::default();
-        while let Some((start, data, eos)) = frames.pop_front() {
+        loop {
+            let Some((start, data, mut eos)) = frames.pop_front() else {
+                // The data has gone as far as it can: the trailers follow it.
+                match self.trailers_step(
+                    direction, trailers, order, progress, buffered, &mut hold, frames, callouts,
+                    &mut pass,
+                )? {
+                    trailers::Step::Data => continue,
+                    trailers::Step::Stop => return Ok(pass),
+                    trailers::Step::Done => break,
+                }
+            };
             pass.complete |= eos;
             let mut carry = Some(data);
-            for (_, i) in order.from(start) {
+            for (position, &i) in order.iter().enumerate().skip(start) {
                 let Some(data) = carry.take() else { break };
                 let slot = &mut self.slots[i];
                 let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                     carry = Some(data);
                     continue;
                 };
-                if slot.vm.failed.is_some() {
+                if slot.vm.failed() {
                     if slot.policy == FailurePolicy::FailOpen {
                         carry = Some(data);
                         continue;
@@ -1685,12 +1843,12 @@ impl Chain {
                     });
                     return Ok(pass);
                 }
-                // A filter without the body callback passes the frame on as if
-                // it returned Continue (unless it holds the headers).
-                if buffered[i].is_none()
-                    && !matches!(hold, Some((h, _)) if h == i)
-                    && !slot.vm.has_body_callback(direction == Direction::Response)
-                {
+                // Envoy's iteration state: the filter stopped on earlier data
+                // or holds the headers.
+                let was_stopped = buffered[i].is_some() || matches!(hold, Some((h, _)) if h == i);
+                // A filter without the body callback (that does not hold the
+                // headers) passes the frame on as if it returned Continue.
+                if !was_stopped && slot.vm.passes_body(direction == Direction::Response) {
                     carry = Some(data);
                     continue;
                 }
@@ -1706,8 +1864,9 @@ impl Chain {
                     Some((h, headers)) if *h == i => Some(&mut **headers),
                     _ => None,
                 };
-                let (step, body) = {
-                    let state = slot.vm.state();
+                let (step, body, added) = {
+                    let mut state = slot.vm.state();
+                    state.maps.trailers_addable = eos;
                     match direction {
                         Direction::Request => {
                             state.maps.request_body = Some(body);
@@ -1722,26 +1881,45 @@ impl Chain {
                             }
                         }
                     }
+                    drop(state);
                     let r = match direction {
                         Direction::Request => slot.vm.on_request_body(stream, size, eos),
                         Direction::Response => slot.vm.on_response_body(stream, size, eos),
                     };
                     let step = after(slot, r, direction, callback);
-                    let maps = &mut slot.vm.state().maps;
-                    let (body, headers) = match direction {
-                        Direction::Request => {
-                            (maps.request_body.take(), maps.request_headers.take())
-                        }
-                        Direction::Response => {
-                            (maps.response_body.take(), maps.response_headers.take())
-                        }
+                    let mut state = slot.vm.state();
+                    let maps = &mut state.maps;
+                    maps.trailers_addable = false;
+                    let (body, headers, added) = match direction {
+                        Direction::Request => (
+                            maps.request_body.take(),
+                            maps.request_headers.take(),
+                            maps.request_trailers.take(),
+                        ),
+                        Direction::Response => (
+                            maps.response_body.take(),
+                            maps.response_headers.take(),
+                            maps.response_trailers.take(),
+                        ),
                     };
                     if let Some(held) = holding {
                         *held = headers.unwrap_or_default();
                     }
-                    (step, body.unwrap_or_default())
+                    (step, body.unwrap_or_default(), added)
                 };
                 let holding = matches!(hold, Some((h, _)) if h == i);
+                // Trailers the filter added at the end of the stream: the
+                // filters after it get this data without the end of the
+                // stream, then the trailers.
+                let next_eos = eos && added.is_none();
+                if let Some(fields) = added {
+                    *trailers = Some(PendingTrailers::added(
+                        direction,
+                        (i, position + 1),
+                        fields,
+                        was_stopped,
+                    ));
+                }
                 match step? {
                     After::Failed => {
                         pass.reply = Some(Reply {
@@ -1758,7 +1936,7 @@ impl Chain {
                         return Ok(pass);
                     }
                     After::Returned { resumed: true, .. } if holding => {
-                        pass.released = Some((body, eos));
+                        pass.released = Some((body, next_eos));
                         return Ok(pass);
                     }
                     After::Returned { resumed: true, .. } => carry = Some(body),
@@ -1767,12 +1945,14 @@ impl Chain {
                         resumed: false,
                     } => match data_status(action) {
                         Data::Pass if holding => {
-                            pass.released = Some((body, eos));
+                            pass.released = Some((body, next_eos));
                             return Ok(pass);
                         }
                         Data::Pass => carry = Some(body),
                         // Waiting for a callout: its response may resume it.
-                        Data::Buffer if eos && !slot.vm.state().pending_calls.is_empty() => {
+                        Data::Buffer
+                            if eos && !slot.vm.state().root_mut().pending_calls.is_empty() =>
+                        {
                             buffered[i] = Some(body);
                             waiting_at_end[i] = true;
                         }
@@ -1790,6 +1970,7 @@ impl Chain {
                         Data::Drop => {}
                     },
                 }
+                eos = next_eos;
             }
             if let Some(data) = carry {
                 if pass.out.is_empty() {
@@ -1801,7 +1982,11 @@ impl Chain {
             // A frame and the empty end-of-stream frame after it arrive together
             // (Envoy's codec ends the message in the same read); callout responses
             // come in after what arrived together.
-            let event_ends = !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
+            // Trailers arrive with the last data frame, too.
+            let trailers_follow =
+                frames.is_empty() && trailers.as_ref().is_some_and(|t| t.at < order.len());
+            let event_ends =
+                !trailers_follow && !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
             if event_ends
                 && let Some(reply) = self.answer_in_flight(
                     direction,
@@ -1828,16 +2013,16 @@ impl Chain {
     fn answer_in_flight(
         &mut self,
         direction: Direction,
-        order: Order,
+        order: &[usize],
         buffered: &mut [Option<Vec<u8>>],
         waiting_at_end: &mut [bool],
-        frames: &mut Frames,
+        frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
         callouts: &mut Vec<Callout>,
     ) -> Result<Option<Reply>> {
         if !self.stream_waits {
             return Ok(None);
         }
-        for (position, i) in order.from(0) {
+        for (position, &i) in order.iter().enumerate() {
             let Chain {
                 slots,
                 clusters,
@@ -1845,20 +2030,28 @@ impl Chain {
                 ..
             } = &mut *self;
             let slot = &mut slots[i];
-            while let Some(call) = slot.vm.state().pending_calls.pop_front() {
+            loop {
+                let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
+                let Some(call) = next_call else { break };
                 // Envoy still holds the buffered body while the filter waits.
                 let body = buffered[i].take();
-                let maps = &mut slot.vm.state().maps;
-                match direction {
-                    Direction::Request => maps.request_body = body,
-                    Direction::Response => maps.response_body = body,
+                {
+                    let mut state = slot.vm.state();
+                    let maps = &mut state.maps;
+                    match direction {
+                        Direction::Request => maps.request_body = body,
+                        Direction::Response => maps.response_body = body,
+                    }
                 }
                 let result = answer_call(slot, clusters, call, callouts);
-                let maps = &mut slot.vm.state().maps;
-                buffered[i] = match direction {
-                    Direction::Request => maps.request_body.take(),
-                    Direction::Response => maps.response_body.take(),
-                };
+                {
+                    let mut state = slot.vm.state();
+                    let maps = &mut state.maps;
+                    buffered[i] = match direction {
+                        Direction::Request => maps.request_body.take(),
+                        Direction::Response => maps.response_body.take(),
+                    };
+                }
                 let step = after(slot, result, direction, "on_http_call_response")?;
                 if !matches!(step, After::Returned { resumed: false, .. }) {
                     *stream_waits = false;
@@ -1924,7 +2117,7 @@ impl Chain {
         request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
     ) -> Error {
-        self.log_stream(progress, request, None);
+        self.log_stream(progress, request, None, None);
         self.answer_leftovers(&mut Vec::new());
         for slot in &mut self.slots {
             slot.vm.take_fuel();
@@ -1961,7 +2154,7 @@ impl Chain {
             ..
         } = self;
         for (i, slot) in slots.iter_mut().enumerate().skip(from) {
-            if slot.vm.failed.is_some() {
+            if slot.vm.failed() {
                 match slot.policy {
                     FailurePolicy::FailOpen => continue,
                     FailurePolicy::FailClosed | FailurePolicy::FailReload => {
@@ -2059,7 +2252,7 @@ impl Chain {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                 continue;
             };
-            if slot.vm.failed.is_some() {
+            if slot.vm.failed() {
                 if slot.policy == FailurePolicy::FailOpen {
                     continue;
                 }
@@ -2126,11 +2319,12 @@ impl Chain {
         progress: &[Progress],
         request: &mut Fields,
         mut response: Option<&mut Fields>,
+        trailers: Option<&Fields>,
     ) {
         let mut logged = std::mem::take(&mut self.scratch.logged);
         logged.clear();
         for (i, (slot, p)) in self.slots.iter_mut().zip(progress).enumerate() {
-            if slot.vm.failed.is_some() {
+            if slot.vm.failed() {
                 continue;
             }
             let stream = match p.context {
@@ -2146,7 +2340,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             if slot
                 .vm
-                .log_stream(stream, request, response.as_deref_mut())
+                .log_stream(stream, request, response.as_deref_mut(), trailers)
                 .is_ok()
             {
                 logged.push((i, stream));

@@ -2,7 +2,9 @@
 //! plugins with the same configuration as the Envoy it mirrors.
 //!
 //! The subset read: the first listener's HTTP connection manager (its
-//! `generate_request_id` and `server_name`), its `envoy.filters.http.wasm`
+//! `generate_request_id`, `server_name` and `http_protocol_options.enable_trailers`),
+//! the first route's cluster's HTTP/1 `enable_trailers` (in its
+//! `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`), its `envoy.filters.http.wasm`
 //! filters (plugin name, root id, configuration, failure policy, VM id, VM
 //! configuration, local code file, environment key/values), the router's
 //! `suppress_envoy_headers` and the first route's timeout. Configuration values
@@ -179,6 +181,39 @@ pub(crate) fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
     })
 }
 
+/// Whether the static cluster `name` carries HTTP/1 trailers: its
+/// `HttpProtocolOptions` (explicit HTTP/1 config), or the deprecated
+/// cluster-level `http_protocol_options`.
+fn cluster_trailers(root: &Value, name: &str) -> bool {
+    const OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let Some(cluster) = root
+        .get("static_resources")
+        .and_then(|s| s.get("clusters"))
+        .and_then(Value::as_sequence)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| string_at(c, &["name"]).as_deref() == Some(name))
+        })
+    else {
+        return false;
+    };
+    let explicit = cluster
+        .get("typed_extension_protocol_options")
+        .and_then(|o| o.get(OPTIONS))
+        .and_then(|o| {
+            string_at(
+                o,
+                &[
+                    "explicit_http_config",
+                    "http_protocol_options",
+                    "enable_trailers",
+                ],
+            )
+        });
+    let legacy = string_at(cluster, &["http_protocol_options", "enable_trailers"]);
+    explicit.or(legacy).as_deref() == Some("true")
+}
+
 impl EnvoyConfig {
     /// Parses the subset of an Envoy bootstrap described in the module docs.
     ///
@@ -224,6 +259,9 @@ impl EnvoyConfig {
         if let Some(name) = string_at(hcm, &["server_name"]) {
             manager = manager.server_name(name);
         }
+        if let Some(flag) = string_at(hcm, &["http_protocol_options", "enable_trailers"]) {
+            manager = manager.enable_trailers(flag == "true");
+        }
         let first_route = hcm
             .get("route_config")
             .and_then(|r| r.get("virtual_hosts"))
@@ -241,6 +279,7 @@ impl EnvoyConfig {
             manager = manager.route_timeout((!timeout.is_zero()).then_some(timeout));
         }
         if let Some(cluster) = first_route.and_then(|r| string_at(r, &["cluster"])) {
+            manager = manager.upstream_enable_trailers(cluster_trailers(&root, &cluster));
             manager = manager.route_cluster(cluster);
         }
         let http_filters = hcm

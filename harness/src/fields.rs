@@ -73,6 +73,8 @@ pub(crate) enum Kind {
     Request,
     /// A response header map.
     Response,
+    /// A response trailer map (`grpc-status` and `grpc-message` are inline).
+    ResponseTrailers,
 }
 
 /// Request headers Envoy 1.40 (official build) coalesces with `,`, as measured by
@@ -146,6 +148,10 @@ const INLINE_RESPONSE: &[&str] = &[
     "x-request-id",
 ];
 
+/// Response trailers Envoy keeps inline (`INLINE_RESP_HEADERS_TRAILERS`); request
+/// trailers have none.
+const INLINE_RESPONSE_TRAILERS: &[&str] = &["grpc-message", "grpc-status"];
+
 /// The longest inline header name (`x-envoy-upstream-healthchecked-cluster`).
 const MAX_INLINE_NAME: usize = 38;
 
@@ -198,6 +204,7 @@ impl ByLength {
 
 static INLINE_REQUEST_BY_LENGTH: ByLength = ByLength::new(INLINE_REQUEST);
 static INLINE_RESPONSE_BY_LENGTH: ByLength = ByLength::new(INLINE_RESPONSE);
+static INLINE_RESPONSE_TRAILERS_BY_LENGTH: ByLength = ByLength::new(INLINE_RESPONSE_TRAILERS);
 
 impl Kind {
     /// Whether `key` (in any case) is one of this map type's inline headers.
@@ -206,6 +213,7 @@ impl Kind {
             Kind::Plain => false,
             Kind::Request => INLINE_REQUEST_BY_LENGTH.contains(key),
             Kind::Response => INLINE_RESPONSE_BY_LENGTH.contains(key),
+            Kind::ResponseTrailers => INLINE_RESPONSE_TRAILERS_BY_LENGTH.contains(key),
         }
     }
 }
@@ -568,7 +576,7 @@ mod tests {
 
     #[test]
     fn inline_lists_are_sorted_lower_case_and_short() {
-        for list in [INLINE_REQUEST, INLINE_RESPONSE] {
+        for list in [INLINE_REQUEST, INLINE_RESPONSE, INLINE_RESPONSE_TRAILERS] {
             assert!(list.windows(2).all(|w| w[0] < w[1]), "{list:?}");
             for name in list {
                 assert_eq!(name.to_ascii_lowercase(), *name);
@@ -582,6 +590,7 @@ mod tests {
         for (kind, list) in [
             (Kind::Request, INLINE_REQUEST),
             (Kind::Response, INLINE_RESPONSE),
+            (Kind::ResponseTrailers, INLINE_RESPONSE_TRAILERS),
         ] {
             for name in list {
                 assert!(kind.is_inline(name.as_bytes()), "{name}");

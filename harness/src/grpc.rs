@@ -270,11 +270,41 @@ impl Event {
     }
 }
 
-/// A VM's gRPC calls and streams (Envoy keeps them on the root context).
+/// A VM's gRPC token sequences: one per VM in Envoy, whichever plugin (root
+/// context) of the VM opens the call or stream.
 #[derive(Debug)]
-pub(crate) struct GrpcState {
+pub(crate) struct GrpcTokens {
     last_call: u32,
     last_stream: u32,
+}
+
+impl Default for GrpcTokens {
+    fn default() -> Self {
+        Self {
+            last_call: 1,
+            last_stream: 2,
+        }
+    }
+}
+
+impl GrpcTokens {
+    /// The next call token: 5, 9, 13, ...
+    pub(crate) fn next_call_token(&mut self) -> u32 {
+        self.last_call = self.last_call.wrapping_add(4);
+        self.last_call
+    }
+
+    /// The next stream token: 6, 10, 14, ...
+    pub(crate) fn next_stream_token(&mut self) -> u32 {
+        self.last_stream = self.last_stream.wrapping_add(4);
+        self.last_stream
+    }
+}
+
+/// A root context's gRPC calls and streams (Envoy keeps them on the root
+/// context).
+#[derive(Debug, Default)]
+pub(crate) struct GrpcState {
     pub(crate) calls: BTreeMap<u32, Call>,
     pub(crate) streams: BTreeMap<u32, Stream>,
     /// Events to deliver, in order.
@@ -293,37 +323,7 @@ pub(crate) struct GrpcState {
     pub(crate) log: Vec<(u32, GrpcCallout)>,
 }
 
-impl Default for GrpcState {
-    fn default() -> Self {
-        Self {
-            last_call: 1,
-            last_stream: 2,
-            calls: BTreeMap::new(),
-            streams: BTreeMap::new(),
-            events: VecDeque::new(),
-            receive_buffer: None,
-            initial_metadata: None,
-            trailing_metadata: None,
-            status_code: 0,
-            status_message: String::new(),
-            log: Vec::new(),
-        }
-    }
-}
-
 impl GrpcState {
-    /// The next call token: 5, 9, 13, ...
-    pub(crate) fn next_call_token(&mut self) -> u32 {
-        self.last_call = self.last_call.wrapping_add(4);
-        self.last_call
-    }
-
-    /// The next stream token: 6, 10, 14, ...
-    pub(crate) fn next_stream_token(&mut self) -> u32 {
-        self.last_stream = self.last_stream.wrapping_add(4);
-        self.last_stream
-    }
-
     /// The earliest deadline of a call still waiting for its answer.
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
         self.calls.values().filter_map(|c| c.deadline).min()
@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn tokens_follow_envoys_numbering() {
-        let mut s = GrpcState::default();
+        let mut s = GrpcTokens::default();
         assert_eq!((s.next_call_token(), s.next_call_token()), (5, 9));
         assert_eq!((s.next_stream_token(), s.next_stream_token()), (6, 10));
         assert!(is_call(5) && !is_stream(5) && is_stream(6) && !is_call(4));

@@ -10,18 +10,18 @@ use http::{HeaderName, HeaderValue};
 
 use crate::fields::{Fields, Kind};
 use crate::state::LocalReplyRequest;
-use crate::{Error, Result};
+use crate::{Error, Result, Trailers};
 
 /// Client request headers Envoy 1.40 does not pass on with this emulated
 /// configuration (measured): hop-by-hop headers, and `x-envoy-*` control
-/// headers and `x-forwarded-client-cert` from an untrusted client.
+/// headers and `x-forwarded-client-cert` from an untrusted client. (`te` keeps
+/// only its `trailers` token: [`sanitized_te`].)
 fn removed_from_requests(name: &str) -> bool {
     matches!(
         name,
         "connection"
             | "keep-alive"
             | "proxy-connection"
-            | "te"
             | "upgrade"
             | "x-forwarded-client-cert"
             | "x-envoy-internal"
@@ -112,6 +112,8 @@ pub struct ConnectionManager {
     route_cluster: Option<String>,
     buffer_limit: usize,
     addresses: Addresses,
+    enable_trailers: bool,
+    upstream_enable_trailers: bool,
 }
 
 /// The addresses filters read as `source.*`, `destination.*` and `upstream.*`.
@@ -143,6 +145,8 @@ impl Default for ConnectionManager {
                 destination: loopback(10000),
                 upstream: loopback(8080),
             },
+            enable_trailers: false,
+            upstream_enable_trailers: false,
         }
     }
 }
@@ -224,6 +228,34 @@ impl ConnectionManager {
         self.addresses
     }
 
+    /// The connection manager's `http_protocol_options.enable_trailers`
+    /// (default false): whether Envoy's HTTP/1 codec reads the client's
+    /// request trailers and sends response trailers to the client. Off, both
+    /// are dropped (filters never see the client's).
+    pub fn enable_trailers(mut self, on: bool) -> Self {
+        self.enable_trailers = on;
+        self
+    }
+
+    /// The route cluster's `http_protocol_options.enable_trailers` (default
+    /// false): whether the upstream HTTP/1 connection carries request trailers
+    /// to the upstream and reads its response trailers. Off, both are dropped
+    /// (filters never see the upstream's).
+    pub fn upstream_enable_trailers(mut self, on: bool) -> Self {
+        self.upstream_enable_trailers = on;
+        self
+    }
+
+    /// Whether the client side carries trailers.
+    pub(crate) fn downstream_trailers(&self) -> bool {
+        self.enable_trailers
+    }
+
+    /// Whether the upstream side carries trailers.
+    pub(crate) fn upstream_trailers(&self) -> bool {
+        self.upstream_enable_trailers
+    }
+
     /// The request headers as Envoy hands them to the first filter: pseudo-headers
     /// first, `host` turned into `:authority`, then the client's headers, then what
     /// the connection manager adds.
@@ -262,8 +294,14 @@ impl ConnectionManager {
         fields.add_new(b":path", path.as_bytes());
         fields.add_new(b":method", request.method().as_str().as_bytes());
         fields.add_new(b":scheme", b"http");
-        let (mut has_proto, mut has_id) = (false, false);
+        let (mut has_proto, mut has_id, mut te_seen) = (false, false, false);
         for (name, value) in request.headers() {
+            if name == http::header::TE {
+                if !std::mem::replace(&mut te_seen, true) && sanitized_te(request.headers()) {
+                    fields.add_new(b"te", b"trailers");
+                }
+                continue;
+            }
             let name = name.as_str();
             if name != "host" && !removed_from_requests(name) {
                 has_proto |= name == "x-forwarded-proto";
@@ -281,10 +319,15 @@ impl ConnectionManager {
     }
 
     /// The request as an HTTP/1 upstream receives it after the router.
+    /// `trailers` are the trailers that left the filters, if the stream had
+    /// any: the body is then chunked even when empty, and the upstream
+    /// receives them if the cluster carries trailers and the request is not
+    /// framed by `content-length`.
     pub(crate) fn upstream_request(
         &self,
         fields: &Fields,
         body: Bytes,
+        trailers: Option<&Fields>,
         cache: &mut HttpCache,
     ) -> Result<http::Request<Bytes>> {
         let shared = fields.shared();
@@ -303,7 +346,7 @@ impl ConnectionManager {
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = path;
-        let has_body = !request.body().is_empty();
+        let has_body = !request.body().is_empty() || trailers.is_some();
         let headers = request.headers_mut();
         headers.reserve(fields.len() + 2);
         headers.append(
@@ -329,11 +372,21 @@ impl ConnectionManager {
             );
         }
         frame_request(&mut request);
+        let chunked = !request.headers().contains_key(http::header::CONTENT_LENGTH);
+        if let Some(trailers) = trailers
+            && chunked
+            && self.upstream_enable_trailers
+            && trailers.len() > 0
+        {
+            let trailers = Trailers::from_fields(trailers, "request trailers")?;
+            request.extensions_mut().insert(trailers);
+        }
         Ok(request)
     }
 
     /// The upstream's response as the filters see it: `:status` first, HTTP/1
-    /// framing made explicit, plus the router's additions.
+    /// framing made explicit (chunked when it has [`Trailers`]), plus the
+    /// router's additions.
     /// `recycled` is a map whose room is reused.
     pub(crate) fn response_fields(
         &self,
@@ -349,6 +402,11 @@ impl ConnectionManager {
         fields.add_new(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
             fields.add_lowercase(name.as_str().as_bytes(), value.as_bytes());
+        }
+        if response.extensions().get::<Trailers>().is_some()
+            && needs_framing(&fields, response.status().as_u16())
+        {
+            fields.add_new(b"transfer-encoding", b"chunked");
         }
         frame(
             &mut fields,
@@ -377,12 +435,16 @@ impl ConnectionManager {
     }
 
     /// The response as the client receives it: the connection manager sets
-    /// `server` and `date` after the encoder filters.
+    /// `server` and `date` after the encoder filters. `trailers` are those that
+    /// left the filters, if the stream had any: the body is then chunked even
+    /// when empty, and the client receives them if the connection manager
+    /// carries trailers and the response is not framed by `content-length`.
     pub(crate) fn client_response(
         &self,
         fields: &mut Fields,
         body: Bytes,
         date: &str,
+        trailers: Option<&Fields>,
         cache: &mut HttpCache,
     ) -> Result<http::Response<Bytes>> {
         fields.set_lowercase(b"server", self.server_name.as_bytes());
@@ -399,12 +461,13 @@ impl ConnectionManager {
         // Envoy's HTTP/1 codec frames a response that has neither header: chunked
         // when there is a body, `content-length: 0` when the headers end it.
         if needs_framing(fields, status.as_u16()) {
-            if body.is_empty() {
+            if body.is_empty() && trailers.is_none() {
                 fields.add_new(b"content-length", b"0");
             } else {
                 fields.add_new(b"transfer-encoding", b"chunked");
             }
         }
+        let chunked = fields.get(b"content-length").is_none();
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -416,8 +479,26 @@ impl ConnectionManager {
                 shared_value(value, name, "response")?,
             );
         }
+        if let Some(trailers) = trailers
+            && chunked
+            && self.enable_trailers
+            && trailers.len() > 0
+        {
+            let trailers = Trailers::from_fields(trailers, "response trailers")?;
+            response.extensions_mut().insert(trailers);
+        }
         Ok(response)
     }
+}
+
+/// Envoy sanitizes the client's `te` header: it keeps `te: trailers` if any of
+/// its values is `trailers`, and removes it otherwise (measured in Envoy 1.40).
+fn sanitized_te(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|token| token.trim_ascii() == b"trailers")
 }
 
 /// Envoy's HTTP/1 codec sends `content-length: 0` on a bodiless request whose
@@ -584,7 +665,7 @@ mod tests {
         fields.add(b":method", b"GET");
         fields.add(b"x-a", b"1");
         let req = ConnectionManager::default()
-            .upstream_request(&fields, Bytes::new(), &mut HttpCache::default())
+            .upstream_request(&fields, Bytes::new(), None, &mut HttpCache::default())
             .expect("request");
         assert_eq!(req.headers()["host"], "a.test");
         assert_eq!(req.headers()["x-envoy-expected-rq-timeout-ms"], "15000");

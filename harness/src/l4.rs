@@ -260,15 +260,23 @@ impl NetworkChainBuilder {
                     meta.name
                 )));
             }
-            let mut vm = Vm::start(
-                plugin,
-                meta.clone(),
-                self.start,
-                self.seed.wrapping_add(i as u64),
-                self.log_level,
-                self.fuel_per_call,
-                Arc::clone(&shared),
-            )?;
+            // Filters with Envoy's same VM key share a VM (slot j is filter j).
+            let sibling = self.filters[..i]
+                .iter()
+                .position(|f| f.same_vm_key(filter))
+                .map(|j| &slots[j]);
+            let mut vm = match sibling {
+                Some(Slot { vm: sibling, .. }) => sibling.join(meta.clone())?,
+                None => Vm::start(
+                    plugin,
+                    meta.clone(),
+                    self.start,
+                    self.seed.wrapping_add(i as u64),
+                    self.log_level,
+                    self.fuel_per_call,
+                    Arc::clone(&shared),
+                )?,
+            };
             vm.state().source_address = Some(self.source);
             vm.state().destination_address = Some(self.destination);
             vm.take_fuel();
@@ -381,7 +389,7 @@ impl NetworkChain {
             .slots
             .iter_mut()
             .enumerate()
-            .filter(|(_, s)| !(s.vm.failed.is_some() && s.policy == FailurePolicy::FailOpen))
+            .filter(|(_, s)| !(s.vm.failed() && s.policy == FailurePolicy::FailOpen))
             .map(|(slot, s)| FilterConn {
                 slot,
                 context: s.vm.new_context_id(),
@@ -684,7 +692,7 @@ impl Connection<'_> {
             let upstream = self.chain.upstream;
             let cluster = self.chain.cluster.clone();
             for f in &self.filters {
-                let state = self.chain.slots[f.slot].vm.state();
+                let mut state = self.chain.slots[f.slot].vm.state();
                 state.cluster_name = Some(cluster.clone());
                 state.maps.info.upstream_address = Some(upstream);
             }
@@ -797,7 +805,7 @@ impl Connection<'_> {
         let (slot, context) = (self.filters[i].slot, self.filters[i].context);
         self.filters[i].created = true;
         let s = &mut self.chain.slots[slot];
-        if s.vm.failed.is_some() {
+        if s.vm.failed() {
             return self.failed(i);
         }
         if s.vm.create_stream(context).is_err() {
@@ -821,7 +829,7 @@ impl Connection<'_> {
         }
         let (slot, context) = (self.filters[i].slot, self.filters[i].context);
         let s = &mut self.chain.slots[slot];
-        if s.vm.failed.is_some() {
+        if s.vm.failed() {
             return self.failed(i);
         }
         let cb = s.callbacks.on_downstream_data.clone();
@@ -854,7 +862,7 @@ impl Connection<'_> {
         }
         let (slot, context) = (self.filters[i].slot, self.filters[i].context);
         let s = &mut self.chain.slots[slot];
-        let status = if s.vm.failed.is_some() {
+        let status = if s.vm.failed() {
             self.failed(i)
         } else {
             let cb = s.callbacks.on_upstream_data.clone();
@@ -890,7 +898,7 @@ impl Connection<'_> {
     fn upstream_closed_event(&mut self, i: usize) {
         let (slot, context) = (self.filters[i].slot, self.filters[i].context);
         let s = &mut self.chain.slots[slot];
-        if s.vm.failed.is_none() {
+        if !s.vm.failed() {
             let cb = s.callbacks.on_upstream_close.clone();
             self.sync_in(slot);
             let result = self.chain.slots[slot].vm.call_network(
@@ -915,7 +923,7 @@ impl Connection<'_> {
         }
         let (slot, context) = (self.filters[i].slot, self.filters[i].context);
         let s = &mut self.chain.slots[slot];
-        if s.vm.failed.is_none() {
+        if !s.vm.failed() {
             let cb = s.callbacks.on_downstream_close.clone();
             self.sync_in(slot);
             let result = self.chain.slots[slot].vm.call_network(

@@ -36,7 +36,12 @@
 //! (delivered as data then an empty end-of-stream frame, or in the pieces a
 //! [`BodyChunks`] extension gives; buffering on Pause, `proxy_set_buffer_bytes`
 //! edits; headers held by `allow_on_headers_stop_iteration` while the body is
-//! delivered), deferred local replies and stream control, the
+//! delivered), HTTP/1.1 trailers (a [`Trailers`] extension on requests and
+//! upstream responses, carried when the connection manager and the cluster
+//! enable them: `on_request_trailers`/`on_response_trailers` end the stream,
+//! maps 1 and 3 in Envoy's windows, trailers added at the end of a body, a
+//! buffered body handed over with them, `response.trailers`, and what the
+//! upstream and the client receive), deferred local replies and stream control, the
 //! connection manager's, router's and HTTP/1 codec's header changes (including
 //! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
 //! `on_delete`, shared data (per `vm_id`, Envoy's CAS rules), metrics (per-VM ids,
@@ -53,7 +58,7 @@
 //! the current event, as Envoy posts it), the foreign functions `compress`,
 //! `uncompress` and `clear_route_cache`, fail-closed/fail-open/fail-reload after a
 //! trap, WASI stdio/clock/random/environ. The conformance suite in
-//! `tests/conformance/` compares the stream, header, body, shared-data,
+//! `tests/conformance/` compares the stream, header, body, trailer, shared-data,
 //! shared-queue, foreign-function, metrics, property, callout, chain and failure
 //! behaviours with Envoy 1.40, gRPC, and the ABI 0.1.0 differences and load
 //! refusals. The load checks and timers are tested in
@@ -69,7 +74,11 @@
 //! cluster's response makes it slow (past the call's timeout: Envoy's `504`) or
 //! close the connection (before the headers: Envoy's `503`; mid-body: a failed
 //! call, `proxy_get_status` = `BrokenConnection`/`reset`). Virtual time does not
-//! move while a callout is answered; a delay only decides whether it timed out.
+//! move while a callout is answered; a delay decides whether it timed out, and
+//! while a headers callback holds the stream, the plugin's ticks due before a
+//! delayed answer (or while nothing else is pending, up to Envoy's 5 min
+//! stream idle timeout) are delivered first, on the virtual clock: a filter can
+//! resume or answer the stream from `on_tick`.
 //! gRPC answers are delivered after request headers, after root-context
 //! callbacks and once the stream ends; a gRPC stream is answered once the plugin
 //! half-closes it.
@@ -96,6 +105,7 @@ mod outcome;
 mod plugin;
 mod shared;
 mod state;
+mod trailers;
 mod upstream;
 mod vm;
 
@@ -114,4 +124,5 @@ pub use l4_config::NetworkConfig;
 pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome, StartTime};
 pub use plugin::Plugin;
 pub use shared::MetricValue;
+pub use trailers::Trailers;
 pub use upstream::{Upstream, UpstreamFault};

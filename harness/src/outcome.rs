@@ -120,6 +120,26 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The trailers the upstream received, if any (the
+    /// [`Trailers`](crate::Trailers) extension of
+    /// [`upstream_request`](Self::upstream_request)).
+    pub fn upstream_trailers(&self) -> Option<&http::HeaderMap> {
+        self.upstream_request
+            .as_ref()?
+            .extensions()
+            .get::<crate::Trailers>()
+            .map(|t| &t.0)
+    }
+
+    /// The trailers the client received, if any (the
+    /// [`Trailers`](crate::Trailers) extension of [`response`](Self::response)).
+    pub fn response_trailers(&self) -> Option<&http::HeaderMap> {
+        self.response
+            .extensions()
+            .get::<crate::Trailers>()
+            .map(|t| &t.0)
+    }
+
     /// The messages logged at `level`.
     pub fn logs_at(&self, level: LogLevel) -> impl Iterator<Item = &str> {
         self.logs

@@ -19,6 +19,8 @@ struct Inner {
     engine: Engine,
     abi: AbiVersion,
     pre: InstancePre<HostState>,
+    /// The module's bytes: Envoy's VM key covers the code itself.
+    code: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -176,6 +178,7 @@ impl Plugin {
                 engine: engine.clone(),
                 abi,
                 pre,
+                code: Arc::from(bytes),
             }),
         })
     }
@@ -183,6 +186,12 @@ impl Plugin {
     /// The ABI version the module declares.
     pub fn abi(&self) -> AbiVersion {
         self.inner.abi
+    }
+
+    /// Whether `other` was loaded from the same bytes (two loads of one
+    /// module may race past the engine's cache and compile twice).
+    pub(crate) fn same_code(&self, other: &Plugin) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.code == other.inner.code
     }
 
     pub(crate) fn engine(&self) -> &Engine {

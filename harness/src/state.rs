@@ -36,6 +36,15 @@ pub(crate) enum Phase {
 pub(crate) struct StreamMaps {
     pub(crate) request_headers: Option<Fields>,
     pub(crate) response_headers: Option<Fields>,
+    /// The request trailers, while Envoy holds them (`on_request_trailers` and
+    /// its pause).
+    pub(crate) request_trailers: Option<Fields>,
+    /// Likewise for the response trailers (also readable in `on_log`).
+    pub(crate) response_trailers: Option<Fields>,
+    /// Set while a body callback that ends its direction's stream runs: a
+    /// change to that direction's trailers creates them, as Envoy's
+    /// `addDecodedTrailers`/`addEncodedTrailers`.
+    pub(crate) trailers_addable: bool,
     /// The request body Envoy hands the running `on_request_body` (accumulated
     /// while the filter buffers).
     pub(crate) request_body: Option<Vec<u8>>,
@@ -56,6 +65,9 @@ impl StreamMaps {
         let Self {
             request_headers,
             response_headers,
+            request_trailers,
+            response_trailers,
+            trailers_addable,
             request_body,
             response_body,
             downstream_data,
@@ -70,6 +82,9 @@ impl StreamMaps {
         } = self;
         *request_headers = None;
         *response_headers = None;
+        *request_trailers = None;
+        *response_trailers = None;
+        *trailers_addable = false;
         *request_body = None;
         *response_body = None;
         *downstream_data = None;
@@ -102,6 +117,10 @@ pub(crate) struct PendingCall {
     pub(crate) request: http::Request<bytes::Bytes>,
     /// `None`: no timeout (`timeout_ms` 0).
     pub(crate) timeout: Option<std::time::Duration>,
+    /// When it was sent (virtual monotonic time).
+    pub(crate) sent_at: Duration,
+    /// The cluster's response, once asked (to know when it arrives).
+    pub(crate) answer: Option<http::Response<bytes::Bytes>>,
 }
 
 /// The answer to a callout, readable during `on_http_call_response`.
@@ -172,26 +191,58 @@ pub(crate) struct GuestExports {
     pub(crate) allocator: Option<Arc<TypedFunc<i32, i32>>>,
 }
 
-/// The store data of one plugin VM.
-pub(crate) struct HostState {
+/// What a VM keeps for each plugin it runs: Envoy gives every plugin of a
+/// shared VM its own root context, and timers, callouts and gRPC calls belong
+/// to the root context that made them.
+#[derive(Debug)]
+pub(crate) struct RootState {
     pub(crate) meta: PluginMeta,
+    /// The plugin's root context id.
+    pub(crate) root_context_id: u32,
+    pub(crate) tick_period_ms: u32,
+    /// When the next `on_tick` is due (virtual monotonic time), if a period is set.
+    pub(crate) next_tick: Option<Duration>,
+    /// The root context's gRPC calls and streams.
+    pub(crate) grpc: crate::grpc::GrpcState,
+    /// Callouts made and not answered yet, in order.
+    pub(crate) pending_calls: std::collections::VecDeque<PendingCall>,
+}
+
+impl RootState {
+    fn new(meta: PluginMeta) -> Self {
+        Self {
+            meta,
+            root_context_id: 0,
+            tick_period_ms: 0,
+            next_tick: None,
+            grpc: crate::grpc::GrpcState::default(),
+            pending_calls: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// The store data of one VM, which runs one or more plugins (Envoy shares a
+/// VM between plugins with equal vm_id, VM configuration and code).
+pub(crate) struct HostState {
+    /// The plugins of this VM, in the order they were started; the first one
+    /// created the VM (its VM configuration and environment are the VM's).
+    pub(crate) roots: Vec<RootState>,
+    /// The plugin whose callback runs (or whose slot last took the state).
+    pub(crate) current: usize,
     pub(crate) exports: GuestExports,
     pub(crate) limits: StoreLimits,
     /// True while `_initialize`/`main`/`_start` run.
     pub(crate) in_init: bool,
     pub(crate) phase: Phase,
-    pub(crate) root_context_id: u32,
     /// The context the running callback was delivered to.
     pub(crate) active_context: u32,
     /// Set by `proxy_set_effective_context` for the rest of the callback.
     pub(crate) effective_context: u32,
-    /// Live context ids (roots and streams).
-    pub(crate) contexts: Vec<u32>,
+    /// Live context ids (roots and streams), each with the index of its plugin
+    /// in `roots`.
+    pub(crate) contexts: Vec<(u32, usize)>,
     pub(crate) maps: StreamMaps,
     pub(crate) deferred: Deferred,
-    pub(crate) tick_period_ms: u32,
-    /// When the next `on_tick` is due (virtual monotonic time), if a period is set.
-    pub(crate) next_tick: Option<Duration>,
     /// The virtual wall clock, shared by every VM of a chain.
     pub(crate) now: SystemTime,
     /// The virtual monotonic clock.
@@ -213,13 +264,11 @@ pub(crate) struct HostState {
     pub(crate) clusters: Vec<String>,
     /// Clusters with a gRPC service (`proxy_grpc_call`, `proxy_grpc_stream`).
     pub(crate) grpc_clusters: Vec<String>,
-    /// The root context's gRPC calls and streams.
-    pub(crate) grpc: crate::grpc::GrpcState,
-    /// Callouts made and not answered yet, in order.
-    pub(crate) pending_calls: std::collections::VecDeque<PendingCall>,
+    /// The VM's gRPC call and stream tokens.
+    pub(crate) grpc_tokens: crate::grpc::GrpcTokens,
     /// The answer being delivered by `on_http_call_response`.
     pub(crate) call_response: Option<CallResponse>,
-    /// The last HTTP callout token (Envoy's: 4, 8, 12, ...).
+    /// The last HTTP callout token (Envoy's: 4, 8, 12, ..., one sequence per VM).
     last_call_token: u32,
     /// This VM's metric ids: id → (type, stat name).
     metrics: HashMap<u32, (MetricType, String)>,
@@ -230,7 +279,7 @@ pub(crate) struct HostState {
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostState")
-            .field("plugin", &self.meta.name)
+            .field("plugin", &self.root().meta.name)
             .field("phase", &self.phase)
             .field("active_context", &self.active_context)
             .finish_non_exhaustive()
@@ -240,21 +289,19 @@ impl std::fmt::Debug for HostState {
 impl HostState {
     pub(crate) fn new(meta: PluginMeta, now: SystemTime, seed: u64, shared: Arc<Shared>) -> Self {
         Self {
-            meta,
+            roots: vec![RootState::new(meta)],
+            current: 0,
             exports: GuestExports::default(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(MAX_MEMORY_BYTES)
                 .build(),
             in_init: false,
             phase: Phase::Idle,
-            root_context_id: 0,
             active_context: 0,
             effective_context: 0,
             contexts: Vec::new(),
             maps: StreamMaps::default(),
             deferred: Deferred::default(),
-            tick_period_ms: 0,
-            next_tick: None,
             now,
             monotonic: Duration::ZERO,
             rng: seed,
@@ -267,8 +314,7 @@ impl HostState {
             destination_address: None,
             clusters: Vec::new(),
             grpc_clusters: Vec::new(),
-            grpc: crate::grpc::GrpcState::default(),
-            pending_calls: std::collections::VecDeque::new(),
+            grpc_tokens: crate::grpc::GrpcTokens::default(),
             call_response: None,
             last_call_token: 0,
             metrics: HashMap::new(),
@@ -310,7 +356,56 @@ impl HostState {
     /// Whether the current context is a stream (not a root) context.
     pub(crate) fn in_stream(&self) -> bool {
         let current = self.current_context();
-        current != 0 && current != self.root_context_id
+        current != 0 && !self.roots.iter().any(|r| r.root_context_id == current)
+    }
+
+    /// Adds a plugin to this VM; returns its index in `roots`.
+    pub(crate) fn add_root(&mut self, meta: PluginMeta) -> usize {
+        self.roots.push(RootState::new(meta));
+        self.roots.len() - 1
+    }
+
+    /// Whether `context` is a live context of this VM.
+    pub(crate) fn has_context(&self, context: u32) -> bool {
+        self.contexts.iter().any(|&(c, _)| c == context)
+    }
+
+    /// Forgets a context that was deleted.
+    pub(crate) fn remove_context(&mut self, context: u32) {
+        self.contexts.retain(|&(c, _)| c != context);
+    }
+
+    /// The index of the plugin host calls act for: the plugin of the
+    /// effective context if the guest set one, else the running callback's.
+    fn root_index(&self) -> usize {
+        if self.effective_context != 0
+            && let Some(&(_, plugin)) = self
+                .contexts
+                .iter()
+                .find(|&&(c, _)| c == self.effective_context)
+        {
+            return plugin;
+        }
+        self.current
+    }
+
+    /// The plugin host calls act for (see [`HostState::root_index`]): its
+    /// name, root context, timers and callouts.
+    pub(crate) fn root(&self) -> &RootState {
+        let i = self.root_index();
+        &self.roots[i.min(self.roots.len() - 1)]
+    }
+
+    /// Mutable [`HostState::root`].
+    pub(crate) fn root_mut(&mut self) -> &mut RootState {
+        let i = self.root_index().min(self.roots.len() - 1);
+        &mut self.roots[i]
+    }
+
+    /// The plugin that created the VM: its VM configuration and environment
+    /// are the VM's.
+    pub(crate) fn first_root(&self) -> &RootState {
+        &self.roots[0]
     }
 
     /// A deterministic pseudo-random byte stream (splitmix64), seeded per chain.
@@ -330,12 +425,12 @@ impl HostState {
         tracing::event!(
             target: "weir_harness::guest",
             tracing::Level::DEBUG,
-            plugin = %self.meta.name,
+            plugin = %self.root().meta.name,
             ?level,
             "{message}"
         );
         self.shared.logs().push(LogRecord {
-            plugin: self.meta.name.clone(),
+            plugin: self.root().meta.name.clone(),
             level,
             message,
         });

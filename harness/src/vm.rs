@@ -1,7 +1,14 @@
-//! One plugin VM: a wasmtime instance of a [`Plugin`] with its root context, and
-//! the host side of calling its callbacks the way Envoy does.
+//! One plugin VM: a wasmtime instance of a [`Plugin`] with the root context of
+//! each plugin it runs, and the host side of calling its callbacks the way Envoy
+//! does.
+//!
+//! Envoy runs plugins with equal vm_id, VM configuration and code in one VM: the
+//! module is instantiated once, and each plugin gets its own root context in it
+//! (`proxy_on_context_create(root, 0)`, `proxy_on_vm_start`, `proxy_on_configure`).
+//! A [`Vm`] is one plugin's handle on such a VM; [`Vm::join`] adds a plugin to
+//! the VM of another handle. A trap fails the VM for every plugin in it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
@@ -38,6 +45,8 @@ struct Callbacks {
     on_request_headers_0_1: Cb<(i32, i32), i32>,
     on_response_headers_0_1: Cb<(i32, i32), i32>,
     on_request_body: Cb<(i32, i32, i32), i32>,
+    on_request_trailers: Cb<(i32, i32), i32>,
+    on_response_trailers: Cb<(i32, i32), i32>,
     on_http_call_response: Cb<(i32, i32, i32, i32, i32), ()>,
     on_grpc_receive_initial_metadata: Cb<(i32, i32, i32), ()>,
     on_grpc_receive: Cb<(i32, i32, i32), ()>,
@@ -53,7 +62,18 @@ struct Callbacks {
     network: crate::l4::NetworkCallbacks,
 }
 
+/// One plugin's handle on a VM (which other plugins may share).
 pub(crate) struct Vm {
+    core: Arc<Mutex<VmCore>>,
+    /// This plugin's index in the VM's [`HostState::roots`].
+    plugin: usize,
+    /// How long this plugin took to start (for the plugin that created the VM,
+    /// instantiation included).
+    pub(crate) start_time: StartTime,
+}
+
+/// The VM itself: the store, shared by the handles of its plugins.
+struct VmCore {
     store: Store<HostState>,
     /// Shared so that a call can hold one while the store is borrowed (cloning
     /// a typed function handle costs more than the call).
@@ -65,16 +85,31 @@ pub(crate) struct Vm {
     fuel: u64,
     /// The budget of each callback.
     fuel_per_call: u64,
-    /// How long this VM took to start.
-    pub(crate) start_time: StartTime,
 }
 
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let core = self.lock();
         f.debug_struct("Vm")
-            .field("plugin", &self.store.data().meta.name)
-            .field("failed", &self.failed)
+            .field("plugin", &core.name())
+            .field("failed", &core.failed)
             .finish_non_exhaustive()
+    }
+}
+
+/// A plugin's view of its VM's host state, for as long as it is held.
+pub(crate) struct StateGuard<'a>(MutexGuard<'a, VmCore>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = HostState;
+    fn deref(&self) -> &HostState {
+        self.0.store.data()
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut HostState {
+        self.0.store.data_mut()
     }
 }
 
@@ -88,9 +123,9 @@ fn typed<P: WasmParams, R: WasmResults>(
 }
 
 impl Vm {
-    /// Instantiates the plugin and runs Envoy's start-up sequence: `_initialize`
-    /// (+ `main`/`__main_void`) or `_start`, then the root context's
-    /// `on_context_create`, `on_vm_start` and `on_configure`.
+    /// Instantiates the plugin in a new VM and runs Envoy's start-up sequence:
+    /// `_initialize` (+ `main`/`__main_void`) or `_start`, then the root
+    /// context's `on_context_create`, `on_vm_start` and `on_configure`.
     pub(crate) fn start(
         plugin: &Plugin,
         meta: PluginMeta,
@@ -143,6 +178,8 @@ impl Vm {
             on_request_headers: typed(&mut store, &instance, "proxy_on_request_headers"),
             on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
             on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
+            on_request_trailers: typed(&mut store, &instance, "proxy_on_request_trailers"),
+            on_response_trailers: typed(&mut store, &instance, "proxy_on_response_trailers"),
             on_http_call_response: typed(&mut store, &instance, "proxy_on_http_call_response"),
             on_grpc_receive_initial_metadata: typed(
                 &mut store,
@@ -178,25 +215,270 @@ impl Vm {
                 ),
             },
         });
-        let mut vm = Vm {
+        let mut core = VmCore {
             store,
             callbacks,
             next_context_id: 1,
             failed: None,
             fuel: 0,
             fuel_per_call,
-            start_time: StartTime::default(),
         };
         let instantiated = Instant::now();
-        vm.initialize(&instance)?;
-        vm.start_root()?;
-        vm.start_time = StartTime {
-            instantiate: instantiated - began,
-            startup: instantiated.elapsed(),
-        };
-        Ok(vm)
+        core.initialize(&instance)?;
+        core.start_root()?;
+        Ok(Vm {
+            core: Arc::new(Mutex::new(core)),
+            plugin: 0,
+            start_time: StartTime {
+                instantiate: instantiated - began,
+                startup: instantiated.elapsed(),
+            },
+        })
     }
 
+    /// Adds a plugin to this handle's VM, as Envoy does for a plugin whose
+    /// vm_id, VM configuration and code equal those of a running VM: a new
+    /// root context (its id comes from the VM's one counter), then its
+    /// `on_context_create`, `on_vm_start` and `on_configure`. The module is not
+    /// initialized again, so its globals are shared.
+    ///
+    /// A VM that already failed takes no plugin (the caller starts a new one).
+    pub(crate) fn join(&self, meta: PluginMeta) -> Result<Vm> {
+        let began = Instant::now();
+        let mut core = self.lock();
+        if let Some(trap) = &core.failed {
+            return Err(Error::Trap {
+                plugin: meta.name,
+                function: "a shared VM's earlier callback",
+                message: trap.0.clone(),
+            });
+        }
+        let plugin = core.store.data_mut().add_root(meta);
+        core.store.data_mut().current = plugin;
+        core.start_root()?;
+        drop(core);
+        Ok(Vm {
+            core: Arc::clone(&self.core),
+            plugin,
+            start_time: StartTime {
+                instantiate: std::time::Duration::ZERO,
+                startup: began.elapsed(),
+            },
+        })
+    }
+
+    /// Locks the VM for this plugin: the host state reached through the guard
+    /// acts for this plugin (its root context, timers, callouts).
+    fn lock(&self) -> MutexGuard<'_, VmCore> {
+        // A panic while the lock was held leaves the state as consistent as
+        // between two callbacks: carry on with it.
+        let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        core.store.data_mut().current = self.plugin;
+        core
+    }
+
+    /// Whether the VM failed (a trap in a callback of any of its plugins).
+    pub(crate) fn failed(&self) -> bool {
+        self.lock().failed.is_some()
+    }
+
+    /// The plugin's name.
+    pub(crate) fn name(&self) -> String {
+        self.lock().name().to_owned()
+    }
+
+    /// The key naming this VM in process-wide state.
+    pub(crate) fn key(&self) -> u64 {
+        self.lock().store.data().vm_key
+    }
+
+    /// This plugin's root context id.
+    pub(crate) fn root_context(&self) -> u32 {
+        self.lock().store.data().root().root_context_id
+    }
+
+    /// The VM's host state, acting for this plugin while the guard is held.
+    pub(crate) fn state(&mut self) -> StateGuard<'_> {
+        StateGuard(self.lock())
+    }
+
+    /// Allocates a context id (one counter per VM, as in Envoy).
+    pub(crate) fn new_context_id(&mut self) -> u32 {
+        self.lock().new_context_id()
+    }
+
+    /// The network filter callbacks, with what [`Vm::call_network`] needs.
+    pub(crate) fn network_callbacks(&self) -> crate::l4::NetworkCallbacks {
+        self.lock().callbacks.network.clone()
+    }
+
+    /// Calls a network filter callback (see `l4.rs`) with Envoy's context
+    /// bookkeeping.
+    pub(crate) fn call_network<P: WasmParams, R: WasmResults>(
+        &mut self,
+        phase: Phase,
+        context: u32,
+        name: &'static str,
+        func: &Cb<P, R>,
+        params: P,
+    ) -> Result<Option<R>, Trap> {
+        self.lock().call(phase, context, name, func, params)
+    }
+
+    /// Fuel used since the last call to this, by every plugin of the VM.
+    pub(crate) fn take_fuel(&mut self) -> u64 {
+        std::mem::take(&mut self.lock().fuel)
+    }
+
+    /// `proxy_*` host calls made since the last call to this, by every plugin
+    /// of the VM.
+    pub(crate) fn take_host_calls(&mut self) -> u64 {
+        std::mem::take(&mut self.lock().store.data_mut().host_calls)
+    }
+
+    /// What the last callback asked the host to do once it returned.
+    pub(crate) fn take_deferred(&mut self) -> Deferred {
+        let mut core = self.lock();
+        let deferred = &mut core.store.data_mut().deferred;
+        if deferred.is_empty() {
+            Deferred::default()
+        } else {
+            std::mem::take(deferred)
+        }
+    }
+
+    /// Whether a body frame of `response` (or request) bodies passes this
+    /// plugin untouched: the module exports no callback for it, and no
+    /// trailers of that direction are lent to the VM (which a body callback
+    /// would take as trailers it added).
+    pub(crate) fn passes_body(&self, response: bool) -> bool {
+        let core = self.lock();
+        let maps = &core.store.data().maps;
+        if response {
+            core.callbacks.on_response_body.is_none() && maps.response_trailers.is_none()
+        } else {
+            core.callbacks.on_request_body.is_none() && maps.request_trailers.is_none()
+        }
+    }
+
+    /// A stream context of this plugin: `on_context_create(stream, root)`.
+    pub(crate) fn create_stream(&mut self, stream: u32) -> Result<(), Trap> {
+        self.lock().create_stream(stream)
+    }
+
+    /// `on_request_headers` (either ABI's form).
+    pub(crate) fn on_request_headers(
+        &mut self,
+        stream: u32,
+        headers: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_request_headers(stream, headers, eos)
+    }
+
+    /// `on_response_headers` (either ABI's form).
+    pub(crate) fn on_response_headers(
+        &mut self,
+        stream: u32,
+        headers: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_response_headers(stream, headers, eos)
+    }
+
+    /// This plugin's timer fired: `on_tick` on its root context.
+    pub(crate) fn on_tick(&mut self) -> Result<(), Trap> {
+        self.lock().on_tick()
+    }
+
+    /// A shared queue has data: `on_queue_ready` on the root context that
+    /// registered it (any plugin's of this VM), if that context still exists.
+    pub(crate) fn on_queue_ready(&mut self, root: u32, token: u32) -> Result<(), Trap> {
+        self.lock().on_queue_ready(root, token)
+    }
+
+    /// Delivers a callout's answer to this plugin's root context.
+    pub(crate) fn on_http_call_response(
+        &mut self,
+        token: u32,
+        headers: Fields,
+        body: Vec<u8>,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_http_call_response(token, headers, body)
+    }
+
+    /// One of this plugin's callouts failed after its response started.
+    pub(crate) fn on_http_call_failure(&mut self, token: u32) -> Result<Option<i32>, Trap> {
+        self.lock().on_http_call_failure(token)
+    }
+
+    /// Delivers one gRPC event to this plugin's root context.
+    pub(crate) fn deliver_grpc(&mut self, event: Event) -> Result<(), Trap> {
+        self.lock().deliver_grpc(event)
+    }
+
+    /// `on_request_body`.
+    pub(crate) fn on_request_body(
+        &mut self,
+        stream: u32,
+        size: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_request_body(stream, size, eos)
+    }
+
+    /// `on_response_body`.
+    pub(crate) fn on_response_body(
+        &mut self,
+        stream: u32,
+        size: usize,
+        eos: bool,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_response_body(stream, size, eos)
+    }
+
+    /// `on_request_trailers` with the number of trailers.
+    pub(crate) fn on_request_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_request_trailers(stream, trailers)
+    }
+
+    /// `on_response_trailers` with the number of trailers.
+    pub(crate) fn on_response_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        self.lock().on_response_trailers(stream, trailers)
+    }
+
+    /// Envoy's access-log hook for a stream (see [`VmCore::log_stream`]).
+    pub(crate) fn log_stream(
+        &mut self,
+        stream: u32,
+        request_headers: &mut Fields,
+        response_headers: Option<&mut Fields>,
+        response_trailers: Option<&Fields>,
+    ) -> Result<(), Trap> {
+        self.lock()
+            .log_stream(stream, request_headers, response_headers, response_trailers)
+    }
+
+    /// A network filter's connection is over (see [`VmCore::end_connection`]).
+    pub(crate) fn end_connection(&mut self, connection: u32) -> Result<(), Trap> {
+        self.lock().end_connection(connection)
+    }
+
+    /// The filter is destroyed: `on_done`, then `on_delete`.
+    pub(crate) fn end_stream(&mut self, stream: u32) -> Result<(), Trap> {
+        self.lock().end_stream(stream)
+    }
+}
+
+impl VmCore {
     fn startup_trap(&self, function: &'static str, trap: Trap) -> Error {
         Error::Trap {
             plugin: self.name().to_owned(),
@@ -229,10 +511,13 @@ impl Vm {
         result.map_err(|t| self.startup_trap("module initialization", t))
     }
 
+    /// Creates the current plugin's root context and starts it.
     fn start_root(&mut self) -> Result<()> {
         let root = self.new_context_id();
-        self.store.data_mut().root_context_id = root;
-        self.store.data_mut().contexts.push(root);
+        let state = self.store.data_mut();
+        let plugin = state.current;
+        state.roots[plugin].root_context_id = root;
+        state.contexts.push((root, plugin));
         let cbs = Arc::clone(&self.callbacks);
         self.call(
             Phase::Root,
@@ -242,7 +527,7 @@ impl Vm {
             (root as i32, 0),
         )
         .map_err(|t| self.startup_trap("proxy_on_context_create", t))?;
-        let vm_config_len = self.store.data().meta.vm_configuration.len() as i32;
+        let vm_config_len = self.store.data().root().meta.vm_configuration.len() as i32;
         let cbs = Arc::clone(&self.callbacks);
         let ok = self
             .call(
@@ -259,7 +544,7 @@ impl Vm {
                 logs: self.warnings(),
             });
         }
-        let config_len = self.store.data().meta.plugin_configuration.len() as i32;
+        let config_len = self.store.data().root().meta.plugin_configuration.len() as i32;
         let cbs = Arc::clone(&self.callbacks);
         let ok = self
             .call(
@@ -285,47 +570,20 @@ impl Vm {
             .shared
             .logs()
             .iter()
-            .filter(|r| r.plugin == state.meta.name && r.level >= LogLevel::Warn)
+            .filter(|r| r.plugin == state.root().meta.name && r.level >= LogLevel::Warn)
             .map(|r| r.message.clone())
             .collect()
     }
 
-    pub(crate) fn name(&self) -> &str {
-        &self.store.data().meta.name
-    }
-
-    /// The key naming this VM in process-wide state.
-    pub(crate) fn key(&self) -> u64 {
-        self.store.data().vm_key
-    }
-
-    pub(crate) fn state(&mut self) -> &mut HostState {
-        self.store.data_mut()
+    fn name(&self) -> &str {
+        &self.store.data().root().meta.name
     }
 
     /// Allocates a context id (one counter per VM, as in Envoy).
-    pub(crate) fn new_context_id(&mut self) -> u32 {
+    fn new_context_id(&mut self) -> u32 {
         let id = self.next_context_id;
         self.next_context_id += 1;
         id
-    }
-
-    /// The network filter callbacks, with what [`Vm::call_network`] needs.
-    pub(crate) fn network_callbacks(&self) -> crate::l4::NetworkCallbacks {
-        self.callbacks.network.clone()
-    }
-
-    /// Calls a network filter callback (see `l4.rs`) with Envoy's context
-    /// bookkeeping.
-    pub(crate) fn call_network<P: WasmParams, R: WasmResults>(
-        &mut self,
-        phase: Phase,
-        context: u32,
-        name: &'static str,
-        func: &Cb<P, R>,
-        params: P,
-    ) -> Result<Option<R>, Trap> {
-        self.call(phase, context, name, func, params)
     }
 
     /// Calls one callback with Envoy's context bookkeeping. `Ok(None)` if the module
@@ -354,7 +612,7 @@ impl Vm {
         self.call_traced(phase, context, name, func, params)
     }
 
-    /// [`Vm::call`] inside its span, if any.
+    /// [`VmCore::call`] inside its span, if any.
     fn call_traced<P: WasmParams, R: WasmResults>(
         &mut self,
         phase: Phase,
@@ -383,8 +641,9 @@ impl Vm {
             Err(e) => {
                 let trap = Trap(format!("{e:?}"));
                 let message = format!("Function: {name} failed: {}", trap.0);
-                tracing::warn!(plugin = %state.meta.name, "{message}");
-                let report = format!("{}: {message}", state.meta.name);
+                let plugin = &state.root().meta.name;
+                tracing::warn!(plugin = %plugin, "{message}");
+                let report = format!("{plugin}: {message}");
                 state.shared.traps().push(report);
                 self.failed = Some(trap.clone());
                 Err(trap)
@@ -392,38 +651,11 @@ impl Vm {
         }
     }
 
-    /// Fuel used since the last call to this.
-    pub(crate) fn take_fuel(&mut self) -> u64 {
-        std::mem::take(&mut self.fuel)
-    }
-
-    /// `proxy_*` host calls made since the last call to this.
-    pub(crate) fn take_host_calls(&mut self) -> u64 {
-        std::mem::take(&mut self.store.data_mut().host_calls)
-    }
-
-    pub(crate) fn take_deferred(&mut self) -> Deferred {
-        let deferred = &mut self.store.data_mut().deferred;
-        if deferred.is_empty() {
-            Deferred::default()
-        } else {
-            std::mem::take(deferred)
-        }
-    }
-
-    /// Whether the module exports the body callback of `response` (or request)
-    /// bodies.
-    pub(crate) fn has_body_callback(&self, response: bool) -> bool {
-        if response {
-            self.callbacks.on_response_body.is_some()
-        } else {
-            self.callbacks.on_request_body.is_some()
-        }
-    }
-
     pub(crate) fn create_stream(&mut self, stream: u32) -> Result<(), Trap> {
-        let root = self.store.data().root_context_id;
-        self.store.data_mut().contexts.push(stream);
+        let state = self.store.data_mut();
+        let root = state.root().root_context_id;
+        let plugin = state.current;
+        state.contexts.push((stream, plugin));
         let cbs = Arc::clone(&self.callbacks);
         self.call(
             Phase::Root,
@@ -489,7 +721,7 @@ impl Vm {
 
     /// The timer fired: `on_tick` on the root context.
     pub(crate) fn on_tick(&mut self) -> Result<(), Trap> {
-        let root = self.store.data().root_context_id;
+        let root = self.store.data().root().root_context_id;
         let cbs = Arc::clone(&self.callbacks);
         self.call(
             Phase::Root,
@@ -504,9 +736,11 @@ impl Vm {
     /// A shared queue this VM registered has data: `on_queue_ready` on the root
     /// context that registered it, if that context still exists.
     pub(crate) fn on_queue_ready(&mut self, root: u32, token: u32) -> Result<(), Trap> {
-        if !self.store.data().contexts.contains(&root) {
+        let state = self.store.data_mut();
+        let Some(&(_, plugin)) = state.contexts.iter().find(|&&(c, _)| c == root) else {
             return Ok(());
-        }
+        };
+        state.current = plugin;
         let cbs = Arc::clone(&self.callbacks);
         self.call(
             Phase::Root,
@@ -526,7 +760,7 @@ impl Vm {
         headers: Fields,
         body: Vec<u8>,
     ) -> Result<Option<i32>, Trap> {
-        let root = self.store.data().root_context_id;
+        let root = self.store.data().root().root_context_id;
         let params = (
             root as i32,
             token as i32,
@@ -552,8 +786,8 @@ impl Vm {
     /// `proxy_get_status` answering `BrokenConnection` / `reset` meanwhile. The
     /// code stays afterwards; the message does not (as in Envoy).
     pub(crate) fn on_http_call_failure(&mut self, token: u32) -> Result<Option<i32>, Trap> {
-        let root = self.store.data().root_context_id;
-        let grpc = &mut self.store.data_mut().grpc;
+        let root = self.store.data().root().root_context_id;
+        let grpc = &mut self.store.data_mut().root_mut().grpc;
         grpc.status_code = Status::BrokenConnection as u32;
         grpc.status_message = "reset".to_owned();
         let cb = self.callbacks.on_http_call_response.clone();
@@ -564,7 +798,7 @@ impl Vm {
             &cb,
             (root as i32, token as i32, 0, 0, 0),
         );
-        self.store.data_mut().grpc.status_message.clear();
+        self.store.data_mut().root_mut().grpc.status_message.clear();
         result.map(|_| None)
     }
 
@@ -578,11 +812,11 @@ impl Vm {
         fields: Fields,
         map: fn(&mut crate::grpc::GrpcState) -> &mut Option<Fields>,
     ) -> Result<Option<()>, Trap> {
-        let root = self.store.data().root_context_id;
+        let root = self.store.data().root().root_context_id;
         let n = fields.len() as i32;
-        *map(&mut self.store.data_mut().grpc) = Some(fields);
+        *map(&mut self.store.data_mut().root_mut().grpc) = Some(fields);
         let r = self.call(Phase::Root, root, name, cb, (root as i32, token as i32, n));
-        *map(&mut self.store.data_mut().grpc) = None;
+        *map(&mut self.store.data_mut().root_mut().grpc) = None;
         r
     }
 
@@ -592,7 +826,7 @@ impl Vm {
     /// delivered, a stream once it is closed at both ends. An event whose
     /// callback the module does not export is skipped (the cleanup still runs).
     pub(crate) fn deliver_grpc(&mut self, event: Event) -> Result<(), Trap> {
-        let root = self.store.data().root_context_id;
+        let root = self.store.data().root().root_context_id;
         let token = event.token();
         let result = match event {
             Event::InitialMetadata(_, fields) => {
@@ -617,7 +851,7 @@ impl Vm {
             }
             Event::Message(_, message) => {
                 let cb = self.callbacks.on_grpc_receive.clone();
-                let grpc = &mut self.store.data_mut().grpc;
+                let grpc = &mut self.store.data_mut().root_mut().grpc;
                 if grpc::is_call(token) {
                     grpc.record_status(token, 0);
                 }
@@ -631,19 +865,19 @@ impl Vm {
                         &cb,
                         (root as i32, token as i32, size),
                     );
-                    self.store.data_mut().grpc.receive_buffer = None;
+                    self.store.data_mut().root_mut().grpc.receive_buffer = None;
                     r
                 } else {
                     Ok(None)
                 };
                 if grpc::is_call(token) {
-                    self.store.data_mut().grpc.forget(token);
+                    self.store.data_mut().root_mut().grpc.forget(token);
                 }
                 r
             }
             Event::Close(_, status, message) => {
                 let cb = self.callbacks.on_grpc_close.clone();
-                let grpc = &mut self.store.data_mut().grpc;
+                let grpc = &mut self.store.data_mut().root_mut().grpc;
                 grpc.record_status(token, status);
                 let local_closed = match grpc.streams.get_mut(&token) {
                     Some(stream) => {
@@ -662,12 +896,12 @@ impl Vm {
                         &cb,
                         (root as i32, token as i32, status as i32),
                     );
-                    self.store.data_mut().grpc.status_message.clear();
+                    self.store.data_mut().root_mut().grpc.status_message.clear();
                     r
                 } else {
                     Ok(None)
                 };
-                let grpc = &mut self.store.data_mut().grpc;
+                let grpc = &mut self.store.data_mut().root_mut().grpc;
                 if grpc::is_call(token) || local_closed {
                     grpc.forget(token);
                 }
@@ -711,18 +945,57 @@ impl Vm {
         )
     }
 
+    /// `on_request_trailers` with the number of trailers.
+    pub(crate) fn on_request_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        let cbs = Arc::clone(&self.callbacks);
+        let params = (stream as i32, trailers as i32);
+        self.call(
+            Phase::Request,
+            stream,
+            "proxy_on_request_trailers",
+            &cbs.on_request_trailers,
+            params,
+        )
+    }
+
+    /// `on_response_trailers` with the number of trailers.
+    pub(crate) fn on_response_trailers(
+        &mut self,
+        stream: u32,
+        trailers: usize,
+    ) -> Result<Option<i32>, Trap> {
+        let cbs = Arc::clone(&self.callbacks);
+        let params = (stream as i32, trailers as i32);
+        self.call(
+            Phase::Response,
+            stream,
+            "proxy_on_response_trailers",
+            &cbs.on_response_trailers,
+            params,
+        )
+    }
+
     /// Envoy's access-log hook for a stream: `on_log`, with the final request
-    /// and response headers readable (not writable). The maps are lent to the
-    /// VM for the call and given back (read-only, so unchanged).
+    /// and response headers and the response trailers readable (not
+    /// writable). The maps are lent to the VM for the call and given back
+    /// (read-only, so unchanged).
     pub(crate) fn log_stream(
         &mut self,
         stream: u32,
         request_headers: &mut Fields,
         mut response_headers: Option<&mut Fields>,
+        response_trailers: Option<&Fields>,
     ) -> Result<(), Trap> {
         let maps = &mut self.store.data_mut().maps;
         maps.request_headers = Some(std::mem::take(request_headers));
         maps.response_headers = response_headers.as_deref_mut().map(std::mem::take);
+        maps.request_trailers = None;
+        maps.response_trailers = response_trailers.cloned();
+        maps.trailers_addable = false;
         let cbs = Arc::clone(&self.callbacks);
         let logged = self.call(
             Phase::Log,
@@ -752,7 +1025,7 @@ impl Vm {
         self.call(Phase::Log, connection, "proxy_on_log", &cb, id)?;
         let cb = self.callbacks.on_delete.clone();
         self.call(Phase::Root, connection, "proxy_on_delete", &cb, id)?;
-        self.store.data_mut().contexts.retain(|&c| c != connection);
+        self.store.data_mut().remove_context(connection);
         self.store.data_mut().maps = StreamMaps::default();
         Ok(())
     }
@@ -774,7 +1047,7 @@ impl Vm {
             &cbs.on_delete,
             stream as i32,
         )?;
-        self.store.data_mut().contexts.retain(|&c| c != stream);
+        self.store.data_mut().remove_context(stream);
         Ok(())
     }
 }

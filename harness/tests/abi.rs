@@ -429,6 +429,91 @@ fn ticks_fire_on_the_virtual_clock() {
     assert_eq!(lines, ["tick", "tick", "tick"], "at 100, 200 and 300 ms");
 }
 
+/// Holds the request at its headers with a 200 ms tick and a callout to `slow`;
+/// the tick resumes the stream (as the stream: `proxy_set_effective_context`),
+/// and the callout's answer is logged.
+fn tick_or_answer() -> Vec<u8> {
+    module(
+        r#"(import "env" "proxy_set_tick_period_milliseconds" (func $period (param i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"
+  (global $stream (mut i32) (i32.const 0))
+  (data (i32.const 200) "tick")
+  (data (i32.const 210) "answer")
+  (data (i32.const 220) "slow")
+  ;; :method GET, :path /, :authority a (the proxy-wasm map format)
+  (data (i32.const 300) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00a\00")
+  (func (export "proxy_on_request_headers") (param $id i32) (param i32 i32) (result i32)
+    (global.set $stream (local.get $id))
+    (drop (call $call (i32.const 220) (i32.const 4) (i32.const 300) (i32.const 61)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 400)))
+    (drop (call $period (i32.const 200)))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (call $say (i32.const 200) (i32.const 4))
+    (drop (call $period (i32.const 0)))
+    (drop (call $effective (global.get $stream)))
+    (drop (call $continue (i32.const 0))))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (call $say (i32.const 210) (i32.const 6))
+    (drop (call $effective (global.get $stream)))
+    (drop (call $continue (i32.const 0))))
+"#,
+    )
+}
+
+fn slow_chain(delay: Duration) -> Chain {
+    let plugin = engine().load(&tick_or_answer()).expect("loads");
+    Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .cluster("slow", move |_: http::Request<Bytes>| {
+            http::Response::builder()
+                .extension(weir_harness::UpstreamFault::Delay(delay))
+                .body(Bytes::from_static(b"late"))
+                .expect("response")
+        })
+        .log_level(LogLevel::Trace)
+        .build()
+        .expect("starts")
+}
+
+#[test]
+fn a_held_stream_gets_the_ticks_due_before_a_slow_callout_answer() {
+    // The answer (after 1 s) comes after the tick at 200 ms: the tick resumes
+    // the stream, the answer arrives once the request went on.
+    let mut chain = slow_chain(Duration::from_millis(1000));
+    let o = chain
+        .send(get("/"), ok_upstream)
+        .expect("resumed by the tick");
+    assert_eq!(o.response.status(), 200);
+    assert!(o.upstream_request.is_some());
+    assert_eq!(infos(&o), ["tick", "answer"]);
+    assert_eq!(o.callouts.len(), 1);
+
+    // A quicker answer (100 ms) comes first and resumes the stream: no tick.
+    let mut chain = slow_chain(Duration::from_millis(100));
+    let o = chain
+        .send(get("/"), ok_upstream)
+        .expect("resumed by the answer");
+    assert_eq!(infos(&o), ["answer"]);
+}
+
+#[test]
+fn a_stream_held_on_ticks_alone_stalls_after_envoys_idle_timeout() {
+    // Ticks every 100 ms that never resume the stream.
+    let wasm = module(
+        r#"(import "env" "proxy_set_tick_period_milliseconds" (func $period (param i32) (result i32)))"#,
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+             (drop (call $period (i32.const 100))) (i32.const 1))
+           (func (export "proxy_on_tick") (param i32))"#,
+    );
+    let mut chain = chain(&wasm, FailurePolicy::FailClosed).expect("starts");
+    let err = chain.send(get("/"), ok_upstream).expect_err("stalls");
+    assert!(matches!(err, Error::Stalled { .. }), "{err}");
+}
+
 #[test]
 fn buffering_past_the_buffer_limit_is_answered_413() {
     // Pauses (buffers) every request body chunk until the end of the stream.
@@ -528,6 +613,52 @@ fn the_date_header_follows_the_virtual_clock() {
     assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:00 GMT");
     chain.advance(Duration::from_secs(2));
     assert_eq!(date(&mut chain), "Thu, 01 Jan 2026 00:00:02 GMT");
+}
+
+/// Request trailers: the last body callback does not end the stream, the
+/// trailers callback gets their count, and map 1 is readable and writable only
+/// there; the upstream receives the result after the chunked body.
+#[test]
+fn request_trailers_follow_the_body_and_are_theirs_to_change() {
+    let wasm = module(
+        r#"(import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"
+  (data (i32.const 200) "x-t")
+  (data (i32.const 210) "x-a")
+  (func (export "proxy_on_request_body") (param i32) (param i32) (param $eos i32) (result i32)
+    (call $status (local.get $eos))
+    (call $status (call $get (i32.const 1) (i32.const 200) (i32.const 3) (i32.const 300) (i32.const 304)))
+    (i32.const 0))
+  (func (export "proxy_on_request_trailers") (param i32) (param $n i32) (result i32)
+    (call $status (local.get $n))
+    (call $status (call $get (i32.const 1) (i32.const 200) (i32.const 3) (i32.const 300) (i32.const 304)))
+    (call $status (call $add (i32.const 1) (i32.const 210) (i32.const 3) (i32.const 200) (i32.const 1)))
+    (i32.const 0))
+"#,
+    );
+    let plugin = engine().load(&wasm).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .connection_manager(
+            weir_harness::ConnectionManager::default()
+                .enable_trailers(true)
+                .upstream_enable_trailers(true),
+        )
+        .build()
+        .expect("starts");
+    let request = http::Request::post("/")
+        .header("host", "t.test")
+        .header("transfer-encoding", "chunked")
+        .extension(weir_harness::Trailers::from_pairs([("x-t", "1")]).expect("valid"))
+        .body(Bytes::from_static(b"abc"))
+        .expect("request");
+    let o = chain.send(request, ok_upstream).expect("send");
+    assert_eq!(infos(&o), ["00", "02", "01", "00", "00"]);
+    let trailers = o.upstream_trailers().expect("the upstream got trailers");
+    assert_eq!(trailers["x-t"], "1");
+    assert_eq!(trailers["x-a"], "x");
+    assert_eq!(o.upstream_request.as_ref().map(|r| r.body().len()), Some(3));
 }
 
 /// The chain keeps a stream's buffers for the next one: what filters, the

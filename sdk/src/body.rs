@@ -221,7 +221,8 @@ deref_to_body!(RequestBody, ResponseBody);
 /// [`Headers::buffer_body`](crate::Headers::buffer_body).
 ///
 /// The SDK pauses each chunk (Envoy accumulates them) and calls the body callback
-/// once, at the end of the stream, with everything. A body larger than the limit
+/// once, at the end of the stream, with everything (with trailers, just before the
+/// trailers callback). A body larger than the limit
 /// is answered with the `too_large` reply (`413 Payload Too Large` by default)
 /// and the callback is not called.
 ///

@@ -124,7 +124,8 @@ impl HttpCall {
         Ok(())
     }
 
-    /// Sends the call. Its answer is delivered to the context that sent it: a
+    /// Sends the call. In a task, `.await` the call instead (see
+    /// [`weir::task`](crate::task)). Its answer is delivered to the context that sent it: a
     /// stream's [`HttpFilter::on_callout_response`](crate::HttpFilter::on_callout_response)
     /// (return [`Flow::Pause`](crate::Flow) to hold the stream until then), or the
     /// plugin's [`Plugin::on_callout_response`](crate::Plugin::on_callout_response).
@@ -259,4 +260,196 @@ impl CalloutResponse {
             })
         })
     }
+}
+
+/// Awaiting an `HttpCall` sends it (when first polled) and gives its answer.
+///
+/// Any HTTP status is `Ok`; a call that failed without a response (timeout,
+/// reset, no upstream) is [`ErrorKind::CalloutFailed`], and a call Envoy
+/// refused [`ErrorKind::InvalidCallout`]. To have several in flight, pass
+/// their futures (`call.into_future()`) to [`join`](crate::task::join) or
+/// [`select`](crate::task::select).
+///
+/// ```
+/// # async fn f() -> weir::Result<()> {
+/// let answer = weir::HttpCall::get("auth", "/check").await?;
+/// if answer.status() == 200 {
+///     log::info!("allowed: {}", String::from_utf8_lossy(answer.body()));
+/// }
+/// # Ok(()) }
+/// ```
+impl std::future::IntoFuture for HttpCall {
+    type Output = Result<HttpResponse>;
+    type IntoFuture = PendingCall;
+
+    fn into_future(self) -> PendingCall {
+        crate::runtime::install();
+        PendingCall {
+            state: CallState::Unsent(Box::new(self)),
+        }
+    }
+}
+
+/// A callout being awaited: the future of an [`HttpCall`]. Dropping it before
+/// the answer came forgets the call (its answer is ignored).
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct PendingCall {
+    state: CallState,
+}
+
+#[derive(Debug)]
+enum CallState {
+    Unsent(Box<HttpCall>),
+    Sent { token: u32, cluster: String },
+    Done,
+}
+
+impl std::future::Future for PendingCall {
+    type Output = Result<HttpResponse>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<HttpResponse>> {
+        use crate::runtime::{Answer, CallKind};
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::mem::replace(&mut this.state, CallState::Done) {
+            CallState::Unsent(call) => {
+                let cluster = call.cluster.clone();
+                match call.send() {
+                    Ok(CalloutToken(token)) => {
+                        crate::runtime::await_call(CallKind::Http, token, cx.waker());
+                        this.state = CallState::Sent { token, cluster };
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            }
+            CallState::Sent { token, cluster } => {
+                match crate::runtime::take_answer(CallKind::Http, token, cx.waker()) {
+                    Some(Answer::Http(Ok(Some(response)))) => Poll::Ready(Ok(response)),
+                    Some(Answer::Http(Ok(None))) => {
+                        Poll::Ready(Err(Error::from(ErrorKind::CalloutFailed { cluster })))
+                    }
+                    Some(Answer::Http(Err(e))) => Poll::Ready(Err(e)),
+                    Some(Answer::Grpc(_)) => Poll::Ready(Err(Error::malformed(TARGET))),
+                    None => {
+                        this.state = CallState::Sent { token, cluster };
+                        Poll::Pending
+                    }
+                }
+            }
+            CallState::Done => Poll::Ready(Err(Error::invalid(
+                "a callout future was polled after it completed",
+            ))),
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if let CallState::Sent { token, .. } = self.state {
+            crate::runtime::abandon(crate::runtime::CallKind::Http, token, false);
+        }
+    }
+}
+
+/// The answer to an awaited [`HttpCall`], read in full when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    trailers: Vec<(String, Vec<u8>)>,
+}
+
+impl HttpResponse {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first value of a header (names match case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Every header, in order (`:status` included).
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+
+    /// Every trailer, in order.
+    pub fn trailers(&self) -> &[(String, Vec<u8>)] {
+        &self.trailers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body, taken.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The body as text.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NonUtf8Body`] if it is not UTF-8.
+    pub fn text(&self) -> Result<&str> {
+        std::str::from_utf8(&self.body)
+            .map_err(|_| Error::from(ErrorKind::NonUtf8Body { target: TARGET }))
+    }
+
+    /// The body parsed as JSON.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Json`] naming the path of the problem.
+    #[cfg(feature = "json")]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        crate::json_path::from_slice(&self.body).map_err(|(path, message)| {
+            Error::from(ErrorKind::Json {
+                target: TARGET,
+                path,
+                message,
+            })
+        })
+    }
+}
+
+/// Reads a callout answer in full during `on_http_call_response`: `None` for a
+/// call that failed without a response.
+pub(crate) fn read_response(
+    num_headers: usize,
+    body_size: usize,
+    num_trailers: usize,
+) -> Result<Option<HttpResponse>> {
+    let view = CalloutResponse::new(num_headers, body_size, num_trailers);
+    if view.is_failure() {
+        return Ok(None);
+    }
+    let headers = view.headers()?;
+    let status = headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+        .ok_or_else(|| Error::malformed("the callout response status"))?;
+    Ok(Some(HttpResponse {
+        status,
+        headers,
+        body: view.body()?,
+        trailers: view.trailers()?,
+    }))
 }

@@ -8,7 +8,8 @@ use crate::{Error, ErrorKind, Result};
 /// Parses a plugin configuration document into `T`.
 ///
 /// An empty configuration is read as `{}`, so a config type whose fields all have
-/// defaults accepts it. Errors name the offending field as a path such as
+/// defaults accepts it; a type that takes no configuration, `()`, accepts an
+/// empty configuration and `{}`. Errors name the offending field as a path such as
 /// `request.add[1].value`.
 ///
 /// # Examples
@@ -27,13 +28,24 @@ use crate::{Error, ErrorKind, Result};
 /// # Errors
 /// [`ErrorKind::Config`] when the bytes are not JSON or do not match `T`.
 pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
-    crate::json_path::from_slice(bytes)
-        .map_err(|(path, message)| Error::from(ErrorKind::Config { path, message }))
+    let empty = bytes.iter().all(u8::is_ascii_whitespace);
+    let bytes: &[u8] = if empty { b"{}" } else { bytes };
+    crate::json_path::from_slice(bytes).or_else(|(path, message)| {
+        // A type that takes no object, such as `()`, reads "nothing" (an empty
+        // or `{}` configuration) as `null`.
+        if (empty || is_empty_object(bytes))
+            && let Ok(config) = crate::json_path::from_slice(b"null")
+        {
+            return Ok(config);
+        }
+        Err(Error::from(ErrorKind::Config { path, message }))
+    })
+}
+
+/// `{}`, with any whitespace.
+fn is_empty_object(bytes: &[u8]) -> bool {
+    let mut rest = bytes.iter().filter(|b| !b.is_ascii_whitespace());
+    rest.next() == Some(&b'{') && rest.next() == Some(&b'}') && rest.next().is_none()
 }
 
 /// The JSON Schema (draft 2020-12) of a configuration type, as pretty JSON, for
@@ -225,6 +237,18 @@ mod tests {
         assert!(n.items.is_empty());
         let n: Nested = parse_config(b"  \n").expect("defaults");
         assert!(n.items.is_empty());
+    }
+
+    #[test]
+    fn a_unit_config_takes_nothing_or_an_empty_object() {
+        for text in [&b""[..], b" ", b"{}", b" { } ", b"null"] {
+            parse_config::<()>(text).expect("no configuration");
+        }
+        let err = parse_config::<()>(br#"{"a": 1}"#).expect_err("not empty");
+        assert!(err.to_string().contains("expected unit"), "{err}");
+        // A struct with a required field still reports the field, not `null`.
+        let err = parse_config::<Item>(b"").expect_err("name is required");
+        assert!(err.to_string().contains("missing field `name`"), "{err}");
     }
 
     #[test]

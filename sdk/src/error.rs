@@ -63,6 +63,31 @@ pub enum ErrorKind {
         /// Why.
         reason: String,
     },
+    /// A callout a task awaited failed without a response: it timed out, the
+    /// connection failed or was reset, or the cluster had no healthy host.
+    #[error("callout to `{cluster}` failed without a response")]
+    CalloutFailed {
+        /// The cluster.
+        cluster: String,
+    },
+    /// A gRPC call a task awaited ended with a status other than OK (Envoy
+    /// reports its own failures this way too: 14, unavailable, for an
+    /// unreachable cluster).
+    #[error("gRPC call to `{cluster}` failed with status {status}: {message}")]
+    Grpc {
+        /// The cluster.
+        cluster: String,
+        /// The gRPC status code.
+        status: u32,
+        /// The status message.
+        message: String,
+    },
+    /// A [`timeout`](crate::task::timeout) ran out.
+    #[error("timed out after {}ms", whole_ms(after))]
+    TimedOut {
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// The host returned data that could not be decoded (a serialized header map,
     /// a property of an unexpected size).
     #[error("the host returned malformed data for {target}")]
@@ -90,6 +115,12 @@ pub enum ErrorKind {
     Reply(LocalReply),
 }
 
+/// Whole milliseconds, for messages (`Duration`'s `Debug` would add its
+/// formatting code to every module that displays an error).
+pub(crate) fn whole_ms(d: &std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A status code returned by the proxy-wasm host, e.g. `BadArgument (2)`.
 pub type HostStatus = Status;
 
@@ -106,6 +137,14 @@ impl Error {
     pub fn host_status(&self) -> Option<HostStatus> {
         match *self.0 {
             ErrorKind::Host { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The gRPC status, if a gRPC call a task awaited failed.
+    pub fn grpc_status(&self) -> Option<u32> {
+        match *self.0 {
+            ErrorKind::Grpc { status, .. } => Some(status),
             _ => None,
         }
     }

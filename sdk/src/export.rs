@@ -15,28 +15,32 @@ use proxy_wasm::types::{Action, ContextType};
 
 use crate::host::{self, BufferType};
 use crate::plugin::log_error;
+use crate::runtime::{self, StreamRef};
+use crate::task::Task;
 use crate::{
     BufferBody, CalloutResponse, CalloutToken, Error, Flow, GrpcResponse, GrpcStream,
     GrpcStreamEvent, GrpcToken, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext,
     RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers,
-    Result, SharedQueue,
+    Result, SharedQueue, Timer,
 };
 
 /// Registers `F` (with plugin `P`) as the module's HTTP filter. Called from the
 /// module's `_initialize` by [`export_http_filter!`](crate::export_http_filter).
 #[doc(hidden)]
-pub fn register_http_filter<F, P>()
+pub fn register_http_filter<F, P, V>()
 where
     F: HttpFilter,
     P: Plugin<Config = F::Config>,
+    V: crate::vm_config::VmStart,
 {
     // proxy-wasm's log backend also installs a panic hook that logs the message
     // and location at critical level before the trap.
-    host::register_root_context(|_| -> Box<dyn RootContext> {
+    host::register_root_context(|id| -> Box<dyn RootContext> {
         Box::new(Root::<F, P> {
+            vm_start: V::vm_start,
             config: None,
             plugin: None,
-            ctx: PluginContext::default(),
+            ctx: PluginContext::for_root(id),
             _filter: PhantomData,
         })
     });
@@ -53,6 +57,8 @@ pub(crate) fn type_name<T>() -> &'static str {
 }
 
 struct Root<F: HttpFilter, P> {
+    /// Parses the VM configuration, if the filter declared a type for it.
+    vm_start: fn(usize) -> Result<()>,
     config: Option<Rc<F::Config>>,
     plugin: Option<P>,
     ctx: PluginContext,
@@ -69,6 +75,7 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
         let config = Rc::new(crate::parse_config::<F::Config>(&bytes)?);
         self.plugin = Some(P::start(&config, &mut self.ctx)?);
         self.config = Some(config);
+        run_tasks::<P>(self.ctx.root());
         Ok(())
     }
 
@@ -85,7 +92,61 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
         }
         if let Some(plugin) = self.plugin.as_mut() {
             log_error::<P>(what, callback(plugin, &mut self.ctx));
+            // Tasks the callback spawned start now.
+            run_tasks::<P>(self.ctx.root());
         }
+    }
+}
+
+/// After a callback of plugin `P` in root context `root`: polls the tasks it
+/// spawned or woke, if the module has tasks at all.
+#[inline]
+pub(crate) fn run_tasks<P>(root: u32) {
+    if let Some(hooks) = runtime::hooks() {
+        // For the log lines of its tasks.
+        (hooks.name)(root, type_name::<P>());
+        (hooks.run)(root);
+    }
+}
+
+/// Root-context callbacks the task executor handles first: callout answers a
+/// task awaits, ticks for sleeps, the end of the plugin.
+pub(crate) fn root_http_response(root: u32, token: u32, n: usize, body: usize, t: usize) -> bool {
+    runtime::hooks().is_some_and(|h| (h.http_response)(root, token, n, body, t))
+}
+
+pub(crate) fn root_grpc_response(root: u32, token: u32, status: u32, size: usize) -> bool {
+    runtime::hooks().is_some_and(|h| (h.grpc_response)(root, token, status, size))
+}
+
+/// The plugin's tick: wakes the sleeps that are due and runs their tasks, then
+/// returns the plugin timers that are due (none unless `active`). Inlined so
+/// that `active` is a constant: a module without plugin timers or tasks
+/// carries no timer code.
+#[inline(always)]
+pub(crate) fn root_tick(ctx: &mut PluginContext, active: bool) -> Vec<Timer> {
+    if active {
+        let timers = ctx.due();
+        if let Some(hooks) = runtime::hooks() {
+            (hooks.run)(ctx.root());
+        }
+        timers
+    } else {
+        if let Some(hooks) = runtime::hooks() {
+            (hooks.tick)(ctx.root());
+        }
+        Vec::new()
+    }
+}
+
+/// The plugin is going away: its tasks and timers with it.
+#[inline(always)]
+pub(crate) fn root_done(ctx: &PluginContext, active: bool) {
+    if active {
+        crate::clock::remove(ctx.root());
+    }
+    if let Some(hooks) = runtime::hooks() {
+        (hooks.end)(ctx.root());
     }
 }
 
@@ -97,6 +158,15 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Context for Root<F, P> {
         body_size: usize,
         num_trailers: usize,
     ) {
+        if root_http_response(
+            self.ctx.root(),
+            token_id,
+            num_headers,
+            body_size,
+            num_trailers,
+        ) {
+            return;
+        }
         let response = CalloutResponse::new(num_headers, body_size, num_trailers);
         self.with_plugin("callout response", |plugin, ctx| {
             plugin.on_callout_response(CalloutToken(token_id), &response, ctx)
@@ -104,10 +174,18 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Context for Root<F, P> {
     }
 
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if root_grpc_response(self.ctx.root(), token_id, status_code, response_size) {
+            return;
+        }
         let response = GrpcResponse::new(status_code, response_size);
         self.with_plugin("gRPC response", |plugin, ctx| {
             plugin.on_grpc_response(GrpcToken(token_id), &response, ctx)
         });
+    }
+
+    fn on_done(&mut self) -> bool {
+        root_done(&self.ctx, P::ACTIVE);
+        true
     }
 
     fn on_grpc_stream_initial_metadata(&mut self, token_id: u32, num_elements: u32) {
@@ -142,6 +220,16 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
 }
 
 impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
+    fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
+        match (self.vm_start)(vm_configuration_size) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("{}: VM configuration: {e}", type_name::<F>());
+                false
+            }
+        }
+    }
+
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         match self.configure(plugin_configuration_size) {
             Ok(()) => true,
@@ -153,10 +241,7 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
     }
 
     fn on_tick(&mut self) {
-        if !P::ACTIVE || self.plugin.is_none() {
-            return;
-        }
-        for timer in self.ctx.due() {
+        for timer in root_tick(&mut self.ctx, P::ACTIVE && self.plugin.is_some()) {
             self.with_plugin("timer", |plugin, ctx| plugin.on_timer(timer, ctx));
         }
     }
@@ -167,10 +252,12 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
         });
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             filter: self.config.as_ref().map(|c| F::new(Rc::clone(c))),
             buffers: None,
+            id: context_id,
+            root: self.ctx.root(),
         }))
     }
 
@@ -185,6 +272,9 @@ struct Stream<F> {
     /// Set when the filter asked for a whole body. Boxed: most filters never
     /// do, and their streams stay one word larger than the filter.
     buffers: Option<Box<Buffers>>,
+    /// The stream's context id and its root's, for the tasks it starts.
+    id: u32,
+    root: u32,
 }
 
 /// The whole-body buffering a stream's filter asked for.
@@ -192,9 +282,25 @@ struct Stream<F> {
 struct Buffers {
     request: Option<BufferBody>,
     response: Option<BufferBody>,
+    /// The size of the request body Envoy holds for the filter (paused, not
+    /// handed over yet).
+    request_held: Option<usize>,
+    /// Likewise for the response body.
+    response_held: Option<usize>,
 }
 
 impl<F> Stream<F> {
+    /// Where a task returned by a callback of `direction` belongs.
+    #[inline]
+    fn at(&self, direction: u32) -> StreamRef {
+        StreamRef {
+            id: self.id,
+            root: self.root,
+            direction,
+            name: "",
+        }
+    }
+
     /// The buffering asked for in `direction`'s headers callback, if any.
     #[inline]
     fn buffer(&self, response: bool) -> Option<&BufferBody> {
@@ -203,6 +309,30 @@ impl<F> Stream<F> {
             buffers.response.as_ref()
         } else {
             buffers.request.as_ref()
+        }
+    }
+
+    /// Records how much of `direction`'s body Envoy holds for the filter
+    /// (`None`: it was handed over).
+    #[inline]
+    fn set_held(&mut self, response: bool, size: Option<usize>) {
+        if let Some(buffers) = self.buffers.as_deref_mut() {
+            if response {
+                buffers.response_held = size;
+            } else {
+                buffers.request_held = size;
+            }
+        }
+    }
+
+    /// Takes the size of the body Envoy holds for the filter, if any.
+    #[inline]
+    fn take_held(&mut self, response: bool) -> Option<usize> {
+        let buffers = self.buffers.as_deref_mut()?;
+        if response {
+            buffers.response_held.take()
+        } else {
+            buffers.request_held.take()
         }
     }
 
@@ -233,12 +363,45 @@ fn buffering(spec: Option<&BufferBody>, size: usize, end_of_stream: bool) -> Opt
 
 /// Turns a callback's result into the dispatcher's action.
 #[inline]
-fn finish<F>(result: Result<Flow>) -> Action {
+fn finish<F>(result: Result<Flow>, at: StreamRef) -> Action {
     match result {
         Ok(Flow::Continue) => Action::Continue,
         Ok(Flow::Pause) => Action::Pause,
         Ok(Flow::Respond(reply)) => respond(&reply),
+        Ok(Flow::Wait(task)) => wait::<F>(task, at),
         Err(e) => failed::<F>(e),
+    }
+}
+
+/// Starts the task a callback returned.
+#[cold]
+#[inline(never)]
+fn wait<F>(task: Task, at: StreamRef) -> Action {
+    match runtime::hooks() {
+        Some(hooks) => (hooks.start)(
+            task,
+            StreamRef {
+                name: type_name::<F>(),
+                ..at
+            },
+        ),
+        // Making a task installs the executor: not reached.
+        None => {
+            drop(task);
+            unconfigured::<F>()
+        }
+    }
+}
+
+/// A body or trailers callback's action while a task holds its direction:
+/// the stream goes on when the task is done.
+#[inline]
+fn held(action: Action, stream: u32, direction: u32) -> Action {
+    match runtime::hooks() {
+        Some(hooks) if action == Action::Continue && (hooks.holds)(stream, direction) => {
+            Action::Pause
+        }
+        _ => action,
     }
 }
 
@@ -282,26 +445,45 @@ impl<F: HttpFilter> Context for Stream<F> {
         let Some(filter) = self.filter.as_mut() else {
             return;
         };
+        if let Some(hooks) = runtime::hooks()
+            && (hooks.http_response)(self.id, token_id, num_headers, body_size, num_trailers)
+        {
+            return;
+        }
         let response = CalloutResponse::new(num_headers, body_size, num_trailers);
         let result = filter.on_callout_response(
             CalloutToken(token_id),
             &response,
             &mut RequestHeaders::new(false),
         );
-        resume_after::<F>(result);
+        resume_after::<F>(result, self.at(host::STREAM_REQUEST));
     }
 
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
         let Some(filter) = self.filter.as_mut() else {
             return;
         };
+        if let Some(hooks) = runtime::hooks()
+            && (hooks.grpc_response)(self.id, token_id, status_code, response_size)
+        {
+            return;
+        }
         let response = GrpcResponse::new(status_code, response_size);
         let result = filter.on_grpc_response(
             GrpcToken(token_id),
             &response,
             &mut RequestHeaders::new(false),
         );
-        resume_after::<F>(result);
+        resume_after::<F>(result, self.at(host::STREAM_REQUEST));
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The stream is over: its tasks go, and the answers they await are
+        // ignored.
+        if let Some(hooks) = runtime::hooks() {
+            (hooks.end)(self.id);
+        }
+        true
     }
 
     fn on_grpc_stream_initial_metadata(&mut self, token_id: u32, num_elements: u32) {
@@ -335,14 +517,14 @@ impl<F: HttpFilter> Stream<F> {
         };
         let result =
             filter.on_grpc_stream(GrpcStream(token), &event, &mut RequestHeaders::new(false));
-        resume_after::<F>(result);
+        resume_after::<F>(result, self.at(host::STREAM_REQUEST));
     }
 }
 
 /// After a callout answer or gRPC event: resume the request if the filter
 /// continues.
-fn resume_after<F>(result: Result<Flow>) {
-    if finish::<F>(result) == Action::Continue
+fn resume_after<F>(result: Result<Flow>, at: StreamRef) {
+    if finish::<F>(result, at) == Action::Continue
         && let Err(status) = host::continue_stream(host::STREAM_REQUEST)
     {
         log::error!("cannot resume the request after a callout: {status}");
@@ -359,24 +541,48 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         if let Some(spec) = headers.take_buffer_body() {
             self.set_buffer(false, spec);
         }
-        finish::<F>(result)
+        finish::<F>(result, self.at(host::STREAM_REQUEST))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(action) = buffering(self.buffer(false), body_size, end_of_stream) {
+            self.set_held(false, Some(body_size));
             return action;
         }
+        self.set_held(false, None);
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
-        finish::<F>(filter.on_request_body(&mut RequestBody::new(body_size, end_of_stream)))
+        let action = finish::<F>(
+            filter.on_request_body(&mut RequestBody::new(body_size, end_of_stream)),
+            self.at(host::STREAM_REQUEST),
+        );
+        held(action, self.id, host::STREAM_REQUEST)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let whole = self.take_held(false);
+        let (body_at, trailers_at) = (self.at(host::STREAM_REQUEST), self.at(host::STREAM_REQUEST));
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
-        finish::<F>(filter.on_request_trailers(&mut RequestTrailers::new()))
+        // The trailers end the stream: a body held for the filter is whole now
+        // (Envoy still points the body buffer at it).
+        if let Some(size) = whole {
+            let action = finish::<F>(
+                filter.on_request_body(&mut RequestBody::new(size, true)),
+                body_at,
+            );
+            let action = held(action, self.id, host::STREAM_REQUEST);
+            if action != Action::Continue {
+                return action;
+            }
+        }
+        let action = finish::<F>(
+            filter.on_request_trailers(&mut RequestTrailers::new()),
+            trailers_at,
+        );
+        held(action, self.id, host::STREAM_REQUEST)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -388,24 +594,51 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         if let Some(spec) = headers.take_buffer_body() {
             self.set_buffer(true, spec);
         }
-        finish::<F>(result)
+        finish::<F>(result, self.at(host::STREAM_RESPONSE))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(action) = buffering(self.buffer(true), body_size, end_of_stream) {
+            self.set_held(true, Some(body_size));
             return action;
         }
+        self.set_held(true, None);
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
-        finish::<F>(filter.on_response_body(&mut ResponseBody::new(body_size, end_of_stream)))
+        let action = finish::<F>(
+            filter.on_response_body(&mut ResponseBody::new(body_size, end_of_stream)),
+            self.at(host::STREAM_RESPONSE),
+        );
+        held(action, self.id, host::STREAM_RESPONSE)
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let whole = self.take_held(true);
+        let (body_at, trailers_at) = (
+            self.at(host::STREAM_RESPONSE),
+            self.at(host::STREAM_RESPONSE),
+        );
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
-        finish::<F>(filter.on_response_trailers(&mut ResponseTrailers::new()))
+        // The trailers end the stream: a body held for the filter is whole now
+        // (Envoy still points the body buffer at it).
+        if let Some(size) = whole {
+            let action = finish::<F>(
+                filter.on_response_body(&mut ResponseBody::new(size, true)),
+                body_at,
+            );
+            let action = held(action, self.id, host::STREAM_RESPONSE);
+            if action != Action::Continue {
+                return action;
+            }
+        }
+        let action = finish::<F>(
+            filter.on_response_trailers(&mut ResponseTrailers::new()),
+            trailers_at,
+        );
+        held(action, self.id, host::STREAM_RESPONSE)
     }
 
     fn on_log(&mut self) {

@@ -1,9 +1,11 @@
 //! The HTTP filter trait and what its callbacks return.
 
+use std::future::Future;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 
+use crate::task::Task;
 use crate::{
     CalloutResponse, CalloutToken, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcToken,
     LocalReply, RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders,
@@ -11,7 +13,7 @@ use crate::{
 };
 
 /// What the filter chain should do after a callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[must_use]
 pub enum Flow {
     /// Pass the headers on to the next filter.
@@ -21,6 +23,48 @@ pub enum Flow {
     Pause,
     /// Answer the client now; the request goes no further.
     Respond(LocalReply),
+    /// Hold the stream while a task runs; made by [`Flow::wait`].
+    Wait(Task),
+}
+
+impl Flow {
+    /// Holds the stream while `task` runs, then does what it returns: see
+    /// [`weir::task`](crate::task).
+    ///
+    /// The task's first poll runs now: one that finishes without waiting
+    /// answers this callback directly. Otherwise the stream is held
+    /// ([`Flow::Pause`]) until the task finishes; [`Flow::Continue`] then resumes
+    /// it, [`Flow::Respond`] answers it, [`Flow::Pause`] leaves it held, and an
+    /// error becomes a local reply as from a callback. The task is dropped if
+    /// the stream ends first.
+    ///
+    /// ```
+    /// # use weir::{Flow, HttpCall, LocalReply};
+    /// # fn f() -> Flow {
+    /// Flow::wait(async {
+    ///     let answer = HttpCall::get("auth", "/check").await?;
+    ///     Ok(if answer.status() == 200 {
+    ///         Flow::Continue
+    ///     } else {
+    ///         Flow::Respond(LocalReply::new(403))
+    ///     })
+    /// })
+    /// # }
+    /// ```
+    pub fn wait(task: impl Future<Output = Result<Flow>> + 'static) -> Flow {
+        Flow::Wait(Task::new(task))
+    }
+}
+
+/// Tasks cannot be compared: a [`Flow::Wait`] equals nothing, itself included.
+impl PartialEq for Flow {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Flow::Continue, Flow::Continue) | (Flow::Pause, Flow::Pause) => true,
+            (Flow::Respond(a), Flow::Respond(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// An HTTP filter. One value is created per HTTP stream with [`HttpFilter::new`];
@@ -54,6 +98,12 @@ pub trait HttpFilter: 'static {
     /// if `on_request_headers` asked for it with
     /// [`Headers::buffer_body`](crate::Headers::buffer_body). Request headers
     /// cannot be changed any more here (Envoy has sent them on).
+    ///
+    /// A request with trailers ends with them rather than with its body: the
+    /// last chunk has `end_of_stream` false, and a whole body is handed over
+    /// (with `end_of_stream` true) just before
+    /// [`on_request_trailers`](HttpFilter::on_request_trailers), which is not
+    /// called if this pauses or answers.
     ///
     /// # Errors
     /// Any error becomes a local `500` reply.
@@ -115,7 +165,9 @@ pub trait HttpFilter: 'static {
     }
 
     /// Called with the request trailers, if the request has any (after the last
-    /// body chunk, which then has `end_of_stream` false).
+    /// body chunk, which then has `end_of_stream` false). They end the stream.
+    /// Envoy delivers them only if the connection manager's
+    /// `http_protocol_options.enable_trailers` is on (HTTP/1).
     ///
     /// # Errors
     /// Any error becomes a local reply.
@@ -145,7 +197,9 @@ pub trait HttpFilter: 'static {
     }
 
     /// Called with the response trailers, if the response has any (gRPC
-    /// responses carry `grpc-status` here).
+    /// responses carry `grpc-status` here), after the body (a whole body is
+    /// handed over just before, as for requests). With an HTTP/1 upstream
+    /// Envoy reads them only if the cluster's `enable_trailers` is on.
     ///
     /// # Errors
     /// Any error becomes a local reply (in practice, a reset).

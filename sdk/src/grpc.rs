@@ -369,3 +369,111 @@ impl GrpcStreamEvent {
             .map_err(|s| Error::host("proxy_get_status", "the gRPC stream status", s))
     }
 }
+
+/// Awaiting a `GrpcCall` sends it (when first polled) and gives the serialized
+/// response message. A status other than OK is [`ErrorKind::Grpc`] (see
+/// [`Error::grpc_status`]); a call Envoy refused is
+/// [`ErrorKind::InvalidCallout`].
+///
+/// ```
+/// # async fn f() -> weir::Result<()> {
+/// let reply = weir::GrpcCall::new("authz", "pkg.Authz", "Check").message(vec![0x0a, 0x00]).await?;
+/// log::info!("{} bytes", reply.len());
+/// # Ok(()) }
+/// ```
+impl std::future::IntoFuture for GrpcCall {
+    type Output = Result<Vec<u8>>;
+    type IntoFuture = PendingGrpcCall;
+
+    fn into_future(self) -> PendingGrpcCall {
+        crate::runtime::install();
+        PendingGrpcCall {
+            state: GrpcState::Unsent(Box::new(self)),
+        }
+    }
+}
+
+/// A gRPC call being awaited: the future of a [`GrpcCall`]. Dropping it before
+/// the answer came cancels the call.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct PendingGrpcCall {
+    state: GrpcState,
+}
+
+#[derive(Debug)]
+enum GrpcState {
+    Unsent(Box<GrpcCall>),
+    Sent { token: u32, cluster: String },
+    Done,
+}
+
+impl std::future::Future for PendingGrpcCall {
+    type Output = Result<Vec<u8>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Vec<u8>>> {
+        use crate::runtime::{Answer, CallKind};
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::mem::replace(&mut this.state, GrpcState::Done) {
+            GrpcState::Unsent(call) => {
+                let cluster = call.cluster.clone();
+                match call.send() {
+                    Ok(GrpcToken(token)) => {
+                        crate::runtime::await_call(CallKind::Grpc, token, cx.waker());
+                        this.state = GrpcState::Sent { token, cluster };
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            }
+            GrpcState::Sent { token, cluster } => {
+                match crate::runtime::take_answer(CallKind::Grpc, token, cx.waker()) {
+                    Some(Answer::Grpc(Ok((0, message)))) => Poll::Ready(Ok(message)),
+                    Some(Answer::Grpc(Ok((status, message)))) => {
+                        Poll::Ready(Err(Error::from(ErrorKind::Grpc {
+                            cluster,
+                            status,
+                            message: String::from_utf8_lossy(&message).into_owned(),
+                        })))
+                    }
+                    Some(Answer::Grpc(Err(e))) => Poll::Ready(Err(e)),
+                    Some(Answer::Http(_)) => {
+                        Poll::Ready(Err(Error::malformed("the gRPC response")))
+                    }
+                    None => {
+                        this.state = GrpcState::Sent { token, cluster };
+                        Poll::Pending
+                    }
+                }
+            }
+            GrpcState::Done => Poll::Ready(Err(Error::invalid(
+                "a gRPC call future was polled after it completed",
+            ))),
+        }
+    }
+}
+
+impl Drop for PendingGrpcCall {
+    fn drop(&mut self) {
+        if let GrpcState::Sent { token, .. } = self.state {
+            // Once cancelled, the host answers no more.
+            let cancelled = host::grpc_cancel(token).is_ok();
+            crate::runtime::abandon(crate::runtime::CallKind::Grpc, token, cancelled);
+        }
+    }
+}
+
+/// Reads a unary gRPC answer during its callback: the status and the message
+/// (OK) or the status message (otherwise).
+pub(crate) fn read_answer(status: u32, size: usize) -> Result<(u32, Vec<u8>)> {
+    let response = GrpcResponse::new(status, size);
+    if response.is_ok() {
+        Ok((0, response.message()?))
+    } else {
+        Ok((status, response.status_message()?.into_bytes()))
+    }
+}

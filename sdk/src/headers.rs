@@ -179,6 +179,16 @@ impl RequestHeaders {
         Self(Headers::new(MapType::RequestHeaders, end_of_stream))
     }
 
+    /// A view of the same headers to move into a task ([`Flow::wait`](crate::Flow::wait)):
+    /// after an `await` it reads and changes the headers Envoy still holds for
+    /// the paused stream. Once the stream went on, the host refuses the calls
+    /// (an error, as anywhere outside the headers' window).
+    ///
+    /// [`Headers::buffer_body`] on it has no effect: ask in the callback.
+    pub fn for_task(&self) -> RequestHeaders {
+        Self::new(self.end_of_stream())
+    }
+
     /// The `:method` pseudo-header.
     ///
     /// # Errors
@@ -309,6 +319,12 @@ impl ResponseHeaders {
     #[inline]
     pub(crate) fn new(end_of_stream: bool) -> Self {
         Self(Headers::new(MapType::ResponseHeaders, end_of_stream))
+    }
+
+    /// A view of the same headers to move into a task, as
+    /// [`RequestHeaders::for_task`].
+    pub fn for_task(&self) -> ResponseHeaders {
+        Self::new(self.end_of_stream())
     }
 
     /// The `:status` pseudo-header as a number, or `None` if absent or not numeric.

@@ -94,11 +94,15 @@ impl Counter {
         self.add(1)
     }
 
-    /// Adds `n` (Envoy refuses 0).
+    /// Adds `n`. Adding 0 changes nothing and makes no host call (Envoy would
+    /// refuse it with `BadArgument`).
     ///
     /// # Errors
     /// A host error if the host refuses the call.
     pub fn add(&self, n: u64) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
         host::increment_metric(self.0, i64::try_from(n).unwrap_or(i64::MAX))
             .map_err(err("proxy_increment_metric"))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::host;
+use crate::clock;
 use crate::{
     CalloutResponse, CalloutToken, Error, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcToken,
     Result,
@@ -140,125 +140,104 @@ impl<C: DeserializeOwned + 'static> Plugin for NoPlugin<C> {
 
 /// A logical timer, from [`PluginContext::every`] or [`PluginContext::after`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Timer(u32);
+pub struct Timer(pub(crate) u32);
 
-#[derive(Debug)]
-struct Entry {
-    timer: Timer,
-    due_ms: u64,
-    period_ms: Option<u64>,
-}
-
-/// Several logical timers on the one host tick a plugin has.
+/// What a plugin callback can do besides its own work: timers and tasks.
 ///
-/// Envoy gives each plugin a single periodic tick. The SDK sets its period to the
-/// greatest common divisor of the active timers' intervals and, on every tick,
-/// fires the timers that are due (by the host clock), in due order.
+/// Several logical timers share the one host tick a plugin has: the SDK sets
+/// its period to the greatest common divisor of the active timers' intervals
+/// (and of the sleeps of running tasks) and, on every tick, fires the timers
+/// that are due (by the host clock), in due order.
 #[derive(Debug, Default)]
 pub struct PluginContext {
-    entries: Vec<Entry>,
-    next: u32,
-    tick_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    host::current_time_nanos().unwrap_or(0) / 1_000_000
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    /// The root context the plugin runs in.
+    root: u32,
 }
 
 impl PluginContext {
+    /// The context of the plugin in root context `root`.
+    pub(crate) fn for_root(root: u32) -> Self {
+        Self { root }
+    }
+
     /// A timer that fires every `period` (at least 1 ms), first after one period.
     pub fn every(&mut self, period: Duration) -> Timer {
         let ms = duration_ms(period);
-        self.add(ms, Some(ms))
+        clock::add(self.root, ms, Some(ms), None)
     }
 
     /// A timer that fires once, after `delay` (at least 1 ms).
     pub fn after(&mut self, delay: Duration) -> Timer {
-        self.add(duration_ms(delay), None)
+        clock::add(self.root, duration_ms(delay), None, None)
     }
 
     /// Stops a timer. Cancelling a timer that already fired is not an error.
     pub fn cancel(&mut self, timer: Timer) {
-        self.entries.retain(|e| e.timer != timer);
-        self.retick();
+        clock::cancel(self.root, timer);
     }
 
     /// How many timers are active.
     pub fn active_timers(&self) -> usize {
-        self.entries.len()
+        clock::plugin_timers(self.root)
     }
 
-    fn add(&mut self, delay_ms: u64, period_ms: Option<u64>) -> Timer {
-        self.next += 1;
-        let timer = Timer(self.next);
-        self.entries.push(Entry {
-            timer,
-            due_ms: now_ms().saturating_add(delay_ms),
-            period_ms,
-        });
-        self.retick();
-        timer
+    /// Runs `task` in the plugin, outside any request: a periodic refresh, a
+    /// fetch at start-up. It starts once the current callback returns and runs
+    /// whenever what it awaits is ready (callout answers, sleeps on the
+    /// plugin's tick); an error it returns is logged (as `<Plugin>: task:
+    /// <error>`). It ends with the plugin,
+    /// or earlier with [`TaskHandle::abort`](crate::task::TaskHandle::abort).
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use weir::{HttpCall, Plugin, PluginContext};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Config { refresh_secs: u64 }
+    ///
+    /// struct Keys;
+    ///
+    /// impl Plugin for Keys {
+    ///     type Config = Config;
+    ///
+    ///     fn start(config: &Rc<Config>, ctx: &mut PluginContext) -> weir::Result<Self> {
+    ///         let every = Duration::from_secs(config.refresh_secs);
+    ///         ctx.spawn(async move {
+    ///             loop {
+    ///                 match HttpCall::get("keys", "/jwks.json").await {
+    ///                     Ok(answer) => {
+    ///                         weir::shared_data::set("jwks", answer.body(), None)?;
+    ///                     }
+    ///                     Err(e) => log::warn!("key refresh failed: {e}"),
+    ///                 }
+    ///                 weir::task::sleep(every).await;
+    ///             }
+    ///         });
+    ///         Ok(Keys)
+    ///     }
+    /// }
+    /// ```
+    pub fn spawn(
+        &mut self,
+        task: impl Future<Output = Result<()>> + 'static,
+    ) -> crate::task::TaskHandle {
+        crate::runtime::spawn_root(self.root, task)
     }
 
-    /// Sets the host tick to the GCD of the intervals still to come.
-    fn retick(&mut self) {
-        let now = now_ms();
-        let tick = self
-            .entries
-            .iter()
-            .flat_map(|e| [e.period_ms.unwrap_or(0), e.due_ms.saturating_sub(now)])
-            .filter(|&ms| ms > 0)
-            .fold(0, gcd)
-            .clamp(
-                if self.entries.is_empty() { 0 } else { 1 },
-                u64::from(u32::MAX),
-            );
-        if tick != self.tick_ms {
-            self.tick_ms = tick;
-            if let Err(status) = host::set_tick_period(u32::try_from(tick).unwrap_or(u32::MAX)) {
-                log::error!("cannot set the tick period to {tick} ms: {status}");
-            }
-        }
-    }
-
-    /// Removes and returns the timers due now; periodic ones are re-armed.
+    /// Removes and returns the timers due now; periodic ones are re-armed. Sleeps
+    /// that are due wake their tasks.
     pub(crate) fn due(&mut self) -> Vec<Timer> {
-        let now = now_ms();
-        // Host ticks are not exact: half a tick early counts as due.
-        let horizon = now.saturating_add(self.tick_ms / 2);
-        // Few timers: keep them in due order by insertion (no sort machinery).
-        let mut due: Vec<(u64, Timer)> = Vec::new();
-        self.entries.retain_mut(|e| {
-            if e.due_ms > horizon {
-                return true;
-            }
-            let at = due
-                .iter()
-                .position(|d| *d > (e.due_ms, e.timer))
-                .unwrap_or(due.len());
-            due.insert(at, (e.due_ms, e.timer));
-            match e.period_ms {
-                Some(period) => {
-                    while e.due_ms <= horizon {
-                        e.due_ms = e.due_ms.saturating_add(period);
-                    }
-                    true
-                }
-                None => false,
-            }
-        });
-        if !due.is_empty() {
-            self.retick();
-        }
-        due.into_iter().map(|(_, t)| t).collect()
+        clock::due(self.root)
+    }
+
+    /// The root context id.
+    pub(crate) fn root(&self) -> u32 {
+        self.root
     }
 }
 
-fn duration_ms(d: Duration) -> u64 {
+pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 

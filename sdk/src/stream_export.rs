@@ -8,7 +8,9 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType as RawPeerType};
 
-use crate::export::type_name;
+use crate::export::{
+    root_done, root_grpc_response, root_http_response, root_tick, run_tasks, type_name,
+};
 use crate::host::{self, BufferType};
 use crate::plugin::log_error;
 use crate::stream::{Connection, DownstreamData, PeerType, StreamFilter, StreamFlow, UpstreamData};
@@ -20,22 +22,26 @@ use crate::{
 /// Registers `F` (with plugin `P`) as the module's network filter. Called from
 /// the module's `_initialize` by [`export_stream_filter!`](crate::export_stream_filter).
 #[doc(hidden)]
-pub fn register_stream_filter<F, P>()
+pub fn register_stream_filter<F, P, V>()
 where
     F: StreamFilter,
     P: Plugin<Config = F::Config>,
+    V: crate::vm_config::VmStart,
 {
-    host::register_root_context(|_| -> Box<dyn RootContext> {
+    host::register_root_context(|id| -> Box<dyn RootContext> {
         Box::new(StreamRoot::<F, P> {
+            vm_start: V::vm_start,
             config: None,
             plugin: None,
-            ctx: PluginContext::default(),
+            ctx: PluginContext::for_root(id),
             _filter: PhantomData,
         })
     });
 }
 
 struct StreamRoot<F: StreamFilter, P> {
+    /// Parses the VM configuration, if the filter declared a type for it.
+    vm_start: fn(usize) -> Result<()>,
     config: Option<Rc<F::Config>>,
     plugin: Option<P>,
     ctx: PluginContext,
@@ -52,6 +58,7 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> StreamRoot<F, P> {
         let config = Rc::new(crate::parse_config::<F::Config>(&bytes)?);
         self.plugin = Some(P::start(&config, &mut self.ctx)?);
         self.config = Some(config);
+        run_tasks::<P>(self.ctx.root());
         Ok(())
     }
 
@@ -65,6 +72,7 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> StreamRoot<F, P> {
         }
         if let Some(plugin) = self.plugin.as_mut() {
             log_error::<P>(what, callback(plugin, &mut self.ctx));
+            run_tasks::<P>(self.ctx.root());
         }
     }
 }
@@ -77,6 +85,15 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> Context for StreamRoot<F, P
         body_size: usize,
         num_trailers: usize,
     ) {
+        if root_http_response(
+            self.ctx.root(),
+            token_id,
+            num_headers,
+            body_size,
+            num_trailers,
+        ) {
+            return;
+        }
         let response = CalloutResponse::new(num_headers, body_size, num_trailers);
         self.with_plugin("callout response", |plugin, ctx| {
             plugin.on_callout_response(CalloutToken(token_id), &response, ctx)
@@ -84,14 +101,32 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> Context for StreamRoot<F, P
     }
 
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if root_grpc_response(self.ctx.root(), token_id, status_code, response_size) {
+            return;
+        }
         let response = GrpcResponse::new(status_code, response_size);
         self.with_plugin("gRPC response", |plugin, ctx| {
             plugin.on_grpc_response(GrpcToken(token_id), &response, ctx)
         });
     }
+
+    fn on_done(&mut self) -> bool {
+        root_done(&self.ctx, P::ACTIVE);
+        true
+    }
 }
 
 impl<F: StreamFilter, P: Plugin<Config = F::Config>> RootContext for StreamRoot<F, P> {
+    fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
+        match (self.vm_start)(vm_configuration_size) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("{}: VM configuration: {e}", type_name::<F>());
+                false
+            }
+        }
+    }
+
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         match self.configure(plugin_configuration_size) {
             Ok(()) => true,
@@ -103,10 +138,7 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> RootContext for StreamRoot<
     }
 
     fn on_tick(&mut self) {
-        if !P::ACTIVE || self.plugin.is_none() {
-            return;
-        }
-        for timer in self.ctx.due() {
+        for timer in root_tick(&mut self.ctx, P::ACTIVE && self.plugin.is_some()) {
             self.with_plugin("timer", |plugin, ctx| plugin.on_timer(timer, ctx));
         }
     }

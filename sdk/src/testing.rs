@@ -7,6 +7,13 @@
 //! metrics, logs. It checks the SDK's logic and the filter's; for Envoy's own
 //! behaviour (header windows, buffering, the filter chain) use `weir-harness`.
 //!
+//! Tasks ([`Flow::wait`](crate::Flow::wait), [`PluginContext::spawn`](crate::PluginContext::spawn))
+//! run as in Envoy: [`MockStream::callout_response`], [`MockStream::grpc_response`]
+//! (or the plugin's) wake the task awaiting the token, [`MockPlugin::tick`] after
+//! [`MockHost::advance`] wakes sleeps and timeouts, dropping the [`MockStream`]
+//! drops its tasks, and [`MockStream::resumed_requests`] tells whether a task
+//! resumed its own stream.
+//!
 //! Network filters ([`StreamFilter`]) load with
 //! [`MockHost::load_stream_filter`] and run on a [`MockConnection`]: client and
 //! upstream data (accumulated after a pause, as in Envoy), the close callbacks,
@@ -49,6 +56,10 @@ use crate::{HttpFilter, NoPlugin, PeerType, Plugin, StreamFilter};
 
 pub use crate::host::mock::{ForeignFn, MockCall, MockReply, MockResponse};
 
+/// A unary gRPC answer for the mock host: the response message, or a status
+/// other than OK with its message.
+pub type MockGrpcResponse<'a> = std::result::Result<&'a [u8], (u32, &'a str)>;
+
 /// What a callback told the host to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -90,12 +101,16 @@ impl MockHost {
     /// Resets this thread's mock host: empty maps, clock at the Unix epoch plus
     /// one day, log level trace, clusters named `unknown*` refused.
     pub fn new() -> Self {
+        crate::vm_config::reset();
         with(|s| {
             *s = mock::MockState {
                 now_nanos: 86_400_000_000_000,
                 ..Default::default()
             };
         });
+        // Tasks and timers of earlier tests on this thread go too.
+        crate::runtime::reset();
+        crate::clock::reset();
         Self {
             _thread_bound: PhantomData,
         }
@@ -119,7 +134,11 @@ impl MockHost {
         F: HttpFilter,
         P: Plugin<Config = F::Config>,
     {
-        self.start(crate::export::register_http_filter::<F, P>, config)
+        self.start(
+            crate::export::register_http_filter::<F, P, crate::vm_config::NoVmConfig>,
+            "",
+            config,
+        )
     }
 
     /// Loads network filter `F` (without plugin-level behaviour) with this JSON
@@ -140,11 +159,39 @@ impl MockHost {
         F: StreamFilter,
         P: Plugin<Config = F::Config>,
     {
-        self.start(crate::stream_export::register_stream_filter::<F, P>, config)
+        self.start(
+            crate::stream_export::register_stream_filter::<F, P, crate::vm_config::NoVmConfig>,
+            "",
+            config,
+        )
+    }
+
+    /// Loads filter `F` with plugin `P` and a typed VM configuration `V`, as
+    /// `export_http_filter!(F, plugin = P, vm_config = V)` exports it: the VM
+    /// starts with `vm_config` (JSON), then the plugin is configured with
+    /// `config`. Use [`NoPlugin`] for a filter without plugin.
+    ///
+    /// # Errors
+    /// The log lines the filter wrote if it rejected either configuration.
+    pub fn load_with_vm_config<F, P, V>(
+        &self,
+        vm_config: &str,
+        config: &str,
+    ) -> Result<MockPlugin, String>
+    where
+        F: HttpFilter,
+        P: Plugin<Config = F::Config>,
+        V: serde::de::DeserializeOwned + 'static,
+    {
+        self.start(
+            crate::export::register_http_filter::<F, P, crate::vm_config::Typed<V>>,
+            vm_config,
+            config,
+        )
     }
 
     /// Registers a filter with `register` and starts its root context.
-    fn start(&self, register: fn(), config: &str) -> Result<MockPlugin, String> {
+    fn start(&self, register: fn(), vm_config: &str, config: &str) -> Result<MockPlugin, String> {
         // The `log` backend is process-wide: install it once, before any thread
         // registers a filter.
         static LOGGER: std::sync::Once = std::sync::Once::new();
@@ -161,11 +208,16 @@ impl MockHost {
         drive::context_create(root, 0);
         with(|s| {
             s.buffers.insert(
+                BufferType::VmConfiguration as u32,
+                vm_config.as_bytes().to_vec(),
+            );
+            s.buffers.insert(
                 BufferType::PluginConfiguration as u32,
                 config.as_bytes().to_vec(),
-            )
+            );
         });
-        let started = drive::vm_start(root, 0) && drive::configure(root, config.len());
+        let started =
+            drive::vm_start(root, vm_config.len()) && drive::configure(root, config.len());
         if !started {
             return Err(self
                 .logs()
@@ -369,7 +421,7 @@ impl MockHost {
 
     /// How many times the filter resumed the request (`proxy_continue_stream`).
     pub fn resumed_requests(&self) -> usize {
-        with(|s| s.continued.iter().filter(|&&t| t == 0).count())
+        with(|s| s.continued.iter().filter(|&&(_, t)| t == 0).count())
     }
 }
 
@@ -461,6 +513,34 @@ impl MockPlugin {
     pub fn callout_response(&self, token: u32, response: MockResponse<'_>) {
         callout_response(self.root, token, response);
     }
+
+    /// Answers gRPC call `token` (see [`MockHost::calls`]), as Envoy does: the
+    /// message with status OK, or the close with a status. The dispatcher routes
+    /// it to the context that sent it.
+    pub fn grpc_response(&self, token: u32, response: MockGrpcResponse<'_>) {
+        grpc_response(self.root, token, response);
+    }
+}
+
+fn grpc_response(context: u32, token: u32, response: MockGrpcResponse<'_>) {
+    match response {
+        Ok(message) => {
+            with(|s| {
+                s.buffers
+                    .insert(BufferType::GrpcMessage as u32, message.to_vec());
+                s.grpc_status = (0, Vec::new());
+            });
+            drive::grpc_receive(context, token, message.len());
+        }
+        Err((status, text)) => {
+            with(|s| s.grpc_status = (status, text.as_bytes().to_vec()));
+            drive::grpc_close(context, token, status);
+        }
+    }
+    with(|s| {
+        s.buffers.remove(&(BufferType::GrpcMessage as u32));
+        s.grpc_status = (0, Vec::new());
+    });
 }
 
 fn callout_response(context: u32, token: u32, response: MockResponse<'_>) {
@@ -546,6 +626,32 @@ impl MockStream {
     /// Answers callout `token` sent by this stream (see [`MockPlugin::callout_response`]).
     pub fn callout_response(&self, token: u32, response: MockResponse<'_>) {
         callout_response(self.id, token, response);
+    }
+
+    /// Answers gRPC call `token` sent by this stream (see
+    /// [`MockPlugin::grpc_response`]).
+    pub fn grpc_response(&self, token: u32, response: MockGrpcResponse<'_>) {
+        grpc_response(self.id, token, response);
+    }
+
+    /// How many times the request of this stream was resumed
+    /// (`proxy_continue_stream` with this stream as the effective context).
+    pub fn resumed_requests(&self) -> usize {
+        self.resumes(0)
+    }
+
+    /// How many times the response of this stream was resumed.
+    pub fn resumed_responses(&self) -> usize {
+        self.resumes(1)
+    }
+
+    fn resumes(&self, stream: u32) -> usize {
+        with(|s| {
+            s.continued
+                .iter()
+                .filter(|&&(context, t)| context == self.id && t == stream)
+                .count()
+        })
     }
 
     fn body(&mut self, slot: usize, buffer: BufferType, chunk: &[u8], eos: bool) -> Action {

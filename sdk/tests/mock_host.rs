@@ -8,8 +8,8 @@ use weir::testing::{Action, MockHost};
 use weir::{
     BufferBody, CalloutResponse, CalloutToken, Error, Flow, GrpcCall, GrpcResponse, GrpcToken,
     HttpCall, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestBody,
-    RequestHeaders, ResponseHeaders, ResponseTrailers, Result, SharedQueue, Timer,
-    metrics::Counter, properties, shared_data,
+    RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers, Result,
+    SharedQueue, Timer, metrics::Counter, properties, shared_data,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -375,6 +375,9 @@ fn metrics_clock_log_level_and_foreign_functions() {
     let counter = Counter::new("requests").expect("define");
     counter.add(2).expect("add");
     assert_eq!(counter.value().expect("get"), 2);
+    // Envoy refuses a counter increment of 0; the SDK makes it a no-op.
+    counter.add(0).expect("adding nothing is fine");
+    assert_eq!(counter.value().expect("get"), 2);
     assert!(counter.add(u64::MAX).is_ok(), "saturates");
     assert!(Counter::with_labels("x", &[("bad key", "v")]).is_err());
     let before = weir::now().expect("clock");
@@ -472,6 +475,93 @@ fn held_headers_are_the_streams_headers_in_the_body_callback() {
     assert_eq!(host.request_header("x-first-byte").as_deref(), Some("A"));
 }
 
+/// Asks for whole bodies and logs what it gets, in order.
+struct WholeBodies;
+
+impl HttpFilter for WholeBodies {
+    type Config = Config;
+
+    fn new(_: Rc<Config>) -> Self {
+        Self
+    }
+
+    fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+        req.buffer_body(BufferBody::up_to(64).will_modify())?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
+        let text = body.text()?;
+        log::info!("request body {text:?} end={}", body.end_of_stream());
+        body.replace(text.to_uppercase())?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_request_trailers(&mut self, trailers: &mut RequestTrailers) -> Result<Flow> {
+        log::info!("request trailers {:?}", trailers.get("x-t")?);
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_headers(&mut self, res: &mut ResponseHeaders) -> Result<Flow> {
+        res.buffer_body(BufferBody::up_to(64))?;
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_body(&mut self, body: &mut ResponseBody) -> Result<Flow> {
+        log::info!("response body {:?}", body.text()?);
+        Ok(Flow::Pause)
+    }
+
+    fn on_response_trailers(&mut self, _: &mut ResponseTrailers) -> Result<Flow> {
+        log::info!("response trailers");
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn a_whole_body_is_handed_over_before_the_trailers() {
+    let host = MockHost::new();
+    let mut plugin = host.load::<WholeBodies>("{}").expect("loads");
+    let mut stream = plugin.stream();
+    host.set_request_headers(&[(":method", "POST"), (":path", "/")]);
+    assert_eq!(stream.request_headers(false), Action::Continue);
+    // With trailers, no chunk ends the stream: each one is held.
+    assert_eq!(stream.request_body(b"ab", false), Action::Pause);
+    assert_eq!(stream.request_body(b"cd", false), Action::Pause);
+    host.set_request_trailers(&[("x-t", "1")]);
+    assert_eq!(stream.request_trailers(), Action::Continue);
+    assert_eq!(host.request_body(), b"ABCD");
+    // A body callback that pauses keeps the trailers callback from running.
+    host.set_response_headers(&[(":status", "200")]);
+    assert_eq!(stream.response_headers(false), Action::Continue);
+    assert_eq!(stream.response_body(b"xyz", false), Action::Pause);
+    host.set_response_trailers(&[("grpc-status", "0")]);
+    assert_eq!(stream.response_trailers(), Action::Pause);
+    let logs: Vec<String> = host.logs().into_iter().map(|(_, line)| line).collect();
+    assert_eq!(
+        logs,
+        [
+            "request body \"abcd\" end=true",
+            "request trailers Some(\"1\")",
+            "response body \"xyz\"",
+        ]
+    );
+}
+
+#[test]
+fn without_trailers_a_whole_body_comes_once_at_the_end() {
+    let host = MockHost::new();
+    let mut plugin = host.load::<WholeBodies>("{}").expect("loads");
+    let mut stream = plugin.stream();
+    host.set_request_headers(&[(":method", "POST"), (":path", "/")]);
+    assert_eq!(stream.request_headers(false), Action::Continue);
+    assert_eq!(stream.request_body(b"ab", false), Action::Pause);
+    assert_eq!(stream.request_body(b"", true), Action::Continue);
+    // Trailers that never come: nothing more is handed over.
+    let logs: Vec<String> = host.logs().into_iter().map(|(_, line)| line).collect();
+    assert_eq!(logs, ["request body \"ab\" end=true"]);
+}
+
 /// Several plugins in one test (one thread): each gets its own contexts.
 #[test]
 fn several_plugins_load_in_one_test() {
@@ -488,4 +578,89 @@ fn several_plugins_load_in_one_test() {
     assert_eq!(stream.request_headers(false), Action::Pause);
     assert_eq!(stream.request_body(b"x", true), Action::Continue);
     assert_eq!(host.request_body(), b"X!");
+}
+
+/// `vm_config.configuration`, typed.
+#[derive(serde::Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct VmSettings {
+    region: String,
+    #[serde(default)]
+    zones: Vec<String>,
+}
+
+/// Reads the VM configuration per request; takes no plugin configuration.
+struct Regional;
+
+impl HttpFilter for Regional {
+    type Config = ();
+    fn new(_: Rc<()>) -> Self {
+        Self
+    }
+    fn on_request_headers(&mut self, req: &mut RequestHeaders) -> Result<Flow> {
+        let vm =
+            weir::vm_config::<VmSettings>().ok_or_else(|| Error::respond(LocalReply::new(500)))?;
+        req.set("x-region", &vm.region)?;
+        req.set("x-zones", vm.zones.join(","))?;
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn a_typed_vm_config_is_parsed_at_vm_start() {
+    let host = MockHost::new();
+    let mut plugin = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu", "zones": ["a", "b"]}"#,
+            "",
+        )
+        .expect("starts");
+    assert!(
+        weir::vm_config::<String>().is_none(),
+        "not the declared type"
+    );
+    let stream = plugin.stream();
+    host.set_request_headers(&[(":path", "/")]);
+    assert_eq!(stream.request_headers(true), Action::Continue);
+    assert_eq!(host.request_header("x-region").as_deref(), Some("eu"));
+    assert_eq!(host.request_header("x-zones").as_deref(), Some("a,b"));
+
+    // A bad VM configuration fails the VM start, the log naming the field.
+    let host = MockHost::new();
+    let err = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu", "zones": [1]}"#,
+            "{}",
+        )
+        .expect_err("bad zones");
+    assert!(err.contains("VM configuration"), "{err}");
+    assert!(err.contains("zones[0]"), "{err}");
+    assert!(weir::vm_config::<VmSettings>().is_none());
+
+    // An empty VM configuration is `{}`: here a missing field.
+    let host = MockHost::new();
+    let err = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>("", "")
+        .expect_err("region is required");
+    assert!(err.contains("missing field `region`"), "{err}");
+}
+
+/// `type Config = ()` takes an empty configuration, `{}`, and refuses others.
+#[test]
+fn a_filter_without_configuration() {
+    let host = MockHost::new();
+    for config in ["", "{}"] {
+        host.load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu"}"#,
+            config,
+        )
+        .expect("no configuration");
+    }
+    let err = host
+        .load_with_vm_config::<Regional, weir::NoPlugin<()>, VmSettings>(
+            r#"{"region": "eu"}"#,
+            r#"{"limit": 3}"#,
+        )
+        .expect_err("takes none");
+    assert!(err.contains("invalid configuration"), "{err}");
 }

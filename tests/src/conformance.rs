@@ -36,6 +36,10 @@ pub struct Suite {
     /// `reload_config.backoff.base_interval` for `FAIL_RELOAD`, e.g. `"2s"`.
     #[serde(default)]
     pub reload_backoff: Option<String>,
+    /// The plugins' `vm_config.configuration` (default: the template's,
+    /// `vm-config-bytes`, which the probe logs).
+    #[serde(default)]
+    pub vm_config: Option<String>,
     /// The plugins' `root_id` (default empty).
     #[serde(default)]
     pub root_id: Option<String>,
@@ -44,21 +48,43 @@ pub struct Suite {
     /// refuses the configuration. The suite then has no scenarios.
     #[serde(default)]
     pub expect_start_failure: Option<String>,
+    /// The plugin must refuse its configuration: `on_vm_start` or `on_configure`
+    /// returns false, the harness refuses to build the chain and Envoy refuses
+    /// the configuration, both logging this text (e.g. the field's name). The
+    /// suite then has no scenarios.
+    #[serde(default)]
+    pub expect_rejection: Option<Rejection>,
     /// The module must fail to load (a missing import or an export with the
     /// wrong signature): the harness's error and Envoy's log must both name this
     /// function. The suite then has no scenarios.
     #[serde(default)]
     pub expect_load_failure: Option<String>,
     /// Plugin names for a chain of several instances of the filter, in order
-    /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name).
+    /// (default: one, named `probe`). Each gets its own VM (`vm_id` = name)
+    /// unless `vm_ids` says otherwise.
     #[serde(default)]
     pub chain: Vec<String>,
+    /// The `vm_id` of each plugin of `chain`, in order (default: its name).
+    /// Plugins with the same vm_id (and, as always here, the same module and
+    /// VM configuration) share one VM in Envoy and in the harness.
+    #[serde(default)]
+    pub vm_ids: Vec<String>,
     /// The listener's `per_connection_buffer_limit_bytes` (default Envoy's 1 MiB).
     #[serde(default)]
     pub buffer_limit: Option<u64>,
     /// The plugins' `allow_on_headers_stop_iteration` (default false).
     #[serde(default)]
     pub allow_on_headers_stop_iteration: bool,
+    /// The connection manager's `http_protocol_options.enable_trailers`
+    /// (default false, as in Envoy): the client's request trailers reach the
+    /// filters and response trailers reach the client.
+    #[serde(default)]
+    pub enable_trailers: bool,
+    /// The `upstream` cluster's HTTP/1 `enable_trailers` (default false):
+    /// request trailers reach the upstream and its response trailers reach
+    /// the filters.
+    #[serde(default)]
+    pub upstream_enable_trailers: bool,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
@@ -70,6 +96,11 @@ pub struct Suite {
     /// `upstream.*` need no mask.
     #[serde(default)]
     pub mask_ports: Vec<String>,
+    /// Compare the callouts each scenario made as a set, not in order: a
+    /// filter with several callouts in flight at once (Envoy's network decides
+    /// which one reaches the cluster first).
+    #[serde(default)]
+    pub callouts_unordered: bool,
     /// The scenarios (HTTP requests).
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
@@ -78,6 +109,16 @@ pub struct Suite {
     /// [`crate::conformance_l4`]).
     #[serde(default)]
     pub connections: Vec<crate::conformance_l4::ConnectionScenario>,
+}
+
+/// A configuration the plugin must refuse (see [`Suite::expect_rejection`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    /// `proxy_on_vm_start` or `proxy_on_configure`.
+    pub callback: String,
+    /// Text both logs must contain.
+    pub log: String,
 }
 
 fn default_filter() -> String {
@@ -166,6 +207,9 @@ pub struct RequestSpec {
     /// Send the body chunked, in pieces of these sizes (the rest is one more
     /// piece), each read separately by the proxy.
     pub chunks: Vec<usize>,
+    /// Trailers after the (then chunked) body, in order; the request names
+    /// them in a `trailer` header.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Default for RequestSpec {
@@ -176,6 +220,7 @@ impl Default for RequestSpec {
             headers: Vec::new(),
             body: String::new(),
             chunks: Vec::new(),
+            trailers: Vec::new(),
         }
     }
 }
@@ -197,6 +242,10 @@ pub struct ResponseSpec {
     pub delay_ms: u64,
     /// Close the connection instead of answering in full.
     pub close: Option<Close>,
+    /// Trailers after the (then chunked) body, in order; the response names
+    /// them in a `trailer` header, and the request asks for them with
+    /// `te: trailers` (an HTTP/1 server sends trailers only then).
+    pub trailers: Vec<(String, String)>,
 }
 
 /// When a [`ResponseSpec`] closes the connection.
@@ -218,8 +267,37 @@ impl Default for ResponseSpec {
             chunks: Vec::new(),
             delay_ms: 0,
             close: None,
+            trailers: Vec::new(),
         }
     }
+}
+
+/// The `trailer` header that announces `trailers` (a peer that is not told
+/// does not send them), unless `headers` has one.
+fn announce(headers: &[(String, String)], trailers: &[(String, String)]) -> Option<String> {
+    let announced = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("trailer"));
+    if trailers.is_empty() || announced {
+        return None;
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in trailers {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name);
+        }
+    }
+    Some(names.join(", "))
+}
+
+/// The [`weir_harness::Trailers`] extension for `pairs`, if any.
+fn trailers_of(pairs: &[(String, String)]) -> Result<Option<weir_harness::Trailers>> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(weir_harness::Trailers::from_pairs(
+        pairs.iter().map(|(k, v)| (k, v)),
+    )?))
 }
 
 impl ResponseSpec {
@@ -237,6 +315,14 @@ impl ResponseSpec {
         }
         for (k, v) in &self.headers {
             b = b.header(k, v);
+        }
+        if let Some(names) = announce(&self.headers, &self.trailers) {
+            b = b.header("trailer", names);
+        }
+        match trailers_of(&self.trailers) {
+            Ok(Some(trailers)) => b = b.extension(trailers),
+            Ok(None) => {}
+            Err(e) => panic!("bad upstream trailers in scenario: {e}"),
         }
         if !self.chunks.is_empty() {
             b = b
@@ -317,10 +403,21 @@ impl Scenario {
         for (k, v) in &r.headers {
             b = b.header(k, v);
         }
-        if !r.chunks.is_empty() {
-            b = b
-                .header("transfer-encoding", "chunked")
-                .extension(weir_harness::BodyChunks(r.chunks.clone()));
+        let asks_for_trailers = r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("te"));
+        if !self.upstream.trailers.is_empty() && !asks_for_trailers {
+            b = b.header("te", "trailers");
+        }
+        if let Some(names) = announce(&r.headers, &r.trailers) {
+            b = b.header("trailer", names);
+        }
+        if let Some(trailers) = trailers_of(&r.trailers)? {
+            b = b.extension(trailers);
+        }
+        if !r.chunks.is_empty() || !r.trailers.is_empty() {
+            b = b.header("transfer-encoding", "chunked");
+            if !r.chunks.is_empty() {
+                b = b.extension(weir_harness::BodyChunks(r.chunks.clone()));
+            }
         } else if !r.body.is_empty() {
             b = b.header("content-length", r.body.len());
         }
@@ -385,6 +482,15 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if let Some(policy) = &suite.failure_policy {
         plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
     }
+    if let Some(vm_config) = &suite.vm_config {
+        let mut value = serde_yaml_ng::Mapping::new();
+        value.insert(
+            "@type".into(),
+            "type.googleapis.com/google.protobuf.StringValue".into(),
+        );
+        value.insert("value".into(), vm_config.as_str().into());
+        plugin["vm_config"]["configuration"] = serde_yaml_ng::Value::Mapping(value);
+    }
     if let Some(root_id) = &suite.root_id {
         plugin["root_id"] = serde_yaml_ng::Value::from(root_id.as_str());
     }
@@ -395,19 +501,57 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if suite.allow_on_headers_stop_iteration {
         plugin["allow_on_headers_stop_iteration"] = serde_yaml_ng::Value::from(true);
     }
+
     plugin["vm_config"]["code"]["local"]["filename"] =
         serde_yaml_ng::Value::from(format!("/etc/envoy/filters/{}", module_name(filter)));
+    if !suite.vm_ids.is_empty() && suite.vm_ids.len() != chain.len() {
+        bail!(
+            "vm_ids has {} entries for a chain of {}",
+            suite.vm_ids.len(),
+            chain.len()
+        );
+    }
     if !chain.is_empty() {
         let template = filters.remove(at);
         for (i, name) in chain.iter().enumerate() {
             let mut f = template.clone();
+            let vm_id = suite.vm_ids.get(i).unwrap_or(name);
             f["typed_config"]["config"]["name"] = serde_yaml_ng::Value::from(name.as_str());
             f["typed_config"]["config"]["vm_config"]["vm_id"] =
-                serde_yaml_ng::Value::from(name.as_str());
+                serde_yaml_ng::Value::from(vm_id.as_str());
             filters.insert(at + i, f);
         }
     }
+    if suite.enable_trailers {
+        let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+        hcm["typed_config"]["http_protocol_options"]["enable_trailers"] =
+            serde_yaml_ng::Value::from(true);
+    }
+    if suite.upstream_enable_trailers {
+        enable_cluster_trailers(&mut root, "upstream")?;
+    }
     Ok(serde_yaml_ng::to_string(&root)?)
+}
+
+/// Gives cluster `name` of `root` HTTP/1 `enable_trailers`.
+fn enable_cluster_trailers(root: &mut serde_yaml_ng::Value, name: &str) -> Result<()> {
+    const OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let cluster = root["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .and_then(|c| c.iter_mut().find(|c| c["name"].as_str() == Some(name)))
+        .with_context(|| format!("conformance.yaml has no cluster {name}"))?;
+    let mut options = serde_yaml_ng::Mapping::new();
+    options.insert(
+        "@type".into(),
+        format!("type.googleapis.com/{OPTIONS}").into(),
+    );
+    let yaml = "explicit_http_config: {http_protocol_options: {enable_trailers: true}}";
+    let explicit: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml)?;
+    if let serde_yaml_ng::Value::Mapping(m) = explicit {
+        options.extend(m);
+    }
+    cluster["typed_extension_protocol_options"][OPTIONS] = options.into();
+    Ok(())
 }
 
 fn module_name(package: &str) -> String {
@@ -455,7 +599,10 @@ pub fn run(suite: &Suite) -> Result<Report> {
         Arc::clone(&current),
     );
 
-    if suite.expect_start_failure.is_some() || suite.expect_load_failure.is_some() {
+    if suite.expect_start_failure.is_some()
+        || suite.expect_load_failure.is_some()
+        || suite.expect_rejection.is_some()
+    {
         let config = EnvoyConfig::parse(&yaml)?;
         let engine = crate::engine();
         let harness = config
@@ -473,14 +620,17 @@ pub fn run(suite: &Suite) -> Result<Report> {
             loopback: true,
         };
         let envoy = Envoy::start(&yaml, &how);
-        return Ok(match &suite.expect_start_failure {
-            Some(callback) => start_failure(callback, harness.err(), envoy.err()),
-            None => load_failure(
-                suite.expect_load_failure.as_deref().unwrap_or_default(),
-                harness.err(),
-                envoy.err(),
-            ),
-        });
+        return Ok(
+            match (&suite.expect_start_failure, &suite.expect_rejection) {
+                (Some(callback), _) => start_failure(callback, harness.err(), envoy.err()),
+                (None, Some(rejection)) => rejected(rejection, harness.err(), envoy.err()),
+                (None, None) => load_failure(
+                    suite.expect_load_failure.as_deref().unwrap_or_default(),
+                    harness.err(),
+                    envoy.err(),
+                ),
+            },
+        );
     }
     let upstream = Upstream::start(Arc::clone(&handler))?;
     let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
@@ -657,11 +807,17 @@ fn run_scenarios(
             grpc: grpc_seen(upstreams.grpc, harness.grpc.len()),
         };
         seen_lines = lines.len();
+        show(&scenario.name, &harness, &envoy_observed);
 
-        let (harness, envoy_observed) = (
+        let (mut harness, mut envoy_observed) = (
             mask_ports(harness, &suite.mask_ports),
             mask_ports(envoy_observed, &suite.mask_ports),
         );
+        if suite.callouts_unordered {
+            for callouts in [&mut harness.callouts, &mut envoy_observed.callouts] {
+                callouts.sort_by(|a, b| (&a.uri, &a.headers).cmp(&(&b.uri, &b.headers)));
+            }
+        }
         if harness != envoy_observed {
             report
                 .differences
@@ -712,6 +868,42 @@ fn start_failure(
     if harness.is_err() || envoy.is_err() {
         report.differences.push(format!(
             "── start-up must fail in {callback}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
+        ));
+    }
+    report
+}
+
+/// Both must refuse the configuration in `rejection.callback` (returning
+/// false, not trapping), logging `rejection.log`.
+fn rejected(
+    rejection: &Rejection,
+    harness: Option<weir_harness::Error>,
+    envoy: Option<anyhow::Error>,
+) -> Report {
+    use weir_harness::Error as E;
+    let harness = match (rejection.callback.as_str(), harness) {
+        ("proxy_on_vm_start", Some(E::VmStartFailed { logs, .. }))
+        | ("proxy_on_configure", Some(E::ConfigureFailed { logs, .. }))
+            if logs.iter().any(|l| l.contains(&rejection.log)) =>
+        {
+            Ok(())
+        }
+        (_, Some(other)) => Err(format!("failed otherwise: {other}")),
+        (_, None) => Err("started".to_owned()),
+    };
+    let envoy = match envoy {
+        Some(e) if format!("{e:#}").contains(&rejection.log) => Ok(()),
+        Some(e) => Err(format!("failed otherwise: {e:#}")),
+        None => Err("started".to_owned()),
+    };
+    let mut report = Report {
+        total: 1,
+        ..Report::default()
+    };
+    if harness.is_err() || envoy.is_err() {
+        report.differences.push(format!(
+            "── {} must refuse the configuration, logging {:?}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n",
+            rejection.callback, rejection.log
         ));
     }
     report
@@ -799,6 +991,38 @@ fn info_logs(logs: &[weir_harness::LogRecord]) -> Vec<String> {
         .filter(|l| l.level >= LogLevel::Info)
         .map(|l| format!("{}: {}", l.level, l.message))
         .collect()
+}
+
+/// With `WEIR_CONFORMANCE_SHOW` set, prints what a scenario observed (in the
+/// harness, and in Envoy where that differs), to read while writing scenarios.
+#[allow(
+    clippy::print_stderr,
+    reason = "an opt-in report for whoever writes scenarios"
+)]
+fn show(name: &str, harness: &Observed, envoy: &Observed) {
+    if std::env::var_os("WEIR_CONFORMANCE_SHOW").is_none() {
+        return;
+    }
+    eprintln!("── {name}");
+    if let Some(up) = &harness.upstream {
+        eprintln!("  upstream: {} {} {:?}", up.method, up.uri, up.body);
+        eprintln!("    headers {:?}", up.headers);
+        eprintln!("    trailers {:?}", up.trailers);
+    }
+    match &harness.client {
+        Ok(c) => {
+            eprintln!("  client: {} {:?}", c.status, c.body);
+            eprintln!("    headers {:?}", c.headers);
+            eprintln!("    trailers {:?}", c.trailers);
+        }
+        Err(e) => eprintln!("  client: {e}"),
+    }
+    for line in &harness.logs {
+        eprintln!("  {line}");
+    }
+    if harness != envoy {
+        eprintln!("{}", describe("(envoy differs)", harness, envoy));
+    }
 }
 
 fn describe(name: &str, harness: &Observed, envoy: &Observed) -> String {

@@ -290,7 +290,8 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
         let mut f = template.clone();
         let plugin = &mut f["typed_config"]["config"];
         plugin["name"] = serde_yaml_ng::Value::from(name.as_str());
-        plugin["vm_config"]["vm_id"] = serde_yaml_ng::Value::from(name.as_str());
+        let vm_id = suite.vm_ids.get(i).unwrap_or(name);
+        plugin["vm_config"]["vm_id"] = serde_yaml_ng::Value::from(vm_id.as_str());
         plugin["configuration"]["value"] = serde_yaml_ng::Value::from(suite.config.as_str());
         if let Some(policy) = &suite.failure_policy {
             plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());

@@ -33,6 +33,7 @@ pub const TEST_FILTERS: &[&str] = &[
     "sdk-callout",
     "sdk-families",
     "sdk-stream",
+    "sdk-async",
 ];
 
 /// The sample filters and the test filters, built for wasm32-wasip1 once per

@@ -22,13 +22,20 @@ const CHUNK_GAP: std::time::Duration = std::time::Duration::from_millis(40);
 /// A body to send: whole, or in the pieces a [`weir_harness::BodyChunks`]
 /// extension gives (then without `content-length`, so HTTP/1 chunked), one
 /// piece at a time with a pause between them, as a slow peer sends it.
-fn outgoing(body: Bytes, chunks: Option<&weir_harness::BodyChunks>) -> BoxBody<Bytes, Infallible> {
-    let Some(chunks) = chunks else {
+/// Trailers (a [`weir_harness::Trailers`] extension; the message must name
+/// them in a `trailer` header for hyper to send them) make the body chunked
+/// and follow the last piece at once.
+fn outgoing(
+    body: Bytes,
+    chunks: Option<&weir_harness::BodyChunks>,
+    trailers: Option<weir_harness::Trailers>,
+) -> BoxBody<Bytes, Infallible> {
+    if chunks.is_none() && trailers.is_none() {
         return Full::new(body).boxed();
-    };
+    }
     let mut pieces = Vec::new();
     let mut rest = body;
-    for &size in &chunks.0 {
+    for &size in chunks.map(|c| c.0.as_slice()).unwrap_or_default() {
         if size > 0 && !rest.is_empty() {
             pieces.push(rest.split_to(size.min(rest.len())));
         }
@@ -38,14 +45,32 @@ fn outgoing(body: Bytes, chunks: Option<&weir_harness::BodyChunks>) -> BoxBody<B
     }
     let (mut tx, channel) = Channel::<Bytes, Infallible>::new(1);
     tokio::spawn(async move {
-        for piece in pieces {
+        let last = pieces.len();
+        for (i, piece) in pieces.into_iter().enumerate() {
             if tx.send_data(piece).await.is_err() {
                 return;
             }
-            tokio::time::sleep(CHUNK_GAP).await;
+            if i + 1 < last || trailers.is_none() {
+                tokio::time::sleep(CHUNK_GAP).await;
+            }
+        }
+        if let Some(trailers) = trailers {
+            let _ = tx.send_trailers(trailers.0).await;
         }
     });
     channel.boxed()
+}
+
+/// A received body's data, with its trailers (if any) as an extension.
+fn received(
+    collected: http_body_util::Collected<Bytes>,
+) -> (Bytes, Option<weir_harness::Trailers>) {
+    let trailers = collected
+        .trailers()
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .map(weir_harness::Trailers);
+    (collected.to_bytes(), trailers)
 }
 
 /// A connection the upstream closes on purpose ([`UpstreamFault`]).
@@ -164,21 +189,25 @@ impl Upstream {
                     let (parts, body) = req.into_parts();
                     // A request cut short (the proxy reset it) was never
                     // received: it is not recorded.
-                    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                    let Ok((body, trailers)) = body.collect().await.map(received) else {
                         return Ok(http::Response::new(Full::new(Bytes::new()).boxed()));
                     };
-                    let req = http::Request::from_parts(parts, body);
+                    let mut req = http::Request::from_parts(parts, body);
+                    if let Some(trailers) = trailers {
+                        req.extensions_mut().insert(trailers);
+                    }
                     let response = handler(req.clone());
                     recorded.lock().unwrap_or_else(|e| e.into_inner()).push(req);
                     let (mut parts, body) = response.into_parts();
                     let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
+                    let trailers = parts.extensions.remove::<weir_harness::Trailers>();
                     if chunks.is_some() {
                         parts.headers.remove(http::header::CONTENT_LENGTH);
                     }
                     let body = match parts.extensions.remove::<UpstreamFault>() {
                         Some(UpstreamFault::Delay(d)) => {
                             tokio::time::sleep(d).await;
-                            outgoing(body, chunks.as_ref())
+                            outgoing(body, chunks.as_ref(), trailers)
                         }
                         // hyper closes the connection when the service fails.
                         Some(UpstreamFault::CloseBeforeHeaders) => {
@@ -197,7 +226,7 @@ impl Upstream {
                             });
                             channel.boxed()
                         }
-                        _ => outgoing(body, chunks.as_ref()),
+                        _ => outgoing(body, chunks.as_ref(), trailers),
                     };
                     Ok(http::Response::from_parts(parts, body))
                 }
@@ -235,7 +264,9 @@ fn client_runtime() -> &'static tokio::runtime::Runtime {
 
 /// Sends one request over a fresh HTTP/1 connection to `addr` and reads the
 /// whole response. The request's URI is sent as given (use origin form). With a
-/// [`weir_harness::BodyChunks`] extension the body goes chunked, in those pieces.
+/// [`weir_harness::BodyChunks`] extension the body goes chunked, in those pieces;
+/// a [`weir_harness::Trailers`] extension follows it (name them in a `trailer`
+/// header). The response's trailers, if any, are its `Trailers` extension.
 ///
 /// # Errors
 /// On connection or protocol errors.
@@ -249,16 +280,21 @@ pub fn send(addr: SocketAddr, request: http::Request<Bytes>) -> Result<http::Res
         tokio::spawn(conn);
         let (mut parts, body) = request.into_parts();
         let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
+        let trailers = parts.extensions.remove::<weir_harness::Trailers>();
         if chunks.is_some() {
             parts.headers.remove(http::header::CONTENT_LENGTH);
         }
-        let body = outgoing(body, chunks.as_ref());
+        let body = outgoing(body, chunks.as_ref(), trailers);
         let response = sender
             .send_request(http::Request::from_parts(parts, body))
             .await?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(http::Response::from_parts(parts, body))
+        let (body, trailers) = received(body.collect().await?);
+        let mut response = http::Response::from_parts(parts, body);
+        if let Some(trailers) = trailers {
+            response.extensions_mut().insert(trailers);
+        }
+        Ok(response)
     })
 }
 

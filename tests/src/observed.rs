@@ -12,6 +12,15 @@ use bytes::Bytes;
 /// Header lines, normalized.
 pub type Headers = Vec<(String, String)>;
 
+/// Trailers carried by a message (its [`weir_harness::Trailers`] extension),
+/// normalized like headers; none and an empty map are the same.
+fn trailers(extensions: &http::Extensions) -> Headers {
+    extensions
+        .get::<weir_harness::Trailers>()
+        .map(|t| normalize(&t.0))
+        .unwrap_or_default()
+}
+
 fn normalize(headers: &http::HeaderMap) -> Headers {
     let mut lines: Headers = headers
         .iter()
@@ -39,6 +48,8 @@ pub struct UpstreamSaw {
     pub headers: Headers,
     /// Body.
     pub body: Bytes,
+    /// Trailers, normalized (empty without).
+    pub trailers: Headers,
 }
 
 impl UpstreamSaw {
@@ -49,6 +60,7 @@ impl UpstreamSaw {
             uri: request.uri().to_string(),
             headers: normalize(request.headers()),
             body: request.body().clone(),
+            trailers: trailers(request.extensions()),
         }
     }
 }
@@ -62,6 +74,8 @@ pub struct ClientSaw {
     pub headers: Headers,
     /// Body.
     pub body: Bytes,
+    /// Trailers, normalized (empty without).
+    pub trailers: Headers,
 }
 
 impl ClientSaw {
@@ -71,6 +85,7 @@ impl ClientSaw {
             status: response.status().as_u16(),
             headers: normalize(response.headers()),
             body: response.body().clone(),
+            trailers: trailers(response.extensions()),
         }
     }
 }

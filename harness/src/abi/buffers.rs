@@ -75,12 +75,19 @@ fn lookup(state: &HostState, buffer: BufferType) -> Lookup<'_> {
                 .unwrap_or_default(),
         ),
         // Read through the root context: set only during on_grpc_receive.
-        BufferType::GrpcReceiveBuffer if state.grpc.receive_buffer.is_some() => {
-            Lookup::Bytes(state.grpc.receive_buffer.as_deref().unwrap_or_default())
+        BufferType::GrpcReceiveBuffer if state.root().grpc.receive_buffer.is_some() => {
+            Lookup::Bytes(
+                state
+                    .root()
+                    .grpc
+                    .receive_buffer
+                    .as_deref()
+                    .unwrap_or_default(),
+            )
         }
-        BufferType::VmConfiguration => Lookup::Bytes(&state.meta.vm_configuration),
+        BufferType::VmConfiguration => Lookup::Bytes(&state.root().meta.vm_configuration),
         BufferType::PluginConfiguration if state.phase == Phase::Configure => {
-            Lookup::Bytes(&state.meta.plugin_configuration)
+            Lookup::Bytes(&state.root().meta.plugin_configuration)
         }
         BufferType::PluginConfiguration | BufferType::HttpCallResponseBody => Lookup::NotFound,
         BufferType::HttpRequestBody
@@ -148,7 +155,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     Some(BufferType::HttpRequestBody) => maps.request_body.as_mut(),
                     Some(BufferType::HttpResponseBody) => maps.response_body.as_mut(),
                     // Envoy hands the received message over as a mutable buffer.
-                    Some(BufferType::GrpcReceiveBuffer) => state.grpc.receive_buffer.as_mut(),
+                    Some(BufferType::GrpcReceiveBuffer) => {
+                        state.root_mut().grpc.receive_buffer.as_mut()
+                    }
                     Some(BufferType::DownstreamData) => maps.downstream_data.as_mut(),
                     Some(BufferType::UpstreamData) => maps.upstream_data.as_mut(),
                     // Unavailable bodies, immutable buffers, unknown types.

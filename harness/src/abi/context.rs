@@ -8,7 +8,7 @@ use crate::state::HostState;
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     proxy_fn!(linker, "proxy_set_effective_context", |caller, id: i32| {
         let state = caller.data_mut();
-        if state.contexts.contains(&(id as u32)) {
+        if state.has_context(id as u32) {
             state.effective_context = id as u32;
             Status::Ok
         } else {

@@ -18,7 +18,7 @@ use wasmtime::Linker;
 use super::memory::{self, Fault};
 use super::{Status, proxy_fn};
 use crate::fields::{Fields, Kind};
-use crate::grpc::{self as g, Call, Event, GrpcRequest, GrpcState, Stream};
+use crate::grpc::{self as g, Call, Event, GrpcRequest, GrpcTokens, Stream};
 use crate::state::HostState;
 
 /// What the service argument names.
@@ -199,7 +199,7 @@ fn resolve(state: &mut HostState, service: &[u8]) -> Result<Target, Fault> {
 /// Marks the callback as one Envoy would not survive and stops the guest.
 fn would_crash(state: &mut HostState, reason: &'static str) -> wasmtime::Error {
     state.deferred.would_crash = Some(reason);
-    tracing::error!(plugin = %state.meta.name, "{reason}");
+    tracing::error!(plugin = %state.root().meta.name, "{reason}");
     wasmtime::format_err!("would crash Envoy: {reason}")
 }
 
@@ -293,12 +293,12 @@ fn open(
     method: &str,
     metadata: &[u8],
     timeout_ms: Option<u64>,
-    next_token: fn(&mut GrpcState) -> u32,
+    next_token: fn(&mut GrpcTokens) -> u32,
 ) -> Result<(u32, Option<Open>), Fault> {
     let target = resolve(state, service_arg)?;
     // Envoy takes the token once the service resolved, before it creates the
     // client: a refused client still uses one up.
-    let token = next_token(&mut state.grpc);
+    let token = next_token(&mut state.grpc_tokens);
     let Target::Envoy {
         cluster,
         authority,
@@ -306,7 +306,7 @@ fn open(
     } = target
     else {
         tracing::warn!(
-            plugin = %state.meta.name,
+            plugin = %state.root().meta.name,
             "google_grpc services are not emulated by weir-harness; answering Unimplemented"
         );
         return Err(Fault::Status(Status::Unimplemented));
@@ -315,7 +315,7 @@ fn open(
         return Err(Fault::Status(Status::BadArgument));
     }
     if !state.clusters.contains(&cluster) && !state.grpc_clusters.contains(&cluster) {
-        state.grpc.events.push_back(Event::Close(
+        state.root_mut().grpc.events.push_back(Event::Close(
             token,
             g::code::UNAVAILABLE,
             "Cluster not available".to_owned(),
@@ -368,14 +368,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     &method,
                     &metadata,
                     Some(timeout),
-                    GrpcState::next_call_token,
+                    GrpcTokens::next_call_token,
                 )?;
                 let opened = opened.ok_or(Fault::Status(Status::InternalFailure))?;
                 let mut http = opened.request;
                 *http.body_mut() = g::frame(std::slice::from_ref(&message));
                 let deadline = (timeout > 0)
                     .then(|| state.monotonic + std::time::Duration::from_millis(timeout));
-                state.grpc.calls.insert(
+                state.root_mut().grpc.calls.insert(
                     token,
                     Call {
                         request: GrpcRequest {
@@ -420,10 +420,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     &method,
                     &metadata,
                     None,
-                    GrpcState::next_stream_token,
+                    GrpcTokens::next_stream_token,
                 )?;
                 let opened = opened.ok_or(Fault::Status(Status::InternalFailure))?;
-                state.grpc.streams.insert(
+                state.root_mut().grpc.streams.insert(
                     token,
                     Stream {
                         request: GrpcRequest {
@@ -453,6 +453,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 }
                 let stream = caller
                     .data_mut()
+                    .root_mut()
                     .grpc
                     .streams
                     .get_mut(&token)
@@ -470,7 +471,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     );
     proxy_fn!(linker, "proxy_grpc_cancel", |caller, token: i32| {
         let token = token as u32;
-        let grpc = &mut caller.data_mut().grpc;
+        let grpc = &mut caller.data_mut().root_mut().grpc;
         if g::is_call(token) || g::is_stream(token) {
             let live = grpc.calls.contains_key(&token) || grpc.streams.contains_key(&token);
             if live {
@@ -486,7 +487,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     });
     proxy_fn!(linker, "proxy_grpc_close", |caller, token: i32| {
         let token = token as u32;
-        let grpc = &mut caller.data_mut().grpc;
+        let grpc = &mut caller.data_mut().root_mut().grpc;
         if g::is_call(token) {
             // Closing a call cancels it.
             if grpc.calls.contains_key(&token) {

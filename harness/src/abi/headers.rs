@@ -5,18 +5,28 @@
 //! in the headers callback and while that callback's pause lasts, and read-only in
 //! `on_log`. Outside that window value calls answer `BadArgument` (`NotFound` in
 //! `on_log`) and `get_header_map_pairs` answers an empty map.
+//!
+//! Trailers (map types 1 and 3) follow the same rules in their own callbacks
+//! (`on_request_trailers`, `on_response_trailers`); in `on_log` the response
+//! trailers are readable and the request trailers are not. In a body callback
+//! that ends its stream, any change to that direction's trailers (even
+//! `proxy_get_header_map_size`) first creates an empty trailer map, as Envoy's
+//! `getMap` calls `addDecodedTrailers`/`addEncodedTrailers` there; reading
+//! does not.
 
 use wasmtime::{Caller, Linker};
 
 use super::memory::{self, Fault};
 use super::{AbiVersion, Status, proxy_fn};
-use crate::fields::Fields;
+use crate::fields::{Fields, Kind};
 use crate::state::{HostState, Phase};
 
 /// `proxy_map_type_t` values above this are `BadArgument`.
 const MAX_MAP_TYPE: u32 = 7;
 const REQUEST_HEADERS: u32 = 0;
+const REQUEST_TRAILERS: u32 = 1;
 const RESPONSE_HEADERS: u32 = 2;
+const RESPONSE_TRAILERS: u32 = 3;
 const GRPC_INITIAL_METADATA: u32 = 4;
 const GRPC_TRAILING_METADATA: u32 = 5;
 const CALL_RESPONSE_HEADERS: u32 = 6;
@@ -34,20 +44,44 @@ fn map(state: &mut HostState, kind: i32) -> Result<Option<&mut Fields>, Fault> {
     }
     // Read through the root context, during the matching gRPC callback.
     if kind == GRPC_INITIAL_METADATA {
-        return Ok(state.grpc.initial_metadata.as_mut());
+        return Ok(state.root_mut().grpc.initial_metadata.as_mut());
     }
     if kind == GRPC_TRAILING_METADATA {
-        return Ok(state.grpc.trailing_metadata.as_mut());
+        return Ok(state.root_mut().grpc.trailing_metadata.as_mut());
     }
     if !state.in_stream() {
         return Ok(None);
     }
     Ok(match kind {
         REQUEST_HEADERS => state.maps.request_headers.as_mut(),
+        // Envoy keeps no request trailers for the access log.
+        REQUEST_TRAILERS if state.phase == Phase::Log => None,
+        REQUEST_TRAILERS => state.maps.request_trailers.as_mut(),
         RESPONSE_HEADERS => state.maps.response_headers.as_mut(),
-        // Trailers and callout trailers are not emulated yet: unavailable.
+        RESPONSE_TRAILERS => state.maps.response_trailers.as_mut(),
+        // Callout trailers: the emulated clusters speak HTTP/1 without
+        // `enable_trailers`, so a callout response never has any.
         _ => None,
     })
+}
+
+/// In a body callback that ends the stream, a change to that direction's
+/// trailers creates them first (Envoy's `addDecodedTrailers` /
+/// `addEncodedTrailers`).
+fn create_trailers(state: &mut HostState, kind: u32) {
+    if !state.maps.trailers_addable || !state.in_stream() {
+        return;
+    }
+    let maps = &mut state.maps;
+    match (kind, state.phase) {
+        (REQUEST_TRAILERS, Phase::Request) if maps.request_trailers.is_none() => {
+            maps.request_trailers = Some(Fields::new(Kind::Plain));
+        }
+        (RESPONSE_TRAILERS, Phase::Response) if maps.response_trailers.is_none() => {
+            maps.response_trailers = Some(Fields::new(Kind::ResponseTrailers));
+        }
+        _ => {}
+    }
 }
 
 /// The map, if it is available and mutable now; else `BadArgument`.
@@ -58,6 +92,9 @@ fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
             kind as u32,
             CALL_RESPONSE_HEADERS | GRPC_INITIAL_METADATA | GRPC_TRAILING_METADATA
         );
+    if !read_only {
+        create_trailers(state, kind as u32);
+    }
     match map(state, kind)? {
         Some(fields) if !read_only => Ok(fields),
         _ => Err(Fault::Status(Status::BadArgument)),

@@ -87,12 +87,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 memory::write_u32(&mut caller, ret_token, 0)?;
                 let state = caller.data_mut();
                 let token = state.next_call_token();
-                state.pending_calls.push_back(PendingCall {
+                let sent_at = state.monotonic;
+                state.root_mut().pending_calls.push_back(PendingCall {
                     token,
                     cluster,
                     request,
                     timeout: (timeout_ms > 0)
                         .then(|| std::time::Duration::from_millis(u64::from(timeout_ms as u32))),
+                    sent_at,
+                    answer: None,
                 });
                 memory::write_u32(&mut caller, ret_token, token)
             })();

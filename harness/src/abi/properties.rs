@@ -5,7 +5,9 @@
 //! Known: `plugin_name`, `plugin_root_id`, `plugin_vm_id`; `request.{path,
 //! url_path, host, scheme, method, query, useragent, referer, id, headers.<name>}`
 //! (while Envoy holds the request headers, and in `on_log`), `request.protocol`;
-//! `response.{code, code_details, headers.<name>}` once the response exists;
+//! `response.{code, code_details, headers.<name>}` once the response exists,
+//! `response.trailers.<name>` while Envoy holds the response trailers and in
+//! `on_log`;
 //! `source.{address, port}` and `destination.{address, port}` (the emulated
 //! connection's addresses); `upstream.{address, port}` once the router sent the
 //! request upstream; `connection.mtls`; `xds.{cluster_name, route_name,
@@ -72,7 +74,8 @@ fn request(headers: &Fields, field: &[u8], rest: &[&[u8]]) -> Result<Value, Faul
     scalar(value, rest)
 }
 
-/// `request.headers.<name>` / `response.headers.<name>`: all values joined by `,`.
+/// `request.headers.<name>` / `response.headers.<name>` /
+/// `response.trailers.<name>`: all values joined by `,`.
 fn header_value(headers: &Fields, rest: &[&[u8]]) -> Result<Value, Fault> {
     let [name, tail @ ..] = rest else {
         // The whole map is serializable in Envoy, but its order is Envoy's
@@ -116,7 +119,7 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
     let Some((&top, rest)) = path.split_first() else {
         return Err(NOT_FOUND);
     };
-    let meta = &state.meta;
+    let meta = &state.root().meta;
     match top {
         b"plugin_name" => return scalar(Value::text(meta.name.clone()), rest),
         b"plugin_root_id" => return scalar(Value::text(meta.root_id.clone()), rest),
@@ -162,6 +165,11 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
                 [b"headers", tail @ ..] => {
                     let headers = maps.response_headers.as_ref().ok_or(NOT_FOUND)?;
                     header_value(headers, tail)
+                }
+                // While Envoy holds the response trailers, and in `on_log`.
+                [b"trailers", tail @ ..] => {
+                    let trailers = maps.response_trailers.as_ref().ok_or(NOT_FOUND)?;
+                    header_value(trailers, tail)
                 }
                 _ => Err(NOT_FOUND),
             }
@@ -233,7 +241,7 @@ mod tests {
             environment: Vec::new(),
         };
         let mut state = HostState::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
-        state.root_context_id = 1;
+        state.roots[0].root_context_id = 1;
         state.source_address = Some("10.0.0.1:51234".parse().expect("addr"));
         state.destination_address = Some("[::1]:10000".parse().expect("addr"));
         state

@@ -14,7 +14,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         |caller, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_len: i32, ret_cas: i32| {
             let result = memory::read(&mut caller, key_ptr, key_len).and_then(|key| {
                 let state = caller.data();
-                let entry = state.shared.data().get(&state.meta.vm_id, &key);
+                let entry = state.shared.data().get(&state.root().meta.vm_id, &key);
                 let (value, cas) = entry.ok_or(Fault::Status(Status::NotFound))?;
                 memory::copy_out(&mut caller, &value, ret_ptr, ret_len)?;
                 memory::write_u32(&mut caller, ret_cas, cas)
@@ -32,7 +32,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 state
                     .shared
                     .data()
-                    .set(&state.meta.vm_id, &key, value, cas as u32)
+                    .set(&state.root().meta.vm_id, &key, value, cas as u32)
                     .map_err(|_| Fault::Status(Status::CasMismatch))
             });
             memory::status(result)?

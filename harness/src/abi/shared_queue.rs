@@ -29,12 +29,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 // always goes to a root context.
                 let target = QueueTarget {
                     vm: state.vm_key,
-                    root_context: state.root_context_id,
+                    root_context: state.root().root_context_id,
                 };
                 let token = state
                     .shared
                     .queues()
-                    .register(&state.meta.vm_id, &name, target);
+                    .register(&state.root().meta.vm_id, &name, target);
                 memory::write_u32(&mut caller, ret_token, token)
             });
             memory::status(result)?
@@ -49,7 +49,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 let state = caller.data();
                 // An empty vm_id means the caller's own.
                 let vm_id = if vm_id.is_empty() {
-                    state.meta.vm_id.clone()
+                    state.root().meta.vm_id.clone()
                 } else {
                     String::from_utf8_lossy(&vm_id).into_owned()
                 };

@@ -103,7 +103,7 @@ pub(crate) fn add_to_linker(
         linker,
         "proxy_get_status",
         |caller, code_ptr: i32, msg_ptr: i32, msg_len: i32| {
-            let grpc = &caller.data().grpc;
+            let grpc = &caller.data().root().grpc;
             let (code, message) = (grpc.status_code, grpc.status_message.clone().into_bytes());
             let result = memory::write_u32(&mut caller, code_ptr, code)
                 .and_then(|()| memory::copy_out(&mut caller, &message, msg_ptr, msg_len));

@@ -27,9 +27,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "proxy_set_tick_period_milliseconds",
         |caller, period: i32| {
             let state = caller.data_mut();
-            state.tick_period_ms = period as u32;
+            state.root_mut().tick_period_ms = period as u32;
             // The first tick comes one period from now; 0 stops the timer.
-            state.next_tick = (period != 0).then(|| {
+            state.root_mut().next_tick = (period != 0).then(|| {
                 state.monotonic + std::time::Duration::from_millis(u64::from(period as u32))
             });
             Status::Ok

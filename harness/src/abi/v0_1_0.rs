@@ -19,9 +19,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         |caller, ret_ptr: i32, ret_len: i32| {
             let state = caller.data();
             let config = if state.phase == Phase::Configure {
-                state.meta.plugin_configuration.clone()
+                state.root().meta.plugin_configuration.clone()
             } else {
-                state.meta.vm_configuration.clone()
+                state.root().meta.vm_configuration.clone()
             };
             memory::status(memory::copy_out(&mut caller, &config, ret_ptr, ret_len))?
         }

@@ -65,8 +65,11 @@ fn fd_write(
     Ok(SUCCESS)
 }
 
+/// The VM's environment: that of the plugin that created it (Envoy's VM key
+/// leaves environment variables out, so a shared VM keeps the first one's).
 fn environ(state: &HostState) -> Vec<Vec<u8>> {
     state
+        .first_root()
         .meta
         .environment
         .iter()

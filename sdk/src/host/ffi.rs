@@ -102,6 +102,7 @@ unsafe extern "C" {
     ) -> u32;
     fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
@@ -337,6 +338,13 @@ pub(crate) fn dequeue(queue: u32) -> Result<Option<Vec<u8>>, Status> {
 pub(crate) fn continue_stream(stream: u32) -> Result<(), Status> {
     // SAFETY: no pointers.
     check(unsafe { proxy_continue_stream(stream) })
+}
+
+/// Makes `context` the one later host calls of this callback act on (a task of
+/// another context runs).
+pub(crate) fn set_effective_context(context: u32) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_set_effective_context(context) })
 }
 
 pub(crate) fn close_stream(stream: u32) -> Result<(), Status> {

@@ -80,7 +80,8 @@ pub(crate) struct MockState {
     pub(crate) now_nanos: u64,
     pub(crate) tick_period_ms: u32,
     pub(crate) local_reply: Option<MockReply>,
-    pub(crate) continued: Vec<u32>,
+    /// `proxy_continue_stream` calls: (the context it acted on, the stream type).
+    pub(crate) continued: Vec<(u32, u32)>,
     pub(crate) closed: Vec<u32>,
     pub(crate) calls: Vec<MockCall>,
     pub(crate) next_token: u32,
@@ -88,6 +89,20 @@ pub(crate) struct MockState {
     pub(crate) grpc_sent: Vec<(u32, Vec<u8>, bool)>,
     pub(crate) foreign: HashMap<String, ForeignFn>,
     pub(crate) effective_context: u32,
+    /// The context the running callback was delivered to.
+    pub(crate) active_context: u32,
+}
+
+impl MockState {
+    /// The context host calls act on: the effective one if set, else the one
+    /// the callback was delivered to.
+    pub(crate) fn current_context(&self) -> u32 {
+        if self.effective_context != 0 {
+            self.effective_context
+        } else {
+            self.active_context
+        }
+    }
 }
 
 thread_local! {
@@ -478,7 +493,10 @@ pub extern "C" fn proxy_dequeue_shared_queue(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_continue_stream(stream: u32) -> u32 {
-    with(|s| s.continued.push(stream));
+    with(|s| {
+        let context = s.current_context();
+        s.continued.push((context, stream));
+    });
     0
 }
 
@@ -744,8 +762,8 @@ pub extern "C" fn proxy_define_metric(
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
     with(|s| match s.metrics.get_mut(id as usize) {
-        // Counters only go up.
-        Some((0, _, _)) if offset < 0 => status(Status::BAD_ARGUMENT),
+        // Counters only go up, as in Envoy, which refuses 0 too.
+        Some((0, _, _)) if offset <= 0 => status(Status::BAD_ARGUMENT),
         Some((2, _, _)) => status(Status::BAD_ARGUMENT),
         Some((_, _, value)) => {
             *value = value.saturating_add(offset);
@@ -810,6 +828,10 @@ unsafe extern "C" {
         body: usize,
         trailers: usize,
     );
+    #[link_name = "proxy_on_grpc_receive"]
+    fn on_grpc_receive_raw(context: u32, token: u32, size: usize);
+    #[link_name = "proxy_on_grpc_close"]
+    fn on_grpc_close_raw(context: u32, token: u32, status: u32);
     #[link_name = "proxy_on_new_connection"]
     fn on_new_connection_raw(context: u32) -> u32;
     #[link_name = "proxy_on_downstream_data"]
@@ -833,77 +855,113 @@ unsafe extern "C" {
 pub(crate) mod drive {
     use super::*;
 
+    /// A callback is delivered to `context`: host calls act on it until the
+    /// guest sets another effective context.
+    fn enter(context: u32) {
+        with(|s| {
+            s.active_context = context;
+            s.effective_context = 0;
+        });
+    }
+
     pub(crate) fn context_create(context: u32, parent: u32) {
         // SAFETY: plain integers; the dispatcher is a Rust function.
         unsafe { on_context_create_raw(context, parent) }
     }
     pub(crate) fn vm_start(context: u32, size: usize) -> bool {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_vm_start_raw(context, size) }
     }
     pub(crate) fn configure(context: u32, size: usize) -> bool {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_configure_raw(context, size) }
     }
     pub(crate) fn tick(context: u32) {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_tick_raw(context) }
     }
     pub(crate) fn queue_ready(context: u32, queue: u32) {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_queue_ready_raw(context, queue) }
     }
     pub(crate) fn request_headers(context: u32, n: usize, eos: bool) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_request_headers_raw(context, n, eos) }
     }
     pub(crate) fn request_body(context: u32, size: usize, eos: bool) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_request_body_raw(context, size, eos) }
     }
     pub(crate) fn request_trailers(context: u32, n: usize) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_request_trailers_raw(context, n) }
     }
     pub(crate) fn response_headers(context: u32, n: usize, eos: bool) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_response_headers_raw(context, n, eos) }
     }
     pub(crate) fn response_body(context: u32, size: usize, eos: bool) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_response_body_raw(context, size, eos) }
     }
     pub(crate) fn response_trailers(context: u32, n: usize) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_response_trailers_raw(context, n) }
     }
     pub(crate) fn http_call_response(context: u32, token: u32, n: usize, body: usize, t: usize) {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_http_call_response_raw(context, token, n, body, t) }
     }
+    pub(crate) fn grpc_receive(context: u32, token: u32, size: usize) {
+        enter(context);
+        // SAFETY: plain integers.
+        unsafe { on_grpc_receive_raw(context, token, size) }
+    }
+    pub(crate) fn grpc_close(context: u32, token: u32, status: u32) {
+        enter(context);
+        // SAFETY: plain integers.
+        unsafe { on_grpc_close_raw(context, token, status) }
+    }
     pub(crate) fn new_connection(context: u32) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_new_connection_raw(context) }
     }
     pub(crate) fn downstream_data(context: u32, size: usize, eos: bool) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_downstream_data_raw(context, size, eos) }
     }
     pub(crate) fn upstream_data(context: u32, size: usize, eos: bool) -> u32 {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_upstream_data_raw(context, size, eos) }
     }
     pub(crate) fn downstream_close(context: u32, peer: proxy_wasm::types::PeerType) {
+        enter(context);
         // SAFETY: as above; the peer type is a valid enum value.
         unsafe { on_downstream_close_raw(context, peer) }
     }
     pub(crate) fn upstream_close(context: u32, peer: proxy_wasm::types::PeerType) {
+        enter(context);
         // SAFETY: as above.
         unsafe { on_upstream_close_raw(context, peer) }
     }
     /// Ends a connection as Envoy does (`onCloseTCP`): `on_done`, `on_log`,
     /// `on_delete`.
     pub(crate) fn finish_connection(context: u32) {
+        enter(context);
         // SAFETY: as above.
         unsafe {
             on_done_raw(context);
@@ -912,6 +970,7 @@ pub(crate) mod drive {
         }
     }
     pub(crate) fn finish(context: u32) {
+        enter(context);
         // SAFETY: as above.
         unsafe {
             on_log_raw(context);

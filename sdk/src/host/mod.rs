@@ -101,6 +101,7 @@ pub(crate) enum BufferType {
     UpstreamData = 3,
     CallResponseBody = 4,
     GrpcMessage = 5,
+    VmConfiguration = 6,
     PluginConfiguration = 7,
 }
 
@@ -115,6 +116,8 @@ pub(crate) enum MetricKind {
 
 /// `proxy_stream_type_t` of the request, for `proxy_continue_stream`.
 pub(crate) const STREAM_REQUEST: u32 = 0;
+/// `proxy_stream_type_t` of the response.
+pub(crate) const STREAM_RESPONSE: u32 = 1;
 /// `proxy_stream_type_t` of a network filter's downstream connection.
 pub(crate) const STREAM_DOWNSTREAM: u32 = 2;
 

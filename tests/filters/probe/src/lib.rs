@@ -7,7 +7,9 @@
 //! `[<name>]`, so several probes can share a chain:
 //! `x-probe-request` (run in `on_request_headers`), `x-probe-request-body`
 //! (`on_request_body`, which first logs its size and end-of-stream arguments),
-//! `x-probe-response` (`on_response_headers`), `x-probe-response-body` and
+//! `x-probe-request-trailers` (`on_request_trailers`, which first logs the
+//! number of trailers), `x-probe-response` (`on_response_headers`),
+//! `x-probe-response-body`, `x-probe-response-trailers` and
 //! `x-probe-log` (`on_log`). A script is a list of
 //! commands separated by `;`; each command is logged at info level as
 //! `<callback> <command> -> <status> [<result>]`, so the harness and Envoy can be
@@ -41,6 +43,8 @@
 //!   `x-probe-grpc-metadata`, `x-probe-grpc-message`, `x-probe-grpc-trailers` or
 //!   `x-probe-grpc-close` script;
 //! - `loglevel`, `time`, `effective:id` — misc host calls; `trap` — trap the VM;
+//! - `count` — bump a module-global counter (shared by the plugins of one VM)
+//!   and report it; `ids` — the callback's context id and its plugin's root id;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
 //!   Pause unless the callback's end-of-stream flag is set; `atend` — until the
 //!   end of the stream, Pause without running (or logging) the rest.
@@ -232,15 +236,28 @@ fn take(ptr: *mut u8, len: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(ptr, len, len) }
 }
 
+/// The name of the plugin whose callback runs (plugins sharing the VM each
+/// have their own root context and name).
+fn plugin_name() -> String {
+    let root = ACTIVE.with(|a| a.get().1);
+    NAMES.with(|n| n.borrow().get(&root).cloned().unwrap_or_default())
+}
+
+/// A callback for `context` starts: remembers it and its plugin's root.
+fn enter(context: u32) {
+    let root = ROOT_OF.with(|r| r.borrow().get(&context).copied().unwrap_or(context));
+    ACTIVE.with(|a| a.set((context, root)));
+}
+
 fn log(message: &str) {
-    let message = NAME.with(|n| {
-        let n = n.borrow();
-        if n.is_empty() || *n == "probe" {
+    let message = {
+        let n = plugin_name();
+        if n.is_empty() || n == "probe" {
             message.to_owned()
         } else {
             format!("[{n}] {message}")
         }
-    });
+    };
     // SAFETY: message is valid for reads.
     unsafe { ffi::proxy_log(2, message.as_ptr(), message.len()) };
 }
@@ -248,14 +265,12 @@ fn log(message: &str) {
 /// The request header that carries this plugin's `what` script:
 /// `x-probe-<what>` for the plugin named `probe`, `x-<name>-<what>` otherwise.
 fn script_header(what: &str) -> String {
-    NAME.with(|n| {
-        let n = n.borrow();
-        if n.is_empty() || *n == "probe" {
-            format!("x-probe-{what}")
-        } else {
-            format!("x-{n}-{what}")
-        }
-    })
+    let n = plugin_name();
+    if n.is_empty() || n == "probe" {
+        format!("x-probe-{what}")
+    } else {
+        format!("x-{n}-{what}")
+    }
 }
 
 fn escape(bytes: &[u8]) -> String {
@@ -599,6 +614,20 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             "continue" => (ffi::proxy_continue_stream(num(a)), String::new()),
             "close" => (ffi::proxy_close_stream(num(a)), String::new()),
             "effective" => (ffi::proxy_set_effective_context(num(a)), String::new()),
+            // The module-global counter, incremented: shows which plugins
+            // share a module instance.
+            "count" => {
+                let n = COUNTER.with(|c| {
+                    c.set(c.get() + 1);
+                    c.get()
+                });
+                (0, n.to_string())
+            }
+            // The running callback's context id and its plugin's root id.
+            "ids" => {
+                let (context, root) = ACTIVE.with(std::cell::Cell::get);
+                (0, format!("context={context} root={root}"))
+            }
             "loglevel" => {
                 let mut level = 99;
                 let s = ffi::proxy_get_log_level(&mut level);
@@ -752,8 +781,10 @@ struct Scripts {
     id: String,
     callout: String,
     request_body: String,
+    request_trailers: String,
     response: String,
     response_body: String,
+    response_trailers: String,
     log: String,
     grpc_metadata: String,
     grpc_message: String,
@@ -771,8 +802,15 @@ thread_local! {
     static LAST_GRPC: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// The stream whose callback is running.
     static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    /// This plugin's name (`plugin_name`), read in `on_configure`.
-    static NAME: RefCell<String> = const { RefCell::new(String::new()) };
+    /// Each plugin's name (`plugin_name`, read in `on_configure`) by root
+    /// context id: plugins with the same VM key share this module instance.
+    static NAMES: RefCell<HashMap<u32, String>> = RefCell::new(HashMap::new());
+    /// Context id → the root context it was created under (itself for roots).
+    static ROOT_OF: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// The running callback's context and its root.
+    static ACTIVE: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    /// A module-global counter (`count`), shared by every plugin of the VM.
+    static COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// One of a stream's scripts (empty for an unknown stream).
@@ -799,27 +837,32 @@ fn request_header(name: &str) -> String {
     }
 }
 
-/// Root and stream creation.
+/// Root and stream creation: remembers which plugin (root) a context belongs to.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_context_create(_id: u32, _parent: u32) {}
+pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
+    let root = if parent == 0 { id } else { parent };
+    ROOT_OF.with(|r| r.borrow_mut().insert(id, root));
+}
 
 /// Accepts any VM configuration.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
+pub extern "C" fn proxy_on_vm_start(root: u32, _size: usize) -> u32 {
+    enter(root);
     1
 }
 
 /// Runs the plugin configuration as a script (callback name `on_configure`);
 /// `return:0` in it rejects the configuration.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
+pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
+    enter(root);
     let mut ptr = std::ptr::null_mut();
     let mut len = 0;
     let path = "plugin_name";
     // SAFETY: path and the out-params are valid.
     if unsafe { ffi::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len) } == 0 {
         let name = String::from_utf8_lossy(&take(ptr, len)).into_owned();
-        NAME.with(|n| *n.borrow_mut() = name);
+        NAMES.with(|n| n.borrow_mut().insert(root, name));
     }
     // SAFETY: the out-params are valid.
     let status = unsafe { ffi::proxy_get_buffer_bytes(7, 0, size, &mut ptr, &mut len) };
@@ -845,12 +888,15 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
 /// Runs `x-probe-request`, remembers the other scripts.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 {
+    enter(id);
     let scripts = Scripts {
         id: request_header("x-probe-id"),
         callout: request_header(&script_header("callout")),
         request_body: request_header(&script_header("request-body")),
+        request_trailers: request_header(&script_header("request-trailers")),
         response: request_header(&script_header("response")),
         response_body: request_header(&script_header("response-body")),
+        response_trailers: request_header(&script_header("response-trailers")),
         log: request_header(&script_header("log")),
         grpc_metadata: request_header(&script_header("grpc-metadata")),
         grpc_message: request_header(&script_header("grpc-message")),
@@ -866,6 +912,7 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 
 /// Runs `x-probe-response`.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, eos: u32) -> u32 {
+    enter(id);
     let text = stream_script(id, |s| &s.response);
     script("on_response_headers", &text, eos != 0)
 }
@@ -873,6 +920,7 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _n: usize, eos: u32) -> u32
 /// Logs its arguments, then runs `x-probe-request-body`.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
+    enter(id);
     log(&format!("on_request_body {size} {eos}"));
     let text = stream_script(id, |s| &s.request_body);
     script("on_request_body", &text, eos != 0)
@@ -881,21 +929,40 @@ pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
 /// Logs its arguments, then runs `x-probe-response-body`.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
+    enter(id);
     log(&format!("on_response_body {size} {eos}"));
     let text = stream_script(id, |s| &s.response_body);
     script("on_response_body", &text, eos != 0)
+}
+
+/// Logs the number of trailers, then runs `x-probe-request-trailers` (the
+/// trailers end the stream: `hold` continues).
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_request_trailers(id: u32, n: usize) -> u32 {
+    log(&format!("on_request_trailers {n}"));
+    let text = stream_script(id, |s| &s.request_trailers);
+    script("on_request_trailers", &text, true)
+}
+
+/// Logs the number of trailers, then runs `x-probe-response-trailers`.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_response_trailers(id: u32, n: usize) -> u32 {
+    log(&format!("on_response_trailers {n}"));
+    let text = stream_script(id, |s| &s.response_trailers);
+    script("on_response_trailers", &text, true)
 }
 
 /// A callout answered (on the root context): logs the arguments, makes the
 /// calling stream the effective context and runs its `x-probe-callout` script.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_http_call_response(
-    _root: u32,
+    root: u32,
     token: u32,
     headers: usize,
     body: usize,
     trailers: usize,
 ) {
+    enter(root);
     log(&format!(
         "on_http_call_response token={token} headers={headers} body={body} trailers={trailers}"
     ));
@@ -946,7 +1013,8 @@ fn read_map(map: u32) -> String {
 
 /// gRPC initial metadata arrived: logs it, runs `x-probe-grpc-metadata`.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_grpc_receive_initial_metadata(_root: u32, token: u32, n: usize) {
+pub extern "C" fn proxy_on_grpc_receive_initial_metadata(root: u32, token: u32, n: usize) {
+    enter(root);
     log(&format!(
         "on_grpc_receive_initial_metadata token={token} n={n} pairs:4 -> {}",
         read_map(4)
@@ -961,7 +1029,8 @@ pub extern "C" fn proxy_on_grpc_receive_initial_metadata(_root: u32, token: u32,
 
 /// A gRPC message arrived: logs it, runs `x-probe-grpc-message`.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_grpc_receive(_root: u32, token: u32, size: usize) {
+pub extern "C" fn proxy_on_grpc_receive(root: u32, token: u32, size: usize) {
+    enter(root);
     let mut ptr = std::ptr::null_mut();
     let mut len = 0;
     // SAFETY: the out-params are valid.
@@ -977,7 +1046,8 @@ pub extern "C" fn proxy_on_grpc_receive(_root: u32, token: u32, size: usize) {
 
 /// gRPC trailing metadata arrived: logs it, runs `x-probe-grpc-trailers`.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(_root: u32, token: u32, n: usize) {
+pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(root: u32, token: u32, n: usize) {
+    enter(root);
     log(&format!(
         "on_grpc_receive_trailing_metadata token={token} n={n} pairs:5 -> {}",
         read_map(5)
@@ -993,7 +1063,8 @@ pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(_root: u32, token: u32
 /// A gRPC call or stream closed: logs the status and `proxy_get_status`, runs
 /// `x-probe-grpc-close`.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_grpc_close(_root: u32, token: u32, status: u32) {
+pub extern "C" fn proxy_on_grpc_close(root: u32, token: u32, status: u32) {
+    enter(root);
     let mut code = 99;
     let mut ptr = std::ptr::null_mut();
     let mut len = 0;
@@ -1009,7 +1080,8 @@ pub extern "C" fn proxy_on_grpc_close(_root: u32, token: u32, status: u32) {
 /// A shared queue has data: logs the token, then dequeues until the queue is
 /// empty, logging each item.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
+pub extern "C" fn proxy_on_queue_ready(root: u32, token: u32) {
+    enter(root);
     log(&format!("on_queue_ready {token}"));
     loop {
         let mut ptr = std::ptr::null_mut();
@@ -1033,6 +1105,7 @@ pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
 /// A network connection: remembered (so that `on_delete tcp` ends it in the log).
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_new_connection(id: u32) -> u32 {
+    enter(id);
     STREAMS.with(|s| {
         s.borrow_mut().insert(
             id,
@@ -1065,40 +1138,46 @@ fn data_script(buffer: u32, size: usize) -> String {
 
 /// Logs its arguments, then runs the script in the client's data.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_downstream_data(_id: u32, size: usize, eos: u32) -> u32 {
+pub extern "C" fn proxy_on_downstream_data(id: u32, size: usize, eos: u32) -> u32 {
+    enter(id);
     log(&format!("on_downstream_data {size} {eos}"));
     script("on_downstream_data", &data_script(2, size), eos != 0)
 }
 
 /// Logs its arguments, then runs the script in the upstream's data.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_upstream_data(_id: u32, size: usize, eos: u32) -> u32 {
+pub extern "C" fn proxy_on_upstream_data(id: u32, size: usize, eos: u32) -> u32 {
+    enter(id);
     log(&format!("on_upstream_data {size} {eos}"));
     script("on_upstream_data", &data_script(3, size), eos != 0)
 }
 
 /// Logs the peer type.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_downstream_connection_close(_id: u32, peer: u32) {
+pub extern "C" fn proxy_on_downstream_connection_close(id: u32, peer: u32) {
+    enter(id);
     log(&format!("on_downstream_connection_close {peer}"));
 }
 
 /// Logs the peer type.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_upstream_connection_close(_id: u32, peer: u32) {
+pub extern "C" fn proxy_on_upstream_connection_close(id: u32, peer: u32) {
+    enter(id);
     log(&format!("on_upstream_connection_close {peer}"));
 }
 
 /// Runs `x-probe-log`.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_log(id: u32) {
+    enter(id);
     let text = stream_script(id, |s| &s.log);
     script("on_log", &text, true);
 }
 
 /// Streams are finished at once.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_done(_id: u32) -> u32 {
+pub extern "C" fn proxy_on_done(id: u32) -> u32 {
+    enter(id);
     1
 }
 
@@ -1106,7 +1185,9 @@ pub extern "C" fn proxy_on_done(_id: u32) -> u32 {
 /// last line.
 #[unsafe(no_mangle)]
 pub extern "C" fn proxy_on_delete(id: u32) {
+    enter(id);
     if let Some(scripts) = STREAMS.with(|s| s.borrow_mut().remove(&id)) {
         log(&format!("on_delete {}", scripts.id));
     }
+    ROOT_OF.with(|r| r.borrow_mut().remove(&id));
 }

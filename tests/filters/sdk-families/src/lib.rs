@@ -11,6 +11,8 @@
 //! - `reply`: a local reply with headers, details and a gRPC status;
 //! - `queue`: resolves the plugin's shared queue, enqueues two jobs (the plugin
 //!   logs them from `on_queue_ready`) and looks up a queue that does not exist;
+//! - `vm`: the typed VM configuration (`vm_config.configuration`, parsed into
+//!   [`VmSettings`] when the VM started);
 //! - `zip`: the host's `compress` and `uncompress` foreign functions, and an
 //!   unknown one;
 //! - `grpc`: a unary gRPC call to cluster `grpc` (`pkg.Echo/Say`, the request
@@ -21,7 +23,13 @@
 //! - `grpc-stream`: a gRPC stream to `pkg.Chat/Talk` that sends `one` and
 //!   `two` (half-closing) and holds the request: every event is logged, the
 //!   close resumes the request with the messages in `x-grpc-stream`, or answers
-//!   503 on an error status.
+//!   503 on an error status;
+//! - `trailers`: the request and response trailer views: every entry, one
+//!   value, all values of a name, presence, then set, add, remove (and, for
+//!   the response, replacing them all), logging the result;
+//! - `trailers-body`: asks for the whole request and response bodies, which
+//!   come just before the trailers; upper-cases the request body and appends
+//!   to the response body.
 //!
 //! The plugin logs its start, defines a gauge, registers the shared queue
 //! `sdk-families-jobs` and, with `{"tick_ms": N}`, runs two logical timers on the
@@ -32,9 +40,10 @@ use std::time::Duration;
 
 use weir::metrics::{Counter, Gauge};
 use weir::{
-    Error, Flow, GrpcCall, GrpcResponse, GrpcStream, GrpcStreamEvent, GrpcStreamRequest, GrpcToken,
-    HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext, RequestHeaders, ResponseHeaders,
-    Result, SharedQueue, Timer, properties, shared_data,
+    BufferBody, Error, Flow, GrpcCall, GrpcResponse, GrpcStream, GrpcStreamEvent,
+    GrpcStreamRequest, GrpcToken, Headers, HttpFilter, IntoLocalReply, LocalReply, Plugin,
+    PluginContext, RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders,
+    ResponseTrailers, Result, SharedQueue, Timer, properties, shared_data,
 };
 
 /// The queue streams hand jobs to the plugin through.
@@ -47,6 +56,16 @@ pub struct Config {
     /// Two plugin timers, every `tick_ms` and every `3 * tick_ms`, counted in
     /// `sdk_families_ticks.timer=fast|slow` (off when absent).
     pub tick_ms: Option<u64>,
+}
+
+/// The VM configuration: every field optional, so an empty one is valid.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmSettings {
+    /// A label the `vm` op logs.
+    pub label: Option<String>,
+    /// A number the `vm` op logs.
+    pub shards: Option<u32>,
 }
 
 /// The plugin: logs its start, runs the configured timers.
@@ -186,10 +205,31 @@ impl Filter {
         Ok(())
     }
 
+    /// Reads a trailer map every way the view offers, then changes it.
+    fn trailers(which: &str, trailers: &mut Headers) -> Result<()> {
+        log::info!(
+            "{which} trailers: {} x-t={:?} missing={:?} x-multi={:?} has x-u={}",
+            entries(&trailers.all()?),
+            trailers.get("X-T")?,
+            trailers.get("missing")?,
+            trailers.get_all("x-multi")?,
+            trailers.contains("x-u")?,
+        );
+        trailers.set("x-t", "replaced")?;
+        trailers.add("x-added", "1")?;
+        trailers.add("x-added", b"2")?;
+        trailers.remove("x-u")?;
+        trailers.remove("not-there")?;
+        log::info!("{which} trailers now: {}", entries(&trailers.all()?));
+        Ok(())
+    }
+
     fn metric(&self) -> Result<()> {
         let c = Counter::with_labels("sdk_families_ops", &[("op", "metric")])?;
         c.inc()?;
         c.add(2)?;
+        // Envoy refuses an increment of 0; weir makes it a no-op.
+        c.add(0)?;
         log::info!("metric: defined and incremented");
         Ok(())
     }
@@ -213,6 +253,7 @@ impl HttpFilter for Filter {
             "metric" => self.metric()?,
             "queue" => self.queue(req)?,
             "zip" => self.zip()?,
+            "vm" => log::info!("vm: {:?}", weir::vm_config::<VmSettings>()),
             "deny" => return Err(Error::respond(Denied::MissingToken)),
             "fail" => {
                 // A whole map cannot be serialized: Envoy refuses the call.
@@ -245,6 +286,7 @@ impl HttpFilter for Filter {
                 log::info!("grpc-stream: opened {stream:?}");
                 return Ok(Flow::Pause);
             }
+            "trailers-body" => req.buffer_body(BufferBody::up_to(1024).will_modify())?,
             "grpc-nowhere" => {
                 let refused = GrpcCall::new("nowhere", "pkg.Echo", "Say").send();
                 log::info!("grpc: {:?}", refused.map_err(|e| e.to_string()));
@@ -328,8 +370,57 @@ impl HttpFilter for Filter {
         Ok(Flow::Pause)
     }
 
+    fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
+        if self.op == "trailers-body" {
+            let text = body.text()?;
+            log::info!(
+                "request body: {text:?} end_of_stream={}",
+                body.end_of_stream()
+            );
+            body.replace(text.to_uppercase())?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_request_trailers(&mut self, trailers: &mut RequestTrailers) -> Result<Flow> {
+        match self.op.as_str() {
+            "trailers" => Self::trailers("request", trailers)?,
+            "trailers-body" => log::info!("request trailers: {}", entries(&trailers.all()?)),
+            _ => {}
+        }
+        Ok(Flow::Continue)
+    }
+
     fn on_response_headers(&mut self, res: &mut ResponseHeaders) -> Result<Flow> {
         log::info!("response: status={:?} op={}", res.status()?, self.op);
+        if self.op == "trailers-body" {
+            res.buffer_body(BufferBody::up_to(1024).will_modify())?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_body(&mut self, body: &mut ResponseBody) -> Result<Flow> {
+        if self.op == "trailers-body" {
+            log::info!(
+                "response body: {:?} end_of_stream={}",
+                body.text()?,
+                body.end_of_stream()
+            );
+            body.append(" (seen)")?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_response_trailers(&mut self, trailers: &mut ResponseTrailers) -> Result<Flow> {
+        match self.op.as_str() {
+            "trailers" => {
+                Self::trailers("response", trailers)?;
+                trailers.set_all(&[("grpc-status", "0"), ("x-final", "yes")])?;
+                log::info!("response trailers replaced: {}", entries(&trailers.all()?));
+            }
+            "trailers-body" => log::info!("response trailers: {}", entries(&trailers.all()?)),
+            _ => {}
+        }
         Ok(Flow::Continue)
     }
 
@@ -338,4 +429,13 @@ impl HttpFilter for Filter {
     }
 }
 
-weir::export_http_filter!(Filter, plugin = Families);
+/// `name=value` entries, in order, joined by `,`.
+fn entries(pairs: &[(String, Vec<u8>)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+weir::export_http_filter!(Filter, plugin = Families, vm_config = VmSettings);

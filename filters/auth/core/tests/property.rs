@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use auth::{Auth, AuthPlugin, Config};
+use auth_core::{Auth, AuthPlugin, Config};
 use proptest::prelude::*;
 use serde_json::json;
 use support::*;
@@ -26,7 +26,7 @@ thread_local! {
 const NOW: f64 = HARNESS_START as f64;
 
 fn refused(token: &[u8]) -> bool {
-    CONFIG.with(|config| auth::validate_token(config, token, NOW).is_err())
+    CONFIG.with(|config| auth_core::validate_token(config, token, NOW).is_err())
 }
 
 fn settings(cases: u32) -> ProptestConfig {
@@ -50,7 +50,7 @@ fn the_valid_tokens_used_below_are_accepted() {
         ("EdDSA", "ed"),
     ] {
         let token = keys().token(alg, kid, &claims());
-        let result = CONFIG.with(|c| auth::validate_token(c, token.as_bytes(), NOW));
+        let result = CONFIG.with(|c| auth_core::validate_token(c, token.as_bytes(), NOW));
         assert_eq!(result, Ok(()), "{alg}");
     }
 }

@@ -3,7 +3,7 @@
 //! in `weir-tests`.
 
 use serde_json::{Value, json};
-use transform::Transform;
+use transform_core::Transform;
 use weir::testing::{Action, MockHost, MockPlugin};
 
 fn load(host: &MockHost, config: Value) -> MockPlugin {

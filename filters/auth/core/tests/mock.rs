@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use auth::{Auth, AuthPlugin};
+use auth_core::{Auth, AuthPlugin};
 use serde_json::{Value, json};
 use support::*;
 use weir::testing::{Action, MockHost, MockPlugin};

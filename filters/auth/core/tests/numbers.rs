@@ -1,6 +1,6 @@
 //! Prints the auth module's size and the wasm fuel (instructions, roughly) the
 //! harness measures per request, for each signature algorithm. Figures are
-//! printed, not asserted: `cargo test -p auth --test numbers -- --show-output`.
+//! printed, not asserted: `cargo test -p auth-core --test numbers -- --show-output`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 #![allow(clippy::print_stdout, reason = "the test reports its measurements")]

@@ -3,9 +3,9 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use transform::config::{HeaderName, Op, OpKind};
-use transform::ops::{self, MAX_DEPTH};
-use transform::pointer::Pointer;
+use transform_core::config::{HeaderName, Op, OpKind};
+use transform_core::ops::{self, MAX_DEPTH};
+use transform_core::pointer::Pointer;
 
 /// Tokens that often hit the generated documents, plus the awkward ones.
 fn token() -> impl Strategy<Value = String> {

@@ -986,10 +986,10 @@ mod tests {
     use super::*;
 
     /// `config.schema.json` (published by `weir push`) is generated from `Config`;
-    /// `WEIR_UPDATE_SCHEMA=1 cargo test -p auth --lib` rewrites it.
+    /// `WEIR_UPDATE_SCHEMA=1 cargo test -p auth-core --lib` rewrites it.
     #[test]
     fn the_published_schema_is_current() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.schema.json");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.schema.json");
         let generated = weir::config_schema::<Config>();
         if std::env::var_os("WEIR_UPDATE_SCHEMA").is_some() {
             std::fs::write(&path, &generated).expect("write the schema");
@@ -997,7 +997,7 @@ mod tests {
         let published = std::fs::read_to_string(&path).expect("config.schema.json");
         assert_eq!(
             published, generated,
-            "config.schema.json is stale: run WEIR_UPDATE_SCHEMA=1 cargo test -p auth --lib"
+            "config.schema.json is stale: run WEIR_UPDATE_SCHEMA=1 cargo test -p auth-core --lib"
         );
         let schema: serde_json::Value = serde_json::from_str(&generated).expect("JSON");
         assert_eq!(schema["additionalProperties"], false);
