@@ -19,7 +19,7 @@ use crate::hcm::{ConnectionManager, HttpCache};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
-use crate::state::{LocalReplyRequest, PendingCall, PluginMeta};
+use crate::state::{Deferred, LocalReplyRequest, PendingCall, PluginMeta};
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
@@ -742,21 +742,21 @@ fn settle_root_callback(
     result: Result<(), Trap>,
     callouts: &mut Vec<Callout>,
 ) {
-    slot.vm.take_deferred();
-    if result.is_err() {
-        return;
-    }
-    {
-        let state = slot.vm.state();
+    // The deferred actions are dropped, and whether anything is in flight is
+    // read under the same lock.
+    let idle = {
+        let mut state = slot.vm.state();
+        if !state.deferred.is_empty() {
+            state.deferred = Deferred::default();
+        }
         let root = state.root();
-        if root.pending_calls.is_empty()
+        root.pending_calls.is_empty()
             && root.grpc.events.is_empty()
             && root.grpc.calls.is_empty()
             && root.grpc.streams.is_empty()
-        {
-            // Nothing in flight.
-            return;
-        }
+    };
+    if result.is_err() || idle {
+        return;
     }
     loop {
         let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
@@ -918,22 +918,13 @@ fn made_up_response(status: u16, body: &str) -> (Fields, Vec<u8>) {
     (headers, body.as_bytes().to_vec())
 }
 
-/// Records the response's status and details in a VM's stream info
-/// (`response.code`, `response.code_details`).
-#[allow(
-    clippy::ptr_arg,
-    reason = "a clone of the Cow keeps the usual static details borrowed"
-)]
-fn set_response_info(slot: &mut Slot, response: &Fields, details: &Cow<'static, str>) {
-    set_response_code(slot, response_code(response), details);
-}
-
 /// The `:status` of `response` as a number, if it is one.
 fn response_code(response: &Fields) -> Option<u16> {
     response.get(b":status").and_then(crate::hcm::parse_u16)
 }
 
-/// [`set_response_info`] with the status already read.
+/// Records the response's status and details in a VM's stream info
+/// (`response.code`, `response.code_details`).
 #[allow(
     clippy::ptr_arg,
     reason = "a clone of the Cow keeps the usual static details borrowed"
@@ -2169,8 +2160,11 @@ impl Chain {
             progress[i].context = Some(stream);
             progress[i].decoded = true;
             let num_headers = fields.len();
-            slot.vm.state().maps.reset();
-            slot.vm.state().maps.request_headers = Some(std::mem::take(fields));
+            {
+                let mut state = slot.vm.state();
+                state.maps.reset();
+                state.maps.request_headers = Some(std::mem::take(fields));
+            }
             let result = slot.vm.create_stream(stream).and_then(|()| {
                 slot.vm
                     .on_request_headers(stream, num_headers, end_of_stream)
@@ -2262,8 +2256,13 @@ impl Chain {
                 }));
             }
             let num_headers = fields.len();
-            set_response_info(slot, fields, details);
-            slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
+            {
+                let mut state = slot.vm.state();
+                let info = &mut state.maps.info;
+                info.response_code = response_code(fields);
+                info.response_details = Some(details.clone());
+                state.maps.response_headers = Some(std::mem::take(fields));
+            }
             let result = slot
                 .vm
                 .on_response_headers(stream, num_headers, end_of_stream);

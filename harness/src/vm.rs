@@ -8,6 +8,7 @@
 //! A [`Vm`] is one plugin's handle on such a VM; [`Vm::join`] adds a plugin to
 //! the VM of another handle. A trap fails the VM for every plugin in it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -65,6 +66,9 @@ struct Callbacks {
 /// One plugin's handle on a VM (which other plugins may share).
 pub(crate) struct Vm {
     core: Arc<Mutex<VmCore>>,
+    /// Whether the VM failed, readable without the lock (the chain asks for
+    /// every filter at every step of a stream).
+    failed: Arc<AtomicBool>,
     /// This plugin's index in the VM's [`HostState::roots`].
     plugin: usize,
     /// How long this plugin took to start (for the plugin that created the VM,
@@ -81,6 +85,8 @@ struct VmCore {
     next_context_id: u32,
     /// Set once a callback trapped: Envoy fails the whole VM.
     pub(crate) failed: Option<Trap>,
+    /// Set with `failed`, for [`Vm::failed`].
+    failed_flag: Arc<AtomicBool>,
     /// Fuel consumed since the last [`Vm::take_fuel`].
     fuel: u64,
     /// The budget of each callback.
@@ -220,6 +226,7 @@ impl Vm {
             callbacks,
             next_context_id: 1,
             failed: None,
+            failed_flag: Arc::new(AtomicBool::new(false)),
             fuel: 0,
             fuel_per_call,
         };
@@ -227,6 +234,7 @@ impl Vm {
         core.initialize(&instance)?;
         core.start_root()?;
         Ok(Vm {
+            failed: Arc::clone(&core.failed_flag),
             core: Arc::new(Mutex::new(core)),
             plugin: 0,
             start_time: StartTime {
@@ -259,6 +267,7 @@ impl Vm {
         drop(core);
         Ok(Vm {
             core: Arc::clone(&self.core),
+            failed: Arc::clone(&self.failed),
             plugin,
             start_time: StartTime {
                 instantiate: std::time::Duration::ZERO,
@@ -279,7 +288,7 @@ impl Vm {
 
     /// Whether the VM failed (a trap in a callback of any of its plugins).
     pub(crate) fn failed(&self) -> bool {
-        self.lock().failed.is_some()
+        self.failed.load(Ordering::Acquire)
     }
 
     /// The plugin's name.
@@ -646,6 +655,7 @@ impl VmCore {
                 let report = format!("{plugin}: {message}");
                 state.shared.traps().push(report);
                 self.failed = Some(trap.clone());
+                self.failed_flag.store(true, Ordering::Release);
                 Err(trap)
             }
         }
