@@ -42,6 +42,20 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     })
 }
 
+/// Reads the configuration buffer `buffer` (`size` bytes, as the host announced)
+/// and parses it into `T` (see [`parse_config`]); `target` names it in a host
+/// error.
+pub(crate) fn read_config<T: DeserializeOwned>(
+    buffer: crate::host::BufferType,
+    size: usize,
+    target: &'static str,
+) -> Result<T> {
+    let bytes = crate::host::get_buffer(buffer, 0, size)
+        .map_err(|status| Error::host("proxy_get_buffer_bytes", target, status))?
+        .unwrap_or_default();
+    parse_config(&bytes)
+}
+
 /// `{}`, with any whitespace.
 fn is_empty_object(bytes: &[u8]) -> bool {
     let mut rest = bytes.iter().filter(|b| !b.is_ascii_whitespace());

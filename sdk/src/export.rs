@@ -46,6 +46,18 @@ where
     });
 }
 
+/// What `on_vm_start` / `on_configure` answer Envoy: true, or false with the
+/// error logged after the filter's name and `what`.
+pub(crate) fn accepted<F>(what: &str, result: Result<()>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("{}: {what}{e}", type_name::<F>());
+            false
+        }
+    }
+}
+
 /// The last path segment of a type's name, for log lines.
 pub(crate) fn type_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
@@ -67,12 +79,11 @@ struct Root<F: HttpFilter, P> {
 
 impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
     fn configure(&mut self, size: usize) -> Result<()> {
-        let bytes = host::get_buffer(BufferType::PluginConfiguration, 0, size)
-            .map_err(|status| {
-                Error::host("proxy_get_buffer_bytes", "the plugin configuration", status)
-            })?
-            .unwrap_or_default();
-        let config = Rc::new(crate::parse_config::<F::Config>(&bytes)?);
+        let config = Rc::new(crate::config::read_config::<F::Config>(
+            BufferType::PluginConfiguration,
+            size,
+            "the plugin configuration",
+        )?);
         self.plugin = Some(P::start(&config, &mut self.ctx)?);
         self.config = Some(config);
         run_tasks::<P>(self.ctx.root());
@@ -221,23 +232,11 @@ impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
 
 impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
     fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
-        match (self.vm_start)(vm_configuration_size) {
-            Ok(()) => true,
-            Err(e) => {
-                log::error!("{}: VM configuration: {e}", type_name::<F>());
-                false
-            }
-        }
+        accepted::<F>("VM configuration: ", (self.vm_start)(vm_configuration_size))
     }
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        match self.configure(plugin_configuration_size) {
-            Ok(()) => true,
-            Err(e) => {
-                log::error!("{}: {e}", type_name::<F>());
-                false
-            }
-        }
+        accepted::<F>("", self.configure(plugin_configuration_size))
     }
 
     fn on_tick(&mut self) {
@@ -562,7 +561,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         let whole = self.take_held(false);
-        let (body_at, trailers_at) = (self.at(host::STREAM_REQUEST), self.at(host::STREAM_REQUEST));
+        let at = self.at(host::STREAM_REQUEST);
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
@@ -571,17 +570,14 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         if let Some(size) = whole {
             let action = finish::<F>(
                 filter.on_request_body(&mut RequestBody::new(size, true)),
-                body_at,
+                at,
             );
             let action = held(action, self.id, host::STREAM_REQUEST);
             if action != Action::Continue {
                 return action;
             }
         }
-        let action = finish::<F>(
-            filter.on_request_trailers(&mut RequestTrailers::new()),
-            trailers_at,
-        );
+        let action = finish::<F>(filter.on_request_trailers(&mut RequestTrailers::new()), at);
         held(action, self.id, host::STREAM_REQUEST)
     }
 
@@ -615,10 +611,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         let whole = self.take_held(true);
-        let (body_at, trailers_at) = (
-            self.at(host::STREAM_RESPONSE),
-            self.at(host::STREAM_RESPONSE),
-        );
+        let at = self.at(host::STREAM_RESPONSE);
         let Some(filter) = self.filter.as_mut() else {
             return Action::Continue;
         };
@@ -627,7 +620,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         if let Some(size) = whole {
             let action = finish::<F>(
                 filter.on_response_body(&mut ResponseBody::new(size, true)),
-                body_at,
+                at,
             );
             let action = held(action, self.id, host::STREAM_RESPONSE);
             if action != Action::Continue {
@@ -636,7 +629,7 @@ impl<F: HttpFilter> HttpContext for Stream<F> {
         }
         let action = finish::<F>(
             filter.on_response_trailers(&mut ResponseTrailers::new()),
-            trailers_at,
+            at,
         );
         held(action, self.id, host::STREAM_RESPONSE)
     }

@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType as RawPeerType};
 
 use crate::export::{
-    root_done, root_grpc_response, root_http_response, root_tick, run_tasks, type_name,
+    accepted, root_done, root_grpc_response, root_http_response, root_tick, run_tasks, type_name,
 };
 use crate::host::{self, BufferType};
 use crate::plugin::log_error;
@@ -50,12 +50,11 @@ struct StreamRoot<F: StreamFilter, P> {
 
 impl<F: StreamFilter, P: Plugin<Config = F::Config>> StreamRoot<F, P> {
     fn configure(&mut self, size: usize) -> Result<()> {
-        let bytes = host::get_buffer(BufferType::PluginConfiguration, 0, size)
-            .map_err(|status| {
-                Error::host("proxy_get_buffer_bytes", "the plugin configuration", status)
-            })?
-            .unwrap_or_default();
-        let config = Rc::new(crate::parse_config::<F::Config>(&bytes)?);
+        let config = Rc::new(crate::config::read_config::<F::Config>(
+            BufferType::PluginConfiguration,
+            size,
+            "the plugin configuration",
+        )?);
         self.plugin = Some(P::start(&config, &mut self.ctx)?);
         self.config = Some(config);
         run_tasks::<P>(self.ctx.root());
@@ -118,23 +117,11 @@ impl<F: StreamFilter, P: Plugin<Config = F::Config>> Context for StreamRoot<F, P
 
 impl<F: StreamFilter, P: Plugin<Config = F::Config>> RootContext for StreamRoot<F, P> {
     fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
-        match (self.vm_start)(vm_configuration_size) {
-            Ok(()) => true,
-            Err(e) => {
-                log::error!("{}: VM configuration: {e}", type_name::<F>());
-                false
-            }
-        }
+        accepted::<F>("VM configuration: ", (self.vm_start)(vm_configuration_size))
     }
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        match self.configure(plugin_configuration_size) {
-            Ok(()) => true,
-            Err(e) => {
-                log::error!("{}: {e}", type_name::<F>());
-                false
-            }
-        }
+        accepted::<F>("", self.configure(plugin_configuration_size))
     }
 
     fn on_tick(&mut self) {

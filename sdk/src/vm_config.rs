@@ -47,8 +47,8 @@ use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 
-use crate::host::{self, BufferType};
-use crate::{Error, Result};
+use crate::Result;
+use crate::host::BufferType;
 
 thread_local! {
     /// The VM's parsed configuration. A Wasm VM is single-threaded: this is
@@ -95,12 +95,11 @@ pub struct Typed<V>(PhantomData<V>);
 
 impl<V: DeserializeOwned + 'static> VmStart for Typed<V> {
     fn vm_start(size: usize) -> Result<()> {
-        let bytes = host::get_buffer(BufferType::VmConfiguration, 0, size)
-            .map_err(|status| {
-                Error::host("proxy_get_buffer_bytes", "the VM configuration", status)
-            })?
-            .unwrap_or_default();
-        let config: Rc<dyn Any> = Rc::new(crate::parse_config::<V>(&bytes)?);
+        let config: Rc<dyn Any> = Rc::new(crate::config::read_config::<V>(
+            BufferType::VmConfiguration,
+            size,
+            "the VM configuration",
+        )?);
         VM_CONFIG.with(|c| *c.borrow_mut() = Some(config));
         Ok(())
     }
