@@ -861,13 +861,18 @@ fn start_failure(
         Some(e) => Err(format!("failed otherwise: {e:#}")),
         None => Err("started".to_owned()),
     };
+    single_check(format!("start-up must fail in {callback}"), harness, envoy)
+}
+
+/// A one-check report: `what` must hold in the harness and in Envoy.
+fn single_check(what: String, harness: Result<(), String>, envoy: Result<(), String>) -> Report {
     let mut report = Report {
         total: 1,
         ..Report::default()
     };
     if harness.is_err() || envoy.is_err() {
         report.differences.push(format!(
-            "── start-up must fail in {callback}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
+            "── {what}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
         ));
     }
     report
@@ -896,17 +901,14 @@ fn rejected(
         Some(e) => Err(format!("failed otherwise: {e:#}")),
         None => Err("started".to_owned()),
     };
-    let mut report = Report {
-        total: 1,
-        ..Report::default()
-    };
-    if harness.is_err() || envoy.is_err() {
-        report.differences.push(format!(
-            "── {} must refuse the configuration, logging {:?}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n",
+    single_check(
+        format!(
+            "{} must refuse the configuration, logging {:?}",
             rejection.callback, rejection.log
-        ));
-    }
-    report
+        ),
+        harness,
+        envoy,
+    )
 }
 
 /// Both must refuse to load the module, naming `function` (the missing import
@@ -934,16 +936,7 @@ fn load_failure(
         }
         None => Err("loaded".to_owned()),
     };
-    let mut report = Report {
-        total: 1,
-        ..Report::default()
-    };
-    if harness.is_err() || envoy.is_err() {
-        report.differences.push(format!(
-            "── loading must fail on {function}\n  harness: {harness:?}\n  envoy:   {envoy:?}\n"
-        ));
-    }
-    report
+    single_check(format!("loading must fail on {function}"), harness, envoy)
 }
 
 /// Replaces every number after a `:` in the values of `names` with `<port>`.
