@@ -7,6 +7,7 @@
 //! path then runs through the replying filter and those before it.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,12 +20,15 @@ use crate::hcm::{ConnectionManager, HttpCache};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
-use crate::state::{Deferred, LocalReplyRequest, PendingCall, PluginMeta};
+use crate::state::{LocalReplyRequest, PendingCall, PluginMeta};
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm};
 use crate::{Engine, Error, Result};
 
+mod sched;
 mod trailers;
+pub use sched::Arrival;
+use sched::{Delivery, Io, Wait};
 use trailers::PendingTrailers;
 
 /// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
@@ -321,13 +325,12 @@ impl ChainBuilder {
             now: self.start,
             rng: self.seed ^ 0x5EED,
             startup_logs: Vec::new(),
-            stream_waits: true,
             date: None,
             http_cache: HttpCache::default(),
             scratch: Scratch::default(),
         };
         // Queues enqueued during start-up notify their registrants now.
-        chain.deliver_queue_ready(&mut Vec::new());
+        chain.deliver_queue_ready(&mut Vec::new(), true);
         chain.startup_logs = chain.drain_logs();
         for slot in &mut chain.slots {
             slot.vm.take_fuel();
@@ -375,10 +378,6 @@ pub struct Chain {
     now: SystemTime,
     rng: u64,
     startup_logs: Vec<crate::LogRecord>,
-    /// Whether callout responses may still reach the stream being sent: once one
-    /// resumed or answered it, the stream goes as far as it can first, and the
-    /// rest arrive afterwards ([`Chain::answer_leftovers`]).
-    stream_waits: bool,
     /// The last `date` header formatted, with the time it gives.
     date: Option<(SystemTime, String)>,
     /// What turning header maps into `http` ones keeps between streams.
@@ -523,6 +522,7 @@ enum After {
 /// failure policy for a trap.
 fn after(
     slot: &mut Slot,
+    context: u32,
     result: Result<Option<i32>, Trap>,
     direction: Direction,
     callback: &'static str,
@@ -537,7 +537,7 @@ fn after(
             Err(_) => After::Failed,
         });
     }
-    let deferred = slot.vm.take_deferred();
+    let deferred = slot.vm.take_deferred(context);
     if let Some(reason) = deferred.would_crash {
         return Err(Error::WouldCrashEnvoy {
             plugin: slot.vm.name().to_owned(),
@@ -576,24 +576,34 @@ fn after(
     Ok(After::Returned { action, resumed })
 }
 
-/// [`after`] for a headers callback, then, while it holds the stream paused,
-/// the callouts it made, answered one by one with the headers still in place
-/// (Envoy holds them, and the filter can use them from `on_http_call_response`).
-/// A resume, a reply or a trap ends it; callouts still in flight are answered
-/// once the stream has gone as far as what has arrived lets it
-/// ([`Chain::answer_in_flight`]).
-fn settle(
-    slot: &mut Slot,
-    clusters: &mut Clusters,
-    grpc: &mut GrpcServices,
+/// [`after`] for a headers (or trailers) callback of filter `i`, then, while
+/// it holds the stream paused, what the stream waits for, delivered one by one
+/// as the chain's events come (with the headers still in place: Envoy holds
+/// them, and the filter can use them from `on_http_call_response`): answers
+/// to the callouts and gRPC calls of the stream's context there, or an action
+/// another callback deferred for it (a tick or a queue notification that
+/// made the stream effective). A resume, a reply or a trap ends it; callouts
+/// still in flight are answered once the stream has gone as far as what has
+/// arrived lets it ([`answer_in_flight`]).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the state of one stream's wait, owned by its future"
+)]
+async fn settle(
+    io: &mut Io<'_, '_>,
+    i: usize,
+    context: u32,
     result: Result<Option<i32>, Trap>,
     direction: Direction,
     callback: &'static str,
     callouts: &mut Vec<Callout>,
 ) -> Result<After> {
-    let mut step = after(slot, result, direction, callback)?;
-    // Envoy's stream idle timeout (5 min by default) would end a longer wait.
-    let give_up = slot.vm.state().monotonic + MAX_HELD;
+    let (mut step, give_up) = {
+        let mut chain = io.chain();
+        let give_up = chain.monotonic() + MAX_HELD;
+        let step = after(&mut chain.slots[i], context, result, direction, callback)?;
+        (step, give_up)
+    };
     while let After::Returned {
         action,
         resumed: false,
@@ -602,44 +612,38 @@ fn settle(
         if continues(action) {
             break;
         }
-        // HTTP callout responses first, then gRPC events; while the stream is
-        // held and nothing else can happen, the virtual clock moves to the next
-        // tick or gRPC deadline. A tick due before a slow callout's response
-        // comes first (a filter's timer can give up on the call).
-        let tick = next_tick(slot, give_up);
-        let call_first =
-            front_call_due(slot, clusters).is_some_and(|due| tick.is_none_or(|t| due <= t));
-        // The state guard must be gone before the callback runs.
-        let call = if call_first {
-            slot.vm.state().root_mut().pending_calls.pop_front()
-        } else {
-            None
-        };
-        let (result, callback) = if let Some(call) = call {
-            (
-                answer_call(slot, clusters, call, callouts),
+        let delivery = io
+            .wait(Wait::Held {
+                slot: i,
+                context,
+                give_up,
+            })
+            .await;
+        let mut chain = io.chain();
+        let Chain {
+            slots,
+            clusters,
+            grpc,
+            ..
+        } = &mut **chain;
+        let slot = &mut slots[i];
+        if slot.vm.failed() {
+            step = failed_while_waiting(slot, action);
+            continue;
+        }
+        let (result, callback) = match delivery {
+            Delivery::Call(_, call) => (
+                answer_call(slot, clusters, *call, callouts),
                 "on_http_call_response",
-            )
-        } else if let Some(r) = grpc_step(slot, grpc) {
-            (r.map(|()| None), "on_grpc_callback")
-        } else {
-            // A tick first when both fall at the same time.
-            match (tick, next_grpc_deadline(slot)) {
-                (Some(t), Some(at)) if at < t => {
-                    set_vm_clock(slot, at);
-                    expire_grpc(slot, at);
-                    continue;
-                }
-                (Some(t), _) => (fire_tick(slot, t).map(|()| None), "on_tick"),
-                (None, Some(at)) => {
-                    set_vm_clock(slot, at);
-                    expire_grpc(slot, at);
-                    continue;
-                }
-                (None, None) => break,
-            }
+            ),
+            Delivery::Grpc => (
+                grpc_step(slot, grpc).unwrap_or(Ok(())).map(|()| None),
+                "on_grpc_callback",
+            ),
+            Delivery::Resumed => (Ok(None), callback),
+            Delivery::Upstream | Delivery::Stalled => break,
         };
-        step = match after(slot, result, direction, callback)? {
+        step = match after(slot, context, result, direction, callback)? {
             After::Returned { resumed, .. } => After::Returned { action, resumed },
             other => other,
         };
@@ -647,20 +651,23 @@ fn settle(
     Ok(step)
 }
 
-/// How long the harness lets a headers callback hold a stream on ticks alone
-/// (Envoy's default `stream_idle_timeout`); past it the stream has stalled.
-const MAX_HELD: Duration = Duration::from_secs(300);
-
-/// When the VM's next tick is due, if it has a tick period and the tick comes
-/// by `until`.
-fn next_tick(slot: &mut Slot, until: Duration) -> Option<Duration> {
-    let state = slot.vm.state();
-    let root = state.root();
-    if root.tick_period_ms == 0 {
-        return None;
+/// What a stream waiting in filter `slot` gets once the filter's VM failed
+/// (another stream's callback trapped): Envoy's `failure_policy` for the
+/// stream's next callback, a skipped filter (FAIL_OPEN) or a 503.
+fn failed_while_waiting(slot: &Slot, action: Option<i32>) -> After {
+    match slot.policy {
+        FailurePolicy::FailOpen => After::Returned {
+            action,
+            resumed: true,
+        },
+        FailurePolicy::FailClosed | FailurePolicy::FailReload => After::Failed,
     }
-    root.next_tick.filter(|t| *t <= until)
 }
+
+/// How long the harness lets a filter hold a stream with nothing in flight
+/// but ticks (Envoy's default `stream_idle_timeout`); past it the stream has
+/// stalled.
+const MAX_HELD: Duration = Duration::from_secs(300);
 
 /// Delivers the tick due at `at` (the VM's clock moves there), as
 /// [`Chain::advance`] does.
@@ -674,12 +681,10 @@ fn fire_tick(slot: &mut Slot, at: Duration) -> Result<(), Trap> {
     slot.vm.on_tick()
 }
 
-/// When the first callout in flight gets its answer: its cluster's delay
-/// (capped by the call's timeout) after it was sent. Asks the cluster now if
-/// it was not asked yet.
-fn front_call_due(slot: &mut Slot, clusters: &mut Clusters) -> Option<Duration> {
-    let mut state = slot.vm.state();
-    let call = state.root_mut().pending_calls.front_mut()?;
+/// When a callout in flight gets its answer: its cluster's delay (capped by
+/// the call's timeout) after it was sent. Asks the cluster now if it was not
+/// asked yet.
+fn call_due(clusters: &mut Clusters, call: &mut PendingCall) -> Duration {
     let answer = call
         .answer
         .get_or_insert_with(|| ask_cluster(clusters, &call.cluster, &call.request));
@@ -687,7 +692,7 @@ fn front_call_due(slot: &mut Slot, clusters: &mut Clusters) -> Option<Duration> 
         Some(UpstreamFault::Delay(delay)) => *delay,
         _ => Duration::ZERO,
     };
-    Some(call.sent_at + call.timeout.map_or(delay, |t| delay.min(t)))
+    call.sent_at + call.timeout.map_or(delay, |t| delay.min(t))
 }
 
 /// The response of the cluster's upstream to a callout.
@@ -747,7 +752,7 @@ fn settle_root_callback(
     let idle = {
         let mut state = slot.vm.state();
         if !state.deferred.is_empty() {
-            state.deferred = Deferred::default();
+            state.deferred.clear();
         }
         let root = state.root();
         root.pending_calls.is_empty()
@@ -767,7 +772,7 @@ fn settle_root_callback(
                 None => break,
             },
         };
-        slot.vm.take_deferred();
+        slot.vm.state().deferred.clear();
         if step.is_err() {
             break;
         }
@@ -844,11 +849,6 @@ fn expire_grpc(slot: &mut Slot, at: Duration) {
             ));
         }
     }
-}
-
-/// The earliest deadline of the plugin's gRPC calls.
-fn next_grpc_deadline(slot: &mut Slot) -> Option<Duration> {
-    slot.vm.state().root().grpc.next_deadline()
 }
 
 /// Moves one VM's virtual clocks forward to monotonic time `at`.
@@ -1143,7 +1143,7 @@ impl Chain {
                 Ok(())
             };
             settle_root_callback(slot, clusters, grpc, result, &mut callouts);
-            self.deliver_queue_ready(&mut callouts);
+            self.deliver_queue_ready(&mut callouts, true);
         }
         self.set_monotonic(end);
         if self.slots.is_empty() {
@@ -1168,18 +1168,6 @@ impl Chain {
             .flat_map(|s| std::mem::take(&mut s.vm.state().root_mut().grpc.log))
             .map(|(_, c)| c)
             .collect()
-    }
-
-    /// Brings every VM's clocks to the latest one (a VM waited for a gRPC
-    /// deadline while it held a stream).
-    fn sync_clocks(&mut self) {
-        let latest = self
-            .slots
-            .iter_mut()
-            .map(|s| s.vm.state().monotonic)
-            .max()
-            .unwrap_or_default();
-        self.set_monotonic(latest);
     }
 
     /// FAIL_RELOAD, applied as Envoy applies it when a stream starts: a VM that
@@ -1259,15 +1247,17 @@ impl Chain {
     }
 
     /// Delivers the `on_queue_ready` notifications enqueues posted, in order, as
-    /// Envoy's dispatcher runs posted callbacks after the current event. Callouts
-    /// made meanwhile are answered at once and recorded in `callouts`.
-    fn deliver_queue_ready(&mut self, callouts: &mut Vec<Callout>) {
+    /// Envoy's dispatcher runs posted callbacks after the current event. With
+    /// `inline`, callouts made meanwhile are answered at once and recorded in
+    /// `callouts`; else (streams are running) they wait for their turn among
+    /// the batch's events. Returns whether a notification was delivered.
+    fn deliver_queue_ready(&mut self, callouts: &mut Vec<Callout>, inline: bool) -> bool {
         // A guest that enqueues from on_queue_ready feeds itself forever (Envoy
         // would spin too); later notifications wait for the next event.
         const MAX_PER_EVENT: usize = 10_000;
-        for _ in 0..MAX_PER_EVENT {
+        for n in 0..MAX_PER_EVENT {
             let Some(ready) = self.shared.queues().next_posted() else {
-                return;
+                return n > 0;
             };
             let Chain {
                 slots,
@@ -1287,11 +1277,14 @@ impl Chain {
             let result = slot
                 .vm
                 .on_queue_ready(ready.target.root_context, ready.token);
-            settle_root_callback(slot, clusters, grpc, result, callouts);
+            if inline {
+                settle_root_callback(slot, clusters, grpc, result, callouts);
+            }
         }
         tracing::warn!(
             "more than {MAX_PER_EVENT} on_queue_ready notifications in one event; the rest wait"
         );
+        true
     }
 
     /// The `date` header for the virtual wall clock's current time, formatted
@@ -1324,7 +1317,7 @@ impl Chain {
     }
 
     /// Sends one request through the chain to `upstream` and returns what the
-    /// upstream and the client saw.
+    /// upstream and the client saw: [`Chain::send_all`] with one request.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] for a request Envoy could not route (or one
@@ -1336,43 +1329,88 @@ impl Chain {
     pub fn send<B: Into<Bytes>>(
         &mut self,
         request: http::Request<B>,
-        mut upstream: impl Upstream,
+        upstream: impl Upstream,
     ) -> Result<Outcome> {
-        self.reload_failed_vms();
-        self.stream_waits = true;
-        let request_chunks = request.extensions().get::<BodyChunks>().cloned();
-        let request = request.map(Into::into);
-        let mut random = self.random16();
-        let mut fields = self.hcm.request_fields(
-            &request,
-            || std::mem::take(&mut random),
-            std::mem::take(&mut self.scratch.request_headers),
-        )?;
-        let mut warnings = Vec::new();
-        let mut request_trailers = trailers::from_client(&request, &self.hcm, &mut warnings)?;
-        let request_body = request.into_body();
-        let mut request_frames = frames(request_body, request_chunks.as_ref());
-        trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
-        let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
-        let mut progress = refill(
-            std::mem::take(&mut self.scratch.progress),
-            self.slots.len(),
-            Progress::default(),
-        );
-        let mut order = std::mem::take(&mut self.scratch.order);
+        self.send_all([request], upstream)
+            .pop()
+            .unwrap_or_else(|| Err(Error::InvalidRequest("no request was sent".to_owned())))
+    }
+
+    /// One stream of a batch, from its arrival to its end: the request through
+    /// the filters, the upstream, the response back, access logging
+    /// ([`Chain::send`]'s whole path). It borrows the chain only between its wait
+    /// points ([`settle`], [`answer_in_flight`], the upstream's response).
+    async fn run_stream<U: Upstream>(
+        mut io: Io<'_, '_>,
+        request: http::Request<Bytes>,
+        upstream: &RefCell<U>,
+    ) -> Result<Outcome> {
+        let io = &mut io;
+        let (
+            mut fields,
+            mut warnings,
+            mut request_trailers,
+            mut request_frames,
+            request_chunks,
+            end_of_stream,
+            filters,
+            mut progress,
+            mut order,
+            buffered,
+        ) = {
+            let mut guard = io.chain();
+            let chain: &mut Chain = &mut guard;
+            chain.reload_failed_vms();
+            let request_chunks = request.extensions().get::<BodyChunks>().cloned();
+            let mut random = chain.random16();
+            let fields = chain.hcm.request_fields(
+                &request,
+                || std::mem::take(&mut random),
+                std::mem::take(&mut chain.scratch.request_headers),
+            )?;
+            let mut warnings = Vec::new();
+            let request_trailers = trailers::from_client(&request, &chain.hcm, &mut warnings)?;
+            let request_body = request.into_body();
+            let mut request_frames = frames(request_body, request_chunks.as_ref());
+            trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
+            let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
+            let filters = chain.slots.len();
+            let progress = refill(
+                std::mem::take(&mut chain.scratch.progress),
+                filters,
+                Progress::default(),
+            );
+            let order = std::mem::take(&mut chain.scratch.order);
+            let buffered = std::mem::take(&mut chain.scratch.buffered);
+            (
+                fields,
+                warnings,
+                request_trailers,
+                request_frames,
+                request_chunks,
+                end_of_stream,
+                filters,
+                progress,
+                order,
+                buffered,
+            )
+        };
 
         let mut callouts = Vec::new();
         let mut held = None;
-        let mut reply = match self.decode(
+        let mut reply = match Self::decode(
+            io,
             &mut fields,
             end_of_stream,
             &mut progress,
             &mut callouts,
             0,
             &mut held,
-        ) {
+        )
+        .await
+        {
             Err(e @ Error::Reset { .. }) => {
-                return Err(self.reset(e, &progress, &mut fields, None));
+                return Err(Self::reset(io, e, &progress, &mut fields, None));
             }
             other => other?,
         };
@@ -1381,11 +1419,7 @@ impl Chain {
             arrived_while_paused(&mut request_frames, request_chunks.is_some());
         }
         let mut queue = queued(request_frames);
-        let mut buffered = refill(
-            std::mem::take(&mut self.scratch.buffered),
-            self.slots.len(),
-            None,
-        );
+        let mut buffered = refill(buffered, filters, None);
         // A filter that holds the headers (StopIteration with
         // allow_on_headers_stop_iteration) gets the body first; the filters after
         // it get the headers once a body callback lets them go.
@@ -1393,7 +1427,8 @@ impl Chain {
             && let Some(h) = held.take()
         {
             order = fill(order, 0..=h);
-            let pass = match self.pass_body(
+            let pass = match Self::pass_body(
+                io,
                 Direction::Request,
                 &mut queue,
                 &order,
@@ -1402,9 +1437,11 @@ impl Chain {
                 Some((h, &mut fields)),
                 &mut request_trailers,
                 &mut callouts,
-            ) {
+            )
+            .await
+            {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &mut fields, None));
+                    return Err(Self::reset(io, e, &progress, &mut fields, None));
                 }
                 other => other?,
             };
@@ -1414,18 +1451,21 @@ impl Chain {
                 break;
             }
             let Some((data, eos)) = pass.released else {
-                return Err(stalled(&self.slots[h], "on_request_body"));
+                return Err(stalled(&io.chain().slots[h], "on_request_body"));
             };
-            reply = match self.decode(
+            reply = match Self::decode(
+                io,
                 &mut fields,
                 false,
                 &mut progress,
                 &mut callouts,
                 h + 1,
                 &mut held,
-            ) {
+            )
+            .await
+            {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &mut fields, None));
+                    return Err(Self::reset(io, e, &progress, &mut fields, None));
                 }
                 other => other?,
             };
@@ -1441,8 +1481,9 @@ impl Chain {
         let (reply, request_body) = match reply {
             Some(reply) => (Some(reply), Vec::new()),
             None => {
-                order = fill(order, 0..self.slots.len());
-                match self.pass_body(
+                order = fill(order, 0..filters);
+                match Self::pass_body(
+                    io,
                     Direction::Request,
                     &mut queue,
                     &order,
@@ -1451,9 +1492,11 @@ impl Chain {
                     None,
                     &mut request_trailers,
                     &mut callouts,
-                ) {
+                )
+                .await
+                {
                     Err(e @ Error::Reset { .. }) => {
-                        return Err(self.reset(e, &progress, &mut fields, None));
+                        return Err(Self::reset(io, e, &progress, &mut fields, None));
                     }
                     Err(e) => return Err(e),
                     Ok(pass) => {
@@ -1463,40 +1506,70 @@ impl Chain {
                 }
             }
         };
-        self.sync_clocks();
-        // Envoy's dispatcher runs what enqueues posted once the request event is
-        // handled, before the upstream answers.
-        self.deliver_queue_ready(&mut callouts);
-        // Callout responses still in flight arrive before the upstream's response.
-        if reply.is_none() {
-            self.answer_leftovers(&mut callouts);
+        // The request goes upstream (unless a reply answered it); the response
+        // arrives as an event: at once, or after the upstream's delay, and
+        // meanwhile other streams run.
+        let sent = {
+            let mut guard = io.chain();
+            let chain: &mut Chain = &mut guard;
+            // Envoy's dispatcher runs what enqueues posted once the request event is
+            // handled, before the upstream answers. (Callout responses still in
+            // flight arrive as the batch's events, before the upstream's response
+            // when they are due first.)
+            chain.deliver_queue_ready(&mut Vec::new(), false);
+            if let Some(trailers) = &request_trailers {
+                trailers.keep_with_adder(&mut chain.slots);
+            }
+            let request_trailers = request_trailers.map(PendingTrailers::into_sent);
+            match reply {
+                None => {
+                    check_length(&fields, request_body.len(), "request", &mut warnings);
+                    let upstream_request = chain.hcm.upstream_request(
+                        &fields,
+                        Bytes::from(request_body),
+                        request_trailers.as_ref(),
+                        &mut chain.http_cache,
+                    )?;
+                    let response = upstream.borrow_mut().call(upstream_request.clone());
+                    let delay = match response.extensions().get::<UpstreamFault>() {
+                        Some(UpstreamFault::Delay(delay)) => *delay,
+                        _ => Duration::ZERO,
+                    };
+                    // The request phase's callouts still in flight are no longer
+                    // waited for.
+                    for (i, slot) in chain.slots.iter_mut().enumerate() {
+                        let Some(context) = progress[i].context else {
+                            continue;
+                        };
+                        let state = slot.vm.state();
+                        let calls = state.root().pending_calls.iter();
+                        io.leftovers
+                            .extend(calls.filter(|c| c.context == context).map(|c| (i, c.token)));
+                    }
+                    Ok((upstream_request, response, chain.monotonic() + delay))
+                }
+                Some(reply) => Err(reply),
+            }
+        };
+        if let Ok((_, _, at)) = &sent {
+            io.wait(Wait::Upstream { at: *at, seq: None }).await;
         }
-        if let Some(trailers) = &request_trailers {
-            trailers.keep_with_adder(&mut self.slots);
-        }
-        let request_trailers = request_trailers.map(PendingTrailers::into_sent);
         let mut response_trailers = None;
-        let (upstream_request, mut response, response_frames, response_chunked, reply) = match reply
+        let (upstream_request, mut response, response_frames, response_chunked, reply) = match sent
         {
-            None => {
-                check_length(&fields, request_body.len(), "request", &mut warnings);
-                let upstream_request = self.hcm.upstream_request(
-                    &fields,
-                    Bytes::from(request_body),
-                    request_trailers.as_ref(),
-                    &mut self.http_cache,
-                )?;
-                let response = upstream.call(upstream_request.clone());
-                let address = self.hcm.addresses().upstream;
-                for slot in &mut self.slots {
+            Ok((upstream_request, response, _)) => {
+                let mut guard = io.chain();
+                let chain: &mut Chain = &mut guard;
+                let address = chain.hcm.addresses().upstream;
+                for slot in &mut chain.slots {
                     slot.vm.state().maps.info.upstream_address = Some(address);
                 }
                 let chunks = response.extensions().get::<BodyChunks>().cloned();
-                let response_fields = self.hcm.response_fields(
+                let response_fields = chain.hcm.response_fields(
                     &response,
-                    std::mem::take(&mut self.scratch.response_headers),
+                    std::mem::take(&mut chain.scratch.response_headers),
                 );
-                response_trailers = trailers::from_upstream(&response, &self.hcm, &mut warnings);
+                response_trailers = trailers::from_upstream(&response, &chain.hcm, &mut warnings);
                 let body = Vec::from(response.into_body());
                 let mut frames = frames(body, chunks.as_ref());
                 trailers::last_frames(&mut frames, response_trailers.is_some(), &response_fields);
@@ -1508,7 +1581,7 @@ impl Chain {
                     None,
                 )
             }
-            Some(reply) => {
+            Err(reply) => {
                 // A reply in the body phase resets the upstream request the router
                 // had started: the upstream never receives a complete request.
                 let response = ConnectionManager::local_reply_fields(&reply.request);
@@ -1525,12 +1598,13 @@ impl Chain {
         let last = reply
             .as_ref()
             .and_then(|r| r.slot)
-            .map_or(self.slots.len(), |slot| slot + 1);
+            .map_or(filters, |slot| slot + 1);
         let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
             Cow::Owned(r.request.details.clone())
         });
         let mut held = None;
-        let mut late_reply = match self.encode(
+        let mut late_reply = match Self::encode(
+            io,
             &mut response,
             response_frames.is_empty() && response_trailers.is_none(),
             &details,
@@ -1538,9 +1612,11 @@ impl Chain {
             last,
             &mut held,
             &mut callouts,
-        ) {
+        )
+        .await
+        {
             Err(e @ Error::Reset { .. }) => {
-                return Err(self.reset(e, &progress, &mut fields, upstream_request));
+                return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
             }
             other => other?,
         };
@@ -1549,13 +1625,14 @@ impl Chain {
             arrived_while_paused(&mut response_frames, response_chunked);
         }
         let mut queue = queued(response_frames);
-        let mut buffered = refill(buffered, self.slots.len(), None);
+        let mut buffered = refill(buffered, filters, None);
         // As for requests, in reverse: positions count from the last filter.
         while late_reply.is_none()
             && let Some(h) = held.take()
         {
             order = fill(order, (h..last).rev());
-            let pass = match self.pass_body(
+            let pass = match Self::pass_body(
+                io,
                 Direction::Response,
                 &mut queue,
                 &order,
@@ -1564,9 +1641,11 @@ impl Chain {
                 Some((h, &mut response)),
                 &mut response_trailers,
                 &mut callouts,
-            ) {
+            )
+            .await
+            {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
+                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
                 }
                 other => other?,
             };
@@ -1575,9 +1654,10 @@ impl Chain {
                 break;
             }
             let Some((data, eos)) = pass.released else {
-                return Err(stalled(&self.slots[h], "on_response_body"));
+                return Err(stalled(&io.chain().slots[h], "on_response_body"));
             };
-            late_reply = match self.encode(
+            late_reply = match Self::encode(
+                io,
                 &mut response,
                 false,
                 &details,
@@ -1585,9 +1665,11 @@ impl Chain {
                 h,
                 &mut held,
                 &mut callouts,
-            ) {
+            )
+            .await
+            {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
+                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
                 }
                 other => other?,
             };
@@ -1598,7 +1680,8 @@ impl Chain {
         order = fill(order, (0..last).rev());
         let late_reply = match late_reply {
             Some(r) => Err(r),
-            None => match self.pass_body(
+            None => match Self::pass_body(
+                io,
                 Direction::Response,
                 &mut queue,
                 &order,
@@ -1607,9 +1690,11 @@ impl Chain {
                 None,
                 &mut response_trailers,
                 &mut callouts,
-            ) {
+            )
+            .await
+            {
                 Err(e @ Error::Reset { .. }) => {
-                    return Err(self.reset(e, &progress, &mut fields, upstream_request));
+                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
                 }
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
@@ -1619,10 +1704,11 @@ impl Chain {
                     reply_in_trailers,
                     ..
                 }) => {
-                    let plugin = r
-                        .slot
-                        .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned());
-                    let reset = Error::Reset {
+                    let plugin = r.slot.map_or_else(
+                        || ROUTER.to_owned(),
+                        |i| io.chain().slots[i].vm.name().to_owned(),
+                    );
+                    let reset_error = Error::Reset {
                         plugin,
                         phase: if reply_in_trailers {
                             "on_response_trailers"
@@ -1632,7 +1718,13 @@ impl Chain {
                         upstream_request: None,
                         logs: Vec::new(),
                     };
-                    return Err(self.reset(reset, &progress, &mut fields, upstream_request));
+                    return Err(Self::reset(
+                        io,
+                        reset_error,
+                        &progress,
+                        &mut fields,
+                        upstream_request,
+                    ));
                 }
                 Ok(pass) => Ok(pass.out),
             },
@@ -1649,15 +1741,17 @@ impl Chain {
                 (reply, response, Bytes::from(body))
             }
         };
-        self.refresh_date();
-        let date = self.date.as_ref().map_or("", |(_, date)| date.as_str());
+        let mut guard = io.chain();
+        let chain: &mut Chain = &mut guard;
+        chain.refresh_date();
+        let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
         let response_trailers = response_trailers.map(PendingTrailers::into_sent);
-        let mut response = self.hcm.client_response(
+        let mut response = chain.hcm.client_response(
             &mut response_fields,
             response_body,
             date,
             response_trailers.as_ref(),
-            &mut self.http_cache,
+            &mut chain.http_cache,
         )?;
         // Envoy's HTTP/1 codec closes the connection after a response sent before
         // the request was fully received, and after a local reply 400 (Envoy
@@ -1692,32 +1786,29 @@ impl Chain {
             Cow::Owned(r.request.details.clone())
         });
         let code = response_code(&final_response);
-        for slot in &mut self.slots {
+        for slot in &mut chain.slots {
             set_response_code(slot, code, &details);
         }
-        self.log_stream(
+        let created = chain.log_stream(
             &progress,
             &mut fields,
             Some(&mut final_response),
             response_trailers.as_ref(),
         );
-        // Responses that arrive after the stream ended find no stream to act on;
-        // gRPC calls made on the response path are answered now too.
-        self.answer_leftovers(&mut callouts);
-        // The response usually arrives in one event that also ends the stream, so
-        // what the response phase posted runs after on_delete (measured in Envoy).
-        self.deliver_queue_ready(&mut callouts);
-
-        let fuel = self.slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
-        let host_calls = self.slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
-        self.scratch.progress = progress;
-        self.scratch.buffered = buffered;
-        self.scratch.order = order;
-        self.scratch.keep(fields, final_response);
+        Self::own_contexts(io, chain, &created);
+        // Responses that arrive after the stream ended find no stream to act
+        // on: they come as the batch's events, as do the notifications the
+        // response phase posted (the response usually arrives in one event
+        // that also ends the stream, so they run after on_delete).
+        chain.scratch.progress = progress;
+        chain.scratch.buffered = buffered;
+        chain.scratch.order = order;
+        chain.scratch.keep(fields, final_response);
         let local_reply = reply.map(|r| LocalReply {
-            plugin: r
-                .slot
-                .map_or_else(|| ROUTER.to_owned(), |i| self.slots[i].vm.name().to_owned()),
+            plugin: r.slot.map_or_else(
+                || ROUTER.to_owned(),
+                |i| chain.slots[i].vm.name().to_owned(),
+            ),
             status: r.request.status as u16,
             details: r.request.details,
         });
@@ -1725,12 +1816,13 @@ impl Chain {
             upstream_request,
             response,
             local_reply,
-            logs: self.drain_logs(),
-            fuel,
-            host_calls,
+            // The batch fills in what the stream did over all its events.
+            logs: Vec::new(),
+            fuel: 0,
+            host_calls: 0,
             callouts,
-            grpc: self.drain_grpc(),
-            traps: std::mem::take(&mut *self.shared.traps()),
+            grpc: Vec::new(),
+            traps: Vec::new(),
             warnings,
         })
     }
@@ -1748,8 +1840,8 @@ impl Chain {
         clippy::too_many_arguments,
         reason = "the state of one stream's pass, owned by `send`"
     )]
-    fn pass_body(
-        &mut self,
+    async fn pass_body(
+        io: &mut Io<'_, '_>,
         direction: Direction,
         frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
         order: &[usize],
@@ -1760,12 +1852,17 @@ impl Chain {
         callouts: &mut Vec<Callout>,
     ) -> Result<BodyPass> {
         // Filters that buffered the end of the stream while a callout is in flight.
-        let mut waiting_at_end = refill(
-            std::mem::take(&mut self.scratch.waiting_at_end),
-            self.slots.len(),
-            false,
-        );
-        let pass = self.pass_frames(
+        let mut waiting_at_end = {
+            let mut chain = io.chain();
+            let filters = chain.slots.len();
+            refill(
+                std::mem::take(&mut chain.scratch.waiting_at_end),
+                filters,
+                false,
+            )
+        };
+        let pass = Self::pass_frames(
+            io,
             direction,
             frames,
             order,
@@ -1775,8 +1872,9 @@ impl Chain {
             trailers,
             callouts,
             &mut waiting_at_end,
-        );
-        self.scratch.waiting_at_end = waiting_at_end;
+        )
+        .await;
+        io.chain().scratch.waiting_at_end = waiting_at_end;
         pass
     }
 
@@ -1785,8 +1883,8 @@ impl Chain {
         clippy::too_many_arguments,
         reason = "the state of one stream's pass, owned by `send`"
     )]
-    fn pass_frames(
-        &mut self,
+    async fn pass_frames(
+        io: &mut Io<'_, '_>,
         direction: Direction,
         frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
         order: &[usize],
@@ -1805,10 +1903,12 @@ impl Chain {
         loop {
             let Some((start, data, mut eos)) = frames.pop_front() else {
                 // The data has gone as far as it can: the trailers follow it.
-                match self.trailers_step(
-                    direction, trailers, order, progress, buffered, &mut hold, frames, callouts,
-                    &mut pass,
-                )? {
+                match Self::trailers_step(
+                    io, direction, trailers, order, progress, buffered, &mut hold, frames,
+                    callouts, &mut pass,
+                )
+                .await?
+                {
                     trailers::Step::Data => continue,
                     trailers::Step::Stop => return Ok(pass),
                     trailers::Step::Done => break,
@@ -1818,7 +1918,10 @@ impl Chain {
             let mut carry = Some(data);
             for (position, &i) in order.iter().enumerate().skip(start) {
                 let Some(data) = carry.take() else { break };
-                let slot = &mut self.slots[i];
+                let mut guard = io.chain();
+                let chain: &mut Chain = &mut guard;
+                let buffer_limit = chain.hcm.buffer_limit_bytes();
+                let slot = &mut chain.slots[i];
                 let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                     carry = Some(data);
                     continue;
@@ -1877,7 +1980,7 @@ impl Chain {
                         Direction::Request => slot.vm.on_request_body(stream, size, eos),
                         Direction::Response => slot.vm.on_response_body(stream, size, eos),
                     };
-                    let step = after(slot, r, direction, callback);
+                    let step = after(slot, stream, r, direction, callback);
                     let mut state = slot.vm.state();
                     let maps = &mut state.maps;
                     maps.trailers_addable = false;
@@ -1950,7 +2053,7 @@ impl Chain {
                         Data::Buffer if eos => return Err(stalled(slot, callback)),
                         // Envoy's filter manager refuses to buffer past the
                         // connection's limit: 413 for requests, 500 for responses.
-                        Data::Buffer if body.len() > self.hcm.buffer_limit_bytes() => {
+                        Data::Buffer if body.len() > buffer_limit => {
                             pass.reply = Some(Reply {
                                 slot: Some(i),
                                 request: too_large(direction),
@@ -1979,14 +2082,17 @@ impl Chain {
             let event_ends =
                 !trailers_follow && !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
             if event_ends
-                && let Some(reply) = self.answer_in_flight(
+                && let Some(reply) = Self::answer_in_flight(
+                    io,
                     direction,
                     order,
+                    progress,
                     buffered,
                     waiting_at_end,
                     frames,
                     callouts,
-                )?
+                )
+                .await?
             {
                 pass.reply = Some(reply);
                 return Ok(pass);
@@ -1995,142 +2101,208 @@ impl Chain {
         Ok(pass)
     }
 
-    /// Delivers the responses of callouts in flight, one by one, as network
-    /// events after the body frames that arrived before them. A response that
-    /// resumes a filter holding a buffered body sends that body on (queued in
-    /// `frames`) and ends this round: the stream goes as far as it can before the
-    /// next response arrives. A filter that buffered the end of the stream and is
-    /// not resumed once nothing is in flight has stalled.
-    fn answer_in_flight(
-        &mut self,
+    /// Delivers the responses of the stream's callouts in flight, one by one,
+    /// as the chain's events after the body frames that arrived before them.
+    /// A response that resumes a filter holding a buffered body sends that body
+    /// on (queued in `frames`) and ends this round: the stream goes as far as
+    /// it can before the next response arrives. A filter that buffered the end
+    /// of the stream and is not resumed once nothing is in flight has stalled.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
+    async fn answer_in_flight(
+        io: &mut Io<'_, '_>,
         direction: Direction,
         order: &[usize],
+        progress: &[Progress],
         buffered: &mut [Option<Vec<u8>>],
         waiting_at_end: &mut [bool],
         frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
         callouts: &mut Vec<Callout>,
     ) -> Result<Option<Reply>> {
-        if !self.stream_waits {
+        let callback = match direction {
+            Direction::Request => "on_request_body",
+            Direction::Response => "on_response_body",
+        };
+        if !io.waits {
             return Ok(None);
         }
-        for (position, &i) in order.iter().enumerate() {
-            let Chain {
-                slots,
-                clusters,
-                stream_waits,
-                ..
-            } = &mut *self;
-            let slot = &mut slots[i];
-            loop {
-                let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
-                let Some(call) = next_call else { break };
-                // Envoy still holds the buffered body while the filter waits.
-                let body = buffered[i].take();
-                {
-                    let mut state = slot.vm.state();
-                    let maps = &mut state.maps;
-                    match direction {
-                        Direction::Request => maps.request_body = body,
-                        Direction::Response => maps.response_body = body,
-                    }
-                }
-                let result = answer_call(slot, clusters, call, callouts);
-                {
-                    let mut state = slot.vm.state();
-                    let maps = &mut state.maps;
-                    buffered[i] = match direction {
-                        Direction::Request => maps.request_body.take(),
-                        Direction::Response => maps.response_body.take(),
+        let give_up = io.chain().monotonic() + MAX_HELD;
+        loop {
+            // The filters of the pass whose context in this stream has a
+            // callout in flight.
+            let filters: Vec<(usize, u32)> = {
+                let mut chain = io.chain();
+                let mut filters = Vec::new();
+                for &i in order {
+                    let Some(context) = progress[i].context else {
+                        continue;
                     };
-                }
-                let step = after(slot, result, direction, "on_http_call_response")?;
-                if !matches!(step, After::Returned { resumed: false, .. }) {
-                    *stream_waits = false;
-                }
-                match step {
-                    After::Reply(request) => {
-                        return Ok(Some(Reply {
-                            slot: Some(i),
-                            request,
-                        }));
+                    let slot = &mut chain.slots[i];
+                    let leftovers = &io.leftovers;
+                    let in_flight =
+                        !slot.vm.failed()
+                            && slot.vm.state().root().pending_calls.iter().any(|c| {
+                                c.context == context && !leftovers.contains(&(i, c.token))
+                            });
+                    if in_flight {
+                        filters.push((i, context));
                     }
-                    After::Failed => {
-                        return Ok(Some(Reply {
-                            slot: Some(i),
-                            request: fail_stream(),
-                        }));
+                }
+                if filters.is_empty() {
+                    if let Some(&i) = order.iter().find(|&&i| waiting_at_end[i]) {
+                        return Err(stalled(&chain.slots[i], callback));
                     }
-                    After::Returned { resumed: true, .. } => {
-                        let end = std::mem::take(&mut waiting_at_end[i]);
-                        if let Some(body) = buffered[i].take() {
-                            frames.push_front((position + 1, body, end));
+                    return Ok(None);
+                }
+                filters
+            };
+            let delivery = io
+                .wait(Wait::Body {
+                    filters: filters.clone(),
+                    give_up,
+                })
+                .await;
+            let mut guard = io.chain();
+            let Chain {
+                slots, clusters, ..
+            } = &mut **guard;
+            let (i, step) = match delivery {
+                Delivery::Call(i, call) => {
+                    let Some(slot) = slots.get_mut(i) else {
+                        continue;
+                    };
+                    if slot.vm.failed() {
+                        // Another stream's callback failed the filter's VM.
+                        (i, failed_while_waiting(slot, None))
+                    } else {
+                        let context = call.context;
+                        // Envoy still holds the buffered body while the filter waits.
+                        let body = buffered[i].take();
+                        {
+                            let mut state = slot.vm.state();
+                            let maps = &mut state.maps;
+                            match direction {
+                                Direction::Request => maps.request_body = body,
+                                Direction::Response => maps.response_body = body,
+                            }
                         }
-                        return Ok(None);
+                        let result = answer_call(slot, clusters, *call, callouts);
+                        {
+                            let mut state = slot.vm.state();
+                            let maps = &mut state.maps;
+                            buffered[i] = match direction {
+                                Direction::Request => maps.request_body.take(),
+                                Direction::Response => maps.response_body.take(),
+                            };
+                        }
+                        (
+                            i,
+                            after(slot, context, result, direction, "on_http_call_response")?,
+                        )
                     }
-                    After::Returned { .. } => {}
                 }
+                Delivery::Resumed => {
+                    // Another callback deferred an action for one of the
+                    // waiting contexts.
+                    let mut resumed = None;
+                    for &(i, context) in &filters {
+                        let Some(slot) = slots.get_mut(i) else {
+                            continue;
+                        };
+                        if slot.vm.state().deferred.has(context) {
+                            let step =
+                                after(slot, context, Ok(None), direction, "on_http_call_response")?;
+                            resumed = Some((i, step));
+                            break;
+                        }
+                    }
+                    match resumed {
+                        Some(found) => found,
+                        None => continue,
+                    }
+                }
+                Delivery::Stalled | Delivery::Grpc | Delivery::Upstream => {
+                    let i = order
+                        .iter()
+                        .copied()
+                        .find(|&i| waiting_at_end[i])
+                        .or_else(|| filters.first().map(|&(i, _)| i))
+                        .unwrap_or_default();
+                    return Err(stalled(&slots[i], callback));
+                }
+            };
+            if !matches!(step, After::Returned { resumed: false, .. }) {
+                io.waits = false;
             }
-            if waiting_at_end[i] {
-                return Err(stalled(
-                    slot,
-                    match direction {
-                        Direction::Request => "on_request_body",
-                        Direction::Response => "on_response_body",
-                    },
-                ));
+            match step {
+                After::Reply(request) => {
+                    return Ok(Some(Reply {
+                        slot: Some(i),
+                        request,
+                    }));
+                }
+                After::Failed => {
+                    return Ok(Some(Reply {
+                        slot: Some(i),
+                        request: fail_stream(),
+                    }));
+                }
+                After::Returned { resumed: true, .. } => {
+                    let end = std::mem::take(&mut waiting_at_end[i]);
+                    if let Some(body) = buffered[i].take() {
+                        let position = order.iter().position(|&o| o == i).unwrap_or_default();
+                        frames.push_front((position + 1, body, end));
+                    }
+                    return Ok(None);
+                }
+                After::Returned { .. } => {}
             }
-        }
-        Ok(None)
-    }
-
-    /// Answers every callout still in flight once the stream no longer waits for
-    /// them (the request went upstream, or the stream ended). Their stream
-    /// actions have nothing left to act on and are dropped, as the root context's
-    /// are.
-    fn answer_leftovers(&mut self, callouts: &mut Vec<Callout>) {
-        let Chain {
-            slots,
-            clusters,
-            grpc,
-            ..
-        } = self;
-        for slot in slots.iter_mut() {
-            settle_root_callback(slot, clusters, grpc, Ok(()), callouts);
         }
     }
 
     /// Finishes a stream a filter reset: access logging still runs (with no
     /// response), and the error carries what was observed.
     fn reset(
-        &mut self,
+        io: &Io<'_, '_>,
         error: Error,
         progress: &[Progress],
         request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
     ) -> Error {
-        self.log_stream(progress, request, None, None);
-        self.answer_leftovers(&mut Vec::new());
-        for slot in &mut self.slots {
-            slot.vm.take_fuel();
-            slot.vm.take_host_calls();
+        {
+            let mut guard = io.chain();
+            let chain: &mut Chain = &mut guard;
+            let created = chain.log_stream(progress, request, None, None);
+            Self::own_contexts(io, chain, &created);
         }
-        self.shared.traps().clear();
         match error {
             Error::Reset { plugin, phase, .. } => Error::Reset {
                 plugin,
                 phase,
                 upstream_request: upstream_request.map(Box::new),
-                logs: self.drain_logs(),
+                logs: io.take_logs(),
             },
             other => other,
+        }
+    }
+
+    /// Records the contexts log_stream created for filters whose request path
+    /// never ran, as the stream's.
+    fn own_contexts(io: &Io<'_, '_>, chain: &mut Chain, created: &[(usize, u32)]) {
+        for &(i, context) in created {
+            if let Some(slot) = chain.slots.get(i) {
+                io.own_context(i, slot.vm.key(), context);
+            }
         }
     }
 
     /// The request path: each filter's `on_request_headers` in order, from filter
     /// `from`. A filter that holds the headers (StopIteration with
     /// `allow_on_headers_stop_iteration`) ends it, with its index in `held`.
-    fn decode(
-        &mut self,
+    async fn decode(
+        io: &mut Io<'_, '_>,
         fields: &mut Fields,
         end_of_stream: bool,
         progress: &mut [Progress],
@@ -2138,47 +2310,55 @@ impl Chain {
         from: usize,
         held: &mut Option<usize>,
     ) -> Result<Option<Reply>> {
-        let Chain {
-            slots,
-            clusters,
-            grpc,
-            ..
-        } = self;
-        for (i, slot) in slots.iter_mut().enumerate().skip(from) {
-            if slot.vm.failed() {
-                match slot.policy {
-                    FailurePolicy::FailOpen => continue,
-                    FailurePolicy::FailClosed | FailurePolicy::FailReload => {
-                        return Ok(Some(Reply {
-                            slot: Some(i),
-                            request: fail_stream(),
-                        }));
+        let filters = io.chain().slots.len();
+        #[allow(
+            clippy::needless_range_loop,
+            reason = "the chain is borrowed anew after each wait"
+        )]
+        for i in from..filters {
+            let (stream, result) = {
+                let mut chain = io.chain();
+                let slot = &mut chain.slots[i];
+                if slot.vm.failed() {
+                    match slot.policy {
+                        FailurePolicy::FailOpen => continue,
+                        FailurePolicy::FailClosed | FailurePolicy::FailReload => {
+                            return Ok(Some(Reply {
+                                slot: Some(i),
+                                request: fail_stream(),
+                            }));
+                        }
                     }
                 }
-            }
-            let stream = slot.vm.new_context_id();
-            progress[i].context = Some(stream);
-            progress[i].decoded = true;
-            let num_headers = fields.len();
-            {
-                let mut state = slot.vm.state();
-                state.maps.reset();
-                state.maps.request_headers = Some(std::mem::take(fields));
-            }
-            let result = slot.vm.create_stream(stream).and_then(|()| {
-                slot.vm
-                    .on_request_headers(stream, num_headers, end_of_stream)
-            });
+                let stream = slot.vm.new_context_id();
+                io.own_context(i, slot.vm.key(), stream);
+                progress[i].context = Some(stream);
+                progress[i].decoded = true;
+                let num_headers = fields.len();
+                {
+                    let mut state = slot.vm.state();
+                    state.maps.reset();
+                    state.maps.request_headers = Some(std::mem::take(fields));
+                }
+                let result = slot.vm.create_stream(stream).and_then(|()| {
+                    slot.vm
+                        .on_request_headers(stream, num_headers, end_of_stream)
+                });
+                (stream, result)
+            };
             // A pause stands unless a callout response resumes the stream.
             let step = settle(
-                slot,
-                clusters,
-                grpc,
+                io,
+                i,
+                stream,
                 result,
                 Direction::Request,
                 "on_request_headers",
                 callouts,
-            )?;
+            )
+            .await?;
+            let mut chain = io.chain();
+            let slot = &mut chain.slots[i];
             *fields = slot
                 .vm
                 .state()
@@ -2223,10 +2403,10 @@ impl Chain {
         clippy::too_many_arguments,
         clippy::ptr_arg,
         reason = "the state of one stream's pass, owned by `send`; a clone of the Cow \
-                  keeps the usual static details borrowed"
+                      keeps the usual static details borrowed"
     )]
-    fn encode(
-        &mut self,
+    async fn encode(
+        io: &mut Io<'_, '_>,
         fields: &mut Fields,
         end_of_stream: bool,
         details: &Cow<'static, str>,
@@ -2236,45 +2416,45 @@ impl Chain {
         callouts: &mut Vec<Callout>,
     ) -> Result<Option<Reply>> {
         let until = below.min(progress.len());
-        let Chain {
-            slots,
-            clusters,
-            grpc,
-            ..
-        } = self;
-        for (i, slot) in slots.iter_mut().enumerate().take(until).rev() {
+        for i in (0..until).rev() {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                 continue;
             };
-            if slot.vm.failed() {
-                if slot.policy == FailurePolicy::FailOpen {
-                    continue;
+            let result = {
+                let mut chain = io.chain();
+                let slot = &mut chain.slots[i];
+                if slot.vm.failed() {
+                    if slot.policy == FailurePolicy::FailOpen {
+                        continue;
+                    }
+                    return Ok(Some(Reply {
+                        slot: Some(i),
+                        request: fail_stream(),
+                    }));
                 }
-                return Ok(Some(Reply {
-                    slot: Some(i),
-                    request: fail_stream(),
-                }));
-            }
-            let num_headers = fields.len();
-            {
-                let mut state = slot.vm.state();
-                let info = &mut state.maps.info;
-                info.response_code = response_code(fields);
-                info.response_details = Some(details.clone());
-                state.maps.response_headers = Some(std::mem::take(fields));
-            }
-            let result = slot
-                .vm
-                .on_response_headers(stream, num_headers, end_of_stream);
+                let num_headers = fields.len();
+                {
+                    let mut state = slot.vm.state();
+                    let info = &mut state.maps.info;
+                    info.response_code = response_code(fields);
+                    info.response_details = Some(details.clone());
+                    state.maps.response_headers = Some(std::mem::take(fields));
+                }
+                slot.vm
+                    .on_response_headers(stream, num_headers, end_of_stream)
+            };
             let step = settle(
-                slot,
-                clusters,
-                grpc,
+                io,
+                i,
+                stream,
                 result,
                 Direction::Response,
                 "on_response_headers",
                 callouts,
-            );
+            )
+            .await;
+            let mut chain = io.chain();
+            let slot = &mut chain.slots[i];
             *fields = slot
                 .vm
                 .state()
@@ -2312,14 +2492,15 @@ impl Chain {
 
     /// Access logging, then teardown, for every filter, in chain order. A filter
     /// whose request path never ran still gets its context created first, as
-    /// Envoy's `log()` does.
+    /// Envoy's `log()` does; those contexts are returned, with their filters.
     fn log_stream(
         &mut self,
         progress: &[Progress],
         request: &mut Fields,
         mut response: Option<&mut Fields>,
         trailers: Option<&Fields>,
-    ) {
+    ) -> Vec<(usize, u32)> {
+        let mut created = Vec::new();
         let mut logged = std::mem::take(&mut self.scratch.logged);
         logged.clear();
         for (i, (slot, p)) in self.slots.iter_mut().zip(progress).enumerate() {
@@ -2330,6 +2511,7 @@ impl Chain {
                 Some(id) => id,
                 None => {
                     let id = slot.vm.new_context_id();
+                    created.push((i, id));
                     if slot.vm.create_stream(id).is_err() {
                         continue;
                     }
@@ -2352,5 +2534,6 @@ impl Chain {
             }
         }
         self.scratch.logged = logged;
+        created
     }
 }

@@ -235,6 +235,8 @@ pub(crate) struct Call {
     pub(crate) deadline: Option<Duration>,
     /// Whether the service was asked (it is, once, right after dispatch).
     pub(crate) asked: bool,
+    /// The context that made it (a stream's, or the root's).
+    pub(crate) context: u32,
 }
 
 /// A stream in flight.
@@ -248,6 +250,8 @@ pub(crate) struct Stream {
     /// The service's answer was delivered up to the close.
     pub(crate) remote_closed: bool,
     pub(crate) asked: bool,
+    /// The context that opened it (a stream's, or the root's).
+    pub(crate) context: u32,
 }
 
 /// One event Envoy delivers to the root context for a call or stream.

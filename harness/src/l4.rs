@@ -968,7 +968,7 @@ impl Connection<'_> {
     /// Runs what the callback deferred (Envoy's `DeferAfterCallActions`).
     fn after_call(&mut self, i: usize, ok: bool) {
         let slot = self.filters[i].slot;
-        let deferred = self.chain.slots[slot].vm.take_deferred();
+        let deferred = self.chain.slots[slot].vm.take_all_deferred();
         if !ok {
             return;
         }

@@ -67,21 +67,31 @@
 //! past the listener's `per_connection_buffer_limit_bytes` (default 1 MiB) is
 //! answered `413` (request) or `500` (response), as Envoy's filter manager does.
 //! Callouts can be made from any stream callback or from the root context. Their
-//! responses arrive as Envoy's do: after the body frames that arrived with the
-//! request (a body that arrived while the headers waited for a callout is handed
-//! over in one piece), one by one while the stream waits, and the rest before the
-//! upstream's response or after the stream ended. An [`UpstreamFault`] on a
-//! cluster's response makes it slow (past the call's timeout: Envoy's `504`) or
-//! close the connection (before the headers: Envoy's `503`; mid-body: a failed
-//! call, `proxy_get_status` = `BrokenConnection`/`reset`). Virtual time does not
-//! move while a callout is answered; a delay decides whether it timed out, and
-//! while a headers callback holds the stream, the plugin's ticks due before a
-//! delayed answer (or while nothing else is pending, up to Envoy's 5 min
-//! stream idle timeout) are delivered first, on the virtual clock: a filter can
-//! resume or answer the stream from `on_tick`.
-//! gRPC answers are delivered after request headers, after root-context
-//! callbacks and once the stream ends; a gRPC stream is answered once the plugin
-//! half-closes it.
+//! responses arrive as Envoy's do, as events on the chain's one virtual clock:
+//! after the body frames that arrived with the request (a body that arrived
+//! while the headers waited for a callout is handed over in one piece), each
+//! once its cluster's delay has passed, to the stream that waits for it, or
+//! else to the root context (before the upstream's response when due first, or
+//! after the stream ended). An [`UpstreamFault`] on a cluster's response makes
+//! it slow (past the call's timeout: Envoy's `504`) or close the connection
+//! (before the headers: Envoy's `503`; mid-body: a failed call,
+//! `proxy_get_status` = `BrokenConnection`/`reset`); a `Delay` on the
+//! upstream's own response delays it. While a filter holds a stream, the
+//! plugin's ticks due before a delayed answer (or while nothing else is
+//! pending, up to Envoy's 5 min stream idle timeout) are delivered first: a
+//! filter can resume or answer the stream from `on_tick` by making the stream
+//! the effective context, as in Envoy (stream actions are deferred per
+//! context). gRPC work (asking the service, delivering its answer) is an event
+//! with no delay after the callback that made the call; a gRPC stream is
+//! answered once the plugin half-closes it.
+//!
+//! Several streams at once: [`Chain::send_all`] sends a batch of requests
+//! (each arriving at once, or after an [`Arrival`] offset) and interleaves
+//! their streams as Envoy's worker does: each stream runs until it waits (for
+//! a callout, a gRPC answer, a tick or its upstream's response), then events
+//! arrive in time order, each resuming the stream it belongs to. Every stream
+//! has its own context ids, header maps and outcome; [`Chain::send`] is a
+//! batch of one.
 //!
 //! Network (L4) filters (`envoy.filters.network.wasm` in front of `tcp_proxy`)
 //! run in a [`NetworkChain`]: a test opens a [`Connection`] to an in-process
@@ -110,7 +120,7 @@ mod upstream;
 mod vm;
 
 pub use abi::AbiVersion;
-pub use chain::{Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filter};
+pub use chain::{Arrival, Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filter};
 pub use engine::{DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};

@@ -121,6 +121,11 @@ pub(crate) struct PendingCall {
     pub(crate) sent_at: Duration,
     /// The cluster's response, once asked (to know when it arrives).
     pub(crate) answer: Option<http::Response<bytes::Bytes>>,
+    /// The context that made it (a stream's, or the root's): its answer
+    /// resumes that stream.
+    pub(crate) context: u32,
+    /// Its place in the chain's event order, once the chain has seen it.
+    pub(crate) seq: Option<u64>,
 }
 
 /// The answer to a callout, readable during `on_http_call_response`.
@@ -166,6 +171,70 @@ impl Deferred {
             && self.would_crash.is_none()
             && !self.continue_downstream
             && !self.close_connection
+    }
+}
+
+/// Deferred actions by the context they act on (the effective context of the
+/// host call that asked for them, as in Envoy: a callout response delivered to
+/// the root context acts on the stream the guest made effective).
+#[derive(Debug, Default)]
+pub(crate) struct DeferredActions(Vec<(u32, Deferred)>);
+
+impl DeferredActions {
+    /// Whether no context has an action deferred.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The actions deferred for `context`, created empty if there are none.
+    pub(crate) fn entry(&mut self, context: u32) -> &mut Deferred {
+        let at = match self.0.iter().position(|(c, _)| *c == context) {
+            Some(at) => at,
+            None => {
+                self.0.push((context, Deferred::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    /// Takes the actions deferred for `context`.
+    pub(crate) fn take(&mut self, context: u32) -> Deferred {
+        match self.0.iter().position(|(c, _)| *c == context) {
+            Some(at) => self.0.swap_remove(at).1,
+            None => Deferred::default(),
+        }
+    }
+
+    /// Whether `context` has an action deferred.
+    pub(crate) fn has(&self, context: u32) -> bool {
+        self.0.iter().any(|(c, d)| *c == context && !d.is_empty())
+    }
+
+    /// The contexts with actions deferred.
+    pub(crate) fn contexts(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(|(c, _)| *c)
+    }
+
+    /// Takes every context's actions, merged (a network filter has one
+    /// context per connection).
+    pub(crate) fn take_all(&mut self) -> Deferred {
+        let mut all = Deferred::default();
+        for (_, d) in self.0.drain(..) {
+            all.continue_request |= d.continue_request;
+            all.continue_response |= d.continue_response;
+            all.close_stream |= d.close_stream;
+            all.local_reply = all.local_reply.or(d.local_reply);
+            all.would_crash = all.would_crash.or(d.would_crash);
+            all.continue_downstream |= d.continue_downstream;
+            all.close_connection |= d.close_connection;
+        }
+        all
+    }
+
+    /// Drops every deferred action.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -242,7 +311,7 @@ pub(crate) struct HostState {
     /// in `roots`.
     pub(crate) contexts: Vec<(u32, usize)>,
     pub(crate) maps: StreamMaps,
-    pub(crate) deferred: Deferred,
+    pub(crate) deferred: DeferredActions,
     /// The virtual wall clock, shared by every VM of a chain.
     pub(crate) now: SystemTime,
     /// The virtual monotonic clock.
@@ -301,7 +370,7 @@ impl HostState {
             effective_context: 0,
             contexts: Vec::new(),
             maps: StreamMaps::default(),
-            deferred: Deferred::default(),
+            deferred: DeferredActions::default(),
             now,
             monotonic: Duration::ZERO,
             rng: seed,
@@ -351,6 +420,13 @@ impl HostState {
         } else {
             self.active_context
         }
+    }
+
+    /// The actions deferred for the current context (see
+    /// [`HostState::current_context`]).
+    pub(crate) fn defer(&mut self) -> &mut Deferred {
+        let context = self.current_context();
+        self.deferred.entry(context)
     }
 
     /// Whether the current context is a stream (not a root) context.

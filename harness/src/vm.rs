@@ -345,14 +345,26 @@ impl Vm {
         std::mem::take(&mut self.lock().store.data_mut().host_calls)
     }
 
-    /// What the last callback asked the host to do once it returned.
-    pub(crate) fn take_deferred(&mut self) -> Deferred {
+    /// What the last callbacks asked the host to do to `context` once they
+    /// returned.
+    pub(crate) fn take_deferred(&mut self, context: u32) -> Deferred {
         let mut core = self.lock();
         let deferred = &mut core.store.data_mut().deferred;
         if deferred.is_empty() {
             Deferred::default()
         } else {
-            std::mem::take(deferred)
+            deferred.take(context)
+        }
+    }
+
+    /// Everything the last callback deferred, whatever context it acts on.
+    pub(crate) fn take_all_deferred(&mut self) -> Deferred {
+        let mut core = self.lock();
+        let deferred = &mut core.store.data_mut().deferred;
+        if deferred.is_empty() {
+            Deferred::default()
+        } else {
+            deferred.take_all()
         }
     }
 

@@ -198,7 +198,7 @@ fn resolve(state: &mut HostState, service: &[u8]) -> Result<Target, Fault> {
 
 /// Marks the callback as one Envoy would not survive and stops the guest.
 fn would_crash(state: &mut HostState, reason: &'static str) -> wasmtime::Error {
-    state.deferred.would_crash = Some(reason);
+    state.defer().would_crash = Some(reason);
     tracing::error!(plugin = %state.root().meta.name, "{reason}");
     wasmtime::format_err!("would crash Envoy: {reason}")
 }
@@ -375,6 +375,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 *http.body_mut() = g::frame(std::slice::from_ref(&message));
                 let deadline = (timeout > 0)
                     .then(|| state.monotonic + std::time::Duration::from_millis(timeout));
+                let context = state.current_context();
                 state.root_mut().grpc.calls.insert(
                     token,
                     Call {
@@ -385,6 +386,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                         },
                         deadline,
                         asked: false,
+                        context,
                     },
                 );
                 // The token is written after the call is sent: a bad pointer
@@ -423,6 +425,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     GrpcTokens::next_stream_token,
                 )?;
                 let opened = opened.ok_or(Fault::Status(Status::InternalFailure))?;
+                let context = state.current_context();
                 state.root_mut().grpc.streams.insert(
                     token,
                     Stream {
@@ -435,6 +438,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                         local_closed: false,
                         remote_closed: false,
                         asked: false,
+                        context,
                     },
                 );
                 memory::write_u32(&mut caller, ret_token, token)

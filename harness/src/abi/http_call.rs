@@ -88,6 +88,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 let state = caller.data_mut();
                 let token = state.next_call_token();
                 let sent_at = state.monotonic;
+                let context = state.current_context();
                 state.root_mut().pending_calls.push_back(PendingCall {
                     token,
                     cluster,
@@ -96,6 +97,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                         .then(|| std::time::Duration::from_millis(u64::from(timeout_ms as u32))),
                     sent_at,
                     answer: None,
+                    context,
+                    seq: None,
                 });
                 memory::write_u32(&mut caller, ret_token, token)
             })();

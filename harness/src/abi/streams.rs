@@ -22,16 +22,16 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let state = caller.data_mut();
         match kind as u32 {
             STREAM_REQUEST => {
-                state.deferred.continue_request = true;
+                state.defer().continue_request = true;
                 Status::Ok
             }
             STREAM_RESPONSE => {
-                state.deferred.continue_response = true;
+                state.defer().continue_response = true;
                 Status::Ok
             }
             // Envoy defers continueReading (a no-op outside network filters).
             STREAM_DOWNSTREAM => {
-                state.deferred.continue_downstream = true;
+                state.defer().continue_downstream = true;
                 Status::Ok
             }
             STREAM_UPSTREAM => Status::Unimplemented,
@@ -45,11 +45,11 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     proxy_fn!(linker, "proxy_close_stream", |caller, kind: i32| {
         match kind as u32 {
             STREAM_REQUEST | STREAM_RESPONSE => {
-                caller.data_mut().deferred.close_stream = true;
+                caller.data_mut().defer().close_stream = true;
                 Status::Ok
             }
             STREAM_DOWNSTREAM | STREAM_UPSTREAM => {
-                caller.data_mut().deferred.close_connection = true;
+                caller.data_mut().defer().close_connection = true;
                 Status::Ok
             }
             _ => Status::BadArgument,
@@ -84,7 +84,7 @@ pub(crate) fn add_to_linker(
                 let state = caller.data_mut();
                 // Without a stream (a root context) Envoy has no decoder callbacks: a no-op.
                 if state.in_stream() {
-                    state.deferred.local_reply = Some(LocalReplyRequest {
+                    state.defer().local_reply = Some(LocalReplyRequest {
                         status: status_code as u32,
                         details: details.replace(char::is_whitespace, "_"),
                         body,

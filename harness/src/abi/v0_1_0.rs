@@ -29,11 +29,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     // What `proxy_continue_stream(HttpRequest | HttpResponse)` does in 0.2.x:
     // resume once the current callback returns.
     proxy_fn!(linker, "proxy_continue_request", |caller| {
-        caller.data_mut().deferred.continue_request = true;
+        caller.data_mut().defer().continue_request = true;
         Status::Ok
     });
     proxy_fn!(linker, "proxy_continue_response", |caller| {
-        caller.data_mut().deferred.continue_response = true;
+        caller.data_mut().defer().continue_response = true;
         Status::Ok
     });
     // The harness has one route per chain, so there is no cache to clear.

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 
+use super::sched::Io;
 use super::{
     After, BodyPass, Chain, Direction, FailurePolicy, Progress, Reply, continues, fail_stream,
     settle, stalled,
@@ -196,8 +197,8 @@ impl Chain {
         clippy::too_many_arguments,
         reason = "the state of one stream's pass, owned by `send`"
     )]
-    pub(super) fn trailers_step(
-        &mut self,
+    pub(super) async fn trailers_step(
+        io: &mut Io<'_, '_>,
         direction: Direction,
         trailers: &mut Option<PendingTrailers>,
         order: &[usize],
@@ -217,10 +218,11 @@ impl Chain {
         };
         // The trailers end the stream: it is complete once they arrive.
         pass.complete = true;
+        let filters = io.chain().slots.len();
         loop {
             let Some(&i) = order.get(pending.at) else {
                 // Through the whole chain: once more if Envoy passes them twice.
-                if order.len() == self.slots.len()
+                if order.len() == filters
                     && let Some(at) = pending.again.take()
                 {
                     pending.sent = Some(pending.fields.clone());
@@ -230,63 +232,65 @@ impl Chain {
                 break;
             };
             let position = pending.at;
-            let Chain {
-                slots,
-                clusters,
-                grpc,
-                ..
-            } = &mut *self;
-            let slot = &mut slots[i];
-            let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
-                pending.at += 1;
-                continue;
-            };
-            if slot.vm.failed() {
-                if slot.policy == FailurePolicy::FailOpen {
+            let (stream, result) = {
+                let mut guard = io.chain();
+                let slot = &mut guard.slots[i];
+                let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                     pending.at += 1;
                     continue;
+                };
+                if slot.vm.failed() {
+                    if slot.policy == FailurePolicy::FailOpen {
+                        pending.at += 1;
+                        continue;
+                    }
+                    pass.reply = Some(Reply {
+                        slot: Some(i),
+                        request: fail_stream(),
+                    });
+                    pass.reply_in_trailers = true;
+                    return Ok(Step::Stop);
                 }
-                pass.reply = Some(Reply {
-                    slot: Some(i),
-                    request: fail_stream(),
-                });
-                pass.reply_in_trailers = true;
-                return Ok(Step::Stop);
-            }
-            let mut holding: Option<&mut Fields> = match hold {
-                Some((h, headers)) if *h == i => Some(&mut **headers),
-                _ => None,
-            };
-            let count = pending.fields.len();
-            let body = buffered[i].take();
-            let mut state = slot.vm.state();
-            let maps = &mut state.maps;
-            let lent = Some(std::mem::take(&mut pending.fields));
-            match direction {
-                Direction::Request => {
-                    maps.request_trailers = lent;
-                    maps.request_body = body;
-                    if let Some(headers) = holding.as_deref_mut() {
-                        maps.request_headers = Some(std::mem::take(headers));
+                let holding: Option<&mut Fields> = match hold {
+                    Some((h, headers)) if *h == i => Some(&mut **headers),
+                    _ => None,
+                };
+                let count = pending.fields.len();
+                let body = buffered[i].take();
+                let mut state = slot.vm.state();
+                let maps = &mut state.maps;
+                let lent = Some(std::mem::take(&mut pending.fields));
+                match direction {
+                    Direction::Request => {
+                        maps.request_trailers = lent;
+                        maps.request_body = body;
+                        if let Some(headers) = holding {
+                            maps.request_headers = Some(std::mem::take(headers));
+                        }
+                    }
+                    Direction::Response => {
+                        maps.response_trailers = lent;
+                        maps.response_body = body;
+                        if let Some(headers) = holding {
+                            maps.response_headers = Some(std::mem::take(headers));
+                        }
                     }
                 }
-                Direction::Response => {
-                    maps.response_trailers = lent;
-                    maps.response_body = body;
-                    if let Some(headers) = holding.as_deref_mut() {
-                        maps.response_headers = Some(std::mem::take(headers));
-                    }
-                }
-            }
-            drop(state);
-            let result = match direction {
-                Direction::Request => slot.vm.on_request_trailers(stream, count),
-                Direction::Response => slot.vm.on_response_trailers(stream, count),
+                drop(state);
+                let result = match direction {
+                    Direction::Request => slot.vm.on_request_trailers(stream, count),
+                    Direction::Response => slot.vm.on_response_trailers(stream, count),
+                };
+                // Envoy's FilterTrailersStatus: 0 continues, anything else stops
+                // iteration (1 is what `settle` takes for a stop).
+                (
+                    stream,
+                    result.map(|action| action.map(|a| i32::from(a != 0))),
+                )
             };
-            // Envoy's FilterTrailersStatus: 0 continues, anything else stops
-            // iteration (1 is what `settle` takes for a stop).
-            let result = result.map(|action| action.map(|a| i32::from(a != 0)));
-            let step = settle(slot, clusters, grpc, result, direction, callback, callouts);
+            let step = settle(io, i, stream, result, direction, callback, callouts).await;
+            let mut guard = io.chain();
+            let slot = &mut guard.slots[i];
             let mut state = slot.vm.state();
             let maps = &mut state.maps;
             let (fields, body, headers) = match direction {
@@ -305,7 +309,7 @@ impl Chain {
             if let Some(fields) = fields {
                 pending.fields = fields;
             }
-            let holding = holding.is_some();
+            let holding = matches!(hold, Some((h, _)) if *h == i);
             if let Some((_, held)) = hold.as_mut().filter(|_| holding) {
                 **held = headers.unwrap_or_default();
             }
