@@ -101,6 +101,16 @@ pub struct Suite {
     /// which one reaches the cluster first).
     #[serde(default)]
     pub callouts_unordered: bool,
+    /// Send every scenario at once, as concurrent streams: each arrives
+    /// `arrive_ms` after the batch starts (in Envoy, a client per scenario
+    /// connects then; the harness sends the batch with `Chain::send_all` and
+    /// `Arrival`). Arrivals, callout and upstream delays (`delay_ms`) at
+    /// least 100 ms apart keep Envoy's order deterministic. Compared: each
+    /// scenario's upstream request, client response and callouts, and the
+    /// batch's whole log in order (how the streams' callbacks interleave).
+    /// gRPC calls are not compared per scenario in a concurrent suite.
+    #[serde(default)]
+    pub concurrent: bool,
     /// The scenarios (HTTP requests).
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
@@ -153,6 +163,9 @@ pub struct Scenario {
     /// virtual clock advances.
     #[serde(default)]
     pub wait_ms: u64,
+    /// In a concurrent suite: when the request arrives, after the batch starts.
+    #[serde(default)]
+    pub arrive_ms: u64,
     /// What the client must receive (checked in the harness; Envoy must match it).
     #[serde(default)]
     pub expect: Option<Expect>,
@@ -734,6 +747,18 @@ fn run_scenarios(
             "── start-up (on_vm_start, on_configure)\n  harness (x3): {expected:?}\n  envoy:        {startup:?}\n"
         ));
     }
+    if suite.concurrent {
+        run_batch(
+            suite,
+            chain,
+            handler,
+            envoy,
+            upstreams,
+            seen_lines,
+            &mut report,
+        )?;
+        return Ok(report);
+    }
     for (id, scenario) in suite.scenarios.iter().enumerate() {
         report.total += 1;
         if scenario.wait_ms > 0 {
@@ -829,6 +854,219 @@ fn run_scenarios(
         }
     }
     Ok(report)
+}
+
+/// Runs a concurrent suite's scenarios as one batch in the harness and in
+/// Envoy (see [`Suite::concurrent`]), adding to `report` a check per scenario
+/// and one for the batch's interleaved log.
+fn run_batch(
+    suite: &Suite,
+    chain: &mut weir_harness::Chain,
+    handler: &net::Handler,
+    envoy: &Envoy,
+    upstreams: &Upstreams<'_>,
+    seen_lines: usize,
+    report: &mut Report,
+) -> Result<()> {
+    let mut requests = Vec::with_capacity(suite.scenarios.len());
+    for (id, scenario) in suite.scenarios.iter().enumerate() {
+        let mut request = scenario.request(id)?;
+        request
+            .extensions_mut()
+            .insert(weir_harness::Arrival(Duration::from_millis(
+                scenario.arrive_ms,
+            )));
+        requests.push(request);
+    }
+    // The harness logs every guest line through `tracing` as well: captured,
+    // they give the batch's log in the order the streams' callbacks ran.
+    let capture = Arc::new(GuestLines::default());
+    let outcomes = tracing::subscriber::with_default(Arc::clone(&capture), || {
+        chain.send_all(requests, handler.as_ref())
+    });
+    let harness_log = capture.take();
+
+    // Envoy: a client per scenario, each connecting at its arrival time.
+    let start = Instant::now();
+    let mut clients = Vec::with_capacity(suite.scenarios.len());
+    for (id, scenario) in suite.scenarios.iter().enumerate() {
+        let request = scenario.request(id)?;
+        let at = start + Duration::from_millis(scenario.arrive_ms);
+        let listener = envoy.listener;
+        clients.push(std::thread::spawn(move || {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            net::send(listener, request)
+        }));
+    }
+    let responses: Vec<Result<http::Response<Bytes>>> = clients
+        .into_iter()
+        .map(|c| {
+            c.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the client thread panicked")))
+        })
+        .collect();
+    let done: Vec<String> = (0..suite.scenarios.len())
+        .map(|id| suite.done_line.replace("{id}", &id.to_string()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let envoy_log = loop {
+        let all = envoy_wasm_logs(&envoy.log());
+        let batch = all[seen_lines.min(all.len())..].to_vec();
+        if done.iter().all(|d| d.is_empty() || batch.contains(d)) || Instant::now() > deadline {
+            break batch;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let upstream_seen = upstreams.upstream.take_seen();
+    let callouts_seen = upstreams.callout.take_seen();
+    let for_id = |requests: &[http::Request<Bytes>], id: usize| -> Vec<UpstreamSaw> {
+        requests
+            .iter()
+            .filter(|r| {
+                r.headers()
+                    .get("x-probe-id")
+                    .is_some_and(|v| v.as_bytes() == id.to_string().as_bytes())
+            })
+            .map(UpstreamSaw::of)
+            .collect()
+    };
+
+    for (id, ((scenario, outcome), response)) in suite
+        .scenarios
+        .iter()
+        .zip(outcomes)
+        .zip(responses)
+        .enumerate()
+    {
+        report.total += 1;
+        let harness = match outcome {
+            Ok(outcome) => Observed {
+                upstream: outcome.upstream_request.as_ref().map(UpstreamSaw::of),
+                client: Ok(ClientSaw::of(&outcome.response)),
+                logs: Vec::new(),
+                callouts: outcome
+                    .callouts
+                    .iter()
+                    .map(|c| UpstreamSaw::of(&c.request))
+                    .collect(),
+                grpc: Vec::new(),
+            },
+            Err(weir_harness::Error::Reset {
+                upstream_request, ..
+            }) => Observed {
+                upstream: upstream_request.as_deref().map(UpstreamSaw::of),
+                client: Err("reset".to_owned()),
+                logs: Vec::new(),
+                callouts: Vec::new(),
+                grpc: Vec::new(),
+            },
+            Err(e) => bail!("{}: harness: {e}", scenario.name),
+        };
+        let envoy_observed = Observed {
+            upstream: for_id(&upstream_seen, id).into_iter().next(),
+            client: match response {
+                Ok(r) => Ok(ClientSaw::of(&r)),
+                Err(e)
+                    if format!("{e:#}").contains("connection closed")
+                        || format!("{e:#}").contains("error reading a body") =>
+                {
+                    Err("reset".to_owned())
+                }
+                Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
+            },
+            logs: Vec::new(),
+            callouts: for_id(&callouts_seen, id),
+            grpc: Vec::new(),
+        };
+        show(&scenario.name, &harness, &envoy_observed);
+        let (harness, envoy_observed) = (
+            mask_ports(harness, &suite.mask_ports),
+            mask_ports(envoy_observed, &suite.mask_ports),
+        );
+        if harness != envoy_observed {
+            report
+                .differences
+                .push(describe(&scenario.name, &harness, &envoy_observed));
+        } else if let Some(problem) = scenario.expect.as_ref().and_then(|e| e.check(&harness)) {
+            report
+                .differences
+                .push(format!("── {}\n  {problem}\n", scenario.name));
+        }
+    }
+    // The interleaving: every stream's lines, in the order they were logged.
+    report.total += 1;
+    let interleaved = |logs: Vec<String>| Observed {
+        upstream: None,
+        client: Err(String::new()),
+        logs,
+        callouts: Vec::new(),
+        grpc: Vec::new(),
+    };
+    let (harness, envoy) = (interleaved(harness_log), interleaved(envoy_log));
+    show("the batch's log, in order", &harness, &envoy);
+    if harness != envoy {
+        report
+            .differences
+            .push(describe("the batch's log, in order", &harness, &envoy));
+    }
+    Ok(())
+}
+
+/// A `tracing` subscriber that keeps the guest log lines the harness emits
+/// (target `weir_harness::guest`) at info level and above, as `level: message`.
+#[derive(Default)]
+struct GuestLines(std::sync::Mutex<Vec<String>>);
+
+impl GuestLines {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The `level` and `message` fields of one guest log event.
+#[derive(Default)]
+struct GuestLine {
+    level: String,
+    message: String,
+}
+
+impl tracing::field::Visit for GuestLine {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "level" => self.level = format!("{value:?}").to_lowercase(),
+            "message" => self.message = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
+
+impl tracing::Subscriber for GuestLines {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_event() && metadata.target() == "weir_harness::guest"
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = GuestLine::default();
+        event.record(&mut line);
+        if matches!(line.level.as_str(), "info" | "warn" | "error" | "critical") {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{}: {}", line.level, line.message));
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// What the gRPC server received for a scenario. A request can reach it after
