@@ -365,7 +365,8 @@ struct Slot {
     allow_stop: bool,
 }
 
-/// A running filter chain. Send requests through it with [`Chain::send`].
+/// A running filter chain. Send requests through it with [`Chain::send`], or
+/// several at once, as concurrent streams, with [`Chain::send_all`].
 #[derive(Debug)]
 pub struct Chain {
     slots: Vec<Slot>,
