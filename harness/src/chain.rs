@@ -170,7 +170,7 @@ impl Filter {
 
 /// The clusters plugins can call, with the upstream that answers each.
 #[derive(Default)]
-struct Clusters(Vec<(String, Box<dyn Upstream>)>);
+pub(crate) struct Clusters(pub(crate) Vec<(String, Box<dyn Upstream>)>);
 
 impl std::fmt::Debug for Clusters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,7 +182,7 @@ impl std::fmt::Debug for Clusters {
 
 /// The gRPC services plugins can call, by cluster.
 #[derive(Default)]
-struct GrpcServices(Vec<(String, Box<dyn GrpcService>)>);
+pub(crate) struct GrpcServices(pub(crate) Vec<(String, Box<dyn GrpcService>)>);
 
 impl std::fmt::Debug for GrpcServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -617,23 +617,23 @@ fn settle(
         };
         let (result, callback) = if let Some(call) = call {
             (
-                answer_call(slot, clusters, call, callouts),
+                answer_call(&mut slot.vm, clusters, call, callouts),
                 "on_http_call_response",
             )
-        } else if let Some(r) = grpc_step(slot, grpc) {
+        } else if let Some(r) = grpc_step(&mut slot.vm, grpc) {
             (r.map(|()| None), "on_grpc_callback")
         } else {
             // A tick first when both fall at the same time.
             match (tick, next_grpc_deadline(slot)) {
                 (Some(t), Some(at)) if at < t => {
                     set_vm_clock(slot, at);
-                    expire_grpc(slot, at);
+                    expire_grpc(&mut slot.vm, at);
                     continue;
                 }
                 (Some(t), _) => (fire_tick(slot, t).map(|()| None), "on_tick"),
                 (None, Some(at)) => {
                     set_vm_clock(slot, at);
-                    expire_grpc(slot, at);
+                    expire_grpc(&mut slot.vm, at);
                     continue;
                 }
                 (None, None) => break,
@@ -730,13 +730,11 @@ fn stalled(slot: &Slot, phase: &'static str) -> Error {
     }
 }
 
-/// Answers a callout from its cluster's upstream and delivers the response to the
-/// root context, as Envoy's async client does.
 /// After a root-context callback (`on_tick`, `on_queue_ready`): answers the
 /// callouts it made, one by one, and drops the stream actions it deferred (a root
 /// context has no stream to act on).
-fn settle_root_callback(
-    slot: &mut Slot,
+pub(crate) fn settle_root_callback(
+    vm: &mut Vm,
     clusters: &mut Clusters,
     grpc: &mut GrpcServices,
     result: Result<(), Trap>,
@@ -745,7 +743,7 @@ fn settle_root_callback(
     // The deferred actions are dropped, and whether anything is in flight is
     // read under the same lock.
     let idle = {
-        let mut state = slot.vm.state();
+        let mut state = vm.state();
         if !state.deferred.is_empty() {
             state.deferred = Deferred::default();
         }
@@ -759,15 +757,15 @@ fn settle_root_callback(
         return;
     }
     loop {
-        let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
+        let next_call = vm.state().root_mut().pending_calls.pop_front();
         let step = match next_call {
-            Some(call) => answer_call(slot, clusters, call, callouts).map(drop),
-            None => match grpc_step(slot, grpc) {
+            Some(call) => answer_call(vm, clusters, call, callouts).map(drop),
+            None => match grpc_step(vm, grpc) {
                 Some(r) => r,
                 None => break,
             },
         };
-        slot.vm.take_deferred();
+        vm.take_deferred();
         if step.is_err() {
             break;
         }
@@ -777,15 +775,15 @@ fn settle_root_callback(
 /// One unit of gRPC work for a VM, in Envoy's order: the next event to
 /// deliver, else the next call (or half-closed stream) whose service has not
 /// been asked yet. `None` when there is nothing to do without the clock moving.
-fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
-    if slot.vm.failed() {
+pub(crate) fn grpc_step(vm: &mut Vm, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
+    if vm.failed() {
         return None;
     }
-    let event = slot.vm.state().root_mut().grpc.events.pop_front();
+    let event = vm.state().root_mut().grpc.events.pop_front();
     if let Some(event) = event {
-        return Some(slot.vm.deliver_grpc(event));
+        return Some(vm.deliver_grpc(event));
     }
-    let mut state = slot.vm.state();
+    let mut state = vm.state();
     let grpc = &mut state.root_mut().grpc;
     let call = grpc.calls.iter_mut().find(|(_, c)| !c.asked);
     let (token, request) = if let Some((&token, call)) = call {
@@ -831,8 +829,8 @@ fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), 
 /// Times out the VM's calls whose deadline is `at` or earlier, as Envoy's
 /// router does: the call closes UNAVAILABLE with "upstream request timeout"
 /// (a local reply 504, turned into gRPC status by the async client).
-fn expire_grpc(slot: &mut Slot, at: Duration) {
-    let mut state = slot.vm.state();
+pub(crate) fn expire_grpc(vm: &mut Vm, at: Duration) {
+    let mut state = vm.state();
     let grpc = &mut state.root_mut().grpc;
     for (&token, call) in grpc.calls.iter_mut() {
         if call.deadline.is_some_and(|d| d <= at) {
@@ -860,8 +858,10 @@ fn set_vm_clock(slot: &mut Slot, at: Duration) {
     }
 }
 
-fn answer_call(
-    slot: &mut Slot,
+/// Answers a callout from its cluster's upstream and delivers the response to the
+/// root context, as Envoy's async client does.
+pub(crate) fn answer_call(
+    vm: &mut Vm,
     clusters: &mut Clusters,
     call: PendingCall,
     callouts: &mut Vec<Callout>,
@@ -888,7 +888,7 @@ fn answer_call(
             "upstream connect error or disconnect/reset before headers. reset reason: \
              connection termination",
         ),
-        Some(UpstreamFault::CloseAfterHeaders) => return slot.vm.on_http_call_failure(token),
+        Some(UpstreamFault::CloseAfterHeaders) => return vm.on_http_call_failure(token),
         _ => {
             let mut headers = Fields::new(Kind::Response);
             headers.add(b":status", response.status().as_str().as_bytes());
@@ -906,7 +906,7 @@ fn answer_call(
             (headers, response.body().to_vec())
         }
     };
-    slot.vm.on_http_call_response(token, headers, body)
+    vm.on_http_call_response(token, headers, body)
 }
 
 /// A response Envoy's router makes up for a callout: plain text, no timing header.
@@ -1139,10 +1139,10 @@ impl Chain {
                 slot.vm.state().root_mut().next_tick = Some(at + period);
                 slot.vm.on_tick()
             } else {
-                expire_grpc(slot, at);
+                expire_grpc(&mut slot.vm, at);
                 Ok(())
             };
-            settle_root_callback(slot, clusters, grpc, result, &mut callouts);
+            settle_root_callback(&mut slot.vm, clusters, grpc, result, &mut callouts);
             self.deliver_queue_ready(&mut callouts);
         }
         self.set_monotonic(end);
@@ -1287,7 +1287,7 @@ impl Chain {
             let result = slot
                 .vm
                 .on_queue_ready(ready.target.root_context, ready.token);
-            settle_root_callback(slot, clusters, grpc, result, callouts);
+            settle_root_callback(&mut slot.vm, clusters, grpc, result, callouts);
         }
         tracing::warn!(
             "more than {MAX_PER_EVENT} on_queue_ready notifications in one event; the rest wait"
@@ -2034,7 +2034,7 @@ impl Chain {
                         Direction::Response => maps.response_body = body,
                     }
                 }
-                let result = answer_call(slot, clusters, call, callouts);
+                let result = answer_call(&mut slot.vm, clusters, call, callouts);
                 {
                     let mut state = slot.vm.state();
                     let maps = &mut state.maps;
@@ -2095,7 +2095,7 @@ impl Chain {
             ..
         } = self;
         for slot in slots.iter_mut() {
-            settle_root_callback(slot, clusters, grpc, Ok(()), callouts);
+            settle_root_callback(&mut slot.vm, clusters, grpc, Ok(()), callouts);
         }
     }
 

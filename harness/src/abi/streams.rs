@@ -31,7 +31,7 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
             // Envoy defers continueReading (a no-op outside network filters).
             STREAM_DOWNSTREAM => {
-                state.deferred.continue_downstream = true;
+                state.deferred.continue_downstream = Some(state.current_context());
                 Status::Ok
             }
             STREAM_UPSTREAM => Status::Unimplemented,
@@ -49,7 +49,8 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Status::Ok
             }
             STREAM_DOWNSTREAM | STREAM_UPSTREAM => {
-                caller.data_mut().deferred.close_connection = true;
+                let state = caller.data_mut();
+                state.deferred.close_connection = Some(state.current_context());
                 Status::Ok
             }
             _ => Status::BadArgument,
