@@ -36,7 +36,9 @@
 //!   `Unimplemented`; `proxy_close_stream(Downstream | Upstream)` closes the
 //!   client connection (`FlushWrite`) once the callback returns.
 //! * The client connection closes `Local` when Envoy writes its end of stream
-//!   after the client's, or when a filter (or a failed VM) closes it; `Remote`
+//!   after the client's, when the upstream connection has closed both ways
+//!   (`tcp_proxy` closes the client's, even if a filter still holds the
+//!   upstream's last bytes), or when a filter (or a failed VM) closes it; `Remote`
 //!   when the client half-closes after Envoy did. Each filter then gets
 //!   `proxy_on_downstream_connection_close(peer)` followed by `proxy_on_done`,
 //!   `proxy_on_log`, `proxy_on_delete` (Envoy's `onCloseTCP`), filter by filter
@@ -975,6 +977,12 @@ impl Connection<'_> {
             return;
         }
         self.write(self.upstream_end);
+        // The upstream connection is now closed both ways: `tcp_proxy` closes
+        // the client connection (`FlushWrite`), even when a write filter still
+        // holds the upstream's last bytes (so the client never gets them).
+        if self.upstream_done && self.upstream_saw_end && self.open() {
+            self.close(CloseType::Local);
+        }
     }
 
     /// `ConnectionImpl::write` through the write filters (last added first).
