@@ -172,6 +172,13 @@ impl Filter {
 #[derive(Default)]
 pub(crate) struct Clusters(pub(crate) Vec<(String, Box<dyn Upstream>)>);
 
+impl Clusters {
+    /// The cluster names, for the VMs' checks at dispatch.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.0.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
 impl std::fmt::Debug for Clusters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
@@ -183,6 +190,13 @@ impl std::fmt::Debug for Clusters {
 /// The gRPC services plugins can call, by cluster.
 #[derive(Default)]
 pub(crate) struct GrpcServices(pub(crate) Vec<(String, Box<dyn GrpcService>)>);
+
+impl GrpcServices {
+    /// The clusters with a gRPC service.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.0.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
 
 impl std::fmt::Debug for GrpcServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -344,8 +358,8 @@ fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters, grpc: &GrpcSe
     let addresses = hcm.addresses();
     vm.state().source_address = Some(addresses.source);
     vm.state().destination_address = Some(addresses.destination);
-    vm.state().clusters = clusters.0.iter().map(|(n, _)| n.clone()).collect();
-    vm.state().grpc_clusters = grpc.0.iter().map(|(n, _)| n.clone()).collect();
+    vm.state().clusters = clusters.names();
+    vm.state().grpc_clusters = grpc.names();
 }
 
 #[derive(Debug)]

@@ -325,8 +325,8 @@ impl NetworkChainBuilder {
                 let mut state = vm.state();
                 state.source_address = Some(self.source);
                 state.destination_address = Some(self.destination);
-                state.clusters = self.clusters.0.iter().map(|(n, _)| n.clone()).collect();
-                state.grpc_clusters = self.grpc.0.iter().map(|(n, _)| n.clone()).collect();
+                state.clusters = self.clusters.names();
+                state.grpc_clusters = self.grpc.names();
             }
             vm.take_fuel();
             vm.take_host_calls();
