@@ -174,7 +174,14 @@ impl Filter {
 
 /// The clusters plugins can call, with the upstream that answers each.
 #[derive(Default)]
-struct Clusters(Vec<(String, Box<dyn Upstream>)>);
+pub(crate) struct Clusters(pub(crate) Vec<(String, Box<dyn Upstream>)>);
+
+impl Clusters {
+    /// The cluster names, for the VMs' checks at dispatch.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.0.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
 
 impl std::fmt::Debug for Clusters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,7 +193,14 @@ impl std::fmt::Debug for Clusters {
 
 /// The gRPC services plugins can call, by cluster.
 #[derive(Default)]
-struct GrpcServices(Vec<(String, Box<dyn GrpcService>)>);
+pub(crate) struct GrpcServices(pub(crate) Vec<(String, Box<dyn GrpcService>)>);
+
+impl GrpcServices {
+    /// The clusters with a gRPC service.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.0.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
 
 impl std::fmt::Debug for GrpcServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -347,8 +361,8 @@ fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters, grpc: &GrpcSe
     let addresses = hcm.addresses();
     vm.state().source_address = Some(addresses.source);
     vm.state().destination_address = Some(addresses.destination);
-    vm.state().clusters = clusters.0.iter().map(|(n, _)| n.clone()).collect();
-    vm.state().grpc_clusters = grpc.0.iter().map(|(n, _)| n.clone()).collect();
+    vm.state().clusters = clusters.names();
+    vm.state().grpc_clusters = grpc.names();
 }
 
 #[derive(Debug)]
@@ -634,11 +648,13 @@ async fn settle(
         }
         let (result, callback) = match delivery {
             Delivery::Call(_, call) => (
-                answer_call(slot, clusters, *call, callouts),
+                answer_call(&mut slot.vm, clusters, *call, callouts),
                 "on_http_call_response",
             ),
             Delivery::Grpc => (
-                grpc_step(slot, grpc).unwrap_or(Ok(())).map(|()| None),
+                grpc_step(&mut slot.vm, grpc)
+                    .unwrap_or(Ok(()))
+                    .map(|()| None),
                 "on_grpc_callback",
             ),
             Delivery::Resumed => (Ok(None), callback),
@@ -736,13 +752,11 @@ fn stalled(slot: &Slot, phase: &'static str) -> Error {
     }
 }
 
-/// Answers a callout from its cluster's upstream and delivers the response to the
-/// root context, as Envoy's async client does.
 /// After a root-context callback (`on_tick`, `on_queue_ready`): answers the
 /// callouts it made, one by one, and drops the stream actions it deferred (a root
 /// context has no stream to act on).
-fn settle_root_callback(
-    slot: &mut Slot,
+pub(crate) fn settle_root_callback(
+    vm: &mut Vm,
     clusters: &mut Clusters,
     grpc: &mut GrpcServices,
     result: Result<(), Trap>,
@@ -751,7 +765,7 @@ fn settle_root_callback(
     // The deferred actions are dropped, and whether anything is in flight is
     // read under the same lock.
     let idle = {
-        let mut state = slot.vm.state();
+        let mut state = vm.state();
         if !state.deferred.is_empty() {
             state.deferred.clear();
         }
@@ -765,15 +779,15 @@ fn settle_root_callback(
         return;
     }
     loop {
-        let next_call = slot.vm.state().root_mut().pending_calls.pop_front();
+        let next_call = vm.state().root_mut().pending_calls.pop_front();
         let step = match next_call {
-            Some(call) => answer_call(slot, clusters, call, callouts).map(drop),
-            None => match grpc_step(slot, grpc) {
+            Some(call) => answer_call(vm, clusters, call, callouts).map(drop),
+            None => match grpc_step(vm, grpc) {
                 Some(r) => r,
                 None => break,
             },
         };
-        slot.vm.state().deferred.clear();
+        vm.state().deferred.clear();
         if step.is_err() {
             break;
         }
@@ -783,15 +797,15 @@ fn settle_root_callback(
 /// One unit of gRPC work for a VM, in Envoy's order: the next event to
 /// deliver, else the next call (or half-closed stream) whose service has not
 /// been asked yet. `None` when there is nothing to do without the clock moving.
-fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
-    if slot.vm.failed() {
+pub(crate) fn grpc_step(vm: &mut Vm, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
+    if vm.failed() {
         return None;
     }
-    let event = slot.vm.state().root_mut().grpc.events.pop_front();
+    let event = vm.state().root_mut().grpc.events.pop_front();
     if let Some(event) = event {
-        return Some(slot.vm.deliver_grpc(event));
+        return Some(vm.deliver_grpc(event));
     }
-    let mut state = slot.vm.state();
+    let mut state = vm.state();
     let grpc = &mut state.root_mut().grpc;
     let call = grpc.calls.iter_mut().find(|(_, c)| !c.asked);
     let (token, request) = if let Some((&token, call)) = call {
@@ -837,8 +851,8 @@ fn grpc_step(slot: &mut Slot, services: &mut GrpcServices) -> Option<Result<(), 
 /// Times out the VM's calls whose deadline is `at` or earlier, as Envoy's
 /// router does: the call closes UNAVAILABLE with "upstream request timeout"
 /// (a local reply 504, turned into gRPC status by the async client).
-fn expire_grpc(slot: &mut Slot, at: Duration) {
-    let mut state = slot.vm.state();
+pub(crate) fn expire_grpc(vm: &mut Vm, at: Duration) {
+    let mut state = vm.state();
     let grpc = &mut state.root_mut().grpc;
     for (&token, call) in grpc.calls.iter_mut() {
         if call.deadline.is_some_and(|d| d <= at) {
@@ -861,8 +875,10 @@ fn set_vm_clock(slot: &mut Slot, at: Duration) {
     }
 }
 
-fn answer_call(
-    slot: &mut Slot,
+/// Answers a callout from its cluster's upstream and delivers the response to the
+/// root context, as Envoy's async client does.
+pub(crate) fn answer_call(
+    vm: &mut Vm,
     clusters: &mut Clusters,
     call: PendingCall,
     callouts: &mut Vec<Callout>,
@@ -889,7 +905,7 @@ fn answer_call(
             "upstream connect error or disconnect/reset before headers. reset reason: \
              connection termination",
         ),
-        Some(UpstreamFault::CloseAfterHeaders) => return slot.vm.on_http_call_failure(token),
+        Some(UpstreamFault::CloseAfterHeaders) => return vm.on_http_call_failure(token),
         _ => {
             let mut headers = Fields::new(Kind::Response);
             headers.add(b":status", response.status().as_str().as_bytes());
@@ -907,7 +923,7 @@ fn answer_call(
             (headers, response.body().to_vec())
         }
     };
-    slot.vm.on_http_call_response(token, headers, body)
+    vm.on_http_call_response(token, headers, body)
 }
 
 /// A response Envoy's router makes up for a callout: plain text, no timing header.
@@ -1140,10 +1156,10 @@ impl Chain {
                 slot.vm.state().root_mut().next_tick = Some(at + period);
                 slot.vm.on_tick()
             } else {
-                expire_grpc(slot, at);
+                expire_grpc(&mut slot.vm, at);
                 Ok(())
             };
-            settle_root_callback(slot, clusters, grpc, result, &mut callouts);
+            settle_root_callback(&mut slot.vm, clusters, grpc, result, &mut callouts);
             self.deliver_queue_ready(&mut callouts, true);
         }
         self.set_monotonic(end);
@@ -1279,7 +1295,7 @@ impl Chain {
                 .vm
                 .on_queue_ready(ready.target.root_context, ready.token);
             if inline {
-                settle_root_callback(slot, clusters, grpc, result, callouts);
+                settle_root_callback(&mut slot.vm, clusters, grpc, result, callouts);
             }
         }
         tracing::warn!(
@@ -2189,7 +2205,7 @@ impl Chain {
                                 Direction::Response => maps.response_body = body,
                             }
                         }
-                        let result = answer_call(slot, clusters, *call, callouts);
+                        let result = answer_call(&mut slot.vm, clusters, *call, callouts);
                         {
                             let mut state = slot.vm.state();
                             let maps = &mut state.maps;

@@ -36,7 +36,9 @@
 //!   `Unimplemented`; `proxy_close_stream(Downstream | Upstream)` closes the
 //!   client connection (`FlushWrite`) once the callback returns.
 //! * The client connection closes `Local` when Envoy writes its end of stream
-//!   after the client's, or when a filter (or a failed VM) closes it; `Remote`
+//!   after the client's, when the upstream connection has closed both ways
+//!   (`tcp_proxy` closes the client's, even if a filter still holds the
+//!   upstream's last bytes), or when a filter (or a failed VM) closes it; `Remote`
 //!   when the client half-closes after Envoy did. Each filter then gets
 //!   `proxy_on_downstream_connection_close(peer)` followed by `proxy_on_done`,
 //!   `proxy_on_log`, `proxy_on_delete` (Envoy's `onCloseTCP`), filter by filter
@@ -46,20 +48,36 @@
 //!   connection was accepted closes it at once (`FAIL_CLOSED`) or is left out of
 //!   the chain (`FAIL_OPEN`).
 //!
-//! Not emulated: timers (`on_tick`) and callouts from network filters,
-//! `FAIL_RELOAD` (refused when the chain is built), TLS and connection-level
-//! properties beyond `source.*`, `destination.*`, `upstream.*` and
-//! `xds.cluster_name`.
+//! * Timers, HTTP callouts and gRPC work as for HTTP filters: a root context's
+//!   `on_tick` fires on the virtual clock ([`NetworkChain::advance`], or
+//!   [`Connection::advance`] while a connection is open), and callouts
+//!   (`proxy_http_call` to a [`NetworkChainBuilder::callout_cluster`]) and gRPC
+//!   calls (to a [`NetworkChainBuilder::grpc_service`]) are answered to the
+//!   root context on a later event, after the upstream's pending reactions are
+//!   queued. A connection's filter that paused waiting for an answer is resumed
+//!   by `proxy_continue_stream(Downstream)` with its connection as the effective
+//!   context (`continueReading` after that filter); on a root context without
+//!   one it does nothing, as in Envoy. `proxy_close_stream` likewise closes the
+//!   connection whose context it acts on.
+//!
+//! Not emulated: `FAIL_RELOAD` (refused when the chain is built), TLS and
+//! connection-level properties beyond `source.*`, `destination.*`,
+//! `upstream.*` and `xds.cluster_name`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::chain::{FailurePolicy, Filter};
-use crate::outcome::{LogLevel, LogRecord};
+use crate::chain::{
+    Background, Clusters, FailurePolicy, Filter, GrpcServices, answer_call, expire_grpc, grpc_step,
+    settle_root_callback,
+};
+use crate::grpc::{GrpcCallout, GrpcService};
+use crate::outcome::{Callout, LogLevel, LogRecord};
 use crate::shared::{MetricValue, Shared};
 use crate::state::Phase;
+use crate::upstream::Upstream;
 use crate::vm::{Cb, Trap, Vm};
 use crate::{Engine, Error, Result};
 
@@ -183,6 +201,8 @@ pub struct NetworkChainBuilder {
     destination: SocketAddr,
     upstream: SocketAddr,
     cluster: String,
+    clusters: Clusters,
+    grpc: GrpcServices,
 }
 
 impl NetworkChainBuilder {
@@ -242,6 +262,30 @@ impl NetworkChainBuilder {
         self
     }
 
+    /// Adds a cluster that filters can call with `proxy_http_call`, answered by
+    /// `upstream` (as [`ChainBuilder::cluster`](crate::ChainBuilder::cluster)).
+    /// Calls to other clusters are refused with `BadArgument`.
+    pub fn callout_cluster(
+        mut self,
+        name: impl Into<String>,
+        upstream: impl Upstream + 'static,
+    ) -> Self {
+        self.clusters.0.push((name.into(), Box::new(upstream)));
+        self
+    }
+
+    /// Adds a cluster with a gRPC service that filters can call with
+    /// `proxy_grpc_call` and `proxy_grpc_stream`, answered by `service` (as
+    /// [`ChainBuilder::grpc_service`](crate::ChainBuilder::grpc_service)).
+    pub fn grpc_service(
+        mut self,
+        cluster: impl Into<String>,
+        service: impl GrpcService + 'static,
+    ) -> Self {
+        self.grpc.0.push((cluster.into(), Box::new(service)));
+        self
+    }
+
     /// Starts every plugin: Envoy's load checks, module initialization,
     /// `on_vm_start` and `on_configure`.
     ///
@@ -277,8 +321,13 @@ impl NetworkChainBuilder {
                     Arc::clone(&shared),
                 )?,
             };
-            vm.state().source_address = Some(self.source);
-            vm.state().destination_address = Some(self.destination);
+            {
+                let mut state = vm.state();
+                state.source_address = Some(self.source);
+                state.destination_address = Some(self.destination);
+                state.clusters = self.clusters.names();
+                state.grpc_clusters = self.grpc.names();
+            }
             vm.take_fuel();
             vm.take_host_calls();
             let callbacks = vm.network_callbacks();
@@ -295,6 +344,8 @@ impl NetworkChainBuilder {
             startup_logs,
             upstream: self.upstream,
             cluster: self.cluster,
+            clusters: self.clusters,
+            grpc: self.grpc,
         })
     }
 }
@@ -343,6 +394,8 @@ pub struct NetworkChain {
     startup_logs: Vec<LogRecord>,
     upstream: SocketAddr,
     cluster: String,
+    clusters: Clusters,
+    grpc: GrpcServices,
 }
 
 impl NetworkChain {
@@ -359,7 +412,103 @@ impl NetworkChain {
             destination: SocketAddr::from(([127, 0, 0, 1], 10000)),
             upstream: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cluster: "upstream".to_owned(),
+            clusters: Clusters::default(),
+            grpc: GrpcServices::default(),
         }
+    }
+
+    /// Moves the virtual clock forward by `by` with no connection open, firing
+    /// every `on_tick` that falls due on the way (in time order across
+    /// plugins) and timing out gRPC calls; callouts made meanwhile are answered
+    /// right after the callback that made them. Returns what happened.
+    pub fn advance(&mut self, by: Duration) -> Background {
+        let mut callouts = Vec::new();
+        let end = self.monotonic() + by;
+        while let Some((i, result)) = self.fire_next(end) {
+            let NetworkChain {
+                slots,
+                clusters,
+                grpc,
+                ..
+            } = self;
+            settle_root_callback(&mut slots[i].vm, clusters, grpc, result, &mut callouts);
+        }
+        self.set_monotonic(end);
+        for slot in &mut self.slots {
+            slot.vm.take_fuel();
+            slot.vm.take_host_calls();
+        }
+        let grpc = self.drain_grpc();
+        let logs = std::mem::take(&mut *self.shared.logs());
+        let traps = std::mem::take(&mut *self.shared.traps());
+        Background {
+            logs,
+            callouts,
+            grpc,
+            traps,
+        }
+    }
+
+    /// The virtual monotonic clock.
+    fn monotonic(&mut self) -> Duration {
+        self.slots
+            .first_mut()
+            .map_or(Duration::ZERO, |s| s.vm.state().monotonic)
+    }
+
+    /// Sets every VM's virtual clocks to monotonic time `at` (wall time follows).
+    fn set_monotonic(&mut self, at: Duration) {
+        for slot in &mut self.slots {
+            let mut state = slot.vm.state();
+            if let Some(delta) = at.checked_sub(state.monotonic) {
+                state.now += delta;
+                state.monotonic = at;
+            }
+        }
+    }
+
+    /// Fires the earliest tick or gRPC deadline due by `end` (a tick first when
+    /// both fall at the same time): returns the slot and the callback's
+    /// result.
+    fn fire_next(&mut self, end: Duration) -> Option<(usize, Result<(), Trap>)> {
+        let (at, kind, i) = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| !s.vm.failed())
+            .flat_map(|(i, s)| {
+                let state = s.vm.state();
+                let root = state.root();
+                let tick = root.next_tick.map(|t| (t, 0, i));
+                let deadline = root.grpc.next_deadline().map(|t| (t, 1, i));
+                [tick, deadline]
+            })
+            .flatten()
+            .filter(|(t, _, _)| *t <= end)
+            .min()?;
+        self.set_monotonic(at);
+        let vm = &mut self.slots[i].vm;
+        let result = if kind == 0 {
+            {
+                let mut state = vm.state();
+                let root = state.root_mut();
+                root.next_tick = Some(at + Duration::from_millis(u64::from(root.tick_period_ms)));
+            }
+            vm.on_tick()
+        } else {
+            expire_grpc(vm, at);
+            Ok(())
+        };
+        Some((i, result))
+    }
+
+    /// The gRPC calls the services answered since the last drain, from every VM.
+    fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
+        self.slots
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.vm.state().root_mut().grpc.log))
+            .map(|(_, c)| c)
+            .collect()
     }
 
     /// What the plugins logged while starting.
@@ -422,6 +571,7 @@ impl NetworkChain {
             upstream_closed: false,
             upstream_done: false,
             warnings: Vec::new(),
+            callouts: Vec::new(),
         };
         connection.continue_reading(None);
         connection.pump();
@@ -497,6 +647,8 @@ pub struct Connection<'a> {
     /// The upstream ended its side.
     upstream_done: bool,
     warnings: Vec<String>,
+    /// The callouts answered while the connection was open.
+    callouts: Vec<Callout>,
 }
 
 impl std::fmt::Debug for Connection<'_> {
@@ -509,7 +661,7 @@ impl std::fmt::Debug for Connection<'_> {
 }
 
 /// Everything observable about a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct ConnectionOutcome {
     /// The bytes the client received.
@@ -533,6 +685,10 @@ pub struct ConnectionOutcome {
     pub host_calls: u64,
     /// Things that work in the harness but depend on timing in Envoy.
     pub warnings: Vec<String>,
+    /// The HTTP callouts the plugins made, with their answers, in order.
+    pub callouts: Vec<Callout>,
+    /// The gRPC calls and streams that reached their service, in order.
+    pub grpc: Vec<GrpcCallout>,
 }
 
 impl ConnectionOutcome {
@@ -603,7 +759,10 @@ impl Connection<'_> {
     /// Everything observable, ending the test's view of the connection. A
     /// connection still open stays open (as in an Envoy that keeps running): no
     /// close callbacks are made for it.
-    pub fn finish(self) -> ConnectionOutcome {
+    pub fn finish(mut self) -> ConnectionOutcome {
+        // Answers still in flight arrive (Envoy keeps running).
+        self.pump();
+        let grpc = self.chain.drain_grpc();
         let slots = &mut self.chain.slots;
         let fuel = slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
         let host_calls = slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
@@ -618,17 +777,79 @@ impl Connection<'_> {
             fuel,
             host_calls,
             warnings: self.warnings,
+            callouts: self.callouts,
+            grpc,
         }
+    }
+
+    /// Moves the virtual clock forward by `by` while the connection is open,
+    /// firing every `on_tick` that falls due on the way (see
+    /// [`NetworkChain::advance`]). What a tick does to the connection (a
+    /// filter resumed or the connection closed through its effective context,
+    /// callouts and their answers) happens before the next tick.
+    pub fn advance(&mut self, by: Duration) {
+        let end = self.chain.monotonic() + by;
+        while let Some((i, result)) = self.chain.fire_next(end) {
+            self.after_root_call(i, result.is_ok());
+            self.pump();
+        }
+        self.chain.set_monotonic(end);
     }
 
     fn open(&self) -> bool {
         self.closed.is_none()
     }
 
-    /// Delivers the upstream's reactions, each a later event.
+    /// Delivers what arrives after the current event, each a later event: the
+    /// answers to callouts and gRPC calls in flight (in the order they were
+    /// made, VM by VM), then the upstream's reactions.
     fn pump(&mut self) {
-        while let Some(reply) = self.upstream_events.pop_front() {
-            self.on_upstream_read(reply);
+        loop {
+            if self.answer_next() {
+                continue;
+            }
+            match self.upstream_events.pop_front() {
+                Some(reply) => self.on_upstream_read(reply),
+                None => return,
+            }
+        }
+    }
+
+    /// Delivers the next callout answer or gRPC event to its root context and
+    /// applies what the callback deferred; `false` if nothing is in flight.
+    fn answer_next(&mut self) -> bool {
+        for i in 0..self.chain.slots.len() {
+            let NetworkChain {
+                slots,
+                clusters,
+                grpc,
+                ..
+            } = &mut *self.chain;
+            let vm = &mut slots[i].vm;
+            if vm.failed() {
+                continue;
+            }
+            let call = vm.state().root_mut().pending_calls.pop_front();
+            let result = match call {
+                Some(call) => answer_call(vm, clusters, call, &mut self.callouts).map(drop),
+                None => match grpc_step(vm, grpc) {
+                    Some(result) => result,
+                    None => continue,
+                },
+            };
+            self.after_root_call(i, result.is_ok());
+            return true;
+        }
+        false
+    }
+
+    /// After a root-context callback of slot `slot`'s VM (`on_tick`, a callout
+    /// answer, a gRPC event): the stream actions it deferred apply to the
+    /// connection's filter whose context they acted on.
+    fn after_root_call(&mut self, slot: usize, ok: bool) {
+        let deferred = self.chain.slots[slot].vm.take_all_deferred();
+        if ok {
+            self.apply(slot, &deferred);
         }
     }
 
@@ -756,6 +977,12 @@ impl Connection<'_> {
             return;
         }
         self.write(self.upstream_end);
+        // The upstream connection is now closed both ways: `tcp_proxy` closes
+        // the client connection (`FlushWrite`), even when a write filter still
+        // holds the upstream's last bytes (so the client never gets them).
+        if self.upstream_done && self.upstream_saw_end && self.open() {
+            self.close(CloseType::Local);
+        }
     }
 
     /// `ConnectionImpl::write` through the write filters (last added first).
@@ -969,12 +1196,28 @@ impl Connection<'_> {
     fn after_call(&mut self, i: usize, ok: bool) {
         let slot = self.filters[i].slot;
         let deferred = self.chain.slots[slot].vm.take_all_deferred();
-        if !ok {
-            return;
+        if ok {
+            self.apply(slot, &deferred);
         }
-        if deferred.close_connection {
+    }
+
+    /// Envoy's deferred `close` and `continueReading` for the connection
+    /// contexts they acted on in slot `slot`'s VM; on any other context (a
+    /// root's) they do nothing.
+    fn apply(&mut self, slot: usize, deferred: &crate::state::Deferred) {
+        let filter_of = |context: Option<u32>| {
+            let context = context?;
+            self.filters
+                .iter()
+                .position(|f| f.slot == slot && f.context == context && f.created)
+        };
+        let close = filter_of(deferred.close_connection);
+        let resume = filter_of(deferred.continue_downstream);
+        if close.is_some() {
             self.close(CloseType::Local);
-        } else if deferred.continue_downstream && self.open() {
+        } else if let Some(i) = resume
+            && self.open()
+        {
             self.continue_reading(Some(i));
         }
     }

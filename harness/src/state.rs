@@ -154,11 +154,12 @@ pub(crate) struct Deferred {
     pub(crate) local_reply: Option<LocalReplyRequest>,
     /// The callback made a host call Envoy would not survive (it trapped here).
     pub(crate) would_crash: Option<&'static str>,
-    /// `proxy_continue_stream(Downstream)`: Envoy's `continueReading`.
-    pub(crate) continue_downstream: bool,
+    /// `proxy_continue_stream(Downstream)`: Envoy's `continueReading`, for the
+    /// context the call acted on (a connection's, or a root's: a no-op).
+    pub(crate) continue_downstream: Option<u32>,
     /// `proxy_close_stream(Downstream | Upstream)`: both close the downstream
-    /// connection (`FlushWrite`) in Envoy.
-    pub(crate) close_connection: bool,
+    /// connection (`FlushWrite`) in Envoy; the context the call acted on.
+    pub(crate) close_connection: Option<u32>,
 }
 
 impl Deferred {
@@ -169,8 +170,8 @@ impl Deferred {
             && !self.close_stream
             && self.local_reply.is_none()
             && self.would_crash.is_none()
-            && !self.continue_downstream
-            && !self.close_connection
+            && self.continue_downstream.is_none()
+            && self.close_connection.is_none()
     }
 }
 
@@ -226,8 +227,8 @@ impl DeferredActions {
             all.close_stream |= d.close_stream;
             all.local_reply = all.local_reply.or(d.local_reply);
             all.would_crash = all.would_crash.or(d.would_crash);
-            all.continue_downstream |= d.continue_downstream;
-            all.close_connection |= d.close_connection;
+            all.continue_downstream = all.continue_downstream.or(d.continue_downstream);
+            all.close_connection = all.close_connection.or(d.close_connection);
         }
         all
     }

@@ -42,7 +42,8 @@ pub struct ConnectionScenario {
     pub steps: Vec<Step>,
 }
 
-/// One thing the client does: `send: "bytes"` or `close_write: true`.
+/// One thing the client does: `send: "bytes"`, `close_write: true` or
+/// `wait_ms: N`.
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "RawStep")]
 pub enum Step {
@@ -50,6 +51,9 @@ pub enum Step {
     Send(String),
     /// Half-closes (FIN) and keeps reading.
     CloseWrite,
+    /// Lets time pass: the harness's virtual clock moves (plugin timers
+    /// fire), and the client sleeps in front of Envoy.
+    Wait(Duration),
 }
 
 #[derive(Deserialize)]
@@ -58,18 +62,32 @@ struct RawStep {
     send: Option<String>,
     #[serde(default)]
     close_write: bool,
+    wait_ms: Option<u64>,
 }
 
 impl TryFrom<RawStep> for Step {
     type Error = &'static str;
 
     fn try_from(raw: RawStep) -> Result<Self, Self::Error> {
-        match (raw.send, raw.close_write) {
-            (Some(data), false) => Ok(Step::Send(data)),
-            (None, true) => Ok(Step::CloseWrite),
-            _ => Err("a step is either `send: <bytes>` or `close_write: true`"),
+        match (raw.send, raw.close_write, raw.wait_ms) {
+            (Some(data), false, None) => Ok(Step::Send(data)),
+            (None, true, None) => Ok(Step::CloseWrite),
+            (None, false, Some(ms)) => Ok(Step::Wait(Duration::from_millis(ms))),
+            _ => Err("a step is one of `send: <bytes>`, `close_write: true`, `wait_ms: <ms>`"),
         }
     }
+}
+
+/// How the `callout` cluster answers every HTTP callout, in the harness and
+/// in front of Envoy.
+fn callout_answer(_: http::Request<bytes::Bytes>) -> http::Response<bytes::Bytes> {
+    // A fixed `date`, so that the server in front of Envoy sends the same
+    // headers as the harness's cluster.
+    http::Response::builder()
+        .header("date", "Thu, 01 Jan 2026 00:00:00 GMT")
+        .header("x-callout", "l4")
+        .body(bytes::Bytes::from_static(b"callout ok"))
+        .unwrap_or_default()
 }
 
 /// What the upstream does, in the harness and in front of Envoy.
@@ -319,7 +337,8 @@ fn envoy_logs(log: &str) -> Vec<String> {
                 return None;
             }
             let rest = line.split_once("wasm log ")?.1;
-            let plugin = rest.split_whitespace().next()?;
+            // A root context's prefix ends `<plugin>::`, a connection's `<plugin>:`.
+            let plugin = rest.split_whitespace().next()?.trim_end_matches(':');
             let message = rest.split_once(": ")?.1;
             Some(format!("{plugin}: {message}"))
         })
@@ -341,8 +360,12 @@ pub fn run(suite: &Suite) -> Result<Report> {
     let wasm = crate::filter_wasm(&suite.filter);
     let yaml = envoy_yaml(suite)?;
     let server = TcpServer::start()?;
+    let callout = crate::net::Upstream::start(Arc::new(callout_answer))?;
     let how = Rebind {
-        clusters: HashMap::from([("upstream".to_owned(), server.addr)]),
+        clusters: HashMap::from([
+            ("upstream".to_owned(), server.addr),
+            ("callout".to_owned(), callout.addr()),
+        ]),
         modules: HashMap::from([(module_name(&suite.filter), wasm.clone())]),
         loopback: true,
     };
@@ -353,6 +376,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
         .chain_builder(engine, |_| engine.load_file(&wasm))?
         .destination_address(envoy.listener)
         .upstream_address(server.addr)
+        .callout_cluster("callout", callout_answer)
         .build()?;
 
     let mut seen_lines = envoy_logs(&envoy.log()).len();
@@ -403,6 +427,7 @@ fn in_harness(
         match step {
             Step::Send(data) => connection.send(data.as_bytes())?,
             Step::CloseWrite => connection.close_write()?,
+            Step::Wait(time) => connection.advance(*time),
         }
     }
     let outcome = connection.finish();
@@ -428,6 +453,7 @@ fn in_envoy(listener: SocketAddr, steps: &[Step]) -> Result<(Vec<u8>, bool)> {
                 }
             }
             Step::CloseWrite => client.shutdown(Shutdown::Write)?,
+            Step::Wait(time) => std::thread::sleep(*time),
         }
         std::thread::sleep(STEP_PAUSE);
     }

@@ -289,3 +289,117 @@ fn an_http_filter_in_a_network_chain_traps_and_closes_the_connection() {
     assert_eq!(outcome.traps.len(), 1, "{:?}", outcome.traps);
     assert!(outcome.traps[0].contains("proxy_on_new_connection"));
 }
+
+/// A probe (raw ABI) network filter whose plugin configuration is a script
+/// run in `on_configure`.
+fn probe_chain(configure: &str) -> NetworkChain {
+    let plugin = engine()
+        .load_file(filter_wasm("probe"))
+        .expect("probe loads");
+    NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("p")
+                .vm_id("p")
+                .configuration(configure),
+        )
+        .callout_cluster("auth", |request: http::Request<bytes::Bytes>| {
+            let allowed = request.uri().path() == "/allow";
+            http::Response::builder()
+                .status(if allowed { 200 } else { 403 })
+                .body(bytes::Bytes::from_static(b"answer"))
+                .unwrap_or_default()
+        })
+        .build()
+        .expect("probe starts")
+}
+
+#[test]
+fn a_callout_answer_resumes_the_bytes_a_connection_held() {
+    let mut chain = probe_chain("");
+    // The upstream does not echo, so only the client's bytes run scripts.
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send(b"probe:oncallout:continue:2;call:auth:GET:/allow:auth.test;return:1\n")
+        .expect("sent");
+    // The answer came on a later event and resumed reading after the filter.
+    assert!(
+        conn.upstream_received()
+            .is_some_and(|b| b.starts_with(b"probe:"))
+    );
+    let outcome = conn.finish();
+    assert_eq!(outcome.callouts.len(), 1);
+    assert_eq!(outcome.callouts[0].cluster, "auth");
+    assert_eq!(outcome.callouts[0].request.uri().path(), "/allow");
+    assert_eq!(outcome.callouts[0].response.status(), 200);
+    let logs = infos(&outcome.logs);
+    let answer = logs
+        .iter()
+        .position(|l| l.contains("on_http_call_response token="))
+        .expect("the answer was delivered");
+    assert!(
+        logs[answer..]
+            .iter()
+            .any(|l| l.ends_with("continue:2 -> 0"))
+    );
+}
+
+#[test]
+fn a_callout_to_an_unknown_cluster_is_refused() {
+    let mut chain = probe_chain("");
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"probe:call:nope:GET:/allow:auth.test\n")
+        .expect("sent");
+    let outcome = conn.finish();
+    assert!(outcome.callouts.is_empty());
+    // BadArgument (2), as Envoy answers for a cluster it does not know.
+    assert!(
+        infos(&outcome.logs)
+            .iter()
+            .any(|l| l.ends_with("call:nope:GET:/allow:auth.test -> 2 token=0")),
+        "{:?}",
+        outcome.logs
+    );
+}
+
+#[test]
+fn ticks_fire_on_the_virtual_clock_with_no_connection_open() {
+    // The configuration script sets a 100 ms tick period.
+    let mut chain = probe_chain("period:100");
+    let background = chain.advance(std::time::Duration::from_millis(350));
+    let ticks = background
+        .logs
+        .iter()
+        .filter(|l| l.message.ends_with("on_tick"))
+        .count();
+    assert_eq!(ticks, 3);
+    // The next one is due at 400 ms.
+    assert!(
+        chain
+            .advance(std::time::Duration::from_millis(49))
+            .logs
+            .is_empty()
+    );
+    assert_eq!(
+        chain
+            .advance(std::time::Duration::from_millis(1))
+            .logs
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_tick_closes_a_connection_through_its_effective_context() {
+    let mut chain = probe_chain("");
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"probe:ontick:close:2,period:0;period:200;return:1\n")
+        .expect("sent");
+    conn.advance(std::time::Duration::from_millis(199));
+    assert_eq!(conn.closed(), None, "the tick is not due yet");
+    conn.advance(std::time::Duration::from_millis(1));
+    assert_eq!(conn.closed(), Some(CloseType::Local));
+    // The held bytes never reached the upstream.
+    assert_eq!(conn.upstream_received(), Some(&b""[..]));
+}

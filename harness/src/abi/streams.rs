@@ -31,7 +31,8 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
             // Envoy defers continueReading (a no-op outside network filters).
             STREAM_DOWNSTREAM => {
-                state.defer().continue_downstream = true;
+                let context = state.current_context();
+                state.defer().continue_downstream = Some(context);
                 Status::Ok
             }
             STREAM_UPSTREAM => Status::Unimplemented,
@@ -49,7 +50,9 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Status::Ok
             }
             STREAM_DOWNSTREAM | STREAM_UPSTREAM => {
-                caller.data_mut().defer().close_connection = true;
+                let state = caller.data_mut();
+                let context = state.current_context();
+                state.defer().close_connection = Some(context);
                 Status::Ok
             }
             _ => Status::BadArgument,

@@ -628,7 +628,7 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
             let Chain {
                 slots, clusters, ..
             } = &mut *chain;
-            let _ = answer_call(&mut slots[i], clusters, call, &mut callouts);
+            let _ = answer_call(&mut slots[i].vm, clusters, call, &mut callouts);
             if let Some(entry) = sched.streams.get_mut(to) {
                 entry.callouts.extend(callouts);
             }
@@ -649,7 +649,7 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
             let to = owner.unwrap_or_else(|| sched.bystander());
             activate(chain, sched, to);
             let Chain { slots, grpc, .. } = &mut *chain;
-            let _ = grpc_step(&mut slots[i], grpc);
+            let _ = grpc_step(&mut slots[i].vm, grpc);
             collect(chain, sched, to);
             None
         }
@@ -663,7 +663,7 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
         }
         Event::Deadline(i) => {
             if let Some(slot) = chain.slots.get_mut(i) {
-                expire_grpc(slot, at);
+                expire_grpc(&mut slot.vm, at);
             }
             None
         }

@@ -42,7 +42,12 @@
 //!   stream that opened the call the effective context and run its
 //!   `x-probe-grpc-metadata`, `x-probe-grpc-message`, `x-probe-grpc-trailers` or
 //!   `x-probe-grpc-close` script;
-//! - `loglevel`, `time`, `effective:id` — misc host calls; `trap` — trap the VM;
+//! - `period:ms` — `proxy_set_tick_period_milliseconds`; `ontick:c1,c2` — the
+//!   commands (`,` for `;`) `on_tick` runs with the current stream as the
+//!   effective context; `oncallout:c1,c2` — the current stream's callout script
+//!   (for a connection, whose scripts are not in headers);
+//! - `loglevel`, `time`, `effective:id` (`effective:$`: the running stream, or
+//!   the one `on_tick` acts for) — misc host calls; `trap` — trap the VM;
 //! - `count` — bump a module-global counter (shared by the plugins of one VM)
 //!   and report it; `ids` — the callback's context id and its plugin's root id;
 //! - `return:N` — what the callback returns (default 0, Continue); `hold` —
@@ -121,6 +126,7 @@ mod ffi {
             grpc: i32,
         ) -> u32;
         pub(crate) fn proxy_continue_stream(kind: u32) -> u32;
+        pub(crate) fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         pub(crate) fn proxy_close_stream(kind: u32) -> u32;
         pub(crate) fn proxy_set_effective_context(id: u32) -> u32;
         pub(crate) fn proxy_get_shared_data(
@@ -613,7 +619,38 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             }
             "continue" => (ffi::proxy_continue_stream(num(a)), String::new()),
             "close" => (ffi::proxy_close_stream(num(a)), String::new()),
-            "effective" => (ffi::proxy_set_effective_context(num(a)), String::new()),
+            // `effective:$`: the stream whose callback (or timer) is running.
+            "effective" => {
+                let id = if a == "$" {
+                    CURRENT.with(std::cell::Cell::get)
+                } else {
+                    num(a)
+                };
+                (ffi::proxy_set_effective_context(id), String::new())
+            }
+            "period" => (
+                ffi::proxy_set_tick_period_milliseconds(num(a)),
+                String::new(),
+            ),
+            // What on_tick runs, for the stream running now.
+            "ontick" => {
+                let root = ACTIVE.with(|a| a.get().1);
+                let stream = CURRENT.with(std::cell::Cell::get);
+                let commands = args.replace(',', ";");
+                TICKS.with(|t| t.borrow_mut().insert(root, (stream, commands)));
+                (0, String::new())
+            }
+            // The current stream's callout script.
+            "oncallout" => {
+                let stream = CURRENT.with(std::cell::Cell::get);
+                let commands = args.replace(',', ";");
+                STREAMS.with(|s| {
+                    if let Some(scripts) = s.borrow_mut().get_mut(&stream) {
+                        scripts.callout = commands;
+                    }
+                });
+                (0, String::new())
+            }
             // The module-global counter, incremented: shows which plugins
             // share a module instance.
             "count" => {
@@ -809,6 +846,8 @@ thread_local! {
     static ROOT_OF: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
     /// The running callback's context and its root.
     static ACTIVE: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    /// Root context → the stream `ontick` named and the commands to run.
+    static TICKS: RefCell<HashMap<u32, (u32, String)>> = RefCell::new(HashMap::new());
     /// A module-global counter (`count`), shared by every plugin of the VM.
     static COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -1100,6 +1139,22 @@ pub extern "C" fn proxy_on_queue_ready(root: u32, token: u32) {
             log(format!("on_queue_ready {command} -> {status} {result}").trim_end());
         }
     }
+}
+
+/// The plugin's timer: logs, then runs the `ontick` commands with their stream
+/// as the effective context.
+#[unsafe(no_mangle)]
+pub extern "C" fn proxy_on_tick(root: u32) {
+    enter(root);
+    log("on_tick");
+    let Some((stream, text)) = TICKS.with(|t| t.borrow().get(&root).cloned()) else {
+        return;
+    };
+    CURRENT.with(|c| c.set(stream));
+    // SAFETY: no pointers.
+    let status = unsafe { ffi::proxy_set_effective_context(stream) };
+    log(&format!("on_tick effective:{stream} -> {status}"));
+    script("on_tick", &text, true);
 }
 
 /// A network connection: remembered (so that `on_delete tcp` ends it in the log).
