@@ -8,7 +8,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_harness::{Arrival, Chain, FailurePolicy, Filter, LogLevel, Outcome, UpstreamFault};
+use weir_harness::{
+    Arrival, Chain, FailurePolicy, Filter, GrpcReply, GrpcRequest, LogLevel, Outcome, UpstreamFault,
+};
 use weir_tests::{engine, filter_wasm};
 
 /// What the cluster and the upstream saw, in order, across streams.
@@ -35,6 +37,10 @@ fn chain(policy: FailurePolicy) -> (Chain, Seen) {
                 .extension(UpstreamFault::Delay(delay))
                 .body(Bytes::from_static(b"ok"))
                 .expect("response")
+        })
+        // Answers each call with its own message, echoed.
+        .grpc_service("grpc", |request: &GrpcRequest| {
+            GrpcReply::status(0, "").message(Bytes::copy_from_slice(request.message()))
         })
         .build()
         .expect("starts");
@@ -486,4 +492,38 @@ fn send_is_a_batch_of_one() {
     assert_eq!(one.callouts.len(), batch.callouts.len());
     assert_eq!(one.fuel, batch.fuel);
     assert_eq!(*seen.borrow(), *seen_again.borrow());
+}
+
+#[test]
+fn grpc_answers_resume_the_stream_that_made_the_call() {
+    let (mut chain, seen) = chain(FailurePolicy::FailClosed);
+    let scripts = |id: &str| {
+        [
+            (
+                "x-probe-request",
+                format!("gcall:grpc:s:m:1000:from-{id};return:1"),
+            ),
+            // A unary call answered OK ends with its message.
+            ("x-probe-grpc-message", "get:0::path;continue:0".to_owned()),
+        ]
+    };
+    let request = |id: &str| {
+        let owned = scripts(id);
+        let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self::request(id, None, &pairs)
+    };
+    // Both arrive together: each is decoded until it waits for its call.
+    let outcomes = chain.send_all([request("a"), request("b")], upstream(&seen));
+    let (a, b) = (ok(&outcomes[0]), ok(&outcomes[1]));
+    assert_eq!(*seen.borrow(), ["upstream a", "upstream b"]);
+    for (outcome, id) in [(a, "a"), (b, "b")] {
+        assert_eq!(outcome.response.status(), 200);
+        assert!(
+            has(outcome, &format!("on_grpc_receive get:0::path -> 0 /{id}")),
+            "{:?}",
+            infos(outcome)
+        );
+        let messages: Vec<&[u8]> = outcome.grpc.iter().map(|g| g.request.message()).collect();
+        assert_eq!(messages, [format!("from-{id}").as_bytes()]);
+    }
 }
