@@ -36,12 +36,31 @@ fn upstream(_: http::Request<Bytes>) -> http::Response<Bytes> {
     http::Response::new(Bytes::from_static(b"ok"))
 }
 
-/// The measured loop: `n` requests; the outcome of the last.
+/// Checks what a test reads of a response, as `harness-bench` does.
+fn check(outcome: &weir_harness::Outcome) -> Result<()> {
+    let response = &outcome.response;
+    anyhow::ensure!(
+        response.status() == http::StatusCode::OK
+            && response
+                .headers()
+                .get("x-filtered-by")
+                .is_some_and(|v| v == "weir")
+            && response.body() == "ok",
+        "unexpected response: {response:?}"
+    );
+    Ok(())
+}
+
+/// The measured loop: `n` requests (clones of one, as in `harness-bench`), each
+/// response checked; the outcome of the last.
 #[inline(never)]
 fn run(chain: &mut Chain, n: u32) -> Result<Option<weir_harness::Outcome>> {
+    let request = request();
     let mut last = None;
     for _ in 0..n {
-        last = Some(chain.send(request(), upstream)?);
+        let outcome = chain.send(request.clone(), upstream)?;
+        check(&outcome)?;
+        last = Some(outcome);
     }
     Ok(last)
 }
