@@ -308,7 +308,7 @@ impl Fields {
         self.kind
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.entries
             .iter()
             .map(|e| (e.name(&self.bytes), e.value(&self.bytes)))
@@ -423,13 +423,14 @@ impl Fields {
             .retain(|e| e.name_len != key.len() || !same_name(e.name(bytes), key));
     }
 
-    /// The entries with their values shared from one copy of the map's bytes:
-    /// turning the map into `http` header values then costs one allocation
-    /// instead of one per value.
-    pub(crate) fn shared(&self) -> SharedFields<'_> {
-        SharedFields {
+    /// The map's values as [`Bytes`] that share one copy of the map's bytes,
+    /// made when the first value is asked for: turning the map into `http`
+    /// header values then costs at most one allocation instead of one per
+    /// value.
+    pub(crate) fn shared_values(&self) -> SharedValues<'_> {
+        SharedValues {
             fields: self,
-            buffer: Bytes::copy_from_slice(&self.bytes),
+            buffer: None,
         }
     }
 
@@ -491,36 +492,30 @@ impl Fields {
     }
 }
 
-/// A map's entries over one shared copy of its bytes (see [`Fields::shared`]).
-pub(crate) struct SharedFields<'a> {
+/// A map's values over one shared copy of its bytes (see
+/// [`Fields::shared_values`]).
+pub(crate) struct SharedValues<'a> {
     fields: &'a Fields,
-    buffer: Bytes,
+    buffer: Option<Bytes>,
 }
 
-impl SharedFields<'_> {
-    /// The value of `entry`, sharing the buffer.
-    fn value(&self, entry: &Entry) -> Bytes {
+impl SharedValues<'_> {
+    /// The value of the entry at `index` (in [`Fields::iter`] order), sharing
+    /// the copy; empty for an index past the end.
+    pub(crate) fn value(&mut self, index: usize) -> Bytes {
+        let Some(entry) = self.fields.entries.get(index) else {
+            return Bytes::new();
+        };
+        let buffer = self
+            .buffer
+            .get_or_insert_with(|| Bytes::copy_from_slice(&self.fields.bytes));
         let from = entry.start + entry.name_len;
         let to = from + entry.value_len;
-        if to <= self.buffer.len() {
-            self.buffer.slice(from..to)
+        if to <= buffer.len() {
+            buffer.slice(from..to)
         } else {
             Bytes::new()
         }
-    }
-
-    /// The first value of `key`, as [`Fields::get`] finds it.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Bytes> {
-        let entry = self.fields.entries.get(self.fields.position(key)?)?;
-        Some(self.value(entry))
-    }
-
-    /// Every entry's name and value, in order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
-        self.fields
-            .entries
-            .iter()
-            .map(|e| (e.name(&self.buffer), self.value(e)))
     }
 }
 
