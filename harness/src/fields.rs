@@ -389,12 +389,16 @@ impl Fields {
             };
             return;
         }
+        self.push(key, value, lowercase);
+    }
+
+    /// Appends an entry, lower-casing `key` if `lowercase`.
+    fn push(&mut self, key: &[u8], value: &[u8], lowercase: bool) {
         let start = self.bytes.len();
         self.bytes.reserve(key.len() + value.len());
-        if lowercase {
-            self.bytes.extend(key.iter().map(u8::to_ascii_lowercase));
-        } else {
-            self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(key);
+        if lowercase && let Some(name) = self.bytes.get_mut(start..) {
+            name.make_ascii_lowercase();
         }
         self.bytes.extend_from_slice(value);
         self.entries.push(Entry {
@@ -404,16 +408,18 @@ impl Fields {
         });
     }
 
-    /// `setCopy`: removes every value of `key`, then appends the new one.
+    /// `setCopy`: removes every value of `key`, then appends the new one (no
+    /// longer present, so an inline header has nothing to coalesce with).
     pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
         self.remove(key);
-        self.add(key, value);
+        self.push(key, value, true);
     }
 
     /// [`Fields::set`] for a name known to be lower-case already.
     pub(crate) fn set_lowercase(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert!(!key.iter().any(u8::is_ascii_uppercase), "{key:?}");
         self.remove(key);
-        self.add_lowercase(key, value);
+        self.push(key, value, false);
     }
 
     /// Removes every value of `key`.
