@@ -108,6 +108,22 @@ impl Source<'_> {
         }
     }
 
+    /// The value as an `http` one in a copy of its own, or the error
+    /// [`shared_value`] gives: one allocation, where sharing the map's
+    /// copy costs two (the copy, and the count shared by its slices).
+    fn copied(self, name: &[u8], direction: &'static str) -> Result<HeaderValue> {
+        match self {
+            Source::Field(_, value) => {
+                HeaderValue::from_bytes(value).map_err(|e| Error::InvalidHeader {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    direction,
+                    message: e.to_string(),
+                })
+            }
+            Source::Fixed(value) => Ok(value.clone()),
+        }
+    }
+
     /// The value as an `http` one, or the error [`shared_value`] gives.
     fn value(
         self,
@@ -226,7 +242,13 @@ impl HttpCache {
                 break;
             }
             if last_value.as_bytes() != source.bytes() {
-                match source.value(values, name, direction) {
+                // Usually one value changes (a request id, the date).
+                let value = if changed.is_empty() {
+                    source.copied(name, direction)
+                } else {
+                    source.value(values, name, direction)
+                };
+                match value {
                     Ok(value) => changed.push((i, value)),
                     Err(e) => {
                         self.changed = changed;
