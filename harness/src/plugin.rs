@@ -377,8 +377,14 @@ mod tests {
         let plugin = Plugin::compile(&engine, &wasm).expect("plugin");
         assert!(callback_export!(plugin, "proxy_on_tick").is_some());
         assert!(callback_export!(plugin, "malloc").is_some());
-        assert!(callback_export!(plugin, "proxy_on_done").is_none(), "absent");
-        assert!(callback_export!(plugin, "proxy_on_log").is_none(), "not a function");
+        assert!(
+            callback_export!(plugin, "proxy_on_done").is_none(),
+            "absent"
+        );
+        assert!(
+            callback_export!(plugin, "proxy_on_log").is_none(),
+            "not a function"
+        );
         assert!(plugin.memory_export().is_some());
     }
 }
