@@ -995,6 +995,56 @@ mod tests {
         // The failed map left the model as it was.
         let (cached, _) = both_ways(&hcm, "GET", b"", &[("x-a", b"1")], &mut cache);
         assert_eq!(cached.expect("valid").headers()["x-a"], "1");
+        // Also when a valid changed value came before the invalid one.
+        let pairs: &[(&str, &[u8])] = &[("x-a", b"1"), ("x-b", b"2")];
+        both_ways(&hcm, "GET", b"", pairs, &mut cache)
+            .0
+            .expect("valid");
+        let pairs: &[(&str, &[u8])] = &[("x-a", b"3"), ("x-b", b"\n")];
+        both_ways(&hcm, "GET", b"", pairs, &mut cache)
+            .0
+            .expect_err("invalid");
+        let (cached, fresh) = both_ways(
+            &hcm,
+            "GET",
+            b"",
+            &[("x-a", b"1"), ("x-b", b"2")],
+            &mut cache,
+        );
+        assert_eq!(
+            entries(&cached.expect("cached")),
+            entries(&fresh.expect("fresh"))
+        );
+        // And when a name differs after a changed value.
+        let pairs: &[(&str, &[u8])] = &[("x-a", b"4"), ("x-c", b"2")];
+        both_ways(&hcm, "GET", b"", pairs, &mut cache)
+            .0
+            .expect("valid");
+        let (cached, fresh) = both_ways(
+            &hcm,
+            "GET",
+            b"",
+            &[("x-a", b"1"), ("x-b", b"2")],
+            &mut cache,
+        );
+        assert_eq!(
+            entries(&cached.expect("cached")),
+            entries(&fresh.expect("fresh"))
+        );
+        // Values of another length.
+        for value in [&b"1"[..], b"12345", b"", b"1"] {
+            let (cached, fresh) = both_ways(
+                &hcm,
+                "GET",
+                b"",
+                &[("x-a", value), ("x-b", b"2")],
+                &mut cache,
+            );
+            assert_eq!(
+                entries(&cached.expect("cached")),
+                entries(&fresh.expect("fresh"))
+            );
+        }
     }
 
     #[test]
