@@ -1784,11 +1784,11 @@ impl Chain {
         }
         // What the access log reads: `:status`, then the client response's
         // headers in `http::HeaderMap` order (repeated names grouped). Without
-        // repeated names or an inserted `connection`, those are the map's
-        // entries as they are.
+        // repeated names (the `http` map has a value per name) or an inserted
+        // `connection`, those are the map's entries as they are.
         let mut final_response = if !close
             && response_fields.kind() == Kind::Response
-            && response_fields.names_are_distinct()
+            && response.headers().len() == response.headers().keys_len()
         {
             response_fields.with_status_first(response.status().as_str().as_bytes())
         } else {

@@ -6,9 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::fields::{Fields, Kind};
+use crate::fields::{Fields, Kind, SharedValues};
 use crate::state::LocalReplyRequest;
 use crate::{Error, Result, Trailers};
 
@@ -44,8 +44,9 @@ fn removed_from_requests(name: &str) -> bool {
 }
 
 /// The router's `x-envoy-expected-rq-timeout-ms`.
-const EXPECTED_RQ_TIMEOUT_MS: HeaderName =
-    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+const EXPECTED_RQ_TIMEOUT_MS: HeaderName = HeaderName::from_static(EXPECTED_RQ_TIMEOUT_MS_NAME);
+/// Its name (also spelled out where names are matched as bytes).
+const EXPECTED_RQ_TIMEOUT_MS_NAME: &str = "x-envoy-expected-rq-timeout-ms";
 
 /// Entries reserved in a stream's header maps for what filters add, so that a
 /// few additions do not grow the map.
@@ -57,13 +58,29 @@ const MAX_CACHED_NAMES: usize = 128;
 /// What turning header maps into `http` ones keeps between streams: the
 /// header names seen, as [`HeaderName`]s, so that a name seen before costs
 /// neither a parse nor an allocation (a clone of a cached name shares its
-/// bytes), and the router's last timeout header value. Keeps the first
-/// [`MAX_CACHED_NAMES`] names seen; later ones are parsed each time.
+/// bytes), the router's last timeout header value, the last `:path` as a URI,
+/// and the last upstream request's and client response's header maps. Keeps
+/// the first [`MAX_CACHED_NAMES`] names seen; later ones are parsed each time.
+///
+/// A stream's maps usually have the names of the stream before, in the same
+/// order: a map is then built as a clone of the last one, with the values
+/// that differ replaced, which costs less than appending every header again
+/// (each append hashes its name and probes the table) and validates only
+/// the values that changed.
 #[derive(Default)]
 pub(crate) struct HttpCache {
     names: Vec<(Box<[u8]>, HeaderName)>,
     /// `x-envoy-expected-rq-timeout-ms`'s value, with the milliseconds it says.
     expected_timeout: Option<(u64, HeaderValue)>,
+    /// The last `:path` and the URI it made.
+    uri: Option<(Box<[u8]>, http::Uri)>,
+    /// The last upstream request's headers, if no name repeated.
+    request: Option<HeaderMap>,
+    /// The last client response's headers, if no name repeated.
+    response: Option<HeaderMap>,
+    /// The values of a map being built that differ from the last map's, by
+    /// position (kept for its room).
+    changed: Vec<(usize, HeaderValue)>,
 }
 
 impl std::fmt::Debug for HttpCache {
@@ -72,6 +89,60 @@ impl std::fmt::Debug for HttpCache {
             .field("names", &self.names.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Where the value of a header being turned into an `http` one comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The entry at this index of the stream's map, with its value.
+    Field(usize, &'a [u8]),
+    /// A value the connection manager adds.
+    Fixed(&'a HeaderValue),
+}
+
+impl Source<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Field(_, value) => value,
+            Source::Fixed(value) => value.as_bytes(),
+        }
+    }
+
+    /// The value as an `http` one in a copy of its own, or the error
+    /// [`shared_value`] gives: one allocation, where sharing the map's
+    /// copy costs two (the copy, and the count shared by its slices).
+    fn copied(self, name: &[u8], direction: &'static str) -> Result<HeaderValue> {
+        match self {
+            Source::Field(_, value) => {
+                HeaderValue::from_bytes(value).map_err(|e| Error::InvalidHeader {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    direction,
+                    message: e.to_string(),
+                })
+            }
+            Source::Fixed(value) => Ok(value.clone()),
+        }
+    }
+
+    /// The value as an `http` one, or the error [`shared_value`] gives.
+    fn value(
+        self,
+        values: &mut SharedValues<'_>,
+        name: &[u8],
+        direction: &'static str,
+    ) -> Result<HeaderValue> {
+        match self {
+            Source::Field(index, _) => shared_value(values.value(index), name, direction),
+            Source::Fixed(value) => Ok(value.clone()),
+        }
+    }
+}
+
+/// Which of the [`HttpCache`]'s last maps a map is built from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MapKind {
+    UpstreamRequest,
+    ClientResponse,
 }
 
 impl HttpCache {
@@ -97,6 +168,114 @@ impl HttpCache {
                 value
             }
         }
+    }
+
+    /// `path` as the request's URI.
+    fn uri(&mut self, path: &[u8]) -> Result<http::Uri> {
+        if let Some((cached, uri)) = &self.uri
+            && **cached == *path
+        {
+            return Ok(uri.clone());
+        }
+        let uri = http::Uri::from_maybe_shared(Bytes::copy_from_slice(path))
+            .map_err(|e| Error::InvalidRequest(format!(":path: {e}")))?;
+        self.uri = Some((path.into(), uri.clone()));
+        Ok(uri)
+    }
+
+    fn last_map(&mut self, kind: MapKind) -> &mut Option<HeaderMap> {
+        match kind {
+            MapKind::UpstreamRequest => &mut self.request,
+            MapKind::ClientResponse => &mut self.response,
+        }
+    }
+
+    /// The map that appending `headers` (lower-case names, about `capacity`
+    /// of them) in order to an empty `HeaderMap` makes; the first invalid
+    /// name or value, in that order, is an error.
+    fn header_map<'a>(
+        &mut self,
+        kind: MapKind,
+        headers: impl Iterator<Item = (&'a [u8], Source<'a>)> + Clone,
+        capacity: usize,
+        values: &mut SharedValues<'_>,
+        direction: &'static str,
+    ) -> Result<HeaderMap> {
+        if let Some(map) = self.reuse_last(kind, headers.clone(), values, direction)? {
+            return Ok(map);
+        }
+        let mut map = HeaderMap::with_capacity(capacity);
+        for (name, source) in headers {
+            let key = self.name(name, direction)?;
+            map.append(key, source.value(values, name, direction)?);
+        }
+        // With a repeated name, the map's order is not the order of appends.
+        *self.last_map(kind) = (map.len() == map.keys_len()).then(|| map.clone());
+        Ok(map)
+    }
+
+    /// [`HttpCache::header_map`] as a clone of the last map of `kind`, if
+    /// that map has exactly these names in this order; its values that
+    /// differ are replaced (in the last map too, for the next stream).
+    // Out of line: inlined into its two callers, it cost each more than the
+    // call does (instruction counts under callgrind).
+    #[inline(never)]
+    fn reuse_last<'a>(
+        &mut self,
+        kind: MapKind,
+        mut headers: impl Iterator<Item = (&'a [u8], Source<'a>)>,
+        values: &mut SharedValues<'_>,
+        direction: &'static str,
+    ) -> Result<Option<HeaderMap>> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.clear();
+        let Some(last) = self.last_map(kind) else {
+            self.changed = changed;
+            return Ok(None);
+        };
+        let mut same = true;
+        let mut entries = last.iter().enumerate();
+        for (name, source) in headers.by_ref() {
+            let Some((i, (last_name, last_value))) = entries.next() else {
+                same = false;
+                break;
+            };
+            if last_name.as_str().as_bytes() != name {
+                same = false;
+                break;
+            }
+            if last_value.as_bytes() != source.bytes() {
+                // Usually one value changes (a request id, the date).
+                let value = if changed.is_empty() {
+                    source.copied(name, direction)
+                } else {
+                    source.value(values, name, direction)
+                };
+                match value {
+                    Ok(value) => changed.push((i, value)),
+                    Err(e) => {
+                        self.changed = changed;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        if !same || entries.next().is_some() {
+            self.changed = changed;
+            return Ok(None);
+        }
+        let mut map = last.clone();
+        if !changed.is_empty() {
+            let mut pending = changed.drain(..).peekable();
+            for ((i, value), last_value) in map.values_mut().enumerate().zip(last.values_mut()) {
+                if let Some((_, new)) = pending.next_if(|(at, _)| *at == i) {
+                    last_value.clone_from(&new);
+                    *value = new;
+                }
+            }
+        }
+        self.changed = changed;
+        Ok(Some(map))
     }
 }
 
@@ -323,60 +502,95 @@ impl ConnectionManager {
     /// any: the body is then chunked even when empty, and the upstream
     /// receives them if the cluster carries trailers and the request is not
     /// framed by `content-length`.
-    pub(crate) fn upstream_request(
+    pub(crate) fn upstream_request<'a>(
         &self,
-        fields: &Fields,
+        fields: &'a Fields,
         body: Bytes,
         trailers: Option<&Fields>,
         cache: &mut HttpCache,
     ) -> Result<http::Request<Bytes>> {
-        let shared = fields.shared();
-        let pseudo = |name: &[u8]| {
-            shared.get(name).ok_or_else(|| {
-                Error::InvalidRequest(format!(
-                    "the filters removed the {} pseudo-header",
-                    String::from_utf8_lossy(name)
-                ))
+        // The first entry of each name the router reads, in one pass.
+        let (mut method, mut path, mut authority) = (None, None, None);
+        let (mut length, mut encoding, mut timeout_set) = (None, None, None);
+        for (i, (name, value)) in fields.iter().enumerate() {
+            let slot = match name {
+                b":method" => &mut method,
+                b":path" => &mut path,
+                b":authority" => &mut authority,
+                b"content-length" => &mut length,
+                b"transfer-encoding" => &mut encoding,
+                b"x-envoy-expected-rq-timeout-ms" => &mut timeout_set,
+                _ => continue,
+            };
+            slot.get_or_insert((i, value));
+        }
+        let pseudo = |found: Option<(usize, &'a [u8])>, name: &str| {
+            found.ok_or_else(|| {
+                Error::InvalidRequest(format!("the filters removed the {name} pseudo-header"))
             })
         };
-        let method = http::Method::from_bytes(&pseudo(b":method")?)
+        let method = http::Method::from_bytes(pseudo(method, ":method")?.1)
             .map_err(|e| Error::InvalidRequest(format!(":method: {e}")))?;
-        let path = http::Uri::from_maybe_shared(pseudo(b":path")?)
-            .map_err(|e| Error::InvalidRequest(format!(":path: {e}")))?;
+        let uri = cache.uri(pseudo(path, ":path")?.1)?;
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() = path;
+        *request.uri_mut() = uri;
         let has_body = !request.body().is_empty() || trailers.is_some();
-        let headers = request.headers_mut();
-        headers.reserve(fields.len() + 2);
-        headers.append(
-            http::header::HOST,
-            shared_value(pseudo(b":authority")?, b"host", "request")?,
-        );
-        for (name, value) in shared.iter().filter(|(n, _)| !n.starts_with(b":")) {
-            headers.append(
-                cache.name(name, "request")?,
-                shared_value(value, name, "request")?,
-            );
+        let (authority_at, authority) = pseudo(authority, ":authority")?;
+        // What the router adds: `transfer-encoding: chunked` to a body that
+        // has no `content-length`, its timeout, and `content-length: 0` to a
+        // bodiless request whose method normally has a body ([`frame_request`]).
+        // `insert` replaces a header a filter set in place; absent, it appends.
+        let has_length = length.is_some();
+        let has_encoding = encoding.is_some();
+        let add_chunked = has_body && !has_length;
+        let timeout = match (self.suppress_envoy_headers, self.route_timeout) {
+            (false, Some(timeout)) => Some(cache.expected_timeout(timeout.as_millis() as u64)),
+            _ => None,
+        };
+        let replaces =
+            (add_chunked && has_encoding) || (timeout.is_some() && timeout_set.is_some());
+        let chunked = HeaderValue::from_static("chunked");
+        let zero = HeaderValue::from_static("0");
+        let appended = if replaces {
+            [None, None, None]
+        } else {
+            [
+                add_chunked.then_some((&b"transfer-encoding"[..], Source::Fixed(&chunked))),
+                timeout
+                    .as_ref()
+                    .map(|t| (EXPECTED_RQ_TIMEOUT_MS_NAME.as_bytes(), Source::Fixed(t))),
+                (frames_empty_body(request.method(), request.body())
+                    && !has_length
+                    && !has_encoding
+                    && !add_chunked)
+                    .then_some((&b"content-length"[..], Source::Fixed(&zero))),
+            ]
+        };
+        let headers = std::iter::once((&b"host"[..], Source::Field(authority_at, authority)))
+            .chain(non_pseudo(fields))
+            .chain(appended.into_iter().flatten());
+        *request.headers_mut() = cache.header_map(
+            MapKind::UpstreamRequest,
+            headers,
+            fields.len() + 2,
+            &mut fields.shared_values(),
+            "request",
+        )?;
+        if replaces {
+            let headers = request.headers_mut();
+            if add_chunked {
+                headers.insert(http::header::TRANSFER_ENCODING, chunked);
+            }
+            if let Some(timeout) = timeout {
+                headers.insert(EXPECTED_RQ_TIMEOUT_MS, timeout);
+            }
+            frame_request(&mut request);
         }
-        if has_body && !headers.contains_key(http::header::CONTENT_LENGTH) {
-            headers.insert(
-                http::header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-        }
-        if let (false, Some(timeout)) = (self.suppress_envoy_headers, self.route_timeout) {
-            headers.insert(
-                EXPECTED_RQ_TIMEOUT_MS,
-                cache.expected_timeout(timeout.as_millis() as u64),
-            );
-        }
-        frame_request(&mut request);
-        let chunked = !request.headers().contains_key(http::header::CONTENT_LENGTH);
         if let Some(trailers) = trailers
-            && chunked
             && self.upstream_enable_trailers
             && trailers.len() > 0
+            && !request.headers().contains_key(http::header::CONTENT_LENGTH)
         {
             let trailers = Trailers::from_fields(trailers, "request trailers")?;
             request.extensions_mut().insert(trailers);
@@ -470,15 +684,13 @@ impl ConnectionManager {
         let chunked = fields.get(b"content-length").is_none();
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.reserve(fields.len());
-        let shared = fields.shared();
-        for (name, value) in shared.iter().filter(|(n, _)| !n.starts_with(b":")) {
-            headers.append(
-                cache.name(name, "response")?,
-                shared_value(value, name, "response")?,
-            );
-        }
+        *response.headers_mut() = cache.header_map(
+            MapKind::ClientResponse,
+            non_pseudo(fields),
+            fields.len(),
+            &mut fields.shared_values(),
+            "response",
+        )?;
         if let Some(trailers) = trailers
             && chunked
             && self.enable_trailers
@@ -504,13 +716,8 @@ fn sanitized_te(headers: &http::HeaderMap) -> bool {
 /// Envoy's HTTP/1 codec sends `content-length: 0` on a bodiless request whose
 /// method normally carries a body.
 pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
-    let expects_body = matches!(
-        *request.method(),
-        http::Method::POST | http::Method::PUT | http::Method::PATCH
-    );
     let headers = request.headers();
-    if expects_body
-        && request.body().is_empty()
+    if frames_empty_body(request.method(), request.body())
         && !headers.contains_key(http::header::CONTENT_LENGTH)
         && !headers.contains_key(http::header::TRANSFER_ENCODING)
     {
@@ -518,6 +725,26 @@ pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
             .headers_mut()
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(0));
     }
+}
+
+/// Whether a request with `method` and `body` gets `content-length: 0` when
+/// it has neither `content-length` nor `transfer-encoding`: a bodiless
+/// request whose method normally carries a body.
+fn frames_empty_body(method: &http::Method, body: &Bytes) -> bool {
+    matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    ) && body.is_empty()
+}
+
+/// The entries of `fields` that are not pseudo-headers, as headers to turn
+/// into `http` ones.
+fn non_pseudo(fields: &Fields) -> impl Iterator<Item = (&[u8], Source<'_>)> + Clone {
+    fields
+        .iter()
+        .enumerate()
+        .filter(|(_, (name, _))| !name.starts_with(b":"))
+        .map(|(i, (name, value))| (name, Source::Field(i, value)))
 }
 
 /// HTTP/1 framing: a response with a body-bearing status and no `content-length`
@@ -670,5 +897,189 @@ mod tests {
         assert_eq!(req.headers()["host"], "a.test");
         assert_eq!(req.headers()["x-envoy-expected-rq-timeout-ms"], "15000");
         assert_eq!(req.uri(), "/x");
+    }
+
+    /// Builds the upstream request for `pairs` (after the pseudo-headers)
+    /// with `cache`, and the same without a cache.
+    fn both_ways(
+        hcm: &ConnectionManager,
+        method: &str,
+        body: &'static [u8],
+        pairs: &[(&str, &[u8])],
+        cache: &mut HttpCache,
+    ) -> (Result<http::Request<Bytes>>, Result<http::Request<Bytes>>) {
+        let mut fields = Fields::new(Kind::Request);
+        fields.add(b":authority", b"a.test");
+        fields.add(b":path", b"/x?y=1");
+        fields.add(b":method", method.as_bytes());
+        for (name, value) in pairs {
+            fields.add(name.as_bytes(), value);
+        }
+        let body = Bytes::from_static(body);
+        (
+            hcm.upstream_request(&fields, body.clone(), None, cache),
+            hcm.upstream_request(&fields, body, None, &mut HttpCache::default()),
+        )
+    }
+
+    fn entries(request: &http::Request<Bytes>) -> Vec<(String, Vec<u8>)> {
+        request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn maps_built_from_the_last_one_equal_maps_built_afresh() {
+        let hcm = ConnectionManager::default();
+        let mut cache = HttpCache::default();
+        // Method, body, headers after the pseudo-headers.
+        type Case<'a> = (&'a str, &'a [u8], &'a [(&'a str, &'a [u8])]);
+        let cases: &[Case<'_>] = &[
+            ("GET", b"", &[("x-a", b"1"), ("x-b", b"2")]),
+            // Same names, values changed.
+            ("GET", b"", &[("x-a", b"3"), ("x-b", b"2")]),
+            ("GET", b"", &[("x-a", b"3"), ("x-b", b"4")]),
+            // A name more, a name less, another order.
+            ("GET", b"", &[("x-a", b"3"), ("x-b", b"4"), ("x-c", b"5")]),
+            ("GET", b"", &[("x-a", b"3")]),
+            ("GET", b"", &[("x-b", b"4"), ("x-a", b"3")]),
+            // A repeated name: its values are grouped, so the map is not
+            // kept as a model.
+            ("GET", b"", &[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")]),
+            ("GET", b"", &[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")]),
+            // What the router adds: chunked framing, `content-length: 0`,
+            // and the headers a filter set that it replaces in place.
+            ("POST", b"body", &[("x-a", b"1")]),
+            ("POST", b"", &[("x-a", b"1")]),
+            ("POST", b"", &[("x-a", b"1")]),
+            (
+                "POST",
+                b"body",
+                &[("transfer-encoding", b"gzip"), ("x-a", b"1")],
+            ),
+            (
+                "GET",
+                b"",
+                &[("x-envoy-expected-rq-timeout-ms", b"1"), ("x-a", b"1")],
+            ),
+            (
+                "GET",
+                b"",
+                &[("x-envoy-expected-rq-timeout-ms", b"1"), ("x-a", b"1")],
+            ),
+            ("PUT", b"", &[("content-length", b"0")]),
+            ("GET", b"", &[("host", b"other"), ("x-a", b"1")]),
+            ("GET", b"", &[("x-a", b"1"), ("x-b", b"2")]),
+        ];
+        for (method, body, pairs) in cases {
+            let (cached, fresh) = both_ways(&hcm, method, body, pairs, &mut cache);
+            let (cached, fresh) = (cached.expect("cached"), fresh.expect("fresh"));
+            assert_eq!(entries(&cached), entries(&fresh), "{method} {pairs:?}");
+            assert_eq!(cached.uri(), fresh.uri());
+            assert_eq!(cached.method(), fresh.method());
+        }
+    }
+
+    #[test]
+    fn a_changed_value_is_validated_again() {
+        let hcm = ConnectionManager::default();
+        let mut cache = HttpCache::default();
+        let (ok, _) = both_ways(&hcm, "GET", b"", &[("x-a", b"1")], &mut cache);
+        ok.expect("valid");
+        let (cached, fresh) = both_ways(&hcm, "GET", b"", &[("x-a", b"1\n2")], &mut cache);
+        let (cached, fresh) = (cached.expect_err("cached"), fresh.expect_err("fresh"));
+        assert_eq!(cached.to_string(), fresh.to_string());
+        assert!(cached.to_string().contains("x-a"), "{cached}");
+        // The failed map left the model as it was.
+        let (cached, _) = both_ways(&hcm, "GET", b"", &[("x-a", b"1")], &mut cache);
+        assert_eq!(cached.expect("valid").headers()["x-a"], "1");
+        // Also when a valid changed value came before the invalid one.
+        let pairs: &[(&str, &[u8])] = &[("x-a", b"1"), ("x-b", b"2")];
+        both_ways(&hcm, "GET", b"", pairs, &mut cache)
+            .0
+            .expect("valid");
+        let pairs: &[(&str, &[u8])] = &[("x-a", b"3"), ("x-b", b"\n")];
+        both_ways(&hcm, "GET", b"", pairs, &mut cache)
+            .0
+            .expect_err("invalid");
+        let (cached, fresh) = both_ways(
+            &hcm,
+            "GET",
+            b"",
+            &[("x-a", b"1"), ("x-b", b"2")],
+            &mut cache,
+        );
+        assert_eq!(
+            entries(&cached.expect("cached")),
+            entries(&fresh.expect("fresh"))
+        );
+        // And when a name differs after a changed value.
+        let pairs: &[(&str, &[u8])] = &[("x-a", b"4"), ("x-c", b"2")];
+        both_ways(&hcm, "GET", b"", pairs, &mut cache)
+            .0
+            .expect("valid");
+        let (cached, fresh) = both_ways(
+            &hcm,
+            "GET",
+            b"",
+            &[("x-a", b"1"), ("x-b", b"2")],
+            &mut cache,
+        );
+        assert_eq!(
+            entries(&cached.expect("cached")),
+            entries(&fresh.expect("fresh"))
+        );
+        // Values of another length.
+        for value in [&b"1"[..], b"12345", b"", b"1"] {
+            let (cached, fresh) = both_ways(
+                &hcm,
+                "GET",
+                b"",
+                &[("x-a", value), ("x-b", b"2")],
+                &mut cache,
+            );
+            assert_eq!(
+                entries(&cached.expect("cached")),
+                entries(&fresh.expect("fresh"))
+            );
+        }
+    }
+
+    #[test]
+    fn client_responses_built_from_the_last_one_equal_fresh_ones() {
+        let hcm = ConnectionManager::default();
+        let mut cache = HttpCache::default();
+        for (status, server, extra) in [
+            ("200", "a", "1"),
+            ("200", "a", "2"),
+            ("404", "b", "2"),
+            ("200", "b", "3"),
+        ] {
+            let mut fields = Fields::new(Kind::Response);
+            fields.add(b":status", status.as_bytes());
+            fields.add(b"x-extra", extra.as_bytes());
+            let hcm = hcm.clone().server_name(server);
+            let build = |cache: &mut HttpCache| {
+                hcm.client_response(
+                    &mut fields.clone(),
+                    Bytes::from_static(b"hi"),
+                    "Thu, 01 Jan 1970 00:00:00 GMT",
+                    None,
+                    cache,
+                )
+                .expect("response")
+            };
+            let (cached, fresh) = (build(&mut cache), build(&mut HttpCache::default()));
+            assert_eq!(cached.status(), fresh.status());
+            assert_eq!(cached.headers(), fresh.headers());
+            assert_eq!(
+                cached.headers().keys().collect::<Vec<_>>(),
+                fresh.headers().keys().collect::<Vec<_>>()
+            );
+            assert_eq!(cached.headers()["server"], server);
+            assert_eq!(cached.headers()["x-extra"], extra);
+        }
     }
 }

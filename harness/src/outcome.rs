@@ -156,8 +156,9 @@ impl Outcome {
 #[non_exhaustive]
 pub struct StartTime {
     /// Instantiation: a wasmtime store, an instance of the compiled module
-    /// (memory, tables, globals, data segments) and its callbacks looked up. No
-    /// guest code runs.
+    /// (memory, tables, globals, data segments), its memory and allocator
+    /// found. No guest code runs. Each callback is typed when it is first
+    /// called (in the start-up sequence or a stream), not here.
     pub instantiate: Duration,
     /// Envoy's start-up sequence in the guest: `_initialize` (+ `main`) or
     /// `_start`, then the root context's `on_context_create`, `on_vm_start` and

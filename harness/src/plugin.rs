@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ValType};
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 use crate::abi::{self, AbiVersion};
 use crate::engine::Engine;
@@ -19,6 +19,11 @@ struct Inner {
     engine: Engine,
     abi: AbiVersion,
     pre: InstancePre<HostState>,
+    /// Where each of [`CALLBACKS`] is among the module's exports (in that
+    /// order), and its memory: an instance finds them without looking up
+    /// names.
+    callbacks: Box<[Option<ModuleExport>]>,
+    memory: Option<ModuleExport>,
     /// The module's bytes: Envoy's VM key covers the code itself.
     code: Arc<[u8]>,
 }
@@ -94,6 +99,38 @@ pub(crate) const CALLBACKS: &[(&str, &[ValType], &[ValType])] = &[
     ("proxy_on_grpc_receive_trailing_metadata", &[I, I, I], &[]),
     ("proxy_on_grpc_close", &[I, I, I], &[]),
 ];
+
+/// The position of the callback `name` in [`CALLBACKS`]; evaluated in a
+/// constant, an unknown name fails the build.
+pub(crate) const fn callback_index(name: &str) -> usize {
+    let mut i = 0;
+    while i < CALLBACKS.len() {
+        let known = CALLBACKS[i].0.as_bytes();
+        let name = name.as_bytes();
+        if known.len() == name.len() {
+            let mut j = 0;
+            while j < known.len() && known[j] == name[j] {
+                j += 1;
+            }
+            if j == known.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a proxy-wasm callback");
+}
+
+/// Where the callback `$name` is among a [`Plugin`]'s exports, if it has it.
+macro_rules! callback_export {
+    ($plugin:expr, $name:literal) => {
+        $plugin.callback_export({
+            const INDEX: usize = $crate::plugin::callback_index($name);
+            INDEX
+        })
+    };
+}
+pub(crate) use callback_export;
 
 fn signature(params: &[ValType], results: &[ValType]) -> String {
     let list = |tys: &[ValType]| {
@@ -173,14 +210,39 @@ impl Plugin {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| Error::Link(format!("{e:#}")))?;
+        let func_export = |name| match module.get_export(name) {
+            Some(ExternType::Func(_)) => module.get_export_index(name),
+            _ => None,
+        };
+        let callbacks = CALLBACKS
+            .iter()
+            .map(|&(name, _, _)| func_export(name))
+            .collect();
+        let memory = match module.get_export("memory") {
+            Some(ExternType::Memory(_)) => module.get_export_index("memory"),
+            _ => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
                 abi,
                 pre,
+                callbacks,
+                memory,
                 code: Arc::from(bytes),
             }),
         })
+    }
+
+    /// Where the callback at `index` in [`CALLBACKS`] is among the module's
+    /// exports, if the module exports that function (see [`callback_export`]).
+    pub(crate) fn callback_export(&self, index: usize) -> Option<ModuleExport> {
+        self.inner.callbacks.get(index).copied().flatten()
+    }
+
+    /// Where the module's `memory` is among its exports, if it exports one.
+    pub(crate) fn memory_export(&self) -> Option<ModuleExport> {
+        self.inner.memory
     }
 
     /// The ABI version the module declares.
@@ -291,5 +353,38 @@ mod tests {
             None,
             "not looked up for 0.1.0"
         );
+    }
+
+    #[test]
+    fn callbacks_are_indexed_by_name() {
+        for (i, (name, _, _)) in CALLBACKS.iter().enumerate() {
+            assert_eq!(callback_index(name), i, "{name}");
+        }
+    }
+
+    #[test]
+    fn exported_callbacks_are_located_at_load() {
+        let engine = Engine::builder().on_demand().build().expect("engine");
+        let wasm = wat::parse_str(
+            r#"(module
+              (memory (export "memory") 1)
+              (global (export "proxy_on_log") i32 (i32.const 0))
+              (func (export "malloc") (param i32) (result i32) (i32.const 8))
+              (func (export "proxy_abi_version_0_2_1"))
+              (func (export "proxy_on_tick") (param i32)))"#,
+        )
+        .expect("module");
+        let plugin = Plugin::compile(&engine, &wasm).expect("plugin");
+        assert!(callback_export!(plugin, "proxy_on_tick").is_some());
+        assert!(callback_export!(plugin, "malloc").is_some());
+        assert!(
+            callback_export!(plugin, "proxy_on_done").is_none(),
+            "absent"
+        );
+        assert!(
+            callback_export!(plugin, "proxy_on_log").is_none(),
+            "not a function"
+        );
+        assert!(plugin.memory_export().is_some());
     }
 }

@@ -9,16 +9,16 @@
 //! the VM of another handle. A trap fails the VM for every plugin in it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{Instance, ModuleExport, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::{AbiVersion, Status};
 use crate::fields::Fields;
 use crate::grpc::{self, Event};
 use crate::outcome::{LogLevel, StartTime};
-use crate::plugin::Plugin;
+use crate::plugin::{Plugin, callback_export};
 use crate::shared::Shared;
 use crate::state::{
     CallResponse, Deferred, GuestExports, HostState, Phase, PluginMeta, StreamMaps,
@@ -33,9 +33,62 @@ pub(crate) const DEFAULT_FUEL_PER_CALL: u64 = 1_000_000_000;
 #[derive(Debug, Clone)]
 pub(crate) struct Trap(pub(crate) String);
 
-pub(crate) type Cb<P, R> = Option<TypedFunc<P, R>>;
+/// A callback the module may export: where it is among the instance's
+/// exports, and the function, typed when first called. Typing a function
+/// costs more than calling it, and a VM calls few of the callbacks a module
+/// exports, so a VM starts without typing them. A clone shares nothing with
+/// the original once made.
+pub(crate) struct Cb<P, R> {
+    export: Option<ModuleExport>,
+    func: OnceLock<Option<TypedFunc<P, R>>>,
+}
 
-/// The callbacks the harness calls, looked up once. All are optional.
+impl<P, R> Clone for Cb<P, R> {
+    fn clone(&self) -> Self {
+        Self {
+            export: self.export,
+            func: self.func.clone(),
+        }
+    }
+}
+
+impl<P, R> Default for Cb<P, R> {
+    fn default() -> Self {
+        Self {
+            export: None,
+            func: OnceLock::new(),
+        }
+    }
+}
+
+impl<P: WasmParams, R: WasmResults> Cb<P, R> {
+    fn new(export: Option<ModuleExport>) -> Self {
+        Self {
+            export,
+            func: OnceLock::new(),
+        }
+    }
+
+    /// Whether the module exports this callback.
+    pub(crate) fn is_some(&self) -> bool {
+        self.export.is_some()
+    }
+
+    /// Whether the module does not export this callback.
+    pub(crate) fn is_none(&self) -> bool {
+        self.export.is_none()
+    }
+
+    /// The function, typed on first use; `None` if the module does not
+    /// export it.
+    fn get(&self, store: &mut Store<HostState>, instance: &Instance) -> Option<&TypedFunc<P, R>> {
+        self.func
+            .get_or_init(|| typed(store, instance, self.export))
+            .as_ref()
+    }
+}
+
+/// The callbacks the harness calls, located once. All are optional.
 struct Callbacks {
     on_context_create: Cb<(i32, i32), ()>,
     on_vm_start: Cb<(i32, i32), i32>,
@@ -79,6 +132,8 @@ pub(crate) struct Vm {
 /// The VM itself: the store, shared by the handles of its plugins.
 struct VmCore {
     store: Store<HostState>,
+    /// The module's instance in `store`.
+    instance: Instance,
     /// Shared so that a call can hold one while the store is borrowed (cloning
     /// a typed function handle costs more than the call).
     callbacks: Arc<Callbacks>,
@@ -119,13 +174,18 @@ impl std::ops::DerefMut for StateGuard<'_> {
     }
 }
 
+/// The function at `export`, typed; `None` if the module does not export it.
 fn typed<P: WasmParams, R: WasmResults>(
     store: &mut Store<HostState>,
     instance: &Instance,
-    name: &str,
-) -> Cb<P, R> {
+    export: Option<ModuleExport>,
+) -> Option<TypedFunc<P, R>> {
     // Signatures were checked at load, so a present export always types.
-    instance.get_typed_func::<P, R>(&mut *store, name).ok()
+    instance
+        .get_module_export(&mut *store, &export?)?
+        .into_func()?
+        .typed::<P, R>(&*store)
+        .ok()
 }
 
 impl Vm {
@@ -159,70 +219,80 @@ impl Vm {
                 message: format!("{e:?}"),
             })?;
         let v0_1_0 = plugin.abi() == AbiVersion::V0_1_0;
-        let headers_0_1 = |store: &mut Store<HostState>, name| {
-            if v0_1_0 {
-                typed(store, &instance, name)
-            } else {
-                None
-            }
+        // ABI 0.1.0's headers callbacks have their own signature.
+        let headers = |export: Option<ModuleExport>, for_0_1: bool| {
+            if v0_1_0 == for_0_1 { export } else { None }
         };
-        let exports = GuestExports {
-            memory: instance.get_memory(&mut store, "memory"),
-            allocator: ["malloc", "proxy_on_memory_allocate"]
-                .iter()
-                .find_map(|name| instance.get_func(&mut store, name))
-                .and_then(|f| f.typed::<i32, i32>(&store).ok())
-                .map(Arc::new),
-        };
+        let memory = plugin
+            .memory_export()
+            .and_then(|export| instance.get_module_export(&mut store, &export))
+            .and_then(wasmtime::Extern::into_memory);
+        let allocator = [
+            callback_export!(plugin, "malloc"),
+            callback_export!(plugin, "proxy_on_memory_allocate"),
+        ]
+        .into_iter()
+        .find_map(|export| typed::<i32, i32>(&mut store, &instance, export))
+        .map(Arc::new);
+        let exports = GuestExports { memory, allocator };
         store.data_mut().exports = exports;
         let callbacks = Arc::new(Callbacks {
-            on_request_headers_0_1: headers_0_1(&mut store, "proxy_on_request_headers"),
-            on_response_headers_0_1: headers_0_1(&mut store, "proxy_on_response_headers"),
-            on_context_create: typed(&mut store, &instance, "proxy_on_context_create"),
-            on_vm_start: typed(&mut store, &instance, "proxy_on_vm_start"),
-            on_configure: typed(&mut store, &instance, "proxy_on_configure"),
-            on_request_headers: typed(&mut store, &instance, "proxy_on_request_headers"),
-            on_response_headers: typed(&mut store, &instance, "proxy_on_response_headers"),
-            on_request_body: typed(&mut store, &instance, "proxy_on_request_body"),
-            on_request_trailers: typed(&mut store, &instance, "proxy_on_request_trailers"),
-            on_response_trailers: typed(&mut store, &instance, "proxy_on_response_trailers"),
-            on_http_call_response: typed(&mut store, &instance, "proxy_on_http_call_response"),
-            on_grpc_receive_initial_metadata: typed(
-                &mut store,
-                &instance,
-                "proxy_on_grpc_receive_initial_metadata",
-            ),
-            on_grpc_receive: typed(&mut store, &instance, "proxy_on_grpc_receive"),
-            on_grpc_receive_trailing_metadata: typed(
-                &mut store,
-                &instance,
-                "proxy_on_grpc_receive_trailing_metadata",
-            ),
-            on_grpc_close: typed(&mut store, &instance, "proxy_on_grpc_close"),
-            on_tick: typed(&mut store, &instance, "proxy_on_tick"),
-            on_queue_ready: typed(&mut store, &instance, "proxy_on_queue_ready"),
-            on_response_body: typed(&mut store, &instance, "proxy_on_response_body"),
-            on_log: typed(&mut store, &instance, "proxy_on_log"),
-            on_done: typed(&mut store, &instance, "proxy_on_done"),
-            on_delete: typed(&mut store, &instance, "proxy_on_delete"),
+            on_request_headers_0_1: Cb::new(headers(
+                callback_export!(plugin, "proxy_on_request_headers"),
+                true,
+            )),
+            on_response_headers_0_1: Cb::new(headers(
+                callback_export!(plugin, "proxy_on_response_headers"),
+                true,
+            )),
+            on_context_create: Cb::new(callback_export!(plugin, "proxy_on_context_create")),
+            on_vm_start: Cb::new(callback_export!(plugin, "proxy_on_vm_start")),
+            on_configure: Cb::new(callback_export!(plugin, "proxy_on_configure")),
+            on_request_headers: Cb::new(headers(
+                callback_export!(plugin, "proxy_on_request_headers"),
+                false,
+            )),
+            on_response_headers: Cb::new(headers(
+                callback_export!(plugin, "proxy_on_response_headers"),
+                false,
+            )),
+            on_request_body: Cb::new(callback_export!(plugin, "proxy_on_request_body")),
+            on_request_trailers: Cb::new(callback_export!(plugin, "proxy_on_request_trailers")),
+            on_response_trailers: Cb::new(callback_export!(plugin, "proxy_on_response_trailers")),
+            on_http_call_response: Cb::new(callback_export!(plugin, "proxy_on_http_call_response")),
+            on_grpc_receive_initial_metadata: Cb::new(callback_export!(
+                plugin,
+                "proxy_on_grpc_receive_initial_metadata"
+            )),
+            on_grpc_receive: Cb::new(callback_export!(plugin, "proxy_on_grpc_receive")),
+            on_grpc_receive_trailing_metadata: Cb::new(callback_export!(
+                plugin,
+                "proxy_on_grpc_receive_trailing_metadata"
+            )),
+            on_grpc_close: Cb::new(callback_export!(plugin, "proxy_on_grpc_close")),
+            on_tick: Cb::new(callback_export!(plugin, "proxy_on_tick")),
+            on_queue_ready: Cb::new(callback_export!(plugin, "proxy_on_queue_ready")),
+            on_response_body: Cb::new(callback_export!(plugin, "proxy_on_response_body")),
+            on_log: Cb::new(callback_export!(plugin, "proxy_on_log")),
+            on_done: Cb::new(callback_export!(plugin, "proxy_on_done")),
+            on_delete: Cb::new(callback_export!(plugin, "proxy_on_delete")),
             network: crate::l4::NetworkCallbacks {
-                on_new_connection: typed(&mut store, &instance, "proxy_on_new_connection"),
-                on_downstream_data: typed(&mut store, &instance, "proxy_on_downstream_data"),
-                on_upstream_data: typed(&mut store, &instance, "proxy_on_upstream_data"),
-                on_downstream_close: typed(
-                    &mut store,
-                    &instance,
-                    "proxy_on_downstream_connection_close",
-                ),
-                on_upstream_close: typed(
-                    &mut store,
-                    &instance,
-                    "proxy_on_upstream_connection_close",
-                ),
+                on_new_connection: Cb::new(callback_export!(plugin, "proxy_on_new_connection")),
+                on_downstream_data: Cb::new(callback_export!(plugin, "proxy_on_downstream_data")),
+                on_upstream_data: Cb::new(callback_export!(plugin, "proxy_on_upstream_data")),
+                on_downstream_close: Cb::new(callback_export!(
+                    plugin,
+                    "proxy_on_downstream_connection_close"
+                )),
+                on_upstream_close: Cb::new(callback_export!(
+                    plugin,
+                    "proxy_on_upstream_connection_close"
+                )),
             },
         });
         let mut core = VmCore {
             store,
+            instance,
             callbacks,
             next_context_id: 1,
             failed: None,
@@ -231,7 +301,7 @@ impl Vm {
             fuel_per_call,
         };
         let instantiated = Instant::now();
-        core.initialize(&instance)?;
+        core.initialize(plugin)?;
         core.start_root()?;
         Ok(Vm {
             failed: Arc::clone(&core.failed_flag),
@@ -508,22 +578,21 @@ impl VmCore {
         }
     }
 
-    fn initialize(&mut self, instance: &Instance) -> Result<()> {
-        let init = typed::<(), ()>(&mut self.store, instance, "_initialize");
-        let main = typed::<(i32, i32), i32>(&mut self.store, instance, "main");
-        let main_void = typed::<(), i32>(&mut self.store, instance, "__main_void");
-        let start = typed::<(), ()>(&mut self.store, instance, "_start");
+    fn initialize(&mut self, plugin: &Plugin) -> Result<()> {
+        let init = Cb::<(), ()>::new(callback_export!(plugin, "_initialize"));
+        let main = Cb::<(i32, i32), i32>::new(callback_export!(plugin, "main"));
+        let main_void = Cb::<(), i32>::new(callback_export!(plugin, "__main_void"));
+        let start = Cb::<(), ()>::new(callback_export!(plugin, "_start"));
         self.store.data_mut().in_init = true;
-        let result = if let Some(init) = init {
-            self.call(Phase::Idle, 0, "_initialize", &Some(init), ())
-                .and_then(|_| match (main, main_void) {
-                    (Some(main), _) => self
-                        .call(Phase::Idle, 0, "main", &Some(main), (0, 0))
-                        .map(drop),
-                    (None, Some(mv)) => self
-                        .call(Phase::Idle, 0, "__main_void", &Some(mv), ())
-                        .map(drop),
-                    (None, None) => Ok(()),
+        let result = if init.is_some() {
+            self.call(Phase::Idle, 0, "_initialize", &init, ())
+                .and_then(|_| {
+                    if main.is_some() {
+                        self.call(Phase::Idle, 0, "main", &main, (0, 0)).map(drop)
+                    } else {
+                        self.call(Phase::Idle, 0, "__main_void", &main_void, ())
+                            .map(drop)
+                    }
                 })
         } else {
             self.call(Phase::Idle, 0, "_start", &start, ()).map(drop)
@@ -620,7 +689,7 @@ impl VmCore {
         if let Some(trap) = &self.failed {
             return Err(trap.clone());
         }
-        let Some(func) = func else {
+        let Some(func) = func.get(&mut self.store, &self.instance) else {
             return Ok(None);
         };
         // Built only for a subscriber that wants it: even a disabled span
@@ -812,12 +881,13 @@ impl VmCore {
         let grpc = &mut self.store.data_mut().root_mut().grpc;
         grpc.status_code = Status::BrokenConnection as u32;
         grpc.status_message = "reset".to_owned();
-        let cb = self.callbacks.on_http_call_response.clone();
+        let cbs = Arc::clone(&self.callbacks);
+        let cb = &cbs.on_http_call_response;
         let result = self.call(
             Phase::Root,
             root,
             "proxy_on_http_call_response",
-            &cb,
+            cb,
             (root as i32, token as i32, 0, 0, 0),
         );
         self.store.data_mut().root_mut().grpc.status_message.clear();
@@ -852,27 +922,30 @@ impl VmCore {
         let token = event.token();
         let result = match event {
             Event::InitialMetadata(_, fields) => {
-                let cb = self.callbacks.on_grpc_receive_initial_metadata.clone();
+                let cbs = Arc::clone(&self.callbacks);
+                let cb = &cbs.on_grpc_receive_initial_metadata;
                 self.deliver_grpc_metadata(
                     "proxy_on_grpc_receive_initial_metadata",
-                    &cb,
+                    cb,
                     token,
                     fields,
                     |grpc| &mut grpc.initial_metadata,
                 )
             }
             Event::TrailingMetadata(_, fields) => {
-                let cb = self.callbacks.on_grpc_receive_trailing_metadata.clone();
+                let cbs = Arc::clone(&self.callbacks);
+                let cb = &cbs.on_grpc_receive_trailing_metadata;
                 self.deliver_grpc_metadata(
                     "proxy_on_grpc_receive_trailing_metadata",
-                    &cb,
+                    cb,
                     token,
                     fields,
                     |grpc| &mut grpc.trailing_metadata,
                 )
             }
             Event::Message(_, message) => {
-                let cb = self.callbacks.on_grpc_receive.clone();
+                let cbs = Arc::clone(&self.callbacks);
+                let cb = &cbs.on_grpc_receive;
                 let grpc = &mut self.store.data_mut().root_mut().grpc;
                 if grpc::is_call(token) {
                     grpc.record_status(token, 0);
@@ -884,7 +957,7 @@ impl VmCore {
                         Phase::Root,
                         root,
                         "proxy_on_grpc_receive",
-                        &cb,
+                        cb,
                         (root as i32, token as i32, size),
                     );
                     self.store.data_mut().root_mut().grpc.receive_buffer = None;
@@ -898,7 +971,8 @@ impl VmCore {
                 r
             }
             Event::Close(_, status, message) => {
-                let cb = self.callbacks.on_grpc_close.clone();
+                let cbs = Arc::clone(&self.callbacks);
+                let cb = &cbs.on_grpc_close;
                 let grpc = &mut self.store.data_mut().root_mut().grpc;
                 grpc.record_status(token, status);
                 let local_closed = match grpc.streams.get_mut(&token) {
@@ -915,7 +989,7 @@ impl VmCore {
                         Phase::Root,
                         root,
                         "proxy_on_grpc_close",
-                        &cb,
+                        cb,
                         (root as i32, token as i32, status as i32),
                     );
                     self.store.data_mut().root_mut().grpc.status_message.clear();
@@ -1040,13 +1114,16 @@ impl VmCore {
     /// A network filter's connection is over (Envoy's `onCloseTCP`): `on_done`,
     /// `on_log`, `on_delete`, each skipped once the VM has failed.
     pub(crate) fn end_connection(&mut self, connection: u32) -> Result<(), Trap> {
-        let cb = self.callbacks.on_done.clone();
+        let cbs = Arc::clone(&self.callbacks);
+        let cb = &cbs.on_done;
         let id = connection as i32;
-        self.call(Phase::Root, connection, "proxy_on_done", &cb, id)?;
-        let cb = self.callbacks.on_log.clone();
-        self.call(Phase::Log, connection, "proxy_on_log", &cb, id)?;
-        let cb = self.callbacks.on_delete.clone();
-        self.call(Phase::Root, connection, "proxy_on_delete", &cb, id)?;
+        self.call(Phase::Root, connection, "proxy_on_done", cb, id)?;
+        let cbs = Arc::clone(&self.callbacks);
+        let cb = &cbs.on_log;
+        self.call(Phase::Log, connection, "proxy_on_log", cb, id)?;
+        let cbs = Arc::clone(&self.callbacks);
+        let cb = &cbs.on_delete;
+        self.call(Phase::Root, connection, "proxy_on_delete", cb, id)?;
         self.store.data_mut().remove_context(connection);
         self.store.data_mut().maps = StreamMaps::default();
         Ok(())

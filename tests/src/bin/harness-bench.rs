@@ -53,11 +53,29 @@ fn upstream(_: http::Request<Bytes>) -> http::Response<Bytes> {
     http::Response::new(Bytes::from_static(b"ok"))
 }
 
-/// Mean time per request over `n` requests.
+/// Checks what a test reads of a response: its status, the header the filter
+/// adds and the body.
+fn check(outcome: &weir_harness::Outcome) -> Result<()> {
+    let response = &outcome.response;
+    anyhow::ensure!(
+        response.status() == http::StatusCode::OK
+            && response
+                .headers()
+                .get("x-filtered-by")
+                .is_some_and(|v| v == "weir")
+            && response.body() == "ok",
+        "unexpected response: {response:?}"
+    );
+    Ok(())
+}
+
+/// Mean time per request over `n` requests. The request is built once and
+/// cloned for each send, as a test that sends one request many times would.
 fn per_request(chain: &mut Chain, n: u32) -> Result<Duration> {
+    let request = request();
     let start = Instant::now();
     for _ in 0..n {
-        chain.send(request(), upstream)?;
+        check(&chain.send(request.clone(), upstream)?)?;
     }
     Ok(start.elapsed() / n)
 }

@@ -10,10 +10,21 @@
 //! header-append (`envoy/header-append.yaml`'s configuration) followed by the
 //! given number of trivial filters (second argument, default 0), after a warm-up,
 //! and prints the fuel and host calls of the last request.
+//!
+//! `harness-profile starts [N]` instead builds and drops N one-filter chains
+//! (default 300) in `harness_profile::starts`, after a warm-up, and prints the
+//! median instantiation time [`Chain::start_times`] reports:
+//!
+//! ```text
+//! valgrind --tool=callgrind --toggle-collect='harness_profile::starts' \
+//!     target/release/harness-profile starts 300
+//! ```
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use weir_harness::{Chain, Engine, EnvoyConfig, Filter};
+use std::time::Duration;
+
+use weir_harness::{Chain, Engine, EnvoyConfig, Filter, Plugin};
 use weir_tests::{envoy_yaml, filter_wasm, root};
 
 /// A filter that does nothing but return Continue from both header callbacks.
@@ -36,20 +47,60 @@ fn upstream(_: http::Request<Bytes>) -> http::Response<Bytes> {
     http::Response::new(Bytes::from_static(b"ok"))
 }
 
-/// The measured loop: `n` requests; the outcome of the last.
+/// Checks what a test reads of a response, as `harness-bench` does.
+fn check(outcome: &weir_harness::Outcome) -> Result<()> {
+    let response = &outcome.response;
+    anyhow::ensure!(
+        response.status() == http::StatusCode::OK
+            && response
+                .headers()
+                .get("x-filtered-by")
+                .is_some_and(|v| v == "weir")
+            && response.body() == "ok",
+        "unexpected response: {response:?}"
+    );
+    Ok(())
+}
+
+/// The measured loop: `n` requests (clones of one, as in `harness-bench`), each
+/// response checked; the outcome of the last.
 #[inline(never)]
 fn run(chain: &mut Chain, n: u32) -> Result<Option<weir_harness::Outcome>> {
+    let request = request();
     let mut last = None;
     for _ in 0..n {
-        last = Some(chain.send(request(), upstream)?);
+        let outcome = chain.send(request.clone(), upstream)?;
+        check(&outcome)?;
+        last = Some(outcome);
     }
     Ok(last)
 }
 
+/// The measured loop of `starts`: `n` one-filter chains built and dropped; the
+/// instantiation time of each.
+#[inline(never)]
+fn starts(engine: &Engine, plugin: &Plugin, config: &str, n: u32) -> Result<Vec<Duration>> {
+    (0..n)
+        .map(|_| {
+            let chain = Chain::builder(engine)
+                .filter(
+                    Filter::new(plugin.clone())
+                        .name("header-append")
+                        .configuration(config),
+                )
+                .build()?;
+            Ok(chain.start_times()[0].instantiate)
+        })
+        .collect()
+}
+
 #[allow(clippy::print_stdout, reason = "a profiling loop prints what it ran")]
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let n: u32 = args.next().map_or(Ok(2000), |a| a.parse())?;
+    let mut args = std::env::args().skip(1).peekable();
+    let profile_starts = args.next_if(|a| a == "starts").is_some();
+    let n: u32 = args
+        .next()
+        .map_or(Ok(if profile_starts { 300 } else { 2000 }), |a| a.parse())?;
     let extra: usize = args.next().map_or(Ok(0), |a| a.parse())?;
     let wasm = std::fs::read(filter_wasm("header-append"))?;
     let config = EnvoyConfig::parse(&envoy_yaml("header-append.yaml"))?
@@ -62,6 +113,22 @@ fn main() -> Result<()> {
         .max_instances(u32::try_from(extra + 1)?)
         .cache_dir(weir_cli::build::target_dir(root()).join("weir-cache"))
         .build()?;
+    if profile_starts {
+        let plugin = engine.load(&wasm)?;
+        starts(engine, &plugin, &config, 20)?;
+        let mut times = starts(engine, &plugin, &config, n)?;
+        times.sort();
+        println!(
+            "{n} one-filter chains built and dropped; median instantiation {:.2} µs",
+            times
+                .get(times.len() / 2)
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e6
+        );
+        return Ok(());
+    }
     let mut builder = Chain::builder(engine).filter(
         Filter::new(engine.load(&wasm)?)
             .name("header-append")
