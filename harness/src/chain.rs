@@ -688,14 +688,66 @@ const MAX_HELD: Duration = Duration::from_secs(300);
 
 /// Delivers the tick due at `at` (the VM's clock moves there), as
 /// [`Chain::advance`] does.
-fn fire_tick(slot: &mut Slot, at: Duration) -> Result<(), Trap> {
-    set_vm_clock(slot, at);
+pub(crate) fn fire_tick(vm: &mut Vm, at: Duration) -> Result<(), Trap> {
+    set_vm_clock(vm, at);
     {
-        let mut state = slot.vm.state();
+        let mut state = vm.state();
         let root = state.root_mut();
         root.next_tick = Some(at + Duration::from_millis(u64::from(root.tick_period_ms)));
     }
-    slot.vm.on_tick()
+    vm.on_tick()
+}
+
+/// A plugin timer the virtual clock can reach outside a stream. A tick
+/// orders before a deadline due at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// The plugin's `on_tick`.
+    Tick,
+    /// A gRPC call's deadline.
+    GrpcDeadline,
+}
+
+/// The earliest timer due by `end` across the VMs that have not failed: when,
+/// which, and the VM's index.
+pub(crate) fn next_timer<'a>(
+    vms: impl Iterator<Item = &'a mut Vm>,
+    end: Duration,
+) -> Option<(Duration, Timer, usize)> {
+    vms.enumerate()
+        .filter(|(_, vm)| !vm.failed())
+        .flat_map(|(i, vm)| {
+            let state = vm.state();
+            let root = state.root();
+            let tick = root.next_tick.map(|t| (t, Timer::Tick, i));
+            let deadline = root
+                .grpc
+                .next_deadline()
+                .map(|t| (t, Timer::GrpcDeadline, i));
+            [tick, deadline]
+        })
+        .flatten()
+        .filter(|(t, _, _)| *t <= end)
+        .min()
+}
+
+/// Fires `timer`, due at `at`, in `vm`: its `on_tick`, or the gRPC calls that
+/// time out then.
+pub(crate) fn fire_timer(vm: &mut Vm, at: Duration, timer: Timer) -> Result<(), Trap> {
+    match timer {
+        Timer::Tick => fire_tick(vm, at),
+        Timer::GrpcDeadline => {
+            expire_grpc(vm, at);
+            Ok(())
+        }
+    }
+}
+
+/// The gRPC calls the services answered since the last drain, from `vms`.
+pub(crate) fn drain_grpc<'a>(vms: impl Iterator<Item = &'a mut Vm>) -> Vec<GrpcCallout> {
+    vms.flat_map(|vm| std::mem::take(&mut vm.state().root_mut().grpc.log))
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// When a callout in flight gets its answer: its cluster's delay (capped by
@@ -867,8 +919,8 @@ pub(crate) fn expire_grpc(vm: &mut Vm, at: Duration) {
 }
 
 /// Moves one VM's virtual clocks forward to monotonic time `at`.
-fn set_vm_clock(slot: &mut Slot, at: Duration) {
-    let mut state = slot.vm.state();
+pub(crate) fn set_vm_clock(vm: &mut Vm, at: Duration) {
+    let mut state = vm.state();
     if let Some(delta) = at.checked_sub(state.monotonic) {
         state.now += delta;
         state.monotonic = at;
@@ -1123,25 +1175,7 @@ impl Chain {
     pub fn advance(&mut self, by: Duration) -> Background {
         let end = self.monotonic() + by;
         let mut callouts = Vec::new();
-        loop {
-            // The earliest due tick or gRPC deadline across plugins (a tick
-            // first when both fall at the same time).
-            let due = self
-                .slots
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, s)| !s.vm.failed())
-                .flat_map(|(i, s)| {
-                    let state = s.vm.state();
-                    let root = state.root();
-                    let tick = root.next_tick.map(|t| (t, 0, i));
-                    let deadline = root.grpc.next_deadline().map(|t| (t, 1, i));
-                    [tick, deadline]
-                })
-                .flatten()
-                .filter(|(t, _, _)| *t <= end)
-                .min();
-            let Some((at, kind, i)) = due else { break };
+        while let Some((at, timer, i)) = next_timer(self.slots.iter_mut().map(|s| &mut s.vm), end) {
             self.set_monotonic(at);
             let Chain {
                 slots,
@@ -1149,17 +1183,9 @@ impl Chain {
                 grpc,
                 ..
             } = self;
-            let slot = &mut slots[i];
-            let result = if kind == 0 {
-                let period =
-                    Duration::from_millis(u64::from(slot.vm.state().root().tick_period_ms));
-                slot.vm.state().root_mut().next_tick = Some(at + period);
-                slot.vm.on_tick()
-            } else {
-                expire_grpc(&mut slot.vm, at);
-                Ok(())
-            };
-            settle_root_callback(&mut slot.vm, clusters, grpc, result, &mut callouts);
+            let vm = &mut slots[i].vm;
+            let result = fire_timer(vm, at, timer);
+            settle_root_callback(vm, clusters, grpc, result, &mut callouts);
             self.deliver_queue_ready(&mut callouts, true);
         }
         self.set_monotonic(end);
@@ -1173,18 +1199,9 @@ impl Chain {
         Background {
             logs: self.drain_logs(),
             callouts,
-            grpc: self.drain_grpc(),
+            grpc: drain_grpc(self.slots.iter_mut().map(|s| &mut s.vm)),
             traps: std::mem::take(&mut *self.shared.traps()),
         }
-    }
-
-    /// The gRPC calls the services answered since the last drain, from every VM.
-    fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
-        self.slots
-            .iter_mut()
-            .flat_map(|s| std::mem::take(&mut s.vm.state().root_mut().grpc.log))
-            .map(|(_, c)| c)
-            .collect()
     }
 
     /// FAIL_RELOAD, applied as Envoy applies it when a stream starts: a VM that
@@ -1252,11 +1269,7 @@ impl Chain {
     /// Sets every VM's virtual clocks to monotonic time `at` (wall time follows).
     fn set_monotonic(&mut self, at: Duration) {
         for slot in &mut self.slots {
-            let mut state = slot.vm.state();
-            if let Some(delta) = at.checked_sub(state.monotonic) {
-                state.now += delta;
-                state.monotonic = at;
-            }
+            set_vm_clock(&mut slot.vm, at);
         }
         if let Some(first) = self.slots.first_mut() {
             self.now = first.vm.state().now;

@@ -70,8 +70,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::chain::{
-    Background, Clusters, FailurePolicy, Filter, GrpcServices, answer_call, expire_grpc, grpc_step,
-    settle_root_callback,
+    Background, Clusters, FailurePolicy, Filter, GrpcServices, answer_call, drain_grpc, fire_timer,
+    grpc_step, next_timer, set_vm_clock, settle_root_callback,
 };
 use crate::grpc::{GrpcCallout, GrpcService};
 use crate::outcome::{Callout, LogLevel, LogRecord};
@@ -459,11 +459,7 @@ impl NetworkChain {
     /// Sets every VM's virtual clocks to monotonic time `at` (wall time follows).
     fn set_monotonic(&mut self, at: Duration) {
         for slot in &mut self.slots {
-            let mut state = slot.vm.state();
-            if let Some(delta) = at.checked_sub(state.monotonic) {
-                state.now += delta;
-                state.monotonic = at;
-            }
+            set_vm_clock(&mut slot.vm, at);
         }
     }
 
@@ -471,44 +467,14 @@ impl NetworkChain {
     /// both fall at the same time): returns the slot and the callback's
     /// result.
     fn fire_next(&mut self, end: Duration) -> Option<(usize, Result<(), Trap>)> {
-        let (at, kind, i) = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, s)| !s.vm.failed())
-            .flat_map(|(i, s)| {
-                let state = s.vm.state();
-                let root = state.root();
-                let tick = root.next_tick.map(|t| (t, 0, i));
-                let deadline = root.grpc.next_deadline().map(|t| (t, 1, i));
-                [tick, deadline]
-            })
-            .flatten()
-            .filter(|(t, _, _)| *t <= end)
-            .min()?;
+        let (at, timer, i) = next_timer(self.slots.iter_mut().map(|s| &mut s.vm), end)?;
         self.set_monotonic(at);
-        let vm = &mut self.slots[i].vm;
-        let result = if kind == 0 {
-            {
-                let mut state = vm.state();
-                let root = state.root_mut();
-                root.next_tick = Some(at + Duration::from_millis(u64::from(root.tick_period_ms)));
-            }
-            vm.on_tick()
-        } else {
-            expire_grpc(vm, at);
-            Ok(())
-        };
-        Some((i, result))
+        Some((i, fire_timer(&mut self.slots[i].vm, at, timer)))
     }
 
     /// The gRPC calls the services answered since the last drain, from every VM.
     fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
-        self.slots
-            .iter_mut()
-            .flat_map(|s| std::mem::take(&mut s.vm.state().root_mut().grpc.log))
-            .map(|(_, c)| c)
-            .collect()
+        drain_grpc(self.slots.iter_mut().map(|s| &mut s.vm))
     }
 
     /// What the plugins logged while starting.

@@ -655,7 +655,7 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
         }
         Event::Tick(i) => {
             if let Some(slot) = chain.slots.get_mut(i) {
-                let _ = fire_tick(slot, at);
+                let _ = fire_tick(&mut slot.vm, at);
             }
             let to = sched.bystander();
             collect(chain, sched, to);
