@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::fields::{Fields, Kind};
-use crate::grpc::{self, GrpcCallout, GrpcReply, GrpcService};
+pub(crate) use crate::grpc::GrpcServices;
+use crate::grpc::{self, GrpcCallout, GrpcService, GrpcStreamService};
 use crate::hcm::{ConnectionManager, HttpCache};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
@@ -191,25 +192,6 @@ impl std::fmt::Debug for Clusters {
     }
 }
 
-/// The gRPC services plugins can call, by cluster.
-#[derive(Default)]
-pub(crate) struct GrpcServices(pub(crate) Vec<(String, Box<dyn GrpcService>)>);
-
-impl GrpcServices {
-    /// The clusters with a gRPC service.
-    pub(crate) fn names(&self) -> Vec<String> {
-        self.0.iter().map(|(n, _)| n.clone()).collect()
-    }
-}
-
-impl std::fmt::Debug for GrpcServices {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(n, _)| n))
-            .finish()
-    }
-}
-
 /// Builds a [`Chain`].
 #[derive(Debug)]
 #[must_use]
@@ -241,7 +223,20 @@ impl ChainBuilder {
         cluster: impl Into<String>,
         service: impl GrpcService + 'static,
     ) -> Self {
-        self.grpc.0.push((cluster.into(), Box::new(service)));
+        self.grpc.add(cluster.into(), Box::new(service));
+        self
+    }
+
+    /// Adds a cluster with a gRPC service that answers streams while they are
+    /// open: `service` is told when a stream opens, of each message, of the
+    /// half-close and of a reset, and answers at each point (see
+    /// [`GrpcStreamService`]). Unary calls to it are streams of one message.
+    pub fn grpc_stream_service(
+        mut self,
+        cluster: impl Into<String>,
+        service: impl GrpcStreamService + 'static,
+    ) -> Self {
+        self.grpc.add_streaming(cluster.into(), Box::new(service));
         self
     }
 
@@ -363,6 +358,7 @@ fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters, grpc: &GrpcSe
     vm.state().destination_address = Some(addresses.destination);
     vm.state().clusters = clusters.names();
     vm.state().grpc_clusters = grpc.names();
+    vm.state().grpc_stream_clusters = grpc.streaming_names();
 }
 
 #[derive(Debug)]
@@ -826,6 +822,7 @@ pub(crate) fn settle_root_callback(
             && root.grpc.events.is_empty()
             && root.grpc.calls.is_empty()
             && root.grpc.streams.is_empty()
+            && root.grpc.live.is_empty()
     };
     if result.is_err() || idle {
         return;
@@ -848,7 +845,8 @@ pub(crate) fn settle_root_callback(
 
 /// One unit of gRPC work for a VM, in Envoy's order: the next event to
 /// deliver, else the next call (or half-closed stream) whose service has not
-/// been asked yet. `None` when there is nothing to do without the clock moving.
+/// been asked yet, else the next thing to tell a streaming service. `None`
+/// when there is nothing to do without the clock moving.
 pub(crate) fn grpc_step(vm: &mut Vm, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
     if vm.failed() {
         return None;
@@ -857,47 +855,7 @@ pub(crate) fn grpc_step(vm: &mut Vm, services: &mut GrpcServices) -> Option<Resu
     if let Some(event) = event {
         return Some(vm.deliver_grpc(event));
     }
-    let mut state = vm.state();
-    let grpc = &mut state.root_mut().grpc;
-    let call = grpc.calls.iter_mut().find(|(_, c)| !c.asked);
-    let (token, request) = if let Some((&token, call)) = call {
-        call.asked = true;
-        (token, call.request.clone())
-    } else {
-        let (&token, stream) = grpc
-            .streams
-            .iter_mut()
-            .find(|(_, s)| s.half_closed && !s.asked)?;
-        stream.asked = true;
-        *stream.request.http.body_mut() = grpc::frame(&stream.request.messages);
-        (token, stream.request.clone())
-    };
-    let reply = match services.0.iter_mut().find(|(n, _)| *n == request.cluster) {
-        Some((_, service)) => service.call(&request),
-        None => {
-            tracing::warn!(
-                cluster = %request.cluster,
-                "gRPC to a cluster without a gRPC service (ChainBuilder::grpc_service): \
-                 not emulated, closed as UNAVAILABLE"
-            );
-            GrpcReply::status(grpc::code::UNAVAILABLE, "")
-        }
-    };
-    if reply.answers() {
-        grpc.events.extend(grpc::events_for(token, &reply));
-        if let Some(call) = grpc.calls.get_mut(&token) {
-            call.deadline = None;
-        }
-    }
-    grpc.log.push((
-        token,
-        GrpcCallout {
-            request,
-            reply,
-            status: None,
-        },
-    ));
-    Some(Ok(()))
+    vm.state().root_mut().grpc.work(services).then_some(Ok(()))
 }
 
 /// Times out the VM's calls whose deadline is `at` or earlier, as Envoy's

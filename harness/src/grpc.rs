@@ -2,13 +2,15 @@
 //! `proxy_grpc_call` and `proxy_grpc_stream`, and the per-VM bookkeeping of those
 //! calls, as Envoy's gRPC async client keeps it.
 //!
-//! A service is an in-process closure, so tests stay deterministic: it gets the
-//! whole request (the metadata as the upstream receives it and every message
-//! the plugin sent) and returns the whole answer ([`GrpcReply`]). A unary call
-//! is answered when it is dispatched; a stream once the plugin half-closes it
-//! (`proxy_grpc_send` with end of stream, or `proxy_grpc_close`). A reply made
-//! with [`GrpcReply::no_answer`] never comes: the call's timeout (virtual
-//! clock) or a cancel ends it.
+//! A service is in-process code, so tests stay deterministic. A
+//! [`GrpcService`] gets the whole request (the metadata as the upstream
+//! receives it and every message the plugin sent) and returns the whole answer
+//! ([`GrpcReply`]). A unary call is answered when it is dispatched; a stream
+//! once the plugin half-closes it (`proxy_grpc_send` with end of stream, or
+//! `proxy_grpc_close`). A reply made with [`GrpcReply::no_answer`] never comes:
+//! the call's timeout (virtual clock) or a cancel ends it. A
+//! [`GrpcStreamService`] answers a stream while it is open instead: it is told
+//! of each thing the plugin does, as it happens (see [`stream`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -16,6 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::fields::Fields;
+
+pub(crate) mod stream;
+
+pub use stream::{GrpcFrame, GrpcServerStream, GrpcStream, GrpcStreamReply, GrpcStreamService};
+use stream::{Inbound, Live};
 
 /// gRPC status codes (`grpc-status`) the harness itself produces.
 pub(crate) mod code {
@@ -203,8 +210,116 @@ where
     }
 }
 
+/// A cluster's gRPC service: whole answers, or answers while a stream is open.
+pub(crate) enum Service {
+    Whole(Box<dyn GrpcService>),
+    Streaming(Box<dyn GrpcStreamService>),
+}
+
+/// The gRPC services plugins can call, by cluster.
+#[derive(Default)]
+pub(crate) struct GrpcServices {
+    services: Vec<(String, Service)>,
+    /// The last stream id given to a streaming service.
+    last_id: u64,
+}
+
+impl GrpcServices {
+    /// Adds a cluster answered in whole by `service`.
+    pub(crate) fn add(&mut self, cluster: String, service: Box<dyn GrpcService>) {
+        self.services.push((cluster, Service::Whole(service)));
+    }
+
+    /// Adds a cluster whose streams `service` answers while they are open.
+    pub(crate) fn add_streaming(&mut self, cluster: String, service: Box<dyn GrpcStreamService>) {
+        self.services.push((cluster, Service::Streaming(service)));
+    }
+
+    /// The clusters with a gRPC service.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.services.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The clusters whose service answers streams while they are open.
+    pub(crate) fn streaming_names(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, s)| matches!(s, Service::Streaming(_)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn find(&mut self, cluster: &str) -> Option<&mut Service> {
+        self.services
+            .iter_mut()
+            .find(|(n, _)| n == cluster)
+            .map(|(_, s)| s)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    /// The whole answer to a call, or to a stream the plugin half-closed. A
+    /// streaming service sees it open, get its messages and half-close.
+    fn ask(&mut self, request: &GrpcRequest) -> GrpcReply {
+        let streaming = matches!(self.find(&request.cluster), Some(Service::Streaming(_)));
+        let id = if streaming { self.next_id() } else { 0 };
+        match self.find(&request.cluster) {
+            Some(Service::Whole(service)) => service.call(request),
+            Some(Service::Streaming(service)) => {
+                let mut opened = request.clone();
+                opened.messages.clear();
+                *opened.http.body_mut() = Bytes::new();
+                let mut stream = GrpcStream::new(id, opened);
+                let mut server = GrpcServerStream::new();
+                let mut reply = stream::empty_reply();
+                let frames = server.send(service.on_open(&stream));
+                stream::record(&mut reply, &frames);
+                for message in &request.messages {
+                    if server.is_closed() {
+                        break;
+                    }
+                    stream.push(message.clone());
+                    let frames = server.send(service.on_message(&stream, message));
+                    stream::record(&mut reply, &frames);
+                }
+                if !server.is_closed() {
+                    let frames = server.send(service.on_half_close(&stream));
+                    stream::record(&mut reply, &frames);
+                }
+                reply
+            }
+            None => {
+                tracing::warn!(
+                    cluster = %request.cluster,
+                    "gRPC to a cluster without a gRPC service (ChainBuilder::grpc_service): \
+                     not emulated, closed as UNAVAILABLE"
+                );
+                GrpcReply::status(code::UNAVAILABLE, "")
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for GrpcServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.services.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
 /// A gRPC call or stream a plugin opened that reached its service, and how it
 /// ended.
+///
+/// A stream to a [`GrpcStreamService`] is recorded once it opens at the
+/// service and describes the whole exchange so far: the messages the service
+/// was told of (in `request`), everything it sent (in `reply`, which
+/// [`answers`](GrpcReply::answers) once the service closed the stream). An
+/// outcome has it when the stream had traffic during its request; a stream
+/// that goes on is recorded again, whole, in the next outcome it has traffic in.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GrpcCallout {
@@ -215,6 +330,9 @@ pub struct GrpcCallout {
     /// The status delivered to the plugin (`proxy_on_grpc_close`, or 0 for a
     /// unary success), if any was.
     pub status: Option<u32>,
+    /// Whether the plugin reset the stream (`proxy_grpc_cancel`) and its
+    /// streaming service was told.
+    pub reset: bool,
 }
 
 /// What kind of gRPC token a number is (the low two bits, as Envoy's host
@@ -325,6 +443,9 @@ pub(crate) struct GrpcState {
     pub(crate) status_message: String,
     /// Every call and stream the services were asked, by token, for the outcome.
     pub(crate) log: Vec<(u32, GrpcCallout)>,
+    /// The streams to streaming services, by token, while their service or
+    /// the plugin still has something to do with them.
+    pub(crate) live: BTreeMap<u32, Live>,
 }
 
 impl GrpcState {
@@ -335,7 +456,10 @@ impl GrpcState {
 
     /// Records how a call or stream ended (for the outcome).
     pub(crate) fn record_status(&mut self, token: u32, status: u32) {
-        if let Some((_, entry)) = self.log.iter_mut().rev().find(|(t, _)| *t == token) {
+        if let Some(live) = self.live.get_mut(&token) {
+            live.status.get_or_insert(status);
+            self.sync(token);
+        } else if let Some((_, entry)) = self.log.iter_mut().rev().find(|(t, _)| *t == token) {
             entry.status.get_or_insert(status);
         }
     }
@@ -345,6 +469,181 @@ impl GrpcState {
         self.calls.remove(&token);
         self.streams.remove(&token);
         self.events.retain(|e| e.token() != token);
+        self.prune(token);
+    }
+
+    /// The plugin reset a stream (`proxy_grpc_cancel`): nothing more is
+    /// delivered for it, and a streaming service hears of the reset after
+    /// what the plugin sent before.
+    pub(crate) fn reset(&mut self, token: u32) {
+        if let Some(live) = self.live.get_mut(&token) {
+            live.push(Inbound::Reset);
+        }
+        self.forget(token);
+    }
+
+    /// Queues what the plugin did to stream `token` for its streaming
+    /// service, if it has one.
+    pub(crate) fn tell(&mut self, token: u32, inbound: Inbound) {
+        if let Some(live) = self.live.get_mut(&token) {
+            live.push(inbound);
+        }
+    }
+
+    /// Drops a streaming service's stream once neither side has anything
+    /// left to do with it.
+    fn prune(&mut self, token: u32) {
+        let finished = self
+            .live
+            .get(&token)
+            .is_some_and(|l| l.done && l.pending.is_empty() && !self.streams.contains_key(&token));
+        if finished {
+            self.live.remove(&token);
+        }
+    }
+
+    /// Puts the exchange of streaming stream `token` in the log: over its
+    /// entry if the log still has one, else as a new one.
+    fn sync(&mut self, token: u32) {
+        let Some(live) = self.live.get(&token) else {
+            return;
+        };
+        let callout = live.callout();
+        match self.log.iter_mut().rev().find(|(t, _)| *t == token) {
+            Some((_, entry)) => *entry = callout,
+            None => self.log.push((token, callout)),
+        }
+    }
+
+    /// Whether there is gRPC work to do without the clock moving: an event to
+    /// deliver, a call (or half-closed stream) whose service was not asked, or
+    /// something to tell a streaming service.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.events.is_empty()
+            || self.calls.values().any(|c| !c.asked)
+            || self.streams.values().any(|s| s.half_closed && !s.asked)
+            || self.live.values().any(|l| !l.pending.is_empty())
+    }
+
+    /// The context that made the call or stream the next unit of work is for.
+    pub(crate) fn next_work_context(&self) -> Option<u32> {
+        if let Some(event) = self.events.front() {
+            let token = event.token();
+            return self
+                .calls
+                .get(&token)
+                .map(|c| c.context)
+                .or_else(|| self.streams.get(&token).map(|s| s.context))
+                .or_else(|| self.live.get(&token).map(|l| l.context));
+        }
+        self.calls
+            .values()
+            .find(|c| !c.asked)
+            .map(|c| c.context)
+            .or_else(|| {
+                self.streams
+                    .values()
+                    .find(|s| s.half_closed && !s.asked)
+                    .map(|s| s.context)
+            })
+            .or_else(|| {
+                self.live
+                    .values()
+                    .find(|l| !l.pending.is_empty())
+                    .map(|l| l.context)
+            })
+    }
+
+    /// One unit of service work, in Envoy's order: the next call (or
+    /// half-closed stream) whose service has not been asked, else the next
+    /// thing to tell a streaming service. Its answers are queued as events.
+    /// `false` when there is nothing to do.
+    pub(crate) fn work(&mut self, services: &mut GrpcServices) -> bool {
+        let call = self.calls.iter_mut().find(|(_, c)| !c.asked);
+        let (token, request) = if let Some((&token, call)) = call {
+            call.asked = true;
+            (token, call.request.clone())
+        } else if let Some((&token, stream)) = self
+            .streams
+            .iter_mut()
+            .find(|(_, s)| s.half_closed && !s.asked)
+        {
+            stream.asked = true;
+            *stream.request.http.body_mut() = frame(&stream.request.messages);
+            (token, stream.request.clone())
+        } else {
+            let Some((&token, _)) = self.live.iter().find(|(_, l)| !l.pending.is_empty()) else {
+                return false;
+            };
+            self.step_live(token, services);
+            return true;
+        };
+        let reply = services.ask(&request);
+        if reply.answers() {
+            self.events.extend(events_for(token, &reply));
+            if let Some(call) = self.calls.get_mut(&token) {
+                call.deadline = None;
+            }
+        }
+        self.log.push((
+            token,
+            GrpcCallout {
+                request,
+                reply,
+                status: None,
+                reset: false,
+            },
+        ));
+        true
+    }
+
+    /// Tells stream `token`'s streaming service the next thing the plugin
+    /// did, and queues what it sends back (unless the plugin reset the stream).
+    fn step_live(&mut self, token: u32, services: &mut GrpcServices) {
+        let Some(live) = self.live.get_mut(&token) else {
+            return;
+        };
+        let Some(inbound) = live.pending.pop_front() else {
+            return;
+        };
+        if inbound == Inbound::Open {
+            live.stream.id = services.next_id();
+        }
+        // Streams are only live to a streaming service's cluster.
+        let Some(Service::Streaming(service)) = services.find(&live.stream.request.cluster) else {
+            live.pending.clear();
+            live.done = true;
+            self.prune(token);
+            return;
+        };
+        let reply = match inbound {
+            Inbound::Open => service.on_open(&live.stream),
+            Inbound::Message(message) => {
+                live.stream.push(message.clone());
+                service.on_message(&live.stream, &message)
+            }
+            Inbound::HalfClose => service.on_half_close(&live.stream),
+            Inbound::Reset => {
+                service.on_reset(&live.stream);
+                live.reset = true;
+                live.done = true;
+                live.pending.clear();
+                GrpcStreamReply::new()
+            }
+        };
+        let frames = live.server.send(reply);
+        stream::record(&mut live.reply, &frames);
+        if live.server.is_closed() {
+            // The service is done: what the plugin does next goes nowhere.
+            live.done = true;
+            live.pending.clear();
+        }
+        if let Some(plugin_side) = self.streams.get(&token) {
+            let complete = plugin_side.half_closed;
+            self.events.extend(stream::events(token, &frames, complete));
+        }
+        self.sync(token);
+        self.prune(token);
     }
 }
 
@@ -358,6 +657,22 @@ pub(crate) fn frame(messages: &[Bytes]) -> Bytes {
         out.extend_from_slice(m);
     }
     Bytes::from(out)
+}
+
+/// The response headers Envoy's gRPC client reports as a stream's initial
+/// metadata: the server's, then the router's timing header when the request
+/// was `complete` (half-closed) before them.
+pub(crate) fn response_headers(metadata: &[(String, String)], complete: bool) -> Fields {
+    let mut initial = Fields::new(crate::fields::Kind::Response);
+    initial.add(b":status", b"200");
+    initial.add(b"content-type", b"application/grpc");
+    for (k, v) in metadata {
+        initial.add(k.to_ascii_lowercase().as_bytes(), v.as_bytes());
+    }
+    if complete {
+        initial.add(b"x-envoy-upstream-service-time", b"0");
+    }
+    initial
 }
 
 /// Turns a service's reply into the events Envoy's gRPC client delivers: for a
@@ -377,14 +692,8 @@ pub(crate) fn events_for(token: u32, reply: &GrpcReply) -> Vec<Event> {
             None => vec![Event::Close(token, code::INTERNAL, String::new())],
         };
     }
-    let mut initial = Fields::new(crate::fields::Kind::Response);
-    initial.add(b":status", b"200");
-    initial.add(b"content-type", b"application/grpc");
-    for (k, v) in &reply.initial_metadata {
-        initial.add(k.to_ascii_lowercase().as_bytes(), v.as_bytes());
-    }
-    // The async client's router adds its timing header.
-    initial.add(b"x-envoy-upstream-service-time", b"0");
+    // Answered in whole once the plugin half-closed: the request is complete.
+    let initial = response_headers(&reply.initial_metadata, true);
     let mut trailing = Fields::new(crate::fields::Kind::Plain);
     for (k, v) in reply.trailers() {
         trailing.add(k.to_ascii_lowercase().as_bytes(), v.as_bytes());

@@ -73,7 +73,7 @@ use crate::chain::{
     Background, Clusters, FailurePolicy, Filter, GrpcServices, answer_call, drain_grpc, fire_timer,
     grpc_step, next_timer, set_vm_clock, settle_root_callback,
 };
-use crate::grpc::{GrpcCallout, GrpcService};
+use crate::grpc::{GrpcCallout, GrpcService, GrpcStreamService};
 use crate::outcome::{Callout, LogLevel, LogRecord};
 use crate::shared::{MetricValue, Shared};
 use crate::state::Phase;
@@ -282,7 +282,19 @@ impl NetworkChainBuilder {
         cluster: impl Into<String>,
         service: impl GrpcService + 'static,
     ) -> Self {
-        self.grpc.0.push((cluster.into(), Box::new(service)));
+        self.grpc.add(cluster.into(), Box::new(service));
+        self
+    }
+
+    /// Adds a cluster with a gRPC service that answers streams while they are
+    /// open (as
+    /// [`ChainBuilder::grpc_stream_service`](crate::ChainBuilder::grpc_stream_service)).
+    pub fn grpc_stream_service(
+        mut self,
+        cluster: impl Into<String>,
+        service: impl GrpcStreamService + 'static,
+    ) -> Self {
+        self.grpc.add_streaming(cluster.into(), Box::new(service));
         self
     }
 
@@ -327,6 +339,7 @@ impl NetworkChainBuilder {
                 state.destination_address = Some(self.destination);
                 state.clusters = self.clusters.names();
                 state.grpc_clusters = self.grpc.names();
+                state.grpc_stream_clusters = self.grpc.streaming_names();
             }
             vm.take_fuel();
             vm.take_host_calls();

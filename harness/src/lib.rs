@@ -52,7 +52,9 @@
 //! stream from it), gRPC calls and streams to services given with
 //! [`ChainBuilder::grpc_service`] (Envoy's parsing of the service argument,
 //! token numbering, status codes, callbacks with metadata and messages, cancel
-//! and close, timeouts on the virtual clock; see [`GrpcService`]),
+//! and close, timeouts on the virtual clock; see [`GrpcService`]) or, answered
+//! while the stream is open, [`ChainBuilder::grpc_stream_service`] (told of the
+//! open, each message, the half-close and a reset; see [`GrpcStreamService`]),
 //! timers on a virtual clock ([`Chain::advance`] fires `on_tick` and gRPC timeouts),
 //! shared queues (per `vm_id`; `on_queue_ready` goes to the latest registrant after
 //! the current event, as Envoy posts it), the foreign functions `compress`,
@@ -83,7 +85,9 @@
 //! the effective context, as in Envoy (stream actions are deferred per
 //! context). gRPC work (asking the service, delivering its answer) is an event
 //! with no delay after the callback that made the call; a gRPC stream is
-//! answered once the plugin half-closes it.
+//! answered once the plugin half-closes it, or, by a streaming service, after
+//! each callback that sent on it, one frame (headers, message, trailers) per
+//! event.
 //!
 //! Several streams at once: [`Chain::send_all`] sends a batch of requests
 //! (each arriving at once, or after an [`Arrival`] offset) and interleaves
@@ -124,7 +128,10 @@ pub use chain::{Arrival, Background, BodyChunks, Chain, ChainBuilder, FailurePol
 pub use engine::{DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
-pub use grpc::{GrpcCallout, GrpcReply, GrpcRequest, GrpcService};
+pub use grpc::{
+    GrpcCallout, GrpcFrame, GrpcReply, GrpcRequest, GrpcServerStream, GrpcService, GrpcStream,
+    GrpcStreamReply, GrpcStreamService,
+};
 pub use hcm::ConnectionManager;
 pub use l4::{
     CloseType, Connection, ConnectionOutcome, Echo, NetworkChain, NetworkChainBuilder, TcpReply,

@@ -334,6 +334,8 @@ pub(crate) struct HostState {
     pub(crate) clusters: Vec<String>,
     /// Clusters with a gRPC service (`proxy_grpc_call`, `proxy_grpc_stream`).
     pub(crate) grpc_clusters: Vec<String>,
+    /// Those whose service answers streams while they are open.
+    pub(crate) grpc_stream_clusters: Vec<String>,
     /// The VM's gRPC call and stream tokens.
     pub(crate) grpc_tokens: crate::grpc::GrpcTokens,
     /// The answer being delivered by `on_http_call_response`.
@@ -384,6 +386,7 @@ impl HostState {
             destination_address: None,
             clusters: Vec::new(),
             grpc_clusters: Vec::new(),
+            grpc_stream_clusters: Vec::new(),
             grpc_tokens: crate::grpc::GrpcTokens::default(),
             call_response: None,
             last_call_token: 0,

@@ -18,6 +18,7 @@ use wasmtime::Linker;
 use super::memory::{self, Fault};
 use super::{Status, proxy_fn};
 use crate::fields::{Fields, Kind};
+use crate::grpc::stream::{Inbound, Live};
 use crate::grpc::{self as g, Call, Event, GrpcRequest, GrpcTokens, Stream};
 use crate::state::HostState;
 
@@ -426,18 +427,26 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 )?;
                 let opened = opened.ok_or(Fault::Status(Status::InternalFailure))?;
                 let context = state.current_context();
-                state.root_mut().grpc.streams.insert(
+                let request = GrpcRequest {
+                    cluster: opened.cluster,
+                    http: opened.request,
+                    messages: Vec::new(),
+                };
+                // A streaming service hears of the stream as it goes; a whole
+                // one is asked once the plugin half-closes it.
+                let streaming = state.grpc_stream_clusters.contains(&request.cluster);
+                let grpc = &mut state.root_mut().grpc;
+                if streaming {
+                    grpc.live.insert(token, Live::new(context, request.clone()));
+                }
+                grpc.streams.insert(
                     token,
                     Stream {
-                        request: GrpcRequest {
-                            cluster: opened.cluster,
-                            http: opened.request,
-                            messages: Vec::new(),
-                        },
+                        request,
                         half_closed: false,
                         local_closed: false,
                         remote_closed: false,
-                        asked: false,
+                        asked: streaming,
                         context,
                     },
                 );
@@ -455,18 +464,23 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 if !g::is_stream(token) {
                     return Err(Fault::Status(Status::BadArgument));
                 }
-                let stream = caller
-                    .data_mut()
-                    .root_mut()
-                    .grpc
+                let grpc = &mut caller.data_mut().root_mut().grpc;
+                let stream = grpc
                     .streams
                     .get_mut(&token)
                     .ok_or(Fault::Status(Status::NotFound))?;
                 // Envoy's stream is gone once the server closed it, and nothing
                 // can follow a half-close: such messages go nowhere.
-                if !stream.half_closed && !stream.remote_closed {
-                    stream.request.messages.push(Bytes::from(message));
-                    stream.half_closed = end_stream != 0;
+                if stream.half_closed || stream.remote_closed {
+                    tracing::debug!(token, "gRPC message after the stream closed; goes nowhere");
+                    return Ok(());
+                }
+                let message = Bytes::from(message);
+                stream.request.messages.push(message.clone());
+                stream.half_closed = end_stream != 0;
+                grpc.tell(token, Inbound::Message(message));
+                if end_stream != 0 {
+                    grpc.tell(token, Inbound::HalfClose);
                 }
                 Ok(())
             });
@@ -480,7 +494,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let live = grpc.calls.contains_key(&token) || grpc.streams.contains_key(&token);
             if live {
                 // Envoy resets the call or stream: nothing more is delivered.
-                grpc.forget(token);
+                grpc.reset(token);
                 Status::Ok
             } else {
                 Status::NotFound
@@ -509,8 +523,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 }
                 Some(stream) => {
                     // A local half-close: the server still answers.
-                    stream.half_closed = true;
+                    let was_half_closed = std::mem::replace(&mut stream.half_closed, true);
                     stream.local_closed = true;
+                    if !was_half_closed {
+                        grpc.tell(token, Inbound::HalfClose);
+                    }
                     Status::Ok
                 }
             }

@@ -719,39 +719,17 @@ fn stamp(chain: &mut Chain, sched: &mut Sched) {
 }
 
 /// Whether a VM has gRPC work to do without the clock moving: an event to
-/// deliver, or a call (or half-closed stream) whose service was not asked.
+/// deliver, a call (or half-closed stream) whose service was not asked, or
+/// something to tell a streaming service.
 fn has_grpc_work(grpc: &crate::grpc::GrpcState) -> bool {
-    !grpc.events.is_empty()
-        || grpc.calls.values().any(|c| !c.asked)
-        || grpc.streams.values().any(|s| s.half_closed && !s.asked)
+    grpc.has_work()
 }
 
 /// The stream whose gRPC call the next gRPC work of filter `i` is for.
 fn grpc_owner(chain: &mut Chain, sched: &Sched, i: usize) -> Option<usize> {
     let slot = chain.slots.get_mut(i)?;
     let vm = slot.vm.key();
-    let state = slot.vm.state();
-    let grpc = &state.root().grpc;
-    let context = match grpc.events.front() {
-        Some(event) => {
-            let token = event.token();
-            grpc.calls
-                .get(&token)
-                .map(|c| c.context)
-                .or_else(|| grpc.streams.get(&token).map(|s| s.context))?
-        }
-        None => grpc
-            .calls
-            .values()
-            .find(|c| !c.asked)
-            .map(|c| c.context)
-            .or_else(|| {
-                grpc.streams
-                    .values()
-                    .find(|s| s.half_closed && !s.asked)
-                    .map(|s| s.context)
-            })?,
-    };
+    let context = slot.vm.state().root().grpc.next_work_context()?;
     sched.owner(vm, context)
 }
 
