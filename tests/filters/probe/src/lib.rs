@@ -41,7 +41,8 @@
 //!   The gRPC callbacks log their arguments and what they can read, make the
 //!   stream that opened the call the effective context and run its
 //!   `x-probe-grpc-metadata`, `x-probe-grpc-message`, `x-probe-grpc-trailers` or
-//!   `x-probe-grpc-close` script;
+//!   `x-probe-grpc-close` script; the `n`-th message of a stream (1 to 9) runs
+//!   `x-probe-grpc-message-<n>` instead when the request has it;
 //! - `period:ms` — `proxy_set_tick_period_milliseconds`; `ontick:c1,c2` — the
 //!   commands (`,` for `;`) `on_tick` runs with the current stream as the
 //!   effective context; `oncallout:c1,c2` — the current stream's callout script
@@ -825,6 +826,8 @@ struct Scripts {
     log: String,
     grpc_metadata: String,
     grpc_message: String,
+    /// `x-probe-grpc-message-<n>`: for a stream's `n`-th message (from 1).
+    grpc_message_nth: Vec<String>,
     grpc_trailers: String,
     grpc_close: String,
 }
@@ -835,6 +838,8 @@ thread_local! {
     static CALLS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
     /// gRPC token → the stream that opened the call or stream.
     static GRPC: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// gRPC stream token → the messages it delivered so far.
+    static GRPC_RECEIVED: RefCell<HashMap<u32, usize>> = RefCell::new(HashMap::new());
     /// The last gRPC token this VM got.
     static LAST_GRPC: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// The stream whose callback is running.
@@ -939,6 +944,9 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 
         log: request_header(&script_header("log")),
         grpc_metadata: request_header(&script_header("grpc-metadata")),
         grpc_message: request_header(&script_header("grpc-message")),
+        grpc_message_nth: (1..=9)
+            .map(|n| request_header(&script_header(&format!("grpc-message-{n}"))))
+            .collect(),
         grpc_trailers: request_header(&script_header("grpc-trailers")),
         grpc_close: request_header(&script_header("grpc-close")),
     };
@@ -1020,7 +1028,10 @@ pub extern "C" fn proxy_on_http_call_response(
 
 /// Runs a gRPC callback's script: with the stream that opened the call as the
 /// effective context, if it still exists.
-fn grpc_script(callback: &str, token: u32, pick: fn(&Scripts) -> &String, done: bool) {
+fn grpc_script(callback: &str, token: u32, pick: impl Fn(&Scripts) -> String, done: bool) {
+    if done {
+        GRPC_RECEIVED.with(|r| r.borrow_mut().remove(&token));
+    }
     let stream = GRPC.with(|g| {
         let mut g = g.borrow_mut();
         if done {
@@ -1032,7 +1043,7 @@ fn grpc_script(callback: &str, token: u32, pick: fn(&Scripts) -> &String, done: 
     let Some(stream) = stream else {
         return;
     };
-    let text = stream_script(stream, pick);
+    let text = STREAMS.with(|s| s.borrow().get(&stream).map(&pick).unwrap_or_default());
     if text.is_empty() {
         return;
     }
@@ -1061,7 +1072,7 @@ pub extern "C" fn proxy_on_grpc_receive_initial_metadata(root: u32, token: u32, 
     grpc_script(
         "on_grpc_receive_initial_metadata",
         token,
-        |s| &s.grpc_metadata,
+        |s| s.grpc_metadata.clone(),
         false,
     );
 }
@@ -1080,7 +1091,17 @@ pub extern "C" fn proxy_on_grpc_receive(root: u32, token: u32, size: usize) {
     ));
     // A unary call ends with its message.
     let done = token & 3 == 1;
-    grpc_script("on_grpc_receive", token, |s| &s.grpc_message, done);
+    let n = GRPC_RECEIVED.with(|r| {
+        let mut r = r.borrow_mut();
+        let n = r.entry(token).or_insert(0);
+        *n += 1;
+        *n
+    });
+    let pick = move |s: &Scripts| match s.grpc_message_nth.get(n - 1) {
+        Some(nth) if !nth.is_empty() => nth.clone(),
+        _ => s.grpc_message.clone(),
+    };
+    grpc_script("on_grpc_receive", token, pick, done);
 }
 
 /// gRPC trailing metadata arrived: logs it, runs `x-probe-grpc-trailers`.
@@ -1094,7 +1115,7 @@ pub extern "C" fn proxy_on_grpc_receive_trailing_metadata(root: u32, token: u32,
     grpc_script(
         "on_grpc_receive_trailing_metadata",
         token,
-        |s| &s.grpc_trailers,
+        |s| s.grpc_trailers.clone(),
         false,
     );
 }
@@ -1113,7 +1134,7 @@ pub extern "C" fn proxy_on_grpc_close(root: u32, token: u32, status: u32) {
         "on_grpc_close token={token} status={status} status -> {s} {code} {}",
         escape(&take(ptr, len))
     ));
-    grpc_script("on_grpc_close", token, |s| &s.grpc_close, true);
+    grpc_script("on_grpc_close", token, |s| s.grpc_close.clone(), true);
 }
 
 /// A shared queue has data: logs the token, then dequeues until the queue is
