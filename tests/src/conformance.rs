@@ -6,17 +6,20 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::Deserialize;
-use weir_harness::{EnvoyConfig, GrpcReply, GrpcRequest, LogLevel, UpstreamFault};
+use weir_harness::{
+    EnvoyConfig, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply, GrpcStreamService, LogLevel,
+    UpstreamFault,
+};
 
 use crate::envoy::{Envoy, Rebind};
-use crate::grpc::{GrpcHandler, GrpcUpstream};
+use crate::grpc::{GrpcHandler, GrpcStreamHandler, GrpcUpstream, SharedStreamService};
 use crate::net::{self, Upstream};
 use crate::observed::{ClientSaw, UpstreamSaw};
 
@@ -376,6 +379,76 @@ pub struct GrpcSpec {
     pub trailers: Vec<(String, String)>,
     /// Never answer (the call times out or is cancelled).
     pub no_answer: bool,
+    /// Answer streams while they are open, as scripted (the other fields
+    /// are then unused). A suite with one such scenario serves its `grpc`
+    /// cluster full duplex in the harness and for Envoy: its other
+    /// scenarios' answers go out once the client half-closes, as they would.
+    pub stream: Option<StreamSpec>,
+}
+
+/// How the `grpc` cluster answers a stream while it is open: what it sends
+/// when the stream opens, in answer to each request message, and when the
+/// client half-closes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Sent when the stream opens (default: nothing).
+    #[serde(default)]
+    pub open: StepSpec,
+    /// Sent in answer to the `n`-th request message (nothing past the list).
+    #[serde(default)]
+    pub messages: Vec<StepSpec>,
+    /// Sent when the client half-closes (default: close with status OK; `{}`
+    /// sends nothing and leaves the stream open).
+    #[serde(default = "StepSpec::close_ok")]
+    pub half_close: StepSpec,
+}
+
+/// What the server sends at one point of a stream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StepSpec {
+    /// Send the response headers now, even without metadata or a message.
+    pub headers: bool,
+    /// Initial metadata (sends the response headers).
+    pub metadata: Vec<(String, String)>,
+    /// Messages.
+    pub messages: Vec<String>,
+    /// Trailing metadata, with the close.
+    pub trailers: Vec<(String, String)>,
+    /// Close the stream with this `grpc-status`.
+    pub status: Option<u32>,
+    /// `grpc-message` of the close.
+    pub message: String,
+}
+
+impl StepSpec {
+    fn close_ok() -> Self {
+        Self {
+            status: Some(0),
+            ..Self::default()
+        }
+    }
+
+    fn reply(&self) -> GrpcStreamReply {
+        let mut reply = GrpcStreamReply::new();
+        if self.headers {
+            reply = reply.headers();
+        }
+        for (k, v) in &self.metadata {
+            reply = reply.initial_metadata(k, v);
+        }
+        for m in &self.messages {
+            reply = reply.message(Bytes::from(m.clone()));
+        }
+        for (k, v) in &self.trailers {
+            reply = reply.trailing_metadata(k, v);
+        }
+        if let Some(code) = self.status {
+            reply = reply.close(code, self.message.clone());
+        }
+        reply
+    }
 }
 
 impl GrpcSpec {
@@ -647,7 +720,22 @@ pub fn run(suite: &Suite) -> Result<Report> {
     }
     let upstream = Upstream::start(Arc::clone(&handler))?;
     let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
-    let grpc_upstream = GrpcUpstream::start("grpc", Arc::clone(&grpc_handler))?;
+    // A suite that scripts streams serves them full duplex, on both sides.
+    let streaming: Option<GrpcStreamHandler> = suite
+        .scenarios
+        .iter()
+        .any(|s| s.grpc.stream.is_some())
+        .then(|| {
+            let service: GrpcStreamHandler = Arc::new(Mutex::new(StreamsByProbeId {
+                specs: suite.scenarios.iter().map(|s| s.grpc.clone()).collect(),
+                current: Arc::clone(&current),
+            }));
+            service
+        });
+    let grpc_upstream = match &streaming {
+        Some(service) => GrpcUpstream::start_streaming("grpc", Arc::clone(service))?,
+        None => GrpcUpstream::start("grpc", Arc::clone(&grpc_handler))?,
+    };
     let how = Rebind {
         clusters: HashMap::from([
             ("upstream".to_owned(), upstream.addr()),
@@ -668,12 +756,15 @@ pub fn run(suite: &Suite) -> Result<Report> {
         .upstream_address(upstream.addr());
     let engine = crate::engine();
     let for_harness = Arc::clone(&callout_handler);
-    let mut chain = config
+    let builder = config
         .chain_builder(engine, |_| engine.load_file(&probe))?
         .connection_manager(hcm)
-        .cluster("callout", move |req| for_harness(req))
-        .grpc_service("grpc", move |req: &GrpcRequest| grpc_handler(req))
-        .build()?;
+        .cluster("callout", move |req| for_harness(req));
+    let mut chain = match streaming {
+        Some(service) => builder.grpc_stream_service("grpc", SharedStreamService(service)),
+        None => builder.grpc_service("grpc", move |req: &GrpcRequest| grpc_handler(req)),
+    }
+    .build()?;
     let upstreams = Upstreams {
         upstream: &upstream,
         callout: &callout_upstream,
@@ -687,6 +778,74 @@ struct Upstreams<'a> {
     upstream: &'a Upstream,
     callout: &'a Upstream,
     grpc: &'a GrpcUpstream,
+}
+
+/// A streaming gRPC service that answers each stream as the scenario its
+/// `x-probe-id` metadata names (or, without one, the scenario running)
+/// scripts it; a scenario without a script answers in whole once the client
+/// half-closes.
+struct StreamsByProbeId {
+    specs: Vec<GrpcSpec>,
+    current: Arc<AtomicUsize>,
+}
+
+impl StreamsByProbeId {
+    fn spec(&self, stream: &GrpcStream) -> Option<&GrpcSpec> {
+        let id = match stream.metadata("x-probe-id") {
+            Some(v) => v.parse::<usize>().ok(),
+            None => Some(self.current.load(Ordering::SeqCst)),
+        };
+        id.and_then(|i| self.specs.get(i))
+    }
+
+    fn script(&self, stream: &GrpcStream) -> Option<&StreamSpec> {
+        self.spec(stream).and_then(|s| s.stream.as_ref())
+    }
+}
+
+impl GrpcStreamService for StreamsByProbeId {
+    fn on_open(&mut self, stream: &GrpcStream) -> GrpcStreamReply {
+        match self.spec(stream) {
+            Some(spec) => spec
+                .stream
+                .as_ref()
+                .map(|s| s.open.reply())
+                .unwrap_or_default(),
+            None => GrpcStreamReply::new().close(5, "no such scenario"),
+        }
+    }
+
+    fn on_message(&mut self, stream: &GrpcStream, _: &Bytes) -> GrpcStreamReply {
+        let n = stream.messages().len();
+        self.script(stream)
+            .and_then(|s| s.messages.get(n.wrapping_sub(1)))
+            .map(StepSpec::reply)
+            .unwrap_or_default()
+    }
+
+    fn on_half_close(&mut self, stream: &GrpcStream) -> GrpcStreamReply {
+        if let Some(script) = self.script(stream) {
+            return script.half_close.reply();
+        }
+        let Some(spec) = self.spec(stream) else {
+            return GrpcStreamReply::new();
+        };
+        let whole = spec.reply(&stream.request);
+        if !whole.answers() {
+            return GrpcStreamReply::new();
+        }
+        let mut reply = GrpcStreamReply::new().headers();
+        for (k, v) in whole.headers() {
+            reply = reply.initial_metadata(k, v);
+        }
+        for m in whole.messages() {
+            reply = reply.message(m.clone());
+        }
+        for (k, v) in &spec.trailers {
+            reply = reply.trailing_metadata(k, v);
+        }
+        reply.close(whole.code(), whole.status_message())
+    }
 }
 
 /// A gRPC server that answers each request as the scenario its `x-probe-id`
@@ -1250,6 +1409,9 @@ fn show(name: &str, harness: &Observed, envoy: &Observed) {
     }
     for line in &harness.logs {
         eprintln!("  {line}");
+    }
+    for grpc in &harness.grpc {
+        eprintln!("  grpc: {} {} {:?}", grpc.method, grpc.uri, grpc.body);
     }
     if harness != envoy {
         eprintln!("{}", describe("(envoy differs)", harness, envoy));

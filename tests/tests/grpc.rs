@@ -1,12 +1,18 @@
 //! gRPC callouts in the harness, driven by the `probe` test filter: what the
 //! service receives, what the outcome records, timeouts on the virtual clock,
-//! and a host call that would crash Envoy. (tests/conformance/grpc.yaml
+//! a host call that would crash Envoy, and streaming services answering
+//! streams while they are open (HTTP and network filters). (tests/conformance/grpc.yaml
 //! compares the same host calls with Envoy 1.40.)
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_harness::{Chain, Error, Filter, GrpcReply, GrpcRequest, LogLevel};
+use weir_harness::{
+    Chain, Error, Filter, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply, GrpcStreamService,
+    LogLevel, NetworkChain, TcpReply,
+};
 use weir_tests::{engine, filter_wasm};
 
 fn chain(service: impl FnMut(&GrpcRequest) -> GrpcReply + 'static) -> Chain {
@@ -219,4 +225,507 @@ fn calls_from_a_root_callback_are_answered_after_it() {
         .expect("the answer reached the root context");
     assert!(call < answer, "{got:?}");
     assert_eq!(outcome.grpc[0].request.service(), "pkg.Root");
+}
+
+/// A streaming service that records what it is told and answers from a
+/// script: `open` when the stream opens, `replies[n]` to the `n`-th message
+/// (nothing past the list), `half_close` when the plugin half-closes.
+#[derive(Default)]
+struct Scripted {
+    told: Rc<RefCell<Vec<String>>>,
+    open: GrpcStreamReply,
+    replies: Vec<GrpcStreamReply>,
+    half_close: GrpcStreamReply,
+}
+
+impl GrpcStreamService for Scripted {
+    fn on_open(&mut self, stream: &GrpcStream) -> GrpcStreamReply {
+        self.told.borrow_mut().push(format!(
+            "open {} {}/{} x-a={}",
+            stream.id,
+            stream.request.service(),
+            stream.request.method(),
+            stream.metadata("x-a").unwrap_or("-")
+        ));
+        self.open.clone()
+    }
+
+    fn on_message(&mut self, stream: &GrpcStream, message: &Bytes) -> GrpcStreamReply {
+        let n = stream.messages().len();
+        self.told
+            .borrow_mut()
+            .push(format!("message {n} {}", String::from_utf8_lossy(message)));
+        self.replies.get(n - 1).cloned().unwrap_or_default()
+    }
+
+    fn on_half_close(&mut self, stream: &GrpcStream) -> GrpcStreamReply {
+        self.told
+            .borrow_mut()
+            .push(format!("half-close after {}", stream.messages().len()));
+        self.half_close.clone()
+    }
+
+    fn on_reset(&mut self, stream: &GrpcStream) {
+        self.told
+            .borrow_mut()
+            .push(format!("reset after {}", stream.messages().len()));
+    }
+}
+
+fn streaming_chain(service: impl GrpcStreamService + 'static) -> Chain {
+    let probe = engine().load_file(filter_wasm("probe")).expect("loads");
+    Chain::builder(engine())
+        .filter(Filter::new(probe).name("probe"))
+        .grpc_stream_service("grpc", service)
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts")
+}
+
+fn grpc_lines(logs: &[weir_harness::LogRecord]) -> Vec<&str> {
+    lines(logs)
+        .into_iter()
+        .filter(|l| {
+            !l.contains(" effective:")
+                && (l.starts_with("on_grpc") || [" gs", " gc"].iter().any(|c| l.contains(c)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_streaming_service_answers_each_message_while_the_stream_is_open() {
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let mut chain = streaming_chain(Scripted {
+        told: Rc::clone(&told),
+        replies: vec![
+            GrpcStreamReply::new()
+                .initial_metadata("x-h", "v")
+                .message("first"),
+            GrpcStreamReply::new()
+                .message("second")
+                .trailing_metadata("x-t", "w")
+                .close(0, ""),
+        ],
+        ..Scripted::default()
+    });
+    let outcome = chain
+        .send(
+            request(&[
+                (
+                    "x-probe-request",
+                    "gstream:grpc:pkg.Chat:Talk:x-a=1;gsend:$:one:0;return:1",
+                ),
+                // The plugin answers the server's first message.
+                ("x-probe-grpc-message-1", "gsend:$:two:0"),
+                ("x-probe-grpc-close", "continue:0"),
+            ]),
+            ok,
+        )
+        .expect("the close resumes the request");
+    assert_eq!(outcome.response.status(), 200);
+    assert_eq!(
+        grpc_lines(&outcome.logs),
+        [
+            "on_request_headers gstream:grpc:pkg.Chat:Talk:x-a=1 -> 0 token=6",
+            "on_request_headers gsend:$:one:0 -> 0",
+            // The request is not complete: the router adds no timing header.
+            "on_grpc_receive_initial_metadata token=6 n=3 pairs:4 -> 0 :status=200,content-type=application/grpc,x-h=v",
+            "on_grpc_receive token=6 size=5 buf:5 -> 0 first",
+            "on_grpc_receive gsend:$:two:0 -> 0",
+            "on_grpc_receive token=6 size=6 buf:5 -> 0 second",
+            "on_grpc_receive_trailing_metadata token=6 n=2 pairs:5 -> 0 x-t=w,grpc-status=0",
+            "on_grpc_close token=6 status=0 status -> 0 0 via_upstream",
+            "on_grpc_close continue:0 -> 0",
+        ]
+    );
+    // The service heard of each message as it came, and no half-close.
+    assert_eq!(
+        *told.borrow(),
+        [
+            "open 1 pkg.Chat/Talk x-a=1",
+            "message 1 one",
+            "message 2 two"
+        ]
+    );
+    let [stream] = outcome.grpc.as_slice() else {
+        panic!("one stream: {:?}", outcome.grpc);
+    };
+    assert_eq!(
+        stream.request.messages,
+        [Bytes::from("one"), Bytes::from("two")]
+    );
+    assert_eq!(
+        &stream.request.http.body()[..],
+        b"\0\0\0\0\x03one\0\0\0\0\x03two"
+    );
+    assert_eq!(
+        stream.reply.messages(),
+        [Bytes::from("first"), Bytes::from("second")]
+    );
+    assert_eq!(stream.reply.headers(), [("x-h".to_owned(), "v".to_owned())]);
+    assert!(stream.reply.answers());
+    assert_eq!(stream.status, Some(0));
+    assert!(!stream.reset);
+}
+
+#[test]
+fn a_server_that_never_closes_keeps_pushing_after_the_plugin_closes() {
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let mut chain = streaming_chain(Scripted {
+        told: Rc::clone(&told),
+        open: GrpcStreamReply::new().headers(),
+        replies: vec![GrpcStreamReply::new().message("u1")],
+        // Still open: one more update, no status.
+        half_close: GrpcStreamReply::new().message("u2"),
+    });
+    let outcome = chain
+        .send(
+            request(&[
+                (
+                    "x-probe-request",
+                    "gstream:grpc:pkg.Feed:Watch:;gsend:$:sub:0;return:1",
+                ),
+                ("x-probe-grpc-message-1", "gclose:$"),
+                ("x-probe-grpc-message-2", "gclose:$;continue:0"),
+            ]),
+            ok,
+        )
+        .expect("the second update resumes the request");
+    assert_eq!(outcome.response.status(), 200);
+    assert_eq!(
+        grpc_lines(&outcome.logs)[2..],
+        [
+            "on_grpc_receive_initial_metadata token=6 n=2 pairs:4 -> 0 :status=200,content-type=application/grpc",
+            "on_grpc_receive token=6 size=2 buf:5 -> 0 u1",
+            "on_grpc_receive gclose:$ -> 0",
+            // Envoy still delivers what the server sends after a local close.
+            "on_grpc_receive token=6 size=2 buf:5 -> 0 u2",
+            "on_grpc_receive gclose:$ -> 0",
+            "on_grpc_receive continue:0 -> 0",
+        ]
+    );
+    assert_eq!(
+        *told.borrow(),
+        [
+            "open 1 pkg.Feed/Watch x-a=-",
+            "message 1 sub",
+            "half-close after 1"
+        ]
+    );
+    let stream = &outcome.grpc[0];
+    assert!(!stream.reply.answers(), "the server never closed it");
+    assert_eq!(stream.status, None);
+    // Nothing more comes: a later request sees no gRPC traffic.
+    let later = chain
+        .send(request(&[("x-probe-request", "")]), ok)
+        .expect("completes");
+    assert!(later.grpc.is_empty(), "{:?}", later.grpc);
+}
+
+#[test]
+fn a_server_error_mid_stream_drops_what_the_plugin_sends_after_it() {
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let mut chain = streaming_chain(Scripted {
+        told: Rc::clone(&told),
+        replies: vec![
+            GrpcStreamReply::new().message("more"),
+            GrpcStreamReply::new()
+                .trailing_metadata("x-reason", "quota")
+                .close(8, "stop"),
+        ],
+        ..Scripted::default()
+    });
+    let outcome = chain
+        .send(
+            request(&[
+                (
+                    "x-probe-request",
+                    "gstream:grpc:pkg.Up:Load:;gsend:$:one:0;return:1",
+                ),
+                (
+                    "x-probe-grpc-message-1",
+                    "gsend:$:two:0;gsend:$:three:0;gsend:$:four:1",
+                ),
+                ("x-probe-grpc-close", "gsend:$:late:0;gclose:$;continue:0"),
+            ]),
+            ok,
+        )
+        .expect("completes");
+    assert_eq!(
+        grpc_lines(&outcome.logs)[4..],
+        [
+            "on_grpc_receive gsend:$:two:0 -> 0",
+            "on_grpc_receive gsend:$:three:0 -> 0",
+            "on_grpc_receive gsend:$:four:1 -> 0",
+            "on_grpc_receive_trailing_metadata token=6 n=3 pairs:5 -> 0 x-reason=quota,grpc-status=8,grpc-message=stop",
+            "on_grpc_close token=6 status=8 status -> 0 8 stop{via_upstream}",
+            "on_grpc_close gsend:$:late:0 -> 0",
+            "on_grpc_close gclose:$ -> 0",
+            "on_grpc_close continue:0 -> 0",
+        ]
+    );
+    // The service closed on the second message: it hears of nothing after.
+    assert_eq!(
+        *told.borrow(),
+        ["open 1 pkg.Up/Load x-a=-", "message 1 one", "message 2 two"]
+    );
+    let stream = &outcome.grpc[0];
+    assert_eq!(
+        stream.request.messages,
+        [Bytes::from("one"), Bytes::from("two")]
+    );
+    assert_eq!(
+        (stream.reply.code(), stream.reply.status_message()),
+        (8, "stop")
+    );
+    assert_eq!(stream.status, Some(8));
+}
+
+#[test]
+fn a_cancel_after_the_first_message_stops_the_rest_and_resets_the_service() {
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let mut chain = streaming_chain(Scripted {
+        told: Rc::clone(&told),
+        replies: vec![
+            GrpcStreamReply::new()
+                .message("a")
+                .message("b")
+                .message("c"),
+        ],
+        ..Scripted::default()
+    });
+    let outcome = chain
+        .send(
+            request(&[
+                (
+                    "x-probe-request",
+                    "gstream:grpc:pkg.Feed:Watch:;gsend:$:sub:0;return:1",
+                ),
+                (
+                    "x-probe-grpc-message-1",
+                    "gcancel:$;gsend:$:after:0;continue:0",
+                ),
+            ]),
+            ok,
+        )
+        .expect("completes");
+    let got = grpc_lines(&outcome.logs);
+    assert_eq!(
+        got[3..],
+        [
+            "on_grpc_receive token=6 size=1 buf:5 -> 0 a",
+            "on_grpc_receive gcancel:$ -> 0",
+            // The stream is gone for the plugin: NotFound.
+            "on_grpc_receive gsend:$:after:0 -> 1",
+            "on_grpc_receive continue:0 -> 0",
+        ]
+    );
+    assert_eq!(
+        *told.borrow(),
+        [
+            "open 1 pkg.Feed/Watch x-a=-",
+            "message 1 sub",
+            "reset after 1"
+        ]
+    );
+    let stream = &outcome.grpc[0];
+    assert!(stream.reset);
+    assert_eq!(stream.status, None);
+    assert_eq!(stream.reply.messages().len(), 3, "the server sent them all");
+}
+
+#[test]
+fn a_stream_refused_at_open_is_a_trailers_only_response() {
+    let mut chain = streaming_chain(Scripted {
+        open: GrpcStreamReply::new().close(16, "who are you"),
+        ..Scripted::default()
+    });
+    let outcome = chain
+        .send(
+            request(&[(
+                "x-probe-request",
+                "gstream:grpc:pkg.Chat:Talk:;gsend:$:hi:0",
+            )]),
+            ok,
+        )
+        .expect("completes");
+    assert_eq!(
+        grpc_lines(&outcome.logs)[2..],
+        [
+            "on_grpc_receive_initial_metadata token=6 n=0 pairs:4 -> 0 (none)",
+            "on_grpc_receive_trailing_metadata token=6 n=4 pairs:5 -> 0 :status=200,content-type=application/grpc,grpc-status=16,grpc-message=who are you",
+            "on_grpc_close token=6 status=16 status -> 0 16 who are you{via_upstream}",
+        ]
+    );
+    // The message was sent before the refusal arrived; the service closed
+    // before hearing of it.
+    assert!(outcome.grpc[0].request.messages.is_empty());
+}
+
+#[test]
+fn a_unary_call_to_a_streaming_service_gets_its_last_message() {
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let mut chain = streaming_chain(Scripted {
+        told: Rc::clone(&told),
+        replies: vec![GrpcStreamReply::new().message("partial").message("final")],
+        half_close: GrpcStreamReply::new().close(0, ""),
+        ..Scripted::default()
+    });
+    let outcome = chain
+        .send(
+            request(&[
+                ("x-probe-request", "gcall:grpc:pkg.Echo:Say:0:hi;return:1"),
+                ("x-probe-grpc-message", "continue:0"),
+            ]),
+            ok,
+        )
+        .expect("completes");
+    assert!(
+        lines(&outcome.logs).contains(&"on_grpc_receive token=5 size=5 buf:5 -> 0 final"),
+        "{:?}",
+        outcome.logs
+    );
+    assert_eq!(
+        *told.borrow(),
+        [
+            "open 1 pkg.Echo/Say x-a=-",
+            "message 1 hi",
+            "half-close after 1"
+        ]
+    );
+    assert_eq!(outcome.grpc[0].status, Some(0));
+}
+
+#[test]
+fn a_closure_is_a_streaming_service_and_streams_outlive_their_request() {
+    // Echoes each message; the default half-close closes OK.
+    let mut chain =
+        streaming_chain(|_: &GrpcStream, m: &Bytes| GrpcStreamReply::new().message(m.clone()));
+    let first = chain
+        .send(
+            request(&[("x-probe-request", "gstream:grpc:pkg.Echo:Chat:;gsend:$:a:0")]),
+            ok,
+        )
+        .expect("completes");
+    assert!(lines(&first.logs).contains(&"on_grpc_receive token=6 size=1 buf:5 -> 0 a"));
+    assert!(!first.grpc[0].reply.answers());
+    // A later request sends on the same stream (the VM's last token) and
+    // half-closes it: its outcome has the whole exchange.
+    let second = chain
+        .send(request(&[("x-probe-request", "gsend:6:b:1")]), ok)
+        .expect("completes");
+    let got = lines(&second.logs);
+    assert!(
+        got.contains(&"on_grpc_receive token=6 size=1 buf:5 -> 0 b"),
+        "{got:?}"
+    );
+    assert!(got.contains(&"on_grpc_close token=6 status=0 status -> 0 0 via_upstream"));
+    let [stream] = second.grpc.as_slice() else {
+        panic!("one stream: {:?}", second.grpc);
+    };
+    assert_eq!(
+        stream.request.messages,
+        [Bytes::from("a"), Bytes::from("b")]
+    );
+    assert_eq!(
+        stream.reply.messages(),
+        [Bytes::from("a"), Bytes::from("b")]
+    );
+    assert_eq!(stream.status, Some(0));
+}
+
+#[test]
+fn a_network_filter_streams_across_reads_of_its_connection() {
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(Filter::new(plugin).name("p").vm_id("p"))
+        .log_level(LogLevel::Info)
+        .grpc_stream_service(
+            "grpc",
+            Scripted {
+                told: Rc::clone(&told),
+                replies: vec![
+                    GrpcStreamReply::new().message("ack one"),
+                    GrpcStreamReply::new().message("ack two"),
+                ],
+                half_close: GrpcStreamReply::new().close(0, "done"),
+                ..Scripted::default()
+            },
+        )
+        .build()
+        .expect("starts");
+    // The upstream does not echo, so only the client's bytes run scripts.
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send(b"probe:gstream:grpc:pkg.Log:Push:;gsend:$:one:0\n")
+        .expect("sent");
+    conn.send(b"probe:gsend:$:two:1\n").expect("sent");
+    let outcome = conn.finish();
+    let got: Vec<&str> = outcome
+        .logs
+        .iter()
+        .filter_map(|l| l.message.strip_prefix("[p] "))
+        .filter(|l| l.starts_with("on_grpc"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // Before the half-close: no router timing header.
+            "on_grpc_receive_initial_metadata token=6 n=2 pairs:4 -> 0 :status=200,content-type=application/grpc",
+            "on_grpc_receive token=6 size=7 buf:5 -> 0 ack one",
+            "on_grpc_receive token=6 size=7 buf:5 -> 0 ack two",
+            "on_grpc_receive_trailing_metadata token=6 n=2 pairs:5 -> 0 grpc-status=0,grpc-message=done",
+            "on_grpc_close token=6 status=0 status -> 0 0 done{via_upstream}",
+        ]
+    );
+    assert_eq!(
+        *told.borrow(),
+        [
+            "open 1 pkg.Log/Push x-a=-",
+            "message 1 one",
+            "message 2 two",
+            "half-close after 2"
+        ]
+    );
+    assert_eq!(outcome.grpc.len(), 1);
+    assert_eq!(outcome.grpc[0].status, Some(0));
+}
+
+#[test]
+fn concurrent_streams_each_resume_on_their_own_streams_answers() {
+    let mut chain = streaming_chain(|s: &GrpcStream, m: &Bytes| {
+        let mut answer = format!("{}:", s.id).into_bytes();
+        answer.extend_from_slice(m);
+        GrpcStreamReply::new().message(answer)
+    });
+    let held = |name: &str| {
+        request(&[
+            (
+                "x-probe-request",
+                &format!("gstream:grpc:pkg.Echo:Chat:;gsend:$:{name}:0;return:1"),
+            ),
+            ("x-probe-grpc-message-1", "gclose:$;continue:0"),
+        ])
+    };
+    let outcomes = chain.send_all([held("a"), held("b")], ok);
+    let mut echoed = Vec::new();
+    for outcome in outcomes {
+        let outcome = outcome.expect("completes");
+        assert_eq!(outcome.response.status(), 200);
+        // Each outcome has its own stream, answered while it was open.
+        let [stream] = outcome.grpc.as_slice() else {
+            panic!("one stream each: {:?}", outcome.grpc);
+        };
+        echoed.push(stream.reply.messages().to_vec());
+        assert!(
+            lines(&outcome.logs)
+                .iter()
+                .any(|l| l.starts_with("on_grpc_receive continue:0 -> 0")),
+            "{:?}",
+            outcome.logs
+        );
+    }
+    assert_eq!(echoed, [vec![Bytes::from("1:a")], vec![Bytes::from("2:b")]]);
 }
