@@ -499,6 +499,13 @@ mod tests {
             matches!(&events[1], Event::TrailingMetadata(6, f) if f.get(b":status") == Some(b"200") && f.get(b"grpc-status") == Some(b"7"))
         );
         assert_eq!(events[2], Event::Close(6, 7, "no{via_upstream}".to_owned()));
+        // The router's timing header comes only after a complete request.
+        let timed = |complete| {
+            super::events(6, &frames, complete)
+                .iter()
+                .any(|e| matches!(e, Event::TrailingMetadata(_, f) if f.get(b"x-envoy-upstream-service-time").is_some()))
+        };
+        assert!(timed(true) && !timed(false));
     }
 
     #[test]
