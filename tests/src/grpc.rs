@@ -434,4 +434,16 @@ mod tests {
         assert!(unframe(Bytes::from_static(&[0, 0, 0, 0, 9, 1])).is_none());
         assert!(unframe(Bytes::from_static(&[1, 0, 0, 0, 0])).is_none());
     }
+
+    #[test]
+    fn messages_are_taken_off_a_stream_only_once_complete() {
+        let mut pending = bytes::BytesMut::new();
+        pending.extend_from_slice(&frame(b"one"));
+        pending.extend_from_slice(&frame(b"two")[..4]);
+        assert_eq!(next_message(&mut pending), Some(Bytes::from_static(b"one")));
+        assert_eq!(next_message(&mut pending), None);
+        pending.extend_from_slice(&frame(b"two")[4..]);
+        assert_eq!(next_message(&mut pending), Some(Bytes::from_static(b"two")));
+        assert!(pending.is_empty());
+    }
 }
