@@ -22,7 +22,7 @@ use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
 use crate::state::{LocalReplyRequest, PendingCall, PluginMeta};
 use crate::upstream::{Upstream, UpstreamFault};
-use crate::vm::{Trap, Vm};
+use crate::vm::{Trap, Vm, VmSetup};
 use crate::{Engine, Error, Result};
 
 mod sched;
@@ -227,6 +227,11 @@ pub struct ChainBuilder {
 impl ChainBuilder {
     /// Adds a cluster that filters can call with `proxy_http_call`, answered by
     /// `upstream`. Calls to other clusters are refused with `BadArgument`.
+    ///
+    /// A plugin may call out while it starts (`on_vm_start`, `on_configure`),
+    /// as in Envoy: the answer reaches its root context when it is due, before
+    /// a request that arrives later (at the next [`Chain::send`] or
+    /// [`Chain::advance`]), and is reported with that call's outcome.
     pub fn cluster(mut self, name: impl Into<String>, upstream: impl Upstream + 'static) -> Self {
         self.clusters.0.push((name.into(), Box::new(upstream)));
         self
@@ -292,6 +297,7 @@ impl ChainBuilder {
     pub fn build(self) -> Result<Chain> {
         let shared = Arc::new(Shared::default());
         let mut slots = Vec::with_capacity(self.filters.len());
+        let (clusters, grpc_clusters) = (self.clusters.names(), self.grpc.names());
         for (i, filter) in self.filters.into_iter().enumerate() {
             let seed = self.seed.wrapping_add(i as u64);
             let sibling = slots
@@ -302,10 +308,15 @@ impl ChainBuilder {
                 None => Vm::start(
                     &filter.plugin,
                     filter.meta.clone(),
-                    self.start,
-                    seed,
-                    self.log_level,
-                    self.fuel_per_call,
+                    &VmSetup {
+                        now: self.start,
+                        monotonic: Duration::ZERO,
+                        seed,
+                        log_level: self.log_level,
+                        fuel_per_call: self.fuel_per_call,
+                        clusters: &clusters,
+                        grpc_clusters: &grpc_clusters,
+                    },
                     Arc::clone(&shared),
                 )?,
             };
@@ -318,7 +329,7 @@ impl ChainBuilder {
                 filter,
                 seed,
             };
-            wire(&mut slot.vm, &self.hcm, &self.clusters, &self.grpc);
+            wire(&mut slot.vm, &self.hcm);
             if slot.policy == FailurePolicy::FailReload && slot.reload_backoff.as_millis() < 2 {
                 return Err(Error::WouldCrashEnvoy {
                     plugin: slot.vm.name().to_owned(),
@@ -345,6 +356,13 @@ impl ChainBuilder {
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new(), true);
+        // Callouts made while the plugins started were sent before anything
+        // that happens later.
+        for slot in &mut chain.slots {
+            for call in &mut slot.vm.state().root_mut().pending_calls {
+                call.seq.get_or_insert(0);
+            }
+        }
         chain.startup_logs = chain.drain_logs();
         for slot in &mut chain.slots {
             slot.vm.take_fuel();
@@ -354,15 +372,15 @@ impl ChainBuilder {
     }
 }
 
-/// Gives a new VM what the chain knows: the route's cluster and the clusters it
-/// may call.
-fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters, grpc: &GrpcServices) {
-    vm.state().cluster_name = hcm.route_cluster_name().map(str::to_owned);
+/// Gives a started VM what its streams will see of the connection manager:
+/// the route's cluster and the connection's addresses (a root context has
+/// neither while it starts, as in Envoy).
+fn wire(vm: &mut Vm, hcm: &ConnectionManager) {
+    let mut state = vm.state();
+    state.cluster_name = hcm.route_cluster_name().map(str::to_owned);
     let addresses = hcm.addresses();
-    vm.state().source_address = Some(addresses.source);
-    vm.state().destination_address = Some(addresses.destination);
-    vm.state().clusters = clusters.names();
-    vm.state().grpc_clusters = grpc.names();
+    state.source_address = Some(addresses.source);
+    state.destination_address = Some(addresses.destination);
 }
 
 #[derive(Debug)]
@@ -729,6 +747,30 @@ pub(crate) fn next_timer<'a>(
         .flatten()
         .filter(|(t, _, _)| *t <= end)
         .min()
+}
+
+/// The root-context callout answered first by `end`, across the VMs that have
+/// not failed (by due time, then the order they were made): when, the VM's
+/// index and the call's place in its queue.
+fn next_root_call(
+    slots: &mut [Slot],
+    clusters: &mut Clusters,
+    end: Duration,
+) -> Option<(Duration, usize, usize)> {
+    let mut best: Option<((Duration, u64), usize, usize)> = None;
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if slot.vm.failed() {
+            continue;
+        }
+        let mut state = slot.vm.state();
+        for (index, call) in state.root_mut().pending_calls.iter_mut().enumerate() {
+            let key = (call_due(clusters, call), call.seq.unwrap_or(u64::MAX));
+            if key.0 <= end && best.is_none_or(|(b, _, _)| key < b) {
+                best = Some((key, i, index));
+            }
+        }
+    }
+    best.map(|((at, _), i, index)| (at, i, index))
 }
 
 /// Fires `timer`, due at `at`, in `vm`: its `on_tick`, or the gRPC calls that
@@ -1167,25 +1209,53 @@ impl Chain {
         &self.startup_logs
     }
 
-    /// Moves the virtual clock forward.
     /// Moves the virtual clock forward by `by`, firing every `on_tick` that falls
     /// due on the way, in time order across plugins (a plugin's first tick comes
-    /// one period after it set the period). Callouts made from `on_tick` are
-    /// answered right after it. Returns what happened meanwhile.
+    /// one period after it set the period). Root-context callouts (made from
+    /// `on_tick`, or while the plugin started) are answered in the same order,
+    /// when their cluster answers them (at once, or after an
+    /// [`UpstreamFault::Delay`]), and gRPC calls as soon as they are made.
+    /// Returns what happened meanwhile.
     pub fn advance(&mut self, by: Duration) -> Background {
         let end = self.monotonic() + by;
         let mut callouts = Vec::new();
-        while let Some((at, timer, i)) = next_timer(self.slots.iter_mut().map(|s| &mut s.vm), end) {
-            self.set_monotonic(at);
+        loop {
             let Chain {
                 slots,
                 clusters,
                 grpc,
                 ..
             } = self;
-            let vm = &mut slots[i].vm;
-            let result = fire_timer(vm, at, timer);
-            settle_root_callback(vm, clusters, grpc, result, &mut callouts);
+            // gRPC work is due as soon as it appears (start-up calls).
+            for slot in slots.iter_mut() {
+                while let Some(Ok(())) = grpc_step(&mut slot.vm, grpc) {}
+            }
+            // Callouts still in flight (made while the plugin started) are
+            // answered when due; at equal times before a timer.
+            let timer = next_timer(slots.iter_mut().map(|s| &mut s.vm), end);
+            let call = next_root_call(slots, clusters, end);
+            match (call, timer) {
+                (Some((at, i, index)), timer) if timer.is_none_or(|(t, _, _)| at <= t) => {
+                    self.set_monotonic(at);
+                    let Chain {
+                        slots, clusters, ..
+                    } = self;
+                    let vm = &mut slots[i].vm;
+                    let Some(call) = vm.state().root_mut().pending_calls.remove(index) else {
+                        break;
+                    };
+                    let _ = answer_call(vm, clusters, call, &mut callouts);
+                    // A root context has no stream to act on.
+                    vm.state().deferred.clear();
+                }
+                (_, Some((at, timer, i))) => {
+                    self.set_monotonic(at);
+                    let vm = &mut self.slots[i].vm;
+                    let _ = fire_timer(vm, at, timer);
+                    vm.state().deferred.clear();
+                }
+                (_, None) => break,
+            }
             self.deliver_queue_ready(&mut callouts, true);
         }
         self.set_monotonic(end);
@@ -1237,10 +1307,15 @@ impl Chain {
                     Vm::start(
                         &slot.filter.plugin,
                         slot.filter.meta.clone(),
-                        self.now,
-                        slot.seed,
-                        self.log_level,
-                        self.fuel_per_call,
+                        &VmSetup {
+                            now: self.now,
+                            monotonic: now,
+                            seed: slot.seed,
+                            log_level: self.log_level,
+                            fuel_per_call: self.fuel_per_call,
+                            clusters: &self.clusters.names(),
+                            grpc_clusters: &self.grpc.names(),
+                        },
                         Arc::clone(&self.shared),
                     )
                 }
@@ -1248,7 +1323,7 @@ impl Chain {
             let slot = &mut self.slots[i];
             match started {
                 Ok(mut vm) => {
-                    wire(&mut vm, &self.hcm, &self.clusters, &self.grpc);
+                    wire(&mut vm, &self.hcm);
                     vm.state().monotonic = now;
                     vm.take_fuel();
                     vm.take_host_calls();
