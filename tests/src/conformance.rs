@@ -111,6 +111,14 @@ pub struct Suite {
     /// gRPC calls are not compared per scenario in a concurrent suite.
     #[serde(default)]
     pub concurrent: bool,
+    /// Time to let pass after start-up, before the first scenario, for the
+    /// callouts the plugin makes while it starts (Envoy's side sleeps, the
+    /// harness's clock advances). Those callouts are then compared as a set:
+    /// Envoy's main thread and its worker each make them (the canary VM is
+    /// gone before its call is sent); both answered as the first scenario's
+    /// `callout` says.
+    #[serde(default)]
+    pub startup_wait_ms: u64,
     /// The scenarios (HTTP requests).
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
@@ -746,6 +754,41 @@ fn run_scenarios(
         report.differences.push(format!(
             "── start-up (on_vm_start, on_configure)\n  harness (x3): {expected:?}\n  envoy:        {startup:?}\n"
         ));
+    }
+    if suite.startup_wait_ms > 0 {
+        report.total += 1;
+        let wait = Duration::from_millis(suite.startup_wait_ms);
+        let background = chain.advance(wait);
+        std::thread::sleep(wait);
+        let distinct = |mut seen: Vec<UpstreamSaw>| {
+            seen.sort_by(|a, b| (&a.uri, &a.headers).cmp(&(&b.uri, &b.headers)));
+            seen.dedup();
+            seen
+        };
+        let harness = distinct(
+            background
+                .callouts
+                .iter()
+                .map(|c| UpstreamSaw::of(&c.request))
+                .collect(),
+        );
+        let envoy_saw = distinct(
+            upstreams
+                .callout
+                .take_seen()
+                .iter()
+                .map(UpstreamSaw::of)
+                .collect(),
+        );
+        let lines = envoy_wasm_logs(&envoy.log());
+        let envoy_logs = lines[seen_lines.min(lines.len())..].to_vec();
+        seen_lines = lines.len();
+        let harness_logs = info_logs(&background.logs);
+        if harness != envoy_saw || harness_logs != envoy_logs {
+            report.differences.push(format!(
+                "── after start-up ({wait:?}): callouts and logs\n  harness: {harness:?} {harness_logs:?}\n  envoy:   {envoy_saw:?} {envoy_logs:?}\n"
+            ));
+        }
     }
     if suite.concurrent {
         run_batch(
