@@ -485,6 +485,9 @@ pub struct Background {
 /// Per-filter progress of one stream.
 #[derive(Clone, Copy, Debug, Default)]
 struct Progress {
+    /// The stream context id Envoy gives the filter when the stream starts
+    /// (`createFilter`, in chain order); the context itself is created later.
+    reserved: Option<u32>,
     /// The stream context id in this filter's VM, once created.
     context: Option<u32>,
     /// Whether the filter's request callbacks ran (its encoder runs on the way back).
@@ -1274,63 +1277,77 @@ impl Chain {
         }
     }
 
+    /// Creates the stream's filters as Envoy's filter chain factory does, in
+    /// chain order: each gets its plugin's VM (reloaded first if it failed
+    /// under FAIL_RELOAD and its backoff has passed, see
+    /// [`Chain::reload_if_due`]) and, from a VM that has not failed, its stream
+    /// context id. With a shared VM, a plugin reloaded for one filter gets its
+    /// root context before the next filter's plugin joins the VM.
+    fn create_filters(&mut self, progress: &mut [Progress]) {
+        for (i, p) in progress.iter_mut().enumerate().take(self.slots.len()) {
+            self.reload_if_due(i);
+            let vm = &mut self.slots[i].vm;
+            if !vm.failed() {
+                p.reserved = Some(vm.new_context_id());
+            }
+        }
+    }
+
     /// FAIL_RELOAD, applied as Envoy applies it when a stream starts: a VM that
     /// trapped is replaced by a fresh one (start-up sequence included) once a
     /// jittered backoff in `[base, 1.5 × base)` has passed since it was loaded. A
     /// failed reload keeps the failed VM (the stream is answered 503) and the
     /// backoff starts again.
-    fn reload_failed_vms(&mut self) {
+    fn reload_if_due(&mut self, i: usize) {
         let now = self.monotonic();
-        for i in 0..self.slots.len() {
-            let slot = &self.slots[i];
-            if slot.policy != FailurePolicy::FailReload || !slot.vm.failed() {
-                continue;
+        let slot = &self.slots[i];
+        if slot.policy != FailurePolicy::FailReload || !slot.vm.failed() {
+            return;
+        }
+        let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
+        let jitter = self.next_random() % (base / 2).max(1);
+        let slot = &mut self.slots[i];
+        if now.saturating_sub(slot.loaded_at) < Duration::from_millis(base + jitter) {
+            return;
+        }
+        slot.loaded_at = now;
+        // As Envoy's thread-local VM lookup: a healthy VM with the same key
+        // (one a sibling plugin reloaded already) takes the plugin; a failed
+        // one is never reused.
+        let healthy = self
+            .slots
+            .iter()
+            .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
+        let started = match healthy {
+            Some(sibling) => sibling.vm.join(self.slots[i].filter.meta.clone()),
+            None => {
+                let slot = &self.slots[i];
+                Vm::start(
+                    &slot.filter.plugin,
+                    slot.filter.meta.clone(),
+                    &VmSetup {
+                        now: self.now,
+                        monotonic: now,
+                        seed: slot.seed,
+                        log_level: self.log_level,
+                        fuel_per_call: self.fuel_per_call,
+                        clusters: &self.clusters.names(),
+                        grpc_clusters: &self.grpc.names(),
+                    },
+                    Arc::clone(&self.shared),
+                )
             }
-            let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
-            let jitter = self.next_random() % (base / 2).max(1);
-            let slot = &mut self.slots[i];
-            if now.saturating_sub(slot.loaded_at) < Duration::from_millis(base + jitter) {
-                continue;
+        };
+        let slot = &mut self.slots[i];
+        match started {
+            Ok(mut vm) => {
+                wire(&mut vm, &self.hcm);
+                vm.state().monotonic = now;
+                vm.take_fuel();
+                vm.take_host_calls();
+                slot.vm = vm;
             }
-            slot.loaded_at = now;
-            // As Envoy's thread-local VM lookup: a healthy VM with the same key
-            // (one a sibling plugin reloaded already) takes the plugin; a
-            // failed one is never reused.
-            let healthy = self
-                .slots
-                .iter()
-                .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
-            let started = match healthy {
-                Some(sibling) => sibling.vm.join(self.slots[i].filter.meta.clone()),
-                None => {
-                    let slot = &self.slots[i];
-                    Vm::start(
-                        &slot.filter.plugin,
-                        slot.filter.meta.clone(),
-                        &VmSetup {
-                            now: self.now,
-                            monotonic: now,
-                            seed: slot.seed,
-                            log_level: self.log_level,
-                            fuel_per_call: self.fuel_per_call,
-                            clusters: &self.clusters.names(),
-                            grpc_clusters: &self.grpc.names(),
-                        },
-                        Arc::clone(&self.shared),
-                    )
-                }
-            };
-            let slot = &mut self.slots[i];
-            match started {
-                Ok(mut vm) => {
-                    wire(&mut vm, &self.hcm);
-                    vm.state().monotonic = now;
-                    vm.take_fuel();
-                    vm.take_host_calls();
-                    slot.vm = vm;
-                }
-                Err(e) => tracing::warn!(plugin = %slot.filter.meta.name, "VM reload failed: {e}"),
-            }
+            Err(e) => tracing::warn!(plugin = %slot.filter.meta.name, "VM reload failed: {e}"),
         }
     }
 
@@ -1465,7 +1482,6 @@ impl Chain {
         ) = {
             let mut guard = io.chain();
             let chain: &mut Chain = &mut guard;
-            chain.reload_failed_vms();
             let request_chunks = request.extensions().get::<BodyChunks>().cloned();
             let mut random = chain.random16();
             let fields = chain.hcm.request_fields(
@@ -1480,11 +1496,12 @@ impl Chain {
             trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
             let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
             let filters = chain.slots.len();
-            let progress = refill(
+            let mut progress = refill(
                 std::mem::take(&mut chain.scratch.progress),
                 filters,
                 Progress::default(),
             );
+            chain.create_filters(&mut progress);
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
             (
@@ -2435,7 +2452,9 @@ impl Chain {
                         }
                     }
                 }
-                let stream = slot.vm.new_context_id();
+                let stream = progress[i]
+                    .reserved
+                    .unwrap_or_else(|| slot.vm.new_context_id());
                 io.own_context(i, slot.vm.key(), stream);
                 progress[i].context = Some(stream);
                 progress[i].decoded = true;
@@ -2615,7 +2634,7 @@ impl Chain {
             let stream = match p.context {
                 Some(id) => id,
                 None => {
-                    let id = slot.vm.new_context_id();
+                    let id = p.reserved.unwrap_or_else(|| slot.vm.new_context_id());
                     created.push((i, id));
                     if slot.vm.create_stream(id).is_err() {
                         continue;
