@@ -27,7 +27,7 @@ use crate::{Engine, Error, Result};
 
 mod sched;
 mod trailers;
-pub use sched::Arrival;
+pub use sched::{Arrival, Disconnect};
 use sched::{Delivery, Io, Wait};
 use trailers::PendingTrailers;
 
@@ -679,6 +679,7 @@ async fn settle(
                 "on_grpc_callback",
             ),
             Delivery::Resumed => (Ok(None), callback),
+            Delivery::Disconnected => return Err(disconnected(callback)),
             Delivery::Upstream | Delivery::Stalled => break,
         };
         step = match after(slot, context, result, direction, callback)? {
@@ -839,6 +840,17 @@ fn data_status(action: Option<i32>) -> Data {
         None | Some(0) => Data::Pass,
         Some(1 | 2) => Data::Buffer,
         Some(_) => Data::Drop,
+    }
+}
+
+/// The client closed its connection while the stream waited in `phase`; the
+/// rest is filled in as the stream is torn down.
+fn disconnected(phase: &'static str) -> Error {
+    Error::Disconnected {
+        phase,
+        upstream_request: None,
+        logs: Vec::new(),
+        callouts: Vec::new(),
     }
 }
 
@@ -1531,8 +1543,8 @@ impl Chain {
         )
         .await
         {
-            Err(e @ Error::Reset { .. }) => {
-                return Err(Self::reset(io, e, &progress, &mut fields, None));
+            Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                return Err(Self::reset(io, e, &progress, &mut fields, None, None));
             }
             other => other?,
         };
@@ -1562,8 +1574,8 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, None));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(io, e, &progress, &mut fields, None, None));
                 }
                 other => other?,
             };
@@ -1586,8 +1598,8 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, None));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(io, e, &progress, &mut fields, None, None));
                 }
                 other => other?,
             };
@@ -1617,8 +1629,8 @@ impl Chain {
                 )
                 .await
                 {
-                    Err(e @ Error::Reset { .. }) => {
-                        return Err(Self::reset(io, e, &progress, &mut fields, None));
+                    Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                        return Err(Self::reset(io, e, &progress, &mut fields, None, None));
                     }
                     Err(e) => return Err(e),
                     Ok(pass) => {
@@ -1673,8 +1685,18 @@ impl Chain {
                 Some(reply) => Err(reply),
             }
         };
-        if let Ok((_, _, at)) = &sent {
-            io.wait(Wait::Upstream { at: *at, seq: None }).await;
+        if let Ok((upstream_request, _, at)) = &sent
+            && let Delivery::Disconnected = io.wait(Wait::Upstream { at: *at, seq: None }).await
+        {
+            let upstream_request = Some(upstream_request.clone());
+            return Err(Self::reset(
+                io,
+                disconnected("the upstream's response"),
+                &progress,
+                &mut fields,
+                upstream_request,
+                None,
+            ));
         }
         let mut response_trailers = None;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match sent
@@ -1737,8 +1759,15 @@ impl Chain {
         )
         .await
         {
-            Err(e @ Error::Reset { .. }) => {
-                return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+            Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                return Err(Self::reset(
+                    io,
+                    e,
+                    &progress,
+                    &mut fields,
+                    upstream_request,
+                    Some(&mut response),
+                ));
             }
             other => other?,
         };
@@ -1766,8 +1795,15 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        upstream_request,
+                        Some(&mut response),
+                    ));
                 }
                 other => other?,
             };
@@ -1790,8 +1826,15 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        upstream_request,
+                        Some(&mut response),
+                    ));
                 }
                 other => other?,
             };
@@ -1815,8 +1858,15 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        upstream_request,
+                        Some(&mut response),
+                    ));
                 }
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
@@ -1846,6 +1896,7 @@ impl Chain {
                         &progress,
                         &mut fields,
                         upstream_request,
+                        None,
                     ));
                 }
                 Ok(pass) => Ok(pass.out),
@@ -2345,6 +2396,7 @@ impl Chain {
                         None => continue,
                     }
                 }
+                Delivery::Disconnected => return Err(disconnected(callback)),
                 Delivery::Stalled | Delivery::Grpc | Delivery::Upstream => {
                     let i = order
                         .iter()
@@ -2392,11 +2444,27 @@ impl Chain {
         progress: &[Progress],
         request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
+        response: Option<&mut Fields>,
     ) -> Error {
         {
             let mut guard = io.chain();
             let chain: &mut Chain = &mut guard;
-            let created = chain.log_stream(progress, request, None, None);
+            // A client that left while a filter held the upstream's response
+            // headers: Envoy's access log still reads them and their status,
+            // with the connection manager's details.
+            let response = match &error {
+                Error::Disconnected { .. } => {
+                    let response = response.filter(|r| r.len() > 0);
+                    let code = response.as_deref().and_then(response_code);
+                    let details = Cow::Borrowed("downstream_remote_disconnect");
+                    for slot in &mut chain.slots {
+                        set_response_code(slot, code, &details);
+                    }
+                    response
+                }
+                _ => None,
+            };
+            let created = chain.log_stream(progress, request, response, None);
             Self::own_contexts(io, chain, &created);
         }
         match error {
@@ -2405,6 +2473,12 @@ impl Chain {
                 phase,
                 upstream_request: upstream_request.map(Box::new),
                 logs: io.take_logs(),
+            },
+            Error::Disconnected { phase, .. } => Error::Disconnected {
+                phase,
+                upstream_request: upstream_request.map(Box::new),
+                logs: io.take_logs(),
+                callouts: Vec::new(),
             },
             other => other,
         }
@@ -2480,9 +2554,11 @@ impl Chain {
                 "on_request_headers",
                 callouts,
             )
-            .await?;
+            .await;
             let mut chain = io.chain();
             let slot = &mut chain.slots[i];
+            // The headers come back even when the stream ends here (a reset,
+            // a disconnect): the access log still reads them.
             *fields = slot
                 .vm
                 .state()
@@ -2490,7 +2566,7 @@ impl Chain {
                 .request_headers
                 .take()
                 .unwrap_or_default();
-            match step {
+            match step? {
                 After::Returned { action, resumed } => {
                     if holds(slot, action, end_of_stream) && !resumed {
                         *held = Some(i);

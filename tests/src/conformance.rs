@@ -171,6 +171,16 @@ pub struct Scenario {
     /// virtual clock advances.
     #[serde(default)]
     pub wait_ms: u64,
+    /// The client closes its connection this long after it sent the request,
+    /// unless the whole response came first (harness: a
+    /// [`weir_harness::Disconnect`] on the request).
+    #[serde(default)]
+    pub disconnect_ms: Option<u64>,
+    /// The log line that ends this scenario in Envoy, instead of the suite's
+    /// `done_line` (for work that ends after the stream, such as a callout
+    /// answered after the client left).
+    #[serde(default)]
+    pub done_line: Option<String>,
     /// In a concurrent suite: when the request arrives, after the batch starts.
     #[serde(default)]
     pub arrive_ms: u64,
@@ -433,6 +443,9 @@ impl Scenario {
         }
         if let Some(trailers) = trailers_of(&r.trailers)? {
             b = b.extension(trailers);
+        }
+        if let Some(ms) = self.disconnect_ms {
+            b = b.extension(weir_harness::Disconnect(Duration::from_millis(ms)));
         }
         if !r.chunks.is_empty() || !r.trailers.is_empty() {
             b = b.header("transfer-encoding", "chunked");
@@ -837,11 +850,38 @@ fn run_scenarios(
                 callouts: Vec::new(),
                 grpc: Vec::new(),
             },
+            Err(weir_harness::Error::Disconnected {
+                logs,
+                upstream_request,
+                callouts,
+                ..
+            }) => Observed {
+                upstream: upstream_request.as_deref().map(UpstreamSaw::of),
+                client: Err("disconnected".to_owned()),
+                logs: info_logs(&logs),
+                callouts: callouts
+                    .iter()
+                    .map(|c| UpstreamSaw::of(&c.request))
+                    .collect(),
+                grpc: Vec::new(),
+            },
             Err(e) => bail!("{}: harness: {e}", scenario.name),
         };
 
-        let response = net::send(envoy.listener, scenario.request(id)?);
-        let last_line = suite.done_line.replace("{id}", &id.to_string());
+        let response = match scenario.disconnect_ms {
+            Some(ms) => net::send_then_disconnect(
+                envoy.listener,
+                scenario.request(id)?,
+                Duration::from_millis(ms),
+            )
+            .and_then(|r| r.ok_or_else(|| anyhow::anyhow!("client disconnected"))),
+            None => net::send(envoy.listener, scenario.request(id)?),
+        };
+        let last_line = scenario
+            .done_line
+            .as_deref()
+            .unwrap_or(&suite.done_line)
+            .replace("{id}", &id.to_string());
         // Without a line to wait for, give Envoy's log a moment to settle.
         let wait = if last_line.is_empty() { 300 } else { 5000 };
         let deadline = Instant::now() + Duration::from_millis(wait);
@@ -862,6 +902,9 @@ fn run_scenarios(
                         || format!("{e:#}").contains("error reading a body") =>
                 {
                     Err("reset".to_owned())
+                }
+                Err(e) if format!("{e:#}").contains("client disconnected") => {
+                    Err("disconnected".to_owned())
                 }
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },
@@ -1014,6 +1057,9 @@ fn run_batch(
                         || format!("{e:#}").contains("error reading a body") =>
                 {
                     Err("reset".to_owned())
+                }
+                Err(e) if format!("{e:#}").contains("client disconnected") => {
+                    Err("disconnected".to_owned())
                 }
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },
