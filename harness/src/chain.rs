@@ -23,12 +23,12 @@ use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
 use crate::state::{LocalReplyRequest, PendingCall, PluginMeta};
 use crate::upstream::{Upstream, UpstreamFault};
-use crate::vm::{Trap, Vm};
+use crate::vm::{Trap, Vm, VmSetup};
 use crate::{Engine, Error, Result};
 
 mod sched;
 mod trailers;
-pub use sched::Arrival;
+pub use sched::{Arrival, Disconnect};
 use sched::{Delivery, Io, Wait};
 use trailers::PendingTrailers;
 
@@ -209,6 +209,11 @@ pub struct ChainBuilder {
 impl ChainBuilder {
     /// Adds a cluster that filters can call with `proxy_http_call`, answered by
     /// `upstream`. Calls to other clusters are refused with `BadArgument`.
+    ///
+    /// A plugin may call out while it starts (`on_vm_start`, `on_configure`),
+    /// as in Envoy: the answer reaches its root context when it is due, before
+    /// a request that arrives later (at the next [`Chain::send`] or
+    /// [`Chain::advance`]), and is reported with that call's outcome.
     pub fn cluster(mut self, name: impl Into<String>, upstream: impl Upstream + 'static) -> Self {
         self.clusters.0.push((name.into(), Box::new(upstream)));
         self
@@ -287,6 +292,8 @@ impl ChainBuilder {
     pub fn build(self) -> Result<Chain> {
         let shared = Arc::new(Shared::default());
         let mut slots = Vec::with_capacity(self.filters.len());
+        let (clusters, grpc_clusters) = (self.clusters.names(), self.grpc.names());
+        let grpc_stream_clusters = self.grpc.streaming_names();
         for (i, filter) in self.filters.into_iter().enumerate() {
             let seed = self.seed.wrapping_add(i as u64);
             let sibling = slots
@@ -297,10 +304,16 @@ impl ChainBuilder {
                 None => Vm::start(
                     &filter.plugin,
                     filter.meta.clone(),
-                    self.start,
-                    seed,
-                    self.log_level,
-                    self.fuel_per_call,
+                    &VmSetup {
+                        now: self.start,
+                        monotonic: Duration::ZERO,
+                        seed,
+                        log_level: self.log_level,
+                        fuel_per_call: self.fuel_per_call,
+                        clusters: &clusters,
+                        grpc_clusters: &grpc_clusters,
+                        grpc_stream_clusters: &grpc_stream_clusters,
+                    },
                     Arc::clone(&shared),
                 )?,
             };
@@ -313,7 +326,7 @@ impl ChainBuilder {
                 filter,
                 seed,
             };
-            wire(&mut slot.vm, &self.hcm, &self.clusters, &self.grpc);
+            wire(&mut slot.vm, &self.hcm);
             if slot.policy == FailurePolicy::FailReload && slot.reload_backoff.as_millis() < 2 {
                 return Err(Error::WouldCrashEnvoy {
                     plugin: slot.vm.name().to_owned(),
@@ -340,6 +353,13 @@ impl ChainBuilder {
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new(), true);
+        // Callouts made while the plugins started were sent before anything
+        // that happens later.
+        for slot in &mut chain.slots {
+            for call in &mut slot.vm.state().root_mut().pending_calls {
+                call.seq.get_or_insert(0);
+            }
+        }
         chain.startup_logs = chain.drain_logs();
         for slot in &mut chain.slots {
             slot.vm.take_fuel();
@@ -349,16 +369,15 @@ impl ChainBuilder {
     }
 }
 
-/// Gives a new VM what the chain knows: the route's cluster and the clusters it
-/// may call.
-fn wire(vm: &mut Vm, hcm: &ConnectionManager, clusters: &Clusters, grpc: &GrpcServices) {
-    vm.state().cluster_name = hcm.route_cluster_name().map(str::to_owned);
+/// Gives a started VM what its streams will see of the connection manager:
+/// the route's cluster and the connection's addresses (a root context has
+/// neither while it starts, as in Envoy).
+fn wire(vm: &mut Vm, hcm: &ConnectionManager) {
+    let mut state = vm.state();
+    state.cluster_name = hcm.route_cluster_name().map(str::to_owned);
     let addresses = hcm.addresses();
-    vm.state().source_address = Some(addresses.source);
-    vm.state().destination_address = Some(addresses.destination);
-    vm.state().clusters = clusters.names();
-    vm.state().grpc_clusters = grpc.names();
-    vm.state().grpc_stream_clusters = grpc.streaming_names();
+    state.source_address = Some(addresses.source);
+    state.destination_address = Some(addresses.destination);
 }
 
 #[derive(Debug)]
@@ -463,6 +482,9 @@ pub struct Background {
 /// Per-filter progress of one stream.
 #[derive(Clone, Copy, Debug, Default)]
 struct Progress {
+    /// The stream context id Envoy gives the filter when the stream starts
+    /// (`createFilter`, in chain order); the context itself is created later.
+    reserved: Option<u32>,
     /// The stream context id in this filter's VM, once created.
     context: Option<u32>,
     /// Whether the filter's request callbacks ran (its encoder runs on the way back).
@@ -654,6 +676,7 @@ async fn settle(
                 "on_grpc_callback",
             ),
             Delivery::Resumed => (Ok(None), callback),
+            Delivery::Disconnected => return Err(disconnected(callback)),
             Delivery::Upstream | Delivery::Stalled => break,
         };
         step = match after(slot, context, result, direction, callback)? {
@@ -727,6 +750,30 @@ pub(crate) fn next_timer<'a>(
         .min()
 }
 
+/// The root-context callout answered first by `end`, across the VMs that have
+/// not failed (by due time, then the order they were made): when, the VM's
+/// index and the call's place in its queue.
+fn next_root_call(
+    slots: &mut [Slot],
+    clusters: &mut Clusters,
+    end: Duration,
+) -> Option<(Duration, usize, usize)> {
+    let mut best: Option<((Duration, u64), usize, usize)> = None;
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if slot.vm.failed() {
+            continue;
+        }
+        let mut state = slot.vm.state();
+        for (index, call) in state.root_mut().pending_calls.iter_mut().enumerate() {
+            let key = (call_due(clusters, call), call.seq.unwrap_or(u64::MAX));
+            if key.0 <= end && best.is_none_or(|(b, _, _)| key < b) {
+                best = Some((key, i, index));
+            }
+        }
+    }
+    best.map(|((at, _), i, index)| (at, i, index))
+}
+
 /// Fires `timer`, due at `at`, in `vm`: its `on_tick`, or the gRPC calls that
 /// time out then.
 pub(crate) fn fire_timer(vm: &mut Vm, at: Duration, timer: Timer) -> Result<(), Trap> {
@@ -790,6 +837,17 @@ fn data_status(action: Option<i32>) -> Data {
         None | Some(0) => Data::Pass,
         Some(1 | 2) => Data::Buffer,
         Some(_) => Data::Drop,
+    }
+}
+
+/// The client closed its connection while the stream waited in `phase`; the
+/// rest is filled in as the stream is torn down.
+fn disconnected(phase: &'static str) -> Error {
+    Error::Disconnected {
+        phase,
+        upstream_request: None,
+        logs: Vec::new(),
+        callouts: Vec::new(),
     }
 }
 
@@ -1125,25 +1183,53 @@ impl Chain {
         &self.startup_logs
     }
 
-    /// Moves the virtual clock forward.
     /// Moves the virtual clock forward by `by`, firing every `on_tick` that falls
     /// due on the way, in time order across plugins (a plugin's first tick comes
-    /// one period after it set the period). Callouts made from `on_tick` are
-    /// answered right after it. Returns what happened meanwhile.
+    /// one period after it set the period). Root-context callouts (made from
+    /// `on_tick`, or while the plugin started) are answered in the same order,
+    /// when their cluster answers them (at once, or after an
+    /// [`UpstreamFault::Delay`]), and gRPC calls as soon as they are made.
+    /// Returns what happened meanwhile.
     pub fn advance(&mut self, by: Duration) -> Background {
         let end = self.monotonic() + by;
         let mut callouts = Vec::new();
-        while let Some((at, timer, i)) = next_timer(self.slots.iter_mut().map(|s| &mut s.vm), end) {
-            self.set_monotonic(at);
+        loop {
             let Chain {
                 slots,
                 clusters,
                 grpc,
                 ..
             } = self;
-            let vm = &mut slots[i].vm;
-            let result = fire_timer(vm, at, timer);
-            settle_root_callback(vm, clusters, grpc, result, &mut callouts);
+            // gRPC work is due as soon as it appears (start-up calls).
+            for slot in slots.iter_mut() {
+                while let Some(Ok(())) = grpc_step(&mut slot.vm, grpc) {}
+            }
+            // Callouts still in flight (made while the plugin started) are
+            // answered when due; at equal times before a timer.
+            let timer = next_timer(slots.iter_mut().map(|s| &mut s.vm), end);
+            let call = next_root_call(slots, clusters, end);
+            match (call, timer) {
+                (Some((at, i, index)), timer) if timer.is_none_or(|(t, _, _)| at <= t) => {
+                    self.set_monotonic(at);
+                    let Chain {
+                        slots, clusters, ..
+                    } = self;
+                    let vm = &mut slots[i].vm;
+                    let Some(call) = vm.state().root_mut().pending_calls.remove(index) else {
+                        break;
+                    };
+                    let _ = answer_call(vm, clusters, call, &mut callouts);
+                    // A root context has no stream to act on.
+                    vm.state().deferred.clear();
+                }
+                (_, Some((at, timer, i))) => {
+                    self.set_monotonic(at);
+                    let vm = &mut self.slots[i].vm;
+                    let _ = fire_timer(vm, at, timer);
+                    vm.state().deferred.clear();
+                }
+                (_, None) => break,
+            }
             self.deliver_queue_ready(&mut callouts, true);
         }
         self.set_monotonic(end);
@@ -1162,58 +1248,78 @@ impl Chain {
         }
     }
 
+    /// Creates the stream's filters as Envoy's filter chain factory does, in
+    /// chain order: each gets its plugin's VM (reloaded first if it failed
+    /// under FAIL_RELOAD and its backoff has passed, see
+    /// [`Chain::reload_if_due`]) and, from a VM that has not failed, its stream
+    /// context id. With a shared VM, a plugin reloaded for one filter gets its
+    /// root context before the next filter's plugin joins the VM.
+    fn create_filters(&mut self, progress: &mut [Progress]) {
+        for (i, p) in progress.iter_mut().enumerate().take(self.slots.len()) {
+            self.reload_if_due(i);
+            let vm = &mut self.slots[i].vm;
+            if !vm.failed() {
+                p.reserved = Some(vm.new_context_id());
+            }
+        }
+    }
+
     /// FAIL_RELOAD, applied as Envoy applies it when a stream starts: a VM that
     /// trapped is replaced by a fresh one (start-up sequence included) once a
     /// jittered backoff in `[base, 1.5 × base)` has passed since it was loaded. A
     /// failed reload keeps the failed VM (the stream is answered 503) and the
     /// backoff starts again.
-    fn reload_failed_vms(&mut self) {
+    fn reload_if_due(&mut self, i: usize) {
         let now = self.monotonic();
-        for i in 0..self.slots.len() {
-            let slot = &self.slots[i];
-            if slot.policy != FailurePolicy::FailReload || !slot.vm.failed() {
-                continue;
+        let slot = &self.slots[i];
+        if slot.policy != FailurePolicy::FailReload || !slot.vm.failed() {
+            return;
+        }
+        let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
+        let jitter = self.next_random() % (base / 2).max(1);
+        let slot = &mut self.slots[i];
+        if now.saturating_sub(slot.loaded_at) < Duration::from_millis(base + jitter) {
+            return;
+        }
+        slot.loaded_at = now;
+        // As Envoy's thread-local VM lookup: a healthy VM with the same key
+        // (one a sibling plugin reloaded already) takes the plugin; a failed
+        // one is never reused.
+        let healthy = self
+            .slots
+            .iter()
+            .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
+        let started = match healthy {
+            Some(sibling) => sibling.vm.join(self.slots[i].filter.meta.clone()),
+            None => {
+                let slot = &self.slots[i];
+                Vm::start(
+                    &slot.filter.plugin,
+                    slot.filter.meta.clone(),
+                    &VmSetup {
+                        now: self.now,
+                        monotonic: now,
+                        seed: slot.seed,
+                        log_level: self.log_level,
+                        fuel_per_call: self.fuel_per_call,
+                        clusters: &self.clusters.names(),
+                        grpc_clusters: &self.grpc.names(),
+                        grpc_stream_clusters: &self.grpc.streaming_names(),
+                    },
+                    Arc::clone(&self.shared),
+                )
             }
-            let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
-            let jitter = self.next_random() % (base / 2).max(1);
-            let slot = &mut self.slots[i];
-            if now.saturating_sub(slot.loaded_at) < Duration::from_millis(base + jitter) {
-                continue;
+        };
+        let slot = &mut self.slots[i];
+        match started {
+            Ok(mut vm) => {
+                wire(&mut vm, &self.hcm);
+                vm.state().monotonic = now;
+                vm.take_fuel();
+                vm.take_host_calls();
+                slot.vm = vm;
             }
-            slot.loaded_at = now;
-            // As Envoy's thread-local VM lookup: a healthy VM with the same key
-            // (one a sibling plugin reloaded already) takes the plugin; a
-            // failed one is never reused.
-            let healthy = self
-                .slots
-                .iter()
-                .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
-            let started = match healthy {
-                Some(sibling) => sibling.vm.join(self.slots[i].filter.meta.clone()),
-                None => {
-                    let slot = &self.slots[i];
-                    Vm::start(
-                        &slot.filter.plugin,
-                        slot.filter.meta.clone(),
-                        self.now,
-                        slot.seed,
-                        self.log_level,
-                        self.fuel_per_call,
-                        Arc::clone(&self.shared),
-                    )
-                }
-            };
-            let slot = &mut self.slots[i];
-            match started {
-                Ok(mut vm) => {
-                    wire(&mut vm, &self.hcm, &self.clusters, &self.grpc);
-                    vm.state().monotonic = now;
-                    vm.take_fuel();
-                    vm.take_host_calls();
-                    slot.vm = vm;
-                }
-                Err(e) => tracing::warn!(plugin = %slot.filter.meta.name, "VM reload failed: {e}"),
-            }
+            Err(e) => tracing::warn!(plugin = %slot.filter.meta.name, "VM reload failed: {e}"),
         }
     }
 
@@ -1348,7 +1454,6 @@ impl Chain {
         ) = {
             let mut guard = io.chain();
             let chain: &mut Chain = &mut guard;
-            chain.reload_failed_vms();
             let request_chunks = request.extensions().get::<BodyChunks>().cloned();
             let mut random = chain.random16();
             let fields = chain.hcm.request_fields(
@@ -1363,11 +1468,12 @@ impl Chain {
             trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
             let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
             let filters = chain.slots.len();
-            let progress = refill(
+            let mut progress = refill(
                 std::mem::take(&mut chain.scratch.progress),
                 filters,
                 Progress::default(),
             );
+            chain.create_filters(&mut progress);
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
             (
@@ -1397,8 +1503,8 @@ impl Chain {
         )
         .await
         {
-            Err(e @ Error::Reset { .. }) => {
-                return Err(Self::reset(io, e, &progress, &mut fields, None));
+            Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                return Err(Self::reset(io, e, &progress, &mut fields, None, None));
             }
             other => other?,
         };
@@ -1428,8 +1534,8 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, None));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(io, e, &progress, &mut fields, None, None));
                 }
                 other => other?,
             };
@@ -1452,8 +1558,8 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, None));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(io, e, &progress, &mut fields, None, None));
                 }
                 other => other?,
             };
@@ -1483,8 +1589,8 @@ impl Chain {
                 )
                 .await
                 {
-                    Err(e @ Error::Reset { .. }) => {
-                        return Err(Self::reset(io, e, &progress, &mut fields, None));
+                    Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                        return Err(Self::reset(io, e, &progress, &mut fields, None, None));
                     }
                     Err(e) => return Err(e),
                     Ok(pass) => {
@@ -1539,8 +1645,18 @@ impl Chain {
                 Some(reply) => Err(reply),
             }
         };
-        if let Ok((_, _, at)) = &sent {
-            io.wait(Wait::Upstream { at: *at, seq: None }).await;
+        if let Ok((upstream_request, _, at)) = &sent
+            && let Delivery::Disconnected = io.wait(Wait::Upstream { at: *at, seq: None }).await
+        {
+            let upstream_request = Some(upstream_request.clone());
+            return Err(Self::reset(
+                io,
+                disconnected("the upstream's response"),
+                &progress,
+                &mut fields,
+                upstream_request,
+                None,
+            ));
         }
         let mut response_trailers = None;
         let (upstream_request, mut response, response_frames, response_chunked, reply) = match sent
@@ -1603,8 +1719,15 @@ impl Chain {
         )
         .await
         {
-            Err(e @ Error::Reset { .. }) => {
-                return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+            Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                return Err(Self::reset(
+                    io,
+                    e,
+                    &progress,
+                    &mut fields,
+                    upstream_request,
+                    Some(&mut response),
+                ));
             }
             other => other?,
         };
@@ -1632,8 +1755,15 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        upstream_request,
+                        Some(&mut response),
+                    ));
                 }
                 other => other?,
             };
@@ -1656,8 +1786,15 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        upstream_request,
+                        Some(&mut response),
+                    ));
                 }
                 other => other?,
             };
@@ -1681,8 +1818,15 @@ impl Chain {
             )
             .await
             {
-                Err(e @ Error::Reset { .. }) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, upstream_request));
+                Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        upstream_request,
+                        Some(&mut response),
+                    ));
                 }
                 Err(e) => return Err(e),
                 // The response headers have gone to the client: Envoy cannot
@@ -1712,6 +1856,7 @@ impl Chain {
                         &progress,
                         &mut fields,
                         upstream_request,
+                        None,
                     ));
                 }
                 Ok(pass) => Ok(pass.out),
@@ -2211,6 +2356,7 @@ impl Chain {
                         None => continue,
                     }
                 }
+                Delivery::Disconnected => return Err(disconnected(callback)),
                 Delivery::Stalled | Delivery::Grpc | Delivery::Upstream => {
                     let i = order
                         .iter()
@@ -2258,11 +2404,27 @@ impl Chain {
         progress: &[Progress],
         request: &mut Fields,
         upstream_request: Option<http::Request<Bytes>>,
+        response: Option<&mut Fields>,
     ) -> Error {
         {
             let mut guard = io.chain();
             let chain: &mut Chain = &mut guard;
-            let created = chain.log_stream(progress, request, None, None);
+            // A client that left while a filter held the upstream's response
+            // headers: Envoy's access log still reads them and their status,
+            // with the connection manager's details.
+            let response = match &error {
+                Error::Disconnected { .. } => {
+                    let response = response.filter(|r| r.len() > 0);
+                    let code = response.as_deref().and_then(response_code);
+                    let details = Cow::Borrowed("downstream_remote_disconnect");
+                    for slot in &mut chain.slots {
+                        set_response_code(slot, code, &details);
+                    }
+                    response
+                }
+                _ => None,
+            };
+            let created = chain.log_stream(progress, request, response, None);
             Self::own_contexts(io, chain, &created);
         }
         match error {
@@ -2271,6 +2433,12 @@ impl Chain {
                 phase,
                 upstream_request: upstream_request.map(Box::new),
                 logs: io.take_logs(),
+            },
+            Error::Disconnected { phase, .. } => Error::Disconnected {
+                phase,
+                upstream_request: upstream_request.map(Box::new),
+                logs: io.take_logs(),
+                callouts: Vec::new(),
             },
             other => other,
         }
@@ -2318,7 +2486,9 @@ impl Chain {
                         }
                     }
                 }
-                let stream = slot.vm.new_context_id();
+                let stream = progress[i]
+                    .reserved
+                    .unwrap_or_else(|| slot.vm.new_context_id());
                 io.own_context(i, slot.vm.key(), stream);
                 progress[i].context = Some(stream);
                 progress[i].decoded = true;
@@ -2344,9 +2514,11 @@ impl Chain {
                 "on_request_headers",
                 callouts,
             )
-            .await?;
+            .await;
             let mut chain = io.chain();
             let slot = &mut chain.slots[i];
+            // The headers come back even when the stream ends here (a reset,
+            // a disconnect): the access log still reads them.
             *fields = slot
                 .vm
                 .state()
@@ -2354,7 +2526,7 @@ impl Chain {
                 .request_headers
                 .take()
                 .unwrap_or_default();
-            match step {
+            match step? {
                 After::Returned { action, resumed } => {
                     if holds(slot, action, end_of_stream) && !resumed {
                         *held = Some(i);
@@ -2498,7 +2670,7 @@ impl Chain {
             let stream = match p.context {
                 Some(id) => id,
                 None => {
-                    let id = slot.vm.new_context_id();
+                    let id = p.reserved.unwrap_or_else(|| slot.vm.new_context_id());
                     created.push((i, id));
                     if slot.vm.create_stream(id).is_err() {
                         continue;

@@ -94,6 +94,21 @@ pub enum Error {
         /// What the plugins logged for the stream (access logging still runs).
         logs: Vec<crate::LogRecord>,
     },
+    /// The client closed its connection before the stream ended (a
+    /// [`Disconnect`](crate::Disconnect) on its request): Envoy resets the
+    /// stream; the filters' access logging and teardown still run.
+    #[error("the client disconnected while the stream waited for {phase}")]
+    Disconnected {
+        /// What the stream waited for (the callback that held it, or the
+        /// upstream's response).
+        phase: &'static str,
+        /// What the upstream received before the reset, if it was reached.
+        upstream_request: Option<Box<http::Request<bytes::Bytes>>>,
+        /// What the plugins logged for the stream, access logging included.
+        logs: Vec<crate::LogRecord>,
+        /// The stream's callouts (answered after it ended, if still in flight).
+        callouts: Vec<crate::Callout>,
+    },
     /// The filter did something that crashes Envoy 1.40 itself.
     #[error("plugin `{plugin}`: {reason}")]
     WouldCrashEnvoy {

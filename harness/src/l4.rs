@@ -78,7 +78,7 @@ use crate::outcome::{Callout, LogLevel, LogRecord};
 use crate::shared::{MetricValue, Shared};
 use crate::state::Phase;
 use crate::upstream::Upstream;
-use crate::vm::{Cb, Trap, Vm};
+use crate::vm::{Cb, Trap, Vm, VmSetup};
 use crate::{Engine, Error, Result};
 
 /// The network filter callbacks of a module, looked up once.
@@ -308,6 +308,8 @@ impl NetworkChainBuilder {
     pub fn build(self) -> Result<NetworkChain> {
         let shared = Arc::new(Shared::default());
         let mut slots = Vec::with_capacity(self.filters.len());
+        let (clusters, grpc_clusters) = (self.clusters.names(), self.grpc.names());
+        let grpc_stream_clusters = self.grpc.streaming_names();
         for (i, filter) in self.filters.iter().enumerate() {
             let (plugin, meta, policy) = filter.parts();
             if policy == FailurePolicy::FailReload {
@@ -326,10 +328,16 @@ impl NetworkChainBuilder {
                 None => Vm::start(
                     plugin,
                     meta.clone(),
-                    self.start,
-                    self.seed.wrapping_add(i as u64),
-                    self.log_level,
-                    self.fuel_per_call,
+                    &VmSetup {
+                        now: self.start,
+                        monotonic: Duration::ZERO,
+                        seed: self.seed.wrapping_add(i as u64),
+                        log_level: self.log_level,
+                        fuel_per_call: self.fuel_per_call,
+                        clusters: &clusters,
+                        grpc_clusters: &grpc_clusters,
+                        grpc_stream_clusters: &grpc_stream_clusters,
+                    },
                     Arc::clone(&shared),
                 )?,
             };
@@ -337,9 +345,6 @@ impl NetworkChainBuilder {
                 let mut state = vm.state();
                 state.source_address = Some(self.source);
                 state.destination_address = Some(self.destination);
-                state.clusters = self.clusters.names();
-                state.grpc_clusters = self.grpc.names();
-                state.grpc_stream_clusters = self.grpc.streaming_names();
             }
             vm.take_fuel();
             vm.take_host_calls();
@@ -433,10 +438,21 @@ impl NetworkChain {
     /// Moves the virtual clock forward by `by` with no connection open, firing
     /// every `on_tick` that falls due on the way (in time order across
     /// plugins) and timing out gRPC calls; callouts made meanwhile are answered
-    /// right after the callback that made them. Returns what happened.
+    /// right after the callback that made them, and those made while the
+    /// plugins started before anything else. Returns what happened.
     pub fn advance(&mut self, by: Duration) -> Background {
         let mut callouts = Vec::new();
         let end = self.monotonic() + by;
+        // Answers still in flight from the plugins' start-up come first.
+        for slot in &mut self.slots {
+            settle_root_callback(
+                &mut slot.vm,
+                &mut self.clusters,
+                &mut self.grpc,
+                Ok(()),
+                &mut callouts,
+            );
+        }
         while let Some((i, result)) = self.fire_next(end) {
             let NetworkChain {
                 slots,
@@ -552,6 +568,8 @@ impl NetworkChain {
             warnings: Vec::new(),
             callouts: Vec::new(),
         };
+        // Answers still in flight from the plugins' start-up come first.
+        connection.pump();
         connection.continue_reading(None);
         connection.pump();
         Ok(connection)

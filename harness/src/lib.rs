@@ -124,7 +124,9 @@ mod upstream;
 mod vm;
 
 pub use abi::AbiVersion;
-pub use chain::{Arrival, Background, BodyChunks, Chain, ChainBuilder, FailurePolicy, Filter};
+pub use chain::{
+    Arrival, Background, BodyChunks, Chain, ChainBuilder, Disconnect, FailurePolicy, Filter,
+};
 pub use engine::{DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};

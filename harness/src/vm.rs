@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::{Instance, ModuleExport, Store, TypedFunc, WasmParams, WasmResults};
 
@@ -116,6 +116,26 @@ struct Callbacks {
     network: crate::l4::NetworkCallbacks,
 }
 
+/// What a new VM starts with, besides its plugin and the process-wide state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VmSetup<'a> {
+    /// The wall clock at start.
+    pub(crate) now: SystemTime,
+    /// The chain's virtual monotonic clock at start.
+    pub(crate) monotonic: Duration,
+    /// Seeds `random_get`.
+    pub(crate) seed: u64,
+    pub(crate) log_level: LogLevel,
+    /// The budget of each callback.
+    pub(crate) fuel_per_call: u64,
+    /// The clusters `proxy_http_call` may name.
+    pub(crate) clusters: &'a [String],
+    /// The clusters gRPC calls and streams may name.
+    pub(crate) grpc_clusters: &'a [String],
+    /// Those whose service answers streams while they are open.
+    pub(crate) grpc_stream_clusters: &'a [String],
+}
+
 /// One plugin's handle on a VM (which other plugins may share).
 pub(crate) struct Vm {
     core: Arc<Mutex<VmCore>>,
@@ -195,16 +215,20 @@ impl Vm {
     pub(crate) fn start(
         plugin: &Plugin,
         meta: PluginMeta,
-        now: SystemTime,
-        seed: u64,
-        log_level: LogLevel,
-        fuel_per_call: u64,
+        setup: &VmSetup<'_>,
         shared: Arc<Shared>,
     ) -> Result<Self> {
         let began = Instant::now();
         let name = meta.name.clone();
-        let mut state = HostState::new(meta, now, seed, shared);
-        state.log_level = log_level;
+        let fuel_per_call = setup.fuel_per_call;
+        let mut state = HostState::new(meta, setup.now, setup.seed, shared);
+        state.log_level = setup.log_level;
+        state.monotonic = setup.monotonic;
+        // Known before the start-up callbacks: on_vm_start and on_configure may
+        // call out, as in Envoy.
+        state.clusters = setup.clusters.to_vec();
+        state.grpc_clusters = setup.grpc_clusters.to_vec();
+        state.grpc_stream_clusters = setup.grpc_stream_clusters.to_vec();
         let mut store = Store::new(plugin.engine().wasmtime(), state);
         store.limiter(|s| &mut s.limits);
         store

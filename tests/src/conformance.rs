@@ -114,6 +114,14 @@ pub struct Suite {
     /// gRPC calls are not compared per scenario in a concurrent suite.
     #[serde(default)]
     pub concurrent: bool,
+    /// Time to let pass after start-up, before the first scenario, for the
+    /// callouts the plugin makes while it starts (Envoy's side sleeps, the
+    /// harness's clock advances). Those callouts are then compared as a set:
+    /// Envoy's main thread and its worker each make them (the canary VM is
+    /// gone before its call is sent); both answered as the first scenario's
+    /// `callout` says.
+    #[serde(default)]
+    pub startup_wait_ms: u64,
     /// The scenarios (HTTP requests).
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
@@ -166,6 +174,16 @@ pub struct Scenario {
     /// virtual clock advances.
     #[serde(default)]
     pub wait_ms: u64,
+    /// The client closes its connection this long after it sent the request,
+    /// unless the whole response came first (harness: a
+    /// [`weir_harness::Disconnect`] on the request).
+    #[serde(default)]
+    pub disconnect_ms: Option<u64>,
+    /// The log line that ends this scenario in Envoy, instead of the suite's
+    /// `done_line` (for work that ends after the stream, such as a callout
+    /// answered after the client left).
+    #[serde(default)]
+    pub done_line: Option<String>,
     /// In a concurrent suite: when the request arrives, after the batch starts.
     #[serde(default)]
     pub arrive_ms: u64,
@@ -498,6 +516,9 @@ impl Scenario {
         }
         if let Some(trailers) = trailers_of(&r.trailers)? {
             b = b.extension(trailers);
+        }
+        if let Some(ms) = self.disconnect_ms {
+            b = b.extension(weir_harness::Disconnect(Duration::from_millis(ms)));
         }
         if !r.chunks.is_empty() || !r.trailers.is_empty() {
             b = b.header("transfer-encoding", "chunked");
@@ -906,6 +927,41 @@ fn run_scenarios(
             "── start-up (on_vm_start, on_configure)\n  harness (x3): {expected:?}\n  envoy:        {startup:?}\n"
         ));
     }
+    if suite.startup_wait_ms > 0 {
+        report.total += 1;
+        let wait = Duration::from_millis(suite.startup_wait_ms);
+        let background = chain.advance(wait);
+        std::thread::sleep(wait);
+        let distinct = |mut seen: Vec<UpstreamSaw>| {
+            seen.sort_by(|a, b| (&a.uri, &a.headers).cmp(&(&b.uri, &b.headers)));
+            seen.dedup();
+            seen
+        };
+        let harness = distinct(
+            background
+                .callouts
+                .iter()
+                .map(|c| UpstreamSaw::of(&c.request))
+                .collect(),
+        );
+        let envoy_saw = distinct(
+            upstreams
+                .callout
+                .take_seen()
+                .iter()
+                .map(UpstreamSaw::of)
+                .collect(),
+        );
+        let lines = envoy_wasm_logs(&envoy.log());
+        let envoy_logs = lines[seen_lines.min(lines.len())..].to_vec();
+        seen_lines = lines.len();
+        let harness_logs = info_logs(&background.logs);
+        if harness != envoy_saw || harness_logs != envoy_logs {
+            report.differences.push(format!(
+                "── after start-up ({wait:?}): callouts and logs\n  harness: {harness:?} {harness_logs:?}\n  envoy:   {envoy_saw:?} {envoy_logs:?}\n"
+            ));
+        }
+    }
     if suite.concurrent {
         run_batch(
             suite,
@@ -953,11 +1009,38 @@ fn run_scenarios(
                 callouts: Vec::new(),
                 grpc: Vec::new(),
             },
+            Err(weir_harness::Error::Disconnected {
+                logs,
+                upstream_request,
+                callouts,
+                ..
+            }) => Observed {
+                upstream: upstream_request.as_deref().map(UpstreamSaw::of),
+                client: Err("disconnected".to_owned()),
+                logs: info_logs(&logs),
+                callouts: callouts
+                    .iter()
+                    .map(|c| UpstreamSaw::of(&c.request))
+                    .collect(),
+                grpc: Vec::new(),
+            },
             Err(e) => bail!("{}: harness: {e}", scenario.name),
         };
 
-        let response = net::send(envoy.listener, scenario.request(id)?);
-        let last_line = suite.done_line.replace("{id}", &id.to_string());
+        let response = match scenario.disconnect_ms {
+            Some(ms) => net::send_then_disconnect(
+                envoy.listener,
+                scenario.request(id)?,
+                Duration::from_millis(ms),
+            )
+            .and_then(|r| r.ok_or_else(|| anyhow::anyhow!("client disconnected"))),
+            None => net::send(envoy.listener, scenario.request(id)?),
+        };
+        let last_line = scenario
+            .done_line
+            .as_deref()
+            .unwrap_or(&suite.done_line)
+            .replace("{id}", &id.to_string());
         // Without a line to wait for, give Envoy's log a moment to settle.
         let wait = if last_line.is_empty() { 300 } else { 5000 };
         let deadline = Instant::now() + Duration::from_millis(wait);
@@ -978,6 +1061,9 @@ fn run_scenarios(
                         || format!("{e:#}").contains("error reading a body") =>
                 {
                     Err("reset".to_owned())
+                }
+                Err(e) if format!("{e:#}").contains("client disconnected") => {
+                    Err("disconnected".to_owned())
                 }
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },
@@ -1130,6 +1216,9 @@ fn run_batch(
                         || format!("{e:#}").contains("error reading a body") =>
                 {
                     Err("reset".to_owned())
+                }
+                Err(e) if format!("{e:#}").contains("client disconnected") => {
+                    Err("disconnected".to_owned())
                 }
                 Err(e) => bail!("{}: envoy: {e:#}", scenario.name),
             },

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -295,6 +296,40 @@ pub fn send(addr: SocketAddr, request: http::Request<Bytes>) -> Result<http::Res
             response.extensions_mut().insert(trailers);
         }
         Ok(response)
+    })
+}
+
+/// Sends `request` over a new HTTP/1.1 connection like [`send`], but closes the
+/// connection `after` this long unless the whole response came first: `None`
+/// if the client gave up.
+///
+/// # Errors
+/// On connection errors or a malformed response.
+pub fn send_then_disconnect(
+    addr: SocketAddr,
+    request: http::Request<Bytes>,
+    after: Duration,
+) -> Result<Option<http::Response<Bytes>>> {
+    client_runtime().block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let exchange = async {
+            let response = sender.send_request(request.map(Full::new)).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            anyhow::Ok(http::Response::from_parts(parts, body))
+        };
+        let outcome = tokio::time::timeout(after, exchange).await;
+        // Dropping the connection's task closes the socket.
+        conn.abort();
+        match outcome {
+            Ok(response) => response.map(Some),
+            Err(_) => Ok(None),
+        }
     })
 }
 

@@ -46,6 +46,28 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Arrival(pub Duration);
 
+/// When the client of a request given to [`Chain::send`] or
+/// [`Chain::send_all`] closes its connection: this long after the request
+/// arrived, unless the stream ended first. Put it in the request's
+/// extensions. The stream then fails with [`Error::Disconnected`], as Envoy
+/// resets it: the filters' `on_log` (with `response.code_details`
+/// `downstream_remote_disconnect` and no response), `on_done` and `on_delete`
+/// run, an upstream request in flight is reset, and callouts still in flight
+/// are answered to the root context later.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let request = http::Request::get("/")
+///     .header("host", "example.com")
+///     .extension(weir_harness::Disconnect(Duration::from_millis(200)))
+///     .body(bytes::Bytes::new())
+///     .unwrap(); // the client gives up after 200 ms
+/// # let _ = request;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Disconnect(pub Duration);
+
 /// What a stream waits for at a wait point.
 #[derive(Debug)]
 pub(super) enum Wait {
@@ -80,6 +102,8 @@ pub(super) enum Delivery {
     Upstream,
     /// Nothing can resume the stream any more.
     Stalled,
+    /// The client closed its connection.
+    Disconnected,
 }
 
 /// The scheduler's view of one stream of the batch.
@@ -87,6 +111,8 @@ pub(super) enum Delivery {
 struct Entry {
     /// When it arrives (virtual monotonic time).
     arrival: Duration,
+    /// When its client disconnects, unless it ended first.
+    disconnect: Option<Duration>,
     seq: u64,
     started: bool,
     done: bool,
@@ -264,8 +290,8 @@ impl Future for WaitFor<'_, '_> {
 
 /// The next thing to happen, by (time, class, sequence): at equal times,
 /// arrivals, callout answers, gRPC work (due as soon as it appears) and
-/// upstream responses in the order they were sent (class 0), then ticks (2),
-/// gRPC deadlines (3) and stalls (4).
+/// upstream responses in the order they were sent (class 0), then client
+/// disconnects (1), ticks (2), gRPC deadlines (3) and stalls (4).
 #[derive(Clone, Copy, Debug)]
 enum Event {
     Arrive(usize),
@@ -275,6 +301,7 @@ enum Event {
     Tick(usize),
     Deadline(usize),
     Stall(usize),
+    Disconnect(usize),
 }
 
 type Key = (Duration, u8, u64);
@@ -331,8 +358,13 @@ impl Chain {
                     .get::<Arrival>()
                     .map_or(Duration::ZERO, |a| a.0);
             let seq = sched.next_seq();
+            let disconnect = request
+                .extensions()
+                .get::<Disconnect>()
+                .map(|d| arrival + d.0);
             sched.streams.push(Entry {
                 arrival,
+                disconnect,
                 seq,
                 ..Entry::default()
             });
@@ -423,6 +455,20 @@ impl Chain {
                         phase,
                         upstream_request,
                         logs,
+                    })
+                }
+                Err(Error::Disconnected {
+                    phase,
+                    upstream_request,
+                    mut logs,
+                    ..
+                }) => {
+                    logs.extend(entry.logs);
+                    Err(Error::Disconnected {
+                        phase,
+                        upstream_request,
+                        logs,
+                        callouts: entry.callouts,
                     })
                 }
                 Err(e) => Err(e),
@@ -607,6 +653,11 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
         }
         Event::Stall(k) => {
             sched.deliver(k, Delivery::Stalled);
+            Some(k)
+        }
+        Event::Disconnect(k) => {
+            sched.streams[k].disconnect = None;
+            sched.deliver(k, Delivery::Disconnected);
             Some(k)
         }
         Event::Call(i, index) => {
@@ -805,6 +856,13 @@ fn next_event(chain: &mut Chain, sched: &Sched) -> Option<(Duration, Event)> {
             && let Some(give_up) = s.give_up()
         {
             consider((give_up, 4, k as u64), Event::Stall(k));
+        }
+        if s.started
+            && !s.done
+            && s.delivery.is_none()
+            && let Some(at) = s.disconnect
+        {
+            consider((at, 1, s.seq), Event::Disconnect(k));
         }
     }
     let Chain {

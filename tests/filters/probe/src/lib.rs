@@ -47,6 +47,8 @@
 //!   commands (`,` for `;`) `on_tick` runs with the current stream as the
 //!   effective context; `oncallout:c1,c2` — the current stream's callout script
 //!   (for a connection, whose scripts are not in headers);
+//! - `startup` — the answers to the callouts `on_configure` made (those are
+//!   recorded instead of logged: Envoy starts a plugin in several VMs);
 //! - `loglevel`, `time`, `effective:id` (`effective:$`: the running stream, or
 //!   the one `on_tick` acts for) — misc host calls; `trap` — trap the VM;
 //! - `count` — bump a module-global counter (shared by the plugins of one VM)
@@ -441,7 +443,11 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                         headers.push((k, v));
                     }
                 }
-                headers.push(("x-probe-id", probe_id.as_str()));
+                // A call made outside any stream (in on_configure) has no id:
+                // the cluster answers it as the scenario running.
+                if !probe_id.is_empty() {
+                    headers.push(("x-probe-id", probe_id.as_str()));
+                }
                 let headers = serialize(&headers);
                 let mut token = 0;
                 let s = ffi::proxy_http_call(
@@ -456,7 +462,9 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     timeout,
                     &mut token,
                 );
-                if s == 0 {
+                if s == 0 && CONFIGURING.with(std::cell::Cell::get) {
+                    STARTUP_CALLS.with(|c| c.borrow_mut().push(token));
+                } else if s == 0 {
                     CALLS.with(|c| {
                         c.borrow_mut()
                             .insert(token, CURRENT.with(std::cell::Cell::get))
@@ -654,6 +662,15 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             }
             // The module-global counter, incremented: shows which plugins
             // share a module instance.
+            // What the answers to on_configure's callouts were.
+            "startup" => STARTUP_ANSWERS.with(|a| {
+                let answers = a.borrow();
+                if answers.is_empty() {
+                    (0, "none".to_owned())
+                } else {
+                    (0, answers.join(" | "))
+                }
+            }),
             "count" => {
                 let n = COUNTER.with(|c| {
                     c.set(c.get() + 1);
@@ -853,6 +870,13 @@ thread_local! {
     static ACTIVE: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
     /// Root context → the stream `ontick` named and the commands to run.
     static TICKS: RefCell<HashMap<u32, (u32, String)>> = RefCell::new(HashMap::new());
+    /// Set while `on_configure` runs its script.
+    static CONFIGURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Callouts made in `on_configure`: their answers are recorded, not
+    /// logged (Envoy runs a plugin's start-up in several VMs, and their
+    /// answers arrive in any order), and `startup` reports them.
+    static STARTUP_CALLS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static STARTUP_ANSWERS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// A module-global counter (`count`), shared by every plugin of the VM.
     static COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -868,11 +892,16 @@ fn stream_script(id: u32, pick: fn(&Scripts) -> &String) -> String {
 }
 
 fn request_header(name: &str) -> String {
+    read_value(0, name)
+}
+
+/// A value of header map `map` (empty if it has none).
+fn read_value(map: u32, name: &str) -> String {
     let mut ptr = std::ptr::null_mut();
     let mut len = 0;
     // SAFETY: name and the out-params are valid.
     let status = unsafe {
-        ffi::proxy_get_header_map_value(0, name.as_ptr(), name.len(), &mut ptr, &mut len)
+        ffi::proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut ptr, &mut len)
     };
     if status == 0 {
         String::from_utf8_lossy(&take(ptr, len)).into_owned()
@@ -920,12 +949,14 @@ pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
         return 1;
     }
     let mut ret = 1;
+    CONFIGURING.with(|c| c.set(true));
     for command in text.split(';').map(str::trim).filter(|c| !c.is_empty()) {
         let (status, result) = run(command, &mut ret, true);
         if !op_is_return(command) {
             log(format!("on_configure {command} -> {status} {result}").trim_end());
         }
     }
+    CONFIGURING.with(|c| c.set(false));
     ret
 }
 
@@ -1010,6 +1041,24 @@ pub extern "C" fn proxy_on_http_call_response(
     trailers: usize,
 ) {
     enter(root);
+    let startup = STARTUP_CALLS.with(|c| {
+        let mut calls = c.borrow_mut();
+        let at = calls.iter().position(|&t| t == token);
+        at.map(|at| calls.remove(at)).is_some()
+    });
+    if startup {
+        let status = read_value(6, ":status");
+        let mut ptr = std::ptr::null_mut();
+        let mut len = 0;
+        // SAFETY: the out-params are valid.
+        let s = unsafe { ffi::proxy_get_buffer_bytes(4, 0, body, &mut ptr, &mut len) };
+        let answer = format!(
+            "token={token} headers={headers} :status={status} body={s} {}",
+            escape(&take(ptr, len))
+        );
+        STARTUP_ANSWERS.with(|a| a.borrow_mut().push(answer));
+        return;
+    }
     log(&format!(
         "on_http_call_response token={token} headers={headers} body={body} trailers={trailers}"
     ));
