@@ -669,7 +669,7 @@ async fn settle(
                 answer_call(&mut slot.vm, clusters, *call, callouts),
                 "on_http_call_response",
             ),
-            Delivery::Grpc => (
+            Delivery::Grpc(_) => (
                 grpc_step(&mut slot.vm, grpc)
                     .unwrap_or(Ok(()))
                     .map(|()| None),
@@ -838,6 +838,43 @@ fn data_status(action: Option<i32>) -> Data {
         Some(1 | 2) => Data::Buffer,
         Some(_) => Data::Drop,
     }
+}
+
+/// Whether filter `slot` may still get an answer that resumes its stream
+/// (whose context there is `context`): a callout in flight, or a gRPC call or
+/// stream that context opened.
+fn waits_for_answers(slot: &mut Slot, context: Option<u32>) -> bool {
+    let state = slot.vm.state();
+    let root = state.root();
+    !root.pending_calls.is_empty() || context.is_some_and(|c| root.grpc.open_for(c))
+}
+
+/// Runs `f` on filter `slot`'s VM with the body the filter buffered in place
+/// (Envoy still holds it while the filter waits: a callout's or gRPC
+/// callback may read or replace it), then takes the body back.
+fn with_buffered_body<T>(
+    slot: &mut Slot,
+    direction: Direction,
+    buffered: &mut Option<Vec<u8>>,
+    f: impl FnOnce(&mut Vm) -> T,
+) -> T {
+    let body = buffered.take();
+    {
+        let mut state = slot.vm.state();
+        let maps = &mut state.maps;
+        match direction {
+            Direction::Request => maps.request_body = body,
+            Direction::Response => maps.response_body = body,
+        }
+    }
+    let out = f(&mut slot.vm);
+    let mut state = slot.vm.state();
+    let maps = &mut state.maps;
+    *buffered = match direction {
+        Direction::Request => maps.request_body.take(),
+        Direction::Response => maps.response_body.take(),
+    };
+    out
 }
 
 /// The client closed its connection while the stream waited in `phase`; the
@@ -2176,10 +2213,9 @@ impl Chain {
                             return Ok(pass);
                         }
                         Data::Pass => carry = Some(body),
-                        // Waiting for a callout: its response may resume it.
-                        Data::Buffer
-                            if eos && !slot.vm.state().root_mut().pending_calls.is_empty() =>
-                        {
+                        // Waiting for a callout or a gRPC answer: it may
+                        // resume the filter.
+                        Data::Buffer if eos && waits_for_answers(slot, progress[i].context) => {
                             buffered[i] = Some(body);
                             waiting_at_end[i] = true;
                         }
@@ -2274,11 +2310,15 @@ impl Chain {
                     };
                     let slot = &mut chain.slots[i];
                     let leftovers = &io.leftovers;
-                    let in_flight =
-                        !slot.vm.failed()
-                            && slot.vm.state().root().pending_calls.iter().any(|c| {
-                                c.context == context && !leftovers.contains(&(i, c.token))
-                            });
+                    let holds_body = buffered[i].is_some() || waiting_at_end[i];
+                    let in_flight = !slot.vm.failed() && {
+                        let state = slot.vm.state();
+                        let root = state.root();
+                        root.pending_calls
+                            .iter()
+                            .any(|c| c.context == context && !leftovers.contains(&(i, c.token)))
+                            || (holds_body && root.grpc.open_for(context))
+                    };
                     if in_flight {
                         filters.push((i, context));
                     }
@@ -2299,7 +2339,10 @@ impl Chain {
                 .await;
             let mut guard = io.chain();
             let Chain {
-                slots, clusters, ..
+                slots,
+                clusters,
+                grpc,
+                ..
             } = &mut **guard;
             let (i, step) = match delivery {
                 Delivery::Call(i, call) => {
@@ -2311,25 +2354,9 @@ impl Chain {
                         (i, failed_while_waiting(slot, None))
                     } else {
                         let context = call.context;
-                        // Envoy still holds the buffered body while the filter waits.
-                        let body = buffered[i].take();
-                        {
-                            let mut state = slot.vm.state();
-                            let maps = &mut state.maps;
-                            match direction {
-                                Direction::Request => maps.request_body = body,
-                                Direction::Response => maps.response_body = body,
-                            }
-                        }
-                        let result = answer_call(&mut slot.vm, clusters, *call, callouts);
-                        {
-                            let mut state = slot.vm.state();
-                            let maps = &mut state.maps;
-                            buffered[i] = match direction {
-                                Direction::Request => maps.request_body.take(),
-                                Direction::Response => maps.response_body.take(),
-                            };
-                        }
+                        let result = with_buffered_body(slot, direction, &mut buffered[i], |vm| {
+                            answer_call(vm, clusters, *call, callouts)
+                        });
                         (
                             i,
                             after(slot, context, result, direction, "on_http_call_response")?,
@@ -2356,8 +2383,25 @@ impl Chain {
                         None => continue,
                     }
                 }
+                Delivery::Grpc(i) => {
+                    let Some(&(_, context)) = filters.iter().find(|&&(s, _)| s == i) else {
+                        continue;
+                    };
+                    let slot = &mut slots[i];
+                    if slot.vm.failed() {
+                        (i, failed_while_waiting(slot, None))
+                    } else {
+                        let result = with_buffered_body(slot, direction, &mut buffered[i], |vm| {
+                            grpc_step(vm, grpc).unwrap_or(Ok(())).map(|()| None)
+                        });
+                        (
+                            i,
+                            after(slot, context, result, direction, "on_grpc_callback")?,
+                        )
+                    }
+                }
                 Delivery::Disconnected => return Err(disconnected(callback)),
-                Delivery::Stalled | Delivery::Grpc | Delivery::Upstream => {
+                Delivery::Stalled | Delivery::Upstream => {
                     let i = order
                         .iter()
                         .copied()

@@ -525,6 +525,17 @@ impl GrpcState {
             || self.live.values().any(|l| !l.pending.is_empty())
     }
 
+    /// Whether a call or stream that `context` made is still open: its answer
+    /// (or more of it) may still come.
+    pub(crate) fn open_for(&self, context: u32) -> bool {
+        self.calls.values().any(|c| c.context == context)
+            || self
+                .streams
+                .values()
+                .any(|s| s.context == context && !s.remote_closed)
+            || self.live.values().any(|l| l.context == context)
+    }
+
     /// The context that made the call or stream the next unit of work is for.
     pub(crate) fn next_work_context(&self) -> Option<u32> {
         if let Some(event) = self.events.front() {

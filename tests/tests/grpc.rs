@@ -729,3 +729,32 @@ fn concurrent_streams_each_resume_on_their_own_streams_answers() {
     }
     assert_eq!(echoed, [vec![Bytes::from("1:a")], vec![Bytes::from("2:b")]]);
 }
+
+/// A filter that buffers the request body and asks a gRPC service about it
+/// waits for the answer with the body held, as for an HTTP callout.
+#[test]
+fn a_buffered_body_waits_for_a_grpc_answer() {
+    let mut chain =
+        chain(|request: &GrpcRequest| GrpcReply::ok(Bytes::copy_from_slice(request.message())));
+    let request = http::Request::post("/")
+        .header("host", "grpc.test")
+        .header(
+            "x-probe-request-body",
+            "atend;gcall:grpc:pkg.Scan:Body:5000:payload:;return:1",
+        )
+        .header("x-probe-grpc-message", "buf:0:0:100;continue:0")
+        .body(Bytes::from_static(b"payload"))
+        .expect("request");
+    let outcome = chain.send(request, ok).expect("resumed by the answer");
+    // The answer came with the body still held: the callback read it, then
+    // the stream went on with it.
+    let logs = lines(&outcome.logs);
+    let read = logs
+        .iter()
+        .position(|l| *l == "on_grpc_receive buf:0:0:100 -> 0 payload")
+        .expect("the gRPC callback read the buffered body");
+    assert_eq!(logs.get(read + 1), Some(&"on_grpc_receive continue:0 -> 0"));
+    let upstream = outcome.upstream_request.expect("the request went upstream");
+    assert_eq!(upstream.body(), "payload");
+    assert_eq!(outcome.grpc.len(), 1);
+}

@@ -94,8 +94,9 @@ pub(super) enum Wait {
 pub(super) enum Delivery {
     /// The answer to a callout the stream's context in filter `.0` made.
     Call(usize, Box<PendingCall>),
-    /// gRPC work for the held filter's context (an event, or asking a service).
-    Grpc,
+    /// gRPC work for the context of filter `.0` (an event, or asking a
+    /// service).
+    Grpc(usize),
     /// Another callback deferred an action for the stream's context.
     Resumed,
     /// The upstream's response arrived.
@@ -688,13 +689,16 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
         }
         Event::Grpc(i) => {
             let owner = grpc_owner(chain, sched, i);
+            // A stream held in the filter, or whose buffered body waits in
+            // it, gets the work; otherwise the root context does.
             if let Some(k) = owner
-                && matches!(
-                    sched.streams[k].wait,
-                    Some(Wait::Held { slot, .. }) if slot == i
-                )
+                && match &sched.streams[k].wait {
+                    Some(Wait::Held { slot, .. }) => *slot == i,
+                    Some(Wait::Body { filters, .. }) => filters.iter().any(|&(s, _)| s == i),
+                    _ => false,
+                }
             {
-                sched.deliver(k, Delivery::Grpc);
+                sched.deliver(k, Delivery::Grpc(i));
                 return Some(k);
             }
             let to = owner.unwrap_or_else(|| sched.bystander());
