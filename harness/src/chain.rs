@@ -1307,11 +1307,11 @@ impl Chain {
     /// failed reload keeps the failed VM (the stream is answered 503) and the
     /// backoff starts again.
     fn reload_if_due(&mut self, i: usize) {
-        let now = self.monotonic();
-        let slot = &self.slots[i];
-        if slot.policy != FailurePolicy::FailReload || !slot.vm.failed() {
+        if self.slots[i].policy != FailurePolicy::FailReload || !self.slots[i].vm.failed() {
             return;
         }
+        let now = self.monotonic();
+        let slot = &self.slots[i];
         let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
         let jitter = self.next_random() % (base / 2).max(1);
         let slot = &mut self.slots[i];
