@@ -849,15 +849,22 @@ fn waits_for_answers(slot: &mut Slot, context: Option<u32>) -> bool {
     !root.pending_calls.is_empty() || context.is_some_and(|c| root.grpc.open_for(c))
 }
 
-/// Runs `f` on filter `slot`'s VM with the body the filter buffered in place
-/// (Envoy still holds it while the filter waits: a callout's or gRPC
-/// callback may read or replace it), then takes the body back.
-fn with_buffered_body<T>(
+/// Delivers an answer (`f`: a callout's response or a gRPC event) to filter
+/// `slot`, which waits with a buffered body in `context`, and tells what it
+/// did to the stream. The body is in place meanwhile (Envoy still holds it:
+/// the callback may read or replace it) and taken back after. A VM that
+/// another stream's callback failed gets its failure policy instead.
+fn answer_buffered(
     slot: &mut Slot,
     direction: Direction,
     buffered: &mut Option<Vec<u8>>,
-    f: impl FnOnce(&mut Vm) -> T,
-) -> T {
+    context: u32,
+    callback: &'static str,
+    f: impl FnOnce(&mut Vm) -> Result<Option<i32>, Trap>,
+) -> Result<After> {
+    if slot.vm.failed() {
+        return Ok(failed_while_waiting(slot, None));
+    }
     let body = buffered.take();
     {
         let mut state = slot.vm.state();
@@ -867,14 +874,16 @@ fn with_buffered_body<T>(
             Direction::Response => maps.response_body = body,
         }
     }
-    let out = f(&mut slot.vm);
-    let mut state = slot.vm.state();
-    let maps = &mut state.maps;
-    *buffered = match direction {
-        Direction::Request => maps.request_body.take(),
-        Direction::Response => maps.response_body.take(),
-    };
-    out
+    let result = f(&mut slot.vm);
+    {
+        let mut state = slot.vm.state();
+        let maps = &mut state.maps;
+        *buffered = match direction {
+            Direction::Request => maps.request_body.take(),
+            Direction::Response => maps.response_body.take(),
+        };
+    }
+    after(slot, context, result, direction, callback)
 }
 
 /// The client closed its connection while the stream waited in `phase`; the
@@ -1350,8 +1359,9 @@ impl Chain {
         let slot = &mut self.slots[i];
         match started {
             Ok(mut vm) => {
+                // A new VM started on the chain's clock (VmSetup); a joined
+                // one is a sibling's, on the same clock.
                 wire(&mut vm, &self.hcm);
-                vm.state().monotonic = now;
                 vm.take_fuel();
                 vm.take_host_calls();
                 slot.vm = vm;
@@ -1682,10 +1692,10 @@ impl Chain {
                 Some(reply) => Err(reply),
             }
         };
-        if let Ok((upstream_request, _, at)) = &sent
+        if let Ok((_, _, at)) = &sent
             && let Delivery::Disconnected = io.wait(Wait::Upstream { at: *at, seq: None }).await
         {
-            let upstream_request = Some(upstream_request.clone());
+            let upstream_request = sent.ok().map(|(request, _, _)| request);
             return Err(Self::reset(
                 io,
                 disconnected("the upstream's response"),
@@ -2349,19 +2359,16 @@ impl Chain {
                     let Some(slot) = slots.get_mut(i) else {
                         continue;
                     };
-                    if slot.vm.failed() {
-                        // Another stream's callback failed the filter's VM.
-                        (i, failed_while_waiting(slot, None))
-                    } else {
-                        let context = call.context;
-                        let result = with_buffered_body(slot, direction, &mut buffered[i], |vm| {
-                            answer_call(vm, clusters, *call, callouts)
-                        });
-                        (
-                            i,
-                            after(slot, context, result, direction, "on_http_call_response")?,
-                        )
-                    }
+                    let context = call.context;
+                    let step = answer_buffered(
+                        slot,
+                        direction,
+                        &mut buffered[i],
+                        context,
+                        "on_http_call_response",
+                        |vm| answer_call(vm, clusters, *call, callouts),
+                    )?;
+                    (i, step)
                 }
                 Delivery::Resumed => {
                     // Another callback deferred an action for one of the
@@ -2387,18 +2394,15 @@ impl Chain {
                     let Some(&(_, context)) = filters.iter().find(|&&(s, _)| s == i) else {
                         continue;
                     };
-                    let slot = &mut slots[i];
-                    if slot.vm.failed() {
-                        (i, failed_while_waiting(slot, None))
-                    } else {
-                        let result = with_buffered_body(slot, direction, &mut buffered[i], |vm| {
-                            grpc_step(vm, grpc).unwrap_or(Ok(())).map(|()| None)
-                        });
-                        (
-                            i,
-                            after(slot, context, result, direction, "on_grpc_callback")?,
-                        )
-                    }
+                    let step = answer_buffered(
+                        &mut slots[i],
+                        direction,
+                        &mut buffered[i],
+                        context,
+                        "on_grpc_callback",
+                        |vm| grpc_step(vm, grpc).unwrap_or(Ok(())).map(|()| None),
+                    )?;
+                    (i, step)
                 }
                 Delivery::Disconnected => return Err(disconnected(callback)),
                 Delivery::Stalled | Delivery::Upstream => {
