@@ -25,7 +25,13 @@
 //!   answer runs `x-probe-callout` with the calling stream as effective context;
 //!   `callt:timeout_ms:cluster:method:path:authority` gives the timeout;
 //! - `prop:a.b.c` (segments joined by NUL on the wire), `setprop:name:value` —
-//!   properties;
+//!   properties; `propn:path` prints an integer property in decimal,
+//!   `propmap:path` a map's entries sorted by key, `proptime:path:min_ms` and
+//!   `propdur:path:min_ms` check a timestamp's age (by the host's clock) or a
+//!   duration against `min_ms` (up to 2 s more), `propid:path` compares an id
+//!   with the last one read (`same`, `larger`, `smaller`), `propaddr:path`
+//!   masks the port of an address, `propfields:path:1,2` prints the named
+//!   top-level fields of a serialized protobuf message;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
 //! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
 //! - `qreg:name`, `qres:vm_id:name`, `qenq:id:data`, `qdeq:id` — shared queues
@@ -526,6 +532,34 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 let s = ffi::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len);
                 (s, escape(&take(ptr, len)))
             }
+            "propn" => {
+                let (s, value) = property(a);
+                (s, number_text(&value))
+            }
+            "propmap" => {
+                let (s, value) = property(a);
+                (s, map_text(&value))
+            }
+            "proptime" => {
+                let (s, value) = property(a);
+                (s, timestamp_text(&value, num(b)))
+            }
+            "propdur" => {
+                let (s, value) = property(a);
+                (s, duration_text(&value, num(b)))
+            }
+            "propid" => {
+                let (s, value) = property(a);
+                (s, id_text(&value))
+            }
+            "propfields" => {
+                let (s, value) = property(a);
+                (s, proto_fields_text(&value, b))
+            }
+            "propaddr" => {
+                let (s, value) = property(a);
+                (s, address_text(&value))
+            }
             "setprop" => {
                 let path = a.replace('.', "\0");
                 (
@@ -713,6 +747,194 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
             }
             _ => (u32::MAX, format!("unknown command {op:?}")),
         }
+    }
+}
+
+/// `proxy_get_property` of a `.`-separated path: its status and value.
+fn property(path: &str) -> (u32, Vec<u8>) {
+    let path = path.replace('.', "\0");
+    let mut ptr = std::ptr::null_mut();
+    let mut len = 0;
+    // SAFETY: path and the out-params are valid.
+    let status = unsafe { ffi::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len) };
+    (status, take(ptr, len))
+}
+
+/// Eight little-endian bytes as a signed integer.
+fn int64(value: &[u8]) -> Option<i64> {
+    Some(i64::from_le_bytes(value.try_into().ok()?))
+}
+
+/// An integer property (8 bytes, little-endian) in decimal; anything else
+/// escaped, with its length.
+fn number_text(value: &[u8]) -> String {
+    match int64(value) {
+        Some(n) => n.to_string(),
+        None => format!("not 8 bytes ({}): {}", value.len(), escape(value)),
+    }
+}
+
+/// A serialized map (the header-pairs format) as `key=value` entries sorted
+/// by key: Envoy lists a header map's keys in its hash set's order, which
+/// changes from process to process.
+fn map_text(value: &[u8]) -> String {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = value.get(at..at + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let Some(n) = u32_at(0) else {
+        return format!("not a map: {}", escape(value));
+    };
+    let mut at = 4 + n * 8;
+    let mut entries = Vec::with_capacity(n);
+    for i in 0..n {
+        let (Some(kl), Some(vl)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else {
+            return format!("not a map: {}", escape(value));
+        };
+        let (Some(k), Some(v)) = (
+            value.get(at..at + kl),
+            value.get(at + kl + 1..at + kl + 1 + vl),
+        ) else {
+            return format!("not a map: {}", escape(value));
+        };
+        entries.push(format!("{}={}", escape(k), escape(v)));
+        at += kl + vl + 2;
+    }
+    if at != value.len() {
+        return format!("not a map: {}", escape(value));
+    }
+    entries.sort();
+    format!("{n} [{}]", entries.join(", "))
+}
+
+/// How much later than the least expected a real proxy may be, in
+/// milliseconds: time and durations are compared within this window.
+const SLACK_MS: i128 = 2000;
+
+/// A timestamp property (8-byte nanoseconds since the epoch), checked against
+/// the host's clock: `age >= min_ms ms` when it is that much (but less than
+/// [`SLACK_MS`] more) in the past, else what it is.
+fn timestamp_text(value: &[u8], min_ms: u32) -> String {
+    let Some(at) = int64(value) else {
+        return format!("not 8 bytes ({}): {}", value.len(), escape(value));
+    };
+    let mut now = 0u64;
+    // SAFETY: the out-param is valid.
+    unsafe { ffi::proxy_get_current_time_nanoseconds(&mut now) };
+    let age_ns = i128::from(now) - i128::from(at);
+    let min_ns = i128::from(min_ms) * 1_000_000;
+    if age_ns >= min_ns && age_ns < min_ns + SLACK_MS * 1_000_000 {
+        format!("timestamp, age >= {min_ms} ms")
+    } else {
+        format!("timestamp {at}, age {age_ns} ns")
+    }
+}
+
+/// A duration property (8-byte nanoseconds): `>= min_ms ms` when it is at
+/// least that (but less than [`SLACK_MS`] more), else what it is.
+fn duration_text(value: &[u8], min_ms: u32) -> String {
+    let Some(ns) = int64(value) else {
+        return format!("not 8 bytes ({}): {}", value.len(), escape(value));
+    };
+    let (ns, min_ns) = (i128::from(ns), i128::from(min_ms) * 1_000_000);
+    if ns >= min_ns && ns < min_ns + SLACK_MS * 1_000_000 {
+        format!("duration >= {min_ms} ms")
+    } else {
+        format!("duration {ns} ns")
+    }
+}
+
+thread_local! {
+    /// The last id `propid` read.
+    static LAST_ID: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// An id property (8-byte unsigned): compared with the last one `propid`
+/// read, as `same`, `larger` or `smaller` (`first` for the first).
+fn id_text(value: &[u8]) -> String {
+    let Ok(bytes) = <[u8; 8]>::try_from(value) else {
+        return format!("not 8 bytes ({}): {}", value.len(), escape(value));
+    };
+    let id = u64::from_le_bytes(bytes);
+    let relation = match LAST_ID.with(|l| l.replace(Some(id))) {
+        None => "first",
+        Some(last) if last == id => "same",
+        Some(last) if last < id => "larger",
+        Some(_) => "smaller",
+    };
+    format!("id, {relation}")
+}
+
+/// A protobuf varint at `*at`, which moves past it.
+fn proto_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The first occurrence of each top-level field of a serialized protobuf
+/// message named in `numbers` (`1,2,6`): a varint in decimal, anything else
+/// escaped, `-` when absent.
+fn proto_fields_text(bytes: &[u8], numbers: &str) -> String {
+    let mut found: Vec<(u64, String)> = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let Some(key) = proto_varint(bytes, &mut at) else {
+            return format!("not a message: {}", escape(bytes));
+        };
+        let value = match key & 7 {
+            0 => proto_varint(bytes, &mut at).map(|v| v.to_string()),
+            1 | 5 => {
+                let n = if key & 7 == 1 { 8 } else { 4 };
+                let v = bytes.get(at..at + n).map(escape);
+                at += n;
+                v
+            }
+            2 => proto_varint(bytes, &mut at).and_then(|n| {
+                let n = usize::try_from(n).ok()?;
+                let v = bytes.get(at..at.checked_add(n)?).map(escape);
+                at += n;
+                v
+            }),
+            _ => None,
+        };
+        let Some(value) = value else {
+            return format!("not a message: {}", escape(bytes));
+        };
+        if !found.iter().any(|(n, _)| *n == key >> 3) {
+            found.push((key >> 3, value));
+        }
+    }
+    numbers
+        .split(',')
+        .map(|n| {
+            let value = n
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| found.iter().find(|(f, _)| *f == n))
+                .map_or("-", |(_, v)| v.as_str());
+            format!("{n}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An `ip:port` property with the port masked (an ephemeral port differs
+/// from run to run).
+fn address_text(value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(value);
+    match text.rsplit_once(':') {
+        Some((ip, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{ip}:<port>")
+        }
+        _ => format!("not ip:port: {}", escape(value)),
     }
 }
 
