@@ -88,6 +88,10 @@ pub struct Suite {
     /// the filters.
     #[serde(default)]
     pub upstream_enable_trailers: bool,
+    /// The route's `timeout` (default Envoy's 15 s), e.g. `"1s"`: an upstream
+    /// slower than this is answered `504` by the router.
+    #[serde(default)]
+    pub route_timeout: Option<String>,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
@@ -636,6 +640,11 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     }
     if suite.upstream_enable_trailers {
         enable_cluster_trailers(&mut root, "upstream")?;
+    }
+    if let Some(timeout) = &suite.route_timeout {
+        let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+        let route = &mut hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
+        route["route"]["timeout"] = serde_yaml_ng::Value::from(timeout.as_str());
     }
     Ok(serde_yaml_ng::to_string(&root)?)
 }
