@@ -21,7 +21,7 @@ use crate::hcm::{ConnectionManager, HttpCache};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
-use crate::state::{LocalReplyRequest, PendingCall, PluginMeta};
+use crate::state::{Facts, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags};
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm, VmSetup};
 use crate::{Engine, Error, Result};
@@ -350,6 +350,7 @@ impl ChainBuilder {
             date: None,
             http_cache: HttpCache::default(),
             scratch: Scratch::default(),
+            connections: 0,
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new(), true);
@@ -370,11 +371,13 @@ impl ChainBuilder {
 }
 
 /// Gives a started VM what its streams will see of the connection manager:
-/// the route's cluster and the connection's addresses (a root context has
-/// neither while it starts, as in Envoy).
+/// the route (its cluster, name and virtual host) and the connection's
+/// addresses (a root context has neither while it starts, as in Envoy).
 fn wire(vm: &mut Vm, hcm: &ConnectionManager) {
     let mut state = vm.state();
     state.cluster_name = hcm.route_cluster_name().map(str::to_owned);
+    state.route_name = Some(hcm.route_name_value().to_owned());
+    state.virtual_host_name = hcm.virtual_host_name_value().map(str::to_owned);
     let addresses = hcm.addresses();
     state.source_address = Some(addresses.source);
     state.destination_address = Some(addresses.destination);
@@ -414,6 +417,9 @@ pub struct Chain {
     http_cache: HttpCache,
     /// Per-stream working vectors, kept for the next stream.
     scratch: Scratch,
+    /// Downstream connections so far (each stream has its own): the last
+    /// connection's id.
+    connections: u64,
 }
 
 /// The per-filter vectors a stream works with, kept between streams so that
@@ -432,6 +438,9 @@ struct Scratch {
     /// The last stream's header maps, for their room.
     request_headers: Fields,
     response_headers: Fields,
+    /// An earlier stream's stream info, for its room once nothing else
+    /// holds it.
+    facts: Option<Facts>,
 }
 
 /// The largest header map buffer kept for the next stream; a larger one is
@@ -588,6 +597,10 @@ fn after(
         return Ok(After::Reply(request));
     }
     if deferred.close_stream {
+        // Envoy's `closeStream` gives the stream its details unless it has some.
+        if let Some(facts) = slot.vm.state().maps.info.facts.clone() {
+            facts.get().details_unless_set("wasm_close_stream");
+        }
         return Err(Error::Reset {
             plugin: slot.vm.name().to_owned(),
             phase: callback,
@@ -644,6 +657,11 @@ async fn settle(
     {
         if continues(action) {
             break;
+        }
+        // Envoy's codec reads on while a filter holds the request headers:
+        // the rest of the request arrives meanwhile.
+        if direction == Direction::Request && callback == "on_request_headers" {
+            io.facts.get().received_with_headers();
         }
         let delivery = io
             .wait(Wait::Held {
@@ -1054,17 +1072,69 @@ fn response_code(response: &Fields) -> Option<u16> {
     response.get(b":status").and_then(crate::hcm::parse_u16)
 }
 
-/// Records the response's status and details in a VM's stream info
-/// (`response.code`, `response.code_details`).
-#[allow(
-    clippy::ptr_arg,
-    reason = "a clone of the Cow keeps the usual static details borrowed"
-)]
-fn set_response_code(slot: &mut Slot, code: Option<u16>, details: &Cow<'static, str>) {
-    let mut state = slot.vm.state();
-    let info = &mut state.maps.info;
-    info.response_code = code;
-    info.response_details = Some(details.clone());
+/// How the router ends an upstream request that does not answer in full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UpstreamFailure {
+    /// No response within the route's timeout: `504`.
+    Timeout,
+    /// The connection closed before the response headers: `503`.
+    ResetBeforeHeaders,
+    /// The connection closed after the headers, before the body was complete:
+    /// the stream is reset.
+    ResetAfterHeaders,
+}
+
+impl UpstreamFailure {
+    /// How long the upstream's answer takes (or until the router gives up),
+    /// and how it fails, as the router sees an upstream `fault` with the
+    /// route's `timeout`.
+    fn of(fault: Option<UpstreamFault>, timeout: Option<Duration>) -> (Duration, Option<Self>) {
+        match fault {
+            Some(UpstreamFault::Delay(delay)) => match timeout {
+                Some(timeout) if delay >= timeout => (timeout, Some(Self::Timeout)),
+                _ => (delay, None),
+            },
+            Some(UpstreamFault::CloseBeforeHeaders) => {
+                (Duration::ZERO, Some(Self::ResetBeforeHeaders))
+            }
+            Some(UpstreamFault::CloseAfterHeaders) => {
+                (Duration::ZERO, Some(Self::ResetAfterHeaders))
+            }
+            None => (Duration::ZERO, None),
+        }
+    }
+
+    /// The router's local reply for a failure before the response started,
+    /// with its response flag.
+    fn reply(self) -> Option<(Reply, u64)> {
+        let (status, details, body, flag) = match self {
+            Self::Timeout => (
+                504,
+                "response_timeout",
+                "upstream request timeout",
+                flags::UPSTREAM_REQUEST_TIMEOUT,
+            ),
+            Self::ResetBeforeHeaders => (
+                503,
+                "upstream_reset_before_response_started{connection_termination}",
+                "upstream connect error or disconnect/reset before headers. reset reason: \
+                 connection termination",
+                flags::UPSTREAM_CONNECTION_TERMINATION,
+            ),
+            Self::ResetAfterHeaders => return None,
+        };
+        let reply = Reply {
+            slot: None,
+            request: LocalReplyRequest {
+                status,
+                details: details.to_owned(),
+                body: body.as_bytes().to_vec(),
+                headers: Fields::new(Kind::Plain),
+                grpc_status: -1,
+            },
+        };
+        Some((reply, flag))
+    }
 }
 
 /// What came out of passing a body through the filters.
@@ -1310,6 +1380,30 @@ impl Chain {
         }
     }
 
+    /// A stream starts: its stream info facts (start time, a new downstream
+    /// connection, the request body bytes that come `with_headers`), given to
+    /// every VM's maps for it.
+    fn start_stream(&mut self, with_headers: usize) -> Facts {
+        self.connections += 1;
+        let mut fresh = StreamFacts::new(self.now, self.monotonic(), self.connections);
+        fresh.with_headers = u64::try_from(with_headers).unwrap_or(u64::MAX);
+        let facts = match self.scratch.facts.take() {
+            // Nothing else holds it: its stream is over.
+            Some(spare) if spare.unshared() => {
+                *spare.get() = fresh;
+                spare
+            }
+            _ => Facts::new(fresh),
+        };
+        let mut previous = None;
+        for slot in &mut self.slots {
+            let theirs = slot.vm.state().maps.info.facts.replace(facts.clone());
+            previous = previous.or(theirs);
+        }
+        self.scratch.facts = previous;
+        facts
+    }
+
     /// FAIL_RELOAD, applied as Envoy applies it when a stream starts: a VM that
     /// trapped is replaced by a fresh one (start-up sequence included) once a
     /// jittered backoff in `[base, 1.5 × base)` has passed since it was loaded. A
@@ -1510,9 +1604,16 @@ impl Chain {
             )?;
             let mut warnings = Vec::new();
             let request_trailers = trailers::from_client(&request, &chain.hcm, &mut warnings)?;
+            // The client's framing (the connection manager keeps it out of
+            // the request's map).
+            let chunked = request
+                .headers()
+                .get_all(http::header::TRANSFER_ENCODING)
+                .iter()
+                .any(|v| trailers::says_chunked(v.as_bytes()));
             let request_body = request.into_body();
             let mut request_frames = frames(request_body, request_chunks.as_ref());
-            trailers::last_frames(&mut request_frames, request_trailers.is_some(), &fields);
+            trailers::last_frames(&mut request_frames, request_trailers.is_some(), chunked);
             let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
             let filters = chain.slots.len();
             let mut progress = refill(
@@ -1521,6 +1622,13 @@ impl Chain {
                 Progress::default(),
             );
             chain.create_filters(&mut progress);
+            // What arrives with the headers: the whole body, or its first
+            // piece when it is sent in pieces.
+            let with_headers = match request_chunks {
+                Some(_) => request_frames.first().map_or(0, |(data, _)| data.len()),
+                None => request_frames.iter().map(|(data, _)| data.len()).sum(),
+            };
+            io.facts = chain.start_stream(with_headers);
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
             (
@@ -1618,10 +1726,26 @@ impl Chain {
         // The router resolves the route when the request headers reach it. Envoy's
         // route table matches nothing once a filter removed x-forwarded-proto:
         // the router answers 404 route_not_found.
-        let reply = reply.or_else(|| fields.get(b"x-forwarded-proto").is_none().then(no_route));
+        let reply = reply.or_else(|| {
+            fields.get(b"x-forwarded-proto").is_none().then(|| {
+                let mut facts = io.facts.get();
+                facts.no_route = true;
+                facts.flags |= flags::NO_ROUTE_FOUND;
+                no_route()
+            })
+        });
         let (reply, request_body) = match reply {
             Some(reply) => (Some(reply), Vec::new()),
             None => {
+                // The headers reached the router: it starts the upstream
+                // request (the body follows it).
+                {
+                    let addresses = io.chain().hcm.addresses();
+                    let mut facts = io.facts.get();
+                    facts.attempts = 1;
+                    facts.upstream_host = Some(addresses.upstream);
+                    facts.upstream_local = Some(addresses.upstream_local);
+                }
                 order = fill(order, 0..filters);
                 match Self::pass_body(
                     io,
@@ -1668,14 +1792,15 @@ impl Chain {
                     let upstream_request = chain.hcm.upstream_request(
                         &fields,
                         Bytes::from(request_body),
+                        !end_of_stream,
                         request_trailers.as_ref(),
                         &mut chain.http_cache,
                     )?;
                     let response = upstream.borrow_mut().call(upstream_request.clone());
-                    let delay = match response.extensions().get::<UpstreamFault>() {
-                        Some(UpstreamFault::Delay(delay)) => *delay,
-                        _ => Duration::ZERO,
-                    };
+                    let (delay, failure) = UpstreamFailure::of(
+                        response.extensions().get::<UpstreamFault>().copied(),
+                        chain.hcm.route_timeout_value(),
+                    );
                     // The request phase's callouts still in flight are no longer
                     // waited for.
                     for (i, slot) in chain.slots.iter_mut().enumerate() {
@@ -1687,15 +1812,16 @@ impl Chain {
                         io.leftovers
                             .extend(calls.filter(|c| c.context == context).map(|c| (i, c.token)));
                     }
-                    Ok((upstream_request, response, chain.monotonic() + delay))
+                    let at = chain.monotonic() + delay;
+                    Ok((upstream_request, response, (at, delay), failure))
                 }
                 Some(reply) => Err(reply),
             }
         };
-        if let Ok((_, _, at)) = &sent
+        if let Ok((_, _, (at, _), _)) = &sent
             && let Delivery::Disconnected = io.wait(Wait::Upstream { at: *at, seq: None }).await
         {
-            let upstream_request = sent.ok().map(|(request, _, _)| request);
+            let upstream_request = sent.ok().map(|(request, _, _, _)| request);
             return Err(Self::reset(
                 io,
                 disconnected("the upstream's response"),
@@ -1706,46 +1832,70 @@ impl Chain {
             ));
         }
         let mut response_trailers = None;
-        let (upstream_request, mut response, response_frames, response_chunked, reply) = match sent
-        {
-            Ok((upstream_request, response, _)) => {
-                let mut guard = io.chain();
-                let chain: &mut Chain = &mut guard;
-                let address = chain.hcm.addresses().upstream;
-                for slot in &mut chain.slots {
-                    slot.vm.state().maps.info.upstream_address = Some(address);
-                }
-                let chunks = response.extensions().get::<BodyChunks>().cloned();
-                let response_fields = chain.hcm.response_fields(
-                    &response,
-                    std::mem::take(&mut chain.scratch.response_headers),
-                );
-                response_trailers = trailers::from_upstream(&response, &chain.hcm, &mut warnings);
-                let body = Vec::from(response.into_body());
-                let mut frames = frames(body, chunks.as_ref());
-                trailers::last_frames(&mut frames, response_trailers.is_some(), &response_fields);
-                (
-                    Some(upstream_request),
-                    response_fields,
-                    frames,
-                    chunks.is_some(),
-                    None,
-                )
-            }
-            Err(reply) => {
-                // A reply in the body phase resets the upstream request the router
-                // had started: the upstream never receives a complete request.
-                let response = ConnectionManager::local_reply_fields(&reply.request);
-                // A local reply's body is one final frame.
-                let body = reply.request.body.clone();
-                let frames = if body.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![(body, true)]
-                };
-                (None, response, frames, false, Some(reply))
-            }
+        let mut reset_after_headers = false;
+        let router_reply = match &sent {
+            Ok((_, _, _, Some(failure))) => failure.reply(),
+            _ => None,
         };
+        let (upstream_request, mut response, response_frames, response_chunked, reply) =
+            match (sent, router_reply) {
+                // The router gave up on the upstream and answers itself.
+                (Ok((upstream_request, ..)), Some((reply, flag))) => {
+                    io.facts.get().flags |= flag;
+                    let response = ConnectionManager::local_reply_fields(&reply.request);
+                    let frames = vec![(reply.request.body.clone(), true)];
+                    (Some(upstream_request), response, frames, false, Some(reply))
+                }
+                (Ok((upstream_request, response, (_, delay), failure)), None) => {
+                    let mut guard = io.chain();
+                    let chain: &mut Chain = &mut guard;
+                    let chunks = response.extensions().get::<BodyChunks>().cloned();
+                    let response_fields = chain.hcm.response_fields(
+                        &response,
+                        std::mem::take(&mut chain.scratch.response_headers),
+                    );
+                    let frames = if failure == Some(UpstreamFailure::ResetAfterHeaders) {
+                        // The headers arrive; the connection closes before the
+                        // body is complete (Envoy's codec never hands it on).
+                        reset_after_headers = true;
+                        Vec::new()
+                    } else {
+                        response_trailers =
+                            trailers::from_upstream(&response, &chain.hcm, &mut warnings);
+                        let body = Vec::from(response.into_body());
+                        let mut frames = frames(body, chunks.as_ref());
+                        let chunked = trailers::is_chunked(&response_fields);
+                        trailers::last_frames(&mut frames, response_trailers.is_some(), chunked);
+                        let mut facts = io.facts.get();
+                        facts.latency_pending = Some(delay);
+                        // A response without a body has arrived in full.
+                        if frames.is_empty() && response_trailers.is_none() {
+                            facts.upstream_complete();
+                        }
+                        frames
+                    };
+                    (
+                        Some(upstream_request),
+                        response_fields,
+                        frames,
+                        chunks.is_some(),
+                        None,
+                    )
+                }
+                (Err(reply), _) => {
+                    // A reply in the body phase resets the upstream request the router
+                    // had started: the upstream never receives a complete request.
+                    let response = ConnectionManager::local_reply_fields(&reply.request);
+                    // A local reply's body is one final frame.
+                    let body = reply.request.body.clone();
+                    let frames = if body.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![(body, true)]
+                    };
+                    (None, response, frames, false, Some(reply))
+                }
+            };
         let last = reply
             .as_ref()
             .and_then(|r| r.slot)
@@ -1757,7 +1907,7 @@ impl Chain {
         let mut late_reply = match Self::encode(
             io,
             &mut response,
-            response_frames.is_empty() && response_trailers.is_none(),
+            response_frames.is_empty() && response_trailers.is_none() && !reset_after_headers,
             &details,
             &mut progress[..last],
             last,
@@ -1778,6 +1928,39 @@ impl Chain {
             }
             other => other?,
         };
+        // The upstream's connection broke off after its headers: the response
+        // has started, so the router resets the stream (the headers went to
+        // the client as the connection manager sends them).
+        if reset_after_headers && late_reply.is_none() {
+            {
+                let mut facts = io.facts.get();
+                facts.flags |= flags::UPSTREAM_PROTOCOL_ERROR;
+                facts.response_details = Some(Cow::Borrowed(
+                    "upstream_reset_after_response_started{protocol_error}",
+                ));
+            }
+            {
+                let mut guard = io.chain();
+                let chain: &mut Chain = &mut guard;
+                chain.refresh_date();
+                let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
+                chain.hcm.stamp(&mut response, date);
+            }
+            let error = Error::Reset {
+                plugin: ROUTER.to_owned(),
+                phase: "the upstream's response body",
+                upstream_request: None,
+                logs: Vec::new(),
+            };
+            return Err(Self::reset(
+                io,
+                error,
+                &progress,
+                &mut fields,
+                upstream_request,
+                Some(&mut response),
+            ));
+        }
         let mut response_frames = response_frames;
         if progress.iter().any(|p| p.resumed_response) {
             arrived_while_paused(&mut response_frames, response_chunked);
@@ -1914,6 +2097,10 @@ impl Chain {
                 response_trailers = None;
                 let fields = ConnectionManager::local_reply_fields(&r.request);
                 let body = Bytes::from(r.request.body.clone());
+                // Straight to the client.
+                let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
+                let mut facts = io.facts.get();
+                facts.bytes_sent = facts.bytes_sent.saturating_add(sent);
                 (Some(r), fields, body)
             }
             Ok(body) => {
@@ -1957,17 +2144,26 @@ impl Chain {
         } else {
             let mut fields = Fields::with_capacity(Kind::Response, response.headers().len() + 1);
             fields.add_new(b":status", response.status().as_str().as_bytes());
+            // Not the codec's framing: the map has none of it.
+            let framed_on_wire = |k: &http::HeaderName| {
+                k == http::header::TRANSFER_ENCODING
+                    || (k == http::header::CONTENT_LENGTH
+                        && response_fields.get(b"content-length").is_none())
+            };
             for (k, v) in response.headers() {
-                fields.add_lowercase(k.as_str().as_bytes(), v.as_bytes());
+                if !framed_on_wire(k) {
+                    fields.add_lowercase(k.as_str().as_bytes(), v.as_bytes());
+                }
             }
             fields
         };
         let details = reply.as_ref().map_or(Cow::Borrowed("via_upstream"), |r| {
             Cow::Owned(r.request.details.clone())
         });
-        let code = response_code(&final_response);
-        for slot in &mut chain.slots {
-            set_response_code(slot, code, &details);
+        {
+            let mut facts = io.facts.get();
+            facts.respond(response_code(&final_response), details);
+            facts.ended_at = Some(chain.monotonic());
         }
         let created = chain.log_stream(
             &progress,
@@ -2082,6 +2278,10 @@ impl Chain {
         let mut pass = BodyPass::default();
         loop {
             let Some((start, data, mut eos)) = frames.pop_front() else {
+                // The upstream's response ends with its trailers.
+                if direction == Direction::Response && trailers.is_some() {
+                    io.facts.get().upstream_complete();
+                }
                 // The data has gone as far as it can: the trailers follow it.
                 match Self::trailers_step(
                     io, direction, trailers, order, progress, buffered, &mut hold, frames,
@@ -2095,6 +2295,15 @@ impl Chain {
                 }
             };
             pass.complete |= eos;
+            // A frame that enters the chain arrives: from the client (Envoy
+            // counts the bytes it receives), or the upstream's last.
+            if start == 0 {
+                match direction {
+                    Direction::Request => io.facts.get().received(data.len()),
+                    Direction::Response if eos => io.facts.get().upstream_complete(),
+                    Direction::Response => {}
+                }
+            }
             let mut carry = Some(data);
             for (position, &i) in order.iter().enumerate().skip(start) {
                 let Some(data) = carry.take() else { break };
@@ -2246,6 +2455,12 @@ impl Chain {
                 eos = next_eos;
             }
             if let Some(data) = carry {
+                // What leaves the last encoder filter is sent to the client.
+                if direction == Direction::Response && hold.is_none() {
+                    let sent = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    let mut facts = io.facts.get();
+                    facts.bytes_sent = facts.bytes_sent.saturating_add(sent);
+                }
                 if pass.out.is_empty() {
                     pass.out = data;
                 } else {
@@ -2464,14 +2679,17 @@ impl Chain {
                 Error::Disconnected { .. } => {
                     let response = response.filter(|r| r.len() > 0);
                     let code = response.as_deref().and_then(response_code);
-                    let details = Cow::Borrowed("downstream_remote_disconnect");
-                    for slot in &mut chain.slots {
-                        set_response_code(slot, code, &details);
-                    }
+                    let mut facts = io.facts.get();
+                    facts.respond(code, Cow::Borrowed("downstream_remote_disconnect"));
+                    facts.flags |= flags::DOWNSTREAM_CONNECTION_TERMINATION;
                     response
                 }
+                // Reset in the response phase: the access log reads the
+                // response headers as the filters left them.
+                Error::Reset { .. } => response.filter(|r| r.len() > 0),
                 _ => None,
             };
+            io.facts.get().ended_at = Some(chain.monotonic());
             let created = chain.log_stream(progress, request, response, None);
             Self::own_contexts(io, chain, &created);
         }
@@ -2641,13 +2859,10 @@ impl Chain {
                     }));
                 }
                 let num_headers = fields.len();
-                {
-                    let mut state = slot.vm.state();
-                    let info = &mut state.maps.info;
-                    info.response_code = response_code(fields);
-                    info.response_details = Some(details.clone());
-                    state.maps.response_headers = Some(std::mem::take(fields));
-                }
+                io.facts
+                    .get()
+                    .respond(response_code(fields), details.clone());
+                slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
                 slot.vm
                     .on_response_headers(stream, num_headers, end_of_stream)
             };

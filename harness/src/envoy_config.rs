@@ -3,7 +3,8 @@
 //!
 //! The subset read: the first listener's HTTP connection manager (its
 //! `generate_request_id`, `server_name` and `http_protocol_options.enable_trailers`),
-//! the first route's cluster's HTTP/1 `enable_trailers` (in its
+//! the first virtual host's and route's names, the first route's cluster's
+//! HTTP/1 `enable_trailers` (in its
 //! `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`), its `envoy.filters.http.wasm`
 //! filters (plugin name, root id, configuration, failure policy, VM id, VM
 //! configuration, local code file, environment key/values), the router's
@@ -262,15 +263,22 @@ impl EnvoyConfig {
         if let Some(flag) = string_at(hcm, &["http_protocol_options", "enable_trailers"]) {
             manager = manager.enable_trailers(flag == "true");
         }
-        let first_route = hcm
+        let first_host = hcm
             .get("route_config")
             .and_then(|r| r.get("virtual_hosts"))
             .and_then(Value::as_sequence)
-            .and_then(|v| v.first())
+            .and_then(|v| v.first());
+        if let Some(name) = first_host.and_then(|h| string_at(h, &["name"])) {
+            manager = manager.virtual_host_name(name);
+        }
+        let first_entry = first_host
             .and_then(|v| v.get("routes"))
             .and_then(Value::as_sequence)
-            .and_then(|r| r.first())
-            .and_then(|r| r.get("route"));
+            .and_then(|r| r.first());
+        if let Some(name) = first_entry.and_then(|r| string_at(r, &["name"])) {
+            manager = manager.route_name(name);
+        }
+        let first_route = first_entry.and_then(|r| r.get("route"));
         if let Some(timeout) = first_route
             .and_then(|r| r.get("timeout"))
             .and_then(Value::as_str)

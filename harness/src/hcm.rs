@@ -13,13 +13,15 @@ use crate::state::LocalReplyRequest;
 use crate::{Error, Result, Trailers};
 
 /// Client request headers Envoy 1.40 does not pass on with this emulated
-/// configuration (measured): hop-by-hop headers, and `x-envoy-*` control
-/// headers and `x-forwarded-client-cert` from an untrusted client. (`te` keeps
-/// only its `trailers` token: [`sanitized_te`].)
+/// configuration (measured): hop-by-hop headers (`transfer-encoding` too: the
+/// HTTP/1 codec reads the chunks, the router's codec frames the body again),
+/// and `x-envoy-*` control headers and `x-forwarded-client-cert` from an
+/// untrusted client. (`te` keeps only its `trailers` token: [`sanitized_te`].)
 fn removed_from_requests(name: &str) -> bool {
     matches!(
         name,
         "connection"
+            | "transfer-encoding"
             | "keep-alive"
             | "proxy-connection"
             | "upgrade"
@@ -289,6 +291,8 @@ pub struct ConnectionManager {
     suppress_envoy_headers: bool,
     route_timeout: Option<Duration>,
     route_cluster: Option<String>,
+    route_name: String,
+    virtual_host_name: Option<String>,
     buffer_limit: usize,
     addresses: Addresses,
     enable_trailers: bool,
@@ -301,6 +305,8 @@ pub(crate) struct Addresses {
     pub(crate) source: SocketAddr,
     pub(crate) destination: SocketAddr,
     pub(crate) upstream: SocketAddr,
+    /// The local end of the router's connection to the upstream.
+    pub(crate) upstream_local: SocketAddr,
 }
 
 const fn loopback(port: u16) -> SocketAddr {
@@ -318,11 +324,14 @@ impl Default for ConnectionManager {
             suppress_envoy_headers: false,
             route_timeout: Some(Duration::from_secs(15)),
             route_cluster: None,
+            route_name: String::new(),
+            virtual_host_name: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
             addresses: Addresses {
                 source: loopback(50000),
                 destination: loopback(10000),
                 upstream: loopback(8080),
+                upstream_local: loopback(40000),
             },
             enable_trailers: false,
             upstream_enable_trailers: false,
@@ -356,6 +365,34 @@ impl ConnectionManager {
     pub fn route_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.route_timeout = timeout;
         self
+    }
+
+    /// The route's timeout, if it has one: an upstream slower than this is
+    /// answered `504` by the router.
+    pub(crate) fn route_timeout_value(&self) -> Option<Duration> {
+        self.route_timeout
+    }
+
+    /// The route's `name`, seen by filters as `xds.route_name` (default empty,
+    /// as Envoy's for a route without one).
+    pub fn route_name(mut self, name: impl Into<String>) -> Self {
+        self.route_name = name.into();
+        self
+    }
+
+    pub(crate) fn route_name_value(&self) -> &str {
+        &self.route_name
+    }
+
+    /// The name of the route's virtual host, seen by filters as
+    /// `xds.virtual_host_name` (default none: the property is not found).
+    pub fn virtual_host_name(mut self, name: impl Into<String>) -> Self {
+        self.virtual_host_name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn virtual_host_name_value(&self) -> Option<&str> {
+        self.virtual_host_name.as_deref()
     }
 
     /// The listener's `per_connection_buffer_limit_bytes` (default 1 MiB): a
@@ -400,6 +437,14 @@ impl ConnectionManager {
     /// `upstream.port` (default `127.0.0.1:8080`).
     pub fn upstream_address(mut self, address: SocketAddr) -> Self {
         self.addresses.upstream = address;
+        self
+    }
+
+    /// The local address of the router's connection to the upstream, seen
+    /// by filters as `upstream.local_address` once the request went upstream
+    /// (default `127.0.0.1:40000`; a real one has an ephemeral port).
+    pub fn upstream_local_address(mut self, address: SocketAddr) -> Self {
+        self.addresses.upstream_local = address;
         self
     }
 
@@ -498,6 +543,9 @@ impl ConnectionManager {
     }
 
     /// The request as an HTTP/1 upstream receives it after the router.
+    /// `body_follows`: the headers did not end the stream (a body, even an
+    /// empty chunked one, follows them: the codec frames it as chunked
+    /// without a `content-length`).
     /// `trailers` are the trailers that left the filters, if the stream had
     /// any: the body is then chunked even when empty, and the upstream
     /// receives them if the cluster carries trailers and the request is not
@@ -506,6 +554,7 @@ impl ConnectionManager {
         &self,
         fields: &'a Fields,
         body: Bytes,
+        body_follows: bool,
         trailers: Option<&Fields>,
         cache: &mut HttpCache,
     ) -> Result<http::Request<Bytes>> {
@@ -535,7 +584,7 @@ impl ConnectionManager {
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
-        let has_body = !request.body().is_empty() || trailers.is_some();
+        let has_body = body_follows || !request.body().is_empty() || trailers.is_some();
         let (authority_at, authority) = pseudo(authority, ":authority")?;
         // What the router adds: `transfer-encoding: chunked` to a body that
         // has no `content-length`, its timeout, and `content-length: 0` to a
@@ -635,21 +684,37 @@ impl ConnectionManager {
     }
 
     /// The response a `proxy_send_local_response` produces, before encoder filters.
+    /// What the connection manager sets on every response it sends after
+    /// the encoder filters: `date` unless the response has one (an
+    /// upstream's is kept), then `server`.
+    pub(crate) fn stamp(&self, fields: &mut Fields, date: &str) {
+        if fields.get(b"date").is_none() {
+            fields.add_new(b"date", date.as_bytes());
+        }
+        fields.set_lowercase(b"server", self.server_name.as_bytes());
+    }
+
     pub(crate) fn local_reply_fields(reply: &LocalReplyRequest) -> Fields {
         let mut fields = Fields::new(Kind::Response);
         fields.add(b":status", reply.status.to_string().as_bytes());
         for (name, value) in reply.headers.iter() {
             fields.add(name, value);
         }
-        frame(&mut fields, reply.status as u16, reply.body.len());
+        // Envoy gives a local reply a `content-length` only with a body (the
+        // codec frames an empty one on the wire).
+        if !reply.body.is_empty() {
+            frame(&mut fields, reply.status as u16, reply.body.len());
+        }
         if !reply.body.is_empty() && fields.get(b"content-type").is_none() {
             fields.add(b"content-type", b"text/plain");
         }
         fields
     }
 
-    /// The response as the client receives it: the connection manager sets
-    /// `server` and `date` after the encoder filters. `trailers` are those that
+    /// The response as the client receives it: after the encoder filters,
+    /// the connection manager sets `date` (unless the response has one) and
+    /// `server` and removes `transfer-encoding` from `fields`, and the
+    /// HTTP/1 codec frames the response on the wire. `trailers` are those that
     /// left the filters, if the stream had any: the body is then chunked even
     /// when empty, and the client receives them if the connection manager
     /// carries trailers and the response is not framed by `content-length`.
@@ -661,8 +726,10 @@ impl ConnectionManager {
         trailers: Option<&Fields>,
         cache: &mut HttpCache,
     ) -> Result<http::Response<Bytes>> {
-        fields.set_lowercase(b"server", self.server_name.as_bytes());
-        fields.set_lowercase(b"date", date.as_bytes());
+        self.stamp(fields, date);
+        // After the encoder filters, the connection manager removes the
+        // hop-by-hop `transfer-encoding` from the response's map.
+        fields.remove(b"transfer-encoding");
         let status = fields
             .get(b":status")
             .and_then(parse_u16)
@@ -672,22 +739,27 @@ impl ConnectionManager {
                 direction: "response",
                 message: "missing or not a valid status code".to_owned(),
             })?;
-        // Envoy's HTTP/1 codec frames a response that has neither header: chunked
-        // when there is a body, `content-length: 0` when the headers end it.
-        if needs_framing(fields, status.as_u16()) {
+        // Envoy's HTTP/1 codec frames a response that has neither header, on
+        // the wire (the map keeps neither): chunked when there is a body,
+        // `content-length: 0` when the headers end it.
+        let (zero, chunked_value) = (
+            HeaderValue::from_static("0"),
+            HeaderValue::from_static("chunked"),
+        );
+        let framing = needs_framing(fields, status.as_u16()).then(|| {
             if body.is_empty() && trailers.is_none() {
-                fields.add_new(b"content-length", b"0");
+                (&b"content-length"[..], Source::Fixed(&zero))
             } else {
-                fields.add_new(b"transfer-encoding", b"chunked");
+                (&b"transfer-encoding"[..], Source::Fixed(&chunked_value))
             }
-        }
+        });
         let chunked = fields.get(b"content-length").is_none();
         let mut response = http::Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = cache.header_map(
             MapKind::ClientResponse,
-            non_pseudo(fields),
-            fields.len(),
+            non_pseudo(fields).chain(framing),
+            fields.len() + 1,
             &mut fields.shared_values(),
             "response",
         )?;
@@ -858,6 +930,113 @@ mod tests {
     }
 
     #[test]
+    fn a_chunked_request_reaches_the_filters_without_its_framing() {
+        let req = http::Request::post("/")
+            .header("host", "a.test")
+            .header("transfer-encoding", "chunked")
+            .body(Bytes::from_static(b"abc"))
+            .expect("request");
+        let hcm = ConnectionManager::default().generate_request_id(false);
+        let fields = hcm
+            .request_fields(&req, || [0; 16], Fields::default())
+            .expect("fields");
+        assert_eq!(fields.get(b"transfer-encoding"), None);
+        // The router frames the body again.
+        let upstream = hcm
+            .upstream_request(
+                &fields,
+                Bytes::from_static(b"abc"),
+                true,
+                None,
+                &mut HttpCache::default(),
+            )
+            .expect("request");
+        assert_eq!(upstream.headers()["transfer-encoding"], "chunked");
+        // An empty chunked body is chunked too.
+        let upstream = hcm
+            .upstream_request(&fields, Bytes::new(), true, None, &mut HttpCache::default())
+            .expect("request");
+        assert_eq!(upstream.headers()["transfer-encoding"], "chunked");
+        let upstream = hcm
+            .upstream_request(
+                &fields,
+                Bytes::new(),
+                false,
+                None,
+                &mut HttpCache::default(),
+            )
+            .expect("request");
+        assert_eq!(upstream.headers()["content-length"], "0");
+    }
+
+    fn names(fields: &Fields) -> Vec<String> {
+        fields
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(k),
+                    String::from_utf8_lossy(v)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_response_map_keeps_no_wire_framing() {
+        let hcm = ConnectionManager::default();
+        let mut cache = HttpCache::default();
+        // An upstream's chunked response with its own date.
+        let mut fields = Fields::new(Kind::Response);
+        fields.add(b":status", b"200");
+        fields.add(b"date", b"Thu, 01 Jan 2026 00:00:00 GMT");
+        fields.add(b"transfer-encoding", b"chunked");
+        let response = hcm
+            .client_response(
+                &mut fields,
+                Bytes::from_static(b"hi"),
+                "later",
+                None,
+                &mut cache,
+            )
+            .expect("response");
+        assert_eq!(response.headers()["transfer-encoding"], "chunked");
+        assert_eq!(response.headers()["date"], "Thu, 01 Jan 2026 00:00:00 GMT");
+        assert_eq!(
+            names(&fields),
+            [
+                ":status=200",
+                "date=Thu, 01 Jan 2026 00:00:00 GMT",
+                "server=envoy"
+            ]
+        );
+        // A local reply without a body: `content-length: 0` on the wire only.
+        let reply = LocalReplyRequest {
+            status: 404,
+            details: String::new(),
+            body: Vec::new(),
+            headers: Fields::new(Kind::Plain),
+            grpc_status: -1,
+        };
+        let mut fields = ConnectionManager::local_reply_fields(&reply);
+        assert_eq!(names(&fields), [":status=404"]);
+        let response = hcm
+            .client_response(&mut fields, Bytes::new(), "now", None, &mut cache)
+            .expect("response");
+        assert_eq!(response.headers()["content-length"], "0");
+        assert_eq!(names(&fields), [":status=404", "date=now", "server=envoy"]);
+        // With a body, the reply declares its length.
+        let reply = LocalReplyRequest {
+            body: b"tea".to_vec(),
+            ..reply
+        };
+        assert_eq!(
+            names(&ConnectionManager::local_reply_fields(&reply)),
+            [":status=404", "content-length=3", "content-type=text/plain"]
+        );
+    }
+
+    #[test]
     fn status_codes_parse_as_str_parse_does() {
         for s in [
             "200", "+200", "0200", "", "+", "-1", "65535", "65536", " 200", "200 ", "2x0", "++2",
@@ -892,7 +1071,13 @@ mod tests {
         fields.add(b":method", b"GET");
         fields.add(b"x-a", b"1");
         let req = ConnectionManager::default()
-            .upstream_request(&fields, Bytes::new(), None, &mut HttpCache::default())
+            .upstream_request(
+                &fields,
+                Bytes::new(),
+                false,
+                None,
+                &mut HttpCache::default(),
+            )
             .expect("request");
         assert_eq!(req.headers()["host"], "a.test");
         assert_eq!(req.headers()["x-envoy-expected-rq-timeout-ms"], "15000");
@@ -917,8 +1102,8 @@ mod tests {
         }
         let body = Bytes::from_static(body);
         (
-            hcm.upstream_request(&fields, body.clone(), None, cache),
-            hcm.upstream_request(&fields, body, None, &mut HttpCache::default()),
+            hcm.upstream_request(&fields, body.clone(), false, None, cache),
+            hcm.upstream_request(&fields, body, false, None, &mut HttpCache::default()),
         )
     }
 

@@ -46,7 +46,10 @@
 //! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
 //! `on_delete`, shared data (per `vm_id`, Envoy's CAS rules), metrics (per-VM ids,
 //! process-wide values; see [`Chain::metrics`]), properties (plugin, request,
-//! response, connection and xds attributes, filter state), HTTP callouts to
+//! response, connection, upstream and xds attributes from Envoy's stream info:
+//! time and durations on the virtual clock, body and header sizes, response
+//! flags and details from the stream's fate, gRPC status; filter state), HTTP
+//! callouts to
 //! clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
 //! receives, the response delivered to the root context, resuming or answering the
 //! stream from it), gRPC calls and streams to services given with
@@ -77,8 +80,12 @@
 //! after the stream ended). An [`UpstreamFault`] on a cluster's response makes
 //! it slow (past the call's timeout: Envoy's `504`) or close the connection
 //! (before the headers: Envoy's `503`; mid-body: a failed call,
-//! `proxy_get_status` = `BrokenConnection`/`reset`); a `Delay` on the
-//! upstream's own response delays it. While a filter holds a stream, the
+//! `proxy_get_status` = `BrokenConnection`/`reset`). On the upstream's own
+//! response, as Envoy's router has it: a `Delay` delays it, past the route's
+//! timeout the router answers `504` (`response_timeout`), a close before the
+//! headers is answered `503` (`upstream_reset_before_response_started`), and
+//! a close after them resets the stream once the headers went through the
+//! filters. While a filter holds a stream, the
 //! plugin's ticks due before a delayed answer (or while nothing else is
 //! pending, up to Envoy's 5 min stream idle timeout) are delivered first: a
 //! filter can resume or answer the stream from `on_tick` by making the stream

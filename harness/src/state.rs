@@ -1,7 +1,7 @@
 //! Per-VM host state: the data of each plugin's wasmtime `Store`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use wasmtime::{Memory, StoreLimits, StoreLimitsBuilder, TypedFunc};
@@ -74,10 +74,11 @@ impl StreamMaps {
             upstream_data,
             info:
                 StreamInfo {
-                    response_code,
-                    response_details,
                     filter_state,
                     upstream_address,
+                    // The stream's facts stay: a new stream brings its own
+                    // (the chain gives every VM a stream's facts as it starts).
+                    facts: _,
                 },
         } = self;
         *request_headers = None;
@@ -89,8 +90,6 @@ impl StreamMaps {
         *response_body = None;
         *downstream_data = None;
         *upstream_data = None;
-        *response_code = None;
-        *response_details = None;
         filter_state.clear();
         *upstream_address = None;
     }
@@ -99,14 +98,144 @@ impl StreamMaps {
 /// Stream attributes that are not headers.
 #[derive(Debug, Default)]
 pub(crate) struct StreamInfo {
-    /// The response status, once the response exists.
-    pub(crate) response_code: Option<u16>,
-    /// `via_upstream`, or a local reply's details.
-    pub(crate) response_details: Option<std::borrow::Cow<'static, str>>,
     /// Filter state written with `proxy_set_property`, by raw path.
     pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
-    /// The upstream host, once the router sent the request to it.
+    /// A network filter's upstream host, once `tcp_proxy` connects (an HTTP
+    /// stream's is in its [`StreamFacts`]).
     pub(crate) upstream_address: Option<std::net::SocketAddr>,
+    /// What Envoy's stream info knows of the HTTP stream as a whole (none
+    /// for a network filter's connection).
+    pub(crate) facts: Option<Facts>,
+}
+
+/// Envoy's legacy response flags (`StreamInfo::legacyResponseFlags`), the
+/// bits `response.flags` carries.
+pub(crate) mod flags {
+    /// `UT`: the upstream did not answer within the route's timeout.
+    pub(crate) const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    /// `UC`: the upstream connection closed before the response.
+    pub(crate) const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+    /// `NR`: no route matched the request.
+    pub(crate) const NO_ROUTE_FOUND: u64 = 0x100;
+    /// `DC`: the client closed its connection before the stream ended.
+    pub(crate) const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
+    /// `UPE`: the upstream's response broke off (an HTTP/1 protocol error).
+    pub(crate) const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
+}
+
+/// What Envoy's stream info knows of an HTTP stream as a whole: its timing,
+/// byte counts, response, fate and upstream. One stream's facts are shared by
+/// its maps in every VM of the chain, and the chain updates them as the
+/// stream goes (Envoy has one stream info per stream, whichever filter reads
+/// it).
+#[derive(Debug, Default)]
+pub(crate) struct StreamFacts {
+    /// When the stream started, on the virtual wall clock (`request.time`).
+    pub(crate) start: Option<SystemTime>,
+    /// When it started and when it ended (access logging), on the virtual
+    /// monotonic clock (`request.duration`).
+    pub(crate) started_at: Duration,
+    pub(crate) ended_at: Option<Duration>,
+    /// The downstream connection's id (`connection.id`).
+    pub(crate) connection_id: u64,
+    /// The request body bytes that arrive with the headers, those the
+    /// filters were handed so far, and those the connection manager has
+    /// received (`request.size` without a `content-length`,
+    /// `request.total_size`).
+    pub(crate) with_headers: u64,
+    pub(crate) handed_over: u64,
+    pub(crate) bytes_received: u64,
+    /// Response body bytes sent to the client (`response.size`).
+    pub(crate) bytes_sent: u64,
+    /// The response status, once there is a response (`response.code`).
+    pub(crate) response_code: Option<u16>,
+    /// `via_upstream`, or the details of whoever answered or ended the
+    /// stream (`response.code_details`).
+    pub(crate) response_details: Option<std::borrow::Cow<'static, str>>,
+    /// Envoy's legacy response flags ([`flags`]).
+    pub(crate) flags: u64,
+    /// The router found no route: no cluster, route or endpoints.
+    pub(crate) no_route: bool,
+    /// Upstream attempts: 1 once the router sent the request.
+    pub(crate) attempts: u64,
+    /// The upstream host and the local address of the connection to it,
+    /// once the router sent the request.
+    pub(crate) upstream_host: Option<std::net::SocketAddr>,
+    pub(crate) upstream_local: Option<std::net::SocketAddr>,
+    /// The upstream's response time, once its last byte arrived
+    /// (`response.backend_latency`), and until then, once the response is
+    /// on its way.
+    pub(crate) backend_latency: Option<Duration>,
+    pub(crate) latency_pending: Option<Duration>,
+}
+
+impl StreamFacts {
+    /// Facts for a stream that starts now.
+    pub(crate) fn new(start: SystemTime, started_at: Duration, connection_id: u64) -> Self {
+        Self {
+            start: Some(start),
+            started_at,
+            connection_id,
+            ..Self::default()
+        }
+    }
+
+    /// `bytes` more of the request body are handed to the filters: they
+    /// have arrived (if they had not already).
+    pub(crate) fn received(&mut self, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.handed_over = self.handed_over.saturating_add(bytes);
+        self.bytes_received = self.bytes_received.max(self.handed_over);
+    }
+
+    /// What came with the request headers has arrived: Envoy's codec reads
+    /// on while a filter holds the headers.
+    pub(crate) fn received_with_headers(&mut self) {
+        self.bytes_received = self.bytes_received.max(self.with_headers);
+    }
+
+    /// The upstream's response arrived in full: its latency becomes known.
+    pub(crate) fn upstream_complete(&mut self) {
+        if let Some(latency) = self.latency_pending.take() {
+            self.backend_latency = Some(latency);
+        }
+    }
+
+    /// Sets the response status and details.
+    pub(crate) fn respond(&mut self, code: Option<u16>, details: std::borrow::Cow<'static, str>) {
+        self.response_code = code;
+        self.response_details = Some(details);
+    }
+
+    /// Details for a stream ended without any yet (Envoy's
+    /// `setResponseCodeDetails` when none are set).
+    pub(crate) fn details_unless_set(&mut self, details: &'static str) {
+        if self.response_details.is_none() {
+            self.response_details = Some(std::borrow::Cow::Borrowed(details));
+        }
+    }
+}
+
+/// A stream's [`StreamFacts`], shared by its maps in the chain's VMs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Facts(Arc<Mutex<StreamFacts>>);
+
+impl Facts {
+    /// Facts for a stream that starts now.
+    pub(crate) fn new(facts: StreamFacts) -> Self {
+        Self(Arc::new(Mutex::new(facts)))
+    }
+
+    /// Whether this is the only handle on these facts.
+    pub(crate) fn unshared(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+
+    /// The facts, to read or update.
+    pub(crate) fn get(&self) -> MutexGuard<'_, StreamFacts> {
+        // A panic while the lock was held leaves plain data: carry on with it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A callout waiting for its answer.
@@ -327,6 +456,10 @@ pub(crate) struct HostState {
     pub(crate) vm_key: u64,
     /// The route's cluster (`xds.cluster_name`), if known.
     pub(crate) cluster_name: Option<String>,
+    /// The route's name and its virtual host's (`xds.route_name`,
+    /// `xds.virtual_host_name`), for an HTTP filter's streams.
+    pub(crate) route_name: Option<String>,
+    pub(crate) virtual_host_name: Option<String>,
     /// The downstream connection's addresses (`source.*`, `destination.*`).
     pub(crate) source_address: Option<std::net::SocketAddr>,
     pub(crate) destination_address: Option<std::net::SocketAddr>,
@@ -382,6 +515,8 @@ impl HostState {
             vm_key: shared.next_vm_key(),
             shared,
             cluster_name: None,
+            route_name: None,
+            virtual_host_name: None,
             source_address: None,
             destination_address: None,
             clusters: Vec::new(),

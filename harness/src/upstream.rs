@@ -31,21 +31,29 @@ where
 /// # Ok::<(), http::Error>(())
 /// ```
 ///
-/// The harness applies these to HTTP callouts as Envoy's async client does;
+/// The harness applies these to HTTP callouts as Envoy's async client does,
+/// and to the chain's upstream as Envoy's router does (see each variant);
 /// `weir-tests`' loopback upstream applies them on the wire, so the same
 /// response drives the harness and real Envoy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UpstreamFault {
     /// The response takes this long. A callout whose timeout expires first is
-    /// answered `504` `upstream request timeout` by Envoy when it does.
+    /// answered `504` `upstream request timeout` by Envoy when it does, and
+    /// so is a request whose route's timeout expires first (details
+    /// `response_timeout`, response flag `UT`).
     Delay(std::time::Duration),
-    /// The connection closes before any response: Envoy answers the callout
-    /// `503` with its "upstream connect error or disconnect/reset before headers"
-    /// body.
+    /// The connection closes before any response: Envoy answers the callout,
+    /// or the request, `503` with its "upstream connect error or
+    /// disconnect/reset before headers" body (details
+    /// `upstream_reset_before_response_started{connection_termination}`,
+    /// response flag `UC`).
     CloseBeforeHeaders,
     /// The response headers arrive, then the connection closes before the body
     /// is complete: the callout fails (`on_http_call_response` with no headers,
-    /// no body and no trailers).
+    /// no body and no trailers); a request's stream is reset once the headers
+    /// went through the filters (details
+    /// `upstream_reset_after_response_started{protocol_error}`, response flag
+    /// `UPE`).
     CloseAfterHeaders,
 }

@@ -1,33 +1,91 @@
 //! `proxy_get_property` and `proxy_set_property`, for the attributes the harness
-//! knows, encoded as Envoy encodes them (strings raw, integers 8-byte
-//! little-endian, booleans one byte). A path is its segments joined by NUL.
+//! knows, encoded as Envoy 1.40 encodes them: strings and bytes raw, integers
+//! (signed and unsigned) 8-byte little-endian, booleans one byte, timestamps
+//! and durations as 8-byte little-endian nanoseconds, protobuf messages
+//! serialized, maps (header maps, protobuf maps and `Struct`s) and lists
+//! (repeated fields) in the pairs format (a list's entries as keys with empty
+//! values). A path is its segments joined by NUL; a segment past a scalar is
+//! `NotFound`, and a whole wrapper (`request`, `response`, `connection`,
+//! `upstream`, `source`, `destination`, `xds`, `filter_state`) cannot be
+//! serialized (`SerializationFailure`).
 //!
-//! Known: `plugin_name`, `plugin_root_id`, `plugin_vm_id`; `request.{path,
-//! url_path, host, scheme, method, query, useragent, referer, id, headers.<name>}`
-//! (while Envoy holds the request headers, and in `on_log`), `request.protocol`;
-//! `response.{code, code_details, headers.<name>}` once the response exists,
-//! `response.trailers.<name>` while Envoy holds the response trailers and in
-//! `on_log`;
-//! `source.{address, port}` and `destination.{address, port}` (the emulated
-//! connection's addresses); `upstream.{address, port}` once the router sent the
-//! request upstream; `connection.mtls`; `xds.{cluster_name, route_name,
-//! node.id}`; filter state
-//! written with `proxy_set_property`. A whole wrapper (`request`) cannot be
-//! serialized; anything else is `NotFound`, as is every stream attribute in a
-//! root context.
+//! Every context: `plugin_name`, `plugin_root_id`, `plugin_vm_id`, and
+//! `xds.node` (a bootstrap without `node`: empty `id` and `cluster`,
+//! `user_agent_name` `envoy`, `user_agent_build_version.version` 1.40.0).
+//! Everything else is a stream attribute: `NotFound` in a root context.
+//!
+//! An HTTP stream, from the facts of the stream's info the chain keeps (see
+//! [`crate::state::StreamFacts`]):
+//! - `request.{path, url_path, host, scheme, method, query, useragent,
+//!   referer, id, headers, headers.<name>, headers_bytes}` from the request
+//!   headers while Envoy holds them (and in `on_log`; otherwise `headers` is
+//!   an empty map and `headers_bytes` 0); `request.time` (the stream's start
+//!   on the virtual clock), `request.protocol` (`HTTP/1.1`),
+//!   `request.duration` (in `on_log`), `request.size` (the request's
+//!   `content-length`, else the body bytes received so far) and
+//!   `request.total_size` (bytes received plus the headers' bytes);
+//! - `response.{code, code_details, flags, grpc_status, size, total_size,
+//!   headers, headers.<name>, headers_bytes, trailers, trailers.<name>,
+//!   backend_latency}`: the status and details of the response (or of whoever
+//!   ended the stream: the router's `route_not_found`, `response_timeout`,
+//!   `upstream_reset_*`, `downstream_remote_disconnect`,
+//!   `wasm_close_stream`, a local reply's), Envoy's legacy response flags
+//!   (`UT`, `UC`, `NR`, `DC`, `UPE`), the gRPC status (from the trailers,
+//!   else the headers, else the HTTP status), body bytes sent to the client
+//!   (plus the headers' and trailers' bytes for `total_size`), and the
+//!   upstream's response time once its last byte arrived;
+//! - `source.{address, port}`, `destination.{address, port}` (the emulated
+//!   connection), `connection.{id, mtls, requested_server_name}` and
+//!   `connection_id` (each stream has its own downstream connection, without
+//!   TLS: the TLS attributes, `termination_details` and
+//!   `transport_failure_reason` are `NotFound`);
+//! - `upstream.{address, port, local_address, transport_failure_reason,
+//!   cx_pool_ready_duration, locality}` once the router sent the request
+//!   (the harness's connection pool is ready at once: 0 ns),
+//!   `upstream.request_attempt_count` (0, then 1) and `upstream.num_endpoints`
+//!   (the route's cluster has one);
+//! - `xds.{cluster_name, cluster_metadata, route_name, route_metadata}` (not
+//!   once the router found no route), `xds.{virtual_host_name,
+//!   virtual_host_metadata, listener_metadata, listener_direction,
+//!   filter_chain_name}`, `xds.upstream_host_metadata` and
+//!   `xds.upstream_host_locality_metadata` (a host without metadata:
+//!   `SerializationFailure` once there is a host); every metadata is empty;
+//! - `metadata` (the stream's dynamic metadata, empty), `filter_state.wasm.<name>`
+//!   and `<name>` (filter state written with `proxy_set_property`),
+//!   `upstream_filter_state` (once the router sent the request).
+//!
+//! A network filter's connection: `source.*`, `destination.*`,
+//! `upstream.{address, port}` once `tcp_proxy` connected, `connection.mtls`,
+//! `xds.cluster_name` and filter state.
+//!
+//! What the harness cannot know, it answers as a plain Envoy would: no TLS,
+//! no metadata, one endpoint per cluster, an instant connection pool, the
+//! configured upstream local address (a real one has an ephemeral port);
+//! `xds.node.user_agent_build_version.metadata` and `xds.node.extensions`
+//! are empty (Envoy lists its build's details and extensions there). Envoy
+//! lists a whole header map's keys in its hash set's order, which changes
+//! from process to process; the harness lists them in header order.
+
+use std::time::{Duration, SystemTime};
 
 use wasmtime::Linker;
 
 use super::memory::{self, Fault};
 use super::{Status, proxy_fn};
 use crate::fields::Fields;
-use crate::state::HostState;
+use crate::state::{HostState, StreamFacts};
 
 /// A property value before serialization.
+#[derive(Debug, PartialEq, Eq)]
 enum Value {
     Bytes(Vec<u8>),
     Int(i64),
+    Uint(u64),
     Bool(bool),
+    /// Key/value pairs.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A repeated field's elements.
+    List(Vec<Vec<u8>>),
 }
 
 impl Value {
@@ -35,19 +93,57 @@ impl Value {
         Value::Bytes(s.into())
     }
 
+    /// A duration or a timestamp: nanoseconds.
+    fn nanos(d: Duration) -> Self {
+        Value::Int(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+
+    /// A byte count.
+    fn count(n: u64) -> Self {
+        Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
     fn encode(self) -> Vec<u8> {
         match self {
             Value::Bytes(b) => b,
             Value::Int(i) => i.to_le_bytes().to_vec(),
+            Value::Uint(u) => u.to_le_bytes().to_vec(),
             Value::Bool(b) => vec![u8::from(b)],
+            Value::Map(pairs) => pairs_format(&pairs),
+            Value::List(items) => {
+                let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                    items.into_iter().map(|k| (k, Vec::new())).collect();
+                pairs_format(&pairs)
+            }
         }
     }
 }
 
+/// The proxy-wasm pairs format: the count, each key's and value's length,
+/// then each key and value followed by a NUL.
+fn pairs_format(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+    let mut out = Vec::with_capacity(4 + bytes);
+    out.extend_from_slice(&len32(pairs.len()));
+    for (k, v) in pairs {
+        out.extend_from_slice(&len32(k.len()));
+        out.extend_from_slice(&len32(v.len()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
 const NOT_FOUND: Fault = Fault::Status(Status::NotFound);
+const NOT_SERIALIZABLE: Fault = Fault::Status(Status::SerializationFailure);
 
 /// Request attributes derived from the request headers.
-fn request(headers: &Fields, field: &[u8], rest: &[&[u8]]) -> Result<Value, Fault> {
+fn request_header(headers: &Fields, field: &[u8], rest: &[&[u8]]) -> Result<Value, Fault> {
     let header = |name: &[u8]| headers.get(name).map(<[u8]>::to_vec).ok_or(NOT_FOUND);
     let path = || header(b":path");
     let value = match field {
@@ -57,10 +153,13 @@ fn request(headers: &Fields, field: &[u8], rest: &[&[u8]]) -> Result<Value, Faul
             let end = p.iter().position(|&b| b == b'?').unwrap_or(p.len());
             Value::Bytes(p[..end].to_vec())
         }
+        // Up to a fragment, as Envoy cuts it.
         b"query" => {
             let p = path()?;
             let start = p.iter().position(|&b| b == b'?').map_or(p.len(), |i| i + 1);
-            Value::Bytes(p[start..].to_vec())
+            let query = &p[start..];
+            let end = query.iter().position(|&b| b == b'#').unwrap_or(query.len());
+            Value::Bytes(query[..end].to_vec())
         }
         b"host" => Value::Bytes(header(b":authority")?),
         b"scheme" => Value::Bytes(header(b":scheme")?),
@@ -68,20 +167,144 @@ fn request(headers: &Fields, field: &[u8], rest: &[&[u8]]) -> Result<Value, Faul
         b"useragent" => Value::Bytes(header(b"user-agent")?),
         b"referer" => Value::Bytes(header(b"referer")?),
         b"id" => Value::Bytes(header(b"x-request-id")?),
-        b"headers" => return header_value(headers, rest),
         _ => return Err(NOT_FOUND),
     };
     scalar(value, rest)
 }
 
-/// `request.headers.<name>` / `response.headers.<name>` /
-/// `response.trailers.<name>`: all values joined by `,`.
-fn header_value(headers: &Fields, rest: &[&[u8]]) -> Result<Value, Fault> {
-    let [name, tail @ ..] = rest else {
-        // The whole map is serializable in Envoy, but its order is Envoy's
-        // internal map order, which the harness does not reproduce.
-        return Err(Fault::Status(Status::Unimplemented));
+/// `request.*` of an HTTP stream.
+fn request(state: &HostState, facts: &StreamFacts, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let [field, tail @ ..] = rest else {
+        return Err(NOT_SERIALIZABLE);
     };
+    let headers = state.maps.request_headers.as_ref();
+    let headers_bytes = headers.map_or(0, |h| h.byte_size() as u64);
+    let value = match *field {
+        b"headers" => return header_map(headers, tail),
+        b"headers_bytes" => Value::count(headers_bytes),
+        b"time" => Value::Int(unix_nanos(facts.start.ok_or(NOT_FOUND)?)),
+        b"protocol" => Value::text("HTTP/1.1"),
+        // Once the stream is complete.
+        b"duration" => {
+            let ended = facts.ended_at.ok_or(NOT_FOUND)?;
+            Value::nanos(ended.saturating_sub(facts.started_at))
+        }
+        // The `content-length` the request declares (an invalid one is no
+        // size), else the body bytes received so far.
+        b"size" => match headers.and_then(|h| h.get(b"content-length")) {
+            Some(length) => Value::Int(simple_atoi(length).ok_or(NOT_FOUND)?),
+            None => Value::count(facts.bytes_received),
+        },
+        b"total_size" => Value::count(facts.bytes_received.saturating_add(headers_bytes)),
+        _ => return request_header(headers.ok_or(NOT_FOUND)?, field, tail),
+    };
+    scalar(value, tail)
+}
+
+/// `response.*` of an HTTP stream.
+fn response(state: &HostState, facts: &StreamFacts, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let [field, tail @ ..] = rest else {
+        return Err(NOT_SERIALIZABLE);
+    };
+    let headers = state.maps.response_headers.as_ref();
+    let trailers = state.maps.response_trailers.as_ref();
+    let bytes = |map: Option<&Fields>| map.map_or(0, |m| m.byte_size() as u64);
+    let value = match *field {
+        b"code" => Value::Int(i64::from(facts.response_code.ok_or(NOT_FOUND)?)),
+        b"code_details" => Value::text(facts.response_details.as_deref().ok_or(NOT_FOUND)?),
+        b"flags" => Value::count(facts.flags),
+        b"grpc_status" => Value::Int(grpc_status(headers, trailers, facts.response_code)?),
+        b"size" => Value::count(facts.bytes_sent),
+        b"total_size" => Value::count(
+            facts
+                .bytes_sent
+                .saturating_add(bytes(headers))
+                .saturating_add(bytes(trailers)),
+        ),
+        b"headers" => return header_map(headers, tail),
+        b"headers_bytes" => Value::count(bytes(headers)),
+        b"trailers" => return header_map(trailers, tail),
+        b"backend_latency" => Value::nanos(facts.backend_latency.ok_or(NOT_FOUND)?),
+        _ => return Err(NOT_FOUND),
+    };
+    scalar(value, tail)
+}
+
+/// Envoy's `Grpc::Common::getGrpcStatus`: the trailers' `grpc-status`, else
+/// the headers', else the one the HTTP status maps to. A status that is not a
+/// number up to 16 is -1 (`InvalidCode`).
+fn grpc_status(
+    headers: Option<&Fields>,
+    trailers: Option<&Fields>,
+    code: Option<u16>,
+) -> Result<i64, Fault> {
+    let declared = trailers
+        .and_then(|t| t.get(b"grpc-status"))
+        .or_else(|| headers.and_then(|h| h.get(b"grpc-status")));
+    if let Some(status) = declared {
+        return Ok(match simple_atou(status) {
+            Some(n) if n <= 16 => n as i64,
+            _ => -1,
+        });
+    }
+    Ok(match code.ok_or(NOT_FOUND)? {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    })
+}
+
+/// `absl::SimpleAtoi` into an `i64`: surrounding ASCII whitespace, an
+/// optional sign, decimal digits.
+fn simple_atoi(text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text.trim_ascii()).ok()?;
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// `absl::SimpleAtoi` into a `u64`: as [`simple_atoi`], without a `-`.
+fn simple_atou(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text.trim_ascii()).ok()?;
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Nanoseconds since the Unix epoch.
+fn unix_nanos(at: SystemTime) -> i64 {
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => nanos(after),
+        Err(before) => -nanos(before.duration()),
+    }
+}
+
+/// A header map (`request.headers`, `response.headers`,
+/// `response.trailers`): the whole map, each name once with all its values
+/// joined by `,` (an empty map while Envoy holds none), or one name's values.
+fn header_map(headers: Option<&Fields>, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let [name, tail @ ..] = rest else {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (k, v) in headers.into_iter().flat_map(Fields::iter) {
+            match pairs.iter_mut().find(|(name, _)| name.as_slice() == k) {
+                Some((_, values)) => {
+                    values.push(b',');
+                    values.extend_from_slice(v);
+                }
+                None => pairs.push((k.to_vec(), v.to_vec())),
+            }
+        }
+        return Ok(Value::Map(pairs));
+    };
+    let headers = headers.ok_or(NOT_FOUND)?;
     let name = name.to_ascii_lowercase();
     let values: Vec<&[u8]> = headers
         .iter()
@@ -97,11 +320,13 @@ fn header_value(headers: &Fields, rest: &[&[u8]]) -> Result<Value, Fault> {
 /// `address` (`ip:port`) and `port` of a socket address, as Envoy's
 /// `source.*`, `destination.*` and `upstream.*`.
 fn socket(address: Option<std::net::SocketAddr>, rest: &[&[u8]]) -> Result<Value, Fault> {
-    let address = address.ok_or(NOT_FOUND)?;
     match rest {
-        [b"address", tail @ ..] => scalar(Value::text(address.to_string()), tail),
-        [b"port", tail @ ..] => scalar(Value::Int(i64::from(address.port())), tail),
-        [] => Err(Fault::Status(Status::SerializationFailure)),
+        [] => Err(NOT_SERIALIZABLE),
+        [b"address", tail @ ..] => scalar(Value::text(address.ok_or(NOT_FOUND)?.to_string()), tail),
+        [b"port", tail @ ..] => scalar(
+            Value::Int(i64::from(address.ok_or(NOT_FOUND)?.port())),
+            tail,
+        ),
         _ => Err(NOT_FOUND),
     }
 }
@@ -115,6 +340,174 @@ fn scalar(value: Value, rest: &[&[u8]]) -> Result<Value, Fault> {
     }
 }
 
+/// An empty `envoy.config.core.v3.Metadata` message: serialized, it is no
+/// bytes; its two maps are empty.
+fn metadata(rest: &[&[u8]]) -> Result<Value, Fault> {
+    match rest {
+        [] => Ok(Value::Bytes(Vec::new())),
+        [b"filter_metadata" | b"typed_filter_metadata"] => Ok(Value::Map(Vec::new())),
+        _ => Err(NOT_FOUND),
+    }
+}
+
+/// An empty `envoy.config.core.v3.Locality`.
+fn locality(rest: &[&[u8]]) -> Result<Value, Fault> {
+    match rest {
+        [] => Ok(Value::Bytes(Vec::new())),
+        [b"region" | b"zone" | b"sub_zone"] => Ok(Value::text("")),
+        _ => Err(NOT_FOUND),
+    }
+}
+
+/// The Envoy version the harness emulates (`SemanticVersion`).
+const ENVOY_VERSION: (u64, u64, u64) = (1, 40, 0);
+
+/// Appends a protobuf varint.
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Appends a protobuf length-delimited field.
+fn bytes_field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
+    varint(out, number << 3 | 2);
+    varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+/// `SemanticVersion`, serialized (zero fields are left out).
+fn semantic_version() -> Vec<u8> {
+    let (major, minor, patch) = ENVOY_VERSION;
+    let mut out = Vec::new();
+    for (number, value) in [(1, major), (2, minor), (3, patch)] {
+        if value != 0 {
+            varint(&mut out, number << 3);
+            varint(&mut out, value);
+        }
+    }
+    out
+}
+
+/// `xds.node`: the bootstrap's `Node` as Envoy fills it in (no `node` in the
+/// bootstrap: no id, cluster or metadata).
+fn node(rest: &[&[u8]]) -> Result<Value, Fault> {
+    let (major, minor, patch) = ENVOY_VERSION;
+    match rest {
+        [] => {
+            let mut build = Vec::new();
+            bytes_field(&mut build, 1, &semantic_version());
+            let mut out = Vec::new();
+            bytes_field(&mut out, 6, b"envoy");
+            bytes_field(&mut out, 8, &build);
+            Ok(Value::Bytes(out))
+        }
+        [b"id" | b"cluster" | b"user_agent_version"] => Ok(Value::text("")),
+        [b"user_agent_name"] => Ok(Value::text("envoy")),
+        [b"metadata" | b"dynamic_parameters"] => Ok(Value::Map(Vec::new())),
+        [b"extensions" | b"client_features" | b"listening_addresses"] => {
+            Ok(Value::List(Vec::new()))
+        }
+        [b"locality", tail @ ..] => locality(tail),
+        [b"user_agent_build_version", build @ ..] => match build {
+            [] => {
+                let mut out = Vec::new();
+                bytes_field(&mut out, 1, &semantic_version());
+                Ok(Value::Bytes(out))
+            }
+            [b"metadata"] => Ok(Value::Map(Vec::new())),
+            [b"version"] => Ok(Value::Bytes(semantic_version())),
+            [b"version", b"major_number"] => Ok(Value::Uint(major)),
+            [b"version", b"minor_number"] => Ok(Value::Uint(minor)),
+            [b"version", b"patch"] => Ok(Value::Uint(patch)),
+            _ => Err(NOT_FOUND),
+        },
+        _ => Err(NOT_FOUND),
+    }
+}
+
+/// `xds.*`: the node in any context; the rest for streams.
+fn xds(state: &HostState, facts: Option<&StreamFacts>, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let [field, tail @ ..] = rest else {
+        return Err(NOT_SERIALIZABLE);
+    };
+    if *field == b"node" {
+        return node(tail);
+    }
+    if !state.in_stream() {
+        return Err(NOT_FOUND);
+    }
+    let routed = !facts.is_some_and(|f| f.no_route);
+    let value = match *field {
+        b"cluster_name" if routed => Value::text(state.cluster_name.clone().ok_or(NOT_FOUND)?),
+        b"cluster_metadata" if routed && state.cluster_name.is_some() => return metadata(tail),
+        b"route_name" if routed => Value::text(state.route_name.clone().ok_or(NOT_FOUND)?),
+        b"route_metadata" if routed && state.route_name.is_some() => return metadata(tail),
+        b"virtual_host_name" => Value::text(state.virtual_host_name.clone().ok_or(NOT_FOUND)?),
+        b"virtual_host_metadata" if state.virtual_host_name.is_some() => return metadata(tail),
+        // A host without metadata: a null message, which Envoy cannot
+        // serialize and which has no fields.
+        b"upstream_host_metadata" | b"upstream_host_locality_metadata" => {
+            facts.and_then(|f| f.upstream_host).ok_or(NOT_FOUND)?;
+            return Err(if tail.is_empty() {
+                NOT_SERIALIZABLE
+            } else {
+                NOT_FOUND
+            });
+        }
+        b"listener_metadata" if facts.is_some() => return metadata(tail),
+        b"listener_direction" if facts.is_some() => Value::Int(0),
+        b"filter_chain_name" if facts.is_some() => Value::text(""),
+        _ => return Err(NOT_FOUND),
+    };
+    scalar(value, tail)
+}
+
+/// `upstream.*`.
+fn upstream(
+    state: &HostState,
+    facts: Option<&StreamFacts>,
+    rest: &[&[u8]],
+) -> Result<Value, Fault> {
+    let host = facts
+        .and_then(|f| f.upstream_host)
+        .or(state.maps.info.upstream_address);
+    let [field, tail @ ..] = rest else {
+        return Err(NOT_SERIALIZABLE);
+    };
+    let facts = match *field {
+        b"address" | b"port" => return socket(host, rest),
+        _ => facts.ok_or(NOT_FOUND)?,
+    };
+    let sent = facts.attempts > 0;
+    let value = match *field {
+        b"local_address" => Value::text(facts.upstream_local.ok_or(NOT_FOUND)?.to_string()),
+        b"transport_failure_reason" if sent => Value::text(""),
+        b"cx_pool_ready_duration" if sent => Value::nanos(Duration::ZERO),
+        b"locality" if host.is_some() => return locality(tail),
+        b"request_attempt_count" => Value::Uint(facts.attempts),
+        b"num_endpoints" if !facts.no_route && state.cluster_name.is_some() => Value::Uint(1),
+        _ => return Err(NOT_FOUND),
+    };
+    scalar(value, tail)
+}
+
+/// `connection.*` (and the plain `connection_id`).
+fn connection(facts: Option<&StreamFacts>, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let [field, tail @ ..] = rest else {
+        return Err(NOT_SERIALIZABLE);
+    };
+    let value = match (*field, facts) {
+        (b"mtls", _) => Value::Bool(false),
+        (b"id", Some(facts)) => Value::Uint(facts.connection_id),
+        (b"requested_server_name", Some(_)) => Value::text(""),
+        _ => return Err(NOT_FOUND),
+    };
+    scalar(value, tail)
+}
+
 fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
     let Some((&top, rest)) = path.split_first() else {
         return Err(NOT_FOUND);
@@ -124,68 +517,67 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
         b"plugin_name" => return scalar(Value::text(meta.name.clone()), rest),
         b"plugin_root_id" => return scalar(Value::text(meta.root_id.clone()), rest),
         b"plugin_vm_id" => return scalar(Value::text(meta.vm_id.clone()), rest),
-        b"xds" => {
-            return match rest {
-                [b"route_name"] => Ok(Value::text("")),
-                [b"node", b"id"] => Ok(Value::text("")),
-                [b"cluster_name"] if state.in_stream() => {
-                    state.cluster_name.clone().map(Value::text).ok_or(NOT_FOUND)
-                }
-                [] => Err(Fault::Status(Status::SerializationFailure)),
-                _ => Err(NOT_FOUND),
-            };
-        }
         _ => {}
     }
-    if !state.in_stream() {
+    let in_stream = state.in_stream();
+    let facts_guard = in_stream
+        .then_some(state.maps.info.facts.as_ref())
+        .flatten()
+        .map(crate::state::Facts::get);
+    let facts = facts_guard.as_deref();
+    if top == b"xds" {
+        return xds(state, facts, rest);
+    }
+    if !in_stream {
         return Err(NOT_FOUND);
     }
-    let maps = &state.maps;
     match top {
-        b"request" => match rest {
-            [] => Err(Fault::Status(Status::SerializationFailure)),
-            [b"protocol", tail @ ..] => scalar(Value::text("HTTP/1.1"), tail),
-            [field, tail @ ..] => {
-                let headers = maps.request_headers.as_ref().ok_or(NOT_FOUND)?;
-                request(headers, field, tail)
-            }
+        b"request" | b"response" => match facts {
+            Some(facts) if top == b"request" => request(state, facts, rest),
+            Some(facts) => response(state, facts, rest),
+            // A network filter's connection has no HTTP request.
+            None if rest.is_empty() => Err(NOT_SERIALIZABLE),
+            None => Err(NOT_FOUND),
         },
-        b"response" => {
-            let info = &maps.info;
-            match rest {
-                [] => Err(Fault::Status(Status::SerializationFailure)),
-                [b"code", tail @ ..] => scalar(
-                    Value::Int(i64::from(info.response_code.ok_or(NOT_FOUND)?)),
-                    tail,
-                ),
-                [b"code_details", tail @ ..] => {
-                    let details = info.response_details.clone().ok_or(NOT_FOUND)?.into_owned();
-                    scalar(Value::text(details), tail)
-                }
-                [b"headers", tail @ ..] => {
-                    let headers = maps.response_headers.as_ref().ok_or(NOT_FOUND)?;
-                    header_value(headers, tail)
-                }
-                // While Envoy holds the response trailers, and in `on_log`.
-                [b"trailers", tail @ ..] => {
-                    let trailers = maps.response_trailers.as_ref().ok_or(NOT_FOUND)?;
-                    header_value(trailers, tail)
-                }
-                _ => Err(NOT_FOUND),
-            }
-        }
         b"source" => socket(state.source_address, rest),
         b"destination" => socket(state.destination_address, rest),
-        b"upstream" => socket(maps.info.upstream_address, rest),
-        b"connection" => match rest {
-            [b"mtls"] => Ok(Value::Bool(false)),
-            _ => Err(NOT_FOUND),
+        b"upstream" => upstream(state, facts, rest),
+        b"connection" => connection(facts, rest),
+        b"connection_id" => scalar(Value::Uint(facts.ok_or(NOT_FOUND)?.connection_id), rest),
+        b"metadata" if facts.is_some() => metadata(rest),
+        b"filter_state" => match rest {
+            [] => Err(NOT_SERIALIZABLE),
+            // What `proxy_set_property` wrote is filter state `wasm.<path>`.
+            [key, tail @ ..] => {
+                let name = key.strip_prefix(b"wasm.").ok_or(NOT_FOUND)?;
+                let value = state.maps.info.filter_state.get(name).ok_or(NOT_FOUND)?;
+                scalar(Value::Bytes(value.clone()), tail)
+            }
         },
+        b"upstream_filter_state" if facts.is_some_and(|f| f.attempts > 0) => {
+            if rest.is_empty() {
+                Err(NOT_SERIALIZABLE)
+            } else {
+                Err(NOT_FOUND)
+            }
+        }
         name => {
-            let value = maps.info.filter_state.get(name).ok_or(NOT_FOUND)?;
+            let value = state.maps.info.filter_state.get(name).ok_or(NOT_FOUND)?;
             scalar(Value::Bytes(value.clone()), rest)
         }
     }
+}
+
+/// The property at a NUL-joined `path`. As Envoy reads a path, a final NUL
+/// ends it (it starts no empty segment), and an empty path names no value
+/// (which cannot be serialized).
+fn resolve(state: &HostState, path: &[u8]) -> Result<Value, Fault> {
+    if path.is_empty() {
+        return Err(NOT_SERIALIZABLE);
+    }
+    let path = path.strip_suffix(&[0]).unwrap_or(path);
+    let segments: Vec<&[u8]> = path.split(|&b| b == 0).collect();
+    lookup(state, &segments)
 }
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -194,8 +586,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "proxy_get_property",
         |caller, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_len: i32| {
             let result = memory::read(&mut caller, path_ptr, path_len).and_then(|path| {
-                let segments: Vec<&[u8]> = path.split(|&b| b == 0).collect();
-                let value = lookup(caller.data(), &segments)?.encode();
+                let value = resolve(caller.data(), &path)?.encode();
                 memory::copy_out(&mut caller, &value, ret_ptr, ret_len)
             });
             memory::status(result)?
@@ -226,7 +617,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 mod tests {
     use std::net::SocketAddr;
     use std::sync::Arc;
-    use std::time::SystemTime;
 
     use super::*;
     use crate::state::PluginMeta;
@@ -295,5 +685,487 @@ mod tests {
             get(&state, "upstream.port"),
             Ok(8080i64.to_le_bytes().to_vec())
         );
+    }
+
+    /// `state` in a stream context whose stream info has `facts`.
+    fn stream(facts: StreamFacts) -> HostState {
+        let mut state = state();
+        state.active_context = 2;
+        state.cluster_name = Some("upstream".to_owned());
+        state.route_name = Some(String::new());
+        state.virtual_host_name = Some("all".to_owned());
+        state.maps.info.facts = Some(crate::state::Facts::new(facts));
+        state
+    }
+
+    fn int(n: i64) -> Result<Vec<u8>, Status> {
+        Ok(n.to_le_bytes().to_vec())
+    }
+
+    fn text(s: &str) -> Result<Vec<u8>, Status> {
+        Ok(s.as_bytes().to_vec())
+    }
+
+    const EMPTY_MAP: [u8; 4] = [0; 4];
+
+    fn headers(kind: crate::fields::Kind, pairs: &[(&str, &str)]) -> Fields {
+        let mut fields = Fields::new(kind);
+        for (k, v) in pairs {
+            fields.add(k.as_bytes(), v.as_bytes());
+        }
+        fields
+    }
+
+    #[test]
+    fn maps_and_lists_serialize_in_the_pairs_format() {
+        let map = Value::Map(vec![
+            (b"a".to_vec(), b"xy".to_vec()),
+            (b"bc".to_vec(), Vec::new()),
+        ]);
+        assert_eq!(
+            map.encode(),
+            b"\x02\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00a\x00xy\x00bc\x00\x00"
+        );
+        let list = Value::List(vec![b"e".to_vec()]);
+        assert_eq!(
+            list.encode(),
+            b"\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00e\x00\x00"
+        );
+        assert_eq!(Value::Map(Vec::new()).encode(), EMPTY_MAP);
+        assert_eq!(Value::Uint(7).encode(), 7u64.to_le_bytes());
+        assert_eq!(Value::Bool(true).encode(), [1]);
+    }
+
+    #[test]
+    fn a_root_context_sees_the_plugin_and_the_node_only() {
+        let mut state = stream(StreamFacts::new(SystemTime::UNIX_EPOCH, Duration::ZERO, 3));
+        state.active_context = 1;
+        assert_eq!(get(&state, "plugin_name"), text("p"));
+        assert_eq!(get(&state, "xds.node.user_agent_name"), text("envoy"));
+        assert_eq!(get(&state, "xds.node.id"), text(""));
+        for path in [
+            "xds.route_name",
+            "xds.cluster_name",
+            "xds.listener_direction",
+            "request.time",
+            "response.flags",
+            "connection.id",
+            "connection_id",
+            "upstream.request_attempt_count",
+            "metadata",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        assert_eq!(get(&state, "xds"), Err(Status::SerializationFailure));
+    }
+
+    #[test]
+    fn the_node_is_a_bootstrap_without_node() {
+        let state = state();
+        // user_agent_name (6) "envoy", user_agent_build_version (8) with its
+        // version (1): major 1, minor 40.
+        assert_eq!(
+            get(&state, "xds.node"),
+            Ok(b"\x32\x05envoy\x42\x06\x0a\x04\x08\x01\x10\x28".to_vec())
+        );
+        assert_eq!(
+            get(&state, "xds.node.user_agent_build_version.version"),
+            Ok(b"\x08\x01\x10\x28".to_vec())
+        );
+        let version = "xds.node.user_agent_build_version.version";
+        assert_eq!(
+            get(&state, &format!("{version}.major_number")),
+            Ok(1u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, &format!("{version}.minor_number")),
+            Ok(40u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, &format!("{version}.patch")),
+            Ok(0u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, "xds.node.metadata").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(
+            get(&state, "xds.node.extensions").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(get(&state, "xds.node.locality"), text(""));
+        assert_eq!(get(&state, "xds.node.metadata.x"), Err(Status::NotFound));
+        assert_eq!(get(&state, "xds.node.id.x"), Err(Status::NotFound));
+        assert_eq!(get(&state, "xds.node.nonexistent"), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn request_time_duration_and_sizes_come_from_the_stream_info() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut facts = StreamFacts::new(start, Duration::from_secs(5), 9);
+        facts.received(4);
+        let mut state = stream(facts);
+        assert_eq!(get(&state, "request.time"), int(1_700_000_000_000_000_000));
+        // Until the stream is complete.
+        assert_eq!(get(&state, "request.duration"), Err(Status::NotFound));
+        assert_eq!(get(&state, "request.protocol"), text("HTTP/1.1"));
+        // No headers held: what arrived of the body, no header bytes.
+        assert_eq!(get(&state, "request.size"), int(4));
+        assert_eq!(get(&state, "request.total_size"), int(4));
+        assert_eq!(get(&state, "request.headers_bytes"), int(0));
+        assert_eq!(
+            get(&state, "request.headers").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(get(&state, "request.path"), Err(Status::NotFound));
+        // With the headers: the declared length.
+        let kind = crate::fields::Kind::Request;
+        state.maps.request_headers = Some(headers(
+            kind,
+            &[(":path", "/a?b#c"), ("content-length", " 10 ")],
+        ));
+        assert_eq!(get(&state, "request.size"), int(10));
+        assert_eq!(get(&state, "request.headers_bytes"), int(29));
+        assert_eq!(get(&state, "request.total_size"), int(33));
+        assert_eq!(get(&state, "request.query"), text("b"));
+        assert_eq!(get(&state, "request.url_path"), text("/a"));
+        state.maps.request_headers = Some(headers(kind, &[("content-length", "ten")]));
+        assert_eq!(get(&state, "request.size"), Err(Status::NotFound));
+        state
+            .maps
+            .info
+            .facts
+            .as_ref()
+            .expect("facts")
+            .get()
+            .ended_at = Some(Duration::from_millis(5250));
+        assert_eq!(get(&state, "request.duration"), int(250_000_000));
+        assert_eq!(get(&state, "request.time.x"), Err(Status::NotFound));
+        assert_eq!(get(&state, "request"), Err(Status::SerializationFailure));
+    }
+
+    #[test]
+    fn body_bytes_arrive_as_handed_over_or_with_the_headers() {
+        let mut facts = StreamFacts {
+            with_headers: 10,
+            ..StreamFacts::default()
+        };
+        facts.received(4);
+        assert_eq!(facts.bytes_received, 4);
+        // A filter holds the headers: the rest arrives meanwhile.
+        facts.received_with_headers();
+        assert_eq!(facts.bytes_received, 10);
+        // Handing it over later counts nothing twice.
+        facts.received(6);
+        assert_eq!(facts.bytes_received, 10);
+        facts.received(5);
+        assert_eq!(facts.bytes_received, 15);
+    }
+
+    #[test]
+    fn whole_header_maps_list_each_name_once() {
+        let mut state = stream(StreamFacts::default());
+        let kind = crate::fields::Kind::Request;
+        state.maps.request_headers =
+            Some(headers(kind, &[("x-a", "1"), ("x-b", "2"), ("x-a", "3")]));
+        assert_eq!(
+            get(&state, "request.headers"),
+            Ok(Value::Map(vec![
+                (b"x-a".to_vec(), b"1,3".to_vec()),
+                (b"x-b".to_vec(), b"2".to_vec())
+            ])
+            .encode())
+        );
+        assert_eq!(get(&state, "request.headers.X-A"), text("1,3"));
+        assert_eq!(
+            get(&state, "response.headers").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(
+            get(&state, "response.trailers").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(get(&state, "response.headers.x-a"), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn response_attributes_come_from_the_stream_info_and_the_maps() {
+        let facts = StreamFacts {
+            flags: crate::state::flags::UPSTREAM_REQUEST_TIMEOUT,
+            bytes_sent: 24,
+            ..StreamFacts::default()
+        };
+        let mut state = stream(facts);
+        // Before a response: no code, no details, no gRPC status.
+        for path in [
+            "response.code",
+            "response.code_details",
+            "response.grpc_status",
+            "response.backend_latency",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        assert_eq!(get(&state, "response.flags"), int(4));
+        assert_eq!(get(&state, "response.size"), int(24));
+        assert_eq!(get(&state, "response.total_size"), int(24));
+        {
+            let facts = state.maps.info.facts.as_ref().expect("facts");
+            let mut facts = facts.get();
+            facts.respond(Some(504), std::borrow::Cow::Borrowed("response_timeout"));
+            facts.backend_latency = Some(Duration::from_millis(3));
+        }
+        assert_eq!(get(&state, "response.code"), int(504));
+        assert_eq!(
+            get(&state, "response.code_details"),
+            text("response_timeout")
+        );
+        assert_eq!(get(&state, "response.backend_latency"), int(3_000_000));
+        // Envoy maps the HTTP status to a gRPC one without a grpc-status.
+        assert_eq!(get(&state, "response.grpc_status"), int(14));
+        let response = crate::fields::Kind::Response;
+        state.maps.response_headers = Some(headers(
+            response,
+            &[(":status", "504"), ("grpc-status", "7")],
+        ));
+        assert_eq!(get(&state, "response.grpc_status"), int(7));
+        assert_eq!(get(&state, "response.headers_bytes"), int(22));
+        state.maps.response_trailers = Some(headers(
+            crate::fields::Kind::ResponseTrailers,
+            &[("grpc-status", "+5")],
+        ));
+        assert_eq!(get(&state, "response.grpc_status"), int(5));
+        assert_eq!(get(&state, "response.total_size"), int(24 + 22 + 13));
+        for bad in ["17", "-1", "x", ""] {
+            state.maps.response_trailers = Some(headers(
+                crate::fields::Kind::ResponseTrailers,
+                &[("grpc-status", bad)],
+            ));
+            assert_eq!(get(&state, "response.grpc_status"), int(-1), "{bad:?}");
+        }
+        assert_eq!(get(&state, "response"), Err(Status::SerializationFailure));
+    }
+
+    #[test]
+    fn http_statuses_map_to_grpc_statuses_as_envoys() {
+        for (code, grpc) in [
+            (200, 2),
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (429, 14),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (500, 2),
+        ] {
+            assert_eq!(
+                grpc_status(None, None, Some(code)).ok(),
+                Some(grpc),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_attributes_follow_the_router() {
+        let mut state = stream(StreamFacts::default());
+        for path in [
+            "upstream.address",
+            "upstream.local_address",
+            "upstream.transport_failure_reason",
+            "upstream.cx_pool_ready_duration",
+            "upstream.locality",
+            "xds.upstream_host_metadata",
+            "upstream_filter_state",
+            "upstream.tls_version",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        assert_eq!(
+            get(&state, "upstream.request_attempt_count"),
+            Ok(0u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, "upstream.num_endpoints"),
+            Ok(1u64.to_le_bytes().to_vec())
+        );
+        {
+            let facts = state.maps.info.facts.as_ref().expect("facts");
+            let mut facts = facts.get();
+            facts.attempts = 1;
+            facts.upstream_host = Some("127.0.0.1:8080".parse().expect("addr"));
+            facts.upstream_local = Some("127.0.0.1:40000".parse().expect("addr"));
+        }
+        assert_eq!(get(&state, "upstream.address"), text("127.0.0.1:8080"));
+        assert_eq!(get(&state, "upstream.port"), int(8080));
+        assert_eq!(
+            get(&state, "upstream.local_address"),
+            text("127.0.0.1:40000")
+        );
+        assert_eq!(get(&state, "upstream.transport_failure_reason"), text(""));
+        assert_eq!(get(&state, "upstream.cx_pool_ready_duration"), int(0));
+        assert_eq!(
+            get(&state, "upstream.request_attempt_count"),
+            Ok(1u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(get(&state, "upstream.locality"), text(""));
+        // A host without metadata.
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata"),
+            Err(Status::SerializationFailure)
+        );
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata.filter_metadata"),
+            Err(Status::NotFound)
+        );
+        assert_eq!(
+            get(&state, "upstream_filter_state"),
+            Err(Status::SerializationFailure)
+        );
+        assert_eq!(get(&state, "upstream"), Err(Status::SerializationFailure));
+        state.maps.request_headers = None;
+        assert_eq!(get(&state, "upstream.tls_version"), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn no_route_leaves_no_route_or_cluster() {
+        let state = stream(StreamFacts::default());
+        assert_eq!(get(&state, "xds.cluster_name"), text("upstream"));
+        assert_eq!(get(&state, "xds.route_name"), text(""));
+        assert_eq!(get(&state, "xds.route_metadata"), text(""));
+        assert_eq!(get(&state, "xds.virtual_host_name"), text("all"));
+        assert_eq!(get(&state, "xds.listener_direction"), int(0));
+        assert_eq!(get(&state, "xds.filter_chain_name"), text(""));
+        assert_eq!(
+            get(&state, "xds.cluster_metadata.filter_metadata").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        state
+            .maps
+            .info
+            .facts
+            .as_ref()
+            .expect("facts")
+            .get()
+            .no_route = true;
+        for path in [
+            "xds.cluster_name",
+            "xds.route_name",
+            "xds.cluster_metadata",
+            "xds.route_metadata",
+            "upstream.num_endpoints",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        // The virtual host matched.
+        assert_eq!(get(&state, "xds.virtual_host_name"), text("all"));
+    }
+
+    #[test]
+    fn connection_and_metadata_of_an_http_stream() {
+        let state = stream(StreamFacts::new(SystemTime::UNIX_EPOCH, Duration::ZERO, 12));
+        assert_eq!(
+            get(&state, "connection.id"),
+            Ok(12u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, "connection_id"),
+            Ok(12u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(get(&state, "connection.requested_server_name"), text(""));
+        assert_eq!(get(&state, "connection.mtls"), Ok(vec![0]));
+        for path in [
+            "connection.termination_details",
+            "connection.tls_version",
+            "connection.transport_failure_reason",
+            "connection.peer_certificate",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        assert_eq!(get(&state, "connection"), Err(Status::SerializationFailure));
+        assert_eq!(get(&state, "metadata"), text(""));
+        assert_eq!(
+            get(&state, "metadata.filter_metadata").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(
+            get(&state, "filter_state"),
+            Err(Status::SerializationFailure)
+        );
+    }
+
+    #[test]
+    fn filter_state_is_also_read_by_its_wasm_key() {
+        let mut state = stream(StreamFacts::default());
+        state
+            .maps
+            .info
+            .filter_state
+            .insert(b"mine".to_vec(), b"v".to_vec());
+        assert_eq!(get(&state, "mine"), text("v"));
+        let path = b"filter_state\0wasm.mine";
+        assert_eq!(
+            resolve(&state, path).map(Value::encode).ok(),
+            Some(b"v".to_vec())
+        );
+        let path = b"filter_state\0mine";
+        assert!(matches!(
+            resolve(&state, path),
+            Err(Fault::Status(Status::NotFound))
+        ));
+    }
+
+    #[test]
+    fn a_final_nul_ends_a_path_and_an_empty_path_names_nothing() {
+        let mut state = stream(StreamFacts::default());
+        state.maps.request_headers =
+            Some(headers(crate::fields::Kind::Request, &[(":path", "/p")]));
+        assert_eq!(
+            resolve(&state, b"request\0path\0").map(Value::encode).ok(),
+            Some(b"/p".to_vec())
+        );
+        assert!(matches!(
+            resolve(&state, b"request\0\0path"),
+            Err(Fault::Status(Status::NotFound))
+        ));
+        assert!(matches!(
+            resolve(&state, b""),
+            Err(Fault::Status(Status::SerializationFailure))
+        ));
+    }
+
+    #[test]
+    fn a_network_connection_has_no_http_stream_info() {
+        let mut state = state();
+        state.active_context = 2;
+        state.maps.info.upstream_address = Some("127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(get(&state, "upstream.address"), text("127.0.0.1:9000"));
+        for path in [
+            "request.time",
+            "request.protocol",
+            "response.flags",
+            "connection.id",
+            "connection_id",
+            "upstream.request_attempt_count",
+            "xds.route_name",
+            "xds.listener_direction",
+            "metadata",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        assert_eq!(get(&state, "connection.mtls"), Ok(vec![0]));
+    }
+
+    #[test]
+    fn integers_parse_as_absl_simple_atoi() {
+        assert_eq!(simple_atoi(b" 42\t"), Some(42));
+        assert_eq!(simple_atoi(b"+7"), Some(7));
+        assert_eq!(simple_atoi(b"-7"), Some(-7));
+        for bad in [&b""[..], b"+", b"1 2", b"0x10", b"99999999999999999999"] {
+            assert_eq!(simple_atoi(bad), None, "{bad:?}");
+        }
+        assert_eq!(simple_atou(b"-1"), None);
+        assert_eq!(simple_atou(b"+16"), Some(16));
     }
 }

@@ -221,6 +221,9 @@ pub(super) struct Io<'a, 'c> {
     /// by (filter, token): body passes of the response do not wait for them
     /// (they arrive as events, whenever they are due).
     pub(super) leftovers: Vec<(usize, u32)>,
+    /// What Envoy's stream info knows of the stream (given to every VM's
+    /// maps for it when it starts).
+    pub(super) facts: crate::state::Facts,
 }
 
 impl<'a, 'c> Io<'a, 'c> {
@@ -384,6 +387,7 @@ impl Chain {
                     id,
                     waits: true,
                     leftovers: Vec::new(),
+                    facts: crate::state::Facts::default(),
                 };
                 let future: StreamFuture<'_> = Box::pin(Chain::run_stream(io, request, &upstream));
                 Some(future)

@@ -170,22 +170,26 @@ pub(super) fn from_upstream(
 /// with trailers, no empty frame ends the stream (the trailers do); a chunked
 /// message (per `headers`) without body or trailers still has its empty
 /// frame that ends the stream (the headers do not).
-pub(super) fn last_frames(frames: &mut Vec<(Vec<u8>, bool)>, trailers: bool, headers: &Fields) {
+pub(super) fn last_frames(frames: &mut Vec<(Vec<u8>, bool)>, trailers: bool, chunked: bool) {
     if trailers {
         if matches!(frames.last(), Some((data, true)) if data.is_empty()) {
             frames.pop();
         }
-    } else if frames.is_empty() && is_chunked(headers) {
+    } else if frames.is_empty() && chunked {
         frames.push((Vec::new(), true));
     }
 }
 
 /// Whether `transfer-encoding` says chunked.
-fn is_chunked(headers: &Fields) -> bool {
-    headers.get(b"transfer-encoding").is_some_and(|v| {
-        v.split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-    })
+pub(super) fn is_chunked(headers: &Fields) -> bool {
+    headers.get(b"transfer-encoding").is_some_and(says_chunked)
+}
+
+/// Whether a `transfer-encoding` value says chunked.
+pub(super) fn says_chunked(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 impl Chain {
