@@ -103,8 +103,9 @@ pub(crate) struct StreamInfo {
     pub(crate) response_code: Option<u16>,
     /// `via_upstream`, or a local reply's details.
     pub(crate) response_details: Option<std::borrow::Cow<'static, str>>,
-    /// Filter state written with `proxy_set_property`, by raw path.
-    pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
+    /// Filter state by key: properties written with `proxy_set_property`
+    /// (under `wasm.<path>`) and objects stored with `set_envoy_filter_state`.
+    pub(crate) filter_state: HashMap<Vec<u8>, crate::abi::filter_state::Entry>,
     /// The upstream host, once the router sent the request to it.
     pub(crate) upstream_address: Option<std::net::SocketAddr>,
 }
@@ -276,6 +277,9 @@ pub(crate) struct RootState {
     pub(crate) grpc: crate::grpc::GrpcState,
     /// Callouts made and not answered yet, in order.
     pub(crate) pending_calls: std::collections::VecDeque<PendingCall>,
+    /// Properties the root context declared with `declare_property`: how
+    /// `proxy_set_property` creates them in a stream.
+    pub(crate) declared: HashMap<Vec<u8>, crate::abi::filter_state::Prototype>,
 }
 
 impl RootState {
@@ -287,6 +291,7 @@ impl RootState {
             next_tick: None,
             grpc: crate::grpc::GrpcState::default(),
             pending_calls: std::collections::VecDeque::new(),
+            declared: HashMap::new(),
         }
     }
 }
@@ -342,6 +347,9 @@ pub(crate) struct HostState {
     pub(crate) call_response: Option<CallResponse>,
     /// The last HTTP callout token (Envoy's: 4, 8, 12, ..., one sequence per VM).
     last_call_token: u32,
+    /// Names a stream context declared with `declare_property` (Envoy keeps
+    /// them in that context, where nothing reads them), by context.
+    pub(crate) stream_declared: Vec<(u32, Vec<u8>)>,
     /// This VM's metric ids: id → (type, stat name).
     metrics: HashMap<u32, (MetricType, String)>,
     /// The next id per metric type (Envoy starts each at type + 4).
@@ -389,6 +397,7 @@ impl HostState {
             grpc_stream_clusters: Vec::new(),
             grpc_tokens: crate::grpc::GrpcTokens::default(),
             call_response: None,
+            stream_declared: Vec::new(),
             last_call_token: 0,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],
@@ -453,6 +462,7 @@ impl HostState {
     /// Forgets a context that was deleted.
     pub(crate) fn remove_context(&mut self, context: u32) {
         self.contexts.retain(|&(c, _)| c != context);
+        self.stream_declared.retain(|&(c, _)| c != context);
     }
 
     /// The index of the plugin host calls act for: the plugin of the

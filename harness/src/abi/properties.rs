@@ -11,15 +11,15 @@
 //! `source.{address, port}` and `destination.{address, port}` (the emulated
 //! connection's addresses); `upstream.{address, port}` once the router sent the
 //! request upstream; `connection.mtls`; `xds.{cluster_name, route_name,
-//! node.id}`; filter state
-//! written with `proxy_set_property`. A whole wrapper (`request`) cannot be
+//! node.id}`; filter state (see [`filter_state`]): `filter_state.<key>`, and
+//! a property written with `proxy_set_property` by its name. A whole wrapper (`request`) cannot be
 //! serialized; anything else is `NotFound`, as is every stream attribute in a
 //! root context.
 
 use wasmtime::Linker;
 
 use super::memory::{self, Fault};
-use super::{Status, proxy_fn};
+use super::{Status, filter_state, proxy_fn};
 use crate::fields::Fields;
 use crate::state::HostState;
 
@@ -181,10 +181,12 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
             [b"mtls"] => Ok(Value::Bool(false)),
             _ => Err(NOT_FOUND),
         },
-        name => {
-            let value = maps.info.filter_state.get(name).ok_or(NOT_FOUND)?;
-            scalar(Value::Bytes(value.clone()), rest)
-        }
+        b"filter_state" => filter_state::read_entry(&maps.info.filter_state, rest)
+            .map(|read| Value::Bytes(read.encode()))
+            .map_err(Fault::Status),
+        name => filter_state::read_property(&maps.info.filter_state, name, rest)
+            .map(|read| Value::Bytes(read.encode()))
+            .map_err(Fault::Status),
     }
 }
 
@@ -213,8 +215,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 if !state.in_stream() {
                     return Err(NOT_FOUND);
                 }
-                state.maps.info.filter_state.insert(path, value);
-                Ok(())
+                let declared = state.root().declared.get(&path).cloned();
+                let filter_state = &mut state.maps.info.filter_state;
+                filter_state::write_property(filter_state, &path, value, declared.as_ref())
+                    .map_err(Fault::Status)
             });
             memory::status(result)?
         }
