@@ -33,18 +33,23 @@ use sched::{Delivery, Io, Wait};
 use trailers::PendingTrailers;
 
 /// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
-/// failed (trapped).
+/// failed (trapped). Whatever the policy, the stream (or connection) whose
+/// callback trapped is answered 503 (closed), and a stream paused in the VM
+/// meanwhile stays paused until its client leaves: Envoy calls a failed VM
+/// no more.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailurePolicy {
-    /// Answer 503 with details `wasm_fail_stream` (Envoy's default).
+    /// Answer 503 with details `wasm_fail_stream` (Envoy's default); a network
+    /// filter closes the connection.
     #[default]
     FailClosed,
     /// Skip the filter.
     FailOpen,
-    /// Start a fresh VM for new requests once the backoff since the VM was
-    /// loaded has passed (see [`Filter::reload_backoff`]); until then, and if the
-    /// reload fails, answer 503 like [`FailurePolicy::FailClosed`].
+    /// Start a fresh VM for new requests (connections) once the backoff since
+    /// the VM was loaded has passed (see [`Filter::reload_backoff`]); until
+    /// then, and if the reload fails, answer 503 (close) like
+    /// [`FailurePolicy::FailClosed`].
     FailReload,
 }
 

@@ -59,7 +59,8 @@
 //! shared queues (per `vm_id`; `on_queue_ready` goes to the latest registrant after
 //! the current event, as Envoy posts it), the foreign functions `compress`,
 //! `uncompress` and `clear_route_cache`, fail-closed/fail-open/fail-reload after a
-//! trap, WASI stdio/clock/random/environ. The conformance suite in
+//! trap (a stream paused in a VM another stream failed stays paused, as Envoy
+//! calls a failed VM no more), WASI stdio/clock/random/environ. The conformance suite in
 //! `tests/conformance/` compares the stream, header, body, trailer, shared-data,
 //! shared-queue, foreign-function, metrics, property, callout, chain and failure
 //! behaviours with Envoy 1.40, gRPC, and the ABI 0.1.0 differences and load
