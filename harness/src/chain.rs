@@ -1023,6 +1023,27 @@ fn disconnected(phase: &'static str) -> Error {
     }
 }
 
+/// Which headers callback returned: filter `i`'s, for `stream`.
+#[derive(Clone, Copy)]
+struct Header {
+    i: usize,
+    stream: u32,
+    direction: Direction,
+    end_of_stream: bool,
+}
+
+/// How the chain goes on after a headers callback.
+enum Headers {
+    /// To the next filter; `resumed` if the filter paused and was resumed.
+    Next { resumed: bool },
+    /// The filter holds the headers until the body (or trailers) ends.
+    Held,
+    /// The filter sent a local reply.
+    Reply(Reply),
+    /// The filter's VM failed: Envoy's `wasm_fail_stream` reply.
+    Failed(Reply),
+}
+
 fn stalled(slot: &Slot, phase: &'static str) -> Error {
     Error::Stalled {
         plugin: slot.vm.name().to_owned(),
@@ -2701,56 +2722,80 @@ impl Chain {
                 });
                 (stream, result)
             };
-            // A pause stands unless a callout response resumes the stream.
-            let step = settle(
-                io,
+            let header = Header {
                 i,
                 stream,
-                result,
-                Direction::Request,
-                "on_request_headers",
-                callouts,
-            )
-            .await;
-            let mut chain = io.chain();
-            let slot = &mut chain.slots[i];
-            // The headers come back even when the stream ends here (a reset,
-            // a disconnect): the access log still reads them.
-            *fields = slot
-                .vm
-                .state()
-                .maps
-                .request_headers
-                .take()
-                .unwrap_or_default();
-            match step? {
-                After::Returned { action, resumed } => {
-                    if holds(slot, action, end_of_stream) && !resumed {
-                        *held = Some(i);
-                        return Ok(None);
-                    }
-                    if !continues(action) && !resumed {
-                        return Err(stalled(slot, "on_request_headers"));
-                    }
-                    progress[i].resumed_request = !continues(action);
-                }
-                After::Reply(request) => {
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request,
-                    }));
-                }
-                After::Failed => {
+                direction: Direction::Request,
+                end_of_stream,
+            };
+            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+                Headers::Next { resumed } => progress[i].resumed_request = resumed,
+                Headers::Held => return Ok(None),
+                Headers::Reply(reply) => return Ok(Some(reply)),
+                Headers::Failed(reply) => {
                     // Envoy skips a failed VM's encoder callbacks.
                     progress[i].decoded = false;
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request: fail_stream(),
-                    }));
+                    return Ok(Some(reply));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// After a headers callback of filter `header.i` returned `result`: waits
+    /// while a pause holds the stream (until a callout response resumes it),
+    /// then gives the headers back to `fields` (even when the stream ends here,
+    /// a reset or a disconnect: the access log still reads them) and says how
+    /// the chain goes on.
+    async fn headers_returned(
+        io: &mut Io<'_, '_>,
+        header: Header,
+        result: Result<Option<i32>, Trap>,
+        fields: &mut Fields,
+        held: &mut Option<usize>,
+        callouts: &mut Vec<Callout>,
+    ) -> Result<Headers> {
+        let Header {
+            i,
+            stream,
+            direction,
+            end_of_stream,
+        } = header;
+        let callback = match direction {
+            Direction::Request => "on_request_headers",
+            Direction::Response => "on_response_headers",
+        };
+        let step = settle(io, i, stream, result, direction, callback, callouts).await;
+        let mut chain = io.chain();
+        let slot = &mut chain.slots[i];
+        *fields = {
+            let maps = &mut slot.vm.state().maps;
+            match direction {
+                Direction::Request => maps.request_headers.take(),
+                Direction::Response => maps.response_headers.take(),
+            }
+            .unwrap_or_default()
+        };
+        let reply = |request| Reply {
+            slot: Some(i),
+            request,
+        };
+        Ok(match step? {
+            After::Returned { action, resumed } => {
+                if holds(slot, action, end_of_stream) && !resumed {
+                    *held = Some(i);
+                    Headers::Held
+                } else if !continues(action) && !resumed {
+                    return Err(stalled(slot, callback));
+                } else {
+                    Headers::Next {
+                        resumed: !continues(action),
+                    }
+                }
+            }
+            After::Reply(request) => Headers::Reply(reply(request)),
+            After::Failed => Headers::Failed(reply(fail_stream())),
+        })
     }
 
     /// The response path: `on_response_headers` in reverse order, for the filters
@@ -2800,48 +2845,16 @@ impl Chain {
                 slot.vm
                     .on_response_headers(stream, num_headers, end_of_stream)
             };
-            let step = settle(
-                io,
+            let header = Header {
                 i,
                 stream,
-                result,
-                Direction::Response,
-                "on_response_headers",
-                callouts,
-            )
-            .await;
-            let mut chain = io.chain();
-            let slot = &mut chain.slots[i];
-            *fields = slot
-                .vm
-                .state()
-                .maps
-                .response_headers
-                .take()
-                .unwrap_or_default();
-            match step? {
-                After::Returned { action, resumed } => {
-                    if holds(slot, action, end_of_stream) && !resumed {
-                        *held = Some(i);
-                        return Ok(None);
-                    }
-                    if !continues(action) && !resumed {
-                        return Err(stalled(slot, "on_response_headers"));
-                    }
-                    progress[i].resumed_response = !continues(action);
-                }
-                After::Reply(request) => {
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request,
-                    }));
-                }
-                After::Failed => {
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request: fail_stream(),
-                    }));
-                }
+                direction: Direction::Response,
+                end_of_stream,
+            };
+            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+                Headers::Next { resumed } => progress[i].resumed_response = resumed,
+                Headers::Held => return Ok(None),
+                Headers::Reply(reply) | Headers::Failed(reply) => return Ok(Some(reply)),
             }
         }
         Ok(None)
