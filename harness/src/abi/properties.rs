@@ -12,9 +12,9 @@
 //! connection's addresses); `upstream.{address, port}` once the router sent the
 //! request upstream; `connection.mtls`; `xds.{cluster_name, route_name,
 //! node.id}`; filter state (see [`filter_state`]): `filter_state.<key>`, and
-//! a property written with `proxy_set_property` by its name. A whole wrapper (`request`) cannot be
-//! serialized; anything else is `NotFound`, as is every stream attribute in a
-//! root context.
+//! a property written with `proxy_set_property` by its name. A whole wrapper
+//! (`request`) cannot be serialized; anything else is `NotFound`, as is every
+//! stream attribute in a root context.
 
 use wasmtime::Linker;
 
