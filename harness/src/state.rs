@@ -366,6 +366,25 @@ impl std::fmt::Debug for HostState {
     }
 }
 
+#[cfg(test)]
+impl HostState {
+    /// A VM's state with one plugin `p` whose root context is 1, for unit
+    /// tests of host calls.
+    pub(crate) fn for_tests() -> Self {
+        let meta = PluginMeta {
+            name: "p".to_owned(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            vm_configuration: Vec::new(),
+            plugin_configuration: Vec::new(),
+            environment: Vec::new(),
+        };
+        let mut state = Self::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
+        state.roots[0].root_context_id = 1;
+        state
+    }
+}
+
 impl HostState {
     pub(crate) fn new(meta: PluginMeta, now: SystemTime, seed: u64, shared: Arc<Shared>) -> Self {
         Self {

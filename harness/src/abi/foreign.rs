@@ -337,8 +337,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::SystemTime;
 
     use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
     use rand_chacha::ChaCha20Rng;
@@ -346,20 +344,10 @@ mod tests {
     use rsa::pkcs1::EncodeRsaPrivateKey;
 
     use super::*;
-    use crate::state::PluginMeta;
 
     /// A VM with one plugin whose root context is 1, running `context`.
     fn state(context: u32) -> HostState {
-        let meta = PluginMeta {
-            name: "p".to_owned(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            vm_configuration: Vec::new(),
-            plugin_configuration: Vec::new(),
-            environment: Vec::new(),
-        };
-        let mut state = HostState::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
-        state.roots[0].root_context_id = 1;
+        let mut state = HostState::for_tests();
         state.contexts = vec![(1, 0), (2, 0)];
         state.active_context = context;
         state

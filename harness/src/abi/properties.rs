@@ -229,23 +229,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Arc;
-    use std::time::SystemTime;
 
     use super::*;
-    use crate::state::PluginMeta;
 
     fn state() -> HostState {
-        let meta = PluginMeta {
-            name: "p".to_owned(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            vm_configuration: Vec::new(),
-            plugin_configuration: Vec::new(),
-            environment: Vec::new(),
-        };
-        let mut state = HostState::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
-        state.roots[0].root_context_id = 1;
+        let mut state = HostState::for_tests();
         state.source_address = Some("10.0.0.1:51234".parse().expect("addr"));
         state.destination_address = Some("[::1]:10000".parse().expect("addr"));
         state
