@@ -33,18 +33,23 @@ use sched::{Delivery, Io, Wait};
 use trailers::PendingTrailers;
 
 /// Envoy's `failure_policy`: what happens to requests once a plugin's VM has
-/// failed (trapped).
+/// failed (trapped). Whatever the policy, the stream (or connection) whose
+/// callback trapped is answered 503 (closed), and a stream paused in the VM
+/// meanwhile stays paused until its client leaves: Envoy calls a failed VM
+/// no more.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailurePolicy {
-    /// Answer 503 with details `wasm_fail_stream` (Envoy's default).
+    /// Answer 503 with details `wasm_fail_stream` (Envoy's default); a network
+    /// filter closes the connection.
     #[default]
     FailClosed,
     /// Skip the filter.
     FailOpen,
-    /// Start a fresh VM for new requests once the backoff since the VM was
-    /// loaded has passed (see [`Filter::reload_backoff`]); until then, and if the
-    /// reload fails, answer 503 like [`FailurePolicy::FailClosed`].
+    /// Start a fresh VM for new requests (connections) once the backoff since
+    /// the VM was loaded has passed (see [`Filter::reload_backoff`]); until
+    /// then, and if the reload fails, answer 503 (close) like
+    /// [`FailurePolicy::FailClosed`].
     FailReload,
 }
 
@@ -171,6 +176,37 @@ impl Filter {
     pub(crate) fn parts(&self) -> (&Plugin, &PluginMeta, FailurePolicy) {
         (&self.plugin, &self.meta, self.failure_policy)
     }
+
+    /// `reload_config.backoff.base_interval`.
+    pub(crate) fn backoff(&self) -> Duration {
+        self.reload_backoff
+    }
+}
+
+/// FAIL_RELOAD's backoff as Envoy applies it when a stream or a connection
+/// starts on a failed VM: `base` plus a jitter in `[0, base / 2)` drawn from
+/// `random` must have passed since the VM was loaded.
+pub(crate) fn reload_due(base: Duration, loaded_at: Duration, now: Duration, random: u64) -> bool {
+    let base = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+    let jitter = random % (base / 2).max(1);
+    now.saturating_sub(loaded_at) >= Duration::from_millis(base.saturating_add(jitter))
+}
+
+/// Envoy's jittered backoff draws from `[base, 1.5 × base)` and needs
+/// `base / 2 ≥ 1 ms`: a smaller base crashes it.
+pub(crate) fn check_reload_backoff(
+    plugin: &str,
+    policy: FailurePolicy,
+    base: Duration,
+) -> Result<()> {
+    if policy == FailurePolicy::FailReload && base.as_millis() < 2 {
+        return Err(Error::WouldCrashEnvoy {
+            plugin: plugin.to_owned(),
+            reason: "reload backoff base_interval below 2 ms: Envoy's jittered backoff \
+                     draws from [base, 1.5 × base) and needs base/2 ≥ 1 ms",
+        });
+    }
+    Ok(())
 }
 
 /// The clusters plugins can call, with the upstream that answers each.
@@ -325,15 +361,10 @@ impl ChainBuilder {
                 loaded_at: Duration::ZERO,
                 filter,
                 seed,
+                generation: 0,
             };
             wire(&mut slot.vm, &self.hcm);
-            if slot.policy == FailurePolicy::FailReload && slot.reload_backoff.as_millis() < 2 {
-                return Err(Error::WouldCrashEnvoy {
-                    plugin: slot.vm.name().to_owned(),
-                    reason: "reload backoff base_interval below 2 ms: Envoy's jittered backoff \
-                             draws from [base, 1.5 × base) and needs base/2 ≥ 1 ms",
-                });
-            }
+            check_reload_backoff(&slot.vm.name(), slot.policy, slot.reload_backoff)?;
             slots.push(slot);
         }
         let mut chain = Chain {
@@ -351,6 +382,7 @@ impl ChainBuilder {
             http_cache: HttpCache::default(),
             scratch: Scratch::default(),
             connections: 0,
+            retired: Vec::new(),
         };
         // Queues enqueued during start-up notify their registrants now.
         chain.deliver_queue_ready(&mut Vec::new(), true);
@@ -395,6 +427,17 @@ struct Slot {
     seed: u64,
     /// `allow_on_headers_stop_iteration`.
     allow_stop: bool,
+    /// How many times FAIL_RELOAD replaced the VM: a stream whose filter was
+    /// created on an earlier one keeps that VM, which has failed.
+    generation: u32,
+}
+
+impl Slot {
+    /// Whether the VM a stream's filter was created on (its `generation`)
+    /// has failed: the slot's VM failed, or a reload replaced it since.
+    fn failed_for(&self, generation: u32) -> bool {
+        self.generation != generation || self.vm.failed()
+    }
 }
 
 /// A running filter chain. Send requests through it with [`Chain::send`], or
@@ -420,6 +463,9 @@ pub struct Chain {
     /// Downstream connections so far (each stream has its own): the last
     /// connection's id.
     connections: u64,
+    /// Callouts in flight from VMs FAIL_RELOAD replaced, with the key of the
+    /// VM that made them: their cluster still answers, to nobody.
+    retired: Vec<(u64, PendingCall)>,
 }
 
 /// The per-filter vectors a stream works with, kept between streams so that
@@ -503,6 +549,8 @@ struct Progress {
     /// in one piece.
     resumed_request: bool,
     resumed_response: bool,
+    /// The filter's VM when the stream started ([`Slot::generation`]).
+    generation: u32,
 }
 
 /// Who answers the client instead of the upstream.
@@ -644,11 +692,12 @@ async fn settle(
     callback: &'static str,
     callouts: &mut Vec<Callout>,
 ) -> Result<After> {
-    let (mut step, give_up) = {
+    let (mut step, give_up, generation) = {
         let mut chain = io.chain();
         let give_up = chain.monotonic() + MAX_HELD;
+        let generation = chain.slots[i].generation;
         let step = after(&mut chain.slots[i], context, result, direction, callback)?;
-        (step, give_up)
+        (step, give_up, generation)
     };
     while let After::Returned {
         action,
@@ -678,9 +727,15 @@ async fn settle(
             ..
         } = &mut **chain;
         let slot = &mut slots[i];
-        if slot.vm.failed() {
-            step = failed_while_waiting(slot, action);
-            continue;
+        if slot.failed_for(generation) {
+            // Another stream's callback failed the VM: Envoy calls it no
+            // more, so nothing resumes the stream, whatever the policy; it
+            // stays paused until its client leaves (measured in Envoy 1.40).
+            match delivery {
+                Delivery::Disconnected => return Err(disconnected(callback)),
+                Delivery::Upstream | Delivery::Stalled => break,
+                Delivery::Call(..) | Delivery::Grpc(_) | Delivery::Resumed => continue,
+            }
         }
         let (result, callback) = match delivery {
             Delivery::Call(_, call) => (
@@ -703,19 +758,6 @@ async fn settle(
         };
     }
     Ok(step)
-}
-
-/// What a stream waiting in filter `slot` gets once the filter's VM failed
-/// (another stream's callback trapped): Envoy's `failure_policy` for the
-/// stream's next callback, a skipped filter (FAIL_OPEN) or a 503.
-fn failed_while_waiting(slot: &Slot, action: Option<i32>) -> After {
-    match slot.policy {
-        FailurePolicy::FailOpen => After::Returned {
-            action,
-            resumed: true,
-        },
-        FailurePolicy::FailClosed | FailurePolicy::FailReload => After::Failed,
-    }
 }
 
 /// How long the harness lets a filter hold a stream with nothing in flight
@@ -768,20 +810,17 @@ pub(crate) fn next_timer<'a>(
         .min()
 }
 
-/// The root-context callout answered first by `end`, across the VMs that have
-/// not failed (by due time, then the order they were made): when, the VM's
-/// index and the call's place in its queue.
+/// The root-context callout answered first by `end`, across `vms` (by due
+/// time, then the order they were made): when, the VM's index and the call's
+/// place in its queue. A failed VM's callouts are answered too, to nobody.
 fn next_root_call(
-    slots: &mut [Slot],
+    vms: &mut [&mut Vm],
     clusters: &mut Clusters,
     end: Duration,
 ) -> Option<(Duration, usize, usize)> {
     let mut best: Option<((Duration, u64), usize, usize)> = None;
-    for (i, slot) in slots.iter_mut().enumerate() {
-        if slot.vm.failed() {
-            continue;
-        }
-        let mut state = slot.vm.state();
+    for (i, vm) in vms.iter_mut().enumerate() {
+        let mut state = vm.state();
         for (index, call) in state.root_mut().pending_calls.iter_mut().enumerate() {
             let key = (call_due(clusters, call), call.seq.unwrap_or(u64::MAX));
             if key.0 <= end && best.is_none_or(|(b, _, _)| key < b) {
@@ -790,6 +829,90 @@ fn next_root_call(
         }
     }
     best.map(|((at, _), i, index)| (at, i, index))
+}
+
+/// What the virtual clock reaches next outside a stream or a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// A callout's answer: the VM's index and the call's place in its queue.
+    Call(usize, usize),
+    /// A timer of the VM at that index.
+    Timer(Timer, usize),
+}
+
+/// The next callout answer or timer (unless `timers` is false) due by `end`
+/// across `vms`, in Envoy's order: by time, and at equal times callouts (in
+/// the order they were made) before timers. A failed VM's callouts still get
+/// their answer at their time (to nobody); its timers never fire.
+pub(crate) fn next_due(
+    vms: &mut [&mut Vm],
+    clusters: &mut Clusters,
+    end: Duration,
+    timers: bool,
+) -> Option<(Duration, Due)> {
+    let call = next_root_call(vms, clusters, end);
+    let timer = if timers {
+        next_timer(vms.iter_mut().map(|vm| &mut **vm), end)
+    } else {
+        None
+    };
+    match (call, timer) {
+        (Some((at, i, index)), timer) if timer.is_none_or(|(t, _, _)| at <= t) => {
+            Some((at, Due::Call(i, index)))
+        }
+        (_, Some((at, timer, i))) => Some((at, Due::Timer(timer, i))),
+        (_, None) => None,
+    }
+}
+
+/// Gives the callouts of `vms` made since the last call their place in the
+/// order of events (`seq` counts on), so that answers due at the same time
+/// arrive in the order the callouts were made.
+pub(crate) fn stamp_calls<'a>(vms: impl Iterator<Item = &'a mut Vm>, seq: &mut u64) {
+    for vm in vms {
+        let mut state = vm.state();
+        for call in &mut state.root_mut().pending_calls {
+            if call.seq.is_none() {
+                *seq += 1;
+                call.seq = Some(*seq);
+            }
+        }
+    }
+}
+
+/// Answers the callout at `index` of `vm`'s queue: to its root context, or,
+/// if the VM failed, to nobody (Envoy calls a failed VM no more). `None` if
+/// there is no such call or nobody was called.
+pub(crate) fn answer_queued(
+    vm: &mut Vm,
+    clusters: &mut Clusters,
+    index: usize,
+    callouts: &mut Vec<Callout>,
+) -> Option<Result<Option<i32>, Trap>> {
+    let call = vm.state().root_mut().pending_calls.remove(index)?;
+    if vm.failed() {
+        answer_dropped(clusters, call, callouts);
+        return None;
+    }
+    Some(answer_call(vm, clusters, call, callouts))
+}
+
+/// Records a callout whose answer reaches nobody (its VM failed): the
+/// cluster saw it and answered.
+pub(crate) fn answer_dropped(
+    clusters: &mut Clusters,
+    call: PendingCall,
+    callouts: &mut Vec<Callout>,
+) {
+    let response = match call.answer {
+        Some(response) => response,
+        None => ask_cluster(clusters, &call.cluster, &call.request),
+    };
+    callouts.push(Callout {
+        cluster: call.cluster,
+        request: call.request,
+        response,
+    });
 }
 
 /// Fires `timer`, due at `at`, in `vm`: its `on_tick`, or the gRPC calls that
@@ -871,7 +994,7 @@ fn waits_for_answers(slot: &mut Slot, context: Option<u32>) -> bool {
 /// `slot`, which waits with a buffered body in `context`, and tells what it
 /// did to the stream. The body is in place meanwhile (Envoy still holds it:
 /// the callback may read or replace it) and taken back after. A VM that
-/// another stream's callback failed gets its failure policy instead.
+/// another stream's callback failed is not called: the stream stays paused.
 fn answer_buffered(
     slot: &mut Slot,
     direction: Direction,
@@ -881,7 +1004,10 @@ fn answer_buffered(
     f: impl FnOnce(&mut Vm) -> Result<Option<i32>, Trap>,
 ) -> Result<After> {
     if slot.vm.failed() {
-        return Ok(failed_while_waiting(slot, None));
+        return Ok(After::Returned {
+            action: None,
+            resumed: false,
+        });
     }
     let body = buffered.take();
     {
@@ -913,6 +1039,27 @@ fn disconnected(phase: &'static str) -> Error {
         logs: Vec::new(),
         callouts: Vec::new(),
     }
+}
+
+/// Which headers callback returned: filter `i`'s, for `stream`.
+#[derive(Clone, Copy)]
+struct Header {
+    i: usize,
+    stream: u32,
+    direction: Direction,
+    end_of_stream: bool,
+}
+
+/// How the chain goes on after a headers callback.
+enum Headers {
+    /// To the next filter; `resumed` if the filter paused and was resumed.
+    Next { resumed: bool },
+    /// The filter holds the headers until the body (or trailers) ends.
+    Held,
+    /// The filter sent a local reply.
+    Reply(Reply),
+    /// The filter's VM failed: Envoy's `wasm_fail_stream` reply.
+    Failed(Reply),
 }
 
 fn stalled(slot: &Slot, phase: &'static str) -> Error {
@@ -1320,25 +1467,35 @@ impl Chain {
             for slot in slots.iter_mut() {
                 while let Some(Ok(())) = grpc_step(&mut slot.vm, grpc) {}
             }
-            // Callouts still in flight (made while the plugin started) are
-            // answered when due; at equal times before a timer.
-            let timer = next_timer(slots.iter_mut().map(|s| &mut s.vm), end);
-            let call = next_root_call(slots, clusters, end);
-            match (call, timer) {
-                (Some((at, i, index)), timer) if timer.is_none_or(|(t, _, _)| at <= t) => {
+            // Callouts still in flight (made while the plugin started, or
+            // by a VM FAIL_RELOAD replaced) are answered when due; at equal
+            // times before a timer.
+            let mut vms: Vec<&mut Vm> = slots.iter_mut().map(|s| &mut s.vm).collect();
+            let due = next_due(&mut vms, clusters, end, true);
+            let retired = self
+                .retired
+                .iter_mut()
+                .enumerate()
+                .map(|(index, (_, call))| (call_due(&mut self.clusters, call), index))
+                .filter(|&(at, _)| at <= end)
+                .min();
+            match (retired, due) {
+                (Some((at, index)), due) if due.is_none_or(|(d, _)| at <= d) => {
+                    self.set_monotonic(at);
+                    let (_, call) = self.retired.remove(index);
+                    answer_dropped(&mut self.clusters, call, &mut callouts);
+                }
+                (_, Some((at, Due::Call(i, index)))) => {
                     self.set_monotonic(at);
                     let Chain {
                         slots, clusters, ..
                     } = self;
                     let vm = &mut slots[i].vm;
-                    let Some(call) = vm.state().root_mut().pending_calls.remove(index) else {
-                        break;
-                    };
-                    let _ = answer_call(vm, clusters, call, &mut callouts);
+                    let _ = answer_queued(vm, clusters, index, &mut callouts);
                     // A root context has no stream to act on.
                     vm.state().deferred.clear();
                 }
-                (_, Some((at, timer, i))) => {
+                (_, Some((at, Due::Timer(timer, i)))) => {
                     self.set_monotonic(at);
                     let vm = &mut self.slots[i].vm;
                     let _ = fire_timer(vm, at, timer);
@@ -1373,6 +1530,7 @@ impl Chain {
     fn create_filters(&mut self, progress: &mut [Progress]) {
         for (i, p) in progress.iter_mut().enumerate().take(self.slots.len()) {
             self.reload_if_due(i);
+            p.generation = self.slots[i].generation;
             let vm = &mut self.slots[i].vm;
             if !vm.failed() {
                 p.reserved = Some(vm.new_context_id());
@@ -1414,11 +1572,9 @@ impl Chain {
             return;
         }
         let now = self.monotonic();
-        let slot = &self.slots[i];
-        let base = u64::try_from(slot.reload_backoff.as_millis()).unwrap_or(u64::MAX);
-        let jitter = self.next_random() % (base / 2).max(1);
+        let random = self.next_random();
         let slot = &mut self.slots[i];
-        if now.saturating_sub(slot.loaded_at) < Duration::from_millis(base + jitter) {
+        if !reload_due(slot.reload_backoff, slot.loaded_at, now, random) {
             return;
         }
         slot.loaded_at = now;
@@ -1458,7 +1614,13 @@ impl Chain {
                 wire(&mut vm, &self.hcm);
                 vm.take_fuel();
                 vm.take_host_calls();
+                // The failed VM stays with the streams paused in it; what
+                // its callouts get back reaches nobody.
+                let key = slot.vm.key();
+                let calls = std::mem::take(&mut slot.vm.state().root_mut().pending_calls);
+                self.retired.extend(calls.into_iter().map(|c| (key, c)));
                 slot.vm = vm;
+                slot.generation = slot.generation.wrapping_add(1);
             }
             Err(e) => tracing::warn!(plugin = %slot.filter.meta.name, "VM reload failed: {e}"),
         }
@@ -2315,7 +2477,7 @@ impl Chain {
                     carry = Some(data);
                     continue;
                 };
-                if slot.vm.failed() {
+                if slot.failed_for(progress[i].generation) {
                     if slot.policy == FailurePolicy::FailOpen {
                         carry = Some(data);
                         continue;
@@ -2536,7 +2698,15 @@ impl Chain {
                     let slot = &mut chain.slots[i];
                     let leftovers = &io.leftovers;
                     let holds_body = buffered[i].is_some() || waiting_at_end[i];
-                    let in_flight = !slot.vm.failed() && {
+                    // A failed VM never lets the body go: the stream stays
+                    // paused until its client leaves (measured in Envoy 1.40).
+                    if slot.failed_for(progress[i].generation) {
+                        if holds_body {
+                            filters.push((i, context));
+                        }
+                        continue;
+                    }
+                    let in_flight = {
                         let state = slot.vm.state();
                         let root = state.root();
                         root.pending_calls
@@ -2741,7 +2911,7 @@ impl Chain {
             let (stream, result) = {
                 let mut chain = io.chain();
                 let slot = &mut chain.slots[i];
-                if slot.vm.failed() {
+                if slot.failed_for(progress[i].generation) {
                     match slot.policy {
                         FailurePolicy::FailOpen => continue,
                         FailurePolicy::FailClosed | FailurePolicy::FailReload => {
@@ -2770,56 +2940,80 @@ impl Chain {
                 });
                 (stream, result)
             };
-            // A pause stands unless a callout response resumes the stream.
-            let step = settle(
-                io,
+            let header = Header {
                 i,
                 stream,
-                result,
-                Direction::Request,
-                "on_request_headers",
-                callouts,
-            )
-            .await;
-            let mut chain = io.chain();
-            let slot = &mut chain.slots[i];
-            // The headers come back even when the stream ends here (a reset,
-            // a disconnect): the access log still reads them.
-            *fields = slot
-                .vm
-                .state()
-                .maps
-                .request_headers
-                .take()
-                .unwrap_or_default();
-            match step? {
-                After::Returned { action, resumed } => {
-                    if holds(slot, action, end_of_stream) && !resumed {
-                        *held = Some(i);
-                        return Ok(None);
-                    }
-                    if !continues(action) && !resumed {
-                        return Err(stalled(slot, "on_request_headers"));
-                    }
-                    progress[i].resumed_request = !continues(action);
-                }
-                After::Reply(request) => {
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request,
-                    }));
-                }
-                After::Failed => {
+                direction: Direction::Request,
+                end_of_stream,
+            };
+            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+                Headers::Next { resumed } => progress[i].resumed_request = resumed,
+                Headers::Held => return Ok(None),
+                Headers::Reply(reply) => return Ok(Some(reply)),
+                Headers::Failed(reply) => {
                     // Envoy skips a failed VM's encoder callbacks.
                     progress[i].decoded = false;
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request: fail_stream(),
-                    }));
+                    return Ok(Some(reply));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// After a headers callback of filter `header.i` returned `result`: waits
+    /// while a pause holds the stream (until a callout response resumes it),
+    /// then gives the headers back to `fields` (even when the stream ends here,
+    /// a reset or a disconnect: the access log still reads them) and says how
+    /// the chain goes on.
+    async fn headers_returned(
+        io: &mut Io<'_, '_>,
+        header: Header,
+        result: Result<Option<i32>, Trap>,
+        fields: &mut Fields,
+        held: &mut Option<usize>,
+        callouts: &mut Vec<Callout>,
+    ) -> Result<Headers> {
+        let Header {
+            i,
+            stream,
+            direction,
+            end_of_stream,
+        } = header;
+        let callback = match direction {
+            Direction::Request => "on_request_headers",
+            Direction::Response => "on_response_headers",
+        };
+        let step = settle(io, i, stream, result, direction, callback, callouts).await;
+        let mut chain = io.chain();
+        let slot = &mut chain.slots[i];
+        *fields = {
+            let maps = &mut slot.vm.state().maps;
+            match direction {
+                Direction::Request => maps.request_headers.take(),
+                Direction::Response => maps.response_headers.take(),
+            }
+            .unwrap_or_default()
+        };
+        let reply = |request| Reply {
+            slot: Some(i),
+            request,
+        };
+        Ok(match step? {
+            After::Returned { action, resumed } => {
+                if holds(slot, action, end_of_stream) && !resumed {
+                    *held = Some(i);
+                    Headers::Held
+                } else if !continues(action) && !resumed {
+                    return Err(stalled(slot, callback));
+                } else {
+                    Headers::Next {
+                        resumed: !continues(action),
+                    }
+                }
+            }
+            After::Reply(request) => Headers::Reply(reply(request)),
+            After::Failed => Headers::Failed(reply(fail_stream())),
+        })
     }
 
     /// The response path: `on_response_headers` in reverse order, for the filters
@@ -2849,7 +3043,7 @@ impl Chain {
             let result = {
                 let mut chain = io.chain();
                 let slot = &mut chain.slots[i];
-                if slot.vm.failed() {
+                if slot.failed_for(progress[i].generation) {
                     if slot.policy == FailurePolicy::FailOpen {
                         continue;
                     }
@@ -2866,48 +3060,16 @@ impl Chain {
                 slot.vm
                     .on_response_headers(stream, num_headers, end_of_stream)
             };
-            let step = settle(
-                io,
+            let header = Header {
                 i,
                 stream,
-                result,
-                Direction::Response,
-                "on_response_headers",
-                callouts,
-            )
-            .await;
-            let mut chain = io.chain();
-            let slot = &mut chain.slots[i];
-            *fields = slot
-                .vm
-                .state()
-                .maps
-                .response_headers
-                .take()
-                .unwrap_or_default();
-            match step? {
-                After::Returned { action, resumed } => {
-                    if holds(slot, action, end_of_stream) && !resumed {
-                        *held = Some(i);
-                        return Ok(None);
-                    }
-                    if !continues(action) && !resumed {
-                        return Err(stalled(slot, "on_response_headers"));
-                    }
-                    progress[i].resumed_response = !continues(action);
-                }
-                After::Reply(request) => {
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request,
-                    }));
-                }
-                After::Failed => {
-                    return Ok(Some(Reply {
-                        slot: Some(i),
-                        request: fail_stream(),
-                    }));
-                }
+                direction: Direction::Response,
+                end_of_stream,
+            };
+            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+                Headers::Next { resumed } => progress[i].resumed_response = resumed,
+                Headers::Held => return Ok(None),
+                Headers::Reply(reply) | Headers::Failed(reply) => return Ok(Some(reply)),
             }
         }
         Ok(None)
@@ -2927,7 +3089,7 @@ impl Chain {
         let mut logged = std::mem::take(&mut self.scratch.logged);
         logged.clear();
         for (i, (slot, p)) in self.slots.iter_mut().zip(progress).enumerate() {
-            if slot.vm.failed() {
+            if slot.failed_for(p.generation) {
                 continue;
             }
             let stream = match p.context {

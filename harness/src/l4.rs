@@ -43,26 +43,34 @@
 //!   `proxy_on_downstream_connection_close(peer)` followed by `proxy_on_done`,
 //!   `proxy_on_log`, `proxy_on_delete` (Envoy's `onCloseTCP`), filter by filter
 //!   in chain order; then `tcp_proxy` closes the upstream connection.
-//! * A trap fails the VM: with `FAIL_CLOSED` the connection is closed, with
-//!   `FAIL_OPEN` the filter passes everything. A VM that failed before the
-//!   connection was accepted closes it at once (`FAIL_CLOSED`) or is left out of
-//!   the chain (`FAIL_OPEN`).
+//! * A trap fails the VM and closes the connection whose callback trapped,
+//!   whatever the failure policy. Later, with `FAIL_CLOSED` a failed VM
+//!   closes each connection as it is accepted (or at its next callback), with
+//!   `FAIL_OPEN` it is left out of the chain (its filter passes everything).
+//!   With `FAIL_RELOAD` a connection accepted once a jittered backoff in
+//!   `[base, 1.5 × base)` has passed since the VM was loaded gets a fresh VM
+//!   (start-up sequence included; a sibling plugin sharing the VM joins it);
+//!   before that, the failed VM closes it as with `FAIL_CLOSED`.
 //!
-//! * Timers, HTTP callouts and gRPC work as for HTTP filters: a root context's
-//!   `on_tick` fires on the virtual clock ([`NetworkChain::advance`], or
-//!   [`Connection::advance`] while a connection is open), and callouts
-//!   (`proxy_http_call` to a [`NetworkChainBuilder::callout_cluster`]) and gRPC
-//!   calls (to a [`NetworkChainBuilder::grpc_service`]) are answered to the
-//!   root context on a later event, after the upstream's pending reactions are
-//!   queued. A connection's filter that paused waiting for an answer is resumed
+//! * Timers, HTTP callouts and gRPC work as for HTTP filters, on one virtual
+//!   clock ([`NetworkChain::advance`], or [`Connection::advance`] while a
+//!   connection is open): a root context's `on_tick` fires when due, and
+//!   callouts (`proxy_http_call` to a [`NetworkChainBuilder::callout_cluster`])
+//!   are answered to the root context when their cluster answers (at once, or
+//!   after an [`UpstreamFault::Delay`](crate::UpstreamFault::Delay); a call
+//!   whose timeout comes first gets Envoy's `504`), in time order with ticks
+//!   (an answer first at equal times) and the connection's events; an answer
+//!   due at once arrives on a later event, before the upstream's pending
+//!   reactions. gRPC calls (to a [`NetworkChainBuilder::grpc_service`]) are
+//!   answered as soon as they are made. A failed VM's callouts are answered to
+//!   nobody. A connection's filter that paused waiting for an answer is resumed
 //!   by `proxy_continue_stream(Downstream)` with its connection as the effective
 //!   context (`continueReading` after that filter); on a root context without
 //!   one it does nothing, as in Envoy. `proxy_close_stream` likewise closes the
 //!   connection whose context it acts on.
 //!
-//! Not emulated: `FAIL_RELOAD` (refused when the chain is built), TLS and
-//! connection-level properties beyond `source.*`, `destination.*`,
-//! `upstream.*` and `xds.cluster_name`.
+//! Not emulated: TLS and connection-level properties beyond `source.*`,
+//! `destination.*`, `upstream.*` and `xds.cluster_name`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -70,8 +78,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::chain::{
-    Background, Clusters, FailurePolicy, Filter, GrpcServices, answer_call, drain_grpc, fire_timer,
-    grpc_step, next_timer, set_vm_clock, settle_root_callback,
+    Background, Clusters, Due, FailurePolicy, Filter, GrpcServices, answer_queued,
+    check_reload_backoff, drain_grpc, fire_timer, grpc_step, next_due, reload_due, set_vm_clock,
+    stamp_calls,
 };
 use crate::grpc::{GrpcCallout, GrpcService, GrpcStreamService};
 use crate::outcome::{Callout, LogLevel, LogRecord};
@@ -302,9 +311,8 @@ impl NetworkChainBuilder {
     /// `on_vm_start` and `on_configure`.
     ///
     /// # Errors
-    /// The first plugin that fails to start, e.g. [`Error::ConfigureFailed`], or
-    /// [`Error::EnvoyConfig`] for `FAIL_RELOAD`, which is not emulated for
-    /// network filters.
+    /// The first plugin that fails to start, e.g. [`Error::ConfigureFailed`],
+    /// or [`Error::WouldCrashEnvoy`] for a `FAIL_RELOAD` backoff below 2 ms.
     pub fn build(self) -> Result<NetworkChain> {
         let shared = Arc::new(Shared::default());
         let mut slots = Vec::with_capacity(self.filters.len());
@@ -312,12 +320,7 @@ impl NetworkChainBuilder {
         let grpc_stream_clusters = self.grpc.streaming_names();
         for (i, filter) in self.filters.iter().enumerate() {
             let (plugin, meta, policy) = filter.parts();
-            if policy == FailurePolicy::FailReload {
-                return Err(Error::EnvoyConfig(format!(
-                    "plugin `{}`: FAIL_RELOAD is not emulated for network filters",
-                    meta.name
-                )));
-            }
+            check_reload_backoff(&meta.name, policy, filter.backoff())?;
             // Filters with Envoy's same VM key share a VM (slot j is filter j).
             let sibling = self.filters[..i]
                 .iter()
@@ -353,6 +356,9 @@ impl NetworkChainBuilder {
                 vm,
                 policy,
                 callbacks,
+                filter: filter.clone(),
+                seed: self.seed.wrapping_add(i as u64),
+                loaded_at: Duration::ZERO,
             });
         }
         let startup_logs = std::mem::take(&mut *shared.logs());
@@ -364,6 +370,13 @@ impl NetworkChainBuilder {
             cluster: self.cluster,
             clusters: self.clusters,
             grpc: self.grpc,
+            log_level: self.log_level,
+            fuel_per_call: self.fuel_per_call,
+            source: self.source,
+            destination: self.destination,
+            rng: self.seed ^ 0x5EED,
+            seq: 0,
+            retired: Vec::new(),
         })
     }
 }
@@ -372,6 +385,11 @@ struct Slot {
     vm: Vm,
     policy: FailurePolicy,
     callbacks: NetworkCallbacks,
+    /// What the VM was started from, to start a fresh one (FAIL_RELOAD).
+    filter: Filter,
+    seed: u64,
+    /// When the VM was loaded (virtual monotonic time), for the reload backoff.
+    loaded_at: Duration,
 }
 
 impl std::fmt::Debug for Slot {
@@ -414,6 +432,17 @@ pub struct NetworkChain {
     cluster: String,
     clusters: Clusters,
     grpc: GrpcServices,
+    log_level: LogLevel,
+    fuel_per_call: u64,
+    source: SocketAddr,
+    destination: SocketAddr,
+    /// Draws the FAIL_RELOAD backoff's jitter.
+    rng: u64,
+    /// The order callouts were made in, across VMs.
+    seq: u64,
+    /// Failed VMs FAIL_RELOAD replaced that still have callouts in flight:
+    /// their cluster answers them, to nobody.
+    retired: Vec<Vm>,
 }
 
 impl NetworkChain {
@@ -435,32 +464,30 @@ impl NetworkChain {
         }
     }
 
-    /// Moves the virtual clock forward by `by` with no connection open, firing
-    /// every `on_tick` that falls due on the way (in time order across
-    /// plugins) and timing out gRPC calls; callouts made meanwhile are answered
-    /// right after the callback that made them, and those made while the
-    /// plugins started before anything else. Returns what happened.
+    /// Moves the virtual clock forward by `by` with no connection open: in
+    /// time order across plugins, every `on_tick` that falls due on the way
+    /// fires, gRPC calls time out, and callouts in flight (made while the
+    /// plugins started, or by a tick) get their answer when their cluster
+    /// gives it (at once, or after an
+    /// [`UpstreamFault::Delay`](crate::UpstreamFault::Delay), capped by the
+    /// call's timeout), at equal times before a tick. Returns what happened.
     pub fn advance(&mut self, by: Duration) -> Background {
         let mut callouts = Vec::new();
         let end = self.monotonic() + by;
-        // Answers still in flight from the plugins' start-up come first.
-        for slot in &mut self.slots {
-            settle_root_callback(
-                &mut slot.vm,
-                &mut self.clusters,
-                &mut self.grpc,
-                Ok(()),
-                &mut callouts,
-            );
-        }
-        while let Some((i, result)) = self.fire_next(end) {
-            let NetworkChain {
-                slots,
-                clusters,
-                grpc,
-                ..
-            } = self;
-            settle_root_callback(&mut slots[i].vm, clusters, grpc, result, &mut callouts);
+        loop {
+            // gRPC work is due as soon as it appears.
+            for slot in &mut self.slots {
+                while let Some(Ok(())) = grpc_step(&mut slot.vm, &mut self.grpc) {
+                    slot.vm.state().deferred.clear();
+                }
+            }
+            let Some((at, due)) = self.next_due(end, true) else {
+                break;
+            };
+            if let Some((i, _)) = self.run_due(at, due, &mut callouts) {
+                // A root context has no connection to act on.
+                self.slots[i].vm.state().deferred.clear();
+            }
         }
         self.set_monotonic(end);
         for slot in &mut self.slots {
@@ -492,13 +519,126 @@ impl NetworkChain {
         }
     }
 
-    /// Fires the earliest tick or gRPC deadline due by `end` (a tick first when
-    /// both fall at the same time): returns the slot and the callback's
-    /// result.
-    fn fire_next(&mut self, end: Duration) -> Option<(usize, Result<(), Trap>)> {
-        let (at, timer, i) = next_timer(self.slots.iter_mut().map(|s| &mut s.vm), end)?;
-        self.set_monotonic(at);
-        Some((i, fire_timer(&mut self.slots[i].vm, at, timer)))
+    /// The next callout answer, or timer with `timers`, due by `end` across
+    /// the plugins (and the failed VMs FAIL_RELOAD replaced), as the HTTP
+    /// chain orders them.
+    fn next_due(&mut self, end: Duration, timers: bool) -> Option<(Duration, Due)> {
+        self.retired
+            .retain_mut(|vm| !vm.state().root().pending_calls.is_empty());
+        let NetworkChain {
+            slots,
+            retired,
+            clusters,
+            seq,
+            ..
+        } = self;
+        let mut vms: Vec<&mut Vm> = slots
+            .iter_mut()
+            .map(|s| &mut s.vm)
+            .chain(retired.iter_mut())
+            .collect();
+        stamp_calls(vms.iter_mut().map(|vm| &mut **vm), seq);
+        next_due(&mut vms, clusters, end, timers)
+    }
+
+    /// Runs what is due at `at` (the clock moves there): a callout's answer,
+    /// to its root context, or a timer. Returns the slot whose VM was called
+    /// and the callback's result; `None` if no VM was called (a failed VM's
+    /// answer reaches nobody).
+    fn run_due(
+        &mut self,
+        at: Duration,
+        due: Due,
+        callouts: &mut Vec<Callout>,
+    ) -> Option<(usize, Result<(), Trap>)> {
+        if at > self.monotonic() {
+            self.set_monotonic(at);
+        }
+        let n = self.slots.len();
+        match due {
+            Due::Call(i, index) => {
+                let NetworkChain {
+                    slots,
+                    retired,
+                    clusters,
+                    ..
+                } = self;
+                let vm = match slots.get_mut(i) {
+                    Some(slot) => &mut slot.vm,
+                    None => retired.get_mut(i - n)?,
+                };
+                let result = answer_queued(vm, clusters, index, callouts)?;
+                (i < n).then_some((i, result.map(drop)))
+            }
+            Due::Timer(timer, i) => {
+                let slot = self.slots.get_mut(i)?;
+                Some((i, fire_timer(&mut slot.vm, at, timer)))
+            }
+        }
+    }
+
+    /// FAIL_RELOAD, as Envoy applies it when a connection is accepted: a VM
+    /// that trapped is replaced by a fresh one (start-up sequence included)
+    /// once the jittered backoff has passed since it was loaded (see
+    /// [`ChainBuilder`](crate::ChainBuilder)'s filters). A healthy VM with the
+    /// same key (one a sibling plugin reloaded already) takes the plugin; a
+    /// failed reload keeps the failed VM (the connection is closed) and the
+    /// backoff starts again.
+    fn reload_if_due(&mut self, i: usize) {
+        if self.slots[i].policy != FailurePolicy::FailReload || !self.slots[i].vm.failed() {
+            return;
+        }
+        let now = self.monotonic();
+        self.rng = self
+            .rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let slot = &self.slots[i];
+        if !reload_due(slot.filter.backoff(), slot.loaded_at, now, self.rng) {
+            return;
+        }
+        self.slots[i].loaded_at = now;
+        let wall = self.slots[i].vm.state().now;
+        let healthy = self
+            .slots
+            .iter()
+            .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
+        let slot = &self.slots[i];
+        let (plugin, meta, _) = slot.filter.parts();
+        let started = match healthy {
+            Some(sibling) => sibling.vm.join(meta.clone()),
+            None => Vm::start(
+                plugin,
+                meta.clone(),
+                &VmSetup {
+                    now: wall,
+                    monotonic: now,
+                    seed: slot.seed,
+                    log_level: self.log_level,
+                    fuel_per_call: self.fuel_per_call,
+                    clusters: &self.clusters.names(),
+                    grpc_clusters: &self.grpc.names(),
+                    grpc_stream_clusters: &self.grpc.streaming_names(),
+                },
+                Arc::clone(&self.shared),
+            ),
+        };
+        match started {
+            Ok(mut vm) => {
+                {
+                    let mut state = vm.state();
+                    state.source_address = Some(self.source);
+                    state.destination_address = Some(self.destination);
+                }
+                vm.take_fuel();
+                vm.take_host_calls();
+                let slot = &mut self.slots[i];
+                slot.callbacks = vm.network_callbacks();
+                let old = std::mem::replace(&mut slot.vm, vm);
+                self.retired.push(old);
+            }
+            Err(e) => tracing::warn!(plugin = %meta.name, "VM reload failed: {e}"),
+        }
     }
 
     /// The gRPC calls the services answered since the last drain, from every VM.
@@ -529,6 +669,10 @@ impl NetworkChain {
     /// None yet; the connection's fate is in the returned value (a filter that
     /// closes it, a failed VM).
     pub fn connect<'a>(&'a mut self, upstream: impl TcpUpstream + 'a) -> Result<Connection<'a>> {
+        // As Envoy's filter chain factory, in chain order.
+        for i in 0..self.slots.len() {
+            self.reload_if_due(i);
+        }
         let filters = self
             .slots
             .iter_mut()
@@ -757,8 +901,16 @@ impl Connection<'_> {
     /// connection still open stays open (as in an Envoy that keeps running): no
     /// close callbacks are made for it.
     pub fn finish(mut self) -> ConnectionOutcome {
-        // Answers still in flight arrive (Envoy keeps running).
+        // Answers still in flight arrive when their cluster gives them (Envoy
+        // keeps running; timers wait for the next advance, as for HTTP
+        // streams).
         self.pump();
+        while let Some((at, due)) = self.chain.next_due(Duration::MAX, false) {
+            if let Some((i, result)) = self.chain.run_due(at, due, &mut self.callouts) {
+                self.after_root_call(i, result.is_ok());
+            }
+            self.pump();
+        }
         let grpc = self.chain.drain_grpc();
         let slots = &mut self.chain.slots;
         let fuel = slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
@@ -779,16 +931,21 @@ impl Connection<'_> {
         }
     }
 
-    /// Moves the virtual clock forward by `by` while the connection is open,
-    /// firing every `on_tick` that falls due on the way (see
-    /// [`NetworkChain::advance`]). What a tick does to the connection (a
-    /// filter resumed or the connection closed through its effective context,
-    /// callouts and their answers) happens before the next tick.
+    /// Moves the virtual clock forward by `by` while the connection is open:
+    /// ticks, gRPC deadlines and callout answers that fall due on the way
+    /// arrive in time order (see [`NetworkChain::advance`]). What each does to
+    /// the connection (a filter resumed or the connection closed through its
+    /// effective context, and what follows from it) happens before the next.
     pub fn advance(&mut self, by: Duration) {
         let end = self.chain.monotonic() + by;
-        while let Some((i, result)) = self.chain.fire_next(end) {
-            self.after_root_call(i, result.is_ok());
+        loop {
             self.pump();
+            let Some((at, due)) = self.chain.next_due(end, true) else {
+                break;
+            };
+            if let Some((i, result)) = self.chain.run_due(at, due, &mut self.callouts) {
+                self.after_root_call(i, result.is_ok());
+            }
         }
         self.chain.set_monotonic(end);
     }
@@ -797,9 +954,9 @@ impl Connection<'_> {
         self.closed.is_none()
     }
 
-    /// Delivers what arrives after the current event, each a later event: the
-    /// answers to callouts and gRPC calls in flight (in the order they were
-    /// made, VM by VM), then the upstream's reactions.
+    /// Delivers what arrives after the current event without the clock
+    /// moving, each a later event: the answers to callouts due by now (in
+    /// the order they were made), gRPC work, then the upstream's reactions.
     fn pump(&mut self) {
         loop {
             if self.answer_next() {
@@ -812,30 +969,23 @@ impl Connection<'_> {
         }
     }
 
-    /// Delivers the next callout answer or gRPC event to its root context and
-    /// applies what the callback deferred; `false` if nothing is in flight.
+    /// Delivers the next callout answer due by now or gRPC event to its root
+    /// context and applies what the callback deferred; `false` if nothing is
+    /// due.
     fn answer_next(&mut self) -> bool {
-        for i in 0..self.chain.slots.len() {
-            let NetworkChain {
-                slots,
-                clusters,
-                grpc,
-                ..
-            } = &mut *self.chain;
-            let vm = &mut slots[i].vm;
-            if vm.failed() {
-                continue;
+        let now = self.chain.monotonic();
+        if let Some((at, due)) = self.chain.next_due(now, false) {
+            if let Some((i, result)) = self.chain.run_due(at, due, &mut self.callouts) {
+                self.after_root_call(i, result.is_ok());
             }
-            let call = vm.state().root_mut().pending_calls.pop_front();
-            let result = match call {
-                Some(call) => answer_call(vm, clusters, call, &mut self.callouts).map(drop),
-                None => match grpc_step(vm, grpc) {
-                    Some(result) => result,
-                    None => continue,
-                },
-            };
-            self.after_root_call(i, result.is_ok());
             return true;
+        }
+        for i in 0..self.chain.slots.len() {
+            let NetworkChain { slots, grpc, .. } = &mut *self.chain;
+            if let Some(result) = grpc_step(&mut slots[i].vm, grpc) {
+                self.after_root_call(i, result.is_ok());
+                return true;
+            }
         }
         false
     }
@@ -1033,7 +1183,7 @@ impl Connection<'_> {
             return self.failed(i);
         }
         if s.vm.create_stream(context).is_err() {
-            return self.failed(i);
+            return self.trapped();
         }
         let cb = s.callbacks.on_new_connection.clone();
         let result = s.vm.call_network(
@@ -1185,8 +1335,19 @@ impl Connection<'_> {
                 self.after_call(i, true);
                 status(action)
             }
-            Err(_) => self.failed(i),
+            Err(_) => self.trapped(),
         }
+    }
+
+    /// The callback trapped: Envoy closes the connection whatever the
+    /// policy (measured in Envoy 1.40, `l4-fail-open.yaml`); `FAIL_OPEN` only
+    /// lets later callbacks and connections pass the failed VM.
+    fn trapped(&mut self) -> Status {
+        if !self.stream_failed {
+            self.stream_failed = true;
+            self.close(CloseType::Local);
+        }
+        Status::Stop
     }
 
     /// Runs what the callback deferred (Envoy's `DeferAfterCallActions`).

@@ -61,15 +61,21 @@
 //! timers on a virtual clock ([`Chain::advance`] fires `on_tick` and gRPC timeouts),
 //! shared queues (per `vm_id`; `on_queue_ready` goes to the latest registrant after
 //! the current event, as Envoy posts it), the foreign functions `compress`,
-//! `uncompress` and `clear_route_cache`, fail-closed/fail-open/fail-reload after a
-//! trap, WASI stdio/clock/random/environ. The conformance suite in
+//! `uncompress`, `clear_route_cache`, `declare_property` (typed, read-only,
+//! life-spanned properties for `proxy_set_property`), `set_envoy_filter_state`
+//! (Envoy's registered filter state objects, read as `filter_state.<key>`),
+//! `sign` and `verify_signature` (RSA PKCS#1 v1.5 and ECDSA on the NIST curves,
+//! DER or PEM keys, Envoy's error texts), fail-closed/fail-open/fail-reload after a
+//! trap (a stream paused in a VM another stream failed stays paused, as Envoy
+//! calls a failed VM no more), WASI stdio/clock/random/environ. The conformance suite in
 //! `tests/conformance/` compares the stream, header, body, trailer, shared-data,
 //! shared-queue, foreign-function, metrics, property, callout, chain and failure
 //! behaviours with Envoy 1.40, gRPC, and the ABI 0.1.0 differences and load
 //! refusals. The load checks and timers are tested in
-//! the harness only (Envoy's timers run on the wall clock). Envoy's other foreign
-//! functions answer `Unimplemented`, as do `google_grpc` services. A body buffered
-//! past the listener's `per_connection_buffer_limit_bytes` (default 1 MiB) is
+//! the harness only (Envoy's timers run on the wall clock). The CEL foreign
+//! functions (`expr_create`, `expr_evaluate`, `expr_delete`) answer
+//! `Unimplemented` (why: see `abi/foreign.rs`), as do `google_grpc` services.
+//! A body buffered past the listener's `per_connection_buffer_limit_bytes` (default 1 MiB) is
 //! answered `413` (request) or `500` (response), as Envoy's filter manager does.
 //! Callouts can be made from any stream callback or from the root context. Their
 //! responses arrive as Envoy's do, as events on the chain's one virtual clock:

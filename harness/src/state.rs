@@ -98,8 +98,9 @@ impl StreamMaps {
 /// Stream attributes that are not headers.
 #[derive(Debug, Default)]
 pub(crate) struct StreamInfo {
-    /// Filter state written with `proxy_set_property`, by raw path.
-    pub(crate) filter_state: HashMap<Vec<u8>, Vec<u8>>,
+    /// Filter state by key: properties written with `proxy_set_property`
+    /// (under `wasm.<path>`) and objects stored with `set_envoy_filter_state`.
+    pub(crate) filter_state: HashMap<Vec<u8>, crate::abi::filter_state::Entry>,
     /// A network filter's upstream host, once `tcp_proxy` connects (an HTTP
     /// stream's is in its [`StreamFacts`]).
     pub(crate) upstream_address: Option<std::net::SocketAddr>,
@@ -405,6 +406,9 @@ pub(crate) struct RootState {
     pub(crate) grpc: crate::grpc::GrpcState,
     /// Callouts made and not answered yet, in order.
     pub(crate) pending_calls: std::collections::VecDeque<PendingCall>,
+    /// Properties the root context declared with `declare_property`: how
+    /// `proxy_set_property` creates them in a stream.
+    pub(crate) declared: HashMap<Vec<u8>, crate::abi::filter_state::Prototype>,
 }
 
 impl RootState {
@@ -416,6 +420,7 @@ impl RootState {
             next_tick: None,
             grpc: crate::grpc::GrpcState::default(),
             pending_calls: std::collections::VecDeque::new(),
+            declared: HashMap::new(),
         }
     }
 }
@@ -475,6 +480,9 @@ pub(crate) struct HostState {
     pub(crate) call_response: Option<CallResponse>,
     /// The last HTTP callout token (Envoy's: 4, 8, 12, ..., one sequence per VM).
     last_call_token: u32,
+    /// Names a stream context declared with `declare_property` (Envoy keeps
+    /// them in that context, where nothing reads them), by context.
+    pub(crate) stream_declared: Vec<(u32, Vec<u8>)>,
     /// This VM's metric ids: id → (type, stat name).
     metrics: HashMap<u32, (MetricType, String)>,
     /// The next id per metric type (Envoy starts each at type + 4).
@@ -488,6 +496,25 @@ impl std::fmt::Debug for HostState {
             .field("phase", &self.phase)
             .field("active_context", &self.active_context)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+impl HostState {
+    /// A VM's state with one plugin `p` whose root context is 1, for unit
+    /// tests of host calls.
+    pub(crate) fn for_tests() -> Self {
+        let meta = PluginMeta {
+            name: "p".to_owned(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            vm_configuration: Vec::new(),
+            plugin_configuration: Vec::new(),
+            environment: Vec::new(),
+        };
+        let mut state = Self::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
+        state.roots[0].root_context_id = 1;
+        state
     }
 }
 
@@ -524,6 +551,7 @@ impl HostState {
             grpc_stream_clusters: Vec::new(),
             grpc_tokens: crate::grpc::GrpcTokens::default(),
             call_response: None,
+            stream_declared: Vec::new(),
             last_call_token: 0,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],
@@ -588,6 +616,7 @@ impl HostState {
     /// Forgets a context that was deleted.
     pub(crate) fn remove_context(&mut self, context: u32) {
         self.contexts.retain(|&(c, _)| c != context);
+        self.stream_declared.retain(|&(c, _)| c != context);
     }
 
     /// The index of the plugin host calls act for: the plugin of the

@@ -165,13 +165,16 @@ fn a_trap_closes_the_connection_when_failing_closed() {
 }
 
 #[test]
-fn a_trap_passes_everything_when_failing_open() {
+fn failing_open_a_trap_still_closes_its_connection_and_later_ones_skip_the_vm() {
     let mut chain = chain(FailurePolicy::FailOpen);
     let mut conn = chain.connect(Echo).expect("connects");
     conn.send(b"four").expect("sent");
-    assert_eq!(conn.client_received(), b"four");
+    // As in Envoy 1.40 (l4-fail-open.yaml): the connection whose callback
+    // trapped is closed whatever the policy.
+    assert_eq!(conn.client_received(), b"");
     let outcome = conn.finish();
-    assert_eq!(outcome.closed, None);
+    assert_eq!(outcome.closed, Some(CloseType::Local));
+    assert_eq!(outcome.upstream_received.as_deref(), Some(&b""[..]));
     assert_eq!(outcome.traps.len(), 1);
 
     // The failed VM is left out of later connections.

@@ -5,7 +5,8 @@ use std::ops::{Deref, DerefMut};
 use crate::host::{self, BufferType};
 use crate::{Error, ErrorKind, LocalReply, RequestHeaders, ResponseHeaders, Result};
 
-/// The body data of the current body callback, owned by the host.
+/// The data of the current body callback (or, for network filters, data
+/// callback, see [`StreamData`](crate::StreamData)), owned by the host.
 ///
 /// In streaming mode (the default) this is one chunk; after
 /// [`Headers::buffer_body`](crate::Headers::buffer_body) it is the whole body,
@@ -19,7 +20,12 @@ pub struct Body {
 }
 
 impl Body {
-    fn new(buffer: BufferType, target: &'static str, len: usize, end_of_stream: bool) -> Self {
+    pub(crate) fn new(
+        buffer: BufferType,
+        target: &'static str,
+        len: usize,
+        end_of_stream: bool,
+    ) -> Self {
         Self {
             buffer,
             target,
@@ -105,6 +111,21 @@ impl Body {
         host::set_buffer(self.buffer, self.len, 0, data)
             .map_err(self.err("proxy_set_buffer_bytes"))?;
         self.len += data.len();
+        Ok(())
+    }
+
+    /// Removes the first `n` bytes (all of them if `n` is larger), for a filter
+    /// that consumes a frame header.
+    ///
+    /// # Errors
+    /// A host error if the host refuses the call.
+    pub fn drain(&mut self, n: usize) -> Result<()> {
+        let n = n.min(self.len);
+        if n == 0 {
+            return Ok(());
+        }
+        host::set_buffer(self.buffer, 0, n, &[]).map_err(self.err("proxy_set_buffer_bytes"))?;
+        self.len -= n;
         Ok(())
     }
 

@@ -13,15 +13,14 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
-use crate::host::{self, BufferType};
-use crate::plugin::log_error;
+use crate::host;
+use crate::root::{FilterKind, Root};
 use crate::runtime::{self, StreamRef};
 use crate::task::Task;
 use crate::{
     BufferBody, CalloutResponse, CalloutToken, Error, Flow, GrpcResponse, GrpcStream,
-    GrpcStreamEvent, GrpcToken, HttpFilter, IntoLocalReply, LocalReply, Plugin, PluginContext,
-    RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers,
-    Result, SharedQueue, Timer,
+    GrpcStreamEvent, GrpcToken, HttpFilter, IntoLocalReply, LocalReply, Plugin, RequestBody,
+    RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers, Result,
 };
 
 /// Registers `F` (with plugin `P`) as the module's HTTP filter. Called from the
@@ -36,26 +35,16 @@ where
     // proxy-wasm's log backend also installs a panic hook that logs the message
     // and location at critical level before the trap.
     host::register_root_context(|id| -> Box<dyn RootContext> {
-        Box::new(Root::<F, P> {
-            vm_start: V::vm_start,
-            config: None,
-            plugin: None,
-            ctx: PluginContext::for_root(id),
-            _filter: PhantomData,
-        })
+        Box::new(Root::<Http<F>, P>::new(id, V::vm_start))
     });
 }
 
-/// What `on_vm_start` / `on_configure` answer Envoy: true, or false with the
-/// error logged after the filter's name and `what`.
-pub(crate) fn accepted<F>(what: &str, result: Result<()>) -> bool {
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            log::error!("{}: {what}{e}", type_name::<F>());
-            false
-        }
-    }
+/// [`Root`] creates HTTP streams of filter `F`.
+struct Http<F>(PhantomData<F>);
+
+impl<F: HttpFilter> FilterKind for Http<F> {
+    type Config = F::Config;
+    type Filter = F;
 }
 
 /// The last path segment of a type's name, for log lines.
@@ -68,187 +57,21 @@ pub(crate) fn type_name<T>() -> &'static str {
     }
 }
 
-struct Root<F: HttpFilter, P> {
-    /// Parses the VM configuration, if the filter declared a type for it.
-    vm_start: fn(usize) -> Result<()>,
-    config: Option<Rc<F::Config>>,
-    plugin: Option<P>,
-    ctx: PluginContext,
-    _filter: PhantomData<F>,
-}
-
-impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
-    fn configure(&mut self, size: usize) -> Result<()> {
-        let config = Rc::new(crate::config::read_config::<F::Config>(
-            BufferType::PluginConfiguration,
-            size,
-            "the plugin configuration",
-        )?);
-        self.plugin = Some(P::start(&config, &mut self.ctx)?);
-        self.config = Some(config);
-        run_tasks::<P>(self.ctx.root());
-        Ok(())
-    }
-
-    /// Runs a plugin callback, if the filter has a plugin and it started; errors
-    /// are logged (there is no request to answer). `P::ACTIVE` is a constant, so
-    /// filters without a plugin carry none of this code.
-    fn with_plugin(
-        &mut self,
-        what: &str,
-        callback: impl FnOnce(&mut P, &mut PluginContext) -> Result<()>,
-    ) {
-        if !P::ACTIVE {
-            return;
-        }
-        if let Some(plugin) = self.plugin.as_mut() {
-            log_error::<P>(what, callback(plugin, &mut self.ctx));
-            // Tasks the callback spawned start now.
-            run_tasks::<P>(self.ctx.root());
-        }
-    }
-}
-
-/// After a callback of plugin `P` in root context `root`: polls the tasks it
-/// spawned or woke, if the module has tasks at all.
-#[inline]
-pub(crate) fn run_tasks<P>(root: u32) {
-    if let Some(hooks) = runtime::hooks() {
-        // For the log lines of its tasks.
-        (hooks.name)(root, type_name::<P>());
-        (hooks.run)(root);
-    }
-}
-
-/// Root-context callbacks the task executor handles first: callout answers a
-/// task awaits, ticks for sleeps, the end of the plugin.
-pub(crate) fn root_http_response(root: u32, token: u32, n: usize, body: usize, t: usize) -> bool {
-    runtime::hooks().is_some_and(|h| (h.http_response)(root, token, n, body, t))
-}
-
-pub(crate) fn root_grpc_response(root: u32, token: u32, status: u32, size: usize) -> bool {
-    runtime::hooks().is_some_and(|h| (h.grpc_response)(root, token, status, size))
-}
-
-/// The plugin's tick: wakes the sleeps that are due and runs their tasks, then
-/// returns the plugin timers that are due (none unless `active`). Inlined so
-/// that `active` is a constant: a module without plugin timers or tasks
-/// carries no timer code.
-#[inline(always)]
-pub(crate) fn root_tick(ctx: &mut PluginContext, active: bool) -> Vec<Timer> {
-    if active {
-        let timers = ctx.due();
-        if let Some(hooks) = runtime::hooks() {
-            (hooks.run)(ctx.root());
-        }
-        timers
-    } else {
-        if let Some(hooks) = runtime::hooks() {
-            (hooks.tick)(ctx.root());
-        }
-        Vec::new()
-    }
-}
-
-/// The plugin is going away: its tasks and timers with it.
-#[inline(always)]
-pub(crate) fn root_done(ctx: &PluginContext, active: bool) {
-    if active {
-        crate::clock::remove(ctx.root());
-    }
-    if let Some(hooks) = runtime::hooks() {
-        (hooks.end)(ctx.root());
-    }
-}
-
-impl<F: HttpFilter, P: Plugin<Config = F::Config>> Context for Root<F, P> {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        num_trailers: usize,
-    ) {
-        if root_http_response(
-            self.ctx.root(),
-            token_id,
-            num_headers,
-            body_size,
-            num_trailers,
-        ) {
-            return;
-        }
-        let response = CalloutResponse::new(num_headers, body_size, num_trailers);
-        self.with_plugin("callout response", |plugin, ctx| {
-            plugin.on_callout_response(CalloutToken(token_id), &response, ctx)
-        });
-    }
-
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        if root_grpc_response(self.ctx.root(), token_id, status_code, response_size) {
-            return;
-        }
-        let response = GrpcResponse::new(status_code, response_size);
-        self.with_plugin("gRPC response", |plugin, ctx| {
-            plugin.on_grpc_response(GrpcToken(token_id), &response, ctx)
-        });
-    }
-
-    fn on_done(&mut self) -> bool {
-        root_done(&self.ctx, P::ACTIVE);
-        true
-    }
-
-    fn on_grpc_stream_initial_metadata(&mut self, token_id: u32, num_elements: u32) {
-        self.grpc_stream(
-            token_id,
-            GrpcStreamEvent::InitialMetadata(num_elements as usize),
-        );
-    }
-
-    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
-        self.grpc_stream(token_id, GrpcStreamEvent::Message(message_size));
-    }
-
-    fn on_grpc_stream_trailing_metadata(&mut self, token_id: u32, num_elements: u32) {
-        self.grpc_stream(
-            token_id,
-            GrpcStreamEvent::TrailingMetadata(num_elements as usize),
-        );
-    }
-
-    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
-        self.grpc_stream(token_id, GrpcStreamEvent::Closed(status_code));
-    }
-}
-
-impl<F: HttpFilter, P: Plugin<Config = F::Config>> Root<F, P> {
-    fn grpc_stream(&mut self, token: u32, event: GrpcStreamEvent) {
-        self.with_plugin("gRPC stream", |plugin, ctx| {
-            plugin.on_grpc_stream(GrpcStream(token), &event, ctx)
-        });
-    }
-}
-
-impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<F, P> {
+impl<F: HttpFilter, P: Plugin<Config = F::Config>> RootContext for Root<Http<F>, P> {
     fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
-        accepted::<F>("VM configuration: ", (self.vm_start)(vm_configuration_size))
+        self.vm_started(vm_configuration_size)
     }
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        accepted::<F>("", self.configure(plugin_configuration_size))
+        self.configured(plugin_configuration_size)
     }
 
     fn on_tick(&mut self) {
-        for timer in root_tick(&mut self.ctx, P::ACTIVE && self.plugin.is_some()) {
-            self.with_plugin("timer", |plugin, ctx| plugin.on_timer(timer, ctx));
-        }
+        self.tick();
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
-        self.with_plugin("queue", |plugin, ctx| {
-            plugin.on_queue_ready(SharedQueue(queue_id), ctx)
-        });
+        self.queue_ready(queue_id);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

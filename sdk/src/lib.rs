@@ -124,6 +124,7 @@ pub mod metrics;
 mod plugin;
 pub mod properties;
 mod reply;
+mod root;
 mod runtime;
 mod shared;
 pub mod stream;

@@ -73,8 +73,8 @@
 //!   `Unimplemented`), so upstream data paused is held until more arrives.
 //! * [`StreamFlow::Pause`] from `on_new_connection` stops the chain there:
 //!   `tcp_proxy` never connects, and the connection waits until it is closed.
-//! * Edits follow Envoy's buffer rules: [`StreamData::replace`],
-//!   [`StreamData::prepend`], [`StreamData::append`] and [`StreamData::drain`]
+//! * Edits follow Envoy's buffer rules: [`Body::replace`],
+//!   [`Body::prepend`], [`Body::append`] and [`Body::drain`]
 //!   (at the front); nothing in the middle.
 //! * [`Connection::close`] closes the client connection once the callback returns,
 //!   after writing what is already queued for the client (Envoy's `FlushWrite`).
@@ -94,7 +94,7 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 
 use crate::host::{self, BufferType};
-use crate::{Error, ErrorKind, Result};
+use crate::{Body, Error, Result};
 
 /// What the connection should do after a data callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,126 +225,38 @@ impl Connection {
 }
 
 /// The bytes of the running data callback, owned by the host: Envoy's
-/// connection buffer, edited in place.
+/// connection buffer, edited in place. Dereferences to [`Body`] for reading and
+/// editing the bytes ([`Body::bytes`], [`Body::replace`], [`Body::drain`], ...).
 #[derive(Debug)]
 pub struct StreamData {
-    buffer: BufferType,
-    target: &'static str,
-    len: usize,
-    end_of_stream: bool,
+    data: Body,
     connection: Connection,
 }
 
 impl StreamData {
     fn new(buffer: BufferType, target: &'static str, len: usize, end_of_stream: bool) -> Self {
         Self {
-            buffer,
-            target,
-            len,
-            end_of_stream,
+            data: Body::new(buffer, target, len, end_of_stream),
             connection: Connection::new(),
         }
-    }
-
-    fn err(&self, call: &'static str) -> impl FnOnce(host::Status) -> Error + '_ {
-        move |status| Error::host(call, self.target, status)
-    }
-
-    /// The size of the data in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there is no data (a half-close often comes with none).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the sender has half-closed its side: no more data will come from
-    /// it.
-    pub fn end_of_stream(&self) -> bool {
-        self.end_of_stream
     }
 
     /// The connection, to close it.
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.connection
     }
+}
 
-    /// The data.
-    ///
-    /// # Errors
-    /// A host error if the host refuses the call.
-    pub fn bytes(&self) -> Result<Vec<u8>> {
-        if self.len == 0 {
-            return Ok(Vec::new());
-        }
-        host::get_buffer(self.buffer, 0, self.len)
-            .map(Option::unwrap_or_default)
-            .map_err(self.err("proxy_get_buffer_bytes"))
+impl Deref for StreamData {
+    type Target = Body;
+    fn deref(&self) -> &Body {
+        &self.data
     }
+}
 
-    /// The data as text.
-    ///
-    /// # Errors
-    /// [`ErrorKind::NonUtf8Body`] if it is not UTF-8, or as for
-    /// [`StreamData::bytes`].
-    pub fn text(&self) -> Result<String> {
-        String::from_utf8(self.bytes()?).map_err(|_| {
-            Error::from(ErrorKind::NonUtf8Body {
-                target: self.target,
-            })
-        })
-    }
-
-    /// Replaces the data.
-    ///
-    /// # Errors
-    /// A host error if the host refuses the call.
-    pub fn replace(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
-        let data = data.as_ref();
-        host::set_buffer(self.buffer, 0, self.len, data)
-            .map_err(self.err("proxy_set_buffer_bytes"))?;
-        self.len = data.len();
-        Ok(())
-    }
-
-    /// Inserts `data` before the current data.
-    ///
-    /// # Errors
-    /// A host error if the host refuses the call.
-    pub fn prepend(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
-        let data = data.as_ref();
-        host::set_buffer(self.buffer, 0, 0, data).map_err(self.err("proxy_set_buffer_bytes"))?;
-        self.len += data.len();
-        Ok(())
-    }
-
-    /// Adds `data` after the current data.
-    ///
-    /// # Errors
-    /// A host error if the host refuses the call.
-    pub fn append(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
-        let data = data.as_ref();
-        host::set_buffer(self.buffer, self.len, 0, data)
-            .map_err(self.err("proxy_set_buffer_bytes"))?;
-        self.len += data.len();
-        Ok(())
-    }
-
-    /// Removes the first `n` bytes (all of them if `n` is larger), for a filter
-    /// that consumes a frame header.
-    ///
-    /// # Errors
-    /// A host error if the host refuses the call.
-    pub fn drain(&mut self, n: usize) -> Result<()> {
-        let n = n.min(self.len);
-        if n == 0 {
-            return Ok(());
-        }
-        host::set_buffer(self.buffer, 0, n, &[]).map_err(self.err("proxy_set_buffer_bytes"))?;
-        self.len -= n;
-        Ok(())
+impl DerefMut for StreamData {
+    fn deref_mut(&mut self) -> &mut Body {
+        &mut self.data
     }
 }
 

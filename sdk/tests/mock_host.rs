@@ -664,3 +664,36 @@ fn a_filter_without_configuration() {
         .expect_err("takes none");
     assert!(err.contains("invalid configuration"), "{err}");
 }
+
+/// Strips a 2-byte frame header from each request body chunk.
+struct StripHeader;
+
+impl HttpFilter for StripHeader {
+    type Config = Config;
+
+    fn new(_: Rc<Config>) -> Self {
+        Self
+    }
+
+    fn on_request_body(&mut self, body: &mut RequestBody) -> Result<Flow> {
+        body.drain(2)?;
+        log::info!("left {} bytes", body.len());
+        Ok(Flow::Continue)
+    }
+}
+
+#[test]
+fn drain_removes_the_front_of_a_body_chunk() {
+    let host = MockHost::new();
+    let mut plugin = host.load::<StripHeader>("{}").expect("loads");
+    let mut stream = plugin.stream();
+    host.set_request_headers(&[(":method", "POST")]);
+    assert_eq!(stream.request_headers(false), Action::Continue);
+    assert_eq!(stream.request_body(b"##data", false), Action::Continue);
+    assert_eq!(host.request_body(), b"data");
+    // Draining more than there is empties the chunk.
+    assert_eq!(stream.request_body(b"#", true), Action::Continue);
+    assert_eq!(host.request_body(), b"");
+    let lines: Vec<String> = host.logs().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines, ["left 4 bytes", "left 0 bytes"]);
+}

@@ -172,3 +172,55 @@ fn invalid_configuration_is_rejected_with_the_field_named() {
         "{err}"
     );
 }
+
+/// A network filter whose plugin keeps a gRPC stream open to a control plane.
+struct Quiet;
+
+impl StreamFilter for Quiet {
+    type Config = Watch;
+
+    fn new(_: Rc<Watch>) -> Self {
+        Quiet
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Watch {
+    cluster: String,
+}
+
+struct Watcher;
+
+impl weir::Plugin for Watcher {
+    type Config = Watch;
+
+    fn start(config: &Rc<Watch>, _: &mut weir::PluginContext) -> Result<Self> {
+        weir::GrpcStreamRequest::new(&config.cluster, "watch.Watch", "Events").open()?;
+        Ok(Watcher)
+    }
+
+    fn on_grpc_stream(
+        &mut self,
+        _: weir::GrpcStream,
+        event: &weir::GrpcStreamEvent,
+        _: &mut weir::PluginContext,
+    ) -> Result<()> {
+        log::info!("stream event: {event:?}");
+        Ok(())
+    }
+}
+
+#[test]
+fn a_network_filters_plugin_is_told_of_its_grpc_streams() {
+    let host = MockHost::new();
+    let plugin = host
+        .load_stream_filter_with_plugin::<Quiet, Watcher>(r#"{"cluster": "control"}"#)
+        .expect("valid config");
+    let calls = host.calls();
+    let [call] = calls.as_slice() else {
+        panic!("one stream opened: {calls:?}")
+    };
+    assert_eq!(call.grpc_method, "watch.Watch/Events");
+    plugin.grpc_response(call.token, Err((14, "unreachable")));
+    assert_eq!(lines(&host), ["stream event: Closed(14)"]);
+}

@@ -1147,9 +1147,14 @@ fn run_batch(
         let request = scenario.request(id)?;
         let at = start + Duration::from_millis(scenario.arrive_ms);
         let listener = envoy.listener;
+        let disconnect = scenario.disconnect_ms.map(Duration::from_millis);
         clients.push(std::thread::spawn(move || {
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
-            net::send(listener, request)
+            match disconnect {
+                Some(after) => net::send_then_disconnect(listener, request, after)
+                    .and_then(|r| r.ok_or_else(|| anyhow::anyhow!("client disconnected"))),
+                None => net::send(listener, request),
+            }
         }));
     }
     let responses: Vec<Result<http::Response<Bytes>>> = clients
@@ -1212,6 +1217,20 @@ fn run_batch(
                 client: Err("reset".to_owned()),
                 logs: Vec::new(),
                 callouts: Vec::new(),
+                grpc: Vec::new(),
+            },
+            Err(weir_harness::Error::Disconnected {
+                upstream_request,
+                callouts,
+                ..
+            }) => Observed {
+                upstream: upstream_request.as_deref().map(UpstreamSaw::of),
+                client: Err("disconnected".to_owned()),
+                logs: Vec::new(),
+                callouts: callouts
+                    .iter()
+                    .map(|c| UpstreamSaw::of(&c.request))
+                    .collect(),
                 grpc: Vec::new(),
             },
             Err(e) => bail!("{}: harness: {e}", scenario.name),

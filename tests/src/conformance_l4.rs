@@ -6,8 +6,15 @@
 //! plugins' log lines.
 //!
 //! The upstream follows the same script on both sides ([`UpstreamSpec`]). On the
-//! Envoy side the client pauses after each step so that Envoy reads each chunk
-//! on its own, as the harness delivers it.
+//! Envoy side the client pauses after connecting and after each step so that
+//! Envoy reads each chunk on its own, as the harness delivers it; the
+//! harness's virtual clock advances by the same pauses, so that timers and
+//! slow callouts fall between the same steps.
+//!
+//! The `callout` cluster answers every HTTP callout `200` with the body
+//! `callout ok`; a callout whose path starts `/delay/<ms>` is answered that
+//! many milliseconds late (a probe's `callt:` timeout shorter than that gets
+//! Envoy's `504`).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -38,6 +45,10 @@ pub struct ConnectionScenario {
     /// The upstream's script.
     #[serde(default)]
     pub upstream: UpstreamSpec,
+    /// Time that passes before the client connects (the harness's virtual
+    /// clock advances; the client sleeps in front of Envoy).
+    #[serde(default)]
+    pub wait_ms: u64,
     /// The client's steps, in order.
     pub steps: Vec<Step>,
 }
@@ -79,13 +90,25 @@ impl TryFrom<RawStep> for Step {
 }
 
 /// How the `callout` cluster answers every HTTP callout, in the harness and
-/// in front of Envoy.
-fn callout_answer(_: http::Request<bytes::Bytes>) -> http::Response<bytes::Bytes> {
+/// in front of Envoy: at once, or after the delay a `/delay/<ms>` path asks
+/// for.
+fn callout_answer(request: http::Request<bytes::Bytes>) -> http::Response<bytes::Bytes> {
+    let delay = request
+        .uri()
+        .path()
+        .strip_prefix("/delay/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
     // A fixed `date`, so that the server in front of Envoy sends the same
     // headers as the harness's cluster.
-    http::Response::builder()
+    let mut response = http::Response::builder()
         .header("date", "Thu, 01 Jan 2026 00:00:00 GMT")
-        .header("x-callout", "l4")
+        .header("x-callout", "l4");
+    if let Some(delay) = delay {
+        response = response.extension(weir_harness::UpstreamFault::Delay(delay));
+    }
+    response
         .body(bytes::Bytes::from_static(b"callout ok"))
         .unwrap_or_default()
 }
@@ -314,6 +337,10 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
         if let Some(policy) = &suite.failure_policy {
             plugin["failure_policy"] = serde_yaml_ng::Value::from(policy.as_str());
         }
+        if let Some(base) = &suite.reload_backoff {
+            plugin["reload_config"]["backoff"]["base_interval"] =
+                serde_yaml_ng::Value::from(base.as_str());
+        }
         plugin["vm_config"]["code"]["local"]["filename"] = serde_yaml_ng::Value::from(format!(
             "/etc/envoy/filters/{}",
             module_name(&suite.filter)
@@ -385,6 +412,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
         report.total += 1;
         let harness = in_harness(&mut chain, scenario)?;
         server.expect(&scenario.upstream);
+        std::thread::sleep(Duration::from_millis(scenario.wait_ms));
         let (client_received, client_saw_end) = in_envoy(envoy.listener, &scenario.steps)?;
         // Envoy's log lags: wait for as many lines as the harness logged.
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -422,21 +450,30 @@ fn in_harness(
     chain: &mut weir_harness::NetworkChain,
     scenario: &ConnectionScenario,
 ) -> Result<Observed> {
+    // What the plugins log while the client waits is this scenario's too.
+    let mut logs = Vec::new();
+    if scenario.wait_ms > 0 {
+        logs = chain.advance(Duration::from_millis(scenario.wait_ms)).logs;
+    }
     let mut connection = chain.connect(Script(scenario.upstream.clone()))?;
+    // The pauses the client makes in front of Envoy.
+    connection.advance(STEP_PAUSE);
     for step in &scenario.steps {
         match step {
             Step::Send(data) => connection.send(data.as_bytes())?,
             Step::CloseWrite => connection.close_write()?,
             Step::Wait(time) => connection.advance(*time),
         }
+        connection.advance(STEP_PAUSE);
     }
     let outcome = connection.finish();
+    logs.extend(outcome.logs.iter().cloned());
     Ok(Observed {
         client_received: text(&outcome.client_received),
         client_saw_end: outcome.client_saw_end,
         upstream_received: outcome.upstream_received.as_deref().map(text),
         upstream_saw_end: outcome.upstream_saw_end,
-        logs: harness_logs(&outcome.logs),
+        logs: harness_logs(&logs),
     })
 }
 

@@ -2,9 +2,11 @@
 //! network chain: what the client and the upstream receive, pausing and
 //! re-delivery, closing, failures, the order of callbacks and metrics.
 
+use std::time::Duration;
+
 use weir_harness::{
     CloseType, Echo, Error, FailurePolicy, Filter, LogLevel, MetricValue, NetworkChain,
-    NetworkConfig, TcpReply,
+    NetworkConfig, TcpReply, UpstreamFault,
 };
 use weir_tests::{engine, envoy_yaml, filter_wasm};
 
@@ -244,13 +246,118 @@ fn invalid_configuration_fails_the_plugin_with_the_field_named() {
     }
 }
 
-#[test]
-fn fail_reload_is_refused_for_network_filters() {
-    let err = NetworkChain::builder(engine())
-        .filter(filter("s", "").failure_policy(FailurePolicy::FailReload))
+/// The probe (raw ABI) as a network filter with `policy`; its upstream
+/// does not echo, so only the client's bytes run scripts.
+fn probe_with_policy(policy: FailurePolicy) -> NetworkChain {
+    let plugin = engine()
+        .load_file(filter_wasm("probe"))
+        .expect("probe loads");
+    NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("p")
+                .vm_id("p")
+                .failure_policy(policy)
+                .reload_backoff(Duration::from_secs(2)),
+        )
+        .log_level(LogLevel::Info)
         .build()
-        .expect_err("not emulated");
-    assert!(err.to_string().contains("FAIL_RELOAD"), "{err}");
+        .expect("probe starts")
+}
+
+fn silent(_: &[u8]) -> TcpReply {
+    TcpReply::none()
+}
+
+/// Sends `script` on a new connection and half-closes; what was observed.
+fn one_connection(chain: &mut NetworkChain, script: &str) -> weir_harness::ConnectionOutcome {
+    let mut conn = chain.connect(silent).expect("connects");
+    conn.send(script).expect("sent");
+    if conn.closed().is_none() {
+        conn.close_write().expect("half-closed");
+    }
+    conn.finish()
+}
+
+#[test]
+fn a_trap_closes_its_connection_whatever_the_policy() {
+    for policy in [
+        FailurePolicy::FailClosed,
+        FailurePolicy::FailOpen,
+        FailurePolicy::FailReload,
+    ] {
+        let mut chain = probe_with_policy(policy);
+        let outcome = one_connection(&mut chain, "probe:trap\n");
+        assert_eq!(outcome.closed, Some(CloseType::Local), "{policy:?}");
+        assert_eq!(outcome.traps.len(), 1, "{policy:?}");
+        // The trapping bytes never went upstream.
+        assert_eq!(outcome.upstream_received.as_deref(), Some(&b""[..]));
+        // The next connection: FAIL_OPEN leaves the failed VM out of the
+        // chain, the others close it as it is accepted.
+        let next = one_connection(&mut chain, "probe:count\n");
+        if policy == FailurePolicy::FailOpen {
+            assert_eq!(
+                next.upstream_received.as_deref(),
+                Some(&b"probe:count\n"[..])
+            );
+            assert!(next.logs.is_empty(), "{:?}", next.logs);
+        } else {
+            assert_eq!(next.closed, Some(CloseType::Local), "{policy:?}");
+            assert_eq!(next.upstream_received, None, "{policy:?}");
+        }
+    }
+}
+
+#[test]
+fn fail_reload_gives_a_connection_after_the_backoff_a_fresh_vm() {
+    let mut chain = probe_with_policy(FailurePolicy::FailReload);
+    let count = |outcome: &weir_harness::ConnectionOutcome| {
+        infos(&outcome.logs)
+            .into_iter()
+            .find(|l| l.contains("count ->"))
+    };
+    let first = one_connection(&mut chain, "probe:count\n");
+    assert_eq!(
+        count(&first).as_deref(),
+        Some("p: [p] on_downstream_data count -> 0 1")
+    );
+    let _ = one_connection(&mut chain, "probe:trap\n");
+    // Within the backoff ([2 s, 3 s) since the VM was loaded) the failed VM
+    // closes new connections.
+    let _ = chain.advance(Duration::from_millis(1900));
+    let within = one_connection(&mut chain, "probe:count\n");
+    assert_eq!(within.closed, Some(CloseType::Local));
+    assert_eq!(within.upstream_received, None);
+    // Past it, a fresh VM (module globals start again) serves the connection.
+    let _ = chain.advance(Duration::from_millis(1200));
+    let fresh = one_connection(&mut chain, "probe:count\n");
+    assert_eq!(
+        count(&fresh).as_deref(),
+        Some("p: [p] on_downstream_data count -> 0 1")
+    );
+    assert_eq!(
+        fresh.upstream_received.as_deref(),
+        Some(&b"probe:count\n"[..])
+    );
+    // The backoff counts from the reload.
+    let _ = one_connection(&mut chain, "probe:trap\n");
+    let _ = chain.advance(Duration::from_millis(1900));
+    let again = one_connection(&mut chain, "probe:count\n");
+    assert_eq!(again.closed, Some(CloseType::Local));
+}
+
+#[test]
+fn a_fail_reload_backoff_below_2_ms_would_crash_envoy() {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let err = NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .failure_policy(FailurePolicy::FailReload)
+                .reload_backoff(Duration::from_millis(1)),
+        )
+        .build()
+        .expect_err("refused");
+    assert!(matches!(err, Error::WouldCrashEnvoy { .. }), "{err}");
 }
 
 #[test]
@@ -402,4 +509,136 @@ fn a_tick_closes_a_connection_through_its_effective_context() {
     assert_eq!(conn.closed(), Some(CloseType::Local));
     // The held bytes never reached the upstream.
     assert_eq!(conn.upstream_received(), Some(&b""[..]));
+}
+
+/// The probe with an `auth` cluster that answers `/delay/<ms>` that late.
+fn timed_probe_chain(configure: &str) -> NetworkChain {
+    let plugin = engine()
+        .load_file(filter_wasm("probe"))
+        .expect("probe loads");
+    NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("p")
+                .vm_id("p")
+                .configuration(configure),
+        )
+        .log_level(LogLevel::Info)
+        .callout_cluster("auth", |request: http::Request<bytes::Bytes>| {
+            let delay = request
+                .uri()
+                .path()
+                .strip_prefix("/delay/")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(0);
+            http::Response::builder()
+                .extension(UpstreamFault::Delay(Duration::from_millis(delay)))
+                .body(bytes::Bytes::from_static(b"answer"))
+                .unwrap_or_default()
+        })
+        .build()
+        .expect("probe starts")
+}
+
+#[test]
+fn a_slow_callout_answer_arrives_when_its_cluster_answers() {
+    let mut chain = timed_probe_chain("");
+    let mut conn = chain.connect(silent).expect("connects");
+    conn.send(b"probe:oncallout:continue:2;call:auth:GET:/delay/300:a.test;return:1\n")
+        .expect("sent");
+    // The client's next bytes come before the answer, and are held too.
+    conn.send(b"more").expect("sent");
+    conn.advance(Duration::from_millis(299));
+    assert_eq!(conn.upstream_received(), Some(&b""[..]), "not answered yet");
+    conn.advance(Duration::from_millis(1));
+    let sent = conn.upstream_received().expect("connected").to_vec();
+    assert!(sent.starts_with(b"probe:") && sent.ends_with(b"more"));
+    let outcome = conn.finish();
+    let logs = infos(&outcome.logs);
+    let answer = logs
+        .iter()
+        .position(|l| l.contains("on_http_call_response token="))
+        .expect("answered");
+    let second_data = logs
+        .iter()
+        .rposition(|l| l.contains("on_downstream_data"))
+        .expect("data");
+    assert!(second_data < answer, "{logs:?}");
+}
+
+#[test]
+fn answers_and_ticks_arrive_in_time_order() {
+    let mut chain = timed_probe_chain("");
+    let mut conn = chain.connect(silent).expect("connects");
+    conn.send(
+        b"probe:ontick:loglevel,period:0;period:200;\
+          call:auth:GET:/delay/500:slow.test;call:auth:GET:/delay/100:fast.test;return:1\n",
+    )
+    .expect("sent");
+    conn.advance(Duration::from_millis(600));
+    let outcome = conn.finish();
+    let order: Vec<&str> = outcome
+        .callouts
+        .iter()
+        .map(|c| c.request.uri().path())
+        .collect();
+    assert_eq!(order, ["/delay/100", "/delay/500"]);
+    let logs = infos(&outcome.logs);
+    let at = |what: &str| {
+        logs.iter()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{what}: {logs:?}"))
+    };
+    // 100 ms: the fast answer; 200 ms: the tick; 500 ms: the slow answer.
+    let answers: Vec<usize> = logs
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("on_http_call_response token="))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(answers.len(), 2, "{logs:?}");
+    let tick = at("on_tick");
+    assert!(answers[0] < tick && tick < answers[1], "{logs:?}");
+}
+
+#[test]
+fn a_callout_timeout_answers_504_at_the_timeout() {
+    let mut chain = timed_probe_chain("");
+    let mut conn = chain.connect(silent).expect("connects");
+    conn.send(b"probe:oncallout:get:6::status,continue:2;callt:100:auth:GET:/delay/1000:a.test;return:1\n")
+        .expect("sent");
+    conn.advance(Duration::from_millis(99));
+    assert_eq!(conn.upstream_received(), Some(&b""[..]));
+    conn.advance(Duration::from_millis(1));
+    assert!(
+        conn.upstream_received()
+            .is_some_and(|b| b.starts_with(b"probe:"))
+    );
+    let outcome = conn.finish();
+    assert!(
+        infos(&outcome.logs)
+            .iter()
+            .any(|l| l.ends_with("get:6::status -> 0 504")),
+        "{:?}",
+        outcome.logs
+    );
+}
+
+#[test]
+fn a_slow_start_up_callout_is_answered_on_the_network_chains_clock() {
+    let mut chain = timed_probe_chain("call:auth:GET:/delay/500:keys.test");
+    assert!(
+        chain
+            .advance(Duration::from_millis(499))
+            .callouts
+            .is_empty()
+    );
+    let background = chain.advance(Duration::from_millis(1));
+    assert_eq!(background.callouts.len(), 1);
+    // A connection opened before the answer is due does not get it early.
+    let mut chain = timed_probe_chain("call:auth:GET:/delay/500:keys.test");
+    let conn = chain.connect(silent).expect("connects");
+    let outcome = conn.finish();
+    // finish lets the answer arrive (Envoy keeps running).
+    assert_eq!(outcome.callouts.len(), 1);
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_harness::{
-    Arrival, Chain, FailurePolicy, Filter, GrpcReply, GrpcRequest, LogLevel, Outcome, UpstreamFault,
+    Arrival, Chain, Disconnect, FailurePolicy, Filter, GrpcReply, GrpcRequest, LogLevel, Outcome,
+    UpstreamFault,
 };
 use weir_tests::{engine, filter_wasm};
 
@@ -346,21 +347,23 @@ fn a_local_reply_while_another_stream_waits() {
     assert_eq!(*seen.borrow(), ["cluster /slow", "upstream a"]);
 }
 
-/// a waits for a slow callout; b, arriving meanwhile, traps the VM.
+/// a waits for a slow callout (its client gives up after 1 s); b, arriving
+/// meanwhile, traps the VM.
 fn trap_while_waiting(policy: FailurePolicy) -> (Vec<weir_harness::Result<Outcome>>, Chain, Seen) {
     let (mut chain, seen) = chain(policy);
-    let outcomes = chain.send_all(
-        [
-            request(
-                "a",
-                None,
-                &[
-                    ("x-probe-request", "call:callout:GET:/slow:a.test;return:1"),
-                    ("x-probe-callout", "continue:0"),
-                ],
-            ),
-            request("b", Some(50), &[("x-probe-request", "trap")]),
+    let mut a = request(
+        "a",
+        None,
+        &[
+            ("x-probe-request", "call:callout:GET:/slow:a.test;return:1"),
+            ("x-probe-callout", "continue:0"),
+            ("x-probe-log", "loglevel"),
         ],
+    );
+    a.extensions_mut()
+        .insert(Disconnect(Duration::from_millis(1000)));
+    let outcomes = chain.send_all(
+        [a, request("b", Some(50), &[("x-probe-request", "trap")])],
         upstream(&seen),
     );
     (outcomes, chain, seen)
@@ -370,19 +373,43 @@ fn details(outcome: &Outcome) -> Option<&str> {
     outcome.local_reply.as_ref().map(|r| r.details.as_str())
 }
 
-#[test]
-fn a_trap_fails_a_waiting_stream_with_fail_closed() {
-    let (outcomes, mut chain, seen) = trap_while_waiting(FailurePolicy::FailClosed);
-    let (a, b) = (ok(&outcomes[0]), ok(&outcomes[1]));
-    // The trapping stream is answered 503; the waiting one too, once its
-    // answer comes to a failed filter.
+/// What every policy does to the stream that waited in the failed VM: its
+/// answer reaches nobody, so it stays paused until its client leaves, and
+/// the failed VM's access log is not called.
+fn assert_left_paused(outcomes: &[weir_harness::Result<Outcome>], seen: &Seen) {
+    let b = ok(&outcomes[1]);
     assert_eq!(b.response.status(), 503);
     assert_eq!(details(b), Some("wasm_fail_stream"));
     assert_eq!(b.traps.len(), 1, "the trap is the trapping stream's");
-    assert!(a.traps.is_empty());
-    assert_eq!(a.response.status(), 503);
-    assert_eq!(details(a), Some("wasm_fail_stream"));
+    match &outcomes[0] {
+        Err(weir_harness::Error::Disconnected {
+            phase,
+            upstream_request,
+            logs,
+            callouts,
+        }) => {
+            assert_eq!(*phase, "on_request_headers");
+            assert!(upstream_request.is_none());
+            assert!(
+                !logs
+                    .iter()
+                    .any(|l| l.message.contains("on_log")
+                        || l.message.contains("on_http_call_response")),
+                "the failed VM is called no more: {logs:?}"
+            );
+            // The cluster still answered the callout, at its time.
+            assert_eq!(callouts.len(), 1);
+            assert_eq!(callouts[0].request.uri().path(), "/slow");
+        }
+        other => panic!("a stays paused until its client leaves: {other:?}"),
+    }
     assert_eq!(*seen.borrow(), ["cluster /slow"]);
+}
+
+#[test]
+fn a_trap_leaves_a_waiting_stream_paused_with_fail_closed() {
+    let (outcomes, mut chain, seen) = trap_while_waiting(FailurePolicy::FailClosed);
+    assert_left_paused(&outcomes, &seen);
     let later = chain
         .send(request("c", None, &[]), upstream(&seen))
         .expect("answered");
@@ -390,19 +417,104 @@ fn a_trap_fails_a_waiting_stream_with_fail_closed() {
 }
 
 #[test]
-fn a_trap_skips_the_filter_for_a_waiting_stream_with_fail_open() {
+fn a_trap_leaves_a_waiting_stream_paused_with_fail_open() {
     let (outcomes, mut chain, seen) = trap_while_waiting(FailurePolicy::FailOpen);
-    let (a, b) = (ok(&outcomes[0]), ok(&outcomes[1]));
-    assert_eq!(b.response.status(), 503);
-    assert_eq!(details(b), Some("wasm_fail_stream"));
-    // a goes on without the failed filter when its answer comes.
-    assert_eq!(a.response.status(), 200);
-    assert!(a.local_reply.is_none());
-    assert_eq!(*seen.borrow(), ["cluster /slow", "upstream a"]);
+    assert_left_paused(&outcomes, &seen);
+    // Later streams skip the failed filter.
     let later = chain
         .send(request("c", None, &[]), upstream(&seen))
         .expect("answered");
     assert_eq!(later.response.status(), 200);
+    assert_eq!(*seen.borrow(), ["cluster /slow", "upstream c"]);
+}
+
+#[test]
+fn a_trap_leaves_a_waiting_stream_paused_with_fail_reload() {
+    let (outcomes, _, seen) = trap_while_waiting(FailurePolicy::FailReload);
+    assert_left_paused(&outcomes, &seen);
+}
+
+/// A FAIL_RELOAD reload while a stream waits in the failed VM: the stream
+/// keeps the failed VM (its callout's answer, due after the reload, reaches
+/// nobody, not the fresh VM's context with the same id) until its client
+/// leaves; the reloaded plugin serves the stream that reloaded it.
+#[test]
+fn a_reload_does_not_resume_a_stream_paused_in_the_failed_vm() {
+    let seen: Seen = Rc::default();
+    let record = Rc::clone(&seen);
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("probe")
+                .failure_policy(FailurePolicy::FailReload)
+                .reload_backoff(Duration::from_millis(100)),
+        )
+        .log_level(LogLevel::Info)
+        .cluster("callout", move |request: http::Request<Bytes>| {
+            let path = request.uri().path().to_owned();
+            record.borrow_mut().push(format!("cluster {path}"));
+            let delay = if path == "/late" { 1000 } else { 10 };
+            http::Response::builder()
+                .extension(UpstreamFault::Delay(Duration::from_millis(delay)))
+                .body(Bytes::from_static(b"ok"))
+                .expect("response")
+        })
+        .build()
+        .expect("starts");
+    let mut a = request(
+        "a",
+        None,
+        &[
+            (
+                "x-probe-request",
+                "ids;call:callout:GET:/late:a.test;return:1",
+            ),
+            ("x-probe-callout", "continue:0"),
+        ],
+    );
+    a.extensions_mut()
+        .insert(Disconnect(Duration::from_millis(2000)));
+    let outcomes = chain.send_all(
+        [
+            a,
+            request("b", Some(20), &[("x-probe-request", "trap")]),
+            // After the backoff: reloads the plugin; its context has a's id.
+            request(
+                "d",
+                Some(400),
+                &[
+                    ("x-probe-request", "ids;call:callout:GET:/d:d.test;return:1"),
+                    ("x-probe-callout", "count;continue:0"),
+                ],
+            ),
+        ],
+        upstream(&seen),
+    );
+    let d = ok(&outcomes[2]);
+    assert_eq!(d.response.status(), 200);
+    assert!(has(d, "count -> 0 1"), "a fresh VM: {:?}", infos(d));
+    let a_ids = match &outcomes[0] {
+        Err(weir_harness::Error::Disconnected { logs, callouts, .. }) => {
+            assert_eq!(callouts.len(), 1, "the late answer reached nobody");
+            logs.iter()
+                .find(|l| l.message.starts_with("on_request_headers ids"))
+                .map(|l| l.message.clone())
+        }
+        other => panic!("a stays paused in the failed VM: {other:?}"),
+    };
+    let d_ids = infos(d)
+        .into_iter()
+        .find(|l| l.starts_with("on_request_headers ids"));
+    assert_eq!(
+        a_ids.as_deref(),
+        d_ids,
+        "the fresh VM gives d the failed VM's context id"
+    );
+    assert_eq!(
+        *seen.borrow(),
+        ["cluster /late", "cluster /d", "upstream d"]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use crate::state::HostState;
 
 pub(crate) mod buffers;
 pub(crate) mod context;
+pub(crate) mod filter_state;
 pub(crate) mod foreign;
 pub(crate) mod grpc;
 pub(crate) mod headers;
@@ -19,6 +20,7 @@ pub(crate) mod metrics;
 pub(crate) mod properties;
 pub(crate) mod shared_data;
 pub(crate) mod shared_queue;
+pub(crate) mod signature;
 pub(crate) mod streams;
 pub(crate) mod time;
 pub(crate) mod v0_1_0;

@@ -50,9 +50,10 @@
 //!   filter_chain_name}`, `xds.upstream_host_metadata` and
 //!   `xds.upstream_host_locality_metadata` (a host without metadata:
 //!   `SerializationFailure` once there is a host); every metadata is empty;
-//! - `metadata` (the stream's dynamic metadata, empty), `filter_state.wasm.<name>`
-//!   and `<name>` (filter state written with `proxy_set_property`),
-//!   `upstream_filter_state` (once the router sent the request).
+//! - `metadata` (the stream's dynamic metadata, empty), filter state (see
+//!   [`filter_state`]): `filter_state.<key>`, and a property written with
+//!   `proxy_set_property` by its name; `upstream_filter_state` (once the
+//!   router sent the request).
 //!
 //! A network filter's connection: `source.*`, `destination.*`,
 //! `upstream.{address, port}` once `tcp_proxy` connected, `connection.mtls`,
@@ -71,7 +72,7 @@ use std::time::{Duration, SystemTime};
 use wasmtime::Linker;
 
 use super::memory::{self, Fault};
-use super::{Status, proxy_fn};
+use super::{Status, filter_state, proxy_fn};
 use crate::fields::Fields;
 use crate::state::{HostState, StreamFacts};
 
@@ -545,15 +546,9 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
         b"connection" => connection(facts, rest),
         b"connection_id" => scalar(Value::Uint(facts.ok_or(NOT_FOUND)?.connection_id), rest),
         b"metadata" if facts.is_some() => metadata(rest),
-        b"filter_state" => match rest {
-            [] => Err(NOT_SERIALIZABLE),
-            // What `proxy_set_property` wrote is filter state `wasm.<path>`.
-            [key, tail @ ..] => {
-                let name = key.strip_prefix(b"wasm.").ok_or(NOT_FOUND)?;
-                let value = state.maps.info.filter_state.get(name).ok_or(NOT_FOUND)?;
-                scalar(Value::Bytes(value.clone()), tail)
-            }
-        },
+        b"filter_state" => filter_state::read_entry(&state.maps.info.filter_state, rest)
+            .map(|read| Value::Bytes(read.encode()))
+            .map_err(Fault::Status),
         b"upstream_filter_state" if facts.is_some_and(|f| f.attempts > 0) => {
             if rest.is_empty() {
                 Err(NOT_SERIALIZABLE)
@@ -561,10 +556,9 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
                 Err(NOT_FOUND)
             }
         }
-        name => {
-            let value = state.maps.info.filter_state.get(name).ok_or(NOT_FOUND)?;
-            scalar(Value::Bytes(value.clone()), rest)
-        }
+        name => filter_state::read_property(&state.maps.info.filter_state, name, rest)
+            .map(|read| Value::Bytes(read.encode()))
+            .map_err(Fault::Status),
     }
 }
 
@@ -604,8 +598,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 if !state.in_stream() {
                     return Err(NOT_FOUND);
                 }
-                state.maps.info.filter_state.insert(path, value);
-                Ok(())
+                let declared = state.root().declared.get(&path).cloned();
+                let filter_state = &mut state.maps.info.filter_state;
+                filter_state::write_property(filter_state, &path, value, declared.as_ref())
+                    .map_err(Fault::Status)
             });
             memory::status(result)?
         }
@@ -616,22 +612,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
     use super::*;
-    use crate::state::PluginMeta;
 
     fn state() -> HostState {
-        let meta = PluginMeta {
-            name: "p".to_owned(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            vm_configuration: Vec::new(),
-            plugin_configuration: Vec::new(),
-            environment: Vec::new(),
-        };
-        let mut state = HostState::new(meta, SystemTime::UNIX_EPOCH, 0, Arc::default());
-        state.roots[0].root_context_id = 1;
+        let mut state = HostState::for_tests();
         state.source_address = Some("10.0.0.1:51234".parse().expect("addr"));
         state.destination_address = Some("[::1]:10000".parse().expect("addr"));
         state
@@ -1098,11 +1083,13 @@ mod tests {
     #[test]
     fn filter_state_is_also_read_by_its_wasm_key() {
         let mut state = stream(StreamFacts::default());
-        state
-            .maps
-            .info
-            .filter_state
-            .insert(b"mine".to_vec(), b"v".to_vec());
+        filter_state::write_property(
+            &mut state.maps.info.filter_state,
+            b"mine",
+            b"v".to_vec(),
+            None,
+        )
+        .expect("written");
         assert_eq!(get(&state, "mine"), text("v"));
         let path = b"filter_state\0wasm.mine";
         assert_eq!(

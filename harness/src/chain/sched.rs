@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Chain, answer_call, call_due, expire_grpc, fire_tick, grpc_step};
+use super::{Chain, answer_call, answer_dropped, call_due, expire_grpc, fire_tick, grpc_step};
 use crate::grpc::GrpcCallout;
 use crate::outcome::{Callout, LogRecord, Outcome};
 use crate::state::{PendingCall, StreamMaps};
@@ -301,6 +301,8 @@ enum Event {
     Arrive(usize),
     Upstream(usize),
     Call(usize, usize),
+    /// A callout of a VM FAIL_RELOAD replaced (its place in `Chain::retired`).
+    Retired(usize),
     Grpc(usize),
     Tick(usize),
     Deadline(usize),
@@ -668,9 +670,13 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
         Event::Call(i, index) => {
             let slot = chain.slots.get_mut(i)?;
             let vm = slot.vm.key();
+            let failed = slot.vm.failed();
             let call = slot.vm.state().root_mut().pending_calls.remove(index)?;
             let owner = sched.owner(vm, call.context);
+            // A failed VM is called no more: the answer reaches nobody (a
+            // stream waiting for it stays paused).
             if let Some(k) = owner
+                && !failed
                 && sched.streams[k].takes_call(i, call.context)
             {
                 sched.deliver(k, Delivery::Call(i, Box::new(call)));
@@ -689,6 +695,21 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
                 entry.callouts.extend(callouts);
             }
             collect(chain, sched, to);
+            None
+        }
+        Event::Retired(index) => {
+            if index >= chain.retired.len() {
+                return None;
+            }
+            let (vm, call) = chain.retired.remove(index);
+            let to = sched
+                .owner(vm, call.context)
+                .unwrap_or_else(|| sched.bystander());
+            let mut callouts = Vec::new();
+            answer_dropped(&mut chain.clusters, call, &mut callouts);
+            if let Some(entry) = sched.streams.get_mut(to) {
+                entry.callouts.extend(callouts);
+            }
             None
         }
         Event::Grpc(i) => {
@@ -811,7 +832,9 @@ fn wake_resumed(chain: &mut Chain, sched: &mut Sched) -> Option<usize> {
                 },
                 _ => continue,
             };
-            if slot.vm.state().deferred.has(context) {
+            // A stream paused in a VM FAIL_RELOAD replaced has no context in
+            // this one.
+            if entry.owns(vm, context) && slot.vm.state().deferred.has(context) {
                 sched.deliver(k, Delivery::Resumed);
                 return Some(k);
             }
@@ -874,23 +897,24 @@ fn next_event(chain: &mut Chain, sched: &Sched) -> Option<(Duration, Event)> {
         }
     }
     let Chain {
-        slots, clusters, ..
+        slots,
+        clusters,
+        retired,
+        ..
     } = chain;
+    // The cluster answers a failed VM's callouts too (nobody gets them).
+    for (index, (_, call)) in retired.iter_mut().enumerate() {
+        let due = call_due(clusters, call);
+        consider(
+            (due, 0, call.seq.unwrap_or(u64::MAX)),
+            Event::Retired(index),
+        );
+    }
     for (i, slot) in slots.iter_mut().enumerate() {
-        let vm = slot.vm.key();
         let failed = slot.vm.failed();
         let mut state = slot.vm.state();
         let root = state.root_mut();
         for (index, call) in root.pending_calls.iter_mut().enumerate() {
-            // A failed VM gets no callbacks; a stream that waits for the
-            // answer still learns, when it comes, that its filter failed.
-            if failed
-                && !sched
-                    .owner(vm, call.context)
-                    .is_some_and(|k| sched.streams[k].takes_call(i, call.context))
-            {
-                continue;
-            }
             let due = call_due(clusters, call);
             consider(
                 (due, 0, call.seq.unwrap_or(u64::MAX)),

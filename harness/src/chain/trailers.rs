@@ -243,7 +243,7 @@ impl Chain {
                     pending.at += 1;
                     continue;
                 };
-                if slot.vm.failed() {
+                if slot.failed_for(progress[i].generation) {
                     if slot.policy == FailurePolicy::FailOpen {
                         pending.at += 1;
                         continue;

@@ -14,7 +14,6 @@
 
 pub mod attributes;
 mod engine;
-mod names;
 pub mod template;
 
 use std::cell::Cell;
@@ -22,8 +21,8 @@ use std::cell::Cell;
 use serde::{Deserialize, Deserializer};
 
 pub use crate::engine::{HeaderMap, Stream};
-pub use crate::names::{HeaderName, HeaderValue, is_token};
 use crate::template::{Phase, Source, Template};
+pub use weir_names::{HeaderName, HeaderValue, is_token};
 
 /// The default of [`Config::max_value_bytes`].
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 8192;

@@ -24,14 +24,16 @@
 //! - `call:cluster:method:path:authority` — an HTTP callout (5 s timeout); its
 //!   answer runs `x-probe-callout` with the calling stream as effective context;
 //!   `callt:timeout_ms:cluster:method:path:authority` gives the timeout;
-//! - `prop:a.b.c` (segments joined by NUL on the wire), `setprop:name:value` —
-//!   properties; `propn:path` prints an integer property in decimal,
-//!   `propmap:path` a map's entries sorted by key, `proptime:path:min_ms` and
-//!   `propdur:path:min_ms` check a timestamp's age (by the host's clock) or a
-//!   duration against `min_ms` (up to 2 s more), `propid:path` compares an id
-//!   with the last one read (`same`, `larger`, `smaller`), `propaddr:path`
-//!   masks the port of an address, `propfields:path:1,2` prints the named
-//!   top-level fields of a serialized protobuf message;
+//! - `prop:a.b.c` (segments joined by NUL on the wire), `setprop:name:value`
+//!   (a value argument, see `var`) — properties; `propv:a/b` separates
+//!   segments with `/` (for keys that contain `.`); `propn:path` prints an
+//!   integer property in decimal, `propmap:path` a map's entries sorted by
+//!   key, `proptime:path:min_ms` and `propdur:path:min_ms` check a
+//!   timestamp's age (by the host's clock) or a duration against `min_ms` (up
+//!   to 2 s more), `propid:path` compares an id with the last one read
+//!   (`same`, `larger`, `smaller`), `propaddr:path` masks the port of an
+//!   address, `propfields:path:1,2` prints the named top-level fields of a
+//!   serialized protobuf message;
 //! - `sget:key`, `sset:key:cas:value` — shared data;
 //! - `mdef:type:name`, `minc:id:delta`, `mrec:id:value`, `mget:id` — metrics;
 //! - `qreg:name`, `qres:vm_id:name`, `qenq:id:data`, `qdeq:id` — shared queues
@@ -39,6 +41,21 @@
 //!   item `run:<command>` is run there, in the root context);
 //! - `ffi:name:args` — a foreign function; args `hex:...` are hex-decoded, and
 //!   `zip:text` passes the result of `compress(text)`;
+//! - `var:name:value` remembers a value (module-global, so the plugin
+//!   configuration can set one for every stream; `show:name` prints it in hex):
+//!   a value argument is `$name`, `0x<hex>`, `pem:LABEL:value` (the PEM text
+//!   of a value's bytes) or as `ffi` arguments;
+//! - `declare:name:type:span:readonly:schema` — `declare_property` (type,
+//!   span and readonly are numbers, schema a value);
+//!   `fstate:span:path:value` — `set_envoy_filter_state`;
+//!   `sign:hash:key:text` and `verify:hash:key:signature:text` — `sign` and
+//!   `verify_signature`, `key` being `der=value`, `pem=value`, both joined by
+//!   `,` or empty; the results are decoded (`sign` remembers the signature as
+//!   `$sig`); `expr:text` — `expr_create` (remembers the token for `$`),
+//!   `eval:token`, `edel:token` — `expr_evaluate`, `expr_delete`, `token`
+//!   being `$` or a value;
+//! - `propv:a/b/c` — a property whose segments are separated by `/` (for
+//!   keys that contain `.`);
 //! - `gcall:svc:service:method:timeout:message:k=v,k=v` — a unary gRPC call;
 //!   `gstream:svc:service:method:k=v,k=v` — a gRPC stream; `svc` is a cluster
 //!   name, `proto=<cluster>` (a serialized `GrpcService` with `envoy_grpc`) or
@@ -362,6 +379,10 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
         "setbuf" => 4,
         "gcall" => 6,
         "gstream" | "gsend" => 4,
+        "declare" => 5,
+        "fstate" | "sign" => 3,
+        "verify" => 4,
+        "expr" => 1,
         _ => 2,
     };
     let mut parts = args.splitn(fields, ':');
@@ -560,10 +581,17 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 let (s, value) = property(a);
                 (s, address_text(&value))
             }
+            // Segments separated by '/' (for keys that contain '.').
+            "propv" => {
+                let path = a.replace('/', "\0");
+                let s = ffi::proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut len);
+                (s, escape(&take(ptr, len)))
+            }
             "setprop" => {
                 let path = a.replace('.', "\0");
+                let value = value_arg(b);
                 (
-                    ffi::proxy_set_property(path.as_ptr(), path.len(), b.as_ptr(), b.len()),
+                    ffi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()),
                     String::new(),
                 )
             }
@@ -626,6 +654,80 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     a.len(),
                     args.as_ptr(),
                     args.len(),
+                    &mut ptr,
+                    &mut len,
+                );
+                (s, escape(&take(ptr, len)))
+            }
+            "var" => {
+                let value = value_arg(b);
+                let n = value.len();
+                VARS.with(|v| v.borrow_mut().insert(a.to_owned(), value));
+                (0, format!("{n} bytes"))
+            }
+            "show" => (
+                0,
+                hex(&VARS.with(|v| v.borrow().get(a).cloned().unwrap_or_default())),
+            ),
+            "declare" | "fstate" | "sign" | "verify" => {
+                let (name, args) = match op {
+                    "declare" => ("declare_property", declare_args(a, b, c, d, e)),
+                    "fstate" => ("set_envoy_filter_state", filter_state_args(a, b, c)),
+                    "sign" => ("sign", sign_args(a, b, c)),
+                    _ => ("verify_signature", verify_args(a, b, c, d)),
+                };
+                let s = ffi::proxy_call_foreign_function(
+                    name.as_ptr(),
+                    name.len(),
+                    args.as_ptr(),
+                    args.len(),
+                    &mut ptr,
+                    &mut len,
+                );
+                let result = take(ptr, len);
+                let text = match op {
+                    "sign" if s == 0 => sign_result(&result),
+                    "verify" if s == 0 => verify_result(&result),
+                    _ => escape(&result),
+                };
+                (s, text)
+            }
+            "expr" => {
+                let name = "expr_create";
+                let s = ffi::proxy_call_foreign_function(
+                    name.as_ptr(),
+                    name.len(),
+                    a.as_ptr(),
+                    a.len(),
+                    &mut ptr,
+                    &mut len,
+                );
+                let result = take(ptr, len);
+                match <[u8; 4]>::try_from(result.as_slice()) {
+                    Ok(token) if s == 0 => {
+                        let token = u32::from_le_bytes(token);
+                        LAST_EXPR.with(|t| t.set(token));
+                        (s, format!("token={token}"))
+                    }
+                    _ => (s, escape(&result)),
+                }
+            }
+            "eval" | "edel" => {
+                let name = if op == "eval" {
+                    "expr_evaluate"
+                } else {
+                    "expr_delete"
+                };
+                let token = if a == "$" {
+                    LAST_EXPR.with(std::cell::Cell::get).to_le_bytes().to_vec()
+                } else {
+                    value_arg(a)
+                };
+                let s = ffi::proxy_call_foreign_function(
+                    name.as_ptr(),
+                    name.len(),
+                    token.as_ptr(),
+                    token.len(),
                     &mut ptr,
                     &mut len,
                 );
@@ -1024,6 +1126,203 @@ fn foreign_args(arg: &str) -> Vec<u8> {
     arg.as_bytes().to_vec()
 }
 
+/// A value argument: `$name` is a remembered `var`, `0x<hex>` hex-decoded
+/// (usable where a `:` would end the argument), `pem:LABEL:value` the PEM text
+/// of a value's bytes, anything else as `ffi` arguments.
+fn value_arg(arg: &str) -> Vec<u8> {
+    if let Some(name) = arg.strip_prefix('$') {
+        return VARS.with(|v| v.borrow().get(name).cloned().unwrap_or_default());
+    }
+    if let Some(hex) = arg.strip_prefix("0x") {
+        return foreign_args(&format!("hex:{hex}"));
+    }
+    if let Some(rest) = arg.strip_prefix("pem:") {
+        let (label, value) = rest.split_once(':').unwrap_or((rest, ""));
+        return pem(label, &value_arg(value)).into_bytes();
+    }
+    foreign_args(arg)
+}
+
+/// `bytes` as PEM text with `label`, in 64-column lines.
+fn pem(label: &str, bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Appends a protobuf varint.
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a length-delimited protobuf field (left out when empty, as proto3
+/// serializes).
+fn pb_bytes(out: &mut Vec<u8>, field: u64, data: &[u8]) {
+    if !data.is_empty() {
+        varint(out, field << 3 | 2);
+        varint(out, data.len() as u64);
+        out.extend_from_slice(data);
+    }
+}
+
+/// Appends a varint protobuf field (left out when 0).
+fn pb_varint(out: &mut Vec<u8>, field: u64, v: u64) {
+    if v != 0 {
+        varint(out, field << 3);
+        varint(out, v);
+    }
+}
+
+/// A number argument for a protobuf field (`u32::MAX` if it does not parse).
+fn num64(s: &str) -> u64 {
+    s.parse().unwrap_or(u64::from(u32::MAX))
+}
+
+/// `DeclarePropertyArguments`: name, type and span numbers, readonly 0/1, a
+/// schema value.
+fn declare_args(name: &str, kind: &str, span: &str, readonly: &str, schema: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    pb_bytes(&mut out, 1, name.as_bytes());
+    pb_varint(&mut out, 2, num64(readonly));
+    pb_varint(&mut out, 3, num64(kind));
+    pb_bytes(&mut out, 4, &value_arg(schema));
+    pb_varint(&mut out, 5, num64(span));
+    out
+}
+
+/// `SetEnvoyFilterStateArguments`: a span number, the key, a value.
+fn filter_state_args(span: &str, path: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    pb_bytes(&mut out, 1, path.as_bytes());
+    pb_bytes(&mut out, 2, &value_arg(value));
+    pb_varint(&mut out, 3, num64(span));
+    out
+}
+
+/// A key argument of `sign`/`verify`: `der=value`, `pem=value`, both joined
+/// by `,`, or empty; the fields are DER then PEM.
+fn key_fields(spec: &str) -> (Vec<u8>, Vec<u8>) {
+    let (mut der, mut pem) = (Vec::new(), Vec::new());
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some(("der", v)) => der = value_arg(v),
+            Some(("pem", v)) => pem = value_arg(v),
+            _ => {}
+        }
+    }
+    (der, pem)
+}
+
+/// `SignArguments`: hash function, key, text.
+fn sign_args(hash: &str, key: &str, text: &str) -> Vec<u8> {
+    let (der, pem) = key_fields(key);
+    let mut out = Vec::new();
+    pb_bytes(&mut out, 1, hash.as_bytes());
+    pb_bytes(&mut out, 2, &der);
+    pb_bytes(&mut out, 3, &value_arg(text));
+    pb_bytes(&mut out, 4, &pem);
+    out
+}
+
+/// `VerifySignatureArguments`: hash function, key, signature, text.
+fn verify_args(hash: &str, key: &str, signature: &str, text: &str) -> Vec<u8> {
+    let (der, pem) = key_fields(key);
+    let mut out = Vec::new();
+    pb_bytes(&mut out, 1, hash.as_bytes());
+    pb_bytes(&mut out, 2, &der);
+    pb_bytes(&mut out, 3, &value_arg(signature));
+    pb_bytes(&mut out, 4, &value_arg(text));
+    pb_bytes(&mut out, 5, &pem);
+    out
+}
+
+/// A protobuf field's value: a varint (`Ok`) or length-delimited bytes.
+type PbValue = Result<u64, Vec<u8>>;
+
+/// The fields of a protobuf message: (number, value).
+fn pb_fields(mut data: &[u8]) -> Option<Vec<(u64, PbValue)>> {
+    fn read_varint(data: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = data.split_first()?;
+            *data = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut fields = Vec::new();
+    while !data.is_empty() {
+        let tag = read_varint(&mut data)?;
+        match tag & 7 {
+            0 => fields.push((tag >> 3, Ok(read_varint(&mut data)?))),
+            2 => {
+                let n = usize::try_from(read_varint(&mut data)?).ok()?;
+                let bytes = data.get(..n)?.to_vec();
+                data = &data[n..];
+                fields.push((tag >> 3, Err(bytes)));
+            }
+            _ => return None,
+        }
+    }
+    Some(fields)
+}
+
+/// A `SignResult`: `result=<0|1> error=<text>`; the signature is remembered
+/// as `$sig` (ECDSA signatures differ from run to run: `show:sig` prints
+/// deterministic ones).
+fn sign_result(data: &[u8]) -> String {
+    let Some(fields) = pb_fields(data) else {
+        return format!("(malformed) {}", escape(data));
+    };
+    let (mut result, mut signature, mut error) = (0, Vec::new(), Vec::new());
+    for (field, value) in fields {
+        match (field, value) {
+            (1, Ok(v)) => result = v,
+            (2, Err(b)) => signature = b,
+            (3, Err(b)) => error = b,
+            _ => {}
+        }
+    }
+    VARS.with(|v| v.borrow_mut().insert("sig".to_owned(), signature));
+    format!("result={result} error={}", escape(&error))
+}
+
+/// A `VerifySignatureResult`: `result=<0|1> error=<text>`.
+fn verify_result(data: &[u8]) -> String {
+    let Some(fields) = pb_fields(data) else {
+        return format!("(malformed) {}", escape(data));
+    };
+    let (mut result, mut error) = (0, Vec::new());
+    for (field, value) in fields {
+        match (field, value) {
+            (1, Ok(v)) => result = v,
+            (2, Err(b)) => error = b,
+            _ => {}
+        }
+    }
+    format!("result={result} error={}", escape(&error))
+}
+
 /// Runs a script and returns what the callback should return.
 fn script(callback: &str, text: &str, eos: bool) -> u32 {
     let mut ret = 0;
@@ -1099,6 +1398,11 @@ thread_local! {
     /// answers arrive in any order), and `startup` reports them.
     static STARTUP_CALLS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     static STARTUP_ANSWERS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Values remembered with `var` (module-global: the plugin configuration
+    /// can set them for every stream).
+    static VARS: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+    /// The last token `expr` got.
+    static LAST_EXPR: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// A module-global counter (`count`), shared by every plugin of the VM.
     static COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }

@@ -1,7 +1,25 @@
-//! Header names and values in the configuration: validated when it is parsed.
+//! HTTP header names and values for filter configuration types, validated
+//! when the configuration is parsed, so that a bad name or value fails
+//! `on_configure` with its field named instead of failing a request later.
 //!
-//! The same rules, messages and JSON Schema as `weir::config`'s types, kept here
-//! so that this crate depends on no SDK.
+//! The SDK re-exports these as `weir::config::{HeaderName, HeaderValue,
+//! is_token}`; this crate depends on no proxy-wasm SDK, so filter logic kept in
+//! SDK-independent crates can use the same types.
+//!
+//! ```
+//! #[derive(Debug, serde::Deserialize)]
+//! struct Config {
+//!     name: weir_names::HeaderName,
+//!     value: weir_names::HeaderValue,
+//! }
+//!
+//! let config: Config = serde_json::from_str(r#"{"name": "X-Env", "value": "prod"}"#).unwrap();
+//! assert_eq!(config.name.as_str(), "x-env");
+//! assert_eq!(config.value.as_str(), "prod");
+//!
+//! let err = serde_json::from_str::<Config>(r#"{"name": "x env", "value": ""}"#).unwrap_err();
+//! assert!(err.to_string().contains("character ' ' is not allowed"));
+//! ```
 
 /// Whether `b` may appear in an HTTP token (RFC 9110 `tchar`): header names,
 /// methods, media type parts.
@@ -15,7 +33,7 @@ pub fn is_token(b: u8) -> bool {
 ///
 /// # Examples
 /// ```
-/// use header_append_core::HeaderName;
+/// use weir_names::HeaderName;
 ///
 /// assert_eq!(HeaderName::parse("X-Env").unwrap().as_str(), "x-env");
 /// assert!(HeaderName::parse(":path").unwrap().is_pseudo());
@@ -72,7 +90,7 @@ impl<'de> serde::Deserialize<'de> for HeaderName {
 ///
 /// # Examples
 /// ```
-/// use header_append_core::HeaderValue;
+/// use weir_names::HeaderValue;
 ///
 /// assert_eq!(HeaderValue::parse("no-store").unwrap().as_str(), "no-store");
 /// assert!(HeaderValue::parse("a\r\nb").is_err());
@@ -138,6 +156,36 @@ mod schema {
                 "description": "A header value; CR, LF and NUL are not allowed.",
                 "pattern": "^[^\\r\\n\\u0000]*$"
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_tokens_or_pseudo_headers_and_lower_cased() {
+        assert_eq!(
+            HeaderName::parse("X-Env").map(|n| n.to_string()),
+            Ok("x-env".to_owned())
+        );
+        assert!(HeaderName::parse(":authority").is_ok_and(|n| n.is_pseudo()));
+        assert!(!HeaderName::parse("x").is_ok_and(|n| n.is_pseudo()));
+        for bad in ["", ":", "a b", "a:b", "é", "a\r"] {
+            assert!(HeaderName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn values_refuse_cr_lf_and_nul() {
+        assert_eq!(
+            HeaderValue::parse("a b;c=d").map(|v| v.as_str().to_owned()),
+            Ok("a b;c=d".to_owned())
+        );
+        for bad in ["a\rb", "a\nb", "a\0b"] {
+            let err = HeaderValue::parse(bad).expect_err(bad);
+            assert!(err.contains("CR, LF and NUL"), "{err}");
         }
     }
 }
