@@ -49,8 +49,7 @@
 //! response, connection, upstream and xds attributes from Envoy's stream info:
 //! time and durations on the virtual clock, body and header sizes, response
 //! flags and details from the stream's fate, gRPC status; filter state), HTTP
-//! callouts to
-//! clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
+//! callouts to clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
 //! receives, the response delivered to the root context, resuming or answering the
 //! stream from it), gRPC calls and streams to services given with
 //! [`ChainBuilder::grpc_service`] (Envoy's parsing of the service argument,
