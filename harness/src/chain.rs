@@ -21,7 +21,9 @@ use crate::hcm::{ConnectionManager, HttpCache};
 use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
-use crate::state::{Facts, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags};
+use crate::state::{
+    Facts, FilterState, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags,
+};
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm, VmSetup};
 use crate::{Engine, Error, Result};
@@ -1539,8 +1541,8 @@ impl Chain {
     }
 
     /// A stream starts: its stream info facts (start time, a new downstream
-    /// connection, the request body bytes that come `with_headers`), given to
-    /// every VM's maps for it.
+    /// connection, the request body bytes that come `with_headers`) and its
+    /// empty filter state, given to every VM's maps for it.
     fn start_stream(&mut self, with_headers: usize) -> Facts {
         self.connections += 1;
         let mut fresh = StreamFacts::new(self.now, self.monotonic(), self.connections);
@@ -1553,9 +1555,12 @@ impl Chain {
             }
             _ => Facts::new(fresh),
         };
+        let filter_state = FilterState::default();
         let mut previous = None;
         for slot in &mut self.slots {
-            let theirs = slot.vm.state().maps.info.facts.replace(facts.clone());
+            let info = &mut slot.vm.state().maps.info;
+            info.filter_state = filter_state.clone();
+            let theirs = info.facts.replace(facts.clone());
             previous = previous.or(theirs);
         }
         self.scratch.facts = previous;

@@ -85,7 +85,7 @@ use crate::chain::{
 use crate::grpc::{GrpcCallout, GrpcService, GrpcStreamService};
 use crate::outcome::{Callout, LogLevel, LogRecord};
 use crate::shared::{MetricValue, Shared};
-use crate::state::Phase;
+use crate::state::{FilterState, Phase};
 use crate::upstream::Upstream;
 use crate::vm::{Cb, Trap, Vm, VmSetup};
 use crate::{Engine, Error, Result};
@@ -672,6 +672,11 @@ impl NetworkChain {
         // As Envoy's filter chain factory, in chain order.
         for i in 0..self.slots.len() {
             self.reload_if_due(i);
+        }
+        // One filter state for the connection, whichever VM a filter runs in.
+        let filter_state = FilterState::default();
+        for slot in &mut self.slots {
+            slot.vm.state().maps.info.filter_state = filter_state.clone();
         }
         let filters = self
             .slots

@@ -74,10 +74,11 @@ impl StreamMaps {
             upstream_data,
             info:
                 StreamInfo {
-                    filter_state,
                     upstream_address,
-                    // The stream's facts stay: a new stream brings its own
-                    // (the chain gives every VM a stream's facts as it starts).
+                    // The stream's facts and filter state stay: a new stream
+                    // brings its own (the chain gives every VM a stream's as
+                    // it starts).
+                    filter_state: _,
                     facts: _,
                 },
         } = self;
@@ -90,7 +91,6 @@ impl StreamMaps {
         *response_body = None;
         *downstream_data = None;
         *upstream_data = None;
-        filter_state.clear();
         *upstream_address = None;
     }
 }
@@ -98,9 +98,9 @@ impl StreamMaps {
 /// Stream attributes that are not headers.
 #[derive(Debug, Default)]
 pub(crate) struct StreamInfo {
-    /// Filter state by key: properties written with `proxy_set_property`
-    /// (under `wasm.<path>`) and objects stored with `set_envoy_filter_state`.
-    pub(crate) filter_state: HashMap<Vec<u8>, crate::abi::filter_state::Entry>,
+    /// The stream's (or connection's) filter state, shared with the maps
+    /// of the chain's other VMs.
+    pub(crate) filter_state: FilterState,
     /// A network filter's upstream host, once `tcp_proxy` connects (an HTTP
     /// stream's is in its [`StreamFacts`]).
     pub(crate) upstream_address: Option<std::net::SocketAddr>,
@@ -234,6 +234,22 @@ impl Facts {
 
     /// The facts, to read or update.
     pub(crate) fn get(&self) -> MutexGuard<'_, StreamFacts> {
+        // A panic while the lock was held leaves plain data: carry on with it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A stream's (or a network filter's connection's) filter state, by key:
+/// properties written with `proxy_set_property` (under `wasm.<path>`) and
+/// objects stored with `set_envoy_filter_state`. Envoy keeps one per stream,
+/// which every filter of the chain reads and writes, whichever VM it runs in:
+/// the chain gives each VM's maps the same handle as the stream starts.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FilterState(Arc<Mutex<HashMap<Vec<u8>, crate::abi::filter_state::Entry>>>);
+
+impl FilterState {
+    /// The entries, to read or update.
+    pub(crate) fn get(&self) -> MutexGuard<'_, HashMap<Vec<u8>, crate::abi::filter_state::Entry>> {
         // A panic while the lock was held leaves plain data: carry on with it.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }

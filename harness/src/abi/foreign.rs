@@ -192,7 +192,13 @@ fn set_envoy_filter_state(state: &mut HostState, args: &[u8]) -> Result<(), Stat
         return Err(Status::NotFound);
     }
     let span = LifeSpan::from_wire(args.span);
-    match state.maps.info.filter_state.entry(args.path.into_bytes()) {
+    match state
+        .maps
+        .info
+        .filter_state
+        .get()
+        .entry(args.path.into_bytes())
+    {
         std::collections::hash_map::Entry::Occupied(mut e) => match e.get() {
             // Stored again with the same life span: replaced.
             Entry::Object { span: old, .. } if *old == span => {
@@ -478,7 +484,7 @@ mod tests {
         state.active_context = 2;
         assert_eq!(set(&mut state, "envoy.string", "a", 0), Ok(None));
         let read = |state: &HostState, key: &[u8]| {
-            filter_state::read_entry(&state.maps.info.filter_state, &[key])
+            filter_state::read_entry(&state.maps.info.filter_state.get(), &[key])
         };
         let text = |t: &str| Ok(filter_state::Read::Bytes(t.as_bytes().to_vec()));
         assert_eq!(read(&state, b"envoy.string"), text("a"));

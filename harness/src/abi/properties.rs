@@ -546,7 +546,7 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
         b"connection" => connection(facts, rest),
         b"connection_id" => scalar(Value::Uint(facts.ok_or(NOT_FOUND)?.connection_id), rest),
         b"metadata" if facts.is_some() => metadata(rest),
-        b"filter_state" => filter_state::read_entry(&state.maps.info.filter_state, rest)
+        b"filter_state" => filter_state::read_entry(&state.maps.info.filter_state.get(), rest)
             .map(|read| Value::Bytes(read.encode()))
             .map_err(Fault::Status),
         b"upstream_filter_state" if facts.is_some_and(|f| f.attempts > 0) => {
@@ -556,7 +556,7 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
                 Err(NOT_FOUND)
             }
         }
-        name => filter_state::read_property(&state.maps.info.filter_state, name, rest)
+        name => filter_state::read_property(&state.maps.info.filter_state.get(), name, rest)
             .map(|read| Value::Bytes(read.encode()))
             .map_err(Fault::Status),
     }
@@ -599,8 +599,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     return Err(NOT_FOUND);
                 }
                 let declared = state.root().declared.get(&path).cloned();
-                let filter_state = &mut state.maps.info.filter_state;
-                filter_state::write_property(filter_state, &path, value, declared.as_ref())
+                let mut filter_state = state.maps.info.filter_state.get();
+                filter_state::write_property(&mut filter_state, &path, value, declared.as_ref())
                     .map_err(Fault::Status)
             });
             memory::status(result)?
@@ -1082,9 +1082,9 @@ mod tests {
 
     #[test]
     fn filter_state_is_also_read_by_its_wasm_key() {
-        let mut state = stream(StreamFacts::default());
+        let state = stream(StreamFacts::default());
         filter_state::write_property(
-            &mut state.maps.info.filter_state,
+            &mut state.maps.info.filter_state.get(),
             b"mine",
             b"v".to_vec(),
             None,
