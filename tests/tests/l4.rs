@@ -35,6 +35,15 @@ fn infos(logs: &[weir_harness::LogRecord]) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that an info line (or above) ends with `tail`.
+#[track_caller]
+fn assert_logged(logs: &[weir_harness::LogRecord], tail: &str) {
+    assert!(
+        infos(logs).iter().any(|l| l.ends_with(tail)),
+        "no line ends with {tail:?}: {logs:?}"
+    );
+}
+
 #[test]
 fn echo_round_trip_in_envoys_callback_order() {
     let mut chain = chain(vec![filter(
@@ -461,13 +470,7 @@ fn a_callout_to_an_unknown_cluster_is_refused() {
     let outcome = conn.finish();
     assert!(outcome.callouts.is_empty());
     // BadArgument (2), as Envoy answers for a cluster it does not know.
-    assert!(
-        infos(&outcome.logs)
-            .iter()
-            .any(|l| l.ends_with("call:nope:GET:/allow:auth.test -> 2 token=0")),
-        "{:?}",
-        outcome.logs
-    );
+    assert_logged(&outcome.logs, "call:nope:GET:/allow:auth.test -> 2 token=0");
 }
 
 #[test]
@@ -615,13 +618,7 @@ fn a_callout_timeout_answers_504_at_the_timeout() {
             .is_some_and(|b| b.starts_with(b"probe:"))
     );
     let outcome = conn.finish();
-    assert!(
-        infos(&outcome.logs)
-            .iter()
-            .any(|l| l.ends_with("get:6::status -> 0 504")),
-        "{:?}",
-        outcome.logs
-    );
+    assert_logged(&outcome.logs, "get:6::status -> 0 504");
 }
 
 #[test]
