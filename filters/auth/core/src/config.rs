@@ -410,16 +410,13 @@ impl HeaderName {
     /// # Errors
     /// A message naming the problem.
     pub fn parse(name: &str) -> Result<Self, String> {
-        if name.is_empty() {
-            return Err("invalid header name \"\": empty".to_owned());
-        }
-        if let Some(c) = name.bytes().find(|&b| !is_token(b)) {
+        // weir's rules, without the pseudo-headers it also takes.
+        if name.starts_with(':') {
             return Err(format!(
-                "invalid header name {name:?}: character {:?} is not allowed",
-                char::from(c)
+                "invalid header name {name:?}: character ':' is not allowed"
             ));
         }
-        Ok(Self(name.to_ascii_lowercase()))
+        weir::config::HeaderName::parse(name).map(|n| Self(n.as_str().to_owned()))
     }
 
     /// The lower-cased name.
@@ -984,6 +981,31 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_names_are_lower_cased_tokens_without_pseudo_headers() {
+        assert_eq!(
+            HeaderName::parse("X-User").map(|n| n.as_str().to_owned()),
+            Ok("x-user".to_owned())
+        );
+        for (name, message) in [
+            ("", "invalid header name \"\": empty"),
+            (
+                ":path",
+                "invalid header name \":path\": character ':' is not allowed",
+            ),
+            (
+                ":",
+                "invalid header name \":\": character ':' is not allowed",
+            ),
+            (
+                "a b",
+                "invalid header name \"a b\": character ' ' is not allowed",
+            ),
+        ] {
+            assert_eq!(HeaderName::parse(name), Err(message.to_owned()), "{name:?}");
+        }
+    }
 
     /// `config.schema.json` (published by `weir push`) is generated from `Config`;
     /// `WEIR_UPDATE_SCHEMA=1 cargo test -p auth-core --lib` rewrites it.
