@@ -1187,6 +1187,7 @@ pub(crate) fn answer_call(
              connection termination",
         ),
         Some(UpstreamFault::CloseAfterHeaders) => return vm.on_http_call_failure(token),
+        Some(UpstreamFault::ConnectionRefused) => made_up_response(503, &connect_failure_body()),
         _ => {
             let mut headers = Fields::new(Kind::Response);
             headers.add(b":status", response.status().as_str().as_bytes());
@@ -1231,6 +1232,21 @@ enum UpstreamFailure {
     /// The connection closed after the headers, before the body was complete:
     /// the stream is reset.
     ResetAfterHeaders,
+    /// The upstream refused the connection: `503`.
+    ConnectFailure,
+}
+
+/// Why Envoy 1.40's connection to an upstream that refuses it failed
+/// (`upstream.transport_failure_reason`; the router's details carry it too,
+/// spaces as `_`).
+const REFUSED_REASON: &str = "delayed connect error: Connection refused";
+
+/// The body of Envoy's 503 for an upstream that refused the connection (the
+/// reason is in the details, not here).
+fn connect_failure_body() -> String {
+    "upstream connect error or disconnect/reset before headers. reset reason: remote \
+     connection failure"
+        .to_owned()
 }
 
 impl UpstreamFailure {
@@ -1249,6 +1265,7 @@ impl UpstreamFailure {
             Some(UpstreamFault::CloseAfterHeaders) => {
                 (Duration::ZERO, Some(Self::ResetAfterHeaders))
             }
+            Some(UpstreamFault::ConnectionRefused) => (Duration::ZERO, Some(Self::ConnectFailure)),
             None => (Duration::ZERO, None),
         }
     }
@@ -1260,15 +1277,23 @@ impl UpstreamFailure {
             Self::Timeout => (
                 504,
                 "response_timeout",
-                "upstream request timeout",
+                "upstream request timeout".to_owned(),
                 flags::UPSTREAM_REQUEST_TIMEOUT,
             ),
             Self::ResetBeforeHeaders => (
                 503,
                 "upstream_reset_before_response_started{connection_termination}",
                 "upstream connect error or disconnect/reset before headers. reset reason: \
-                 connection termination",
+                 connection termination"
+                    .to_owned(),
                 flags::UPSTREAM_CONNECTION_TERMINATION,
+            ),
+            Self::ConnectFailure => (
+                503,
+                "upstream_reset_before_response_started{remote_connection_failure|\
+                 delayed_connect_error:_Connection_refused}",
+                connect_failure_body(),
+                flags::UPSTREAM_CONNECTION_FAILURE,
             ),
             Self::ResetAfterHeaders => return None,
         };
@@ -1277,7 +1302,7 @@ impl UpstreamFailure {
             request: LocalReplyRequest {
                 status,
                 details: details.to_owned(),
-                body: body.as_bytes().to_vec(),
+                body: body.into_bytes(),
                 headers: Fields::new(Kind::Plain),
                 grpc_status: -1,
             },
@@ -2007,11 +2032,20 @@ impl Chain {
         let (upstream_request, mut response, response_frames, response_chunked, reply) =
             match (sent, router_reply) {
                 // The router gave up on the upstream and answers itself.
-                (Ok((upstream_request, ..)), Some((reply, flag))) => {
-                    io.facts.get().flags |= flag;
+                (Ok((upstream_request, _, _, failure)), Some((reply, flag))) => {
+                    let refused = failure == Some(UpstreamFailure::ConnectFailure);
+                    {
+                        let mut facts = io.facts.get();
+                        facts.flags |= flag;
+                        if refused {
+                            facts.transport_failure = Some(REFUSED_REASON);
+                        }
+                    }
                     let response = ConnectionManager::local_reply_fields(&reply.request);
                     let frames = vec![(reply.request.body.clone(), true)];
-                    (Some(upstream_request), response, frames, false, Some(reply))
+                    // A refused connection carried no request.
+                    let upstream_request = (!refused).then_some(upstream_request);
+                    (upstream_request, response, frames, false, Some(reply))
                 }
                 (Ok((upstream_request, response, (_, delay), failure)), None) => {
                     let mut guard = io.chain();
@@ -3125,5 +3159,33 @@ impl Chain {
         }
         self.scratch.logged = logged;
         created
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_is_answered_503_with_envoys_details_and_flag() {
+        let fault = Some(UpstreamFault::ConnectionRefused);
+        let (delay, failure) = UpstreamFailure::of(fault, Some(Duration::from_secs(15)));
+        assert_eq!(delay, Duration::ZERO);
+        assert_eq!(failure, Some(UpstreamFailure::ConnectFailure));
+        let (reply, flag) = UpstreamFailure::ConnectFailure.reply().expect("a reply");
+        assert_eq!(flag, flags::UPSTREAM_CONNECTION_FAILURE);
+        assert_eq!(flag, 0x20);
+        assert_eq!(reply.slot, None);
+        assert_eq!(reply.request.status, 503);
+        assert_eq!(
+            reply.request.details,
+            "upstream_reset_before_response_started{remote_connection_failure|\
+             delayed_connect_error:_Connection_refused}"
+        );
+        assert_eq!(
+            reply.request.body,
+            b"upstream connect error or disconnect/reset before headers. reset reason: \
+              remote connection failure"
+        );
     }
 }

@@ -114,6 +114,8 @@ pub(crate) struct StreamInfo {
 pub(crate) mod flags {
     /// `UT`: the upstream did not answer within the route's timeout.
     pub(crate) const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    /// `UF`: the connection to the upstream failed.
+    pub(crate) const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
     /// `UC`: the upstream connection closed before the response.
     pub(crate) const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
     /// `NR`: no route matched the request.
@@ -163,6 +165,9 @@ pub(crate) struct StreamFacts {
     /// once the router sent the request.
     pub(crate) upstream_host: Option<std::net::SocketAddr>,
     pub(crate) upstream_local: Option<std::net::SocketAddr>,
+    /// Why the connection to the upstream failed, if it did
+    /// (`upstream.transport_failure_reason`; empty otherwise).
+    pub(crate) transport_failure: Option<&'static str>,
     /// The upstream's response time, once its last byte arrived
     /// (`response.backend_latency`), and until then, once the response is
     /// on its way.
