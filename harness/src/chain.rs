@@ -22,7 +22,7 @@ use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
 use crate::state::{
-    Facts, FilterState, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags,
+    Facts, FilterState, HeldMaps, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags,
 };
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm, VmSetup};
@@ -551,6 +551,8 @@ struct Progress {
     /// in one piece.
     resumed_request: bool,
     resumed_response: bool,
+    /// The header maps the filter's context still points at ([`HeldMaps`]).
+    held: HeldMaps,
     /// The filter's VM when the stream started ([`Slot::generation`]).
     generation: u32,
 }
@@ -2985,7 +2987,10 @@ impl Chain {
                 direction: Direction::Request,
                 end_of_stream,
             };
-            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+            let p = &mut progress[i];
+            match Self::headers_returned(io, header, result, fields, held, &mut p.held, callouts)
+                .await?
+            {
                 Headers::Next { resumed } => progress[i].resumed_request = resumed,
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) => return Ok(Some(reply)),
@@ -3004,12 +3009,17 @@ impl Chain {
     /// then gives the headers back to `fields` (even when the stream ends here,
     /// a reset or a disconnect: the access log still reads them) and says how
     /// the chain goes on.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
     async fn headers_returned(
         io: &mut Io<'_, '_>,
         header: Header,
         result: Result<Option<i32>, Trap>,
         fields: &mut Fields,
         held: &mut Option<usize>,
+        kept: &mut HeldMaps,
         callouts: &mut Vec<Callout>,
     ) -> Result<Headers> {
         let Header {
@@ -3023,6 +3033,26 @@ impl Chain {
             Direction::Response => "on_response_headers",
         };
         let step = settle(io, i, stream, result, direction, callback, callouts).await;
+        // Envoy's context forgets the headers when the callback returns
+        // Continue. It keeps pointing at them (their size can be read and
+        // they can be changed, even in `on_log`) when the stream ended during
+        // the callback or its pause (a reply, a close, a client that left),
+        // and, for the response headers, once paused (measured in Envoy 1.40:
+        // a resumed request's headers are forgotten, a resumed response's
+        // are not).
+        let keeps = match &step {
+            Err(Error::Reset { .. } | Error::Disconnected { .. }) | Ok(After::Reply(_)) => true,
+            Ok(After::Returned { action, .. }) => {
+                direction == Direction::Response && !continues(*action)
+            }
+            _ => false,
+        };
+        if keeps {
+            kept.insert(match direction {
+                Direction::Request => HeldMaps::REQUEST_HEADERS,
+                Direction::Response => HeldMaps::RESPONSE_HEADERS,
+            });
+        }
         let mut chain = io.chain();
         let slot = &mut chain.slots[i];
         *fields = {
@@ -3105,7 +3135,10 @@ impl Chain {
                 direction: Direction::Response,
                 end_of_stream,
             };
-            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+            let p = &mut progress[i];
+            match Self::headers_returned(io, header, result, fields, held, &mut p.held, callouts)
+                .await?
+            {
                 Headers::Next { resumed } => progress[i].resumed_response = resumed,
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) | Headers::Failed(reply) => return Ok(Some(reply)),
@@ -3145,7 +3178,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             if slot
                 .vm
-                .log_stream(stream, request, response.as_deref_mut(), trailers)
+                .log_stream(stream, request, response.as_deref_mut(), trailers, p.held)
                 .is_ok()
             {
                 logged.push((i, stream));

@@ -57,6 +57,34 @@ pub(crate) struct StreamMaps {
     pub(crate) upstream_data: Option<Vec<u8>>,
     /// What Envoy's stream info knows about the stream.
     pub(crate) info: StreamInfo,
+    /// In `on_log`: the headers the filter's context still points at, which
+    /// `proxy_get_header_map_size` and changes reach as in the callbacks.
+    pub(crate) held: HeldMaps,
+}
+
+/// The header maps a filter's context in Envoy still points at once its
+/// headers callback returned (Envoy's `getMap`, used by
+/// `proxy_get_header_map_size` and every change): none after Continue; the
+/// map of a callback during which (or during whose pause) the stream ended,
+/// and the response headers of a callback that paused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HeldMaps(u8);
+
+impl HeldMaps {
+    /// The request headers (map type 0).
+    pub(crate) const REQUEST_HEADERS: HeldMaps = HeldMaps(1);
+    /// The response headers (map type 2).
+    pub(crate) const RESPONSE_HEADERS: HeldMaps = HeldMaps(1 << 2);
+
+    /// Adds `maps`.
+    pub(crate) fn insert(&mut self, maps: HeldMaps) {
+        self.0 |= maps.0;
+    }
+
+    /// Whether map type `kind` is held.
+    pub(crate) fn holds(self, kind: u32) -> bool {
+        kind < 8 && self.0 & (1 << kind) != 0
+    }
 }
 
 impl StreamMaps {
@@ -72,6 +100,7 @@ impl StreamMaps {
             response_body,
             downstream_data,
             upstream_data,
+            held,
             info:
                 StreamInfo {
                     upstream_address,
@@ -92,6 +121,7 @@ impl StreamMaps {
         *downstream_data = None;
         *upstream_data = None;
         *upstream_address = None;
+        *held = HeldMaps::default();
     }
 }
 
