@@ -62,8 +62,9 @@
 //!   (an answer first at equal times) and the connection's events; an answer
 //!   due at once arrives on a later event, before the upstream's pending
 //!   reactions. gRPC calls (to a [`NetworkChainBuilder::grpc_service`]) are
-//!   answered as soon as they are made. A failed VM's callouts are answered to
-//!   nobody. A connection's filter that paused waiting for an answer is resumed
+//!   answered as soon as they are made (those of a VM FAIL_RELOAD replaced
+//!   are reported with the next outcome). A failed VM's callouts are answered
+//!   to nobody. A connection's filter that paused waiting for an answer is resumed
 //!   by `proxy_continue_stream(Downstream)` with its connection as the effective
 //!   context (`continueReading` after that filter); on a root context without
 //!   one it does nothing, as in Envoy. `proxy_close_stream` likewise closes the
@@ -392,6 +393,7 @@ impl NetworkChainBuilder {
             seq: 0,
             retired: Vec::new(),
             connections: 0,
+            replaced_grpc: Vec::new(),
         })
     }
 }
@@ -461,6 +463,9 @@ pub struct NetworkChain {
     retired: Vec<Vm>,
     /// Connections accepted so far: the last one's id (`connection.id`).
     connections: u64,
+    /// The gRPC calls a VM FAIL_RELOAD replaced had made (their service was
+    /// asked) and nobody collected yet: the next drain reports them.
+    replaced_grpc: Vec<GrpcCallout>,
 }
 
 impl NetworkChain {
@@ -653,16 +658,22 @@ impl NetworkChain {
                 vm.take_host_calls();
                 let slot = &mut self.slots[i];
                 slot.callbacks = vm.network_callbacks();
-                let old = std::mem::replace(&mut slot.vm, vm);
+                let mut old = std::mem::replace(&mut slot.vm, vm);
+                // Envoy sent them: they stay in what the test sees.
+                self.replaced_grpc
+                    .extend(drain_grpc(std::iter::once(&mut old)));
                 self.retired.push(old);
             }
             Err(e) => tracing::warn!(plugin = %meta.name, "VM reload failed: {e}"),
         }
     }
 
-    /// The gRPC calls the services answered since the last drain, from every VM.
+    /// The gRPC calls the services answered since the last drain, from every
+    /// VM (those FAIL_RELOAD replaced first).
     fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
-        drain_grpc(self.slots.iter_mut().map(|s| &mut s.vm))
+        let mut calls = std::mem::take(&mut self.replaced_grpc);
+        calls.extend(drain_grpc(self.slots.iter_mut().map(|s| &mut s.vm)));
+        calls
     }
 
     /// What the plugins logged while starting.

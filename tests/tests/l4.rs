@@ -755,3 +755,38 @@ fn held_bytes_count_as_received_again_at_each_read() {
         &format!("on_downstream_data propn:request.size -> 0 {}", n + n + 4),
     );
 }
+
+#[test]
+fn the_grpc_calls_of_a_vm_a_reload_replaced_are_still_reported() {
+    let plugin = engine()
+        .load_file(filter_wasm("probe"))
+        .expect("probe loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("p")
+                .vm_id("p")
+                .failure_policy(FailurePolicy::FailReload)
+                .reload_backoff(Duration::from_secs(2)),
+        )
+        .grpc_service("grpc", |_: &weir_harness::GrpcRequest| {
+            weir_harness::GrpcReply::no_answer()
+        })
+        .build()
+        .expect("probe starts");
+    let mut conn = chain.connect(silent).expect("connects");
+    conn.send(b"probe:gcall:grpc:pkg.Audit:Note:60000:opened:\n")
+        .expect("sent");
+    conn.send(b"probe:trap\n").expect("sent");
+    assert_eq!(conn.closed(), Some(CloseType::Local));
+    // Past the backoff, with the connection left without its outcome.
+    conn.advance(Duration::from_secs(4));
+    drop(conn);
+    // The next connection gets a fresh VM; the call the failed one made
+    // reached its service all the same.
+    let outcome = one_connection(&mut chain, "probe:count\n");
+    assert_logged(&outcome.logs, "count -> 0 1");
+    assert_eq!(outcome.grpc.len(), 1, "{:?}", outcome.grpc);
+    assert_eq!(outcome.grpc[0].request.service(), "pkg.Audit");
+    assert_eq!(outcome.grpc[0].request.message(), b"opened");
+}
