@@ -50,7 +50,11 @@
 //!   With `FAIL_RELOAD` a connection accepted once a jittered backoff in
 //!   `[base, 1.5 × base)` has passed since the VM was loaded gets a fresh VM
 //!   (start-up sequence included; a sibling plugin sharing the VM joins it);
-//!   before that, the failed VM closes it as with `FAIL_CLOSED`.
+//!   before that, the failed VM closes it as with `FAIL_CLOSED`. In Envoy
+//!   (measured in 1.40) a connection left open in a VM that failed through
+//!   another connection gets no more callbacks and is closed at its next
+//!   read, after a reload too (it stays with the failed VM); the chain holds
+//!   one connection at a time, so that case cannot arise here.
 //!
 //! * Timers, HTTP callouts and gRPC work as for HTTP filters, on one virtual
 //!   clock ([`NetworkChain::advance`], or [`Connection::advance`] while a
