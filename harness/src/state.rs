@@ -103,7 +103,6 @@ impl StreamMaps {
             held,
             info:
                 StreamInfo {
-                    upstream_address,
                     // The stream's facts and filter state stay: a new stream
                     // brings its own (the chain gives every VM a stream's as
                     // it starts).
@@ -120,7 +119,6 @@ impl StreamMaps {
         *response_body = None;
         *downstream_data = None;
         *upstream_data = None;
-        *upstream_address = None;
         *held = HeldMaps::default();
     }
 }
@@ -131,11 +129,8 @@ pub(crate) struct StreamInfo {
     /// The stream's (or connection's) filter state, shared with the maps
     /// of the chain's other VMs.
     pub(crate) filter_state: FilterState,
-    /// A network filter's upstream host, once `tcp_proxy` connects (an HTTP
-    /// stream's is in its [`StreamFacts`]).
-    pub(crate) upstream_address: Option<std::net::SocketAddr>,
-    /// What Envoy's stream info knows of the HTTP stream as a whole (none
-    /// for a network filter's connection).
+    /// What Envoy's stream info knows of the HTTP stream (or a network
+    /// filter's connection) as a whole.
     pub(crate) facts: Option<Facts>,
 }
 
@@ -189,6 +184,10 @@ pub(crate) struct StreamFacts {
     pub(crate) flags: u64,
     /// The router found no route: no cluster, route or endpoints.
     pub(crate) no_route: bool,
+    /// The facts of a network filter's connection (the connection's own
+    /// stream info), not of an HTTP stream: bytes are counted as the
+    /// connection reads and writes them, and there is no protocol.
+    pub(crate) network: bool,
     /// Upstream attempts: 1 once the router sent the request.
     pub(crate) attempts: u64,
     /// The upstream host and the local address of the connection to it,
