@@ -4,7 +4,10 @@
 //! As in Envoy, the request goes through the filters in the order they were added
 //! (0 → n) and the response comes back in reverse (n → 0). A filter that pauses
 //! holds the rest of the chain; a local reply short-circuits it, and the response
-//! path then runs through the replying filter and those before it.
+//! path then runs through the replying filter and those before it. A local reply
+//! to a gRPC request is a gRPC trailers-only response (see
+//! `ConnectionManager::local_reply`): the filters see headers that end the
+//! stream.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -565,6 +568,8 @@ struct Reply {
 /// What [`LocalReply::plugin`] says when the router answered.
 const ROUTER: &str = "envoy.filters.http.router";
 
+/// Envoy's local reply to a stream whose VM failed: `503`, gRPC status 14
+/// (`UNAVAILABLE`) to a gRPC request.
 fn fail_stream() -> LocalReplyRequest {
     LocalReplyRequest {
         status: 503,
@@ -1796,6 +1801,7 @@ impl Chain {
                 None => request_frames.iter().map(|(data, _)| data.len()).sum(),
             };
             io.facts = chain.start_stream(with_headers);
+            io.facts.get().grpc_request = crate::hcm::is_grpc_request(&fields);
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
             (
@@ -2008,9 +2014,18 @@ impl Chain {
             match (sent, router_reply) {
                 // The router gave up on the upstream and answers itself.
                 (Ok((upstream_request, ..)), Some((reply, flag))) => {
-                    io.facts.get().flags |= flag;
-                    let response = ConnectionManager::local_reply_fields(&reply.request);
-                    let frames = vec![(reply.request.body.clone(), true)];
+                    let grpc = {
+                        let mut facts = io.facts.get();
+                        facts.flags |= flag;
+                        facts.grpc_request
+                    };
+                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
+                    // A local reply's body is one final frame.
+                    let frames = if body.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![(body, true)]
+                    };
                     (Some(upstream_request), response, frames, false, Some(reply))
                 }
                 (Ok((upstream_request, response, (_, delay), failure)), None) => {
@@ -2052,9 +2067,9 @@ impl Chain {
                 (Err(reply), _) => {
                     // A reply in the body phase resets the upstream request the router
                     // had started: the upstream never receives a complete request.
-                    let response = ConnectionManager::local_reply_fields(&reply.request);
+                    let grpc = io.facts.get().grpc_request;
+                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
                     // A local reply's body is one final frame.
-                    let body = reply.request.body.clone();
                     let frames = if body.is_empty() {
                         Vec::new()
                     } else {
@@ -2247,13 +2262,27 @@ impl Chain {
                         upstream_request: None,
                         logs: Vec::new(),
                     };
+                    // Envoy's `sendLocalReply` gives the stream the reply's
+                    // details before it finds it can only reset; the access
+                    // log reads the response headers as they went out.
+                    {
+                        let mut guard = io.chain();
+                        let chain: &mut Chain = &mut guard;
+                        chain.refresh_date();
+                        let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
+                        chain.hcm.stamp(&mut response, date);
+                        response.remove(b"transfer-encoding");
+                    }
+                    io.facts
+                        .get()
+                        .respond(response_code(&response), Cow::Owned(r.request.details));
                     return Err(Self::reset(
                         io,
                         reset_error,
                         &progress,
                         &mut fields,
                         upstream_request,
-                        None,
+                        Some(&mut response),
                     ));
                 }
                 Ok(pass) => Ok(pass.out),
@@ -2262,11 +2291,11 @@ impl Chain {
         let (reply, mut response_fields, response_body) = match late_reply {
             Err(r) => {
                 response_trailers = None;
-                let fields = ConnectionManager::local_reply_fields(&r.request);
-                let body = Bytes::from(r.request.body.clone());
+                let mut facts = io.facts.get();
+                let (fields, body) = ConnectionManager::local_reply(&r.request, facts.grpc_request);
+                let body = Bytes::from(body);
                 // Straight to the client.
                 let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
-                let mut facts = io.facts.get();
                 facts.bytes_sent = facts.bytes_sent.saturating_add(sent);
                 (Some(r), fields, body)
             }
@@ -2347,12 +2376,14 @@ impl Chain {
         chain.scratch.buffered = buffered;
         chain.scratch.order = order;
         chain.scratch.keep(fields, final_response);
+        let grpc = io.facts.get().grpc_request;
         let local_reply = reply.map(|r| LocalReply {
             plugin: r.slot.map_or_else(
                 || ROUTER.to_owned(),
                 |i| chain.slots[i].vm.name().to_owned(),
             ),
             status: r.request.status as u16,
+            grpc_status: grpc.then(|| crate::hcm::local_reply_grpc_status(&r.request)),
             details: r.request.details,
         });
         Ok(Outcome {
