@@ -50,7 +50,11 @@
 //!   With `FAIL_RELOAD` a connection accepted once a jittered backoff in
 //!   `[base, 1.5 × base)` has passed since the VM was loaded gets a fresh VM
 //!   (start-up sequence included; a sibling plugin sharing the VM joins it);
-//!   before that, the failed VM closes it as with `FAIL_CLOSED`.
+//!   before that, the failed VM closes it as with `FAIL_CLOSED`. In Envoy
+//!   (measured in 1.40) a connection left open in a VM that failed through
+//!   another connection gets no more callbacks and is closed at its next
+//!   read, after a reload too (it stays with the failed VM); the chain holds
+//!   one connection at a time, so that case cannot arise here.
 //!
 //! * Timers, HTTP callouts and gRPC work as for HTTP filters, on one virtual
 //!   clock ([`NetworkChain::advance`], or [`Connection::advance`] while a
@@ -62,15 +66,20 @@
 //!   (an answer first at equal times) and the connection's events; an answer
 //!   due at once arrives on a later event, before the upstream's pending
 //!   reactions. gRPC calls (to a [`NetworkChainBuilder::grpc_service`]) are
-//!   answered as soon as they are made. A failed VM's callouts are answered to
-//!   nobody. A connection's filter that paused waiting for an answer is resumed
+//!   answered as soon as they are made (those of a VM FAIL_RELOAD replaced
+//!   are reported with the next outcome). A failed VM's callouts are answered
+//!   to nobody. A connection's filter that paused waiting for an answer is resumed
 //!   by `proxy_continue_stream(Downstream)` with its connection as the effective
 //!   context (`continueReading` after that filter); on a root context without
 //!   one it does nothing, as in Envoy. `proxy_close_stream` likewise closes the
 //!   connection whose context it acts on.
 //!
-//! Not emulated: TLS and connection-level properties beyond `source.*`,
-//! `destination.*`, `upstream.*` and `xds.cluster_name`.
+//! * The connection has its own stream info, which every filter reads as
+//!   properties (`abi/properties.rs` lists what Envoy answers):
+//!   an id, the time it was accepted, the bytes received and sent, and once
+//!   `tcp_proxy` connected its upstream host and cluster.
+//!
+//! Not emulated: TLS.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -85,7 +94,7 @@ use crate::chain::{
 use crate::grpc::{GrpcCallout, GrpcService, GrpcStreamService};
 use crate::outcome::{Callout, LogLevel, LogRecord};
 use crate::shared::{MetricValue, Shared};
-use crate::state::{FilterState, Phase};
+use crate::state::{Facts, FilterState, Phase, StreamFacts};
 use crate::upstream::Upstream;
 use crate::vm::{Cb, Trap, Vm, VmSetup};
 use crate::{Engine, Error, Result};
@@ -209,6 +218,7 @@ pub struct NetworkChainBuilder {
     source: SocketAddr,
     destination: SocketAddr,
     upstream: SocketAddr,
+    upstream_local: SocketAddr,
     cluster: String,
     clusters: Clusters,
     grpc: GrpcServices,
@@ -261,6 +271,14 @@ impl NetworkChainBuilder {
     /// `127.0.0.1:8080`.
     pub fn upstream_address(mut self, address: SocketAddr) -> Self {
         self.upstream = address;
+        self
+    }
+
+    /// The local address of `tcp_proxy`'s connection to the upstream
+    /// (`upstream.local_address` once connected), default `127.0.0.1:40000`
+    /// (a real one has an ephemeral port).
+    pub fn upstream_local_address(mut self, address: SocketAddr) -> Self {
+        self.upstream_local = address;
         self
     }
 
@@ -367,6 +385,7 @@ impl NetworkChainBuilder {
             shared,
             startup_logs,
             upstream: self.upstream,
+            upstream_local: self.upstream_local,
             cluster: self.cluster,
             clusters: self.clusters,
             grpc: self.grpc,
@@ -377,6 +396,8 @@ impl NetworkChainBuilder {
             rng: self.seed ^ 0x5EED,
             seq: 0,
             retired: Vec::new(),
+            connections: 0,
+            replaced_grpc: Vec::new(),
         })
     }
 }
@@ -429,6 +450,7 @@ pub struct NetworkChain {
     shared: Arc<Shared>,
     startup_logs: Vec<LogRecord>,
     upstream: SocketAddr,
+    upstream_local: SocketAddr,
     cluster: String,
     clusters: Clusters,
     grpc: GrpcServices,
@@ -443,6 +465,11 @@ pub struct NetworkChain {
     /// Failed VMs FAIL_RELOAD replaced that still have callouts in flight:
     /// their cluster answers them, to nobody.
     retired: Vec<Vm>,
+    /// Connections accepted so far: the last one's id (`connection.id`).
+    connections: u64,
+    /// The gRPC calls a VM FAIL_RELOAD replaced had made (their service was
+    /// asked) and nobody collected yet: the next drain reports them.
+    replaced_grpc: Vec<GrpcCallout>,
 }
 
 impl NetworkChain {
@@ -458,6 +485,7 @@ impl NetworkChain {
             source: SocketAddr::from(([127, 0, 0, 1], 50000)),
             destination: SocketAddr::from(([127, 0, 0, 1], 10000)),
             upstream: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            upstream_local: SocketAddr::from(([127, 0, 0, 1], 40000)),
             cluster: "upstream".to_owned(),
             clusters: Clusters::default(),
             grpc: GrpcServices::default(),
@@ -634,16 +662,22 @@ impl NetworkChain {
                 vm.take_host_calls();
                 let slot = &mut self.slots[i];
                 slot.callbacks = vm.network_callbacks();
-                let old = std::mem::replace(&mut slot.vm, vm);
+                let mut old = std::mem::replace(&mut slot.vm, vm);
+                // Envoy sent them: they stay in what the test sees.
+                self.replaced_grpc
+                    .extend(drain_grpc(std::iter::once(&mut old)));
                 self.retired.push(old);
             }
             Err(e) => tracing::warn!(plugin = %meta.name, "VM reload failed: {e}"),
         }
     }
 
-    /// The gRPC calls the services answered since the last drain, from every VM.
+    /// The gRPC calls the services answered since the last drain, from every
+    /// VM (those FAIL_RELOAD replaced first).
     fn drain_grpc(&mut self) -> Vec<GrpcCallout> {
-        drain_grpc(self.slots.iter_mut().map(|s| &mut s.vm))
+        let mut calls = std::mem::take(&mut self.replaced_grpc);
+        calls.extend(drain_grpc(self.slots.iter_mut().map(|s| &mut s.vm)));
+        calls
     }
 
     /// What the plugins logged while starting.
@@ -673,10 +707,23 @@ impl NetworkChain {
         for i in 0..self.slots.len() {
             self.reload_if_due(i);
         }
-        // One filter state for the connection, whichever VM a filter runs in.
+        // One stream info for the connection (its facts and filter state),
+        // whichever VM a filter runs in.
+        self.connections += 1;
+        let now = self
+            .slots
+            .first_mut()
+            .map_or(SystemTime::UNIX_EPOCH, |s| s.vm.state().now);
+        let mut fresh = StreamFacts::new(now, self.monotonic(), self.connections);
+        fresh.network = true;
+        let facts = Facts::new(fresh);
         let filter_state = FilterState::default();
         for slot in &mut self.slots {
-            slot.vm.state().maps.info.filter_state = filter_state.clone();
+            let mut state = slot.vm.state();
+            state.maps.info.filter_state = filter_state.clone();
+            state.maps.info.facts = Some(facts.clone());
+            // `tcp_proxy` picks its cluster as it connects.
+            state.cluster_name = None;
         }
         let filters = self
             .slots
@@ -696,6 +743,7 @@ impl NetworkChain {
             chain: self,
             upstream: Box::new(upstream),
             filters,
+            facts,
             stream_failed: false,
             tcp_proxy: false,
             read_enabled: false,
@@ -763,6 +811,8 @@ pub struct Connection<'a> {
     chain: &'a mut NetworkChain,
     upstream: Box<dyn TcpUpstream + 'a>,
     filters: Vec<FilterConn>,
+    /// The connection's stream info, shared with every VM's maps.
+    facts: Facts,
     /// Envoy's `stream_failed_`: a failed VM closed the connection already.
     stream_failed: bool,
     /// `tcp_proxy`'s `onNewConnection` ran (it connected upstream).
@@ -1023,6 +1073,9 @@ impl Connection<'_> {
             }
             self.read_end_raised = true;
         }
+        // Envoy counts the whole read buffer as received at each read event,
+        // held bytes again (measured in Envoy 1.40).
+        self.facts.get().bytes_received += self.read_buffer.len() as u64;
         self.continue_reading(None);
         // Both directions ended and the client's half-close came last: Envoy
         // closes the socket as a remote close.
@@ -1062,12 +1115,15 @@ impl Connection<'_> {
     fn tcp_proxy(&mut self) {
         if !self.tcp_proxy {
             self.tcp_proxy = true;
-            let upstream = self.chain.upstream;
+            {
+                let mut facts = self.facts.get();
+                facts.attempts = 1;
+                facts.upstream_host = Some(self.chain.upstream);
+                facts.upstream_local = Some(self.chain.upstream_local);
+            }
             let cluster = self.chain.cluster.clone();
             for f in &self.filters {
-                let mut state = self.chain.slots[f.slot].vm.state();
-                state.cluster_name = Some(cluster.clone());
-                state.maps.info.upstream_address = Some(upstream);
+                self.chain.slots[f.slot].vm.state().cluster_name = Some(cluster.clone());
             }
             self.upstream_received = Some(Vec::new());
             let greeting = self.upstream.on_connect();
@@ -1147,6 +1203,7 @@ impl Connection<'_> {
                 return;
             }
         }
+        self.facts.get().bytes_sent += self.upstream_buffer.len() as u64;
         self.client_received.append(&mut self.upstream_buffer);
         if end_stream {
             self.client_end = true;

@@ -74,7 +74,6 @@ impl StreamMaps {
             upstream_data,
             info:
                 StreamInfo {
-                    upstream_address,
                     // The stream's facts and filter state stay: a new stream
                     // brings its own (the chain gives every VM a stream's as
                     // it starts).
@@ -91,7 +90,6 @@ impl StreamMaps {
         *response_body = None;
         *downstream_data = None;
         *upstream_data = None;
-        *upstream_address = None;
     }
 }
 
@@ -101,11 +99,8 @@ pub(crate) struct StreamInfo {
     /// The stream's (or connection's) filter state, shared with the maps
     /// of the chain's other VMs.
     pub(crate) filter_state: FilterState,
-    /// A network filter's upstream host, once `tcp_proxy` connects (an HTTP
-    /// stream's is in its [`StreamFacts`]).
-    pub(crate) upstream_address: Option<std::net::SocketAddr>,
-    /// What Envoy's stream info knows of the HTTP stream as a whole (none
-    /// for a network filter's connection).
+    /// What Envoy's stream info knows of the HTTP stream (or a network
+    /// filter's connection) as a whole.
     pub(crate) facts: Option<Facts>,
 }
 
@@ -161,6 +156,10 @@ pub(crate) struct StreamFacts {
     /// `content-type` ([`crate::hcm::is_grpc_request`]), so local replies
     /// to the stream are gRPC trailers-only responses.
     pub(crate) grpc_request: bool,
+    /// The facts of a network filter's connection (the connection's own
+    /// stream info), not of an HTTP stream: bytes are counted as the
+    /// connection reads and writes them, and there is no protocol.
+    pub(crate) network: bool,
     /// Upstream attempts: 1 once the router sent the request.
     pub(crate) attempts: u64,
     /// The upstream host and the local address of the connection to it,

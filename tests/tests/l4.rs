@@ -639,3 +639,154 @@ fn a_slow_start_up_callout_is_answered_on_the_network_chains_clock() {
     // finish lets the answer arrive (Envoy keeps running).
     assert_eq!(outcome.callouts.len(), 1);
 }
+
+/// A probe network chain with its upstream's addresses and cluster named.
+fn addressed_probe_chain(configure: &str) -> NetworkChain {
+    let plugin = engine()
+        .load_file(filter_wasm("probe"))
+        .expect("probe loads");
+    NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("p")
+                .vm_id("p")
+                .configuration(configure),
+        )
+        .upstream_address("10.0.0.9:7000".parse().expect("address"))
+        .upstream_local_address("10.0.0.1:41000".parse().expect("address"))
+        .cluster("backend")
+        .build()
+        .expect("probe starts")
+}
+
+#[test]
+fn a_connection_has_its_own_stream_info() {
+    let mut chain = addressed_probe_chain(
+        "onconnect:propn:connection.id,prop:upstream.address,prop:xds.cluster_name,\
+         propn:request.size,prop:upstream.transport_failure_reason,prop:request.protocol",
+    );
+    let mut conn = chain.connect(Echo).expect("connects");
+    conn.send(b"probe:prop:upstream.address;prop:upstream.local_address;prop:xds.cluster_name;propn:upstream.num_endpoints;onlog:propn:request.size,propn:response.size,propn:connection_id,prop:request.duration\n")
+        .expect("sent");
+    conn.close_write().expect("half-closed");
+    let outcome = conn.finish();
+    // Before tcp_proxy connects: an id, no upstream host or cluster yet.
+    assert_logged(
+        &outcome.logs,
+        "on_new_connection propn:connection.id -> 0 1",
+    );
+    assert_logged(
+        &outcome.logs,
+        "on_new_connection prop:upstream.address -> 1",
+    );
+    assert_logged(
+        &outcome.logs,
+        "on_new_connection prop:xds.cluster_name -> 1",
+    );
+    assert_logged(&outcome.logs, "on_new_connection propn:request.size -> 0 0");
+    assert_logged(
+        &outcome.logs,
+        "on_new_connection prop:upstream.transport_failure_reason -> 0",
+    );
+    assert_logged(
+        &outcome.logs,
+        "on_new_connection prop:request.protocol -> 1",
+    );
+    // Once connected.
+    assert_logged(
+        &outcome.logs,
+        "on_downstream_data prop:upstream.address -> 0 10.0.0.9:7000",
+    );
+    assert_logged(
+        &outcome.logs,
+        "on_downstream_data prop:upstream.local_address -> 0 10.0.0.1:41000",
+    );
+    assert_logged(
+        &outcome.logs,
+        "on_downstream_data prop:xds.cluster_name -> 0 backend",
+    );
+    assert_logged(
+        &outcome.logs,
+        "on_downstream_data propn:upstream.num_endpoints -> 0 1",
+    );
+    // Every byte the client sent was read, and the echo written back.
+    let sent = outcome.client_received.len();
+    assert_logged(
+        &outcome.logs,
+        &format!("on_log propn:request.size -> 0 {sent}"),
+    );
+    assert_logged(
+        &outcome.logs,
+        &format!("on_log propn:response.size -> 0 {sent}"),
+    );
+    assert_logged(&outcome.logs, "on_log propn:connection_id -> 0 1");
+    assert_logged(&outcome.logs, "on_log prop:request.duration -> 1");
+    // The next connection has the next id, and no cluster until it connects.
+    let conn = chain.connect(Echo).expect("connects");
+    let outcome = conn.finish();
+    assert_logged(
+        &outcome.logs,
+        "on_new_connection propn:connection.id -> 0 2",
+    );
+    assert_logged(
+        &outcome.logs,
+        "on_new_connection prop:xds.cluster_name -> 1",
+    );
+}
+
+#[test]
+fn held_bytes_count_as_received_again_at_each_read() {
+    let mut chain = addressed_probe_chain("");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    let first = b"probe:hold;propn:request.size\n";
+    conn.send(first).expect("sent");
+    conn.send(b"tail").expect("sent");
+    let outcome = conn.finish();
+    let n = first.len();
+    assert_logged(
+        &outcome.logs,
+        &format!("on_downstream_data propn:request.size -> 0 {n}"),
+    );
+    // The held bytes and the new ones: the read buffer, counted again.
+    assert_logged(
+        &outcome.logs,
+        &format!("on_downstream_data propn:request.size -> 0 {}", n + n + 4),
+    );
+}
+
+#[test]
+fn the_grpc_calls_of_a_vm_a_reload_replaced_are_still_reported() {
+    let plugin = engine()
+        .load_file(filter_wasm("probe"))
+        .expect("probe loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(
+            Filter::new(plugin)
+                .name("p")
+                .vm_id("p")
+                .failure_policy(FailurePolicy::FailReload)
+                .reload_backoff(Duration::from_secs(2)),
+        )
+        .grpc_service("grpc", |_: &weir_harness::GrpcRequest| {
+            weir_harness::GrpcReply::no_answer()
+        })
+        .build()
+        .expect("probe starts");
+    let mut conn = chain.connect(silent).expect("connects");
+    conn.send(b"probe:gcall:grpc:pkg.Audit:Note:60000:opened:\n")
+        .expect("sent");
+    conn.send(b"probe:trap\n").expect("sent");
+    assert_eq!(conn.closed(), Some(CloseType::Local));
+    // Past the backoff, with the connection left without its outcome.
+    conn.advance(Duration::from_secs(4));
+    drop(conn);
+    // The next connection gets a fresh VM; the call the failed one made
+    // reached its service all the same.
+    let outcome = one_connection(&mut chain, "probe:count\n");
+    assert_logged(&outcome.logs, "count -> 0 1");
+    assert_eq!(outcome.grpc.len(), 1, "{:?}", outcome.grpc);
+    assert_eq!(outcome.grpc[0].request.service(), "pkg.Audit");
+    assert_eq!(outcome.grpc[0].request.message(), b"opened");
+}

@@ -55,13 +55,39 @@
 //!   `proxy_set_property` by its name; `upstream_filter_state` (once the
 //!   router sent the request).
 //!
-//! A network filter's connection: `source.*`, `destination.*`,
-//! `upstream.{address, port}` once `tcp_proxy` connected, `connection.mtls`,
-//! `xds.cluster_name` and filter state.
+//! A network filter's connection, from the connection's own stream info (as
+//! measured in Envoy 1.40, `tests/conformance/l4-properties.yaml`), in the
+//! connection's callbacks, its `on_log`, and a root context's callback that
+//! makes it the effective context:
+//! - `connection.{id, mtls, requested_server_name}` and `connection_id` (a
+//!   new id for each connection), without TLS (the TLS attributes are
+//!   `NotFound`); `connection.termination_details` is `NotFound` whoever
+//!   closed the connection (a filter, the client, the upstream);
+//! - `request.time` (when the connection was accepted), `request.size` and
+//!   `request.total_size`: what Envoy counts as received, the read buffer's
+//!   length at each read event (bytes a filter holds count again at the next
+//!   read); `request.headers` (an empty map), `request.headers_bytes` (0);
+//!   `request.protocol`, `request.duration` and every header attribute are
+//!   `NotFound`;
+//! - `response.{flags, size, total_size}`: 0, and the bytes written to the
+//!   client (not those a write filter holds); `response.headers` and
+//!   `response.trailers` are empty maps; the code, its details, the gRPC
+//!   status and the backend latency are `NotFound`;
+//! - `upstream.request_attempt_count` (0, then 1) and
+//!   `upstream.transport_failure_reason` (empty) from the start; once
+//!   `tcp_proxy` connected, `upstream.{address, port, local_address,
+//!   cx_pool_ready_duration, locality, num_endpoints}`,
+//!   `upstream_filter_state`, `xds.{cluster_name, cluster_metadata,
+//!   upstream_host_metadata, upstream_host_locality_metadata}`;
+//! - `xds.{listener_metadata, listener_direction, filter_chain_name}` (there
+//!   is no route or virtual host: `NotFound`), `metadata`, `source.*`,
+//!   `destination.*` and filter state.
 //!
 //! What the harness cannot know, it answers as a plain Envoy would: no TLS,
 //! no metadata, one endpoint per cluster, an instant connection pool, the
-//! configured upstream local address (a real one has an ephemeral port);
+//! configured upstream local address (a real one has an ephemeral port),
+//! connection ids counted from 1 (Envoy numbers every connection it makes,
+//! upstream ones included, from one process-wide counter);
 //! `xds.node.user_agent_build_version.metadata` and `xds.node.extensions`
 //! are empty (Envoy lists its build's details and extensions there). Envoy
 //! lists a whole header map's keys in its hash set's order, which changes
@@ -184,9 +210,10 @@ fn request(state: &HostState, facts: &StreamFacts, rest: &[&[u8]]) -> Result<Val
         b"headers" => return header_map(headers, tail),
         b"headers_bytes" => Value::count(headers_bytes),
         b"time" => Value::Int(unix_nanos(facts.start.ok_or(NOT_FOUND)?)),
-        b"protocol" => Value::text("HTTP/1.1"),
-        // Once the stream is complete.
-        b"duration" => {
+        // A connection's stream info has no protocol, and Envoy never
+        // completes it as a request.
+        b"protocol" if !facts.network => Value::text("HTTP/1.1"),
+        b"duration" if !facts.network => {
             let ended = facts.ended_at.ok_or(NOT_FOUND)?;
             Value::nanos(ended.saturating_sub(facts.started_at))
         }
@@ -197,6 +224,7 @@ fn request(state: &HostState, facts: &StreamFacts, rest: &[&[u8]]) -> Result<Val
             None => Value::count(facts.bytes_received),
         },
         b"total_size" => Value::count(facts.bytes_received.saturating_add(headers_bytes)),
+        b"protocol" | b"duration" => return Err(NOT_FOUND),
         _ => return request_header(headers.ok_or(NOT_FOUND)?, field, tail),
     };
     scalar(value, tail)
@@ -466,9 +494,7 @@ fn upstream(
     facts: Option<&StreamFacts>,
     rest: &[&[u8]],
 ) -> Result<Value, Fault> {
-    let host = facts
-        .and_then(|f| f.upstream_host)
-        .or(state.maps.info.upstream_address);
+    let host = facts.and_then(|f| f.upstream_host);
     let [field, tail @ ..] = rest else {
         return Err(NOT_SERIALIZABLE);
     };
@@ -479,7 +505,8 @@ fn upstream(
     let sent = facts.attempts > 0;
     let value = match *field {
         b"local_address" => Value::text(facts.upstream_local.ok_or(NOT_FOUND)?.to_string()),
-        b"transport_failure_reason" if sent => Value::text(""),
+        // A connection's upstream info is there from the start.
+        b"transport_failure_reason" if sent || facts.network => Value::text(""),
         b"cx_pool_ready_duration" if sent => Value::nanos(Duration::ZERO),
         b"locality" if host.is_some() => return locality(tail),
         b"request_attempt_count" => Value::Uint(facts.attempts),
@@ -655,7 +682,11 @@ mod tests {
         // No upstream until the router sent the request.
         assert_eq!(get(&state, "upstream.address"), Err(Status::NotFound));
         let upstream: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
-        state.maps.info.upstream_address = Some(upstream);
+        let facts = StreamFacts {
+            upstream_host: Some(upstream),
+            ..StreamFacts::default()
+        };
+        state.maps.info.facts = Some(crate::state::Facts::new(facts));
         assert_eq!(
             get(&state, "upstream.address").as_deref(),
             Ok(&b"127.0.0.1:8080"[..])
@@ -1116,26 +1147,137 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_network_connection_has_no_http_stream_info() {
+    /// `state` in a network filter's connection whose stream info has
+    /// `facts` (no route, no virtual host: a listener's filter chain).
+    fn connection(facts: StreamFacts) -> HostState {
         let mut state = state();
         state.active_context = 2;
-        state.maps.info.upstream_address = Some("127.0.0.1:9000".parse().expect("addr"));
-        assert_eq!(get(&state, "upstream.address"), text("127.0.0.1:9000"));
+        state.maps.info.facts = Some(crate::state::Facts::new(StreamFacts {
+            network: true,
+            ..facts
+        }));
+        state
+    }
+
+    #[test]
+    fn a_network_connection_before_tcp_proxy_connects() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let state = connection(StreamFacts::new(start, Duration::ZERO, 4));
+        assert_eq!(
+            get(&state, "connection.id"),
+            Ok(4u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, "connection_id"),
+            Ok(4u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(get(&state, "connection.requested_server_name"), text(""));
+        assert_eq!(get(&state, "connection.mtls"), Ok(vec![0]));
+        assert_eq!(get(&state, "request.time"), int(1_700_000_000_000_000_000));
+        assert_eq!(get(&state, "request.size"), int(0));
+        assert_eq!(get(&state, "request.total_size"), int(0));
+        assert_eq!(get(&state, "request.headers_bytes"), int(0));
+        assert_eq!(
+            get(&state, "request.headers").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(get(&state, "response.flags"), int(0));
+        assert_eq!(get(&state, "response.size"), int(0));
+        assert_eq!(
+            get(&state, "response.trailers").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        assert_eq!(
+            get(&state, "upstream.request_attempt_count"),
+            Ok(0u64.to_le_bytes().to_vec())
+        );
+        // A connection's upstream info is there from the start.
+        assert_eq!(get(&state, "upstream.transport_failure_reason"), text(""));
+        assert_eq!(get(&state, "xds.listener_direction"), int(0));
+        assert_eq!(get(&state, "xds.filter_chain_name"), text(""));
+        assert_eq!(get(&state, "xds.listener_metadata"), text(""));
+        assert_eq!(get(&state, "metadata"), text(""));
         for path in [
-            "request.time",
+            "connection.termination_details",
+            "connection.tls_version",
             "request.protocol",
-            "response.flags",
-            "connection.id",
-            "connection_id",
-            "upstream.request_attempt_count",
+            "request.duration",
+            "request.path",
+            "request.id",
+            "response.code",
+            "response.code_details",
+            "response.grpc_status",
+            "response.backend_latency",
+            "upstream.address",
+            "upstream.port",
+            "upstream.local_address",
+            "upstream.cx_pool_ready_duration",
+            "upstream.num_endpoints",
+            "upstream.locality",
+            "upstream_filter_state",
+            "xds.cluster_name",
+            "xds.cluster_metadata",
+            "xds.upstream_host_metadata",
             "xds.route_name",
-            "xds.listener_direction",
-            "metadata",
+            "xds.virtual_host_name",
+            "xds.virtual_host_metadata",
         ] {
             assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
         }
-        assert_eq!(get(&state, "connection.mtls"), Ok(vec![0]));
+        for path in ["request", "response", "connection", "upstream", "xds"] {
+            assert_eq!(
+                get(&state, path),
+                Err(Status::SerializationFailure),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_network_connection_once_tcp_proxy_connected() {
+        let mut state = connection(StreamFacts {
+            attempts: 1,
+            upstream_host: Some("127.0.0.1:9000".parse().expect("addr")),
+            upstream_local: Some("127.0.0.1:40000".parse().expect("addr")),
+            bytes_received: 12,
+            bytes_sent: 5,
+            ..StreamFacts::default()
+        });
+        state.cluster_name = Some("upstream".to_owned());
+        assert_eq!(get(&state, "upstream.address"), text("127.0.0.1:9000"));
+        assert_eq!(get(&state, "upstream.port"), int(9000));
+        assert_eq!(
+            get(&state, "upstream.local_address"),
+            text("127.0.0.1:40000")
+        );
+        assert_eq!(get(&state, "upstream.cx_pool_ready_duration"), int(0));
+        assert_eq!(
+            get(&state, "upstream.request_attempt_count"),
+            Ok(1u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(
+            get(&state, "upstream.num_endpoints"),
+            Ok(1u64.to_le_bytes().to_vec())
+        );
+        assert_eq!(get(&state, "upstream.locality"), text(""));
+        assert_eq!(get(&state, "xds.cluster_name"), text("upstream"));
+        assert_eq!(get(&state, "xds.cluster_metadata"), text(""));
+        assert_eq!(
+            get(&state, "upstream_filter_state"),
+            Err(Status::SerializationFailure)
+        );
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata"),
+            Err(Status::SerializationFailure)
+        );
+        // No headers: the bytes the connection counted.
+        assert_eq!(get(&state, "request.size"), int(12));
+        assert_eq!(get(&state, "request.total_size"), int(12));
+        assert_eq!(get(&state, "response.size"), int(5));
+        assert_eq!(get(&state, "response.total_size"), int(5));
+        for path in ["xds.route_name", "request.duration", "request.protocol"] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
     }
 
     #[test]

@@ -72,7 +72,11 @@
 //! - `period:ms` — `proxy_set_tick_period_milliseconds`; `ontick:c1,c2` — the
 //!   commands (`,` for `;`) `on_tick` runs with the current stream as the
 //!   effective context; `oncallout:c1,c2` — the current stream's callout script
-//!   (for a connection, whose scripts are not in headers);
+//!   (for a connection, whose scripts are not in headers); `onlog:c1,c2`
+//!   and `onclose:c1,c2` — the current connection's `on_log` script and the
+//!   one its close callbacks run; `onconnect:c1,c2` — what
+//!   `on_new_connection` runs for every connection of the plugin (set in the
+//!   plugin configuration; its return value is the callback's);
 //! - `startup` — the answers to the callouts `on_configure` made (those are
 //!   recorded instead of logged: Envoy starts a plugin in several VMs);
 //! - `loglevel`, `time`, `effective:id` (`effective:$`: the running stream, or
@@ -820,6 +824,30 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 });
                 (0, String::new())
             }
+            // The current connection's `on_log` and close-callback scripts
+            // (a connection's scripts are not in headers).
+            "onlog" | "onclose" => {
+                let stream = CURRENT.with(std::cell::Cell::get);
+                let commands = args.replace(',', ";");
+                STREAMS.with(|s| {
+                    if let Some(scripts) = s.borrow_mut().get_mut(&stream) {
+                        if op == "onlog" {
+                            scripts.log = commands;
+                        } else {
+                            scripts.close = commands;
+                        }
+                    }
+                });
+                (0, String::new())
+            }
+            // What `on_new_connection` runs for every connection of this
+            // plugin (module-global: set in the plugin configuration).
+            "onconnect" => {
+                let root = ACTIVE.with(|a| a.get().1);
+                let commands = args.replace(',', ";");
+                ON_CONNECT.with(|c| c.borrow_mut().insert(root, commands));
+                (0, String::new())
+            }
             // The module-global counter, incremented: shows which plugins
             // share a module instance.
             // What the answers to on_configure's callouts were.
@@ -1392,6 +1420,8 @@ struct Scripts {
     grpc_message_nth: Vec<String>,
     grpc_trailers: String,
     grpc_close: String,
+    /// A connection's close callbacks' script (`onclose`).
+    close: String,
 }
 
 thread_local! {
@@ -1413,6 +1443,8 @@ thread_local! {
     static ROOT_OF: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
     /// The running callback's context and its root.
     static ACTIVE: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    /// Root context → what `on_new_connection` runs (`onconnect`).
+    static ON_CONNECT: RefCell<HashMap<u32, String>> = RefCell::new(HashMap::new());
     /// Root context → the stream `ontick` named and the commands to run.
     static TICKS: RefCell<HashMap<u32, (u32, String)>> = RefCell::new(HashMap::new());
     /// Set while `on_configure` runs its script.
@@ -1530,6 +1562,7 @@ pub extern "C" fn proxy_on_request_headers(id: u32, _n: usize, eos: u32) -> u32 
             .collect(),
         grpc_trailers: request_header(&script_header("grpc-trailers")),
         grpc_close: request_header(&script_header("grpc-close")),
+        close: String::new(),
     };
     let request = request_header(&script_header("request"));
     STREAMS.with(|s| s.borrow_mut().insert(id, scripts));
@@ -1792,7 +1825,9 @@ pub extern "C" fn proxy_on_new_connection(id: u32) -> u32 {
     });
     CURRENT.with(|c| c.set(id));
     log("on_new_connection");
-    0
+    let root = ACTIVE.with(|a| a.get().1);
+    let text = ON_CONNECT.with(|c| c.borrow().get(&root).cloned().unwrap_or_default());
+    script("on_new_connection", &text, false)
 }
 
 /// The script a network data callback runs: after `probe:` up to the end of
@@ -1832,6 +1867,8 @@ pub extern "C" fn proxy_on_upstream_data(id: u32, size: usize, eos: u32) -> u32 
 pub extern "C" fn proxy_on_downstream_connection_close(id: u32, peer: u32) {
     enter(id);
     log(&format!("on_downstream_connection_close {peer}"));
+    let text = stream_script(id, |s| &s.close);
+    script("on_downstream_connection_close", &text, true);
 }
 
 /// Logs the peer type.
@@ -1839,6 +1876,8 @@ pub extern "C" fn proxy_on_downstream_connection_close(id: u32, peer: u32) {
 pub extern "C" fn proxy_on_upstream_connection_close(id: u32, peer: u32) {
     enter(id);
     log(&format!("on_upstream_connection_close {peer}"));
+    let text = stream_script(id, |s| &s.close);
+    script("on_upstream_connection_close", &text, true);
 }
 
 /// Runs `x-probe-log`.
