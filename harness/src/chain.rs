@@ -4,7 +4,10 @@
 //! As in Envoy, the request goes through the filters in the order they were added
 //! (0 → n) and the response comes back in reverse (n → 0). A filter that pauses
 //! holds the rest of the chain; a local reply short-circuits it, and the response
-//! path then runs through the replying filter and those before it.
+//! path then runs through the replying filter and those before it. A local reply
+//! to a gRPC request is a gRPC trailers-only response (see
+//! `ConnectionManager::local_reply`): the filters see headers that end the
+//! stream.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -567,6 +570,8 @@ struct Reply {
 /// What [`LocalReply::plugin`] says when the router answered.
 const ROUTER: &str = "envoy.filters.http.router";
 
+/// Envoy's local reply to a stream whose VM failed: `503`, gRPC status 14
+/// (`UNAVAILABLE`) to a gRPC request.
 fn fail_stream() -> LocalReplyRequest {
     LocalReplyRequest {
         status: 503,
@@ -1823,6 +1828,7 @@ impl Chain {
                 None => request_frames.iter().map(|(data, _)| data.len()).sum(),
             };
             io.facts = chain.start_stream(with_headers);
+            io.facts.get().grpc_request = crate::hcm::is_grpc_request(&fields);
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
             (
@@ -2036,15 +2042,21 @@ impl Chain {
                 // The router gave up on the upstream and answers itself.
                 (Ok((upstream_request, _, _, failure)), Some((reply, flag))) => {
                     let refused = failure == Some(UpstreamFailure::ConnectFailure);
-                    {
+                    let grpc = {
                         let mut facts = io.facts.get();
                         facts.flags |= flag;
                         if refused {
                             facts.transport_failure = Some(REFUSED_REASON);
                         }
-                    }
-                    let response = ConnectionManager::local_reply_fields(&reply.request);
-                    let frames = vec![(reply.request.body.clone(), true)];
+                        facts.grpc_request
+                    };
+                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
+                    // A local reply's body is one final frame.
+                    let frames = if body.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![(body, true)]
+                    };
                     // A refused connection carried no request.
                     let upstream_request = (!refused).then_some(upstream_request);
                     (upstream_request, response, frames, false, Some(reply))
@@ -2088,9 +2100,9 @@ impl Chain {
                 (Err(reply), _) => {
                     // A reply in the body phase resets the upstream request the router
                     // had started: the upstream never receives a complete request.
-                    let response = ConnectionManager::local_reply_fields(&reply.request);
+                    let grpc = io.facts.get().grpc_request;
+                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
                     // A local reply's body is one final frame.
-                    let body = reply.request.body.clone();
                     let frames = if body.is_empty() {
                         Vec::new()
                     } else {
@@ -2283,13 +2295,27 @@ impl Chain {
                         upstream_request: None,
                         logs: Vec::new(),
                     };
+                    // Envoy's `sendLocalReply` gives the stream the reply's
+                    // details before it finds it can only reset; the access
+                    // log reads the response headers as they went out.
+                    {
+                        let mut guard = io.chain();
+                        let chain: &mut Chain = &mut guard;
+                        chain.refresh_date();
+                        let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
+                        chain.hcm.stamp(&mut response, date);
+                        response.remove(b"transfer-encoding");
+                    }
+                    io.facts
+                        .get()
+                        .respond(response_code(&response), Cow::Owned(r.request.details));
                     return Err(Self::reset(
                         io,
                         reset_error,
                         &progress,
                         &mut fields,
                         upstream_request,
-                        None,
+                        Some(&mut response),
                     ));
                 }
                 Ok(pass) => Ok(pass.out),
@@ -2298,11 +2324,11 @@ impl Chain {
         let (reply, mut response_fields, response_body) = match late_reply {
             Err(r) => {
                 response_trailers = None;
-                let fields = ConnectionManager::local_reply_fields(&r.request);
-                let body = Bytes::from(r.request.body.clone());
+                let mut facts = io.facts.get();
+                let (fields, body) = ConnectionManager::local_reply(&r.request, facts.grpc_request);
+                let body = Bytes::from(body);
                 // Straight to the client.
                 let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
-                let mut facts = io.facts.get();
                 facts.bytes_sent = facts.bytes_sent.saturating_add(sent);
                 (Some(r), fields, body)
             }
@@ -2383,12 +2409,14 @@ impl Chain {
         chain.scratch.buffered = buffered;
         chain.scratch.order = order;
         chain.scratch.keep(fields, final_response);
+        let grpc = io.facts.get().grpc_request;
         let local_reply = reply.map(|r| LocalReply {
             plugin: r.slot.map_or_else(
                 || ROUTER.to_owned(),
                 |i| chain.slots[i].vm.name().to_owned(),
             ),
             status: r.request.status as u16,
+            grpc_status: grpc.then(|| crate::hcm::local_reply_grpc_status(&r.request)),
             details: r.request.details,
         });
         Ok(Outcome {

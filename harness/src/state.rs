@@ -184,6 +184,10 @@ pub(crate) struct StreamFacts {
     pub(crate) flags: u64,
     /// The router found no route: no cluster, route or endpoints.
     pub(crate) no_route: bool,
+    /// Envoy's `is_grpc_request`: the client's request headers had a gRPC
+    /// `content-type` ([`crate::hcm::is_grpc_request`]), so local replies
+    /// to the stream are gRPC trailers-only responses.
+    pub(crate) grpc_request: bool,
     /// The facts of a network filter's connection (the connection's own
     /// stream info), not of an HTTP stream: bytes are counted as the
     /// connection reads and writes them, and there is no protocol.
@@ -315,13 +319,23 @@ pub(crate) struct CallResponse {
     pub(crate) body: Vec<u8>,
 }
 
-/// A local reply requested with `proxy_send_local_response`.
+/// A local reply: one a filter requested with `proxy_send_local_response`, or
+/// one of Envoy's own. [`ConnectionManager::local_reply`] makes the response
+/// (a gRPC trailers-only one to a gRPC request).
+///
+/// [`ConnectionManager::local_reply`]: crate::hcm::ConnectionManager::local_reply
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LocalReplyRequest {
+    /// The HTTP status asked for (a gRPC reply is sent `200`).
     pub(crate) status: u32,
+    /// Envoy's response-code details.
     pub(crate) details: String,
+    /// The body (a gRPC reply's `grpc-message`).
     pub(crate) body: Vec<u8>,
+    /// Headers added to the reply.
     pub(crate) headers: Fields,
+    /// The gRPC status asked for; -1 (or any value past 16) for the one the
+    /// HTTP status stands for.
     pub(crate) grpc_status: i32,
 }
 

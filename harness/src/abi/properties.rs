@@ -279,14 +279,8 @@ fn grpc_status(
             _ => -1,
         });
     }
-    Ok(match code.ok_or(NOT_FOUND)? {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    })
+    let code = code.ok_or(NOT_FOUND)?;
+    Ok(i64::from(crate::hcm::http_to_grpc_status(u32::from(code))))
 }
 
 /// `absl::SimpleAtoi` into an `i64`: surrounding ASCII whitespace, an
