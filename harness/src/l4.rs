@@ -468,7 +468,8 @@ pub struct NetworkChain {
     /// Connections accepted so far: the last one's id (`connection.id`).
     connections: u64,
     /// The gRPC calls a VM FAIL_RELOAD replaced had made (their service was
-    /// asked) and nobody collected yet: the next drain reports them.
+    /// asked), or a connection dropped without its outcome, that nobody
+    /// collected yet: the next drain reports them.
     replaced_grpc: Vec<GrpcCallout>,
 }
 
@@ -699,16 +700,35 @@ impl NetworkChain {
     /// `on_new_connection` in order, then `tcp_proxy` connects to `upstream`
     /// (unless a filter stopped the chain), which may greet.
     ///
+    /// The connection borrows the chain: for several connections open at
+    /// once, use [`NetworkChain::connections`].
+    ///
     /// # Errors
     /// None yet; the connection's fate is in the returned value (a filter that
     /// closes it, a failed VM).
     pub fn connect<'a>(&'a mut self, upstream: impl TcpUpstream + 'a) -> Result<Connection<'a>> {
+        let mut net = Net::new(self);
+        net.connect(Box::new(upstream));
+        Ok(Connection { net })
+    }
+
+    /// Starts a session of client connections open at once, as Envoy's
+    /// worker (`--concurrency 1`) holds them: see [`Connections`].
+    pub fn connections(&mut self) -> Connections<'_> {
+        Connections {
+            net: Net::new(self),
+        }
+    }
+
+    /// A new connection's state, as Envoy's filter chain factory makes it:
+    /// FAIL_RELOAD reloads that are due, the connection's stream info (one
+    /// for every filter, whichever VM it runs in) and its context in each
+    /// plugin's VM (a failed `FAIL_OPEN` VM is left out).
+    fn accept<'a>(&mut self, upstream: Box<dyn TcpUpstream + 'a>) -> Conn<'a> {
         // As Envoy's filter chain factory, in chain order.
         for i in 0..self.slots.len() {
             self.reload_if_due(i);
         }
-        // One stream info for the connection (its facts and filter state),
-        // whichever VM a filter runs in.
         self.connections += 1;
         let now = self
             .slots
@@ -718,20 +738,15 @@ impl NetworkChain {
         fresh.network = true;
         let facts = Facts::new(fresh);
         let filter_state = FilterState::default();
-        for slot in &mut self.slots {
-            let mut state = slot.vm.state();
-            state.maps.info.filter_state = filter_state.clone();
-            state.maps.info.facts = Some(facts.clone());
-            // `tcp_proxy` picks its cluster as it connects.
-            state.cluster_name = None;
-        }
-        let filters = self
+        let mut filters: Vec<FilterConn> = self
             .slots
             .iter_mut()
             .enumerate()
             .filter(|(_, s)| !(s.vm.failed() && s.policy == FailurePolicy::FailOpen))
             .map(|(slot, s)| FilterConn {
                 slot,
+                vm: s.vm.key(),
+                vm_contexts: Vec::new(),
                 context: s.vm.new_context_id(),
                 initialized: false,
                 created: false,
@@ -739,9 +754,27 @@ impl NetworkChain {
                 downstream_closed: false,
             })
             .collect();
-        let mut connection = Connection {
-            chain: self,
-            upstream: Box::new(upstream),
+        for i in 0..filters.len() {
+            let vm = filters[i].vm;
+            filters[i].vm_contexts = filters
+                .iter()
+                .filter(|f| f.vm == vm)
+                .map(|f| f.context)
+                .collect();
+        }
+        // Each VM holds the new connection's maps (the other open
+        // connections' are parked): its stream info, no cluster yet
+        // (`tcp_proxy` picks it as it connects).
+        for f in &filters {
+            let mut state = self.slots[f.slot].vm.state();
+            state.hold_maps_of(&f.vm_contexts);
+            state.maps.info.filter_state = filter_state.clone();
+            state.maps.info.facts = Some(facts.clone());
+            state.cluster_name = None;
+        }
+        Conn {
+            id: ConnectionId(self.connections),
+            upstream,
             filters,
             facts,
             stream_failed: false,
@@ -764,12 +797,12 @@ impl NetworkChain {
             upstream_done: false,
             warnings: Vec::new(),
             callouts: Vec::new(),
-        };
-        // Answers still in flight from the plugins' start-up come first.
-        connection.pump();
-        connection.continue_reading(None);
-        connection.pump();
-        Ok(connection)
+            logs: Vec::new(),
+            traps: Vec::new(),
+            fuel: 0,
+            host_calls: 0,
+            grpc: Vec::new(),
+        }
     }
 }
 
@@ -778,6 +811,12 @@ impl NetworkChain {
 struct FilterConn {
     /// Index into the chain's slots.
     slot: usize,
+    /// The key of the VM the context was made in: a VM FAIL_RELOAD replaced
+    /// later keeps the connection (it is failed, so the connection gets no
+    /// more callbacks).
+    vm: u64,
+    /// The connection's contexts in that VM (one per plugin it runs).
+    vm_contexts: Vec<u32>,
     /// The connection's context id in that VM.
     context: u32,
     /// The filter manager called its `onNewConnection`.
@@ -804,11 +843,27 @@ fn status(action: Option<i32>) -> Status {
     }
 }
 
-/// One client connection through a [`NetworkChain`]. Each method is one event
-/// on the connection, handled to completion (the upstream's reactions included)
-/// before it returns.
-pub struct Connection<'a> {
-    chain: &'a mut NetworkChain,
+/// Names a connection of [`Connections`]: Envoy's connection id
+/// (`connection.id`), counted per chain from 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// The connection's id, as filters read it (`connection.id`).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connection {}", self.0)
+    }
+}
+
+/// One client connection's state.
+struct Conn<'a> {
+    id: ConnectionId,
     upstream: Box<dyn TcpUpstream + 'a>,
     filters: Vec<FilterConn>,
     /// The connection's stream info, shared with every VM's maps.
@@ -830,8 +885,9 @@ pub struct Connection<'a> {
     /// The upstream connection's read buffer.
     upstream_buffer: Vec<u8>,
     upstream_end: bool,
-    /// Upstream replies not delivered yet (they arrive after the current event).
-    upstream_events: VecDeque<TcpReply>,
+    /// Upstream replies not delivered yet (they arrive after the current
+    /// event), each with its place in the order across connections.
+    upstream_events: VecDeque<(u64, TcpReply)>,
     closed: Option<CloseType>,
     client_received: Vec<u8>,
     client_end: bool,
@@ -842,17 +898,32 @@ pub struct Connection<'a> {
     upstream_closed: bool,
     /// The upstream ended its side.
     upstream_done: bool,
+    /// What happened during the events the test named on this connection.
     warnings: Vec<String>,
-    /// The callouts answered while the connection was open.
     callouts: Vec<Callout>,
+    logs: Vec<LogRecord>,
+    traps: Vec<String>,
+    fuel: u64,
+    host_calls: u64,
+    grpc: Vec<GrpcCallout>,
 }
 
-impl std::fmt::Debug for Connection<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("closed", &self.closed)
-            .field("client_received", &self.client_received.len())
-            .finish_non_exhaustive()
+impl Conn<'_> {
+    fn outcome(self) -> ConnectionOutcome {
+        ConnectionOutcome {
+            client_received: self.client_received,
+            client_saw_end: self.client_end,
+            upstream_received: self.upstream_received,
+            upstream_saw_end: self.upstream_saw_end,
+            closed: self.closed,
+            logs: self.logs,
+            traps: self.traps,
+            fuel: self.fuel,
+            host_calls: self.host_calls,
+            warnings: self.warnings,
+            callouts: self.callouts,
+            grpc: self.grpc,
+        }
     }
 }
 
@@ -871,7 +942,8 @@ pub struct ConnectionOutcome {
     pub upstream_saw_end: bool,
     /// How the client connection closed, or `None` if it is still open.
     pub closed: Option<CloseType>,
-    /// Everything the plugins logged since the connection was accepted.
+    /// Everything the plugins logged since the connection was accepted (with
+    /// [`Connections`], during the events the test named on it).
     pub logs: Vec<LogRecord>,
     /// Plugins that trapped, as Envoy reports it.
     pub traps: Vec<String>,
@@ -897,25 +969,33 @@ impl ConnectionOutcome {
     }
 }
 
+/// One client connection through a [`NetworkChain`]. Each method is one event
+/// on the connection, handled to completion (the upstream's reactions included)
+/// before it returns.
+pub struct Connection<'a> {
+    net: Net<'a>,
+}
+
+impl std::fmt::Debug for Connection<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let conn = self.net.conns.first();
+        f.debug_struct("Connection")
+            .field("closed", &conn.and_then(|c| c.closed))
+            .field(
+                "client_received",
+                &conn.map_or(0, |c| c.client_received.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl Connection<'_> {
     /// The client sends `bytes`, read by Envoy in one read event.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`] once the client has half-closed.
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) -> Result<()> {
-        if self.socket_end || self.read_end_stream {
-            return Err(Error::InvalidRequest(
-                "the client cannot send after half-closing".to_owned(),
-            ));
-        }
-        if self.closed.is_some() {
-            // Envoy no longer reads; the bytes are lost.
-            return Ok(());
-        }
-        self.socket.extend_from_slice(bytes.as_ref());
-        self.on_read();
-        self.pump();
-        Ok(())
+        self.net.send(0, bytes.as_ref())
     }
 
     /// The client half-closes (sends FIN) and keeps reading.
@@ -923,66 +1003,47 @@ impl Connection<'_> {
     /// # Errors
     /// [`Error::InvalidRequest`] if it already did.
     pub fn close_write(&mut self) -> Result<()> {
-        if self.socket_end || self.read_end_stream {
-            return Err(Error::InvalidRequest(
-                "the client already half-closed".to_owned(),
-            ));
-        }
-        self.socket_end = true;
-        if self.closed.is_none() {
-            self.on_read();
-            self.pump();
-        }
-        Ok(())
+        self.net.close_write(0)
     }
 
     /// The bytes the client has received so far.
     pub fn client_received(&self) -> &[u8] {
-        &self.client_received
+        self.net.conns.first().map_or(&[], |c| &c.client_received)
     }
 
     /// The bytes the upstream has received so far (`None` before `tcp_proxy`
     /// connected).
     pub fn upstream_received(&self) -> Option<&[u8]> {
-        self.upstream_received.as_deref()
+        self.net.conns.first()?.upstream_received.as_deref()
     }
 
     /// How the client connection closed, if it did.
     pub fn closed(&self) -> Option<CloseType> {
-        self.closed
+        self.net.conns.first()?.closed
     }
 
     /// Everything observable, ending the test's view of the connection. A
     /// connection still open stays open (as in an Envoy that keeps running): no
     /// close callbacks are made for it.
-    pub fn finish(mut self) -> ConnectionOutcome {
-        // Answers still in flight arrive when their cluster gives them (Envoy
-        // keeps running; timers wait for the next advance, as for HTTP
-        // streams).
-        self.pump();
-        while let Some((at, due)) = self.chain.next_due(Duration::MAX, false) {
-            if let Some((i, result)) = self.chain.run_due(at, due, &mut self.callouts) {
-                self.after_root_call(i, result.is_ok());
-            }
-            self.pump();
-        }
-        let grpc = self.chain.drain_grpc();
-        let slots = &mut self.chain.slots;
-        let fuel = slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
-        let host_calls = slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
-        ConnectionOutcome {
-            client_received: self.client_received,
-            client_saw_end: self.client_end,
-            upstream_received: self.upstream_received,
-            upstream_saw_end: self.upstream_saw_end,
-            closed: self.closed,
-            logs: std::mem::take(&mut *self.chain.shared.logs()),
-            traps: std::mem::take(&mut *self.chain.shared.traps()),
-            fuel,
-            host_calls,
-            warnings: self.warnings,
-            callouts: self.callouts,
-            grpc,
+    pub fn finish(self) -> ConnectionOutcome {
+        let mut conns = self.net.finish();
+        match conns.pop() {
+            Some(conn) => conn.outcome(),
+            // `connect` always makes the connection.
+            None => ConnectionOutcome {
+                client_received: Vec::new(),
+                client_saw_end: false,
+                upstream_received: None,
+                upstream_saw_end: false,
+                closed: None,
+                logs: Vec::new(),
+                traps: Vec::new(),
+                fuel: 0,
+                host_calls: 0,
+                warnings: Vec::new(),
+                callouts: Vec::new(),
+                grpc: Vec::new(),
+            },
         }
     }
 
@@ -992,6 +1053,297 @@ impl Connection<'_> {
     /// the connection (a filter resumed or the connection closed through its
     /// effective context, and what follows from it) happens before the next.
     pub fn advance(&mut self, by: Duration) {
+        self.net.advance(0, by);
+    }
+}
+
+/// Client connections open at once through a [`NetworkChain`], as Envoy's
+/// one worker (`--concurrency 1`) holds them: [`Connections::connect`]
+/// accepts one (in the order the test calls it), and every event names the
+/// connection it happens on, in the order the test gives, so results are
+/// deterministic. Each event is handled to completion before the method
+/// returns: the upstream reactions it causes, on any connection, in the
+/// order they were sent; callout answers due at once before them.
+///
+/// Each connection has its own state: bytes its filters hold, its stream
+/// info and filter state (what its filters read as properties, through its
+/// context or a root context that made it effective), its upstream and
+/// cluster, its context id in every VM (one counter per VM, as in Envoy: ids
+/// interleave as connections are accepted), its outcome. Shared data,
+/// metrics, timers and the VMs themselves are the chain's: a root
+/// callback's `proxy_set_effective_context` reaches whichever open
+/// connection the context belongs to, and what it defers
+/// (`proxy_continue_stream`, `proxy_close_stream`) acts on that one.
+///
+/// What happens during an event (logs, traps, fuel, host calls, callouts,
+/// gRPC calls, warnings) goes to the outcome of the connection the event
+/// names, whichever connection's callbacks ran; what happens in
+/// [`Connections::finish`] goes to the first connection still open, else
+/// the last one.
+///
+/// A VM that fails through one connection fails for every connection open
+/// in it: they get no more callbacks, and Envoy closes each at its next
+/// read (see the [module docs](self)).
+///
+/// An id that does not name a connection of this session is an error for
+/// events, and reads as a connection that saw nothing.
+///
+/// ```no_run
+/// use weir_harness::{Echo, Engine, Filter, NetworkChain};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::new()?;
+/// let plugin = engine.load_file("target/wasm32-wasip1/filter/sdk_stream.wasm")?;
+/// let mut chain = NetworkChain::builder(&engine)
+///     .filter(Filter::new(plugin).configuration(r#"{"upstream_prefix": "< "}"#))
+///     .build()?;
+/// let mut net = chain.connections();
+/// let a = net.connect(Echo)?;
+/// let b = net.connect(Echo)?;
+/// net.send(b, b"second\n")?;
+/// net.send(a, b"first\n")?;
+/// net.close_write(a)?;
+/// assert_eq!(net.client_received(a), b"< first\n");
+/// assert!(net.closed(a).is_some() && net.closed(b).is_none());
+/// let outcomes = net.finish(); // in the order they were accepted
+/// assert_eq!(outcomes[1].upstream_received.as_deref(), Some(&b"second\n"[..]));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Connections<'a> {
+    net: Net<'a>,
+}
+
+impl std::fmt::Debug for Connections<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<u64> = self.net.conns.iter().map(|c| c.id.0).collect();
+        f.debug_struct("Connections")
+            .field("connections", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Connections<'a> {
+    /// Accepts a client connection to `upstream`, as
+    /// [`NetworkChain::connect`] does, while the others stay open.
+    ///
+    /// # Errors
+    /// None yet; the connection's fate shows in its outcome.
+    pub fn connect(&mut self, upstream: impl TcpUpstream + 'a) -> Result<ConnectionId> {
+        let k = self.net.connect(Box::new(upstream));
+        Ok(self.net.conns[k].id)
+    }
+
+    fn index(&self, id: ConnectionId) -> Result<usize> {
+        self.net
+            .conns
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(|| Error::InvalidRequest(format!("{id} is not one of these connections")))
+    }
+
+    fn conn(&self, id: ConnectionId) -> Option<&Conn<'a>> {
+        self.net.conns.iter().find(|c| c.id == id)
+    }
+
+    /// The client of connection `on` sends `bytes`, read by Envoy in one
+    /// read event.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for an unknown connection, or once its
+    /// client has half-closed.
+    pub fn send(&mut self, on: ConnectionId, bytes: impl AsRef<[u8]>) -> Result<()> {
+        let k = self.index(on)?;
+        self.net.send(k, bytes.as_ref())
+    }
+
+    /// The client of connection `on` half-closes (sends FIN) and keeps
+    /// reading.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for an unknown connection, or if its client
+    /// already half-closed.
+    pub fn close_write(&mut self, on: ConnectionId) -> Result<()> {
+        let k = self.index(on)?;
+        self.net.close_write(k)
+    }
+
+    /// Moves the virtual clock forward by `by`, as
+    /// [`Connection::advance`]: ticks, gRPC deadlines and callout answers
+    /// fall due in time order, each acting on the connection its effective
+    /// context names; what they log goes to connection `on`'s outcome.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for an unknown connection.
+    pub fn advance(&mut self, on: ConnectionId, by: Duration) -> Result<()> {
+        let k = self.index(on)?;
+        self.net.advance(k, by);
+        Ok(())
+    }
+
+    /// The connections, in the order they were accepted.
+    pub fn ids(&self) -> Vec<ConnectionId> {
+        self.net.conns.iter().map(|c| c.id).collect()
+    }
+
+    /// The bytes the client of `id` has received so far.
+    pub fn client_received(&self, id: ConnectionId) -> &[u8] {
+        self.conn(id).map_or(&[], |c| &c.client_received)
+    }
+
+    /// The bytes the upstream of `id` has received so far (`None` before
+    /// `tcp_proxy` connected).
+    pub fn upstream_received(&self, id: ConnectionId) -> Option<&[u8]> {
+        self.conn(id)?.upstream_received.as_deref()
+    }
+
+    /// How connection `id` closed, if it did.
+    pub fn closed(&self, id: ConnectionId) -> Option<CloseType> {
+        self.conn(id)?.closed
+    }
+
+    /// What the plugins logged so far during the events named on `id`.
+    pub fn logs(&self, id: ConnectionId) -> &[LogRecord] {
+        self.conn(id).map_or(&[], |c| &c.logs)
+    }
+
+    /// Everything observable about each connection, in the order they were
+    /// accepted, ending the session. Callout answers still in flight arrive
+    /// first, when their cluster gives them (as [`Connection::finish`]).
+    /// Connections still open stay open: no close callbacks are made for
+    /// them.
+    pub fn finish(self) -> Vec<ConnectionOutcome> {
+        self.net.finish().into_iter().map(Conn::outcome).collect()
+    }
+}
+
+/// The connections of a [`Connection`] or [`Connections`], and the event
+/// handling they share: each callback runs for connection `k` (`me!`).
+struct Net<'a> {
+    chain: &'a mut NetworkChain,
+    conns: Vec<Conn<'a>>,
+    /// The connection whose callbacks run.
+    k: usize,
+    /// The connection the running event was named on: what happens goes to
+    /// its outcome.
+    named: usize,
+    /// Orders the upstreams' reactions across connections.
+    seq: u64,
+    /// The callouts answered during the running event.
+    callouts: Vec<Callout>,
+}
+
+impl Drop for Net<'_> {
+    /// A connection dropped without its outcome leaves its gRPC calls to
+    /// the next outcome, as if they had not been collected.
+    fn drop(&mut self) {
+        for conn in &mut self.conns {
+            self.chain.replaced_grpc.append(&mut conn.grpc);
+        }
+    }
+}
+
+/// The connection whose callbacks run.
+macro_rules! me {
+    ($net:ident) => {
+        $net.conns[$net.k]
+    };
+}
+
+impl<'a> Net<'a> {
+    fn new(chain: &'a mut NetworkChain) -> Self {
+        Self {
+            chain,
+            conns: Vec::new(),
+            k: 0,
+            named: 0,
+            seq: 0,
+            callouts: Vec::new(),
+        }
+    }
+
+    /// Runs `f` with connection `k`'s callbacks, then goes back.
+    fn on<R>(&mut self, k: usize, f: impl FnOnce(&mut Self) -> R) -> R {
+        let previous = std::mem::replace(&mut self.k, k);
+        let result = f(self);
+        self.k = previous;
+        result
+    }
+
+    /// Starts an event the test named on connection `k`.
+    fn begin(&mut self, k: usize) {
+        self.k = k;
+        self.named = k;
+    }
+
+    /// Gives what happened during the event to the named connection.
+    fn collect(&mut self) {
+        let grpc = self.chain.drain_grpc();
+        let logs = std::mem::take(&mut *self.chain.shared.logs());
+        let traps = std::mem::take(&mut *self.chain.shared.traps());
+        let slots = &mut self.chain.slots;
+        let fuel: u64 = slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
+        let host_calls: u64 = slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
+        let callouts = std::mem::take(&mut self.callouts);
+        if let Some(conn) = self.conns.get_mut(self.named) {
+            conn.grpc.extend(grpc);
+            conn.logs.extend(logs);
+            conn.traps.extend(traps);
+            conn.fuel += fuel;
+            conn.host_calls += host_calls;
+            conn.callouts.extend(callouts);
+        }
+    }
+
+    fn connect(&mut self, upstream: Box<dyn TcpUpstream + 'a>) -> usize {
+        let conn = self.chain.accept(upstream);
+        self.conns.push(conn);
+        let k = self.conns.len() - 1;
+        self.begin(k);
+        // Answers still in flight from the plugins' start-up come first.
+        self.pump();
+        self.continue_reading(None);
+        self.pump();
+        self.collect();
+        k
+    }
+
+    fn send(&mut self, k: usize, bytes: &[u8]) -> Result<()> {
+        self.begin(k);
+        if me!(self).socket_end || me!(self).read_end_stream {
+            return Err(Error::InvalidRequest(
+                "the client cannot send after half-closing".to_owned(),
+            ));
+        }
+        if !self.open() {
+            // Envoy no longer reads; the bytes are lost.
+            return Ok(());
+        }
+        me!(self).socket.extend_from_slice(bytes);
+        self.on_read();
+        self.pump();
+        self.collect();
+        Ok(())
+    }
+
+    fn close_write(&mut self, k: usize) -> Result<()> {
+        self.begin(k);
+        if me!(self).socket_end || me!(self).read_end_stream {
+            return Err(Error::InvalidRequest(
+                "the client already half-closed".to_owned(),
+            ));
+        }
+        me!(self).socket_end = true;
+        if self.open() {
+            self.on_read();
+            self.pump();
+        }
+        self.collect();
+        Ok(())
+    }
+
+    fn advance(&mut self, k: usize, by: Duration) {
+        self.begin(k);
         let end = self.chain.monotonic() + by;
         loop {
             self.pump();
@@ -1003,25 +1355,63 @@ impl Connection<'_> {
             }
         }
         self.chain.set_monotonic(end);
+        self.collect();
+    }
+
+    /// Ends the test's view: answers still in flight arrive when their
+    /// cluster gives them (Envoy keeps running; timers wait for the next
+    /// advance, as for HTTP streams).
+    fn finish(mut self) -> Vec<Conn<'a>> {
+        let bystander = self
+            .conns
+            .iter()
+            .position(|c| c.closed.is_none())
+            .unwrap_or(self.conns.len().saturating_sub(1));
+        self.begin(bystander);
+        self.pump();
+        while let Some((at, due)) = self.chain.next_due(Duration::MAX, false) {
+            if let Some((i, result)) = self.chain.run_due(at, due, &mut self.callouts) {
+                self.after_root_call(i, result.is_ok());
+            }
+            self.pump();
+        }
+        self.collect();
+        std::mem::take(&mut self.conns)
     }
 
     fn open(&self) -> bool {
-        self.closed.is_none()
+        me!(self).closed.is_none()
     }
 
     /// Delivers what arrives after the current event without the clock
     /// moving, each a later event: the answers to callouts due by now (in
-    /// the order they were made), gRPC work, then the upstream's reactions.
+    /// the order they were made), gRPC work, then the upstreams' reactions
+    /// in the order they were sent.
     fn pump(&mut self) {
         loop {
             if self.answer_next() {
                 continue;
             }
-            match self.upstream_events.pop_front() {
-                Some(reply) => self.on_upstream_read(reply),
-                None => return,
+            let next = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(k, c)| c.upstream_events.front().map(|(seq, _)| (*seq, k)))
+                .min();
+            let Some((_, k)) = next else {
+                return;
+            };
+            if let Some((_, reply)) = self.conns[k].upstream_events.pop_front() {
+                self.on(k, |net| net.on_upstream_read(reply));
             }
         }
+    }
+
+    /// Queues a reaction of connection `k`'s upstream.
+    fn upstream_reacts(&mut self, reply: TcpReply) {
+        self.seq += 1;
+        let seq = self.seq;
+        me!(self).upstream_events.push_back((seq, reply));
     }
 
     /// Delivers the next callout answer due by now or gRPC event to its root
@@ -1047,39 +1437,37 @@ impl Connection<'_> {
 
     /// After a root-context callback of slot `slot`'s VM (`on_tick`, a callout
     /// answer, a gRPC event): the stream actions it deferred apply to the
-    /// connection's filter whose context they acted on.
+    /// connections whose contexts they acted on.
     fn after_root_call(&mut self, slot: usize, ok: bool) {
-        let deferred = self.chain.slots[slot].vm.take_all_deferred();
-        if ok {
-            self.apply(slot, &deferred);
-        }
+        self.apply_deferred(slot, ok);
     }
 
     /// A read event on the client connection (`ConnectionImpl::onRead`).
     fn on_read(&mut self) {
-        if !self.open() || !self.read_enabled {
+        if !self.open() || !me!(self).read_enabled {
             return;
         }
-        self.read_buffer.append(&mut self.socket);
-        if self.socket_end {
-            self.read_end_stream = true;
+        let c = &mut me!(self);
+        c.read_buffer.append(&mut c.socket);
+        if c.socket_end {
+            c.read_end_stream = true;
         }
-        if self.read_buffer.is_empty() && !self.read_end_stream {
+        if c.read_buffer.is_empty() && !c.read_end_stream {
             return;
         }
-        if self.read_end_stream {
-            if self.read_end_raised {
+        if c.read_end_stream {
+            if c.read_end_raised {
                 return;
             }
-            self.read_end_raised = true;
+            c.read_end_raised = true;
         }
         // Envoy counts the whole read buffer as received at each read event,
         // held bytes again (measured in Envoy 1.40).
-        self.facts.get().bytes_received += self.read_buffer.len() as u64;
+        c.facts.get().bytes_received += c.read_buffer.len() as u64;
         self.continue_reading(None);
         // Both directions ended and the client's half-close came last: Envoy
         // closes the socket as a remote close.
-        if self.open() && self.read_end_stream && self.client_end {
+        if self.open() && me!(self).read_end_stream && me!(self).client_end {
             self.close(CloseType::Remote);
         }
     }
@@ -1088,21 +1476,21 @@ impl Connection<'_> {
     /// first with `None`); `tcp_proxy` is last.
     fn continue_reading(&mut self, after: Option<usize>) {
         let start = after.map_or(0, |i| i + 1);
-        for i in start..=self.filters.len() {
+        for i in start..=me!(self).filters.len() {
             if !self.open() {
                 return;
             }
-            if i == self.filters.len() {
+            if i == me!(self).filters.len() {
                 self.tcp_proxy();
                 return;
             }
-            if !self.filters[i].initialized {
-                self.filters[i].initialized = true;
+            if !me!(self).filters[i].initialized {
+                me!(self).filters[i].initialized = true;
                 if self.new_connection(i) == Status::Stop || !self.open() {
                     return;
                 }
             }
-            if (!self.read_buffer.is_empty() || self.read_end_stream)
+            if (!me!(self).read_buffer.is_empty() || me!(self).read_end_stream)
                 && (self.downstream_data(i) == Status::Stop || !self.open())
             {
                 return;
@@ -1113,59 +1501,63 @@ impl Connection<'_> {
     /// `tcp_proxy`: connects upstream on its first call (and re-enables reading,
     /// which reads what the client sent meanwhile); forwards the read buffer.
     fn tcp_proxy(&mut self) {
-        if !self.tcp_proxy {
-            self.tcp_proxy = true;
+        if !me!(self).tcp_proxy {
+            me!(self).tcp_proxy = true;
             {
-                let mut facts = self.facts.get();
+                let mut facts = me!(self).facts.get();
                 facts.attempts = 1;
                 facts.upstream_host = Some(self.chain.upstream);
                 facts.upstream_local = Some(self.chain.upstream_local);
             }
             let cluster = self.chain.cluster.clone();
-            for f in &self.filters {
-                self.chain.slots[f.slot].vm.state().cluster_name = Some(cluster.clone());
+            for i in 0..me!(self).filters.len() {
+                if !self.gone(i) {
+                    self.hold(i);
+                    let slot = me!(self).filters[i].slot;
+                    self.chain.slots[slot].vm.state().cluster_name = Some(cluster.clone());
+                }
             }
-            self.upstream_received = Some(Vec::new());
-            let greeting = self.upstream.on_connect();
-            self.upstream_events.push_back(greeting);
-            self.read_enabled = true;
-            if !self.socket.is_empty() || self.socket_end {
+            me!(self).upstream_received = Some(Vec::new());
+            let greeting = me!(self).upstream.on_connect();
+            self.upstream_reacts(greeting);
+            me!(self).read_enabled = true;
+            if !me!(self).socket.is_empty() || me!(self).socket_end {
                 self.on_read();
             }
             return;
         }
-        let data = std::mem::take(&mut self.read_buffer);
-        let end = self.read_end_stream;
-        if self.upstream_done {
+        let data = std::mem::take(&mut me!(self).read_buffer);
+        let end = me!(self).read_end_stream;
+        if me!(self).upstream_done {
             if !data.is_empty() {
-                self.warnings.push(format!(
+                me!(self).warnings.push(format!(
                     "{} bytes forwarded to an upstream that had closed are lost",
                     data.len()
                 ));
             }
             return;
         }
-        if let Some(received) = self.upstream_received.as_mut() {
+        if let Some(received) = me!(self).upstream_received.as_mut() {
             received.extend_from_slice(&data);
         }
         let mut closed = false;
         if !data.is_empty() {
-            let reply = self.upstream.on_data(&data);
+            let reply = me!(self).upstream.on_data(&data);
             closed = reply.close;
-            self.upstream_events.push_back(reply);
+            self.upstream_reacts(reply);
         }
         // An upstream that closed reads no more.
-        if end && !self.upstream_saw_end && !closed {
-            self.upstream_saw_end = true;
-            let reply = self.upstream.on_end();
-            self.upstream_events.push_back(reply);
+        if end && !me!(self).upstream_saw_end && !closed {
+            me!(self).upstream_saw_end = true;
+            let reply = me!(self).upstream.on_end();
+            self.upstream_reacts(reply);
         }
     }
 
     /// A read event on the upstream connection: `tcp_proxy` writes its buffer to
     /// the client through the write filters.
     fn on_upstream_read(&mut self, reply: TcpReply) {
-        if !self.open() || self.upstream_closed || self.upstream_done {
+        if !self.open() || me!(self).upstream_closed || me!(self).upstream_done {
             return;
         }
         // Data and the end of the stream are read separately (see
@@ -1175,27 +1567,28 @@ impl Connection<'_> {
             self.on_upstream_read(TcpReply::none().and_close());
             return;
         }
-        self.upstream_buffer.extend_from_slice(&reply.data);
-        let newly_ended = reply.close && !self.upstream_end;
+        let c = &mut me!(self);
+        c.upstream_buffer.extend_from_slice(&reply.data);
+        let newly_ended = reply.close && !c.upstream_end;
         if reply.close {
-            self.upstream_end = true;
-            self.upstream_done = true;
+            c.upstream_end = true;
+            c.upstream_done = true;
         }
         if reply.data.is_empty() && !newly_ended {
             return;
         }
-        self.write(self.upstream_end);
+        self.write(me!(self).upstream_end);
         // The upstream connection is now closed both ways: `tcp_proxy` closes
         // the client connection (`FlushWrite`), even when a write filter still
         // holds the upstream's last bytes (so the client never gets them).
-        if self.upstream_done && self.upstream_saw_end && self.open() {
+        if me!(self).upstream_done && me!(self).upstream_saw_end && self.open() {
             self.close(CloseType::Local);
         }
     }
 
     /// `ConnectionImpl::write` through the write filters (last added first).
     fn write(&mut self, end_stream: bool) {
-        for i in (0..self.filters.len()).rev() {
+        for i in (0..me!(self).filters.len()).rev() {
             if !self.open() {
                 return;
             }
@@ -1203,12 +1596,13 @@ impl Connection<'_> {
                 return;
             }
         }
-        self.facts.get().bytes_sent += self.upstream_buffer.len() as u64;
-        self.client_received.append(&mut self.upstream_buffer);
+        let c = &mut me!(self);
+        c.facts.get().bytes_sent += c.upstream_buffer.len() as u64;
+        c.client_received.append(&mut c.upstream_buffer);
         if end_stream {
-            self.client_end = true;
+            c.client_end = true;
             // Both directions ended and Envoy's end came last.
-            if self.read_end_stream {
+            if c.read_end_stream {
                 self.close(CloseType::Local);
             }
         }
@@ -1217,33 +1611,53 @@ impl Connection<'_> {
     /// The client connection closes: every filter hears it (in order), then
     /// `tcp_proxy` closes the upstream connection.
     fn close(&mut self, how: CloseType) {
-        if self.closed.is_some() {
+        if me!(self).closed.is_some() {
             return;
         }
-        tracing::debug!(target: "weir_harness::l4", ?how, "client connection closed");
-        self.closed = Some(how);
-        self.client_end = true;
-        for i in 0..self.filters.len() {
+        tracing::debug!(target: "weir_harness::l4", id = me!(self).id.0, ?how, "client connection closed");
+        me!(self).closed = Some(how);
+        me!(self).client_end = true;
+        for i in 0..me!(self).filters.len() {
             self.downstream_closed(i, how);
         }
-        if self.tcp_proxy && !self.upstream_closed {
-            self.upstream_closed = true;
+        let c = &mut me!(self);
+        if c.tcp_proxy && !c.upstream_closed {
+            c.upstream_closed = true;
             // An upstream still reading sees the connection end.
-            if !self.upstream_done {
-                self.upstream_saw_end = true;
+            if !c.upstream_done {
+                c.upstream_saw_end = true;
             }
         }
-        self.upstream_events.clear();
+        c.upstream_events.clear();
+    }
+
+    /// Whether filter `i`'s VM can no longer be called for this connection:
+    /// it failed, or FAIL_RELOAD replaced it (the connection stays with the
+    /// failed VM).
+    fn gone(&mut self, i: usize) -> bool {
+        let f = &me!(self).filters[i];
+        let vm = &self.chain.slots[f.slot].vm;
+        vm.failed() || vm.key() != f.vm
+    }
+
+    /// Makes filter `i`'s VM hold this connection's maps.
+    fn hold(&mut self, i: usize) {
+        let f = &me!(self).filters[i];
+        self.chain.slots[f.slot]
+            .vm
+            .state()
+            .hold_maps_of(&f.vm_contexts);
     }
 
     /// `Context::onNewConnection`.
     fn new_connection(&mut self, i: usize) -> Status {
-        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
-        self.filters[i].created = true;
-        let s = &mut self.chain.slots[slot];
-        if s.vm.failed() {
+        let (slot, context) = (me!(self).filters[i].slot, me!(self).filters[i].context);
+        me!(self).filters[i].created = true;
+        if self.gone(i) {
             return self.failed(i);
         }
+        self.hold(i);
+        let s = &mut self.chain.slots[slot];
         if s.vm.create_stream(context).is_err() {
             return self.trapped();
         }
@@ -1260,22 +1674,23 @@ impl Connection<'_> {
 
     /// `Context::onData`.
     fn downstream_data(&mut self, i: usize) -> Status {
-        if !self.filters[i].created {
+        if !me!(self).filters[i].created {
             return Status::Continue;
         }
-        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
-        let s = &mut self.chain.slots[slot];
-        if s.vm.failed() {
+        if self.gone(i) {
             return self.failed(i);
         }
-        let cb = s.callbacks.on_downstream_data.clone();
+        let (slot, context) = (me!(self).filters[i].slot, me!(self).filters[i].context);
+        self.hold(i);
         let params = (
             context as i32,
-            self.read_buffer.len() as i32,
-            i32::from(self.read_end_stream),
+            me!(self).read_buffer.len() as i32,
+            i32::from(me!(self).read_end_stream),
         );
+        let s = &mut self.chain.slots[slot];
+        let cb = s.callbacks.on_downstream_data.clone();
         s.vm.state().maps.downstream_data = Some(Vec::new());
-        self.sync_in(slot);
+        self.sync_in(i);
         let result = self.chain.slots[slot].vm.call_network(
             Phase::Request,
             context,
@@ -1283,9 +1698,10 @@ impl Connection<'_> {
             &cb,
             params,
         );
-        self.sync_out(slot);
+        self.sync_out(i);
         let status = self.settle(i, result);
-        if status == Status::Continue {
+        if status == Status::Continue && !self.gone(i) {
+            self.hold(i);
             self.chain.slots[slot].vm.state().maps.downstream_data = None;
         }
         status
@@ -1293,22 +1709,23 @@ impl Connection<'_> {
 
     /// `Context::onWrite`.
     fn upstream_data(&mut self, i: usize, end_stream: bool) -> Status {
-        if !self.filters[i].created {
+        if !me!(self).filters[i].created {
             return Status::Continue;
         }
-        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
-        let s = &mut self.chain.slots[slot];
-        let status = if s.vm.failed() {
+        let (slot, context) = (me!(self).filters[i].slot, me!(self).filters[i].context);
+        let status = if self.gone(i) {
             self.failed(i)
         } else {
-            let cb = s.callbacks.on_upstream_data.clone();
+            self.hold(i);
             let params = (
                 context as i32,
-                self.upstream_buffer.len() as i32,
+                me!(self).upstream_buffer.len() as i32,
                 i32::from(end_stream),
             );
+            let s = &mut self.chain.slots[slot];
+            let cb = s.callbacks.on_upstream_data.clone();
             s.vm.state().maps.upstream_data = Some(Vec::new());
-            self.sync_in(slot);
+            self.sync_in(i);
             let result = self.chain.slots[slot].vm.call_network(
                 Phase::Response,
                 context,
@@ -1316,9 +1733,10 @@ impl Connection<'_> {
                 &cb,
                 params,
             );
-            self.sync_out(slot);
+            self.sync_out(i);
             let status = self.settle(i, result);
-            if status == Status::Continue {
+            if status == Status::Continue && !self.gone(i) {
+                self.hold(i);
                 self.chain.slots[slot].vm.state().maps.upstream_data = None;
             }
             status
@@ -1332,11 +1750,10 @@ impl Connection<'_> {
     /// `Context::onUpstreamConnectionClose(Unknown)`, after the upstream's end of
     /// stream.
     fn upstream_closed_event(&mut self, i: usize) {
-        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
-        let s = &mut self.chain.slots[slot];
-        if !s.vm.failed() {
-            let cb = s.callbacks.on_upstream_close.clone();
-            self.sync_in(slot);
+        let (slot, context) = (me!(self).filters[i].slot, me!(self).filters[i].context);
+        if !self.gone(i) {
+            let cb = self.chain.slots[slot].callbacks.on_upstream_close.clone();
+            self.sync_in(i);
             let result = self.chain.slots[slot].vm.call_network(
                 Phase::Response,
                 context,
@@ -1344,24 +1761,23 @@ impl Connection<'_> {
                 &cb,
                 (context as i32, 0),
             );
-            self.sync_out(slot);
+            self.sync_out(i);
             self.after_call(i, result.is_ok());
         }
-        if self.filters[i].downstream_closed {
+        if me!(self).filters[i].downstream_closed {
             self.close_tcp(i);
         }
     }
 
     /// `Context::onEvent(LocalClose | RemoteClose)`.
     fn downstream_closed(&mut self, i: usize, how: CloseType) {
-        if !self.filters[i].created {
+        if !me!(self).filters[i].created {
             return;
         }
-        let (slot, context) = (self.filters[i].slot, self.filters[i].context);
-        let s = &mut self.chain.slots[slot];
-        if !s.vm.failed() {
-            let cb = s.callbacks.on_downstream_close.clone();
-            self.sync_in(slot);
+        let (slot, context) = (me!(self).filters[i].slot, me!(self).filters[i].context);
+        if !self.gone(i) {
+            let cb = self.chain.slots[slot].callbacks.on_downstream_close.clone();
+            self.sync_in(i);
             let result = self.chain.slots[slot].vm.call_network(
                 Phase::Request,
                 context,
@@ -1369,24 +1785,35 @@ impl Connection<'_> {
                 &cb,
                 (context as i32, how.peer_type()),
             );
-            self.sync_out(slot);
+            self.sync_out(i);
             self.after_call(i, result.is_ok());
         }
-        self.filters[i].downstream_closed = true;
+        me!(self).filters[i].downstream_closed = true;
         self.close_tcp(i);
     }
 
     /// `Context::onCloseTCP`: `on_done`, `on_log`, `on_delete` once.
     fn close_tcp(&mut self, i: usize) {
-        let f = &mut self.filters[i];
+        let f = &mut me!(self).filters[i];
         if f.closed_tcp || !f.created {
             return;
         }
         f.closed_tcp = true;
-        let (slot, context) = (f.slot, f.context);
-        self.sync_in(slot);
+        let (slot, context, vm) = (f.slot, f.context, f.vm);
+        // A VM FAIL_RELOAD replaced is not called again.
+        if self.chain.slots[slot].vm.key() != vm {
+            return;
+        }
+        self.sync_in(i);
         // A trap fails the VM; there is nothing left to close.
         let _ = self.chain.slots[slot].vm.end_connection(context);
+        // The VM forgets the connection's maps once its last context there
+        // is deleted.
+        let c = &me!(self);
+        if c.filters.iter().all(|g| g.vm != vm || g.closed_tcp) {
+            let contexts = c.filters[i].vm_contexts.clone();
+            self.chain.slots[slot].vm.state().drop_maps_of(&contexts);
+        }
     }
 
     /// The result of a data or connection callback: a trap fails the stream,
@@ -1405,8 +1832,8 @@ impl Connection<'_> {
     /// policy (measured in Envoy 1.40, `l4-fail-open.yaml`); `FAIL_OPEN` only
     /// lets later callbacks and connections pass the failed VM.
     fn trapped(&mut self) -> Status {
-        if !self.stream_failed {
-            self.stream_failed = true;
+        if !me!(self).stream_failed {
+            me!(self).stream_failed = true;
             self.close(CloseType::Local);
         }
         Status::Stop
@@ -1414,69 +1841,86 @@ impl Connection<'_> {
 
     /// Runs what the callback deferred (Envoy's `DeferAfterCallActions`).
     fn after_call(&mut self, i: usize, ok: bool) {
-        let slot = self.filters[i].slot;
-        let deferred = self.chain.slots[slot].vm.take_all_deferred();
-        if ok {
-            self.apply(slot, &deferred);
-        }
+        let slot = me!(self).filters[i].slot;
+        self.apply_deferred(slot, ok);
     }
 
-    /// Envoy's deferred `close` and `continueReading` for the connection
-    /// contexts they acted on in slot `slot`'s VM; on any other context (a
-    /// root's) they do nothing.
-    fn apply(&mut self, slot: usize, deferred: &crate::state::Deferred) {
-        let filter_of = |context: Option<u32>| {
-            let context = context?;
-            self.filters
-                .iter()
-                .position(|f| f.slot == slot && f.context == context && f.created)
-        };
-        let close = filter_of(deferred.close_connection);
-        let resume = filter_of(deferred.continue_downstream);
-        if close.is_some() {
-            self.close(CloseType::Local);
-        } else if let Some(i) = resume
-            && self.open()
-        {
-            self.continue_reading(Some(i));
+    /// Envoy's deferred `close` and `continueReading`, for each connection
+    /// context they acted on in slot `slot`'s VM (in the order they were
+    /// asked for), on whichever open connection it belongs to; on any other
+    /// context (a root's) they do nothing. After a trap nothing runs.
+    fn apply_deferred(&mut self, slot: usize, ok: bool) {
+        let vm = &mut self.chain.slots[slot].vm;
+        let (vm, actions) = (vm.key(), vm.take_all_deferred());
+        if !ok {
+            return;
+        }
+        for (context, deferred) in actions {
+            let owner = self.conns.iter().enumerate().find_map(|(k, c)| {
+                c.filters
+                    .iter()
+                    .position(|f| f.vm == vm && f.context == context && f.created)
+                    .map(|i| (k, i))
+            });
+            let Some((k, i)) = owner else {
+                continue;
+            };
+            self.on(k, |net| {
+                if deferred.close_connection.is_some() {
+                    net.close(CloseType::Local);
+                } else if deferred.continue_downstream.is_some() && net.open() {
+                    net.continue_reading(Some(i));
+                }
+            });
         }
     }
 
     /// `CHECK_FAIL_NET`: fail-open continues; fail-closed closes the connection
     /// once and stops.
     fn failed(&mut self, i: usize) -> Status {
-        let slot = self.filters[i].slot;
+        let slot = me!(self).filters[i].slot;
         if self.chain.slots[slot].policy == FailurePolicy::FailOpen {
             return Status::Continue;
         }
-        if !self.stream_failed {
-            self.stream_failed = true;
+        if !me!(self).stream_failed {
+            me!(self).stream_failed = true;
             self.close(CloseType::Local);
         }
         Status::Stop
     }
 
-    /// Before a callback into `slot`'s VM: a connection buffer the VM still
-    /// points at (its filter held the data) shows the connection's bytes now.
-    fn sync_in(&mut self, slot: usize) {
+    /// Before a callback of filter `i`: its VM holds this connection's maps,
+    /// and a connection buffer the VM still points at (its filter held the
+    /// data) shows the connection's bytes now.
+    fn sync_in(&mut self, i: usize) {
+        self.hold(i);
+        let slot = me!(self).filters[i].slot;
+        let c = &me!(self);
         let maps = &mut self.chain.slots[slot].vm.state().maps;
         if let Some(held) = maps.downstream_data.as_mut() {
-            held.clone_from(&self.read_buffer);
+            held.clone_from(&c.read_buffer);
         }
         if let Some(held) = maps.upstream_data.as_mut() {
-            held.clone_from(&self.upstream_buffer);
+            held.clone_from(&c.upstream_buffer);
         }
     }
 
     /// After a callback: the VM's view of the connection buffers (with its
-    /// edits) is the connection's.
-    fn sync_out(&mut self, slot: usize) {
+    /// edits) is the connection's (the callback may have made another
+    /// connection's maps the VM's, through its effective context).
+    fn sync_out(&mut self, i: usize) {
+        if self.chain.slots[me!(self).filters[i].slot].vm.key() != me!(self).filters[i].vm {
+            return;
+        }
+        self.hold(i);
+        let slot = me!(self).filters[i].slot;
         let maps = &self.chain.slots[slot].vm.state().maps;
+        let c = &mut me!(self);
         if let Some(held) = maps.downstream_data.as_ref() {
-            self.read_buffer.clone_from(held);
+            c.read_buffer.clone_from(held);
         }
         if let Some(held) = maps.upstream_data.as_ref() {
-            self.upstream_buffer.clone_from(held);
+            c.upstream_buffer.clone_from(held);
         }
     }
 }

@@ -149,8 +149,8 @@ pub use grpc::{
 };
 pub use hcm::ConnectionManager;
 pub use l4::{
-    CloseType, Connection, ConnectionOutcome, Echo, NetworkChain, NetworkChainBuilder, TcpReply,
-    TcpUpstream,
+    CloseType, Connection, ConnectionId, ConnectionOutcome, Connections, Echo, NetworkChain,
+    NetworkChainBuilder, TcpReply, TcpUpstream,
 };
 pub use l4_config::NetworkConfig;
 pub use outcome::{Callout, LocalReply, LogLevel, LogRecord, Outcome, StartTime};

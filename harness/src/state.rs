@@ -123,6 +123,16 @@ impl StreamMaps {
     }
 }
 
+/// A network connection's maps and cluster while another connection's are
+/// in the VM (see [`HostState::hold_maps_of`]).
+#[derive(Debug, Default)]
+pub(crate) struct ParkedMaps {
+    /// The connection's contexts in the VM (one per plugin the VM runs).
+    pub(crate) contexts: Vec<u32>,
+    pub(crate) maps: StreamMaps,
+    pub(crate) cluster_name: Option<String>,
+}
+
 /// Stream attributes that are not headers.
 #[derive(Debug, Default)]
 pub(crate) struct StreamInfo {
@@ -411,20 +421,10 @@ impl DeferredActions {
         self.0.iter().map(|(c, _)| *c)
     }
 
-    /// Takes every context's actions, merged (a network filter has one
-    /// context per connection).
-    pub(crate) fn take_all(&mut self) -> Deferred {
-        let mut all = Deferred::default();
-        for (_, d) in self.0.drain(..) {
-            all.continue_request |= d.continue_request;
-            all.continue_response |= d.continue_response;
-            all.close_stream |= d.close_stream;
-            all.local_reply = all.local_reply.or(d.local_reply);
-            all.would_crash = all.would_crash.or(d.would_crash);
-            all.continue_downstream = all.continue_downstream.or(d.continue_downstream);
-            all.close_connection = all.close_connection.or(d.close_connection);
-        }
-        all
+    /// Takes every context's actions, in the order the contexts first had
+    /// one (a root callback can act on several connections).
+    pub(crate) fn take_all(&mut self) -> Vec<(u32, Deferred)> {
+        std::mem::take(&mut self.0)
     }
 
     /// Drops every deferred action.
@@ -525,6 +525,11 @@ pub(crate) struct HostState {
     pub(crate) vm_key: u64,
     /// The route's cluster (`xds.cluster_name`), if known.
     pub(crate) cluster_name: Option<String>,
+    /// Network connections open at once: the contexts of the connection
+    /// whose `maps` and `cluster_name` the VM holds, and those of the VM's
+    /// other open connections, parked (empty for HTTP chains).
+    pub(crate) maps_owner: Vec<u32>,
+    pub(crate) parked: Vec<ParkedMaps>,
     /// The route's name and its virtual host's (`xds.route_name`,
     /// `xds.virtual_host_name`), for an HTTP filter's streams.
     pub(crate) route_name: Option<String>,
@@ -606,6 +611,8 @@ impl HostState {
             vm_key: shared.next_vm_key(),
             shared,
             cluster_name: None,
+            maps_owner: Vec::new(),
+            parked: Vec::new(),
             route_name: None,
             virtual_host_name: None,
             source_address: None,
@@ -664,6 +671,58 @@ impl HostState {
     pub(crate) fn in_stream(&self) -> bool {
         let current = self.current_context();
         current != 0 && !self.roots.iter().any(|r| r.root_context_id == current)
+    }
+
+    /// Makes the VM hold the maps (and cluster) of the network connection
+    /// whose contexts in this VM are `contexts`, parking those of the
+    /// connection that held them; a connection the VM has not seen gets new
+    /// maps. Envoy reads a connection's buffers and stream info through the
+    /// context a host call acts on, so the maps follow it.
+    pub(crate) fn hold_maps_of(&mut self, contexts: &[u32]) {
+        if self.maps_owner == contexts {
+            return;
+        }
+        let theirs = self
+            .parked
+            .iter()
+            .position(|p| p.contexts == contexts)
+            .map(|at| self.parked.swap_remove(at))
+            .unwrap_or_else(|| ParkedMaps {
+                contexts: contexts.to_vec(),
+                ..ParkedMaps::default()
+            });
+        let mine = ParkedMaps {
+            contexts: std::mem::replace(&mut self.maps_owner, theirs.contexts),
+            maps: std::mem::replace(&mut self.maps, theirs.maps),
+            cluster_name: std::mem::replace(&mut self.cluster_name, theirs.cluster_name),
+        };
+        if !mine.contexts.is_empty() {
+            self.parked.push(mine);
+        }
+    }
+
+    /// `proxy_set_effective_context(context)`: the maps of the connection
+    /// `context` belongs to, if another connection's are held.
+    pub(crate) fn hold_maps_of_context(&mut self, context: u32) {
+        if self.maps_owner.contains(&context) {
+            return;
+        }
+        if let Some(contexts) = self
+            .parked
+            .iter()
+            .find(|p| p.contexts.contains(&context))
+            .map(|p| p.contexts.clone())
+        {
+            self.hold_maps_of(&contexts);
+        }
+    }
+
+    /// Forgets the maps of a network connection that ended.
+    pub(crate) fn drop_maps_of(&mut self, contexts: &[u32]) {
+        self.parked.retain(|p| p.contexts != contexts);
+        if self.maps_owner == contexts {
+            self.maps_owner.clear();
+        }
     }
 
     /// Adds a plugin to this VM; returns its index in `roots`.

@@ -451,15 +451,9 @@ impl Vm {
         }
     }
 
-    /// Everything the last callback deferred, whatever context it acts on.
-    pub(crate) fn take_all_deferred(&mut self) -> Deferred {
-        let mut core = self.lock();
-        let deferred = &mut core.store.data_mut().deferred;
-        if deferred.is_empty() {
-            Deferred::default()
-        } else {
-            deferred.take_all()
-        }
+    /// Everything the last callbacks deferred, by the context it acts on.
+    pub(crate) fn take_all_deferred(&mut self) -> Vec<(u32, Deferred)> {
+        self.lock().store.data_mut().deferred.take_all()
     }
 
     /// Whether a body frame of `response` (or request) bodies passes this

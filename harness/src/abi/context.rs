@@ -10,6 +10,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         let state = caller.data_mut();
         if state.has_context(id as u32) {
             state.effective_context = id as u32;
+            // A network connection's buffers and stream info come with it.
+            state.hold_maps_of_context(id as u32);
             Status::Ok
         } else {
             Status::BadArgument
