@@ -5,6 +5,11 @@
 //! what the upstream received, whether each saw the end of the stream, and the
 //! plugins' log lines.
 //!
+//! A scenario's steps may name the client connection they act on (`on`):
+//! each connects when first named and stays open meanwhile, so several are
+//! open at once (the harness's `Connections`); the clients' and the
+//! upstream connections' observations are compared in order.
+//!
 //! The upstream follows the same script on both sides ([`UpstreamSpec`]). On the
 //! Envoy side the client pauses after connecting and after each step so that
 //! Envoy reads each chunk on its own, as the harness delivers it; the
@@ -53,11 +58,22 @@ pub struct ConnectionScenario {
     pub steps: Vec<Step>,
 }
 
-/// One thing the client does: `send: "bytes"`, `close_write: true` or
-/// `wait_ms: N`.
+/// One thing a client does: `send: "bytes"`, `close_write: true` or
+/// `wait_ms: N`, on the connection `on` names (default: the scenario's
+/// unnamed one). A connection connects when a step first names it, and
+/// stays open while the next steps act on others: Envoy holds them at once.
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "RawStep")]
-pub enum Step {
+pub struct Step {
+    /// The client connection the step acts on (`""` when unnamed).
+    pub on: String,
+    /// What it does.
+    pub action: Action,
+}
+
+/// What a [`Step`] does.
+#[derive(Debug)]
+pub enum Action {
     /// Writes these bytes (one read for Envoy).
     Send(String),
     /// Half-closes (FIN) and keeps reading.
@@ -70,6 +86,8 @@ pub enum Step {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStep {
+    #[serde(default)]
+    on: String,
     send: Option<String>,
     #[serde(default)]
     close_write: bool,
@@ -80,12 +98,17 @@ impl TryFrom<RawStep> for Step {
     type Error = &'static str;
 
     fn try_from(raw: RawStep) -> Result<Self, Self::Error> {
-        match (raw.send, raw.close_write, raw.wait_ms) {
-            (Some(data), false, None) => Ok(Step::Send(data)),
-            (None, true, None) => Ok(Step::CloseWrite),
-            (None, false, Some(ms)) => Ok(Step::Wait(Duration::from_millis(ms))),
-            _ => Err("a step is one of `send: <bytes>`, `close_write: true`, `wait_ms: <ms>`"),
-        }
+        let action = match (raw.send, raw.close_write, raw.wait_ms) {
+            (Some(data), false, None) => Action::Send(data),
+            (None, true, None) => Action::CloseWrite,
+            (None, false, Some(ms)) => Action::Wait(Duration::from_millis(ms)),
+            _ => {
+                return Err(
+                    "a step is one of `send: <bytes>`, `close_write: true`, `wait_ms: <ms>`",
+                );
+            }
+        };
+        Ok(Step { on: raw.on, action })
     }
 }
 
@@ -172,13 +195,15 @@ impl TcpUpstream for Script {
     }
 }
 
-/// Everything observable about one connection.
+/// Everything observable about a scenario's connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Observed {
-    client_received: String,
-    client_saw_end: bool,
-    upstream_received: Option<String>,
-    upstream_saw_end: bool,
+    /// Per client connection, in the order the steps first name them: what
+    /// it received and whether it saw the end.
+    clients: Vec<(String, bool)>,
+    /// Per upstream connection, in the order `tcp_proxy` opened them: what
+    /// it received and whether it saw the end.
+    upstreams: Vec<(String, bool)>,
     logs: Vec<String>,
 }
 
@@ -186,12 +211,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// What the upstream received on its connection, and whether it saw the end;
-/// `None` until a connection is accepted.
-type Seen = Mutex<Option<(Vec<u8>, bool)>>;
+/// What the upstream received on each of its connections (in the order it
+/// accepted them), and whether it saw the end.
+type Seen = Mutex<Vec<(Vec<u8>, bool)>>;
 
-/// The upstream in front of Envoy: one connection at a time, following the
-/// scenario's script; records what it received and whether it saw the end.
+/// The upstream in front of Envoy: each connection follows the scenario's
+/// script; records what each received and whether it saw the end.
 struct TcpServer {
     addr: SocketAddr,
     spec: Arc<Mutex<UpstreamSpec>>,
@@ -207,7 +232,7 @@ impl TcpServer {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let spec = Arc::new(Mutex::new(UpstreamSpec::default()));
-        let seen = Arc::new(Mutex::new(None));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let kept = Arc::new(Mutex::new(Vec::new()));
         let (spec2, seen2, stop2) = (Arc::clone(&spec), Arc::clone(&seen), Arc::clone(&stop));
@@ -238,12 +263,12 @@ impl TcpServer {
             *s = spec.clone();
         }
         if let Ok(mut s) = self.seen.lock() {
-            *s = None;
+            s.clear();
         }
     }
 
-    fn seen(&self) -> Option<(Vec<u8>, bool)> {
-        self.seen.lock().ok().and_then(|s| s.clone())
+    fn seen(&self) -> Vec<(Vec<u8>, bool)> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
@@ -259,14 +284,21 @@ impl Drop for TcpServer {
 }
 
 fn serve(mut stream: TcpStream, mut script: Script, seen: &Seen, kept: &Mutex<Vec<TcpStream>>) {
+    let index = match seen.lock() {
+        Ok(mut s) => {
+            s.push((Vec::new(), false));
+            s.len() - 1
+        }
+        Err(_) => return,
+    };
     let record = |data: &[u8], end: bool| {
-        if let Ok(mut s) = seen.lock() {
-            let entry = s.get_or_insert_with(|| (Vec::new(), false));
+        if let Ok(mut s) = seen.lock()
+            && let Some(entry) = s.get_mut(index)
+        {
             entry.0.extend_from_slice(data);
             entry.1 |= end;
         }
     };
-    record(&[], false);
     // When the upstream last wrote: it closes no sooner than CLOSE_PAUSE after,
     // so that Envoy reads the data and the end of the stream separately, as the
     // harness delivers them.
@@ -413,7 +445,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
         let harness = in_harness(&mut chain, scenario)?;
         server.expect(&scenario.upstream);
         std::thread::sleep(Duration::from_millis(scenario.wait_ms));
-        let (client_received, client_saw_end) = in_envoy(envoy.listener, &scenario.steps)?;
+        let clients = in_envoy(envoy.listener, &scenario.steps)?;
         // Envoy's log lags: wait for as many lines as the harness logged.
         let deadline = Instant::now() + Duration::from_secs(3);
         let lines = loop {
@@ -425,15 +457,16 @@ pub fn run(suite: &Suite) -> Result<Report> {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let (upstream_received, upstream_saw_end) = match server.seen() {
-            Some((bytes, end)) => (Some(text(&bytes)), end),
-            None => (None, false),
-        };
         let envoy_observed = Observed {
-            client_received: text(&client_received),
-            client_saw_end,
-            upstream_received,
-            upstream_saw_end,
+            clients: clients
+                .into_iter()
+                .map(|(bytes, end)| (text(&bytes), end))
+                .collect(),
+            upstreams: server
+                .seen()
+                .into_iter()
+                .map(|(bytes, end)| (text(&bytes), end))
+                .collect(),
             logs: lines[seen_lines.min(lines.len())..].to_vec(),
         };
         seen_lines = lines.len();
@@ -455,45 +488,119 @@ fn in_harness(
     if scenario.wait_ms > 0 {
         logs = chain.advance(Duration::from_millis(scenario.wait_ms)).logs;
     }
-    let mut connection = chain.connect(Script(scenario.upstream.clone()))?;
-    // The pauses the client makes in front of Envoy.
-    connection.advance(STEP_PAUSE);
+    let mut net = chain.connections();
+    let mut ids: Vec<(&str, weir_harness::ConnectionId)> = Vec::new();
+    // How many of each connection's log lines are in `logs` already.
+    let mut taken: HashMap<weir_harness::ConnectionId, usize> = HashMap::new();
+    let mut take = |net: &weir_harness::Connections<'_>,
+                    id: weir_harness::ConnectionId,
+                    logs: &mut Vec<weir_harness::LogRecord>| {
+        let all = net.logs(id);
+        let from = taken.entry(id).or_insert(0);
+        logs.extend(all[(*from).min(all.len())..].iter().cloned());
+        *from = all.len();
+    };
+    // The upstream connections, in the order `tcp_proxy` opened them.
+    let mut upstream_order: Vec<weir_harness::ConnectionId> = Vec::new();
+    let mut note_upstreams =
+        |net: &weir_harness::Connections<'_>, ids: &[(&str, weir_harness::ConnectionId)]| {
+            for &(_, id) in ids {
+                if net.upstream_received(id).is_some() && !upstream_order.contains(&id) {
+                    upstream_order.push(id);
+                }
+            }
+        };
     for step in &scenario.steps {
-        match step {
-            Step::Send(data) => connection.send(data.as_bytes())?,
-            Step::CloseWrite => connection.close_write()?,
-            Step::Wait(time) => connection.advance(*time),
+        let id = match ids.iter().find(|(name, _)| *name == step.on) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = net.connect(Script(scenario.upstream.clone()))?;
+                ids.push((&step.on, id));
+                // The pause the client makes in front of Envoy.
+                net.advance(id, STEP_PAUSE)?;
+                take(&net, id, &mut logs);
+                note_upstreams(&net, &ids);
+                id
+            }
+        };
+        match &step.action {
+            Action::Send(data) => net.send(id, data.as_bytes())?,
+            Action::CloseWrite => net.close_write(id)?,
+            Action::Wait(time) => net.advance(id, *time)?,
         }
-        connection.advance(STEP_PAUSE);
+        net.advance(id, STEP_PAUSE)?;
+        take(&net, id, &mut logs);
+        note_upstreams(&net, &ids);
     }
-    let outcome = connection.finish();
-    logs.extend(outcome.logs.iter().cloned());
+    let connected = net.ids();
+    let outcomes = net.finish();
+    // What arrived as the session ended.
+    for (id, outcome) in connected.iter().zip(&outcomes) {
+        let from = taken.get(id).copied().unwrap_or(0);
+        logs.extend(outcome.logs[from.min(outcome.logs.len())..].iter().cloned());
+        if outcome.upstream_received.is_some() && !upstream_order.contains(id) {
+            upstream_order.push(*id);
+        }
+    }
+    let upstreams = upstream_order
+        .iter()
+        .filter_map(|id| connected.iter().position(|c| c == id))
+        .filter_map(|k| {
+            let outcome = outcomes.get(k)?;
+            let received = outcome.upstream_received.as_deref()?;
+            Some((text(received), outcome.upstream_saw_end))
+        })
+        .collect();
     Ok(Observed {
-        client_received: text(&outcome.client_received),
-        client_saw_end: outcome.client_saw_end,
-        upstream_received: outcome.upstream_received.as_deref().map(text),
-        upstream_saw_end: outcome.upstream_saw_end,
+        clients: outcomes
+            .iter()
+            .map(|o| (text(&o.client_received), o.client_saw_end))
+            .collect(),
+        upstreams,
         logs: harness_logs(&logs),
     })
 }
 
-/// The client's side against Envoy: the steps, a pause after each, then
-/// everything it can read until Envoy ends the stream (or a second passes).
-fn in_envoy(listener: SocketAddr, steps: &[Step]) -> Result<(Vec<u8>, bool)> {
-    let mut client = TcpStream::connect(listener)?;
-    std::thread::sleep(STEP_PAUSE);
+/// The clients' side against Envoy: each connects when a step first names
+/// it; the steps, a pause after each, then everything each can read until
+/// Envoy ends its stream (or a second passes).
+fn in_envoy(listener: SocketAddr, steps: &[Step]) -> Result<Vec<(Vec<u8>, bool)>> {
+    let mut clients: Vec<(&str, TcpStream)> = Vec::new();
     for step in steps {
-        match step {
-            Step::Send(data) => {
+        let at = match clients.iter().position(|(name, _)| *name == step.on) {
+            Some(at) => at,
+            None => {
+                clients.push((&step.on, TcpStream::connect(listener)?));
+                std::thread::sleep(STEP_PAUSE);
+                clients.len() - 1
+            }
+        };
+        let client = &mut clients[at].1;
+        match &step.action {
+            Action::Send(data) => {
                 if let Err(e) = client.write_all(data.as_bytes()) {
                     bail!("client write: {e}");
                 }
             }
-            Step::CloseWrite => client.shutdown(Shutdown::Write)?,
-            Step::Wait(time) => std::thread::sleep(*time),
+            Action::CloseWrite => match client.shutdown(Shutdown::Write) {
+                // Envoy closed the connection already: nothing to half-close.
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+                result => result?,
+            },
+            Action::Wait(time) => std::thread::sleep(*time),
         }
         std::thread::sleep(STEP_PAUSE);
     }
+    let mut seen = Vec::with_capacity(clients.len());
+    for (_, mut client) in clients {
+        seen.push(read_to_end(&mut client)?);
+    }
+    Ok(seen)
+}
+
+/// Everything a client can read until Envoy ends its stream (or a second
+/// passes).
+fn read_to_end(client: &mut TcpStream) -> Result<(Vec<u8>, bool)> {
     client.set_read_timeout(Some(Duration::from_millis(100)))?;
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut received = Vec::new();
@@ -519,24 +626,21 @@ fn describe(name: &str, harness: &Observed, envoy: &Observed) -> String {
             out += &format!("  {what}\n    harness: {h}\n    envoy:   {e}\n");
         }
     };
+    let connections = |all: &[(String, bool)]| -> String {
+        all.iter()
+            .map(|(bytes, end)| format!("{bytes:?} end={end}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
     field(
-        "client received",
-        format!(
-            "{:?} end={}",
-            harness.client_received, harness.client_saw_end
-        ),
-        format!("{:?} end={}", envoy.client_received, envoy.client_saw_end),
+        "clients received",
+        connections(&harness.clients),
+        connections(&envoy.clients),
     );
     field(
-        "upstream received",
-        format!(
-            "{:?} end={}",
-            harness.upstream_received, harness.upstream_saw_end
-        ),
-        format!(
-            "{:?} end={}",
-            envoy.upstream_received, envoy.upstream_saw_end
-        ),
+        "upstreams received",
+        connections(&harness.upstreams),
+        connections(&envoy.upstreams),
     );
     if harness.logs != envoy.logs {
         out += "  logs\n";
