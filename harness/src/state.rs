@@ -803,3 +803,36 @@ impl HostState {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HostState;
+
+    #[test]
+    fn a_vm_holds_the_maps_of_the_connection_a_context_belongs_to() {
+        let mut state = HostState::for_tests();
+        state.hold_maps_of(&[2]);
+        state.maps.downstream_data = Some(b"first".to_vec());
+        state.cluster_name = Some("one".to_owned());
+        // A new connection gets fresh maps; the first one's are parked.
+        state.hold_maps_of(&[3, 4]);
+        assert_eq!(state.maps.downstream_data, None);
+        assert_eq!(state.cluster_name, None);
+        state.maps.downstream_data = Some(b"second".to_vec());
+        // Making a context effective brings its connection's maps back.
+        state.hold_maps_of_context(2);
+        assert_eq!(state.maps.downstream_data.as_deref(), Some(&b"first"[..]));
+        assert_eq!(state.cluster_name.as_deref(), Some("one"));
+        state.hold_maps_of_context(4);
+        assert_eq!(state.maps.downstream_data.as_deref(), Some(&b"second"[..]));
+        // A root context (or one no connection owns) changes nothing.
+        state.hold_maps_of_context(1);
+        assert_eq!(state.maps_owner, [3, 4]);
+        // A connection that ended is forgotten.
+        state.drop_maps_of(&[2]);
+        state.hold_maps_of_context(2);
+        assert_eq!(state.maps_owner, [3, 4]);
+        state.drop_maps_of(&[3, 4]);
+        assert!(state.maps_owner.is_empty() && state.parked.is_empty());
+    }
+}
