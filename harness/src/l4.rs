@@ -1096,7 +1096,7 @@ impl Connection<'_> {
 ///
 /// A VM that fails through one connection fails for every connection open
 /// in it: they get no more callbacks, and Envoy closes each at its next
-/// read (see the [module docs](self)).
+/// read, whatever the failure policy (as measured in Envoy 1.40).
 ///
 /// An id that does not name a connection of this session is an error for
 /// events, and reads as a connection that saw nothing.
