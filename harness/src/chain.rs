@@ -310,7 +310,9 @@ impl ChainBuilder {
 
     /// Wasm fuel each callback may burn before it is stopped with a trap
     /// (default 1 000 000 000, about a second). Envoy has no such limit; this keeps
-    /// a runaway filter from hanging a test.
+    /// a runaway filter from hanging a test. Plugins loaded by an engine built
+    /// with [`EngineBuilder::deadline_per_call`](crate::EngineBuilder::deadline_per_call)
+    /// are bounded by that deadline instead, and ignore this.
     pub fn fuel_per_call(mut self, fuel: u64) -> Self {
         self.fuel_per_call = fuel;
         self

@@ -249,7 +249,9 @@ impl NetworkChainBuilder {
         self
     }
 
-    /// The fuel each callback may burn before it is stopped with a trap.
+    /// The fuel each callback may burn before it is stopped with a trap
+    /// (as [`ChainBuilder::fuel_per_call`](crate::ChainBuilder::fuel_per_call);
+    /// ignored by plugins whose engine bounds calls by a deadline).
     pub fn fuel_per_call(mut self, fuel: u64) -> Self {
         self.fuel_per_call = fuel;
         self
@@ -875,7 +877,10 @@ pub struct ConnectionOutcome {
     pub logs: Vec<LogRecord>,
     /// Plugins that trapped, as Envoy reports it.
     pub traps: Vec<String>,
-    /// Wasm fuel the plugins burned for this connection.
+    /// Wasm fuel the plugins burned for this connection (deterministic).
+    /// Only an engine bounding calls by fuel (the default) meters it: with
+    /// [`CallLimit::Deadline`](crate::CallLimit::Deadline) this is 0, not a
+    /// measurement.
     pub fuel: u64,
     /// `proxy_*` host calls the plugins made for this connection.
     pub host_calls: u64,

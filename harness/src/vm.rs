@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use wasmtime::{Instance, ModuleExport, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::{AbiVersion, Status};
+use crate::engine::Budget;
 use crate::fields::Fields;
 use crate::grpc::{self, Event};
 use crate::outcome::{LogLevel, StartTime};
@@ -162,10 +163,12 @@ struct VmCore {
     pub(crate) failed: Option<Trap>,
     /// Set with `failed`, for [`Vm::failed`].
     failed_flag: Arc<AtomicBool>,
-    /// Fuel consumed since the last [`Vm::take_fuel`].
+    /// Fuel consumed since the last [`Vm::take_fuel`] (0 with a deadline).
     fuel: u64,
     /// The budget of each callback.
-    fuel_per_call: u64,
+    budget: Budget,
+    /// Keeps a deadline's ticker going while this VM may run guest code.
+    _runtime: crate::engine::Runtime,
 }
 
 impl std::fmt::Debug for Vm {
@@ -220,7 +223,7 @@ impl Vm {
     ) -> Result<Self> {
         let began = Instant::now();
         let name = meta.name.clone();
-        let fuel_per_call = setup.fuel_per_call;
+        let budget = plugin.runtime().budget(setup.fuel_per_call);
         let mut state = HostState::new(meta, setup.now, setup.seed, shared);
         state.log_level = setup.log_level;
         state.monotonic = setup.monotonic;
@@ -229,18 +232,26 @@ impl Vm {
         state.clusters = setup.clusters.to_vec();
         state.grpc_clusters = setup.grpc_clusters.to_vec();
         state.grpc_stream_clusters = setup.grpc_stream_clusters.to_vec();
-        let mut store = Store::new(plugin.engine().wasmtime(), state);
+        let mut store = Store::new(plugin.runtime().wasmtime(), state);
         store.limiter(|s| &mut s.limits);
-        store
-            .set_fuel(fuel_per_call)
-            .map_err(|e| Error::Wasm(format!("{e:#}")))?;
+        // Bounded from the start: instantiation may run the module's start
+        // function.
+        match budget {
+            Budget::Fuel(fuel) => store
+                .set_fuel(fuel)
+                .map_err(|e| Error::Wasm(format!("{e:#}")))?,
+            Budget::Deadline { ticks, .. } => {
+                store.epoch_deadline_trap();
+                store.set_epoch_deadline(ticks);
+            }
+        }
         let instance = plugin
             .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| Error::Trap {
                 plugin: name.clone(),
                 function: "instantiation",
-                message: format!("{e:?}"),
+                message: format!("{:?}", budget.name_deadline(e)),
             })?;
         let v0_1_0 = plugin.abi() == AbiVersion::V0_1_0;
         // ABI 0.1.0's headers callbacks have their own signature.
@@ -322,7 +333,8 @@ impl Vm {
             failed: None,
             failed_flag: Arc::new(AtomicBool::new(false)),
             fuel: 0,
-            fuel_per_call,
+            budget,
+            _runtime: plugin.runtime().clone(),
         };
         let instantiated = Instant::now();
         core.initialize(plugin)?;
@@ -741,12 +753,23 @@ impl VmCore {
             state.active_context = context;
             state.effective_context = 0;
         }
-        // Fuel was set to the budget; what is left tells what this call cost.
-        let result = func.call(&mut self.store, params);
-        let left = self.store.get_fuel().unwrap_or(0);
-        self.fuel += self.fuel_per_call - left;
-        // The engine always meters fuel, so this cannot fail.
-        let _ = self.store.set_fuel(self.fuel_per_call);
+        let result = match self.budget {
+            Budget::Fuel(fuel_per_call) => {
+                // Fuel was set to the budget; what is left tells what this
+                // call cost.
+                let result = func.call(&mut self.store, params);
+                let left = self.store.get_fuel().unwrap_or(0);
+                self.fuel += fuel_per_call - left;
+                // The engine meters fuel, so this cannot fail.
+                let _ = self.store.set_fuel(fuel_per_call);
+                result
+            }
+            Budget::Deadline { ticks, .. } => {
+                self.store.set_epoch_deadline(ticks);
+                func.call(&mut self.store, params)
+                    .map_err(|e| self.budget.name_deadline(e))
+            }
+        };
         let state = self.store.data_mut();
         state.phase = Phase::Idle;
         state.effective_context = 0;
