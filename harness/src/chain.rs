@@ -4,7 +4,10 @@
 //! As in Envoy, the request goes through the filters in the order they were added
 //! (0 → n) and the response comes back in reverse (n → 0). A filter that pauses
 //! holds the rest of the chain; a local reply short-circuits it, and the response
-//! path then runs through the replying filter and those before it.
+//! path then runs through the replying filter and those before it. A local reply
+//! to a gRPC request is a gRPC trailers-only response (see
+//! `ConnectionManager::local_reply`): the filters see headers that end the
+//! stream.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -22,7 +25,7 @@ use crate::outcome::{Callout, LocalReply, LogLevel, Outcome, StartTime};
 use crate::plugin::Plugin;
 use crate::shared::{MetricValue, Shared};
 use crate::state::{
-    Facts, FilterState, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags,
+    Facts, FilterState, HeldMaps, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags,
 };
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm, VmSetup};
@@ -553,6 +556,8 @@ struct Progress {
     /// in one piece.
     resumed_request: bool,
     resumed_response: bool,
+    /// The header maps the filter's context still points at ([`HeldMaps`]).
+    held: HeldMaps,
     /// The filter's VM when the stream started ([`Slot::generation`]).
     generation: u32,
 }
@@ -567,6 +572,8 @@ struct Reply {
 /// What [`LocalReply::plugin`] says when the router answered.
 const ROUTER: &str = "envoy.filters.http.router";
 
+/// Envoy's local reply to a stream whose VM failed: `503`, gRPC status 14
+/// (`UNAVAILABLE`) to a gRPC request.
 fn fail_stream() -> LocalReplyRequest {
     LocalReplyRequest {
         status: 503,
@@ -1189,6 +1196,7 @@ pub(crate) fn answer_call(
              connection termination",
         ),
         Some(UpstreamFault::CloseAfterHeaders) => return vm.on_http_call_failure(token),
+        Some(UpstreamFault::ConnectionRefused) => made_up_response(503, &connect_failure_body()),
         _ => {
             let mut headers = Fields::new(Kind::Response);
             headers.add(b":status", response.status().as_str().as_bytes());
@@ -1233,6 +1241,21 @@ enum UpstreamFailure {
     /// The connection closed after the headers, before the body was complete:
     /// the stream is reset.
     ResetAfterHeaders,
+    /// The upstream refused the connection: `503`.
+    ConnectFailure,
+}
+
+/// Why Envoy 1.40's connection to an upstream that refuses it failed
+/// (`upstream.transport_failure_reason`; the router's details carry it too,
+/// spaces as `_`).
+const REFUSED_REASON: &str = "delayed connect error: Connection refused";
+
+/// The body of Envoy's 503 for an upstream that refused the connection (the
+/// reason is in the details, not here).
+fn connect_failure_body() -> String {
+    "upstream connect error or disconnect/reset before headers. reset reason: remote \
+     connection failure"
+        .to_owned()
 }
 
 impl UpstreamFailure {
@@ -1251,6 +1274,7 @@ impl UpstreamFailure {
             Some(UpstreamFault::CloseAfterHeaders) => {
                 (Duration::ZERO, Some(Self::ResetAfterHeaders))
             }
+            Some(UpstreamFault::ConnectionRefused) => (Duration::ZERO, Some(Self::ConnectFailure)),
             None => (Duration::ZERO, None),
         }
     }
@@ -1262,15 +1286,23 @@ impl UpstreamFailure {
             Self::Timeout => (
                 504,
                 "response_timeout",
-                "upstream request timeout",
+                "upstream request timeout".to_owned(),
                 flags::UPSTREAM_REQUEST_TIMEOUT,
             ),
             Self::ResetBeforeHeaders => (
                 503,
                 "upstream_reset_before_response_started{connection_termination}",
                 "upstream connect error or disconnect/reset before headers. reset reason: \
-                 connection termination",
+                 connection termination"
+                    .to_owned(),
                 flags::UPSTREAM_CONNECTION_TERMINATION,
+            ),
+            Self::ConnectFailure => (
+                503,
+                "upstream_reset_before_response_started{remote_connection_failure|\
+                 delayed_connect_error:_Connection_refused}",
+                connect_failure_body(),
+                flags::UPSTREAM_CONNECTION_FAILURE,
             ),
             Self::ResetAfterHeaders => return None,
         };
@@ -1279,7 +1311,7 @@ impl UpstreamFailure {
             request: LocalReplyRequest {
                 status,
                 details: details.to_owned(),
-                body: body.as_bytes().to_vec(),
+                body: body.into_bytes(),
                 headers: Fields::new(Kind::Plain),
                 grpc_status: -1,
             },
@@ -1798,6 +1830,7 @@ impl Chain {
                 None => request_frames.iter().map(|(data, _)| data.len()).sum(),
             };
             io.facts = chain.start_stream(with_headers);
+            io.facts.get().grpc_request = crate::hcm::is_grpc_request(&fields);
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
             (
@@ -2009,11 +2042,26 @@ impl Chain {
         let (upstream_request, mut response, response_frames, response_chunked, reply) =
             match (sent, router_reply) {
                 // The router gave up on the upstream and answers itself.
-                (Ok((upstream_request, ..)), Some((reply, flag))) => {
-                    io.facts.get().flags |= flag;
-                    let response = ConnectionManager::local_reply_fields(&reply.request);
-                    let frames = vec![(reply.request.body.clone(), true)];
-                    (Some(upstream_request), response, frames, false, Some(reply))
+                (Ok((upstream_request, _, _, failure)), Some((reply, flag))) => {
+                    let refused = failure == Some(UpstreamFailure::ConnectFailure);
+                    let grpc = {
+                        let mut facts = io.facts.get();
+                        facts.flags |= flag;
+                        if refused {
+                            facts.transport_failure = Some(REFUSED_REASON);
+                        }
+                        facts.grpc_request
+                    };
+                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
+                    // A local reply's body is one final frame.
+                    let frames = if body.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![(body, true)]
+                    };
+                    // A refused connection carried no request.
+                    let upstream_request = (!refused).then_some(upstream_request);
+                    (upstream_request, response, frames, false, Some(reply))
                 }
                 (Ok((upstream_request, response, (_, delay), failure)), None) => {
                     let mut guard = io.chain();
@@ -2054,9 +2102,9 @@ impl Chain {
                 (Err(reply), _) => {
                     // A reply in the body phase resets the upstream request the router
                     // had started: the upstream never receives a complete request.
-                    let response = ConnectionManager::local_reply_fields(&reply.request);
+                    let grpc = io.facts.get().grpc_request;
+                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
                     // A local reply's body is one final frame.
-                    let body = reply.request.body.clone();
                     let frames = if body.is_empty() {
                         Vec::new()
                     } else {
@@ -2249,13 +2297,27 @@ impl Chain {
                         upstream_request: None,
                         logs: Vec::new(),
                     };
+                    // Envoy's `sendLocalReply` gives the stream the reply's
+                    // details before it finds it can only reset; the access
+                    // log reads the response headers as they went out.
+                    {
+                        let mut guard = io.chain();
+                        let chain: &mut Chain = &mut guard;
+                        chain.refresh_date();
+                        let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
+                        chain.hcm.stamp(&mut response, date);
+                        response.remove(b"transfer-encoding");
+                    }
+                    io.facts
+                        .get()
+                        .respond(response_code(&response), Cow::Owned(r.request.details));
                     return Err(Self::reset(
                         io,
                         reset_error,
                         &progress,
                         &mut fields,
                         upstream_request,
-                        None,
+                        Some(&mut response),
                     ));
                 }
                 Ok(pass) => Ok(pass.out),
@@ -2264,11 +2326,11 @@ impl Chain {
         let (reply, mut response_fields, response_body) = match late_reply {
             Err(r) => {
                 response_trailers = None;
-                let fields = ConnectionManager::local_reply_fields(&r.request);
-                let body = Bytes::from(r.request.body.clone());
+                let mut facts = io.facts.get();
+                let (fields, body) = ConnectionManager::local_reply(&r.request, facts.grpc_request);
+                let body = Bytes::from(body);
                 // Straight to the client.
                 let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
-                let mut facts = io.facts.get();
                 facts.bytes_sent = facts.bytes_sent.saturating_add(sent);
                 (Some(r), fields, body)
             }
@@ -2349,12 +2411,14 @@ impl Chain {
         chain.scratch.buffered = buffered;
         chain.scratch.order = order;
         chain.scratch.keep(fields, final_response);
+        let grpc = io.facts.get().grpc_request;
         let local_reply = reply.map(|r| LocalReply {
             plugin: r.slot.map_or_else(
                 || ROUTER.to_owned(),
                 |i| chain.slots[i].vm.name().to_owned(),
             ),
             status: r.request.status as u16,
+            grpc_status: grpc.then(|| crate::hcm::local_reply_grpc_status(&r.request)),
             details: r.request.details,
         });
         Ok(Outcome {
@@ -2953,7 +3017,10 @@ impl Chain {
                 direction: Direction::Request,
                 end_of_stream,
             };
-            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+            let p = &mut progress[i];
+            match Self::headers_returned(io, header, result, fields, held, &mut p.held, callouts)
+                .await?
+            {
                 Headers::Next { resumed } => progress[i].resumed_request = resumed,
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) => return Ok(Some(reply)),
@@ -2972,12 +3039,17 @@ impl Chain {
     /// then gives the headers back to `fields` (even when the stream ends here,
     /// a reset or a disconnect: the access log still reads them) and says how
     /// the chain goes on.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
     async fn headers_returned(
         io: &mut Io<'_, '_>,
         header: Header,
         result: Result<Option<i32>, Trap>,
         fields: &mut Fields,
         held: &mut Option<usize>,
+        kept: &mut HeldMaps,
         callouts: &mut Vec<Callout>,
     ) -> Result<Headers> {
         let Header {
@@ -2991,6 +3063,26 @@ impl Chain {
             Direction::Response => "on_response_headers",
         };
         let step = settle(io, i, stream, result, direction, callback, callouts).await;
+        // Envoy's context forgets the headers when the callback returns
+        // Continue. It keeps pointing at them (their size can be read and
+        // they can be changed, even in `on_log`) when the stream ended during
+        // the callback or its pause (a reply, a close, a client that left),
+        // and, for the response headers, once paused (measured in Envoy 1.40:
+        // a resumed request's headers are forgotten, a resumed response's
+        // are not).
+        let keeps = match &step {
+            Err(Error::Reset { .. } | Error::Disconnected { .. }) | Ok(After::Reply(_)) => true,
+            Ok(After::Returned { action, .. }) => {
+                direction == Direction::Response && !continues(*action)
+            }
+            _ => false,
+        };
+        if keeps {
+            kept.insert(match direction {
+                Direction::Request => HeldMaps::REQUEST_HEADERS,
+                Direction::Response => HeldMaps::RESPONSE_HEADERS,
+            });
+        }
         let mut chain = io.chain();
         let slot = &mut chain.slots[i];
         *fields = {
@@ -3073,7 +3165,10 @@ impl Chain {
                 direction: Direction::Response,
                 end_of_stream,
             };
-            match Self::headers_returned(io, header, result, fields, held, callouts).await? {
+            let p = &mut progress[i];
+            match Self::headers_returned(io, header, result, fields, held, &mut p.held, callouts)
+                .await?
+            {
                 Headers::Next { resumed } => progress[i].resumed_response = resumed,
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) | Headers::Failed(reply) => return Ok(Some(reply)),
@@ -3113,7 +3208,7 @@ impl Chain {
             // A trap here fails the VM for later streams; this one is answered.
             if slot
                 .vm
-                .log_stream(stream, request, response.as_deref_mut(), trailers)
+                .log_stream(stream, request, response.as_deref_mut(), trailers, p.held)
                 .is_ok()
             {
                 logged.push((i, stream));
@@ -3127,5 +3222,33 @@ impl Chain {
         }
         self.scratch.logged = logged;
         created
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_is_answered_503_with_envoys_details_and_flag() {
+        let fault = Some(UpstreamFault::ConnectionRefused);
+        let (delay, failure) = UpstreamFailure::of(fault, Some(Duration::from_secs(15)));
+        assert_eq!(delay, Duration::ZERO);
+        assert_eq!(failure, Some(UpstreamFailure::ConnectFailure));
+        let (reply, flag) = UpstreamFailure::ConnectFailure.reply().expect("a reply");
+        assert_eq!(flag, flags::UPSTREAM_CONNECTION_FAILURE);
+        assert_eq!(flag, 0x20);
+        assert_eq!(reply.slot, None);
+        assert_eq!(reply.request.status, 503);
+        assert_eq!(
+            reply.request.details,
+            "upstream_reset_before_response_started{remote_connection_failure|\
+             delayed_connect_error:_Connection_refused}"
+        );
+        assert_eq!(
+            reply.request.body,
+            b"upstream connect error or disconnect/reset before headers. reset reason: \
+              remote connection failure"
+        );
     }
 }

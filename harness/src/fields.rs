@@ -405,6 +405,28 @@ impl Fields {
         self.push(key, value, false);
     }
 
+    /// Envoy's setter of an inline header (`setGrpcStatus`,
+    /// `setReferenceContentType`): the first entry of `key` (lower-case) gets
+    /// `value` where it stands; absent, it is appended.
+    pub(crate) fn set_in_place(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert!(!key.iter().any(u8::is_ascii_uppercase), "{key:?}");
+        let Some(i) = self.position(key) else {
+            self.push(key, value, false);
+            return;
+        };
+        // The entry's name and the new value, at the end of the buffer.
+        let old = self.entries[i];
+        let start = self.bytes.len();
+        self.bytes
+            .extend_from_within(old.start..old.start + old.name_len);
+        self.bytes.extend_from_slice(value);
+        self.entries[i] = Entry {
+            start,
+            name_len: old.name_len,
+            value_len: value.len(),
+        };
+    }
+
     /// Removes every value of `key`.
     pub(crate) fn remove(&mut self, key: &[u8]) {
         let bytes = &self.bytes;
@@ -633,6 +655,32 @@ mod tests {
             vec![(&b"accept"[..], &b"a,b,"[..]), (&b"x-b"[..], &b"2"[..])]
         );
         assert_ne!(copy, Fields::new(Kind::Request));
+    }
+
+    #[test]
+    fn inline_setters_replace_in_place() {
+        let mut fields = Fields::new(Kind::Response);
+        fields.add(b":status", b"200");
+        fields.add(b"content-type", b"text/html");
+        fields.add(b"x-a", b"1");
+        fields.set_in_place(b"content-type", b"application/grpc");
+        fields.set_in_place(b"grpc-status", b"14");
+        let pairs: Vec<_> = fields.iter().collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b":status"[..], &b"200"[..]),
+                (b"content-type", b"application/grpc"),
+                (b"x-a", b"1"),
+                (b"grpc-status", b"14"),
+            ]
+        );
+        assert_eq!(
+            Fields::deserialize(&fields.serialize(), Kind::Response)
+                .iter()
+                .collect::<Vec<_>>(),
+            pairs
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! filter chain: the headers a filter sees, what the upstream receives, and what
 //! the client receives.
 
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -683,7 +684,6 @@ impl ConnectionManager {
         fields
     }
 
-    /// The response a `proxy_send_local_response` produces, before encoder filters.
     /// What the connection manager sets on every response it sends after
     /// the encoder filters: `date` unless the response has one (an
     /// upstream's is kept), then `server`.
@@ -694,11 +694,41 @@ impl ConnectionManager {
         fields.set_lowercase(b"server", self.server_name.as_bytes());
     }
 
-    pub(crate) fn local_reply_fields(reply: &LocalReplyRequest) -> Fields {
+    /// The response a local reply produces before the encoder filters (a
+    /// filter's `proxy_send_local_response`, or one of Envoy's own: a failed
+    /// VM, a body past the buffer limit, no route, an upstream that failed):
+    /// its headers and body, as Envoy's `prepareLocalReply` makes them.
+    ///
+    /// To a plain request: `:status`, the reply's headers, then
+    /// `content-length` and `content-type: text/plain` when it has a body.
+    /// To a gRPC request (`grpc`: see [`is_grpc_request`]) a trailers-only
+    /// gRPC response with no body: `:status: 200`, the reply's headers,
+    /// `content-type: application/grpc` (replacing the reply's own where it
+    /// stands), `grpc-status` unless the reply's headers have one that is
+    /// not empty ([`local_reply_grpc_status`]), `grpc-message` with the body
+    /// percent-encoded ([`percent_encode`]) when there is a body, and no
+    /// `content-length`.
+    pub(crate) fn local_reply(reply: &LocalReplyRequest, grpc: bool) -> (Fields, Vec<u8>) {
         let mut fields = Fields::new(Kind::Response);
-        fields.add(b":status", reply.status.to_string().as_bytes());
+        if grpc {
+            fields.add_new(b":status", b"200");
+        } else {
+            fields.add(b":status", reply.status.to_string().as_bytes());
+        }
         for (name, value) in reply.headers.iter() {
             fields.add(name, value);
+        }
+        if grpc {
+            fields.set_in_place(b"content-type", b"application/grpc");
+            if fields.get(b"grpc-status").is_none_or(<[u8]>::is_empty) {
+                let status = local_reply_grpc_status(reply).to_string();
+                fields.set_in_place(b"grpc-status", status.as_bytes());
+            }
+            if !reply.body.is_empty() {
+                fields.set_in_place(b"grpc-message", percent_encode(&reply.body).as_bytes());
+            }
+            fields.remove(b"content-length");
+            return (fields, Vec::new());
         }
         // Envoy gives a local reply a `content-length` only with a body (the
         // codec frames an empty one on the wire).
@@ -708,7 +738,7 @@ impl ConnectionManager {
         if !reply.body.is_empty() && fields.get(b"content-type").is_none() {
             fields.add(b"content-type", b"text/plain");
         }
-        fields
+        (fields, reply.body.clone())
     }
 
     /// The response as the client receives it: after the encoder filters,
@@ -783,6 +813,60 @@ fn sanitized_te(headers: &http::HeaderMap) -> bool {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|token| token.trim_ascii() == b"trailers")
+}
+
+/// Envoy's `Grpc::Common::isGrpcRequestHeaders`: a request is a gRPC request
+/// when its `content-type` is exactly `application/grpc` or starts with
+/// `application/grpc+` (`application/grpc-web` and a value with parameters
+/// are not). Envoy decides it on the client's headers as they arrive, before
+/// any filter: a filter that changes `content-type` changes nothing here
+/// (measured in Envoy 1.40).
+pub(crate) fn is_grpc_request(fields: &Fields) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    fields.get(b"content-type").is_some_and(|value| {
+        value
+            .strip_prefix(GRPC)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+"))
+    })
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`: the gRPC status an HTTP status
+/// stands for.
+pub(crate) fn http_to_grpc_status(status: u32) -> u32 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// The gRPC status of a local reply to a gRPC request: its `grpc_status`
+/// when that is a known one (0 to 16), else the one its HTTP status stands
+/// for (Envoy takes -1, and any other value, for none: measured in 1.40).
+pub(crate) fn local_reply_grpc_status(reply: &LocalReplyRequest) -> u32 {
+    match u32::try_from(reply.grpc_status) {
+        Ok(status @ 0..=16) => status,
+        _ => http_to_grpc_status(reply.status),
+    }
+}
+
+/// Envoy's `PercentEncoding::encode` with `%` reserved, as it writes a local
+/// reply's body into `grpc-message`: bytes below a space, from `~` up
+/// (non-ASCII included) and `%` become `%XX` in upper-case hex.
+pub(crate) fn percent_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if !(b' '..b'~').contains(&b) || b == b'%' {
+            // Writing to a `String` cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
 }
 
 /// Envoy's HTTP/1 codec sends `content-length: 0` on a bodiless request whose
@@ -1018,7 +1102,8 @@ mod tests {
             headers: Fields::new(Kind::Plain),
             grpc_status: -1,
         };
-        let mut fields = ConnectionManager::local_reply_fields(&reply);
+        let (mut fields, body) = ConnectionManager::local_reply(&reply, false);
+        assert!(body.is_empty());
         assert_eq!(names(&fields), [":status=404"]);
         let response = hcm
             .client_response(&mut fields, Bytes::new(), "now", None, &mut cache)
@@ -1031,8 +1116,159 @@ mod tests {
             ..reply
         };
         assert_eq!(
-            names(&ConnectionManager::local_reply_fields(&reply)),
+            names(&ConnectionManager::local_reply(&reply, false).0),
             [":status=404", "content-length=3", "content-type=text/plain"]
+        );
+    }
+
+    fn reply(
+        status: u32,
+        grpc_status: i32,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> LocalReplyRequest {
+        let mut fields = Fields::new(Kind::Plain);
+        for (name, value) in headers {
+            fields.add(name.as_bytes(), value.as_bytes());
+        }
+        LocalReplyRequest {
+            status,
+            details: "d".to_owned(),
+            body: body.to_vec(),
+            headers: fields,
+            grpc_status,
+        }
+    }
+
+    #[test]
+    fn grpc_requests_are_told_by_their_content_type() {
+        let request = |content_type: Option<&[u8]>| {
+            let mut fields = Fields::new(Kind::Request);
+            fields.add(b":path", b"/pkg.Svc/Call");
+            if let Some(value) = content_type {
+                fields.add(b"content-type", value);
+            }
+            is_grpc_request(&fields)
+        };
+        assert!(request(Some(b"application/grpc")));
+        assert!(request(Some(b"application/grpc+proto")));
+        assert!(request(Some(b"application/grpc+")));
+        assert!(!request(Some(b"application/grpc-web")));
+        assert!(!request(Some(b"application/grpc; charset=utf-8")));
+        assert!(!request(Some(b"Application/GRPC")));
+        assert!(!request(Some(b"application/grp")));
+        assert!(!request(Some(b"")));
+        assert!(!request(None));
+    }
+
+    #[test]
+    fn http_statuses_map_to_envoys_grpc_statuses() {
+        let cases = [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (429, 14),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (200, 2),
+            (413, 2),
+            (500, 2),
+            (418, 2),
+            (0, 2),
+        ];
+        for (http, grpc) in cases {
+            assert_eq!(http_to_grpc_status(http), grpc, "{http}");
+        }
+    }
+
+    #[test]
+    fn a_known_grpc_status_wins_over_the_http_one() {
+        assert_eq!(local_reply_grpc_status(&reply(403, -1, b"", &[])), 7);
+        assert_eq!(local_reply_grpc_status(&reply(403, 0, b"", &[])), 0);
+        assert_eq!(local_reply_grpc_status(&reply(403, 16, b"", &[])), 16);
+        // Envoy 1.40 takes anything else for none.
+        assert_eq!(local_reply_grpc_status(&reply(503, 17, b"", &[])), 14);
+        assert_eq!(local_reply_grpc_status(&reply(503, 99, b"", &[])), 14);
+        assert_eq!(local_reply_grpc_status(&reply(503, -5, b"", &[])), 14);
+        assert_eq!(local_reply_grpc_status(&reply(503, i32::MIN, b"", &[])), 14);
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded_as_envoys() {
+        assert_eq!(percent_encode(b"plain text {}`!"), "plain text {}`!");
+        assert_eq!(percent_encode(b"100% ~"), "100%25 %7E");
+        assert_eq!(percent_encode(b"a\tb\r\n\x7f"), "a%09b%0D%0A%7F");
+        assert_eq!(percent_encode("café".as_bytes()), "caf%C3%A9");
+        assert_eq!(percent_encode(b""), "");
+    }
+
+    #[test]
+    fn a_local_reply_to_a_grpc_request_is_trailers_only() {
+        // Grpc status from the HTTP status; no body, no grpc-message.
+        let (fields, body) = ConnectionManager::local_reply(&reply(403, -1, b"", &[]), true);
+        assert!(body.is_empty());
+        assert_eq!(
+            names(&fields),
+            [
+                ":status=200",
+                "content-type=application/grpc",
+                "grpc-status=7"
+            ]
+        );
+        // The body becomes grpc-message; the reply's headers come first.
+        let (fields, body) = ConnectionManager::local_reply(
+            &reply(401, 5, b"go 100%", &[("x-a", "1"), ("x-b", "2")]),
+            true,
+        );
+        assert!(body.is_empty());
+        assert_eq!(
+            names(&fields),
+            [
+                ":status=200",
+                "x-a=1",
+                "x-b=2",
+                "content-type=application/grpc",
+                "grpc-status=5",
+                "grpc-message=go 100%25"
+            ]
+        );
+        // The reply's own content-type and grpc-message are replaced where
+        // they stand, its grpc-status kept, its content-length removed.
+        let headers = [
+            ("grpc-status", "9"),
+            ("grpc-message", "theirs"),
+            ("content-type", "text/html"),
+            ("content-length", "5"),
+        ];
+        let (fields, _) = ConnectionManager::local_reply(&reply(500, 3, b"mine", &headers), true);
+        assert_eq!(
+            names(&fields),
+            [
+                ":status=200",
+                "grpc-status=9",
+                "grpc-message=mine",
+                "content-type=application/grpc"
+            ]
+        );
+        // An empty grpc-status is replaced.
+        let (fields, _) =
+            ConnectionManager::local_reply(&reply(404, -1, b"", &[("grpc-status", "")]), true);
+        assert_eq!(
+            names(&fields),
+            [
+                ":status=200",
+                "grpc-status=12",
+                "content-type=application/grpc"
+            ]
+        );
+        // The same reply to a plain request.
+        let (fields, body) = ConnectionManager::local_reply(&reply(401, 5, b"go", &[]), false);
+        assert_eq!(body, b"go");
+        assert_eq!(
+            names(&fields),
+            [":status=401", "content-length=2", "content-type=text/plain"]
         );
     }
 

@@ -41,7 +41,8 @@
 //! enable them: `on_request_trailers`/`on_response_trailers` end the stream,
 //! maps 1 and 3 in Envoy's windows, trailers added at the end of a body, a
 //! buffered body handed over with them, `response.trailers`, and what the
-//! upstream and the client receive), deferred local replies and stream control, the
+//! upstream and the client receive), deferred local replies (gRPC trailers-only
+//! responses to gRPC requests, as Envoy sends them; see [`LocalReply`]) and stream control, the
 //! connection manager's, router's and HTTP/1 codec's header changes (including
 //! `transfer-encoding` and `connection: close`), `on_log` → `on_done` →
 //! `on_delete`, shared data (per `vm_id`, Envoy's CAS rules), metrics (per-VM ids,

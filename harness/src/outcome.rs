@@ -67,13 +67,28 @@ pub struct LogRecord {
 }
 
 /// A local reply that ended the stream, and who sent it.
+///
+/// To a gRPC request (`content-type: application/grpc` or
+/// `application/grpc+...` from the client) Envoy sends every local reply as a
+/// gRPC trailers-only response: the client receives `:status: 200`,
+/// `content-type: application/grpc`, `grpc-status`, the body as
+/// `grpc-message` and no body. [`status`](Self::status) is then the status the
+/// reply asked for, and [`grpc_status`](Self::grpc_status) is set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalReply {
-    /// The plugin that sent it, or `envoy.filters.http.router` when no route
-    /// matched.
+    /// The plugin that sent it, or `envoy.filters.http.router` when the
+    /// router answered (no route, an upstream that failed or timed out).
     pub plugin: String,
-    /// The HTTP status.
+    /// The HTTP status asked for (the client receives `200` when the request
+    /// was a gRPC request).
     pub status: u16,
+    /// For a gRPC request, the gRPC status Envoy gave the reply: the one
+    /// asked for (`proxy_send_local_response`'s `grpc_status`) when it is 0
+    /// to 16, else the one [`status`](Self::status) stands for (`403` →
+    /// `7`, `404` → `12`, `503` → `14`, …). A `grpc-status` header the
+    /// filter added itself is what the client receives instead. `None` for
+    /// a request that is not gRPC.
+    pub grpc_status: Option<u32>,
     /// Envoy's response-code details, e.g. `wasm_fail_stream`.
     pub details: String,
 }

@@ -57,6 +57,34 @@ pub(crate) struct StreamMaps {
     pub(crate) upstream_data: Option<Vec<u8>>,
     /// What Envoy's stream info knows about the stream.
     pub(crate) info: StreamInfo,
+    /// In `on_log`: the headers the filter's context still points at, which
+    /// `proxy_get_header_map_size` and changes reach as in the callbacks.
+    pub(crate) held: HeldMaps,
+}
+
+/// The header maps a filter's context in Envoy still points at once its
+/// headers callback returned (Envoy's `getMap`, used by
+/// `proxy_get_header_map_size` and every change): none after Continue; the
+/// map of a callback during which (or during whose pause) the stream ended,
+/// and the response headers of a callback that paused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HeldMaps(u8);
+
+impl HeldMaps {
+    /// The request headers (map type 0).
+    pub(crate) const REQUEST_HEADERS: HeldMaps = HeldMaps(1);
+    /// The response headers (map type 2).
+    pub(crate) const RESPONSE_HEADERS: HeldMaps = HeldMaps(1 << 2);
+
+    /// Adds `maps`.
+    pub(crate) fn insert(&mut self, maps: HeldMaps) {
+        self.0 |= maps.0;
+    }
+
+    /// Whether map type `kind` is held.
+    pub(crate) fn holds(self, kind: u32) -> bool {
+        kind < 8 && self.0 & (1 << kind) != 0
+    }
 }
 
 impl StreamMaps {
@@ -72,6 +100,7 @@ impl StreamMaps {
             response_body,
             downstream_data,
             upstream_data,
+            held,
             info:
                 StreamInfo {
                     // The stream's facts and filter state stay: a new stream
@@ -90,6 +119,7 @@ impl StreamMaps {
         *response_body = None;
         *downstream_data = None;
         *upstream_data = None;
+        *held = HeldMaps::default();
     }
 }
 
@@ -109,6 +139,8 @@ pub(crate) struct StreamInfo {
 pub(crate) mod flags {
     /// `UT`: the upstream did not answer within the route's timeout.
     pub(crate) const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    /// `UF`: the connection to the upstream failed.
+    pub(crate) const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
     /// `UC`: the upstream connection closed before the response.
     pub(crate) const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
     /// `NR`: no route matched the request.
@@ -152,6 +184,10 @@ pub(crate) struct StreamFacts {
     pub(crate) flags: u64,
     /// The router found no route: no cluster, route or endpoints.
     pub(crate) no_route: bool,
+    /// Envoy's `is_grpc_request`: the client's request headers had a gRPC
+    /// `content-type` ([`crate::hcm::is_grpc_request`]), so local replies
+    /// to the stream are gRPC trailers-only responses.
+    pub(crate) grpc_request: bool,
     /// The facts of a network filter's connection (the connection's own
     /// stream info), not of an HTTP stream: bytes are counted as the
     /// connection reads and writes them, and there is no protocol.
@@ -162,6 +198,9 @@ pub(crate) struct StreamFacts {
     /// once the router sent the request.
     pub(crate) upstream_host: Option<std::net::SocketAddr>,
     pub(crate) upstream_local: Option<std::net::SocketAddr>,
+    /// Why the connection to the upstream failed, if it did
+    /// (`upstream.transport_failure_reason`; empty otherwise).
+    pub(crate) transport_failure: Option<&'static str>,
     /// The upstream's response time, once its last byte arrived
     /// (`response.backend_latency`), and until then, once the response is
     /// on its way.
@@ -280,13 +319,23 @@ pub(crate) struct CallResponse {
     pub(crate) body: Vec<u8>,
 }
 
-/// A local reply requested with `proxy_send_local_response`.
+/// A local reply: one a filter requested with `proxy_send_local_response`, or
+/// one of Envoy's own. [`ConnectionManager::local_reply`] makes the response
+/// (a gRPC trailers-only one to a gRPC request).
+///
+/// [`ConnectionManager::local_reply`]: crate::hcm::ConnectionManager::local_reply
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LocalReplyRequest {
+    /// The HTTP status asked for (a gRPC reply is sent `200`).
     pub(crate) status: u32,
+    /// Envoy's response-code details.
     pub(crate) details: String,
+    /// The body (a gRPC reply's `grpc-message`).
     pub(crate) body: Vec<u8>,
+    /// Headers added to the reply.
     pub(crate) headers: Fields,
+    /// The gRPC status asked for; -1 (or any value past 16) for the one the
+    /// HTTP status stands for.
     pub(crate) grpc_status: i32,
 }
 

@@ -56,4 +56,15 @@ pub enum UpstreamFault {
     /// `upstream_reset_after_response_started{protocol_error}`, response flag
     /// `UPE`).
     CloseAfterHeaders,
+    /// The upstream host refuses the connection (nothing listens on its
+    /// port): no request reaches it. Envoy answers the request `503` with its
+    /// "upstream connect error or disconnect/reset before headers. reset
+    /// reason: remote connection failure" body (details
+    /// `upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}`,
+    /// response flag `UF`, `upstream.transport_failure_reason` `delayed
+    /// connect error: Connection refused`, no `upstream.local_address`), and
+    /// a callout with the same `503` its async client makes up. The rest of
+    /// the response carrying this fault is not used, and the upstream request
+    /// of the [`Outcome`](crate::Outcome) is `None`: nothing reached the host.
+    ConnectionRefused,
 }

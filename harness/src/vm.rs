@@ -589,9 +589,15 @@ impl Vm {
         request_headers: &mut Fields,
         response_headers: Option<&mut Fields>,
         response_trailers: Option<&Fields>,
+        held: crate::state::HeldMaps,
     ) -> Result<(), Trap> {
-        self.lock()
-            .log_stream(stream, request_headers, response_headers, response_trailers)
+        self.lock().log_stream(
+            stream,
+            request_headers,
+            response_headers,
+            response_trailers,
+            held,
+        )
     }
 
     /// A network filter's connection is over (see [`VmCore::end_connection`]).
@@ -1132,8 +1138,10 @@ impl VmCore {
         request_headers: &mut Fields,
         mut response_headers: Option<&mut Fields>,
         response_trailers: Option<&Fields>,
+        held: crate::state::HeldMaps,
     ) -> Result<(), Trap> {
         let maps = &mut self.store.data_mut().maps;
+        maps.held = held;
         maps.request_headers = Some(std::mem::take(request_headers));
         maps.response_headers = response_headers.as_deref_mut().map(std::mem::take);
         maps.request_trailers = None;

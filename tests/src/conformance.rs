@@ -92,6 +92,12 @@ pub struct Suite {
     /// slower than this is answered `504` by the router.
     #[serde(default)]
     pub route_timeout: Option<String>,
+    /// Clusters whose host refuses connections (`upstream`, `callout`): in
+    /// Envoy they point at a closed loopback port, in the harness they answer
+    /// [`UpstreamFault::ConnectionRefused`]. Their scenarios' answers are not
+    /// used.
+    #[serde(default)]
+    pub refused: Vec<String>,
     /// The log line that ends a stream (`{id}` is the scenario's `x-probe-id`);
     /// the Envoy side waits for it before comparing logs. Empty: wait 300 ms.
     #[serde(default = "default_done_line")]
@@ -766,10 +772,24 @@ pub fn run(suite: &Suite) -> Result<Report> {
         Some(service) => GrpcUpstream::start_streaming("grpc", Arc::clone(service))?,
         None => GrpcUpstream::start("grpc", Arc::clone(&grpc_handler))?,
     };
+    let closed = closed_port()?;
+    let refuses = |name: &str| suite.refused.iter().any(|r| r == name);
+    if let Some(other) = suite
+        .refused
+        .iter()
+        .find(|r| !matches!(r.as_str(), "upstream" | "callout"))
+    {
+        bail!("refused: {other:?} is not a cluster that can refuse (upstream, callout)");
+    }
+    let address =
+        |name: &str, open: std::net::SocketAddr| if refuses(name) { closed } else { open };
     let how = Rebind {
         clusters: HashMap::from([
-            ("upstream".to_owned(), upstream.addr()),
-            ("callout".to_owned(), callout_upstream.addr()),
+            ("upstream".to_owned(), address("upstream", upstream.addr())),
+            (
+                "callout".to_owned(),
+                address("callout", callout_upstream.addr()),
+            ),
             ("grpc".to_owned(), grpc_upstream.addr()),
         ]),
         modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
@@ -783,9 +803,18 @@ pub fn run(suite: &Suite) -> Result<Report> {
         .connection_manager
         .clone()
         .destination_address(envoy.listener)
-        .upstream_address(upstream.addr());
+        .upstream_address(address("upstream", upstream.addr()));
     let engine = crate::engine();
-    let for_harness = Arc::clone(&callout_handler);
+    let for_harness = if refuses("callout") {
+        refusing()
+    } else {
+        Arc::clone(&callout_handler)
+    };
+    let handler = if refuses("upstream") {
+        refusing()
+    } else {
+        handler
+    };
     let builder = config
         .chain_builder(engine, |_| engine.load_file(&probe))?
         .connection_manager(hcm)
@@ -801,6 +830,28 @@ pub fn run(suite: &Suite) -> Result<Report> {
         grpc: &grpc_upstream,
     };
     run_scenarios(suite, &mut chain, &handler, &envoy, &upstreams, &current)
+}
+
+/// Whether a callout answered with `response` reached its cluster's host
+/// (one that refused the connection never saw the request).
+fn reached(response: &http::Response<Bytes>) -> bool {
+    response.extensions().get::<UpstreamFault>() != Some(&UpstreamFault::ConnectionRefused)
+}
+
+/// A loopback address nothing listens on: a listener's, once it is closed.
+fn closed_port() -> Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?)
+}
+
+/// The harness's side of a cluster whose host refuses connections.
+fn refusing() -> net::Handler {
+    Arc::new(|_| {
+        http::Response::builder()
+            .extension(UpstreamFault::ConnectionRefused)
+            .body(Bytes::new())
+            .unwrap_or_default()
+    })
 }
 
 /// The servers behind Envoy's clusters.
@@ -999,6 +1050,7 @@ fn run_scenarios(
                 callouts: outcome
                     .callouts
                     .iter()
+                    .filter(|c| reached(&c.response))
                     .map(|c| UpstreamSaw::of(&c.request))
                     .collect(),
                 grpc: outcome
@@ -1206,6 +1258,7 @@ fn run_batch(
                 callouts: outcome
                     .callouts
                     .iter()
+                    .filter(|c| reached(&c.response))
                     .map(|c| UpstreamSaw::of(&c.request))
                     .collect(),
                 grpc: Vec::new(),

@@ -214,6 +214,12 @@ impl Upstream {
                         Some(UpstreamFault::CloseBeforeHeaders) => {
                             return Err(Closed);
                         }
+                        // A connection accepted can no longer be refused:
+                        // closed at once instead (a test that needs a
+                        // refusal points the proxy at a closed port).
+                        Some(UpstreamFault::ConnectionRefused) => {
+                            return Err(Closed);
+                        }
                         // Announce more than is sent: hyper closes the
                         // connection once the body ends short.
                         Some(UpstreamFault::CloseAfterHeaders) => {

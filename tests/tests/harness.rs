@@ -822,3 +822,170 @@ fn on_log_reads_the_response_trailers_and_the_trailers_property() {
         "{logs:?}"
     );
 }
+
+/// Local replies to gRPC requests through the public API: Envoy 1.40 sends
+/// them as gRPC trailers-only responses (tests/conformance/grpc-local-reply.yaml
+/// compares the same with Envoy).
+mod grpc_local_replies {
+    use bytes::Bytes;
+    use weir_harness::{Chain, Filter, LogLevel, Outcome, UpstreamFault};
+    use weir_tests::{engine, filter_wasm};
+
+    fn chain() -> Chain {
+        let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+        Chain::builder(engine())
+            .filter(Filter::new(plugin).name("probe"))
+            .log_level(LogLevel::Info)
+            .build()
+            .expect("starts")
+    }
+
+    fn request(content_type: Option<&str>, scripts: &[(&str, &str)]) -> http::Request<Bytes> {
+        let mut b = http::Request::post("/pkg.Greeter/Hello").header("host", "grpc.test");
+        if let Some(content_type) = content_type {
+            b = b.header("content-type", content_type);
+        }
+        for (k, v) in scripts {
+            b = b.header(*k, *v);
+        }
+        b.body(Bytes::from_static(b"\0\0\0\0\x02hi"))
+            .expect("request")
+    }
+
+    fn ok(_: http::Request<Bytes>) -> http::Response<Bytes> {
+        http::Response::new(Bytes::from_static(b"up"))
+    }
+
+    fn header<'a>(outcome: &'a Outcome, name: &str) -> Option<&'a str> {
+        outcome
+            .response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().expect("ascii"))
+    }
+
+    fn infos(outcome: &Outcome) -> Vec<&str> {
+        outcome.logs_at(LogLevel::Info).collect()
+    }
+
+    #[test]
+    fn a_filters_reply_to_a_grpc_request_is_trailers_only() {
+        let outcome = chain()
+            .send(
+                request(
+                    Some("application/grpc"),
+                    &[
+                        ("x-probe-request", "greply:403:-1:x-a=1:denied:no 100% sure"),
+                        ("x-probe-response", "eos;get:2::status"),
+                    ],
+                ),
+                ok,
+            )
+            .expect("completes");
+        assert!(outcome.upstream_request.is_none());
+        assert_eq!(outcome.response.status(), 200);
+        assert!(outcome.response.body().is_empty());
+        assert_eq!(header(&outcome, "content-type"), Some("application/grpc"));
+        assert_eq!(header(&outcome, "grpc-status"), Some("7"));
+        assert_eq!(header(&outcome, "grpc-message"), Some("no 100%25 sure"));
+        assert_eq!(header(&outcome, "x-a"), Some("1"));
+        assert_eq!(header(&outcome, "content-length"), Some("0"));
+        let reply = outcome.local_reply.as_ref().expect("a local reply");
+        assert_eq!(
+            (reply.plugin.as_str(), reply.status, reply.grpc_status),
+            ("probe", 403, Some(7))
+        );
+        assert_eq!(reply.details, "denied");
+        // The filter's response path sees headers that end the stream.
+        let logs = infos(&outcome);
+        assert!(
+            logs.contains(&"on_response_headers eos -> 0 true"),
+            "{logs:?}"
+        );
+        assert!(
+            logs.contains(&"on_response_headers get:2::status -> 0 200"),
+            "{logs:?}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_grpc_status_is_sent_when_known() {
+        let mut chain = chain();
+        for (grpc, expected) in [("0", "0"), ("16", "16"), ("17", "14"), ("-5", "14")] {
+            let script = format!("greply:503:{grpc}::x:");
+            let outcome = chain
+                .send(
+                    request(
+                        Some("application/grpc+proto"),
+                        &[("x-probe-request", &script)],
+                    ),
+                    ok,
+                )
+                .expect("completes");
+            assert_eq!(header(&outcome, "grpc-status"), Some(expected), "{grpc}");
+            assert_eq!(header(&outcome, "grpc-message"), None);
+            let reply = outcome.local_reply.expect("a local reply");
+            assert_eq!(reply.grpc_status, expected.parse().ok(), "{grpc}");
+        }
+    }
+
+    #[test]
+    fn replies_to_other_requests_are_unchanged() {
+        let mut chain = chain();
+        for content_type in [None, Some("application/grpc-web"), Some("text/plain")] {
+            let outcome = chain
+                .send(
+                    request(
+                        content_type,
+                        &[("x-probe-request", "greply:403:7::denied:go away")],
+                    ),
+                    ok,
+                )
+                .expect("completes");
+            assert_eq!(outcome.response.status(), 403, "{content_type:?}");
+            assert_eq!(outcome.response.body(), "go away");
+            assert_eq!(header(&outcome, "content-type"), Some("text/plain"));
+            assert_eq!(header(&outcome, "grpc-status"), None);
+            let reply = outcome.local_reply.expect("a local reply");
+            assert_eq!((reply.status, reply.grpc_status), (403, None));
+        }
+    }
+
+    #[test]
+    fn envoys_own_replies_to_grpc_requests() {
+        // The router's, for an upstream past the route's timeout.
+        let mut chain = chain();
+        let slow = |_: http::Request<Bytes>| {
+            http::Response::builder()
+                .extension(UpstreamFault::Delay(std::time::Duration::from_secs(20)))
+                .body(Bytes::from_static(b"late"))
+                .expect("response")
+        };
+        let outcome = chain
+            .send(request(Some("application/grpc"), &[]), slow)
+            .expect("completes");
+        assert_eq!(outcome.response.status(), 200);
+        assert_eq!(header(&outcome, "grpc-status"), Some("14"));
+        assert_eq!(
+            header(&outcome, "grpc-message"),
+            Some("upstream request timeout")
+        );
+        let reply = outcome.local_reply.expect("a local reply");
+        assert_eq!(
+            (reply.plugin.as_str(), reply.status, reply.grpc_status),
+            ("envoy.filters.http.router", 504, Some(14))
+        );
+        // A trap fails the VM: 503, gRPC status 14, for this stream and later ones.
+        for scripts in [&[("x-probe-request", "trap")][..], &[]] {
+            let outcome = chain
+                .send(request(Some("application/grpc"), scripts), ok)
+                .expect("completes");
+            assert_eq!(outcome.response.status(), 200);
+            assert_eq!(header(&outcome, "grpc-status"), Some("14"));
+            assert_eq!(header(&outcome, "grpc-message"), None);
+            let reply = outcome.local_reply.expect("a local reply");
+            assert_eq!((reply.status, reply.grpc_status), (503, Some(14)));
+            assert_eq!(reply.details, "wasm_fail_stream");
+        }
+    }
+}

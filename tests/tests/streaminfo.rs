@@ -158,6 +158,79 @@ fn an_upstream_that_closes_before_its_headers_is_answered_503() {
 }
 
 #[test]
+fn an_upstream_that_refuses_the_connection_is_answered_503_uf() {
+    let mut chain = chain(ConnectionManager::default(), at(0));
+    let log = (
+        "x-probe-log",
+        "propn:response.flags;prop:response.code_details;\
+         prop:upstream.transport_failure_reason;prop:upstream.local_address",
+    );
+    let outcome = chain
+        .send(
+            request(&[log], ""),
+            upstream(Some(UpstreamFault::ConnectionRefused), "never"),
+        )
+        .expect("answered");
+    assert_eq!(outcome.response.status(), 503);
+    assert_eq!(
+        outcome.response.body(),
+        "upstream connect error or disconnect/reset before headers. reset reason: \
+         remote connection failure"
+    );
+    let details = "upstream_reset_before_response_started{remote_connection_failure|\
+                   delayed_connect_error:_Connection_refused}";
+    let reply = outcome.local_reply.expect("the router answered");
+    assert_eq!(reply.plugin, "envoy.filters.http.router");
+    assert_eq!(reply.details, details);
+    // Nothing reached the host.
+    assert!(outcome.upstream_request.is_none());
+    assert_eq!(
+        lines(&outcome.logs, "on_log"),
+        [
+            "propn:response.flags -> 0 32".to_owned(),
+            format!("prop:response.code_details -> 0 {details}"),
+            "prop:upstream.transport_failure_reason -> 0 delayed connect error: \
+             Connection refused"
+                .to_owned(),
+            "prop:upstream.local_address -> 1".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn a_callout_to_a_host_that_refuses_gets_envoys_503() {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("probe"))
+        .cluster(
+            "callout",
+            upstream(Some(UpstreamFault::ConnectionRefused), "never"),
+        )
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts");
+    let scripts = [
+        ("x-probe-request", "call:callout:GET:/x:a.test;return:1"),
+        ("x-probe-callout", "get:6::status;buf:4:0:200;continue:0"),
+    ];
+    let outcome = chain
+        .send(request(&scripts, ""), upstream(None, "ok"))
+        .expect("answered");
+    assert_eq!(outcome.response.status(), 200);
+    assert_eq!(
+        lines(&outcome.logs, "on_http_call_response"),
+        [
+            "token=4 headers=3 body=98 trailers=0",
+            "effective:2 -> 0",
+            "get:6::status -> 0 503",
+            "buf:4:0:200 -> 0 upstream connect error or disconnect/reset before headers. \
+             reset reason: remote connection failure",
+            "continue:0 -> 0",
+        ]
+    );
+}
+
+#[test]
 fn an_upstream_slower_than_the_route_timeout_is_answered_504_when_it_expires() {
     let hcm = ConnectionManager::default().route_timeout(Some(Duration::from_secs(1)));
     let mut chain = chain(hcm, at(0));

@@ -6,6 +6,14 @@
 //! `on_log`. Outside that window value calls answer `BadArgument` (`NotFound` in
 //! `on_log`) and `get_header_map_pairs` answers an empty map.
 //!
+//! In `on_log`, `proxy_get_header_map_size` and changes answer `BadArgument`,
+//! as Envoy's `getMap` does once a headers callback returned Continue, except
+//! for the headers the filter's context still points at (measured in Envoy
+//! 1.40): the request or response headers of the callback during which, or
+//! during whose pause, the stream ended (a `proxy_close_stream`, a local
+//! reply, a client that left), and the response headers of a callback that
+//! paused. Those give their size and take changes, which later reads see.
+//!
 //! Trailers (map types 1 and 3) follow the same rules in their own callbacks
 //! (`on_request_trailers`, `on_response_trailers`); in `on_log` the response
 //! trailers are readable and the request trailers are not. In a body callback
@@ -86,8 +94,9 @@ fn create_trailers(state: &mut HostState, kind: u32) {
 
 /// The map, if it is available and mutable now; else `BadArgument`.
 fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
-    // Callout response maps and gRPC metadata are never mutable.
-    let read_only = state.phase == Phase::Log
+    // Callout response maps and gRPC metadata are never mutable; in `on_log`
+    // only the headers the context still points at are (see `HeldMaps`).
+    let read_only = (state.phase == Phase::Log && !state.maps.held.holds(kind as u32))
         || matches!(
             kind as u32,
             CALL_RESPONSE_HEADERS | GRPC_INITIAL_METADATA | GRPC_TRAILING_METADATA
@@ -224,4 +233,86 @@ pub(crate) fn add_to_linker(
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::HeldMaps;
+
+    /// A stream context in `on_log`, with request and response headers.
+    fn in_log(held: HeldMaps) -> HostState {
+        let mut state = HostState::for_tests();
+        state.active_context = 2;
+        state.phase = Phase::Log;
+        let mut request = Fields::new(Kind::Request);
+        request.add(b":path", b"/");
+        let mut response = Fields::new(Kind::Response);
+        response.add(b":status", b"200");
+        state.maps.request_headers = Some(request);
+        state.maps.response_headers = Some(response);
+        state.maps.held = held;
+        state
+    }
+
+    fn status(r: Result<&mut Fields, Fault>) -> Option<Status> {
+        match r {
+            Ok(_) => None,
+            Err(Fault::Status(s)) => Some(s),
+            Err(_) => Some(Status::InternalFailure),
+        }
+    }
+
+    #[test]
+    fn in_on_log_only_held_headers_are_mutable() {
+        let mut state = in_log(HeldMaps::default());
+        for kind in 0..4 {
+            assert_eq!(
+                status(mutable_map(&mut state, kind)),
+                Some(Status::BadArgument)
+            );
+        }
+
+        let mut state = in_log(HeldMaps::REQUEST_HEADERS);
+        let Ok(request) = mutable_map(&mut state, REQUEST_HEADERS as i32) else {
+            panic!("the request headers are held");
+        };
+        request.add(b"x-new", b"1");
+        assert_eq!(request.byte_size(), ":path/x-new1".len());
+        assert_eq!(
+            status(mutable_map(&mut state, RESPONSE_HEADERS as i32)),
+            Some(Status::BadArgument)
+        );
+        // Reads see the change.
+        let Ok(read) = map(&mut state, REQUEST_HEADERS as i32) else {
+            panic!("a known map type");
+        };
+        assert_eq!(read.and_then(|f| f.get(b"x-new")), Some(&b"1"[..]));
+
+        let mut state = in_log(HeldMaps::RESPONSE_HEADERS);
+        assert!(mutable_map(&mut state, RESPONSE_HEADERS as i32).is_ok());
+        assert_eq!(
+            status(mutable_map(&mut state, REQUEST_HEADERS as i32)),
+            Some(Status::BadArgument)
+        );
+        // Trailers are never held here, and a callout's map never mutable.
+        for kind in [REQUEST_TRAILERS, RESPONSE_TRAILERS, CALL_RESPONSE_HEADERS] {
+            assert_eq!(
+                status(mutable_map(&mut state, kind as i32)),
+                Some(Status::BadArgument)
+            );
+        }
+    }
+
+    #[test]
+    fn held_maps_name_map_types() {
+        let mut held = HeldMaps::default();
+        assert!(!held.holds(0));
+        held.insert(HeldMaps::RESPONSE_HEADERS);
+        assert!(held.holds(2));
+        assert!(!held.holds(0));
+        held.insert(HeldMaps::REQUEST_HEADERS);
+        assert!(held.holds(0));
+        assert!(!held.holds(1) && !held.holds(3) && !held.holds(99));
+    }
 }

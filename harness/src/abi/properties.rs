@@ -30,7 +30,7 @@
 //!   ended the stream: the router's `route_not_found`, `response_timeout`,
 //!   `upstream_reset_*`, `downstream_remote_disconnect`,
 //!   `wasm_close_stream`, a local reply's), Envoy's legacy response flags
-//!   (`UT`, `UC`, `NR`, `DC`, `UPE`), the gRPC status (from the trailers,
+//!   (`UT`, `UF`, `UC`, `NR`, `DC`, `UPE`), the gRPC status (from the trailers,
 //!   else the headers, else the HTTP status), body bytes sent to the client
 //!   (plus the headers' and trailers' bytes for `total_size`), and the
 //!   upstream's response time once its last byte arrived;
@@ -41,7 +41,10 @@
 //!   `transport_failure_reason` are `NotFound`);
 //! - `upstream.{address, port, local_address, transport_failure_reason,
 //!   cx_pool_ready_duration, locality}` once the router sent the request
-//!   (the harness's connection pool is ready at once: 0 ns),
+//!   (the harness's connection pool is ready at once: 0 ns; a connection the
+//!   upstream refused has no `local_address` and its
+//!   `transport_failure_reason` is Envoy's `delayed connect error:
+//!   Connection refused`),
 //!   `upstream.request_attempt_count` (0, then 1) and `upstream.num_endpoints`
 //!   (the route's cluster has one);
 //! - `xds.{cluster_name, cluster_metadata, route_name, route_metadata}` (not
@@ -276,14 +279,8 @@ fn grpc_status(
             _ => -1,
         });
     }
-    Ok(match code.ok_or(NOT_FOUND)? {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    })
+    let code = code.ok_or(NOT_FOUND)?;
+    Ok(i64::from(crate::hcm::http_to_grpc_status(u32::from(code))))
 }
 
 /// `absl::SimpleAtoi` into an `i64`: surrounding ASCII whitespace, an
@@ -510,9 +507,14 @@ fn upstream(
     };
     let sent = facts.attempts > 0;
     let value = match *field {
-        b"local_address" => Value::text(facts.upstream_local.ok_or(NOT_FOUND)?.to_string()),
+        // A connection that failed has no local address.
+        b"local_address" if facts.transport_failure.is_none() => {
+            Value::text(facts.upstream_local.ok_or(NOT_FOUND)?.to_string())
+        }
         // A connection's upstream info is there from the start.
-        b"transport_failure_reason" if sent || facts.network => Value::text(""),
+        b"transport_failure_reason" if sent || facts.network => {
+            Value::text(facts.transport_failure.unwrap_or_default())
+        }
         b"cx_pool_ready_duration" if sent => Value::nanos(Duration::ZERO),
         b"locality" if host.is_some() => return locality(tail),
         b"request_attempt_count" => Value::Uint(facts.attempts),
@@ -1042,6 +1044,24 @@ mod tests {
         assert_eq!(get(&state, "upstream"), Err(Status::SerializationFailure));
         state.maps.request_headers = None;
         assert_eq!(get(&state, "upstream.tls_version"), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn a_refused_upstream_connection_has_a_reason_and_no_local_address() {
+        let facts = StreamFacts {
+            attempts: 1,
+            upstream_host: Some("127.0.0.1:9".parse().expect("addr")),
+            upstream_local: Some("127.0.0.1:40000".parse().expect("addr")),
+            transport_failure: Some("delayed connect error: Connection refused"),
+            ..StreamFacts::default()
+        };
+        let state = stream(facts);
+        assert_eq!(
+            get(&state, "upstream.transport_failure_reason"),
+            text("delayed connect error: Connection refused")
+        );
+        assert_eq!(get(&state, "upstream.local_address"), Err(Status::NotFound));
+        assert_eq!(get(&state, "upstream.address"), text("127.0.0.1:9"));
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //!   `del:M:key`, `setpairs:M:k=v,k=v` — header maps;
 //! - `buf:B:start:max`, `bufstatus:B`, `setbuf:B:start:size:data` — buffers;
 //! - `reply:status:details:body` — a local reply (header `x-probe: 1` added);
+//!   `greply:status:grpc:k=v,k=v:details:body` — a local reply with this
+//!   `grpc_status` argument (a signed number) and exactly these headers;
+//! - `eos` — the callback's end-of-stream argument (`true` or `false`);
 //! - `continue:S`, `close:S` — stream control (`S` a stream type number);
 //! - `call:cluster:method:path:authority` — an HTTP callout (5 s timeout); its
 //!   answer runs `x-probe-callout` with the calling stream as effective context;
@@ -378,6 +381,7 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
     // Header commands take the rest as the key (keys may start with ':').
     let fields = match op {
         "buf" | "reply" | "sset" => 3,
+        "greply" => 5,
         "call" => 4,
         "callt" => 5,
         "setbuf" => 4,
@@ -763,6 +767,26 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     headers.as_ptr(),
                     headers.len(),
                     -1,
+                );
+                (s, String::new())
+            }
+            "eos" => (0, eos.to_string()),
+            "greply" => {
+                let pairs: Vec<(&str, &str)> = c
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.split_once('=').unwrap_or((p, "")))
+                    .collect();
+                let headers = serialize(&pairs);
+                let s = ffi::proxy_send_local_response(
+                    num(a),
+                    d.as_ptr(),
+                    d.len(),
+                    e.as_ptr(),
+                    e.len(),
+                    headers.as_ptr(),
+                    headers.len(),
+                    b.parse().unwrap_or(-1),
                 );
                 (s, String::new())
             }
