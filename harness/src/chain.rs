@@ -660,12 +660,7 @@ fn after(
         if let Some(facts) = slot.vm.state().maps.info.facts.clone() {
             facts.get().details_unless_set("wasm_close_stream");
         }
-        return Err(Error::Reset {
-            plugin: slot.vm.name().to_owned(),
-            phase: callback,
-            upstream_request: None,
-            logs: Vec::new(),
-        });
+        return Err(reset_by(slot.vm.name().to_owned(), callback));
     }
     if direction == Direction::Request && deferred.continue_response {
         return Err(Error::WouldCrashEnvoy {
@@ -1039,6 +1034,18 @@ fn answer_buffered(
         };
     }
     after(slot, context, result, direction, callback)
+}
+
+/// `plugin` reset the stream in `phase`; the rest is filled in as the stream
+/// is torn down.
+fn reset_by(plugin: String, phase: &'static str) -> Error {
+    Error::Reset {
+        plugin,
+        phase,
+        upstream_request: None,
+        logs: Vec::new(),
+        callouts: Vec::new(),
+    }
 }
 
 /// The client closed its connection while the stream waited in `phase`; the
@@ -1861,7 +1868,15 @@ impl Chain {
         .await
         {
             Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
-                return Err(Self::reset(io, e, &progress, &mut fields, None, None));
+                return Err(Self::reset(
+                    io,
+                    e,
+                    &progress,
+                    &mut fields,
+                    &mut callouts,
+                    None,
+                    None,
+                ));
             }
             other => other?,
         };
@@ -1892,7 +1907,15 @@ impl Chain {
             .await
             {
                 Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, None, None));
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        &mut callouts,
+                        None,
+                        None,
+                    ));
                 }
                 other => other?,
             };
@@ -1916,7 +1939,15 @@ impl Chain {
             .await
             {
                 Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
-                    return Err(Self::reset(io, e, &progress, &mut fields, None, None));
+                    return Err(Self::reset(
+                        io,
+                        e,
+                        &progress,
+                        &mut fields,
+                        &mut callouts,
+                        None,
+                        None,
+                    ));
                 }
                 other => other?,
             };
@@ -1963,7 +1994,15 @@ impl Chain {
                 .await
                 {
                     Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
-                        return Err(Self::reset(io, e, &progress, &mut fields, None, None));
+                        return Err(Self::reset(
+                            io,
+                            e,
+                            &progress,
+                            &mut fields,
+                            &mut callouts,
+                            None,
+                            None,
+                        ));
                     }
                     Err(e) => return Err(e),
                     Ok(pass) => {
@@ -2029,6 +2068,7 @@ impl Chain {
                 disconnected("the upstream's response"),
                 &progress,
                 &mut fields,
+                &mut callouts,
                 upstream_request,
                 None,
             ));
@@ -2139,6 +2179,7 @@ impl Chain {
                     e,
                     &progress,
                     &mut fields,
+                    &mut callouts,
                     upstream_request,
                     Some(&mut response),
                 ));
@@ -2163,17 +2204,13 @@ impl Chain {
                 let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
                 chain.hcm.stamp(&mut response, date);
             }
-            let error = Error::Reset {
-                plugin: ROUTER.to_owned(),
-                phase: "the upstream's response body",
-                upstream_request: None,
-                logs: Vec::new(),
-            };
+            let error = reset_by(ROUTER.to_owned(), "the upstream's response body");
             return Err(Self::reset(
                 io,
                 error,
                 &progress,
                 &mut fields,
+                &mut callouts,
                 upstream_request,
                 Some(&mut response),
             ));
@@ -2208,6 +2245,7 @@ impl Chain {
                         e,
                         &progress,
                         &mut fields,
+                        &mut callouts,
                         upstream_request,
                         Some(&mut response),
                     ));
@@ -2239,6 +2277,7 @@ impl Chain {
                         e,
                         &progress,
                         &mut fields,
+                        &mut callouts,
                         upstream_request,
                         Some(&mut response),
                     ));
@@ -2271,6 +2310,7 @@ impl Chain {
                         e,
                         &progress,
                         &mut fields,
+                        &mut callouts,
                         upstream_request,
                         Some(&mut response),
                     ));
@@ -2287,16 +2327,12 @@ impl Chain {
                         || ROUTER.to_owned(),
                         |i| io.chain().slots[i].vm.name().to_owned(),
                     );
-                    let reset_error = Error::Reset {
-                        plugin,
-                        phase: if reply_in_trailers {
-                            "on_response_trailers"
-                        } else {
-                            "on_response_body"
-                        },
-                        upstream_request: None,
-                        logs: Vec::new(),
+                    let phase = if reply_in_trailers {
+                        "on_response_trailers"
+                    } else {
+                        "on_response_body"
                     };
+                    let reset_error = reset_by(plugin, phase);
                     // Envoy's `sendLocalReply` gives the stream the reply's
                     // details before it finds it can only reset; the access
                     // log reads the response headers as they went out.
@@ -2316,6 +2352,7 @@ impl Chain {
                         reset_error,
                         &progress,
                         &mut fields,
+                        &mut callouts,
                         upstream_request,
                         Some(&mut response),
                     ));
@@ -2907,6 +2944,7 @@ impl Chain {
         error: Error,
         progress: &[Progress],
         request: &mut Fields,
+        callouts: &mut Vec<Callout>,
         upstream_request: Option<http::Request<Bytes>>,
         response: Option<&mut Fields>,
     ) -> Error {
@@ -2940,12 +2978,13 @@ impl Chain {
                 phase,
                 upstream_request: upstream_request.map(Box::new),
                 logs: io.take_logs(),
+                callouts: std::mem::take(callouts),
             },
             Error::Disconnected { phase, .. } => Error::Disconnected {
                 phase,
                 upstream_request: upstream_request.map(Box::new),
                 logs: io.take_logs(),
-                callouts: Vec::new(),
+                callouts: std::mem::take(callouts),
             },
             other => other,
         }

@@ -93,6 +93,8 @@ pub enum Error {
         upstream_request: Option<Box<http::Request<bytes::Bytes>>>,
         /// What the plugins logged for the stream (access logging still runs).
         logs: Vec<crate::LogRecord>,
+        /// The stream's callouts (answered after it ended, if still in flight).
+        callouts: Vec<crate::Callout>,
     },
     /// The client closed its connection before the stream ended (a
     /// [`Disconnect`](crate::Disconnect) on its request): Envoy resets the

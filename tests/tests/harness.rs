@@ -798,6 +798,35 @@ fn replies_from_trailers_answer_the_request_or_reset_the_response() {
 }
 
 #[test]
+fn a_reset_stream_reports_the_callouts_it_made() {
+    let mut chain = probe(ConnectionManager::default());
+    let req = post(
+        "hello",
+        None,
+        &[
+            (
+                "x-probe-request",
+                "call:callout:GET:/audit:audit.test;return:1",
+            ),
+            ("x-probe-callout", "close:0"),
+        ],
+    );
+    let err = chain
+        .send(req, ok)
+        .expect_err("the callout's handler closes the stream");
+    let Error::Reset {
+        phase, callouts, ..
+    } = err
+    else {
+        panic!("not a reset: {err}");
+    };
+    assert_eq!(phase, "on_http_call_response");
+    assert_eq!(callouts.len(), 1, "{callouts:?}");
+    assert_eq!(callouts[0].request.uri(), "/audit");
+    assert_eq!(callouts[0].response.body(), "ok");
+}
+
+#[test]
 fn on_log_reads_the_response_trailers_and_the_trailers_property() {
     let mut chain = probe(both_ways());
     let req = post(

@@ -434,7 +434,7 @@ impl Chain {
         }
         let mut outcomes = Vec::with_capacity(results.len());
         for (result, entry) in results.into_iter().zip(sched.streams) {
-            let result = result.unwrap_or_else(|| {
+            let mut result = result.unwrap_or_else(|| {
                 Err(Error::Stalled {
                     plugin: String::new(),
                     phase: "send_all",
@@ -450,33 +450,21 @@ impl Chain {
                     outcome.host_calls = entry.host_calls;
                     Ok(outcome)
                 }
-                Err(Error::Reset {
-                    plugin,
-                    phase,
-                    upstream_request,
-                    mut logs,
-                }) => {
+                Err(
+                    Error::Reset {
+                        ref mut logs,
+                        ref mut callouts,
+                        ..
+                    }
+                    | Error::Disconnected {
+                        ref mut logs,
+                        ref mut callouts,
+                        ..
+                    },
+                ) => {
                     logs.extend(entry.logs);
-                    Err(Error::Reset {
-                        plugin,
-                        phase,
-                        upstream_request,
-                        logs,
-                    })
-                }
-                Err(Error::Disconnected {
-                    phase,
-                    upstream_request,
-                    mut logs,
-                    ..
-                }) => {
-                    logs.extend(entry.logs);
-                    Err(Error::Disconnected {
-                        phase,
-                        upstream_request,
-                        logs,
-                        callouts: entry.callouts,
-                    })
+                    callouts.extend(entry.callouts);
+                    result
                 }
                 Err(e) => Err(e),
             });
