@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use wasmtime::{Instance, ModuleExport, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::{AbiVersion, Status};
+use crate::chain::Clusters;
 use crate::engine::Budget;
 use crate::fields::Fields;
 use crate::grpc::{self, Event};
@@ -117,24 +118,75 @@ struct Callbacks {
     network: crate::l4::NetworkCallbacks,
 }
 
-/// What a new VM starts with, besides its plugin and the process-wide state.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct VmSetup<'a> {
-    /// The wall clock at start.
-    pub(crate) now: SystemTime,
-    /// The chain's virtual monotonic clock at start.
-    pub(crate) monotonic: Duration,
-    /// Seeds `random_get`.
-    pub(crate) seed: u64,
+/// What every VM a chain starts has in common, fixed when the chain is built.
+#[derive(Debug, Clone)]
+pub(crate) struct VmTemplate {
     pub(crate) log_level: LogLevel,
-    /// The budget of each callback.
+    /// The budget of each callback (on a fuel-metering engine).
     pub(crate) fuel_per_call: u64,
     /// The clusters `proxy_http_call` may name.
-    pub(crate) clusters: &'a [String],
+    clusters: Vec<String>,
     /// The clusters gRPC calls and streams may name.
-    pub(crate) grpc_clusters: &'a [String],
+    grpc_clusters: Vec<String>,
     /// Those whose service answers streams while they are open.
-    pub(crate) grpc_stream_clusters: &'a [String],
+    grpc_stream_clusters: Vec<String>,
+}
+
+impl VmTemplate {
+    pub(crate) fn new(
+        log_level: LogLevel,
+        fuel_per_call: u64,
+        clusters: &Clusters,
+        grpc: &grpc::GrpcServices,
+    ) -> Self {
+        Self {
+            log_level,
+            fuel_per_call,
+            clusters: clusters.names(),
+            grpc_clusters: grpc.names(),
+            grpc_stream_clusters: grpc.streaming_names(),
+        }
+    }
+
+    /// A VM's plugin `meta` joins `sibling` (a healthy VM with its VM key, as
+    /// Envoy's thread-local VM lookup finds it), or a new VM starts at wall
+    /// clock `now` and virtual monotonic time `monotonic`, its `random_get`
+    /// seeded with `seed`.
+    pub(crate) fn join_or_start(
+        &self,
+        sibling: Option<&Vm>,
+        plugin: &Plugin,
+        meta: PluginMeta,
+        (now, monotonic, seed): (SystemTime, Duration, u64),
+        shared: &Arc<Shared>,
+    ) -> Result<Vm> {
+        match sibling {
+            Some(vm) => vm.join(meta),
+            None => Vm::start(
+                plugin,
+                meta,
+                &VmSetup {
+                    template: self,
+                    now,
+                    monotonic,
+                    seed,
+                },
+                Arc::clone(shared),
+            ),
+        }
+    }
+}
+
+/// What a new VM starts with, besides its plugin and the process-wide state.
+#[derive(Debug, Clone, Copy)]
+struct VmSetup<'a> {
+    template: &'a VmTemplate,
+    /// The wall clock at start.
+    now: SystemTime,
+    /// The chain's virtual monotonic clock at start.
+    monotonic: Duration,
+    /// Seeds `random_get`.
+    seed: u64,
 }
 
 /// One plugin's handle on a VM (which other plugins may share).
@@ -215,7 +267,7 @@ impl Vm {
     /// Instantiates the plugin in a new VM and runs Envoy's start-up sequence:
     /// `_initialize` (+ `main`/`__main_void`) or `_start`, then the root
     /// context's `on_context_create`, `on_vm_start` and `on_configure`.
-    pub(crate) fn start(
+    fn start(
         plugin: &Plugin,
         meta: PluginMeta,
         setup: &VmSetup<'_>,
@@ -223,15 +275,18 @@ impl Vm {
     ) -> Result<Self> {
         let began = Instant::now();
         let name = meta.name.clone();
-        let budget = plugin.runtime().budget(setup.fuel_per_call);
+        let template = setup.template;
+        let budget = plugin.runtime().budget(template.fuel_per_call);
         let mut state = HostState::new(meta, setup.now, setup.seed, shared);
-        state.log_level = setup.log_level;
+        state.log_level = template.log_level;
         state.monotonic = setup.monotonic;
         // Known before the start-up callbacks: on_vm_start and on_configure may
         // call out, as in Envoy.
-        state.clusters = setup.clusters.to_vec();
-        state.grpc_clusters = setup.grpc_clusters.to_vec();
-        state.grpc_stream_clusters = setup.grpc_stream_clusters.to_vec();
+        state.clusters.clone_from(&template.clusters);
+        state.grpc_clusters.clone_from(&template.grpc_clusters);
+        state
+            .grpc_stream_clusters
+            .clone_from(&template.grpc_stream_clusters);
         let mut store = Store::new(plugin.runtime().wasmtime(), state);
         store.limiter(|s| &mut s.limits);
         // Bounded from the start: instantiation may run the module's start
