@@ -654,6 +654,20 @@ fn after(
         return Ok(After::Reply(request));
     }
     if deferred.close_stream {
+        // Measured in Envoy 1.40: a close of the HTTP request or response
+        // stream from within `on_response_trailers` resets the stream, runs
+        // access logging and teardown, then crashes Envoy, whether or not the
+        // connection manager carries trailers to the client. A close from a
+        // callout's answer while the trailers are paused does not (the
+        // callback is then `on_http_call_response`), nor do the downstream
+        // and upstream stream types.
+        if callback == "on_response_trailers" {
+            return Err(Error::WouldCrashEnvoy {
+                plugin: slot.vm.name().to_owned(),
+                reason: "proxy_close_stream(HttpRequest or HttpResponse) in on_response_trailers \
+                         crashes Envoy 1.40 once the stream is torn down",
+            });
+        }
         // Envoy's `closeStream` gives the stream its details unless it has some.
         if let Some(facts) = slot.vm.state().maps.info.facts.clone() {
             facts.get().details_unless_set("wasm_close_stream");
