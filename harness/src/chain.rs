@@ -2677,6 +2677,14 @@ impl Chain {
                 // filters after it get this data without the end of the
                 // stream, then the trailers.
                 let next_eos = eos && added.is_none();
+                // A local reply from the request body leaves Envoy's context
+                // with its body buffer set, and the reply ends the stream:
+                // in `on_log` its `getMap` adds request trailers (empty
+                // unless the filter added some) that it then holds.
+                if direction == Direction::Request && matches!(step, Ok(After::Reply(_))) {
+                    slot.vm.state().keep(stream).request_trailers =
+                        Some(added.clone().unwrap_or_else(|| Fields::new(Kind::Plain)));
+                }
                 if let Some(fields) = added {
                     *trailers = Some(PendingTrailers::added(
                         direction,
@@ -3137,12 +3145,19 @@ impl Chain {
         let mut chain = io.chain();
         let slot = &mut chain.slots[i];
         *fields = {
-            let maps = &mut slot.vm.state().maps;
-            match direction {
-                Direction::Request => maps.request_headers.take(),
-                Direction::Response => maps.response_headers.take(),
+            let mut state = slot.vm.state();
+            let taken = match direction {
+                Direction::Request => state.maps.request_headers.take(),
+                Direction::Response => state.maps.response_headers.take(),
             }
-            .unwrap_or_default()
+            .unwrap_or_default();
+            // A local reply replaces the upstream's response headers for the
+            // client and the access log; the context still points at the
+            // upstream's (their size, and changes, in `on_log`).
+            if direction == Direction::Response && matches!(step, Ok(After::Reply(_))) {
+                state.keep(stream).response_headers = Some(taken.clone());
+            }
+            taken
         };
         let reply = |request| Reply {
             slot: Some(i),
