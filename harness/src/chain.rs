@@ -28,7 +28,7 @@ use crate::state::{
     Facts, FilterState, HeldMaps, LocalReplyRequest, PendingCall, PluginMeta, StreamFacts, flags,
 };
 use crate::upstream::{Upstream, UpstreamFault};
-use crate::vm::{Trap, Vm, VmSetup};
+use crate::vm::{Trap, Vm, VmTemplate};
 use crate::{Engine, Error, Result};
 
 mod sched;
@@ -313,7 +313,9 @@ impl ChainBuilder {
 
     /// Wasm fuel each callback may burn before it is stopped with a trap
     /// (default 1 000 000 000, about a second). Envoy has no such limit; this keeps
-    /// a runaway filter from hanging a test.
+    /// a runaway filter from hanging a test. Plugins loaded by an engine built
+    /// with [`EngineBuilder::deadline_per_call`](crate::EngineBuilder::deadline_per_call)
+    /// are bounded by that deadline instead, and ignore this.
     pub fn fuel_per_call(mut self, fuel: u64) -> Self {
         self.fuel_per_call = fuel;
         self
@@ -333,31 +335,24 @@ impl ChainBuilder {
     pub fn build(self) -> Result<Chain> {
         let shared = Arc::new(Shared::default());
         let mut slots = Vec::with_capacity(self.filters.len());
-        let (clusters, grpc_clusters) = (self.clusters.names(), self.grpc.names());
-        let grpc_stream_clusters = self.grpc.streaming_names();
+        let template = VmTemplate::new(
+            self.log_level,
+            self.fuel_per_call,
+            &self.clusters,
+            &self.grpc,
+        );
         for (i, filter) in self.filters.into_iter().enumerate() {
             let seed = self.seed.wrapping_add(i as u64);
             let sibling = slots
                 .iter()
                 .find(|s: &&Slot| s.filter.same_vm_key(&filter) && !s.vm.failed());
-            let vm = match sibling {
-                Some(sibling) => sibling.vm.join(filter.meta.clone())?,
-                None => Vm::start(
-                    &filter.plugin,
-                    filter.meta.clone(),
-                    &VmSetup {
-                        now: self.start,
-                        monotonic: Duration::ZERO,
-                        seed,
-                        log_level: self.log_level,
-                        fuel_per_call: self.fuel_per_call,
-                        clusters: &clusters,
-                        grpc_clusters: &grpc_clusters,
-                        grpc_stream_clusters: &grpc_stream_clusters,
-                    },
-                    Arc::clone(&shared),
-                )?,
-            };
+            let vm = template.join_or_start(
+                sibling.map(|s| &s.vm),
+                &filter.plugin,
+                filter.meta.clone(),
+                (self.start, Duration::ZERO, seed),
+                &shared,
+            )?;
             let mut slot = Slot {
                 vm,
                 policy: filter.failure_policy,
@@ -377,8 +372,7 @@ impl ChainBuilder {
             clusters: self.clusters,
             grpc: self.grpc,
             shared,
-            log_level: self.log_level,
-            fuel_per_call: self.fuel_per_call,
+            vm_template: template,
             hcm: self.hcm,
             now: self.start,
             rng: self.seed ^ 0x5EED,
@@ -453,8 +447,8 @@ pub struct Chain {
     clusters: Clusters,
     grpc: GrpcServices,
     shared: Arc<Shared>,
-    log_level: LogLevel,
-    fuel_per_call: u64,
+    /// What a VM FAIL_RELOAD starts has in common with the others.
+    vm_template: VmTemplate,
     hcm: ConnectionManager,
     now: SystemTime,
     rng: u64,
@@ -1643,31 +1637,18 @@ impl Chain {
             .slots
             .iter()
             .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
-        let started = match healthy {
-            Some(sibling) => sibling.vm.join(self.slots[i].filter.meta.clone()),
-            None => {
-                let slot = &self.slots[i];
-                Vm::start(
-                    &slot.filter.plugin,
-                    slot.filter.meta.clone(),
-                    &VmSetup {
-                        now: self.now,
-                        monotonic: now,
-                        seed: slot.seed,
-                        log_level: self.log_level,
-                        fuel_per_call: self.fuel_per_call,
-                        clusters: &self.clusters.names(),
-                        grpc_clusters: &self.grpc.names(),
-                        grpc_stream_clusters: &self.grpc.streaming_names(),
-                    },
-                    Arc::clone(&self.shared),
-                )
-            }
-        };
+        let slot = &self.slots[i];
+        let started = self.vm_template.join_or_start(
+            healthy.map(|s| &s.vm),
+            &slot.filter.plugin,
+            slot.filter.meta.clone(),
+            (self.now, now, slot.seed),
+            &self.shared,
+        );
         let slot = &mut self.slots[i];
         match started {
             Ok(mut vm) => {
-                // A new VM started on the chain's clock (VmSetup); a joined
+                // A new VM started on the chain's clock; a joined
                 // one is a sibling's, on the same clock.
                 wire(&mut vm, &self.hcm);
                 vm.take_fuel();

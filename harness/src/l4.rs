@@ -96,7 +96,7 @@ use crate::outcome::{Callout, LogLevel, LogRecord};
 use crate::shared::{MetricValue, Shared};
 use crate::state::{Facts, FilterState, Phase, StreamFacts};
 use crate::upstream::Upstream;
-use crate::vm::{Cb, Trap, Vm, VmSetup};
+use crate::vm::{Cb, Trap, Vm, VmTemplate};
 use crate::{Engine, Error, Result};
 
 /// The network filter callbacks of a module, looked up once.
@@ -249,7 +249,9 @@ impl NetworkChainBuilder {
         self
     }
 
-    /// The fuel each callback may burn before it is stopped with a trap.
+    /// The fuel each callback may burn before it is stopped with a trap
+    /// (as [`ChainBuilder::fuel_per_call`](crate::ChainBuilder::fuel_per_call);
+    /// ignored by plugins whose engine bounds calls by a deadline).
     pub fn fuel_per_call(mut self, fuel: u64) -> Self {
         self.fuel_per_call = fuel;
         self
@@ -333,9 +335,13 @@ impl NetworkChainBuilder {
     /// or [`Error::WouldCrashEnvoy`] for a `FAIL_RELOAD` backoff below 2 ms.
     pub fn build(self) -> Result<NetworkChain> {
         let shared = Arc::new(Shared::default());
-        let mut slots = Vec::with_capacity(self.filters.len());
-        let (clusters, grpc_clusters) = (self.clusters.names(), self.grpc.names());
-        let grpc_stream_clusters = self.grpc.streaming_names();
+        let mut slots: Vec<Slot> = Vec::with_capacity(self.filters.len());
+        let template = VmTemplate::new(
+            self.log_level,
+            self.fuel_per_call,
+            &self.clusters,
+            &self.grpc,
+        );
         for (i, filter) in self.filters.iter().enumerate() {
             let (plugin, meta, policy) = filter.parts();
             check_reload_backoff(&meta.name, policy, filter.backoff())?;
@@ -343,25 +349,14 @@ impl NetworkChainBuilder {
             let sibling = self.filters[..i]
                 .iter()
                 .position(|f| f.same_vm_key(filter))
-                .map(|j| &slots[j]);
-            let mut vm = match sibling {
-                Some(Slot { vm: sibling, .. }) => sibling.join(meta.clone())?,
-                None => Vm::start(
-                    plugin,
-                    meta.clone(),
-                    &VmSetup {
-                        now: self.start,
-                        monotonic: Duration::ZERO,
-                        seed: self.seed.wrapping_add(i as u64),
-                        log_level: self.log_level,
-                        fuel_per_call: self.fuel_per_call,
-                        clusters: &clusters,
-                        grpc_clusters: &grpc_clusters,
-                        grpc_stream_clusters: &grpc_stream_clusters,
-                    },
-                    Arc::clone(&shared),
-                )?,
-            };
+                .map(|j| &slots[j].vm);
+            let mut vm = template.join_or_start(
+                sibling,
+                plugin,
+                meta.clone(),
+                (self.start, Duration::ZERO, self.seed.wrapping_add(i as u64)),
+                &shared,
+            )?;
             {
                 let mut state = vm.state();
                 state.source_address = Some(self.source);
@@ -389,8 +384,7 @@ impl NetworkChainBuilder {
             cluster: self.cluster,
             clusters: self.clusters,
             grpc: self.grpc,
-            log_level: self.log_level,
-            fuel_per_call: self.fuel_per_call,
+            vm_template: template,
             source: self.source,
             destination: self.destination,
             rng: self.seed ^ 0x5EED,
@@ -454,8 +448,8 @@ pub struct NetworkChain {
     cluster: String,
     clusters: Clusters,
     grpc: GrpcServices,
-    log_level: LogLevel,
-    fuel_per_call: u64,
+    /// What a VM FAIL_RELOAD starts has in common with the others.
+    vm_template: VmTemplate,
     source: SocketAddr,
     destination: SocketAddr,
     /// Draws the FAIL_RELOAD backoff's jitter.
@@ -633,24 +627,13 @@ impl NetworkChain {
             .find(|s| s.filter.same_vm_key(&self.slots[i].filter) && !s.vm.failed());
         let slot = &self.slots[i];
         let (plugin, meta, _) = slot.filter.parts();
-        let started = match healthy {
-            Some(sibling) => sibling.vm.join(meta.clone()),
-            None => Vm::start(
-                plugin,
-                meta.clone(),
-                &VmSetup {
-                    now: wall,
-                    monotonic: now,
-                    seed: slot.seed,
-                    log_level: self.log_level,
-                    fuel_per_call: self.fuel_per_call,
-                    clusters: &self.clusters.names(),
-                    grpc_clusters: &self.grpc.names(),
-                    grpc_stream_clusters: &self.grpc.streaming_names(),
-                },
-                Arc::clone(&self.shared),
-            ),
-        };
+        let started = self.vm_template.join_or_start(
+            healthy.map(|s| &s.vm),
+            plugin,
+            meta.clone(),
+            (wall, now, slot.seed),
+            &self.shared,
+        );
         match started {
             Ok(mut vm) => {
                 {
@@ -875,7 +858,10 @@ pub struct ConnectionOutcome {
     pub logs: Vec<LogRecord>,
     /// Plugins that trapped, as Envoy reports it.
     pub traps: Vec<String>,
-    /// Wasm fuel the plugins burned for this connection.
+    /// Wasm fuel the plugins burned for this connection (deterministic).
+    /// Only an engine bounding calls by fuel (the default) meters it: with
+    /// [`CallLimit::Deadline`](crate::CallLimit::Deadline) this is 0, not a
+    /// measurement.
     pub fuel: u64,
     /// `proxy_*` host calls the plugins made for this connection.
     pub host_calls: u64,

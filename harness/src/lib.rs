@@ -140,7 +140,7 @@ pub use abi::AbiVersion;
 pub use chain::{
     Arrival, Background, BodyChunks, Chain, ChainBuilder, Disconnect, FailurePolicy, Filter,
 };
-pub use engine::{DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
+pub use engine::{CallLimit, DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
 pub use grpc::{

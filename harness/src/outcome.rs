@@ -119,6 +119,9 @@ pub struct Outcome {
     /// Everything the plugins logged while handling the request.
     pub logs: Vec<LogRecord>,
     /// Wasm fuel consumed by all plugins for this request (deterministic).
+    /// Only an engine bounding calls by fuel (the default) meters it: with
+    /// [`CallLimit::Deadline`](crate::CallLimit::Deadline) this is 0, not a
+    /// measurement (see [`Engine::call_limit`](crate::Engine::call_limit)).
     pub fuel: u64,
     /// `proxy_*` host calls the plugins made for this request.
     pub host_calls: u64,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 use crate::abi::{self, AbiVersion};
-use crate::engine::Engine;
+use crate::engine::{Engine, Runtime};
 use crate::state::HostState;
 use crate::{Error, Result};
 
@@ -16,7 +16,8 @@ pub struct Plugin {
 }
 
 struct Inner {
-    engine: Engine,
+    /// Not the [`Engine`] itself: the engine caches its plugins.
+    runtime: Runtime,
     abi: AbiVersion,
     pre: InstancePre<HostState>,
     /// Where each of [`CALLBACKS`] is among the module's exports (in that
@@ -202,10 +203,10 @@ fn describe(ty: &FuncType) -> String {
 impl Plugin {
     pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Self> {
         let abi = detect_abi(bytes)?;
-        let module =
-            Module::new(engine.wasmtime(), bytes).map_err(|e| Error::Wasm(format!("{e:#}")))?;
+        let module = Module::new(engine.runtime().wasmtime(), bytes)
+            .map_err(|e| Error::Wasm(format!("{e:#}")))?;
         check_exports(&module, abi)?;
-        let mut linker = Linker::new(engine.wasmtime());
+        let mut linker = Linker::new(engine.runtime().wasmtime());
         abi::add_to_linker(&mut linker, abi).map_err(|e| Error::Wasm(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&module)
@@ -224,7 +225,7 @@ impl Plugin {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                engine: engine.clone(),
+                runtime: engine.runtime().clone(),
                 abi,
                 pre,
                 callbacks,
@@ -256,8 +257,9 @@ impl Plugin {
         Arc::ptr_eq(&self.inner, &other.inner) || self.inner.code == other.inner.code
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
+    /// What its VMs need of the engine that compiled it.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
     }
 
     pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {

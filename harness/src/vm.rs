@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use wasmtime::{Instance, ModuleExport, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::{AbiVersion, Status};
+use crate::chain::Clusters;
+use crate::engine::Budget;
 use crate::fields::Fields;
 use crate::grpc::{self, Event};
 use crate::outcome::{LogLevel, StartTime};
@@ -116,24 +118,75 @@ struct Callbacks {
     network: crate::l4::NetworkCallbacks,
 }
 
-/// What a new VM starts with, besides its plugin and the process-wide state.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct VmSetup<'a> {
-    /// The wall clock at start.
-    pub(crate) now: SystemTime,
-    /// The chain's virtual monotonic clock at start.
-    pub(crate) monotonic: Duration,
-    /// Seeds `random_get`.
-    pub(crate) seed: u64,
+/// What every VM a chain starts has in common, fixed when the chain is built.
+#[derive(Debug, Clone)]
+pub(crate) struct VmTemplate {
     pub(crate) log_level: LogLevel,
-    /// The budget of each callback.
+    /// The budget of each callback (on a fuel-metering engine).
     pub(crate) fuel_per_call: u64,
     /// The clusters `proxy_http_call` may name.
-    pub(crate) clusters: &'a [String],
+    clusters: Vec<String>,
     /// The clusters gRPC calls and streams may name.
-    pub(crate) grpc_clusters: &'a [String],
+    grpc_clusters: Vec<String>,
     /// Those whose service answers streams while they are open.
-    pub(crate) grpc_stream_clusters: &'a [String],
+    grpc_stream_clusters: Vec<String>,
+}
+
+impl VmTemplate {
+    pub(crate) fn new(
+        log_level: LogLevel,
+        fuel_per_call: u64,
+        clusters: &Clusters,
+        grpc: &grpc::GrpcServices,
+    ) -> Self {
+        Self {
+            log_level,
+            fuel_per_call,
+            clusters: clusters.names(),
+            grpc_clusters: grpc.names(),
+            grpc_stream_clusters: grpc.streaming_names(),
+        }
+    }
+
+    /// A VM's plugin `meta` joins `sibling` (a healthy VM with its VM key, as
+    /// Envoy's thread-local VM lookup finds it), or a new VM starts at wall
+    /// clock `now` and virtual monotonic time `monotonic`, its `random_get`
+    /// seeded with `seed`.
+    pub(crate) fn join_or_start(
+        &self,
+        sibling: Option<&Vm>,
+        plugin: &Plugin,
+        meta: PluginMeta,
+        (now, monotonic, seed): (SystemTime, Duration, u64),
+        shared: &Arc<Shared>,
+    ) -> Result<Vm> {
+        match sibling {
+            Some(vm) => vm.join(meta),
+            None => Vm::start(
+                plugin,
+                meta,
+                &VmSetup {
+                    template: self,
+                    now,
+                    monotonic,
+                    seed,
+                },
+                Arc::clone(shared),
+            ),
+        }
+    }
+}
+
+/// What a new VM starts with, besides its plugin and the process-wide state.
+#[derive(Debug, Clone, Copy)]
+struct VmSetup<'a> {
+    template: &'a VmTemplate,
+    /// The wall clock at start.
+    now: SystemTime,
+    /// The chain's virtual monotonic clock at start.
+    monotonic: Duration,
+    /// Seeds `random_get`.
+    seed: u64,
 }
 
 /// One plugin's handle on a VM (which other plugins may share).
@@ -162,10 +215,12 @@ struct VmCore {
     pub(crate) failed: Option<Trap>,
     /// Set with `failed`, for [`Vm::failed`].
     failed_flag: Arc<AtomicBool>,
-    /// Fuel consumed since the last [`Vm::take_fuel`].
+    /// Fuel consumed since the last [`Vm::take_fuel`] (0 with a deadline).
     fuel: u64,
     /// The budget of each callback.
-    fuel_per_call: u64,
+    budget: Budget,
+    /// Keeps a deadline's ticker going while this VM may run guest code.
+    _runtime: crate::engine::Runtime,
 }
 
 impl std::fmt::Debug for Vm {
@@ -212,7 +267,7 @@ impl Vm {
     /// Instantiates the plugin in a new VM and runs Envoy's start-up sequence:
     /// `_initialize` (+ `main`/`__main_void`) or `_start`, then the root
     /// context's `on_context_create`, `on_vm_start` and `on_configure`.
-    pub(crate) fn start(
+    fn start(
         plugin: &Plugin,
         meta: PluginMeta,
         setup: &VmSetup<'_>,
@@ -220,27 +275,38 @@ impl Vm {
     ) -> Result<Self> {
         let began = Instant::now();
         let name = meta.name.clone();
-        let fuel_per_call = setup.fuel_per_call;
+        let template = setup.template;
+        let budget = plugin.runtime().budget(template.fuel_per_call);
         let mut state = HostState::new(meta, setup.now, setup.seed, shared);
-        state.log_level = setup.log_level;
+        state.log_level = template.log_level;
         state.monotonic = setup.monotonic;
         // Known before the start-up callbacks: on_vm_start and on_configure may
         // call out, as in Envoy.
-        state.clusters = setup.clusters.to_vec();
-        state.grpc_clusters = setup.grpc_clusters.to_vec();
-        state.grpc_stream_clusters = setup.grpc_stream_clusters.to_vec();
-        let mut store = Store::new(plugin.engine().wasmtime(), state);
+        state.clusters.clone_from(&template.clusters);
+        state.grpc_clusters.clone_from(&template.grpc_clusters);
+        state
+            .grpc_stream_clusters
+            .clone_from(&template.grpc_stream_clusters);
+        let mut store = Store::new(plugin.runtime().wasmtime(), state);
         store.limiter(|s| &mut s.limits);
-        store
-            .set_fuel(fuel_per_call)
-            .map_err(|e| Error::Wasm(format!("{e:#}")))?;
+        // Bounded from the start: instantiation may run the module's start
+        // function.
+        match budget {
+            Budget::Fuel(fuel) => store
+                .set_fuel(fuel)
+                .map_err(|e| Error::Wasm(format!("{e:#}")))?,
+            Budget::Deadline { ticks, .. } => {
+                store.epoch_deadline_trap();
+                store.set_epoch_deadline(ticks);
+            }
+        }
         let instance = plugin
             .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| Error::Trap {
                 plugin: name.clone(),
                 function: "instantiation",
-                message: format!("{e:?}"),
+                message: format!("{:?}", budget.name_deadline(e)),
             })?;
         let v0_1_0 = plugin.abi() == AbiVersion::V0_1_0;
         // ABI 0.1.0's headers callbacks have their own signature.
@@ -322,7 +388,8 @@ impl Vm {
             failed: None,
             failed_flag: Arc::new(AtomicBool::new(false)),
             fuel: 0,
-            fuel_per_call,
+            budget,
+            _runtime: plugin.runtime().clone(),
         };
         let instantiated = Instant::now();
         core.initialize(plugin)?;
@@ -747,12 +814,23 @@ impl VmCore {
             state.active_context = context;
             state.effective_context = 0;
         }
-        // Fuel was set to the budget; what is left tells what this call cost.
-        let result = func.call(&mut self.store, params);
-        let left = self.store.get_fuel().unwrap_or(0);
-        self.fuel += self.fuel_per_call - left;
-        // The engine always meters fuel, so this cannot fail.
-        let _ = self.store.set_fuel(self.fuel_per_call);
+        let result = match self.budget {
+            Budget::Fuel(fuel_per_call) => {
+                // Fuel was set to the budget; what is left tells what this
+                // call cost.
+                let result = func.call(&mut self.store, params);
+                let left = self.store.get_fuel().unwrap_or(0);
+                self.fuel += fuel_per_call - left;
+                // The engine meters fuel, so this cannot fail.
+                let _ = self.store.set_fuel(fuel_per_call);
+                result
+            }
+            Budget::Deadline { ticks, .. } => {
+                self.store.set_epoch_deadline(ticks);
+                func.call(&mut self.store, params)
+                    .map_err(|e| self.budget.name_deadline(e))
+            }
+        };
         let state = self.store.data_mut();
         state.phase = Phase::Idle;
         state.effective_context = 0;

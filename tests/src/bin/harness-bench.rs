@@ -6,6 +6,10 @@
 //!   response path, `envoy/header-append.yaml`'s configuration);
 //! - the marginal cost of each extra trivial filter (the slope of a
 //!   least-squares fit over chains with 0, 1, 5 and 10 extra filters);
+//! - both of these again with each callback bounded by an epoch deadline
+//!   instead of fuel metering (`EngineBuilder::deadline_per_call`), measured
+//!   in the same rounds, interleaved with the fuel figures: what metering
+//!   costs. The targets apply to the default, fuel;
 //! - plugin start, split into pure instantiation (a store and an instance of the
 //!   compiled module from the pooling allocator; no guest code runs) and the
 //!   guest's start-up callbacks (`_initialize`, `on_vm_start`, `on_configure`),
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use weir_harness::{Chain, Engine, EnvoyConfig, Filter, Plugin};
+use weir_harness::{CallLimit, Chain, Engine, EnvoyConfig, Filter, Plugin};
 use weir_tests::{envoy_yaml, filter_wasm, root};
 
 /// A filter that does nothing but return Continue from both header callbacks.
@@ -40,6 +44,13 @@ const TARGET_INSTANTIATE: Duration = Duration::from_micros(10);
 
 /// Rounds per timed figure; the median is reported.
 const ROUNDS: usize = 7;
+
+/// The epoch engine's deadline per callback: about what the default fuel
+/// budget buys, so neither mode stops a request the other would let through.
+const DEADLINE: Duration = Duration::from_secs(1);
+
+/// The ways an engine bounds callbacks, default first.
+const MODES: usize = 2;
 
 fn request() -> http::Request<Bytes> {
     http::Request::get("/bench")
@@ -107,12 +118,17 @@ fn us(d: Duration) -> String {
     format!("{:.2} µs", d.as_secs_f64() * 1e6)
 }
 
+/// A difference in seconds as `+1.23 µs` or `-1.23 µs`.
+fn signed_us(seconds: f64) -> String {
+    format!("{:+.2} µs", seconds * 1e6)
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
 }
 
-fn chain_of(plugins: &[(&str, Plugin, String)]) -> Result<Chain> {
-    let mut builder = Chain::builder(weir_tests::engine());
+fn chain_of(engine: &Engine, plugins: &[(&str, Plugin, String)]) -> Result<Chain> {
+    let mut builder = Chain::builder(engine);
     for (name, plugin, config) in plugins {
         builder = builder.filter(
             Filter::new(plugin.clone())
@@ -175,33 +191,61 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&cache);
 
     let engine = weir_tests::engine();
-    let header_append = engine.load(&wasm)?;
-    let trivial = engine.load(&wat::parse_str(TRIVIAL)?)?;
-    let base = [("header-append", header_append.clone(), config.clone())];
-
-    // Throughput of the one-filter chain.
-    let n = 20_000;
-    let mut chain = chain_of(&base)?;
-    per_request(&mut chain, 1000)?;
-    let one = Stat::of(
-        (0..ROUNDS)
-            .map(|_| per_request(&mut chain, n))
-            .collect::<Result<_>>()?,
+    // The same module compiled with epoch checks instead of fuel metering (the
+    // on-disk cache keeps the two apart).
+    let epoch_engine = Engine::builder()
+        .deadline_per_call(DEADLINE)
+        .cache_dir(weir_cli::build::target_dir(root()).join("weir-cache"))
+        .build()?;
+    anyhow::ensure!(
+        engine.call_limit() == CallLimit::Fuel,
+        "the default is fuel"
     );
-    drop(chain);
+    let engines: [&Engine; MODES] = [engine, &epoch_engine];
+    let bases = engines
+        .iter()
+        .map(|e| Ok([("header-append", e.load(&wasm)?, config.clone())]))
+        .collect::<Result<Vec<_>>>()?;
+    let trivial_wasm = wat::parse_str(TRIVIAL)?;
+    let trivials = engines
+        .iter()
+        .map(|e| Ok(e.load(&trivial_wasm)?))
+        .collect::<Result<Vec<_>>>()?;
+    let base = &bases[0];
+
+    // Throughput of the one-filter chain, each round once per mode.
+    let n = 20_000;
+    let mut chains = engines
+        .iter()
+        .zip(&bases)
+        .map(|(e, b)| chain_of(e, b))
+        .collect::<Result<Vec<_>>>()?;
+    let mut samples = vec![Vec::new(); MODES];
+    for chain in &mut chains {
+        per_request(chain, 1000)?;
+    }
+    for _ in 0..ROUNDS {
+        for (chain, s) in chains.iter_mut().zip(&mut samples) {
+            s.push(per_request(chain, n)?);
+        }
+    }
+    drop(chains);
+    let ones: Vec<Stat> = samples.into_iter().map(Stat::of).collect();
+    let (one, one_epoch) = (ones[0], ones[1]);
 
     // Marginal cost of a trivial filter: chains with extra trivial filters,
-    // measured round-robin so that load changes hit every size alike.
+    // measured round-robin (across modes too) so that load changes hit every
+    // size and mode alike.
     let extras = [0usize, 1, 5, 10];
-    let mut chains = extras
-        .iter()
-        .map(|&extra| {
-            let mut plugins = base.to_vec();
+    let mut chains = Vec::new();
+    for ((e, b), trivial) in engines.iter().zip(&bases).zip(&trivials) {
+        for &extra in &extras {
+            let mut plugins = b.to_vec();
             plugins.extend((0..extra).map(|_| ("trivial", trivial.clone(), String::new())));
-            chain_of(&plugins)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut samples = vec![Vec::new(); extras.len()];
+            chains.push(chain_of(e, &plugins)?);
+        }
+    }
+    let mut samples = vec![Vec::new(); chains.len()];
     for chain in &mut chains {
         per_request(chain, 500)?;
     }
@@ -211,16 +255,21 @@ fn main() -> Result<()> {
         }
     }
     drop(chains);
-    let sized: Vec<(usize, Stat)> = extras
-        .iter()
-        .copied()
-        .zip(samples.into_iter().map(Stat::of))
-        .collect();
-    let points: Vec<(f64, f64)> = sized
-        .iter()
-        .map(|(x, s)| (*x as f64, s.median.as_secs_f64()))
-        .collect();
-    let marginal = Duration::from_secs_f64(slope(&points).max(0.0));
+    let mut stats = samples.into_iter().map(Stat::of);
+    let mut sized_by_mode = Vec::new();
+    let mut marginal_by_mode = Vec::new();
+    for _ in 0..MODES {
+        let sized: Vec<(usize, Stat)> = extras.iter().copied().zip(stats.by_ref()).collect();
+        let points: Vec<(f64, f64)> = sized
+            .iter()
+            .map(|(x, s)| (*x as f64, s.median.as_secs_f64()))
+            .collect();
+        marginal_by_mode.push(Duration::from_secs_f64(slope(&points).max(0.0)));
+        sized_by_mode.push(sized);
+    }
+    let (marginal, marginal_epoch) = (marginal_by_mode[0], marginal_by_mode[1]);
+    let sized = &sized_by_mode[0];
+    let sized_epoch = &sized_by_mode[1];
 
     // Plugin start: many one-filter chains, built and dropped.
     let starts = 300;
@@ -230,7 +279,7 @@ fn main() -> Result<()> {
     for _ in 0..ROUNDS {
         let began = Instant::now();
         for _ in 0..starts {
-            let chain = chain_of(&base)?;
+            let chain = chain_of(engine, base)?;
             let times = chain.start_times();
             instantiate.push(times[0].instantiate);
             startup.push(times[0].startup);
@@ -242,6 +291,7 @@ fn main() -> Result<()> {
     let whole = Stat::of(whole);
 
     let rps = 1.0 / one.median.as_secs_f64();
+    let rps_epoch = 1.0 / one_epoch.median.as_secs_f64();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!(
@@ -270,12 +320,32 @@ fn main() -> Result<()> {
         ),
     );
     row(
+        "  with epoch deadlines instead of fuel",
+        &format!("{rps_epoch:.0}"),
+        "",
+        &format!(
+            "{:.2}x fuel's  ({} per request {})",
+            rps_epoch / rps,
+            us(one_epoch.median),
+            one_epoch.range()
+        ),
+    );
+    row(
         "marginal cost of a trivial filter",
         &us(marginal),
         &format!("<= {}", us(TARGET_MARGINAL)),
         &format!(
             "{}  (least-squares slope over 0/1/5/10 extra filters)",
             verdict(marginal <= TARGET_MARGINAL)
+        ),
+    );
+    row(
+        "  with epoch deadlines instead of fuel",
+        &us(marginal_epoch),
+        "",
+        &format!(
+            "{} against fuel",
+            signed_us(marginal_epoch.as_secs_f64() - marginal.as_secs_f64())
         ),
     );
     row(
@@ -323,7 +393,20 @@ fn main() -> Result<()> {
         "engine + load from the on-disk cache + plugin start + first request",
     );
     println!();
-    for (extra, t) in &sized {
+    for (extra, t) in sized {
+        println!(
+            "  + {extra:>2} trivial filters: {:>8.0} requests/s  ({} per request {})",
+            1.0 / t.median.as_secs_f64(),
+            us(t.median),
+            t.range()
+        );
+    }
+    println!();
+    println!(
+        "  with epoch deadlines ({:?} per callback) instead of fuel metering:",
+        DEADLINE
+    );
+    for (extra, t) in sized_epoch {
         println!(
             "  + {extra:>2} trivial filters: {:>8.0} requests/s  ({} per request {})",
             1.0 / t.median.as_secs_f64(),

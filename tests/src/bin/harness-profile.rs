@@ -19,12 +19,18 @@
 //! valgrind --tool=callgrind --toggle-collect='harness_profile::starts' \
 //!     target/release/harness-profile starts 300
 //! ```
+//!
+//! `--epoch` (first) bounds each callback by an epoch deadline instead of
+//! fuel metering (`EngineBuilder::deadline_per_call`, 1 s), to compare what
+//! metering costs, e.g. `harness-profile --epoch 2000`. Fuel is not counted
+//! then. The ticker thread that advances the epoch runs outside the measured
+//! functions.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use std::time::Duration;
 
-use weir_harness::{Chain, Engine, EnvoyConfig, Filter, Plugin};
+use weir_harness::{CallLimit, Chain, Engine, EnvoyConfig, Filter, Plugin};
 use weir_tests::{envoy_yaml, filter_wasm, root};
 
 /// A filter that does nothing but return Continue from both header callbacks.
@@ -97,6 +103,7 @@ fn starts(engine: &Engine, plugin: &Plugin, config: &str, n: u32) -> Result<Vec<
 #[allow(clippy::print_stdout, reason = "a profiling loop prints what it ran")]
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
+    let epoch = args.next_if(|a| a == "--epoch").is_some();
     let profile_starts = args.next_if(|a| a == "starts").is_some();
     let n: u32 = args
         .next()
@@ -109,10 +116,13 @@ fn main() -> Result<()> {
         .map(|f| f.configuration.clone())
         .context("envoy/header-append.yaml has no wasm filter")?;
     // A small pool: valgrind cannot reserve the default pool's address space.
-    let engine = &Engine::builder()
+    let mut engine = Engine::builder()
         .max_instances(u32::try_from(extra + 1)?)
-        .cache_dir(weir_cli::build::target_dir(root()).join("weir-cache"))
-        .build()?;
+        .cache_dir(weir_cli::build::target_dir(root()).join("weir-cache"));
+    if epoch {
+        engine = engine.deadline_per_call(Duration::from_secs(1));
+    }
+    let engine = &engine.build()?;
     if profile_starts {
         let plugin = engine.load(&wasm)?;
         starts(engine, &plugin, &config, 20)?;
@@ -143,10 +153,13 @@ fn main() -> Result<()> {
         chain.send(request(), upstream)?;
     }
     if let Some(outcome) = run(&mut chain, n)? {
+        let fuel = match engine.call_limit() {
+            CallLimit::Fuel => format!("fuel {}", outcome.fuel),
+            limit => format!("fuel not metered ({limit:?})"),
+        };
         println!(
-            "{n} requests, {extra} extra filters; last: status {}, fuel {}, host calls {}",
+            "{n} requests, {extra} extra filters; last: status {}, {fuel}, host calls {}",
             outcome.response.status(),
-            outcome.fuel,
             outcome.host_calls
         );
     }
