@@ -648,6 +648,20 @@ fn after(
         return Ok(After::Reply(request));
     }
     if deferred.close_stream {
+        // Measured in Envoy 1.40: a close of the HTTP request or response
+        // stream from within `on_response_trailers` resets the stream, runs
+        // access logging and teardown, then crashes Envoy, whether or not the
+        // connection manager carries trailers to the client. A close from a
+        // callout's answer while the trailers are paused does not (the
+        // callback is then `on_http_call_response`), nor do the downstream
+        // and upstream stream types.
+        if callback == "on_response_trailers" {
+            return Err(Error::WouldCrashEnvoy {
+                plugin: slot.vm.name().to_owned(),
+                reason: "proxy_close_stream(HttpRequest or HttpResponse) in on_response_trailers \
+                         crashes Envoy 1.40 once the stream is torn down",
+            });
+        }
         // Envoy's `closeStream` gives the stream its details unless it has some.
         if let Some(facts) = slot.vm.state().maps.info.facts.clone() {
             facts.get().details_unless_set("wasm_close_stream");
@@ -2644,6 +2658,14 @@ impl Chain {
                 // filters after it get this data without the end of the
                 // stream, then the trailers.
                 let next_eos = eos && added.is_none();
+                // A local reply from the request body leaves Envoy's context
+                // with its body buffer set, and the reply ends the stream:
+                // in `on_log` its `getMap` adds request trailers (empty
+                // unless the filter added some) that it then holds.
+                if direction == Direction::Request && matches!(step, Ok(After::Reply(_))) {
+                    slot.vm.state().keep(stream).request_trailers =
+                        Some(added.clone().unwrap_or_else(|| Fields::new(Kind::Plain)));
+                }
                 if let Some(fields) = added {
                     *trailers = Some(PendingTrailers::added(
                         direction,
@@ -3104,12 +3126,19 @@ impl Chain {
         let mut chain = io.chain();
         let slot = &mut chain.slots[i];
         *fields = {
-            let maps = &mut slot.vm.state().maps;
-            match direction {
-                Direction::Request => maps.request_headers.take(),
-                Direction::Response => maps.response_headers.take(),
+            let mut state = slot.vm.state();
+            let taken = match direction {
+                Direction::Request => state.maps.request_headers.take(),
+                Direction::Response => state.maps.response_headers.take(),
             }
-            .unwrap_or_default()
+            .unwrap_or_default();
+            // A local reply replaces the upstream's response headers for the
+            // client and the access log; the context still points at the
+            // upstream's (their size, and changes, in `on_log`).
+            if direction == Direction::Response && matches!(step, Ok(After::Reply(_))) {
+                state.keep(stream).response_headers = Some(taken.clone());
+            }
+            taken
         };
         let reply = |request| Reply {
             slot: Some(i),

@@ -37,6 +37,13 @@ pub(crate) mod code {
 pub(crate) const TIMEOUT_STATUS: u32 = code::UNAVAILABLE;
 pub(crate) const TIMEOUT_MESSAGE: &str = "upstream request timeout{response_timeout}";
 
+/// The status message of a call whose cluster's host refused the
+/// connection: the router's local reply body, then its details.
+const CONNECT_FAILURE_MESSAGE: &str = "upstream connect error or disconnect/reset before \
+     headers. reset reason: remote connection failure";
+const CONNECT_FAILURE_DETAILS: &str = "upstream_reset_before_response_started\
+     {remote_connection_failure|delayed_connect_error:_Connection_refused}";
+
 /// Envoy's gRPC client appends the HTTP stream's response code details to the
 /// status message it reports: `message{details}`, or just the details.
 fn enhanced(message: &str, details: &str) -> String {
@@ -103,6 +110,9 @@ impl GrpcRequest {
 #[must_use]
 pub struct GrpcReply {
     pub(crate) answer: bool,
+    /// The cluster's host refused the connection: the request never reached
+    /// a server.
+    pub(crate) refused: bool,
     pub(crate) initial_metadata: Vec<(String, String)>,
     pub(crate) messages: Vec<Bytes>,
     pub(crate) trailing_metadata: Vec<(String, String)>,
@@ -121,6 +131,7 @@ impl GrpcReply {
     pub fn status(code: u32, message: impl Into<String>) -> Self {
         Self {
             answer: true,
+            refused: false,
             initial_metadata: Vec::new(),
             messages: Vec::new(),
             trailing_metadata: Vec::new(),
@@ -136,6 +147,25 @@ impl GrpcReply {
             answer: false,
             ..Self::status(0, "")
         }
+    }
+
+    /// The cluster's host refuses the connection: nothing reaches a server,
+    /// and Envoy's gRPC client closes a unary call with UNAVAILABLE (14) and
+    /// the router's connect-failure message and details (measured in Envoy
+    /// 1.40); a stream gets empty initial metadata, then that reply's headers
+    /// as trailing metadata, then the close. Streams are answered only once
+    /// the plugin half-closes them, so a refusing stream's close comes then
+    /// in the harness, not at once as in Envoy.
+    pub fn connection_refused() -> Self {
+        Self {
+            refused: true,
+            ..Self::status(code::UNAVAILABLE, CONNECT_FAILURE_MESSAGE)
+        }
+    }
+
+    /// Whether this is [`GrpcReply::connection_refused`].
+    pub fn refuses_connection(&self) -> bool {
+        self.refused
     }
 
     /// Adds a response message (in order).
@@ -691,6 +721,30 @@ pub(crate) fn response_headers(metadata: &[(String, String)], complete: bool) ->
 /// unary call only the last message (on success) or the close (on failure).
 pub(crate) fn events_for(token: u32, reply: &GrpcReply) -> Vec<Event> {
     let status = reply.status;
+    // Nothing reached a server: the router's local reply, a gRPC
+    // trailers-only response, closes the call. A stream is told of it as
+    // empty initial metadata, then the reply's headers as trailing metadata
+    // (measured in Envoy 1.40).
+    if reply.refused {
+        let close = Event::Close(
+            token,
+            status,
+            enhanced(&reply.message, CONNECT_FAILURE_DETAILS),
+        );
+        if is_call(token) {
+            return vec![close];
+        }
+        let mut trailing = Fields::new(crate::fields::Kind::Plain);
+        trailing.add(b":status", b"200");
+        trailing.add(b"content-type", b"application/grpc");
+        trailing.add(b"grpc-status", status.to_string().as_bytes());
+        trailing.add(b"grpc-message", reply.message.as_bytes());
+        return vec![
+            Event::InitialMetadata(token, Fields::new(crate::fields::Kind::Response)),
+            Event::TrailingMetadata(token, trailing),
+            close,
+        ];
+    }
     if is_call(token) {
         return match reply.messages.last() {
             _ if status != 0 => vec![Event::Close(
@@ -741,6 +795,31 @@ mod tests {
     fn messages_are_length_prefixed() {
         let framed = frame(&[Bytes::from_static(b"ab"), Bytes::new()]);
         assert_eq!(&framed[..], &[0, 0, 0, 0, 2, b'a', b'b', 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_refused_connection_closes_with_the_routers_reply() {
+        let refused = GrpcReply::connection_refused();
+        assert!(refused.refuses_connection() && refused.answers());
+        let message = "upstream connect error or disconnect/reset before headers. reset \
+                       reason: remote connection failure{upstream_reset_before_response_started\
+                       {remote_connection_failure|delayed_connect_error:_Connection_refused}}";
+        assert_eq!(
+            events_for(5, &refused),
+            [Event::Close(5, code::UNAVAILABLE, message.to_owned())]
+        );
+        let stream = events_for(6, &refused);
+        let [
+            Event::InitialMetadata(6, initial),
+            Event::TrailingMetadata(6, trailing),
+            Event::Close(6, 14, _),
+        ] = stream.as_slice()
+        else {
+            panic!("{stream:?}");
+        };
+        assert_eq!(initial.len(), 0);
+        assert_eq!(trailing.get(b"grpc-status"), Some(&b"14"[..]));
+        assert_eq!(trailing.len(), 4);
     }
 
     #[test]

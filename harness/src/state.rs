@@ -57,9 +57,32 @@ pub(crate) struct StreamMaps {
     pub(crate) upstream_data: Option<Vec<u8>>,
     /// What Envoy's stream info knows about the stream.
     pub(crate) info: StreamInfo,
-    /// In `on_log`: the headers the filter's context still points at, which
+    /// In `on_log`: the maps the filter's context still points at, which
     /// `proxy_get_header_map_size` and changes reach as in the callbacks.
     pub(crate) held: HeldMaps,
+    /// In `on_log`: held maps that are not the access log's, so reads do not
+    /// see them (see [`KeptMaps`]).
+    pub(crate) held_request_trailers: Option<Fields>,
+    pub(crate) held_response_headers: Option<Fields>,
+}
+
+/// The maps a stream context still points at because the stream ended
+/// during (or during the pause of) the callback that had them, beyond the
+/// headers [`HeldMaps`] names: kept by context until its `on_log`. Measured
+/// in Envoy 1.40: the request trailers of `on_request_trailers` (a close or a
+/// local reply there), which the access log does not read; empty request
+/// trailers for a local reply from a request body callback (Envoy's
+/// `getMap` adds them, the body buffer being still set and the reply having
+/// ended the stream); the response trailers of `on_response_trailers` (a
+/// local reply, or a close from a callout's answer while they are paused),
+/// which the access log reads; and the upstream's response headers that a
+/// local reply from `on_response_headers` replaced (the access log reads the
+/// reply's).
+#[derive(Debug, Default)]
+pub(crate) struct KeptMaps {
+    pub(crate) request_trailers: Option<Fields>,
+    pub(crate) response_trailers: Option<Fields>,
+    pub(crate) response_headers: Option<Fields>,
 }
 
 /// The header maps a filter's context in Envoy still points at once its
@@ -73,8 +96,12 @@ pub(crate) struct HeldMaps(u8);
 impl HeldMaps {
     /// The request headers (map type 0).
     pub(crate) const REQUEST_HEADERS: HeldMaps = HeldMaps(1);
+    /// The request trailers (map type 1).
+    pub(crate) const REQUEST_TRAILERS: HeldMaps = HeldMaps(1 << 1);
     /// The response headers (map type 2).
     pub(crate) const RESPONSE_HEADERS: HeldMaps = HeldMaps(1 << 2);
+    /// The response trailers (map type 3).
+    pub(crate) const RESPONSE_TRAILERS: HeldMaps = HeldMaps(1 << 3);
 
     /// Adds `maps`.
     pub(crate) fn insert(&mut self, maps: HeldMaps) {
@@ -101,6 +128,8 @@ impl StreamMaps {
             downstream_data,
             upstream_data,
             held,
+            held_request_trailers,
+            held_response_headers,
             info:
                 StreamInfo {
                     // The stream's facts and filter state stay: a new stream
@@ -120,6 +149,8 @@ impl StreamMaps {
         *downstream_data = None;
         *upstream_data = None;
         *held = HeldMaps::default();
+        *held_request_trailers = None;
+        *held_response_headers = None;
     }
 }
 
@@ -552,6 +583,9 @@ pub(crate) struct HostState {
     /// Names a stream context declared with `declare_property` (Envoy keeps
     /// them in that context, where nothing reads them), by context.
     pub(crate) stream_declared: Vec<(u32, Vec<u8>)>,
+    /// The maps stream contexts still point at after their stream ended
+    /// early, by context, until their `on_log`.
+    kept: Vec<(u32, KeptMaps)>,
     /// This VM's metric ids: id → (type, stat name).
     metrics: HashMap<u32, (MetricType, String)>,
     /// The next id per metric type (Envoy starts each at type + 4).
@@ -623,6 +657,7 @@ impl HostState {
             grpc_tokens: crate::grpc::GrpcTokens::default(),
             call_response: None,
             stream_declared: Vec::new(),
+            kept: Vec::new(),
             last_call_token: 0,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],
@@ -740,6 +775,27 @@ impl HostState {
     pub(crate) fn remove_context(&mut self, context: u32) {
         self.contexts.retain(|&(c, _)| c != context);
         self.stream_declared.retain(|&(c, _)| c != context);
+        self.kept.retain(|(c, _)| *c != context);
+    }
+
+    /// The maps stream `context` keeps for its `on_log` (created empty).
+    pub(crate) fn keep(&mut self, context: u32) -> &mut KeptMaps {
+        let at = match self.kept.iter().position(|(c, _)| *c == context) {
+            Some(at) => at,
+            None => {
+                self.kept.push((context, KeptMaps::default()));
+                self.kept.len() - 1
+            }
+        };
+        &mut self.kept[at].1
+    }
+
+    /// Takes the maps stream `context` kept.
+    pub(crate) fn take_kept(&mut self, context: u32) -> KeptMaps {
+        match self.kept.iter().position(|(c, _)| *c == context) {
+            Some(at) => self.kept.swap_remove(at).1,
+            None => KeptMaps::default(),
+        }
     }
 
     /// The index of the plugin host calls act for: the plugin of the

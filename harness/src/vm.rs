@@ -1189,13 +1189,25 @@ impl VmCore {
         response_trailers: Option<&Fields>,
         held: crate::state::HeldMaps,
     ) -> Result<(), Trap> {
-        let maps = &mut self.store.data_mut().maps;
+        let state = self.store.data_mut();
+        let kept = state.take_kept(stream);
+        let maps = &mut state.maps;
         maps.held = held;
         maps.request_headers = Some(std::mem::take(request_headers));
         maps.response_headers = response_headers.as_deref_mut().map(std::mem::take);
         maps.request_trailers = None;
         maps.response_trailers = response_trailers.cloned();
         maps.trailers_addable = false;
+        // What the context still points at (see `KeptMaps`).
+        if kept.request_trailers.is_some() {
+            maps.held.insert(crate::state::HeldMaps::REQUEST_TRAILERS);
+        }
+        maps.held_request_trailers = kept.request_trailers;
+        if let Some(trailers) = kept.response_trailers {
+            maps.held.insert(crate::state::HeldMaps::RESPONSE_TRAILERS);
+            maps.response_trailers = Some(trailers);
+        }
+        maps.held_response_headers = kept.response_headers;
         let cbs = Arc::clone(&self.callbacks);
         let logged = self.call(
             Phase::Log,

@@ -723,3 +723,57 @@ fn a_stream_sees_nothing_of_the_streams_before_it() {
         infos(&fresh)
     );
 }
+
+/// A chain of one plugin of `wasm` whose connection manager and upstream
+/// cluster carry trailers.
+fn trailers_chain(wasm: &[u8]) -> Chain {
+    let plugin = engine().load(wasm).expect("loads");
+    Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .connection_manager(
+            weir_harness::ConnectionManager::default()
+                .enable_trailers(true)
+                .upstream_enable_trailers(true),
+        )
+        .build()
+        .expect("starts")
+}
+
+/// An upstream that answers `xyz` then the trailer `x-rt: one`.
+fn upstream_with_trailers(_: http::Request<Bytes>) -> http::Response<Bytes> {
+    http::Response::builder()
+        .header("transfer-encoding", "chunked")
+        .extension(weir_harness::Trailers::from_pairs([("x-rt", "one")]).expect("valid"))
+        .body(Bytes::from_static(b"xyz"))
+        .expect("response")
+}
+
+/// Measured in Envoy 1.40: closing the HTTP request or response stream in
+/// `on_response_trailers` crashes Envoy once the stream is torn down; closing
+/// the downstream or upstream stream there leaves the response alone.
+#[test]
+fn closing_the_stream_in_response_trailers_is_reported_as_an_envoy_crash() {
+    for (kind, crashes) in [(0, true), (1, true), (2, false), (3, false)] {
+        let wasm = module(
+            r#"(import "env" "proxy_close_stream" (func $close (param i32) (result i32)))"#,
+            &format!(
+                r#"(func (export "proxy_on_response_trailers") (param i32 i32) (result i32)
+                     (call $status (call $close (i32.const {kind}))) (i32.const 0))"#
+            ),
+        );
+        let mut chain = trailers_chain(&wasm);
+        let result = chain.send(get("/"), upstream_with_trailers);
+        if crashes {
+            let err = result.expect_err("Envoy 1.40 crashes here");
+            assert!(
+                matches!(err, Error::WouldCrashEnvoy { .. }),
+                "{kind}: {err}"
+            );
+            assert!(err.to_string().contains("on_response_trailers"), "{err}");
+        } else {
+            let o = result.expect("answered");
+            assert_eq!(o.response.status(), 200, "stream type {kind}");
+            assert_eq!(infos(&o), ["00"]);
+        }
+    }
+}

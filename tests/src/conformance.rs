@@ -92,9 +92,10 @@ pub struct Suite {
     /// slower than this is answered `504` by the router.
     #[serde(default)]
     pub route_timeout: Option<String>,
-    /// Clusters whose host refuses connections (`upstream`, `callout`): in
-    /// Envoy they point at a closed loopback port, in the harness they answer
-    /// [`UpstreamFault::ConnectionRefused`]. Their scenarios' answers are not
+    /// Clusters whose host refuses connections (`upstream`, `callout`,
+    /// `grpc`): in Envoy they point at a closed loopback port, in the harness
+    /// they answer [`UpstreamFault::ConnectionRefused`] (gRPC:
+    /// [`GrpcReply::connection_refused`]). Their scenarios' answers are not
     /// used.
     #[serde(default)]
     pub refused: Vec<String>,
@@ -777,9 +778,9 @@ pub fn run(suite: &Suite) -> Result<Report> {
     if let Some(other) = suite
         .refused
         .iter()
-        .find(|r| !matches!(r.as_str(), "upstream" | "callout"))
+        .find(|r| !matches!(r.as_str(), "upstream" | "callout" | "grpc"))
     {
-        bail!("refused: {other:?} is not a cluster that can refuse (upstream, callout)");
+        bail!("refused: {other:?} is not a cluster that can refuse (upstream, callout, grpc)");
     }
     let address =
         |name: &str, open: std::net::SocketAddr| if refuses(name) { closed } else { open };
@@ -790,7 +791,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
                 "callout".to_owned(),
                 address("callout", callout_upstream.addr()),
             ),
-            ("grpc".to_owned(), grpc_upstream.addr()),
+            ("grpc".to_owned(), address("grpc", grpc_upstream.addr())),
         ]),
         modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
         loopback: true,
@@ -814,6 +815,11 @@ pub fn run(suite: &Suite) -> Result<Report> {
         refusing()
     } else {
         handler
+    };
+    let grpc_handler: GrpcHandler = if refuses("grpc") {
+        Arc::new(|_: &GrpcRequest| GrpcReply::connection_refused())
+    } else {
+        grpc_handler
     };
     let builder = config
         .chain_builder(engine, |_| engine.load_file(&probe))?
@@ -856,6 +862,7 @@ impl Observed {
                 grpc: outcome
                     .grpc
                     .iter()
+                    .filter(|c| !c.reply.refuses_connection())
                     .map(|c| UpstreamSaw::of(&c.request.http))
                     .collect(),
             },

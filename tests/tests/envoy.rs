@@ -245,3 +245,54 @@ fn docker_compose_uses_the_tested_configs() {
         );
     }
 }
+
+/// `envoy/conformance.yaml` without its wasm filter, its route pointing at a
+/// cluster the bootstrap does not define (`validate_clusters` as given).
+fn route_to_missing_cluster(validate_clusters: Option<bool>) -> String {
+    let yaml = envoy::without_wasm_filters(&envoy_yaml("conformance.yaml")).expect("parses");
+    let mut root: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).expect("yaml");
+    let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+    let route_config = &mut hcm["typed_config"]["route_config"];
+    if let Some(validate) = validate_clusters {
+        route_config["validate_clusters"] = serde_yaml_ng::Value::from(validate);
+    }
+    let route = &mut route_config["virtual_hosts"][0]["routes"][0];
+    route["name"] = serde_yaml_ng::Value::from("to-missing");
+    route["route"]["cluster"] = serde_yaml_ng::Value::from("missing");
+    serde_yaml_ng::to_string(&root).expect("serializes")
+}
+
+/// Envoy 1.40 refuses a static route to an undefined cluster unless the
+/// route config sets `validate_clusters: false`; `EnvoyConfig::parse` refuses
+/// it the same way, naming the route and the cluster, and also refuses the
+/// unvalidated route, whose answer (503 `cluster_not_found`, flag `NC`) it
+/// does not emulate.
+#[test]
+fn a_route_to_an_undefined_cluster_is_refused_like_envoy() {
+    for validate in [None, Some(true)] {
+        let yaml = route_to_missing_cluster(validate);
+        let err = weir_harness::EnvoyConfig::parse(&yaml).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("`to-missing`") && text.contains("`missing`"),
+            "{text}"
+        );
+        assert!(text.contains("unknown cluster 'missing'"), "{text}");
+        let config = envoy::write_config(&yaml, &Rebind::default()).expect("rebinds");
+        let envoy_err = envoy::validate(&config).expect_err("Envoy refuses it too");
+        assert!(
+            format!("{envoy_err:#}").contains("route: unknown cluster 'missing'"),
+            "{envoy_err:#}"
+        );
+    }
+
+    let yaml = route_to_missing_cluster(Some(false));
+    let config = envoy::write_config(&yaml, &Rebind::default()).expect("rebinds");
+    envoy::validate(&config).unwrap_or_else(|e| panic!("Envoy accepts it: {e:#}"));
+    let err = weir_harness::EnvoyConfig::parse(&yaml).expect_err("not emulated");
+    let text = err.to_string();
+    assert!(
+        text.contains("`missing`") && text.contains("cluster_not_found") && text.contains("NC"),
+        "{text}"
+    );
+}

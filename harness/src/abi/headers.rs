@@ -16,7 +16,13 @@
 //!
 //! Trailers (map types 1 and 3) follow the same rules in their own callbacks
 //! (`on_request_trailers`, `on_response_trailers`); in `on_log` the response
-//! trailers are readable and the request trailers are not. In a body callback
+//! trailers are readable and the request trailers are not. The trailers of a
+//! callback during which (or during whose pause) the stream ended are held
+//! too; held request trailers give their size and take changes, but reads
+//! still go to the access log's maps, which have none. Likewise a local
+//! reply from `on_response_headers` leaves the context pointing at the
+//! upstream's headers (size and changes) while reads see the reply's. In a
+//! body callback
 //! that ends its stream, any change to that direction's trailers (even
 //! `proxy_get_header_map_size`) first creates an empty trailer map, as Envoy's
 //! `getMap` calls `addDecodedTrailers`/`addEncodedTrailers` there; reading
@@ -95,7 +101,7 @@ fn create_trailers(state: &mut HostState, kind: u32) {
 /// The map, if it is available and mutable now; else `BadArgument`.
 fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
     // Callout response maps and gRPC metadata are never mutable; in `on_log`
-    // only the headers the context still points at are (see `HeldMaps`).
+    // only the maps the context still points at are (see `HeldMaps`).
     let read_only = (state.phase == Phase::Log && !state.maps.held.holds(kind as u32))
         || matches!(
             kind as u32,
@@ -103,6 +109,24 @@ fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
         );
     if !read_only {
         create_trailers(state, kind as u32);
+    }
+    // In `on_log`, a held map the access log does not read: the request
+    // trailers, or the upstream's response headers a local reply replaced.
+    let in_log = state.phase == Phase::Log && !read_only && state.in_stream();
+    let maps = &state.maps;
+    let detached = match kind as u32 {
+        REQUEST_TRAILERS => in_log && maps.held_request_trailers.is_some(),
+        RESPONSE_HEADERS => in_log && maps.held_response_headers.is_some(),
+        _ => false,
+    };
+    if detached {
+        let maps = &mut state.maps;
+        let fields = if kind as u32 == REQUEST_TRAILERS {
+            maps.held_request_trailers.as_mut()
+        } else {
+            maps.held_response_headers.as_mut()
+        };
+        return fields.ok_or(Fault::Status(Status::BadArgument));
     }
     match map(state, kind)? {
         Some(fields) if !read_only => Ok(fields),
@@ -302,6 +326,39 @@ mod tests {
                 Some(Status::BadArgument)
             );
         }
+    }
+
+    #[test]
+    fn in_on_log_held_request_trailers_take_changes_reads_do_not_see() {
+        let mut held = HeldMaps::REQUEST_TRAILERS;
+        held.insert(HeldMaps::RESPONSE_HEADERS);
+        let mut state = in_log(held);
+        let mut trailers = Fields::new(Kind::Plain);
+        trailers.add(b"x-t", b"1");
+        state.maps.held_request_trailers = Some(trailers);
+        let mut upstream = Fields::new(Kind::Response);
+        upstream.add(b":status", b"502");
+        upstream.add(b"x-up", b"1");
+        state.maps.held_response_headers = Some(upstream);
+
+        let Ok(kept) = mutable_map(&mut state, REQUEST_TRAILERS as i32) else {
+            panic!("the request trailers are held");
+        };
+        assert_eq!(kept.byte_size(), "x-t1".len());
+        kept.add(b"x-new", b"1");
+        // Reads go to the access log's maps: no request trailers there.
+        assert!(matches!(map(&mut state, REQUEST_TRAILERS as i32), Ok(None)));
+
+        let Ok(upstream) = mutable_map(&mut state, RESPONSE_HEADERS as i32) else {
+            panic!("the upstream's response headers are held");
+        };
+        assert_eq!(upstream.byte_size(), ":status502x-up1".len());
+        upstream.add(b"x-new", b"1");
+        let Ok(Some(read)) = map(&mut state, RESPONSE_HEADERS as i32) else {
+            panic!("the access log's response headers");
+        };
+        assert_eq!(read.get(b":status"), Some(&b"200"[..]));
+        assert_eq!(read.get(b"x-new"), None);
     }
 
     #[test]

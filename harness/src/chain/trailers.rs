@@ -309,6 +309,19 @@ impl Chain {
                     maps.response_headers.take(),
                 ),
             };
+            // The stream ended here (a reply, a close, a client that left):
+            // the context still points at the trailers in `on_log`.
+            let ended = matches!(
+                step,
+                Ok(After::Reply(_)) | Err(Error::Reset { .. } | Error::Disconnected { .. })
+            );
+            if ended && let Some(fields) = &fields {
+                let kept = state.keep(stream);
+                match direction {
+                    Direction::Request => kept.request_trailers = Some(fields.clone()),
+                    Direction::Response => kept.response_trailers = Some(fields.clone()),
+                }
+            }
             drop(state);
             if let Some(fields) = fields {
                 pending.fields = fields;
