@@ -1230,6 +1230,9 @@ struct Net<'a> {
     seq: u64,
     /// The callouts answered during the running event.
     callouts: Vec<Callout>,
+    /// Which connection made each gRPC call or stream, by slot and token:
+    /// its record goes to that connection's outcome.
+    grpc_owners: Vec<((usize, u32), usize)>,
 }
 
 impl Drop for Net<'_> {
@@ -1258,6 +1261,7 @@ impl<'a> Net<'a> {
             named: 0,
             seq: 0,
             callouts: Vec::new(),
+            grpc_owners: Vec::new(),
         }
     }
 
@@ -1275,9 +1279,59 @@ impl<'a> Net<'a> {
         self.named = k;
     }
 
+    /// Notes which connection made each gRPC call or stream still open.
+    /// Their records stay in the VMs' logs until the session ends: a stream
+    /// (or a call's status) is still being written there.
+    fn note_grpc_owners(&mut self) {
+        for (i, slot) in self.chain.slots.iter_mut().enumerate() {
+            let key = slot.vm.key();
+            let mut state = slot.vm.state();
+            let grpc = &state.root_mut().grpc;
+            let made = grpc
+                .calls
+                .iter()
+                .map(|(t, c)| (*t, c.context))
+                .chain(grpc.streams.iter().map(|(t, s)| (*t, s.context)));
+            for (token, context) in made {
+                let owner = self.conns.iter().position(|c| {
+                    c.filters
+                        .iter()
+                        .any(|f| f.slot == i && f.vm == key && f.context == context)
+                });
+                if let Some(k) = owner
+                    && !self.grpc_owners.iter().any(|(at, _)| *at == (i, token))
+                {
+                    self.grpc_owners.push(((i, token), k));
+                }
+            }
+        }
+    }
+
+    /// Gives every gRPC record to the connection that made it, else to the
+    /// named one.
+    fn collect_grpc(&mut self) {
+        let mut records = std::mem::take(&mut self.chain.replaced_grpc)
+            .into_iter()
+            .map(|c| (None, c))
+            .collect::<Vec<_>>();
+        for (i, slot) in self.chain.slots.iter_mut().enumerate() {
+            let log = std::mem::take(&mut slot.vm.state().root_mut().grpc.log);
+            records.extend(log.into_iter().map(|(token, c)| (Some((i, token)), c)));
+        }
+        for (at, callout) in records {
+            let owner = at
+                .and_then(|at| self.grpc_owners.iter().find(|(a, _)| *a == at))
+                .map_or(self.named, |(_, k)| *k);
+            if let Some(conn) = self.conns.get_mut(owner) {
+                conn.grpc.push(callout);
+            }
+        }
+        self.grpc_owners.clear();
+    }
+
     /// Gives what happened during the event to the named connection.
     fn collect(&mut self) {
-        let grpc = self.chain.drain_grpc();
+        self.note_grpc_owners();
         let logs = std::mem::take(&mut *self.chain.shared.logs());
         let traps = std::mem::take(&mut *self.chain.shared.traps());
         let slots = &mut self.chain.slots;
@@ -1285,7 +1339,6 @@ impl<'a> Net<'a> {
         let host_calls: u64 = slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
         let callouts = std::mem::take(&mut self.callouts);
         if let Some(conn) = self.conns.get_mut(self.named) {
-            conn.grpc.extend(grpc);
             conn.logs.extend(logs);
             conn.traps.extend(traps);
             conn.fuel += fuel;
@@ -1375,6 +1428,7 @@ impl<'a> Net<'a> {
             self.pump();
         }
         self.collect();
+        self.collect_grpc();
         std::mem::take(&mut self.conns)
     }
 

@@ -694,6 +694,45 @@ fn a_network_filter_streams_across_reads_of_its_connection() {
 }
 
 #[test]
+fn a_network_filters_stream_is_reported_once_with_the_connection_that_opened_it() {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(Filter::new(plugin).name("p").vm_id("p"))
+        .grpc_stream_service(
+            "grpc",
+            Scripted {
+                replies: vec![GrpcStreamReply::new().message("ack")],
+                half_close: GrpcStreamReply::new().close(0, "done"),
+                ..Scripted::default()
+            },
+        )
+        .build()
+        .expect("starts");
+    let mut net = chain.connections();
+    let a = net
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("a connects");
+    let b = net
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("b connects");
+    // The second connection opens the stream; events on the first one run
+    // while it is open, and the session ends with both open.
+    net.send(b, b"probe:gstream:grpc:pkg.Log:Push:;gsend:$:one:0\n")
+        .expect("sent");
+    net.send(a, b"plain bytes").expect("sent");
+    net.send(b, b"probe:gsend:$:two:1\n").expect("sent");
+    net.send(a, b"more bytes").expect("sent");
+    let outcomes = net.finish();
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes[0].grpc.is_empty(), "{:?}", outcomes[0].grpc);
+    let [stream] = outcomes[1].grpc.as_slice() else {
+        panic!("one record: {:#?}", outcomes[1].grpc);
+    };
+    assert_eq!(stream.request.messages, ["one", "two"]);
+    assert_eq!(stream.status, Some(0));
+}
+
+#[test]
 fn concurrent_streams_each_resume_on_their_own_streams_answers() {
     let mut chain = streaming_chain(|s: &GrpcStream, m: &Bytes| {
         let mut answer = format!("{}:", s.id).into_bytes();
