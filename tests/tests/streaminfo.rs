@@ -378,6 +378,8 @@ static_resources:
                 route: { cluster: backend }
           http_filters:
           - name: envoy.filters.http.router
+  clusters:
+  - name: backend
 "#;
     let config = EnvoyConfig::parse(yaml).expect("parses");
     let mut chain = chain(config.connection_manager, at(0));
