@@ -637,16 +637,7 @@ fn request_trailers_follow_the_body_and_are_theirs_to_change() {
     (i32.const 0))
 "#,
     );
-    let plugin = engine().load(&wasm).expect("loads");
-    let mut chain = Chain::builder(engine())
-        .filter(Filter::new(plugin).name("t"))
-        .connection_manager(
-            weir_harness::ConnectionManager::default()
-                .enable_trailers(true)
-                .upstream_enable_trailers(true),
-        )
-        .build()
-        .expect("starts");
+    let mut chain = trailers_chain(&wasm);
     let request = http::Request::post("/")
         .header("host", "t.test")
         .header("transfer-encoding", "chunked")

@@ -125,6 +125,15 @@ pub fn engine() -> &'static weir_harness::Engine {
     })
 }
 
+/// The probe test filter (`tests/filters/probe`: host calls run on demand) as
+/// plugin `p` in VM `p`, on [`engine`].
+pub fn probe_filter() -> weir_harness::Filter {
+    let plugin = engine()
+        .load_file(filter_wasm("probe"))
+        .unwrap_or_else(|e| panic!("the probe does not load: {e}"));
+    weir_harness::Filter::new(plugin).name("p").vm_id("p")
+}
+
 /// The text of `envoy/<name>`.
 ///
 /// # Panics

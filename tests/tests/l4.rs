@@ -8,7 +8,7 @@ use weir_harness::{
     CloseType, Echo, Error, FailurePolicy, Filter, LogLevel, MetricValue, NetworkChain,
     NetworkConfig, TcpReply, UpstreamFault,
 };
-use weir_tests::{engine, envoy_yaml, filter_wasm};
+use weir_tests::{engine, envoy_yaml, filter_wasm, probe_filter};
 
 fn filter(name: &str, config: &str) -> Filter {
     let plugin = engine()
@@ -258,14 +258,9 @@ fn invalid_configuration_fails_the_plugin_with_the_field_named() {
 /// The probe (raw ABI) as a network filter with `policy`; its upstream
 /// does not echo, so only the client's bytes run scripts.
 fn probe_with_policy(policy: FailurePolicy) -> NetworkChain {
-    let plugin = engine()
-        .load_file(filter_wasm("probe"))
-        .expect("probe loads");
     NetworkChain::builder(engine())
         .filter(
-            Filter::new(plugin)
-                .name("p")
-                .vm_id("p")
+            probe_filter()
                 .failure_policy(policy)
                 .reload_backoff(Duration::from_secs(2)),
         )
@@ -409,16 +404,8 @@ fn an_http_filter_in_a_network_chain_traps_and_closes_the_connection() {
 /// A probe (raw ABI) network filter whose plugin configuration is a script
 /// run in `on_configure`.
 fn probe_chain(configure: &str) -> NetworkChain {
-    let plugin = engine()
-        .load_file(filter_wasm("probe"))
-        .expect("probe loads");
     NetworkChain::builder(engine())
-        .filter(
-            Filter::new(plugin)
-                .name("p")
-                .vm_id("p")
-                .configuration(configure),
-        )
+        .filter(probe_filter().configuration(configure))
         .callout_cluster("auth", |request: http::Request<bytes::Bytes>| {
             let allowed = request.uri().path() == "/allow";
             http::Response::builder()
@@ -516,16 +503,8 @@ fn a_tick_closes_a_connection_through_its_effective_context() {
 
 /// The probe with an `auth` cluster that answers `/delay/<ms>` that late.
 fn timed_probe_chain(configure: &str) -> NetworkChain {
-    let plugin = engine()
-        .load_file(filter_wasm("probe"))
-        .expect("probe loads");
     NetworkChain::builder(engine())
-        .filter(
-            Filter::new(plugin)
-                .name("p")
-                .vm_id("p")
-                .configuration(configure),
-        )
+        .filter(probe_filter().configuration(configure))
         .log_level(LogLevel::Info)
         .callout_cluster("auth", |request: http::Request<bytes::Bytes>| {
             let delay = request
@@ -642,16 +621,8 @@ fn a_slow_start_up_callout_is_answered_on_the_network_chains_clock() {
 
 /// A probe network chain with its upstream's addresses and cluster named.
 fn addressed_probe_chain(configure: &str) -> NetworkChain {
-    let plugin = engine()
-        .load_file(filter_wasm("probe"))
-        .expect("probe loads");
     NetworkChain::builder(engine())
-        .filter(
-            Filter::new(plugin)
-                .name("p")
-                .vm_id("p")
-                .configuration(configure),
-        )
+        .filter(probe_filter().configuration(configure))
         .upstream_address("10.0.0.9:7000".parse().expect("address"))
         .upstream_local_address("10.0.0.1:41000".parse().expect("address"))
         .cluster("backend")
@@ -758,14 +729,9 @@ fn held_bytes_count_as_received_again_at_each_read() {
 
 #[test]
 fn the_grpc_calls_of_a_vm_a_reload_replaced_are_still_reported() {
-    let plugin = engine()
-        .load_file(filter_wasm("probe"))
-        .expect("probe loads");
     let mut chain = NetworkChain::builder(engine())
         .filter(
-            Filter::new(plugin)
-                .name("p")
-                .vm_id("p")
+            probe_filter()
                 .failure_policy(FailurePolicy::FailReload)
                 .reload_backoff(Duration::from_secs(2)),
         )

@@ -7,20 +7,15 @@
 use std::time::Duration;
 
 use weir_harness::{
-    CloseType, Echo, Error, FailurePolicy, Filter, LogLevel, LogRecord, NetworkChain, TcpReply,
+    CloseType, Echo, Error, FailurePolicy, LogLevel, LogRecord, NetworkChain, TcpReply,
     UpstreamFault,
 };
-use weir_tests::{engine, filter_wasm};
+use weir_tests::{engine, probe_filter};
 
 fn probe(policy: FailurePolicy) -> NetworkChain {
-    let plugin = engine()
-        .load_file(filter_wasm("probe"))
-        .expect("probe loads");
     NetworkChain::builder(engine())
         .filter(
-            Filter::new(plugin)
-                .name("p")
-                .vm_id("p")
+            probe_filter()
                 .failure_policy(policy)
                 .reload_backoff(Duration::from_secs(2)),
         )
