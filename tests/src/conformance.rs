@@ -866,28 +866,29 @@ impl Observed {
                     .map(|c| UpstreamSaw::of(&c.request.http))
                     .collect(),
             },
-            Err(weir_harness::Error::Reset {
-                logs,
-                upstream_request,
-                callouts: made,
-                ..
-            }) => Observed {
+            // The stream ended without a response: what reached the
+            // upstream and the callouts, and how the client saw it.
+            Err(
+                ref e @ (weir_harness::Error::Reset {
+                    ref logs,
+                    ref upstream_request,
+                    callouts: ref made,
+                    ..
+                }
+                | weir_harness::Error::Disconnected {
+                    ref logs,
+                    ref upstream_request,
+                    callouts: ref made,
+                    ..
+                }),
+            ) => Observed {
                 upstream: upstream_request.as_deref().map(UpstreamSaw::of),
-                client: Err("reset".to_owned()),
-                logs: info_logs(&logs),
-                callouts: callouts(&made),
-                grpc: Vec::new(),
-            },
-            Err(weir_harness::Error::Disconnected {
-                logs,
-                upstream_request,
-                callouts: made,
-                ..
-            }) => Observed {
-                upstream: upstream_request.as_deref().map(UpstreamSaw::of),
-                client: Err("disconnected".to_owned()),
-                logs: info_logs(&logs),
-                callouts: callouts(&made),
+                client: Err(match e {
+                    weir_harness::Error::Reset { .. } => "reset".to_owned(),
+                    _ => "disconnected".to_owned(),
+                }),
+                logs: info_logs(logs),
+                callouts: callouts(made),
                 grpc: Vec::new(),
             },
             Err(e) => return Err(e),
