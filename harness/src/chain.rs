@@ -394,8 +394,7 @@ impl ChainBuilder {
         }
         chain.startup_logs = chain.drain_logs();
         for slot in &mut chain.slots {
-            slot.vm.take_fuel();
-            slot.vm.take_host_calls();
+            slot.vm.take_usage();
         }
         Ok(chain)
     }
@@ -682,34 +681,34 @@ fn after(
     Ok(After::Returned { action, resumed })
 }
 
-/// [`after`] for a headers (or trailers) callback of filter `i`, then, while
-/// it holds the stream paused, what the stream waits for, delivered one by one
-/// as the chain's events come (with the headers still in place: Envoy holds
-/// them, and the filter can use them from `on_http_call_response`): answers
-/// to the callouts and gRPC calls of the stream's context there, or an action
-/// another callback deferred for it (a tick or a queue notification that
-/// made the stream effective). A resume, a reply or a trap ends it; callouts
-/// still in flight are answered once the stream has gone as far as what has
-/// arrived lets it ([`answer_in_flight`]).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the state of one stream's wait, owned by its future"
-)]
-async fn settle(
+/// Whether a headers (or trailers) callback left the stream paused, with
+/// nothing deferred to resume it: [`wait_paused`] then waits. Only a pause waits, so
+/// the common step (the callback let the stream go) costs no future.
+fn pauses(step: &After) -> bool {
+    matches!(step, After::Returned { action, resumed: false } if !continues(*action))
+}
+
+/// While filter `i` holds the stream paused (`step` is what its callback
+/// left), what the stream waits for, delivered one by one as the chain's
+/// events come (with the headers still in place: Envoy holds them, and the
+/// filter can use them from `on_http_call_response`): answers to the callouts
+/// and gRPC calls of the stream's context there, or an action another
+/// callback deferred for it (a tick or a queue notification that made the
+/// stream effective). A resume, a reply or a trap ends it; callouts still in
+/// flight are answered once the stream has gone as far as what has arrived
+/// lets it ([`answer_in_flight`]).
+async fn wait_paused(
     io: &mut Io<'_, '_>,
     i: usize,
     context: u32,
-    result: Result<Option<i32>, Trap>,
+    mut step: After,
     direction: Direction,
     callback: &'static str,
     callouts: &mut Vec<Callout>,
 ) -> Result<After> {
-    let (mut step, give_up, generation) = {
+    let (give_up, generation) = {
         let mut chain = io.chain();
-        let give_up = chain.monotonic() + MAX_HELD;
-        let generation = chain.slots[i].generation;
-        let step = after(&mut chain.slots[i], context, result, direction, callback)?;
-        (step, give_up, generation)
+        (chain.monotonic() + MAX_HELD, chain.slots[i].generation)
     };
     while let After::Returned {
         action,
@@ -1072,6 +1071,35 @@ struct Header {
     stream: u32,
     direction: Direction,
     end_of_stream: bool,
+}
+
+impl Header {
+    /// The callback's name.
+    fn callback(&self) -> &'static str {
+        match self.direction {
+            Direction::Request => "on_request_headers",
+            Direction::Response => "on_response_headers",
+        }
+    }
+
+    /// While the callback's pause holds the stream: [`wait_paused`].
+    async fn wait(
+        &self,
+        io: &mut Io<'_, '_>,
+        step: After,
+        callouts: &mut Vec<Callout>,
+    ) -> Result<After> {
+        wait_paused(
+            io,
+            self.i,
+            self.stream,
+            step,
+            self.direction,
+            self.callback(),
+            callouts,
+        )
+        .await
+    }
 }
 
 /// How the chain goes on after a headers callback.
@@ -1559,8 +1587,7 @@ impl Chain {
             self.now += by;
         }
         for slot in &mut self.slots {
-            slot.vm.take_fuel();
-            slot.vm.take_host_calls();
+            slot.vm.take_usage();
         }
         Background {
             logs: self.drain_logs(),
@@ -1651,8 +1678,7 @@ impl Chain {
                 // A new VM started on the chain's clock; a joined
                 // one is a sibling's, on the same clock.
                 wire(&mut vm, &self.hcm);
-                vm.take_fuel();
-                vm.take_host_calls();
+                vm.take_usage();
                 // The failed VM stays with the streams paused in it; what
                 // its callouts get back reaches nobody.
                 let key = slot.vm.key();
@@ -1775,7 +1801,7 @@ impl Chain {
     /// One stream of a batch, from its arrival to its end: the request through
     /// the filters, the upstream, the response back, access logging
     /// ([`Chain::send`]'s whole path). It borrows the chain only between its wait
-    /// points ([`settle`], [`answer_in_flight`], the upstream's response).
+    /// points ([`wait_paused`], [`answer_in_flight`], the upstream's response).
     async fn run_stream<U: Upstream>(
         mut io: Io<'_, '_>,
         request: http::Request<Bytes>,
@@ -3019,7 +3045,7 @@ impl Chain {
             reason = "the chain is borrowed anew after each wait"
         )]
         for i in from..filters {
-            let (stream, result) = {
+            let (stream, step) = {
                 let mut chain = io.chain();
                 let slot = &mut chain.slots[i];
                 if slot.failed_for(progress[i].generation) {
@@ -3049,7 +3075,14 @@ impl Chain {
                     slot.vm
                         .on_request_headers(stream, num_headers, end_of_stream)
                 });
-                (stream, result)
+                let step = after(
+                    slot,
+                    stream,
+                    result,
+                    Direction::Request,
+                    "on_request_headers",
+                );
+                (stream, step)
             };
             let header = Header {
                 i,
@@ -3057,10 +3090,12 @@ impl Chain {
                 direction: Direction::Request,
                 end_of_stream,
             };
+            let step = match step {
+                Ok(step) if pauses(&step) => header.wait(io, step, callouts).await,
+                other => other,
+            };
             let p = &mut progress[i];
-            match Self::headers_returned(io, header, result, fields, held, &mut p.held, callouts)
-                .await?
-            {
+            match Self::headers_returned(io, header, step, fields, held, &mut p.held)? {
                 Headers::Next { resumed } => progress[i].resumed_request = resumed,
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) => return Ok(Some(reply)),
@@ -3074,23 +3109,17 @@ impl Chain {
         Ok(None)
     }
 
-    /// After a headers callback of filter `header.i` returned `result`: waits
-    /// while a pause holds the stream (until a callout response resumes it),
-    /// then gives the headers back to `fields` (even when the stream ends here,
-    /// a reset or a disconnect: the access log still reads them) and says how
-    /// the chain goes on.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the state of one stream's pass, owned by `send`"
-    )]
-    async fn headers_returned(
+    /// After a headers callback of filter `header.i` left `step` (and, if it
+    /// paused, the stream waited: [`wait_paused`]): gives the headers back to
+    /// `fields` (even when the stream ends here, a reset or a disconnect: the
+    /// access log still reads them) and says how the chain goes on.
+    fn headers_returned(
         io: &mut Io<'_, '_>,
         header: Header,
-        result: Result<Option<i32>, Trap>,
+        step: Result<After>,
         fields: &mut Fields,
         held: &mut Option<usize>,
         kept: &mut HeldMaps,
-        callouts: &mut Vec<Callout>,
     ) -> Result<Headers> {
         let Header {
             i,
@@ -3098,18 +3127,7 @@ impl Chain {
             direction,
             end_of_stream,
         } = header;
-        let callback = match direction {
-            Direction::Request => "on_request_headers",
-            Direction::Response => "on_response_headers",
-        };
-        let step = settle(io, i, stream, result, direction, callback, callouts).await;
-        // Envoy's context forgets the headers when the callback returns
-        // Continue. It keeps pointing at them (their size can be read and
-        // they can be changed, even in `on_log`) when the stream ended during
-        // the callback or its pause (a reply, a close, a client that left),
-        // and, for the response headers, once paused (measured in Envoy 1.40:
-        // a resumed request's headers are forgotten, a resumed response's
-        // are not).
+        let callback = header.callback();
         let keeps = match &step {
             Err(Error::Reset { .. } | Error::Disconnected { .. }) | Ok(After::Reply(_)) => true,
             Ok(After::Returned { action, .. }) => {
@@ -3186,7 +3204,7 @@ impl Chain {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                 continue;
             };
-            let result = {
+            let step = {
                 let mut chain = io.chain();
                 let slot = &mut chain.slots[i];
                 if slot.failed_for(progress[i].generation) {
@@ -3203,8 +3221,16 @@ impl Chain {
                     .get()
                     .respond(response_code(fields), details.clone());
                 slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
-                slot.vm
-                    .on_response_headers(stream, num_headers, end_of_stream)
+                let result = slot
+                    .vm
+                    .on_response_headers(stream, num_headers, end_of_stream);
+                after(
+                    slot,
+                    stream,
+                    result,
+                    Direction::Response,
+                    "on_response_headers",
+                )
             };
             let header = Header {
                 i,
@@ -3212,10 +3238,12 @@ impl Chain {
                 direction: Direction::Response,
                 end_of_stream,
             };
+            let step = match step {
+                Ok(step) if pauses(&step) => header.wait(io, step, callouts).await,
+                other => other,
+            };
             let p = &mut progress[i];
-            match Self::headers_returned(io, header, result, fields, held, &mut p.held, callouts)
-                .await?
-            {
+            match Self::headers_returned(io, header, step, fields, held, &mut p.held)? {
                 Headers::Next { resumed } => progress[i].resumed_response = resumed,
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) | Headers::Failed(reply) => return Ok(Some(reply)),

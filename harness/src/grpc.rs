@@ -545,10 +545,21 @@ impl GrpcState {
         }
     }
 
+    /// Whether the VM has no gRPC call or stream open and nothing to deliver.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.events.is_empty()
+            && self.calls.is_empty()
+            && self.streams.is_empty()
+            && self.live.is_empty()
+    }
+
     /// Whether there is gRPC work to do without the clock moving: an event to
     /// deliver, a call (or half-closed stream) whose service was not asked, or
     /// something to tell a streaming service.
     pub(crate) fn has_work(&self) -> bool {
+        if self.is_idle() {
+            return false;
+        }
         !self.events.is_empty()
             || self.calls.values().any(|c| !c.asked)
             || self.streams.values().any(|s| s.half_closed && !s.asked)

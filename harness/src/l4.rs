@@ -375,8 +375,7 @@ impl NetworkChainBuilder {
                 state.source_address = Some(self.source);
                 state.destination_address = Some(self.destination);
             }
-            vm.take_fuel();
-            vm.take_host_calls();
+            vm.take_usage();
             let callbacks = vm.network_callbacks();
             slots.push(Slot {
                 vm,
@@ -527,8 +526,7 @@ impl NetworkChain {
         }
         self.set_monotonic(end);
         for slot in &mut self.slots {
-            slot.vm.take_fuel();
-            slot.vm.take_host_calls();
+            slot.vm.take_usage();
         }
         let grpc = self.drain_grpc();
         let logs = std::mem::take(&mut *self.shared.logs());
@@ -655,8 +653,7 @@ impl NetworkChain {
                     state.source_address = Some(self.source);
                     state.destination_address = Some(self.destination);
                 }
-                vm.take_fuel();
-                vm.take_host_calls();
+                vm.take_usage();
                 let slot = &mut self.slots[i];
                 slot.callbacks = vm.network_callbacks();
                 let mut old = std::mem::replace(&mut slot.vm, vm);
@@ -1335,8 +1332,10 @@ impl<'a> Net<'a> {
         let logs = std::mem::take(&mut *self.chain.shared.logs());
         let traps = std::mem::take(&mut *self.chain.shared.traps());
         let slots = &mut self.chain.slots;
-        let fuel: u64 = slots.iter_mut().map(|s| s.vm.take_fuel()).sum();
-        let host_calls: u64 = slots.iter_mut().map(|s| s.vm.take_host_calls()).sum();
+        let (fuel, host_calls) = slots
+            .iter_mut()
+            .map(|s| s.vm.take_usage())
+            .fold((0, 0), |(f, h), (df, dh)| (f + df, h + dh));
         let callouts = std::mem::take(&mut self.callouts);
         if let Some(conn) = self.conns.get_mut(self.named) {
             conn.logs.extend(logs);

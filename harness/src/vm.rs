@@ -197,6 +197,9 @@ pub(crate) struct Vm {
     failed: Arc<AtomicBool>,
     /// This plugin's index in the VM's [`HostState::roots`].
     plugin: usize,
+    /// The VM's [`HostState::vm_key`], fixed for the store's life (the chain
+    /// asks for it at every event).
+    key: u64,
     /// How long this plugin took to start (for the plugin that created the VM,
     /// instantiation included).
     pub(crate) start_time: StartTime,
@@ -215,7 +218,7 @@ struct VmCore {
     pub(crate) failed: Option<Trap>,
     /// Set with `failed`, for [`Vm::failed`].
     failed_flag: Arc<AtomicBool>,
-    /// Fuel consumed since the last [`Vm::take_fuel`] (0 with a deadline).
+    /// Fuel consumed since the last [`Vm::take_usage`] (0 with a deadline).
     fuel: u64,
     /// The budget of each callback.
     budget: Budget,
@@ -396,6 +399,7 @@ impl Vm {
         core.start_root()?;
         Ok(Vm {
             failed: Arc::clone(&core.failed_flag),
+            key: core.store.data().vm_key,
             core: Arc::new(Mutex::new(core)),
             plugin: 0,
             start_time: StartTime {
@@ -429,6 +433,7 @@ impl Vm {
         Ok(Vm {
             core: Arc::clone(&self.core),
             failed: Arc::clone(&self.failed),
+            key: self.key,
             plugin,
             start_time: StartTime {
                 instantiate: std::time::Duration::ZERO,
@@ -459,7 +464,7 @@ impl Vm {
 
     /// The key naming this VM in process-wide state.
     pub(crate) fn key(&self) -> u64 {
-        self.lock().store.data().vm_key
+        self.key
     }
 
     /// This plugin's root context id.
@@ -495,15 +500,12 @@ impl Vm {
         self.lock().call(phase, context, name, func, params)
     }
 
-    /// Fuel used since the last call to this, by every plugin of the VM.
-    pub(crate) fn take_fuel(&mut self) -> u64 {
-        std::mem::take(&mut self.lock().fuel)
-    }
-
-    /// `proxy_*` host calls made since the last call to this, by every plugin
-    /// of the VM.
-    pub(crate) fn take_host_calls(&mut self) -> u64 {
-        std::mem::take(&mut self.lock().store.data_mut().host_calls)
+    /// The fuel used and the `proxy_*` host calls made since the last call to
+    /// this, by every plugin of the VM.
+    pub(crate) fn take_usage(&mut self) -> (u64, u64) {
+        let mut core = self.lock();
+        let fuel = std::mem::take(&mut core.fuel);
+        (fuel, std::mem::take(&mut core.store.data_mut().host_calls))
     }
 
     /// What the last callbacks asked the host to do to `context` once they
@@ -1191,6 +1193,11 @@ impl VmCore {
     ) -> Result<(), Trap> {
         let state = self.store.data_mut();
         let kept = state.take_kept(stream);
+        if self.failed.is_none() && self.callbacks.on_log.is_none() {
+            // No `proxy_on_log`: nothing can read or change the maps.
+            state.maps.reset();
+            return Ok(());
+        }
         let maps = &mut state.maps;
         maps.held = held;
         maps.request_headers = Some(std::mem::take(request_headers));

@@ -480,8 +480,9 @@ fn collect(chain: &mut Chain, sched: &mut Sched, to: usize) {
     let traps = std::mem::take(&mut *chain.shared.traps());
     let (mut fuel, mut host_calls) = (0, 0);
     for slot in &mut chain.slots {
-        fuel += slot.vm.take_fuel();
-        host_calls += slot.vm.take_host_calls();
+        let (f, h) = slot.vm.take_usage();
+        fuel += f;
+        host_calls += h;
     }
     if let Some(entry) = sched.streams.get_mut(to) {
         entry.logs.extend(logs);
@@ -746,11 +747,18 @@ fn stamp(chain: &mut Chain, sched: &mut Sched) {
         let vm = slot.vm.key();
         let mut state = slot.vm.state();
         let root = state.root_mut();
+        let known = sched.grpc_work.iter().position(|&(s, _)| s == i);
+        if root.pending_calls.is_empty() && root.grpc.is_idle() {
+            // Nothing in flight (the common case): nothing to stamp.
+            if let Some(at) = known {
+                sched.grpc_work.swap_remove(at);
+            }
+            continue;
+        }
         for call in root.pending_calls.iter_mut().filter(|c| c.seq.is_none()) {
             sched.seq += 1;
             call.seq = Some(sched.seq);
         }
-        let known = sched.grpc_work.iter().position(|&(s, _)| s == i);
         match (has_grpc_work(&root.grpc), known) {
             (true, None) => {
                 sched.seq += 1;

@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 
 use super::sched::Io;
 use super::{
-    After, BodyPass, Chain, Direction, FailurePolicy, Progress, Reply, continues, fail_stream,
-    settle, stalled,
+    After, BodyPass, Chain, Direction, FailurePolicy, Progress, Reply, after, continues,
+    fail_stream, pauses, stalled, wait_paused,
 };
 use crate::fields::{Fields, Kind};
 use crate::hcm::ConnectionManager;
@@ -286,13 +286,26 @@ impl Chain {
                     Direction::Response => slot.vm.on_response_trailers(stream, count),
                 };
                 // Envoy's FilterTrailersStatus: 0 continues, anything else stops
-                // iteration (1 is what `settle` takes for a stop).
+                // iteration (1 is what [`wait_paused`] takes for a stop).
                 (
                     stream,
                     result.map(|action| action.map(|a| i32::from(a != 0))),
                 )
             };
-            let step = settle(io, i, stream, result, direction, callback, callouts).await;
+            // The chain's borrow ends before any wait.
+            let step = after(
+                &mut io.chain().slots[i],
+                stream,
+                result,
+                direction,
+                callback,
+            );
+            let step = match step {
+                Ok(step) if pauses(&step) => {
+                    wait_paused(io, i, stream, step, direction, callback, callouts).await
+                }
+                other => other,
+            };
             let mut guard = io.chain();
             let slot = &mut guard.slots[i];
             let mut state = slot.vm.state();
