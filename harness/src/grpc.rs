@@ -161,21 +161,29 @@ impl GrpcReply {
 
     /// The cluster's host refuses the connection: nothing reaches a server.
     /// Envoy's gRPC client closes a unary call with UNAVAILABLE (14) and the
-    /// router's connect-failure message and details; a stream the plugin
-    /// half-closed before the failure gets empty initial metadata, then that
-    /// reply's headers as trailing metadata, then the same close (measured in
-    /// Envoy 1.40).
+    /// router's connect-failure message and details; a stream gets empty
+    /// initial metadata, then that reply's headers as trailing metadata, then
+    /// the same close (measured in Envoy 1.40).
     ///
     /// Envoy learns of the refusal right after the callback that opened the
-    /// call or stream, whether or not the plugin half-closed it: a stream
-    /// still open then gets empty initial and trailing metadata and a close
-    /// with INTERNAL (13) and `upstream_reset_before_response_started`. The
-    /// harness does the same for a service whose
-    /// [`refuses_connection`](GrpcService::refuses_connection) says so (as
-    /// [`GrpcRefusingHost`]'s does). A service that only answers with this
-    /// reply is asked once the plugin half-closes the stream, so the stream
-    /// closes then, as if it had been half-closed in the callback that opened
-    /// it.
+    /// call or stream, whether or not the plugin half-closed the stream, and
+    /// delivers it to the root context at once: before the opening stream's
+    /// next callback (its response, or a body read with its headers), calls
+    /// and streams in the order they were made. A plugin that sends on the
+    /// stream or closes it (`proxy_grpc_send`, `proxy_grpc_close`) from the
+    /// refusal's metadata callbacks resets it: empty trailing metadata come
+    /// (again), then a close with INTERNAL (13) and
+    /// `upstream_reset_before_response_started`, and once the plugin closed
+    /// it, the stream is gone for its host calls. Envoy delivers those
+    /// trailing metadata inside that host call; the harness right after the
+    /// callback.
+    ///
+    /// The harness knows a host refuses when a call or stream opens from
+    /// the service's [`refuses_connection`](GrpcService::refuses_connection)
+    /// (as [`GrpcRefusingHost`]'s). A service that only answers with this
+    /// reply is asked once the plugin half-closes the stream, so that
+    /// stream closes then, as if the plugin had half-closed it in the
+    /// callback that opened it.
     pub fn connection_refused() -> Self {
         Self {
             refused: true,
@@ -1029,6 +1037,136 @@ mod tests {
         assert_eq!(initial.len(), 0);
         assert_eq!(trailing.get(b"grpc-status"), Some(&b"14"[..]));
         assert_eq!(trailing.len(), 4);
+    }
+
+    fn request(cluster: &str) -> GrpcRequest {
+        let http = http::Request::post(format!("http://{cluster}/pkg.S/M"))
+            .body(Bytes::new())
+            .expect("request");
+        GrpcRequest::new(cluster, http, Vec::new())
+    }
+
+    fn open_stream(state: &mut GrpcState, token: u32, cluster: &str) {
+        let seq = state.next_seq();
+        state.streams.insert(
+            token,
+            Stream {
+                request: request(cluster),
+                half_closed: false,
+                local_closed: false,
+                remote_closed: false,
+                asked: false,
+                connected: false,
+                refused: false,
+                reset: false,
+                dropped: false,
+                context: 2,
+                seq,
+            },
+        );
+    }
+
+    fn make_call(state: &mut GrpcState, token: u32, cluster: &str) {
+        let seq = state.next_seq();
+        state.calls.insert(
+            token,
+            Call {
+                request: request(cluster),
+                deadline: None,
+                asked: false,
+                connected: false,
+                context: 2,
+                seq,
+            },
+        );
+    }
+
+    fn services() -> GrpcServices {
+        let mut services = GrpcServices::default();
+        services.add("down".to_owned(), Box::new(GrpcRefusingHost));
+        services.add(
+            "up".to_owned(),
+            Box::new(|_: &GrpcRequest| GrpcReply::ok("fine")),
+        );
+        services
+    }
+
+    fn closes(state: &GrpcState) -> Vec<(u32, u32)> {
+        state
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Close(t, s, _) => Some((*t, *s)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_open_stream_to_a_refusing_host_closes_without_a_half_close() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "down");
+        assert!(state.has_work());
+        assert_eq!(state.next_work_context(), Some(2));
+        assert!(state.work(&mut services));
+        let events: Vec<_> = state.events.iter().cloned().collect();
+        assert_eq!(events, events_for(6, &GrpcReply::connection_refused()));
+        assert!(state.streams[&6].refused && state.streams[&6].asked);
+        assert!(state.log[0].1.reply.refuses_connection());
+        // Nothing more to do until the events are delivered.
+        state.events.clear();
+        assert!(!state.has_work());
+    }
+
+    #[test]
+    fn an_open_stream_to_an_accepting_host_waits_for_its_half_close() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "up");
+        assert!(state.has_work());
+        assert!(!state.work(&mut services));
+        assert!(state.streams[&6].connected && !state.streams[&6].asked);
+        assert!(!state.has_work() && state.events.is_empty() && state.log.is_empty());
+    }
+
+    #[test]
+    fn refusals_come_in_the_order_calls_and_streams_were_made() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "down");
+        make_call(&mut state, 5, "down");
+        open_stream(&mut state, 10, "up");
+        open_stream(&mut state, 14, "down");
+        while state.work(&mut services) {}
+        assert_eq!(closes(&state), [(6, 14), (5, 14), (14, 14)]);
+    }
+
+    #[test]
+    fn a_send_while_the_refusal_is_delivered_resets_the_stream() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "down");
+        state.work(&mut services);
+        // Before the initial metadata is delivered, nothing changes.
+        assert!(!state.send_on_refused(6));
+        // Delivering it (the plugin's callback runs now).
+        let initial = state.events.pop_front();
+        assert!(matches!(initial, Some(Event::InitialMetadata(6, _))));
+        assert!(state.send_on_refused(6));
+        assert!(state.send_on_refused(6));
+        let events: Vec<_> = state.events.iter().cloned().collect();
+        assert_eq!(
+            events,
+            [
+                Event::TrailingMetadata(6, Fields::new(crate::fields::Kind::Plain)),
+                Event::Close(6, 13, "upstream_reset_before_response_started".to_owned()),
+            ]
+        );
+        assert!(state.log[0].1.reset);
+        // Once the close is delivered, sends go nowhere.
+        state.streams.get_mut(&6).expect("open").remote_closed = true;
+        assert!(!state.send_on_refused(6));
     }
 
     #[test]
