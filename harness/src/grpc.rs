@@ -10,7 +10,10 @@
 //! `proxy_grpc_close`). A reply made with [`GrpcReply::no_answer`] never comes:
 //! the call's timeout (virtual clock) or a cancel ends it. A
 //! [`GrpcStreamService`] answers a stream while it is open instead: it is told
-//! of each thing the plugin does, as it happens (see [`stream`]).
+//! of each thing the plugin does, as it happens (see [`stream`]). A cluster
+//! whose host refuses connections ([`GrpcRefusingHost`], or any service whose
+//! [`GrpcService::refuses_connection`] says so) closes calls and streams right
+//! after the callback that opened them, as Envoy does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -43,6 +46,13 @@ const CONNECT_FAILURE_MESSAGE: &str = "upstream connect error or disconnect/rese
      headers. reset reason: remote connection failure";
 const CONNECT_FAILURE_DETAILS: &str = "upstream_reset_before_response_started\
      {remote_connection_failure|delayed_connect_error:_Connection_refused}";
+
+/// How Envoy's gRPC client closes a stream whose host refused the connection
+/// when the plugin sends on it from its initial metadata callback: the HTTP
+/// stream is reset, which the client reports as INTERNAL with the stream's
+/// response code details (measured in Envoy 1.40).
+const RESET_STATUS: u32 = code::INTERNAL;
+const RESET_MESSAGE: &str = "upstream_reset_before_response_started";
 
 /// Envoy's gRPC client appends the HTTP stream's response code details to the
 /// status message it reports: `message{details}`, or just the details.
@@ -149,13 +159,31 @@ impl GrpcReply {
         }
     }
 
-    /// The cluster's host refuses the connection: nothing reaches a server,
-    /// and Envoy's gRPC client closes a unary call with UNAVAILABLE (14) and
-    /// the router's connect-failure message and details (measured in Envoy
-    /// 1.40); a stream gets empty initial metadata, then that reply's headers
-    /// as trailing metadata, then the close. Streams are answered only once
-    /// the plugin half-closes them, so a refusing stream's close comes then
-    /// in the harness, not at once as in Envoy.
+    /// The cluster's host refuses the connection: nothing reaches a server.
+    /// Envoy's gRPC client closes a unary call with UNAVAILABLE (14) and the
+    /// router's connect-failure message and details; a stream gets empty
+    /// initial metadata, then that reply's headers as trailing metadata, then
+    /// the same close (measured in Envoy 1.40).
+    ///
+    /// Envoy learns of the refusal right after the callback that opened the
+    /// call or stream, whether or not the plugin half-closed the stream, and
+    /// delivers it to the root context at once: before the opening stream's
+    /// next callback (its response, or a body read with its headers), calls
+    /// and streams in the order they were made. A plugin that sends on the
+    /// stream or closes it (`proxy_grpc_send`, `proxy_grpc_close`) from the
+    /// refusal's metadata callbacks resets it: empty trailing metadata come
+    /// (again), then a close with INTERNAL (13) and
+    /// `upstream_reset_before_response_started`, and once the plugin closed
+    /// it, the stream is gone for its host calls. Envoy delivers those
+    /// trailing metadata inside that host call; the harness right after the
+    /// callback.
+    ///
+    /// The harness knows a host refuses when a call or stream opens from
+    /// the service's [`refuses_connection`](GrpcService::refuses_connection)
+    /// (as [`GrpcRefusingHost`]'s). A service that only answers with this
+    /// reply is asked once the plugin half-closes the stream, so that
+    /// stream closes then, as if the plugin had half-closed it in the
+    /// callback that opened it.
     pub fn connection_refused() -> Self {
         Self {
             refused: true,
@@ -229,6 +257,47 @@ impl GrpcReply {
 pub trait GrpcService {
     /// Answers one call (or one stream, with all the messages the plugin sent).
     fn call(&mut self, request: &GrpcRequest) -> GrpcReply;
+
+    /// Whether the cluster's host refuses the connection for `request` (its
+    /// metadata, and the message of a unary call; a stream's messages come
+    /// later). Asked right after the callback that opened the call or
+    /// stream, as Envoy's connection attempt fails then; when it does,
+    /// [`call`](Self::call) is not asked and the call or stream closes as
+    /// [`GrpcReply::connection_refused`] describes. By default, no.
+    fn refuses_connection(&mut self, request: &GrpcRequest) -> bool {
+        let _ = request;
+        false
+    }
+}
+
+/// A gRPC cluster whose host refuses every connection, as a static cluster on
+/// a loopback port nothing listens on: every call and stream to it closes
+/// right after the callback that opened it (see
+/// [`GrpcReply::connection_refused`]).
+///
+/// ```
+/// use weir_harness::{GrpcRefusingHost, GrpcRequest, GrpcService};
+///
+/// let request = GrpcRequest::new(
+///     "authz",
+///     http::Request::post("http://authz/pkg.Authz/Check").body(Default::default())?,
+///     Vec::new(),
+/// );
+/// assert!(GrpcRefusingHost.refuses_connection(&request));
+/// assert!(GrpcRefusingHost.call(&request).refuses_connection());
+/// # Ok::<(), http::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcRefusingHost;
+
+impl GrpcService for GrpcRefusingHost {
+    fn call(&mut self, _: &GrpcRequest) -> GrpcReply {
+        GrpcReply::connection_refused()
+    }
+
+    fn refuses_connection(&mut self, _: &GrpcRequest) -> bool {
+        true
+    }
 }
 
 impl<F> GrpcService for F
@@ -291,9 +360,21 @@ impl GrpcServices {
         self.last_id
     }
 
+    /// Whether `request`'s cluster has a service whose host refuses its
+    /// connection.
+    fn refuses(&mut self, request: &GrpcRequest) -> bool {
+        match self.find(&request.cluster) {
+            Some(Service::Whole(service)) => service.refuses_connection(request),
+            Some(Service::Streaming(_)) | None => false,
+        }
+    }
+
     /// The whole answer to a call, or to a stream the plugin half-closed. A
     /// streaming service sees it open, get its messages and half-close.
     fn ask(&mut self, request: &GrpcRequest) -> GrpcReply {
+        if self.refuses(request) {
+            return GrpcReply::connection_refused();
+        }
         let streaming = matches!(self.find(&request.cluster), Some(Service::Streaming(_)));
         let id = if streaming { self.next_id() } else { 0 };
         match self.find(&request.cluster) {
@@ -385,6 +466,11 @@ pub(crate) struct Call {
     pub(crate) asked: bool,
     /// The context that made it (a stream's, or the root's).
     pub(crate) context: u32,
+    /// Whether the harness found out if the cluster's host accepts the
+    /// connection (right after the callback that made the call).
+    pub(crate) connected: bool,
+    /// When it was made, among the root's calls and streams.
+    pub(crate) seq: u64,
 }
 
 /// A stream in flight.
@@ -398,6 +484,19 @@ pub(crate) struct Stream {
     /// The service's answer was delivered up to the close.
     pub(crate) remote_closed: bool,
     pub(crate) asked: bool,
+    /// Whether the harness found out if the cluster's host accepts the
+    /// connection (it does right after the callback that opened the stream).
+    pub(crate) connected: bool,
+    /// The host refused the connection: its close is on the way.
+    pub(crate) refused: bool,
+    /// The plugin sent on it or closed it while the refusal was being
+    /// delivered, which reset it (see [`GrpcState::send_on_refused`]).
+    pub(crate) reset: bool,
+    /// The plugin closed it after that reset: host calls on it answer
+    /// `NotFound`, and only its close is still to come.
+    pub(crate) dropped: bool,
+    /// When it was opened, among the root's calls and streams.
+    pub(crate) seq: u64,
     /// The context that opened it (a stream's, or the root's).
     pub(crate) context: u32,
 }
@@ -476,9 +575,71 @@ pub(crate) struct GrpcState {
     /// The streams to streaming services, by token, while their service or
     /// the plugin still has something to do with them.
     pub(crate) live: BTreeMap<u32, Live>,
+    /// The last sequence number given to a call or stream.
+    last_seq: u64,
 }
 
 impl GrpcState {
+    /// Numbers calls and streams in the order they are made.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.last_seq
+    }
+
+    /// The call or stream made first whose connection was not attempted
+    /// yet: a call whose service was not asked, or an open stream that
+    /// neither connected nor was answered.
+    fn next_unconnected(&self) -> Option<u32> {
+        let calls = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !c.asked && !c.connected)
+            .map(|(&t, c)| (c.seq, t));
+        let streams = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.connected && !s.asked && !s.half_closed)
+            .map(|(&t, s)| (s.seq, t));
+        calls.chain(streams).min().map(|(_, t)| t)
+    }
+
+    /// The plugin sent on stream `token` (`proxy_grpc_send`, with or without
+    /// end of stream) or closed it (`proxy_grpc_close`) while its host's
+    /// refusal was being delivered: after its initial metadata, before its
+    /// close. Envoy's gRPC client then resets the stream: it delivers empty
+    /// trailing metadata (again, if the refusal's were delivered already),
+    /// and the close comes with INTERNAL and
+    /// `upstream_reset_before_response_started` (measured in Envoy 1.40,
+    /// which delivers that trailing metadata inside the plugin's host call;
+    /// the harness does after the callback). Returns whether the stream was
+    /// reset, by this call or before.
+    pub(crate) fn send_on_refused(&mut self, token: u32) -> bool {
+        let Some(stream) = self.streams.get_mut(&token) else {
+            return false;
+        };
+        if !stream.refused || stream.remote_closed {
+            return false;
+        }
+        if stream.reset {
+            return true;
+        }
+        let first = self.events.iter().position(|e| e.token() == token);
+        let initial_pending =
+            first.is_some_and(|at| matches!(self.events.get(at), Some(Event::InitialMetadata(..))));
+        let Some(at) = first.filter(|_| !initial_pending) else {
+            return false;
+        };
+        stream.reset = true;
+        self.events.retain(|e| e.token() != token);
+        for (i, event) in reset_events(token).into_iter().enumerate() {
+            self.events.insert((at + i).min(self.events.len()), event);
+        }
+        if let Some((_, entry)) = self.log.iter_mut().rev().find(|(t, _)| *t == token) {
+            entry.reset = true;
+        }
+        true
+    }
+
     /// The earliest deadline of a call still waiting for its answer.
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
         self.calls.values().filter_map(|c| c.deadline).min()
@@ -562,7 +723,10 @@ impl GrpcState {
         }
         !self.events.is_empty()
             || self.calls.values().any(|c| !c.asked)
-            || self.streams.values().any(|s| s.half_closed && !s.asked)
+            || self
+                .streams
+                .values()
+                .any(|s| !s.asked && (s.half_closed || !s.connected))
             || self.live.values().any(|l| !l.pending.is_empty())
     }
 
@@ -595,7 +759,7 @@ impl GrpcState {
             .or_else(|| {
                 self.streams
                     .values()
-                    .find(|s| s.half_closed && !s.asked)
+                    .find(|s| !s.asked && (s.half_closed || !s.connected))
                     .map(|s| s.context)
             })
             .or_else(|| {
@@ -610,7 +774,48 @@ impl GrpcState {
     /// half-closed stream) whose service has not been asked, else the next
     /// thing to tell a streaming service. Its answers are queued as events.
     /// `false` when there is nothing to do.
+    ///
+    /// A stream still open whose connection was not attempted yet is
+    /// attempted first, with calls not asked yet, in the order they were
+    /// made: if the host refuses one, that is the unit of work (it closes
+    /// as [`GrpcReply::connection_refused`] describes); if not, a stream
+    /// waits for its half-close, a call is asked in the usual order.
     pub(crate) fn work(&mut self, services: &mut GrpcServices) -> bool {
+        while let Some(token) = self.next_unconnected() {
+            let refused = if let Some(call) = self.calls.get_mut(&token) {
+                call.connected = true;
+                if !services.refuses(&call.request) {
+                    // Asked below, in the usual order.
+                    continue;
+                }
+                call.asked = true;
+                call.deadline = None;
+                call.request.clone()
+            } else if let Some(stream) = self.streams.get_mut(&token) {
+                stream.connected = true;
+                if !services.refuses(&stream.request) {
+                    continue;
+                }
+                stream.asked = true;
+                stream.refused = true;
+                *stream.request.http.body_mut() = frame(&stream.request.messages);
+                stream.request.clone()
+            } else {
+                break;
+            };
+            let reply = GrpcReply::connection_refused();
+            self.events.extend(events_for(token, &reply));
+            self.log.push((
+                token,
+                GrpcCallout {
+                    request: refused,
+                    reply,
+                    status: None,
+                    reset: false,
+                },
+            ));
+            return true;
+        }
         let call = self.calls.iter_mut().find(|(_, c)| !c.asked);
         let (token, request) = if let Some((&token, call)) = call {
             call.asked = true;
@@ -621,6 +826,7 @@ impl GrpcState {
             .find(|(_, s)| s.half_closed && !s.asked)
         {
             stream.asked = true;
+            stream.connected = true;
             *stream.request.http.body_mut() = frame(&stream.request.messages);
             (token, stream.request.clone())
         } else {
@@ -727,6 +933,17 @@ pub(crate) fn response_headers(metadata: &[(String, String)], complete: bool) ->
     initial
 }
 
+/// The rest of the events for stream `token` once Envoy's gRPC client reset
+/// it while delivering a refusal (see [`GrpcState::send_on_refused`]): empty
+/// trailing metadata and a close with INTERNAL and the stream's response code
+/// details.
+fn reset_events(token: u32) -> Vec<Event> {
+    vec![
+        Event::TrailingMetadata(token, Fields::new(crate::fields::Kind::Plain)),
+        Event::Close(token, RESET_STATUS, RESET_MESSAGE.to_owned()),
+    ]
+}
+
 /// Turns a service's reply into the events Envoy's gRPC client delivers: for a
 /// stream, initial metadata, each message, trailing metadata, close; for a
 /// unary call only the last message (on success) or the close (on failure).
@@ -831,6 +1048,136 @@ mod tests {
         assert_eq!(initial.len(), 0);
         assert_eq!(trailing.get(b"grpc-status"), Some(&b"14"[..]));
         assert_eq!(trailing.len(), 4);
+    }
+
+    fn request(cluster: &str) -> GrpcRequest {
+        let http = http::Request::post(format!("http://{cluster}/pkg.S/M"))
+            .body(Bytes::new())
+            .expect("request");
+        GrpcRequest::new(cluster, http, Vec::new())
+    }
+
+    fn open_stream(state: &mut GrpcState, token: u32, cluster: &str) {
+        let seq = state.next_seq();
+        state.streams.insert(
+            token,
+            Stream {
+                request: request(cluster),
+                half_closed: false,
+                local_closed: false,
+                remote_closed: false,
+                asked: false,
+                connected: false,
+                refused: false,
+                reset: false,
+                dropped: false,
+                context: 2,
+                seq,
+            },
+        );
+    }
+
+    fn make_call(state: &mut GrpcState, token: u32, cluster: &str) {
+        let seq = state.next_seq();
+        state.calls.insert(
+            token,
+            Call {
+                request: request(cluster),
+                deadline: None,
+                asked: false,
+                connected: false,
+                context: 2,
+                seq,
+            },
+        );
+    }
+
+    fn services() -> GrpcServices {
+        let mut services = GrpcServices::default();
+        services.add("down".to_owned(), Box::new(GrpcRefusingHost));
+        services.add(
+            "up".to_owned(),
+            Box::new(|_: &GrpcRequest| GrpcReply::ok("fine")),
+        );
+        services
+    }
+
+    fn closes(state: &GrpcState) -> Vec<(u32, u32)> {
+        state
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Close(t, s, _) => Some((*t, *s)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_open_stream_to_a_refusing_host_closes_without_a_half_close() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "down");
+        assert!(state.has_work());
+        assert_eq!(state.next_work_context(), Some(2));
+        assert!(state.work(&mut services));
+        let events: Vec<_> = state.events.iter().cloned().collect();
+        assert_eq!(events, events_for(6, &GrpcReply::connection_refused()));
+        assert!(state.streams[&6].refused && state.streams[&6].asked);
+        assert!(state.log[0].1.reply.refuses_connection());
+        // Nothing more to do until the events are delivered.
+        state.events.clear();
+        assert!(!state.has_work());
+    }
+
+    #[test]
+    fn an_open_stream_to_an_accepting_host_waits_for_its_half_close() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "up");
+        assert!(state.has_work());
+        assert!(!state.work(&mut services));
+        assert!(state.streams[&6].connected && !state.streams[&6].asked);
+        assert!(!state.has_work() && state.events.is_empty() && state.log.is_empty());
+    }
+
+    #[test]
+    fn refusals_come_in_the_order_calls_and_streams_were_made() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "down");
+        make_call(&mut state, 5, "down");
+        open_stream(&mut state, 10, "up");
+        open_stream(&mut state, 14, "down");
+        while state.work(&mut services) {}
+        assert_eq!(closes(&state), [(6, 14), (5, 14), (14, 14)]);
+    }
+
+    #[test]
+    fn a_send_while_the_refusal_is_delivered_resets_the_stream() {
+        let mut state = GrpcState::default();
+        let mut services = services();
+        open_stream(&mut state, 6, "down");
+        state.work(&mut services);
+        // Before the initial metadata is delivered, nothing changes.
+        assert!(!state.send_on_refused(6));
+        // Delivering it (the plugin's callback runs now).
+        let initial = state.events.pop_front();
+        assert!(matches!(initial, Some(Event::InitialMetadata(6, _))));
+        assert!(state.send_on_refused(6));
+        assert!(state.send_on_refused(6));
+        let events: Vec<_> = state.events.iter().cloned().collect();
+        assert_eq!(
+            events,
+            [
+                Event::TrailingMetadata(6, Fields::new(crate::fields::Kind::Plain)),
+                Event::Close(6, 13, "upstream_reset_before_response_started".to_owned()),
+            ]
+        );
+        assert!(state.log[0].1.reset);
+        // Once the close is delivered, sends go nowhere.
+        state.streams.get_mut(&6).expect("open").remote_closed = true;
+        assert!(!state.send_on_refused(6));
     }
 
     #[test]

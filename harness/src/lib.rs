@@ -144,8 +144,8 @@ pub use engine::{CallLimit, DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};
 pub use error::{Error, Result};
 pub use grpc::{
-    GrpcCallout, GrpcFrame, GrpcReply, GrpcRequest, GrpcServerStream, GrpcService, GrpcStream,
-    GrpcStreamReply, GrpcStreamService,
+    GrpcCallout, GrpcFrame, GrpcRefusingHost, GrpcReply, GrpcRequest, GrpcServerStream,
+    GrpcService, GrpcStream, GrpcStreamReply, GrpcStreamService,
 };
 pub use hcm::ConnectionManager;
 pub use l4::{

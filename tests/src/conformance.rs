@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::Deserialize;
 use weir_harness::{
-    EnvoyConfig, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply, GrpcStreamService, LogLevel,
-    UpstreamFault,
+    EnvoyConfig, GrpcRefusingHost, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply,
+    GrpcStreamService, LogLevel, UpstreamFault,
 };
 
 use crate::envoy::{Envoy, Rebind};
@@ -95,7 +95,7 @@ pub struct Suite {
     /// Clusters whose host refuses connections (`upstream`, `callout`,
     /// `grpc`): in Envoy they point at a closed loopback port, in the harness
     /// they answer [`UpstreamFault::ConnectionRefused`] (gRPC:
-    /// [`GrpcReply::connection_refused`]). Their scenarios' answers are not
+    /// [`GrpcRefusingHost`]). Their scenarios' answers are not
     /// used.
     #[serde(default)]
     pub refused: Vec<String>,
@@ -816,17 +816,14 @@ pub fn run(suite: &Suite) -> Result<Report> {
     } else {
         handler
     };
-    let grpc_handler: GrpcHandler = if refuses("grpc") {
-        Arc::new(|_: &GrpcRequest| GrpcReply::connection_refused())
-    } else {
-        grpc_handler
-    };
     let builder = config
         .chain_builder(engine, |_| engine.load_file(&probe))?
         .connection_manager(hcm)
         .cluster("callout", move |req| for_harness(req));
     let mut chain = match streaming {
         Some(service) => builder.grpc_stream_service("grpc", SharedStreamService(service)),
+        // Refused from the moment a call or stream opens, as Envoy's is.
+        None if refuses("grpc") => builder.grpc_service("grpc", GrpcRefusingHost),
         None => builder.grpc_service("grpc", move |req: &GrpcRequest| grpc_handler(req)),
     }
     .build()?;

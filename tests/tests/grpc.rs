@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_harness::{
-    Chain, Error, Filter, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply, GrpcStreamService,
-    LogLevel, NetworkChain, TcpReply,
+    Chain, Error, Filter, GrpcRefusingHost, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply,
+    GrpcStreamService, LogLevel, NetworkChain, TcpReply,
 };
 use weir_tests::{engine, filter_wasm};
 
@@ -796,4 +796,182 @@ fn a_buffered_body_waits_for_a_grpc_answer() {
     let upstream = outcome.upstream_request.expect("the request went upstream");
     assert_eq!(upstream.body(), "payload");
     assert_eq!(outcome.grpc.len(), 1);
+}
+
+/// The refusal of a host as Envoy's gRPC client reports it for a stream: the
+/// status message (the router's reply body, then its details).
+const REFUSED: &str = "upstream connect error or disconnect/reset before headers. reset reason: \
+     remote connection failure{upstream_reset_before_response_started\
+     {remote_connection_failure|delayed_connect_error:_Connection_refused}}";
+
+fn refusing_chain() -> Chain {
+    let probe = engine().load_file(filter_wasm("probe")).expect("loads");
+    Chain::builder(engine())
+        .filter(Filter::new(probe).name("probe"))
+        .grpc_service("grpc", GrpcRefusingHost)
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts")
+}
+
+#[test]
+fn a_stream_to_a_refusing_host_closes_before_the_response_without_a_half_close() {
+    let mut chain = refusing_chain();
+    let outcome = chain
+        .send(
+            request(&[
+                (
+                    "x-probe-request",
+                    "gstream:grpc:pkg.Echo:Chat:;gsend:$:a:0;return:0",
+                ),
+                ("x-probe-grpc-close", "status;get:2::status"),
+                ("x-probe-response", "count"),
+            ]),
+            ok,
+        )
+        .expect("completes");
+    let got: Vec<&str> = lines(&outcome.logs)
+        .into_iter()
+        .filter(|l| {
+            !l.contains("effective:")
+                && !l.starts_with("on_response_body")
+                && !l.starts_with("on_delete")
+        })
+        .collect();
+    let close = format!("on_grpc_close token=6 status=14 status -> 0 14 {REFUSED}");
+    let status = format!("on_grpc_close status -> 0 14 {REFUSED}");
+    assert_eq!(
+        got,
+        [
+            "on_request_headers gstream:grpc:pkg.Echo:Chat: -> 0 token=6",
+            "on_request_headers gsend:$:a:0 -> 0",
+            "on_grpc_receive_initial_metadata token=6 n=0 pairs:4 -> 0 (none)",
+            "on_grpc_receive_trailing_metadata token=6 n=4 pairs:5 -> 0 :status=200,\
+             content-type=application/grpc,grpc-status=14,grpc-message=upstream connect error \
+             or disconnect/reset before headers. reset reason: remote connection failure",
+            &close,
+            &status,
+            // No response yet: the close comes first.
+            "on_grpc_close get:2::status -> 2",
+            "on_response_headers count -> 0 1",
+        ]
+    );
+    // The refused stream is recorded with what the plugin had sent.
+    let [stream] = outcome.grpc.as_slice() else {
+        panic!("one record: {:?}", outcome.grpc);
+    };
+    assert!(stream.reply.refuses_connection());
+    assert_eq!(stream.request.messages, ["a"]);
+    assert_eq!(stream.status, Some(14));
+}
+
+#[test]
+fn sending_while_a_refusal_is_delivered_resets_the_stream() {
+    let mut chain = refusing_chain();
+    let outcome = chain
+        .send(
+            request(&[
+                ("x-probe-request", "gstream:grpc:pkg.Echo:Chat:;return:1"),
+                ("x-probe-grpc-metadata", "gclose:$;gsend:$:n:0;gclose:$"),
+                ("x-probe-grpc-close", "status;gclose:$;continue:0"),
+            ]),
+            ok,
+        )
+        .expect("completes");
+    let got: Vec<&str> = lines(&outcome.logs)
+        .into_iter()
+        .filter(|l| {
+            !l.contains("effective:")
+                && !l.starts_with("on_response_body")
+                && !l.starts_with("on_delete")
+        })
+        .collect();
+    // Envoy 1.40 delivers the empty trailing metadata inside the close
+    // (proxy_grpc_close); the harness after the callback. The stream is gone
+    // for the plugin once it closed it, yet its close comes, INTERNAL.
+    assert_eq!(
+        got,
+        [
+            "on_request_headers gstream:grpc:pkg.Echo:Chat: -> 0 token=6",
+            "on_grpc_receive_initial_metadata token=6 n=0 pairs:4 -> 0 (none)",
+            "on_grpc_receive_initial_metadata gclose:$ -> 0",
+            "on_grpc_receive_initial_metadata gsend:$:n:0 -> 1",
+            "on_grpc_receive_initial_metadata gclose:$ -> 1",
+            "on_grpc_receive_trailing_metadata token=6 n=0 pairs:5 -> 0 (none)",
+            "on_grpc_close token=6 status=13 status -> 0 13 upstream_reset_before_response_started",
+            "on_grpc_close status -> 0 13 upstream_reset_before_response_started",
+            "on_grpc_close gclose:$ -> 1",
+            "on_grpc_close continue:0 -> 0",
+        ]
+    );
+    assert!(outcome.grpc[0].reset);
+}
+
+#[test]
+fn a_closure_that_refuses_closes_a_stream_only_at_its_half_close() {
+    // Only a service's refuses_connection is known when the stream opens; a
+    // reply is asked for once the plugin half-closes.
+    let mut chain = chain(|_: &GrpcRequest| GrpcReply::connection_refused());
+    let outcome = chain
+        .send(
+            request(&[
+                ("x-probe-request", "gstream:grpc:pkg.Echo:Chat:;return:0"),
+                ("x-probe-response", "gsend:$:last:1;return:1"),
+                ("x-probe-grpc-close", "status;continue:1"),
+            ]),
+            ok,
+        )
+        .expect("completes");
+    let got = lines(&outcome.logs);
+    let sent = got
+        .iter()
+        .position(|l| l.starts_with("on_response_headers gsend"))
+        .expect("sent");
+    let closed = got
+        .iter()
+        .position(|l| l.starts_with("on_grpc_close token=6 status=14"))
+        .expect("closed");
+    assert!(sent < closed, "{got:?}");
+}
+
+#[test]
+fn a_network_filters_stream_to_a_refusing_host_closes_after_the_read_that_opened_it() {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(Filter::new(plugin).name("p").vm_id("p"))
+        .log_level(LogLevel::Info)
+        .grpc_service("grpc", GrpcRefusingHost)
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send(b"probe:gstream:grpc:pkg.Log:Push:;gsend:$:one:0\n")
+        .expect("sent");
+    conn.send(b"probe:gclose:$;gclose:$\n").expect("sent");
+    let outcome = conn.finish();
+    let got: Vec<&str> = outcome
+        .logs
+        .iter()
+        .filter_map(|l| l.message.strip_prefix("[p] "))
+        .filter(|l| l.starts_with("on_grpc") || l.starts_with("on_downstream_data gclose"))
+        .collect();
+    let close = format!("on_grpc_close token=6 status=14 status -> 0 14 {REFUSED}");
+    assert_eq!(
+        got,
+        [
+            "on_grpc_receive_initial_metadata token=6 n=0 pairs:4 -> 0 (none)",
+            "on_grpc_receive_trailing_metadata token=6 n=4 pairs:5 -> 0 :status=200,\
+             content-type=application/grpc,grpc-status=14,grpc-message=upstream connect error \
+             or disconnect/reset before headers. reset reason: remote connection failure",
+            &close,
+            // The next read closes the plugin's side: the stream is gone.
+            "on_downstream_data gclose:$ -> 0",
+            "on_downstream_data gclose:$ -> 1",
+        ],
+        "{:?}",
+        outcome.logs
+    );
+    assert_eq!(outcome.grpc.len(), 1);
+    assert_eq!(outcome.grpc[0].status, Some(14));
 }

@@ -377,6 +377,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 let deadline = (timeout > 0)
                     .then(|| state.monotonic + std::time::Duration::from_millis(timeout));
                 let context = state.current_context();
+                let seq = state.root_mut().grpc.next_seq();
                 state.root_mut().grpc.calls.insert(
                     token,
                     Call {
@@ -387,7 +388,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                         },
                         deadline,
                         asked: false,
+                        connected: false,
                         context,
+                        seq,
                     },
                 );
                 // The token is written after the call is sent: a bad pointer
@@ -439,6 +442,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 if streaming {
                     grpc.live.insert(token, Live::new(context, request.clone()));
                 }
+                let seq = grpc.next_seq();
                 grpc.streams.insert(
                     token,
                     Stream {
@@ -447,7 +451,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                         local_closed: false,
                         remote_closed: false,
                         asked: streaming,
+                        connected: streaming,
+                        refused: false,
+                        reset: false,
+                        dropped: false,
                         context,
+                        seq,
                     },
                 );
                 memory::write_u32(&mut caller, ret_token, token)
@@ -465,6 +474,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     return Err(Fault::Status(Status::BadArgument));
                 }
                 let grpc = &mut caller.data_mut().root_mut().grpc;
+                if grpc.streams.get(&token).is_none_or(|s| s.dropped) {
+                    return Err(Fault::Status(Status::NotFound));
+                }
+                grpc.send_on_refused(token);
                 let stream = grpc
                     .streams
                     .get_mut(&token)
@@ -491,7 +504,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         let token = token as u32;
         let grpc = &mut caller.data_mut().root_mut().grpc;
         if g::is_call(token) || g::is_stream(token) {
-            let live = grpc.calls.contains_key(&token) || grpc.streams.contains_key(&token);
+            let live = grpc.calls.contains_key(&token)
+                || grpc.streams.get(&token).is_some_and(|s| !s.dropped);
             if live {
                 // Envoy resets the call or stream: nothing more is delivered.
                 grpc.reset(token);
@@ -515,8 +529,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 Status::NotFound
             }
         } else if g::is_stream(token) {
+            // Closing a stream reset while its refusal was delivered drops it
+            // from the plugin's view; its close still comes.
+            let reset = grpc.send_on_refused(token);
             match grpc.streams.get_mut(&token) {
                 None => Status::NotFound,
+                Some(stream) if stream.dropped => Status::NotFound,
+                Some(stream) if reset => {
+                    stream.dropped = true;
+                    stream.half_closed = true;
+                    stream.local_closed = true;
+                    Status::Ok
+                }
                 Some(stream) if stream.remote_closed => {
                     grpc.forget(token);
                     Status::Ok
