@@ -555,7 +555,7 @@ struct Progress {
 
 /// Who answers the client instead of the upstream.
 struct Reply {
-    /// The filter that sent it; `None` for the router (no route).
+    /// The filter that sent it; `None` for the router (no route, no cluster).
     slot: Option<usize>,
     request: LocalReplyRequest,
 }
@@ -1378,11 +1378,21 @@ struct BodyPass {
 }
 
 fn no_route() -> Reply {
+    router_reply(404, "route_not_found")
+}
+
+/// The router's answer to a route whose cluster the bootstrap does not define.
+fn no_cluster() -> Reply {
+    router_reply(503, "cluster_not_found")
+}
+
+/// A local reply of the router's, without a body.
+fn router_reply(status: u32, details: &str) -> Reply {
     Reply {
         slot: None,
         request: LocalReplyRequest {
-            status: 404,
-            details: "route_not_found".to_owned(),
+            status,
+            details: details.to_owned(),
             body: Vec::new(),
             headers: Fields::new(Kind::Plain),
             grpc_status: -1,
@@ -1902,6 +1912,9 @@ impl Chain {
         let mut request_complete = end_of_stream;
         if progress.iter().any(|p| p.resumed_request) {
             arrived_while_paused(&mut request_frames, request_chunks.is_some());
+            // A request sent in one piece arrived in full while the headers
+            // waited: a reply now does not close the connection.
+            request_complete |= request_chunks.is_none();
         }
         let mut queue = queued(request_frames);
         let mut buffered = refill(buffered, filters, None);
@@ -1977,14 +1990,20 @@ impl Chain {
         }
         // The router resolves the route when the request headers reach it. Envoy's
         // route table matches nothing once a filter removed x-forwarded-proto:
-        // the router answers 404 route_not_found.
+        // the router answers 404 route_not_found. A route to a cluster the
+        // bootstrap does not define is answered 503 cluster_not_found.
         let reply = reply.or_else(|| {
-            fields.get(b"x-forwarded-proto").is_none().then(|| {
+            if fields.get(b"x-forwarded-proto").is_none() {
                 let mut facts = io.facts.get();
                 facts.no_route = true;
                 facts.flags |= flags::NO_ROUTE_FOUND;
-                no_route()
-            })
+                Some(no_route())
+            } else if io.chain().hcm.route_cluster_is_missing() {
+                io.facts.get().flags |= flags::NO_CLUSTER_FOUND;
+                Some(no_cluster())
+            } else {
+                None
+            }
         });
         let (reply, request_body) = match reply {
             Some(reply) => (Some(reply), Vec::new()),
@@ -2109,6 +2128,7 @@ impl Chain {
                         if refused {
                             facts.transport_failure = Some(REFUSED_REASON);
                         }
+                        facts.reply_code = u16::try_from(reply.request.status).ok();
                         facts.grpc_request
                     };
                     let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
@@ -2161,7 +2181,11 @@ impl Chain {
                 (Err(reply), _) => {
                     // A reply in the body phase resets the upstream request the router
                     // had started: the upstream never receives a complete request.
-                    let grpc = io.facts.get().grpc_request;
+                    let grpc = {
+                        let mut facts = io.facts.get();
+                        facts.reply_code = u16::try_from(reply.request.status).ok();
+                        facts.grpc_request
+                    };
                     let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
                     // A local reply's body is one final frame.
                     let frames = if body.is_empty() {
@@ -3217,9 +3241,11 @@ impl Chain {
                     }));
                 }
                 let num_headers = fields.len();
-                io.facts
-                    .get()
-                    .respond(response_code(fields), details.clone());
+                {
+                    let mut facts = io.facts.get();
+                    let code = facts.reply_code.or_else(|| response_code(fields));
+                    facts.respond(code, details.clone());
+                }
                 slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
                 let result = slot
                     .vm

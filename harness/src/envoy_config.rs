@@ -11,8 +11,10 @@
 //! `suppress_envoy_headers` and the first route's timeout. Configuration values
 //! must be `google.protobuf.StringValue` (passed raw, as Envoy does). Like
 //! Envoy, it refuses a route table whose routes name a cluster the bootstrap
-//! does not define (unless `validate_clusters: false`, and then still for the
-//! first route, whose answer it does not emulate).
+//! does not define, unless the route config sets `validate_clusters: false`:
+//! then, as Envoy does, the harness answers a request on the first route, if
+//! its cluster is missing, `503` `cluster_not_found` (response flag `NC`; see
+//! [`ConnectionManager::route_cluster_missing`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -251,11 +253,15 @@ fn route_clusters(action: &Value) -> Vec<String> {
 /// bootstrap does not define makes Envoy 1.40 refuse the configuration at
 /// start-up (`route: unknown cluster '<name>'`). Without it Envoy starts and
 /// answers such a route `503` with details `cluster_not_found` and response
-/// flag `NC` (measured); the harness does not emulate that answer, so it
-/// refuses a config whose emulated (first) route names a missing cluster.
-fn check_route_clusters(root: &Value, hcm: &Value) -> Result<()> {
+/// flag `NC` (measured, `tests/conformance/missing-cluster.yaml`). Returns
+/// whether the emulated (first) route's `cluster` is such a cluster, which
+/// the harness then answers the same way
+/// ([`ConnectionManager::route_cluster_missing`]). A missing cluster among
+/// the emulated route's `weighted_clusters` is refused: Envoy picks one of
+/// them at random for each request.
+fn check_route_clusters(root: &Value, hcm: &Value) -> Result<bool> {
     let Some(route_config) = hcm.get("route_config") else {
-        return Ok(());
+        return Ok(false);
     };
     let validate = string_at(route_config, &["validate_clusters"]).as_deref() != Some("false");
     let known = static_clusters(root);
@@ -264,6 +270,7 @@ fn check_route_clusters(root: &Value, hcm: &Value) -> Result<()> {
         .and_then(Value::as_sequence)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    let mut emulated_missing = false;
     for (h, host) in hosts.iter().enumerate() {
         let host_name = string_at(host, &["name"]).unwrap_or_else(|| format!("#{h}"));
         let routes = host
@@ -277,6 +284,7 @@ fn check_route_clusters(root: &Value, hcm: &Value) -> Result<()> {
             };
             let route_name = string_at(route, &["name"]).unwrap_or_else(|| format!("#{r}"));
             let emulated = h == 0 && r == 0;
+            let single = string_at(action, &["cluster"]);
             for cluster in route_clusters(action) {
                 if known.contains(&cluster) {
                     continue;
@@ -289,18 +297,23 @@ fn check_route_clusters(root: &Value, hcm: &Value) -> Result<()> {
                          define the cluster, or set the route config's validate_clusters: false"
                     )));
                 }
-                if emulated {
+                if !emulated {
+                    continue;
+                }
+                if single.as_deref() == Some(cluster.as_str()) {
+                    emulated_missing = true;
+                } else {
                     return Err(bad(format!(
                         "route `{route_name}` of virtual host `{host_name}` names cluster \
-                         `{cluster}`, which static_resources does not define; with \
-                         validate_clusters: false Envoy answers it 503 (cluster_not_found, \
-                         response flag NC), which the harness does not emulate"
+                         `{cluster}` among its weighted_clusters, which static_resources does \
+                         not define; Envoy answers the requests it picks that cluster for 503 \
+                         (cluster_not_found), a random choice the harness does not emulate"
                     )));
                 }
             }
         }
     }
-    Ok(())
+    Ok(emulated_missing)
 }
 
 impl EnvoyConfig {
@@ -351,7 +364,7 @@ impl EnvoyConfig {
         if let Some(flag) = string_at(hcm, &["http_protocol_options", "enable_trailers"]) {
             manager = manager.enable_trailers(flag == "true");
         }
-        check_route_clusters(&root, hcm)?;
+        let cluster_missing = check_route_clusters(&root, hcm)?;
         let first_host = hcm
             .get("route_config")
             .and_then(|r| r.get("virtual_hosts"))
@@ -377,7 +390,9 @@ impl EnvoyConfig {
         }
         if let Some(cluster) = first_route.and_then(|r| string_at(r, &["cluster"])) {
             manager = manager.upstream_enable_trailers(cluster_trailers(&root, &cluster));
-            manager = manager.route_cluster(cluster);
+            manager = manager
+                .route_cluster(cluster)
+                .route_cluster_missing(cluster_missing);
         }
         let http_filters = hcm
             .get("http_filters")
@@ -438,8 +453,99 @@ impl EnvoyConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::proto_duration;
+    use super::{EnvoyConfig, proto_duration};
+    use crate::Error;
     use std::time::Duration;
+
+    /// A bootstrap whose first route goes to `first` and second to `second`,
+    /// with `validate_clusters` as given; `upstream` is its only cluster.
+    fn bootstrap(first: &str, second: &str, validate: Option<bool>) -> String {
+        let validate = validate.map_or(String::new(), |v| format!("validate_clusters: {v}"));
+        format!(
+            r#"
+static_resources:
+  listeners:
+  - name: l
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          route_config:
+            {validate}
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - name: first
+                match: {{ prefix: "/a" }}
+                route: {first}
+              - name: second
+                match: {{ prefix: "/" }}
+                route: {second}
+          http_filters:
+          - name: envoy.filters.http.router
+  clusters:
+  - name: upstream
+"#
+        )
+    }
+
+    fn refusal(yaml: &str) -> String {
+        match EnvoyConfig::parse(yaml) {
+            Err(Error::EnvoyConfig(text)) => text,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_route_to_a_missing_cluster_is_refused_unless_unvalidated() {
+        for validate in [None, Some(true)] {
+            let yaml = bootstrap("{ cluster: missing }", "{ cluster: upstream }", validate);
+            let text = refusal(&yaml);
+            assert!(
+                text.contains("`first`") && text.contains("unknown cluster 'missing'"),
+                "{text}"
+            );
+            let yaml = bootstrap("{ cluster: upstream }", "{ cluster: gone }", validate);
+            let text = refusal(&yaml);
+            assert!(
+                text.contains("`second`") && text.contains("unknown cluster 'gone'"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unvalidated_missing_cluster_on_the_first_route_is_answered_not_refused() {
+        let yaml = bootstrap("{ cluster: missing }", "{ cluster: upstream }", Some(false));
+        let config = EnvoyConfig::parse(&yaml).expect("accepted, as Envoy does");
+        let hcm = &config.connection_manager;
+        assert!(hcm.route_cluster_is_missing());
+        // The stream info has no cluster.
+        assert_eq!(hcm.route_cluster_name(), None);
+        assert_eq!(hcm.route_name_value(), "first");
+    }
+
+    #[test]
+    fn a_missing_cluster_elsewhere_leaves_the_first_route_alone() {
+        let yaml = bootstrap("{ cluster: upstream }", "{ cluster: gone }", Some(false));
+        let config = EnvoyConfig::parse(&yaml).expect("accepted");
+        let hcm = &config.connection_manager;
+        assert!(!hcm.route_cluster_is_missing());
+        assert_eq!(hcm.route_cluster_name(), Some("upstream"));
+    }
+
+    #[test]
+    fn a_missing_weighted_cluster_on_the_first_route_is_refused() {
+        let weighted = "{ weighted_clusters: { clusters: [{ name: upstream, weight: 1 }, \
+                        { name: missing, weight: 1 }] } }";
+        let yaml = bootstrap(weighted, "{ cluster: upstream }", Some(false));
+        let text = refusal(&yaml);
+        assert!(
+            text.contains("`missing`") && text.contains("weighted_clusters"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn durations_in_protobuf_json_form() {

@@ -292,6 +292,7 @@ pub struct ConnectionManager {
     suppress_envoy_headers: bool,
     route_timeout: Option<Duration>,
     route_cluster: Option<String>,
+    cluster_missing: bool,
     route_name: String,
     virtual_host_name: Option<String>,
     buffer_limit: usize,
@@ -325,6 +326,7 @@ impl Default for ConnectionManager {
             suppress_envoy_headers: false,
             route_timeout: Some(Duration::from_secs(15)),
             route_cluster: None,
+            cluster_missing: false,
             route_name: String::new(),
             virtual_host_name: None,
             buffer_limit: DEFAULT_BUFFER_LIMIT,
@@ -415,8 +417,33 @@ impl ConnectionManager {
         self
     }
 
+    /// The route's cluster as the stream info knows it: none when the
+    /// bootstrap does not define it.
     pub(crate) fn route_cluster_name(&self) -> Option<&str> {
-        self.route_cluster.as_deref()
+        self.route_cluster
+            .as_deref()
+            .filter(|_| !self.cluster_missing)
+    }
+
+    /// Whether the route's cluster is one the bootstrap does not define
+    /// (default false). Envoy accepts such a route only in a route config with
+    /// `validate_clusters: false`, and answers it at request time: when the
+    /// request headers reach the router, it replies `503` with details
+    /// `cluster_not_found` and response flag `NC` (Envoy's gRPC conversion
+    /// turns it into a trailers-only `UNAVAILABLE` for a gRPC request), and
+    /// nothing goes upstream. Filters see the reply in their response
+    /// callbacks as any local reply; `xds.cluster_name`,
+    /// `xds.cluster_metadata` and `upstream.num_endpoints` are not found in
+    /// any phase of the stream (Envoy's stream info has no cluster), while
+    /// `xds.route_name` and `xds.route_metadata` are.
+    pub fn route_cluster_missing(mut self, missing: bool) -> Self {
+        self.cluster_missing = missing;
+        self
+    }
+
+    /// Whether the router answers the route `cluster_not_found`.
+    pub(crate) fn route_cluster_is_missing(&self) -> bool {
+        self.cluster_missing
     }
 
     /// The downstream client's address, seen by filters as `source.address` and

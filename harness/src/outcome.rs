@@ -77,7 +77,8 @@ pub struct LogRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalReply {
     /// The plugin that sent it, or `envoy.filters.http.router` when the
-    /// router answered (no route, an upstream that failed or timed out).
+    /// router answered (no route, a route whose cluster is missing, an
+    /// upstream that failed or timed out).
     pub plugin: String,
     /// The HTTP status asked for (the client receives `200` when the request
     /// was a gRPC request).

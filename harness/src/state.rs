@@ -190,6 +190,8 @@ pub(crate) mod flags {
     pub(crate) const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
     /// `UPE`: the upstream's response broke off (an HTTP/1 protocol error).
     pub(crate) const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
+    /// `NC`: the route's cluster is not one the bootstrap defines.
+    pub(crate) const NO_CLUSTER_FOUND: u64 = 0x100_0000;
 }
 
 /// What Envoy's stream info knows of an HTTP stream as a whole: its timing,
@@ -221,6 +223,11 @@ pub(crate) struct StreamFacts {
     /// `via_upstream`, or the details of whoever answered or ended the
     /// stream (`response.code_details`).
     pub(crate) response_details: Option<std::borrow::Cow<'static, str>>,
+    /// The status of a local reply on its way through the encoder filters:
+    /// Envoy's stream info has it as the response code until the connection
+    /// manager encodes the headers (for a gRPC request, whose reply goes out
+    /// as `200`, the filters' response callbacks still read the reply's).
+    pub(crate) reply_code: Option<u16>,
     /// Envoy's legacy response flags ([`flags`]).
     pub(crate) flags: u64,
     /// The router found no route: no cluster, route or endpoints.

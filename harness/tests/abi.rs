@@ -405,6 +405,88 @@ fn removing_x_forwarded_proto_leaves_no_route() {
     );
 }
 
+/// A guest whose `on_response_headers` logs the end-of-stream flag it got
+/// (`00`/`01`) and whose `on_request_body` logs `body`.
+fn response_callbacks() -> Vec<u8> {
+    module(
+        "",
+        r#"(data (i32.const 200) "body")
+           (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+             (call $say (i32.const 200) (i32.const 4)) (i32.const 0))
+           (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+             (call $status (local.get 2)) (i32.const 0))"#,
+    )
+}
+
+#[test]
+fn a_route_to_a_missing_cluster_is_answered_503_by_the_router() {
+    let plugin = engine().load(&response_callbacks()).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .connection_manager(
+            weir_harness::ConnectionManager::default()
+                .route_cluster("missing")
+                .route_cluster_missing(true),
+        )
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts");
+    let request = http::Request::post("/")
+        .header("host", "t.test")
+        .header("content-length", "2")
+        .body(Bytes::from_static(b"hi"))
+        .expect("request");
+    let o = chain
+        .send(request, |_| panic!("nothing goes upstream"))
+        .expect("answered");
+    assert_eq!(o.response.status(), 503);
+    assert!(o.upstream_request.is_none());
+    assert!(o.response.body().is_empty());
+    // Answered at the headers: the body never reached the filter, and the
+    // client's connection closes (its request was not read in full).
+    assert_eq!(o.response.headers()["content-length"], "0");
+    assert_eq!(o.response.headers()["connection"], "close");
+    let reply = o.local_reply.as_ref().expect("the router answered");
+    assert_eq!(
+        (reply.plugin.as_str(), reply.details.as_str()),
+        ("envoy.filters.http.router", "cluster_not_found")
+    );
+    // The reply's headers end the stream.
+    assert_eq!(infos(&o), ["01"]);
+}
+
+#[test]
+fn a_grpc_request_to_a_missing_cluster_gets_a_trailers_only_unavailable() {
+    let wasm = response_callbacks();
+    let plugin = engine().load(&wasm).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .connection_manager(
+            weir_harness::ConnectionManager::default()
+                .route_cluster("missing")
+                .route_cluster_missing(true),
+        )
+        .build()
+        .expect("starts");
+    let request = http::Request::post("/pkg.Echo/Say")
+        .header("host", "t.test")
+        .header("content-type", "application/grpc")
+        .body(Bytes::new())
+        .expect("request");
+    let o = chain
+        .send(request, |_| panic!("nothing goes upstream"))
+        .expect("answered");
+    assert_eq!(o.response.status(), 200);
+    let headers = o.response.headers();
+    assert_eq!(headers["content-type"], "application/grpc");
+    assert_eq!(headers["grpc-status"], "14");
+    assert!(headers.get("grpc-message").is_none(), "{headers:?}");
+    assert!(o.response.body().is_empty());
+    let reply = o.local_reply.as_ref().expect("the router answered");
+    assert_eq!((reply.status, reply.grpc_status), (503, Some(14)));
+    assert_eq!(reply.details, "cluster_not_found");
+}
+
 #[test]
 fn ticks_fire_on_the_virtual_clock() {
     let wasm = module(

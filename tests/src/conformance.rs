@@ -92,6 +92,14 @@ pub struct Suite {
     /// slower than this is answered `504` by the router.
     #[serde(default)]
     pub route_timeout: Option<String>,
+    /// The route's cluster (default `upstream`). A cluster the bootstrap does
+    /// not define needs `validate_clusters: false` (Envoy refuses it
+    /// otherwise): the router then answers `503` `cluster_not_found`.
+    #[serde(default)]
+    pub route_cluster: Option<String>,
+    /// The route config's `validate_clusters` (default: unset, Envoy's true).
+    #[serde(default)]
+    pub validate_clusters: Option<bool>,
     /// Clusters whose host refuses connections (`upstream`, `callout`,
     /// `grpc`): in Envoy they point at a closed loopback port, in the harness
     /// they answer [`UpstreamFault::ConnectionRefused`] (gRPC:
@@ -652,6 +660,15 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
         let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
         let route = &mut hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
         route["route"]["timeout"] = serde_yaml_ng::Value::from(timeout.as_str());
+    }
+    let route_config = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+        [0]["typed_config"]["route_config"];
+    if let Some(validate) = suite.validate_clusters {
+        route_config["validate_clusters"] = serde_yaml_ng::Value::from(validate);
+    }
+    if let Some(cluster) = &suite.route_cluster {
+        route_config["virtual_hosts"][0]["routes"][0]["route"]["cluster"] =
+            serde_yaml_ng::Value::from(cluster.as_str());
     }
     Ok(serde_yaml_ng::to_string(&root)?)
 }

@@ -359,6 +359,73 @@ fn the_route_and_the_upstream_connection_come_from_the_connection_manager() {
     );
 }
 
+/// A route whose cluster is missing (`ConnectionManager::route_cluster_missing`,
+/// what `EnvoyConfig` sets for `validate_clusters: false`): the router answers
+/// 503 `cluster_not_found` with flag `NC` (0x1000000), nothing goes
+/// upstream, the filter's response headers callback sees the reply end the
+/// stream, and no stream attribute names a cluster.
+#[test]
+fn a_route_to_a_missing_cluster_is_answered_503_nc() {
+    let hcm = ConnectionManager::default()
+        .route_cluster("missing")
+        .route_name("to-missing")
+        .virtual_host_name("vh")
+        .route_cluster_missing(true);
+    let mut chain = chain(hcm, at(0));
+    let scripts = [
+        (
+            "x-probe-request",
+            "prop:xds.cluster_name;prop:xds.route_name;propn:upstream.num_endpoints",
+        ),
+        ("x-probe-request-body", "eos"),
+        (
+            "x-probe-response",
+            "eos;propn:response.flags;prop:response.code_details;propn:response.code",
+        ),
+        (
+            "x-probe-log",
+            "propn:response.flags;prop:xds.cluster_name;prop:xds.route_name;\
+             propn:upstream.request_attempt_count;prop:upstream.address",
+        ),
+    ];
+    let outcome = chain
+        .send(request(&scripts, "hello"), |_: http::Request<Bytes>| {
+            panic!("nothing goes upstream")
+        })
+        .expect("answered");
+    assert_eq!(outcome.response.status(), 503);
+    assert!(outcome.upstream_request.is_none());
+    assert_eq!(
+        lines(&outcome.logs, "on_request_headers"),
+        [
+            "prop:xds.cluster_name -> 1",
+            "prop:xds.route_name -> 0 to-missing",
+            "propn:upstream.num_endpoints -> 1 not 8 bytes (0): ",
+        ]
+    );
+    // Answered at the headers: the body callback never runs.
+    assert!(lines(&outcome.logs, "on_request_body").is_empty());
+    assert_eq!(
+        lines(&outcome.logs, "on_response_headers"),
+        [
+            "eos -> 0 true",
+            "propn:response.flags -> 0 16777216",
+            "prop:response.code_details -> 0 cluster_not_found",
+            "propn:response.code -> 0 503",
+        ]
+    );
+    assert_eq!(
+        lines(&outcome.logs, "on_log"),
+        [
+            "propn:response.flags -> 0 16777216",
+            "prop:xds.cluster_name -> 1",
+            "prop:xds.route_name -> 0 to-missing",
+            "propn:upstream.request_attempt_count -> 0 0",
+            "prop:upstream.address -> 1",
+        ]
+    );
+}
+
 #[test]
 fn an_envoy_config_gives_its_route_and_virtual_host_names() {
     let yaml = r#"

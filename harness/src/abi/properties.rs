@@ -27,10 +27,10 @@
 //! - `response.{code, code_details, flags, grpc_status, size, total_size,
 //!   headers, headers.<name>, headers_bytes, trailers, trailers.<name>,
 //!   backend_latency}`: the status and details of the response (or of whoever
-//!   ended the stream: the router's `route_not_found`, `response_timeout`,
-//!   `upstream_reset_*`, `downstream_remote_disconnect`,
+//!   ended the stream: the router's `route_not_found`, `cluster_not_found`,
+//!   `response_timeout`, `upstream_reset_*`, `downstream_remote_disconnect`,
 //!   `wasm_close_stream`, a local reply's), Envoy's legacy response flags
-//!   (`UT`, `UF`, `UC`, `NR`, `DC`, `UPE`), the gRPC status (from the trailers,
+//!   (`UT`, `UF`, `UC`, `NR`, `DC`, `UPE`, `NC`), the gRPC status (from the trailers,
 //!   else the headers, else the HTTP status), body bytes sent to the client
 //!   (plus the headers' and trailers' bytes for `total_size`), and the
 //!   upstream's response time once its last byte arrived;
@@ -48,7 +48,9 @@
 //!   `upstream.request_attempt_count` (0, then 1) and `upstream.num_endpoints`
 //!   (the route's cluster has one);
 //! - `xds.{cluster_name, cluster_metadata, route_name, route_metadata}` (not
-//!   once the router found no route), `xds.{virtual_host_name,
+//!   once the router found no route; the cluster's, and
+//!   `upstream.num_endpoints`, never for a route whose cluster the bootstrap
+//!   does not define), `xds.{virtual_host_name,
 //!   virtual_host_metadata, listener_metadata, listener_direction,
 //!   filter_chain_name}`, `xds.upstream_host_metadata` and
 //!   `xds.upstream_host_locality_metadata` (a host without metadata:
@@ -1081,6 +1083,38 @@ mod tests {
         }
         // The virtual host matched.
         assert_eq!(get(&state, "xds.virtual_host_name"), text("all"));
+    }
+
+    #[test]
+    fn a_missing_cluster_leaves_the_route_but_no_cluster() {
+        let facts = StreamFacts {
+            flags: crate::state::flags::NO_CLUSTER_FOUND,
+            ..StreamFacts::default()
+        };
+        let mut state = stream(facts);
+        // What the chain wires for a route whose cluster is missing.
+        state.cluster_name = None;
+        state.route_name = Some("to-missing".to_owned());
+        for path in [
+            "xds.cluster_name",
+            "xds.cluster_metadata",
+            "upstream.num_endpoints",
+            "upstream.address",
+            "upstream.transport_failure_reason",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        assert_eq!(get(&state, "xds.route_name"), text("to-missing"));
+        assert_eq!(get(&state, "xds.route_metadata"), text(""));
+        assert_eq!(
+            get(&state, "upstream.request_attempt_count"),
+            Ok(0u64.to_le_bytes().to_vec())
+        );
+        // Envoy's `NC` bit, as measured in Envoy 1.40.
+        assert_eq!(
+            get(&state, "response.flags"),
+            Ok(0x100_0000u64.to_le_bytes().to_vec())
+        );
     }
 
     #[test]
