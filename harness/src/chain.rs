@@ -1909,12 +1909,13 @@ impl Chain {
             }
             other => other?,
         };
-        let mut request_complete = end_of_stream;
+        // A request sent in one piece arrived in full while a filter held its
+        // headers and the stream waited (whether the wait ended in a resume
+        // or a reply): a reply now does not close the connection.
+        let mut request_complete =
+            end_of_stream || (request_chunks.is_none() && io.facts.get().headers_waited);
         if progress.iter().any(|p| p.resumed_request) {
             arrived_while_paused(&mut request_frames, request_chunks.is_some());
-            // A request sent in one piece arrived in full while the headers
-            // waited: a reply now does not close the connection.
-            request_complete |= request_chunks.is_none();
         }
         let mut queue = queued(request_frames);
         let mut buffered = refill(buffered, filters, None);

@@ -216,6 +216,9 @@ pub(crate) struct StreamFacts {
     pub(crate) with_headers: u64,
     pub(crate) handed_over: u64,
     pub(crate) bytes_received: u64,
+    /// A filter held the request headers while the stream waited (for a
+    /// callout, a timer...): the codec read the rest of the request meanwhile.
+    pub(crate) headers_waited: bool,
     /// Response body bytes sent to the client (`response.size`).
     pub(crate) bytes_sent: u64,
     /// The response status, once there is a response (`response.code`).
@@ -278,6 +281,7 @@ impl StreamFacts {
     /// What came with the request headers has arrived: Envoy's codec reads
     /// on while a filter holds the headers.
     pub(crate) fn received_with_headers(&mut self) {
+        self.headers_waited = true;
         self.bytes_received = self.bytes_received.max(self.with_headers);
     }
 

@@ -873,8 +873,10 @@ mod tests {
         facts.received(4);
         assert_eq!(facts.bytes_received, 4);
         // A filter holds the headers: the rest arrives meanwhile.
+        assert!(!facts.headers_waited);
         facts.received_with_headers();
         assert_eq!(facts.bytes_received, 10);
+        assert!(facts.headers_waited);
         // Handing it over later counts nothing twice.
         facts.received(6);
         assert_eq!(facts.bytes_received, 10);
