@@ -485,6 +485,8 @@ struct Scratch {
     /// An earlier stream's stream info, for its room once nothing else
     /// holds it.
     facts: Option<Facts>,
+    /// The scheduler's look at the VMs, for its room.
+    scan: sched::Scan,
 }
 
 /// The largest header map buffer kept for the next stream; a larger one is

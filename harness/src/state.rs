@@ -784,7 +784,10 @@ impl HostState {
 
     /// Forgets a context that was deleted.
     pub(crate) fn remove_context(&mut self, context: u32) {
-        self.contexts.retain(|&(c, _)| c != context);
+        // Ids are unique; a stream's context is among the latest.
+        if let Some(at) = self.contexts.iter().rposition(|&(c, _)| c == context) {
+            self.contexts.remove(at);
+        }
         self.stream_declared.retain(|&(c, _)| c != context);
         self.kept.retain(|(c, _)| *c != context);
     }

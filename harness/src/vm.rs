@@ -788,10 +788,25 @@ impl VmCore {
         // Built only for a subscriber that wants it: even a disabled span
         // costs a good part of a short callback.
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
-            let _enter = span.enter();
-            return self.call_traced(phase, context, name, func, params);
+            return self.call_in_span(phase, context, name, func, params);
         }
+        self.call_traced(phase, context, name, func, params)
+    }
+
+    /// [`VmCore::call_traced`] inside a `callback` span. Out of line: the
+    /// span's machinery would otherwise weigh on every call's frame.
+    #[cold]
+    #[inline(never)]
+    fn call_in_span<P: WasmParams, R: WasmResults>(
+        &mut self,
+        phase: Phase,
+        context: u32,
+        name: &'static str,
+        func: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<Option<R>, Trap> {
+        let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
+        let _enter = span.enter();
         self.call_traced(phase, context, name, func, params)
     }
 
@@ -832,18 +847,24 @@ impl VmCore {
         state.effective_context = 0;
         match result {
             Ok(r) => Ok(Some(r)),
-            Err(e) => {
-                let trap = Trap(format!("{e:?}"));
-                let message = format!("Function: {name} failed: {}", trap.0);
-                let plugin = &state.root().meta.name;
-                tracing::warn!(plugin = %plugin, "{message}");
-                let report = format!("{plugin}: {message}");
-                state.shared.traps().push(report);
-                self.failed = Some(trap.clone());
-                self.failed_flag.store(true, Ordering::Release);
-                Err(trap)
-            }
+            Err(e) => Err(self.trapped(name, &e)),
         }
+    }
+
+    /// Callback `name` trapped with `error`: reports it and fails the VM.
+    #[cold]
+    #[inline(never)]
+    fn trapped(&mut self, name: &'static str, error: &wasmtime::Error) -> Trap {
+        let state = self.store.data_mut();
+        let trap = Trap(format!("{error:?}"));
+        let message = format!("Function: {name} failed: {}", trap.0);
+        let plugin = &state.root().meta.name;
+        tracing::warn!(plugin = %plugin, "{message}");
+        let report = format!("{plugin}: {message}");
+        state.shared.traps().push(report);
+        self.failed = Some(trap.clone());
+        self.failed_flag.store(true, Ordering::Release);
+        trap
     }
 
     pub(crate) fn create_stream(&mut self, stream: u32) -> Result<(), Trap> {
