@@ -639,16 +639,10 @@ impl Vm {
         stream: u32,
         request_headers: &mut Fields,
         response_headers: Option<&mut Fields>,
-        response_trailers: Option<&Fields>,
-        held: crate::state::HeldMaps,
+        response_trailers: Option<&mut Fields>,
     ) -> Result<(), Trap> {
-        self.lock().log_stream(
-            stream,
-            request_headers,
-            response_headers,
-            response_trailers,
-            held,
-        )
+        self.lock()
+            .log_stream(stream, request_headers, response_headers, response_trailers)
     }
 
     /// A network filter's connection is over (see [`VmCore::end_connection`]).
@@ -1201,19 +1195,19 @@ impl VmCore {
     }
 
     /// Envoy's access-log hook for a stream: `on_log`, with the final request
-    /// and response headers and the response trailers readable (not
-    /// writable). The maps are lent to the VM for the call and given back
-    /// (read-only, so unchanged).
+    /// and response headers and the response trailers readable; the maps the
+    /// context still points at (its [`HeldMaps`](crate::state::HeldMaps))
+    /// also take changes. The access log's maps are lent to the VM for the
+    /// call and given back, with any change a held one took.
     pub(crate) fn log_stream(
         &mut self,
         stream: u32,
         request_headers: &mut Fields,
         mut response_headers: Option<&mut Fields>,
-        response_trailers: Option<&Fields>,
-        held: crate::state::HeldMaps,
+        mut response_trailers: Option<&mut Fields>,
     ) -> Result<(), Trap> {
         let state = self.store.data_mut();
-        let kept = state.take_kept(stream);
+        let held = state.take_held(stream);
         if self.failed.is_none() && self.callbacks.on_log.is_none() {
             // No `proxy_on_log`: nothing can read or change the maps.
             state.maps.reset();
@@ -1224,18 +1218,8 @@ impl VmCore {
         maps.request_headers = Some(std::mem::take(request_headers));
         maps.response_headers = response_headers.as_deref_mut().map(std::mem::take);
         maps.request_trailers = None;
-        maps.response_trailers = response_trailers.cloned();
+        maps.response_trailers = response_trailers.as_deref_mut().map(std::mem::take);
         maps.trailers_addable = false;
-        // What the context still points at (see `KeptMaps`).
-        if kept.request_trailers.is_some() {
-            maps.held.insert(crate::state::HeldMaps::REQUEST_TRAILERS);
-        }
-        maps.held_request_trailers = kept.request_trailers;
-        if let Some(trailers) = kept.response_trailers {
-            maps.held.insert(crate::state::HeldMaps::RESPONSE_TRAILERS);
-            maps.response_trailers = Some(trailers);
-        }
-        maps.held_response_headers = kept.response_headers;
         let cbs = Arc::clone(&self.callbacks);
         let logged = self.call(
             Phase::Log,
@@ -1250,6 +1234,9 @@ impl VmCore {
         }
         if let (Some(response), Some(out)) = (maps.response_headers.take(), response_headers) {
             *out = response;
+        }
+        if let (Some(trailers), Some(out)) = (maps.response_trailers.take(), response_trailers) {
+            *out = trailers;
         }
         maps.reset();
         logged.map(drop)
