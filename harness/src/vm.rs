@@ -544,24 +544,45 @@ impl Vm {
         self.lock().create_stream(stream)
     }
 
-    /// `on_request_headers` (either ABI's form).
-    pub(crate) fn on_request_headers(
+    /// A stream reaches this plugin's filter with its request `headers`, under
+    /// one lock: its context (`reserved`, else a new id) is created with the
+    /// new stream's maps, then `on_context_create` and `on_request_headers`
+    /// run. The context, the callback's result, and whether a callback
+    /// deferred an action (see [`Vm::take_deferred`]).
+    pub(crate) fn open_stream(
         &mut self,
-        stream: u32,
-        headers: usize,
+        reserved: Option<u32>,
+        headers: Fields,
         eos: bool,
-    ) -> Result<Option<i32>, Trap> {
-        self.lock().on_request_headers(stream, headers, eos)
+    ) -> (u32, Result<Option<i32>, Trap>, bool) {
+        let mut core = self.lock();
+        let stream = reserved.unwrap_or_else(|| core.new_context_id());
+        let count = headers.len();
+        let maps = &mut core.store.data_mut().maps;
+        maps.reset();
+        maps.request_headers = Some(headers);
+        let result = core
+            .create_stream(stream)
+            .and_then(|()| core.on_request_headers(stream, count, eos));
+        let deferred = !core.store.data().deferred.is_empty();
+        (stream, result, deferred)
     }
 
-    /// `on_response_headers` (either ABI's form).
-    pub(crate) fn on_response_headers(
+    /// The response `headers` reach this plugin's filter: `on_response_headers`
+    /// with them in place, under one lock. The callback's result, and whether
+    /// a callback deferred an action.
+    pub(crate) fn respond(
         &mut self,
         stream: u32,
-        headers: usize,
+        headers: Fields,
         eos: bool,
-    ) -> Result<Option<i32>, Trap> {
-        self.lock().on_response_headers(stream, headers, eos)
+    ) -> (Result<Option<i32>, Trap>, bool) {
+        let mut core = self.lock();
+        let count = headers.len();
+        core.store.data_mut().maps.response_headers = Some(headers);
+        let result = core.on_response_headers(stream, count, eos);
+        let deferred = !core.store.data().deferred.is_empty();
+        (result, deferred)
     }
 
     /// This plugin's timer fired: `on_tick` on its root context.
