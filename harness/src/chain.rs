@@ -3099,21 +3099,28 @@ impl Chain {
                         }
                     }
                 }
-                let (stream, result, deferred) = slot.vm.open_stream(
+                let (stream, call) = slot.vm.open_stream(
                     progress[i].reserved,
                     std::mem::take(fields),
                     end_of_stream,
+                    continues,
                 );
                 io.own_context(i, slot.vm.key(), stream);
                 progress[i].context = Some(stream);
                 progress[i].decoded = true;
+                if let Some(headers) = call.headers {
+                    // The filter let the stream go: on to the next.
+                    *fields = headers;
+                    progress[i].resumed_request = false;
+                    continue;
+                }
                 let step = after_deferred(
                     slot,
                     stream,
-                    result,
+                    call.result,
                     Direction::Request,
                     "on_request_headers",
-                    deferred,
+                    call.deferred,
                 );
                 (stream, step)
             };
@@ -3254,16 +3261,22 @@ impl Chain {
                     let code = facts.reply_code.or_else(|| response_code(fields));
                     facts.respond(code, details.clone());
                 }
-                let (result, deferred) =
+                let call =
                     slot.vm
-                        .respond(stream, std::mem::take(fields), end_of_stream);
+                        .respond(stream, std::mem::take(fields), end_of_stream, continues);
+                if let Some(headers) = call.headers {
+                    // The filter let the stream go: on to the next.
+                    *fields = headers;
+                    progress[i].resumed_response = false;
+                    continue;
+                }
                 after_deferred(
                     slot,
                     stream,
-                    result,
+                    call.result,
                     Direction::Response,
                     "on_response_headers",
-                    deferred,
+                    call.deferred,
                 )
             };
             let header = Header {
