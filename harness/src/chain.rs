@@ -620,7 +620,20 @@ fn after(
     direction: Direction,
     callback: &'static str,
 ) -> Result<After> {
-    if slot.vm.state().deferred.is_empty() {
+    let deferred = !slot.vm.state().deferred.is_empty();
+    after_deferred(slot, context, result, direction, callback, deferred)
+}
+
+/// [`after`], told whether the VM holds deferred actions (`deferred`).
+fn after_deferred(
+    slot: &mut Slot,
+    context: u32,
+    result: Result<Option<i32>, Trap>,
+    direction: Direction,
+    callback: &'static str,
+    deferred: bool,
+) -> Result<After> {
+    if !deferred {
         // Nothing deferred: the result alone decides.
         return Ok(match result {
             Ok(action) => After::Returned {
@@ -3111,28 +3124,28 @@ impl Chain {
                         }
                     }
                 }
-                let stream = progress[i]
-                    .reserved
-                    .unwrap_or_else(|| slot.vm.new_context_id());
+                let (stream, call) = slot.vm.open_stream(
+                    progress[i].reserved,
+                    std::mem::take(fields),
+                    end_of_stream,
+                    continues,
+                );
                 io.own_context(i, slot.vm.key(), stream);
                 progress[i].context = Some(stream);
                 progress[i].decoded = true;
-                let num_headers = fields.len();
-                {
-                    let mut state = slot.vm.state();
-                    state.maps.reset();
-                    state.maps.request_headers = Some(std::mem::take(fields));
+                if let Some(headers) = call.headers {
+                    // The filter let the stream go: on to the next.
+                    *fields = headers;
+                    progress[i].resumed_request = false;
+                    continue;
                 }
-                let result = slot.vm.create_stream(stream).and_then(|()| {
-                    slot.vm
-                        .on_request_headers(stream, num_headers, end_of_stream)
-                });
-                let step = after(
+                let step = after_deferred(
                     slot,
                     stream,
-                    result,
+                    call.result,
                     Direction::Request,
                     "on_request_headers",
+                    call.deferred,
                 );
                 (stream, step)
             };
@@ -3267,22 +3280,27 @@ impl Chain {
                         request: fail_stream(),
                     }));
                 }
-                let num_headers = fields.len();
                 {
                     let mut facts = io.facts.get();
                     let code = facts.reply_code.or_else(|| response_code(fields));
                     facts.respond(code, details.clone());
                 }
-                slot.vm.state().maps.response_headers = Some(std::mem::take(fields));
-                let result = slot
-                    .vm
-                    .on_response_headers(stream, num_headers, end_of_stream);
-                after(
+                let call =
+                    slot.vm
+                        .respond(stream, std::mem::take(fields), end_of_stream, continues);
+                if let Some(headers) = call.headers {
+                    // The filter let the stream go: on to the next.
+                    *fields = headers;
+                    progress[i].resumed_response = false;
+                    continue;
+                }
+                after_deferred(
                     slot,
                     stream,
-                    result,
+                    call.result,
                     Direction::Response,
                     "on_response_headers",
+                    call.deferred,
                 )
             };
             let header = Header {

@@ -266,6 +266,38 @@ fn typed<P: WasmParams, R: WasmResults>(
         .ok()
 }
 
+/// What a headers callback left ([`Vm::open_stream`], [`Vm::respond`]).
+pub(crate) struct HeadersCall {
+    /// The callback's result.
+    pub(crate) result: Result<Option<i32>, Trap>,
+    /// Whether a callback deferred an action (see [`Vm::take_deferred`]).
+    pub(crate) deferred: bool,
+    /// The headers, back from the VM when the callback let the stream go with
+    /// nothing deferred: the context no longer points at them (the common
+    /// case, which then needs nothing more of the VM).
+    pub(crate) headers: Option<Fields>,
+}
+
+impl HeadersCall {
+    fn of(
+        result: Result<Option<i32>, Trap>,
+        state: &mut HostState,
+        goes_on: fn(Option<i32>) -> bool,
+        take: impl FnOnce(&mut StreamMaps) -> Option<Fields>,
+    ) -> Self {
+        let deferred = !state.deferred.is_empty();
+        let headers = match &result {
+            Ok(action) if !deferred && goes_on(*action) => take(&mut state.maps),
+            _ => None,
+        };
+        Self {
+            result,
+            deferred,
+            headers,
+        }
+    }
+}
+
 impl Vm {
     /// Instantiates the plugin in a new VM and runs Envoy's start-up sequence:
     /// `_initialize` (+ `main`/`__main_void`) or `_start`, then the root
@@ -544,24 +576,49 @@ impl Vm {
         self.lock().create_stream(stream)
     }
 
-    /// `on_request_headers` (either ABI's form).
-    pub(crate) fn on_request_headers(
+    /// A stream reaches this plugin's filter with its request `headers`, under
+    /// one lock: its context (`reserved`, else a new id) is created with the
+    /// new stream's maps, then `on_context_create` and `on_request_headers`
+    /// run. The context, and what the callback left ([`HeadersCall`]; `goes_on`
+    /// tells the results that let the stream go).
+    pub(crate) fn open_stream(
         &mut self,
-        stream: u32,
-        headers: usize,
+        reserved: Option<u32>,
+        headers: Fields,
         eos: bool,
-    ) -> Result<Option<i32>, Trap> {
-        self.lock().on_request_headers(stream, headers, eos)
+        goes_on: fn(Option<i32>) -> bool,
+    ) -> (u32, HeadersCall) {
+        let mut core = self.lock();
+        let stream = reserved.unwrap_or_else(|| core.new_context_id());
+        let count = headers.len();
+        let maps = &mut core.store.data_mut().maps;
+        maps.reset();
+        maps.request_headers = Some(headers);
+        let result = core
+            .create_stream(stream)
+            .and_then(|()| core.on_request_headers(stream, count, eos));
+        let call = HeadersCall::of(result, core.store.data_mut(), goes_on, |maps| {
+            maps.request_headers.take()
+        });
+        (stream, call)
     }
 
-    /// `on_response_headers` (either ABI's form).
-    pub(crate) fn on_response_headers(
+    /// The response `headers` reach this plugin's filter: `on_response_headers`
+    /// with them in place, under one lock (see [`Vm::open_stream`]).
+    pub(crate) fn respond(
         &mut self,
         stream: u32,
-        headers: usize,
+        headers: Fields,
         eos: bool,
-    ) -> Result<Option<i32>, Trap> {
-        self.lock().on_response_headers(stream, headers, eos)
+        goes_on: fn(Option<i32>) -> bool,
+    ) -> HeadersCall {
+        let mut core = self.lock();
+        let count = headers.len();
+        core.store.data_mut().maps.response_headers = Some(headers);
+        let result = core.on_response_headers(stream, count, eos);
+        HeadersCall::of(result, core.store.data_mut(), goes_on, |maps| {
+            maps.response_headers.take()
+        })
     }
 
     /// This plugin's timer fired: `on_tick` on its root context.
