@@ -545,11 +545,6 @@ struct Progress {
     context: Option<u32>,
     /// Whether the filter's request callbacks ran (its encoder runs on the way back).
     decoded: bool,
-    /// Whether its request (response) headers callback paused and a callout
-    /// response resumed it: Envoy buffered the body meanwhile and hands it over
-    /// in one piece.
-    resumed_request: bool,
-    resumed_response: bool,
     /// The filter's VM when the stream started ([`Slot::generation`]).
     generation: u32,
 }
@@ -1118,8 +1113,8 @@ impl Header {
 
 /// How the chain goes on after a headers callback.
 enum Headers {
-    /// To the next filter; `resumed` if the filter paused and was resumed.
-    Next { resumed: bool },
+    /// To the next filter.
+    Next,
     /// The filter holds the headers until the body (or trailers) ends.
     Held,
     /// The filter sent a local reply.
@@ -1384,6 +1379,9 @@ struct BodyPass {
     reply: Option<Reply>,
     /// Whether the final (end-of-stream) frame was dispatched.
     complete: bool,
+    /// Whether the end of the stream came out of the last filter with
+    /// [`BodyPass::out`].
+    ended: bool,
     /// What the holding filter let go when it continued, and whether that
     /// ended the stream.
     released: Option<(Vec<u8>, bool)>,
@@ -1443,19 +1441,24 @@ fn frames(body: impl Into<Vec<u8>>, chunks: Option<&BodyChunks>) -> Vec<(Vec<u8>
     out
 }
 
-/// A body that arrived in one piece while a filter's headers callback waited for
-/// a callout: Envoy buffered it and, once the filter resumed, hands it over as
-/// one frame that ends the stream. (A body sent in pieces arrives piece by
-/// piece, after the callout response.)
-fn arrived_while_paused(frames: &mut Vec<(Vec<u8>, bool)>, in_pieces: bool) {
-    if in_pieces {
-        return;
-    }
-    if let [(data, false), (empty, true)] = frames.as_slice()
-        && empty.is_empty()
-    {
-        *frames = vec![(data.clone(), true)];
-    }
+/// A body (and trailers) on its way while a headers callback pauses the
+/// stream, for [`Chain::arrive_while_paused`]: the frames still to pass (each
+/// from the position in the direction's order it names), what each filter
+/// buffered, the trailers still to come.
+struct Arriving<'q> {
+    frames: &'q mut VecDeque<(usize, Vec<u8>, bool)>,
+    buffered: &'q mut [Option<Vec<u8>>],
+    trailers: &'q mut Option<PendingTrailers>,
+    /// A working vector for the pass's order.
+    order: &'q mut Vec<usize>,
+    /// The body comes in pieces ([`BodyChunks`]): only its first piece has
+    /// arrived while a callout is answered; the rest (and the trailers)
+    /// arrive later.
+    in_pieces: bool,
+    /// Whether that first piece has gone into the chain.
+    first_arrived: bool,
+    /// Whether the frame that ends the stream was dispatched.
+    complete: bool,
 }
 
 /// Frames to pass, each from the first filter on.
@@ -1836,7 +1839,7 @@ impl Chain {
             mut fields,
             mut warnings,
             mut request_trailers,
-            mut request_frames,
+            request_frames,
             request_chunks,
             end_of_stream,
             filters,
@@ -1899,7 +1902,18 @@ impl Chain {
 
         let mut callouts = Vec::new();
         let mut held = None;
-        let mut reply = match Self::decode(
+        let mut queue = queued(request_frames);
+        let mut buffered = refill(buffered, filters, None);
+        let mut arriving = Arriving {
+            frames: &mut queue,
+            buffered: &mut buffered,
+            trailers: &mut request_trailers,
+            order: &mut order,
+            in_pieces: request_chunks.is_some(),
+            first_arrived: false,
+            complete: false,
+        };
+        let decoded = Self::decode(
             io,
             &mut fields,
             end_of_stream,
@@ -1907,9 +1921,11 @@ impl Chain {
             &mut callouts,
             0,
             &mut held,
+            Some(&mut arriving),
         )
-        .await
-        {
+        .await;
+        let arrived_complete = arriving.complete;
+        let mut reply = match decoded {
             Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
                 return Err(Self::reset(
                     io,
@@ -1927,13 +1943,9 @@ impl Chain {
         // A request sent in one piece arrived in full while a filter held its
         // headers and the stream waited (whether the wait ended in a resume
         // or a reply): a reply now does not close the connection.
-        let mut request_complete =
-            end_of_stream || (request_chunks.is_none() && io.facts.get().headers_waited);
-        if progress.iter().any(|p| p.resumed_request) {
-            arrived_while_paused(&mut request_frames, request_chunks.is_some());
-        }
-        let mut queue = queued(request_frames);
-        let mut buffered = refill(buffered, filters, None);
+        let mut request_complete = end_of_stream
+            || arrived_complete
+            || (request_chunks.is_none() && io.facts.get().headers_waited);
         // A filter that holds the headers (StopIteration with
         // allow_on_headers_stop_iteration) gets the body first; the filters after
         // it get the headers once a body callback lets them go.
@@ -1984,6 +1996,7 @@ impl Chain {
                 &mut callouts,
                 h + 1,
                 &mut held,
+                None,
             )
             .await
             {
@@ -2226,18 +2239,35 @@ impl Chain {
             Cow::Owned(r.request.details.clone())
         });
         let mut held = None;
-        let mut late_reply = match Self::encode(
+        let response_ends =
+            response_frames.is_empty() && response_trailers.is_none() && !reset_after_headers;
+        let mut queue = queued(response_frames);
+        let mut buffered = refill(buffered, filters, None);
+        let streamed = response_trailers.is_some();
+        let mut arriving = Arriving {
+            frames: &mut queue,
+            buffered: &mut buffered,
+            trailers: &mut response_trailers,
+            order: &mut order,
+            // An upstream that sends trailers streams its body after its
+            // headers: it arrives after a callout's answer (measured).
+            in_pieces: response_chunked || streamed,
+            first_arrived: streamed,
+            complete: false,
+        };
+        let encoded = Self::encode(
             io,
             &mut response,
-            response_frames.is_empty() && response_trailers.is_none() && !reset_after_headers,
+            response_ends,
             &details,
             &mut progress[..last],
             last,
             &mut held,
             &mut callouts,
+            Some(&mut arriving),
         )
-        .await
-        {
+        .await;
+        let mut late_reply = match encoded {
             Err(e @ (Error::Reset { .. } | Error::Disconnected { .. })) => {
                 return Err(Self::reset(
                     io,
@@ -2282,12 +2312,6 @@ impl Chain {
                 None,
             ));
         }
-        let mut response_frames = response_frames;
-        if progress.iter().any(|p| p.resumed_response) {
-            arrived_while_paused(&mut response_frames, response_chunked);
-        }
-        let mut queue = queued(response_frames);
-        let mut buffered = refill(buffered, filters, None);
         // As for requests, in reverse: positions count from the last filter.
         while late_reply.is_none()
             && let Some(h) = held.take()
@@ -2338,6 +2362,7 @@ impl Chain {
                 h,
                 &mut held,
                 &mut callouts,
+                None,
             )
             .await
             {
@@ -2625,6 +2650,11 @@ impl Chain {
             Direction::Response => "on_response_body",
         };
         let mut pass = BodyPass::default();
+        // What leaves the last encoder filter is sent to the client (not
+        // what a pass through the filters before a paused one lets go).
+        let to_peer = direction == Direction::Response
+            && hold.is_none()
+            && order.len() == io.chain().slots.len();
         loop {
             let Some((start, data, mut eos)) = frames.pop_front() else {
                 // The upstream's response ends with its trailers.
@@ -2812,8 +2842,8 @@ impl Chain {
                 eos = next_eos;
             }
             if let Some(data) = carry {
-                // What leaves the last encoder filter is sent to the client.
-                if direction == Direction::Response && hold.is_none() {
+                pass.ended |= eos;
+                if to_peer {
                     let sent = u64::try_from(data.len()).unwrap_or(u64::MAX);
                     let mut facts = io.facts.get();
                     facts.bytes_sent = facts.bytes_sent.saturating_add(sent);
@@ -2850,6 +2880,139 @@ impl Chain {
             }
         }
         Ok(pass)
+    }
+
+    /// Filter `header.i`'s headers callback paused the stream (at `position`
+    /// in the direction's order) and waits: what of the body has arrived
+    /// meanwhile goes through the filters before it, frame by frame, as
+    /// Envoy's filter manager iterates data that arrives while a later filter
+    /// stopped all iteration, and the trailers after it; what comes out is
+    /// buffered at the paused filter, which (once resumed) hands it to itself
+    /// and the filters after it as one frame. Envoy's stream has one body
+    /// buffer: what the filters before it buffered moves there too.
+    /// Measured in Envoy 1.40 (body-while-paused.yaml). A filter that holds
+    /// its headers (StopIteration with `allow_on_headers_stop_iteration`)
+    /// gets the body itself: nothing to do. Callouts are not answered
+    /// meanwhile; a local reply from a body callback ends the stream.
+    async fn arrive_while_paused(
+        io: &mut Io<'_, '_>,
+        header: Header,
+        step: &After,
+        position: usize,
+        arriving: &mut Option<&mut Arriving<'_>>,
+        progress: &[Progress],
+        callouts: &mut Vec<Callout>,
+    ) -> Result<Option<Reply>> {
+        let Some(a) = arriving.as_deref_mut() else {
+            return Ok(None);
+        };
+        let direction = header.direction;
+        let filters = {
+            let chain = io.chain();
+            if let After::Returned { action, .. } = step
+                && holds(&chain.slots[header.i], *action, header.end_of_stream)
+            {
+                return Ok(None);
+            }
+            chain.slots.len()
+        };
+        // What has arrived: the whole body, or (in pieces) what earlier
+        // pauses let through and the first piece.
+        let mut arrived = VecDeque::new();
+        if a.in_pieces {
+            while let Some(&(start, _, _)) = a.frames.front()
+                && start > 0
+            {
+                arrived.extend(a.frames.pop_front());
+            }
+            if !a.first_arrived {
+                a.first_arrived = true;
+                arrived.extend(a.frames.pop_front());
+            }
+        } else {
+            arrived = std::mem::take(a.frames);
+        }
+        let mut no_trailers = None;
+        let trailers = if a.in_pieces {
+            &mut no_trailers
+        } else {
+            &mut *a.trailers
+        };
+        let moving_trailers = trailers.as_ref().is_some_and(|t| t.at < position);
+        if arrived.is_empty() && !moving_trailers {
+            return Ok(None);
+        }
+        if position == 0 {
+            // No filter before the paused one: what arrived waits there, in
+            // one frame (it enters the chain, and counts as received, then).
+            let ended = arrived.iter().any(|&(_, _, eos)| eos);
+            let mut data = Vec::new();
+            for (_, d, _) in arrived {
+                if data.is_empty() {
+                    data = d;
+                } else {
+                    data.extend_from_slice(&d);
+                }
+            }
+            if !data.is_empty() || ended {
+                a.frames.push_front((0, data, ended));
+            }
+            return Ok(None);
+        }
+        let order = std::mem::take(a.order);
+        let order = match direction {
+            Direction::Request => fill(order, 0..position),
+            Direction::Response => fill(order, (filters - position..filters).rev()),
+        };
+        let waits = std::mem::replace(&mut io.waits, false);
+        let pass = Self::pass_body(
+            io,
+            direction,
+            &mut arrived,
+            &order,
+            progress,
+            a.buffered,
+            None,
+            trailers,
+            callouts,
+        )
+        .await;
+        io.waits = waits;
+        let pass = pass?;
+        a.complete |= pass.complete;
+        if pass.reply.is_some() {
+            *a.order = order;
+            // The reply goes out at once: the stream's callouts still in
+            // flight are answered after it ended (Envoy 1.40), not waited for
+            // by the reply's body pass.
+            let mut chain = io.chain();
+            for (i, slot) in chain.slots.iter_mut().enumerate() {
+                let Some(context) = progress.get(i).and_then(|p| p.context) else {
+                    continue;
+                };
+                let state = slot.vm.state();
+                let calls = state.root().pending_calls.iter();
+                io.leftovers
+                    .extend(calls.filter(|c| c.context == context).map(|c| (i, c.token)));
+            }
+            return Ok(pass.reply);
+        }
+        let mut data = Vec::new();
+        for &i in &order {
+            if let Some(b) = a.buffered[i].take() {
+                data.extend_from_slice(&b);
+            }
+        }
+        *a.order = order;
+        if data.is_empty() {
+            data = pass.out;
+        } else {
+            data.extend_from_slice(&pass.out);
+        }
+        if !data.is_empty() || pass.ended {
+            a.frames.push_front((position, data, pass.ended));
+        }
+        Ok(None)
     }
 
     /// Delivers the responses of the stream's callouts in flight, one by one,
@@ -3095,6 +3258,10 @@ impl Chain {
     /// The request path: each filter's `on_request_headers` in order, from filter
     /// `from`. A filter that holds the headers (StopIteration with
     /// `allow_on_headers_stop_iteration`) ends it, with its index in `held`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
     async fn decode(
         io: &mut Io<'_, '_>,
         fields: &mut Fields,
@@ -3103,6 +3270,7 @@ impl Chain {
         callouts: &mut Vec<Callout>,
         from: usize,
         held: &mut Option<usize>,
+        mut arriving: Option<&mut Arriving<'_>>,
     ) -> Result<Option<Reply>> {
         let filters = io.chain().slots.len();
         #[allow(
@@ -3136,7 +3304,6 @@ impl Chain {
                 if let Some(headers) = call.headers {
                     // The filter let the stream go: on to the next.
                     *fields = headers;
-                    progress[i].resumed_request = false;
                     continue;
                 }
                 let step = after_deferred(
@@ -3156,11 +3323,35 @@ impl Chain {
                 end_of_stream,
             };
             let step = match step {
-                Ok(step) if pauses(&step) => header.wait(io, step, callouts).await,
+                Ok(step) if pauses(&step) => {
+                    match Self::arrive_while_paused(
+                        io,
+                        header,
+                        &step,
+                        i,
+                        &mut arriving,
+                        progress,
+                        callouts,
+                    )
+                    .await
+                    {
+                        Ok(None) => header.wait(io, step, callouts).await,
+                        Ok(Some(reply)) => {
+                            // The stream ends: the headers come back as they are.
+                            let step = After::Returned {
+                                action: None,
+                                resumed: false,
+                            };
+                            Self::headers_returned(io, header, Ok(step), fields, held)?;
+                            return Ok(Some(reply));
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 other => other,
             };
             match Self::headers_returned(io, header, step, fields, held)? {
-                Headers::Next { resumed } => progress[i].resumed_request = resumed,
+                Headers::Next => {}
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) => return Ok(Some(reply)),
                 Headers::Failed(reply) => {
@@ -3234,9 +3425,7 @@ impl Chain {
                 } else if !continues(action) && !resumed {
                     return Err(stalled(slot, callback));
                 } else {
-                    Headers::Next {
-                        resumed: !continues(action),
-                    }
+                    Headers::Next
                 }
             }
             After::Reply(request) => Headers::Reply(reply(request)),
@@ -3262,8 +3451,10 @@ impl Chain {
         below: usize,
         held: &mut Option<usize>,
         callouts: &mut Vec<Callout>,
+        mut arriving: Option<&mut Arriving<'_>>,
     ) -> Result<Option<Reply>> {
         let until = below.min(progress.len());
+        let last = progress.len();
         for i in (0..until).rev() {
             let (Some(stream), true) = (progress[i].context, progress[i].decoded) else {
                 continue;
@@ -3291,7 +3482,6 @@ impl Chain {
                 if let Some(headers) = call.headers {
                     // The filter let the stream go: on to the next.
                     *fields = headers;
-                    progress[i].resumed_response = false;
                     continue;
                 }
                 after_deferred(
@@ -3310,11 +3500,36 @@ impl Chain {
                 end_of_stream,
             };
             let step = match step {
-                Ok(step) if pauses(&step) => header.wait(io, step, callouts).await,
+                Ok(step) if pauses(&step) => {
+                    let position = last - 1 - i;
+                    match Self::arrive_while_paused(
+                        io,
+                        header,
+                        &step,
+                        position,
+                        &mut arriving,
+                        progress,
+                        callouts,
+                    )
+                    .await
+                    {
+                        Ok(None) => header.wait(io, step, callouts).await,
+                        Ok(Some(reply)) => {
+                            // The stream ends: the headers come back as they are.
+                            let step = After::Returned {
+                                action: None,
+                                resumed: false,
+                            };
+                            Self::headers_returned(io, header, Ok(step), fields, held)?;
+                            return Ok(Some(reply));
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 other => other,
             };
             match Self::headers_returned(io, header, step, fields, held)? {
-                Headers::Next { resumed } => progress[i].resumed_response = resumed,
+                Headers::Next => {}
                 Headers::Held => return Ok(None),
                 Headers::Reply(reply) | Headers::Failed(reply) => return Ok(Some(reply)),
             }
