@@ -694,6 +694,38 @@ fn a_network_filter_streams_across_reads_of_its_connection() {
 }
 
 #[test]
+fn a_connection_resumed_by_one_answer_reads_drained_in_the_next() {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(Filter::new(plugin).name("p").vm_id("p"))
+        .log_level(LogLevel::Info)
+        .grpc_service("grpc", |_: &GrpcRequest| {
+            GrpcReply::status(0, "").message("r1").message("r2")
+        })
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    let script = "probe:ongrpc:message:bufstatus:2,continue:2;gstream:grpc:pkg.A:One:;gsend:$:a:1;return:1\n";
+    conn.send(script).expect("sent");
+    // The first answer resumed the connection: tcp_proxy took the held
+    // bytes, and the second answer's callback sees the buffer drained, as
+    // Envoy's context still points at the connection's read buffer.
+    assert_eq!(conn.upstream_received(), Some(script.as_bytes()));
+    let outcome = conn.finish();
+    let held: Vec<&str> = outcome
+        .logs
+        .iter()
+        .filter_map(|l| {
+            l.message
+                .strip_prefix("[p] on_grpc_receive bufstatus:2 -> ")
+        })
+        .collect();
+    assert_eq!(held, [format!("0 {} 0", script.len()).as_str(), "0 0 0"]);
+}
+
+#[test]
 fn a_network_filters_stream_is_reported_once_with_the_connection_that_opened_it() {
     let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
     let mut chain = NetworkChain::builder(engine())
