@@ -1918,11 +1918,15 @@ impl<'a> Net<'a> {
                 continue;
             };
             self.on(k, |net| {
-                if deferred.close_connection.is_some() {
-                    net.close(CloseType::Local);
-                } else if deferred.continue_downstream.is_some() && net.open() {
+                // Envoy runs them in the order asked: a continue asked
+                // before the close runs the rest of the chain first (one
+                // asked after it is not kept, see `proxy_continue_stream`).
+                if deferred.continue_downstream.is_some() && net.open() {
                     net.continue_reading(Some(i));
                     net.refresh_held();
+                }
+                if deferred.close_connection.is_some() {
+                    net.close(CloseType::Local);
                 }
             });
         }
