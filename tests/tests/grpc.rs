@@ -725,6 +725,39 @@ fn a_connection_resumed_by_one_answer_reads_drained_in_the_next() {
     assert_eq!(held, [format!("0 {} 0", script.len()).as_str(), "0 0 0"]);
 }
 
+#[test]
+fn calls_made_before_a_trap_reach_their_service_and_answer_nobody() {
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&asked);
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(Filter::new(plugin).name("p").vm_id("p"))
+        .log_level(LogLevel::Info)
+        .grpc_service("grpc", move |req: &GrpcRequest| {
+            seen.borrow_mut().push(req.method().to_owned());
+            GrpcReply::ok("late")
+        })
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    // Envoy sends the requests during the callback; the trap that follows
+    // fails the VM, so the answers reach nobody.
+    conn.send("probe:gcall:grpc:pkg.T:Call:5000:x;gstream:grpc:pkg.T:Stream:;gsend:$:s:1;trap\n")
+        .expect("sent");
+    assert_eq!(conn.closed(), Some(weir_harness::CloseType::Local));
+    let outcome = conn.finish();
+    assert_eq!(*asked.borrow(), ["Call", "Stream"]);
+    assert_eq!(outcome.grpc.len(), 2);
+    assert!(outcome.grpc.iter().all(|c| c.status.is_none()));
+    assert!(
+        !lines(&outcome.logs).iter().any(|l| l.contains("on_grpc")),
+        "{:?}",
+        lines(&outcome.logs)
+    );
+}
+
 /// Two probes (own VMs) before tcp_proxy, answering every gRPC call OK.
 fn two_network_probes() -> NetworkChain {
     let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
