@@ -57,60 +57,87 @@ pub(crate) struct StreamMaps {
     pub(crate) upstream_data: Option<Vec<u8>>,
     /// What Envoy's stream info knows about the stream.
     pub(crate) info: StreamInfo,
-    /// In `on_log`: the maps the filter's context still points at, which
-    /// `proxy_get_header_map_size` and changes reach as in the callbacks.
+    /// In `on_log`: what the filter's context still points at (see
+    /// [`HeldMaps`]), which `proxy_get_header_map_size` and changes reach.
     pub(crate) held: HeldMaps,
-    /// In `on_log`: held maps that are not the access log's, so reads do not
-    /// see them (see [`KeptMaps`]).
-    pub(crate) held_request_trailers: Option<Fields>,
-    pub(crate) held_response_headers: Option<Fields>,
 }
 
-/// The maps a stream context still points at because the stream ended
-/// during (or during the pause of) the callback that had them, beyond the
-/// headers [`HeldMaps`] names: kept by context until its `on_log`. Measured
-/// in Envoy 1.40: the request trailers of `on_request_trailers` (a close or a
-/// local reply there), which the access log does not read; empty request
-/// trailers for a local reply from a request body callback (Envoy's
-/// `getMap` adds them, the body buffer being still set and the reply having
-/// ended the stream); the response trailers of `on_response_trailers` (a
-/// local reply, or a close from a callout's answer while they are paused),
-/// which the access log reads; and the upstream's response headers that a
-/// local reply from `on_response_headers` replaced (the access log reads the
-/// reply's).
+/// What a stream context in Envoy still points at once its callbacks
+/// returned: the maps its `getMap` (used by `proxy_get_header_map_size` and
+/// every change) reaches in `on_log`, where every other map answers
+/// `BadArgument`. Reads (`proxy_get_header_map_value`, `_pairs`) go to the
+/// access log's maps whatever the context holds. One record per stream
+/// context, in its VM's [`HostState`], set where Envoy's context keeps a map
+/// and read by `on_log`. Measured in Envoy 1.40 (`close-stream-log.yaml` for
+/// one filter, `log-maps-chain.yaml` for a chain of three):
+///
+/// - A headers callback that returns Continue forgets its map.
+/// - The stream ended during a callback, or during its pause (a
+///   `proxy_close_stream`, a local reply, a client that left, a reset): the
+///   context keeps that callback's map. Only the filter whose callback it was:
+///   the other filters of a chain hold nothing, wherever the stream ended.
+/// - A response headers callback that paused (even if resumed later) keeps
+///   the response headers.
+/// - A local reply from `on_response_headers`: the context keeps the
+///   upstream's response headers, its own copy (the access log reads the
+///   reply's).
+/// - `on_request_trailers` during which the stream ended: the context keeps
+///   the request trailers, its own copy (the access log has no request
+///   trailers).
+/// - A local reply from a request body callback: Envoy's `getMap` adds
+///   request trailers in `on_log` (the body buffer is still set and the reply
+///   ended the stream), empty unless the filter added some; a close does not.
+/// - `on_response_trailers` during which (or during whose pause, a close from
+///   a callout's answer) the stream ended: the context keeps the response
+///   trailers, which the access log reads.
 #[derive(Debug, Default)]
-pub(crate) struct KeptMaps {
-    pub(crate) request_trailers: Option<Fields>,
-    pub(crate) response_trailers: Option<Fields>,
-    pub(crate) response_headers: Option<Fields>,
+pub(crate) struct HeldMaps {
+    /// The request headers (the access log's).
+    pub(crate) request_headers: Held,
+    /// The request trailers: only ever the context's own.
+    pub(crate) request_trailers: Held,
+    /// The response headers: the access log's, or the upstream's that a
+    /// local reply replaced.
+    pub(crate) response_headers: Held,
+    /// The response trailers (the access log's).
+    pub(crate) response_trailers: Held,
 }
 
-/// The header maps a filter's context in Envoy still points at once its
-/// headers callback returned (Envoy's `getMap`, used by
-/// `proxy_get_header_map_size` and every change): none after Continue; the
-/// map of a callback during which (or during whose pause) the stream ended,
-/// and the response headers of a callback that paused.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct HeldMaps(u8);
+/// Whether a context still points at one map, and at which.
+#[derive(Debug, Default)]
+pub(crate) enum Held {
+    /// It forgot the map: size and changes answer `BadArgument`.
+    #[default]
+    No,
+    /// The map the access log reads: size and changes reach it (and the
+    /// access logs of the filters after this one see the changes).
+    Logged,
+    /// A map the access log does not read: size and changes reach this copy.
+    Own(Fields),
+}
+
+impl Held {
+    /// Whether the context still points at the map.
+    pub(crate) fn holds(&self) -> bool {
+        !matches!(self, Held::No)
+    }
+}
 
 impl HeldMaps {
-    /// The request headers (map type 0).
-    pub(crate) const REQUEST_HEADERS: HeldMaps = HeldMaps(1);
-    /// The request trailers (map type 1).
-    pub(crate) const REQUEST_TRAILERS: HeldMaps = HeldMaps(1 << 1);
-    /// The response headers (map type 2).
-    pub(crate) const RESPONSE_HEADERS: HeldMaps = HeldMaps(1 << 2);
-    /// The response trailers (map type 3).
-    pub(crate) const RESPONSE_TRAILERS: HeldMaps = HeldMaps(1 << 3);
-
-    /// Adds `maps`.
-    pub(crate) fn insert(&mut self, maps: HeldMaps) {
-        self.0 |= maps.0;
+    /// What the context holds of map type `kind` (none for other types).
+    pub(crate) fn get_mut(&mut self, kind: u32) -> Option<&mut Held> {
+        Some(match kind {
+            0 => &mut self.request_headers,
+            1 => &mut self.request_trailers,
+            2 => &mut self.response_headers,
+            3 => &mut self.response_trailers,
+            _ => return None,
+        })
     }
 
-    /// Whether map type `kind` is held.
-    pub(crate) fn holds(self, kind: u32) -> bool {
-        kind < 8 && self.0 & (1 << kind) != 0
+    /// Whether the context still points at map type `kind`.
+    pub(crate) fn holds(&mut self, kind: u32) -> bool {
+        self.get_mut(kind).is_some_and(|held| held.holds())
     }
 }
 
@@ -128,8 +155,6 @@ impl StreamMaps {
             downstream_data,
             upstream_data,
             held,
-            held_request_trailers,
-            held_response_headers,
             info:
                 StreamInfo {
                     // The stream's facts and filter state stay: a new stream
@@ -149,8 +174,6 @@ impl StreamMaps {
         *downstream_data = None;
         *upstream_data = None;
         *held = HeldMaps::default();
-        *held_request_trailers = None;
-        *held_response_headers = None;
     }
 }
 
@@ -594,9 +617,9 @@ pub(crate) struct HostState {
     /// Names a stream context declared with `declare_property` (Envoy keeps
     /// them in that context, where nothing reads them), by context.
     pub(crate) stream_declared: Vec<(u32, Vec<u8>)>,
-    /// The maps stream contexts still point at after their stream ended
-    /// early, by context, until their `on_log`.
-    kept: Vec<(u32, KeptMaps)>,
+    /// What stream contexts still point at ([`HeldMaps`]), by context, until
+    /// their `on_log`.
+    held: Vec<(u32, HeldMaps)>,
     /// This VM's metric ids: id → (type, stat name).
     metrics: HashMap<u32, (MetricType, String)>,
     /// The next id per metric type (Envoy starts each at type + 4).
@@ -668,7 +691,7 @@ impl HostState {
             grpc_tokens: crate::grpc::GrpcTokens::default(),
             call_response: None,
             stream_declared: Vec::new(),
-            kept: Vec::new(),
+            held: Vec::new(),
             last_call_token: 0,
             metrics: HashMap::new(),
             next_metric_id: [4, 5, 6],
@@ -784,28 +807,31 @@ impl HostState {
 
     /// Forgets a context that was deleted.
     pub(crate) fn remove_context(&mut self, context: u32) {
-        self.contexts.retain(|&(c, _)| c != context);
+        // Ids are unique; a stream's context is among the latest.
+        if let Some(at) = self.contexts.iter().rposition(|&(c, _)| c == context) {
+            self.contexts.remove(at);
+        }
         self.stream_declared.retain(|&(c, _)| c != context);
-        self.kept.retain(|(c, _)| *c != context);
+        self.held.retain(|(c, _)| *c != context);
     }
 
-    /// The maps stream `context` keeps for its `on_log` (created empty).
-    pub(crate) fn keep(&mut self, context: u32) -> &mut KeptMaps {
-        let at = match self.kept.iter().position(|(c, _)| *c == context) {
+    /// What stream `context` still points at (created holding nothing).
+    pub(crate) fn hold(&mut self, context: u32) -> &mut HeldMaps {
+        let at = match self.held.iter().position(|(c, _)| *c == context) {
             Some(at) => at,
             None => {
-                self.kept.push((context, KeptMaps::default()));
-                self.kept.len() - 1
+                self.held.push((context, HeldMaps::default()));
+                self.held.len() - 1
             }
         };
-        &mut self.kept[at].1
+        &mut self.held[at].1
     }
 
-    /// Takes the maps stream `context` kept.
-    pub(crate) fn take_kept(&mut self, context: u32) -> KeptMaps {
-        match self.kept.iter().position(|(c, _)| *c == context) {
-            Some(at) => self.kept.swap_remove(at).1,
-            None => KeptMaps::default(),
+    /// Takes what stream `context` still points at, for its `on_log`.
+    pub(crate) fn take_held(&mut self, context: u32) -> HeldMaps {
+        match self.held.iter().position(|(c, _)| *c == context) {
+            Some(at) => self.held.swap_remove(at).1,
+            None => HeldMaps::default(),
         }
     }
 

@@ -266,6 +266,38 @@ fn typed<P: WasmParams, R: WasmResults>(
         .ok()
 }
 
+/// What a headers callback left ([`Vm::open_stream`], [`Vm::respond`]).
+pub(crate) struct HeadersCall {
+    /// The callback's result.
+    pub(crate) result: Result<Option<i32>, Trap>,
+    /// Whether a callback deferred an action (see [`Vm::take_deferred`]).
+    pub(crate) deferred: bool,
+    /// The headers, back from the VM when the callback let the stream go with
+    /// nothing deferred: the context no longer points at them (the common
+    /// case, which then needs nothing more of the VM).
+    pub(crate) headers: Option<Fields>,
+}
+
+impl HeadersCall {
+    fn of(
+        result: Result<Option<i32>, Trap>,
+        state: &mut HostState,
+        goes_on: fn(Option<i32>) -> bool,
+        take: impl FnOnce(&mut StreamMaps) -> Option<Fields>,
+    ) -> Self {
+        let deferred = !state.deferred.is_empty();
+        let headers = match &result {
+            Ok(action) if !deferred && goes_on(*action) => take(&mut state.maps),
+            _ => None,
+        };
+        Self {
+            result,
+            deferred,
+            headers,
+        }
+    }
+}
+
 impl Vm {
     /// Instantiates the plugin in a new VM and runs Envoy's start-up sequence:
     /// `_initialize` (+ `main`/`__main_void`) or `_start`, then the root
@@ -544,24 +576,49 @@ impl Vm {
         self.lock().create_stream(stream)
     }
 
-    /// `on_request_headers` (either ABI's form).
-    pub(crate) fn on_request_headers(
+    /// A stream reaches this plugin's filter with its request `headers`, under
+    /// one lock: its context (`reserved`, else a new id) is created with the
+    /// new stream's maps, then `on_context_create` and `on_request_headers`
+    /// run. The context, and what the callback left ([`HeadersCall`]; `goes_on`
+    /// tells the results that let the stream go).
+    pub(crate) fn open_stream(
         &mut self,
-        stream: u32,
-        headers: usize,
+        reserved: Option<u32>,
+        headers: Fields,
         eos: bool,
-    ) -> Result<Option<i32>, Trap> {
-        self.lock().on_request_headers(stream, headers, eos)
+        goes_on: fn(Option<i32>) -> bool,
+    ) -> (u32, HeadersCall) {
+        let mut core = self.lock();
+        let stream = reserved.unwrap_or_else(|| core.new_context_id());
+        let count = headers.len();
+        let maps = &mut core.store.data_mut().maps;
+        maps.reset();
+        maps.request_headers = Some(headers);
+        let result = core
+            .create_stream(stream)
+            .and_then(|()| core.on_request_headers(stream, count, eos));
+        let call = HeadersCall::of(result, core.store.data_mut(), goes_on, |maps| {
+            maps.request_headers.take()
+        });
+        (stream, call)
     }
 
-    /// `on_response_headers` (either ABI's form).
-    pub(crate) fn on_response_headers(
+    /// The response `headers` reach this plugin's filter: `on_response_headers`
+    /// with them in place, under one lock (see [`Vm::open_stream`]).
+    pub(crate) fn respond(
         &mut self,
         stream: u32,
-        headers: usize,
+        headers: Fields,
         eos: bool,
-    ) -> Result<Option<i32>, Trap> {
-        self.lock().on_response_headers(stream, headers, eos)
+        goes_on: fn(Option<i32>) -> bool,
+    ) -> HeadersCall {
+        let mut core = self.lock();
+        let count = headers.len();
+        core.store.data_mut().maps.response_headers = Some(headers);
+        let result = core.on_response_headers(stream, count, eos);
+        HeadersCall::of(result, core.store.data_mut(), goes_on, |maps| {
+            maps.response_headers.take()
+        })
     }
 
     /// This plugin's timer fired: `on_tick` on its root context.
@@ -639,16 +696,10 @@ impl Vm {
         stream: u32,
         request_headers: &mut Fields,
         response_headers: Option<&mut Fields>,
-        response_trailers: Option<&Fields>,
-        held: crate::state::HeldMaps,
+        response_trailers: Option<&mut Fields>,
     ) -> Result<(), Trap> {
-        self.lock().log_stream(
-            stream,
-            request_headers,
-            response_headers,
-            response_trailers,
-            held,
-        )
+        self.lock()
+            .log_stream(stream, request_headers, response_headers, response_trailers)
     }
 
     /// A network filter's connection is over (see [`VmCore::end_connection`]).
@@ -788,10 +839,25 @@ impl VmCore {
         // Built only for a subscriber that wants it: even a disabled span
         // costs a good part of a short callback.
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
-            let _enter = span.enter();
-            return self.call_traced(phase, context, name, func, params);
+            return self.call_in_span(phase, context, name, func, params);
         }
+        self.call_traced(phase, context, name, func, params)
+    }
+
+    /// [`VmCore::call_traced`] inside a `callback` span. Out of line: the
+    /// span's machinery would otherwise weigh on every call's frame.
+    #[cold]
+    #[inline(never)]
+    fn call_in_span<P: WasmParams, R: WasmResults>(
+        &mut self,
+        phase: Phase,
+        context: u32,
+        name: &'static str,
+        func: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<Option<R>, Trap> {
+        let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
+        let _enter = span.enter();
         self.call_traced(phase, context, name, func, params)
     }
 
@@ -832,18 +898,24 @@ impl VmCore {
         state.effective_context = 0;
         match result {
             Ok(r) => Ok(Some(r)),
-            Err(e) => {
-                let trap = Trap(format!("{e:?}"));
-                let message = format!("Function: {name} failed: {}", trap.0);
-                let plugin = &state.root().meta.name;
-                tracing::warn!(plugin = %plugin, "{message}");
-                let report = format!("{plugin}: {message}");
-                state.shared.traps().push(report);
-                self.failed = Some(trap.clone());
-                self.failed_flag.store(true, Ordering::Release);
-                Err(trap)
-            }
+            Err(e) => Err(self.trapped(name, &e)),
         }
+    }
+
+    /// Callback `name` trapped with `error`: reports it and fails the VM.
+    #[cold]
+    #[inline(never)]
+    fn trapped(&mut self, name: &'static str, error: &wasmtime::Error) -> Trap {
+        let state = self.store.data_mut();
+        let trap = Trap(format!("{error:?}"));
+        let message = format!("Function: {name} failed: {}", trap.0);
+        let plugin = &state.root().meta.name;
+        tracing::warn!(plugin = %plugin, "{message}");
+        let report = format!("{plugin}: {message}");
+        state.shared.traps().push(report);
+        self.failed = Some(trap.clone());
+        self.failed_flag.store(true, Ordering::Release);
+        trap
     }
 
     pub(crate) fn create_stream(&mut self, stream: u32) -> Result<(), Trap> {
@@ -1180,19 +1252,19 @@ impl VmCore {
     }
 
     /// Envoy's access-log hook for a stream: `on_log`, with the final request
-    /// and response headers and the response trailers readable (not
-    /// writable). The maps are lent to the VM for the call and given back
-    /// (read-only, so unchanged).
+    /// and response headers and the response trailers readable; the maps the
+    /// context still points at (its [`HeldMaps`](crate::state::HeldMaps))
+    /// also take changes. The access log's maps are lent to the VM for the
+    /// call and given back, with any change a held one took.
     pub(crate) fn log_stream(
         &mut self,
         stream: u32,
         request_headers: &mut Fields,
         mut response_headers: Option<&mut Fields>,
-        response_trailers: Option<&Fields>,
-        held: crate::state::HeldMaps,
+        mut response_trailers: Option<&mut Fields>,
     ) -> Result<(), Trap> {
         let state = self.store.data_mut();
-        let kept = state.take_kept(stream);
+        let held = state.take_held(stream);
         if self.failed.is_none() && self.callbacks.on_log.is_none() {
             // No `proxy_on_log`: nothing can read or change the maps.
             state.maps.reset();
@@ -1203,18 +1275,8 @@ impl VmCore {
         maps.request_headers = Some(std::mem::take(request_headers));
         maps.response_headers = response_headers.as_deref_mut().map(std::mem::take);
         maps.request_trailers = None;
-        maps.response_trailers = response_trailers.cloned();
+        maps.response_trailers = response_trailers.as_deref_mut().map(std::mem::take);
         maps.trailers_addable = false;
-        // What the context still points at (see `KeptMaps`).
-        if kept.request_trailers.is_some() {
-            maps.held.insert(crate::state::HeldMaps::REQUEST_TRAILERS);
-        }
-        maps.held_request_trailers = kept.request_trailers;
-        if let Some(trailers) = kept.response_trailers {
-            maps.held.insert(crate::state::HeldMaps::RESPONSE_TRAILERS);
-            maps.response_trailers = Some(trailers);
-        }
-        maps.held_response_headers = kept.response_headers;
         let cbs = Arc::clone(&self.callbacks);
         let logged = self.call(
             Phase::Log,
@@ -1229,6 +1291,9 @@ impl VmCore {
         }
         if let (Some(response), Some(out)) = (maps.response_headers.take(), response_headers) {
             *out = response;
+        }
+        if let (Some(trailers), Some(out)) = (maps.response_trailers.take(), response_trailers) {
+            *out = trailers;
         }
         maps.reset();
         logged.map(drop)

@@ -418,10 +418,11 @@ fn response_callbacks() -> Vec<u8> {
     )
 }
 
-#[test]
-fn a_route_to_a_missing_cluster_is_answered_503_by_the_router() {
+/// [`response_callbacks`] as filter `t` in front of a route whose cluster
+/// the bootstrap does not define.
+fn missing_cluster_chain() -> Chain {
     let plugin = engine().load(&response_callbacks()).expect("loads");
-    let mut chain = Chain::builder(engine())
+    Chain::builder(engine())
         .filter(Filter::new(plugin).name("t"))
         .connection_manager(
             weir_harness::ConnectionManager::default()
@@ -430,7 +431,12 @@ fn a_route_to_a_missing_cluster_is_answered_503_by_the_router() {
         )
         .log_level(LogLevel::Info)
         .build()
-        .expect("starts");
+        .expect("starts")
+}
+
+#[test]
+fn a_route_to_a_missing_cluster_is_answered_503_by_the_router() {
+    let mut chain = missing_cluster_chain();
     let request = http::Request::post("/")
         .header("host", "t.test")
         .header("content-length", "2")
@@ -457,17 +463,7 @@ fn a_route_to_a_missing_cluster_is_answered_503_by_the_router() {
 
 #[test]
 fn a_grpc_request_to_a_missing_cluster_gets_a_trailers_only_unavailable() {
-    let wasm = response_callbacks();
-    let plugin = engine().load(&wasm).expect("loads");
-    let mut chain = Chain::builder(engine())
-        .filter(Filter::new(plugin).name("t"))
-        .connection_manager(
-            weir_harness::ConnectionManager::default()
-                .route_cluster("missing")
-                .route_cluster_missing(true),
-        )
-        .build()
-        .expect("starts");
+    let mut chain = missing_cluster_chain();
     let request = http::Request::post("/pkg.Echo/Say")
         .header("host", "t.test")
         .header("content-type", "application/grpc")

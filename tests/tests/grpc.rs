@@ -41,6 +41,37 @@ fn lines(logs: &[weir_harness::LogRecord]) -> Vec<&str> {
     logs.iter().map(|l| l.message.as_str()).collect()
 }
 
+/// A connection through the probe as a network filter on `builder` (its
+/// gRPC services added), whose upstream never answers: the client sends
+/// `reads` in turn; the probe's log lines that `keep` keeps, without the
+/// plugin's prefix, and the outcome.
+fn network_grpc_session(
+    builder: weir_harness::NetworkChainBuilder,
+    reads: &[&[u8]],
+    keep: impl Fn(&str) -> bool,
+) -> (Vec<String>, weir_harness::ConnectionOutcome) {
+    let mut chain = builder
+        .filter(weir_tests::probe_filter())
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    for read in reads {
+        conn.send(read).expect("sent");
+    }
+    let outcome = conn.finish();
+    let got = outcome
+        .logs
+        .iter()
+        .filter_map(|l| l.message.strip_prefix("[p] "))
+        .filter(|l| keep(l))
+        .map(str::to_owned)
+        .collect();
+    (got, outcome)
+}
+
 #[test]
 fn a_unary_call_reaches_its_service_and_the_outcome() {
     let mut chain = chain(|req: &GrpcRequest| {
@@ -637,38 +668,27 @@ fn a_closure_is_a_streaming_service_and_streams_outlive_their_request() {
 #[test]
 fn a_network_filter_streams_across_reads_of_its_connection() {
     let told = Rc::new(RefCell::new(Vec::new()));
-    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
-    let mut chain = NetworkChain::builder(engine())
-        .filter(Filter::new(plugin).name("p").vm_id("p"))
-        .log_level(LogLevel::Info)
-        .grpc_stream_service(
-            "grpc",
-            Scripted {
-                told: Rc::clone(&told),
-                replies: vec![
-                    GrpcStreamReply::new().message("ack one"),
-                    GrpcStreamReply::new().message("ack two"),
-                ],
-                half_close: GrpcStreamReply::new().close(0, "done"),
-                ..Scripted::default()
-            },
-        )
-        .build()
-        .expect("starts");
+    let builder = NetworkChain::builder(engine()).grpc_stream_service(
+        "grpc",
+        Scripted {
+            told: Rc::clone(&told),
+            replies: vec![
+                GrpcStreamReply::new().message("ack one"),
+                GrpcStreamReply::new().message("ack two"),
+            ],
+            half_close: GrpcStreamReply::new().close(0, "done"),
+            ..Scripted::default()
+        },
+    );
     // The upstream does not echo, so only the client's bytes run scripts.
-    let mut conn = chain
-        .connect(|_: &[u8]| TcpReply::none())
-        .expect("connects");
-    conn.send(b"probe:gstream:grpc:pkg.Log:Push:;gsend:$:one:0\n")
-        .expect("sent");
-    conn.send(b"probe:gsend:$:two:1\n").expect("sent");
-    let outcome = conn.finish();
-    let got: Vec<&str> = outcome
-        .logs
-        .iter()
-        .filter_map(|l| l.message.strip_prefix("[p] "))
-        .filter(|l| l.starts_with("on_grpc"))
-        .collect();
+    let (got, outcome) = network_grpc_session(
+        builder,
+        &[
+            b"probe:gstream:grpc:pkg.Log:Push:;gsend:$:one:0\n",
+            b"probe:gsend:$:two:1\n",
+        ],
+        |l| l.starts_with("on_grpc"),
+    );
     assert_eq!(
         got,
         [
@@ -1048,26 +1068,14 @@ fn a_closure_that_refuses_closes_a_stream_only_at_its_half_close() {
 
 #[test]
 fn a_network_filters_stream_to_a_refusing_host_closes_after_the_read_that_opened_it() {
-    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
-    let mut chain = NetworkChain::builder(engine())
-        .filter(Filter::new(plugin).name("p").vm_id("p"))
-        .log_level(LogLevel::Info)
-        .grpc_service("grpc", GrpcRefusingHost)
-        .build()
-        .expect("starts");
-    let mut conn = chain
-        .connect(|_: &[u8]| TcpReply::none())
-        .expect("connects");
-    conn.send(b"probe:gstream:grpc:pkg.Log:Push:;gsend:$:one:0\n")
-        .expect("sent");
-    conn.send(b"probe:gclose:$;gclose:$\n").expect("sent");
-    let outcome = conn.finish();
-    let got: Vec<&str> = outcome
-        .logs
-        .iter()
-        .filter_map(|l| l.message.strip_prefix("[p] "))
-        .filter(|l| l.starts_with("on_grpc") || l.starts_with("on_downstream_data gclose"))
-        .collect();
+    let (got, outcome) = network_grpc_session(
+        NetworkChain::builder(engine()).grpc_service("grpc", GrpcRefusingHost),
+        &[
+            b"probe:gstream:grpc:pkg.Log:Push:;gsend:$:one:0\n",
+            b"probe:gclose:$;gclose:$\n",
+        ],
+        |l| l.starts_with("on_grpc") || l.starts_with("on_downstream_data gclose"),
+    );
     let close = format!("on_grpc_close token=6 status=14 status -> 0 14 {REFUSED}");
     assert_eq!(
         got,

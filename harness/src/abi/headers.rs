@@ -33,7 +33,7 @@ use wasmtime::{Caller, Linker};
 use super::memory::{self, Fault};
 use super::{AbiVersion, Status, proxy_fn};
 use crate::fields::{Fields, Kind};
-use crate::state::{HostState, Phase};
+use crate::state::{Held, HostState, Phase};
 
 /// `proxy_map_type_t` values above this are `BadArgument`.
 const MAX_MAP_TYPE: u32 = 7;
@@ -102,7 +102,8 @@ fn create_trailers(state: &mut HostState, kind: u32) {
 fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
     // Callout response maps and gRPC metadata are never mutable; in `on_log`
     // only the maps the context still points at are (see `HeldMaps`).
-    let read_only = (state.phase == Phase::Log && !state.maps.held.holds(kind as u32))
+    let in_log = state.phase == Phase::Log;
+    let read_only = (in_log && !state.maps.held.holds(kind as u32))
         || matches!(
             kind as u32,
             CALL_RESPONSE_HEADERS | GRPC_INITIAL_METADATA | GRPC_TRAILING_METADATA
@@ -110,23 +111,16 @@ fn mutable_map(state: &mut HostState, kind: i32) -> Result<&mut Fields, Fault> {
     if !read_only {
         create_trailers(state, kind as u32);
     }
-    // In `on_log`, a held map the access log does not read: the request
-    // trailers, or the upstream's response headers a local reply replaced.
-    let in_log = state.phase == Phase::Log && !read_only && state.in_stream();
-    let maps = &state.maps;
-    let detached = match kind as u32 {
-        REQUEST_TRAILERS => in_log && maps.held_request_trailers.is_some(),
-        RESPONSE_HEADERS => in_log && maps.held_response_headers.is_some(),
-        _ => false,
-    };
-    if detached {
-        let maps = &mut state.maps;
-        let fields = if kind as u32 == REQUEST_TRAILERS {
-            maps.held_request_trailers.as_mut()
-        } else {
-            maps.held_response_headers.as_mut()
+    // In `on_log`, a held map the access log does not read: the context's
+    // own copy (the request trailers, or the upstream's response headers a
+    // local reply replaced).
+    let own =
+        |state: &mut HostState| matches!(state.maps.held.get_mut(kind as u32), Some(Held::Own(_)));
+    if in_log && !read_only && state.in_stream() && own(state) {
+        return match state.maps.held.get_mut(kind as u32) {
+            Some(Held::Own(fields)) => Ok(fields),
+            _ => Err(Fault::Status(Status::BadArgument)),
         };
-        return fields.ok_or(Fault::Status(Status::BadArgument));
     }
     match map(state, kind)? {
         Some(fields) if !read_only => Ok(fields),
@@ -297,7 +291,10 @@ mod tests {
             );
         }
 
-        let mut state = in_log(HeldMaps::REQUEST_HEADERS);
+        let mut state = in_log(HeldMaps {
+            request_headers: Held::Logged,
+            ..HeldMaps::default()
+        });
         let Ok(request) = mutable_map(&mut state, REQUEST_HEADERS as i32) else {
             panic!("the request headers are held");
         };
@@ -313,7 +310,10 @@ mod tests {
         };
         assert_eq!(read.and_then(|f| f.get(b"x-new")), Some(&b"1"[..]));
 
-        let mut state = in_log(HeldMaps::RESPONSE_HEADERS);
+        let mut state = in_log(HeldMaps {
+            response_headers: Held::Logged,
+            ..HeldMaps::default()
+        });
         assert!(mutable_map(&mut state, RESPONSE_HEADERS as i32).is_ok());
         assert_eq!(
             status(mutable_map(&mut state, REQUEST_HEADERS as i32)),
@@ -330,16 +330,16 @@ mod tests {
 
     #[test]
     fn in_on_log_held_request_trailers_take_changes_reads_do_not_see() {
-        let mut held = HeldMaps::REQUEST_TRAILERS;
-        held.insert(HeldMaps::RESPONSE_HEADERS);
-        let mut state = in_log(held);
         let mut trailers = Fields::new(Kind::Plain);
         trailers.add(b"x-t", b"1");
-        state.maps.held_request_trailers = Some(trailers);
         let mut upstream = Fields::new(Kind::Response);
         upstream.add(b":status", b"502");
         upstream.add(b"x-up", b"1");
-        state.maps.held_response_headers = Some(upstream);
+        let mut state = in_log(HeldMaps {
+            request_trailers: Held::Own(trailers),
+            response_headers: Held::Own(upstream),
+            ..HeldMaps::default()
+        });
 
         let Ok(kept) = mutable_map(&mut state, REQUEST_TRAILERS as i32) else {
             panic!("the request trailers are held");
@@ -364,12 +364,32 @@ mod tests {
     #[test]
     fn held_maps_name_map_types() {
         let mut held = HeldMaps::default();
-        assert!(!held.holds(0));
-        held.insert(HeldMaps::RESPONSE_HEADERS);
+        assert!((0..4).all(|kind| !held.holds(kind)));
+        held.response_headers = Held::Logged;
         assert!(held.holds(2));
         assert!(!held.holds(0));
-        held.insert(HeldMaps::REQUEST_HEADERS);
-        assert!(held.holds(0));
-        assert!(!held.holds(1) && !held.holds(3) && !held.holds(99));
+        held.request_trailers = Held::Own(Fields::new(Kind::Plain));
+        assert!(held.holds(1));
+        assert!(!held.holds(0) && !held.holds(3) && !held.holds(99));
+    }
+
+    #[test]
+    fn held_response_trailers_are_the_access_logs() {
+        let mut trailers = Fields::new(Kind::ResponseTrailers);
+        trailers.add(b"x-rt", b"one");
+        let mut state = in_log(HeldMaps {
+            response_trailers: Held::Logged,
+            ..HeldMaps::default()
+        });
+        state.maps.response_trailers = Some(trailers);
+        let Ok(held) = mutable_map(&mut state, RESPONSE_TRAILERS as i32) else {
+            panic!("the response trailers are held");
+        };
+        held.add(b"x-new", b"1");
+        // Reads see the change: it is the access log's map.
+        let Ok(Some(read)) = map(&mut state, RESPONSE_TRAILERS as i32) else {
+            panic!("the access log's response trailers");
+        };
+        assert_eq!(read.get(b"x-new"), Some(&b"1"[..]));
     }
 }

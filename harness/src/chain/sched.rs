@@ -171,6 +171,8 @@ pub(super) struct Sched {
     /// Filters with gRPC work to do, with its place in the order (work
     /// appears as a callback sends a call, and is done as a zero-delay event).
     grpc_work: Vec<(usize, u64)>,
+    /// What the last [`scan`] saw (its room is kept).
+    scan: Scan,
 }
 
 impl Sched {
@@ -356,7 +358,10 @@ impl Chain {
         let requests: Vec<http::Request<Bytes>> =
             requests.into_iter().map(|r| r.map(Into::into)).collect();
         let start = self.monotonic();
-        let mut sched = Sched::default();
+        let mut sched = Sched {
+            scan: std::mem::take(&mut self.scratch.scan),
+            ..Sched::default()
+        };
         for request in &requests {
             let arrival = start
                 + request
@@ -416,6 +421,7 @@ impl Chain {
         mut sched: Sched,
         results: Vec<Option<Result<Outcome>>>,
     ) -> Vec<Result<Outcome>> {
+        self.scratch.scan = std::mem::take(&mut sched.scan);
         let last = sched.bystander();
         collect(self, &mut sched, last);
         // gRPC calls go to the stream that made them.
@@ -529,13 +535,7 @@ struct Runner<'r, 'f, 'c> {
 impl Runner<'_, '_, '_> {
     fn all(&mut self) {
         for _ in 0..MAX_EVENTS {
-            self.after_event();
-            let next = {
-                let mut chain = self.cx.chain.borrow_mut();
-                let sched = self.cx.sched.borrow();
-                next_event(&mut chain, &sched)
-            };
-            match next {
+            match self.next() {
                 Some((at, event)) => self.dispatch(at, event),
                 None => {
                     // Nothing can happen any more: the streams still waiting
@@ -596,24 +596,32 @@ impl Runner<'_, '_, '_> {
 
     /// What follows every event: new callouts get their place in the order,
     /// queue notifications are delivered, and streams another callback
-    /// resumed run.
-    fn after_event(&mut self) {
+    /// resumed run; then the next event, if any.
+    fn next(&mut self) -> Option<(Duration, Event)> {
         loop {
             let woken = {
                 let mut chain = self.cx.chain.borrow_mut();
                 let mut sched = self.cx.sched.borrow_mut();
-                stamp(&mut chain, &mut sched);
-                let bystander = sched.bystander();
                 let chain: &mut Chain = &mut chain;
+                scan(chain, &mut sched);
+                let bystander = sched.bystander();
                 if chain.deliver_queue_ready(&mut Vec::new(), false) {
                     collect(chain, &mut sched, bystander);
-                    stamp(chain, &mut sched);
+                    scan(chain, &mut sched);
                 }
-                wake_resumed(chain, &mut sched)
+                if sched.scan.deferred {
+                    wake_resumed(chain, &mut sched)
+                } else {
+                    None
+                }
             };
             match woken {
                 Some(k) => self.poll(k),
-                None => return,
+                None => {
+                    let mut chain = self.cx.chain.borrow_mut();
+                    let sched = self.cx.sched.borrow();
+                    return next_event(&mut chain, &sched);
+                }
             }
         }
     }
@@ -739,49 +747,73 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
     }
 }
 
-/// Gives every callout and gRPC call made since the last event its place:
-/// callouts in the order they were made, then the upstream requests sent
-/// meanwhile; gRPC calls are recorded with the stream that made them.
-fn stamp(chain: &mut Chain, sched: &mut Sched) {
+/// What [`scan`] saw of each VM, for [`next_event`].
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    /// Per filter: whether its root context has callouts in flight, and the
+    /// earliest of its gRPC work, tick and gRPC deadline (in [`next_event`]'s
+    /// order), if any.
+    slots: Vec<(bool, Option<(Key, Event)>)>,
+    /// Whether any VM holds an action a callback deferred.
+    deferred: bool,
+}
+
+/// One look at every VM, under one lock each. Gives every callout and gRPC
+/// call made since the last event its place: callouts in the order they were
+/// made, then the upstream requests sent meanwhile; gRPC calls are recorded
+/// with the stream that made them. Notes what [`next_event`] and
+/// [`wake_resumed`] need: which VMs have callouts in flight or deferred
+/// actions, and each VM's next gRPC work or timer.
+fn scan(chain: &mut Chain, sched: &mut Sched) {
+    let now = chain.monotonic();
+    let live = sched.streams.iter().any(|s| !s.done);
+    let mut scan = std::mem::take(&mut sched.scan);
+    scan.slots.clear();
+    scan.deferred = false;
     for (i, slot) in chain.slots.iter_mut().enumerate() {
         let vm = slot.vm.key();
+        let failed = slot.vm.failed();
         let mut state = slot.vm.state();
+        scan.deferred |= !state.deferred.is_empty();
         let root = state.root_mut();
         let known = sched.grpc_work.iter().position(|&(s, _)| s == i);
-        if root.pending_calls.is_empty() && root.grpc.is_idle() {
+        let calls = !root.pending_calls.is_empty();
+        if !calls && root.grpc.is_idle() {
             // Nothing in flight (the common case): nothing to stamp.
             if let Some(at) = known {
                 sched.grpc_work.swap_remove(at);
             }
-            continue;
+        } else {
+            stamp(i, vm, root, known, sched);
         }
-        for call in root.pending_calls.iter_mut().filter(|c| c.seq.is_none()) {
-            sched.seq += 1;
-            call.seq = Some(sched.seq);
-        }
-        match (has_grpc_work(&root.grpc), known) {
-            (true, None) => {
-                sched.seq += 1;
-                sched.grpc_work.push((i, sched.seq));
+        let mut best: Option<(Key, Event)> = None;
+        let mut consider = |key: Key, event: Event| {
+            if best.as_ref().is_none_or(|(b, _)| key < *b) {
+                best = Some((key, event));
             }
-            (false, Some(at)) => {
-                sched.grpc_work.swap_remove(at);
+        };
+        if !failed {
+            let grpc = &root.grpc;
+            if has_grpc_work(grpc) {
+                let seq = sched
+                    .grpc_work
+                    .iter()
+                    .find(|&&(s, _)| s == i)
+                    .map_or(u64::MAX, |&(_, seq)| seq);
+                consider((now, 0, seq), Event::Grpc(i));
             }
-            _ => {}
-        }
-        let tokens = root
-            .grpc
-            .calls
-            .iter()
-            .map(|(t, c)| (*t, c.context))
-            .chain(root.grpc.streams.iter().map(|(t, s)| (*t, s.context)));
-        for (token, context) in tokens {
-            if let Some(k) = sched.owner(vm, context)
-                && !sched.streams[k].grpc_tokens.contains(&(i, token))
-            {
-                sched.streams[k].grpc_tokens.push((i, token));
+            if live {
+                if root.tick_period_ms != 0
+                    && let Some(t) = root.next_tick
+                {
+                    consider((t, 2, i as u64), Event::Tick(i));
+                }
+                if let Some(at) = grpc.next_deadline() {
+                    consider((at, 3, i as u64), Event::Deadline(i));
+                }
             }
         }
+        scan.slots.push((calls, best));
     }
     for k in 0..sched.streams.len() {
         if let Some(Wait::Upstream {
@@ -790,6 +822,45 @@ fn stamp(chain: &mut Chain, sched: &mut Sched) {
         {
             sched.seq += 1;
             *seq = Some(sched.seq);
+        }
+    }
+    sched.scan = scan;
+}
+
+/// [`scan`]'s stamping of filter `i`'s VM (key `vm`), whose root context is
+/// `root`; `known` is its place in `sched.grpc_work`.
+fn stamp(
+    i: usize,
+    vm: u64,
+    root: &mut crate::state::RootState,
+    known: Option<usize>,
+    sched: &mut Sched,
+) {
+    for call in root.pending_calls.iter_mut().filter(|c| c.seq.is_none()) {
+        sched.seq += 1;
+        call.seq = Some(sched.seq);
+    }
+    match (has_grpc_work(&root.grpc), known) {
+        (true, None) => {
+            sched.seq += 1;
+            sched.grpc_work.push((i, sched.seq));
+        }
+        (false, Some(at)) => {
+            sched.grpc_work.swap_remove(at);
+        }
+        _ => {}
+    }
+    let tokens = root
+        .grpc
+        .calls
+        .iter()
+        .map(|(t, c)| (*t, c.context))
+        .chain(root.grpc.streams.iter().map(|(t, s)| (*t, s.context)));
+    for (token, context) in tokens {
+        if let Some(k) = sched.owner(vm, context)
+            && !sched.streams[k].grpc_tokens.contains(&(i, token))
+        {
+            sched.streams[k].grpc_tokens.push((i, token));
         }
     }
 }
@@ -864,8 +935,6 @@ fn wake_resumed(chain: &mut Chain, sched: &mut Sched) -> Option<usize> {
 /// callouts and gRPC work still in flight are answered (ticks and gRPC
 /// deadlines wait for [`Chain::advance`]).
 fn next_event(chain: &mut Chain, sched: &Sched) -> Option<(Duration, Event)> {
-    let now = chain.monotonic();
-    let live = sched.streams.iter().any(|s| !s.done);
     let mut best: Option<(Key, Event)> = None;
     let mut consider = |key: Key, event: Event| {
         if best.as_ref().is_none_or(|(b, _)| key < *b) {
@@ -907,37 +976,21 @@ fn next_event(chain: &mut Chain, sched: &Sched) -> Option<(Duration, Event)> {
         );
     }
     for (i, slot) in slots.iter_mut().enumerate() {
-        let failed = slot.vm.failed();
-        let mut state = slot.vm.state();
-        let root = state.root_mut();
-        for (index, call) in root.pending_calls.iter_mut().enumerate() {
-            let due = call_due(clusters, call);
-            consider(
-                (due, 0, call.seq.unwrap_or(u64::MAX)),
-                Event::Call(i, index),
-            );
-        }
-        let grpc = &root.grpc;
-        if failed {
-            continue;
-        }
-        if has_grpc_work(grpc) {
-            let seq = sched
-                .grpc_work
-                .iter()
-                .find(|&&(s, _)| s == i)
-                .map_or(u64::MAX, |&(_, seq)| seq);
-            consider((now, 0, seq), Event::Grpc(i));
-        }
-        if live {
-            if root.tick_period_ms != 0
-                && let Some(t) = root.next_tick
-            {
-                consider((t, 2, i as u64), Event::Tick(i));
+        let Some(&(calls, other)) = sched.scan.slots.get(i) else {
+            break;
+        };
+        if calls {
+            let mut state = slot.vm.state();
+            for (index, call) in state.root_mut().pending_calls.iter_mut().enumerate() {
+                let due = call_due(clusters, call);
+                consider(
+                    (due, 0, call.seq.unwrap_or(u64::MAX)),
+                    Event::Call(i, index),
+                );
             }
-            if let Some(at) = grpc.next_deadline() {
-                consider((at, 3, i as u64), Event::Deadline(i));
-            }
+        }
+        if let Some((key, event)) = other {
+            consider(key, event);
         }
     }
     best.map(|((at, _, _), event)| (at, event))

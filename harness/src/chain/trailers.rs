@@ -18,6 +18,7 @@ use super::{
 use crate::fields::{Fields, Kind};
 use crate::hcm::ConnectionManager;
 use crate::outcome::Callout;
+use crate::state::Held;
 use crate::{Error, Result, Trailers};
 
 /// Trailers not yet through every filter.
@@ -32,6 +33,9 @@ pub(super) struct PendingTrailers {
     sent: Option<Fields>,
     /// The filter that added them, if one did.
     adder: Option<usize>,
+    /// Whether a filter's trailers callback has had them: from then on the
+    /// stream has them and its access log reads them, even if it ends there.
+    reached: bool,
 }
 
 impl PendingTrailers {
@@ -43,6 +47,7 @@ impl PendingTrailers {
             again: None,
             sent: None,
             adder: None,
+            reached: false,
         }
     }
 
@@ -54,6 +59,14 @@ impl PendingTrailers {
         if let Some(slot) = self.adder.and_then(|i| slots.get_mut(i)) {
             slot.vm.state().maps.request_trailers = Some(self.fields.clone());
         }
+    }
+
+    /// The trailers a stream that ends (is reset) now logs: those that
+    /// reached a filter's trailers callback (measured in Envoy 1.40: after a
+    /// local reply from the response trailers, every filter's `on_log` reads
+    /// the upstream's trailers as the filters left them).
+    pub(super) fn for_log(&mut self) -> Option<&mut Fields> {
+        self.reached.then_some(&mut self.fields)
     }
 
     /// The trailers the peer receives: as they left the chain the first time
@@ -82,6 +95,7 @@ impl PendingTrailers {
             again: twice.then_some(at),
             sent: None,
             adder: Some(adder),
+            reached: false,
         }
     }
 }
@@ -222,6 +236,7 @@ impl Chain {
         };
         // The trailers end the stream: it is complete once they arrive.
         pass.complete = true;
+        pending.reached = true;
         let filters = io.chain().slots.len();
         loop {
             let Some(&i) = order.get(pending.at) else {
@@ -328,11 +343,14 @@ impl Chain {
                 step,
                 Ok(After::Reply(_)) | Err(Error::Reset { .. } | Error::Disconnected { .. })
             );
+            // The stream ended here: the context keeps the trailers (see
+            // `HeldMaps`), its own copy of the request trailers (the access
+            // log has none), the access log's response trailers.
             if ended && let Some(fields) = &fields {
-                let kept = state.keep(stream);
+                let hold = state.hold(stream);
                 match direction {
-                    Direction::Request => kept.request_trailers = Some(fields.clone()),
-                    Direction::Response => kept.response_trailers = Some(fields.clone()),
+                    Direction::Request => hold.request_trailers = Held::Own(fields.clone()),
+                    Direction::Response => hold.response_trailers = Held::Logged,
                 }
             }
             drop(state);
