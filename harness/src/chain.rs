@@ -1179,7 +1179,10 @@ pub(crate) fn settle_root_callback(
 /// when there is nothing to do without the clock moving.
 pub(crate) fn grpc_step(vm: &mut Vm, services: &mut GrpcServices) -> Option<Result<(), Trap>> {
     if vm.failed() {
-        return None;
+        // What the plugin sent before the failure reaches its services; the
+        // answers reach nobody.
+        let worked = vm.state().root_mut().grpc.work_after_failure(services);
+        return worked.then_some(Ok(()));
     }
     let event = vm.state().root_mut().grpc.events.pop_front();
     if let Some(event) = event {

@@ -855,6 +855,18 @@ impl GrpcState {
         true
     }
 
+    /// One unit of [`work`](Self::work) for a VM that failed: Envoy sent
+    /// the requests of the calls and streams the plugin made before the
+    /// failure, so their services see them (a streaming service is told what
+    /// the plugin did), but nothing reaches the plugin any more. `false` when
+    /// there is nothing to do.
+    pub(crate) fn work_after_failure(&mut self, services: &mut GrpcServices) -> bool {
+        self.events.clear();
+        let worked = self.work(services);
+        self.events.clear();
+        worked
+    }
+
     /// Tells stream `token`'s streaming service the next thing the plugin
     /// did, and queues what it sends back (unless the plugin reset the stream).
     fn step_live(&mut self, token: u32, services: &mut GrpcServices) {

@@ -1918,12 +1918,35 @@ impl<'a> Net<'a> {
                 continue;
             };
             self.on(k, |net| {
+                // Envoy runs them in the order asked: a continue asked
+                // before the close runs the rest of the chain first (one
+                // asked after it is not kept, see `proxy_continue_stream`).
+                if deferred.continue_downstream.is_some() && net.open() {
+                    net.continue_reading(Some(i));
+                    net.refresh_held();
+                }
                 if deferred.close_connection.is_some() {
                     net.close(CloseType::Local);
-                } else if deferred.continue_downstream.is_some() && net.open() {
-                    net.continue_reading(Some(i));
                 }
             });
+        }
+    }
+
+    /// After a root context resumed the connection (outside its filters'
+    /// callbacks, so `tcp_proxy` took the bytes they held): the views of
+    /// the connection's buffers that the VMs still hold (their filters
+    /// paused on them) show the buffers as they are now. Envoy's contexts
+    /// keep pointing at the connection's buffers, so a later root callback
+    /// that makes the connection effective reads them drained (measured in
+    /// Envoy 1.40, `l4-grpc-effects.yaml`).
+    fn refresh_held(&mut self) {
+        for j in 0..me!(self).filters.len() {
+            if !self.open() {
+                return;
+            }
+            if me!(self).filters[j].created && !self.gone(j) {
+                self.sync_in(j);
+            }
         }
     }
 

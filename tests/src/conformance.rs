@@ -6,20 +6,19 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::Deserialize;
-use weir_harness::{
-    EnvoyConfig, GrpcRefusingHost, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply,
-    GrpcStreamService, LogLevel, UpstreamFault,
-};
+use weir_harness::{EnvoyConfig, GrpcRequest, LogLevel, UpstreamFault};
 
 use crate::envoy::{Envoy, Rebind};
-use crate::grpc::{GrpcHandler, GrpcStreamHandler, GrpcUpstream, SharedStreamService};
+use crate::grpc::GrpcUpstream;
+use crate::grpc_scenario::{GrpcCluster, HarnessGrpc, closed_port, grpc_seen};
+pub use crate::grpc_scenario::{GrpcSpec, StepSpec, StreamSpec};
 use crate::net::{self, Upstream};
 use crate::observed::{ClientSaw, UpstreamSaw};
 
@@ -103,7 +102,7 @@ pub struct Suite {
     /// Clusters whose host refuses connections (`upstream`, `callout`,
     /// `grpc`): in Envoy they point at a closed loopback port, in the harness
     /// they answer [`UpstreamFault::ConnectionRefused`] (gRPC:
-    /// [`GrpcRefusingHost`]). Their scenarios' answers are not
+    /// [`weir_harness::GrpcRefusingHost`]). Their scenarios' answers are not
     /// used.
     #[serde(default)]
     pub refused: Vec<String>,
@@ -398,123 +397,6 @@ impl ResponseSpec {
     }
 }
 
-/// A gRPC answer as data: every call and stream of the scenario gets it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GrpcSpec {
-    /// `grpc-status` (default 0, OK).
-    pub status: u32,
-    /// `grpc-message`.
-    pub message: String,
-    /// Response messages, in order.
-    pub messages: Vec<String>,
-    /// Then each request message again, prefixed with `echo:`.
-    pub echo: bool,
-    /// Response headers (initial metadata).
-    pub headers: Vec<(String, String)>,
-    /// Trailers (trailing metadata) before `grpc-status`.
-    pub trailers: Vec<(String, String)>,
-    /// Never answer (the call times out or is cancelled).
-    pub no_answer: bool,
-    /// Answer streams while they are open, as scripted (the other fields
-    /// are then unused). A suite with one such scenario serves its `grpc`
-    /// cluster full duplex in the harness and for Envoy: its other
-    /// scenarios' answers go out once the client half-closes, as they would.
-    pub stream: Option<StreamSpec>,
-}
-
-/// How the `grpc` cluster answers a stream while it is open: what it sends
-/// when the stream opens, in answer to each request message, and when the
-/// client half-closes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamSpec {
-    /// Sent when the stream opens (default: nothing).
-    #[serde(default)]
-    pub open: StepSpec,
-    /// Sent in answer to the `n`-th request message (nothing past the list).
-    #[serde(default)]
-    pub messages: Vec<StepSpec>,
-    /// Sent when the client half-closes (default: close with status OK; `{}`
-    /// sends nothing and leaves the stream open).
-    #[serde(default = "StepSpec::close_ok")]
-    pub half_close: StepSpec,
-}
-
-/// What the server sends at one point of a stream.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StepSpec {
-    /// Send the response headers now, even without metadata or a message.
-    pub headers: bool,
-    /// Initial metadata (sends the response headers).
-    pub metadata: Vec<(String, String)>,
-    /// Messages.
-    pub messages: Vec<String>,
-    /// Trailing metadata, with the close.
-    pub trailers: Vec<(String, String)>,
-    /// Close the stream with this `grpc-status`.
-    pub status: Option<u32>,
-    /// `grpc-message` of the close.
-    pub message: String,
-}
-
-impl StepSpec {
-    fn close_ok() -> Self {
-        Self {
-            status: Some(0),
-            ..Self::default()
-        }
-    }
-
-    fn reply(&self) -> GrpcStreamReply {
-        let mut reply = GrpcStreamReply::new();
-        if self.headers {
-            reply = reply.headers();
-        }
-        for (k, v) in &self.metadata {
-            reply = reply.initial_metadata(k, v);
-        }
-        for m in &self.messages {
-            reply = reply.message(Bytes::from(m.clone()));
-        }
-        for (k, v) in &self.trailers {
-            reply = reply.trailing_metadata(k, v);
-        }
-        if let Some(code) = self.status {
-            reply = reply.close(code, self.message.clone());
-        }
-        reply
-    }
-}
-
-impl GrpcSpec {
-    /// The reply to `request`.
-    pub fn reply(&self, request: &GrpcRequest) -> GrpcReply {
-        if self.no_answer {
-            return GrpcReply::no_answer();
-        }
-        let mut reply = GrpcReply::status(self.status, self.message.clone());
-        for (k, v) in &self.headers {
-            reply = reply.initial_metadata(k, v);
-        }
-        for m in &self.messages {
-            reply = reply.message(Bytes::from(m.clone()));
-        }
-        if self.echo {
-            for m in &request.messages {
-                let mut echoed = b"echo:".to_vec();
-                echoed.extend_from_slice(m);
-                reply = reply.message(echoed);
-            }
-        }
-        for (k, v) in &self.trailers {
-            reply = reply.trailing_metadata(k, v);
-        }
-        reply
-    }
-}
-
 impl Scenario {
     fn request(&self, id: usize) -> Result<http::Request<Bytes>> {
         let r = &self.request;
@@ -734,10 +616,6 @@ pub fn run(suite: &Suite) -> Result<Report> {
         suite.scenarios.iter().map(|s| s.callout.clone()).collect(),
         Arc::clone(&current),
     );
-    let grpc_handler = grpc_by_probe_id(
-        suite.scenarios.iter().map(|s| s.grpc.clone()).collect(),
-        Arc::clone(&current),
-    );
 
     if suite.expect_start_failure.is_some()
         || suite.expect_load_failure.is_some()
@@ -774,24 +652,16 @@ pub fn run(suite: &Suite) -> Result<Report> {
     }
     let upstream = Upstream::start(Arc::clone(&handler))?;
     let callout_upstream = Upstream::start(Arc::clone(&callout_handler))?;
-    // A suite that scripts streams serves them full duplex, on both sides.
-    let streaming: Option<GrpcStreamHandler> = suite
-        .scenarios
-        .iter()
-        .any(|s| s.grpc.stream.is_some())
-        .then(|| {
-            let service: GrpcStreamHandler = Arc::new(Mutex::new(StreamsByProbeId {
-                specs: suite.scenarios.iter().map(|s| s.grpc.clone()).collect(),
-                current: Arc::clone(&current),
-            }));
-            service
-        });
-    let grpc_upstream = match &streaming {
-        Some(service) => GrpcUpstream::start_streaming("grpc", Arc::clone(service))?,
-        None => GrpcUpstream::start("grpc", Arc::clone(&grpc_handler))?,
-    };
     let closed = closed_port()?;
     let refuses = |name: &str| suite.refused.iter().any(|r| r == name);
+    // A suite that scripts streams serves them full duplex, on both sides.
+    let mut grpc = GrpcCluster::start(
+        "grpc",
+        suite.scenarios.iter().map(|s| s.grpc.clone()).collect(),
+        Arc::clone(&current),
+        true,
+        refuses("grpc"),
+    )?;
     if let Some(other) = suite
         .refused
         .iter()
@@ -808,7 +678,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
                 "callout".to_owned(),
                 address("callout", callout_upstream.addr()),
             ),
-            ("grpc".to_owned(), address("grpc", grpc_upstream.addr())),
+            ("grpc".to_owned(), grpc.addr()),
         ]),
         modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
         loopback: true,
@@ -837,17 +707,19 @@ pub fn run(suite: &Suite) -> Result<Report> {
         .chain_builder(engine, |_| engine.load_file(&probe))?
         .connection_manager(hcm)
         .cluster("callout", move |req| for_harness(req));
-    let mut chain = match streaming {
-        Some(service) => builder.grpc_stream_service("grpc", SharedStreamService(service)),
-        // Refused from the moment a call or stream opens, as Envoy's is.
-        None if refuses("grpc") => builder.grpc_service("grpc", GrpcRefusingHost),
-        None => builder.grpc_service("grpc", move |req: &GrpcRequest| grpc_handler(req)),
+    let mut chain = match grpc.harness() {
+        Some(HarnessGrpc::Streams(service)) => builder.grpc_stream_service("grpc", service),
+        Some(HarnessGrpc::Refusing(host)) => builder.grpc_service("grpc", host),
+        Some(HarnessGrpc::Whole(handler)) => {
+            builder.grpc_service("grpc", move |req: &GrpcRequest| handler(req))
+        }
+        None => builder,
     }
     .build()?;
     let upstreams = Upstreams {
         upstream: &upstream,
         callout: &callout_upstream,
-        grpc: &grpc_upstream,
+        grpc: grpc.upstream(),
     };
     run_scenarios(suite, &mut chain, &handler, &envoy, &upstreams, &current)
 }
@@ -914,12 +786,6 @@ fn reached(response: &http::Response<Bytes>) -> bool {
     response.extensions().get::<UpstreamFault>() != Some(&UpstreamFault::ConnectionRefused)
 }
 
-/// A loopback address nothing listens on: a listener's, once it is closed.
-fn closed_port() -> Result<std::net::SocketAddr> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?)
-}
-
 /// The harness's side of a cluster whose host refuses connections.
 fn refusing() -> net::Handler {
     Arc::new(|_| {
@@ -935,89 +801,6 @@ struct Upstreams<'a> {
     upstream: &'a Upstream,
     callout: &'a Upstream,
     grpc: &'a GrpcUpstream,
-}
-
-/// A streaming gRPC service that answers each stream as the scenario its
-/// `x-probe-id` metadata names (or, without one, the scenario running)
-/// scripts it; a scenario without a script answers in whole once the client
-/// half-closes.
-struct StreamsByProbeId {
-    specs: Vec<GrpcSpec>,
-    current: Arc<AtomicUsize>,
-}
-
-impl StreamsByProbeId {
-    fn spec(&self, stream: &GrpcStream) -> Option<&GrpcSpec> {
-        let id = match stream.metadata("x-probe-id") {
-            Some(v) => v.parse::<usize>().ok(),
-            None => Some(self.current.load(Ordering::SeqCst)),
-        };
-        id.and_then(|i| self.specs.get(i))
-    }
-
-    fn script(&self, stream: &GrpcStream) -> Option<&StreamSpec> {
-        self.spec(stream).and_then(|s| s.stream.as_ref())
-    }
-}
-
-impl GrpcStreamService for StreamsByProbeId {
-    fn on_open(&mut self, stream: &GrpcStream) -> GrpcStreamReply {
-        match self.spec(stream) {
-            Some(spec) => spec
-                .stream
-                .as_ref()
-                .map(|s| s.open.reply())
-                .unwrap_or_default(),
-            None => GrpcStreamReply::new().close(5, "no such scenario"),
-        }
-    }
-
-    fn on_message(&mut self, stream: &GrpcStream, _: &Bytes) -> GrpcStreamReply {
-        let n = stream.messages().len();
-        self.script(stream)
-            .and_then(|s| s.messages.get(n.wrapping_sub(1)))
-            .map(StepSpec::reply)
-            .unwrap_or_default()
-    }
-
-    fn on_half_close(&mut self, stream: &GrpcStream) -> GrpcStreamReply {
-        if let Some(script) = self.script(stream) {
-            return script.half_close.reply();
-        }
-        let Some(spec) = self.spec(stream) else {
-            return GrpcStreamReply::new();
-        };
-        let whole = spec.reply(&stream.request);
-        if !whole.answers() {
-            return GrpcStreamReply::new();
-        }
-        let mut reply = GrpcStreamReply::new().headers();
-        for (k, v) in whole.headers() {
-            reply = reply.initial_metadata(k, v);
-        }
-        for m in whole.messages() {
-            reply = reply.message(m.clone());
-        }
-        for (k, v) in &spec.trailers {
-            reply = reply.trailing_metadata(k, v);
-        }
-        reply.close(whole.code(), whole.status_message())
-    }
-}
-
-/// A gRPC server that answers each request as the scenario its `x-probe-id`
-/// metadata names, or without one, the scenario running (`current`).
-fn grpc_by_probe_id(specs: Vec<GrpcSpec>, current: Arc<AtomicUsize>) -> GrpcHandler {
-    Arc::new(move |req: &GrpcRequest| {
-        let id = match req.http.headers().get("x-probe-id") {
-            Some(v) => v.to_str().ok().and_then(|v| v.parse::<usize>().ok()),
-            None => Some(current.load(Ordering::SeqCst)),
-        };
-        match id.and_then(|i| specs.get(i)) {
-            Some(spec) => spec.reply(req),
-            None => GrpcReply::status(5, "no such scenario"),
-        }
-    })
 }
 
 /// An upstream that answers each request with the response of the scenario its
@@ -1397,19 +1180,6 @@ impl tracing::Subscriber for GuestLines {
     fn enter(&self, _: &tracing::span::Id) {}
 
     fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// What the gRPC server received for a scenario. A request can reach it after
-/// the stream is done (a call nobody answers travels alongside the request),
-/// so this waits up to a second for as many as the harness recorded.
-fn grpc_seen(server: &GrpcUpstream, expected: usize) -> Vec<UpstreamSaw> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut seen = server.take_seen();
-    while seen.len() < expected && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-        seen.extend(server.take_seen());
-    }
-    seen.iter().map(|r| UpstreamSaw::of(&r.http)).collect()
 }
 
 /// Compares a start-up that must fail: both sides refuse the plugin, each

@@ -20,20 +20,30 @@
 //! `callout ok`; a callout whose path starts `/delay/<ms>` is answered that
 //! many milliseconds late (a probe's `callt:` timeout shorter than that gets
 //! Envoy's `504`).
+//!
+//! The `grpc` cluster (HTTP/2) answers the filter's gRPC calls and streams as
+//! the running scenario's `grpc` says ([`GrpcSpec`], as in the HTTP suites:
+//! whole answers once the request is complete, or, in a suite with a
+//! scripted stream, full duplex); the host of `grpc_refused` refuses every
+//! connection (a closed loopback port in front of Envoy,
+//! [`weir_harness::GrpcRefusingHost`] in the harness). What the `grpc`
+//! server received is compared too.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use weir_harness::{LogLevel, NetworkConfig, TcpReply, TcpUpstream};
+use weir_harness::{GrpcRefusingHost, GrpcRequest, LogLevel, NetworkConfig, TcpReply, TcpUpstream};
 
 use crate::conformance::{Report, Suite};
 use crate::envoy::{Envoy, Rebind};
+use crate::grpc_scenario::{GrpcCluster, GrpcSpec, HarnessGrpc, closed_port, grpc_seen};
+use crate::observed::UpstreamSaw;
 
 /// How long Envoy gets to handle one client step.
 const STEP_PAUSE: Duration = Duration::from_millis(150);
@@ -54,6 +64,9 @@ pub struct ConnectionScenario {
     /// clock advances; the client sleeps in front of Envoy).
     #[serde(default)]
     pub wait_ms: u64,
+    /// How the `grpc` cluster answers the filter's calls and streams.
+    #[serde(default)]
+    pub grpc: GrpcSpec,
     /// The client's steps, in order.
     pub steps: Vec<Step>,
 }
@@ -204,6 +217,8 @@ struct Observed {
     /// Per upstream connection, in the order `tcp_proxy` opened them: what
     /// it received and whether it saw the end.
     upstreams: Vec<(String, bool)>,
+    /// What the `grpc` cluster's server received, in order.
+    grpc: Vec<UpstreamSaw>,
     logs: Vec<String>,
 }
 
@@ -420,10 +435,23 @@ pub fn run(suite: &Suite) -> Result<Report> {
     let yaml = envoy_yaml(suite)?;
     let server = TcpServer::start()?;
     let callout = crate::net::Upstream::start(Arc::new(callout_answer))?;
+    if let Some(other) = suite.refused.iter().find(|r| r.as_str() != "grpc") {
+        bail!("refused: {other:?} is not a cluster that can refuse here (grpc)");
+    }
+    let current = Arc::new(AtomicUsize::new(0));
+    let mut grpc = GrpcCluster::start(
+        "grpc",
+        suite.connections.iter().map(|c| c.grpc.clone()).collect(),
+        Arc::clone(&current),
+        false,
+        suite.refused.iter().any(|r| r == "grpc"),
+    )?;
     let how = Rebind {
         clusters: HashMap::from([
             ("upstream".to_owned(), server.addr),
             ("callout".to_owned(), callout.addr()),
+            ("grpc".to_owned(), grpc.addr()),
+            ("grpc_refused".to_owned(), closed_port()?),
         ]),
         modules: HashMap::from([(module_name(&suite.filter), wasm.clone())]),
         loopback: true,
@@ -431,17 +459,27 @@ pub fn run(suite: &Suite) -> Result<Report> {
     let envoy = Envoy::start(&yaml, &how)?;
     let config = NetworkConfig::parse(&yaml)?;
     let engine = crate::engine();
-    let mut chain = config
+    let builder = config
         .chain_builder(engine, |_| engine.load_file(&wasm))?
         .destination_address(envoy.listener)
         .upstream_address(server.addr)
         .callout_cluster("callout", callout_answer)
-        .build()?;
+        .grpc_service("grpc_refused", GrpcRefusingHost);
+    let mut chain = match grpc.harness() {
+        Some(HarnessGrpc::Streams(service)) => builder.grpc_stream_service("grpc", service),
+        Some(HarnessGrpc::Refusing(host)) => builder.grpc_service("grpc", host),
+        Some(HarnessGrpc::Whole(handler)) => {
+            builder.grpc_service("grpc", move |req: &GrpcRequest| handler(req))
+        }
+        None => builder,
+    }
+    .build()?;
 
     let mut seen_lines = envoy_logs(&envoy.log()).len();
     let mut report = Report::default();
-    for scenario in &suite.connections {
+    for (i, scenario) in suite.connections.iter().enumerate() {
         report.total += 1;
+        current.store(i, Ordering::SeqCst);
         let harness = in_harness(&mut chain, scenario)?;
         server.expect(&scenario.upstream);
         std::thread::sleep(Duration::from_millis(scenario.wait_ms));
@@ -467,6 +505,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
                 .into_iter()
                 .map(|(bytes, end)| (text(&bytes), end))
                 .collect(),
+            grpc: grpc_seen(grpc.upstream(), harness.grpc.len()),
             logs: lines[seen_lines.min(lines.len())..].to_vec(),
         };
         seen_lines = lines.len();
@@ -551,12 +590,19 @@ fn in_harness(
             Some((text(received), outcome.upstream_saw_end))
         })
         .collect();
+    let grpc = outcomes
+        .iter()
+        .flat_map(|o| &o.grpc)
+        .filter(|c| !c.reply.refuses_connection())
+        .map(|c| UpstreamSaw::of(&c.request.http))
+        .collect();
     Ok(Observed {
         clients: outcomes
             .iter()
             .map(|o| (text(&o.client_received), o.client_saw_end))
             .collect(),
         upstreams,
+        grpc,
         logs: harness_logs(&logs),
     })
 }
@@ -642,6 +688,12 @@ fn describe(name: &str, harness: &Observed, envoy: &Observed) -> String {
         connections(&harness.upstreams),
         connections(&envoy.upstreams),
     );
+    if harness.grpc != envoy.grpc {
+        out += &format!(
+            "  grpc\n    harness: {:?}\n    envoy:   {:?}\n",
+            harness.grpc, envoy.grpc
+        );
+    }
     if harness.logs != envoy.logs {
         out += "  logs\n";
         let n = harness.logs.len().max(envoy.logs.len());

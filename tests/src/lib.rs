@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod conformance_l4;
 pub mod envoy;
 pub mod grpc;
+pub mod grpc_scenario;
 pub mod load;
 pub mod net;
 pub mod observed;

@@ -714,6 +714,118 @@ fn a_network_filter_streams_across_reads_of_its_connection() {
 }
 
 #[test]
+fn a_connection_resumed_by_one_answer_reads_drained_in_the_next() {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(Filter::new(plugin).name("p").vm_id("p"))
+        .log_level(LogLevel::Info)
+        .grpc_service("grpc", |_: &GrpcRequest| {
+            GrpcReply::status(0, "").message("r1").message("r2")
+        })
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    let script = "probe:ongrpc:message:bufstatus:2,continue:2;gstream:grpc:pkg.A:One:;gsend:$:a:1;return:1\n";
+    conn.send(script).expect("sent");
+    // The first answer resumed the connection: tcp_proxy took the held
+    // bytes, and the second answer's callback sees the buffer drained, as
+    // Envoy's context still points at the connection's read buffer.
+    assert_eq!(conn.upstream_received(), Some(script.as_bytes()));
+    let outcome = conn.finish();
+    let held: Vec<&str> = outcome
+        .logs
+        .iter()
+        .filter_map(|l| {
+            l.message
+                .strip_prefix("[p] on_grpc_receive bufstatus:2 -> ")
+        })
+        .collect();
+    assert_eq!(held, [format!("0 {} 0", script.len()).as_str(), "0 0 0"]);
+}
+
+#[test]
+fn calls_made_before_a_trap_reach_their_service_and_answer_nobody() {
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&asked);
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = NetworkChain::builder(engine())
+        .filter(Filter::new(plugin).name("p").vm_id("p"))
+        .log_level(LogLevel::Info)
+        .grpc_service("grpc", move |req: &GrpcRequest| {
+            seen.borrow_mut().push(req.method().to_owned());
+            GrpcReply::ok("late")
+        })
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    // Envoy sends the requests during the callback; the trap that follows
+    // fails the VM, so the answers reach nobody.
+    conn.send("probe:gcall:grpc:pkg.T:Call:5000:x;gstream:grpc:pkg.T:Stream:;gsend:$:s:1;trap\n")
+        .expect("sent");
+    assert_eq!(conn.closed(), Some(weir_harness::CloseType::Local));
+    let outcome = conn.finish();
+    assert_eq!(*asked.borrow(), ["Call", "Stream"]);
+    assert_eq!(outcome.grpc.len(), 2);
+    assert!(outcome.grpc.iter().all(|c| c.status.is_none()));
+    assert!(
+        !lines(&outcome.logs).iter().any(|l| l.contains("on_grpc")),
+        "{:?}",
+        lines(&outcome.logs)
+    );
+}
+
+/// Two probes (own VMs) before tcp_proxy, answering every gRPC call OK.
+fn two_network_probes() -> NetworkChain {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    NetworkChain::builder(engine())
+        .filter(Filter::new(plugin.clone()).name("first").vm_id("first"))
+        .filter(Filter::new(plugin).name("second").vm_id("second"))
+        .log_level(LogLevel::Info)
+        .grpc_service("grpc", |_: &GrpcRequest| GrpcReply::ok("go"))
+        .build()
+        .expect("starts")
+}
+
+/// Whether filter `name` logged a data callback.
+fn read_by(logs: &[weir_harness::LogRecord], name: &str) -> bool {
+    let prefix = format!("[{name}] on_downstream_data");
+    logs.iter().any(|l| l.message.starts_with(&prefix))
+}
+
+#[test]
+fn a_continue_then_a_close_from_an_answer_run_the_chain_before_closing() {
+    let mut chain = two_network_probes();
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    // Each probe runs the script: the first pauses for its answer, which
+    // continues then closes. Envoy runs both, in order: the second filter
+    // reads the bytes (and pauses for its own answer) before the close.
+    conn.send("probe:ongrpc:close:continue:2,close:2;gstream:grpc:pkg.A:S:;gsend:$:s:1;return:1\n")
+        .expect("sent");
+    assert_eq!(conn.closed(), Some(weir_harness::CloseType::Local));
+    let outcome = conn.finish();
+    assert!(read_by(&outcome.logs, "second"), "the continue ran first");
+}
+
+#[test]
+fn a_continue_after_a_close_from_an_answer_does_nothing() {
+    let mut chain = two_network_probes();
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send("probe:ongrpc:close:close:2,continue:2;gstream:grpc:pkg.A:S:;gsend:$:s:1;return:1\n")
+        .expect("sent");
+    assert_eq!(conn.closed(), Some(weir_harness::CloseType::Local));
+    let outcome = conn.finish();
+    assert!(!read_by(&outcome.logs, "second"));
+}
+
+#[test]
 fn a_network_filters_stream_is_reported_once_with_the_connection_that_opened_it() {
     let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
     let mut chain = NetworkChain::builder(engine())

@@ -29,10 +29,15 @@ fn add_stream_control(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 state.defer().continue_response = true;
                 Status::Ok
             }
-            // Envoy defers continueReading (a no-op outside network filters).
+            // Envoy defers continueReading (a no-op outside network filters)
+            // with the other after-call actions, in order: one asked after
+            // a close finds the connection closed and does nothing.
             STREAM_DOWNSTREAM => {
                 let context = state.current_context();
-                state.defer().continue_downstream = Some(context);
+                let deferred = state.defer();
+                if deferred.close_connection.is_none() {
+                    deferred.continue_downstream = Some(context);
+                }
                 Status::Ok
             }
             STREAM_UPSTREAM => Status::Unimplemented,

@@ -74,7 +74,10 @@
 //!   effective context; `oncallout:c1,c2` — the current stream's callout script
 //!   (for a connection, whose scripts are not in headers); `onlog:c1,c2`
 //!   and `onclose:c1,c2` — the current connection's `on_log` script and the
-//!   one its close callbacks run; `onconnect:c1,c2` — what
+//!   one its close callbacks run; `ongrpc:which:c1,c2` — the current
+//!   connection's gRPC callback script `which` (`metadata`, `message`,
+//!   `message-<n>`, `trailers`, `close`: what `x-probe-grpc-<which>` holds
+//!   for a request); `onconnect:c1,c2` — what
 //!   `on_new_connection` runs for every connection of the plugin (set in the
 //!   plugin configuration; its return value is the callback's);
 //! - `startup` — the answers to the callouts `on_configure` made (those are
@@ -823,6 +826,38 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                     }
                 });
                 (0, String::new())
+            }
+            // The current connection's gRPC callback scripts (a
+            // connection's scripts are not in headers).
+            "ongrpc" => {
+                let stream = CURRENT.with(std::cell::Cell::get);
+                let commands = b.replace(',', ";");
+                let set = STREAMS.with(|s| {
+                    let mut streams = s.borrow_mut();
+                    let Some(scripts) = streams.get_mut(&stream) else {
+                        return false;
+                    };
+                    let slot = match a {
+                        "metadata" => &mut scripts.grpc_metadata,
+                        "message" => &mut scripts.grpc_message,
+                        "trailers" => &mut scripts.grpc_trailers,
+                        "close" => &mut scripts.grpc_close,
+                        nth => {
+                            let n = nth
+                                .strip_prefix("message-")
+                                .and_then(|n| n.parse::<usize>().ok())
+                                .filter(|n| (1..=9).contains(n));
+                            let Some(n) = n else { return false };
+                            if scripts.grpc_message_nth.len() < n {
+                                scripts.grpc_message_nth.resize(n, String::new());
+                            }
+                            &mut scripts.grpc_message_nth[n - 1]
+                        }
+                    };
+                    *slot = commands;
+                    true
+                });
+                (if set { 0 } else { 2 }, String::new())
             }
             // The current connection's `on_log` and close-callback scripts
             // (a connection's scripts are not in headers).
