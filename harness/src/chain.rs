@@ -1111,6 +1111,14 @@ impl Header {
     }
 }
 
+/// What a pause of the headers came to ([`Chain::pause`]).
+enum Paused {
+    /// The callback's step once the wait ended.
+    Step(Result<After>),
+    /// A filter before the paused one answered from a body callback.
+    Reply(Reply),
+}
+
 /// How the chain goes on after a headers callback.
 enum Headers {
     /// To the next filter.
@@ -2886,6 +2894,44 @@ impl Chain {
     }
 
     /// Filter `header.i`'s headers callback paused the stream (at `position`
+    /// in the direction's order), leaving `step`: the body that arrived
+    /// meanwhile goes through the filters before it
+    /// ([`Chain::arrive_while_paused`]), then the stream waits
+    /// ([`Header::wait`]). A local reply from one of those filters' body
+    /// callbacks ends the stream there; the headers come back as they are.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the state of one stream's pass, owned by `send`"
+    )]
+    async fn pause(
+        io: &mut Io<'_, '_>,
+        header: Header,
+        step: After,
+        position: usize,
+        arriving: &mut Option<&mut Arriving<'_>>,
+        progress: &[Progress],
+        callouts: &mut Vec<Callout>,
+        fields: &mut Fields,
+        held: &mut Option<usize>,
+    ) -> Result<Paused> {
+        let arrived =
+            Self::arrive_while_paused(io, header, &step, position, arriving, progress, callouts)
+                .await;
+        Ok(match arrived {
+            Ok(None) => Paused::Step(header.wait(io, step, callouts).await),
+            Ok(Some(reply)) => {
+                let step = After::Returned {
+                    action: None,
+                    resumed: false,
+                };
+                Self::headers_returned(io, header, Ok(step), fields, held)?;
+                Paused::Reply(reply)
+            }
+            Err(e) => Paused::Step(Err(e)),
+        })
+    }
+
+    /// Filter `header.i`'s headers callback paused the stream (at `position`
     /// in the direction's order) and waits: what of the body has arrived
     /// meanwhile goes through the filters before it, frame by frame, as
     /// Envoy's filter manager iterates data that arrives while a later filter
@@ -3327,28 +3373,20 @@ impl Chain {
             };
             let step = match step {
                 Ok(step) if pauses(&step) => {
-                    match Self::arrive_while_paused(
+                    let paused = Self::pause(
                         io,
                         header,
-                        &step,
+                        step,
                         i,
                         &mut arriving,
                         progress,
                         callouts,
-                    )
-                    .await
-                    {
-                        Ok(None) => header.wait(io, step, callouts).await,
-                        Ok(Some(reply)) => {
-                            // The stream ends: the headers come back as they are.
-                            let step = After::Returned {
-                                action: None,
-                                resumed: false,
-                            };
-                            Self::headers_returned(io, header, Ok(step), fields, held)?;
-                            return Ok(Some(reply));
-                        }
-                        Err(e) => Err(e),
+                        fields,
+                        held,
+                    );
+                    match paused.await? {
+                        Paused::Step(step) => step,
+                        Paused::Reply(reply) => return Ok(Some(reply)),
                     }
                 }
                 other => other,
@@ -3504,29 +3542,20 @@ impl Chain {
             };
             let step = match step {
                 Ok(step) if pauses(&step) => {
-                    let position = last - 1 - i;
-                    match Self::arrive_while_paused(
+                    let paused = Self::pause(
                         io,
                         header,
-                        &step,
-                        position,
+                        step,
+                        last - 1 - i,
                         &mut arriving,
                         progress,
                         callouts,
-                    )
-                    .await
-                    {
-                        Ok(None) => header.wait(io, step, callouts).await,
-                        Ok(Some(reply)) => {
-                            // The stream ends: the headers come back as they are.
-                            let step = After::Returned {
-                                action: None,
-                                resumed: false,
-                            };
-                            Self::headers_returned(io, header, Ok(step), fields, held)?;
-                            return Ok(Some(reply));
-                        }
-                        Err(e) => Err(e),
+                        fields,
+                        held,
+                    );
+                    match paused.await? {
+                        Paused::Step(step) => step,
+                        Paused::Reply(reply) => return Ok(Some(reply)),
                     }
                 }
                 other => other,

@@ -838,27 +838,16 @@ impl VmCore {
         };
         // Built only for a subscriber that wants it: even a disabled span
         // costs a good part of a short callback.
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            return self.call_in_span(phase, context, name, func, params);
-        }
+        let _span = tracing::enabled!(tracing::Level::DEBUG).then(|| self.span(name, context));
         self.call_traced(phase, context, name, func, params)
     }
 
-    /// [`VmCore::call_traced`] inside a `callback` span. Out of line: the
-    /// span's machinery would otherwise weigh on every call's frame.
+    /// A `callback` span for callback `name` on `context`, entered. Out of
+    /// line: the span's machinery would otherwise weigh on every call's frame.
     #[cold]
     #[inline(never)]
-    fn call_in_span<P: WasmParams, R: WasmResults>(
-        &mut self,
-        phase: Phase,
-        context: u32,
-        name: &'static str,
-        func: &TypedFunc<P, R>,
-        params: P,
-    ) -> Result<Option<R>, Trap> {
-        let span = tracing::debug_span!("callback", plugin = %self.name(), name, context);
-        let _enter = span.enter();
-        self.call_traced(phase, context, name, func, params)
+    fn span(&self, name: &'static str, context: u32) -> tracing::span::EnteredSpan {
+        tracing::debug_span!("callback", plugin = %self.name(), name, context).entered()
     }
 
     /// [`VmCore::call`] inside its span, if any.
