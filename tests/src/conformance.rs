@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::Deserialize;
-use weir_harness::{EnvoyConfig, GrpcRequest, LogLevel, UpstreamFault};
+use weir_harness::{EnvoyConfig, LogLevel, UpstreamFault};
 
 use crate::envoy::{Envoy, Rebind};
 use crate::grpc::GrpcUpstream;
-use crate::grpc_scenario::{GrpcCluster, HarnessGrpc, closed_port, grpc_seen};
+use crate::grpc_scenario::{GrpcCluster, closed_port, grpc_seen};
 pub use crate::grpc_scenario::{GrpcSpec, StepSpec, StreamSpec};
 use crate::net::{self, Upstream};
 use crate::observed::{ClientSaw, UpstreamSaw};
@@ -708,11 +708,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
         .connection_manager(hcm)
         .cluster("callout", move |req| for_harness(req));
     let mut chain = match grpc.harness() {
-        Some(HarnessGrpc::Streams(service)) => builder.grpc_stream_service("grpc", service),
-        Some(HarnessGrpc::Refusing(host)) => builder.grpc_service("grpc", host),
-        Some(HarnessGrpc::Whole(handler)) => {
-            builder.grpc_service("grpc", move |req: &GrpcRequest| handler(req))
-        }
+        Some(answer) => answer.add_to(builder, "grpc"),
         None => builder,
     }
     .build()?;

@@ -38,11 +38,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use weir_harness::{GrpcRefusingHost, GrpcRequest, LogLevel, NetworkConfig, TcpReply, TcpUpstream};
+use weir_harness::{GrpcRefusingHost, LogLevel, NetworkConfig, TcpReply, TcpUpstream};
 
 use crate::conformance::{Report, Suite};
 use crate::envoy::{Envoy, Rebind};
-use crate::grpc_scenario::{GrpcCluster, GrpcSpec, HarnessGrpc, closed_port, grpc_seen};
+use crate::grpc_scenario::{GrpcCluster, GrpcSpec, closed_port, grpc_seen};
 use crate::observed::UpstreamSaw;
 
 /// How long Envoy gets to handle one client step.
@@ -466,11 +466,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
         .callout_cluster("callout", callout_answer)
         .grpc_service("grpc_refused", GrpcRefusingHost);
     let mut chain = match grpc.harness() {
-        Some(HarnessGrpc::Streams(service)) => builder.grpc_stream_service("grpc", service),
-        Some(HarnessGrpc::Refusing(host)) => builder.grpc_service("grpc", host),
-        Some(HarnessGrpc::Whole(handler)) => {
-            builder.grpc_service("grpc", move |req: &GrpcRequest| handler(req))
-        }
+        Some(answer) => answer.add_to(builder, "grpc"),
         None => builder,
     }
     .build()?;

@@ -13,7 +13,8 @@ use anyhow::Result;
 use bytes::Bytes;
 use serde::Deserialize;
 use weir_harness::{
-    GrpcRefusingHost, GrpcReply, GrpcRequest, GrpcStream, GrpcStreamReply, GrpcStreamService,
+    GrpcRefusingHost, GrpcReply, GrpcRequest, GrpcService, GrpcStream, GrpcStreamReply,
+    GrpcStreamService,
 };
 
 use crate::grpc::{GrpcHandler, GrpcStreamHandler, GrpcUpstream, SharedStreamService};
@@ -262,6 +263,57 @@ pub enum HarnessGrpc {
     Streams(SharedStreamService),
     /// The host refuses every connection.
     Refusing(GrpcRefusingHost),
+}
+
+/// A chain builder that takes gRPC clusters: the HTTP and the network one.
+pub trait GrpcClusters: Sized {
+    /// `grpc_service`.
+    fn with_grpc_service(self, cluster: &str, service: impl GrpcService + 'static) -> Self;
+    /// `grpc_stream_service`.
+    fn with_grpc_stream_service(
+        self,
+        cluster: &str,
+        service: impl GrpcStreamService + 'static,
+    ) -> Self;
+}
+
+impl GrpcClusters for weir_harness::ChainBuilder {
+    fn with_grpc_service(self, cluster: &str, service: impl GrpcService + 'static) -> Self {
+        self.grpc_service(cluster, service)
+    }
+    fn with_grpc_stream_service(
+        self,
+        cluster: &str,
+        service: impl GrpcStreamService + 'static,
+    ) -> Self {
+        self.grpc_stream_service(cluster, service)
+    }
+}
+
+impl GrpcClusters for weir_harness::NetworkChainBuilder {
+    fn with_grpc_service(self, cluster: &str, service: impl GrpcService + 'static) -> Self {
+        self.grpc_service(cluster, service)
+    }
+    fn with_grpc_stream_service(
+        self,
+        cluster: &str,
+        service: impl GrpcStreamService + 'static,
+    ) -> Self {
+        self.grpc_stream_service(cluster, service)
+    }
+}
+
+impl HarnessGrpc {
+    /// Adds this answer to `builder` as cluster `cluster`.
+    pub fn add_to<B: GrpcClusters>(self, builder: B, cluster: &str) -> B {
+        match self {
+            Self::Streams(service) => builder.with_grpc_stream_service(cluster, service),
+            Self::Refusing(host) => builder.with_grpc_service(cluster, host),
+            Self::Whole(handler) => {
+                builder.with_grpc_service(cluster, move |req: &GrpcRequest| handler(req))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for HarnessGrpc {
