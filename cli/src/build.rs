@@ -9,6 +9,30 @@ use anyhow::{Context, Result, bail};
 pub const TARGET: &str = "wasm32-wasip1";
 /// The cargo profile filters are built with (see the root manifest).
 pub const PROFILE: &str = "filter";
+/// The same profile with DWARF and function names kept ([`Build::Debug`]).
+pub const DEBUG_PROFILE: &str = "filter-debug";
+
+/// How a filter is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Build {
+    /// Optimized and stripped, for Envoy ([`PROFILE`]).
+    #[default]
+    Release,
+    /// Optimized, with its DWARF and function names ([`DEBUG_PROFILE`]): a trap
+    /// in the harness names each frame's function and file:line. Larger.
+    Debug,
+}
+
+impl Build {
+    /// The cargo profile, which is also the folder under the target's.
+    #[must_use]
+    pub fn profile(self) -> &'static str {
+        match self {
+            Build::Release => PROFILE,
+            Build::Debug => DEBUG_PROFILE,
+        }
+    }
+}
 /// The sample filters shipped in `filters/`.
 pub const SAMPLE_FILTERS: &[&str] = &["header-append", "auth", "transform"];
 
@@ -53,10 +77,19 @@ pub fn target_dir(root: &Path) -> PathBuf {
 /// # Errors
 /// If cargo cannot be run, the build fails, or a module is missing afterwards.
 pub fn build_filters(root: &Path, packages: &[&str]) -> Result<Vec<BuiltFilter>> {
+    build_filters_as(root, packages, Build::Release)
+}
+
+/// [`build_filters`] as `build` says.
+///
+/// # Errors
+/// If cargo cannot be run, the build fails, or a module is missing afterwards.
+pub fn build_filters_as(root: &Path, packages: &[&str], build: Build) -> Result<Vec<BuiltFilter>> {
+    let profile = build.profile();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--quiet", "--target", TARGET, "--profile", PROFILE]);
+        .args(["build", "--quiet", "--target", TARGET, "--profile", profile]);
     for p in packages {
         cmd.args(["-p", p]);
     }
@@ -70,7 +103,7 @@ pub fn build_filters(root: &Path, packages: &[&str]) -> Result<Vec<BuiltFilter>>
             packages.join(", ")
         );
     }
-    let out = target_dir(root).join(TARGET).join(PROFILE);
+    let out = target_dir(root).join(TARGET).join(profile);
     packages
         .iter()
         .map(|p| {

@@ -30,6 +30,11 @@ enum Command {
         /// Filter packages to build.
         #[arg(short, long = "package")]
         packages: Vec<String>,
+        /// Keep the DWARF and function names (profile `filter-debug`), so a
+        /// trap in the harness names each frame's function and file:line.
+        /// Larger modules: build without it for Envoy.
+        #[arg(long)]
+        debug: bool,
     },
     /// Push a filter to an OCI registry, verify it loads, print its digest and
     /// deployment config.
@@ -74,13 +79,18 @@ fn run(cli: Cli) -> Result<()> {
             let report = demo::run(&root()?)?;
             stdout.write_all(report.as_bytes())?;
         }
-        Command::Build { packages } => {
+        Command::Build { packages, debug } => {
             let packages: Vec<&str> = if packages.is_empty() {
                 build::SAMPLE_FILTERS.to_vec()
             } else {
                 packages.iter().map(String::as_str).collect()
             };
-            for f in build::build_filters(&root()?, &packages)? {
+            let as_built = if debug {
+                build::Build::Debug
+            } else {
+                build::Build::Release
+            };
+            for f in build::build_filters_as(&root()?, &packages, as_built)? {
                 writeln!(stdout, "{}", f.wasm.display())?;
             }
         }
