@@ -135,6 +135,7 @@ mod state;
 mod trailers;
 mod upstream;
 mod vm;
+mod xds;
 
 pub use abi::AbiVersion;
 pub use chain::{
@@ -158,3 +159,4 @@ pub use plugin::Plugin;
 pub use shared::MetricValue;
 pub use trailers::Trailers;
 pub use upstream::{Upstream, UpstreamFault};
+pub use xds::{Metadata, Node};
