@@ -582,7 +582,7 @@ static_resources:
         let yaml = bootstrap("{ cluster: upstream }", "{ cluster: upstream }", None)
             .replace(
                 "static_resources:",
-                "node: {id: n, cluster: c, metadata: {k: v}}\nstatic_resources:",
+                "node: {id: node-a, cluster: c, metadata: {k: v}}\nstatic_resources:",
             )
             .replace(
                 "  - name: l\n",
@@ -601,7 +601,7 @@ static_resources:
                 "  - name: upstream\n    metadata: {filter_metadata: {cf: {c: true}}}\n",
             );
         let config = EnvoyConfig::parse(&yaml).expect("valid");
-        assert_eq!(config.node.id, "n");
+        assert_eq!(config.node.id, "node-a");
         assert_eq!(config.node.cluster, "c");
         let xds = config.connection_manager.bootstrap(config.node.clone());
         let names = |m: &crate::Metadata| m.filter_metadata.keys().cloned().collect::<Vec<_>>();

@@ -198,7 +198,7 @@ static_resources:
     #[test]
     fn the_node_the_listeners_and_the_clusters_metadata() {
         let yaml = format!(
-            "node: {{id: n, locality: {{zone: z}}}}\n{}\n  clusters:\n  - name: backend\n    \
+            "node: {{id: node-a, locality: {{zone: z}}}}\n{}\n  clusters:\n  - name: backend\n    \
              metadata: {{filter_metadata: {{cf: {{k: v}}}}}}\n",
             CHAIN.replace(
                 "  - name: l\n",
@@ -206,7 +206,7 @@ static_resources:
             )
         );
         let config = NetworkConfig::parse(&yaml).expect("valid");
-        assert_eq!(config.node.id, "n");
+        assert_eq!(config.node.id, "node-a");
         assert!(config.listener_metadata.filter_metadata.contains_key("lf"));
         assert!(config.cluster_metadata.filter_metadata.contains_key("cf"));
         let bad = yaml.replace("{cf: {k: v}}", "{cf: {k: yes}}");

@@ -311,6 +311,23 @@ fn yaml_cpp_int(text: &str) -> bool {
             .is_empty()
 }
 
+/// `text`, a YAML string, unless it is one Envoy may read as something else:
+/// an unquoted scalar that YAML 1.2 reads as this string but yaml-cpp as a
+/// bool or a number. Quoted or not, it is this string to the harness's
+/// parser, and the two differ in Envoy.
+fn unambiguous<'a>(text: &'a str, at: &str) -> Result<&'a str> {
+    let plain = serde_yaml_ng::from_str::<Yaml>(text).ok();
+    let reads_as_text = plain.as_ref().and_then(Yaml::as_str) == Some(text);
+    if reads_as_text && (yaml_cpp_bool(text).is_some() || yaml_cpp_int(text)) {
+        return Err(bad(format!(
+            "{at}: {text:?}: Envoy reads it as a bool or a number when unquoted and as a \
+             string when quoted, which the harness cannot tell apart; write true or false \
+             for a bool, a decimal integer for a number"
+        )));
+    }
+    Ok(text)
+}
+
 /// A YAML value as Envoy 1.40's YAML loader makes it a `Struct` value; `at`
 /// names it in errors.
 fn yaml_value(value: &Yaml, at: &str) -> Result<StructValue> {
@@ -329,22 +346,7 @@ fn yaml_value(value: &Yaml, at: &str) -> Result<StructValue> {
                 )));
             }
         },
-        Yaml::String(s) => {
-            // An unquoted scalar that YAML 1.2 reads as this string but
-            // yaml-cpp as a bool or a number: quoted or not, it is this
-            // string here, and the two differ in Envoy.
-            let plain = serde_yaml_ng::from_str::<Yaml>(s).ok();
-            let ambiguous =
-                plain.as_ref() == Some(value) && (yaml_cpp_bool(s).is_some() || yaml_cpp_int(s));
-            if ambiguous {
-                return Err(bad(format!(
-                    "{at}: {s:?}: Envoy reads it as a bool or a number when unquoted and as a \
-                     string when quoted, which the harness cannot tell apart; write true or \
-                     false for a bool, a decimal integer for a number"
-                )));
-            }
-            StructValue::String(s.clone())
-        }
+        Yaml::String(s) => StructValue::String(unambiguous(s, at)?.to_owned()),
         Yaml::Sequence(items) => StructValue::List(
             items
                 .iter()
@@ -393,7 +395,7 @@ fn only(map: &serde_yaml_ng::Mapping, known: &[&str], at: &str) -> Result<()> {
 fn yaml_string(map: &serde_yaml_ng::Mapping, key: &str, at: &str) -> Result<String> {
     match map.get(key) {
         None => Ok(String::new()),
-        Some(Yaml::String(s)) => Ok(s.clone()),
+        Some(Yaml::String(s)) => Ok(unambiguous(s, &format!("{at}.{key}"))?.to_owned()),
         Some(other) => Err(bad(format!("{at}.{key} must be a string, found {other:?}"))),
     }
 }
@@ -589,11 +591,11 @@ mod tests {
     #[test]
     fn node_and_metadata_from_a_bootstrap() {
         let root: Yaml = serde_yaml_ng::from_str(
-            "node: {id: n, cluster: c, metadata: {a: [1]}, locality: {zone: z}}",
+            "node: {id: node-a, cluster: c, metadata: {a: [1]}, locality: {zone: z}}",
         )
         .expect("yaml");
         let node = node_from_yaml(root.get("node")).expect("node");
-        assert_eq!(node.id, "n");
+        assert_eq!(node.id, "node-a");
         assert_eq!(node.cluster, "c");
         assert_eq!(
             node.locality,
@@ -604,11 +606,15 @@ mod tests {
         );
         assert!(node.metadata.is_some());
         let root: Yaml =
-            serde_yaml_ng::from_str("node: {id: n, user_agent_name: x}").expect("yaml");
+            serde_yaml_ng::from_str("node: {id: node-a, user_agent_name: x}").expect("yaml");
         let err = node_from_yaml(root.get("node")).expect_err("unknown");
         assert!(err.to_string().contains("node.user_agent_name"), "{err}");
         let root: Yaml = serde_yaml_ng::from_str("node: {id: 7}").expect("yaml");
         assert!(node_from_yaml(root.get("node")).is_err());
+        // Unquoted, Envoy reads `n` as a bool and refuses it as an id.
+        let root: Yaml = serde_yaml_ng::from_str("node: {id: n}").expect("yaml");
+        let err = node_from_yaml(root.get("node")).expect_err("ambiguous");
+        assert!(err.to_string().contains("node.id"), "{err}");
 
         let md: Yaml = serde_yaml_ng::from_str("filter_metadata: {f: {k: v}}").expect("yaml");
         let md = metadata_from_yaml(Some(&md), "route.metadata").expect("metadata");
