@@ -30,6 +30,7 @@ use crate::state::{
 };
 use crate::upstream::{Upstream, UpstreamFault};
 use crate::vm::{Trap, Vm, VmTemplate};
+use crate::xds::Node;
 use crate::{Engine, Error, Result};
 
 mod sched;
@@ -242,6 +243,7 @@ pub struct ChainBuilder {
     clusters: Clusters,
     grpc: GrpcServices,
     hcm: ConnectionManager,
+    node: Node,
     log_level: LogLevel,
     start: SystemTime,
     seed: u64,
@@ -299,6 +301,13 @@ impl ChainBuilder {
         self
     }
 
+    /// The bootstrap's `node`, which filters read as `xds.node` in every
+    /// context (default: a bootstrap without one).
+    pub fn node(mut self, node: Node) -> Self {
+        self.node = node;
+        self
+    }
+
     /// Envoy's `wasm` logger level (default `info`): what `proxy_get_log_level`
     /// answers; lower lines are dropped.
     pub fn log_level(mut self, level: LogLevel) -> Self {
@@ -334,7 +343,7 @@ impl ChainBuilder {
     /// # Errors
     /// The first plugin that fails to start, e.g. [`Error::ConfigureFailed`].
     pub fn build(self) -> Result<Chain> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(self.hcm.bootstrap(self.node)));
         let mut slots = Vec::with_capacity(self.filters.len());
         let template = VmTemplate::new(
             self.log_level,
@@ -1532,6 +1541,7 @@ impl Chain {
             clusters: Clusters::default(),
             grpc: GrpcServices::default(),
             hcm: ConnectionManager::default(),
+            node: Node::default(),
             log_level: LogLevel::Info,
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             seed: 0,

@@ -8,7 +8,11 @@
 //! `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`), its `envoy.filters.http.wasm`
 //! filters (plugin name, root id, configuration, failure policy, VM id, VM
 //! configuration, local code file, environment key/values), the router's
-//! `suppress_envoy_headers` and the first route's timeout. Configuration values
+//! `suppress_envoy_headers` and the first route's timeout; the bootstrap's
+//! `node` (`id`, `cluster`, `metadata`, `locality`) and the `metadata` of the
+//! first listener, its first virtual host and route and that route's cluster
+//! (their `filter_metadata`; see [`crate::Node`], [`crate::Metadata`] for
+//! how Envoy reads their YAML). Configuration values
 //! must be `google.protobuf.StringValue` (passed raw, as Envoy does). Like
 //! Envoy, it refuses a route table whose routes name a cluster the bootstrap
 //! does not define, unless the route config sets `validate_clusters: false`:
@@ -23,6 +27,7 @@ use serde_yaml_ng::Value;
 
 use crate::chain::{FailurePolicy, Filter};
 use crate::hcm::ConnectionManager;
+use crate::xds::{Node, metadata_from_yaml, node_from_yaml};
 use crate::{Engine, Error, Plugin, Result};
 
 const WASM_FILTER: &str = "envoy.filters.http.wasm";
@@ -63,8 +68,11 @@ pub struct WasmFilterConfig {
 pub struct EnvoyConfig {
     /// The wasm filters, in chain order.
     pub filters: Vec<WasmFilterConfig>,
-    /// The connection manager and router settings.
+    /// The connection manager and router settings (the listener's, virtual
+    /// host's, route's and cluster's `metadata` among them).
     pub connection_manager: ConnectionManager,
+    /// The bootstrap's `node`.
+    pub node: Node,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -192,15 +200,7 @@ pub(crate) fn wasm_filter(filter: &Value) -> Result<WasmFilterConfig> {
 /// cluster-level `http_protocol_options`.
 fn cluster_trailers(root: &Value, name: &str) -> bool {
     const OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-    let Some(cluster) = root
-        .get("static_resources")
-        .and_then(|s| s.get("clusters"))
-        .and_then(Value::as_sequence)
-        .and_then(|c| {
-            c.iter()
-                .find(|c| string_at(c, &["name"]).as_deref() == Some(name))
-        })
-    else {
+    let Some(cluster) = static_cluster(root, name) else {
         return false;
     };
     let explicit = cluster
@@ -218,6 +218,17 @@ fn cluster_trailers(root: &Value, name: &str) -> bool {
         });
     let legacy = string_at(cluster, &["http_protocol_options", "enable_trailers"]);
     explicit.or(legacy).as_deref() == Some("true")
+}
+
+/// The static cluster `name` of the bootstrap, if it defines it.
+pub(crate) fn static_cluster<'a>(root: &'a Value, name: &str) -> Option<&'a Value> {
+    root.get("static_resources")
+        .and_then(|s| s.get("clusters"))
+        .and_then(Value::as_sequence)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| string_at(c, &["name"]).as_deref() == Some(name))
+        })
 }
 
 /// The names of the bootstrap's static clusters.
@@ -342,13 +353,18 @@ impl EnvoyConfig {
             .ok_or_else(|| {
                 bad("no http_connection_manager in the first listener's first filter chain")
             })?;
-        let mut manager = ConnectionManager::default();
-        let listener_limit = root
+        let node = node_from_yaml(root.get("node"))?;
+        let listener = root
             .get("static_resources")
             .and_then(|s| s.get("listeners"))
             .and_then(Value::as_sequence)
-            .and_then(|l| l.first())
-            .and_then(|l| string_at(l, &["per_connection_buffer_limit_bytes"]));
+            .and_then(|l| l.first());
+        let mut manager = ConnectionManager::default().listener_metadata(metadata_from_yaml(
+            listener.and_then(|l| l.get("metadata")),
+            "listeners[0].metadata",
+        )?);
+        let listener_limit =
+            listener.and_then(|l| string_at(l, &["per_connection_buffer_limit_bytes"]));
         if let Some(limit) = listener_limit {
             let bytes = limit
                 .parse::<usize>()
@@ -373,6 +389,10 @@ impl EnvoyConfig {
         if let Some(name) = first_host.and_then(|h| string_at(h, &["name"])) {
             manager = manager.virtual_host_name(name);
         }
+        manager = manager.virtual_host_metadata(metadata_from_yaml(
+            first_host.and_then(|h| h.get("metadata")),
+            "route_config.virtual_hosts[0].metadata",
+        )?);
         let first_entry = first_host
             .and_then(|v| v.get("routes"))
             .and_then(Value::as_sequence)
@@ -380,6 +400,10 @@ impl EnvoyConfig {
         if let Some(name) = first_entry.and_then(|r| string_at(r, &["name"])) {
             manager = manager.route_name(name);
         }
+        manager = manager.route_metadata(metadata_from_yaml(
+            first_entry.and_then(|r| r.get("metadata")),
+            "route_config.virtual_hosts[0].routes[0].metadata",
+        )?);
         let first_route = first_entry.and_then(|r| r.get("route"));
         if let Some(timeout) = first_route
             .and_then(|r| r.get("timeout"))
@@ -389,6 +413,10 @@ impl EnvoyConfig {
             manager = manager.route_timeout((!timeout.is_zero()).then_some(timeout));
         }
         if let Some(cluster) = first_route.and_then(|r| string_at(r, &["cluster"])) {
+            manager = manager.cluster_metadata(metadata_from_yaml(
+                static_cluster(&root, &cluster).and_then(|c| c.get("metadata")),
+                &format!("clusters[{cluster}].metadata"),
+            )?);
             manager = manager.upstream_enable_trailers(cluster_trailers(&root, &cluster));
             manager = manager
                 .route_cluster(cluster)
@@ -417,6 +445,7 @@ impl EnvoyConfig {
         Ok(Self {
             filters,
             connection_manager: manager,
+            node,
         })
     }
 
@@ -430,8 +459,9 @@ impl EnvoyConfig {
         engine: &Engine,
         mut load: impl FnMut(&WasmFilterConfig) -> Result<Plugin>,
     ) -> Result<crate::ChainBuilder> {
-        let mut builder =
-            crate::Chain::builder(engine).connection_manager(self.connection_manager.clone());
+        let mut builder = crate::Chain::builder(engine)
+            .connection_manager(self.connection_manager.clone())
+            .node(self.node.clone());
         for f in &self.filters {
             let mut filter = Filter::new(load(f)?)
                 .name(&f.name)
@@ -545,6 +575,50 @@ static_resources:
             text.contains("`missing`") && text.contains("weighted_clusters"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_node_and_the_emulated_routes_metadata_are_read() {
+        let yaml = bootstrap("{ cluster: upstream }", "{ cluster: upstream }", None)
+            .replace(
+                "static_resources:",
+                "node: {id: node-a, cluster: c, metadata: {k: v}}\nstatic_resources:",
+            )
+            .replace(
+                "  - name: l\n",
+                "  - name: l\n    metadata: {filter_metadata: {lf: {a: 1}}}\n",
+            )
+            .replace(
+                "            - name: all\n",
+                "            - name: all\n              metadata: {filter_metadata: {vf: {}}}\n",
+            )
+            .replace(
+                "              - name: first\n",
+                "              - name: first\n                metadata: {filter_metadata: {rf: {b: [x]}}}\n",
+            )
+            .replace(
+                "  - name: upstream\n",
+                "  - name: upstream\n    metadata: {filter_metadata: {cf: {c: true}}}\n",
+            );
+        let config = EnvoyConfig::parse(&yaml).expect("valid");
+        assert_eq!(config.node.id, "node-a");
+        assert_eq!(config.node.cluster, "c");
+        let xds = config.connection_manager.bootstrap(config.node.clone());
+        let names = |m: &crate::Metadata| m.filter_metadata.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&xds.listener), ["lf"]);
+        assert_eq!(names(&xds.virtual_host), ["vf"]);
+        assert_eq!(names(&xds.route), ["rf"]);
+        assert_eq!(names(&xds.cluster), ["cf"]);
+
+        let float = yaml.replace("{a: 1}", "{a: 1.5}");
+        let text = refusal(&float);
+        assert!(
+            text.contains("listeners[0].metadata.filter_metadata.lf.a"),
+            "{text}"
+        );
+        let typed = yaml.replace("{filter_metadata: {vf: {}}}", "{typed_filter_metadata: {}}");
+        let text = refusal(&typed);
+        assert!(text.contains("typed_filter_metadata"), "{text}");
     }
 
     #[test]

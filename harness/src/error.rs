@@ -122,6 +122,10 @@ pub enum Error {
     /// An Envoy config could not be read, or uses something the harness cannot emulate.
     #[error("envoy config: {0}")]
     EnvoyConfig(String),
+    /// Node or xDS metadata given to the harness that a protobuf `Struct`
+    /// cannot hold.
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
     /// The request given to the harness cannot be sent (e.g. no host).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

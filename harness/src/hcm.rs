@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::fields::{Fields, Kind, SharedValues};
 use crate::state::LocalReplyRequest;
+use crate::xds::{Bootstrap, Metadata, Node};
 use crate::{Error, Result, Trailers};
 
 /// Client request headers Envoy 1.40 does not pass on with this emulated
@@ -299,6 +300,17 @@ pub struct ConnectionManager {
     addresses: Addresses,
     enable_trailers: bool,
     upstream_enable_trailers: bool,
+    metadata: Box<RouteMetadata>,
+}
+
+/// The `metadata` of the listener, the virtual host, the route and its
+/// cluster.
+#[derive(Clone, Debug, Default)]
+struct RouteMetadata {
+    listener: Metadata,
+    virtual_host: Metadata,
+    route: Metadata,
+    cluster: Metadata,
 }
 
 /// The addresses filters read as `source.*`, `destination.*` and `upstream.*`.
@@ -338,6 +350,7 @@ impl Default for ConnectionManager {
             },
             enable_trailers: false,
             upstream_enable_trailers: false,
+            metadata: Box::default(),
         }
     }
 }
@@ -396,6 +409,49 @@ impl ConnectionManager {
 
     pub(crate) fn virtual_host_name_value(&self) -> Option<&str> {
         self.virtual_host_name.as_deref()
+    }
+
+    /// The route's `metadata`, seen by filters as `xds.route_metadata` (default
+    /// none). Filters read it while the stream has a route, not once the
+    /// router found none.
+    pub fn route_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.route = metadata;
+        self
+    }
+
+    /// The virtual host's `metadata` (`xds.virtual_host_metadata`, default
+    /// none), read once a virtual host has a name (see
+    /// [`ConnectionManager::virtual_host_name`]).
+    pub fn virtual_host_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.virtual_host = metadata;
+        self
+    }
+
+    /// The `metadata` of the route's cluster (`xds.cluster_metadata`, default
+    /// none), read while the route has a cluster (see
+    /// [`ConnectionManager::route_cluster`]).
+    pub fn cluster_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.cluster = metadata;
+        self
+    }
+
+    /// The listener's `metadata` (`xds.listener_metadata`, default none).
+    pub fn listener_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.listener = metadata;
+        self
+    }
+
+    /// What the chain's filters read of the bootstrap: `node` and this
+    /// connection manager's metadata.
+    pub(crate) fn bootstrap(&self, node: Node) -> Bootstrap {
+        let m = &*self.metadata;
+        Bootstrap {
+            node,
+            listener: m.listener.clone(),
+            virtual_host: m.virtual_host.clone(),
+            route: m.route.clone(),
+            cluster: m.cluster.clone(),
+        }
     }
 
     /// The listener's `per_connection_buffer_limit_bytes` (default 1 MiB): a

@@ -110,6 +110,7 @@ use crate::shared::{MetricValue, Shared};
 use crate::state::{Facts, FilterState, Phase, StreamFacts};
 use crate::upstream::Upstream;
 use crate::vm::{Cb, Trap, Vm, VmTemplate};
+use crate::xds::{Bootstrap, Metadata, Node};
 use crate::{Engine, Error, Result};
 
 /// The network filter callbacks of a module, looked up once.
@@ -235,6 +236,9 @@ pub struct NetworkChainBuilder {
     cluster: String,
     clusters: Clusters,
     grpc: GrpcServices,
+    /// The node, the listener's and the cluster's metadata (no route or
+    /// virtual host: a network filter has none).
+    xds: Box<Bootstrap>,
 }
 
 impl NetworkChainBuilder {
@@ -304,6 +308,27 @@ impl NetworkChainBuilder {
         self
     }
 
+    /// The bootstrap's `node`, which filters read as `xds.node` in every
+    /// context (default: a bootstrap without one).
+    pub fn node(mut self, node: Node) -> Self {
+        self.xds.node = node;
+        self
+    }
+
+    /// The listener's `metadata`, read as `xds.listener_metadata` by a
+    /// connection's callbacks (default none).
+    pub fn listener_metadata(mut self, metadata: Metadata) -> Self {
+        self.xds.listener = metadata;
+        self
+    }
+
+    /// The `metadata` of `tcp_proxy`'s cluster, read as
+    /// `xds.cluster_metadata` once `tcp_proxy` connects (default none).
+    pub fn cluster_metadata(mut self, metadata: Metadata) -> Self {
+        self.xds.cluster = metadata;
+        self
+    }
+
     /// Adds a cluster that filters can call with `proxy_http_call`, answered by
     /// `upstream` (as [`ChainBuilder::cluster`](crate::ChainBuilder::cluster)).
     /// Calls to other clusters are refused with `BadArgument`.
@@ -347,7 +372,7 @@ impl NetworkChainBuilder {
     /// The first plugin that fails to start, e.g. [`Error::ConfigureFailed`],
     /// or [`Error::WouldCrashEnvoy`] for a `FAIL_RELOAD` backoff below 2 ms.
     pub fn build(self) -> Result<NetworkChain> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(*self.xds));
         let mut slots: Vec<Slot> = Vec::with_capacity(self.filters.len());
         let template = VmTemplate::new(
             self.log_level,
@@ -496,6 +521,7 @@ impl NetworkChain {
             cluster: "upstream".to_owned(),
             clusters: Clusters::default(),
             grpc: GrpcServices::default(),
+            xds: Box::default(),
         }
     }
 

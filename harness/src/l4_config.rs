@@ -2,18 +2,20 @@
 //! first filter chain is `envoy.filters.network.wasm` filters followed by
 //! `envoy.filters.network.tcp_proxy`.
 //!
-//! Read: each wasm filter's plugin config (as for HTTP, see [`EnvoyConfig`]) and
-//! `tcp_proxy`'s `stat_prefix` and `cluster`. Anything else in the filter chain or
-//! in `tcp_proxy` is refused with the field named, as the harness does not
-//! emulate it.
+//! Read: each wasm filter's plugin config (as for HTTP, see [`EnvoyConfig`]),
+//! `tcp_proxy`'s `stat_prefix` and `cluster`, the bootstrap's `node`, the
+//! listener's `metadata` and that of `tcp_proxy`'s cluster (as for HTTP).
+//! Anything else in the filter chain or in `tcp_proxy` is refused with the
+//! field named, as the harness does not emulate it.
 //!
 //! [`EnvoyConfig`]: crate::EnvoyConfig
 
 use serde_yaml_ng::Value;
 
 use crate::chain::Filter;
-use crate::envoy_config::{WasmFilterConfig, string_at, wasm_filter};
+use crate::envoy_config::{WasmFilterConfig, static_cluster, string_at, wasm_filter};
 use crate::l4::NetworkChainBuilder;
+use crate::xds::{Metadata, Node, metadata_from_yaml, node_from_yaml};
 use crate::{Engine, Error, NetworkChain, Plugin, Result};
 
 const NETWORK_WASM: &str = "envoy.filters.network.wasm";
@@ -33,6 +35,12 @@ pub struct NetworkConfig {
     pub filters: Vec<WasmFilterConfig>,
     /// `tcp_proxy`'s `cluster`.
     pub cluster: String,
+    /// The bootstrap's `node`.
+    pub node: Node,
+    /// The listener's `metadata`.
+    pub listener_metadata: Metadata,
+    /// The `metadata` of `tcp_proxy`'s cluster.
+    pub cluster_metadata: Metadata,
 }
 
 impl NetworkConfig {
@@ -102,6 +110,15 @@ impl NetworkConfig {
         let cluster = cluster.ok_or_else(|| bad(format!("no {TCP_PROXY} in the filter chain")))?;
         Ok(Self {
             filters: wasm,
+            node: node_from_yaml(root.get("node"))?,
+            listener_metadata: metadata_from_yaml(
+                listener.get("metadata"),
+                "listeners[0].metadata",
+            )?,
+            cluster_metadata: metadata_from_yaml(
+                static_cluster(&root, &cluster).and_then(|c| c.get("metadata")),
+                &format!("clusters[{cluster}].metadata"),
+            )?,
             cluster,
         })
     }
@@ -117,7 +134,11 @@ impl NetworkConfig {
         engine: &Engine,
         mut load: impl FnMut(&WasmFilterConfig) -> Result<Plugin>,
     ) -> Result<NetworkChainBuilder> {
-        let mut builder = NetworkChain::builder(engine).cluster(&self.cluster);
+        let mut builder = NetworkChain::builder(engine)
+            .cluster(&self.cluster)
+            .node(self.node.clone())
+            .listener_metadata(self.listener_metadata.clone())
+            .cluster_metadata(self.cluster_metadata.clone());
         for f in &self.filters {
             let mut filter = Filter::new(load(f)?)
                 .name(&f.name)
@@ -172,6 +193,25 @@ static_resources:
         assert_eq!(config.filters[0].name, "stream");
         assert_eq!(config.filters[0].configuration, r#"{"a": 1}"#);
         assert_eq!(config.filters[0].vm_id, "v");
+    }
+
+    #[test]
+    fn the_node_the_listeners_and_the_clusters_metadata() {
+        let yaml = format!(
+            "node: {{id: node-a, locality: {{zone: z}}}}\n{}\n  clusters:\n  - name: backend\n    \
+             metadata: {{filter_metadata: {{cf: {{k: v}}}}}}\n",
+            CHAIN.replace(
+                "  - name: l\n",
+                "  - name: l\n    metadata: {filter_metadata: {lf: {k: v}}}\n",
+            )
+        );
+        let config = NetworkConfig::parse(&yaml).expect("valid");
+        assert_eq!(config.node.id, "node-a");
+        assert!(config.listener_metadata.filter_metadata.contains_key("lf"));
+        assert!(config.cluster_metadata.filter_metadata.contains_key("cf"));
+        let bad = yaml.replace("{cf: {k: v}}", "{cf: {k: yes}}");
+        let err = NetworkConfig::parse(&bad).expect_err("ambiguous");
+        assert!(err.to_string().contains("\"yes\""), "{err}");
     }
 
     #[test]

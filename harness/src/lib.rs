@@ -49,7 +49,9 @@
 //! process-wide values; see [`Chain::metrics`]), properties (plugin, request,
 //! response, connection, upstream and xds attributes from Envoy's stream info:
 //! time and durations on the virtual clock, body and header sizes, response
-//! flags and details from the stream's fate, gRPC status; filter state), HTTP
+//! flags and details from the stream's fate, gRPC status; the bootstrap's
+//! node and the listener's, virtual host's, route's and cluster's metadata,
+//! see [`Node`] and [`Metadata`]; filter state), HTTP
 //! callouts to clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
 //! receives, the response delivered to the root context, resuming or answering the
 //! stream from it), gRPC calls and streams to services given with
@@ -142,6 +144,7 @@ mod state;
 mod trailers;
 mod upstream;
 mod vm;
+mod xds;
 
 pub use abi::AbiVersion;
 pub use chain::{
@@ -166,3 +169,4 @@ pub use plugin::Plugin;
 pub use shared::MetricValue;
 pub use trailers::Trailers;
 pub use upstream::{Upstream, UpstreamFault};
+pub use xds::{Metadata, Node};

@@ -206,6 +206,9 @@ pub(crate) struct Shared {
     logs: Mutex<Vec<LogRecord>>,
     /// Traps, as Envoy reports them (`<plugin>: Function: <name> failed: ...`).
     traps: Mutex<Vec<String>>,
+    /// The node and the xDS metadata filters read (`xds.node`,
+    /// `xds.*_metadata`); fixed when the chain is built.
+    xds: crate::xds::Bootstrap,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -215,6 +218,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The state of a chain whose bootstrap says `xds`.
+    pub(crate) fn new(xds: crate::xds::Bootstrap) -> Self {
+        Self {
+            xds,
+            ..Self::default()
+        }
+    }
+
+    /// The node and the xDS metadata.
+    pub(crate) fn xds(&self) -> &crate::xds::Bootstrap {
+        &self.xds
+    }
+
     pub(crate) fn data(&self) -> MutexGuard<'_, SharedData> {
         lock(&self.data)
     }

@@ -148,6 +148,57 @@ pub struct Suite {
     /// [`crate::conformance_l4`]).
     #[serde(default)]
     pub connections: Vec<crate::conformance_l4::ConnectionScenario>,
+    /// The bootstrap's `node` (`id`, `cluster`, `metadata`, `locality`),
+    /// written into Envoy's bootstrap as given; the harness reads it from
+    /// that bootstrap.
+    #[serde(default)]
+    pub node: Option<serde_yaml_ng::Value>,
+    /// The `metadata` of the listener, the virtual host, the route and the
+    /// route's cluster, written into Envoy's bootstrap as given.
+    #[serde(default)]
+    pub metadata: MetadataSpec,
+}
+
+/// The `metadata` fields a suite gives the bootstrap (each an
+/// `envoy.config.core.v3.Metadata`, e.g. `{filter_metadata: {f: {k: v}}}`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataSpec {
+    /// The (first) listener's.
+    #[serde(default)]
+    pub listener: Option<serde_yaml_ng::Value>,
+    /// The first virtual host's (HTTP only).
+    #[serde(default)]
+    pub virtual_host: Option<serde_yaml_ng::Value>,
+    /// The first route's (HTTP only).
+    #[serde(default)]
+    pub route: Option<serde_yaml_ng::Value>,
+    /// The cluster the route (or `tcp_proxy`) goes to.
+    #[serde(default)]
+    pub cluster: Option<serde_yaml_ng::Value>,
+}
+
+/// Writes the suite's `node` into `root` and its listener's and cluster's
+/// metadata into the first listener and the static cluster `cluster`.
+pub(crate) fn write_node_and_metadata(
+    suite: &Suite,
+    root: &mut serde_yaml_ng::Value,
+    cluster: &str,
+) -> Result<()> {
+    if let Some(node) = &suite.node {
+        root["node"] = node.clone();
+    }
+    if let Some(metadata) = &suite.metadata.listener {
+        root["static_resources"]["listeners"][0]["metadata"] = metadata.clone();
+    }
+    if let Some(metadata) = &suite.metadata.cluster {
+        let target = root["static_resources"]["clusters"]
+            .as_sequence_mut()
+            .and_then(|c| c.iter_mut().find(|c| c["name"].as_str() == Some(cluster)))
+            .with_context(|| format!("metadata.cluster: the bootstrap has no cluster {cluster}"))?;
+        target["metadata"] = metadata.clone();
+    }
+    Ok(())
 }
 
 /// A configuration the plugin must refuse (see [`Suite::expect_rejection`]).
@@ -552,6 +603,14 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
         route_config["virtual_hosts"][0]["routes"][0]["route"]["cluster"] =
             serde_yaml_ng::Value::from(cluster.as_str());
     }
+    if let Some(metadata) = &suite.metadata.virtual_host {
+        route_config["virtual_hosts"][0]["metadata"] = metadata.clone();
+    }
+    if let Some(metadata) = &suite.metadata.route {
+        route_config["virtual_hosts"][0]["routes"][0]["metadata"] = metadata.clone();
+    }
+    let cluster = suite.route_cluster.as_deref().unwrap_or("upstream");
+    write_node_and_metadata(suite, &mut root, cluster)?;
     Ok(serde_yaml_ng::to_string(&root)?)
 }
 

@@ -394,6 +394,10 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
         ));
         filters.insert(i, f);
     }
+    if suite.metadata.route.is_some() || suite.metadata.virtual_host.is_some() {
+        bail!("metadata: a network filter chain has no route or virtual host");
+    }
+    crate::conformance::write_node_and_metadata(suite, &mut root, "upstream")?;
     Ok(serde_yaml_ng::to_string(&root)?)
 }
 

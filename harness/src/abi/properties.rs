@@ -10,9 +10,29 @@
 //! serialized (`SerializationFailure`).
 //!
 //! Every context: `plugin_name`, `plugin_root_id`, `plugin_vm_id`, and
-//! `xds.node` (a bootstrap without `node`: empty `id` and `cluster`,
-//! `user_agent_name` `envoy`, `user_agent_build_version.version` 1.40.0).
-//! Everything else is a stream attribute: `NotFound` in a root context.
+//! `xds.node`: the bootstrap's `id`, `cluster`, `metadata` and `locality`
+//! (see [`crate::Node`]; none by default), `user_agent_name` `envoy`,
+//! `user_agent_build_version.version` 1.40.0; serialized whole, those fields
+//! in field order (an empty `metadata` or `locality` the bootstrap gives is
+//! still written). Everything else is a stream attribute: `NotFound` in a
+//! root context.
+//!
+//! Metadata (`xds.node.metadata`, each filter's struct in a `Metadata`'s
+//! `filter_metadata`) are `google.protobuf.Struct`s, read as Envoy's
+//! expression context unwraps them (measured in Envoy 1.40,
+//! `tests/conformance/node-metadata.yaml`): a struct is a map of its fields,
+//! each value serialized as a property (a string raw, a number as an 8-byte
+//! little-endian double, a bool one byte, a struct a map, a list its elements
+//! as a list); a path names a field by its key or a list element by its
+//! index (`absl::SimpleAtoi`: `01`, `+1` and ` 1` are 1); a null cannot be
+//! serialized (`SerializationFailure`), nor a struct or list that holds one
+//! anywhere; a missing key, an index out of range and a segment past a
+//! scalar or a null are `NotFound`. A whole `Metadata` message
+//! (`xds.route_metadata`) is serialized as protobuf's C++ runtime does (map
+//! entries with key and value, oneof members even when default);
+//! `typed_filter_metadata` is an empty map. Envoy lists a struct's fields in
+//! its hash map's order, which changes from process to process; the harness
+//! lists them by name.
 //!
 //! An HTTP stream, from the facts of the stream's info the chain keeps (see
 //! [`crate::state::StreamFacts`]):
@@ -54,7 +74,9 @@
 //!   virtual_host_metadata, listener_metadata, listener_direction,
 //!   filter_chain_name}`, `xds.upstream_host_metadata` and
 //!   `xds.upstream_host_locality_metadata` (a host without metadata:
-//!   `SerializationFailure` once there is a host); every metadata is empty;
+//!   `SerializationFailure` once there is a host); the route's, virtual
+//!   host's, cluster's and listener's metadata are the bootstrap's (see
+//!   [`crate::ConnectionManager::route_metadata`]);
 //! - `metadata` (the stream's dynamic metadata, empty), filter state (see
 //!   [`filter_state`]): `filter_state.<key>`, and a property written with
 //!   `proxy_set_property` by its name; `upstream_filter_state` (once the
@@ -85,11 +107,13 @@
 //!   `upstream_filter_state`, `xds.{cluster_name, cluster_metadata,
 //!   upstream_host_metadata, upstream_host_locality_metadata}`;
 //! - `xds.{listener_metadata, listener_direction, filter_chain_name}` (there
-//!   is no route or virtual host: `NotFound`), `metadata`, `source.*`,
+//!   is no route or virtual host: `NotFound`; the listener's and the
+//!   cluster's metadata are the bootstrap's, see
+//!   [`crate::NetworkChainBuilder::listener_metadata`]), `metadata`, `source.*`,
 //!   `destination.*` and filter state.
 //!
 //! What the harness cannot know, it answers as a plain Envoy would: no TLS,
-//! no metadata, one endpoint per cluster, an instant connection pool, the
+//! no dynamic or host metadata, one endpoint per cluster, an instant connection pool, the
 //! configured upstream local address (a real one has an ephemeral port),
 //! connection ids counted from 1 (Envoy numbers every connection it makes,
 //! upstream ones included, from one process-wide counter);
@@ -106,6 +130,7 @@ use super::memory::{self, Fault};
 use super::{Status, filter_state, proxy_fn};
 use crate::fields::Fields;
 use crate::state::{HostState, StreamFacts};
+use crate::xds::{Locality, Metadata, Node, Struct, StructValue};
 
 /// A property value before serialization.
 #[derive(Debug, PartialEq, Eq)]
@@ -368,21 +393,89 @@ fn scalar(value: Value, rest: &[&[u8]]) -> Result<Value, Fault> {
     }
 }
 
-/// An empty `envoy.config.core.v3.Metadata` message: serialized, it is no
-/// bytes; its two maps are empty.
-fn metadata(rest: &[&[u8]]) -> Result<Value, Fault> {
+/// A `google.protobuf.Struct` at `rest`: the whole struct is a map of its
+/// fields, each serialized as a property (a struct holding a null anywhere
+/// cannot be serialized); a field is the value at its key.
+fn struct_value(fields: &Struct, rest: &[&[u8]]) -> Result<Value, Fault> {
     match rest {
-        [] => Ok(Value::Bytes(Vec::new())),
-        [b"filter_metadata" | b"typed_filter_metadata"] => Ok(Value::Map(Vec::new())),
+        [] => Ok(Value::Map(
+            fields
+                .fields
+                .iter()
+                .map(|(k, v)| Ok((k.as_bytes().to_vec(), struct_field(v, &[])?.encode())))
+                .collect::<Result<_, Fault>>()?,
+        )),
+        [key, tail @ ..] => {
+            let key = std::str::from_utf8(key).map_err(|_| NOT_FOUND)?;
+            struct_field(fields.fields.get(key).ok_or(NOT_FOUND)?, tail)
+        }
+    }
+}
+
+/// A `google.protobuf.Value` at `rest`, as Envoy's expression context unwraps
+/// it: a string, a number (a double: 8 bytes little-endian), a bool, a
+/// struct (see [`struct_value`]) or a list, whose elements a path indexes
+/// (`absl::SimpleAtoi`, from 0). A null is no value Envoy can serialize.
+fn struct_field(value: &StructValue, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let scalar_value = match value {
+        StructValue::Struct(fields) => return struct_value(fields, rest),
+        StructValue::List(items) => {
+            return match rest {
+                [] => Ok(Value::List(
+                    items
+                        .iter()
+                        .map(|v| Ok(struct_field(v, &[])?.encode()))
+                        .collect::<Result<_, Fault>>()?,
+                )),
+                [index, tail @ ..] => {
+                    let at = simple_atoi(index)
+                        .filter(|i| i32::try_from(*i).is_ok())
+                        .and_then(|i| usize::try_from(i).ok())
+                        .ok_or(NOT_FOUND)?;
+                    struct_field(items.get(at).ok_or(NOT_FOUND)?, tail)
+                }
+            };
+        }
+        StructValue::Null if rest.is_empty() => return Err(NOT_SERIALIZABLE),
+        StructValue::Null => return Err(NOT_FOUND),
+        StructValue::Number(n) => Value::Bytes(n.to_le_bytes().to_vec()),
+        StructValue::String(s) => Value::text(s.as_bytes()),
+        StructValue::Bool(b) => Value::Bool(*b),
+    };
+    scalar(scalar_value, rest)
+}
+
+/// An `envoy.config.core.v3.Metadata` message: serialized whole, its
+/// `filter_metadata` a map of each filter's struct, `typed_filter_metadata`
+/// an empty map.
+fn metadata(metadata: &Metadata, rest: &[&[u8]]) -> Result<Value, Fault> {
+    match rest {
+        [] => Ok(Value::Bytes(encode_metadata(metadata))),
+        [b"filter_metadata"] => Ok(Value::Map(
+            metadata
+                .filter_metadata
+                .iter()
+                .map(|(k, s)| Ok((k.as_bytes().to_vec(), struct_value(s, &[])?.encode())))
+                .collect::<Result<_, Fault>>()?,
+        )),
+        [b"filter_metadata", name, tail @ ..] => {
+            let name = std::str::from_utf8(name).map_err(|_| NOT_FOUND)?;
+            struct_value(metadata.filter_metadata.get(name).ok_or(NOT_FOUND)?, tail)
+        }
+        [b"typed_filter_metadata"] => Ok(Value::Map(Vec::new())),
         _ => Err(NOT_FOUND),
     }
 }
 
-/// An empty `envoy.config.core.v3.Locality`.
-fn locality(rest: &[&[u8]]) -> Result<Value, Fault> {
+/// An `envoy.config.core.v3.Locality` (an empty one when absent).
+fn locality(locality: Option<&Locality>, rest: &[&[u8]]) -> Result<Value, Fault> {
+    let empty = Locality::default();
+    let l = locality.unwrap_or(&empty);
     match rest {
-        [] => Ok(Value::Bytes(Vec::new())),
-        [b"region" | b"zone" | b"sub_zone"] => Ok(Value::text("")),
+        [] => Ok(Value::Bytes(encode_locality(l))),
+        [b"region", tail @ ..] => scalar(Value::text(l.region.as_bytes()), tail),
+        [b"zone", tail @ ..] => scalar(Value::text(l.zone.as_bytes()), tail),
+        [b"sub_zone", tail @ ..] => scalar(Value::text(l.sub_zone.as_bytes()), tail),
         _ => Err(NOT_FOUND),
     }
 }
@@ -406,6 +499,77 @@ fn bytes_field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
+/// Appends a proto3 string field, unless it is empty.
+fn string_field(out: &mut Vec<u8>, number: u64, value: &str) {
+    if !value.is_empty() {
+        bytes_field(out, number, value.as_bytes());
+    }
+}
+
+/// Appends a map entry (field `number`): its key (1) and value (2) are
+/// always written, empty or not, as protobuf's C++ runtime writes them.
+fn map_entry(out: &mut Vec<u8>, number: u64, key: &str, value: &[u8]) {
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 12);
+    bytes_field(&mut entry, 1, key.as_bytes());
+    bytes_field(&mut entry, 2, value);
+    bytes_field(out, number, &entry);
+}
+
+/// `google.protobuf.Struct`, serialized: `fields` (1), a map.
+fn encode_struct(fields: &Struct) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in &fields.fields {
+        map_entry(&mut out, 1, key, &encode_struct_value(value));
+    }
+    out
+}
+
+/// `google.protobuf.Value`, serialized: one of `null_value` (1),
+/// `number_value` (2, a fixed64 double), `string_value` (3), `bool_value`
+/// (4), `struct_value` (5), `list_value` (6), written even when it is the
+/// default (a oneof member is present).
+fn encode_struct_value(value: &StructValue) -> Vec<u8> {
+    let mut out = Vec::new();
+    match value {
+        StructValue::Null => out.extend_from_slice(&[1 << 3, 0]),
+        StructValue::Number(n) => {
+            varint(&mut out, 2 << 3 | 1);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        StructValue::String(s) => bytes_field(&mut out, 3, s.as_bytes()),
+        StructValue::Bool(b) => out.extend_from_slice(&[4 << 3, u8::from(*b)]),
+        StructValue::Struct(fields) => bytes_field(&mut out, 5, &encode_struct(fields)),
+        StructValue::List(items) => {
+            // `google.protobuf.ListValue`: `values` (1), repeated.
+            let mut list = Vec::new();
+            for item in items {
+                bytes_field(&mut list, 1, &encode_struct_value(item));
+            }
+            bytes_field(&mut out, 6, &list);
+        }
+    }
+    out
+}
+
+/// `envoy.config.core.v3.Metadata`, serialized: `filter_metadata` (1), a
+/// map of structs.
+fn encode_metadata(metadata: &Metadata) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (filter, fields) in &metadata.filter_metadata {
+        map_entry(&mut out, 1, filter, &encode_struct(fields));
+    }
+    out
+}
+
+/// `envoy.config.core.v3.Locality`, serialized.
+fn encode_locality(locality: &Locality) -> Vec<u8> {
+    let mut out = Vec::new();
+    string_field(&mut out, 1, &locality.region);
+    string_field(&mut out, 2, &locality.zone);
+    string_field(&mut out, 3, &locality.sub_zone);
+    out
+}
+
 /// `SemanticVersion`, serialized (zero fields are left out).
 fn semantic_version() -> Vec<u8> {
     let (major, minor, patch) = ENVOY_VERSION;
@@ -419,32 +583,50 @@ fn semantic_version() -> Vec<u8> {
     out
 }
 
-/// `xds.node`: the bootstrap's `Node` as Envoy fills it in (no `node` in the
-/// bootstrap: no id, cluster or metadata).
-fn node(rest: &[&[u8]]) -> Result<Value, Fault> {
+/// `user_agent_build_version` (a `BuildVersion`), serialized: its version;
+/// Envoy's also has its build's details in `metadata`.
+fn build_version() -> Vec<u8> {
+    let mut out = Vec::new();
+    bytes_field(&mut out, 1, &semantic_version());
+    out
+}
+
+/// `envoy.config.core.v3.Node`, serialized: the bootstrap's `id` (1),
+/// `cluster` (2), `metadata` (3) and `locality` (4) as given, then what
+/// Envoy fills in: `user_agent_name` (6) and `user_agent_build_version` (8).
+fn encode_node(node: &Node) -> Vec<u8> {
+    let mut out = Vec::new();
+    string_field(&mut out, 1, &node.id);
+    string_field(&mut out, 2, &node.cluster);
+    if let Some(fields) = &node.metadata {
+        bytes_field(&mut out, 3, &encode_struct(fields));
+    }
+    if let Some(l) = &node.locality {
+        bytes_field(&mut out, 4, &encode_locality(l));
+    }
+    bytes_field(&mut out, 6, b"envoy");
+    bytes_field(&mut out, 8, &build_version());
+    out
+}
+
+/// `xds.node`: the bootstrap's `Node` as Envoy fills it in.
+fn node(node: &Node, rest: &[&[u8]]) -> Result<Value, Fault> {
     let (major, minor, patch) = ENVOY_VERSION;
+    let empty = Struct::default();
     match rest {
-        [] => {
-            let mut build = Vec::new();
-            bytes_field(&mut build, 1, &semantic_version());
-            let mut out = Vec::new();
-            bytes_field(&mut out, 6, b"envoy");
-            bytes_field(&mut out, 8, &build);
-            Ok(Value::Bytes(out))
-        }
-        [b"id" | b"cluster" | b"user_agent_version"] => Ok(Value::text("")),
+        [] => Ok(Value::Bytes(encode_node(node))),
+        [b"id", tail @ ..] => scalar(Value::text(node.id.as_bytes()), tail),
+        [b"cluster", tail @ ..] => scalar(Value::text(node.cluster.as_bytes()), tail),
+        [b"metadata", tail @ ..] => struct_value(node.metadata.as_ref().unwrap_or(&empty), tail),
+        [b"locality", tail @ ..] => locality(node.locality.as_ref(), tail),
+        [b"user_agent_version"] => Ok(Value::text("")),
         [b"user_agent_name"] => Ok(Value::text("envoy")),
-        [b"metadata" | b"dynamic_parameters"] => Ok(Value::Map(Vec::new())),
+        [b"dynamic_parameters"] => Ok(Value::Map(Vec::new())),
         [b"extensions" | b"client_features" | b"listening_addresses"] => {
             Ok(Value::List(Vec::new()))
         }
-        [b"locality", tail @ ..] => locality(tail),
         [b"user_agent_build_version", build @ ..] => match build {
-            [] => {
-                let mut out = Vec::new();
-                bytes_field(&mut out, 1, &semantic_version());
-                Ok(Value::Bytes(out))
-            }
+            [] => Ok(Value::Bytes(build_version())),
             [b"metadata"] => Ok(Value::Map(Vec::new())),
             [b"version"] => Ok(Value::Bytes(semantic_version())),
             [b"version", b"major_number"] => Ok(Value::Uint(major)),
@@ -461,8 +643,9 @@ fn xds(state: &HostState, facts: Option<&StreamFacts>, rest: &[&[u8]]) -> Result
     let [field, tail @ ..] = rest else {
         return Err(NOT_SERIALIZABLE);
     };
+    let bootstrap = state.shared.xds();
     if *field == b"node" {
-        return node(tail);
+        return node(&bootstrap.node, tail);
     }
     if !state.in_stream() {
         return Err(NOT_FOUND);
@@ -470,11 +653,17 @@ fn xds(state: &HostState, facts: Option<&StreamFacts>, rest: &[&[u8]]) -> Result
     let routed = !facts.is_some_and(|f| f.no_route);
     let value = match *field {
         b"cluster_name" if routed => Value::text(state.cluster_name.clone().ok_or(NOT_FOUND)?),
-        b"cluster_metadata" if routed && state.cluster_name.is_some() => return metadata(tail),
+        b"cluster_metadata" if routed && state.cluster_name.is_some() => {
+            return metadata(&bootstrap.cluster, tail);
+        }
         b"route_name" if routed => Value::text(state.route_name.clone().ok_or(NOT_FOUND)?),
-        b"route_metadata" if routed && state.route_name.is_some() => return metadata(tail),
+        b"route_metadata" if routed && state.route_name.is_some() => {
+            return metadata(&bootstrap.route, tail);
+        }
         b"virtual_host_name" => Value::text(state.virtual_host_name.clone().ok_or(NOT_FOUND)?),
-        b"virtual_host_metadata" if state.virtual_host_name.is_some() => return metadata(tail),
+        b"virtual_host_metadata" if state.virtual_host_name.is_some() => {
+            return metadata(&bootstrap.virtual_host, tail);
+        }
         // A host without metadata: a null message, which Envoy cannot
         // serialize and which has no fields.
         b"upstream_host_metadata" | b"upstream_host_locality_metadata" => {
@@ -485,7 +674,7 @@ fn xds(state: &HostState, facts: Option<&StreamFacts>, rest: &[&[u8]]) -> Result
                 NOT_FOUND
             });
         }
-        b"listener_metadata" if facts.is_some() => return metadata(tail),
+        b"listener_metadata" if facts.is_some() => return metadata(&bootstrap.listener, tail),
         b"listener_direction" if facts.is_some() => Value::Int(0),
         b"filter_chain_name" if facts.is_some() => Value::text(""),
         _ => return Err(NOT_FOUND),
@@ -518,7 +707,7 @@ fn upstream(
             Value::text(facts.transport_failure.unwrap_or_default())
         }
         b"cx_pool_ready_duration" if sent => Value::nanos(Duration::ZERO),
-        b"locality" if host.is_some() => return locality(tail),
+        b"locality" if host.is_some() => return locality(None, tail),
         b"request_attempt_count" => Value::Uint(facts.attempts),
         b"num_endpoints" if !facts.no_route && state.cluster_name.is_some() => Value::Uint(1),
         _ => return Err(NOT_FOUND),
@@ -576,7 +765,7 @@ fn lookup(state: &HostState, path: &[&[u8]]) -> Result<Value, Fault> {
         b"upstream" => upstream(state, facts, rest),
         b"connection" => connection(facts, rest),
         b"connection_id" => scalar(Value::Uint(facts.ok_or(NOT_FOUND)?.connection_id), rest),
-        b"metadata" if facts.is_some() => metadata(rest),
+        b"metadata" if facts.is_some() => metadata(&Metadata::default(), rest),
         b"filter_state" => filter_state::read_entry(&state.maps.info.filter_state.get(), rest)
             .map(|read| Value::Bytes(read.encode()))
             .map_err(Fault::Status),
@@ -817,6 +1006,265 @@ mod tests {
         assert_eq!(get(&state, "xds.node.metadata.x"), Err(Status::NotFound));
         assert_eq!(get(&state, "xds.node.id.x"), Err(Status::NotFound));
         assert_eq!(get(&state, "xds.node.nonexistent"), Err(Status::NotFound));
+    }
+
+    /// `state` with a bootstrap that says `xds`.
+    fn with_xds(mut state: HostState, xds: crate::xds::Bootstrap) -> HostState {
+        state.shared = std::sync::Arc::new(crate::shared::Shared::new(xds));
+        state
+    }
+
+    fn double(n: f64) -> Result<Vec<u8>, Status> {
+        Ok(n.to_le_bytes().to_vec())
+    }
+
+    fn pairs(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let owned: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        Value::Map(owned).encode()
+    }
+
+    fn node_bootstrap() -> crate::xds::Bootstrap {
+        let node = Node::default()
+            .id("node-1")
+            .cluster("svc-a")
+            .metadata(serde_json::json!({
+                "s": "text",
+                "i": 7,
+                "half": 0.5,
+                "t": true,
+                "z": null,
+                "l": ["a", 1, {"k": "v"}, ["x"]],
+                "ln": ["a", null],
+                "m": {"inner": {"deep": 1}},
+                "e": {},
+            }))
+            .expect("metadata")
+            .locality("r1", "z1", "sz1");
+        crate::xds::Bootstrap {
+            node,
+            ..crate::xds::Bootstrap::default()
+        }
+    }
+
+    #[test]
+    fn the_node_is_the_bootstraps_in_every_context() {
+        let mut state = with_xds(stream(StreamFacts::default()), node_bootstrap());
+        for context in [1, 2] {
+            state.active_context = context;
+            assert_eq!(get(&state, "xds.node.id"), text("node-1"));
+            assert_eq!(get(&state, "xds.node.cluster"), text("svc-a"));
+            assert_eq!(get(&state, "xds.node.metadata.s"), text("text"));
+            assert_eq!(get(&state, "xds.node.locality.zone"), text("z1"));
+        }
+        // As Envoy 1.40 serializes them (measured).
+        assert_eq!(
+            get(&state, "xds.node.locality"),
+            Ok(b"\x0a\x02r1\x12\x02z1\x1a\x03sz1".to_vec())
+        );
+        assert_eq!(get(&state, "xds.node.locality.region"), text("r1"));
+        assert_eq!(get(&state, "xds.node.locality.sub_zone"), text("sz1"));
+        assert_eq!(
+            get(&state, "xds.node.locality.zone.x"),
+            Err(Status::NotFound)
+        );
+        assert_eq!(get(&state, "xds.node.id.x"), Err(Status::NotFound));
+        // id (1), cluster (2), metadata (3), locality (4), then Envoy's own.
+        let whole = get(&state, "xds.node").expect("node");
+        let metadata = encode_struct(node_bootstrap().node.metadata.as_ref().expect("set"));
+        let mut expected = b"\x0a\x06node-1\x12\x05svc-a".to_vec();
+        bytes_field(&mut expected, 3, &metadata);
+        expected.extend_from_slice(b"\x22\x0d\x0a\x02r1\x12\x02z1\x1a\x03sz1");
+        expected.extend_from_slice(b"\x32\x05envoy\x42\x06\x0a\x04\x08\x01\x10\x28");
+        assert_eq!(whole, expected);
+    }
+
+    #[test]
+    fn node_metadata_values_are_read_as_envoys_expression_context_reads_them() {
+        let state = with_xds(state(), node_bootstrap());
+        // Numbers are doubles; bools one byte.
+        assert_eq!(get(&state, "xds.node.metadata.i"), double(7.0));
+        assert_eq!(get(&state, "xds.node.metadata.half"), double(0.5));
+        assert_eq!(get(&state, "xds.node.metadata.t"), Ok(vec![1]));
+        // A null is no value Envoy can serialize, nor any struct or list
+        // that holds one; it has no fields.
+        for path in [
+            "xds.node.metadata.z",
+            "xds.node.metadata.ln",
+            "xds.node.metadata",
+        ] {
+            assert_eq!(
+                get(&state, path),
+                Err(Status::SerializationFailure),
+                "{path}"
+            );
+        }
+        assert_eq!(get(&state, "xds.node.metadata.z.x"), Err(Status::NotFound));
+        assert_eq!(get(&state, "xds.node.metadata.ln.0"), text("a"));
+        // Nested structs are maps whose values are serialized properties.
+        let deep = pairs(&[(b"deep", &1f64.to_le_bytes())]);
+        assert_eq!(get(&state, "xds.node.metadata.m.inner"), Ok(deep.clone()));
+        assert_eq!(
+            get(&state, "xds.node.metadata.m"),
+            Ok(pairs(&[(b"inner", &deep)]))
+        );
+        assert_eq!(get(&state, "xds.node.metadata.m.inner.deep"), double(1.0));
+        assert_eq!(
+            get(&state, "xds.node.metadata.e").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        // Lists: the elements as keys; a path indexes them as absl::SimpleAtoi
+        // reads a number.
+        let list = Value::List(vec![
+            b"a".to_vec(),
+            1f64.to_le_bytes().to_vec(),
+            pairs(&[(b"k", b"v")]),
+            Value::List(vec![b"x".to_vec()]).encode(),
+        ])
+        .encode();
+        assert_eq!(get(&state, "xds.node.metadata.l"), Ok(list));
+        assert_eq!(get(&state, "xds.node.metadata.l.0"), text("a"));
+        assert_eq!(get(&state, "xds.node.metadata.l.2.k"), text("v"));
+        assert_eq!(get(&state, "xds.node.metadata.l.3.0"), text("x"));
+        let at = |index: &str| {
+            let path = format!("xds\0node\0metadata\0l\0{index}");
+            resolve(&state, path.as_bytes()).map(Value::encode).ok()
+        };
+        for same in ["01", "+1", " 1", "1 "] {
+            assert_eq!(at(same), Some(1f64.to_le_bytes().to_vec()), "{same:?}");
+        }
+        for missing in ["4", "-1", "x", "4294967297"] {
+            assert_eq!(at(missing), None, "{missing:?}");
+        }
+        for path in [
+            "xds.node.metadata.missing",
+            "xds.node.metadata.s.x",
+            "xds.node.metadata.i.x",
+            "xds.node.metadata.t.x",
+            "xds.node.metadata.e.x",
+            "xds.node.metadata.l.0.x",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+    }
+
+    #[test]
+    fn structs_serialize_as_protobufs_cpp_runtime_does() {
+        // What Envoy 1.40 returned for these (measured): every map entry has
+        // its key and value, a oneof member is written even when default.
+        let json = |v| Struct::from_json_for_tests(v);
+        assert_eq!(
+            encode_struct(&json(serde_json::json!({"a": [1, "b"]}))),
+            b"\x0a\x17\x0a\x01a\x12\x122\x10\x0a\x09\x11\x00\x00\x00\x00\x00\x00\xf0?\x0a\x03\x1a\x01b"
+        );
+        assert_eq!(
+            encode_struct(&json(serde_json::json!({
+                "f": false, "z": null, "e": {}, "el": [], "": ""
+            }))),
+            [
+                &b"\x0a\x06\x0a\x00\x12\x02\x1a\x00"[..],
+                b"\x0a\x07\x0a\x01e\x12\x02*\x00",
+                b"\x0a\x08\x0a\x02el\x12\x022\x00",
+                b"\x0a\x07\x0a\x01f\x12\x02 \x00",
+                b"\x0a\x07\x0a\x01z\x12\x02\x08\x00",
+            ]
+            .concat()
+        );
+        let metadata = Metadata::new()
+            .filter("vf", serde_json::json!({"vk": "vv"}))
+            .and_then(|m| m.filter("ef", serde_json::json!({})))
+            .expect("metadata");
+        assert_eq!(
+            encode_metadata(&metadata),
+            b"\x0a\x06\x0a\x02ef\x12\x00\x0a\x12\x0a\x02vf\x12\x0c\x0a\x0a\x0a\x02vk\x12\x04\x1a\x02vv"
+        );
+        // A node with empty metadata and locality given has both fields.
+        let node = Node::default()
+            .metadata(serde_json::json!({}))
+            .expect("metadata")
+            .locality("", "", "");
+        assert!(encode_node(&node).starts_with(b"\x1a\x00\x22\x00\x32\x05envoy"));
+    }
+
+    #[test]
+    fn the_four_metadata_are_stream_attributes() {
+        let listener = Metadata::new()
+            .filter("lf", serde_json::json!({"lk": "lv"}))
+            .expect("listener");
+        let route = Metadata::new()
+            .filter("rf", serde_json::json!({"rk": "rv", "num": 3, "z": null}))
+            .expect("route");
+        let xds = crate::xds::Bootstrap {
+            listener,
+            route,
+            virtual_host: Metadata::new()
+                .filter("vf", serde_json::json!({"vk": "vv"}))
+                .expect("vh"),
+            cluster: Metadata::new()
+                .filter("cf", serde_json::json!({"ck": "cv"}))
+                .expect("cl"),
+            ..crate::xds::Bootstrap::default()
+        };
+        let mut state = with_xds(stream(StreamFacts::default()), xds);
+        assert_eq!(
+            get(&state, "xds.virtual_host_metadata"),
+            Ok(b"\x0a\x12\x0a\x02vf\x12\x0c\x0a\x0a\x0a\x02vk\x12\x04\x1a\x02vv".to_vec())
+        );
+        assert_eq!(
+            get(&state, "xds.listener_metadata.filter_metadata"),
+            Ok(pairs(&[(b"lf", &pairs(&[(b"lk", b"lv")]))]))
+        );
+        assert_eq!(
+            get(&state, "xds.cluster_metadata.filter_metadata.cf"),
+            Ok(pairs(&[(b"ck", b"cv")]))
+        );
+        assert_eq!(
+            get(&state, "xds.route_metadata.filter_metadata.rf.rk"),
+            text("rv")
+        );
+        assert_eq!(
+            get(&state, "xds.route_metadata.filter_metadata.rf.num"),
+            double(3.0)
+        );
+        // A struct with a null cannot be serialized, nor the map holding it;
+        // the message as a whole can.
+        for path in [
+            "xds.route_metadata.filter_metadata.rf",
+            "xds.route_metadata.filter_metadata",
+            "xds.route_metadata.filter_metadata.rf.z",
+        ] {
+            assert_eq!(
+                get(&state, path),
+                Err(Status::SerializationFailure),
+                "{path}"
+            );
+        }
+        assert!(get(&state, "xds.route_metadata").is_ok());
+        assert_eq!(
+            get(&state, "xds.route_metadata.typed_filter_metadata").as_deref(),
+            Ok(&EMPTY_MAP[..])
+        );
+        for path in [
+            "xds.route_metadata.filter_metadata.missing",
+            "xds.route_metadata.filter_metadata.missing.x",
+            "xds.route_metadata.filter_metadata.rf.missing",
+            "xds.route_metadata.typed_filter_metadata.x",
+            "xds.route_metadata.x",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        // Not in a root context.
+        state.active_context = 1;
+        for path in [
+            "xds.route_metadata",
+            "xds.virtual_host_metadata",
+            "xds.cluster_metadata",
+            "xds.listener_metadata",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
     }
 
     #[test]

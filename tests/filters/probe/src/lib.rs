@@ -31,7 +31,8 @@
 //!   (a value argument, see `var`) — properties; `propv:a/b` separates
 //!   segments with `/` (for keys that contain `.`); `propn:path` prints an
 //!   integer property in decimal, `propmap:path` a map's entries sorted by
-//!   key, `proptime:path:min_ms` and `propdur:path:min_ms` check a
+//!   key, `proptree:path` a struct's maps (sorted by key) and lists (in
+//!   order) at every depth, `proptime:path:min_ms` and `propdur:path:min_ms` check a
 //!   timestamp's age (by the host's clock) or a duration against `min_ms` (up
 //!   to 2 s more), `propid:path` compares an id with the last one read
 //!   (`same`, `larger`, `smaller`), `propaddr:path` masks the port of an
@@ -572,6 +573,10 @@ fn run(command: &str, ret: &mut u32, eos: bool) -> (u32, String) {
                 let (s, value) = property(a);
                 (s, map_text(&value))
             }
+            "proptree" => {
+                let (s, value) = property(a);
+                (s, tree_text(&value, 0))
+            }
             "proptime" => {
                 let (s, value) = property(a);
                 (s, timestamp_text(&value, num(b)))
@@ -994,6 +999,55 @@ fn map_text(value: &[u8]) -> String {
     }
     entries.sort();
     format!("{n} [{}]", entries.join(", "))
+}
+
+/// The entries of a serialized map (the pairs format), if `value` is one.
+fn pairs_of(value: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = value.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let n = u32_at(0)?;
+    let mut at = n.checked_mul(8)?.checked_add(4)?;
+    let mut entries = Vec::new();
+    for i in 0..n {
+        let (kl, vl) = (u32_at(4 + i * 8)?, u32_at(8 + i * 8)?);
+        let k = value.get(at..at.checked_add(kl)?)?;
+        let v_at = at.checked_add(kl)?.checked_add(1)?;
+        let v = value.get(v_at..v_at.checked_add(vl)?)?;
+        if value.get(v_at - 1) != Some(&0) || value.get(v_at + vl) != Some(&0) {
+            return None;
+        }
+        entries.push((k, v));
+        at = v_at + vl + 1;
+    }
+    (at == value.len()).then_some(entries)
+}
+
+/// A structured property (a protobuf `Struct` as Envoy serializes it: maps
+/// of serialized values, lists as maps of keys without values), its parts
+/// parsed wherever they are well-formed pairs: a map as `{k=v, ...}` sorted
+/// by key (Envoy lists a struct's fields in its hash map's order, which
+/// changes from process to process), a list (every value empty) as `[e, ...]`
+/// in order, anything else escaped. Test data must not hold strings that
+/// look like pairs.
+fn tree_text(value: &[u8], depth: usize) -> String {
+    let Some(entries) = pairs_of(value).filter(|_| depth < 16) else {
+        return escape(value);
+    };
+    if !entries.is_empty() && entries.iter().all(|(_, v)| v.is_empty()) {
+        let items: Vec<String> = entries
+            .iter()
+            .map(|(k, _)| tree_text(k, depth + 1))
+            .collect();
+        return format!("[{}]", items.join(", "));
+    }
+    let mut items: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), tree_text(v, depth + 1)))
+        .collect();
+    items.sort();
+    format!("{{{}}}", items.join(", "))
 }
 
 /// How much later than the least expected a real proxy may be, in

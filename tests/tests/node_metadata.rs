@@ -1,0 +1,331 @@
+//! The node and the xDS metadata a test gives the harness's builders
+//! ([`Node`], [`Metadata`], [`ConnectionManager::route_metadata`] and its
+//! siblings, [`NetworkChainBuilder::node`](weir_harness::NetworkChainBuilder::node))
+//! or a bootstrap ([`EnvoyConfig::parse`]), as the `probe` test filter reads
+//! them with `proxy_get_property`. `tests/conformance/node-*.yaml` compare the
+//! same reads with Envoy 1.40's.
+
+use bytes::Bytes;
+use serde_json::json;
+use weir_harness::{
+    Chain, ConnectionManager, EnvoyConfig, Error, Filter, LogLevel, LogRecord, Metadata,
+    NetworkChain, Node, TcpReply,
+};
+use weir_tests::{engine, envoy_yaml, filter_wasm};
+
+/// The probe, named `probe`, whose configuration `configure` runs in
+/// `on_configure`.
+fn probe(configure: &str) -> Filter {
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    Filter::new(plugin).name("probe").configuration(configure)
+}
+
+/// The probe's lines, as `<callback> <command> -> <status> [<value>]`.
+fn lines(logs: &[LogRecord]) -> Vec<String> {
+    logs.iter()
+        .filter(|l| l.level >= LogLevel::Info)
+        .map(|l| l.message.clone())
+        .collect()
+}
+
+/// How the probe prints bytes that are not text.
+fn escaped(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_has(lines: &[String], line: &str) {
+    assert!(
+        lines.iter().any(|l| l == line),
+        "no line {line:?} in {lines:#?}"
+    );
+}
+
+fn node() -> Node {
+    Node::default()
+        .id("sidecar~10.0.0.1~web-0.default~default.svc.cluster.local")
+        .cluster("web")
+        .metadata(json!({
+            "NAMESPACE": "default",
+            "LABELS": {"app": "web", "version": "v1"},
+            "ratio": 2.5,
+            "ports": [8080, {"name": "admin"}],
+            "mesh": true,
+            "none": null,
+        }))
+        .expect("a Struct holds it")
+        .locality("us-east1", "us-east1-b", "")
+}
+
+#[test]
+fn a_node_and_metadata_given_to_the_builders_are_what_filters_read() {
+    let hcm = ConnectionManager::default()
+        .virtual_host_name("all")
+        .route_cluster("upstream")
+        .route_metadata(
+            Metadata::new()
+                .filter("istio", json!({"config": "/apis/v1/web", "weight": 10}))
+                .expect("route"),
+        )
+        .virtual_host_metadata(
+            Metadata::new()
+                .filter("vh", json!({"tier": "gold"}))
+                .expect("vh"),
+        )
+        .cluster_metadata(
+            Metadata::new()
+                .filter("envoy.lb", json!({"canary": false}))
+                .expect("cluster"),
+        )
+        .listener_metadata(
+            Metadata::new()
+                .filter("lf", json!({"lk": "lv"}))
+                .expect("listener"),
+        );
+    let configure = "prop:xds.node.id;prop:xds.node.metadata.ratio;propmap:xds.node.metadata.LABELS;\
+                     prop:xds.node.locality.zone;prop:xds.node.metadata.none;prop:xds.route_metadata";
+    let mut chain = Chain::builder(engine())
+        .filter(probe(configure))
+        .connection_manager(hcm)
+        .node(node())
+        .build()
+        .expect("starts");
+
+    // The root context: the node, no stream attributes.
+    let started = lines(chain.startup_logs());
+    let id = "sidecar~10.0.0.1~web-0.default~default.svc.cluster.local";
+    assert_has(
+        &started,
+        &format!("on_configure prop:xds.node.id -> 0 {id}"),
+    );
+    // A JSON number is a double.
+    let ratio = escaped(&2.5f64.to_le_bytes());
+    assert_has(
+        &started,
+        &format!("on_configure prop:xds.node.metadata.ratio -> 0 {ratio}"),
+    );
+    assert_has(
+        &started,
+        "on_configure propmap:xds.node.metadata.LABELS -> 0 2 [app=web, version=v1]",
+    );
+    assert_has(
+        &started,
+        "on_configure prop:xds.node.locality.zone -> 0 us-east1-b",
+    );
+    // Envoy cannot serialize a null.
+    assert_has(&started, "on_configure prop:xds.node.metadata.none -> 3");
+    assert_has(&started, "on_configure prop:xds.route_metadata -> 1");
+
+    // A stream: the four metadata too.
+    let script = "prop:xds.node.cluster;prop:xds.node.metadata.ports.1.name;\
+                  prop:xds.route_metadata.filter_metadata.istio.config;\
+                  prop:xds.route_metadata.filter_metadata.istio.weight;\
+                  prop:xds.virtual_host_metadata;\
+                  propv:xds/cluster_metadata/filter_metadata/envoy.lb/canary;\
+                  prop:xds.listener_metadata.filter_metadata.lf.lk;\
+                  prop:xds.route_metadata.filter_metadata.missing";
+    let request = http::Request::get("/")
+        .header("host", "node.test")
+        .header("x-probe-request", script)
+        .body(Bytes::new())
+        .expect("request");
+    let outcome = chain
+        .send(request, |_| http::Response::new(Bytes::new()))
+        .expect("sent");
+    let seen = lines(&outcome.logs);
+    assert_has(&seen, "on_request_headers prop:xds.node.cluster -> 0 web");
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.node.metadata.ports.1.name -> 0 admin",
+    );
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.route_metadata.filter_metadata.istio.config -> 0 /apis/v1/web",
+    );
+    let ten = escaped(&10f64.to_le_bytes());
+    assert_has(
+        &seen,
+        &format!(
+            "on_request_headers prop:xds.route_metadata.filter_metadata.istio.weight -> 0 {ten}"
+        ),
+    );
+    // The whole message, serialized: filter_metadata {vh: {tier: "gold"}}.
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.virtual_host_metadata -> 0 \
+         \\x0a\\x16\\x0a\\x02vh\\x12\\x10\\x0a\\x0e\\x0a\\x04tier\\x12\\x06\\x1a\\x04gold",
+    );
+    assert_has(
+        &seen,
+        "on_request_headers propv:xds/cluster_metadata/filter_metadata/envoy.lb/canary -> 0 \\x00",
+    );
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.listener_metadata.filter_metadata.lf.lk -> 0 lv",
+    );
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.route_metadata.filter_metadata.missing -> 1",
+    );
+}
+
+#[test]
+fn without_a_node_or_metadata_filters_read_a_plain_bootstrap() {
+    let mut chain = Chain::builder(engine())
+        .filter(probe("prop:xds.node.id;prop:xds.node.metadata"))
+        .build()
+        .expect("starts");
+    let started = lines(chain.startup_logs());
+    assert_has(&started, "on_configure prop:xds.node.id -> 0");
+    assert_has(
+        &started,
+        "on_configure prop:xds.node.metadata -> 0 \\x00\\x00\\x00\\x00",
+    );
+    let request = http::Request::get("/")
+        .header("host", "node.test")
+        .header(
+            "x-probe-request",
+            "prop:xds.route_metadata;prop:xds.route_metadata.filter_metadata",
+        )
+        .body(Bytes::new())
+        .expect("request");
+    let outcome = chain
+        .send(request, |_| http::Response::new(Bytes::new()))
+        .expect("sent");
+    let seen = lines(&outcome.logs);
+    assert_has(&seen, "on_request_headers prop:xds.route_metadata -> 0");
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.route_metadata.filter_metadata -> 0 \\x00\\x00\\x00\\x00",
+    );
+}
+
+#[test]
+fn a_value_a_struct_cannot_hold_is_a_clear_error() {
+    let not_an_object = Node::default().metadata(json!(["a"]));
+    let Err(Error::InvalidMetadata(text)) = not_an_object else {
+        panic!("accepted: {not_an_object:?}");
+    };
+    assert!(
+        text.contains("node.metadata") && text.contains("JSON object"),
+        "{text}"
+    );
+
+    let inexact = Metadata::new().filter("f", json!({"ids": [1, u64::MAX]}));
+    let Err(Error::InvalidMetadata(text)) = inexact else {
+        panic!("accepted: {inexact:?}");
+    };
+    assert!(text.contains("filter_metadata.f.ids[1]"), "{text}");
+
+    let scalar = Metadata::new().filter("f", json!("text"));
+    assert!(
+        matches!(scalar, Err(Error::InvalidMetadata(_))),
+        "{scalar:?}"
+    );
+}
+
+#[test]
+fn a_network_chain_has_the_node_the_listeners_and_the_clusters_metadata() {
+    let mut chain = NetworkChain::builder(engine())
+        .filter(probe(
+            "onconnect:prop:xds.node.id,prop:xds.listener_metadata.filter_metadata.lf.lk,\
+             prop:xds.cluster_metadata",
+        ))
+        .node(Node::default().id("gateway"))
+        .listener_metadata(
+            Metadata::new()
+                .filter("lf", json!({"lk": "lv"}))
+                .expect("lf"),
+        )
+        .cluster_metadata(
+            Metadata::new()
+                .filter("cf", json!({"ck": "cv"}))
+                .expect("cf"),
+        )
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send(b"probe:prop:xds.cluster_metadata.filter_metadata.cf.ck;prop:xds.route_metadata\n")
+        .expect("sent");
+    conn.close_write().expect("half-closed");
+    let seen = lines(&conn.finish().logs);
+    assert_has(&seen, "on_new_connection prop:xds.node.id -> 0 gateway");
+    assert_has(
+        &seen,
+        "on_new_connection prop:xds.listener_metadata.filter_metadata.lf.lk -> 0 lv",
+    );
+    // No cluster until tcp_proxy connects.
+    assert_has(&seen, "on_new_connection prop:xds.cluster_metadata -> 1");
+    assert_has(
+        &seen,
+        "on_downstream_data prop:xds.cluster_metadata.filter_metadata.cf.ck -> 0 cv",
+    );
+    assert_has(&seen, "on_downstream_data prop:xds.route_metadata -> 1");
+}
+
+#[test]
+fn a_bootstraps_node_and_metadata_reach_the_filters() {
+    let yaml = envoy_yaml("conformance.yaml")
+        .replace(
+            "static_resources:",
+            "node: {id: from-bootstrap, metadata: {k: [1, x]}}\nstatic_resources:",
+        )
+        .replace(
+            "              - match: { prefix: \"/\" }\n",
+            "              - match: { prefix: \"/\" }\n                metadata: {filter_metadata: {rf: {rk: rv}}}\n",
+        );
+    let config = EnvoyConfig::parse(&yaml).expect("parses");
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = config
+        .chain_builder(engine(), |_| Ok(plugin.clone()))
+        .expect("builder")
+        .build()
+        .expect("starts");
+    let request = http::Request::get("/")
+        .header("host", "node.test")
+        .header(
+            "x-probe-request",
+            "prop:xds.node.id;prop:xds.node.metadata.k.1;prop:xds.route_metadata.filter_metadata.rf.rk",
+        )
+        .body(Bytes::new())
+        .expect("request");
+    let outcome = chain
+        .send(request, |_| http::Response::new(Bytes::new()))
+        .expect("sent");
+    let seen = lines(&outcome.logs);
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.node.id -> 0 from-bootstrap",
+    );
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.node.metadata.k.1 -> 0 x",
+    );
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.route_metadata.filter_metadata.rf.rk -> 0 rv",
+    );
+
+    // A number that is not an integer: Envoy keeps its text, which the
+    // harness cannot know.
+    let float = yaml.replace("{k: [1, x]}", "{k: [1.50, x]}");
+    let Err(Error::EnvoyConfig(text)) = EnvoyConfig::parse(&float) else {
+        panic!("accepted a float");
+    };
+    assert!(
+        text.contains("node.metadata.k[0]") && text.contains("quoted"),
+        "{text}"
+    );
+}
