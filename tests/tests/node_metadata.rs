@@ -42,6 +42,19 @@ fn escaped(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The probe's log lines for one request whose headers run `script`.
+fn request_lines(chain: &mut Chain, script: &str) -> Vec<String> {
+    let request = http::Request::get("/")
+        .header("host", "node.test")
+        .header("x-probe-request", script)
+        .body(Bytes::new())
+        .expect("request");
+    let outcome = chain
+        .send(request, |_| http::Response::new(Bytes::new()))
+        .expect("sent");
+    lines(&outcome.logs)
+}
+
 #[track_caller]
 fn assert_has(lines: &[String], line: &str) {
     assert!(
@@ -133,15 +146,7 @@ fn a_node_and_metadata_given_to_the_builders_are_what_filters_read() {
                   propv:xds/cluster_metadata/filter_metadata/envoy.lb/canary;\
                   prop:xds.listener_metadata.filter_metadata.lf.lk;\
                   prop:xds.route_metadata.filter_metadata.missing";
-    let request = http::Request::get("/")
-        .header("host", "node.test")
-        .header("x-probe-request", script)
-        .body(Bytes::new())
-        .expect("request");
-    let outcome = chain
-        .send(request, |_| http::Response::new(Bytes::new()))
-        .expect("sent");
-    let seen = lines(&outcome.logs);
+    let seen = request_lines(&mut chain, script);
     assert_has(&seen, "on_request_headers prop:xds.node.cluster -> 0 web");
     assert_has(
         &seen,
@@ -190,18 +195,10 @@ fn without_a_node_or_metadata_filters_read_a_plain_bootstrap() {
         &started,
         "on_configure prop:xds.node.metadata -> 0 \\x00\\x00\\x00\\x00",
     );
-    let request = http::Request::get("/")
-        .header("host", "node.test")
-        .header(
-            "x-probe-request",
-            "prop:xds.route_metadata;prop:xds.route_metadata.filter_metadata",
-        )
-        .body(Bytes::new())
-        .expect("request");
-    let outcome = chain
-        .send(request, |_| http::Response::new(Bytes::new()))
-        .expect("sent");
-    let seen = lines(&outcome.logs);
+    let seen = request_lines(
+        &mut chain,
+        "prop:xds.route_metadata;prop:xds.route_metadata.filter_metadata",
+    );
     assert_has(&seen, "on_request_headers prop:xds.route_metadata -> 0");
     assert_has(
         &seen,
@@ -293,18 +290,10 @@ fn a_bootstraps_node_and_metadata_reach_the_filters() {
         .expect("builder")
         .build()
         .expect("starts");
-    let request = http::Request::get("/")
-        .header("host", "node.test")
-        .header(
-            "x-probe-request",
-            "prop:xds.node.id;prop:xds.node.metadata.k.1;prop:xds.route_metadata.filter_metadata.rf.rk",
-        )
-        .body(Bytes::new())
-        .expect("request");
-    let outcome = chain
-        .send(request, |_| http::Response::new(Bytes::new()))
-        .expect("sent");
-    let seen = lines(&outcome.logs);
+    let seen = request_lines(
+        &mut chain,
+        "prop:xds.node.id;prop:xds.node.metadata.k.1;prop:xds.route_metadata.filter_metadata.rf.rk",
+    );
     assert_has(
         &seen,
         "on_request_headers prop:xds.node.id -> 0 from-bootstrap",
