@@ -3058,14 +3058,22 @@ impl Chain {
         } else {
             data.extend_from_slice(&pass.out);
         }
-        if !data.is_empty() || pass.ended {
-            a.frames.push_front((position, data, pass.ended));
+        // The end of the stream belongs to the stream, not to a filter: one
+        // before the paused filter that stopped on it (waiting for its own
+        // callout) does not keep it from the paused filter, which resumes
+        // with the whole body and the end of the stream (Envoy 1.40).
+        let ended = pass.ended || pass.complete;
+        if !data.is_empty() || ended {
+            a.frames.push_front((position, data, ended));
         }
         Ok(None)
     }
 
     /// Delivers the responses of the stream's callouts in flight, one by one,
-    /// as the chain's events after the body frames that arrived before them.
+    /// as the chain's events after the body frames that arrived before them:
+    /// those of filters that hold body frames whenever they come, those of
+    /// the others only if they are due now (a later one does not hold the
+    /// stream; it reaches its filter whenever it arrives).
     /// A response that resumes a filter holding a buffered body sends that body
     /// on (queued in `frames`) and ends this round: the stream goes as far as
     /// it can before the next response arrives. A filter that buffered the end
@@ -3096,7 +3104,9 @@ impl Chain {
             // The filters of the pass whose context in this stream has a
             // callout in flight.
             let filters: Vec<(usize, u32)> = {
-                let mut chain = io.chain();
+                let mut guard = io.chain();
+                let now = guard.monotonic();
+                let chain: &mut Chain = &mut guard;
                 let mut filters = Vec::new();
                 for &i in order {
                     let Some(context) = progress[i].context else {
@@ -3113,13 +3123,18 @@ impl Chain {
                         }
                         continue;
                     }
+                    // A filter that let the body go does not hold the
+                    // stream: only an answer due now comes before what
+                    // follows (the upstream, the next frame); a later one
+                    // reaches it whenever it arrives, as in Envoy 1.40.
                     let in_flight = {
-                        let state = slot.vm.state();
-                        let root = state.root();
-                        root.pending_calls
-                            .iter()
-                            .any(|c| c.context == context && !leftovers.contains(&(i, c.token)))
-                            || (holds_body && root.grpc.open_for(context))
+                        let mut state = slot.vm.state();
+                        let root = state.root_mut();
+                        root.pending_calls.iter_mut().any(|c| {
+                            c.context == context
+                                && !leftovers.contains(&(i, c.token))
+                                && (holds_body || call_due(&mut chain.clusters, c) <= now)
+                        }) || (holds_body && root.grpc.open_for(context))
                     };
                     if in_flight {
                         filters.push((i, context));

@@ -110,6 +110,12 @@
 //! has its own context ids, header maps and outcome; [`Chain::send`] is a
 //! batch of one.
 //!
+//! The upstream of a stream, and each callout cluster, is an [`Upstream`]:
+//! a closure (in-process and deterministic), or a real HTTP/1.1 server
+//! reached over TCP ([`HttpUpstream`]: a service the test runs on loopback),
+//! whose network failures reach the chain as the [`UpstreamFault`] Envoy
+//! answers them for.
+//!
 //! Network (L4) filters (`envoy.filters.network.wasm` in front of `tcp_proxy`)
 //! run in a [`NetworkChain`]: a test opens a [`Connection`] to an in-process
 //! [`TcpUpstream`], sends client bytes in chosen chunks, half-closes, and reads
@@ -127,6 +133,7 @@ mod error;
 mod fields;
 mod grpc;
 mod hcm;
+mod http_upstream;
 mod l4;
 mod l4_config;
 mod outcome;
@@ -149,6 +156,7 @@ pub use grpc::{
     GrpcService, GrpcStream, GrpcStreamReply, GrpcStreamService,
 };
 pub use hcm::ConnectionManager;
+pub use http_upstream::HttpUpstream;
 pub use l4::{
     CloseType, Connection, ConnectionId, ConnectionOutcome, Connections, Echo, NetworkChain,
     NetworkChainBuilder, TcpReply, TcpUpstream,

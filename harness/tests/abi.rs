@@ -579,6 +579,51 @@ fn a_held_stream_gets_the_ticks_due_before_a_slow_callout_answer() {
 }
 
 #[test]
+fn a_slow_callout_of_a_filter_that_let_the_stream_go_is_answered_after_it() {
+    // The callout (answered after 1 s) is made from the request headers,
+    // which continue, as does the body: nothing waits for it, so the stream
+    // goes upstream and ends (on_log) before the answer arrives, as in Envoy
+    // 1.40 (body-while-paused-callouts.yaml).
+    let wasm = module(
+        r#"(import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"
+  (data (i32.const 200) "log")
+  (data (i32.const 210) "answer")
+  (data (i32.const 220) "slow")
+  ;; :method GET, :path /, :authority a (the proxy-wasm map format)
+  (data (i32.const 300) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00a\00")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $call (i32.const 220) (i32.const 4) (i32.const 300) (i32.const 61)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 400)))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param i32)
+    (call $say (i32.const 200) (i32.const 3)))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (call $say (i32.const 210) (i32.const 6)))
+"#,
+    );
+    let plugin = engine().load(&wasm).expect("loads");
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(plugin).name("t"))
+        .cluster("slow", |_: http::Request<Bytes>| {
+            http::Response::builder()
+                .extension(weir_harness::UpstreamFault::Delay(Duration::from_secs(1)))
+                .body(Bytes::from_static(b"late"))
+                .expect("response")
+        })
+        .log_level(LogLevel::Trace)
+        .build()
+        .expect("starts");
+    let post = http::Request::post("/")
+        .header("host", "t.test")
+        .body(Bytes::from_static(b"body"))
+        .expect("request");
+    let o = chain.send(post, ok_upstream).expect("send");
+    assert_eq!(o.response.status(), 200);
+    assert_eq!(infos(&o), ["log", "answer"]);
+}
+
+#[test]
 fn a_stream_held_on_ticks_alone_stalls_after_envoys_idle_timeout() {
     // Ticks every 100 ms that never resume the stream.
     let wasm = module(
