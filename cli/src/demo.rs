@@ -2,6 +2,7 @@
 //! same configuration as the shipped Envoy configs.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -260,6 +261,18 @@ fn demo_filter(root: &Path, engine: &Engine, filter: &BuiltFilter) -> Result<Str
         .with_context(|| format!("cannot read {}", yaml_path.display()))?;
     let config =
         EnvoyConfig::parse(&yaml).with_context(|| format!("in {}", yaml_path.display()))?;
+    // Fields the harness accepts without emulating them: the user should know
+    // where its answers may differ from Envoy's.
+    let mut stderr = std::io::stderr().lock();
+    for warning in &config.warnings {
+        // Best effort: a closed stderr must not stop the demo.
+        let _ = writeln!(
+            stderr,
+            "warning: {}: not emulated by the harness: {warning}",
+            yaml_path.display()
+        );
+    }
+    drop(stderr);
     let mut chain = config
         .chain_builder(engine, |_| engine.load_file(&filter.wasm))?
         .log_level(LogLevel::Debug)

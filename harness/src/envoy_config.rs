@@ -1,30 +1,61 @@
 //! Reading the filter chain from an Envoy bootstrap YAML, so a test runs the same
 //! plugins with the same configuration as the Envoy it mirrors.
 //!
-//! The subset read: the first listener's HTTP connection manager (its
-//! `generate_request_id`, `server_name` and `http_protocol_options.enable_trailers`),
-//! the first virtual host's and route's names, the first route's cluster's
-//! HTTP/1 `enable_trailers` (in its
-//! `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`), its `envoy.filters.http.wasm`
-//! filters (plugin name, root id, configuration, failure policy, VM id, VM
-//! configuration, local code file, environment key/values), the router's
-//! `suppress_envoy_headers` and the first route's timeout; the bootstrap's
-//! `node` (`id`, `cluster`, `metadata`, `locality`) and the `metadata` of the
-//! first listener, its first virtual host and route and that route's cluster
-//! (their `filter_metadata`; see [`crate::Node`], [`crate::Metadata`] for
-//! how Envoy reads their YAML). Configuration values
-//! must be `google.protobuf.StringValue` (passed raw, as Envoy does). Like
-//! Envoy, it refuses a route table whose routes name a cluster the bootstrap
-//! does not define, unless the route config sets `validate_clusters: false`:
-//! then, as Envoy does, the harness answers a request on the first route, if
-//! its cluster is missing, `503` `cluster_not_found` (response flag `NC`; see
+//! **Read**: the first listener's `per_connection_buffer_limit_bytes` and its
+//! first filter chain, which must be one HTTP connection manager: its
+//! `generate_request_id`, `server_name` and `http_protocol_options.enable_trailers`;
+//! its route table's `validate_clusters`, whose first virtual host (its `name`;
+//! its `domains` must include `*`) and that host's first route (its `name`;
+//! `match: { prefix: "/" }`, so that it takes every request as the harness
+//! routes them all through it; its `route`'s `cluster` and `timeout`) are
+//! emulated; that cluster's HTTP/1 `enable_trailers` (in its
+//! `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`, or the deprecated
+//! cluster-level field); the `envoy.filters.http.wasm` filters (plugin name,
+//! root id, configuration, failure policy and reload backoff, VM id, VM
+//! configuration, local code file, environment key/values,
+//! `allow_on_headers_stop_iteration`) and the router's `suppress_envoy_headers`,
+//! which must end the chain; the bootstrap's `node` (`id`, `cluster`,
+//! `metadata`, `locality`) and the `metadata` of the first listener, of the
+//! emulated virtual host and route and of that route's cluster (their
+//! `filter_metadata`; see [`crate::Node`], [`crate::Metadata`] for how Envoy
+//! reads their YAML). Configuration values must be
+//! `google.protobuf.StringValue` (passed raw, as Envoy does). Like Envoy, it
+//! refuses a route table whose routes name a cluster the bootstrap does not
+//! define, unless the route config sets `validate_clusters: false`: then, as
+//! Envoy does, the harness answers a request on the first route, if its cluster
+//! is missing, `503` `cluster_not_found` (response flag `NC`; see
 //! [`ConnectionManager::route_cluster_missing`]).
+//!
+//! Every other field of the bootstrap is classified by path (the tables and
+//! the reason for each class are in `bootstrap.rs`):
+//! - **inert**, as it cannot change what a filter, an upstream or a client
+//!   observes in the harness: e.g. `admin`, stats settings, the listener's
+//!   `address` and `stat_prefix`, access logs, a cluster's `type`,
+//!   `connect_timeout`, `lb_policy` and its one endpoint's address, the
+//!   protocol of clusters other than the route's (callouts go to the test's
+//!   handlers), routes after the first (no request reaches them), `@type` keys;
+//! - **refused** with [`Error::EnvoyConfig`] naming the field's full path and
+//!   what Envoy would do, when ordinary requests would be answered
+//!   differently: e.g. path or host rewrites, header additions or removals in
+//!   the route table, other HTTP or network filters, a second virtual host or
+//!   filter chain, route matching other than `prefix: "/"`, redirects and
+//!   direct responses, HTTP/2 clients or upstreams, `use_remote_address`,
+//!   `via`, tracing, RDS;
+//! - **warned** in [`EnvoyConfig::warnings`] (and logged with
+//!   `tracing::warn!`), when only edge cases differ: e.g. timeouts the harness
+//!   does not model (`stream_idle_timeout`, `common_http_protocol_options`,
+//!   a route's `idle_timeout`), retries and mirroring, path normalization
+//!   (`normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`),
+//!   a second listener, circuit breakers and health checks;
+//! - a field the tables do not know is **refused**: the loader cannot tell
+//!   what Envoy does with it. It never silently ignores a field.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+use crate::bootstrap::{self, Loader};
 use crate::chain::{FailurePolicy, Filter};
 use crate::hcm::ConnectionManager;
 use crate::xds::{Node, metadata_from_yaml, node_from_yaml};
@@ -73,6 +104,10 @@ pub struct EnvoyConfig {
     pub connection_manager: ConnectionManager,
     /// The bootstrap's `node`.
     pub node: Node,
+    /// Fields the harness accepts but does not emulate, where only edge cases
+    /// differ from Envoy (each names the field's path and what Envoy does);
+    /// also logged with `tracing::warn!` when parsed.
+    pub warnings: Vec<String>,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -327,6 +362,51 @@ fn check_route_clusters(root: &Value, hcm: &Value) -> Result<bool> {
     Ok(emulated_missing)
 }
 
+/// The first virtual host and its first route: the harness sends every
+/// request through them, so, as Envoy's matching goes, they must take every
+/// request (the walk refuses any other match condition and a second virtual
+/// host).
+fn emulated_route(hcm: &Value) -> Result<(&Value, &Value)> {
+    let host = hcm
+        .get("route_config")
+        .and_then(|r| r.get("virtual_hosts"))
+        .and_then(Value::as_sequence)
+        .and_then(|v| v.first())
+        .ok_or_else(|| {
+            bad(
+                "route_config has no virtual host: the harness emulates a static route table \
+                 whose first virtual host and route take every request",
+            )
+        })?;
+    let every_host = host
+        .get("domains")
+        .and_then(Value::as_sequence)
+        .is_some_and(|d| d.iter().any(|d| d.as_str() == Some("*")));
+    if !every_host {
+        return Err(bad(
+            "the first virtual host's domains must include \"*\": Envoy answers requests for \
+             other hosts 404 (route_not_found), which the harness does not emulate",
+        ));
+    }
+    let route = host
+        .get("routes")
+        .and_then(Value::as_sequence)
+        .and_then(|r| r.first())
+        .ok_or_else(|| {
+            bad(
+                "the first virtual host has no route: Envoy answers every request 404 \
+                 (route_not_found), which the harness does not emulate",
+            )
+        })?;
+    let prefix = route.get("match").and_then(|m| string_at(m, &["prefix"]));
+    if !matches!(prefix.as_deref(), Some("/" | "")) || route.get("route").is_none() {
+        return Err(bad("the first route must send every request to a cluster \
+             (match: { prefix: \"/\" }, route: { cluster: ... }): the harness routes every \
+             request through it"));
+    }
+    Ok((host, route))
+}
+
 impl EnvoyConfig {
     /// Parses the subset of an Envoy bootstrap described in the module docs.
     ///
@@ -335,7 +415,7 @@ impl EnvoyConfig {
     /// emulate (it never silently ignores one it reads).
     pub fn parse(yaml: &str) -> Result<Self> {
         let root: Value = serde_yaml_ng::from_str(yaml).map_err(|e| bad(e.to_string()))?;
-        let hcm = root
+        let chain = root
             .get("static_resources")
             .and_then(|s| s.get("listeners"))
             .and_then(Value::as_sequence)
@@ -345,14 +425,21 @@ impl EnvoyConfig {
             .and_then(|c| c.first())
             .and_then(|c| c.get("filters"))
             .and_then(Value::as_sequence)
-            .and_then(|f| {
-                f.iter()
-                    .find(|f| string_at(f, &["name"]).as_deref() == Some(HCM))
-            })
-            .and_then(|f| f.get("typed_config"))
-            .ok_or_else(|| {
-                bad("no http_connection_manager in the first listener's first filter chain")
-            })?;
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let hcm = match chain {
+            [only] if string_at(only, &["name"]).as_deref() == Some(HCM) => only
+                .get("typed_config")
+                .ok_or_else(|| bad("http_connection_manager without typed_config"))?,
+            _ => {
+                return Err(bad("the first listener's first filter chain must be one \
+                     http_connection_manager, the only network filter the harness emulates"));
+            }
+        };
+        let cluster_missing = check_route_clusters(&root, hcm)?;
+        let (first_host, first_entry) = emulated_route(hcm)?;
+        let first_route = first_entry.get("route");
+        let upstream = first_route.and_then(|r| string_at(r, &["cluster"]));
         let node = node_from_yaml(root.get("node"))?;
         let listener = root
             .get("static_resources")
@@ -380,31 +467,20 @@ impl EnvoyConfig {
         if let Some(flag) = string_at(hcm, &["http_protocol_options", "enable_trailers"]) {
             manager = manager.enable_trailers(flag == "true");
         }
-        let cluster_missing = check_route_clusters(&root, hcm)?;
-        let first_host = hcm
-            .get("route_config")
-            .and_then(|r| r.get("virtual_hosts"))
-            .and_then(Value::as_sequence)
-            .and_then(|v| v.first());
-        if let Some(name) = first_host.and_then(|h| string_at(h, &["name"])) {
+        if let Some(name) = string_at(first_host, &["name"]) {
             manager = manager.virtual_host_name(name);
         }
         manager = manager.virtual_host_metadata(metadata_from_yaml(
-            first_host.and_then(|h| h.get("metadata")),
+            first_host.get("metadata"),
             "route_config.virtual_hosts[0].metadata",
         )?);
-        let first_entry = first_host
-            .and_then(|v| v.get("routes"))
-            .and_then(Value::as_sequence)
-            .and_then(|r| r.first());
-        if let Some(name) = first_entry.and_then(|r| string_at(r, &["name"])) {
+        if let Some(name) = string_at(first_entry, &["name"]) {
             manager = manager.route_name(name);
         }
         manager = manager.route_metadata(metadata_from_yaml(
-            first_entry.and_then(|r| r.get("metadata")),
+            first_entry.get("metadata"),
             "route_config.virtual_hosts[0].routes[0].metadata",
         )?);
-        let first_route = first_entry.and_then(|r| r.get("route"));
         if let Some(timeout) = first_route
             .and_then(|r| r.get("timeout"))
             .and_then(Value::as_str)
@@ -412,7 +488,7 @@ impl EnvoyConfig {
             let timeout = duration(timeout)?;
             manager = manager.route_timeout((!timeout.is_zero()).then_some(timeout));
         }
-        if let Some(cluster) = first_route.and_then(|r| string_at(r, &["cluster"])) {
+        if let Some(cluster) = upstream.clone() {
             manager = manager.cluster_metadata(metadata_from_yaml(
                 static_cluster(&root, &cluster).and_then(|c| c.get("metadata")),
                 &format!("clusters[{cluster}].metadata"),
@@ -427,8 +503,15 @@ impl EnvoyConfig {
             .and_then(Value::as_sequence)
             .ok_or_else(|| bad("http_connection_manager without http_filters"))?;
         let mut filters = Vec::new();
-        for f in http_filters {
-            match string_at(f, &["name"]).as_deref() {
+        for (i, f) in http_filters.iter().enumerate() {
+            let name = string_at(f, &["name"]);
+            // Envoy's rule: the terminal filter, and only it, ends the chain.
+            if (name.as_deref() == Some(ROUTER)) != (i + 1 == http_filters.len()) {
+                return Err(bad(format!(
+                    "http_filters[{i}]: {ROUTER} must be the last http filter, and only it"
+                )));
+            }
+            match name.as_deref() {
                 Some(WASM_FILTER) => filters.push(wasm_filter(f)?),
                 Some(ROUTER) => {
                     let suppress = string_at(f, &["typed_config", "suppress_envoy_headers"]);
@@ -442,10 +525,18 @@ impl EnvoyConfig {
                 None => return Err(bad("http filter without a name")),
             }
         }
+        // Every other field: after the reads above, whose errors say more.
+        let warnings = bootstrap::check(
+            &root,
+            Loader::Http {
+                upstream: upstream.as_deref(),
+            },
+        )?;
         Ok(Self {
             filters,
             connection_manager: manager,
             node,
+            warnings,
         })
     }
 
@@ -485,7 +576,369 @@ impl EnvoyConfig {
 mod tests {
     use super::{EnvoyConfig, proto_duration};
     use crate::Error;
+    use crate::bootstrap::testing::with;
     use std::time::Duration;
+
+    /// A bootstrap like the ones the repository ships: admin, a listener with
+    /// the connection manager (a wasm filter, the router), the route's
+    /// cluster, a callout cluster and a gRPC cluster.
+    const SHIPPED: &str = r#"
+admin:
+  address:
+    socket_address: { address: 0.0.0.0, port_value: 9901 }
+stats_config:
+  stats_tags:
+  - tag_name: result
+    regex: '(\.result=([^.]*))'
+static_resources:
+  listeners:
+  - name: ingress_http
+    address:
+      socket_address: { address: 0.0.0.0, port_value: 10000 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          codec_type: AUTO
+          generate_request_id: false
+          route_config:
+            name: local_routes
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: upstream, timeout: 15s }
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: probe
+                root_id: ""
+                failure_policy: FAIL_CLOSED
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: "{}"
+                vm_config:
+                  vm_id: probe
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: /etc/envoy/filters/probe.wasm } }
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              suppress_envoy_headers: true
+  clusters:
+  - name: grpc
+    type: STRICT_DNS
+    connect_timeout: 2s
+    lb_policy: ROUND_ROBIN
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+    load_assignment:
+      cluster_name: grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: grpc, port_value: 8080 }
+  - name: upstream
+    type: STRICT_DNS
+    connect_timeout: 2s
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: upstream, port_value: 8080 }
+"#;
+
+    const LISTENER: &str = "static_resources.listeners.0";
+    const HCM: &str = "static_resources.listeners.0.filter_chains.0.filters.0.typed_config";
+    const HCM_PATH: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+    const ROUTE: &str = "static_resources.listeners.0.filter_chains.0.filters.0.typed_config.\
+                         route_config.virtual_hosts.0.routes.0";
+    const UPSTREAM: &str = "static_resources.clusters.1";
+
+    fn parsed(yaml: &str) -> EnvoyConfig {
+        EnvoyConfig::parse(yaml).unwrap_or_else(|e| panic!("refused: {e}"))
+    }
+
+    #[test]
+    fn a_shipped_like_bootstrap_loads_without_warnings() {
+        let config = parsed(SHIPPED);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.filters.len(), 1);
+        assert_eq!(
+            config.connection_manager.route_cluster_name(),
+            Some("upstream")
+        );
+    }
+
+    #[test]
+    fn a_refused_field_names_its_full_path_and_what_envoy_does() {
+        let yaml = with(SHIPPED, &format!("{ROUTE}.route.prefix_rewrite"), "/v2/");
+        let text = refusal(&yaml);
+        assert!(
+            text.contains(&format!(
+                "{HCM_PATH}.route_config.virtual_hosts[0].routes[0].route.prefix_rewrite"
+            )) && text.contains("rewrites the path"),
+            "{text}"
+        );
+        // Each of these answers ordinary requests differently in Envoy.
+        for (path, value, says) in [
+            (
+                format!("{ROUTE}.request_headers_to_add"),
+                "[{header: {key: x-a, value: b}}]",
+                "routes[0].request_headers_to_add",
+            ),
+            (
+                format!("{HCM}.route_config.virtual_hosts.0.response_headers_to_remove"),
+                "[server]",
+                "virtual_hosts[0].response_headers_to_remove",
+            ),
+            (
+                format!("{ROUTE}.route.host_rewrite_literal"),
+                "example.com",
+                "route.host_rewrite_literal",
+            ),
+            (
+                format!("{HCM}.codec_type"),
+                "HTTP2",
+                "typed_config.codec_type is \"HTTP2\"",
+            ),
+            (
+                format!("{ROUTE}.match.prefix"),
+                "/api",
+                "first route must send every request",
+            ),
+            (
+                format!("{ROUTE}.match.headers"),
+                "[{name: x-a, present_match: true}]",
+                "routes[0].match.headers",
+            ),
+            (
+                format!("{HCM}.route_config.virtual_hosts.1"),
+                "{name: other, domains: [example.com], routes: [{match: {prefix: /}, route: {cluster: upstream}}]}",
+                "virtual_hosts[1]",
+            ),
+            (
+                format!("{UPSTREAM}.typed_extension_protocol_options"),
+                "{envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {explicit_http_config: {http2_protocol_options: {}}}}",
+                "explicit_http_config.http2_protocol_options",
+            ),
+            (
+                format!("{HCM}.http_filters.0.typed_config.@type"),
+                "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "http_filters[0].typed_config.@type",
+            ),
+            (
+                format!("{HCM}.use_remote_address"),
+                "true",
+                "x-forwarded-for",
+            ),
+            (
+                format!("{LISTENER}.filter_chains.0.transport_socket"),
+                "{name: envoy.transport_sockets.tls}",
+                "filter_chains[0].transport_socket",
+            ),
+            (
+                "dynamic_resources".to_owned(),
+                "{lds_config: {}}",
+                "dynamic_resources",
+            ),
+        ] {
+            let text = refusal(&with(SHIPPED, &path, value));
+            assert!(text.contains(says), "{path}: {text}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_is_reported_at_once() {
+        let yaml = with(SHIPPED, &format!("{ROUTE}.route.prefix_rewrite"), "/v2/");
+        let yaml = with(&yaml, &format!("{HCM}.via"), "weir");
+        let text = refusal(&yaml);
+        assert!(
+            text.contains("prefix_rewrite") && text.contains(".via"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_warned_field_is_accepted_and_listed() {
+        for (path, value, says) in [
+            (
+                format!("{HCM}.common_http_protocol_options.idle_timeout"),
+                "30s",
+                "common_http_protocol_options.idle_timeout",
+            ),
+            (
+                format!("{HCM}.stream_idle_timeout"),
+                "5s",
+                "stream_idle_timeout",
+            ),
+            (
+                format!("{ROUTE}.route.retry_policy"),
+                "{retry_on: 5xx}",
+                "route.retry_policy: Envoy retries",
+            ),
+            (
+                format!("{HCM}.normalize_path"),
+                "true",
+                "normalize_path is \"true\"",
+            ),
+            (
+                "static_resources.listeners.1".to_owned(),
+                "{name: other}",
+                "listeners[1]: not emulated",
+            ),
+        ] {
+            let config = parsed(&with(SHIPPED, &path, value));
+            assert!(
+                config.warnings.len() == 1 && config.warnings[0].contains(says),
+                "{path}: {:?}",
+                config.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn the_node_and_the_emulated_metadata_are_read_not_warned() {
+        for (path, value) in [
+            ("node".to_owned(), "{id: n1, cluster: c}"),
+            (
+                format!("{ROUTE}.metadata"),
+                "{filter_metadata: {a: {b: c}}}",
+            ),
+            (
+                format!("{LISTENER}.metadata"),
+                "{filter_metadata: {a: {b: c}}}",
+            ),
+            (
+                format!("{UPSTREAM}.metadata"),
+                "{filter_metadata: {a: {b: c}}}",
+            ),
+        ] {
+            let config = parsed(&with(SHIPPED, &path, value));
+            assert!(config.warnings.is_empty(), "{path}: {:?}", config.warnings);
+        }
+        // Another cluster's metadata: no stream goes there.
+        let other = parsed(&with(
+            SHIPPED,
+            "static_resources.clusters.0.metadata",
+            "{filter_metadata: {a: {b: c}}}",
+        ));
+        assert!(other.warnings.is_empty(), "{:?}", other.warnings);
+    }
+
+    #[test]
+    fn an_inert_field_is_neither_refused_nor_warned() {
+        let plain = parsed(SHIPPED);
+        for (path, value) in [
+            ("admin.access_log", "[{name: envoy.access_loggers.stdout}]"),
+            (
+                &format!("{HCM}.access_log"),
+                "[{name: envoy.access_loggers.stdout}]",
+            ),
+            (&format!("{HCM}.codec_type"), "HTTP1"),
+            (&format!("{HCM}.normalize_path"), "false"),
+            (&format!("{LISTENER}.address"), "{pipe: {path: /tmp/x}}"),
+            (&format!("{UPSTREAM}.connect_timeout"), "0.25s"),
+            (&format!("{UPSTREAM}.type"), "STATIC"),
+            (&format!("{UPSTREAM}.dns_lookup_family"), "V4_ONLY"),
+            // After the catch-all first route, no request reaches these.
+            (
+                &format!("{HCM}.route_config.virtual_hosts.0.routes.1"),
+                "{match: {prefix: /b}, route: {cluster: grpc, prefix_rewrite: /}}",
+            ),
+            // The gRPC cluster's protocol: the test's handler answers it.
+            ("static_resources.clusters.0.http2_protocol_options", "{}"),
+        ] {
+            let config = parsed(&with(SHIPPED, path, value));
+            assert!(config.warnings.is_empty(), "{path}: {:?}", config.warnings);
+            assert_eq!(config.filters, plain.filters, "{path}");
+            assert_eq!(
+                format!("{:?}", config.connection_manager),
+                format!("{:?}", plain.connection_manager),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_not_ignored() {
+        for (path, shown) in [
+            (
+                format!("{HCM}.frobnicate"),
+                format!("{HCM_PATH}.frobnicate"),
+            ),
+            ("frobnicate".to_owned(), "frobnicate".to_owned()),
+            (
+                format!("{UPSTREAM}.load_assignment.frobnicate"),
+                "static_resources.clusters[1].load_assignment.frobnicate".to_owned(),
+            ),
+            (
+                format!("{HCM}.http_filters.0.typed_config.config.vm_config.frobnicate"),
+                format!("{HCM_PATH}.http_filters[0].typed_config.config.vm_config.frobnicate"),
+            ),
+        ] {
+            let text = refusal(&with(SHIPPED, &path, "1"));
+            assert!(
+                text.contains(&format!(
+                    "{shown}: a field the harness's loader does not know"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_route_must_take_every_request() {
+        let no_star = with(
+            SHIPPED,
+            &format!("{HCM}.route_config.virtual_hosts.0.domains"),
+            "[example.com]",
+        );
+        assert!(refusal(&no_star).contains("domains must include"));
+        let no_route = with(
+            SHIPPED,
+            &format!("{HCM}.route_config.virtual_hosts.0.routes"),
+            "",
+        );
+        assert!(refusal(&no_route).contains("no route"));
+        let redirect = with(SHIPPED, &format!("{ROUTE}.route"), "");
+        let redirect = with(
+            &redirect,
+            &format!("{ROUTE}.redirect"),
+            "{path_redirect: /x}",
+        );
+        assert!(refusal(&redirect).contains("first route must send every request"));
+        let empty_prefix = with(SHIPPED, &format!("{ROUTE}.match.prefix"), "\"\"");
+        assert!(parsed(&empty_prefix).warnings.is_empty());
+    }
+
+    #[test]
+    fn the_router_ends_the_chain_and_nothing_precedes_the_connection_manager() {
+        let after = with(
+            SHIPPED,
+            &format!("{HCM}.http_filters.2"),
+            "{name: envoy.filters.http.wasm, typed_config: {config: {vm_config: {code: {local: {filename: /x.wasm}}}}}}",
+        );
+        assert!(refusal(&after).contains("must be the last http filter"));
+        let before = with(
+            SHIPPED,
+            &format!("{LISTENER}.filter_chains.0.filters.0"),
+            "{name: envoy.filters.network.rbac}",
+        );
+        assert!(refusal(&before).contains("only network filter the harness emulates"));
+    }
 
     /// A bootstrap whose first route goes to `first` and second to `second`,
     /// with `validate_clusters` as given; `upstream` is its only cluster.
@@ -507,10 +960,10 @@ static_resources:
               domains: ["*"]
               routes:
               - name: first
-                match: {{ prefix: "/a" }}
+                match: {{ prefix: "/" }}
                 route: {first}
               - name: second
-                match: {{ prefix: "/" }}
+                match: {{ prefix: "/b" }}
                 route: {second}
           http_filters:
           - name: envoy.filters.http.router
@@ -578,6 +1031,17 @@ static_resources:
     }
 
     #[test]
+    fn durations_in_protobuf_json_form() {
+        assert_eq!(proto_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(proto_duration("0.002s"), Some(Duration::from_millis(2)));
+        assert_eq!(proto_duration(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(proto_duration("1.000000001s"), Some(Duration::new(1, 1)));
+        for bad in ["2", "s", "-1s", "1.5ms", "1.0000000001s", "1e3s", ""] {
+            assert_eq!(proto_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn the_node_and_the_emulated_routes_metadata_are_read() {
         let yaml = bootstrap("{ cluster: upstream }", "{ cluster: upstream }", None)
             .replace(
@@ -619,16 +1083,5 @@ static_resources:
         let typed = yaml.replace("{filter_metadata: {vf: {}}}", "{typed_filter_metadata: {}}");
         let text = refusal(&typed);
         assert!(text.contains("typed_filter_metadata"), "{text}");
-    }
-
-    #[test]
-    fn durations_in_protobuf_json_form() {
-        assert_eq!(proto_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(proto_duration("0.002s"), Some(Duration::from_millis(2)));
-        assert_eq!(proto_duration(".5s"), Some(Duration::from_millis(500)));
-        assert_eq!(proto_duration("1.000000001s"), Some(Duration::new(1, 1)));
-        for bad in ["2", "s", "-1s", "1.5ms", "1.0000000001s", "1e3s", ""] {
-            assert_eq!(proto_duration(bad), None, "{bad:?}");
-        }
     }
 }

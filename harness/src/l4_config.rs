@@ -2,16 +2,26 @@
 //! first filter chain is `envoy.filters.network.wasm` filters followed by
 //! `envoy.filters.network.tcp_proxy`.
 //!
-//! Read: each wasm filter's plugin config (as for HTTP, see [`EnvoyConfig`]),
-//! `tcp_proxy`'s `stat_prefix` and `cluster`, the bootstrap's `node`, the
-//! listener's `metadata` and that of `tcp_proxy`'s cluster (as for HTTP).
-//! Anything else in the filter chain or in `tcp_proxy` is refused with the
-//! field named, as the harness does not emulate it.
+//! **Read**: each wasm filter's plugin config (as for HTTP, see [`EnvoyConfig`])
+//! and `tcp_proxy`'s `cluster`. Every other field of the bootstrap is
+//! classified by path with the tables the HTTP loader uses (see
+//! [`EnvoyConfig`]'s docs and `bootstrap.rs`): **inert** (e.g. `admin`,
+//! `tcp_proxy`'s `stat_prefix` and `access_log`, the listener's `address`, a
+//! cluster's `type`, `connect_timeout` and its one endpoint), **refused** with
+//! [`Error::EnvoyConfig`] naming the field's path (e.g. other network filters,
+//! `tcp_proxy`'s `weighted_clusters` and `tunneling_config`, the listener's
+//! `per_connection_buffer_limit_bytes`, as read-buffer watermarks of network
+//! filters are not emulated, and any field the tables do not know), or
+//! **warned** in [`NetworkConfig::warnings`] (also logged) when only edge cases
+//! differ (e.g. `tcp_proxy`'s `idle_timeout`). Also read, as for HTTP: the
+//! bootstrap's `node`, the listener's `metadata` and that of `tcp_proxy`'s
+//! cluster.
 //!
 //! [`EnvoyConfig`]: crate::EnvoyConfig
 
 use serde_yaml_ng::Value;
 
+use crate::bootstrap::{self, Loader};
 use crate::chain::Filter;
 use crate::envoy_config::{WasmFilterConfig, static_cluster, string_at, wasm_filter};
 use crate::l4::NetworkChainBuilder;
@@ -20,8 +30,6 @@ use crate::{Engine, Error, NetworkChain, Plugin, Result};
 
 const NETWORK_WASM: &str = "envoy.filters.network.wasm";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
-/// The `tcp_proxy` fields the harness emulates.
-const TCP_PROXY_FIELDS: &[&str] = &["@type", "stat_prefix", "cluster"];
 
 fn bad(message: impl Into<String>) -> Error {
     Error::EnvoyConfig(message.into())
@@ -41,6 +49,10 @@ pub struct NetworkConfig {
     pub listener_metadata: Metadata,
     /// The `metadata` of `tcp_proxy`'s cluster.
     pub cluster_metadata: Metadata,
+    /// Fields the harness accepts but does not emulate, where only edge cases
+    /// differ from Envoy (each names the field's path and what Envoy does);
+    /// also logged with `tracing::warn!` when parsed.
+    pub warnings: Vec<String>,
 }
 
 impl NetworkConfig {
@@ -57,12 +69,6 @@ impl NetworkConfig {
             .and_then(Value::as_sequence)
             .and_then(|l| l.first())
             .ok_or_else(|| bad("no listener in static_resources"))?;
-        if listener.get("per_connection_buffer_limit_bytes").is_some() {
-            return Err(bad(
-                "per_connection_buffer_limit_bytes: read-buffer watermarks of network filters \
-                 are not emulated",
-            ));
-        }
         let filters = listener
             .get("filter_chains")
             .and_then(Value::as_sequence)
@@ -81,20 +87,6 @@ impl NetworkConfig {
             match string_at(f, &["name"]).as_deref() {
                 Some(NETWORK_WASM) => wasm.push(wasm_filter(f)?),
                 Some(TCP_PROXY) => {
-                    let config = f
-                        .get("typed_config")
-                        .and_then(Value::as_mapping)
-                        .ok_or_else(|| {
-                            bad(format!("filters[{i}]: tcp_proxy without typed_config"))
-                        })?;
-                    for key in config.keys() {
-                        let key = key.as_str().unwrap_or_default();
-                        if !TCP_PROXY_FIELDS.contains(&key) {
-                            return Err(bad(format!(
-                                "tcp_proxy.{key} is not emulated by the harness"
-                            )));
-                        }
-                    }
                     let name = string_at(f, &["typed_config", "cluster"])
                         .ok_or_else(|| bad("tcp_proxy.cluster is required"))?;
                     cluster = Some(name);
@@ -108,6 +100,13 @@ impl NetworkConfig {
             }
         }
         let cluster = cluster.ok_or_else(|| bad(format!("no {TCP_PROXY} in the filter chain")))?;
+        // Every other field: after the reads above, whose errors say more.
+        let warnings = bootstrap::check(
+            &root,
+            Loader::Network {
+                upstream: Some(&cluster),
+            },
+        )?;
         Ok(Self {
             filters: wasm,
             node: node_from_yaml(root.get("node"))?,
@@ -120,6 +119,7 @@ impl NetworkConfig {
                 &format!("clusters[{cluster}].metadata"),
             )?,
             cluster,
+            warnings,
         })
     }
 
@@ -160,6 +160,7 @@ impl NetworkConfig {
 #[cfg(test)]
 mod tests {
     use super::NetworkConfig;
+    use crate::bootstrap::testing::with;
 
     const CHAIN: &str = r#"
 static_resources:
@@ -195,6 +196,125 @@ static_resources:
         assert_eq!(config.filters[0].vm_id, "v");
     }
 
+    const PROXY: &str = "static_resources.listeners.0.filter_chains.0.filters.1.typed_config";
+    const PROXY_PATH: &str =
+        "static_resources.listeners[0].filter_chains[0].filters[1].typed_config";
+
+    fn refusal(yaml: &str) -> String {
+        NetworkConfig::parse(yaml)
+            .map(|c| panic!("not refused: {c:?}"))
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn what_is_not_emulated_is_refused_by_name() {
+        let tunnel = with(CHAIN, &format!("{PROXY}.tunneling_config"), "{hostname: h}");
+        let err = refusal(&tunnel);
+        assert!(
+            err.contains(&format!("{PROXY_PATH}.tunneling_config: Envoy tunnels")),
+            "{err}"
+        );
+
+        let other = CHAIN.replace(
+            "name: envoy.filters.network.tcp_proxy",
+            "name: envoy.filters.network.echo",
+        );
+        let err = refusal(&other);
+        assert!(err.contains("envoy.filters.network.echo"), "{err}");
+
+        let limit = with(
+            CHAIN,
+            "static_resources.listeners.0.per_connection_buffer_limit_bytes",
+            "5",
+        );
+        let err = refusal(&limit);
+        assert!(
+            err.contains("static_resources.listeners[0].per_connection_buffer_limit_bytes"),
+            "{err}"
+        );
+
+        let none = CHAIN
+            .split("      - name: envoy.filters.network.tcp_proxy")
+            .next()
+            .unwrap_or_default();
+        let err = refusal(none);
+        assert!(err.contains("no envoy.filters.network.tcp_proxy"), "{err}");
+        assert!(NetworkConfig::parse("a: [").is_err());
+
+        let typed = with(
+            CHAIN,
+            &format!("{PROXY}.@type"),
+            "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo",
+        );
+        assert!(refusal(&typed).contains(&format!("{PROXY_PATH}.@type")));
+    }
+
+    #[test]
+    fn a_warned_field_is_accepted_and_listed() {
+        for (path, value, says) in [(
+            format!("{PROXY}.idle_timeout"),
+            "1s",
+            format!("{PROXY_PATH}.idle_timeout: a timeout"),
+        )] {
+            let config = NetworkConfig::parse(&with(CHAIN, &path, value))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(
+                config.warnings.len() == 1 && config.warnings[0].contains(&says),
+                "{path}: {:?}",
+                config.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn an_inert_field_is_neither_refused_nor_warned() {
+        let plain = NetworkConfig::parse(CHAIN).expect("valid");
+        assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
+        for (path, value) in [
+            (format!("{PROXY}.stat_prefix"), "other"),
+            (
+                format!("{PROXY}.access_log"),
+                "[{name: envoy.access_loggers.stdout}]",
+            ),
+            (
+                "admin".to_owned(),
+                "{address: {socket_address: {address: 0.0.0.0, port_value: 9901}}}",
+            ),
+            (
+                "static_resources.listeners.0.address".to_owned(),
+                "{socket_address: {address: 0.0.0.0, port_value: 10000}}",
+            ),
+            (
+                "static_resources.clusters".to_owned(),
+                "[{name: backend, type: STRICT_DNS, connect_timeout: 2s, lb_policy: ROUND_ROBIN}]",
+            ),
+        ] {
+            let config = NetworkConfig::parse(&with(CHAIN, &path, value))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(config, plain, "{path}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_not_ignored() {
+        for (path, shown) in [
+            (format!("{PROXY}.frobnicate"), format!("{PROXY_PATH}.frobnicate")),
+            (
+                "static_resources.listeners.0.filter_chains.0.filters.0.typed_config.config.frobnicate"
+                    .to_owned(),
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.config.frobnicate"
+                    .to_owned(),
+            ),
+            ("frobnicate".to_owned(), "frobnicate".to_owned()),
+        ] {
+            let err = refusal(&with(CHAIN, &path, "1"));
+            assert!(
+                err.contains(&format!("{shown}: a field the harness's loader does not know")),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn the_node_the_listeners_and_the_clusters_metadata() {
         let yaml = format!(
@@ -209,51 +329,9 @@ static_resources:
         assert_eq!(config.node.id, "node-a");
         assert!(config.listener_metadata.filter_metadata.contains_key("lf"));
         assert!(config.cluster_metadata.filter_metadata.contains_key("cf"));
+        assert!(config.warnings.is_empty(), "read: {:?}", config.warnings);
         let bad = yaml.replace("{cf: {k: v}}", "{cf: {k: yes}}");
         let err = NetworkConfig::parse(&bad).expect_err("ambiguous");
         assert!(err.to_string().contains("\"yes\""), "{err}");
-    }
-
-    #[test]
-    fn what_is_not_emulated_is_refused_by_name() {
-        let idle = CHAIN.replace(
-            "cluster: backend",
-            "cluster: backend\n          idle_timeout: 1s",
-        );
-        let err = NetworkConfig::parse(&idle).expect_err("idle_timeout");
-        assert!(err.to_string().contains("tcp_proxy.idle_timeout"), "{err}");
-
-        let other = CHAIN.replace(
-            "name: envoy.filters.network.tcp_proxy",
-            "name: envoy.filters.network.echo",
-        );
-        let err = NetworkConfig::parse(&other).expect_err("echo");
-        assert!(
-            err.to_string().contains("envoy.filters.network.echo"),
-            "{err}"
-        );
-
-        let limit = CHAIN.replace(
-            "  - name: l\n",
-            "  - name: l\n    per_connection_buffer_limit_bytes: 5\n",
-        );
-        let err = NetworkConfig::parse(&limit).expect_err("limit");
-        assert!(
-            err.to_string()
-                .contains("per_connection_buffer_limit_bytes"),
-            "{err}"
-        );
-
-        let none = CHAIN
-            .split("      - name: envoy.filters.network.tcp_proxy")
-            .next()
-            .unwrap_or_default();
-        let err = NetworkConfig::parse(none).expect_err("no tcp_proxy");
-        assert!(
-            err.to_string()
-                .contains("no envoy.filters.network.tcp_proxy"),
-            "{err}"
-        );
-        assert!(NetworkConfig::parse("a: [").is_err());
     }
 }

@@ -127,6 +127,7 @@
 #![forbid(unsafe_code)]
 
 mod abi;
+mod bootstrap;
 mod chain;
 mod engine;
 mod envoy_config;

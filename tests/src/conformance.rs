@@ -614,6 +614,19 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     Ok(serde_yaml_ng::to_string(&root)?)
 }
 
+/// The suite's bootstrap as the harness loads it. A field the harness accepts
+/// without emulating it fails the suite: what Envoy does with it could differ.
+fn load_config(yaml: &str) -> Result<EnvoyConfig> {
+    let config = EnvoyConfig::parse(yaml)?;
+    if !config.warnings.is_empty() {
+        bail!(
+            "the harness does not emulate fields of the suite's bootstrap:\n{}",
+            config.warnings.join("\n")
+        );
+    }
+    Ok(config)
+}
+
 /// Gives cluster `name` of `root` HTTP/1 `enable_trailers`.
 fn enable_cluster_trailers(root: &mut serde_yaml_ng::Value, name: &str) -> Result<()> {
     const OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -680,7 +693,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
         || suite.expect_load_failure.is_some()
         || suite.expect_rejection.is_some()
     {
-        let config = EnvoyConfig::parse(&yaml)?;
+        let config = load_config(&yaml)?;
         let engine = crate::engine();
         let harness = config
             .chain_builder(engine, |_| engine.load_file(&probe))
@@ -745,7 +758,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
     let envoy = Envoy::start(&yaml, &how)?;
 
     // The harness sees the addresses Envoy has: its listener and the upstream.
-    let config = EnvoyConfig::parse(&yaml)?;
+    let config = load_config(&yaml)?;
     let hcm = config
         .connection_manager
         .clone()

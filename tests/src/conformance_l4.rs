@@ -462,6 +462,14 @@ pub fn run(suite: &Suite) -> Result<Report> {
     };
     let envoy = Envoy::start(&yaml, &how)?;
     let config = NetworkConfig::parse(&yaml)?;
+    // A field the harness accepts without emulating it fails the suite: what
+    // Envoy does with it could differ.
+    if !config.warnings.is_empty() {
+        bail!(
+            "the harness does not emulate fields of the suite's bootstrap:\n{}",
+            config.warnings.join("\n")
+        );
+    }
     let engine = crate::engine();
     let builder = config
         .chain_builder(engine, |_| engine.load_file(&wasm))?

@@ -592,6 +592,7 @@ fn envoy_config_turns_trailers_on_per_codec() {
         );
     assert!(yaml.contains("explicit_http_config:\n          http_protocol_options"));
     let config = EnvoyConfig::parse(&yaml).expect("parses");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     let mut chain = config
         .chain_builder(engine(), |_| engine().load_file(filter_wasm("probe")))
         .expect("module loads")

@@ -449,6 +449,7 @@ static_resources:
   - name: backend
 "#;
     let config = EnvoyConfig::parse(yaml).expect("parses");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     let mut chain = chain(config.connection_manager, at(0));
     let scripts = [(
         "x-probe-request",
