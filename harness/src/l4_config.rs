@@ -251,11 +251,18 @@ static_resources:
 
     #[test]
     fn a_warned_field_is_accepted_and_listed() {
-        for (path, value, says) in [(
-            format!("{PROXY}.idle_timeout"),
-            "1s",
-            format!("{PROXY_PATH}.idle_timeout: a timeout"),
-        )] {
+        for (path, value, says) in [
+            (
+                format!("{PROXY}.idle_timeout"),
+                "1s",
+                format!("{PROXY_PATH}.idle_timeout: a timeout"),
+            ),
+            (
+                "static_resources.listeners.1".to_owned(),
+                "{name: other}",
+                "listeners[1]: not emulated".to_owned(),
+            ),
+        ] {
             let config = NetworkConfig::parse(&with(CHAIN, &path, value))
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
             assert!(
