@@ -609,30 +609,9 @@ const HCM: Table = &[
         Inert("applies with use_remote_address, which is refused"),
     ),
     ("upgrade_configs", Warn(UPGRADES)),
-    (
-        "normalize_path",
-        Only(
-            &["false"],
-            Warned,
-            "Envoy normalizes paths with dot segments or percent-encodings (RFC 3986) before the filters see them, and answers 400 to those it cannot; the harness passes paths unchanged",
-        ),
-    ),
-    (
-        "merge_slashes",
-        Only(
-            &["false"],
-            Warned,
-            "Envoy merges repeated slashes in paths before the filters see them; the harness passes paths unchanged",
-        ),
-    ),
-    (
-        "path_with_escaped_slashes_action",
-        Only(
-            &["IMPLEMENTATION_SPECIFIC_DEFAULT", "KEEP_UNCHANGED"],
-            Warned,
-            "Envoy rejects, redirects or unescapes requests whose path has %2F or %5C; the harness passes paths unchanged",
-        ),
-    ),
+    ("normalize_path", Read),
+    ("merge_slashes", Read),
+    ("path_with_escaped_slashes_action", Read),
     (
         "request_id_extension",
         Refuse("Envoy generates and reads request ids with this extension"),

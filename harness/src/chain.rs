@@ -567,6 +567,9 @@ struct Reply {
 
 /// What [`LocalReply::plugin`] says when the router answered.
 const ROUTER: &str = "envoy.filters.http.router";
+/// [`LocalReply::plugin`] of a reply the connection manager sends before the
+/// filters.
+const CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 
 /// Envoy's local reply to a stream whose VM failed: `503`, gRPC status 14
 /// (`UNAVAILABLE`) to a gRPC request.
@@ -1872,11 +1875,14 @@ impl Chain {
             let chain: &mut Chain = &mut guard;
             let request_chunks = request.extensions().get::<BodyChunks>().cloned();
             let mut random = chain.random16();
-            let fields = chain.hcm.request_fields(
+            let mut fields = chain.hcm.request_fields(
                 &request,
                 || std::mem::take(&mut random),
                 std::mem::take(&mut chain.scratch.request_headers),
             )?;
+            // The path's normalization, or the connection manager's answer
+            // before any filter exists.
+            let early = chain.hcm.prepare_path(&mut fields);
             let mut warnings = Vec::new();
             let request_trailers = trailers::from_client(&request, &chain.hcm, &mut warnings)?;
             // The client's framing (the connection manager keeps it out of
@@ -1896,7 +1902,9 @@ impl Chain {
                 filters,
                 Progress::default(),
             );
-            chain.create_filters(&mut progress);
+            if early.is_none() {
+                chain.create_filters(&mut progress);
+            }
             // What arrives with the headers: the whole body, or its first
             // piece when it is sent in pieces.
             let with_headers = match request_chunks {
@@ -1907,6 +1915,12 @@ impl Chain {
             io.facts.get().grpc_request = crate::hcm::is_grpc_request(&fields);
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
+            if let Some(reply) = early {
+                chain.scratch.progress = progress;
+                chain.scratch.order = order;
+                chain.scratch.buffered = buffered;
+                return Self::answer_before_filters(io, chain, fields, reply, end_of_stream, warnings);
+            }
             (
                 fields,
                 warnings,
@@ -2592,6 +2606,67 @@ impl Chain {
             fuel: 0,
             host_calls: 0,
             callouts,
+            grpc: Vec::new(),
+            traps: Vec::new(),
+            warnings,
+        })
+    }
+
+    /// A stream the connection manager answers before it creates the filters
+    /// (a path it rejects or redirects): no filter sees it, none logs it.
+    /// Like Envoy's HTTP/1 codec, a `400`, or a reply sent before the request
+    /// was fully received, closes the connection.
+    fn answer_before_filters(
+        io: &Io<'_, '_>,
+        chain: &mut Chain,
+        fields: Fields,
+        reply: LocalReplyRequest,
+        request_complete: bool,
+        warnings: Vec<String>,
+    ) -> Result<Outcome> {
+        let grpc = crate::hcm::is_grpc_request(&fields);
+        let (mut response_fields, body) = ConnectionManager::local_reply(&reply, grpc);
+        let body = Bytes::from(body);
+        chain.refresh_date();
+        let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
+        let mut response = chain.hcm.client_response(
+            &mut response_fields,
+            body.clone(),
+            date,
+            None,
+            &mut chain.http_cache,
+        )?;
+        if !request_complete || reply.status == 400 {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        {
+            let mut facts = io.facts.get();
+            facts.grpc_request = grpc;
+            let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
+            facts.bytes_sent = facts.bytes_sent.saturating_add(sent);
+            facts.respond(
+                response.status().as_u16().into(),
+                Cow::Owned(reply.details.clone()),
+            );
+            facts.ended_at = Some(chain.monotonic());
+        }
+        chain.scratch.request_headers = fields;
+        Ok(Outcome {
+            upstream_request: None,
+            response,
+            local_reply: Some(LocalReply {
+                plugin: CONNECTION_MANAGER.to_owned(),
+                status: reply.status as u16,
+                grpc_status: grpc.then(|| crate::hcm::local_reply_grpc_status(&reply)),
+                details: reply.details,
+            }),
+            logs: Vec::new(),
+            fuel: 0,
+            host_calls: 0,
+            callouts: Vec::new(),
             grpc: Vec::new(),
             traps: Vec::new(),
             warnings,

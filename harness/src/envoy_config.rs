@@ -57,7 +57,7 @@ use serde_yaml_ng::Value;
 
 use crate::bootstrap::{self, Loader};
 use crate::chain::{FailurePolicy, Filter};
-use crate::hcm::ConnectionManager;
+use crate::hcm::{ConnectionManager, EscapedSlashesAction};
 use crate::xds::{Node, metadata_from_yaml, node_from_yaml};
 use crate::{Engine, Error, Plugin, Result};
 
@@ -466,6 +466,22 @@ impl EnvoyConfig {
         }
         if let Some(flag) = string_at(hcm, &["http_protocol_options", "enable_trailers"]) {
             manager = manager.enable_trailers(flag == "true");
+        }
+        if let Some(flag) = string_at(hcm, &["normalize_path"]) {
+            manager = manager.normalize_path(flag == "true");
+        }
+        if let Some(flag) = string_at(hcm, &["merge_slashes"]) {
+            manager = manager.merge_slashes(flag == "true");
+        }
+        if let Some(name) = string_at(hcm, &["path_with_escaped_slashes_action"]) {
+            let action = EscapedSlashesAction::from_name(&name).ok_or_else(|| {
+                bad(format!(
+                    "path_with_escaped_slashes_action {name:?} is not one Envoy knows \
+                     (IMPLEMENTATION_SPECIFIC_DEFAULT, KEEP_UNCHANGED, REJECT_REQUEST, \
+                     UNESCAPE_AND_REDIRECT, UNESCAPE_AND_FORWARD)"
+                ))
+            })?;
+            manager = manager.path_with_escaped_slashes_action(action);
         }
         if let Some(name) = string_at(first_host, &["name"]) {
             manager = manager.virtual_host_name(name);

@@ -301,6 +301,61 @@ pub struct ConnectionManager {
     enable_trailers: bool,
     upstream_enable_trailers: bool,
     metadata: Box<RouteMetadata>,
+    normalize_path: bool,
+    merge_slashes: bool,
+    escaped_slashes: EscapedSlashesAction,
+}
+
+/// The connection manager's `path_with_escaped_slashes_action`: what it does
+/// with a request whose path (before any `?`) has `%2F`, `%2f`, `%5C` or `%5c`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EscapedSlashesAction {
+    /// `KEEP_UNCHANGED` (and `IMPLEMENTATION_SPECIFIC_DEFAULT`, Envoy's
+    /// default): the path is left as it is.
+    #[default]
+    KeepUnchanged,
+    /// `REJECT_REQUEST`: answered `400` `path_normalization_failed` before any
+    /// filter, and the connection is closed.
+    RejectRequest,
+    /// `UNESCAPE_AND_REDIRECT`: answered `307` with `location` the path
+    /// unescaped and normalized, before any filter (a gRPC request is
+    /// answered as [`EscapedSlashesAction::RejectRequest`] would).
+    UnescapeAndRedirect,
+    /// `UNESCAPE_AND_FORWARD`: the escapes become `/` and `\\`, then the other
+    /// normalizations apply.
+    UnescapeAndForward,
+}
+
+impl EscapedSlashesAction {
+    /// The action a `path_with_escaped_slashes_action` value stands for: an
+    /// enum name, or its number as protobuf's JSON mapping accepts it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "IMPLEMENTATION_SPECIFIC_DEFAULT" | "KEEP_UNCHANGED" | "0" | "1" => {
+                Self::KeepUnchanged
+            }
+            "REJECT_REQUEST" | "2" => Self::RejectRequest,
+            "UNESCAPE_AND_REDIRECT" | "3" => Self::UnescapeAndRedirect,
+            "UNESCAPE_AND_FORWARD" | "4" => Self::UnescapeAndForward,
+            _ => return None,
+        })
+    }
+}
+
+/// Envoy's response-code details for a path the connection manager rejects
+/// or redirects.
+pub(crate) const PATH_NORMALIZATION_FAILED: &str = "path_normalization_failed";
+
+/// What the connection manager makes of a request's path before the first
+/// filter (Envoy's `maybeNormalizePath`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PathAction {
+    /// The request goes on, with this path when it changed.
+    Continue(Option<Vec<u8>>),
+    /// Answered `400`.
+    Reject,
+    /// Answered `307` to this path.
+    Redirect(Vec<u8>),
 }
 
 /// The `metadata` of the listener, the virtual host, the route and its
@@ -351,6 +406,9 @@ impl Default for ConnectionManager {
             enable_trailers: false,
             upstream_enable_trailers: false,
             metadata: Box::default(),
+            normalize_path: false,
+            merge_slashes: false,
+            escaped_slashes: EscapedSlashesAction::KeepUnchanged,
         }
     }
 }
@@ -552,6 +610,104 @@ impl ConnectionManager {
     pub fn upstream_enable_trailers(mut self, on: bool) -> Self {
         self.upstream_enable_trailers = on;
         self
+    }
+
+    /// `normalize_path` (default false): before the first filter, the path
+    /// (not the query) is normalized as Envoy 1.40 does (RFC 3986 dot-segment
+    /// removal by Chromium's URL canonicalizer): `.` and `..` segments (also
+    /// spelled `%2e`, and with `;` parameters when spelled with plain dots)
+    /// are removed, `\\` becomes `/`, escaped unreserved characters are
+    /// decoded, characters a path cannot hold are percent-encoded. A path
+    /// with `%00` is answered `400` `path_normalization_failed`.
+    pub fn normalize_path(mut self, on: bool) -> Self {
+        self.normalize_path = on;
+        self
+    }
+
+    /// `merge_slashes` (default false): before the first filter, and after
+    /// [`normalize_path`](Self::normalize_path), repeated slashes in the
+    /// path (not the query) become one.
+    pub fn merge_slashes(mut self, on: bool) -> Self {
+        self.merge_slashes = on;
+        self
+    }
+
+    /// `path_with_escaped_slashes_action` (default
+    /// [`EscapedSlashesAction::KeepUnchanged`]).
+    pub fn path_with_escaped_slashes_action(mut self, action: EscapedSlashesAction) -> Self {
+        self.escaped_slashes = action;
+        self
+    }
+
+    /// Envoy's `maybeNormalizePath` on `path` (`:path` with its query):
+    /// escaped slashes first, then `normalize_path`, then `merge_slashes`.
+    pub(crate) fn path_action(&self, path: &[u8]) -> PathAction {
+        let mut changed: Option<Vec<u8>> = None;
+        let mut redirect = false;
+        if self.escaped_slashes != EscapedSlashesAction::KeepUnchanged
+            && let Some(unescaped) = unescape_slashes(path)
+        {
+            match self.escaped_slashes {
+                EscapedSlashesAction::RejectRequest => return PathAction::Reject,
+                EscapedSlashesAction::UnescapeAndRedirect => redirect = true,
+                _ => {}
+            }
+            changed = Some(unescaped);
+        }
+        if self.normalize_path {
+            match canonical_path(changed.as_deref().unwrap_or(path)) {
+                Some(normalized) => changed = Some(normalized),
+                None => return PathAction::Reject,
+            }
+        }
+        if self.merge_slashes
+            && let Some(merged) = merge_slashes(changed.as_deref().unwrap_or(path))
+        {
+            changed = Some(merged);
+        }
+        let changed = changed.filter(|c| c != path);
+        if redirect {
+            PathAction::Redirect(changed.unwrap_or_else(|| path.to_vec()))
+        } else {
+            PathAction::Continue(changed)
+        }
+    }
+
+    /// What the connection manager does to the request headers' `:path`
+    /// before the first filter: normalizes it in place, or returns the local
+    /// reply that answers the request instead (no filter sees it).
+    pub(crate) fn prepare_path(&self, fields: &mut Fields) -> Option<LocalReplyRequest> {
+        if !self.normalize_path
+            && !self.merge_slashes
+            && self.escaped_slashes == EscapedSlashesAction::KeepUnchanged
+        {
+            return None;
+        }
+        let path = fields.get(b":path")?;
+        let reply = |status: u32, headers: Fields| LocalReplyRequest {
+            status,
+            details: PATH_NORMALIZATION_FAILED.to_owned(),
+            body: Vec::new(),
+            headers,
+            grpc_status: -1,
+        };
+        match self.path_action(path) {
+            PathAction::Continue(None) => None,
+            PathAction::Continue(Some(normalized)) => {
+                fields.set_in_place(b":path", &normalized);
+                None
+            }
+            PathAction::Reject => Some(reply(400, Fields::new(Kind::Plain))),
+            // gRPC clients do not follow redirects: Envoy rejects instead.
+            PathAction::Redirect(_) if is_grpc_request(fields) => {
+                Some(reply(400, Fields::new(Kind::Plain)))
+            }
+            PathAction::Redirect(location) => {
+                let mut headers = Fields::new(Kind::Plain);
+                headers.add_new(b"location", &location);
+                Some(reply(307, headers))
+            }
+        }
     }
 
     /// Whether the client side carries trailers.
@@ -1061,6 +1217,297 @@ fn uuid_v4(mut b: [u8; 16]) -> [u8; 36] {
         out[at + 1] = HEX[usize::from(byte & 0x0f)];
     }
     out
+}
+
+/// The path of `:path` and its query (from the first `?` on, if any).
+fn split_query(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().position(|&b| b == b'?') {
+        Some(at) => path.split_at(at),
+        None => (path, &[]),
+    }
+}
+
+/// `%2F`, `%2f`, `%5C` and `%5c` of the path (not the query) turned into `/`
+/// and `\`, or `None` when it has none (Envoy's `unescapeSlashes`).
+fn unescape_slashes(path: &[u8]) -> Option<Vec<u8>> {
+    let (part, query) = split_query(path);
+    let escaped = |at: usize| match part.get(at..at + 3) {
+        Some([b'%', b'2', b'F' | b'f']) => Some(b'/'),
+        Some([b'%', b'5', b'C' | b'c']) => Some(b'\\'),
+        _ => None,
+    };
+    if !(0..part.len()).any(|at| escaped(at).is_some()) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(path.len());
+    let mut at = 0;
+    while at < part.len() {
+        if let Some(slash) = escaped(at) {
+            out.push(slash);
+            at += 3;
+        } else {
+            out.push(part[at]);
+            at += 1;
+        }
+    }
+    out.extend_from_slice(query);
+    Some(out)
+}
+
+/// `merge_slashes` on the path (not the query), or `None` when it has no
+/// `//`: the non-empty segments joined by `/`, with the path's leading and
+/// trailing slash kept (Envoy's `mergeSlashes`).
+fn merge_slashes(path: &[u8]) -> Option<Vec<u8>> {
+    let (part, query) = split_query(path);
+    if !part.windows(2).any(|w| w == b"//") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(path.len());
+    if part.first() == Some(&b'/') {
+        out.push(b'/');
+    }
+    let mut first = true;
+    for segment in part.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
+        if !std::mem::replace(&mut first, false) {
+            out.push(b'/');
+        }
+        out.extend_from_slice(segment);
+    }
+    if part.last() == Some(&b'/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(query);
+    Some(out)
+}
+
+/// How the path canonicalizer treats a byte, plain or percent-encoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathByte {
+    /// Copied as it is; kept encoded when encoded.
+    Pass,
+    /// Unreserved (`A-Z a-z 0-9 - _ ~`): decoded when encoded.
+    Unreserved,
+    /// Percent-encoded when plain; kept encoded when encoded.
+    Escape,
+}
+
+fn path_byte(b: u8) -> PathByte {
+    match b {
+        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => PathByte::Unreserved,
+        0..=0x20
+        | b'"'
+        | b'#'
+        | b'%'
+        | b'<'
+        | b'>'
+        | b'?'
+        | b'\\'
+        | b'^'
+        | b'`'
+        | b'{'
+        | b'|'
+        | b'}'
+        | 0x7f..=0xff => PathByte::Escape,
+        _ => PathByte::Pass,
+    }
+}
+
+/// The value of the escape `%XY` at `at` of `bytes`, if it is one.
+fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
+    match bytes.get(at..at + 3) {
+        Some([b'%', hi, lo]) => {
+            let digit = |c: u8| (c as char).to_digit(16);
+            Some((digit(*hi)? * 16 + digit(*lo)?) as u8)
+        }
+        _ => None,
+    }
+}
+
+/// The length of the dot at `at`: 1 for `.`, 3 for `%2e` or `%2E`, else 0.
+fn dot_at(bytes: &[u8], at: usize) -> usize {
+    match bytes.get(at..) {
+        Some([b'.', ..]) => 1,
+        Some([b'%', b'2', b'e' | b'E', ..]) => 3,
+        _ => 0,
+    }
+}
+
+/// What follows a dot that starts a segment.
+enum AfterDot {
+    /// Not a dot segment: the dot is copied.
+    Name,
+    /// `.`: skipped, with this many bytes after the dot.
+    Current(usize),
+    /// `..`: the output backs up one segment, and this many bytes after the
+    /// first dot are skipped.
+    Up(usize),
+}
+
+fn after_dot(bytes: &[u8], at: usize) -> AfterDot {
+    let slash = |i: usize| matches!(bytes.get(i), Some(b'/' | b'\\'));
+    if at == bytes.len() {
+        return AfterDot::Current(0);
+    }
+    if slash(at) {
+        return AfterDot::Current(1);
+    }
+    let second = dot_at(bytes, at);
+    if second > 0 {
+        if at + second == bytes.len() {
+            return AfterDot::Up(second);
+        }
+        if slash(at + second) {
+            return AfterDot::Up(second + 1);
+        }
+    }
+    AfterDot::Name
+}
+
+/// `.` and `..` segments written with plain dots lose their `;` parameters
+/// (`/a/..;x/b` is `/a/../b`), as Envoy 1.40 does before canonicalizing.
+fn strip_dot_segment_parameters(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let is_dot_with_parameters =
+        |segment: &[u8]| segment.starts_with(b".;") || segment.starts_with(b"..;");
+    if !path.split(|&b| b == b'/').any(is_dot_with_parameters) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for (i, segment) in path.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        match segment.iter().position(|&b| b == b';') {
+            Some(at) if is_dot_with_parameters(segment) => out.extend_from_slice(&segment[..at]),
+            _ => out.extend_from_slice(segment),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `normalize_path` on `:path` (the query is kept as it is), or `None` when
+/// Envoy rejects the path (it has `%00`). Envoy canonicalizes the path with
+/// Chromium's URL library: this follows the behaviour measured against
+/// Envoy 1.40 (see `tests/conformance/path-normalization*.yaml`).
+fn canonical_path(path: &[u8]) -> Option<Vec<u8>> {
+    let (part, query) = split_query(path);
+    let part = strip_dot_segment_parameters(part);
+    let input: &[u8] = &part;
+    let mut out: Vec<u8> = Vec::with_capacity(path.len() + 8);
+    if !matches!(input.first(), Some(b'/' | b'\\')) {
+        out.push(b'/');
+    }
+    // Where the output has a `%` that did not start an escape in the input:
+    // decoding a later escape must not make a new escape of it (`%%300` would
+    // become `%00`), so such a `%` is then written `%25`.
+    let mut stray_percent: Option<usize> = None;
+    let mut at = 0;
+    while at < input.len() {
+        let b = input[at];
+        let dot = dot_at(input, at);
+        if dot > 0 {
+            if out.last() == Some(&b'/') {
+                match after_dot(input, at + dot) {
+                    AfterDot::Name => {
+                        out.push(b'.');
+                        at += dot;
+                    }
+                    AfterDot::Current(skip) => at += dot + skip,
+                    AfterDot::Up(skip) => {
+                        back_up_one_segment(&mut out);
+                        if stray_percent.is_some_and(|p| p >= out.len()) {
+                            stray_percent = None;
+                        }
+                        at += dot + skip;
+                    }
+                }
+            } else {
+                out.push(b'.');
+                at += dot;
+            }
+            continue;
+        }
+        match b {
+            0 => return None,
+            b'\\' => {
+                out.push(b'/');
+                at += 1;
+            }
+            b'%' => match escape_at(input, at) {
+                Some(0) => return None,
+                Some(value) if path_byte(value) == PathByte::Unreserved => {
+                    out.push(value);
+                    at += 3;
+                    if let Some(p) = stray_percent
+                        && p + 3 >= out.len()
+                    {
+                        guard_stray_percent(input, at, p, &mut out);
+                    }
+                }
+                Some(_) => {
+                    out.extend_from_slice(&input[at..at + 3]);
+                    at += 3;
+                }
+                None => {
+                    stray_percent = Some(out.len());
+                    out.push(b'%');
+                    at += 1;
+                }
+            },
+            _ if path_byte(b) == PathByte::Escape => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+                at += 1;
+            }
+            _ => {
+                out.push(b);
+                at += 1;
+            }
+        }
+    }
+    out.extend_from_slice(query);
+    Some(out)
+}
+
+/// The output ends with `/`: drops the segment before it (never the first
+/// slash), keeping a trailing `/`.
+fn back_up_one_segment(out: &mut Vec<u8>) {
+    let Some(last) = out.len().checked_sub(1) else {
+        return;
+    };
+    if last == 0 {
+        return;
+    }
+    let keep = out[..last].iter().rposition(|&b| b == b'/').map_or(1, |i| i + 1);
+    out.truncate(keep);
+}
+
+/// After a decoded character landed within two bytes of the stray `%` at
+/// `percent` of `out`: if the `%` and what follows it now read as an escape
+/// (with the next input byte when only one follows), the `%` is written
+/// `%25` so the output cannot be decoded into something else.
+fn guard_stray_percent(input: &[u8], next: usize, percent: usize, out: &mut Vec<u8>) {
+    let len = out.len();
+    let Some(&decoded) = out.last() else {
+        return;
+    };
+    let borrow_next = percent + 2 == len;
+    if borrow_next {
+        match input.get(next) {
+            Some(&b) if b < 0x80 => out.push(b),
+            _ => return,
+        }
+    }
+    if escape_at(out, percent).is_some() {
+        let after_percent = out[percent + 1];
+        out.truncate(percent + 1);
+        out.extend_from_slice(b"25");
+        if !borrow_next {
+            out.push(after_percent);
+        }
+        out.push(decoded);
+    } else if borrow_next {
+        out.truncate(len);
+    }
 }
 
 #[cfg(test)]

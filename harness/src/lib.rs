@@ -158,7 +158,7 @@ pub use grpc::{
     GrpcCallout, GrpcFrame, GrpcRefusingHost, GrpcReply, GrpcRequest, GrpcServerStream,
     GrpcService, GrpcStream, GrpcStreamReply, GrpcStreamService,
 };
-pub use hcm::ConnectionManager;
+pub use hcm::{ConnectionManager, EscapedSlashesAction};
 pub use http_upstream::HttpUpstream;
 pub use l4::{
     CloseType, Connection, ConnectionId, ConnectionOutcome, Connections, Echo, NetworkChain,

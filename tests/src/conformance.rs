@@ -140,6 +140,20 @@ pub struct Suite {
     /// `callout` says.
     #[serde(default)]
     pub startup_wait_ms: u64,
+    /// The connection manager's `normalize_path` (default: unset, Envoy's
+    /// false): dot segments are removed from the path (RFC 3986) before the
+    /// filters see it.
+    #[serde(default)]
+    pub normalize_path: Option<bool>,
+    /// The connection manager's `merge_slashes` (default: unset, Envoy's
+    /// false): repeated slashes in the path are merged into one.
+    #[serde(default)]
+    pub merge_slashes: Option<bool>,
+    /// The connection manager's `path_with_escaped_slashes_action` (default:
+    /// unset, Envoy's `IMPLEMENTATION_SPECIFIC_DEFAULT`), e.g.
+    /// `REJECT_REQUEST` or `UNESCAPE_AND_FORWARD`.
+    #[serde(default)]
+    pub path_with_escaped_slashes_action: Option<String>,
     /// The scenarios (HTTP requests).
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
@@ -588,6 +602,17 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     }
     if suite.upstream_enable_trailers {
         enable_cluster_trailers(&mut root, "upstream")?;
+    }
+    let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
+    if let Some(on) = suite.normalize_path {
+        hcm["normalize_path"] = serde_yaml_ng::Value::from(on);
+    }
+    if let Some(on) = suite.merge_slashes {
+        hcm["merge_slashes"] = serde_yaml_ng::Value::from(on);
+    }
+    if let Some(action) = &suite.path_with_escaped_slashes_action {
+        hcm["path_with_escaped_slashes_action"] = serde_yaml_ng::Value::from(action.as_str());
     }
     if let Some(timeout) = &suite.route_timeout {
         let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
