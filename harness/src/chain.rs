@@ -1919,7 +1919,14 @@ impl Chain {
                 chain.scratch.progress = progress;
                 chain.scratch.order = order;
                 chain.scratch.buffered = buffered;
-                return Self::answer_before_filters(io, chain, fields, reply, end_of_stream, warnings);
+                return Self::answer_before_filters(
+                    io,
+                    chain,
+                    fields,
+                    reply,
+                    end_of_stream,
+                    warnings,
+                );
             }
             (
                 fields,

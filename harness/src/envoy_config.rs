@@ -3,7 +3,9 @@
 //!
 //! **Read**: the first listener's `per_connection_buffer_limit_bytes` and its
 //! first filter chain, which must be one HTTP connection manager: its
-//! `generate_request_id`, `server_name` and `http_protocol_options.enable_trailers`;
+//! `generate_request_id`, `server_name`, `http_protocol_options.enable_trailers`
+//! and path normalization (`normalize_path`, `merge_slashes`,
+//! `path_with_escaped_slashes_action`; see [`ConnectionManager::normalize_path`]);
 //! its route table's `validate_clusters`, whose first virtual host (its `name`;
 //! its `domains` must include `*`) and that host's first route (its `name`;
 //! `match: { prefix: "/" }`, so that it takes every request as the harness
@@ -44,9 +46,8 @@
 //! - **warned** in [`EnvoyConfig::warnings`] (and logged with
 //!   `tracing::warn!`), when only edge cases differ: e.g. timeouts the harness
 //!   does not model (`stream_idle_timeout`, `common_http_protocol_options`,
-//!   a route's `idle_timeout`), retries and mirroring, path normalization
-//!   (`normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`),
-//!   a second listener, circuit breakers and health checks;
+//!   a route's `idle_timeout`), retries and mirroring, a second listener,
+//!   circuit breakers and health checks;
 //! - a field the tables do not know is **refused**: the loader cannot tell
 //!   what Envoy does with it. It never silently ignores a field.
 
@@ -806,11 +807,6 @@ static_resources:
                 "route.retry_policy: Envoy retries",
             ),
             (
-                format!("{HCM}.normalize_path"),
-                "true",
-                "normalize_path is \"true\"",
-            ),
-            (
                 "static_resources.listeners.1".to_owned(),
                 "{name: other}",
                 "listeners[1]: not emulated",
@@ -852,6 +848,43 @@ static_resources:
             "{filter_metadata: {a: {b: c}}}",
         ));
         assert!(other.warnings.is_empty(), "{:?}", other.warnings);
+    }
+
+    #[test]
+    fn path_normalization_is_read() {
+        let config = parsed(&with(
+            &with(
+                &with(SHIPPED, &format!("{HCM}.normalize_path"), "true"),
+                &format!("{HCM}.merge_slashes"),
+                "true",
+            ),
+            &format!("{HCM}.path_with_escaped_slashes_action"),
+            "REJECT_REQUEST",
+        ));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let expected = ConnectionManager::default()
+            .normalize_path(true)
+            .merge_slashes(true)
+            .path_with_escaped_slashes_action(EscapedSlashesAction::RejectRequest);
+        let read = format!("{:?}", config.connection_manager);
+        for field in [
+            "normalize_path: true",
+            "merge_slashes: true",
+            "escaped_slashes: RejectRequest",
+        ] {
+            assert!(read.contains(field), "{field}: {read}");
+        }
+        assert!(format!("{expected:?}").contains("escaped_slashes: RejectRequest"));
+        let bad = EnvoyConfig::parse(&with(
+            SHIPPED,
+            &format!("{HCM}.path_with_escaped_slashes_action"),
+            "SOMETHING_ELSE",
+        ));
+        let text = format!("{:?}", bad.err());
+        assert!(
+            text.contains("path_with_escaped_slashes_action") && text.contains("SOMETHING_ELSE"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -331,9 +331,7 @@ impl EscapedSlashesAction {
     /// enum name, or its number as protobuf's JSON mapping accepts it.
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
-            "IMPLEMENTATION_SPECIFIC_DEFAULT" | "KEEP_UNCHANGED" | "0" | "1" => {
-                Self::KeepUnchanged
-            }
+            "IMPLEMENTATION_SPECIFIC_DEFAULT" | "KEEP_UNCHANGED" | "0" | "1" => Self::KeepUnchanged,
             "REJECT_REQUEST" | "2" => Self::RejectRequest,
             "UNESCAPE_AND_REDIRECT" | "3" => Self::UnescapeAndRedirect,
             "UNESCAPE_AND_FORWARD" | "4" => Self::UnescapeAndForward,
@@ -1477,7 +1475,10 @@ fn back_up_one_segment(out: &mut Vec<u8>) {
     if last == 0 {
         return;
     }
-    let keep = out[..last].iter().rposition(|&b| b == b'/').map_or(1, |i| i + 1);
+    let keep = out[..last]
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(1, |i| i + 1);
     out.truncate(keep);
 }
 
@@ -1513,6 +1514,206 @@ fn guard_stray_percent(input: &[u8], next: usize, percent: usize, out: &mut Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The path the filters see with these settings, or how it is answered.
+    fn normalized(manager: &ConnectionManager, path: &str) -> String {
+        match manager.path_action(path.as_bytes()) {
+            PathAction::Continue(None) => path.to_owned(),
+            PathAction::Continue(Some(p)) => String::from_utf8_lossy(&p).into_owned(),
+            PathAction::Reject => "reject".to_owned(),
+            PathAction::Redirect(p) => format!("redirect {}", String::from_utf8_lossy(&p)),
+        }
+    }
+
+    fn auth_settings() -> ConnectionManager {
+        ConnectionManager::default()
+            .normalize_path(true)
+            .merge_slashes(true)
+            .path_with_escaped_slashes_action(EscapedSlashesAction::RejectRequest)
+    }
+
+    #[test]
+    fn paths_are_left_alone_by_default() {
+        let plain = ConnectionManager::default();
+        for path in ["/a/../b", "//a//b", "/a%2Fb", "/a\\b", "/a%00b", "/a/..;/b"] {
+            assert_eq!(normalized(&plain, path), path);
+        }
+    }
+
+    #[test]
+    fn normalize_path_removes_dot_segments_as_envoy_does() {
+        // Measured against Envoy 1.40 (tests/conformance/path-normalization*.yaml).
+        let m = auth_settings();
+        for (path, expected) in [
+            ("/a/../b", "/b"),
+            ("/healthz/../admin", "/admin"),
+            ("/a/./b", "/a/b"),
+            ("/../a", "/a"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/.", "/"),
+            ("/..", "/"),
+            ("/a/b/../../../c", "/c"),
+            ("/a/%2e%2E/b", "/b"),
+            ("/a%2e%2e/b", "/a../b"),
+            ("/a%2e/b", "/a./b"),
+            ("/a/.../b/..c/.d", "/a/.../b/..c/.d"),
+            ("/a\\b", "/a/b"),
+            ("/a\\..\\b", "/b"),
+            ("/%61%7e%2D", "/a~-"),
+            ("/%41%5A%5f%30%39%2e%7E", "/AZ_09.~"),
+            ("/a%3Fb%20c%25d%41%3a%40%7C", "/a%3Fb%20c%25dA%3a%40%7C"),
+            ("/a\"b{c}d|e^f", "/a%22b%7Bc%7Dd%7Ce%5Ef"),
+            ("/a%zzb%4", "/a%zzb%4"),
+            ("/a%2", "/a%2"),
+            ("/a%2541", "/a%2541"),
+            ("/a%%300b", "/a%2500b"),
+            ("/a%01b%1F%7f", "/a%01b%1F%7f"),
+            ("/%C3%A9", "/%C3%A9"),
+            // Dot segments with parameters.
+            ("/a/..;/b", "/b"),
+            ("/a/..;x=y/b", "/b"),
+            ("/a/.;x/b", "/a/b"),
+            ("/a/b/..;", "/a/"),
+            ("/a/b/..;/..;/c", "/c"),
+            ("/a/...;/b", "/a/...;/b"),
+            ("/a/x..;/b", "/a/x..;/b"),
+            ("/a;x/b", "/a;x/b"),
+            ("/a/%2e%2e;/b", "/a/..;/b"),
+            ("/a/..%3b/b", "/a/..%3b/b"),
+            // The query is never touched.
+            ("/a/./b?x=/../y//z&%2F", "/a/b?x=/../y//z&%2F"),
+            ("/a/../b?", "/b?"),
+            ("/a?b=%2F&c=%5C", "/a?b=%2F&c=%5C"),
+            // Merged after the dot segments are gone.
+            ("//a//b", "/a/b"),
+            ("/a//", "/a/"),
+            ("/a//../b", "/a/b"),
+            ("/a//./b", "/a/b"),
+            // Rejected.
+            ("/a%00b", "reject"),
+            ("/a%2Fb", "reject"),
+            ("/a%2fb", "reject"),
+            ("/a%5Cb", "reject"),
+            ("/a%5cb", "reject"),
+            ("/a/..%2Fb", "reject"),
+        ] {
+            assert_eq!(normalized(&m, path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn each_setting_alone() {
+        let merge = ConnectionManager::default().merge_slashes(true);
+        for (path, expected) in [
+            ("//a//b", "/a/b"),
+            ("/a//../b", "/a/../b"),
+            ("/a//b?x=//y", "/a/b?x=//y"),
+            ("/a/../b", "/a/../b"),
+            ("/a%00b", "/a%00b"),
+        ] {
+            assert_eq!(normalized(&merge, path), expected, "merge {path}");
+        }
+        let normalize = ConnectionManager::default().normalize_path(true);
+        for (path, expected) in [
+            ("//a//b", "//a//b"),
+            ("/a//../b", "/a/b"),
+            ("/a%2F/../b", "/b"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/a%00b", "reject"),
+        ] {
+            assert_eq!(normalized(&normalize, path), expected, "normalize {path}");
+        }
+        let unescape = ConnectionManager::default()
+            .path_with_escaped_slashes_action(EscapedSlashesAction::UnescapeAndForward);
+        for (path, expected) in [
+            ("/a%2Fb", "/a/b"),
+            ("/a%5Cb", "/a\\b"),
+            ("/a%2F%2Fb", "/a//b"),
+            ("/a/..%2Fb", "/a/../b"),
+            ("/a?x=%2F", "/a?x=%2F"),
+        ] {
+            assert_eq!(normalized(&unescape, path), expected, "unescape {path}");
+        }
+        let reject = ConnectionManager::default()
+            .path_with_escaped_slashes_action(EscapedSlashesAction::RejectRequest);
+        assert_eq!(normalized(&reject, "/a%2fb"), "reject");
+        assert_eq!(normalized(&reject, "/a/../b?x=%2F"), "/a/../b?x=%2F");
+    }
+
+    #[test]
+    fn unescape_and_redirect_answers_with_the_normalized_path() {
+        let m = ConnectionManager::default()
+            .normalize_path(true)
+            .merge_slashes(true)
+            .path_with_escaped_slashes_action(EscapedSlashesAction::UnescapeAndRedirect);
+        for (path, expected) in [
+            ("/a%2Fb", "redirect /a/b"),
+            ("/a%5Cb", "redirect /a/b"),
+            ("/a/..%2Fb", "redirect /b"),
+            ("/a%2F%2Fb", "redirect /a/b"),
+            ("/a%2Fb?q=1", "redirect /a/b?q=1"),
+            ("/a/../b", "/b"),
+            ("/a%00%2Fb", "reject"),
+        ] {
+            assert_eq!(normalized(&m, path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn prepare_path_rewrites_path_in_place_or_answers() {
+        let m = auth_settings();
+        let mut fields = Fields::new(Kind::Request);
+        fields.add_new(b":authority", b"h");
+        fields.add_new(b":path", b"/healthz/../admin");
+        fields.add_new(b":method", b"GET");
+        assert_eq!(m.prepare_path(&mut fields), None);
+        let order: Vec<&[u8]> = fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(order, [&b":authority"[..], b":path", b":method"]);
+        assert_eq!(fields.get(b":path"), Some(&b"/admin"[..]));
+
+        fields.set_in_place(b":path", b"/a%2Fb");
+        let reply = m.prepare_path(&mut fields).expect("rejected");
+        assert_eq!(
+            (reply.status, reply.details.as_str()),
+            (400, PATH_NORMALIZATION_FAILED)
+        );
+        assert!(reply.body.is_empty());
+
+        let redirect = ConnectionManager::default()
+            .path_with_escaped_slashes_action(EscapedSlashesAction::UnescapeAndRedirect);
+        let reply = redirect.prepare_path(&mut fields).expect("redirected");
+        assert_eq!(reply.status, 307);
+        assert_eq!(reply.headers.get(b"location"), Some(&b"/a/b"[..]));
+        // gRPC clients do not follow redirects.
+        fields.add_new(b"content-type", b"application/grpc");
+        let reply = redirect.prepare_path(&mut fields).expect("rejected");
+        assert_eq!(reply.status, 400);
+    }
+
+    #[test]
+    fn escaped_slashes_action_names() {
+        for (name, action) in [
+            (
+                "IMPLEMENTATION_SPECIFIC_DEFAULT",
+                EscapedSlashesAction::KeepUnchanged,
+            ),
+            ("KEEP_UNCHANGED", EscapedSlashesAction::KeepUnchanged),
+            ("REJECT_REQUEST", EscapedSlashesAction::RejectRequest),
+            ("3", EscapedSlashesAction::UnescapeAndRedirect),
+            (
+                "UNESCAPE_AND_FORWARD",
+                EscapedSlashesAction::UnescapeAndForward,
+            ),
+        ] {
+            assert_eq!(
+                EscapedSlashesAction::from_name(name),
+                Some(action),
+                "{name}"
+            );
+        }
+        assert_eq!(EscapedSlashesAction::from_name("reject_request"), None);
+    }
 
     #[test]
     fn filters_see_envoy_style_request_headers() {

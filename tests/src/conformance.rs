@@ -603,8 +603,7 @@ fn envoy_yaml(suite: &Suite) -> Result<String> {
     if suite.upstream_enable_trailers {
         enable_cluster_trailers(&mut root, "upstream")?;
     }
-    let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"];
+    let hcm = &mut root["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     if let Some(on) = suite.normalize_path {
         hcm["normalize_path"] = serde_yaml_ng::Value::from(on);
     }
