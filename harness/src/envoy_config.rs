@@ -852,6 +852,7 @@ static_resources:
 
     #[test]
     fn path_normalization_is_read() {
+        use crate::hcm::{ConnectionManager, EscapedSlashesAction};
         let config = parsed(&with(
             &with(
                 &with(SHIPPED, &format!("{HCM}.normalize_path"), "true"),
