@@ -19,17 +19,25 @@ fn modules() -> HashMap<String, std::path::PathBuf> {
         .collect()
 }
 
+/// Every `envoy/*.yaml` with its text.
+fn shipped_configs() -> Vec<(std::path::PathBuf, String)> {
+    std::fs::read_dir(root().join("envoy"))
+        .expect("envoy/ exists")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .map(|path| {
+            let yaml = std::fs::read_to_string(&path).expect("readable");
+            (path, yaml)
+        })
+        .collect()
+}
+
 /// Every config in envoy/ is valid for Envoy 1.40 as shipped (only the module path
 /// points at the local build, since validation loads the module).
 #[test]
 fn every_shipped_config_validates() {
     let mut checked = 0;
-    for entry in std::fs::read_dir(root().join("envoy")).expect("envoy/ exists") {
-        let path = entry.expect("dir entry").path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let yaml = std::fs::read_to_string(&path).expect("readable");
+    for (path, yaml) in shipped_configs() {
         let how = Rebind {
             modules: modules(),
             ..Rebind::default()
@@ -48,12 +56,7 @@ fn every_shipped_config_validates() {
 #[test]
 fn every_shipped_config_loads_in_the_harness_without_warnings() {
     let mut checked = 0;
-    for entry in std::fs::read_dir(root().join("envoy")).expect("envoy/ exists") {
-        let path = entry.expect("dir entry").path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let yaml = std::fs::read_to_string(&path).expect("readable");
+    for (path, yaml) in shipped_configs() {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
