@@ -565,6 +565,25 @@ struct Reply {
     request: LocalReplyRequest,
 }
 
+/// Envoy's HTTP/1 codec closes the connection after a local reply sent
+/// before the request was fully received, and after a local reply 400 (Envoy
+/// takes it for a messaging error: `onLocalReply`): marks `response` so, and
+/// says whether it did.
+fn close_after_reply(
+    response: &mut http::Response<Bytes>,
+    reply: &LocalReplyRequest,
+    request_complete: bool,
+) -> bool {
+    let close = !request_complete || reply.status == 400;
+    if close {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    close
+}
+
 /// What [`LocalReply::plugin`] says when the router answered.
 const ROUTER: &str = "envoy.filters.http.router";
 /// [`LocalReply::plugin`] of a reply the connection manager sends before the
@@ -2534,18 +2553,9 @@ impl Chain {
             response_trailers.as_ref(),
             &mut chain.http_cache,
         )?;
-        // Envoy's HTTP/1 codec closes the connection after a response sent before
-        // the request was fully received, and after a local reply 400 (Envoy
-        // takes it for a messaging error: `onLocalReply`).
         let close = reply
             .as_ref()
-            .is_some_and(|r| !request_complete || r.request.status == 400);
-        if close {
-            response.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
+            .is_some_and(|r| close_after_reply(&mut response, &r.request, request_complete));
         // What the access log reads: `:status`, then the client response's
         // headers in `http::HeaderMap` order (repeated names grouped). Without
         // repeated names (the `http` map has a value per name) or an inserted
@@ -2595,14 +2605,12 @@ impl Chain {
         chain.scratch.order = order;
         chain.scratch.keep(fields, final_response);
         let grpc = io.facts.get().grpc_request;
-        let local_reply = reply.map(|r| LocalReply {
-            plugin: r.slot.map_or_else(
+        let local_reply = reply.map(|r| {
+            let plugin = r.slot.map_or_else(
                 || ROUTER.to_owned(),
                 |i| chain.slots[i].vm.name().to_owned(),
-            ),
-            status: r.request.status as u16,
-            grpc_status: grpc.then(|| crate::hcm::local_reply_grpc_status(&r.request)),
-            details: r.request.details,
+            );
+            LocalReply::of(plugin, r.request, grpc)
         });
         Ok(Outcome {
             upstream_request,
@@ -2620,9 +2628,8 @@ impl Chain {
     }
 
     /// A stream the connection manager answers before it creates the filters
-    /// (a path it rejects or redirects): no filter sees it, none logs it.
-    /// Like Envoy's HTTP/1 codec, a `400`, or a reply sent before the request
-    /// was fully received, closes the connection.
+    /// (a path it rejects or redirects): no filter sees it, none logs it. The
+    /// connection closes as after any local reply ([`close_after_reply`]).
     fn answer_before_filters(
         io: &Io<'_, '_>,
         chain: &mut Chain,
@@ -2643,12 +2650,7 @@ impl Chain {
             None,
             &mut chain.http_cache,
         )?;
-        if !request_complete || reply.status == 400 {
-            response.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
+        close_after_reply(&mut response, &reply, request_complete);
         {
             let mut facts = io.facts.get();
             facts.grpc_request = grpc;
@@ -2664,12 +2666,7 @@ impl Chain {
         Ok(Outcome {
             upstream_request: None,
             response,
-            local_reply: Some(LocalReply {
-                plugin: CONNECTION_MANAGER.to_owned(),
-                status: reply.status as u16,
-                grpc_status: grpc.then(|| crate::hcm::local_reply_grpc_status(&reply)),
-                details: reply.details,
-            }),
+            local_reply: Some(LocalReply::of(CONNECTION_MANAGER.to_owned(), reply, grpc)),
             logs: Vec::new(),
             fuel: 0,
             host_calls: 0,

@@ -76,9 +76,11 @@ pub struct LogRecord {
 /// reply asked for, and [`grpc_status`](Self::grpc_status) is set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalReply {
-    /// The plugin that sent it, or `envoy.filters.http.router` when the
+    /// The plugin that sent it, `envoy.filters.http.router` when the
     /// router answered (no route, a route whose cluster is missing, an
-    /// upstream that failed or timed out).
+    /// upstream that failed or timed out), or
+    /// `envoy.filters.network.http_connection_manager` when the connection
+    /// manager answered before any filter (a path it rejects or redirects).
     pub plugin: String,
     /// The HTTP status asked for (the client receives `200` when the request
     /// was a gRPC request).
@@ -92,6 +94,19 @@ pub struct LocalReply {
     pub grpc_status: Option<u32>,
     /// Envoy's response-code details, e.g. `wasm_fail_stream`.
     pub details: String,
+}
+
+impl LocalReply {
+    /// What the outcome says of `request`, sent by `plugin` (a gRPC request
+    /// gets its `grpc-status`).
+    pub(crate) fn of(plugin: String, request: crate::state::LocalReplyRequest, grpc: bool) -> Self {
+        Self {
+            plugin,
+            status: request.status as u16,
+            grpc_status: grpc.then(|| crate::hcm::local_reply_grpc_status(&request)),
+            details: request.details,
+        }
+    }
 }
 
 /// An HTTP callout a plugin made (`proxy_http_call`) and its answer.
