@@ -21,7 +21,10 @@
 //! emulated virtual host and route, of that route's cluster and of the
 //! cluster's endpoint and its locality (`load_assignment.endpoints[0]`'s and
 //! its `lb_endpoints[0]`'s; their `filter_metadata`; see [`crate::Node`],
-//! [`crate::Metadata`] for how Envoy reads their YAML). Configuration values must be
+//! [`crate::Metadata`] for how Envoy reads their YAML) and that cluster's
+//! `type` (the endpoint of a `STRICT_DNS` or `LOGICAL_DNS` cluster has empty
+//! metadata where the bootstrap gives none, a `STATIC` one's none: see
+//! [`ConnectionManager::upstream_host_metadata`]). Configuration values must be
 //! `google.protobuf.StringValue` (passed raw, as Envoy does). Like Envoy, it
 //! refuses a route table whose routes name a cluster the bootstrap does not
 //! define, unless the route config sets `validate_clusters: false`: then, as
@@ -33,8 +36,9 @@
 //! the reason for each class are in `bootstrap.rs`):
 //! - **inert**, as it cannot change what a filter, an upstream or a client
 //!   observes in the harness: e.g. `admin`, stats settings, the listener's
-//!   `address` and `stat_prefix`, access logs, a cluster's `type`,
-//!   `connect_timeout`, `lb_policy` and its one endpoint's address, the
+//!   `address` and `stat_prefix`, access logs, the `type` of clusters other
+//!   than the route's, a cluster's `connect_timeout`, `lb_policy` and its one
+//!   endpoint's address, the
 //!   protocol of clusters other than the route's (callouts go to the test's
 //!   handlers), routes after the first (no request reaches them), `@type` keys;
 //! - **refused** with [`Error::EnvoyConfig`] naming the field's full path and
@@ -858,8 +862,11 @@ static_resources:
         ] {
             let other = parsed(&with(SHIPPED, path, "{filter_metadata: {a: {b: c}}}"));
             assert!(other.warnings.is_empty(), "{path}: {:?}", other.warnings);
-            let xds = other.connection_manager.bootstrap(other.node.clone());
-            assert_eq!(xds.host, crate::xds::HostMetadata::default(), "{path}");
+            assert_eq!(
+                format!("{:?}", other.connection_manager),
+                format!("{:?}", parsed(SHIPPED).connection_manager),
+                "{path}"
+            );
         }
     }
 
@@ -883,10 +890,23 @@ static_resources:
         assert_eq!(host.filter_metadata.keys().collect::<Vec<_>>(), ["istio"]);
         // Given, if empty: a locality with metadata.
         assert_eq!(xds.host.locality, Some(crate::Metadata::new()));
-        // Neither given: a host without metadata.
+        // Neither given: a STATIC cluster's host has none, a DNS cluster's
+        // (the shipped one is STRICT_DNS) an empty message.
         let none = parsed(SHIPPED);
         let xds = none.connection_manager.bootstrap(none.node.clone());
-        assert_eq!(xds.host, crate::xds::HostMetadata::default());
+        let empty = crate::xds::HostMetadata {
+            endpoint: Some(crate::Metadata::new()),
+            locality: Some(crate::Metadata::new()),
+        };
+        assert_eq!(xds.host, empty);
+        for (kind, expected) in [
+            ("LOGICAL_DNS", empty.clone()),
+            ("STATIC", crate::xds::HostMetadata::default()),
+        ] {
+            let config = parsed(&with(SHIPPED, &format!("{UPSTREAM}.type"), kind));
+            let xds = config.connection_manager.bootstrap(config.node.clone());
+            assert_eq!(xds.host, expected, "{kind}");
+        }
 
         // A value Envoy reads differently from the harness: refused, named.
         let text = refusal(&with(
@@ -965,7 +985,7 @@ static_resources:
             (&format!("{HCM}.normalize_path"), "false"),
             (&format!("{LISTENER}.address"), "{pipe: {path: /tmp/x}}"),
             (&format!("{UPSTREAM}.connect_timeout"), "0.25s"),
-            (&format!("{UPSTREAM}.type"), "STATIC"),
+            ("static_resources.clusters.0.type", "STATIC"),
             (&format!("{UPSTREAM}.dns_lookup_family"), "V4_ONLY"),
             // After the catch-all first route, no request reaches these.
             (

@@ -333,7 +333,9 @@ impl NetworkChainBuilder {
     /// `load_assignment.endpoints[0].lb_endpoints[0].metadata`), read as
     /// `xds.upstream_host_metadata` once `tcp_proxy` connects (default: a
     /// host without metadata, which Envoy cannot serialize and whose fields
-    /// are not found).
+    /// are not found, as the endpoint of a `STATIC` cluster whose bootstrap
+    /// gives none; that of a `STRICT_DNS` or `LOGICAL_DNS` cluster has empty
+    /// metadata, `Metadata::new()`).
     ///
     /// ```
     /// use serde_json::json;

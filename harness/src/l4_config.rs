@@ -15,7 +15,8 @@
 //! **warned** in [`NetworkConfig::warnings`] (also logged) when only edge cases
 //! differ (e.g. `tcp_proxy`'s `idle_timeout`). Also read, as for HTTP: the
 //! bootstrap's `node`, the listener's `metadata` and that of `tcp_proxy`'s
-//! cluster, of its endpoint and of the endpoint's locality.
+//! cluster, of its endpoint and of the endpoint's locality, and that
+//! cluster's `type` (see [`NetworkChainBuilder::upstream_host_metadata`]).
 //!
 //! [`EnvoyConfig`]: crate::EnvoyConfig
 
@@ -309,7 +310,7 @@ static_resources:
             ),
             (
                 "static_resources.clusters".to_owned(),
-                "[{name: backend, type: STRICT_DNS, connect_timeout: 2s, lb_policy: ROUND_ROBIN}]",
+                "[{name: backend, type: STATIC, connect_timeout: 2s, lb_policy: ROUND_ROBIN}]",
             ),
         ] {
             let config = NetworkConfig::parse(&with(CHAIN, &path, value))
@@ -377,6 +378,19 @@ static_resources:
             .as_ref()
             .expect("locality");
         assert!(locality.filter_metadata.contains_key("envoy.lb"));
+        // Without metadata, a STRICT_DNS cluster's endpoint has an empty
+        // message.
+        let dns = format!(
+            "{CHAIN}  clusters:\n  - name: backend\n    type: STRICT_DNS\n    load_assignment:\n      \
+             endpoints:\n      - lb_endpoints:\n        \
+             - endpoint: {{address: {{socket_address: {{address: db, port_value: 5432}}}}}}\n"
+        );
+        let config = NetworkConfig::parse(&dns).expect("valid");
+        assert_eq!(config.upstream_host_metadata, Some(crate::Metadata::new()));
+        assert_eq!(
+            config.upstream_host_locality_metadata,
+            Some(crate::Metadata::new())
+        );
         let bad = yaml.replace("{workload: db-0}", "{workload: [1.5]}");
         let err = NetworkConfig::parse(&bad).expect_err("a float");
         assert!(

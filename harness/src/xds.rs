@@ -485,7 +485,16 @@ pub(crate) fn metadata_from_yaml(metadata: Option<&Yaml>, at: &str) -> Result<Me
 /// bootstrap, `name` naming it in errors) and of its locality: its
 /// `load_assignment`'s `endpoints[0].lb_endpoints[0].metadata` and
 /// `endpoints[0].metadata`. A `null` is protobuf's default: no metadata.
+///
+/// Envoy 1.40 gives the hosts of a `STATIC` cluster (the default `type`) a
+/// null message where the bootstrap gives no metadata, and those of a
+/// `STRICT_DNS` or `LOGICAL_DNS` cluster an empty one (measured,
+/// `tests/conformance/upstream-host-metadata-*dns.yaml`).
 pub(crate) fn host_metadata_from_yaml(cluster: Option<&Yaml>, name: &str) -> Result<HostMetadata> {
+    let dns = cluster
+        .and_then(|c| c.get("type"))
+        .and_then(Yaml::as_str)
+        .is_some_and(|t| matches!(t, "STRICT_DNS" | "LOGICAL_DNS"));
     let locality = cluster
         .and_then(|c| c.get("load_assignment"))
         .and_then(|a| a.get("endpoints"))
@@ -494,10 +503,11 @@ pub(crate) fn host_metadata_from_yaml(cluster: Option<&Yaml>, name: &str) -> Res
         .and_then(|l| l.get("lb_endpoints"))
         .and_then(|e| e.get(0));
     let read = |metadata: Option<&Yaml>, at: String| {
-        metadata
+        let given = metadata
             .filter(|m| !m.is_null())
             .map(|m| metadata_from_yaml(Some(m), &at))
-            .transpose()
+            .transpose()?;
+        Ok::<_, Error>(given.or_else(|| dns.then(Metadata::default)))
     };
     Ok(HostMetadata {
         endpoint: read(
@@ -700,6 +710,23 @@ mod tests {
         }
         assert_eq!(
             host_metadata_from_yaml(None, "up").expect("no cluster"),
+            HostMetadata::default()
+        );
+        // A DNS cluster's host has empty metadata when the bootstrap gives none.
+        for kind in ["STRICT_DNS", "LOGICAL_DNS"] {
+            let text = format!(
+                "{{type: {kind}, load_assignment: {{endpoints: [{{lb_endpoints: [{{metadata: \
+                 {{filter_metadata: {{f: {{k: v}}}}}}}}]}}]}}}}"
+            );
+            let cluster: Yaml = serde_yaml_ng::from_str(&text).expect("yaml");
+            let host = host_metadata_from_yaml(Some(&cluster), "up").expect(kind);
+            assert_eq!(host.locality, Some(Metadata::new()), "{kind}");
+            let endpoint = host.endpoint.expect("given");
+            assert_eq!(endpoint.filter_metadata["f"].fields["k"], string("v"));
+        }
+        let cluster: Yaml = serde_yaml_ng::from_str("{type: STATIC}").expect("yaml");
+        assert_eq!(
+            host_metadata_from_yaml(Some(&cluster), "up").expect("static"),
             HostMetadata::default()
         );
         // Present but empty: a host with empty metadata.

@@ -85,10 +85,11 @@
 //!   a reply that never reached the router, nor for a route whose cluster
 //!   the bootstrap does not define (measured in Envoy 1.40,
 //!   `tests/conformance/upstream-host-metadata*.yaml`,
-//!   `missing-cluster.yaml`). A host or locality
+//!   `missing-cluster.yaml`). A host or locality of a `STATIC` cluster
 //!   whose bootstrap gives no `metadata` has a null message:
-//!   `SerializationFailure` whole, `NotFound` for a path; one given `{}` has
-//!   an empty one (serialized empty, `filter_metadata` an empty map);
+//!   `SerializationFailure` whole, `NotFound` for a path; one given `{}`, or
+//!   given none in a `STRICT_DNS` or `LOGICAL_DNS` cluster, has an empty one
+//!   (serialized empty, `filter_metadata` an empty map);
 //! - `metadata` (the stream's dynamic metadata, empty), filter state (see
 //!   [`filter_state`]): `filter_state.<key>`, and a property written with
 //!   `proxy_set_property` by its name; `upstream_filter_state` (once the
