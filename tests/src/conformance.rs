@@ -171,6 +171,23 @@ pub struct Suite {
     /// route's cluster, written into Envoy's bootstrap as given.
     #[serde(default)]
     pub metadata: MetadataSpec,
+    /// The `type` of the route's (or `tcp_proxy`'s) cluster, in Envoy and in
+    /// the bootstrap the harness reads: `STATIC` (default; the tests rebind
+    /// every cluster to a loopback address), `STRICT_DNS` or `LOGICAL_DNS`
+    /// (which resolve that address).
+    #[serde(default)]
+    pub upstream_type: Option<String>,
+}
+
+impl Suite {
+    /// The clusters whose `type` Envoy keeps (see [`Suite::upstream_type`]).
+    pub(crate) fn kept_types<'a>(&self, cluster: &'a str) -> Vec<&'a str> {
+        if self.upstream_type.is_some() {
+            vec![cluster]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// The `metadata` fields a suite gives the bootstrap (each an
@@ -212,6 +229,16 @@ pub(crate) fn write_node_and_metadata(
 ) -> Result<()> {
     if let Some(node) = &suite.node {
         root["node"] = node.clone();
+    }
+    // What Envoy runs (see `Suite::upstream_type`), for the harness to read.
+    if let Some(target) = root["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .and_then(|c| c.iter_mut().find(|c| c["name"].as_str() == Some(cluster)))
+    {
+        let kind = suite.upstream_type.as_deref().unwrap_or("STATIC");
+        target["type"] = serde_yaml_ng::Value::from(kind);
+    } else if suite.upstream_type.is_some() {
+        bail!("upstream_type: the bootstrap has no cluster {cluster}");
     }
     if let Some(metadata) = &suite.metadata.listener {
         root["static_resources"]["listeners"][0]["metadata"] = metadata.clone();
@@ -817,7 +844,8 @@ pub fn run(suite: &Suite) -> Result<Report> {
         modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
         loopback: true,
     };
-    let envoy = Envoy::start(&yaml, &how)?;
+    let cluster = suite.route_cluster.as_deref().unwrap_or("upstream");
+    let envoy = Envoy::start_keeping_types(&yaml, &how, &suite.kept_types(cluster))?;
 
     // The harness sees the addresses Envoy has: its listener and the upstream.
     let config = load_config(&yaml)?;
