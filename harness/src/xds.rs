@@ -250,12 +250,13 @@ pub(crate) struct Bootstrap {
     pub(crate) route: Metadata,
     pub(crate) cluster: Metadata,
     /// The `metadata` of the cluster's one endpoint (`lb_endpoints[0]`) and
-    /// of its locality (`endpoints[0]`); `None`: the field is absent.
+    /// of its locality (`endpoints[0]`).
     pub(crate) host: HostMetadata,
 }
 
 /// The `metadata` of an upstream host (an `LbEndpoint`) and of its locality
-/// (its `LocalityLbEndpoints`), each `None` when the bootstrap gives none.
+/// (its `LocalityLbEndpoints`) as Envoy holds them: each `None` for a null
+/// message (see [`host_metadata_from_yaml`] for when Envoy has one).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct HostMetadata {
     pub(crate) endpoint: Option<Metadata>,
