@@ -263,7 +263,14 @@ const NETWORK_BOOTSTRAP: Table = &[
 ];
 
 /// `tcp_proxy`'s cluster, for the network loader (before `CLUSTER`).
-const NETWORK_UPSTREAM: Table = &[("metadata", ReadAll)];
+const NETWORK_UPSTREAM: Table = &[
+    ("metadata", ReadAll),
+    (
+        "load_assignment.endpoints.0.lb_endpoints.0.metadata",
+        ReadAll,
+    ),
+    ("load_assignment.endpoints.0.metadata", ReadAll),
+];
 
 /// A listener, for both loaders (after theirs).
 const LISTENER: Table = &[
@@ -1132,6 +1139,11 @@ const ROUTE_ACTION: Table = &[
 const HTTP_UPSTREAM: Table = &[
     ("metadata", ReadAll),
     (
+        "load_assignment.endpoints.0.lb_endpoints.0.metadata",
+        ReadAll,
+    ),
+    ("load_assignment.endpoints.0.metadata", ReadAll),
+    (
         "typed_extension_protocol_options.[envoy.extensions.upstreams.http.v3.HttpProtocolOptions].@type",
         Only(&[HTTP_OPTIONS_TYPE], Refused, TYPE_MISMATCH),
     ),
@@ -1286,7 +1298,7 @@ const CLUSTER: Table = &[
     ),
     (
         "load_assignment.endpoints.0.lb_endpoints.0.metadata",
-        Warn("not emulated: filters read no upstream host metadata"),
+        Inert("no attribute carries the metadata of an endpoint no stream goes to"),
     ),
     (
         "load_assignment.endpoints.0.lb_endpoints.0.health_status",
@@ -1312,7 +1324,7 @@ const CLUSTER: Table = &[
     ),
     (
         "load_assignment.endpoints.0.metadata",
-        Warn("not emulated: filters read no upstream host locality metadata"),
+        Inert("no attribute carries the metadata of a locality no stream goes to"),
     ),
     (
         "load_assignment.endpoints.0.load_balancing_weight",

@@ -18,9 +18,13 @@
 //! `allow_on_headers_stop_iteration`) and the router's `suppress_envoy_headers`,
 //! which must end the chain; the bootstrap's `node` (`id`, `cluster`,
 //! `metadata`, `locality`) and the `metadata` of the first listener, of the
-//! emulated virtual host and route and of that route's cluster (their
-//! `filter_metadata`; see [`crate::Node`], [`crate::Metadata`] for how Envoy
-//! reads their YAML). Configuration values must be
+//! emulated virtual host and route, of that route's cluster and of the
+//! cluster's endpoint and its locality (`load_assignment.endpoints[0]`'s and
+//! its `lb_endpoints[0]`'s; their `filter_metadata`; see [`crate::Node`],
+//! [`crate::Metadata`] for how Envoy reads their YAML) and that cluster's
+//! `type` (the endpoint of a `STRICT_DNS` or `LOGICAL_DNS` cluster has empty
+//! metadata where the bootstrap gives none, a `STATIC` one's none: see
+//! [`ConnectionManager::upstream_host_metadata`]). Configuration values must be
 //! `google.protobuf.StringValue` (passed raw, as Envoy does). Like Envoy, it
 //! refuses a route table whose routes name a cluster the bootstrap does not
 //! define, unless the route config sets `validate_clusters: false`: then, as
@@ -32,8 +36,9 @@
 //! the reason for each class are in `bootstrap.rs`):
 //! - **inert**, as it cannot change what a filter, an upstream or a client
 //!   observes in the harness: e.g. `admin`, stats settings, the listener's
-//!   `address` and `stat_prefix`, access logs, a cluster's `type`,
-//!   `connect_timeout`, `lb_policy` and its one endpoint's address, the
+//!   `address` and `stat_prefix`, access logs, the `type` of clusters other
+//!   than the route's, a cluster's `connect_timeout`, `lb_policy` and its one
+//!   endpoint's address, the
 //!   protocol of clusters other than the route's (callouts go to the test's
 //!   handlers), routes after the first (no request reaches them), `@type` keys;
 //! - **refused** with [`Error::EnvoyConfig`] naming the field's full path and
@@ -59,7 +64,7 @@ use serde_yaml_ng::Value;
 use crate::bootstrap::{self, Loader};
 use crate::chain::{FailurePolicy, Filter};
 use crate::hcm::{ConnectionManager, EscapedSlashesAction};
-use crate::xds::{Node, metadata_from_yaml, node_from_yaml};
+use crate::xds::{Node, host_metadata_from_yaml, metadata_from_yaml, node_from_yaml};
 use crate::{Engine, Error, Plugin, Result};
 
 const WASM_FILTER: &str = "envoy.filters.http.wasm";
@@ -510,6 +515,13 @@ impl EnvoyConfig {
                 static_cluster(&root, &cluster).and_then(|c| c.get("metadata")),
                 &format!("clusters[{cluster}].metadata"),
             )?);
+            let host = host_metadata_from_yaml(static_cluster(&root, &cluster), &cluster)?;
+            if let Some(metadata) = host.endpoint {
+                manager = manager.upstream_host_metadata(metadata);
+            }
+            if let Some(metadata) = host.locality {
+                manager = manager.upstream_host_locality_metadata(metadata);
+            }
             manager = manager.upstream_enable_trailers(cluster_trailers(&root, &cluster));
             manager = manager
                 .route_cluster(cluster)
@@ -841,13 +853,85 @@ static_resources:
             let config = parsed(&with(SHIPPED, &path, value));
             assert!(config.warnings.is_empty(), "{path}: {:?}", config.warnings);
         }
-        // Another cluster's metadata: no stream goes there.
-        let other = parsed(&with(
-            SHIPPED,
+        // Another cluster's metadata, its endpoint's and its locality's: no
+        // stream goes there.
+        for path in [
             "static_resources.clusters.0.metadata",
-            "{filter_metadata: {a: {b: c}}}",
+            "static_resources.clusters.0.load_assignment.endpoints.0.lb_endpoints.0.metadata",
+            "static_resources.clusters.0.load_assignment.endpoints.0.metadata",
+        ] {
+            let other = parsed(&with(SHIPPED, path, "{filter_metadata: {a: {b: c}}}"));
+            assert!(other.warnings.is_empty(), "{path}: {:?}", other.warnings);
+            assert_eq!(
+                format!("{:?}", other.connection_manager),
+                format!("{:?}", parsed(SHIPPED).connection_manager),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_upstream_hosts_and_its_localitys_metadata_are_read_not_warned() {
+        let endpoint = format!("{UPSTREAM}.load_assignment.endpoints.0.lb_endpoints.0.metadata");
+        let locality = format!("{UPSTREAM}.load_assignment.endpoints.0.metadata");
+        let yaml = with(
+            &with(
+                SHIPPED,
+                &endpoint,
+                "{filter_metadata: {istio: {workload: reviews-v2, labels: {app: reviews}}}}",
+            ),
+            &locality,
+            "{}",
+        );
+        let config = parsed(&yaml);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let xds = config.connection_manager.bootstrap(config.node.clone());
+        let host = xds.host.endpoint.expect("the endpoint's metadata");
+        assert_eq!(host.filter_metadata.keys().collect::<Vec<_>>(), ["istio"]);
+        // Given, if empty: a locality with metadata.
+        assert_eq!(xds.host.locality, Some(crate::Metadata::new()));
+        // Neither given: a STATIC cluster's host has none, a DNS cluster's
+        // (the shipped one is STRICT_DNS) an empty message.
+        let none = parsed(SHIPPED);
+        let xds = none.connection_manager.bootstrap(none.node.clone());
+        let empty = crate::xds::HostMetadata {
+            endpoint: Some(crate::Metadata::new()),
+            locality: Some(crate::Metadata::new()),
+        };
+        assert_eq!(xds.host, empty);
+        for (kind, expected) in [
+            ("LOGICAL_DNS", empty.clone()),
+            ("STATIC", crate::xds::HostMetadata::default()),
+        ] {
+            let config = parsed(&with(SHIPPED, &format!("{UPSTREAM}.type"), kind));
+            let xds = config.connection_manager.bootstrap(config.node.clone());
+            assert_eq!(xds.host, expected, "{kind}");
+        }
+
+        // A value Envoy reads differently from the harness: refused, named.
+        let text = refusal(&with(
+            SHIPPED,
+            &endpoint,
+            "{filter_metadata: {istio: {weight: 0.5}}}",
         ));
-        assert!(other.warnings.is_empty(), "{:?}", other.warnings);
+        assert!(
+            text.contains(
+                "clusters[upstream].load_assignment.endpoints[0].lb_endpoints[0].metadata.\
+                 filter_metadata.istio.weight"
+            ),
+            "{text}"
+        );
+        let text = refusal(&with(
+            SHIPPED,
+            &locality,
+            "{typed_filter_metadata: {x: {}}}",
+        ));
+        assert!(
+            text.contains(
+                "clusters[upstream].load_assignment.endpoints[0].metadata.typed_filter_metadata"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -901,7 +985,7 @@ static_resources:
             (&format!("{HCM}.normalize_path"), "false"),
             (&format!("{LISTENER}.address"), "{pipe: {path: /tmp/x}}"),
             (&format!("{UPSTREAM}.connect_timeout"), "0.25s"),
-            (&format!("{UPSTREAM}.type"), "STATIC"),
+            ("static_resources.clusters.0.type", "STATIC"),
             (&format!("{UPSTREAM}.dns_lookup_family"), "V4_ONLY"),
             // After the catch-all first route, no request reaches these.
             (

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::fields::{Fields, Kind, SharedValues};
 use crate::state::LocalReplyRequest;
-use crate::xds::{Bootstrap, Metadata, Node};
+use crate::xds::{Bootstrap, HostMetadata, Metadata, Node};
 use crate::{Error, Result, Trailers};
 
 /// Client request headers Envoy 1.40 does not pass on with this emulated
@@ -356,14 +356,15 @@ pub(crate) enum PathAction {
     Redirect(Vec<u8>),
 }
 
-/// The `metadata` of the listener, the virtual host, the route and its
-/// cluster.
+/// The `metadata` of the listener, the virtual host, the route, its
+/// cluster, and the cluster's endpoint and its locality.
 #[derive(Clone, Debug, Default)]
 struct RouteMetadata {
     listener: Metadata,
     virtual_host: Metadata,
     route: Metadata,
     cluster: Metadata,
+    host: HostMetadata,
 }
 
 /// The addresses filters read as `source.*`, `destination.*` and `upstream.*`.
@@ -497,6 +498,52 @@ impl ConnectionManager {
         self
     }
 
+    /// The `metadata` of the route's cluster's endpoint (its
+    /// `load_assignment.endpoints[0].lb_endpoints[0].metadata`), which
+    /// filters read as `xds.upstream_host_metadata` once the router picked
+    /// the host (default: a host without metadata, which Envoy cannot
+    /// serialize and whose fields are not found, as the endpoint of a
+    /// `STATIC` cluster whose bootstrap gives none; that of a `STRICT_DNS` or
+    /// `LOGICAL_DNS` cluster has empty metadata, `Metadata::new()`).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use weir_harness::{ConnectionManager, Metadata};
+    ///
+    /// # fn main() -> Result<(), weir_harness::Error> {
+    /// let host = Metadata::new().filter(
+    ///     "istio",
+    ///     json!({"workload": "reviews-v2", "labels": {"app": "reviews", "version": "v2"}}),
+    /// )?;
+    /// let hcm = ConnectionManager::default().upstream_host_metadata(host);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn upstream_host_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.host.endpoint = Some(metadata);
+        self
+    }
+
+    /// The `metadata` of the locality of the route's cluster's endpoint (its
+    /// `load_assignment.endpoints[0].metadata`), which filters read as
+    /// `xds.upstream_host_locality_metadata` once the router picked the host
+    /// (default: none, as [`ConnectionManager::upstream_host_metadata`]).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use weir_harness::{ConnectionManager, Metadata};
+    ///
+    /// # fn main() -> Result<(), weir_harness::Error> {
+    /// let locality = Metadata::new().filter("envoy.lb", json!({"region": "us-east1"}))?;
+    /// let hcm = ConnectionManager::default().upstream_host_locality_metadata(locality);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn upstream_host_locality_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.host.locality = Some(metadata);
+        self
+    }
+
     /// What the chain's filters read of the bootstrap: `node` and this
     /// connection manager's metadata.
     pub(crate) fn bootstrap(&self, node: Node) -> Bootstrap {
@@ -507,6 +554,7 @@ impl ConnectionManager {
             virtual_host: m.virtual_host.clone(),
             route: m.route.clone(),
             cluster: m.cluster.clone(),
+            host: m.host.clone(),
         }
     }
 

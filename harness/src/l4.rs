@@ -236,8 +236,8 @@ pub struct NetworkChainBuilder {
     cluster: String,
     clusters: Clusters,
     grpc: GrpcServices,
-    /// The node, the listener's and the cluster's metadata (no route or
-    /// virtual host: a network filter has none).
+    /// The node, the listener's, the cluster's and its endpoint's metadata
+    /// (no route or virtual host: a network filter has none).
     xds: Box<Bootstrap>,
 }
 
@@ -326,6 +326,47 @@ impl NetworkChainBuilder {
     /// `xds.cluster_metadata` once `tcp_proxy` connects (default none).
     pub fn cluster_metadata(mut self, metadata: Metadata) -> Self {
         self.xds.cluster = metadata;
+        self
+    }
+
+    /// The `metadata` of the endpoint of `tcp_proxy`'s cluster (its
+    /// `load_assignment.endpoints[0].lb_endpoints[0].metadata`), read as
+    /// `xds.upstream_host_metadata` once `tcp_proxy` connects (default: a
+    /// host without metadata, which Envoy cannot serialize and whose fields
+    /// are not found, as the endpoint of a `STATIC` cluster whose bootstrap
+    /// gives none; that of a `STRICT_DNS` or `LOGICAL_DNS` cluster has empty
+    /// metadata, `Metadata::new()`).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use weir_harness::{Metadata, NetworkChainBuilder};
+    ///
+    /// # fn host(builder: NetworkChainBuilder) -> Result<NetworkChainBuilder, weir_harness::Error> {
+    /// let host = Metadata::new().filter("istio", json!({"workload": "db-0"}))?;
+    /// Ok(builder.upstream_host_metadata(host))
+    /// # }
+    /// ```
+    pub fn upstream_host_metadata(mut self, metadata: Metadata) -> Self {
+        self.xds.host.endpoint = Some(metadata);
+        self
+    }
+
+    /// The `metadata` of the locality of that endpoint (its cluster's
+    /// `load_assignment.endpoints[0].metadata`), read as
+    /// `xds.upstream_host_locality_metadata` once `tcp_proxy` connects
+    /// (default: none, as [`NetworkChainBuilder::upstream_host_metadata`]).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use weir_harness::{Metadata, NetworkChainBuilder};
+    ///
+    /// # fn locality(builder: NetworkChainBuilder) -> Result<NetworkChainBuilder, weir_harness::Error> {
+    /// let locality = Metadata::new().filter("envoy.lb", json!({"zone": "eu-west1-c"}))?;
+    /// Ok(builder.upstream_host_locality_metadata(locality))
+    /// # }
+    /// ```
+    pub fn upstream_host_locality_metadata(mut self, metadata: Metadata) -> Self {
+        self.xds.host.locality = Some(metadata);
         self
     }
 

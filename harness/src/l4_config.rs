@@ -15,7 +15,8 @@
 //! **warned** in [`NetworkConfig::warnings`] (also logged) when only edge cases
 //! differ (e.g. `tcp_proxy`'s `idle_timeout`). Also read, as for HTTP: the
 //! bootstrap's `node`, the listener's `metadata` and that of `tcp_proxy`'s
-//! cluster.
+//! cluster, of its endpoint and of the endpoint's locality, and that
+//! cluster's `type` (see [`NetworkChainBuilder::upstream_host_metadata`]).
 //!
 //! [`EnvoyConfig`]: crate::EnvoyConfig
 
@@ -25,7 +26,7 @@ use crate::bootstrap::{self, Loader};
 use crate::chain::Filter;
 use crate::envoy_config::{WasmFilterConfig, static_cluster, string_at, wasm_filter};
 use crate::l4::NetworkChainBuilder;
-use crate::xds::{Metadata, Node, metadata_from_yaml, node_from_yaml};
+use crate::xds::{Metadata, Node, host_metadata_from_yaml, metadata_from_yaml, node_from_yaml};
 use crate::{Engine, Error, NetworkChain, Plugin, Result};
 
 const NETWORK_WASM: &str = "envoy.filters.network.wasm";
@@ -49,6 +50,13 @@ pub struct NetworkConfig {
     pub listener_metadata: Metadata,
     /// The `metadata` of `tcp_proxy`'s cluster.
     pub cluster_metadata: Metadata,
+    /// The `metadata` of that cluster's endpoint
+    /// (`load_assignment.endpoints[0].lb_endpoints[0].metadata`), if it has
+    /// any.
+    pub upstream_host_metadata: Option<Metadata>,
+    /// The `metadata` of that endpoint's locality
+    /// (`load_assignment.endpoints[0].metadata`), if it has any.
+    pub upstream_host_locality_metadata: Option<Metadata>,
     /// Fields the harness accepts but does not emulate, where only edge cases
     /// differ from Envoy (each names the field's path and what Envoy does);
     /// also logged with `tracing::warn!` when parsed.
@@ -107,9 +115,12 @@ impl NetworkConfig {
                 upstream: Some(&cluster),
             },
         )?;
+        let host = host_metadata_from_yaml(static_cluster(&root, &cluster), &cluster)?;
         Ok(Self {
             filters: wasm,
             node: node_from_yaml(root.get("node"))?,
+            upstream_host_metadata: host.endpoint,
+            upstream_host_locality_metadata: host.locality,
             listener_metadata: metadata_from_yaml(
                 listener.get("metadata"),
                 "listeners[0].metadata",
@@ -139,6 +150,12 @@ impl NetworkConfig {
             .node(self.node.clone())
             .listener_metadata(self.listener_metadata.clone())
             .cluster_metadata(self.cluster_metadata.clone());
+        if let Some(metadata) = &self.upstream_host_metadata {
+            builder = builder.upstream_host_metadata(metadata.clone());
+        }
+        if let Some(metadata) = &self.upstream_host_locality_metadata {
+            builder = builder.upstream_host_locality_metadata(metadata.clone());
+        }
         for f in &self.filters {
             let mut filter = Filter::new(load(f)?)
                 .name(&f.name)
@@ -293,7 +310,7 @@ static_resources:
             ),
             (
                 "static_resources.clusters".to_owned(),
-                "[{name: backend, type: STRICT_DNS, connect_timeout: 2s, lb_policy: ROUND_ROBIN}]",
+                "[{name: backend, type: STATIC, connect_timeout: 2s, lb_policy: ROUND_ROBIN}]",
             ),
         ] {
             let config = NetworkConfig::parse(&with(CHAIN, &path, value))
@@ -340,5 +357,48 @@ static_resources:
         let bad = yaml.replace("{cf: {k: v}}", "{cf: {k: yes}}");
         let err = NetworkConfig::parse(&bad).expect_err("ambiguous");
         assert!(err.to_string().contains("\"yes\""), "{err}");
+        assert_eq!(config.upstream_host_metadata, None);
+        assert_eq!(config.upstream_host_locality_metadata, None);
+    }
+
+    #[test]
+    fn the_endpoints_and_its_localitys_metadata() {
+        let yaml = format!(
+            "{CHAIN}  clusters:\n  - name: backend\n    load_assignment:\n      endpoints:\n      \
+             - metadata: {{filter_metadata: {{envoy.lb: {{zone: z1}}}}}}\n        lb_endpoints:\n        \
+             - metadata: {{filter_metadata: {{istio: {{workload: db-0}}}}}}\n          \
+             endpoint: {{address: {{socket_address: {{address: db, port_value: 5432}}}}}}\n"
+        );
+        let config = NetworkConfig::parse(&yaml).expect("valid");
+        assert!(config.warnings.is_empty(), "read: {:?}", config.warnings);
+        let host = config.upstream_host_metadata.as_ref().expect("endpoint");
+        assert!(host.filter_metadata.contains_key("istio"));
+        let locality = config
+            .upstream_host_locality_metadata
+            .as_ref()
+            .expect("locality");
+        assert!(locality.filter_metadata.contains_key("envoy.lb"));
+        // Without metadata, a STRICT_DNS cluster's endpoint has an empty
+        // message.
+        let dns = format!(
+            "{CHAIN}  clusters:\n  - name: backend\n    type: STRICT_DNS\n    load_assignment:\n      \
+             endpoints:\n      - lb_endpoints:\n        \
+             - endpoint: {{address: {{socket_address: {{address: db, port_value: 5432}}}}}}\n"
+        );
+        let config = NetworkConfig::parse(&dns).expect("valid");
+        assert_eq!(config.upstream_host_metadata, Some(crate::Metadata::new()));
+        assert_eq!(
+            config.upstream_host_locality_metadata,
+            Some(crate::Metadata::new())
+        );
+        let bad = yaml.replace("{workload: db-0}", "{workload: [1.5]}");
+        let err = NetworkConfig::parse(&bad).expect_err("a float");
+        assert!(
+            err.to_string().contains(
+                "clusters[backend].load_assignment.endpoints[0].lb_endpoints[0].metadata.\
+                 filter_metadata.istio.workload[0]"
+            ),
+            "{err}"
+        );
     }
 }

@@ -50,8 +50,9 @@
 //! response, connection, upstream and xds attributes from Envoy's stream info:
 //! time and durations on the virtual clock, body and header sizes, response
 //! flags and details from the stream's fate, gRPC status; the bootstrap's
-//! node and the listener's, virtual host's, route's and cluster's metadata,
-//! see [`Node`] and [`Metadata`]; filter state), HTTP
+//! node and the listener's, virtual host's, route's and cluster's metadata
+//! and the upstream host's and its locality's, see [`Node`] and
+//! [`Metadata`]; filter state), HTTP
 //! callouts to clusters given with [`ChainBuilder::cluster`] (validation, what the cluster
 //! receives, the response delivered to the root context, resuming or answering the
 //! stream from it), gRPC calls and streams to services given with

@@ -2,7 +2,9 @@
 //! node (`xds.node`: `id`, `cluster`, `metadata`, `locality`) and the
 //! `metadata` of the listener, the virtual host, the route and the route's
 //! cluster (`xds.listener_metadata`, `xds.virtual_host_metadata`,
-//! `xds.route_metadata`, `xds.cluster_metadata`).
+//! `xds.route_metadata`, `xds.cluster_metadata`), and those of the cluster's
+//! one endpoint and of its locality (`xds.upstream_host_metadata`,
+//! `xds.upstream_host_locality_metadata`).
 //!
 //! Metadata are `google.protobuf.Struct`s: strings, numbers (doubles), bools,
 //! nulls, lists and nested structs. A test gives them as JSON
@@ -247,6 +249,18 @@ pub(crate) struct Bootstrap {
     pub(crate) virtual_host: Metadata,
     pub(crate) route: Metadata,
     pub(crate) cluster: Metadata,
+    /// The `metadata` of the cluster's one endpoint (`lb_endpoints[0]`) and
+    /// of its locality (`endpoints[0]`).
+    pub(crate) host: HostMetadata,
+}
+
+/// The `metadata` of an upstream host (an `LbEndpoint`) and of its locality
+/// (its `LocalityLbEndpoints`) as Envoy holds them: each `None` for a null
+/// message (see [`host_metadata_from_yaml`] for when Envoy has one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HostMetadata {
+    pub(crate) endpoint: Option<Metadata>,
+    pub(crate) locality: Option<Metadata>,
 }
 
 // Reading them from a bootstrap (YAML).
@@ -468,6 +482,46 @@ pub(crate) fn metadata_from_yaml(metadata: Option<&Yaml>, at: &str) -> Result<Me
     Ok(out)
 }
 
+/// The `metadata` of the one endpoint of `cluster` (a static cluster of the
+/// bootstrap, `name` naming it in errors) and of its locality: its
+/// `load_assignment`'s `endpoints[0].lb_endpoints[0].metadata` and
+/// `endpoints[0].metadata`. A `null` is protobuf's default: no metadata.
+///
+/// Envoy 1.40 gives the hosts of a `STATIC` cluster (the default `type`) a
+/// null message where the bootstrap gives no metadata, and those of a
+/// `STRICT_DNS` or `LOGICAL_DNS` cluster an empty one (measured,
+/// `tests/conformance/upstream-host-metadata-*dns.yaml`).
+pub(crate) fn host_metadata_from_yaml(cluster: Option<&Yaml>, name: &str) -> Result<HostMetadata> {
+    let dns = cluster
+        .and_then(|c| c.get("type"))
+        .and_then(Yaml::as_str)
+        .is_some_and(|t| matches!(t, "STRICT_DNS" | "LOGICAL_DNS"));
+    let locality = cluster
+        .and_then(|c| c.get("load_assignment"))
+        .and_then(|a| a.get("endpoints"))
+        .and_then(|e| e.get(0));
+    let endpoint = locality
+        .and_then(|l| l.get("lb_endpoints"))
+        .and_then(|e| e.get(0));
+    let read = |metadata: Option<&Yaml>, at: String| {
+        let given = metadata
+            .filter(|m| !m.is_null())
+            .map(|m| metadata_from_yaml(Some(m), &at))
+            .transpose()?;
+        Ok::<_, Error>(given.or_else(|| dns.then(Metadata::default)))
+    };
+    Ok(HostMetadata {
+        endpoint: read(
+            endpoint.and_then(|e| e.get("metadata")),
+            format!("clusters[{name}].load_assignment.endpoints[0].lb_endpoints[0].metadata"),
+        )?,
+        locality: read(
+            locality.and_then(|l| l.get("metadata")),
+            format!("clusters[{name}].load_assignment.endpoints[0].metadata"),
+        )?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -628,5 +682,83 @@ mod tests {
         );
         let scalar: Yaml = serde_yaml_ng::from_str("filter_metadata: {f: x}").expect("yaml");
         assert!(metadata_from_yaml(Some(&scalar), "route.metadata").is_err());
+    }
+
+    #[test]
+    fn host_metadata_from_a_cluster() {
+        let cluster: Yaml = serde_yaml_ng::from_str(
+            "load_assignment:\n  endpoints:\n  - metadata: {filter_metadata: {loc: {r: 1}}}\n    \
+             lb_endpoints:\n    - metadata: {filter_metadata: {istio: {w: web}}}\n",
+        )
+        .expect("yaml");
+        let host = host_metadata_from_yaml(Some(&cluster), "up").expect("metadata");
+        let endpoint = host.endpoint.expect("endpoint metadata");
+        assert_eq!(endpoint.filter_metadata["istio"].fields["w"], string("web"));
+        let locality = host.locality.expect("locality metadata");
+        assert_eq!(
+            locality.filter_metadata["loc"].fields["r"],
+            StructValue::Number(1.0)
+        );
+        // Absent, null or no endpoint at all: none.
+        for text in [
+            "{}",
+            "load_assignment: {endpoints: [{lb_endpoints: [{metadata: null}]}]}",
+            "load_assignment: {endpoints: [{lb_endpoints: []}]}",
+        ] {
+            let cluster: Yaml = serde_yaml_ng::from_str(text).expect("yaml");
+            let host = host_metadata_from_yaml(Some(&cluster), "up").expect(text);
+            assert_eq!(host, HostMetadata::default(), "{text}");
+        }
+        assert_eq!(
+            host_metadata_from_yaml(None, "up").expect("no cluster"),
+            HostMetadata::default()
+        );
+        // A DNS cluster's host has empty metadata when the bootstrap gives none.
+        for kind in ["STRICT_DNS", "LOGICAL_DNS"] {
+            let text = format!(
+                "{{type: {kind}, load_assignment: {{endpoints: [{{lb_endpoints: [{{metadata: \
+                 {{filter_metadata: {{f: {{k: v}}}}}}}}]}}]}}}}"
+            );
+            let cluster: Yaml = serde_yaml_ng::from_str(&text).expect("yaml");
+            let host = host_metadata_from_yaml(Some(&cluster), "up").expect(kind);
+            assert_eq!(host.locality, Some(Metadata::new()), "{kind}");
+            let endpoint = host.endpoint.expect("given");
+            assert_eq!(endpoint.filter_metadata["f"].fields["k"], string("v"));
+        }
+        let cluster: Yaml = serde_yaml_ng::from_str("{type: STATIC}").expect("yaml");
+        assert_eq!(
+            host_metadata_from_yaml(Some(&cluster), "up").expect("static"),
+            HostMetadata::default()
+        );
+        // Present but empty: a host with empty metadata.
+        let cluster: Yaml = serde_yaml_ng::from_str(
+            "load_assignment: {endpoints: [{metadata: {}, lb_endpoints: [{metadata: {}}]}]}",
+        )
+        .expect("yaml");
+        let host = host_metadata_from_yaml(Some(&cluster), "up").expect("empty");
+        assert_eq!(host.endpoint, Some(Metadata::new()));
+        assert_eq!(host.locality, Some(Metadata::new()));
+        // A value Envoy reads differently is refused, the path named.
+        let cluster: Yaml = serde_yaml_ng::from_str(
+            "load_assignment: {endpoints: [{lb_endpoints: [{metadata: {filter_metadata: {f: {k: 2.5}}}}]}]}",
+        )
+        .expect("yaml");
+        let err = host_metadata_from_yaml(Some(&cluster), "up").expect_err("float");
+        assert!(
+            err.to_string().contains(
+                "clusters[up].load_assignment.endpoints[0].lb_endpoints[0].metadata.filter_metadata.f.k"
+            ),
+            "{err}"
+        );
+        let cluster: Yaml = serde_yaml_ng::from_str(
+            "load_assignment: {endpoints: [{metadata: {filter_metadata: {f: [x]}}}]}",
+        )
+        .expect("yaml");
+        let err = host_metadata_from_yaml(Some(&cluster), "up").expect_err("not a struct");
+        assert!(
+            err.to_string()
+                .contains("clusters[up].load_assignment.endpoints[0].metadata.filter_metadata.f"),
+            "{err}"
+        );
     }
 }

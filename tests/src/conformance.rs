@@ -171,6 +171,23 @@ pub struct Suite {
     /// route's cluster, written into Envoy's bootstrap as given.
     #[serde(default)]
     pub metadata: MetadataSpec,
+    /// The `type` of the route's (or `tcp_proxy`'s) cluster, in Envoy and in
+    /// the bootstrap the harness reads: `STATIC` (default; the tests rebind
+    /// every cluster to a loopback address), `STRICT_DNS` or `LOGICAL_DNS`
+    /// (which resolve that address).
+    #[serde(default)]
+    pub upstream_type: Option<String>,
+}
+
+impl Suite {
+    /// The clusters whose `type` Envoy keeps (see [`Suite::upstream_type`]).
+    pub(crate) fn kept_types<'a>(&self, cluster: &'a str) -> Vec<&'a str> {
+        if self.upstream_type.is_some() {
+            vec![cluster]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// The `metadata` fields a suite gives the bootstrap (each an
@@ -190,10 +207,21 @@ pub struct MetadataSpec {
     /// The cluster the route (or `tcp_proxy`) goes to.
     #[serde(default)]
     pub cluster: Option<serde_yaml_ng::Value>,
+    /// That cluster's endpoint's (its
+    /// `load_assignment.endpoints[0].lb_endpoints[0].metadata`), which
+    /// filters read as `xds.upstream_host_metadata`.
+    #[serde(default)]
+    pub upstream_host: Option<serde_yaml_ng::Value>,
+    /// The endpoint's locality's (the cluster's
+    /// `load_assignment.endpoints[0].metadata`), which filters read as
+    /// `xds.upstream_host_locality_metadata`.
+    #[serde(default)]
+    pub upstream_host_locality: Option<serde_yaml_ng::Value>,
 }
 
-/// Writes the suite's `node` into `root` and its listener's and cluster's
-/// metadata into the first listener and the static cluster `cluster`.
+/// Writes the suite's `node` into `root` and its listener's, cluster's,
+/// endpoint's and locality's metadata into the first listener, the static
+/// cluster `cluster` and that cluster's first locality and endpoint.
 pub(crate) fn write_node_and_metadata(
     suite: &Suite,
     root: &mut serde_yaml_ng::Value,
@@ -202,15 +230,52 @@ pub(crate) fn write_node_and_metadata(
     if let Some(node) = &suite.node {
         root["node"] = node.clone();
     }
+    // What Envoy runs (see `Suite::upstream_type`), for the harness to read.
+    if let Some(target) = root["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .and_then(|c| c.iter_mut().find(|c| c["name"].as_str() == Some(cluster)))
+    {
+        let kind = suite.upstream_type.as_deref().unwrap_or("STATIC");
+        target["type"] = serde_yaml_ng::Value::from(kind);
+    } else if suite.upstream_type.is_some() {
+        bail!("upstream_type: the bootstrap has no cluster {cluster}");
+    }
     if let Some(metadata) = &suite.metadata.listener {
         root["static_resources"]["listeners"][0]["metadata"] = metadata.clone();
     }
-    if let Some(metadata) = &suite.metadata.cluster {
+    let spec = &suite.metadata;
+    let fields = [
+        ("cluster", &spec.cluster),
+        ("upstream_host", &spec.upstream_host),
+        ("upstream_host_locality", &spec.upstream_host_locality),
+    ];
+    for (field, metadata) in fields {
+        let Some(metadata) = metadata else {
+            continue;
+        };
         let target = root["static_resources"]["clusters"]
             .as_sequence_mut()
             .and_then(|c| c.iter_mut().find(|c| c["name"].as_str() == Some(cluster)))
-            .with_context(|| format!("metadata.cluster: the bootstrap has no cluster {cluster}"))?;
-        target["metadata"] = metadata.clone();
+            .with_context(|| format!("metadata.{field}: the bootstrap has no cluster {cluster}"))?;
+        let at = if field == "cluster" {
+            target
+        } else {
+            let locality = target["load_assignment"]["endpoints"]
+                .as_sequence_mut()
+                .and_then(|e| e.first_mut())
+                .with_context(|| format!("metadata.{field}: cluster {cluster} has no endpoints"))?;
+            if field == "upstream_host_locality" {
+                locality
+            } else {
+                locality["lb_endpoints"]
+                    .as_sequence_mut()
+                    .and_then(|e| e.first_mut())
+                    .with_context(|| {
+                        format!("metadata.{field}: cluster {cluster} has no lb_endpoints")
+                    })?
+            }
+        };
+        at["metadata"] = metadata.clone();
     }
     Ok(())
 }
@@ -779,7 +844,8 @@ pub fn run(suite: &Suite) -> Result<Report> {
         modules: HashMap::from([(module_name(&suite.filter), probe.clone())]),
         loopback: true,
     };
-    let envoy = Envoy::start(&yaml, &how)?;
+    let cluster = suite.route_cluster.as_deref().unwrap_or("upstream");
+    let envoy = Envoy::start_keeping_types(&yaml, &how, &suite.kept_types(cluster))?;
 
     // The harness sees the addresses Envoy has: its listener and the upstream.
     let config = load_config(&yaml)?;

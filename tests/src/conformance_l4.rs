@@ -460,7 +460,7 @@ pub fn run(suite: &Suite) -> Result<Report> {
         modules: HashMap::from([(module_name(&suite.filter), wasm.clone())]),
         loopback: true,
     };
-    let envoy = Envoy::start(&yaml, &how)?;
+    let envoy = Envoy::start_keeping_types(&yaml, &how, &suite.kept_types("upstream"))?;
     let config = NetworkConfig::parse(&yaml)?;
     // A field the harness accepts without emulating it fails the suite: what
     // Envoy does with it could differ.

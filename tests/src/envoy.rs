@@ -1,8 +1,9 @@
 //! Real Envoy, started on loopback for a test and stopped by PID on drop.
 //!
 //! The config is one of the shipped `envoy/*.yaml` files, rebound for the test:
-//! listeners and admin on `127.0.0.1:0`, clusters to the test's upstreams, and
-//! wasm `filename`s to the built modules. Nothing else is changed.
+//! listeners and admin on `127.0.0.1:0`, clusters to the test's upstreams (as
+//! `STATIC` clusters, unless a test keeps their type), and wasm `filename`s
+//! to the built modules. Nothing else is changed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,6 +72,16 @@ fn visit(value: &mut Value, f: &mut impl FnMut(&mut Value)) {
 /// # Errors
 /// If the YAML does not parse, or names a module with no build output.
 pub fn rebind(yaml: &str, rebind: &Rebind) -> Result<String> {
+    rebind_keeping_types(yaml, rebind, &[])
+}
+
+/// As [`rebind`], but the clusters named in `keep` keep their `type` (a
+/// `STRICT_DNS` or `LOGICAL_DNS` cluster resolves the loopback address it is
+/// rebound to) instead of becoming `STATIC`.
+///
+/// # Errors
+/// As for [`rebind`].
+pub fn rebind_keeping_types(yaml: &str, rebind: &Rebind, keep: &[&str]) -> Result<String> {
     let mut root: Value = serde_yaml_ng::from_str(yaml).context("parsing the Envoy config")?;
     if rebind.loopback {
         if let Some(addr) = root.get_mut("admin").and_then(|a| a.get_mut("address")) {
@@ -97,7 +108,9 @@ pub fn rebind(yaml: &str, rebind: &Rebind) -> Result<String> {
                 let Some(addr) = rebind.clusters.get(&name) else {
                     bail!("the test gives no address for cluster {name:?}");
                 };
-                c["type"] = Value::from("STATIC");
+                if !keep.contains(&name.as_str()) {
+                    c["type"] = Value::from("STATIC");
+                }
                 visit(&mut c["load_assignment"], &mut |v| {
                     if let Some(sock) = v.get_mut("socket_address") {
                         sock["address"] = Value::from(addr.ip().to_string());
@@ -237,8 +250,14 @@ fn temp_dir() -> Result<PathBuf> {
 /// # Errors
 /// As for [`rebind`], or on I/O errors.
 pub fn write_config(yaml: &str, how: &Rebind) -> Result<PathBuf> {
+    write_config_keeping_types(yaml, how, &[])
+}
+
+/// As [`write_config`], the clusters named in `keep` keeping their `type`
+/// (see [`rebind_keeping_types`]).
+fn write_config_keeping_types(yaml: &str, how: &Rebind, keep: &[&str]) -> Result<PathBuf> {
     let path = temp_dir()?.join("envoy.yaml");
-    std::fs::write(&path, rebind(yaml, how)?)?;
+    std::fs::write(&path, rebind_keeping_types(yaml, how, keep)?)?;
     Ok(path)
 }
 
@@ -249,11 +268,21 @@ impl Envoy {
     /// # Errors
     /// If Envoy exits or is not ready within 60 s; the error carries its log.
     pub fn start(yaml: &str, how: &Rebind) -> Result<Self> {
+        Self::start_keeping_types(yaml, how, &[])
+    }
+
+    /// As [`Envoy::start`], but the clusters named in `keep` keep their
+    /// `type` (see [`rebind_keeping_types`]): for tests of what a cluster's
+    /// type changes.
+    ///
+    /// # Errors
+    /// As for [`Envoy::start`].
+    pub fn start_keeping_types(yaml: &str, how: &Rebind, keep: &[&str]) -> Result<Self> {
         let how = Rebind {
             loopback: true,
             ..how.clone()
         };
-        let config = write_config(yaml, &how)?;
+        let config = write_config_keeping_types(yaml, &how, keep)?;
         let dir = config.parent().map(Path::to_owned).unwrap_or_default();
         let admin_file = dir.join("admin-address");
         let log = std::fs::File::create(dir.join("envoy.log"))?;
@@ -348,6 +377,43 @@ mod tests {
             }
         });
         found
+    }
+
+    #[test]
+    fn clusters_become_static_unless_kept() {
+        let yaml = crate::envoy_yaml("conformance.yaml");
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let how = Rebind {
+            clusters: ["upstream", "callout", "grpc"]
+                .into_iter()
+                .map(|c| (c.to_owned(), addr))
+                .collect(),
+            modules: HashMap::from([("probe.wasm".to_owned(), PathBuf::from("probe.wasm"))]),
+            loopback: true,
+        };
+        let types = |yaml: &str| -> Vec<(String, String)> {
+            let root: Value = serde_yaml_ng::from_str(yaml).expect("parses");
+            root["static_resources"]["clusters"]
+                .as_sequence()
+                .expect("clusters")
+                .iter()
+                .map(|c| {
+                    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                    (text(&c["name"]), text(&c["type"]))
+                })
+                .collect()
+        };
+        let all = types(&rebind(&yaml, &how).expect("rebinds"));
+        assert!(all.iter().all(|(_, t)| t == "STATIC"), "{all:?}");
+        let kept = types(&rebind_keeping_types(&yaml, &how, &["upstream"]).expect("rebinds"));
+        for (name, kind) in kept {
+            let expected = if name == "upstream" {
+                "STRICT_DNS"
+            } else {
+                "STATIC"
+            };
+            assert_eq!(kind, expected, "{name}");
+        }
     }
 
     #[test]

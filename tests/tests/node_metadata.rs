@@ -2,8 +2,11 @@
 //! ([`Node`], [`Metadata`], [`ConnectionManager::route_metadata`] and its
 //! siblings, [`NetworkChainBuilder::node`](weir_harness::NetworkChainBuilder::node))
 //! or a bootstrap ([`EnvoyConfig::parse`]), as the `probe` test filter reads
-//! them with `proxy_get_property`. `tests/conformance/node-*.yaml` compare the
-//! same reads with Envoy 1.40's.
+//! them with `proxy_get_property`; the upstream host's and its locality's
+//! metadata ([`ConnectionManager::upstream_host_metadata`] and its siblings)
+//! likewise. `tests/conformance/node-*.yaml` and
+//! `tests/conformance/*upstream-host-metadata*.yaml` compare the same reads
+//! with Envoy 1.40's.
 
 use bytes::Bytes;
 use serde_json::json;
@@ -317,4 +320,252 @@ fn a_bootstraps_node_and_metadata_reach_the_filters() {
         text.contains("node.metadata.k[0]") && text.contains("quoted"),
         "{text}"
     );
+}
+
+/// The probe's log lines for one request whose headers run `request`, whose
+/// response headers run `response` and whose `on_log` runs `log`.
+fn phase_lines(chain: &mut Chain, request: &str, response: &str, log: &str) -> Vec<String> {
+    let request = http::Request::get("/")
+        .header("host", "node.test")
+        .header("x-probe-request", request)
+        .header("x-probe-response", response)
+        .header("x-probe-log", log)
+        .body(Bytes::new())
+        .expect("request");
+    let outcome = chain
+        .send(request, |_| http::Response::new(Bytes::new()))
+        .expect("sent");
+    lines(&outcome.logs)
+}
+
+#[test]
+fn the_upstream_hosts_metadata_given_to_the_builder_once_the_router_picked_it() {
+    let host = Metadata::new()
+        .filter(
+            "istio",
+            json!({"workload": "reviews-v2", "labels": {"app": "reviews"}, "weight": 3}),
+        )
+        .expect("host");
+    let locality = Metadata::new()
+        .filter("envoy.lb", json!({"zone": "us-east1-b"}))
+        .expect("locality");
+    let hcm = ConnectionManager::default()
+        .route_cluster("upstream")
+        .upstream_host_metadata(host)
+        .upstream_host_locality_metadata(locality);
+    let mut chain = Chain::builder(engine())
+        .filter(probe("prop:xds.upstream_host_metadata"))
+        .connection_manager(hcm)
+        .build()
+        .expect("starts");
+    // A root context has no host.
+    assert_has(
+        &lines(chain.startup_logs()),
+        "on_configure prop:xds.upstream_host_metadata -> 1",
+    );
+    let reads = "prop:xds.upstream_host_metadata.filter_metadata.istio.workload;\
+                 propmap:xds.upstream_host_metadata.filter_metadata.istio.labels;\
+                 prop:xds.upstream_host_metadata.filter_metadata.istio.weight;\
+                 propv:xds/upstream_host_locality_metadata/filter_metadata/envoy.lb/zone;\
+                 prop:xds.upstream_host_metadata.filter_metadata.missing";
+    let seen = phase_lines(&mut chain, reads, reads, reads);
+    // Before the router: no host.
+    assert_has(
+        &seen,
+        "on_request_headers prop:xds.upstream_host_metadata.filter_metadata.istio.workload -> 1",
+    );
+    assert_has(
+        &seen,
+        "on_request_headers propv:xds/upstream_host_locality_metadata/filter_metadata/envoy.lb/zone -> 1",
+    );
+    let three = escaped(&3f64.to_le_bytes());
+    for phase in ["on_response_headers", "on_log"] {
+        assert_has(
+            &seen,
+            &format!(
+                "{phase} prop:xds.upstream_host_metadata.filter_metadata.istio.workload -> 0 reviews-v2"
+            ),
+        );
+        assert_has(
+            &seen,
+            &format!(
+                "{phase} propmap:xds.upstream_host_metadata.filter_metadata.istio.labels -> 0 1 [app=reviews]"
+            ),
+        );
+        assert_has(
+            &seen,
+            &format!(
+                "{phase} prop:xds.upstream_host_metadata.filter_metadata.istio.weight -> 0 {three}"
+            ),
+        );
+        assert_has(
+            &seen,
+            &format!(
+                "{phase} propv:xds/upstream_host_locality_metadata/filter_metadata/envoy.lb/zone -> 0 us-east1-b"
+            ),
+        );
+        assert_has(
+            &seen,
+            &format!("{phase} prop:xds.upstream_host_metadata.filter_metadata.missing -> 1"),
+        );
+    }
+
+    // A filter's reply keeps the request from the router: no host.
+    let seen = phase_lines(
+        &mut chain,
+        "reply:403:mine:denied",
+        "",
+        "prop:xds.upstream_host_metadata.filter_metadata.istio.workload",
+    );
+    assert_has(
+        &seen,
+        "on_log prop:xds.upstream_host_metadata.filter_metadata.istio.workload -> 1",
+    );
+}
+
+#[test]
+fn a_host_without_metadata_has_a_null_message_and_an_empty_one_is_a_message() {
+    let hcm = ConnectionManager::default()
+        .route_cluster("upstream")
+        .upstream_host_locality_metadata(Metadata::new());
+    let mut chain = Chain::builder(engine())
+        .filter(probe(""))
+        .connection_manager(hcm)
+        .build()
+        .expect("starts");
+    let reads = "prop:xds.upstream_host_metadata;prop:xds.upstream_host_metadata.filter_metadata;\
+                 prop:xds.upstream_host_locality_metadata;\
+                 prop:xds.upstream_host_locality_metadata.filter_metadata";
+    let seen = phase_lines(&mut chain, "", reads, "");
+    // No metadata: Envoy cannot serialize the null message, nor find a field.
+    assert_has(
+        &seen,
+        "on_response_headers prop:xds.upstream_host_metadata -> 3",
+    );
+    assert_has(
+        &seen,
+        "on_response_headers prop:xds.upstream_host_metadata.filter_metadata -> 1",
+    );
+    // Empty metadata given: an empty message.
+    assert_has(
+        &seen,
+        "on_response_headers prop:xds.upstream_host_locality_metadata -> 0",
+    );
+    assert_has(
+        &seen,
+        "on_response_headers prop:xds.upstream_host_locality_metadata.filter_metadata -> 0 \\x00\\x00\\x00\\x00",
+    );
+}
+
+#[test]
+fn a_network_chain_reads_the_endpoints_metadata_once_tcp_proxy_connected() {
+    let mut chain = NetworkChain::builder(engine())
+        .filter(probe(
+            "onconnect:prop:xds.upstream_host_metadata.filter_metadata.istio.workload",
+        ))
+        .upstream_host_metadata(
+            Metadata::new()
+                .filter("istio", json!({"workload": "db-0"}))
+                .expect("host"),
+        )
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send(
+        b"probe:prop:xds.upstream_host_metadata.filter_metadata.istio.workload;\
+          prop:xds.upstream_host_locality_metadata;\
+          onlog:prop:xds.upstream_host_metadata.filter_metadata.istio.workload\n",
+    )
+    .expect("sent");
+    conn.close_write().expect("half-closed");
+    let seen = lines(&conn.finish().logs);
+    // tcp_proxy has not connected yet in on_new_connection.
+    assert_has(
+        &seen,
+        "on_new_connection prop:xds.upstream_host_metadata.filter_metadata.istio.workload -> 1",
+    );
+    assert_has(
+        &seen,
+        "on_downstream_data prop:xds.upstream_host_metadata.filter_metadata.istio.workload -> 0 db-0",
+    );
+    // The locality gives none: a null message.
+    assert_has(
+        &seen,
+        "on_downstream_data prop:xds.upstream_host_locality_metadata -> 3",
+    );
+    assert_has(
+        &seen,
+        "on_log prop:xds.upstream_host_metadata.filter_metadata.istio.workload -> 0 db-0",
+    );
+}
+
+#[test]
+fn a_bootstraps_endpoint_metadata_loads_without_warnings_and_reaches_the_filters() {
+    let endpoint = "      - lb_endpoints:\n        - endpoint:\n            address:\n              \
+                    socket_address: { address: upstream, port_value: 8080 }\n";
+    let with_metadata = "      - metadata: {filter_metadata: {envoy.lb: {zone: z1}}}\n        \
+                         lb_endpoints:\n        - metadata: {filter_metadata: {istio: {workload: reviews-v2, ports: [9080]}}}\n          \
+                         endpoint:\n            address:\n              \
+                         socket_address: { address: upstream, port_value: 8080 }\n";
+    let shipped = envoy_yaml("conformance.yaml");
+    // The route's cluster is the last; its endpoint gets the metadata.
+    let at = shipped
+        .rfind(endpoint)
+        .expect("the upstream cluster's endpoint");
+    let yaml = format!(
+        "{}{with_metadata}{}",
+        &shipped[..at],
+        &shipped[at + endpoint.len()..]
+    );
+    let config = EnvoyConfig::parse(&yaml).expect("parses");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = config
+        .chain_builder(engine(), |_| Ok(plugin.clone()))
+        .expect("builder")
+        .build()
+        .expect("starts");
+    let seen = phase_lines(
+        &mut chain,
+        "",
+        "prop:xds.upstream_host_metadata.filter_metadata.istio.workload;\
+         prop:xds.upstream_host_metadata.filter_metadata.istio.ports.0;\
+         propv:xds/upstream_host_locality_metadata/filter_metadata/envoy.lb/zone",
+        "",
+    );
+    assert_has(
+        &seen,
+        "on_response_headers prop:xds.upstream_host_metadata.filter_metadata.istio.workload -> 0 reviews-v2",
+    );
+    let port = escaped(&9080f64.to_le_bytes());
+    assert_has(
+        &seen,
+        &format!(
+            "on_response_headers prop:xds.upstream_host_metadata.filter_metadata.istio.ports.0 -> 0 {port}"
+        ),
+    );
+    assert_has(
+        &seen,
+        "on_response_headers propv:xds/upstream_host_locality_metadata/filter_metadata/envoy.lb/zone -> 0 z1",
+    );
+
+    // A value Envoy reads differently from the harness: refused, the path named.
+    for (bad, path) in [
+        (
+            yaml.replace("ports: [9080]", "ports: [90.80]"),
+            "clusters[upstream].load_assignment.endpoints[0].lb_endpoints[0].metadata.filter_metadata.istio.ports[0]",
+        ),
+        (
+            yaml.replace("{zone: z1}", "{zone: yes}"),
+            "clusters[upstream].load_assignment.endpoints[0].metadata.filter_metadata.envoy.lb.zone",
+        ),
+    ] {
+        let Err(Error::EnvoyConfig(text)) = EnvoyConfig::parse(&bad) else {
+            panic!("accepted {path}");
+        };
+        assert!(text.contains(path), "{text}");
+    }
 }

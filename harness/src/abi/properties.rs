@@ -18,8 +18,9 @@
 //! root context.
 //!
 //! Metadata (`xds.node.metadata`, each filter's struct in a `Metadata`'s
-//! `filter_metadata`) are `google.protobuf.Struct`s, read as Envoy's
-//! expression context unwraps them (measured in Envoy 1.40,
+//! `filter_metadata`: the listener's, virtual host's, route's, cluster's,
+//! upstream host's and its locality's) are `google.protobuf.Struct`s, read
+//! as Envoy's expression context unwraps them (measured in Envoy 1.40,
 //! `tests/conformance/node-metadata.yaml`): a struct is a map of its fields,
 //! each value serialized as a property (a string raw, a number as an 8-byte
 //! little-endian double, a bool one byte, a struct a map, a list its elements
@@ -72,11 +73,23 @@
 //!   `upstream.num_endpoints`, never for a route whose cluster the bootstrap
 //!   does not define), `xds.{virtual_host_name,
 //!   virtual_host_metadata, listener_metadata, listener_direction,
-//!   filter_chain_name}`, `xds.upstream_host_metadata` and
-//!   `xds.upstream_host_locality_metadata` (a host without metadata:
-//!   `SerializationFailure` once there is a host); the route's, virtual
-//!   host's, cluster's and listener's metadata are the bootstrap's (see
+//!   filter_chain_name}`; the route's, virtual host's, cluster's and
+//!   listener's metadata are the bootstrap's (see
 //!   [`crate::ConnectionManager::route_metadata`]);
+//! - `xds.upstream_host_metadata` and `xds.upstream_host_locality_metadata`:
+//!   the `metadata` of the route's cluster's endpoint and of its locality
+//!   (see [`crate::ConnectionManager::upstream_host_metadata`]), once the
+//!   router picked the host (it sent the headers: the request body
+//!   callbacks, the response phase, `on_log`, a tick acting for the stream;
+//!   also when the host then refused the connection), not before nor after
+//!   a reply that never reached the router, nor for a route whose cluster
+//!   the bootstrap does not define (measured in Envoy 1.40,
+//!   `tests/conformance/upstream-host-metadata*.yaml`,
+//!   `missing-cluster.yaml`). A host or locality of a `STATIC` cluster
+//!   whose bootstrap gives no `metadata` has a null message:
+//!   `SerializationFailure` whole, `NotFound` for a path; one given `{}`, or
+//!   given none in a `STRICT_DNS` or `LOGICAL_DNS` cluster, has an empty one
+//!   (serialized empty, `filter_metadata` an empty map);
 //! - `metadata` (the stream's dynamic metadata, empty), filter state (see
 //!   [`filter_state`]): `filter_state.<key>`, and a property written with
 //!   `proxy_set_property` by its name; `upstream_filter_state` (once the
@@ -105,7 +118,10 @@
 //!   `tcp_proxy` connected, `upstream.{address, port, local_address,
 //!   cx_pool_ready_duration, locality, num_endpoints}`,
 //!   `upstream_filter_state`, `xds.{cluster_name, cluster_metadata,
-//!   upstream_host_metadata, upstream_host_locality_metadata}`;
+//!   upstream_host_metadata, upstream_host_locality_metadata}` (the
+//!   endpoint's and its locality's metadata as for HTTP, see
+//!   [`crate::NetworkChainBuilder::upstream_host_metadata`];
+//!   `tests/conformance/l4-upstream-host-metadata*.yaml`);
 //! - `xds.{listener_metadata, listener_direction, filter_chain_name}` (there
 //!   is no route or virtual host: `NotFound`; the listener's and the
 //!   cluster's metadata are the bootstrap's, see
@@ -113,7 +129,7 @@
 //!   `destination.*` and filter state.
 //!
 //! What the harness cannot know, it answers as a plain Envoy would: no TLS,
-//! no dynamic or host metadata, one endpoint per cluster, an instant connection pool, the
+//! no dynamic metadata, one endpoint per cluster, an instant connection pool, the
 //! configured upstream local address (a real one has an ephemeral port),
 //! connection ids counted from 1 (Envoy numbers every connection it makes,
 //! upstream ones included, from one process-wide counter);
@@ -664,15 +680,22 @@ fn xds(state: &HostState, facts: Option<&StreamFacts>, rest: &[&[u8]]) -> Result
         b"virtual_host_metadata" if state.virtual_host_name.is_some() => {
             return metadata(&bootstrap.virtual_host, tail);
         }
-        // A host without metadata: a null message, which Envoy cannot
-        // serialize and which has no fields.
+        // Once there is a host: its metadata, or its locality's. A host
+        // without them has a null message, which Envoy cannot serialize and
+        // which has no fields.
         b"upstream_host_metadata" | b"upstream_host_locality_metadata" => {
             facts.and_then(|f| f.upstream_host).ok_or(NOT_FOUND)?;
-            return Err(if tail.is_empty() {
-                NOT_SERIALIZABLE
+            let host = &bootstrap.host;
+            let given = if *field == b"upstream_host_metadata" {
+                host.endpoint.as_ref()
             } else {
-                NOT_FOUND
-            });
+                host.locality.as_ref()
+            };
+            return match given {
+                Some(given) => metadata(given, tail),
+                None if tail.is_empty() => Err(NOT_SERIALIZABLE),
+                None => Err(NOT_FOUND),
+            };
         }
         b"listener_metadata" if facts.is_some() => return metadata(&bootstrap.listener, tail),
         b"listener_direction" if facts.is_some() => Value::Int(0),
@@ -1481,6 +1504,84 @@ mod tests {
         assert_eq!(get(&state, "upstream"), Err(Status::SerializationFailure));
         state.maps.request_headers = None;
         assert_eq!(get(&state, "upstream.tls_version"), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn the_upstream_hosts_metadata_once_there_is_a_host() {
+        let endpoint = Metadata::new()
+            .filter(
+                "istio",
+                serde_json::json!({"workload": "w", "n": 2, "z": null}),
+            )
+            .expect("endpoint");
+        let xds = crate::xds::Bootstrap {
+            host: crate::xds::HostMetadata {
+                endpoint: Some(endpoint),
+                // Given empty: a message, if an empty one.
+                locality: Some(Metadata::new()),
+            },
+            ..crate::xds::Bootstrap::default()
+        };
+        let mut state = with_xds(stream(StreamFacts::default()), xds);
+        // No host yet: neither, whatever the path.
+        for path in [
+            "xds.upstream_host_metadata",
+            "xds.upstream_host_metadata.filter_metadata.istio.workload",
+            "xds.upstream_host_locality_metadata",
+            "xds.upstream_host_locality_metadata.filter_metadata",
+        ] {
+            assert_eq!(get(&state, path), Err(Status::NotFound), "{path}");
+        }
+        {
+            let facts = state.maps.info.facts.as_ref().expect("facts");
+            facts.get().upstream_host = Some("127.0.0.1:8080".parse().expect("addr"));
+        }
+        assert_eq!(
+            get(
+                &state,
+                "xds.upstream_host_metadata.filter_metadata.istio.workload"
+            ),
+            text("w")
+        );
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata.filter_metadata.istio.n"),
+            double(2.0)
+        );
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata.filter_metadata.istio.z"),
+            Err(Status::SerializationFailure)
+        );
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata.filter_metadata.istio"),
+            Err(Status::SerializationFailure)
+        );
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata.filter_metadata.x"),
+            Err(Status::NotFound)
+        );
+        let whole = get(&state, "xds.upstream_host_metadata").expect("serialized");
+        assert!(whole.starts_with(b"\x0a"), "{whole:?}");
+        assert_eq!(get(&state, "xds.upstream_host_locality_metadata"), text(""));
+        assert_eq!(
+            get(
+                &state,
+                "xds.upstream_host_locality_metadata.filter_metadata"
+            ),
+            Ok(EMPTY_MAP.to_vec())
+        );
+        assert_eq!(
+            get(
+                &state,
+                "xds.upstream_host_locality_metadata.filter_metadata.x"
+            ),
+            Err(Status::NotFound)
+        );
+        // A root context has no host.
+        state.active_context = 1;
+        assert_eq!(
+            get(&state, "xds.upstream_host_metadata"),
+            Err(Status::NotFound)
+        );
     }
 
     #[test]
