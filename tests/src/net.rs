@@ -17,8 +17,9 @@ use tokio::sync::oneshot;
 use weir_harness::UpstreamFault;
 
 /// The pause between the pieces of a body sent in pieces, so that the peer reads
-/// each one separately.
-const CHUNK_GAP: std::time::Duration = std::time::Duration::from_millis(40);
+/// each one separately (and after the last piece, before the end of the body).
+/// The harness is given the same gap ([`weir_harness::ChunkGap`]).
+pub const CHUNK_GAP: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// A body to send: whole, or in the pieces a [`weir_harness::BodyChunks`]
 /// extension gives (then without `content-length`, so HTTP/1 chunked), one
