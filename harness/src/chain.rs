@@ -1613,7 +1613,10 @@ pub struct BodyChunks(pub Vec<usize>);
 /// or of a response an [`Upstream`] returns (its pieces count from the
 /// response's headers). Without it (or with a zero gap) the pieces have no
 /// time between them: only the first arrives with the headers, the rest
-/// right after what is due at once.
+/// right after what is due at once. Without [`BodyChunks`] it changes
+/// nothing (the body comes in one piece). A gap longer than Envoy's stream
+/// idle timeout (5 minutes) is refused: [`Chain::send`] fails with
+/// [`Error::InvalidRequest`].
 ///
 /// Each arrival is one of the chain's events, ordered with callout answers,
 /// gRPC messages, ticks and upstream responses by virtual time (a piece
@@ -1703,6 +1706,26 @@ pub struct BodyChunks(pub Vec<usize>);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChunkGap(pub Duration);
 
+/// The [`ChunkGap`] of a request's or response's `extensions` (`what`), if
+/// its body comes in pieces and the gap is not zero; a gap longer than
+/// Envoy's stream idle timeout is refused (Envoy would time the stream out).
+fn chunk_gap(
+    extensions: &http::Extensions,
+    in_pieces: bool,
+    what: &str,
+) -> Result<Option<ChunkGap>> {
+    let Some(&gap) = extensions.get::<ChunkGap>() else {
+        return Ok(None);
+    };
+    if gap.0 > MAX_HELD {
+        return Err(Error::InvalidRequest(format!(
+            "the {what}'s ChunkGap of {:?} is longer than Envoy's stream idle timeout ({:?})",
+            gap.0, MAX_HELD
+        )));
+    }
+    Ok((in_pieces && !gap.0.is_zero()).then_some(gap))
+}
+
 /// Splits `frames` of a body sent in pieces with a gap: the first stays (it
 /// arrives with the headers), the others are returned with the virtual time
 /// each arrives at, `start` + `k` × `gap` for frame `k` (the empty frame that
@@ -1720,7 +1743,10 @@ fn timed_pieces(
         .drain(1..)
         .map(|(data, eos)| {
             k = k.saturating_add(1);
-            (start + gap.saturating_mul(k), data, eos)
+            let at = start
+                .checked_add(gap.saturating_mul(k))
+                .unwrap_or(Duration::MAX);
+            (at, data, eos)
         })
         .collect()
 }
@@ -2093,11 +2119,7 @@ impl Chain {
             let mut guard = io.chain();
             let chain: &mut Chain = &mut guard;
             let request_chunks = request.extensions().get::<BodyChunks>().cloned();
-            let gap = request
-                .extensions()
-                .get::<ChunkGap>()
-                .filter(|g| !g.0.is_zero() && request_chunks.is_some())
-                .copied();
+            let gap = chunk_gap(request.extensions(), request_chunks.is_some(), "request")?;
             let mut random = chain.random16();
             let mut fields = chain.hcm.request_fields(
                 &request,
@@ -2454,11 +2476,7 @@ impl Chain {
                     let mut guard = io.chain();
                     let chain: &mut Chain = &mut guard;
                     let chunks = response.extensions().get::<BodyChunks>().cloned();
-                    let gap = response
-                        .extensions()
-                        .get::<ChunkGap>()
-                        .filter(|g| !g.0.is_zero() && chunks.is_some())
-                        .copied();
+                    let gap = chunk_gap(response.extensions(), chunks.is_some(), "response")?;
                     let response_fields = chain.hcm.response_fields(
                         &response,
                         std::mem::take(&mut chain.scratch.response_headers),

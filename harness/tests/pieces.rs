@@ -350,3 +350,69 @@ fn concurrent_streams_each_get_their_pieces_on_time() {
         );
     }
 }
+
+#[test]
+fn a_client_that_leaves_between_pieces_ends_the_stream_there() {
+    // The client closes its connection at 60 ms, after the second piece
+    // (40 ms), while `b` still waits for its answer (100 ms): the stream
+    // ends with what arrived.
+    let mut chain = chain(Waits::RequestHeaders, Duration::from_millis(100));
+    let mut request = post(Some(GAP));
+    request
+        .extensions_mut()
+        .insert(weir_harness::Disconnect(Duration::from_millis(60)));
+    let err = chain.send(request, echo).expect_err("the client left");
+    let weir_harness::Error::Disconnected {
+        logs,
+        upstream_request,
+        ..
+    } = err
+    else {
+        panic!("not a disconnect: {err}");
+    };
+    assert!(upstream_request.is_none());
+    let lines: Vec<String> = logs
+        .iter()
+        .map(|l| format!("{}: {}", l.plugin, l.message))
+        .collect();
+    assert_eq!(lines[..2], ["a: q03 0", "a: q03 0"]);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("b: q")),
+        "the paused filter got no body: {lines:?}"
+    );
+}
+
+#[test]
+fn a_gap_longer_than_envoys_idle_timeout_is_refused() {
+    let mut chain = chain(Waits::RequestHeaders, Duration::from_millis(100));
+    let err = chain
+        .send(post(Some(Duration::from_secs(301))), echo)
+        .expect_err("refused");
+    assert!(
+        matches!(err, weir_harness::Error::InvalidRequest(ref m) if m.contains("ChunkGap")),
+        "{err}"
+    );
+    let get = http::Request::get("/")
+        .header("host", "t.test")
+        .body(Bytes::new())
+        .expect("request");
+    let err = chain
+        .send(get, |_: http::Request<Bytes>| {
+            http::Response::builder()
+                .extension(BodyChunks(vec![1]))
+                .extension(ChunkGap(Duration::MAX))
+                .body(Bytes::from_static(b"ab"))
+                .expect("response")
+        })
+        .expect_err("refused");
+    assert!(
+        matches!(err, weir_harness::Error::InvalidRequest(ref m) if m.contains("response")),
+        "{err}"
+    );
+    // The chain goes on.
+    let o = chain.send(post(Some(GAP)), echo).expect("send");
+    assert_eq!(
+        o.upstream_request.map(|u| u.into_body()),
+        Some(Bytes::from_static(b"0123456789ab"))
+    );
+}
