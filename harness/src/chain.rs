@@ -746,15 +746,38 @@ async fn wait_paused(
     callback: &'static str,
     callouts: &mut Vec<Callout>,
 ) -> Result<After> {
-    wait_paused_or_piece(io, i, context, step, direction, callback, callouts, false)
-        .await
-        .map(|(step, _)| step)
+    wait_paused_or_piece(
+        io,
+        i,
+        context,
+        step,
+        direction,
+        callback,
+        callouts,
+        false,
+        &[],
+    )
+    .await
+    .map(|(step, _)| step)
+}
+
+/// What ended a [`wait_paused_or_piece`] other than the paused filter's
+/// own step.
+enum Woke {
+    /// The wait is over: the step says how.
+    Done,
+    /// The next piece of the body arrived.
+    Piece,
+    /// The answer to a callout of a filter before the paused one that holds
+    /// buffered body: filter `.0`'s.
+    Answer(usize, Box<PendingCall>),
 }
 
 /// [`wait_paused`], and with `pieces`, until the next piece of the body
-/// (still in `Io::pieces`) arrives, too: then the step is returned as it
-/// is, with `true` (the stream still waits, once the piece went as far as
-/// it can).
+/// (still in `Io::pieces`) arrives, or the answer to a callout of a filter
+/// of `before` (filter, context: those before the paused one that hold
+/// buffered body), too: then the step is returned as it is, with what came
+/// (the stream still waits, once that went as far as it can).
 #[allow(
     clippy::too_many_arguments,
     reason = "the state of one stream's pass, owned by `send`"
@@ -768,7 +791,8 @@ async fn wait_paused_or_piece(
     callback: &'static str,
     callouts: &mut Vec<Callout>,
     pieces: bool,
-) -> Result<(After, bool)> {
+    before: &[(usize, u32)],
+) -> Result<(After, Woke)> {
     let (give_up, generation) = {
         let mut chain = io.chain();
         (chain.monotonic() + MAX_HELD, chain.slots[i].generation)
@@ -797,11 +821,14 @@ async fn wait_paused_or_piece(
                 context,
                 give_up,
                 piece,
+                before: before.to_vec(),
             })
             .await;
-        if let Delivery::Piece = delivery {
-            return Ok((step, true));
-        }
+        let delivery = match delivery {
+            Delivery::Piece => return Ok((step, Woke::Piece)),
+            Delivery::Call(j, call) if j != i => return Ok((step, Woke::Answer(j, call))),
+            other => other,
+        };
         let mut chain = io.chain();
         let Chain {
             slots,
@@ -842,7 +869,7 @@ async fn wait_paused_or_piece(
             other => other,
         };
     }
-    Ok((step, false))
+    Ok((step, Woke::Done))
 }
 
 /// How long the harness lets a filter hold a stream with nothing in flight
@@ -1157,15 +1184,16 @@ impl Header {
     }
 
     /// While the callback's pause holds the stream: [`wait_paused`].
-    /// With `pieces`, the next piece of the body ends the wait too
-    /// ([`wait_paused_or_piece`]).
+    /// With `pieces`, the next piece of the body ends the wait too, as does
+    /// an answer for a filter of `before` ([`wait_paused_or_piece`]).
     async fn wait(
         &self,
         io: &mut Io<'_, '_>,
         step: After,
         callouts: &mut Vec<Callout>,
         pieces: bool,
-    ) -> Result<(After, bool)> {
+        before: &[(usize, u32)],
+    ) -> Result<(After, Woke)> {
         wait_paused_or_piece(
             io,
             self.i,
@@ -1175,6 +1203,7 @@ impl Header {
             self.callback(),
             callouts,
             pieces,
+            before,
         )
         .await
     }
@@ -3259,8 +3288,12 @@ impl Chain {
     /// in the direction's order), leaving `step`: the body that arrived
     /// meanwhile goes through the filters before it
     /// ([`Chain::arrive_while_paused`]), then the stream waits
-    /// ([`Header::wait`]). A local reply from one of those filters' body
-    /// callbacks ends the stream there; the headers come back as they are.
+    /// ([`Header::wait`]): for the answer, and meanwhile for the next piece
+    /// of a body sent with a [`ChunkGap`] (it goes the same way) and the
+    /// answers to the callouts of the filters before it that buffered body
+    /// ([`Chain::answer_before`]: resumed, they send it on towards the paused
+    /// filter). A local reply from one of those filters' callbacks ends the
+    /// stream there; the headers come back as they are.
     #[allow(
         clippy::too_many_arguments,
         reason = "the state of one stream's pass, owned by `send`"
@@ -3305,8 +3338,14 @@ impl Chain {
                 }
                 _ => false,
             };
-            match header.wait(io, step, callouts, pieces).await {
-                Ok((waited, true)) => {
+            // The filters before it that hold buffered body: their callouts'
+            // answers may send it on meanwhile.
+            let before = match arriving.as_deref() {
+                Some(a) => Self::buffering_before(header.direction, position, a, progress),
+                None => Vec::new(),
+            };
+            match header.wait(io, step, callouts, pieces, &before).await {
+                Ok((waited, Woke::Piece)) => {
                     step = waited;
                     if let (Some(a), Some((_, data, eos))) =
                         (arriving.as_deref_mut(), io.pieces.pop_front())
@@ -3314,7 +3353,26 @@ impl Chain {
                         a.frames.push_back((0, data, eos));
                     }
                 }
-                Ok((waited, false)) => {
+                Ok((waited, Woke::Answer(j, call))) => {
+                    step = waited;
+                    let Some(a) = arriving.as_deref_mut() else {
+                        continue;
+                    };
+                    match Self::answer_before(io, header.direction, a, j, call, callouts) {
+                        Ok(None) => {}
+                        Ok(Some(reply)) => {
+                            Self::leave_callouts(io, progress);
+                            let step = After::Returned {
+                                action: None,
+                                resumed: false,
+                            };
+                            Self::headers_returned(io, header, Ok(step), fields, held)?;
+                            return Ok(Paused::Reply(reply));
+                        }
+                        Err(e) => return Ok(Paused::Step(Err(e))),
+                    }
+                }
+                Ok((waited, Woke::Done)) => {
                     if let Some(a) = arriving.as_deref_mut() {
                         let filters = io.chain().slots.len();
                         a.gather(header.direction, position, filters);
@@ -3430,19 +3488,7 @@ impl Chain {
         a.complete |= pass.complete;
         if pass.reply.is_some() {
             *a.order = order;
-            // The reply goes out at once: the stream's callouts still in
-            // flight are answered after it ended (Envoy 1.40), not waited for
-            // by the reply's body pass.
-            let mut chain = io.chain();
-            for (i, slot) in chain.slots.iter_mut().enumerate() {
-                let Some(context) = progress.get(i).and_then(|p| p.context) else {
-                    continue;
-                };
-                let state = slot.vm.state();
-                let calls = state.root().pending_calls.iter();
-                io.leftovers
-                    .extend(calls.filter(|c| c.context == context).map(|c| (i, c.token)));
-            }
+            Self::leave_callouts(io, progress);
             return Ok(pass.reply);
         }
         *a.order = order;
@@ -3460,6 +3506,99 @@ impl Chain {
             a.frames.push_front((position, pass.out, ended));
         }
         Ok(None)
+    }
+
+    /// A local reply goes out at once while a filter's headers wait: the
+    /// stream's callouts still in flight are answered after it ended (Envoy
+    /// 1.40), not waited for by the reply's body pass.
+    fn leave_callouts(io: &mut Io<'_, '_>, progress: &[Progress]) {
+        let mut chain = io.chain();
+        for (i, slot) in chain.slots.iter_mut().enumerate() {
+            let Some(context) = progress.get(i).and_then(|p| p.context) else {
+                continue;
+            };
+            let state = slot.vm.state();
+            let calls = state.root().pending_calls.iter();
+            io.leftovers
+                .extend(calls.filter(|c| c.context == context).map(|c| (i, c.token)));
+        }
+    }
+
+    /// The filters before the one at `position` (in `direction`'s order) that
+    /// hold buffered body while it waits, each with its context in the
+    /// stream.
+    fn buffering_before(
+        direction: Direction,
+        position: usize,
+        a: &Arriving<'_>,
+        progress: &[Progress],
+    ) -> Vec<(usize, u32)> {
+        let filters = a.buffered.len();
+        (0..position.min(filters))
+            .map(|k| match direction {
+                Direction::Request => k,
+                Direction::Response => filters - 1 - k,
+            })
+            .filter(|&i| a.buffered[i].is_some())
+            .filter_map(|i| Some((i, progress.get(i)?.context?)))
+            .collect()
+    }
+
+    /// The answer to a callout of filter `j`, before the filter whose headers
+    /// wait, which holds buffered body: `on_http_call_response` with that
+    /// body, as Envoy runs it. If it resumes the filter, the body goes on
+    /// from the filter after it (through those up to the paused filter, with
+    /// what arrives next); a local reply ends the stream.
+    fn answer_before(
+        io: &mut Io<'_, '_>,
+        direction: Direction,
+        a: &mut Arriving<'_>,
+        j: usize,
+        call: Box<PendingCall>,
+        callouts: &mut Vec<Callout>,
+    ) -> Result<Option<Reply>> {
+        let filters = a.buffered.len();
+        let step = {
+            let mut guard = io.chain();
+            let Chain {
+                slots, clusters, ..
+            } = &mut **guard;
+            let (Some(slot), Some(buffered)) = (slots.get_mut(j), a.buffered.get_mut(j)) else {
+                return Ok(None);
+            };
+            let context = call.context;
+            answer_buffered(
+                slot,
+                direction,
+                buffered,
+                context,
+                "on_http_call_response",
+                |vm| answer_call(vm, clusters, *call, callouts),
+            )?
+        };
+        match step {
+            After::Reply(request) => Ok(Some(Reply {
+                slot: Some(j),
+                request,
+            })),
+            After::Failed => Ok(Some(Reply {
+                slot: Some(j),
+                request: fail_stream(),
+            })),
+            After::Returned { resumed: true, .. } => {
+                if let Some(body) = a.buffered.get_mut(j).and_then(Option::take) {
+                    let position = match direction {
+                        Direction::Request => j,
+                        Direction::Response => filters - 1 - j,
+                    };
+                    // Before what has not arrived yet (pieces without a gap).
+                    let at = a.frames.iter().take_while(|f| f.0 > 0).count();
+                    a.frames.insert(at, (position + 1, body, a.complete));
+                }
+                Ok(None)
+            }
+            After::Returned { .. } => Ok(None),
+        }
     }
 
     /// Delivers the responses of the stream's callouts in flight, one by one,

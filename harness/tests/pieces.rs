@@ -74,6 +74,12 @@ enum Waits {
 /// logs its body callbacks, and on the answer logs `answer` and continues that
 /// direction of its stream.
 fn caller(waits: Waits) -> Vec<u8> {
+    caller_of(waits, "slow")
+}
+
+/// [`caller`], calling cluster `cluster` (four letters).
+fn caller_of(waits: Waits, cluster: &str) -> Vec<u8> {
+    assert_eq!(cluster.len(), 4, "the guest sends four letters");
     let imports = r#"(import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
   (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
   (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))"#;
@@ -93,7 +99,7 @@ fn caller(waits: Waits) -> Vec<u8> {
     let extra = format!(
         r#"
   (data (i32.const 210) "answer")
-  (data (i32.const 220) "slow")
+  (data (i32.const 220) "{cluster}")
   ;; :method GET, :path /, :authority a (the proxy-wasm map format)
   (data (i32.const 300) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00a\00")
   (func (export "{headers}") (param $id i32) (param i32 i32) (result i32)
@@ -415,4 +421,51 @@ fn a_gap_longer_than_envoys_idle_timeout_is_refused() {
         o.upstream_request.map(|u| u.into_body()),
         Some(Bytes::from_static(b"0123456789ab"))
     );
+}
+
+#[test]
+fn an_earlier_filters_answer_sends_its_buffer_on_to_a_later_paused_filter() {
+    // `a` buffers in its body callback until its callout (50 ms) answers;
+    // `c` pauses its headers until its own (70 ms). `a`'s answer sends the
+    // two pieces it buffered through `b`, to wait at `c`; `c` resumes with
+    // them; later pieces are buffered by `a` again until the end.
+    let load = |wasm: &[u8]| engine().load(wasm).expect("loads");
+    let answer_after = |ms: u64| {
+        move |_: http::Request<Bytes>| {
+            http::Response::builder()
+                .extension(weir_harness::UpstreamFault::Delay(Duration::from_millis(
+                    ms,
+                )))
+                .body(Bytes::from_static(b"ok"))
+                .expect("response")
+        }
+    };
+    let mut chain = Chain::builder(engine())
+        .filter(Filter::new(load(&caller_of(Waits::RequestBody, "fast"))).name("a"))
+        .filter(Filter::new(load(&logger())).name("b"))
+        .filter(Filter::new(load(&caller_of(Waits::RequestHeaders, "slow"))).name("c"))
+        .cluster("fast", answer_after(50))
+        .cluster("slow", answer_after(70))
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts");
+    let o = chain.send(post(Some(GAP)), echo).expect("send");
+    assert_eq!(
+        lines(&o),
+        [
+            "a: q03 0",
+            "a: q06 0",
+            "a: answer",
+            "b: q06 0",
+            "c: answer",
+            "c: q06 0",
+            "a: q03 0",
+            "a: q06 0",
+            "a: q06 1",
+            "b: q06 1",
+            "c: q06 1",
+        ]
+    );
+    let upstream = o.upstream_request.expect("went upstream");
+    assert_eq!(upstream.body().as_ref(), b"0123456789ab");
 }

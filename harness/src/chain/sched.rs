@@ -78,11 +78,14 @@ pub(super) enum Wait {
     /// resume from any callback wake it. Past `give_up` it has stalled.
     /// The next piece of a body sent in pieces with a [`ChunkGap`](super::ChunkGap)
     /// arrives at `piece`, if any: that wakes it too.
+    /// The answers to the callouts of the filters before it that buffered
+    /// body meanwhile, each (filter, context) of `before`, wake it too.
     Held {
         slot: usize,
         context: u32,
         give_up: Duration,
         piece: Option<Duration>,
+        before: Vec<(usize, u32)>,
     },
     /// Filters holding buffered body frames wait for their callouts, each
     /// (filter, context) of `filters`; the next piece of the body, if any,
@@ -156,8 +159,9 @@ impl Entry {
             Some(Wait::Held {
                 slot: s,
                 context: c,
+                before,
                 ..
-            }) => *s == slot && *c == context,
+            }) => (*s == slot && *c == context) || before.contains(&(slot, context)),
             Some(Wait::Body { filters, .. }) => filters.contains(&(slot, context)),
             _ => false,
         }
