@@ -741,11 +741,58 @@ async fn wait_paused(
     io: &mut Io<'_, '_>,
     i: usize,
     context: u32,
-    mut step: After,
+    step: After,
     direction: Direction,
     callback: &'static str,
     callouts: &mut Vec<Callout>,
 ) -> Result<After> {
+    wait_paused_or_piece(
+        io,
+        i,
+        context,
+        step,
+        direction,
+        callback,
+        callouts,
+        false,
+        &[],
+    )
+    .await
+    .map(|(step, _)| step)
+}
+
+/// What ended a [`wait_paused_or_piece`] other than the paused filter's
+/// own step.
+enum Woke {
+    /// The wait is over: the step says how.
+    Done,
+    /// The next piece of the body arrived.
+    Piece,
+    /// The answer to a callout of a filter before the paused one that holds
+    /// buffered body: filter `.0`'s.
+    Answer(usize, Box<PendingCall>),
+}
+
+/// [`wait_paused`], and with `pieces`, until the next piece of the body
+/// (still in `Io::pieces`) arrives, or the answer to a callout of a filter
+/// of `before` (filter, context: those before the paused one that hold
+/// buffered body), too: then the step is returned as it is, with what came
+/// (the stream still waits, once that went as far as it can).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the state of one stream's pass, owned by `send`"
+)]
+async fn wait_paused_or_piece(
+    io: &mut Io<'_, '_>,
+    i: usize,
+    context: u32,
+    mut step: After,
+    direction: Direction,
+    callback: &'static str,
+    callouts: &mut Vec<Callout>,
+    pieces: bool,
+    before: &[(usize, u32)],
+) -> Result<(After, Woke)> {
     let (give_up, generation) = {
         let mut chain = io.chain();
         (chain.monotonic() + MAX_HELD, chain.slots[i].generation)
@@ -763,13 +810,25 @@ async fn wait_paused(
         if direction == Direction::Request && callback == "on_request_headers" {
             io.facts.get().received_with_headers();
         }
+        let piece = if pieces {
+            io.pieces.front().map(|&(at, _, _)| at)
+        } else {
+            None
+        };
         let delivery = io
             .wait(Wait::Held {
                 slot: i,
                 context,
                 give_up,
+                piece,
+                before: before.to_vec(),
             })
             .await;
+        let delivery = match delivery {
+            Delivery::Piece => return Ok((step, Woke::Piece)),
+            Delivery::Call(j, call) if j != i => return Ok((step, Woke::Answer(j, call))),
+            other => other,
+        };
         let mut chain = io.chain();
         let Chain {
             slots,
@@ -785,7 +844,9 @@ async fn wait_paused(
             match delivery {
                 Delivery::Disconnected => return Err(disconnected(callback)),
                 Delivery::Upstream | Delivery::Stalled => break,
-                Delivery::Call(..) | Delivery::Grpc(_) | Delivery::Resumed => continue,
+                Delivery::Call(..) | Delivery::Grpc(_) | Delivery::Resumed | Delivery::Piece => {
+                    continue;
+                }
             }
         }
         let (result, callback) = match delivery {
@@ -801,14 +862,14 @@ async fn wait_paused(
             ),
             Delivery::Resumed => (Ok(None), callback),
             Delivery::Disconnected => return Err(disconnected(callback)),
-            Delivery::Upstream | Delivery::Stalled => break,
+            Delivery::Upstream | Delivery::Stalled | Delivery::Piece => break,
         };
         step = match after(slot, context, result, direction, callback)? {
             After::Returned { resumed, .. } => After::Returned { action, resumed },
             other => other,
         };
     }
-    Ok(step)
+    Ok((step, Woke::Done))
 }
 
 /// How long the harness lets a filter hold a stream with nothing in flight
@@ -1123,13 +1184,17 @@ impl Header {
     }
 
     /// While the callback's pause holds the stream: [`wait_paused`].
+    /// With `pieces`, the next piece of the body ends the wait too, as does
+    /// an answer for a filter of `before` ([`wait_paused_or_piece`]).
     async fn wait(
         &self,
         io: &mut Io<'_, '_>,
         step: After,
         callouts: &mut Vec<Callout>,
-    ) -> Result<After> {
-        wait_paused(
+        pieces: bool,
+        before: &[(usize, u32)],
+    ) -> Result<(After, Woke)> {
+        wait_paused_or_piece(
             io,
             self.i,
             self.stream,
@@ -1137,6 +1202,8 @@ impl Header {
             self.direction,
             self.callback(),
             callouts,
+            pieces,
+            before,
         )
         .await
     }
@@ -1493,14 +1560,48 @@ struct Arriving<'q> {
     trailers: &'q mut Option<PendingTrailers>,
     /// A working vector for the pass's order.
     order: &'q mut Vec<usize>,
-    /// The body comes in pieces ([`BodyChunks`]): only its first piece has
-    /// arrived while a callout is answered; the rest (and the trailers)
-    /// arrive later.
+    /// The body comes in pieces ([`BodyChunks`]) without a [`ChunkGap`]:
+    /// only its first piece has arrived while a callout is answered; the
+    /// rest (and the trailers) arrive later. With a gap, `frames` has what
+    /// arrived and `Io::pieces` the rest, each piece at its time.
     in_pieces: bool,
     /// Whether that first piece has gone into the chain.
     first_arrived: bool,
     /// Whether the frame that ends the stream was dispatched.
     complete: bool,
+}
+
+impl Arriving<'_> {
+    /// The headers callback of the filter at `position` (in `direction`'s
+    /// order of `filters`) stopped waiting: what the filters before it
+    /// buffered meanwhile joins what waits at it (Envoy's stream has one body
+    /// buffer), which it then gets as one frame. Measured in Envoy 1.40: a
+    /// filter before it that buffers the pieces as they arrive sees them
+    /// grow (it holds them until then); once the paused filter resumes, the
+    /// whole buffer goes on from the paused filter
+    /// (body-pieces-slow-callouts.yaml, body-while-paused.yaml).
+    fn gather(&mut self, direction: Direction, position: usize, filters: usize) {
+        if position == 0 {
+            return;
+        }
+        let mut gathered = Vec::new();
+        for k in 0..position.min(filters) {
+            let i = match direction {
+                Direction::Request => k,
+                Direction::Response => filters - 1 - k,
+            };
+            if let Some(b) = self.buffered.get_mut(i).and_then(Option::take) {
+                gathered.extend_from_slice(&b);
+            }
+        }
+        if gathered.is_empty() {
+            return;
+        }
+        match self.frames.front_mut() {
+            Some((start, data, _)) if *start == position => data.extend_from_slice(&gathered),
+            _ => self.frames.push_front((position, gathered, false)),
+        }
+    }
 }
 
 /// Frames to pass, each from the first filter on.
@@ -1514,6 +1615,12 @@ fn queued(frames: Vec<(Vec<u8>, bool)>) -> VecDeque<(usize, Vec<u8>, bool)> {
 /// [`Upstream`] returns: each size is one frame, the rest of the body is one more,
 /// and an empty frame ends the stream.
 ///
+/// Alone, it gives the pieces no virtual time between them: only the first
+/// piece comes with the headers, the rest right after what is due at once (a
+/// callout answered without delay comes before the second piece, a slower one
+/// after the last). A [`ChunkGap`] next to it says how far apart they arrive
+/// on the chain's virtual clock.
+///
 /// ```
 /// let request = http::Request::post("/")
 ///     .header("host", "example.com")
@@ -1524,6 +1631,154 @@ fn queued(frames: Vec<(Vec<u8>, bool)>) -> VecDeque<(usize, Vec<u8>, bool)> {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BodyChunks(pub Vec<usize>);
+
+/// How far apart the pieces of a body sent in pieces ([`BodyChunks`]) arrive,
+/// on the chain's virtual clock: piece `k` arrives `k` gaps after the headers
+/// (the first one with them), and the end of the stream one gap after the
+/// last piece, as from a client that waits a gap after each piece before it
+/// sends the next one or ends the body (trailers, if any, come with the last
+/// piece). Put it next to [`BodyChunks`] in the
+/// extensions of a request given to [`Chain::send`] or [`Chain::send_all`],
+/// or of a response an [`Upstream`] returns (its pieces count from the
+/// response's headers). Without it (or with a zero gap) the pieces have no
+/// time between them: only the first arrives with the headers, the rest
+/// right after what is due at once. Without [`BodyChunks`] it changes
+/// nothing (the body comes in one piece). A gap longer than Envoy's stream
+/// idle timeout (5 minutes) is refused: [`Chain::send`] fails with
+/// [`Error::InvalidRequest`].
+///
+/// Each arrival is one of the chain's events, ordered with callout answers,
+/// gRPC messages, ticks and upstream responses by virtual time (a piece
+/// first at equal times). While a filter's headers callback holds the stream
+/// for a callout, the pieces that arrive before the answer go through the
+/// filters before it, one by one, and wait at the paused filter, which gets
+/// them as one frame once it resumes; while a body callback buffers
+/// (`StopIterationAndBuffer`) waiting for its callout, each piece reaches it
+/// with what it buffered. As Envoy 1.40 does (measured:
+/// `tests/conformance/body-pieces-slow-callouts.yaml`).
+///
+/// A filter that calls out from its request headers and buffers the body
+/// (`StopIterationAndBuffer`) until the answer, 100 ms later, while the
+/// client sends a piece every 40 ms: the pieces at 0, 40 and 80 ms reach it
+/// before the answer, the end of the stream (120 ms) after it.
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use weir_harness::{BodyChunks, Chain, ChunkGap, Engine, Filter, UpstreamFault};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let wasm = wat::parse_str(r#"(module
+///   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+///   (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+///   (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+///   (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+///   (memory (export "memory") 1)
+///   (global $heap (mut i32) (i32.const 4096))
+///   (global $stream (mut i32) (i32.const 0))
+///   (global $answered (mut i32) (i32.const 0))
+///   (data (i32.const 100) "piece")
+///   (data (i32.const 110) "answer")
+///   (data (i32.const 120) "auth")
+///   ;; the callout's headers: :method GET, :path /, :authority a
+///   (data (i32.const 200) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00GET\00:path\00/\00:authority\00a\00")
+///   (func (export "malloc") (param $n i32) (result i32)
+///     (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+///     (i32.sub (global.get $heap) (local.get $n)))
+///   (func (export "proxy_abi_version_0_2_1"))
+///   (func (export "proxy_on_request_headers") (param $id i32) (param i32 i32) (result i32)
+///     (global.set $stream (local.get $id))
+///     (global.set $answered (i32.const 0))
+///     (drop (call $call (i32.const 120) (i32.const 4) (i32.const 200) (i32.const 61)
+///       (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 300)))
+///     (i32.const 0))
+///   (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+///     (drop (call $log (i32.const 2) (i32.const 100) (i32.const 5)))
+///     (i32.eqz (global.get $answered)))
+///   (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+///     (drop (call $log (i32.const 2) (i32.const 110) (i32.const 6)))
+///     (global.set $answered (i32.const 1))
+///     (drop (call $effective (global.get $stream)))
+///     (drop (call $continue (i32.const 0)))))"#)?;
+/// let engine = Engine::new()?;
+/// let mut chain = Chain::builder(&engine)
+///     .filter(Filter::new(engine.load(&wasm)?))
+///     .cluster("auth", |_: http::Request<Bytes>| {
+///         http::Response::builder()
+///             .extension(UpstreamFault::Delay(Duration::from_millis(100)))
+///             .body(Bytes::new())
+///             .unwrap()
+///     })
+///     .build()?;
+/// let request = || {
+///     http::Request::post("/")
+///         .header("host", "example.com")
+///         .header("transfer-encoding", "chunked")
+///         .extension(BodyChunks(vec![3, 3])) // "abc", "def", "gh", then the end
+///         .body(Bytes::from_static(b"abcdefgh"))
+/// };
+///
+/// let mut gapped = request()?;
+/// gapped.extensions_mut().insert(ChunkGap(Duration::from_millis(40)));
+/// let outcome = chain.send(gapped, |_: http::Request<Bytes>| http::Response::new(Bytes::new()))?;
+/// let logs: Vec<&str> = outcome.logs.iter().map(|l| l.message.as_str()).collect();
+/// assert_eq!(logs, ["piece", "piece", "piece", "answer", "piece"]);
+/// assert_eq!(outcome.upstream_request.unwrap().body().as_ref(), b"abcdefgh");
+///
+/// // Without a gap, the pieces after the first come after the answer.
+/// let outcome = chain.send(request()?, |_: http::Request<Bytes>| http::Response::new(Bytes::new()))?;
+/// let logs: Vec<&str> = outcome.logs.iter().map(|l| l.message.as_str()).collect();
+/// assert_eq!(logs, ["piece", "answer", "piece", "piece", "piece"]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkGap(pub Duration);
+
+/// The [`ChunkGap`] of a request's or response's `extensions` (`what`), if
+/// its body comes in pieces and the gap is not zero; a gap longer than
+/// Envoy's stream idle timeout is refused (Envoy would time the stream out).
+fn chunk_gap(
+    extensions: &http::Extensions,
+    in_pieces: bool,
+    what: &str,
+) -> Result<Option<ChunkGap>> {
+    let Some(&gap) = extensions.get::<ChunkGap>() else {
+        return Ok(None);
+    };
+    if gap.0 > MAX_HELD {
+        return Err(Error::InvalidRequest(format!(
+            "the {what}'s ChunkGap of {:?} is longer than Envoy's stream idle timeout ({:?})",
+            gap.0, MAX_HELD
+        )));
+    }
+    Ok((in_pieces && !gap.0.is_zero()).then_some(gap))
+}
+
+/// Splits `frames` of a body sent in pieces with a gap: the first stays (it
+/// arrives with the headers), the others are returned with the virtual time
+/// each arrives at, `start` + `k` × `gap` for frame `k` (the empty frame that
+/// ends the stream is a frame too).
+fn timed_pieces(
+    frames: &mut Vec<(Vec<u8>, bool)>,
+    start: Duration,
+    gap: Duration,
+) -> VecDeque<(Duration, Vec<u8>, bool)> {
+    if frames.len() < 2 {
+        return VecDeque::new();
+    }
+    let mut k: u32 = 0;
+    frames
+        .drain(1..)
+        .map(|(data, eos)| {
+            k = k.saturating_add(1);
+            let at = start
+                .checked_add(gap.saturating_mul(k))
+                .unwrap_or(Duration::MAX);
+            (at, data, eos)
+        })
+        .collect()
+}
 
 /// Envoy does not fix `content-length` when a filter changes a body's size; the
 /// peer then reads a truncated body or waits for bytes that never come.
@@ -1883,7 +2138,7 @@ impl Chain {
             mut warnings,
             mut request_trailers,
             request_frames,
-            request_chunks,
+            (request_chunks, gapped),
             end_of_stream,
             filters,
             mut progress,
@@ -1893,6 +2148,7 @@ impl Chain {
             let mut guard = io.chain();
             let chain: &mut Chain = &mut guard;
             let request_chunks = request.extensions().get::<BodyChunks>().cloned();
+            let gap = chunk_gap(request.extensions(), request_chunks.is_some(), "request")?;
             let mut random = chain.random16();
             let mut fields = chain.hcm.request_fields(
                 &request,
@@ -1915,6 +2171,10 @@ impl Chain {
             let mut request_frames = frames(request_body, request_chunks.as_ref());
             trailers::last_frames(&mut request_frames, request_trailers.is_some(), chunked);
             let end_of_stream = request_frames.is_empty() && request_trailers.is_none();
+            io.pieces = match gap {
+                Some(gap) => timed_pieces(&mut request_frames, chain.monotonic(), gap.0),
+                None => VecDeque::new(),
+            };
             let filters = chain.slots.len();
             let mut progress = refill(
                 std::mem::take(&mut chain.scratch.progress),
@@ -1952,7 +2212,7 @@ impl Chain {
                 warnings,
                 request_trailers,
                 request_frames,
-                request_chunks,
+                (request_chunks, gap.is_some()),
                 end_of_stream,
                 filters,
                 progress,
@@ -1970,7 +2230,9 @@ impl Chain {
             buffered: &mut buffered,
             trailers: &mut request_trailers,
             order: &mut order,
-            in_pieces: request_chunks.is_some(),
+            // With a gap, what is queued has arrived; the rest waits in
+            // `io.pieces`.
+            in_pieces: request_chunks.is_some() && !gapped,
             first_arrived: false,
             complete: false,
         };
@@ -2143,6 +2405,9 @@ impl Chain {
                 }
             }
         };
+        // Pieces of the request still to come when a reply ended it are not
+        // read.
+        io.pieces.clear();
         // The request goes upstream (unless a reply answered it); the response
         // arrives as an event: at once, or after the upstream's delay, and
         // meanwhile other streams run.
@@ -2240,6 +2505,7 @@ impl Chain {
                     let mut guard = io.chain();
                     let chain: &mut Chain = &mut guard;
                     let chunks = response.extensions().get::<BodyChunks>().cloned();
+                    let gap = chunk_gap(response.extensions(), chunks.is_some(), "response")?;
                     let response_fields = chain.hcm.response_fields(
                         &response,
                         std::mem::take(&mut chain.scratch.response_headers),
@@ -2256,6 +2522,9 @@ impl Chain {
                         let mut frames = frames(body, chunks.as_ref());
                         let chunked = trailers::is_chunked(&response_fields);
                         trailers::last_frames(&mut frames, response_trailers.is_some(), chunked);
+                        if let Some(gap) = gap {
+                            io.pieces = timed_pieces(&mut frames, chain.monotonic(), gap.0);
+                        }
                         let mut facts = io.facts.get();
                         facts.latency_pending = Some(delay);
                         // A response without a body has arrived in full.
@@ -2268,7 +2537,7 @@ impl Chain {
                         Some(upstream_request),
                         response_fields,
                         frames,
-                        chunks.is_some(),
+                        chunks.is_some() && gap.is_none(),
                         None,
                     )
                 }
@@ -2312,8 +2581,8 @@ impl Chain {
             order: &mut order,
             // An upstream that sends trailers streams its body after its
             // headers: it arrives after a callout's answer (measured).
-            in_pieces: response_chunked || streamed,
-            first_arrived: streamed,
+            in_pieces: response_chunked || (streamed && io.pieces.is_empty()),
+            first_arrived: streamed && io.pieces.is_empty(),
             complete: false,
         };
         let encoded = Self::encode(
@@ -2756,6 +3025,38 @@ impl Chain {
             && hold.is_none()
             && order.len() == io.chain().slots.len();
         loop {
+            if frames.is_empty() && !io.pieces.is_empty() {
+                // The body has gone as far as it can until its next piece
+                // arrives: the stream waits for it, and meanwhile for the
+                // callouts of filters that hold the body.
+                io.waits = true;
+                if let Some(reply) = Self::answer_in_flight(
+                    io,
+                    direction,
+                    order,
+                    progress,
+                    buffered,
+                    waiting_at_end,
+                    frames,
+                    callouts,
+                )
+                .await?
+                {
+                    pass.reply = Some(reply);
+                    return Ok(pass);
+                }
+                if frames.is_empty()
+                    && let Some(&(at, _, _)) = io.pieces.front()
+                {
+                    match io.wait(Wait::Piece { at }).await {
+                        Delivery::Piece => Self::piece_arrives(io, frames),
+                        Delivery::Disconnected => return Err(disconnected(callback)),
+                        // Nothing else wakes this wait.
+                        _ => {}
+                    }
+                }
+                continue;
+            }
             let Some((start, data, mut eos)) = frames.pop_front() else {
                 // The upstream's response ends with its trailers.
                 if direction == Direction::Response && trailers.is_some() {
@@ -2958,8 +3259,9 @@ impl Chain {
             // (Envoy's codec ends the message in the same read); callout responses
             // come in after what arrived together.
             // Trailers arrive with the last data frame, too.
-            let trailers_follow =
-                frames.is_empty() && trailers.as_ref().is_some_and(|t| t.at < order.len());
+            let trailers_follow = frames.is_empty()
+                && io.pieces.is_empty()
+                && trailers.as_ref().is_some_and(|t| t.at < order.len());
             let event_ends =
                 !trailers_follow && !matches!(frames.front(), Some((_, d, true)) if d.is_empty());
             if event_ends
@@ -2986,8 +3288,12 @@ impl Chain {
     /// in the direction's order), leaving `step`: the body that arrived
     /// meanwhile goes through the filters before it
     /// ([`Chain::arrive_while_paused`]), then the stream waits
-    /// ([`Header::wait`]). A local reply from one of those filters' body
-    /// callbacks ends the stream there; the headers come back as they are.
+    /// ([`Header::wait`]): for the answer, and meanwhile for the next piece
+    /// of a body sent with a [`ChunkGap`] (it goes the same way) and the
+    /// answers to the callouts of the filters before it that buffered body
+    /// ([`Chain::answer_before`]: resumed, they send it on towards the paused
+    /// filter). A local reply from one of those filters' callbacks ends the
+    /// stream there; the headers come back as they are.
     #[allow(
         clippy::too_many_arguments,
         reason = "the state of one stream's pass, owned by `send`"
@@ -3003,21 +3309,79 @@ impl Chain {
         fields: &mut Fields,
         held: &mut Option<usize>,
     ) -> Result<Paused> {
-        let arrived =
-            Self::arrive_while_paused(io, header, &step, position, arriving, progress, callouts)
-                .await;
-        Ok(match arrived {
-            Ok(None) => Paused::Step(header.wait(io, step, callouts).await),
-            Ok(Some(reply)) => {
-                let step = After::Returned {
-                    action: None,
-                    resumed: false,
-                };
-                Self::headers_returned(io, header, Ok(step), fields, held)?;
-                Paused::Reply(reply)
+        let mut step = step;
+        loop {
+            let arrived = Self::arrive_while_paused(
+                io, header, &step, position, arriving, progress, callouts,
+            )
+            .await;
+            match arrived {
+                Ok(None) => {}
+                Ok(Some(reply)) => {
+                    let step = After::Returned {
+                        action: None,
+                        resumed: false,
+                    };
+                    Self::headers_returned(io, header, Ok(step), fields, held)?;
+                    return Ok(Paused::Reply(reply));
+                }
+                Err(e) => return Ok(Paused::Step(Err(e))),
             }
-            Err(e) => Paused::Step(Err(e)),
-        })
+            // Pieces of the body still to come (a body sent with a gap)
+            // arrive while the filter waits, unless it holds the headers
+            // (it gets the body itself).
+            let pieces = match arriving.as_deref() {
+                Some(_) if !io.pieces.is_empty() => {
+                    let chain = io.chain();
+                    !matches!(&step, After::Returned { action, .. }
+                        if holds(&chain.slots[header.i], *action, header.end_of_stream))
+                }
+                _ => false,
+            };
+            // The filters before it that hold buffered body: their callouts'
+            // answers may send it on meanwhile.
+            let before = match arriving.as_deref() {
+                Some(a) => Self::buffering_before(header.direction, position, a, progress),
+                None => Vec::new(),
+            };
+            match header.wait(io, step, callouts, pieces, &before).await {
+                Ok((waited, Woke::Piece)) => {
+                    step = waited;
+                    if let (Some(a), Some((_, data, eos))) =
+                        (arriving.as_deref_mut(), io.pieces.pop_front())
+                    {
+                        a.frames.push_back((0, data, eos));
+                    }
+                }
+                Ok((waited, Woke::Answer(j, call))) => {
+                    step = waited;
+                    let Some(a) = arriving.as_deref_mut() else {
+                        continue;
+                    };
+                    match Self::answer_before(io, header.direction, a, j, call, callouts) {
+                        Ok(None) => {}
+                        Ok(Some(reply)) => {
+                            Self::leave_callouts(io, progress);
+                            let step = After::Returned {
+                                action: None,
+                                resumed: false,
+                            };
+                            Self::headers_returned(io, header, Ok(step), fields, held)?;
+                            return Ok(Paused::Reply(reply));
+                        }
+                        Err(e) => return Ok(Paused::Step(Err(e))),
+                    }
+                }
+                Ok((waited, Woke::Done)) => {
+                    if let Some(a) = arriving.as_deref_mut() {
+                        let filters = io.chain().slots.len();
+                        a.gather(header.direction, position, filters);
+                    }
+                    return Ok(Paused::Step(Ok(waited)));
+                }
+                Err(e) => return Ok(Paused::Step(Err(e))),
+            }
+        }
     }
 
     /// Filter `header.i`'s headers callback paused the stream (at `position`
@@ -3071,7 +3435,8 @@ impl Chain {
             arrived = std::mem::take(a.frames);
         }
         let mut no_trailers = None;
-        let trailers = if a.in_pieces {
+        // Trailers come with the last piece.
+        let trailers = if a.in_pieces || !io.pieces.is_empty() {
             &mut no_trailers
         } else {
             &mut *a.trailers
@@ -3103,6 +3468,8 @@ impl Chain {
             Direction::Response => fill(order, (filters - position..filters).rev()),
         };
         let waits = std::mem::replace(&mut io.waits, false);
+        // What has not arrived yet is not this pass's.
+        let pieces = std::mem::take(&mut io.pieces);
         let pass = Self::pass_body(
             io,
             direction,
@@ -3116,46 +3483,122 @@ impl Chain {
         )
         .await;
         io.waits = waits;
+        io.pieces = pieces;
         let pass = pass?;
         a.complete |= pass.complete;
         if pass.reply.is_some() {
             *a.order = order;
-            // The reply goes out at once: the stream's callouts still in
-            // flight are answered after it ended (Envoy 1.40), not waited for
-            // by the reply's body pass.
-            let mut chain = io.chain();
-            for (i, slot) in chain.slots.iter_mut().enumerate() {
-                let Some(context) = progress.get(i).and_then(|p| p.context) else {
-                    continue;
-                };
-                let state = slot.vm.state();
-                let calls = state.root().pending_calls.iter();
-                io.leftovers
-                    .extend(calls.filter(|c| c.context == context).map(|c| (i, c.token)));
-            }
+            Self::leave_callouts(io, progress);
             return Ok(pass.reply);
         }
-        let mut data = Vec::new();
-        for &i in &order {
-            if let Some(b) = a.buffered[i].take() {
-                data.extend_from_slice(&b);
-            }
-        }
         *a.order = order;
-        if data.is_empty() {
-            data = pass.out;
-        } else {
-            data.extend_from_slice(&pass.out);
-        }
+        // What waits at the paused filter: what came before (the pass took
+        // it along, as it starts at the paused filter) and what the filters
+        // before it let through now. What they buffered joins it when the
+        // filter resumes ([`Arriving::gather`]).
         // The end of the stream belongs to the stream, not to a filter: one
         // before the paused filter that stopped on it (waiting for its own
         // callout) does not keep it from the paused filter, which resumes
-        // with the whole body and the end of the stream (Envoy 1.40).
-        let ended = pass.ended || pass.complete;
-        if !data.is_empty() || ended {
-            a.frames.push_front((position, data, ended));
+        // with the whole body and the end of the stream (Envoy 1.40). Trailers
+        // that came as far as the paused filter end the stream after it.
+        let ended = pass.ended || (pass.complete && trailers.is_none());
+        if !pass.out.is_empty() || ended {
+            a.frames.push_front((position, pass.out, ended));
         }
         Ok(None)
+    }
+
+    /// A local reply goes out at once while a filter's headers wait: the
+    /// stream's callouts still in flight are answered after it ended (Envoy
+    /// 1.40), not waited for by the reply's body pass.
+    fn leave_callouts(io: &mut Io<'_, '_>, progress: &[Progress]) {
+        let mut chain = io.chain();
+        for (i, slot) in chain.slots.iter_mut().enumerate() {
+            let Some(context) = progress.get(i).and_then(|p| p.context) else {
+                continue;
+            };
+            let state = slot.vm.state();
+            let calls = state.root().pending_calls.iter();
+            io.leftovers
+                .extend(calls.filter(|c| c.context == context).map(|c| (i, c.token)));
+        }
+    }
+
+    /// The filters before the one at `position` (in `direction`'s order) that
+    /// hold buffered body while it waits, each with its context in the
+    /// stream.
+    fn buffering_before(
+        direction: Direction,
+        position: usize,
+        a: &Arriving<'_>,
+        progress: &[Progress],
+    ) -> Vec<(usize, u32)> {
+        let filters = a.buffered.len();
+        (0..position.min(filters))
+            .map(|k| match direction {
+                Direction::Request => k,
+                Direction::Response => filters - 1 - k,
+            })
+            .filter(|&i| a.buffered[i].is_some())
+            .filter_map(|i| Some((i, progress.get(i)?.context?)))
+            .collect()
+    }
+
+    /// The answer to a callout of filter `j`, before the filter whose headers
+    /// wait, which holds buffered body: `on_http_call_response` with that
+    /// body, as Envoy runs it. If it resumes the filter, the body goes on
+    /// from the filter after it (through those up to the paused filter, with
+    /// what arrives next); a local reply ends the stream.
+    fn answer_before(
+        io: &mut Io<'_, '_>,
+        direction: Direction,
+        a: &mut Arriving<'_>,
+        j: usize,
+        call: Box<PendingCall>,
+        callouts: &mut Vec<Callout>,
+    ) -> Result<Option<Reply>> {
+        let filters = a.buffered.len();
+        let step = {
+            let mut guard = io.chain();
+            let Chain {
+                slots, clusters, ..
+            } = &mut **guard;
+            let (Some(slot), Some(buffered)) = (slots.get_mut(j), a.buffered.get_mut(j)) else {
+                return Ok(None);
+            };
+            let context = call.context;
+            answer_buffered(
+                slot,
+                direction,
+                buffered,
+                context,
+                "on_http_call_response",
+                |vm| answer_call(vm, clusters, *call, callouts),
+            )?
+        };
+        match step {
+            After::Reply(request) => Ok(Some(Reply {
+                slot: Some(j),
+                request,
+            })),
+            After::Failed => Ok(Some(Reply {
+                slot: Some(j),
+                request: fail_stream(),
+            })),
+            After::Returned { resumed: true, .. } => {
+                if let Some(body) = a.buffered.get_mut(j).and_then(Option::take) {
+                    let position = match direction {
+                        Direction::Request => j,
+                        Direction::Response => filters - 1 - j,
+                    };
+                    // Before what has not arrived yet (pieces without a gap).
+                    let at = a.frames.iter().take_while(|f| f.0 > 0).count();
+                    a.frames.insert(at, (position + 1, body, a.complete));
+                }
+                Ok(None)
+            }
+            After::Returned { .. } => Ok(None),
+        }
     }
 
     /// Delivers the responses of the stream's callouts in flight, one by one,
@@ -3237,12 +3680,19 @@ impl Chain {
                 }
                 filters
             };
+            let piece = io.pieces.front().map(|&(at, _, _)| at);
             let delivery = io
                 .wait(Wait::Body {
                     filters: filters.clone(),
                     give_up,
+                    piece,
                 })
                 .await;
+            if let Delivery::Piece = delivery {
+                // The next piece goes first; the answers come after it.
+                Self::piece_arrives(io, frames);
+                return Ok(None);
+            }
             let mut guard = io.chain();
             let Chain {
                 slots,
@@ -3301,7 +3751,7 @@ impl Chain {
                     (i, step)
                 }
                 Delivery::Disconnected => return Err(disconnected(callback)),
-                Delivery::Stalled | Delivery::Upstream => {
+                Delivery::Stalled | Delivery::Upstream | Delivery::Piece => {
                     let i = order
                         .iter()
                         .copied()
@@ -3338,6 +3788,16 @@ impl Chain {
                 After::Returned { .. } => {}
             }
         }
+    }
+
+    /// The next piece of the body arrived: it joins the frames to pass, from
+    /// the first filter on. The stream has gone as far as it could before:
+    /// it waits for its callouts again.
+    fn piece_arrives(io: &mut Io<'_, '_>, frames: &mut VecDeque<(usize, Vec<u8>, bool)>) {
+        if let Some((_, data, eos)) = io.pieces.pop_front() {
+            frames.push_back((0, data, eos));
+        }
+        io.waits = true;
     }
 
     /// Finishes a stream a filter reset: access logging still runs (with no

@@ -34,7 +34,8 @@
 //! exactly the host functions and callback signatures Envoy gives them), start-up order, context ids, header maps
 //! with their availability windows and status codes, request and response bodies
 //! (delivered as data then an empty end-of-stream frame, or in the pieces a
-//! [`BodyChunks`] extension gives; buffering on Pause, `proxy_set_buffer_bytes`
+//! [`BodyChunks`] extension gives, arriving over virtual time with a [`ChunkGap`]
+//! while callouts are in flight; buffering on Pause, `proxy_set_buffer_bytes`
 //! edits; headers held by `allow_on_headers_stop_iteration` while the body is
 //! delivered), HTTP/1.1 trailers (a [`Trailers`] extension on requests and
 //! upstream responses, carried when the connection manager and the cluster
@@ -150,7 +151,8 @@ mod xds;
 
 pub use abi::AbiVersion;
 pub use chain::{
-    Arrival, Background, BodyChunks, Chain, ChainBuilder, Disconnect, FailurePolicy, Filter,
+    Arrival, Background, BodyChunks, Chain, ChainBuilder, ChunkGap, Disconnect, FailurePolicy,
+    Filter,
 };
 pub use engine::{CallLimit, DEFAULT_MAX_INSTANCES, Engine, EngineBuilder};
 pub use envoy_config::{EnvoyConfig, WasmFilterConfig};

@@ -387,7 +387,9 @@ pub struct RequestSpec {
     /// Body.
     pub body: String,
     /// Send the body chunked, in pieces of these sizes (the rest is one more
-    /// piece), each read separately by the proxy.
+    /// piece), each read separately by the proxy: a piece every
+    /// [`net::CHUNK_GAP`], the end of the body one gap after the last (the
+    /// harness gets the same gap, a [`weir_harness::ChunkGap`]).
     pub chunks: Vec<usize>,
     /// Trailers after the (then chunked) body, in order; the request names
     /// them in a `trailer` header.
@@ -509,7 +511,8 @@ impl ResponseSpec {
         if !self.chunks.is_empty() {
             b = b
                 .header("transfer-encoding", "chunked")
-                .extension(weir_harness::BodyChunks(self.chunks.clone()));
+                .extension(weir_harness::BodyChunks(self.chunks.clone()))
+                .extension(weir_harness::ChunkGap(net::CHUNK_GAP));
         }
         let fault = match self.close {
             Some(Close::BeforeHeaders) => Some(UpstreamFault::CloseBeforeHeaders),
@@ -554,7 +557,10 @@ impl Scenario {
         if !r.chunks.is_empty() || !r.trailers.is_empty() {
             b = b.header("transfer-encoding", "chunked");
             if !r.chunks.is_empty() {
-                b = b.extension(weir_harness::BodyChunks(r.chunks.clone()));
+                // The Envoy side sends the pieces this far apart.
+                b = b
+                    .extension(weir_harness::BodyChunks(r.chunks.clone()))
+                    .extension(weir_harness::ChunkGap(net::CHUNK_GAP));
             }
         } else if !r.body.is_empty() {
             b = b.header("content-length", r.body.len());

@@ -17,8 +17,9 @@ use tokio::sync::oneshot;
 use weir_harness::UpstreamFault;
 
 /// The pause between the pieces of a body sent in pieces, so that the peer reads
-/// each one separately.
-const CHUNK_GAP: std::time::Duration = std::time::Duration::from_millis(40);
+/// each one separately (and after the last piece, before the end of the body).
+/// The harness is given the same gap ([`weir_harness::ChunkGap`]).
+pub const CHUNK_GAP: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// A body to send: whole, or in the pieces a [`weir_harness::BodyChunks`]
 /// extension gives (then without `content-length`, so HTTP/1 chunked), one
@@ -305,9 +306,9 @@ pub fn send(addr: SocketAddr, request: http::Request<Bytes>) -> Result<http::Res
     })
 }
 
-/// Sends `request` over a new HTTP/1.1 connection like [`send`], but closes the
-/// connection `after` this long unless the whole response came first: `None`
-/// if the client gave up.
+/// Sends `request` over a new HTTP/1.1 connection like [`send`] (its body in
+/// pieces and trailers too), but closes the connection `after` this long
+/// unless the whole response came first: `None` if the client gave up.
 ///
 /// # Errors
 /// On connection errors or a malformed response.
@@ -323,8 +324,17 @@ pub fn send_then_disconnect(
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let conn = tokio::spawn(conn);
+        let (mut parts, body) = request.into_parts();
+        let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
+        let trailers = parts.extensions.remove::<weir_harness::Trailers>();
+        if chunks.is_some() {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        let body = outgoing(body, chunks.as_ref(), trailers);
         let exchange = async {
-            let response = sender.send_request(request.map(Full::new)).await?;
+            let response = sender
+                .send_request(http::Request::from_parts(parts, body))
+                .await?;
             let (parts, body) = response.into_parts();
             let body = body.collect().await?.to_bytes();
             anyhow::Ok(http::Response::from_parts(parts, body))

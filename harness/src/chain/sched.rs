@@ -6,9 +6,10 @@
 //! point registers what the stream waits for ([`Wait`]) and yields; this
 //! module's scheduler, a small deterministic single-threaded executor, keeps
 //! one order of events for the whole chain, by (virtual time, sequence):
-//! arrivals, callout answers, gRPC work, ticks, gRPC deadlines and upstream
-//! responses. An event that belongs to a waiting stream (its callout, its
-//! gRPC call, its upstream's response) is handed to that stream, which runs
+//! arrivals, pieces of bodies sent with a [`ChunkGap`](super::ChunkGap),
+//! callout answers, gRPC work, ticks, gRPC deadlines and upstream responses.
+//! An event that belongs to a waiting stream (its callout, its gRPC call, its
+//! next piece of body, its upstream's response) is handed to that stream, which runs
 //! until it waits again or ends; anything else (ticks, the root context's
 //! callouts, answers that arrive after their stream stopped waiting) runs in
 //! the root context. After every event, what enqueues posted is delivered
@@ -16,6 +17,7 @@
 //! the effective context, is woken.
 
 use std::cell::{RefCell, RefMut};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -74,17 +76,27 @@ pub(super) enum Wait {
     /// A headers or trailers callback of filter `slot` holds the stream
     /// (its context there is `context`): its callouts, its gRPC calls and a
     /// resume from any callback wake it. Past `give_up` it has stalled.
+    /// The next piece of a body sent in pieces with a [`ChunkGap`](super::ChunkGap)
+    /// arrives at `piece`, if any: that wakes it too.
+    /// The answers to the callouts of the filters before it that buffered
+    /// body meanwhile, each (filter, context) of `before`, wake it too.
     Held {
         slot: usize,
         context: u32,
         give_up: Duration,
+        piece: Option<Duration>,
+        before: Vec<(usize, u32)>,
     },
     /// Filters holding buffered body frames wait for their callouts, each
-    /// (filter, context) of `filters`.
+    /// (filter, context) of `filters`; the next piece of the body, if any,
+    /// arrives at `piece`.
     Body {
         filters: Vec<(usize, u32)>,
         give_up: Duration,
+        piece: Option<Duration>,
     },
+    /// The next piece of the body arrives at `at` (nothing else is awaited).
+    Piece { at: Duration },
     /// The request went upstream; its response arrives at `at`.
     Upstream { at: Duration, seq: Option<u64> },
 }
@@ -101,6 +113,8 @@ pub(super) enum Delivery {
     Resumed,
     /// The upstream's response arrived.
     Upstream,
+    /// The next piece of the body arrived.
+    Piece,
     /// Nothing can resume the stream any more.
     Stalled,
     /// The client closed its connection.
@@ -145,8 +159,9 @@ impl Entry {
             Some(Wait::Held {
                 slot: s,
                 context: c,
+                before,
                 ..
-            }) => *s == slot && *c == context,
+            }) => (*s == slot && *c == context) || before.contains(&(slot, context)),
             Some(Wait::Body { filters, .. }) => filters.contains(&(slot, context)),
             _ => false,
         }
@@ -155,6 +170,16 @@ impl Entry {
     fn give_up(&self) -> Option<Duration> {
         match &self.wait {
             Some(Wait::Held { give_up, .. } | Wait::Body { give_up, .. }) => Some(*give_up),
+            _ => None,
+        }
+    }
+
+    /// When the piece of a body the stream waits for arrives, if it waits
+    /// for one.
+    fn piece(&self) -> Option<Duration> {
+        match &self.wait {
+            Some(Wait::Held { piece, .. } | Wait::Body { piece, .. }) => *piece,
+            Some(Wait::Piece { at }) => Some(*at),
             _ => None,
         }
     }
@@ -223,6 +248,10 @@ pub(super) struct Io<'a, 'c> {
     /// by (filter, token): body passes of the response do not wait for them
     /// (they arrive as events, whenever they are due).
     pub(super) leftovers: Vec<(usize, u32)>,
+    /// The pieces of the body of the direction under way that have not
+    /// arrived yet (a body sent in pieces with a [`ChunkGap`](super::ChunkGap)):
+    /// each frame with the virtual time it arrives at.
+    pub(super) pieces: VecDeque<(Duration, Vec<u8>, bool)>,
     /// What Envoy's stream info knows of the stream (given to every VM's
     /// maps for it when it starts).
     pub(super) facts: crate::state::Facts,
@@ -295,12 +324,15 @@ impl Future for WaitFor<'_, '_> {
 }
 
 /// The next thing to happen, by (time, class, sequence): at equal times,
-/// arrivals, callout answers, gRPC work (due as soon as it appears) and
+/// arrivals, pieces of bodies (before what was sent after the stream
+/// arrived), callout answers, gRPC work (due as soon as it appears) and
 /// upstream responses in the order they were sent (class 0), then client
 /// disconnects (1), ticks (2), gRPC deadlines (3) and stalls (4).
 #[derive(Clone, Copy, Debug)]
 enum Event {
     Arrive(usize),
+    /// The next piece of stream `.0`'s body.
+    Piece(usize),
     Upstream(usize),
     Call(usize, usize),
     /// A callout of a VM FAIL_RELOAD replaced (its place in `Chain::retired`).
@@ -333,9 +365,10 @@ impl Chain {
     /// A stream runs until it waits: for a callout, a gRPC answer or a tick
     /// while a filter holds it, for its upstream's response (at once, or
     /// after an [`UpstreamFault::Delay`](crate::UpstreamFault::Delay) on the
-    /// response). Requests that arrive together are each decoded until they
-    /// wait; then callout answers, gRPC messages, ticks and upstream responses
-    /// arrive in virtual-time order (at equal times, in the order they were
+    /// response), for the next piece of a body sent with a
+    /// [`ChunkGap`](crate::ChunkGap). Requests that arrive together are each
+    /// decoded until they wait; then pieces of bodies, callout answers, gRPC
+    /// messages, ticks and upstream responses arrive in virtual-time order (at equal times, in the order they were
     /// sent), each resuming the stream it belongs to, which runs until it
     /// waits again or ends. The virtual clock is the chain's one clock: it
     /// moves to each event's time.
@@ -394,6 +427,7 @@ impl Chain {
                     id,
                     waits: true,
                     leftovers: Vec::new(),
+                    pieces: VecDeque::new(),
                     facts: crate::state::Facts::default(),
                 };
                 let future: StreamFuture<'_> = Box::pin(Chain::run_stream(io, request, &upstream));
@@ -653,6 +687,10 @@ fn run_event(chain: &mut Chain, sched: &mut Sched, at: Duration, event: Event) -
         }
         Event::Upstream(k) => {
             sched.deliver(k, Delivery::Upstream);
+            Some(k)
+        }
+        Event::Piece(k) => {
+            sched.deliver(k, Delivery::Piece);
             Some(k)
         }
         Event::Stall(k) => {
@@ -947,6 +985,13 @@ fn next_event(chain: &mut Chain, sched: &Sched) -> Option<(Duration, Event)> {
         }
         if let Some(Wait::Upstream { at, seq }) = &s.wait {
             consider((*at, 0, seq.unwrap_or(u64::MAX)), Event::Upstream(k));
+        }
+        // A piece of a body comes before what else is due at the same time
+        // (the client sent it first).
+        if s.delivery.is_none()
+            && let Some(at) = s.piece()
+        {
+            consider((at, 0, s.seq), Event::Piece(k));
         }
         if s.delivery.is_none()
             && let Some(give_up) = s.give_up()
