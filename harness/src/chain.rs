@@ -736,7 +736,7 @@ fn pauses(step: &After) -> bool {
 /// callback deferred for it (a tick or a queue notification that made the
 /// stream effective). A resume, a reply or a trap ends it; callouts still in
 /// flight are answered once the stream has gone as far as what has arrived
-/// lets it ([`answer_in_flight`]).
+/// lets it ([`Chain::answer_in_flight`]).
 async fn wait_paused(
     io: &mut Io<'_, '_>,
     i: usize,
@@ -2126,7 +2126,7 @@ impl Chain {
     /// One stream of a batch, from its arrival to its end: the request through
     /// the filters, the upstream, the response back, access logging
     /// ([`Chain::send`]'s whole path). It borrows the chain only between its wait
-    /// points ([`wait_paused`], [`answer_in_flight`], the upstream's response).
+    /// points ([`wait_paused`], [`Chain::answer_in_flight`], the upstream's response).
     async fn run_stream<U: Upstream>(
         mut io: Io<'_, '_>,
         request: http::Request<Bytes>,

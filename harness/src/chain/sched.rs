@@ -9,8 +9,8 @@
 //! arrivals, pieces of bodies sent with a [`ChunkGap`](super::ChunkGap),
 //! callout answers, gRPC work, ticks, gRPC deadlines and upstream responses.
 //! An event that belongs to a waiting stream (its callout, its gRPC call, its
-//! next piece of body, its upstream's response) is handed to that stream, which runs
-//! until it waits again or ends; anything else (ticks, the root context's
+//! next piece of body, its upstream's response) is handed to that stream,
+//! which runs until it waits again or ends; anything else (ticks, the root context's
 //! callouts, answers that arrive after their stream stopped waiting) runs in
 //! the root context. After every event, what enqueues posted is delivered
 //! (`on_queue_ready`), and a stream that another callback resumed, through
@@ -368,7 +368,8 @@ impl Chain {
     /// response), for the next piece of a body sent with a
     /// [`ChunkGap`](crate::ChunkGap). Requests that arrive together are each
     /// decoded until they wait; then pieces of bodies, callout answers, gRPC
-    /// messages, ticks and upstream responses arrive in virtual-time order (at equal times, in the order they were
+    /// messages, ticks and upstream responses arrive in virtual-time order
+    /// (at equal times, in the order they were
     /// sent), each resuming the stream it belongs to, which runs until it
     /// waits again or ends. The virtual clock is the chain's one clock: it
     /// moves to each event's time.
