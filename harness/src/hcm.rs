@@ -544,6 +544,32 @@ impl ConnectionManager {
         self
     }
 
+    /// The locality of the route's cluster's endpoint (its
+    /// `load_assignment.endpoints[0].locality`: `region`, `zone`,
+    /// `sub_zone`), which filters read as `upstream.locality` once the router
+    /// picked the host, as Envoy 1.40 answers it (the message serialized, or
+    /// one field's text); default: an empty locality, as an endpoint whose
+    /// bootstrap gives none.
+    ///
+    /// ```
+    /// use weir_harness::ConnectionManager;
+    ///
+    /// let hcm = ConnectionManager::default().upstream_locality("us-east1", "us-east1-b", "");
+    /// ```
+    pub fn upstream_locality(
+        mut self,
+        region: impl Into<String>,
+        zone: impl Into<String>,
+        sub_zone: impl Into<String>,
+    ) -> Self {
+        self.metadata.host.place = crate::xds::Locality {
+            region: region.into(),
+            zone: zone.into(),
+            sub_zone: sub_zone.into(),
+        };
+        self
+    }
+
     /// What the chain's filters read of the bootstrap: `node` and this
     /// connection manager's metadata.
     pub(crate) fn bootstrap(&self, node: Node) -> Bootstrap {

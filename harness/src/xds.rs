@@ -261,6 +261,9 @@ pub(crate) struct Bootstrap {
 pub(crate) struct HostMetadata {
     pub(crate) endpoint: Option<Metadata>,
     pub(crate) locality: Option<Metadata>,
+    /// The endpoint's locality (`upstream.locality`): empty when the
+    /// bootstrap gives none.
+    pub(crate) place: Locality,
 }
 
 // Reading them from a bootstrap (YAML).
@@ -414,6 +417,23 @@ fn yaml_string(map: &serde_yaml_ng::Mapping, key: &str, at: &str) -> Result<Stri
     }
 }
 
+/// A `Locality` (`at` names it in errors): its `region`, `zone` and
+/// `sub_zone`, each empty when not given; a `null` is an empty one.
+fn locality_from_yaml(locality: &Yaml, at: &str) -> Result<Locality> {
+    if locality.is_null() {
+        return Ok(Locality::default());
+    }
+    let l = locality
+        .as_mapping()
+        .ok_or_else(|| bad(format!("{at} must be a mapping")))?;
+    only(l, &["region", "zone", "sub_zone"], at)?;
+    Ok(Locality {
+        region: yaml_string(l, "region", at)?,
+        zone: yaml_string(l, "zone", at)?,
+        sub_zone: yaml_string(l, "sub_zone", at)?,
+    })
+}
+
 /// The bootstrap's `node` (`node` is the value of the root's `node` key).
 pub(crate) fn node_from_yaml(node: Option<&Yaml>) -> Result<Node> {
     let Some(node) = node else {
@@ -423,20 +443,10 @@ pub(crate) fn node_from_yaml(node: Option<&Yaml>) -> Result<Node> {
         .as_mapping()
         .ok_or_else(|| bad("node must be a mapping".to_owned()))?;
     only(map, &["id", "cluster", "metadata", "locality"], "node")?;
-    let locality = match map.get("locality") {
-        None => None,
-        Some(l) => {
-            let l = l
-                .as_mapping()
-                .ok_or_else(|| bad("node.locality must be a mapping".to_owned()))?;
-            only(l, &["region", "zone", "sub_zone"], "node.locality")?;
-            Some(Locality {
-                region: yaml_string(l, "region", "node.locality")?,
-                zone: yaml_string(l, "zone", "node.locality")?,
-                sub_zone: yaml_string(l, "sub_zone", "node.locality")?,
-            })
-        }
-    };
+    let locality = map
+        .get("locality")
+        .map(|l| locality_from_yaml(l, "node.locality"))
+        .transpose()?;
     Ok(Node {
         id: yaml_string(map, "id", "node")?,
         cluster: yaml_string(map, "cluster", "node")?,
@@ -486,6 +496,8 @@ pub(crate) fn metadata_from_yaml(metadata: Option<&Yaml>, at: &str) -> Result<Me
 /// bootstrap, `name` naming it in errors) and of its locality: its
 /// `load_assignment`'s `endpoints[0].lb_endpoints[0].metadata` and
 /// `endpoints[0].metadata`. A `null` is protobuf's default: no metadata.
+/// With them, the locality itself (`endpoints[0].locality`, empty when not
+/// given).
 ///
 /// Envoy 1.40 gives the hosts of a `STATIC` cluster (the default `type`) a
 /// null message where the bootstrap gives no metadata, and those of a
@@ -510,7 +522,18 @@ pub(crate) fn host_metadata_from_yaml(cluster: Option<&Yaml>, name: &str) -> Res
             .transpose()?;
         Ok::<_, Error>(given.or_else(|| dns.then(Metadata::default)))
     };
+    let place = locality
+        .and_then(|l| l.get("locality"))
+        .map(|l| {
+            locality_from_yaml(
+                l,
+                &format!("clusters[{name}].load_assignment.endpoints[0].locality"),
+            )
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(HostMetadata {
+        place,
         endpoint: read(
             endpoint.and_then(|e| e.get("metadata")),
             format!("clusters[{name}].load_assignment.endpoints[0].lb_endpoints[0].metadata"),
