@@ -4,7 +4,8 @@
 //! cluster (`xds.listener_metadata`, `xds.virtual_host_metadata`,
 //! `xds.route_metadata`, `xds.cluster_metadata`), and those of the cluster's
 //! one endpoint and of its locality (`xds.upstream_host_metadata`,
-//! `xds.upstream_host_locality_metadata`).
+//! `xds.upstream_host_locality_metadata`), and that locality itself
+//! (`upstream.locality`).
 //!
 //! Metadata are `google.protobuf.Struct`s: strings, numbers (doubles), bools,
 //! nulls, lists and nested structs. A test gives them as JSON
@@ -443,10 +444,13 @@ pub(crate) fn node_from_yaml(node: Option<&Yaml>) -> Result<Node> {
         .as_mapping()
         .ok_or_else(|| bad("node must be a mapping".to_owned()))?;
     only(map, &["id", "cluster", "metadata", "locality"], "node")?;
-    let locality = map
-        .get("locality")
-        .map(|l| locality_from_yaml(l, "node.locality"))
-        .transpose()?;
+    let locality = match map.get("locality") {
+        None => None,
+        Some(l) if l.is_null() => {
+            return Err(bad("node.locality must be a mapping".to_owned()));
+        }
+        Some(l) => Some(locality_from_yaml(l, "node.locality")?),
+    };
     Ok(Node {
         id: yaml_string(map, "id", "node")?,
         cluster: yaml_string(map, "cluster", "node")?,
@@ -783,5 +787,57 @@ mod tests {
                 .contains("clusters[up].load_assignment.endpoints[0].metadata.filter_metadata.f"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_endpoints_locality_from_a_cluster() {
+        let read = |text: &str| {
+            let cluster: Yaml = serde_yaml_ng::from_str(text).expect("yaml");
+            host_metadata_from_yaml(Some(&cluster), "up").map(|host| host.place)
+        };
+        let place = read(
+            "load_assignment: {endpoints: [{locality: {region: r, zone: z, sub_zone: s}, \
+             lb_endpoints: []}]}",
+        )
+        .expect("a locality");
+        assert_eq!(
+            (
+                place.region.as_str(),
+                place.zone.as_str(),
+                place.sub_zone.as_str()
+            ),
+            ("r", "z", "s")
+        );
+        // Absent, null, empty or with fields left out: empty ones.
+        for text in [
+            "{}",
+            "load_assignment: {endpoints: [{locality: null}]}",
+            "load_assignment: {endpoints: [{locality: {}}]}",
+        ] {
+            assert_eq!(read(text).expect(text), Locality::default(), "{text}");
+        }
+        let place = read("load_assignment: {endpoints: [{locality: {zone: z}}]}").expect("zone");
+        assert_eq!((place.region.as_str(), place.zone.as_str()), ("", "z"));
+        // What Envoy's Locality cannot hold is refused, the path named.
+        for (text, path) in [
+            (
+                "load_assignment: {endpoints: [{locality: [r]}]}",
+                "clusters[up].load_assignment.endpoints[0].locality must be a mapping",
+            ),
+            (
+                "load_assignment: {endpoints: [{locality: {zone: 3}}]}",
+                "clusters[up].load_assignment.endpoints[0].locality.zone",
+            ),
+            (
+                "load_assignment: {endpoints: [{locality: {rack: r}}]}",
+                "clusters[up].load_assignment.endpoints[0].locality.rack",
+            ),
+        ] {
+            let err = read(text).expect_err(text);
+            assert!(err.to_string().contains(path), "{err}");
+        }
+        // The node's locality stays refused when null, as before.
+        let node: Yaml = serde_yaml_ng::from_str("{locality: null}").expect("yaml");
+        assert!(node_from_yaml(Some(&node)).is_err());
     }
 }
