@@ -264,6 +264,7 @@ const NETWORK_BOOTSTRAP: Table = &[
 
 /// `tcp_proxy`'s cluster, for the network loader (before `CLUSTER`).
 const NETWORK_UPSTREAM: Table = &[
+    ("load_assignment.endpoints.0.locality", ReadAll),
     ("metadata", ReadAll),
     (
         "load_assignment.endpoints.0.lb_endpoints.0.metadata",
@@ -1137,6 +1138,7 @@ const ROUTE_ACTION: Table = &[
 /// The emulated route's cluster, for the HTTP loader (before `CLUSTER`): the
 /// harness's upstream speaks HTTP/1.
 const HTTP_UPSTREAM: Table = &[
+    ("load_assignment.endpoints.0.locality", ReadAll),
     ("metadata", ReadAll),
     (
         "load_assignment.endpoints.0.lb_endpoints.0.metadata",
@@ -1320,7 +1322,7 @@ const CLUSTER: Table = &[
     ),
     (
         "load_assignment.endpoints.0.locality",
-        Warn("not emulated: filters read an empty upstream.locality"),
+        Inert("no attribute carries the locality of an endpoint no stream goes to"),
     ),
     (
         "load_assignment.endpoints.0.metadata",

@@ -24,7 +24,9 @@
 //! [`crate::Metadata`] for how Envoy reads their YAML) and that cluster's
 //! `type` (the endpoint of a `STRICT_DNS` or `LOGICAL_DNS` cluster has empty
 //! metadata where the bootstrap gives none, a `STATIC` one's none: see
-//! [`ConnectionManager::upstream_host_metadata`]). Configuration values must be
+//! [`ConnectionManager::upstream_host_metadata`]), and the endpoints'
+//! `locality` (`upstream.locality`, see
+//! [`ConnectionManager::upstream_locality`]). Configuration values must be
 //! `google.protobuf.StringValue` (passed raw, as Envoy does). Like Envoy, it
 //! refuses a route table whose routes name a cluster the bootstrap does not
 //! define, unless the route config sets `validate_clusters: false`: then, as
@@ -522,6 +524,8 @@ impl EnvoyConfig {
             if let Some(metadata) = host.locality {
                 manager = manager.upstream_host_locality_metadata(metadata);
             }
+            let place = host.place;
+            manager = manager.upstream_locality(place.region, place.zone, place.sub_zone);
             manager = manager.upstream_enable_trailers(cluster_trailers(&root, &cluster));
             manager = manager
                 .route_cluster(cluster)
@@ -897,6 +901,7 @@ static_resources:
         let empty = crate::xds::HostMetadata {
             endpoint: Some(crate::Metadata::new()),
             locality: Some(crate::Metadata::new()),
+            ..crate::xds::HostMetadata::default()
         };
         assert_eq!(xds.host, empty);
         for (kind, expected) in [
@@ -930,6 +935,46 @@ static_resources:
             text.contains(
                 "clusters[upstream].load_assignment.endpoints[0].metadata.typed_filter_metadata"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_endpoints_locality_is_read_not_warned() {
+        let at = format!("{UPSTREAM}.load_assignment.endpoints.0.locality");
+        let config = parsed(&with(
+            SHIPPED,
+            &at,
+            "{region: us-east1, zone: us-east1-b, sub_zone: rack-7}",
+        ));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let xds = config.connection_manager.bootstrap(config.node.clone());
+        let expected = crate::xds::Locality {
+            region: "us-east1".to_owned(),
+            zone: "us-east1-b".to_owned(),
+            sub_zone: "rack-7".to_owned(),
+        };
+        assert_eq!(xds.host.place, expected);
+        // Fields not given are empty, as is a locality not given.
+        let config = parsed(&with(SHIPPED, &at, "{zone: z1}"));
+        let xds = config.connection_manager.bootstrap(config.node.clone());
+        assert_eq!(
+            (xds.host.place.region.as_str(), xds.host.place.zone.as_str()),
+            ("", "z1")
+        );
+        let none = parsed(SHIPPED);
+        let xds = none.connection_manager.bootstrap(none.node.clone());
+        assert_eq!(xds.host.place, crate::xds::Locality::default());
+        // A field Envoy's Locality does not have, or a value that is not a
+        // string: refused, the path named.
+        let text = refusal(&with(SHIPPED, &at, "{zone: z1, rack: r1}"));
+        assert!(
+            text.contains("clusters[upstream].load_assignment.endpoints[0].locality.rack"),
+            "{text}"
+        );
+        let text = refusal(&with(SHIPPED, &at, "{zone: [z1]}"));
+        assert!(
+            text.contains("clusters[upstream].load_assignment.endpoints[0].locality.zone"),
             "{text}"
         );
     }

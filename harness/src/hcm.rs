@@ -285,6 +285,43 @@ impl HttpCache {
 
 /// Settings of the emulated `HttpConnectionManager` and router. The defaults are
 /// Envoy's; set them to match the Envoy config a test mirrors.
+///
+/// # Request targets
+///
+/// A request's URI is the target its HTTP/1 request line carries, and the
+/// connection manager answers as Envoy 1.40 does (measured,
+/// `tests/conformance/path-not-absolute*.yaml`), whatever the path
+/// normalization settings, before any filter exists (no filter sees the
+/// request, none logs it):
+/// - origin form (`/x?q=1`): the request's `:path`;
+/// - absolute form (`http://host/x`): `:path` `/x`, `:authority` `host` (not
+///   the `host` header), `:scheme` `http` or `https`; another scheme is
+///   refused like an unreadable target;
+/// - asterisk form, built with `uri("*")`: `OPTIONS *` is answered `404`
+///   with an empty body (the connection stays open unless the request's
+///   body was still coming; a gRPC request gets `200` with `grpc-status`
+///   12); with any other method, `400` as below;
+/// - authority form (`host:port`) with a method other than `CONNECT`, and
+///   an absolute form with another scheme: Envoy's HTTP/1 codec cannot read
+///   it: `400`, body `Bad Request`, `connection: close`, never a gRPC reply.
+///
+/// The `http` crate cannot express a target like `x/y` or `*?q` (its URI
+/// parser refuses them), so neither can a test.
+///
+/// ```
+/// let options = http::Request::builder()
+///     .method("OPTIONS")
+///     .uri("*")
+///     .header("host", "example.test")
+///     .body(bytes::Bytes::new())
+///     .expect("a valid request");
+/// assert_eq!(options.uri().path(), "*");
+/// // `chain.send(options, upstream)` answers 404; the upstream sees nothing.
+/// let absolute = http::Request::get("https://example.test/x")
+///     .body(bytes::Bytes::new())
+///     .expect("a valid request");
+/// assert_eq!(absolute.uri().path(), "/x");
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ConnectionManager {
@@ -343,6 +380,39 @@ impl EscapedSlashesAction {
 /// Envoy's response-code details for a path the connection manager rejects
 /// or redirects.
 pub(crate) const PATH_NORMALIZATION_FAILED: &str = "path_normalization_failed";
+/// Envoy's details when the connection manager answers `OPTIONS *`.
+pub(crate) const ABSOLUTE_PATH: &str = "absolute_path";
+/// Envoy's details when its HTTP/1 codec cannot read the request target.
+pub(crate) const INVALID_URL: &str = "http1.invalid_url";
+
+/// The reply to a request whose `:path` does not start with `/` (see
+/// [`ConnectionManager::prepare_path`]); a codec error leaves `fields` empty,
+/// as Envoy has no request headers then.
+fn not_a_path(fields: &mut Fields) -> Option<LocalReplyRequest> {
+    let path = fields.get(b":path")?;
+    if path.starts_with(b"/") {
+        return None;
+    }
+    if path == b"*" && fields.get(b":method") == Some(b"OPTIONS") {
+        return Some(LocalReplyRequest {
+            status: 404,
+            details: ABSOLUTE_PATH.to_owned(),
+            body: Vec::new(),
+            headers: Fields::new(Kind::Plain),
+            grpc_status: -1,
+        });
+    }
+    let capacity = fields.len();
+    *fields =
+        std::mem::replace(fields, Fields::new(Kind::Request)).emptied(Kind::Request, capacity);
+    Some(LocalReplyRequest {
+        status: 400,
+        details: INVALID_URL.to_owned(),
+        body: b"Bad Request".to_vec(),
+        headers: Fields::new(Kind::Plain),
+        grpc_status: -1,
+    })
+}
 
 /// What the connection manager makes of a request's path before the first
 /// filter (Envoy's `maybeNormalizePath`).
@@ -544,6 +614,32 @@ impl ConnectionManager {
         self
     }
 
+    /// The locality of the route's cluster's endpoint (its
+    /// `load_assignment.endpoints[0].locality`: `region`, `zone`,
+    /// `sub_zone`), which filters read as `upstream.locality` once the router
+    /// picked the host, as Envoy 1.40 answers it (the message serialized, or
+    /// one field's text); default: an empty locality, as an endpoint whose
+    /// bootstrap gives none.
+    ///
+    /// ```
+    /// use weir_harness::ConnectionManager;
+    ///
+    /// let hcm = ConnectionManager::default().upstream_locality("us-east1", "us-east1-b", "");
+    /// ```
+    pub fn upstream_locality(
+        mut self,
+        region: impl Into<String>,
+        zone: impl Into<String>,
+        sub_zone: impl Into<String>,
+    ) -> Self {
+        self.metadata.host.place = crate::xds::Locality {
+            region: region.into(),
+            zone: zone.into(),
+            sub_zone: sub_zone.into(),
+        };
+        self
+    }
+
     /// What the chain's filters read of the bootstrap: `node` and this
     /// connection manager's metadata.
     pub(crate) fn bootstrap(&self, node: Node) -> Bootstrap {
@@ -722,7 +818,20 @@ impl ConnectionManager {
     /// What the connection manager does to the request headers' `:path`
     /// before the first filter: normalizes it in place, or returns the local
     /// reply that answers the request instead (no filter sees it).
+    ///
+    /// Before normalizing (whatever its settings), a request whose target is
+    /// not a path, as Envoy 1.40 answers it (measured,
+    /// `tests/conformance/path-not-absolute*.yaml`): `OPTIONS *` gets `404`
+    /// with an empty body (details `absolute_path`); any other target that
+    /// does not start with `/` (`GET *`, `host:port`, `ftp://host/x`) is an
+    /// HTTP/1 codec error
+    /// before there are request headers: `400` with the body `Bad Request`
+    /// (details `http1.invalid_url`), never a gRPC reply. An absolute-form
+    /// target (`http://host/x`) is the path `/x` of that host.
     pub(crate) fn prepare_path(&self, fields: &mut Fields) -> Option<LocalReplyRequest> {
+        if let Some(reply) = not_a_path(fields) {
+            return Some(reply);
+        }
         if !self.normalize_path
             && !self.merge_slashes
             && self.escaped_slashes == EscapedSlashesAction::KeepUnchanged
@@ -790,10 +899,26 @@ impl ConnectionManager {
                     "no host: give the request a Host header or an absolute URI".to_owned(),
                 )
             })?;
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str);
+        let uri = request.uri();
+        // An authority-form target (`host:port`, for CONNECT) is what the
+        // codec reads as the path of any other method, as it reads the whole
+        // of an absolute-form target whose scheme is neither `http` nor
+        // `https`: not a path at all ([`ConnectionManager::prepare_path`]
+        // answers them).
+        let whole;
+        let path = match (uri.scheme_str(), uri.path_and_query()) {
+            (Some(scheme), _) if !matches!(scheme, "http" | "https") => {
+                whole = uri.to_string();
+                whole.as_str()
+            }
+            (_, Some(path)) => path.as_str(),
+            (None, None) if request.method() != http::Method::CONNECT => {
+                uri.authority().map_or("/", http::uri::Authority::as_str)
+            }
+            _ => "/",
+        };
+        // An absolute-form target gives the request its scheme.
+        let scheme = uri.scheme_str().unwrap_or("http");
         // The pseudo-headers, the client's, up to two more and room for what
         // filters usually add.
         let mut fields = recycled.emptied(
@@ -803,7 +928,7 @@ impl ConnectionManager {
         fields.add_new(b":authority", authority);
         fields.add_new(b":path", path.as_bytes());
         fields.add_new(b":method", request.method().as_str().as_bytes());
-        fields.add_new(b":scheme", b"http");
+        fields.add_new(b":scheme", scheme.as_bytes());
         let (mut has_proto, mut has_id, mut te_seen) = (false, false, false);
         for (name, value) in request.headers() {
             if name == http::header::TE {
@@ -1154,8 +1279,8 @@ pub(crate) fn percent_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Envoy's HTTP/1 codec sends `content-length: 0` on a bodiless request whose
-/// method normally carries a body.
+/// Envoy's HTTP/1 codec sends `content-length: 0` on a bodiless request
+/// unless its method is one whose requests have no body.
 pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
     let headers = request.headers();
     if frames_empty_body(request.method(), request.body())
@@ -1170,11 +1295,18 @@ pub(crate) fn frame_request(request: &mut http::Request<Bytes>) {
 
 /// Whether a request with `method` and `body` gets `content-length: 0` when
 /// it has neither `content-length` nor `transfer-encoding`: a bodiless
-/// request whose method normally carries a body.
+/// request whose method is not one of those Envoy's codec sends without a
+/// body (`GET`, `HEAD`, `DELETE`, `TRACE`, `CONNECT`), so `POST` and
+/// `OPTIONS` get it, and an extension method such as `PURGE` (measured in
+/// Envoy 1.40, `tests/conformance/path-not-absolute.yaml`).
 fn frames_empty_body(method: &http::Method, body: &Bytes) -> bool {
-    matches!(
+    !matches!(
         *method,
-        http::Method::POST | http::Method::PUT | http::Method::PATCH
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::DELETE
+            | http::Method::TRACE
+            | http::Method::CONNECT
     ) && body.is_empty()
 }
 
@@ -1737,6 +1869,94 @@ mod tests {
         fields.add_new(b"content-type", b"application/grpc");
         let reply = redirect.prepare_path(&mut fields).expect("rejected");
         assert_eq!(reply.status, 400);
+    }
+
+    /// The request fields of a request with `method` and `target`, then what
+    /// the connection manager answers before the filters, if anything.
+    fn early(
+        m: &ConnectionManager,
+        method: &str,
+        target: &str,
+    ) -> (Fields, Option<LocalReplyRequest>) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "h")
+            .header("content-type", "application/grpc")
+            .body(Bytes::new())
+            .expect("request");
+        let mut fields = m
+            .request_fields(&req, || [0; 16], Fields::default())
+            .expect("fields");
+        let reply = m.prepare_path(&mut fields);
+        (fields, reply)
+    }
+
+    #[test]
+    fn a_target_that_is_not_a_path_is_answered_before_normalizing() {
+        for m in [ConnectionManager::default(), auth_settings()] {
+            // OPTIONS *: 404, no body; the request keeps its headers (a gRPC
+            // client gets a gRPC reply).
+            let (fields, reply) = early(&m, "OPTIONS", "*");
+            let reply = reply.expect("answered");
+            assert_eq!((reply.status, reply.details.as_str()), (404, ABSOLUTE_PATH));
+            assert!(reply.body.is_empty());
+            assert!(is_grpc_request(&fields));
+            // Any other method with `*`, an authority form, another scheme:
+            // the codec's 400, without request headers.
+            for (method, target) in [
+                ("GET", "*"),
+                ("POST", "*"),
+                ("GET", "h:80"),
+                ("OPTIONS", "h:80"),
+                ("GET", "ftp://h/x"),
+            ] {
+                let (fields, reply) = early(&m, method, target);
+                let reply = reply.expect("answered");
+                assert_eq!(
+                    (reply.status, reply.details.as_str(), &reply.body[..]),
+                    (400, INVALID_URL, &b"Bad Request"[..]),
+                    "{method} {target}"
+                );
+                assert_eq!(fields.len(), 0, "{method} {target}");
+            }
+            // An absolute form is its path, host and scheme.
+            let (fields, reply) = early(&m, "GET", "https://other/x?q=1");
+            assert!(reply.is_none());
+            assert_eq!(fields.get(b":path"), Some(&b"/x?q=1"[..]));
+            assert_eq!(fields.get(b":authority"), Some(&b"other"[..]));
+            assert_eq!(fields.get(b":scheme"), Some(&b"https"[..]));
+            let (fields, reply) = early(&m, "OPTIONS", "http://other");
+            assert!(reply.is_none());
+            assert_eq!(fields.get(b":path"), Some(&b"/"[..]));
+            assert_eq!(fields.get(b":scheme"), Some(&b"http"[..]));
+        }
+    }
+
+    #[test]
+    fn a_bodiless_request_is_framed_unless_its_method_has_no_body() {
+        for (method, framed) in [
+            ("GET", false),
+            ("HEAD", false),
+            ("DELETE", false),
+            ("TRACE", false),
+            ("POST", true),
+            ("PUT", true),
+            ("PATCH", true),
+            ("OPTIONS", true),
+            ("PURGE", true),
+        ] {
+            let method = http::Method::from_bytes(method.as_bytes()).expect("method");
+            assert_eq!(
+                frames_empty_body(&method, &Bytes::new()),
+                framed,
+                "{method}"
+            );
+            assert!(
+                !frames_empty_body(&method, &Bytes::from_static(b"x")),
+                "{method}"
+            );
+        }
     }
 
     #[test]

@@ -370,6 +370,33 @@ impl NetworkChainBuilder {
         self
     }
 
+    /// The locality of the endpoint of `tcp_proxy`'s cluster (its
+    /// `load_assignment.endpoints[0].locality`: `region`, `zone`,
+    /// `sub_zone`), read as `upstream.locality` once `tcp_proxy` connects
+    /// (default: an empty locality, as an endpoint whose bootstrap gives
+    /// none).
+    ///
+    /// ```
+    /// use weir_harness::NetworkChainBuilder;
+    ///
+    /// fn locality(builder: NetworkChainBuilder) -> NetworkChainBuilder {
+    ///     builder.upstream_locality("eu-west1", "eu-west1-c", "rack-2")
+    /// }
+    /// ```
+    pub fn upstream_locality(
+        mut self,
+        region: impl Into<String>,
+        zone: impl Into<String>,
+        sub_zone: impl Into<String>,
+    ) -> Self {
+        self.xds.host.place = crate::xds::Locality {
+            region: region.into(),
+            zone: zone.into(),
+            sub_zone: sub_zone.into(),
+        };
+        self
+    }
+
     /// Adds a cluster that filters can call with `proxy_http_call`, answered by
     /// `upstream` (as [`ChainBuilder::cluster`](crate::ChainBuilder::cluster)).
     /// Calls to other clusters are refused with `BadArgument`.

@@ -57,6 +57,9 @@ pub struct NetworkConfig {
     /// The `metadata` of that endpoint's locality
     /// (`load_assignment.endpoints[0].metadata`), if it has any.
     pub upstream_host_locality_metadata: Option<Metadata>,
+    /// That endpoint's locality (`load_assignment.endpoints[0].locality`),
+    /// read as `upstream.locality`.
+    upstream_locality: crate::xds::Locality,
     /// Fields the harness accepts but does not emulate, where only edge cases
     /// differ from Envoy (each names the field's path and what Envoy does);
     /// also logged with `tracing::warn!` when parsed.
@@ -121,6 +124,7 @@ impl NetworkConfig {
             node: node_from_yaml(root.get("node"))?,
             upstream_host_metadata: host.endpoint,
             upstream_host_locality_metadata: host.locality,
+            upstream_locality: host.place,
             listener_metadata: metadata_from_yaml(
                 listener.get("metadata"),
                 "listeners[0].metadata",
@@ -156,6 +160,12 @@ impl NetworkConfig {
         if let Some(metadata) = &self.upstream_host_locality_metadata {
             builder = builder.upstream_host_locality_metadata(metadata.clone());
         }
+        let place = &self.upstream_locality;
+        builder = builder.upstream_locality(
+            place.region.clone(),
+            place.zone.clone(),
+            place.sub_zone.clone(),
+        );
         for f in &self.filters {
             let mut filter = Filter::new(load(f)?)
                 .name(&f.name)
@@ -359,6 +369,30 @@ static_resources:
         assert!(err.to_string().contains("\"yes\""), "{err}");
         assert_eq!(config.upstream_host_metadata, None);
         assert_eq!(config.upstream_host_locality_metadata, None);
+    }
+
+    #[test]
+    fn the_endpoints_locality_is_read_not_warned() {
+        let yaml = format!(
+            "{CHAIN}  clusters:\n  - name: backend\n    load_assignment:\n      endpoints:\n      \
+             - locality: {{region: r1, sub_zone: s1}}\n        lb_endpoints:\n        \
+             - endpoint: {{address: {{socket_address: {{address: db, port_value: 5432}}}}}}\n"
+        );
+        let config = NetworkConfig::parse(&yaml).expect("valid");
+        assert!(config.warnings.is_empty(), "read: {:?}", config.warnings);
+        let expected = crate::xds::Locality {
+            region: "r1".to_owned(),
+            zone: String::new(),
+            sub_zone: "s1".to_owned(),
+        };
+        assert_eq!(config.upstream_locality, expected);
+        let bad = yaml.replace("sub_zone: s1", "sub_zone: 7");
+        let err = NetworkConfig::parse(&bad).expect_err("a number");
+        assert!(
+            err.to_string()
+                .contains("clusters[backend].load_assignment.endpoints[0].locality.sub_zone"),
+            "{err}"
+        );
     }
 
     #[test]

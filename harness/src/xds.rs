@@ -4,7 +4,8 @@
 //! cluster (`xds.listener_metadata`, `xds.virtual_host_metadata`,
 //! `xds.route_metadata`, `xds.cluster_metadata`), and those of the cluster's
 //! one endpoint and of its locality (`xds.upstream_host_metadata`,
-//! `xds.upstream_host_locality_metadata`).
+//! `xds.upstream_host_locality_metadata`), and that locality itself
+//! (`upstream.locality`).
 //!
 //! Metadata are `google.protobuf.Struct`s: strings, numbers (doubles), bools,
 //! nulls, lists and nested structs. A test gives them as JSON
@@ -261,6 +262,9 @@ pub(crate) struct Bootstrap {
 pub(crate) struct HostMetadata {
     pub(crate) endpoint: Option<Metadata>,
     pub(crate) locality: Option<Metadata>,
+    /// The endpoint's locality (`upstream.locality`): empty when the
+    /// bootstrap gives none.
+    pub(crate) place: Locality,
 }
 
 // Reading them from a bootstrap (YAML).
@@ -414,6 +418,23 @@ fn yaml_string(map: &serde_yaml_ng::Mapping, key: &str, at: &str) -> Result<Stri
     }
 }
 
+/// A `Locality` (`at` names it in errors): its `region`, `zone` and
+/// `sub_zone`, each empty when not given; a `null` is an empty one.
+fn locality_from_yaml(locality: &Yaml, at: &str) -> Result<Locality> {
+    if locality.is_null() {
+        return Ok(Locality::default());
+    }
+    let l = locality
+        .as_mapping()
+        .ok_or_else(|| bad(format!("{at} must be a mapping")))?;
+    only(l, &["region", "zone", "sub_zone"], at)?;
+    Ok(Locality {
+        region: yaml_string(l, "region", at)?,
+        zone: yaml_string(l, "zone", at)?,
+        sub_zone: yaml_string(l, "sub_zone", at)?,
+    })
+}
+
 /// The bootstrap's `node` (`node` is the value of the root's `node` key).
 pub(crate) fn node_from_yaml(node: Option<&Yaml>) -> Result<Node> {
     let Some(node) = node else {
@@ -425,17 +446,10 @@ pub(crate) fn node_from_yaml(node: Option<&Yaml>) -> Result<Node> {
     only(map, &["id", "cluster", "metadata", "locality"], "node")?;
     let locality = match map.get("locality") {
         None => None,
-        Some(l) => {
-            let l = l
-                .as_mapping()
-                .ok_or_else(|| bad("node.locality must be a mapping".to_owned()))?;
-            only(l, &["region", "zone", "sub_zone"], "node.locality")?;
-            Some(Locality {
-                region: yaml_string(l, "region", "node.locality")?,
-                zone: yaml_string(l, "zone", "node.locality")?,
-                sub_zone: yaml_string(l, "sub_zone", "node.locality")?,
-            })
+        Some(l) if l.is_null() => {
+            return Err(bad("node.locality must be a mapping".to_owned()));
         }
+        Some(l) => Some(locality_from_yaml(l, "node.locality")?),
     };
     Ok(Node {
         id: yaml_string(map, "id", "node")?,
@@ -486,6 +500,8 @@ pub(crate) fn metadata_from_yaml(metadata: Option<&Yaml>, at: &str) -> Result<Me
 /// bootstrap, `name` naming it in errors) and of its locality: its
 /// `load_assignment`'s `endpoints[0].lb_endpoints[0].metadata` and
 /// `endpoints[0].metadata`. A `null` is protobuf's default: no metadata.
+/// With them, the locality itself (`endpoints[0].locality`, empty when not
+/// given).
 ///
 /// Envoy 1.40 gives the hosts of a `STATIC` cluster (the default `type`) a
 /// null message where the bootstrap gives no metadata, and those of a
@@ -510,7 +526,18 @@ pub(crate) fn host_metadata_from_yaml(cluster: Option<&Yaml>, name: &str) -> Res
             .transpose()?;
         Ok::<_, Error>(given.or_else(|| dns.then(Metadata::default)))
     };
+    let place = locality
+        .and_then(|l| l.get("locality"))
+        .map(|l| {
+            locality_from_yaml(
+                l,
+                &format!("clusters[{name}].load_assignment.endpoints[0].locality"),
+            )
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(HostMetadata {
+        place,
         endpoint: read(
             endpoint.and_then(|e| e.get("metadata")),
             format!("clusters[{name}].load_assignment.endpoints[0].lb_endpoints[0].metadata"),
@@ -760,5 +787,57 @@ mod tests {
                 .contains("clusters[up].load_assignment.endpoints[0].metadata.filter_metadata.f"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_endpoints_locality_from_a_cluster() {
+        let read = |text: &str| {
+            let cluster: Yaml = serde_yaml_ng::from_str(text).expect("yaml");
+            host_metadata_from_yaml(Some(&cluster), "up").map(|host| host.place)
+        };
+        let place = read(
+            "load_assignment: {endpoints: [{locality: {region: r, zone: z, sub_zone: s}, \
+             lb_endpoints: []}]}",
+        )
+        .expect("a locality");
+        assert_eq!(
+            (
+                place.region.as_str(),
+                place.zone.as_str(),
+                place.sub_zone.as_str()
+            ),
+            ("r", "z", "s")
+        );
+        // Absent, null, empty or with fields left out: empty ones.
+        for text in [
+            "{}",
+            "load_assignment: {endpoints: [{locality: null}]}",
+            "load_assignment: {endpoints: [{locality: {}}]}",
+        ] {
+            assert_eq!(read(text).expect(text), Locality::default(), "{text}");
+        }
+        let place = read("load_assignment: {endpoints: [{locality: {zone: z}}]}").expect("zone");
+        assert_eq!((place.region.as_str(), place.zone.as_str()), ("", "z"));
+        // What Envoy's Locality cannot hold is refused, the path named.
+        for (text, path) in [
+            (
+                "load_assignment: {endpoints: [{locality: [r]}]}",
+                "clusters[up].load_assignment.endpoints[0].locality must be a mapping",
+            ),
+            (
+                "load_assignment: {endpoints: [{locality: {zone: 3}}]}",
+                "clusters[up].load_assignment.endpoints[0].locality.zone",
+            ),
+            (
+                "load_assignment: {endpoints: [{locality: {rack: r}}]}",
+                "clusters[up].load_assignment.endpoints[0].locality.rack",
+            ),
+        ] {
+            let err = read(text).expect_err(text);
+            assert!(err.to_string().contains(path), "{err}");
+        }
+        // The node's locality stays refused when null, as before.
+        let node: Yaml = serde_yaml_ng::from_str("{locality: null}").expect("yaml");
+        assert!(node_from_yaml(Some(&node)).is_err());
     }
 }

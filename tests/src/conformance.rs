@@ -177,6 +177,12 @@ pub struct Suite {
     /// (which resolve that address).
     #[serde(default)]
     pub upstream_type: Option<String>,
+    /// The `locality` (`region`, `zone`, `sub_zone`) of the route's (or
+    /// `tcp_proxy`'s) cluster's endpoints (its
+    /// `load_assignment.endpoints[0].locality`), which filters read as
+    /// `upstream.locality`, written into Envoy's bootstrap as given.
+    #[serde(default)]
+    pub upstream_locality: Option<serde_yaml_ng::Value>,
 }
 
 impl Suite {
@@ -239,6 +245,15 @@ pub(crate) fn write_node_and_metadata(
         target["type"] = serde_yaml_ng::Value::from(kind);
     } else if suite.upstream_type.is_some() {
         bail!("upstream_type: the bootstrap has no cluster {cluster}");
+    }
+    if let Some(locality) = &suite.upstream_locality {
+        let endpoints = root["static_resources"]["clusters"]
+            .as_sequence_mut()
+            .and_then(|c| c.iter_mut().find(|c| c["name"].as_str() == Some(cluster)))
+            .and_then(|c| c["load_assignment"]["endpoints"].as_sequence_mut())
+            .and_then(|e| e.first_mut())
+            .with_context(|| format!("upstream_locality: cluster {cluster} has no endpoints"))?;
+        endpoints["locality"] = locality.clone();
     }
     if let Some(metadata) = &suite.metadata.listener {
         root["static_resources"]["listeners"][0]["metadata"] = metadata.clone();

@@ -1019,3 +1019,65 @@ mod grpc_local_replies {
         }
     }
 }
+
+/// A request to `target` with `method`, the probe logging its path.
+fn to_target(method: &str, target: &str) -> http::Request<Bytes> {
+    http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", "targets.test")
+        .header("x-probe-request", "get:0::path")
+        .header("x-probe-log", "prop:response.code_details")
+        .body(Bytes::new())
+        .expect("request")
+}
+
+#[test]
+fn targets_that_are_not_paths_are_answered_before_the_filters() {
+    for hcm in [
+        ConnectionManager::default(),
+        ConnectionManager::default()
+            .normalize_path(true)
+            .merge_slashes(true),
+    ] {
+        let mut chain = probe(hcm);
+        // OPTIONS *: the connection manager's 404; no filter, no upstream.
+        let outcome = chain
+            .send(to_target("OPTIONS", "*"), |_| {
+                http::Response::new(Bytes::new())
+            })
+            .expect("answered");
+        assert_eq!(outcome.response.status(), 404);
+        assert!(outcome.response.body().is_empty());
+        assert!(outcome.response.headers().get("connection").is_none());
+        assert!(outcome.upstream_request.is_none());
+        assert!(outcome.logs.is_empty(), "{:?}", outcome.logs);
+        let reply = outcome.local_reply.expect("a local reply");
+        assert_eq!(reply.details, "absolute_path");
+        // Another method, an authority form: the codec's 400.
+        for (method, target) in [("GET", "*"), ("GET", "targets.test:80")] {
+            let outcome = chain
+                .send(to_target(method, target), |_| {
+                    http::Response::new(Bytes::new())
+                })
+                .expect("answered");
+            assert_eq!(outcome.response.status(), 400, "{method} {target}");
+            assert_eq!(&outcome.response.body()[..], b"Bad Request");
+            assert_eq!(
+                header_values(outcome.response.headers(), "connection"),
+                ["close"]
+            );
+            assert!(outcome.upstream_request.is_none());
+            assert!(outcome.logs.is_empty(), "{:?}", outcome.logs);
+        }
+        // An absolute form goes upstream as its path, to its host.
+        let outcome = chain
+            .send(to_target("GET", "https://other.test/x?q=1"), |_| {
+                http::Response::new(Bytes::new())
+            })
+            .expect("sent");
+        let upstream = outcome.upstream_request.expect("forwarded");
+        assert_eq!(upstream.uri(), "/x?q=1");
+        assert_eq!(header_values(upstream.headers(), "host"), ["other.test"]);
+    }
+}

@@ -569,3 +569,142 @@ fn a_bootstraps_endpoint_metadata_loads_without_warnings_and_reaches_the_filters
         assert!(text.contains(path), "{text}");
     }
 }
+
+#[test]
+fn the_endpoints_locality_given_to_the_builder_once_the_router_picked_it() {
+    let hcm = ConnectionManager::default()
+        .route_cluster("upstream")
+        .upstream_locality("us-east1", "us-east1-b", "");
+    let mut chain = Chain::builder(engine())
+        .filter(probe("prop:upstream.locality"))
+        .connection_manager(hcm)
+        .build()
+        .expect("starts");
+    // A root context has no host.
+    assert_has(
+        &lines(chain.startup_logs()),
+        "on_configure prop:upstream.locality -> 1",
+    );
+    let reads = "prop:upstream.locality;prop:upstream.locality.region;\
+                 prop:upstream.locality.zone;prop:upstream.locality.sub_zone;\
+                 prop:upstream.locality.x";
+    let seen = phase_lines(&mut chain, reads, reads, reads);
+    // Before the router: no host.
+    assert_has(&seen, "on_request_headers prop:upstream.locality -> 1");
+    assert_has(&seen, "on_request_headers prop:upstream.locality.zone -> 1");
+    // Once picked: the message (region 1, zone 2; an empty sub_zone is left
+    // out) and each field.
+    for phase in ["on_response_headers", "on_log"] {
+        assert_has(
+            &seen,
+            &format!("{phase} prop:upstream.locality -> 0 \\x0a\\x08us-east1\\x12\\x0aus-east1-b"),
+        );
+        assert_has(
+            &seen,
+            &format!("{phase} prop:upstream.locality.region -> 0 us-east1"),
+        );
+        assert_has(
+            &seen,
+            &format!("{phase} prop:upstream.locality.zone -> 0 us-east1-b"),
+        );
+        assert_has(
+            &seen,
+            &format!("{phase} prop:upstream.locality.sub_zone -> 0"),
+        );
+        assert_has(&seen, &format!("{phase} prop:upstream.locality.x -> 1"));
+    }
+    // A filter's reply keeps the request from the router: no host.
+    let seen = phase_lines(
+        &mut chain,
+        "reply:403:mine:denied",
+        "",
+        "prop:upstream.locality.zone",
+    );
+    assert_has(&seen, "on_log prop:upstream.locality.zone -> 1");
+
+    // Without one given: an empty locality once the host is picked.
+    let mut plain = Chain::builder(engine())
+        .filter(probe(""))
+        .connection_manager(ConnectionManager::default().route_cluster("upstream"))
+        .build()
+        .expect("starts");
+    let seen = phase_lines(
+        &mut plain,
+        "",
+        "prop:upstream.locality;prop:upstream.locality.zone",
+        "",
+    );
+    assert_has(&seen, "on_response_headers prop:upstream.locality -> 0");
+    assert_has(
+        &seen,
+        "on_response_headers prop:upstream.locality.zone -> 0",
+    );
+}
+
+#[test]
+fn a_network_chain_reads_the_endpoints_locality_once_tcp_proxy_connected() {
+    let mut chain = NetworkChain::builder(engine())
+        .filter(probe("onconnect:prop:upstream.locality.zone"))
+        .upstream_locality("", "eu-west1-c", "rack-2")
+        .log_level(LogLevel::Info)
+        .build()
+        .expect("starts");
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send(b"probe:prop:upstream.locality;prop:upstream.locality.sub_zone;onlog:prop:upstream.locality.zone\n")
+        .expect("sent");
+    conn.close_write().expect("half-closed");
+    let seen = lines(&conn.finish().logs);
+    // tcp_proxy has not connected yet in on_new_connection.
+    assert_has(&seen, "on_new_connection prop:upstream.locality.zone -> 1");
+    assert_has(
+        &seen,
+        "on_downstream_data prop:upstream.locality -> 0 \\x12\\x0aeu-west1-c\\x1a\\x06rack-2",
+    );
+    assert_has(
+        &seen,
+        "on_downstream_data prop:upstream.locality.sub_zone -> 0 rack-2",
+    );
+    assert_has(&seen, "on_log prop:upstream.locality.zone -> 0 eu-west1-c");
+}
+
+#[test]
+fn a_bootstraps_endpoint_locality_loads_without_warnings_and_reaches_the_filters() {
+    let endpoint = "      - lb_endpoints:\n";
+    let with_locality = "      - locality: {region: us-east1, zone: us-east1-b, sub_zone: rack-7}\n        \
+                         lb_endpoints:\n";
+    let shipped = envoy_yaml("conformance.yaml");
+    // The route's cluster is the last; its endpoints get the locality.
+    let at = shipped
+        .rfind(endpoint)
+        .expect("the upstream cluster's endpoints");
+    let yaml = format!(
+        "{}{with_locality}{}",
+        &shipped[..at],
+        &shipped[at + endpoint.len()..]
+    );
+    let config = EnvoyConfig::parse(&yaml).expect("parses");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    let mut chain = config
+        .chain_builder(engine(), |_| Ok(plugin.clone()))
+        .expect("builder")
+        .build()
+        .expect("starts");
+    let seen = phase_lines(
+        &mut chain,
+        "",
+        "prop:upstream.locality.region;prop:upstream.locality.sub_zone",
+        "prop:upstream.locality.zone",
+    );
+    assert_has(
+        &seen,
+        "on_response_headers prop:upstream.locality.region -> 0 us-east1",
+    );
+    assert_has(
+        &seen,
+        "on_response_headers prop:upstream.locality.sub_zone -> 0 rack-7",
+    );
+    assert_has(&seen, "on_log prop:upstream.locality.zone -> 0 us-east1-b");
+}

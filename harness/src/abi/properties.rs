@@ -62,6 +62,12 @@
 //!   `transport_failure_reason` are `NotFound`);
 //! - `upstream.{address, port, local_address, transport_failure_reason,
 //!   cx_pool_ready_duration, locality}` once the router sent the request
+//!   (`locality` is the route's cluster's endpoint's, the bootstrap's
+//!   `load_assignment.endpoints[0].locality` or
+//!   [`crate::ConnectionManager::upstream_locality`]: an
+//!   `envoy.config.core.v3.Locality` serialized, empty fields left out, or
+//!   one field's text; an empty message when none is given, for `STATIC` and
+//!   DNS clusters alike; `tests/conformance/upstream-locality*.yaml`)
 //!   (the harness's connection pool is ready at once: 0 ns; a connection the
 //!   upstream refused has no `local_address` and its
 //!   `transport_failure_reason` is Envoy's `delayed connect error:
@@ -116,7 +122,8 @@
 //! - `upstream.request_attempt_count` (0, then 1) and
 //!   `upstream.transport_failure_reason` (empty) from the start; once
 //!   `tcp_proxy` connected, `upstream.{address, port, local_address,
-//!   cx_pool_ready_duration, locality, num_endpoints}`,
+//!   cx_pool_ready_duration, locality, num_endpoints}` (`locality` as for
+//!   HTTP, see [`crate::NetworkChainBuilder::upstream_locality`]),
 //!   `upstream_filter_state`, `xds.{cluster_name, cluster_metadata,
 //!   upstream_host_metadata, upstream_host_locality_metadata}` (the
 //!   endpoint's and its locality's metadata as for HTTP, see
@@ -730,7 +737,9 @@ fn upstream(
             Value::text(facts.transport_failure.unwrap_or_default())
         }
         b"cx_pool_ready_duration" if sent => Value::nanos(Duration::ZERO),
-        b"locality" if host.is_some() => return locality(None, tail),
+        b"locality" if host.is_some() => {
+            return locality(Some(&state.shared.xds().host.place), tail);
+        }
         b"request_attempt_count" => Value::Uint(facts.attempts),
         b"num_endpoints" if !facts.no_route && state.cluster_name.is_some() => Value::Uint(1),
         _ => return Err(NOT_FOUND),
@@ -1519,6 +1528,7 @@ mod tests {
                 endpoint: Some(endpoint),
                 // Given empty: a message, if an empty one.
                 locality: Some(Metadata::new()),
+                ..crate::xds::HostMetadata::default()
             },
             ..crate::xds::Bootstrap::default()
         };
