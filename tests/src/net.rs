@@ -201,11 +201,7 @@ impl Upstream {
                     let response = handler(req.clone());
                     recorded.lock().unwrap_or_else(|e| e.into_inner()).push(req);
                     let (mut parts, body) = response.into_parts();
-                    let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
-                    let trailers = parts.extensions.remove::<weir_harness::Trailers>();
-                    if chunks.is_some() {
-                        parts.headers.remove(http::header::CONTENT_LENGTH);
-                    }
+                    let (chunks, trailers) = framing(&mut parts.extensions, &mut parts.headers);
                     let body = match parts.extensions.remove::<UpstreamFault>() {
                         Some(UpstreamFault::Delay(d)) => {
                             tokio::time::sleep(d).await;
@@ -280,22 +276,9 @@ fn client_runtime() -> &'static tokio::runtime::Runtime {
 /// On connection or protocol errors.
 pub fn send(addr: SocketAddr, request: http::Request<Bytes>) -> Result<http::Response<Bytes>> {
     client_runtime().block_on(async move {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) = connect(addr).await?;
         tokio::spawn(conn);
-        let (mut parts, body) = request.into_parts();
-        let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
-        let trailers = parts.extensions.remove::<weir_harness::Trailers>();
-        if chunks.is_some() {
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-        }
-        let body = outgoing(body, chunks.as_ref(), trailers);
-        let response = sender
-            .send_request(http::Request::from_parts(parts, body))
-            .await?;
+        let response = sender.send_request(on_the_wire(request)).await?;
         let (parts, body) = response.into_parts();
         let (body, trailers) = received(body.collect().await?);
         let mut response = http::Response::from_parts(parts, body);
@@ -304,6 +287,49 @@ pub fn send(addr: SocketAddr, request: http::Request<Bytes>) -> Result<http::Res
         }
         Ok(response)
     })
+}
+
+/// A new HTTP/1.1 client connection to `addr`: the sender, and the
+/// connection's task to spawn.
+async fn connect(
+    addr: SocketAddr,
+) -> Result<(
+    hyper::client::conn::http1::SendRequest<BoxBody<Bytes, Infallible>>,
+    hyper::client::conn::http1::Connection<
+        TokioIo<tokio::net::TcpStream>,
+        BoxBody<Bytes, Infallible>,
+    >,
+)> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?)
+}
+
+/// `request` as the client puts it on the wire: its body whole, or in the
+/// pieces a [`weir_harness::BodyChunks`] extension gives (then without
+/// `content-length`), with its [`weir_harness::Trailers`] ([`outgoing`]).
+fn on_the_wire(request: http::Request<Bytes>) -> http::Request<BoxBody<Bytes, Infallible>> {
+    let (mut parts, body) = request.into_parts();
+    let (chunks, trailers) = framing(&mut parts.extensions, &mut parts.headers);
+    http::Request::from_parts(parts, outgoing(body, chunks.as_ref(), trailers))
+}
+
+/// Takes the [`weir_harness::BodyChunks`] and [`weir_harness::Trailers`] of a
+/// message to send; a body in pieces goes without `content-length`.
+fn framing(
+    extensions: &mut http::Extensions,
+    headers: &mut http::HeaderMap,
+) -> (
+    Option<weir_harness::BodyChunks>,
+    Option<weir_harness::Trailers>,
+) {
+    let chunks = extensions.remove::<weir_harness::BodyChunks>();
+    let trailers = extensions.remove::<weir_harness::Trailers>();
+    if chunks.is_some() {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    (chunks, trailers)
 }
 
 /// Sends `request` over a new HTTP/1.1 connection like [`send`] (its body in
@@ -318,23 +344,10 @@ pub fn send_then_disconnect(
     after: Duration,
 ) -> Result<Option<http::Response<Bytes>>> {
     client_runtime().block_on(async move {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) = connect(addr).await?;
         let conn = tokio::spawn(conn);
-        let (mut parts, body) = request.into_parts();
-        let chunks = parts.extensions.remove::<weir_harness::BodyChunks>();
-        let trailers = parts.extensions.remove::<weir_harness::Trailers>();
-        if chunks.is_some() {
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-        }
-        let body = outgoing(body, chunks.as_ref(), trailers);
         let exchange = async {
-            let response = sender
-                .send_request(http::Request::from_parts(parts, body))
-                .await?;
+            let response = sender.send_request(on_the_wire(request)).await?;
             let (parts, body) = response.into_parts();
             let body = body.collect().await?.to_bytes();
             anyhow::Ok(http::Response::from_parts(parts, body))
