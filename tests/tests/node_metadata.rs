@@ -254,13 +254,10 @@ fn a_network_chain_has_the_node_the_listeners_and_the_clusters_metadata() {
         .log_level(LogLevel::Info)
         .build()
         .expect("starts");
-    let mut conn = chain
-        .connect(|_: &[u8]| TcpReply::none())
-        .expect("connects");
-    conn.send(b"probe:prop:xds.cluster_metadata.filter_metadata.cf.ck;prop:xds.route_metadata\n")
-        .expect("sent");
-    conn.close_write().expect("half-closed");
-    let seen = lines(&conn.finish().logs);
+    let seen = connection_lines(
+        &mut chain,
+        b"probe:prop:xds.cluster_metadata.filter_metadata.cf.ck;prop:xds.route_metadata\n",
+    );
     assert_has(&seen, "on_new_connection prop:xds.node.id -> 0 gateway");
     assert_has(
         &seen,
@@ -320,6 +317,17 @@ fn a_bootstraps_node_and_metadata_reach_the_filters() {
         text.contains("node.metadata.k[0]") && text.contains("quoted"),
         "{text}"
     );
+}
+
+/// The log lines of one connection through `chain` that sends `data` and
+/// half-closes, with an upstream that answers nothing.
+fn connection_lines(chain: &mut NetworkChain, data: &[u8]) -> Vec<String> {
+    let mut conn = chain
+        .connect(|_: &[u8]| TcpReply::none())
+        .expect("connects");
+    conn.send(data).expect("sent");
+    conn.close_write().expect("half-closed");
+    lines(&conn.finish().logs)
 }
 
 /// The probe's log lines for one request whose headers run `request`, whose
@@ -471,17 +479,12 @@ fn a_network_chain_reads_the_endpoints_metadata_once_tcp_proxy_connected() {
         .log_level(LogLevel::Info)
         .build()
         .expect("starts");
-    let mut conn = chain
-        .connect(|_: &[u8]| TcpReply::none())
-        .expect("connects");
-    conn.send(
+    let seen = connection_lines(
+        &mut chain,
         b"probe:prop:xds.upstream_host_metadata.filter_metadata.istio.workload;\
           prop:xds.upstream_host_locality_metadata;\
           onlog:prop:xds.upstream_host_metadata.filter_metadata.istio.workload\n",
-    )
-    .expect("sent");
-    conn.close_write().expect("half-closed");
-    let seen = lines(&conn.finish().logs);
+    );
     // tcp_proxy has not connected yet in on_new_connection.
     assert_has(
         &seen,
@@ -502,6 +505,26 @@ fn a_network_chain_reads_the_endpoints_metadata_once_tcp_proxy_connected() {
     );
 }
 
+/// The conformance bootstrap with its last `from` (in the route's cluster,
+/// the last one) replaced by `to`.
+fn with_route_cluster(from: &str, to: &str) -> String {
+    let shipped = envoy_yaml("conformance.yaml");
+    let at = shipped.rfind(from).expect("the route's cluster has it");
+    format!("{}{to}{}", &shipped[..at], &shipped[at + from.len()..])
+}
+
+/// A probe chain from `yaml`, which must load without warnings.
+fn probe_chain(yaml: &str) -> Chain {
+    let config = EnvoyConfig::parse(yaml).expect("parses");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
+    config
+        .chain_builder(engine(), |_| Ok(plugin.clone()))
+        .expect("builder")
+        .build()
+        .expect("starts")
+}
+
 #[test]
 fn a_bootstraps_endpoint_metadata_loads_without_warnings_and_reaches_the_filters() {
     let endpoint = "      - lb_endpoints:\n        - endpoint:\n            address:\n              \
@@ -510,24 +533,8 @@ fn a_bootstraps_endpoint_metadata_loads_without_warnings_and_reaches_the_filters
                          lb_endpoints:\n        - metadata: {filter_metadata: {istio: {workload: reviews-v2, ports: [9080]}}}\n          \
                          endpoint:\n            address:\n              \
                          socket_address: { address: upstream, port_value: 8080 }\n";
-    let shipped = envoy_yaml("conformance.yaml");
-    // The route's cluster is the last; its endpoint gets the metadata.
-    let at = shipped
-        .rfind(endpoint)
-        .expect("the upstream cluster's endpoint");
-    let yaml = format!(
-        "{}{with_metadata}{}",
-        &shipped[..at],
-        &shipped[at + endpoint.len()..]
-    );
-    let config = EnvoyConfig::parse(&yaml).expect("parses");
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
-    let mut chain = config
-        .chain_builder(engine(), |_| Ok(plugin.clone()))
-        .expect("builder")
-        .build()
-        .expect("starts");
+    let yaml = with_route_cluster(endpoint, with_metadata);
+    let mut chain = probe_chain(&yaml);
     let seen = phase_lines(
         &mut chain,
         "",
@@ -649,13 +656,7 @@ fn a_network_chain_reads_the_endpoints_locality_once_tcp_proxy_connected() {
         .log_level(LogLevel::Info)
         .build()
         .expect("starts");
-    let mut conn = chain
-        .connect(|_: &[u8]| TcpReply::none())
-        .expect("connects");
-    conn.send(b"probe:prop:upstream.locality;prop:upstream.locality.sub_zone;onlog:prop:upstream.locality.zone\n")
-        .expect("sent");
-    conn.close_write().expect("half-closed");
-    let seen = lines(&conn.finish().logs);
+    let seen = connection_lines(&mut chain, b"probe:prop:upstream.locality;prop:upstream.locality.sub_zone;onlog:prop:upstream.locality.zone\n");
     // tcp_proxy has not connected yet in on_new_connection.
     assert_has(&seen, "on_new_connection prop:upstream.locality.zone -> 1");
     assert_has(
@@ -674,24 +675,7 @@ fn a_bootstraps_endpoint_locality_loads_without_warnings_and_reaches_the_filters
     let endpoint = "      - lb_endpoints:\n";
     let with_locality = "      - locality: {region: us-east1, zone: us-east1-b, sub_zone: rack-7}\n        \
                          lb_endpoints:\n";
-    let shipped = envoy_yaml("conformance.yaml");
-    // The route's cluster is the last; its endpoints get the locality.
-    let at = shipped
-        .rfind(endpoint)
-        .expect("the upstream cluster's endpoints");
-    let yaml = format!(
-        "{}{with_locality}{}",
-        &shipped[..at],
-        &shipped[at + endpoint.len()..]
-    );
-    let config = EnvoyConfig::parse(&yaml).expect("parses");
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-    let plugin = engine().load_file(filter_wasm("probe")).expect("loads");
-    let mut chain = config
-        .chain_builder(engine(), |_| Ok(plugin.clone()))
-        .expect("builder")
-        .build()
-        .expect("starts");
+    let mut chain = probe_chain(&with_route_cluster(endpoint, with_locality));
     let seen = phase_lines(
         &mut chain,
         "",
