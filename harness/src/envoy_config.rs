@@ -949,11 +949,7 @@ static_resources:
         ));
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         let xds = config.connection_manager.bootstrap(config.node.clone());
-        let expected = crate::xds::Locality {
-            region: "us-east1".to_owned(),
-            zone: "us-east1-b".to_owned(),
-            sub_zone: "rack-7".to_owned(),
-        };
+        let expected = crate::xds::Locality::new("us-east1", "us-east1-b", "rack-7");
         assert_eq!(xds.host.place, expected);
         // Fields not given are empty, as is a locality not given.
         let config = parsed(&with(SHIPPED, &at, "{zone: z1}"));

@@ -632,11 +632,7 @@ impl ConnectionManager {
         zone: impl Into<String>,
         sub_zone: impl Into<String>,
     ) -> Self {
-        self.metadata.host.place = crate::xds::Locality {
-            region: region.into(),
-            zone: zone.into(),
-            sub_zone: sub_zone.into(),
-        };
+        self.metadata.host.place = crate::xds::Locality::new(region, zone, sub_zone);
         self
     }
 

@@ -389,11 +389,7 @@ impl NetworkChainBuilder {
         zone: impl Into<String>,
         sub_zone: impl Into<String>,
     ) -> Self {
-        self.xds.host.place = crate::xds::Locality {
-            region: region.into(),
-            zone: zone.into(),
-            sub_zone: sub_zone.into(),
-        };
+        self.xds.host.place = crate::xds::Locality::new(region, zone, sub_zone);
         self
     }
 

@@ -380,11 +380,7 @@ static_resources:
         );
         let config = NetworkConfig::parse(&yaml).expect("valid");
         assert!(config.warnings.is_empty(), "read: {:?}", config.warnings);
-        let expected = crate::xds::Locality {
-            region: "r1".to_owned(),
-            zone: String::new(),
-            sub_zone: "s1".to_owned(),
-        };
+        let expected = crate::xds::Locality::new("r1", "", "s1");
         assert_eq!(config.upstream_locality, expected);
         let bad = yaml.replace("sub_zone: s1", "sub_zone: 7");
         let err = NetworkConfig::parse(&bad).expect_err("a number");

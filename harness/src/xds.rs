@@ -133,6 +133,21 @@ pub(crate) struct Locality {
     pub(crate) sub_zone: String,
 }
 
+impl Locality {
+    /// A locality of these three fields, as the builders take them.
+    pub(crate) fn new(
+        region: impl Into<String>,
+        zone: impl Into<String>,
+        sub_zone: impl Into<String>,
+    ) -> Self {
+        Self {
+            region: region.into(),
+            zone: zone.into(),
+            sub_zone: sub_zone.into(),
+        }
+    }
+}
+
 /// The bootstrap's `node`, as filters read it in `xds.node` (Envoy adds its
 /// own `user_agent_name` and `user_agent_build_version`).
 ///
@@ -192,11 +207,7 @@ impl Node {
         zone: impl Into<String>,
         sub_zone: impl Into<String>,
     ) -> Self {
-        self.locality = Some(Locality {
-            region: region.into(),
-            zone: zone.into(),
-            sub_zone: sub_zone.into(),
-        });
+        self.locality = Some(Locality::new(region, zone, sub_zone));
         self
     }
 }
