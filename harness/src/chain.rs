@@ -1142,6 +1142,36 @@ fn answer_buffered(
     after(slot, context, result, direction, callback)
 }
 
+/// Runs `f` on filter `i`'s slot with the headers it holds (`held`, when it
+/// is that filter's) in its map, and takes them back after.
+fn with_held<T>(
+    slot: &mut Slot,
+    direction: Direction,
+    i: usize,
+    held: &mut Option<(usize, &mut Fields)>,
+    f: impl FnOnce(&mut Slot) -> T,
+) -> T {
+    let Some((_, headers)) = held.as_mut().filter(|(h, _)| *h == i) else {
+        return f(slot);
+    };
+    {
+        let mut state = slot.vm.state();
+        let taken = Some(std::mem::take(&mut **headers));
+        match direction {
+            Direction::Request => state.maps.request_headers = taken,
+            Direction::Response => state.maps.response_headers = taken,
+        }
+    }
+    let out = f(slot);
+    let mut state = slot.vm.state();
+    **headers = match direction {
+        Direction::Request => state.maps.request_headers.take(),
+        Direction::Response => state.maps.response_headers.take(),
+    }
+    .unwrap_or_default();
+    out
+}
+
 /// `plugin` reset the stream in `phase`; the rest is filled in as the stream
 /// is torn down.
 fn reset_by(plugin: String, phase: &'static str) -> Error {
@@ -3039,6 +3069,7 @@ impl Chain {
                     waiting_at_end,
                     frames,
                     callouts,
+                    &mut hold,
                 )
                 .await?
                 {
@@ -3074,6 +3105,12 @@ impl Chain {
                     trailers::Step::Done => break,
                 }
             };
+            // The filter that holds the headers was resumed by an answer
+            // (`answer_in_flight`): the headers go on, with what it buffered.
+            if start >= order.len() && matches!(hold, Some((h, _)) if order.last() == Some(&h)) {
+                pass.released = Some((data, eos));
+                return Ok(pass);
+            }
             pass.complete |= eos;
             // A frame that enters the chain arrives: from the client (Envoy
             // counts the bytes it receives), or the upstream's last.
@@ -3216,6 +3253,9 @@ impl Chain {
                         resumed: false,
                     } => match data_status(action) {
                         Data::Pass if holding => {
+                            if direction == Direction::Request && !io.emptied.contains(&i) {
+                                io.emptied.push(i);
+                            }
                             pass.released = Some((body, next_eos));
                             return Ok(pass);
                         }
@@ -3274,6 +3314,7 @@ impl Chain {
                     waiting_at_end,
                     frames,
                     callouts,
+                    &mut hold,
                 )
                 .await?
             {
@@ -3623,6 +3664,7 @@ impl Chain {
         waiting_at_end: &mut [bool],
         frames: &mut VecDeque<(usize, Vec<u8>, bool)>,
         callouts: &mut Vec<Callout>,
+        hold: &mut Option<(usize, &mut Fields)>,
     ) -> Result<Option<Reply>> {
         let callback = match direction {
             Direction::Request => "on_request_body",
@@ -3659,13 +3701,21 @@ impl Chain {
                     // stream: only an answer due now comes before what
                     // follows (the upstream, the next frame); a later one
                     // reaches it whenever it arrives, as in Envoy 1.40.
+                    // One that let its held headers go with the body
+                    // (`Io::emptied`) is answered in the stream while the
+                    // body still arrives: a resume sends its empty buffer on.
+                    let emptied = direction == Direction::Request
+                        && !io.pieces.is_empty()
+                        && io.emptied.contains(&i);
                     let in_flight = {
                         let mut state = slot.vm.state();
                         let root = state.root_mut();
                         root.pending_calls.iter_mut().any(|c| {
                             c.context == context
                                 && !leftovers.contains(&(i, c.token))
-                                && (holds_body || call_due(&mut chain.clusters, c) <= now)
+                                && (holds_body
+                                    || emptied
+                                    || call_due(&mut chain.clusters, c) <= now)
                         }) || (holds_body && root.grpc.open_for(context))
                     };
                     if in_flight {
@@ -3700,20 +3750,25 @@ impl Chain {
                 grpc,
                 ..
             } = &mut **guard;
+            // The filter that holds the headers reads and changes them from
+            // its answers.
+            let mut held = hold.as_mut().map(|(h, headers)| (*h, &mut **headers));
             let (i, step) = match delivery {
                 Delivery::Call(i, call) => {
                     let Some(slot) = slots.get_mut(i) else {
                         continue;
                     };
                     let context = call.context;
-                    let step = answer_buffered(
-                        slot,
-                        direction,
-                        &mut buffered[i],
-                        context,
-                        "on_http_call_response",
-                        |vm| answer_call(vm, clusters, *call, callouts),
-                    )?;
+                    let step = with_held(slot, direction, i, &mut held, |slot| {
+                        answer_buffered(
+                            slot,
+                            direction,
+                            &mut buffered[i],
+                            context,
+                            "on_http_call_response",
+                            |vm| answer_call(vm, clusters, *call, callouts),
+                        )
+                    })?;
                     (i, step)
                 }
                 Delivery::Resumed => {
@@ -3725,8 +3780,9 @@ impl Chain {
                             continue;
                         };
                         if slot.vm.state().deferred.has(context) {
-                            let step =
-                                after(slot, context, Ok(None), direction, "on_http_call_response")?;
+                            let step = with_held(slot, direction, i, &mut held, |slot| {
+                                after(slot, context, Ok(None), direction, "on_http_call_response")
+                            })?;
                             resumed = Some((i, step));
                             break;
                         }
@@ -3740,14 +3796,16 @@ impl Chain {
                     let Some(&(_, context)) = filters.iter().find(|&&(s, _)| s == i) else {
                         continue;
                     };
-                    let step = answer_buffered(
-                        &mut slots[i],
-                        direction,
-                        &mut buffered[i],
-                        context,
-                        "on_grpc_callback",
-                        |vm| grpc_step(vm, grpc).unwrap_or(Ok(())).map(|()| None),
-                    )?;
+                    let step = with_held(&mut slots[i], direction, i, &mut held, |slot| {
+                        answer_buffered(
+                            slot,
+                            direction,
+                            &mut buffered[i],
+                            context,
+                            "on_grpc_callback",
+                            |vm| grpc_step(vm, grpc).unwrap_or(Ok(())).map(|()| None),
+                        )
+                    })?;
                     (i, step)
                 }
                 Delivery::Disconnected => return Err(disconnected(callback)),
@@ -3779,9 +3837,19 @@ impl Chain {
                 }
                 After::Returned { resumed: true, .. } => {
                     let end = std::mem::take(&mut waiting_at_end[i]);
+                    let position = order.iter().position(|&o| o == i).unwrap_or_default();
                     if let Some(body) = buffered[i].take() {
-                        let position = order.iter().position(|&o| o == i).unwrap_or_default();
                         frames.push_front((position + 1, body, end));
+                    } else if matches!(hold, Some((h, _)) if *h == i) {
+                        // Resumed with nothing buffered: the held headers go on.
+                        frames.push_front((position + 1, Vec::new(), end));
+                    } else if direction == Direction::Request
+                        && io.emptied.contains(&i)
+                        && !io.pieces.is_empty()
+                    {
+                        // Envoy's emptied body buffer goes on to the filters
+                        // after it while the body is still arriving.
+                        frames.push_front((position + 1, Vec::new(), false));
                     }
                     return Ok(None);
                 }
@@ -3935,8 +4003,14 @@ impl Chain {
                 direction: Direction::Request,
                 end_of_stream,
             };
+            // A filter that holds its headers (StopIteration with
+            // allow_on_headers_stop_iteration) gets the body at once, its
+            // callouts still in flight (measured in Envoy 1.40,
+            // held-headers-callouts.yaml).
+            let holding = matches!(&step, Ok(After::Returned { action, resumed: false })
+                if holds(&io.chain().slots[i], *action, end_of_stream));
             let step = match step {
-                Ok(step) if pauses(&step) => {
+                Ok(step) if pauses(&step) && !holding => {
                     let paused = Self::pause(
                         io,
                         header,

@@ -68,6 +68,11 @@ enum Waits {
     /// Its request headers go on; its request body callback buffers
     /// (`StopIterationAndBuffer`) every piece but the end of the stream.
     RequestBody,
+    /// Its request headers callback stops iteration with
+    /// `allow_on_headers_stop_iteration` (it holds the headers and still gets
+    /// the body); its request body callback continues, or buffers every
+    /// piece (the end of the stream too) with `buffer`.
+    HeldHeaders { buffer: bool },
 }
 
 /// Calls out to cluster `slow` from the headers callback of `waits`' direction,
@@ -91,6 +96,8 @@ fn caller_of(waits: Waits, cluster: &str) -> Vec<u8> {
             "(i32.sub (i32.const 1) (local.get $eos))",
             0,
         ),
+        Waits::HeldHeaders { buffer: false } => ("proxy_on_request_headers", "(i32.const 0)", 0),
+        Waits::HeldHeaders { buffer: true } => ("proxy_on_request_headers", "(i32.const 1)", 0),
     };
     let headers_return = match waits {
         Waits::RequestBody => 0,
@@ -123,9 +130,14 @@ fn caller_of(waits: Waits, cluster: &str) -> Vec<u8> {
 /// `delay`.
 fn chain(waits: Waits, delay: Duration) -> Chain {
     let load = |wasm: &[u8]| engine().load(wasm).expect("loads");
+    let held = matches!(waits, Waits::HeldHeaders { .. });
     Chain::builder(engine())
         .filter(Filter::new(load(&logger())).name("a"))
-        .filter(Filter::new(load(&caller(waits))).name("b"))
+        .filter(
+            Filter::new(load(&caller(waits)))
+                .name("b")
+                .allow_on_headers_stop_iteration(held),
+        )
         .filter(Filter::new(load(&logger())).name("c"))
         .cluster("slow", move |_: http::Request<Bytes>| {
             http::Response::builder()
@@ -464,6 +476,74 @@ fn an_earlier_filters_answer_sends_its_buffer_on_to_a_later_paused_filter() {
             "a: q06 1",
             "b: q06 1",
             "c: q06 1",
+        ]
+    );
+    let upstream = o.upstream_request.expect("went upstream");
+    assert_eq!(upstream.body().as_ref(), b"0123456789ab");
+}
+
+#[test]
+fn a_filter_holding_its_headers_gets_the_pieces_before_its_answer() {
+    // Measured in Envoy 1.40 (held-headers-callouts.yaml): `b` holds its
+    // headers while its callout (100 ms) is in flight; each piece reaches it
+    // and, as its body callback continues, the filters after it. The answer's
+    // resume sends Envoy's emptied body buffer on: `c` gets an empty frame.
+    let mut chain = chain(
+        Waits::HeldHeaders { buffer: false },
+        Duration::from_millis(100),
+    );
+    let o = chain.send(post(Some(GAP)), echo).expect("send");
+    assert_eq!(
+        lines(&o),
+        [
+            "a: q03 0",
+            "b: q03 0",
+            "c: q03 0",
+            "a: q03 0",
+            "b: q03 0",
+            "c: q03 0",
+            "a: q03 0",
+            "b: q03 0",
+            "c: q03 0",
+            "b: answer",
+            "c: q00 0",
+            "a: q03 0",
+            "b: q03 0",
+            "c: q03 0",
+            "a: q00 1",
+            "b: q00 1",
+            "c: q00 1",
+        ]
+    );
+    let upstream = o.upstream_request.expect("went upstream");
+    assert_eq!(upstream.body().as_ref(), b"0123456789ab");
+}
+
+#[test]
+fn a_filter_holding_its_headers_buffers_the_whole_body_until_its_answer() {
+    // The callout (300 ms) is answered after the end of the stream (160 ms):
+    // `b` buffers every piece and the end of the stream while it holds the
+    // headers; the answer lets the headers and the whole body go to `c`.
+    let mut chain = chain(
+        Waits::HeldHeaders { buffer: true },
+        Duration::from_millis(300),
+    );
+    let o = chain.send(post(Some(GAP)), echo).expect("send");
+    assert_eq!(
+        lines(&o),
+        [
+            "a: q03 0",
+            "b: q03 0",
+            "a: q03 0",
+            "b: q06 0",
+            "a: q03 0",
+            "b: q09 0",
+            "a: q03 0",
+            "b: q12 0",
+            "a: q00 1",
+            "b: q12 1",
+            "b: answer",
+            "c: q12 1",
         ]
     );
     let upstream = o.upstream_request.expect("went upstream");

@@ -248,6 +248,13 @@ pub(super) struct Io<'a, 'c> {
     /// by (filter, token): body passes of the response do not wait for them
     /// (they arrive as events, whenever they are due).
     pub(super) leftovers: Vec<(usize, u32)>,
+    /// Filters that held their headers (StopIteration with
+    /// `allow_on_headers_stop_iteration`) and let them go from a body
+    /// callback that continued: Envoy keeps the stream's body buffer (empty
+    /// now), so when such a filter is resumed later, while the body is still
+    /// arriving, the filters after it get an empty frame (measured in Envoy
+    /// 1.40).
+    pub(super) emptied: Vec<usize>,
     /// The pieces of the body of the direction under way that have not
     /// arrived yet (a body sent in pieces with a [`ChunkGap`](super::ChunkGap)):
     /// each frame with the virtual time it arrives at.
@@ -428,6 +435,7 @@ impl Chain {
                     id,
                     waits: true,
                     leftovers: Vec::new(),
+                    emptied: Vec::new(),
                     pieces: VecDeque::new(),
                     facts: crate::state::Facts::default(),
                 };
