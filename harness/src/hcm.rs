@@ -308,6 +308,21 @@ impl HttpCache {
 /// The `http` crate cannot express a target like `x/y` or `*?q` (its URI
 /// parser refuses them), so neither can a test.
 ///
+/// # `HEAD` requests
+///
+/// A `HEAD` reaches the upstream without `content-length`, and its response
+/// has no body, as Envoy 1.40 frames it (measured,
+/// `tests/conformance/head-requests*.yaml`): the filters' response headers
+/// callback has `end_of_stream` true and no response body callback runs
+/// (`response.size` is `0`); the filters see the upstream's `content-length`
+/// if it sent one (an upstream answer with a whole body and no framing
+/// header announces its length, as hyper does), never its
+/// `transfer-encoding`. A local reply (a filter's, the router's, the
+/// connection manager's) keeps the `content-length` and `content-type` of
+/// its body but sends no body. A response without `content-length` reaches
+/// the client with `transfer-encoding: chunked`, where a `GET` gets
+/// `content-length: 0`.
+///
 /// ```
 /// let options = http::Request::builder()
 ///     .method("OPTIONS")
