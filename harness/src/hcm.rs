@@ -308,6 +308,12 @@ impl HttpCache {
 /// The `http` crate cannot express a target like `x/y` or `*?q` (its URI
 /// parser refuses them), so neither can a test.
 ///
+/// A `CONNECT` with an authority-form target (`host:443`) is not emulated:
+/// on a connection manager without `upgrade_configs` Envoy 1.40 shows the
+/// filters no `:path`, and its router answers `404` `route_not_found`
+/// (`NR`) with `connection: close`, while the harness forwards it with
+/// `:path` `/`.
+///
 /// # `HEAD` requests
 ///
 /// A `HEAD` reaches the upstream without `content-length`, and its response
