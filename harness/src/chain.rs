@@ -2187,6 +2187,7 @@ impl Chain {
             )?;
             // The path's normalization, or the connection manager's answer
             // before any filter exists.
+            let head = crate::hcm::is_head_request(&fields);
             let early = chain.hcm.prepare_path(&mut fields);
             let mut warnings = Vec::new();
             let request_trailers = trailers::from_client(&request, &chain.hcm, &mut warnings)?;
@@ -2222,6 +2223,7 @@ impl Chain {
             };
             io.facts = chain.start_stream(with_headers);
             io.facts.get().grpc_request = crate::hcm::is_grpc_request(&fields);
+            io.facts.get().head_request = head;
             let order = std::mem::take(&mut chain.scratch.order);
             let buffered = std::mem::take(&mut chain.scratch.buffered);
             if let Some(reply) = early {
@@ -2518,9 +2520,10 @@ impl Chain {
                             facts.transport_failure = Some(REFUSED_REASON);
                         }
                         facts.reply_code = u16::try_from(reply.request.status).ok();
-                        facts.grpc_request
+                        (facts.grpc_request, facts.head_request)
                     };
-                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
+                    let (response, body) =
+                        ConnectionManager::local_reply_to(&reply.request, grpc.0, grpc.1);
                     // A local reply's body is one final frame.
                     let frames = if body.is_empty() {
                         Vec::new()
@@ -2531,14 +2534,19 @@ impl Chain {
                     let upstream_request = (!refused).then_some(upstream_request);
                     (upstream_request, response, frames, false, Some(reply))
                 }
-                (Ok((upstream_request, response, (_, delay), failure)), None) => {
+                (Ok((upstream_request, mut response, (_, delay), failure)), None) => {
                     let mut guard = io.chain();
                     let chain: &mut Chain = &mut guard;
+                    let head = io.facts.get().head_request;
+                    if head {
+                        crate::hcm::without_body(&mut response);
+                    }
                     let chunks = response.extensions().get::<BodyChunks>().cloned();
                     let gap = chunk_gap(response.extensions(), chunks.is_some(), "response")?;
                     let response_fields = chain.hcm.response_fields(
                         &response,
                         std::mem::take(&mut chain.scratch.response_headers),
+                        head,
                     );
                     let frames = if failure == Some(UpstreamFailure::ResetAfterHeaders) {
                         // The headers arrive; the connection closes before the
@@ -2577,9 +2585,10 @@ impl Chain {
                     let grpc = {
                         let mut facts = io.facts.get();
                         facts.reply_code = u16::try_from(reply.request.status).ok();
-                        facts.grpc_request
+                        (facts.grpc_request, facts.head_request)
                     };
-                    let (response, body) = ConnectionManager::local_reply(&reply.request, grpc);
+                    let (response, body) =
+                        ConnectionManager::local_reply_to(&reply.request, grpc.0, grpc.1);
                     // A local reply's body is one final frame.
                     let frames = if body.is_empty() {
                         Vec::new()
@@ -2828,7 +2837,11 @@ impl Chain {
             Err(r) => {
                 response_trailers = None;
                 let mut facts = io.facts.get();
-                let (fields, body) = ConnectionManager::local_reply(&r.request, facts.grpc_request);
+                let (fields, body) = ConnectionManager::local_reply_to(
+                    &r.request,
+                    facts.grpc_request,
+                    facts.head_request,
+                );
                 let body = Bytes::from(body);
                 // Straight to the client.
                 let sent = u64::try_from(body.len()).unwrap_or(u64::MAX);
@@ -2850,6 +2863,7 @@ impl Chain {
             response_body,
             date,
             response_trailers.as_ref(),
+            io.facts.get().head_request,
             &mut chain.http_cache,
         )?;
         let close = reply
@@ -2938,7 +2952,9 @@ impl Chain {
         warnings: Vec<String>,
     ) -> Result<Outcome> {
         let grpc = crate::hcm::is_grpc_request(&fields);
-        let (mut response_fields, body) = ConnectionManager::local_reply(&reply, grpc);
+        // Read before a codec error emptied the request's map.
+        let head = io.facts.get().head_request;
+        let (mut response_fields, body) = ConnectionManager::local_reply_to(&reply, grpc, head);
         let body = Bytes::from(body);
         chain.refresh_date();
         let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());
@@ -2947,6 +2963,7 @@ impl Chain {
             body.clone(),
             date,
             None,
+            head,
             &mut chain.http_cache,
         )?;
         close_after_reply(&mut response, &reply, request_complete);

@@ -308,6 +308,27 @@ impl HttpCache {
 /// The `http` crate cannot express a target like `x/y` or `*?q` (its URI
 /// parser refuses them), so neither can a test.
 ///
+/// A `CONNECT` with an authority-form target (`host:443`) is not emulated:
+/// on a connection manager without `upgrade_configs` Envoy 1.40 shows the
+/// filters no `:path`, and its router answers `404` `route_not_found`
+/// (`NR`) with `connection: close`, while the harness forwards it with
+/// `:path` `/`.
+///
+/// # `HEAD` requests
+///
+/// A `HEAD` reaches the upstream without `content-length`, and its response
+/// has no body, as Envoy 1.40 frames it (measured,
+/// `tests/conformance/head-requests*.yaml`): the filters' response headers
+/// callback has `end_of_stream` true and no response body callback runs
+/// (`response.size` is `0`); the filters see the upstream's `content-length`
+/// if it sent one (an upstream answer with a whole body and no framing
+/// header announces its length, as hyper does), never its
+/// `transfer-encoding`. A local reply (a filter's, the router's, the
+/// connection manager's) keeps the `content-length` and `content-type` of
+/// its body but sends no body. A response without `content-length` reaches
+/// the client with `transfer-encoding: chunked`, where a `GET` gets
+/// `content-length: 0`.
+///
 /// ```
 /// let options = http::Request::builder()
 ///     .method("OPTIONS")
@@ -1058,10 +1079,16 @@ impl ConnectionManager {
     /// framing made explicit (chunked when it has [`Trailers`]), plus the
     /// router's additions.
     /// `recycled` is a map whose room is reused.
+    ///
+    /// `head`: the client's request was a `HEAD`. Envoy's HTTP/1 codec then
+    /// reads no body: the filters see the upstream's `content-length` if it
+    /// sent one, never its `transfer-encoding`, and no framing is added
+    /// (measured in Envoy 1.40, `tests/conformance/head-requests.yaml`).
     pub(crate) fn response_fields(
         &self,
         response: &http::Response<Bytes>,
         recycled: Fields,
+        head: bool,
     ) -> Fields {
         // `:status`, the upstream's headers, up to two more, room for what
         // filters usually add and `server` and `date`.
@@ -1071,18 +1098,25 @@ impl ConnectionManager {
         );
         fields.add_new(b":status", response.status().as_str().as_bytes());
         for (name, value) in response.headers() {
+            if head && name == http::header::TRANSFER_ENCODING {
+                continue;
+            }
             fields.add_lowercase(name.as_str().as_bytes(), value.as_bytes());
         }
-        if response.extensions().get::<Trailers>().is_some()
+        if head {
+            // No body follows the headers of a response to HEAD.
+        } else if response.extensions().get::<Trailers>().is_some()
             && needs_framing(&fields, response.status().as_u16())
         {
             fields.add_new(b"transfer-encoding", b"chunked");
         }
-        frame(
-            &mut fields,
-            response.status().as_u16(),
-            response.body().len(),
-        );
+        if !head {
+            frame(
+                &mut fields,
+                response.status().as_u16(),
+                response.body().len(),
+            );
+        }
         if !self.suppress_envoy_headers {
             // The harness's upstream answers in zero virtual time.
             fields.add_lowercase(b"x-envoy-upstream-service-time", b"0");
@@ -1147,6 +1181,23 @@ impl ConnectionManager {
         (fields, reply.body.clone())
     }
 
+    /// [`ConnectionManager::local_reply`] to a request that is a `HEAD`
+    /// when `head`: the headers are those of the reply with its body (its
+    /// `content-length` and `content-type` stay), but no body follows them,
+    /// so no filter's response body callback runs and `response.size` is
+    /// `0` (measured in Envoy 1.40, `tests/conformance/head-requests.yaml`).
+    pub(crate) fn local_reply_to(
+        reply: &LocalReplyRequest,
+        grpc: bool,
+        head: bool,
+    ) -> (Fields, Vec<u8>) {
+        let (fields, mut body) = Self::local_reply(reply, grpc);
+        if head {
+            body.clear();
+        }
+        (fields, body)
+    }
+
     /// The response as the client receives it: after the encoder filters,
     /// the connection manager sets `date` (unless the response has one) and
     /// `server` and removes `transfer-encoding` from `fields`, and the
@@ -1154,14 +1205,25 @@ impl ConnectionManager {
     /// left the filters, if the stream had any: the body is then chunked even
     /// when empty, and the client receives them if the connection manager
     /// carries trailers and the response is not framed by `content-length`.
+    ///
+    /// To a `HEAD` request (`head`) the codec sends no body and no trailers,
+    /// and frames a response that has neither header as chunked, as if a
+    /// body followed (measured in Envoy 1.40,
+    /// `tests/conformance/head-requests.yaml`).
     pub(crate) fn client_response(
         &self,
         fields: &mut Fields,
         body: Bytes,
         date: &str,
         trailers: Option<&Fields>,
+        head: bool,
         cache: &mut HttpCache,
     ) -> Result<http::Response<Bytes>> {
+        let (body, trailers) = if head {
+            (Bytes::new(), None)
+        } else {
+            (body, trailers)
+        };
         self.stamp(fields, date);
         // After the encoder filters, the connection manager removes the
         // hop-by-hop `transfer-encoding` from the response's map.
@@ -1183,7 +1245,7 @@ impl ConnectionManager {
             HeaderValue::from_static("chunked"),
         );
         let framing = needs_framing(fields, status.as_u16()).then(|| {
-            if body.is_empty() && trailers.is_none() {
+            if body.is_empty() && trailers.is_none() && !head {
                 (&b"content-length"[..], Source::Fixed(&zero))
             } else {
                 (&b"transfer-encoding"[..], Source::Fixed(&chunked_value))
@@ -1234,6 +1296,33 @@ pub(crate) fn is_grpc_request(fields: &Fields) -> bool {
             .strip_prefix(GRPC)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+"))
     })
+}
+
+/// An upstream's response to a `HEAD` request as Envoy's codec reads it:
+/// the headers only, whatever body, pieces or trailers the upstream's
+/// answer was given.
+/// A body given whole, with neither framing header, is announced by its
+/// `content-length`, as an HTTP/1 server (hyper) answers `HEAD`.
+pub(crate) fn without_body(response: &mut http::Response<Bytes>) {
+    let chunks = response.extensions_mut().remove::<crate::BodyChunks>();
+    let trailers = response.extensions_mut().remove::<Trailers>();
+    let body = std::mem::take(response.body_mut());
+    let headers = response.headers_mut();
+    if !body.is_empty()
+        && chunks.is_none()
+        && trailers.is_none()
+        && !headers.contains_key(http::header::CONTENT_LENGTH)
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+}
+
+/// Whether the client's request is a `HEAD` (read on the client's request,
+/// before any filter, as Envoy's codec reads its request line): its response
+/// then has no body.
+pub(crate) fn is_head_request(fields: &Fields) -> bool {
+    fields.get(b":method") == Some(b"HEAD")
 }
 
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`: the gRPC status an HTTP status
@@ -2076,6 +2165,7 @@ mod tests {
                 Bytes::from_static(b"hi"),
                 "later",
                 None,
+                false,
                 &mut cache,
             )
             .expect("response");
@@ -2101,7 +2191,7 @@ mod tests {
         assert!(body.is_empty());
         assert_eq!(names(&fields), [":status=404"]);
         let response = hcm
-            .client_response(&mut fields, Bytes::new(), "now", None, &mut cache)
+            .client_response(&mut fields, Bytes::new(), "now", None, false, &mut cache)
             .expect("response");
         assert_eq!(response.headers()["content-length"], "0");
         assert_eq!(names(&fields), [":status=404", "date=now", "server=envoy"]);
@@ -2483,6 +2573,7 @@ mod tests {
                     Bytes::from_static(b"hi"),
                     "Thu, 01 Jan 1970 00:00:00 GMT",
                     None,
+                    false,
                     cache,
                 )
                 .expect("response")

@@ -262,6 +262,9 @@ pub(crate) struct StreamFacts {
     /// `content-type` ([`crate::hcm::is_grpc_request`]), so local replies
     /// to the stream are gRPC trailers-only responses.
     pub(crate) grpc_request: bool,
+    /// The client's request is a `HEAD` ([`crate::hcm::is_head_request`]):
+    /// its response, the upstream's or a local reply, has no body.
+    pub(crate) head_request: bool,
     /// The facts of a network filter's connection (the connection's own
     /// stream info), not of an HTTP stream: bytes are counted as the
     /// connection reads and writes them, and there is no protocol.

@@ -1081,3 +1081,146 @@ fn targets_that_are_not_paths_are_answered_before_the_filters() {
         assert_eq!(header_values(upstream.headers(), "host"), ["other.test"]);
     }
 }
+
+/// A HEAD request with probe scripts for the response phase.
+fn head(scripts: &[(&str, &str)]) -> http::Request<Bytes> {
+    let mut b = http::Request::head("/x").header("host", "head.test");
+    for (name, script) in scripts {
+        b = b.header(*name, *script);
+    }
+    b.body(Bytes::new()).expect("request")
+}
+
+const HEAD_RESPONSE: (&str, &str) = ("x-probe-response", "eos;get:2:content-length");
+const HEAD_BODY: (&str, &str) = ("x-probe-response-body", "eos");
+const HEAD_LOG: (&str, &str) = ("x-probe-log", "propn:response.size");
+
+#[test]
+fn a_head_response_keeps_the_upstreams_length_and_has_no_body() {
+    let mut chain = probe(ConnectionManager::default());
+    let outcome = chain
+        .send(head(&[HEAD_RESPONSE, HEAD_BODY, HEAD_LOG]), ok)
+        .expect("sent");
+    let upstream = outcome.upstream_request.as_ref().expect("reached upstream");
+    assert_eq!(upstream.method(), http::Method::HEAD);
+    assert!(upstream.headers().get("content-length").is_none());
+    // The upstream's body announced its length; none of it is read.
+    assert_eq!(
+        values(Some(outcome.response.headers()), "content-length"),
+        ["2"]
+    );
+    assert!(outcome.response.body().is_empty());
+    let logs = infos(&outcome);
+    assert!(
+        logs.contains(&"on_response_headers eos -> 0 true"),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"on_response_headers get:2:content-length -> 0 2"),
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.starts_with("on_response_body")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"on_log propn:response.size -> 0 0"),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn a_head_response_without_a_length_is_chunked() {
+    let mut chain = probe(ConnectionManager::default());
+    let empty = |_: http::Request<Bytes>| http::Response::new(Bytes::new());
+    let outcome = chain.send(head(&[HEAD_RESPONSE]), empty).expect("sent");
+    let headers = outcome.response.headers();
+    assert!(headers.get("content-length").is_none());
+    assert_eq!(values(Some(headers), "transfer-encoding"), ["chunked"]);
+    // A GET gets `content-length: 0` instead.
+    let get = http::Request::get("/x")
+        .header("host", "head.test")
+        .body(Bytes::new())
+        .expect("request");
+    let outcome = chain.send(get, empty).expect("sent");
+    assert_eq!(
+        values(Some(outcome.response.headers()), "content-length"),
+        ["0"]
+    );
+}
+
+#[test]
+fn an_upstreams_chunked_answer_to_head_is_headers_only() {
+    let mut chain = probe(ConnectionManager::default());
+    let chunked = |_: http::Request<Bytes>| {
+        http::Response::builder()
+            .extension(BodyChunks(vec![3]))
+            .body(Bytes::from_static(b"0123456789"))
+            .expect("response")
+    };
+    let outcome = chain
+        .send(
+            head(&[
+                ("x-probe-response", "eos;get:2:transfer-encoding"),
+                HEAD_BODY,
+            ]),
+            chunked,
+        )
+        .expect("sent");
+    let logs = infos(&outcome);
+    assert!(
+        logs.contains(&"on_response_headers eos -> 0 true"),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"on_response_headers get:2:transfer-encoding -> 1"),
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.starts_with("on_response_body")),
+        "{logs:?}"
+    );
+    assert!(outcome.response.body().is_empty());
+}
+
+#[test]
+fn a_local_reply_to_head_keeps_its_length_but_sends_no_body() {
+    let mut chain = probe(ConnectionManager::default());
+    let outcome = chain
+        .send(
+            head(&[
+                ("x-probe-request", "reply:403:denied:nope"),
+                HEAD_RESPONSE,
+                HEAD_BODY,
+                HEAD_LOG,
+            ]),
+            ok,
+        )
+        .expect("sent");
+    assert!(outcome.upstream_request.is_none());
+    assert_eq!(outcome.response.status(), 403);
+    let headers = outcome.response.headers();
+    assert_eq!(values(Some(headers), "content-length"), ["4"]);
+    assert_eq!(values(Some(headers), "content-type"), ["text/plain"]);
+    assert!(outcome.response.body().is_empty());
+    let logs = infos(&outcome);
+    assert!(
+        logs.contains(&"on_response_headers eos -> 0 true"),
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.starts_with("on_response_body")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"on_log propn:response.size -> 0 0"),
+        "{logs:?}"
+    );
+    // Without a body, the reply is chunked on the wire.
+    let outcome = chain
+        .send(head(&[("x-probe-request", "reply:403:denied:")]), ok)
+        .expect("sent");
+    let headers = outcome.response.headers();
+    assert!(headers.get("content-length").is_none());
+    assert_eq!(values(Some(headers), "transfer-encoding"), ["chunked"]);
+}
