@@ -130,14 +130,20 @@ impl Nop {
         Ok(Self { store, nop })
     }
 
-    /// Mean time per call over [`NOP_CALLS`] calls.
-    fn per_call(&mut self) -> Result<Duration> {
+    /// The time of [`NOP_CALLS`] calls (a `Duration` per call would round
+    /// to whole nanoseconds: [`per_call_ns`] divides).
+    fn round(&mut self) -> Result<Duration> {
         let start = Instant::now();
         for _ in 0..NOP_CALLS {
             self.nop.call(&mut self.store, ()).map_err(wasm)?;
         }
-        Ok(start.elapsed() / NOP_CALLS)
+        Ok(start.elapsed())
     }
+}
+
+/// Nanoseconds per call in a [`Nop::round`] that took `round`.
+fn per_call_ns(round: Duration) -> f64 {
+    round.as_secs_f64() * 1e9 / f64::from(NOP_CALLS)
 }
 
 /// A wasmtime error, with its chain of causes.
@@ -168,10 +174,13 @@ impl Stat {
     }
 }
 
-/// A range of nanosecond figures, as `[27.1 ns – 30.2 ns]`.
+/// The range of [`Nop::round`]s, per call, as `[27.1 ns – 30.2 ns]`.
 fn ns_range(stat: &Stat) -> String {
-    let ns = |d: Duration| d.as_secs_f64() * 1e9;
-    format!("[{:.1} ns – {:.1} ns]", ns(stat.min), ns(stat.max))
+    format!(
+        "[{:.1} ns – {:.1} ns]",
+        per_call_ns(stat.min),
+        per_call_ns(stat.max)
+    )
 }
 
 fn us(d: Duration) -> String {
@@ -286,12 +295,12 @@ fn main() -> Result<()> {
     for chain in &mut chains {
         per_request(chain, 1000)?;
     }
-    nop.per_call()?;
+    nop.round()?;
     for _ in 0..ROUNDS {
         for (chain, s) in chains.iter_mut().zip(&mut samples) {
             s.push(per_request(chain, n)?);
         }
-        nop_samples.push(nop.per_call()?);
+        nop_samples.push(nop.round()?);
     }
     drop(chains);
     let nop = Stat::of(nop_samples);
@@ -469,10 +478,10 @@ fn main() -> Result<()> {
         "",
         "engine + load from the on-disk cache + plugin start + first request",
     );
-    let slower = nop.median.as_secs_f64() * 1e9 / ANCHOR_NOP_NS;
+    let slower = per_call_ns(nop.median) / ANCHOR_NOP_NS;
     row(
         "calibration: wasmtime host-to-wasm typed nop",
-        &format!("{:.1} ns", nop.median.as_secs_f64() * 1e9),
+        &format!("{:.1} ns", per_call_ns(nop.median)),
         &format!("{ANCHOR_NOP_NS} ns"),
         &format!(
             "{slower:.2}x the time wasmtime's maintainers published (wasmtime#10643) {}",
