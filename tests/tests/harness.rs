@@ -1111,20 +1111,26 @@ fn a_head_response_keeps_the_upstreams_length_and_has_no_body() {
     );
     assert!(outcome.response.body().is_empty());
     let logs = infos(&outcome);
-    assert!(
-        logs.contains(&"on_response_headers eos -> 0 true"),
-        "{logs:?}"
-    );
+    assert_headers_end_the_response(&logs);
     assert!(
         logs.contains(&"on_response_headers get:2:content-length -> 0 2"),
         "{logs:?}"
     );
     assert!(
-        !logs.iter().any(|l| l.starts_with("on_response_body")),
+        logs.contains(&"on_log propn:response.size -> 0 0"),
+        "{logs:?}"
+    );
+}
+
+/// The probe's log of a response to HEAD: its headers ended the stream and
+/// no body callback ran.
+fn assert_headers_end_the_response(logs: &[&str]) {
+    assert!(
+        logs.contains(&"on_response_headers eos -> 0 true"),
         "{logs:?}"
     );
     assert!(
-        logs.contains(&"on_log propn:response.size -> 0 0"),
+        !logs.iter().any(|l| l.starts_with("on_response_body")),
         "{logs:?}"
     );
 }
@@ -1168,16 +1174,9 @@ fn an_upstreams_chunked_answer_to_head_is_headers_only() {
         )
         .expect("sent");
     let logs = infos(&outcome);
-    assert!(
-        logs.contains(&"on_response_headers eos -> 0 true"),
-        "{logs:?}"
-    );
+    assert_headers_end_the_response(&logs);
     assert!(
         logs.contains(&"on_response_headers get:2:transfer-encoding -> 1"),
-        "{logs:?}"
-    );
-    assert!(
-        !logs.iter().any(|l| l.starts_with("on_response_body")),
         "{logs:?}"
     );
     assert!(outcome.response.body().is_empty());
@@ -1204,14 +1203,7 @@ fn a_local_reply_to_head_keeps_its_length_but_sends_no_body() {
     assert_eq!(values(Some(headers), "content-type"), ["text/plain"]);
     assert!(outcome.response.body().is_empty());
     let logs = infos(&outcome);
-    assert!(
-        logs.contains(&"on_response_headers eos -> 0 true"),
-        "{logs:?}"
-    );
-    assert!(
-        !logs.iter().any(|l| l.starts_with("on_response_body")),
-        "{logs:?}"
-    );
+    assert_headers_end_the_response(&logs);
     assert!(
         logs.contains(&"on_log propn:response.size -> 0 0"),
         "{logs:?}"
