@@ -47,15 +47,7 @@ fn escaped(bytes: &[u8]) -> String {
 
 /// The probe's log lines for one request whose headers run `script`.
 fn request_lines(chain: &mut Chain, script: &str) -> Vec<String> {
-    let request = http::Request::get("/")
-        .header("host", "node.test")
-        .header("x-probe-request", script)
-        .body(Bytes::new())
-        .expect("request");
-    let outcome = chain
-        .send(request, |_| http::Response::new(Bytes::new()))
-        .expect("sent");
-    lines(&outcome.logs)
+    phase_lines(chain, script, "", "")
 }
 
 #[track_caller]
