@@ -2513,17 +2513,19 @@ impl Chain {
                 // The router gave up on the upstream and answers itself.
                 (Ok((upstream_request, _, _, failure)), Some((reply, flag))) => {
                     let refused = failure == Some(UpstreamFailure::ConnectFailure);
-                    let grpc = {
+                    let (response, body) = {
                         let mut facts = io.facts.get();
                         facts.flags |= flag;
                         if refused {
                             facts.transport_failure = Some(REFUSED_REASON);
                         }
                         facts.reply_code = u16::try_from(reply.request.status).ok();
-                        (facts.grpc_request, facts.head_request)
+                        ConnectionManager::local_reply(
+                            &reply.request,
+                            facts.grpc_request,
+                            facts.head_request,
+                        )
                     };
-                    let (response, body) =
-                        ConnectionManager::local_reply_to(&reply.request, grpc.0, grpc.1);
                     // A local reply's body is one final frame.
                     let frames = if body.is_empty() {
                         Vec::new()
@@ -2582,13 +2584,15 @@ impl Chain {
                 (Err(reply), _) => {
                     // A reply in the body phase resets the upstream request the router
                     // had started: the upstream never receives a complete request.
-                    let grpc = {
+                    let (response, body) = {
                         let mut facts = io.facts.get();
                         facts.reply_code = u16::try_from(reply.request.status).ok();
-                        (facts.grpc_request, facts.head_request)
+                        ConnectionManager::local_reply(
+                            &reply.request,
+                            facts.grpc_request,
+                            facts.head_request,
+                        )
                     };
-                    let (response, body) =
-                        ConnectionManager::local_reply_to(&reply.request, grpc.0, grpc.1);
                     // A local reply's body is one final frame.
                     let frames = if body.is_empty() {
                         Vec::new()
@@ -2837,7 +2841,7 @@ impl Chain {
             Err(r) => {
                 response_trailers = None;
                 let mut facts = io.facts.get();
-                let (fields, body) = ConnectionManager::local_reply_to(
+                let (fields, body) = ConnectionManager::local_reply(
                     &r.request,
                     facts.grpc_request,
                     facts.head_request,
@@ -2951,10 +2955,10 @@ impl Chain {
         request_complete: bool,
         warnings: Vec<String>,
     ) -> Result<Outcome> {
-        let grpc = crate::hcm::is_grpc_request(&fields);
         // Read before a codec error emptied the request's map.
         let head = io.facts.get().head_request;
-        let (mut response_fields, body) = ConnectionManager::local_reply_to(&reply, grpc, head);
+        let grpc = crate::hcm::is_grpc_request(&fields);
+        let (mut response_fields, body) = ConnectionManager::local_reply(&reply, grpc, head);
         let body = Bytes::from(body);
         chain.refresh_date();
         let date = chain.date.as_ref().map_or("", |(_, date)| date.as_str());

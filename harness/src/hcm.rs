@@ -1103,19 +1103,13 @@ impl ConnectionManager {
             }
             fields.add_lowercase(name.as_str().as_bytes(), value.as_bytes());
         }
-        if head {
-            // No body follows the headers of a response to HEAD.
-        } else if response.extensions().get::<Trailers>().is_some()
-            && needs_framing(&fields, response.status().as_u16())
-        {
-            fields.add_new(b"transfer-encoding", b"chunked");
-        }
+        // No body follows the headers of a response to HEAD: no framing.
         if !head {
-            frame(
-                &mut fields,
-                response.status().as_u16(),
-                response.body().len(),
-            );
+            let status = response.status().as_u16();
+            if response.extensions().get::<Trailers>().is_some() && needs_framing(&fields, status) {
+                fields.add_new(b"transfer-encoding", b"chunked");
+            }
+            frame(&mut fields, status, response.body().len());
         }
         if !self.suppress_envoy_headers {
             // The harness's upstream answers in zero virtual time.
@@ -1148,7 +1142,17 @@ impl ConnectionManager {
     /// not empty ([`local_reply_grpc_status`]), `grpc-message` with the body
     /// percent-encoded ([`percent_encode`]) when there is a body, and no
     /// `content-length`.
-    pub(crate) fn local_reply(reply: &LocalReplyRequest, grpc: bool) -> (Fields, Vec<u8>) {
+    ///
+    /// To a `HEAD` request (`head`) the headers are those of the reply with
+    /// its body (its `content-length` and `content-type` stay), but no body
+    /// follows them, so no filter's response body callback runs and
+    /// `response.size` is `0` (measured in Envoy 1.40,
+    /// `tests/conformance/head-requests.yaml`).
+    pub(crate) fn local_reply(
+        reply: &LocalReplyRequest,
+        grpc: bool,
+        head: bool,
+    ) -> (Fields, Vec<u8>) {
         let mut fields = Fields::new(Kind::Response);
         if grpc {
             fields.add_new(b":status", b"200");
@@ -1178,23 +1182,7 @@ impl ConnectionManager {
         if !reply.body.is_empty() && fields.get(b"content-type").is_none() {
             fields.add(b"content-type", b"text/plain");
         }
-        (fields, reply.body.clone())
-    }
-
-    /// [`ConnectionManager::local_reply`] to a request that is a `HEAD`
-    /// when `head`: the headers are those of the reply with its body (its
-    /// `content-length` and `content-type` stay), but no body follows them,
-    /// so no filter's response body callback runs and `response.size` is
-    /// `0` (measured in Envoy 1.40, `tests/conformance/head-requests.yaml`).
-    pub(crate) fn local_reply_to(
-        reply: &LocalReplyRequest,
-        grpc: bool,
-        head: bool,
-    ) -> (Fields, Vec<u8>) {
-        let (fields, mut body) = Self::local_reply(reply, grpc);
-        if head {
-            body.clear();
-        }
+        let body = if head { Vec::new() } else { reply.body.clone() };
         (fields, body)
     }
 
@@ -2187,7 +2175,7 @@ mod tests {
             headers: Fields::new(Kind::Plain),
             grpc_status: -1,
         };
-        let (mut fields, body) = ConnectionManager::local_reply(&reply, false);
+        let (mut fields, body) = ConnectionManager::local_reply(&reply, false, false);
         assert!(body.is_empty());
         assert_eq!(names(&fields), [":status=404"]);
         let response = hcm
@@ -2201,7 +2189,7 @@ mod tests {
             ..reply
         };
         assert_eq!(
-            names(&ConnectionManager::local_reply(&reply, false).0),
+            names(&ConnectionManager::local_reply(&reply, false, false).0),
             [":status=404", "content-length=3", "content-type=text/plain"]
         );
     }
@@ -2292,7 +2280,7 @@ mod tests {
     #[test]
     fn a_local_reply_to_a_grpc_request_is_trailers_only() {
         // Grpc status from the HTTP status; no body, no grpc-message.
-        let (fields, body) = ConnectionManager::local_reply(&reply(403, -1, b"", &[]), true);
+        let (fields, body) = ConnectionManager::local_reply(&reply(403, -1, b"", &[]), true, false);
         assert!(body.is_empty());
         assert_eq!(
             names(&fields),
@@ -2306,6 +2294,7 @@ mod tests {
         let (fields, body) = ConnectionManager::local_reply(
             &reply(401, 5, b"go 100%", &[("x-a", "1"), ("x-b", "2")]),
             true,
+            false,
         );
         assert!(body.is_empty());
         assert_eq!(
@@ -2327,7 +2316,8 @@ mod tests {
             ("content-type", "text/html"),
             ("content-length", "5"),
         ];
-        let (fields, _) = ConnectionManager::local_reply(&reply(500, 3, b"mine", &headers), true);
+        let (fields, _) =
+            ConnectionManager::local_reply(&reply(500, 3, b"mine", &headers), true, false);
         assert_eq!(
             names(&fields),
             [
@@ -2338,8 +2328,11 @@ mod tests {
             ]
         );
         // An empty grpc-status is replaced.
-        let (fields, _) =
-            ConnectionManager::local_reply(&reply(404, -1, b"", &[("grpc-status", "")]), true);
+        let (fields, _) = ConnectionManager::local_reply(
+            &reply(404, -1, b"", &[("grpc-status", "")]),
+            true,
+            false,
+        );
         assert_eq!(
             names(&fields),
             [
@@ -2349,7 +2342,8 @@ mod tests {
             ]
         );
         // The same reply to a plain request.
-        let (fields, body) = ConnectionManager::local_reply(&reply(401, 5, b"go", &[]), false);
+        let (fields, body) =
+            ConnectionManager::local_reply(&reply(401, 5, b"go", &[]), false, false);
         assert_eq!(body, b"go");
         assert_eq!(
             names(&fields),
