@@ -624,6 +624,16 @@ enum Direction {
     Response,
 }
 
+impl Direction {
+    /// Where a context's map of this direction's headers is lent to it.
+    fn headers(self, maps: &mut crate::state::StreamMaps) -> &mut Option<Fields> {
+        match self {
+            Direction::Request => &mut maps.request_headers,
+            Direction::Response => &mut maps.response_headers,
+        }
+    }
+}
+
 /// What a filter's callback left the stream with, once the actions it deferred
 /// and its VM's failure policy are applied.
 enum After {
@@ -1154,21 +1164,12 @@ fn with_held<T>(
     let Some((_, headers)) = held.as_mut().filter(|(h, _)| *h == i) else {
         return f(slot);
     };
-    {
-        let mut state = slot.vm.state();
-        let taken = Some(std::mem::take(&mut **headers));
-        match direction {
-            Direction::Request => state.maps.request_headers = taken,
-            Direction::Response => state.maps.response_headers = taken,
-        }
-    }
+    *direction.headers(&mut slot.vm.state().maps) = Some(std::mem::take(&mut **headers));
     let out = f(slot);
-    let mut state = slot.vm.state();
-    **headers = match direction {
-        Direction::Request => state.maps.request_headers.take(),
-        Direction::Response => state.maps.response_headers.take(),
-    }
-    .unwrap_or_default();
+    **headers = direction
+        .headers(&mut slot.vm.state().maps)
+        .take()
+        .unwrap_or_default();
     out
 }
 
@@ -3189,18 +3190,11 @@ impl Chain {
                     let mut state = slot.vm.state();
                     state.maps.trailers_addable = eos;
                     match direction {
-                        Direction::Request => {
-                            state.maps.request_body = Some(body);
-                            if let Some(headers) = holding.as_deref_mut() {
-                                state.maps.request_headers = Some(std::mem::take(headers));
-                            }
-                        }
-                        Direction::Response => {
-                            state.maps.response_body = Some(body);
-                            if let Some(headers) = holding.as_deref_mut() {
-                                state.maps.response_headers = Some(std::mem::take(headers));
-                            }
-                        }
+                        Direction::Request => state.maps.request_body = Some(body),
+                        Direction::Response => state.maps.response_body = Some(body),
+                    }
+                    if let Some(headers) = holding.as_deref_mut() {
+                        *direction.headers(&mut state.maps) = Some(std::mem::take(headers));
                     }
                     drop(state);
                     let r = match direction {
@@ -4093,11 +4087,10 @@ impl Chain {
         let slot = &mut chain.slots[i];
         *fields = {
             let mut state = slot.vm.state();
-            let taken = match direction {
-                Direction::Request => state.maps.request_headers.take(),
-                Direction::Response => state.maps.response_headers.take(),
-            }
-            .unwrap_or_default();
+            let taken = direction
+                .headers(&mut state.maps)
+                .take()
+                .unwrap_or_default();
             // The context keeps the map (see `HeldMaps`). A local reply
             // replaces the upstream's response headers for the client and
             // the access log; the context still points at the upstream's.

@@ -283,17 +283,14 @@ impl Chain {
                     Direction::Request => {
                         maps.request_trailers = lent;
                         maps.request_body = body;
-                        if let Some(headers) = holding {
-                            maps.request_headers = Some(std::mem::take(headers));
-                        }
                     }
                     Direction::Response => {
                         maps.response_trailers = lent;
                         maps.response_body = body;
-                        if let Some(headers) = holding {
-                            maps.response_headers = Some(std::mem::take(headers));
-                        }
                     }
+                }
+                if let Some(headers) = holding {
+                    *direction.headers(maps) = Some(std::mem::take(headers));
                 }
                 drop(state);
                 let result = match direction {
