@@ -1,43 +1,28 @@
 //! Envoy's ABI semantics, checked with tiny hand-written WAT guests: each guest
 //! reports what the host answered by logging the status code.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_harness::{Chain, Engine, Error, FailurePolicy, Filter, LogLevel, Outcome};
+use weir_harness::{Chain, Error, FailurePolicy, Filter, LogLevel, Outcome};
 
-fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| Engine::new().expect("engine"))
-}
+mod common;
+use common::engine;
 
 /// A 0.2.1 module with memory, a bump allocator, `proxy_log`, a `$status`
 /// helper that logs a status code as two digits, and `extra` (imports first,
 /// then functions and data).
 fn module(imports: &str, body: &str) -> Vec<u8> {
-    let src = format!(
-        r#"(module
-  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
-  {imports}
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "malloc") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
-    (local.get $p))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func $status (param $s i32)
+    common::guest(
+        imports,
+        &format!(
+            r#"(func $status (param $s i32)
     (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.div_u (local.get $s) (i32.const 10))))
     (i32.store8 (i32.const 101) (i32.add (i32.const 48) (i32.rem_u (local.get $s) (i32.const 10))))
     (drop (call $log (i32.const 2) (i32.const 100) (i32.const 2))))
-  (func $say (param $ptr i32) (param $len i32)
-    (drop (call $log (i32.const 2) (local.get $ptr) (local.get $len))))
-  {body}
-)"#
-    );
-    wat::parse_str(&src).unwrap_or_else(|e| panic!("bad test module: {e}\n{src}"))
+  {body}"#
+        ),
+    )
 }
 
 fn chain(wasm: &[u8], policy: FailurePolicy) -> Result<Chain, Error> {

@@ -2,16 +2,12 @@
 //! and arguments, pausing with accumulation, stream-control statuses, the end of
 //! a connection, and failures.
 
-use std::sync::OnceLock;
-
 use weir_harness::{
-    CloseType, Echo, Engine, Error, FailurePolicy, Filter, LogLevel, NetworkChain, TcpReply,
+    CloseType, Echo, Error, FailurePolicy, Filter, LogLevel, NetworkChain, TcpReply,
 };
 
-fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| Engine::new().expect("engine"))
-}
+mod common;
+use common::engine;
 
 /// A network filter that logs each callback as a word and two-digit numbers:
 /// `new`, `down <size> <eos>` (Pause while fewer than 3 bytes are held; a

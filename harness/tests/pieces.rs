@@ -5,36 +5,22 @@
 //! (`tests/conformance/body-pieces-slow-callouts.yaml` runs them against
 //! it); for the response, see `response_pieces_arrive_over_time_too`.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_harness::{BodyChunks, Chain, ChunkGap, Engine, Filter, LogLevel, Outcome};
+use weir_harness::{BodyChunks, Chain, ChunkGap, Filter, LogLevel, Outcome};
 
-fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| Engine::new().expect("engine"))
-}
+mod common;
+use common::engine;
 
 /// A 0.2.1 module whose body callbacks log `q<size> <eos>` (request) and
 /// `s<size> <eos>` (response), sizes in two digits, and return what
 /// `body_return` computes (from `$eos`); `extra` adds imports and functions.
 fn module(imports: &str, body_return: &str, extra: &str) -> Vec<u8> {
-    let src = format!(
-        r#"(module
-  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
-  {imports}
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "malloc") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
-    (local.get $p))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func $say (param $ptr i32) (param $len i32)
-    (drop (call $log (i32.const 2) (local.get $ptr) (local.get $len))))
-  (func $body (param $tag i32) (param $size i32) (param $eos i32)
+    common::guest(
+        imports,
+        &format!(
+            r#"  (func $body (param $tag i32) (param $size i32) (param $eos i32)
     (i32.store8 (i32.const 110) (local.get $tag))
     (i32.store8 (i32.const 111) (i32.add (i32.const 48) (i32.div_u (local.get $size) (i32.const 10))))
     (i32.store8 (i32.const 112) (i32.add (i32.const 48) (i32.rem_u (local.get $size) (i32.const 10))))
@@ -47,10 +33,9 @@ fn module(imports: &str, body_return: &str, extra: &str) -> Vec<u8> {
   (func (export "proxy_on_response_body") (param i32) (param $size i32) (param $eos i32) (result i32)
     (call $body (i32.const 115) (local.get $size) (local.get $eos))
     {body_return})
-  {extra}
-)"#
-    );
-    wat::parse_str(&src).unwrap_or_else(|e| panic!("bad test module: {e}\n{src}"))
+  {extra}"#
+        ),
+    )
 }
 
 /// Logs its body callbacks and lets everything go.

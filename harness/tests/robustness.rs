@@ -3,15 +3,11 @@
 //! status or a trap — never panic, never hang — and the request must end with an
 //! outcome or a harness error.
 
-use std::sync::OnceLock;
-
 use bytes::Bytes;
-use weir_harness::{Chain, Engine, Filter};
+use weir_harness::{Chain, Filter};
 
-fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| Engine::new().expect("engine"))
-}
+mod common;
+use common::engine;
 
 /// Every `proxy_*` import of ABI 0.2.1 with its parameter types (`i` i32,
 /// `l` i64); each returns an i32 status.
