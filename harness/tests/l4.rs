@@ -14,11 +14,9 @@ use common::engine;
 /// 4-byte chunk traps), `up <size> <eos> <status of continue_stream(Upstream)>`,
 /// `dclose <peer>`, `uclose <peer>`, `done`, `log`, `delete`.
 fn network_module() -> Vec<u8> {
-    let src = r#"(module
-  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
-  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "new")
+    common::guest(
+        r#"(import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))"#,
+        r#"  (data (i32.const 0) "new")
   (data (i32.const 8) "down")
   (data (i32.const 16) "up")
   (data (i32.const 24) "dclose")
@@ -26,15 +24,6 @@ fn network_module() -> Vec<u8> {
   (data (i32.const 40) "done")
   (data (i32.const 48) "log")
   (data (i32.const 56) "delete")
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "malloc") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
-    (local.get $p))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func $say (param $ptr i32) (param $len i32)
-    (drop (call $log (i32.const 2) (local.get $ptr) (local.get $len))))
   (func $num (param $n i32)
     (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.div_u (local.get $n) (i32.const 10))))
     (i32.store8 (i32.const 101) (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
@@ -69,9 +58,8 @@ fn network_module() -> Vec<u8> {
   (func (export "proxy_on_log") (param i32)
     (call $say (i32.const 48) (i32.const 3)))
   (func (export "proxy_on_delete") (param i32)
-    (call $say (i32.const 56) (i32.const 6)))
-)"#;
-    wat::parse_str(src).unwrap_or_else(|e| panic!("bad test module: {e}"))
+    (call $say (i32.const 56) (i32.const 6)))"#,
+    )
 }
 
 fn chain(policy: FailurePolicy) -> NetworkChain {
