@@ -1798,11 +1798,10 @@ fn timed_pieces(
     if frames.len() < 2 {
         return VecDeque::new();
     }
-    let mut k: u32 = 0;
     frames
         .drain(1..)
-        .map(|(data, eos)| {
-            k = k.saturating_add(1);
+        .zip(1u32..)
+        .map(|((data, eos), k)| {
             let at = start
                 .checked_add(gap.saturating_mul(k))
                 .unwrap_or(Duration::MAX);
